@@ -1,0 +1,5 @@
+import sys
+
+from roomcast.cli import main
+
+sys.exit(main())

@@ -1,0 +1,106 @@
+"""Wiring: settings → broker, node, WebSocket server, internal HTTP server; signals → drain."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from prometheus_client import CollectorRegistry
+
+from roomcast.broker import Broker
+from roomcast.broker.memory import MemoryBroker
+from roomcast.config import Settings
+from roomcast.http_internal import InternalHttpServer
+from roomcast.metrics import Metrics
+from roomcast.node import Node
+from roomcast.transport import CHAT_PATH, WebSocketServer
+
+log = logging.getLogger("roomcast")
+
+
+class Server:
+    """One node process: start, run until told to stop, drain."""
+
+    def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.registry = registry or CollectorRegistry()
+        self.metrics = Metrics(self.registry)
+        self.node = Node(
+            settings.node_id, settings.max_rooms_per_connection, settings.max_frame_bytes,
+            self.metrics,
+        )  # fmt: skip
+        self.draining = False
+        self.stopped = asyncio.Event()
+        self.port = 0
+        self.metrics_port = 0
+        self._ws: WebSocketServer | None = None
+        self._http = InternalHttpServer(self.registry, self.is_ready)
+        self.broker: Broker = self._make_broker()
+
+    def _make_broker(self) -> Broker:
+        if self.settings.redis_url is None:
+            return MemoryBroker(self.node.on_broker_message, self._on_broker_state)
+        from roomcast.broker.redis import RedisBroker
+
+        return RedisBroker(
+            self.settings.redis_url,
+            self.node.on_broker_message,
+            self._on_broker_state,
+            timeout=self.settings.redis_timeout,
+        )
+
+    def is_ready(self) -> bool:
+        return self.broker.ready and not self.draining
+
+    def _on_broker_state(self, ready: bool) -> None:
+        if self.settings.redis_url is not None:
+            self.metrics.redis_connected.set(1 if ready else 0)
+            if not ready:
+                self.metrics.redis_reconnects.inc()
+        self.metrics.ready.set(1 if self.is_ready() else 0)
+        log.info("broker state", extra={"ready": ready})
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._ws = WebSocketServer(self.node, self.settings, self.metrics, loop)
+        self.node.attach(self.broker, self._ws.outbox)
+        await self.broker.start()
+        self.metrics_port = await self._http.start(
+            self.settings.internal_host, self.settings.metrics_port
+        )
+        self.port = await self._ws.start(self.settings.host, self.settings.port)
+        log.info(
+            "listening",
+            extra={
+                "host": self.settings.host,
+                "port": self.port,
+                "path": CHAT_PATH,
+                "metrics_port": self.metrics_port,
+                "broker": "memory" if self.settings.redis_url is None else "redis",
+                "compression": self.settings.compression,
+            },
+        )
+
+    async def drain(self) -> None:
+        """SIGTERM: not ready, stop accepting, 1001 to clients, exit by the deadline."""
+        if self.draining:
+            return
+        self.draining = True
+        self.metrics.ready.set(0)
+        log.info("draining", extra={"deadline_s": self.settings.drain_timeout})
+        if self._ws is not None:
+            await self._ws.drain(self.settings.drain_timeout)
+        await self.broker.stop()
+        await self._http.stop()
+        self.stopped.set()
+
+
+async def serve(settings: Settings) -> None:
+    server = Server(settings)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.drain()))
+    await server.stopped.wait()
+    log.info("stopped")

@@ -1,0 +1,172 @@
+"""Node settings: one frozen object built from ``ROOMCAST_*`` environment variables.
+
+Every value is validated at start-up; a bad value stops the node with a message that names the
+variable, what it holds and what is expected, instead of failing later under load.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Literal, TypeVar
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+LOG_LEVELS: tuple[LogLevel, ...] = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A ``ROOMCAST_*`` variable holds a value the node cannot run with."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # Listening
+    host: str = "127.0.0.1"
+    port: int = 8000
+    metrics_host: str | None = None  # None: same as ``host``
+    metrics_port: int = 9000
+    # Cluster
+    redis_url: str | None = None  # None: in-process broker, a single node needing no Redis
+    node_id: str = field(default_factory=socket.gethostname)
+    # Limits
+    max_frame_bytes: int = 64 * 1024
+    max_rooms_per_connection: int = 16
+    send_buffer_bytes: int = 1024 * 1024
+    rate_limit_per_second: float = 50.0
+    rate_limit_burst: int = 100
+    handshake_timeout: float = 10.0
+    # Timeouts
+    ping_interval: float = 30.0
+    close_timeout: float = 5.0
+    drain_timeout: float = 10.0
+    redis_timeout: float = 5.0
+    # Features
+    compression: bool = False
+    log_level: LogLevel = "INFO"
+
+    @property
+    def internal_host(self) -> str:
+        return self.metrics_host if self.metrics_host is not None else self.host
+
+
+def _parse_int(name: str, raw: str, minimum: int, maximum: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected a whole number") from None
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name}={raw!r}: expected a number from {minimum} to {maximum}")
+    return value
+
+
+def _parse_float(name: str, raw: str, minimum: float, maximum: float) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected a number (seconds or a rate)") from None
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name}={raw!r}: expected a number from {minimum} to {maximum}")
+    return value
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r}: expected true/false (or 1/0, yes/no, on/off)")
+
+
+def _parse_port(name: str, raw: str) -> int:
+    # 0 asks the kernel for a free port; the node logs the one it got.
+    return _parse_int(name, raw, 0, 65535)
+
+
+def _parse_redis_url(name: str, raw: str) -> str | None:
+    raw = raw.strip()
+    if not raw:
+        return None
+    if not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"{name}: expected a redis://, rediss:// or unix:// URL")
+    return raw
+
+
+def _parse_node_id(name: str, raw: str) -> str:
+    if not 1 <= len(raw) <= 64 or not all(c.isalnum() or c in "-_.:" for c in raw):
+        raise ConfigError(f"{name}={raw!r}: expected 1-64 letters, digits or -_.:")
+    return raw
+
+
+def _parse_log_level(name: str, raw: str) -> LogLevel:
+    upper = raw.strip().upper()
+    for level in LOG_LEVELS:
+        if upper == level:
+            return level
+    raise ConfigError(f"{name}={raw!r}: expected one of {', '.join(LOG_LEVELS)}")
+
+
+def _parse_host(name: str, raw: str) -> str:
+    if not raw.strip():
+        raise ConfigError(f"{name}: expected an address to listen on, e.g. 0.0.0.0")
+    return raw.strip()
+
+
+_PARSERS: dict[str, Callable[[str, str], object]] = {
+    "host": _parse_host,
+    "port": _parse_port,
+    "metrics_host": _parse_host,
+    "metrics_port": _parse_port,
+    "redis_url": _parse_redis_url,
+    "node_id": _parse_node_id,
+    "max_frame_bytes": lambda n, r: _parse_int(n, r, 256, 16 * 1024 * 1024),
+    "max_rooms_per_connection": lambda n, r: _parse_int(n, r, 1, 10_000),
+    "send_buffer_bytes": lambda n, r: _parse_int(n, r, 4096, 1024 * 1024 * 1024),
+    "rate_limit_per_second": lambda n, r: _parse_float(n, r, 0.1, 1_000_000),
+    "rate_limit_burst": lambda n, r: _parse_int(n, r, 1, 1_000_000),
+    "handshake_timeout": lambda n, r: _parse_float(n, r, 0.1, 3600),
+    "ping_interval": lambda n, r: _parse_float(n, r, 0.05, 3600),
+    "close_timeout": lambda n, r: _parse_float(n, r, 0.01, 600),
+    "drain_timeout": lambda n, r: _parse_float(n, r, 0.0, 3600),
+    "redis_timeout": lambda n, r: _parse_float(n, r, 0.05, 600),
+    "compression": _parse_bool,
+    "log_level": _parse_log_level,
+}
+
+# Extra spellings kept short where the issue names them (ROOMCAST_MAX_ROOMS etc.).
+ENV_PREFIX = "ROOMCAST_"
+
+
+def env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+def env_names() -> tuple[str, ...]:
+    """Every environment variable the node reads (used by the deployment contract tests)."""
+    return tuple(env_name(f.name) for f in fields(Settings))
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from the environment; raise ConfigError naming every bad variable."""
+    env = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    problems: list[str] = []
+    for f in fields(Settings):
+        name = env_name(f.name)
+        raw = env.get(name)
+        if raw is None:
+            continue
+        try:
+            values[f.name] = _PARSERS[f.name](name, raw)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    settings = Settings(**values)  # type: ignore[arg-type]
+    if settings.rate_limit_burst < 1:
+        raise ConfigError("ROOMCAST_RATE_LIMIT_BURST must be at least 1")
+    return settings

@@ -1,0 +1,35 @@
+"""WebSocket frame bytes built once and shared by every recipient.
+
+A server-to-client frame is unmasked (RFC 6455 §5.1), so without compression the bytes of a text
+frame depend only on its payload: the node builds them once per message and writes the same
+object to every local socket.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+_FIN_TEXT: Final = 0x81
+_LEN16: Final = struct.Struct("!BBH")
+_LEN64: Final = struct.Struct("!BBQ")
+
+
+def text_frame(payload: bytes) -> bytes:
+    """An unmasked, unfragmented text frame carrying ``payload`` (already valid UTF-8)."""
+    length = len(payload)
+    if length < 126:
+        return bytes((_FIN_TEXT, length)) + payload
+    if length < 65536:
+        return _LEN16.pack(_FIN_TEXT, 126, length) + payload
+    return _LEN64.pack(_FIN_TEXT, 127, length) + payload
+
+
+def frame_payload(frame: bytes) -> bytes:
+    """The payload of a frame built by :func:`text_frame` (for connections that compress)."""
+    marker = frame[1]
+    if marker < 126:
+        return frame[2:]
+    if marker == 126:
+        return frame[4:]
+    return frame[10:]

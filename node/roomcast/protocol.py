@@ -1,0 +1,201 @@
+"""The JSON wire protocol: client frames in, server events out. No I/O here.
+
+Client → server (the article's protocol, plus a strict superset):
+    {"type": "join", "room": R, "username": U}
+    {"type": "message", "text": T, ["room": R], ["timestamp": ignored]}
+    {"type": "typing", ["room": R]}
+    {"type": "leave", ["room": R]}
+Server → client: welcome, joined, left, user_joined, user_left, message, typing, error.
+Unknown fields are ignored, so clients may send more than we read.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+ROOM_PATTERN: Final = re.compile(r"[A-Za-z0-9_.:@\-]{1,64}")
+# Letters of any script, digits, space and a few separators; no control or markup characters.
+USERNAME_PATTERN: Final = re.compile(r"[\w .@\-']{1,32}")
+
+
+class ErrorCode:
+    """Machine-readable ``code`` values of error frames (also the metric label)."""
+
+    INVALID_UTF8: Final = "invalid_utf8"
+    INVALID_JSON: Final = "invalid_json"
+    INVALID_FRAME: Final = "invalid_frame"
+    UNKNOWN_TYPE: Final = "unknown_type"
+    INVALID_ROOM: Final = "invalid_room"
+    INVALID_USERNAME: Final = "invalid_username"
+    INVALID_TEXT: Final = "invalid_text"
+    NOT_JOINED: Final = "not_joined"
+    TOO_MANY_ROOMS: Final = "too_many_rooms"
+    RATE_LIMITED: Final = "rate_limited"
+    UNAVAILABLE: Final = "unavailable"
+    # Rejections that close the connection instead of answering with an error frame.
+    BINARY_FRAME: Final = "binary_frame"
+    FRAME_TOO_BIG: Final = "frame_too_big"
+    FLOOD: Final = "flood"
+    SLOW_CONSUMER: Final = "slow_consumer"
+    PROTOCOL_VIOLATION: Final = "protocol_violation"
+
+
+class ProtocolError(Exception):
+    """A client frame that is rejected with an error frame; the connection stays open."""
+
+    def __init__(self, code: str, reason: str, room: str | None = None) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+        self.room = room
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    room: str
+    username: str
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    room: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    text: str
+    room: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Typing:
+    room: str | None
+
+
+Command = Join | Leave | Message | Typing
+
+COMMAND_TYPES: Final = ("join", "leave", "message", "typing")
+
+
+def _room(data: dict[str, Any], required: bool) -> str | None:
+    room = data.get("room")
+    if room is None:
+        if required:
+            raise ProtocolError(ErrorCode.INVALID_ROOM, "'room' is required")
+        return None
+    if not isinstance(room, str) or ROOM_PATTERN.fullmatch(room) is None:
+        raise ProtocolError(
+            ErrorCode.INVALID_ROOM,
+            "'room' must be 1-64 characters of A-Z a-z 0-9 _ . : @ -",
+        )
+    return room
+
+
+def _username(data: dict[str, Any]) -> str:
+    username = data.get("username")
+    if not isinstance(username, str) or USERNAME_PATTERN.fullmatch(username) is None:
+        raise ProtocolError(
+            ErrorCode.INVALID_USERNAME,
+            "'username' must be 1-32 letters, digits, spaces or . @ - _ '",
+        )
+    if not username.strip():
+        raise ProtocolError(ErrorCode.INVALID_USERNAME, "'username' must not be blank")
+    return username
+
+
+def parse_command(text: str) -> Command:
+    """Turn one text frame into a command, or raise ProtocolError with a clear reason."""
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise ProtocolError(ErrorCode.INVALID_JSON, "frame is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ProtocolError(ErrorCode.INVALID_FRAME, "frame must be a JSON object")
+    kind = data.get("type")
+    if kind == "message":
+        text_value = data.get("text")
+        if not isinstance(text_value, str):
+            raise ProtocolError(ErrorCode.INVALID_TEXT, "'text' must be a string")
+        return Message(text=text_value, room=_room(data, required=False))
+    if kind == "typing":
+        return Typing(room=_room(data, required=False))
+    if kind == "join":
+        room = _room(data, required=True)
+        assert room is not None
+        return Join(room=room, username=_username(data))
+    if kind == "leave":
+        return Leave(room=_room(data, required=False))
+    if not isinstance(kind, str):
+        raise ProtocolError(ErrorCode.INVALID_FRAME, "'type' must be a string")
+    shown = kind if len(kind) <= 32 else kind[:32] + "…"
+    raise ProtocolError(
+        ErrorCode.UNKNOWN_TYPE,
+        f"unknown type {shown!r}; expected one of {', '.join(COMMAND_TYPES)}",
+    )
+
+
+def command_type(command: Command) -> str:
+    return type(command).__name__.lower()
+
+
+# Server → client events. Each is serialized once; room events are then shared, byte for byte,
+# by every recipient on every node.
+
+
+def encode(event: dict[str, Any]) -> bytes:
+    return orjson.dumps(event)
+
+
+def welcome(node_id: str, connection_id: str, max_rooms: int, max_frame_bytes: int) -> bytes:
+    return encode(
+        {
+            "type": "welcome",
+            "node": node_id,
+            "connection": connection_id,
+            "max_rooms": max_rooms,
+            "max_frame_bytes": max_frame_bytes,
+        }
+    )
+
+
+def error(code: str, reason: str, room: str | None = None) -> bytes:
+    event: dict[str, Any] = {"type": "error", "code": code, "reason": reason}
+    if room is not None:
+        event["room"] = room
+    return encode(event)
+
+
+def joined(room: str, username: str) -> bytes:
+    return encode({"type": "joined", "room": room, "username": username})
+
+
+def left(room: str) -> bytes:
+    return encode({"type": "left", "room": room})
+
+
+def user_joined(room: str, username: str) -> bytes:
+    return encode({"type": "user_joined", "room": room, "username": username})
+
+
+def user_left(room: str, username: str) -> bytes:
+    return encode({"type": "user_left", "room": room, "username": username})
+
+
+def chat_message(room: str, username: str, text: str, timestamp_ms: int) -> bytes:
+    return encode(
+        {
+            "type": "message",
+            "room": room,
+            "username": username,
+            "text": text,
+            "timestamp": timestamp_ms,
+        }
+    )
+
+
+def typing(room: str, username: str) -> bytes:
+    return encode({"type": "typing", "room": room, "username": username})

@@ -1,0 +1,111 @@
+"""Room bookkeeping on one node: who is in which room, locally. No I/O.
+
+The registry answers the two questions the broker cares about: is this the first local member of
+a room (subscribe) and was that the last one (unsubscribe). It also remembers, per connection,
+the order of its joins, because a frame without ``"room"`` goes to the room joined last (the
+article's behaviour).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterator
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+M = TypeVar("M", bound=Hashable)
+
+
+@dataclass(frozen=True, slots=True)
+class JoinResult:
+    first_local_member: bool
+    already_member: bool
+
+
+class TooManyRoomsError(Exception):
+    pass
+
+
+class RoomRegistry(Generic[M]):
+    def __init__(self, max_rooms_per_member: int) -> None:
+        self._max_rooms = max_rooms_per_member
+        # room -> {member: username}; dicts keep join order, which keeps fan-out order stable.
+        self._rooms: dict[str, dict[M, str]] = {}
+        # member -> {room: username}, in join order (the last key is the current room).
+        self._memberships: dict[M, dict[str, str]] = {}
+
+    def join(self, member: M, room: str, username: str) -> JoinResult:
+        rooms = self._memberships.get(member)
+        if rooms is not None and room in rooms:
+            # Re-joining makes the room current again and may rename the member in it.
+            del rooms[room]
+            rooms[room] = username
+            self._rooms[room][member] = username
+            return JoinResult(first_local_member=False, already_member=True)
+        if rooms is not None and len(rooms) >= self._max_rooms:
+            raise TooManyRoomsError(f"a connection may be in at most {self._max_rooms} rooms")
+        if rooms is None:
+            rooms = self._memberships[member] = {}
+        rooms[room] = username
+        members = self._rooms.get(room)
+        first = members is None
+        if members is None:
+            members = self._rooms[room] = {}
+        members[member] = username
+        return JoinResult(first_local_member=first, already_member=False)
+
+    def leave(self, member: M, room: str) -> bool:
+        """Remove ``member`` from ``room``; True when it was the room's last local member."""
+        rooms = self._memberships.get(member)
+        if rooms is None or room not in rooms:
+            return False
+        del rooms[room]
+        if not rooms:
+            del self._memberships[member]
+        members = self._rooms[room]
+        del members[member]
+        if members:
+            return False
+        del self._rooms[room]
+        return True
+
+    def leave_all(self, member: M) -> list[tuple[str, str, bool]]:
+        """Remove ``member`` everywhere: (room, username, was_last_local_member) for each room."""
+        rooms = self._memberships.get(member)
+        if rooms is None:
+            return []
+        result = []
+        for room, username in list(rooms.items()):
+            result.append((room, username, self.leave(member, room)))
+        return result
+
+    def current_room(self, member: M) -> str | None:
+        rooms = self._memberships.get(member)
+        if not rooms:
+            return None
+        return next(reversed(rooms))
+
+    def username(self, member: M, room: str) -> str | None:
+        rooms = self._memberships.get(member)
+        return None if rooms is None else rooms.get(room)
+
+    def rooms_of(self, member: M) -> list[str]:
+        return list(self._memberships.get(member, ()))
+
+    def members(self, room: str) -> dict[M, str]:
+        """Live view of a room's local members; callers must not mutate it."""
+        members = self._rooms.get(room)
+        return {} if members is None else members
+
+    def has_room(self, room: str) -> bool:
+        return room in self._rooms
+
+    def rooms(self) -> Iterator[str]:
+        return iter(self._rooms)
+
+    @property
+    def room_count(self) -> int:
+        return len(self._rooms)
+
+    @property
+    def member_count(self) -> int:
+        return len(self._memberships)

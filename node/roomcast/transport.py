@@ -1,0 +1,477 @@
+"""WebSocket transport: websockets' sans-I/O protocol driven from an asyncio Protocol.
+
+One small object per connection and no task per connection: reading is a callback, keepalive is
+one node-wide timer, and fan-out appends shared frame bytes to per-connection outboxes that are
+flushed once per loop turn (several frames for one client become one write). This is the only
+module, with the broker, that touches sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Awaitable, Iterable
+from typing import TYPE_CHECKING, Final, Protocol, cast
+
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+from websockets.frames import CloseCode, Frame, Opcode
+from websockets.http11 import Request
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
+from roomcast.framing import frame_payload, text_frame
+from roomcast.protocol import ErrorCode, error
+
+if TYPE_CHECKING:
+    from roomcast.config import Settings
+    from roomcast.metrics import Metrics
+
+log = logging.getLogger("roomcast.transport")
+# websockets logs every open/close at INFO; a busy node would drown its own logs in them.
+_quiet_protocol_log = logging.getLogger("roomcast.transport.protocol")
+_quiet_protocol_log.setLevel(logging.WARNING)
+
+CHAT_PATH: Final = "/chat"
+
+
+class Application(Protocol):
+    """What the transport calls; implemented by :class:`roomcast.node.Node`."""
+
+    def on_open(self, conn: Connection) -> None: ...
+
+    def on_text(self, conn: Connection, text: str) -> Awaitable[None] | None: ...
+
+    def on_close(self, conn: Connection) -> None: ...
+
+    def on_rejected(self, conn: Connection, code: str) -> None: ...
+
+
+class RateLimiter:
+    """Token bucket per connection: ``rate`` frames a second, bursts up to ``burst``."""
+
+    __slots__ = ("_burst", "_rate", "_stamp", "_tokens", "strikes")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._stamp = time.monotonic()
+        self.strikes = 0
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
+        self._stamp = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            self.strikes = 0
+            return True
+        self.strikes += 1
+        return False
+
+    @property
+    def flooding(self) -> bool:
+        # Rejected a whole burst's worth in a row without a single frame getting through:
+        # the client ignores our rate_limited errors.
+        return self.strikes > self._burst
+
+
+class Outbox:
+    """Frames waiting for the end of this loop turn, grouped per connection."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, metrics: Metrics) -> None:
+        self._loop = loop
+        self._metrics = metrics
+        self._dirty: list[Connection] = []
+        self._scheduled = False
+
+    def push(self, conn: Connection, frame: bytes) -> None:
+        pending = conn.pending
+        pending.append(frame)
+        if len(pending) == 1:
+            self._dirty.append(conn)
+            if not self._scheduled:
+                self._scheduled = True
+                self._loop.call_soon(self.flush)
+
+    def fan_out(self, members: Iterable[Connection], frame: bytes, exclude: str) -> None:
+        """The hot path: the same frame object for every local member except ``exclude``."""
+        dirty = self._dirty
+        for conn in members:
+            if conn.id != exclude:
+                pending = conn.pending
+                pending.append(frame)
+                if len(pending) == 1:
+                    dirty.append(conn)
+        if dirty and not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        dirty, self._dirty = self._dirty, []
+        delivered = 0
+        for conn in dirty:
+            delivered += conn.write_pending()
+        if delivered:
+            self._metrics.deliveries.inc(delivered)
+
+
+class Connection(asyncio.Protocol):
+    __slots__ = (
+        "_app",
+        "_backlog",
+        "_busy",
+        "_close_timer",
+        "_compressed",
+        "_fragments",
+        "_handshake_timer",
+        "_server",
+        "_settings",
+        "alive",
+        "closed",
+        "id",
+        "opened",
+        "peer",
+        "pending",
+        "proto",
+        "rate",
+        "transport",
+    )
+
+    def __init__(self, server: WebSocketServer, connection_id: str) -> None:
+        self._server = server
+        self._app = server.app
+        self._settings = server.settings
+        self.id = connection_id
+        self.proto = ServerProtocol(
+            extensions=server.extensions,
+            max_size=self._settings.max_frame_bytes,
+            logger=_quiet_protocol_log,
+        )
+        self.transport: asyncio.Transport | None = None
+        self.pending: list[bytes] = []
+        self.alive = True
+        self.opened = False
+        self.closed = False
+        self.peer = ""
+        self.rate = RateLimiter(
+            self._settings.rate_limit_per_second, self._settings.rate_limit_burst
+        )
+        self._compressed = False
+        self._fragments: list[bytes] | None = None
+        self._busy = False
+        self._backlog: deque[bytes] = deque()
+        self._handshake_timer: asyncio.TimerHandle | None = None
+        self._close_timer: asyncio.TimerHandle | None = None
+
+    # asyncio.Protocol callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else ""
+        self._handshake_timer = self._server.loop.call_later(
+            self._settings.handshake_timeout, self._handshake_expired
+        )
+
+    def data_received(self, data: bytes) -> None:
+        self.alive = True
+        try:
+            self.proto.receive_data(data)
+            self._process_events()
+        except Exception:
+            log.exception("connection handler failed", extra={"connection": self.id})
+            self.fail(CloseCode.INTERNAL_ERROR, "internal error")
+        self._flush_protocol()
+
+    def eof_received(self) -> bool:
+        self.proto.receive_eof()
+        self._flush_protocol()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.proto.receive_eof()
+        self._cancel_timers()
+        self.pending.clear()
+        self._finish()
+
+    # Sending
+
+    def send(self, payload: bytes) -> None:
+        """Queue one JSON event for this connection alone."""
+        if not self.closed:
+            self._server.outbox.push(self, text_frame(payload))
+
+    def write_pending(self) -> int:
+        """Write the frames queued this loop turn in one go; returns how many were written."""
+        pending = self.pending
+        count = len(pending)
+        if not count:
+            return 0
+        self.pending = []
+        transport = self.transport
+        if self.closed or transport is None or self.proto.state is not State.OPEN:
+            return 0
+        if self._compressed:
+            for frame in pending:
+                self.proto.send_text(frame_payload(frame))
+            pending = self.proto.data_to_send()
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        if transport.get_write_buffer_size() + len(data) > self._settings.send_buffer_bytes:
+            self._drop_slow_consumer()
+            return 0
+        transport.write(data)
+        return count
+
+    def ping(self) -> None:
+        if self.proto.state is State.OPEN:
+            self.proto.send_ping(os.urandom(4))
+            self._flush_protocol()
+
+    def close(self, code: int, reason: str) -> None:
+        """Start the closing handshake (pending frames go first); abort if it stalls."""
+        if self.proto.state is State.OPEN:
+            self.write_pending()
+            self.proto.send_close(code, reason)
+            self._flush_protocol()
+
+    def fail(self, code: int, reason: str) -> None:
+        """Close at once for a protocol-level rejection (binary frame, flood, ...)."""
+        if self.proto.state is State.OPEN:
+            self.write_pending()
+            self.proto.fail(code, reason)
+            self._flush_protocol()
+            self._finish()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    # Internals
+
+    def _flush_protocol(self) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        for data in self.proto.data_to_send():
+            if data:
+                transport.write(data)
+            else:
+                # End of stream: after the close handshake the server closes TCP first.
+                transport.close()
+        if self.proto.close_expected() and self._close_timer is None:
+            self._close_timer = self._server.loop.call_later(
+                self._settings.close_timeout, self.abort
+            )
+
+    def _process_events(self) -> None:
+        for event in self.proto.events_received():
+            if isinstance(event, Request):
+                self._handshake(event)
+            elif isinstance(event, Frame):
+                self._frame(event)
+
+    def _handshake(self, request: Request) -> None:
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+        path = request.path.split("?", 1)[0]
+        if path != CHAT_PATH:
+            response = self.proto.reject(404, f"Not Found: WebSocket endpoint is {CHAT_PATH}\n")
+        else:
+            response = self.proto.accept(request)
+        self.proto.send_response(response)
+        if response.status_code != 101:
+            self._server.metrics.handshakes_rejected.labels(str(response.status_code)).inc()
+            return
+        self._compressed = bool(self.proto.extensions)
+        self._server.opened(self)
+        self._app.on_open(self)
+
+    def _frame(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        data = bytes(frame.data)
+        if opcode is Opcode.TEXT or opcode is Opcode.CONT:
+            if opcode is Opcode.TEXT and not self.rate.allow():
+                self._rate_limited()
+                return
+            if opcode is Opcode.TEXT and frame.fin:
+                self._on_text(data)
+            elif opcode is Opcode.TEXT:
+                self._fragments = [data]
+            elif self._fragments is not None:
+                # max_size already bounds the whole message, so this list stays bounded.
+                self._fragments.append(data)
+                if frame.fin:
+                    data, self._fragments = b"".join(self._fragments), None
+                    self._on_text(data)
+        elif opcode is Opcode.BINARY:
+            self._app.on_rejected(self, ErrorCode.BINARY_FRAME)
+            self.fail(CloseCode.UNSUPPORTED_DATA, "binary frames are not supported; send JSON text")
+        elif opcode is Opcode.PING and not self.rate.allow():
+            self._rate_limited()
+
+    def _rate_limited(self) -> None:
+        if self.rate.flooding:
+            self._app.on_rejected(self, ErrorCode.FLOOD)
+            self.fail(CloseCode.POLICY_VIOLATION, "flood: too many frames")
+        else:
+            self._app.on_rejected(self, ErrorCode.RATE_LIMITED)
+            self.send(error(ErrorCode.RATE_LIMITED, "too many frames; slow down"))
+
+    def _on_text(self, data: bytes) -> None:
+        if self._busy:
+            self._backlog.append(data)
+            return
+        try:
+            text = data.decode()
+        except UnicodeDecodeError:
+            self._app.on_rejected(self, ErrorCode.INVALID_UTF8)
+            self.fail(CloseCode.INVALID_DATA, "text frame is not valid UTF-8")
+            return
+        pending = self._app.on_text(self, text)
+        if pending is not None:
+            # Later frames of this client wait until this one is done (e.g. a join until its
+            # subscription is confirmed), so a client's frames are handled in order.
+            self._busy = True
+            if self.transport is not None:
+                self.transport.pause_reading()
+            task = asyncio.ensure_future(pending)
+            task.add_done_callback(self._resume)
+
+    def _resume(self, task: asyncio.Future[None]) -> None:
+        self._busy = False
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "frame handler failed",
+                exc_info=task.exception(),
+                extra={"connection": self.id},
+            )
+        if self.closed:
+            self._backlog.clear()
+            return
+        while self._backlog and not self._busy:
+            self._on_text(self._backlog.popleft())
+        self._flush_protocol()
+        if not self._busy and self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def _drop_slow_consumer(self) -> None:
+        self._server.metrics.slow_consumer_drops.inc()
+        self._app.on_rejected(self, ErrorCode.SLOW_CONSUMER)
+        log.info("slow consumer dropped", extra={"connection": self.id, "peer": self.peer})
+        # The close frame queues behind the unread bytes; the close timer aborts the socket
+        # if the client never reads it. Either way it gets no more room traffic from now on.
+        self.proto.send_close(CloseCode.TRY_AGAIN_LATER, "slow consumer: not reading fast enough")
+        self._flush_protocol()
+        self._finish()
+
+    def _handshake_expired(self) -> None:
+        self._handshake_timer = None
+        if not self.opened:
+            self._server.metrics.handshakes_rejected.labels("timeout").inc()
+            self.abort()
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._handshake_timer, self._close_timer):
+            if timer is not None:
+                timer.cancel()
+        self._handshake_timer = self._close_timer = None
+
+    def _finish(self) -> None:
+        """Leave every room once, whatever ended the connection."""
+        if self.closed:
+            return
+        self.closed = True
+        self._fragments = None
+        self._backlog.clear()
+        if self.opened:
+            self._server.closed(self)
+            self._app.on_close(self)
+
+
+class WebSocketServer:
+    def __init__(
+        self,
+        app: Application,
+        settings: Settings,
+        metrics: Metrics,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.metrics = metrics
+        self.loop = loop
+        self.outbox = Outbox(loop, metrics)
+        self.extensions = [ServerPerMessageDeflateFactory()] if settings.compression else None
+        self.connections: set[Connection] = set()
+        self._ids = itertools.count(1)
+        self._id_prefix = f"{settings.node_id}-{os.urandom(3).hex()}-"
+        self._server: asyncio.Server | None = None
+        self._heartbeat: asyncio.TimerHandle | None = None
+        self._all_closed = asyncio.Event()
+        self._all_closed.set()
+
+    async def start(self, host: str, port: int) -> int:
+        self._server = await self.loop.create_server(
+            self._new_connection, host, port, backlog=4096, reuse_address=True
+        )
+        self._schedule_heartbeat()
+        sockets = self._server.sockets
+        return int(sockets[0].getsockname()[1]) if sockets else port
+
+    def _new_connection(self) -> Connection:
+        return Connection(self, f"{self._id_prefix}{next(self._ids):x}")
+
+    def opened(self, conn: Connection) -> None:
+        conn.opened = True
+        self.connections.add(conn)
+        self._all_closed.clear()
+        self.metrics.connections_open.inc()
+        self.metrics.connections_accepted.inc()
+
+    def closed(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        self.metrics.connections_open.dec()
+        if not self.connections:
+            self._all_closed.set()
+
+    def _schedule_heartbeat(self) -> None:
+        self._heartbeat = self.loop.call_later(self.settings.ping_interval, self._beat)
+
+    def _beat(self) -> None:
+        # The article's heartbeat, once per node instead of a task per connection: a connection
+        # silent for a whole interval after a ping (no pong, no frame) is dead.
+        dead = 0
+        for conn in list(self.connections):
+            if not conn.alive:
+                dead += 1
+                log.info("no pong; closing dead connection", extra={"connection": conn.id})
+                conn.abort()
+                continue
+            conn.alive = False
+            conn.ping()
+        if dead:
+            self.metrics.dead_connections_reaped.inc(dead)
+        self._schedule_heartbeat()
+
+    async def drain(self, deadline: float) -> None:
+        """Stop listening, send 1001 to everyone, wait until they are gone or time is up."""
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            conn.close(CloseCode.GOING_AWAY, "server shutting down")
+        try:
+            await asyncio.wait_for(self._all_closed.wait(), deadline)
+        except TimeoutError:
+            log.warning("drain deadline reached", extra={"remaining": len(self.connections)})
+        for conn in list(self.connections):
+            conn.abort()
