@@ -365,6 +365,7 @@ class RedisBroker:
             socket_keepalive=True,
             retry=Retry(NoBackoff(), 0),  # reconnects are ours, with jitter
             health_check_interval=0,
+            protocol=2,  # pub/sub replies as plain arrays, read in order by our loop
         )
         self._timeout = timeout
         self._on_state = on_state
