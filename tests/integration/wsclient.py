@@ -1,0 +1,101 @@
+"""A small test client on top of websockets' asyncio client, awaiting events instead of sleeping."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from roomcast.devcluster import timeout_factor
+
+Event = dict[str, Any]
+
+
+def scaled(seconds: float) -> float:
+    return seconds * timeout_factor()
+
+
+class Client:
+    def __init__(self, ws: ClientConnection, welcome: Event) -> None:
+        self.ws = ws
+        self.welcome = welcome
+        self.node: str = welcome["node"]
+        self.connection_id: str = welcome["connection"]
+        self._buffer: deque[Event] = deque()
+
+    @classmethod
+    async def connect(cls, url: str, **kwargs: Any) -> Client:
+        ws = await connect(url, open_timeout=scaled(10), max_size=2**22, **kwargs)
+        welcome = json.loads(await asyncio.wait_for(ws.recv(), scaled(10)))
+        assert welcome["type"] == "welcome", welcome
+        return cls(ws, welcome)
+
+    async def send(self, **frame: Any) -> None:
+        await self.ws.send(json.dumps(frame))
+
+    async def send_raw(self, data: str | bytes) -> None:
+        await self.ws.send(data)
+
+    async def recv(self, timeout: float = 10) -> Event:
+        if self._buffer:
+            return self._buffer.popleft()
+        raw = await asyncio.wait_for(self.ws.recv(), scaled(timeout))
+        event: Event = json.loads(raw)
+        return event
+
+    async def recv_type(self, kind: str, timeout: float = 10, **match: Any) -> Event:
+        """The next event of ``kind`` (matching ``match``); others are kept for later reads."""
+
+        def wanted(event: Event) -> bool:
+            return event["type"] == kind and all(event.get(k) == v for k, v in match.items())
+
+        for index, event in enumerate(self._buffer):
+            if wanted(event):
+                del self._buffer[index]
+                return event
+        async with asyncio.timeout(scaled(timeout)):
+            while True:
+                event = json.loads(await self.ws.recv())
+                if wanted(event):
+                    return event  # type: ignore[no-any-return]
+                self._buffer.append(event)
+
+    async def join(self, room: str, username: str) -> Event:
+        await self.send(type="join", room=room, username=username)
+        event = await self.recv_type("joined", room=room)
+        return event
+
+    async def expect_close(self, timeout: float = 10) -> tuple[int | None, str | None]:
+        try:
+            async with asyncio.timeout(scaled(timeout)):
+                while True:
+                    await self.ws.recv()
+        except ConnectionClosed as closed:
+            rcvd = closed.rcvd
+            return (rcvd.code, rcvd.reason) if rcvd is not None else (None, None)
+        raise AssertionError("connection stayed open")
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+async def clients_on_distinct_nodes(url: str, count: int, attempts: int = 30) -> list[Client]:
+    """Connect through the load balancer until ``count`` clients sit on ``count`` distinct nodes."""
+    chosen: dict[str, Client] = {}
+    extra: list[Client] = []
+    for _ in range(attempts):
+        client = await Client.connect(url)
+        if client.node in chosen:
+            extra.append(client)
+        else:
+            chosen[client.node] = client
+        if len(chosen) == count:
+            break
+    for client in extra:
+        await client.close()
+    assert len(chosen) == count, f"only reached nodes {sorted(chosen)}"
+    return list(chosen.values())
