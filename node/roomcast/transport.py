@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Iterable
 from typing import TYPE_CHECKING, Final, Protocol, cast
 
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+from websockets.exceptions import PayloadTooBig
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request
 from websockets.protocol import State
@@ -185,6 +186,8 @@ class Connection(asyncio.Protocol):
         try:
             self.proto.receive_data(data)
             self._process_events()
+            if self.proto.parser_exc is not None and not self.closed:
+                self._parser_failed(self.proto.parser_exc)
         except Exception:
             log.exception("connection handler failed", extra={"connection": self.id})
             self.fail(CloseCode.INTERNAL_ERROR, "internal error")
@@ -262,8 +265,12 @@ class Connection(asyncio.Protocol):
         for data in self.proto.data_to_send():
             if data:
                 transport.write(data)
+            elif transport.can_write_eof():
+                # End of stream: half-close, and keep reading (and discarding) until the client
+                # closes too. Closing outright with unread input would send an RST, and the
+                # client could lose our close frame with it.
+                transport.write_eof()
             else:
-                # End of stream: after the close handshake the server closes TCP first.
                 transport.close()
         if self.proto.close_expected() and self._close_timer is None:
             self._close_timer = self._server.loop.call_later(
@@ -316,6 +323,16 @@ class Connection(asyncio.Protocol):
             self.fail(CloseCode.UNSUPPORTED_DATA, "binary frames are not supported; send JSON text")
         elif opcode is Opcode.PING and not self.rate.allow():
             self._rate_limited()
+
+    def _parser_failed(self, exc: Exception) -> None:
+        # websockets already sent the close frame (1009 too big, 1002 protocol error, ...);
+        # count it and leave the rooms now rather than when the socket finally goes.
+        code = ErrorCode.FRAME_TOO_BIG if isinstance(exc, PayloadTooBig) else (
+            ErrorCode.PROTOCOL_VIOLATION
+        )
+        if not isinstance(exc, EOFError):
+            self._app.on_rejected(self, code)
+        self._finish()
 
     def _rate_limited(self) -> None:
         if self.rate.flooding:
