@@ -95,7 +95,9 @@ class ManagedProcess:
                         return line
                 seen = len(self.lines)
                 if self.popen.poll() is not None and not self._reader.is_alive():
-                    raise ClusterError(f"{self.name} exited ({self.popen.returncode}):\n{self.tail()}")
+                    raise ClusterError(
+                        f"{self.name} exited ({self.popen.returncode}):\n{self.tail()}"
+                    )
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise ClusterError(f"{self.name} not ready in time:\n{self.tail()}")

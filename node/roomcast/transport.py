@@ -17,8 +17,8 @@ from collections import deque
 from collections.abc import Awaitable, Iterable
 from typing import TYPE_CHECKING, Final, Protocol, cast
 
-from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.exceptions import PayloadTooBig
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request
 from websockets.protocol import State
@@ -327,8 +327,10 @@ class Connection(asyncio.Protocol):
     def _parser_failed(self, exc: Exception) -> None:
         # websockets already sent the close frame (1009 too big, 1002 protocol error, ...);
         # count it and leave the rooms now rather than when the socket finally goes.
-        code = ErrorCode.FRAME_TOO_BIG if isinstance(exc, PayloadTooBig) else (
-            ErrorCode.PROTOCOL_VIOLATION
+        code = (
+            ErrorCode.FRAME_TOO_BIG
+            if isinstance(exc, PayloadTooBig)
+            else (ErrorCode.PROTOCOL_VIOLATION)
         )
         if not isinstance(exc, EOFError):
             self._app.on_rejected(self, code)

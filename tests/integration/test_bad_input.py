@@ -53,7 +53,9 @@ async def assert_still_serving(pair: tuple[Client, Client], text: str) -> None:
 
 
 def rejected(node: NodeProcess, code: str) -> float:
-    return metric_value(http_get(f"{node.metrics_url}/metrics")[1], "roomcast_frames_rejected_total", {"code": code})
+    return metric_value(
+        http_get(f"{node.metrics_url}/metrics")[1], "roomcast_frames_rejected_total", {"code": code}
+    )
 
 
 ERROR_CASES = [
@@ -178,9 +180,10 @@ async def test_slow_consumer_is_dropped_and_memory_stays_bounded() -> None:
         "ROOMCAST_RATE_LIMIT_BURST": "10000",
     }
     room = "slow-room"
-    with LocalCluster(2, nginx=False, node_env=env) as cluster, socket.create_connection(
-        ("127.0.0.1", cluster.nodes[0].port), timeout=scaled(5)
-    ) as sock:
+    with (
+        LocalCluster(2, nginx=False, node_env=env) as cluster,
+        socket.create_connection(("127.0.0.1", cluster.nodes[0].port), timeout=scaled(5)) as sock,
+    ):
         node = cluster.nodes[0]
         # A small receive buffer so the kernel does not soak up megabytes for the lazy reader.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -205,7 +208,9 @@ async def test_slow_consumer_is_dropped_and_memory_stays_bounded() -> None:
         await watcher.recv_type("user_left", username="lazy", timeout=10)
         metrics = http_get(f"{node.metrics_url}/metrics")[1]
         assert metric_value(metrics, "roomcast_slow_consumer_drops_total") == 1
-        assert metric_value(metrics, "roomcast_frames_rejected_total", {"code": "slow_consumer"}) == 1
+        assert (
+            metric_value(metrics, "roomcast_frames_rejected_total", {"code": "slow_consumer"}) == 1
+        )
         # 60 MB went past the lazy reader; the node kept at most its buffer limit for it.
         assert sent < 1000
         assert _rss_kib(node.process.pid) - rss_before < 32 * 1024
@@ -229,8 +234,10 @@ async def test_garbage_instead_of_a_handshake(node_cluster: LocalCluster) -> Non
         sock.sendall(b"\x16\x03\x01 this is not http\r\n\r\n")
         assert sock.recv(1024) == b""  # closed, no crash
     with socket.create_connection(("127.0.0.1", node.port), timeout=scaled(5)) as sock:
-        sock.sendall(b"GET /elsewhere HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        sock.sendall(
+            b"GET /elsewhere HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
         assert sock.recv(1024).startswith(b"HTTP/1.1 404")
     with socket.create_connection(("127.0.0.1", node.port), timeout=scaled(5)) as sock:
         sock.sendall(b"GET /chat HTTP/1.1\r\nHost: x\r\n\r\n")  # plain HTTP, no upgrade

@@ -36,11 +36,11 @@ async def test_article_protocol_across_two_nodes(cluster: LocalCluster) -> None:
         typing = await alice.recv_type("typing")
         assert typing == {"type": "typing", "room": room, "username": "bob"}
 
-        await bob.send_raw(json.dumps({"type": "message", "text": "hi 👋 \"x\"", "timestamp": 1}))
+        await bob.send_raw(json.dumps({"type": "message", "text": 'hi 👋 "x"', "timestamp": 1}))
         for member in (alice, bob):
             message = await member.recv_type("message")
             assert message["username"] == "bob"
-            assert message["text"] == "hi 👋 \"x\""
+            assert message["text"] == 'hi 👋 "x"'
             assert message["room"] == room
             assert message["timestamp"] > 1_000_000_000_000  # server time in ms, not the client's
         # The sender never gets its own typing or user_joined event.
@@ -193,7 +193,9 @@ async def test_connections_spread_over_all_nodes(cluster: LocalCluster) -> None:
 async def test_join_storm_does_not_exhaust_redis(cluster: LocalCluster) -> None:
     """Hundreds of concurrent first joins: every one confirmed, two Redis links per node."""
     count = 300
-    clients = await asyncio.gather(*(Client.connect(cluster.nodes[i % 3].url) for i in range(count)))
+    clients = await asyncio.gather(
+        *(Client.connect(cluster.nodes[i % 3].url) for i in range(count))
+    )
     try:
         rooms = [new_room() for _ in range(count)]
         results = await asyncio.gather(

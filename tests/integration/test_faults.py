@@ -111,7 +111,7 @@ async def test_sigterm_drains_with_1001_and_clients_reconnect_elsewhere(
             assert again.node != victim_id
             await again.join(room, f"back{index}")
             await again.send(type="message", text=f"I am back {index}")
-            assert (await others[0].recv_type("message", text=f"I am back {index}"))
+            assert await others[0].recv_type("message", text=f"I am back {index}")
             await again.close()
     finally:
         for client in clients:
