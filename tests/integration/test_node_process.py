@@ -1,0 +1,135 @@
+"""The node as a process: configuration errors, logs, compression, and `make run`'s launcher."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from roomcast.devcluster import LocalCluster, ManagedProcess, free_port
+from tests.integration.wsclient import Client, scaled
+
+pytestmark = pytest.mark.integration
+
+
+def test_bad_configuration_stops_the_node_with_a_clear_message() -> None:
+    env = dict(
+        os.environ,
+        ROOMCAST_PORT="eighty",
+        ROOMCAST_REDIS_URL="http://nope",
+        ROOMCAST_PING_INTERVAL="-1",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "roomcast"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=scaled(30),
+        check=False,
+    )
+    assert result.returncode == 2
+    for name in ("ROOMCAST_PORT", "ROOMCAST_REDIS_URL", "ROOMCAST_PING_INTERVAL"):
+        assert name in result.stderr
+
+
+async def test_logs_are_json_lines_without_message_texts() -> None:
+    secret = "private-" + uuid.uuid4().hex
+    with LocalCluster(1, redis=False, nginx=False) as cluster:
+        node = cluster.nodes[0]
+        alice, bob = await Client.connect(node.url), await Client.connect(node.url)
+        await alice.join("logs", "alice")
+        await bob.join("logs", "bob")
+        await alice.send(type="message", text=secret)
+        await bob.recv_type("message", text=secret)
+        await alice.send_raw("{broken " + secret)
+        await alice.recv_type("error")
+        await alice.close()
+        await bob.close()
+        node.process.stop()
+        lines = node.process.lines
+    assert lines, "the node logged nothing"
+    for line in lines:
+        entry = json.loads(line)  # every line is one JSON object
+        assert {"ts", "level", "event", "node"} <= entry.keys()
+        assert secret not in line
+    assert any(json.loads(line)["event"] == "listening" for line in lines)
+
+
+@pytest.mark.parametrize("compression", [False, True])
+async def test_permessage_deflate_is_off_by_default_and_works_when_enabled(
+    compression: bool,
+) -> None:
+    env = {"ROOMCAST_COMPRESSION": "true"} if compression else {}
+    with LocalCluster(2, nginx=False, node_env=env) as cluster:
+        # websockets' client offers permessage-deflate, as browsers do.
+        alice = await Client.connect(cluster.nodes[0].url)
+        bob = await Client.connect(cluster.nodes[1].url)
+        try:
+            negotiated = alice.ws.response.headers.get("Sec-WebSocket-Extensions")
+            if compression:
+                assert negotiated is not None and "permessage-deflate" in negotiated
+            else:
+                assert negotiated is None
+            await alice.join("deflate", "alice")
+            await bob.join("deflate", "bob")
+            text = "compressible " * 500
+            for index in range(5):
+                await bob.send(type="message", text=f"{index} {text}")
+            for index in range(5):
+                got = await alice.recv_type("message")
+                assert got["text"] == f"{index} {text}"
+        finally:
+            await alice.close()
+            await bob.close()
+
+
+async def test_make_run_launcher_starts_everything_and_stops_it_on_ctrl_c() -> None:
+    port = free_port()
+    launcher = ManagedProcess(
+        "devcluster",
+        [sys.executable, "-m", "roomcast.devcluster", "--port", str(port)],
+        dict(os.environ),
+    )
+    try:
+        launcher.wait_for_line(lambda line: "Press Ctrl-C to stop." in line, 60)
+        assert any(f"http://127.0.0.1:{port}/" in line for line in launcher.lines)
+        children = _descendants(launcher.pid)
+        assert len(children) >= 5  # redis, 3 nodes, nginx (master)
+        client = await Client.connect(f"ws://127.0.0.1:{port}/chat")
+        await client.join("launcher", "me")
+        await client.close()
+        launcher.popen.send_signal(signal.SIGINT)
+        assert launcher.popen.wait(scaled(30)) == 0
+        still_running = [pid for pid in children if os.path.exists(f"/proc/{pid}")]
+        assert still_running == [] or all(_is_zombie(pid) for pid in still_running)
+    finally:
+        launcher.stop()
+
+
+def _descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        for task in os.listdir(f"/proc/{current}/task"):
+            try:
+                with open(f"/proc/{current}/task/{task}/children") as children:
+                    kids = [int(k) for k in children.read().split()]
+            except FileNotFoundError:
+                continue
+            found.extend(kids)
+            pending.extend(kids)
+    return found
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
