@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 
 from prometheus_client import CollectorRegistry
 
-from roomcast.broker import Broker
+from roomcast.broker import Broker, HistoryLimits
 from roomcast.broker.memory import MemoryBroker
 from roomcast.config import Settings
 from roomcast.http_internal import InternalHttpServer
@@ -28,8 +29,12 @@ class Server:
         self.metrics = Metrics(self.registry)
         self.node = Node(
             settings.node_id, settings.max_rooms_per_connection, settings.max_frame_bytes,
-            self.metrics,
+            self.metrics, settings.history_size,
         )  # fmt: skip
+        # This process's identity: prefixes its connection ids and names it in Redis presence,
+        # so a restarted node (same node id) is never mistaken for its dead predecessor.
+        self.instance = f"{settings.node_id}-{os.urandom(3).hex()}"
+        self.limits = HistoryLimits(settings.history_size, settings.history_ttl)
         self.draining = False
         self.stopped = asyncio.Event()
         self.port = 0
@@ -40,7 +45,7 @@ class Server:
 
     def _make_broker(self) -> Broker:
         if self.settings.redis_url is None:
-            return MemoryBroker(self.node.on_broker_message, self._on_broker_state)
+            return MemoryBroker(self.node.on_broker_message, self._on_broker_state, self.limits)
         from roomcast.broker.redis import RedisBroker
 
         return RedisBroker(
@@ -48,6 +53,10 @@ class Server:
             self.node.on_broker_message,
             self._on_broker_state,
             timeout=self.settings.redis_timeout,
+            limits=self.limits,
+            instance=self.instance,
+            presence_ttl=self.settings.presence_ttl,
+            on_resync=self.node.resync_presence,
         )
 
     def is_ready(self) -> bool:
@@ -58,12 +67,15 @@ class Server:
             self.metrics.redis_connected.set(1 if ready else 0)
             if not ready:
                 self.metrics.redis_reconnects.inc()
+            elif self.node.broker is not None:
+                # Redis may have restarted empty: put our members back into presence.
+                self.node.resync_presence()
         self.metrics.ready.set(1 if self.is_ready() else 0)
         log.info("broker state", extra={"ready": ready})
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._ws = WebSocketServer(self.node, self.settings, self.metrics, loop)
+        self._ws = WebSocketServer(self.node, self.settings, self.metrics, loop, self.instance)
         self.node.attach(self.broker, self._ws.outbox)
         await self.broker.start()
         self.metrics_port = await self._http.start(

@@ -44,6 +44,10 @@ class Settings:
     close_timeout: float = 5.0
     drain_timeout: float = 10.0
     redis_timeout: float = 5.0
+    # History and presence
+    history_size: int = 100
+    history_ttl: float = 600.0
+    presence_ttl: float = 15.0
     # Features
     compression: bool = False
     log_level: LogLevel = "INFO"
@@ -133,6 +137,9 @@ _PARSERS: dict[str, Callable[[str, str], object]] = {
     "close_timeout": lambda n, r: _parse_float(n, r, 0.01, 600),
     "drain_timeout": lambda n, r: _parse_float(n, r, 0.0, 3600),
     "redis_timeout": lambda n, r: _parse_float(n, r, 0.05, 600),
+    "history_size": lambda n, r: _parse_int(n, r, 1, 100_000),
+    "history_ttl": lambda n, r: _parse_float(n, r, 1, 30 * 86400),
+    "presence_ttl": lambda n, r: _parse_float(n, r, 0.3, 3600),
     "compression": _parse_bool,
     "log_level": _parse_log_level,
 }

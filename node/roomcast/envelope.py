@@ -1,8 +1,10 @@
-"""What travels between nodes on a room's channel: a tiny binary header plus the frame bytes.
+"""What travels between nodes on a room's channel: a small header, then the event's JSON.
 
 The header carries what receiving nodes need without parsing JSON: the origin time (for the
-fan-out latency histogram) and the id of a connection to skip (the sender of ``user_joined`` or
-``typing``, who must not get its own event). The rest is the ready-made WebSocket frame.
+fan-out latency histogram), the id of a connection to skip (the sender of ``user_joined`` or
+``typing``, who must not get its own event) and the room offset of a chat message (0 for events
+that are not kept in history). The offset is written by Redis itself, inside the script that
+assigns it, which is why it is plain ASCII followed by a newline.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 _HEADER: Final = struct.Struct("!BdH")  # version, origin unix time (s), length of exclude id
-VERSION: Final = 1
+VERSION: Final = 2
 
 
 class EnvelopeError(ValueError):
@@ -23,12 +25,18 @@ class EnvelopeError(ValueError):
 class Envelope:
     origin_time: float
     exclude: str
-    frame: bytes
+    offset: int
+    event: bytes
 
 
-def pack(origin_time: float, frame: bytes, exclude: str = "") -> bytes:
+def head(origin_time: float, exclude: str = "") -> bytes:
+    """Everything before the offset; Redis appends ``<offset>\\n<json>`` for chat messages."""
     excluded = exclude.encode()
-    return _HEADER.pack(VERSION, origin_time, len(excluded)) + excluded + frame
+    return _HEADER.pack(VERSION, origin_time, len(excluded)) + excluded
+
+
+def pack(origin_time: float, event: bytes, exclude: str = "", offset: int = 0) -> bytes:
+    return head(origin_time, exclude) + b"%d\n" % offset + event
 
 
 def unpack(payload: bytes) -> Envelope:
@@ -37,8 +45,15 @@ def unpack(payload: bytes) -> Envelope:
     version, origin_time, exclude_len = _HEADER.unpack_from(payload)
     if version != VERSION:
         raise EnvelopeError(f"unknown envelope version {version}")
-    start = _HEADER.size
-    end = start + exclude_len
-    if len(payload) < end + 2:
+    start = _HEADER.size + exclude_len
+    newline = payload.find(b"\n", start, start + 21)
+    if newline < 0:
         raise EnvelopeError("payload truncated")
-    return Envelope(origin_time, payload[start:end].decode(), payload[end:])
+    try:
+        offset = int(payload[start:newline])
+    except ValueError:
+        raise EnvelopeError("bad offset") from None
+    event = payload[newline + 1 :]
+    if not event:
+        raise EnvelopeError("payload has no event")
+    return Envelope(origin_time, payload[_HEADER.size : start].decode(), offset, event)

@@ -78,4 +78,8 @@ class Metrics:
             "roomcast_broker_bad_payloads", "Payloads on room channels no roomcast node wrote",
             registry=registry,
         )  # fmt: skip
+        self.recoveries = Counter(
+            "roomcast_recoveries", "Joins with 'since', by outcome", ["outcome"],
+            registry=registry,
+        )  # fmt: skip
         self.ready = Gauge("roomcast_ready", "1 when the node accepts traffic", registry=registry)

@@ -14,11 +14,23 @@ from roomcast import envelope, protocol
 from roomcast.broker import Broker, BrokerUnavailable
 from roomcast.framing import text_frame
 from roomcast.metrics import Metrics
-from roomcast.protocol import ErrorCode, Join, Leave, Message, ProtocolError, Typing
+from roomcast.protocol import (
+    ErrorCode,
+    History,
+    Join,
+    Leave,
+    Message,
+    ProtocolError,
+    Typing,
+)
+from roomcast.recovery import NOT_REQUESTED, RECOVERED, CatchUp
 from roomcast.rooms import RoomRegistry, TooManyRoomsError
 from roomcast.transport import Connection, Outbox
 
 log = logging.getLogger("roomcast.node")
+
+# Live events held for one joining connection during its join's round trip to Redis.
+CATCH_UP_LIMIT = 10_000
 
 
 class Node:
@@ -28,14 +40,20 @@ class Node:
         max_rooms: int,
         max_frame_bytes: int,
         metrics: Metrics,
+        history_size: int = 100,
     ) -> None:
         self.node_id = node_id
         self._max_rooms = max_rooms
         self._max_frame_bytes = max_frame_bytes
+        self._history_size = history_size
         self.metrics = metrics
         self.rooms: RoomRegistry[Connection] = RoomRegistry(max_rooms)
         self.broker: Broker | None = None
         self.outbox: Outbox | None = None
+        # room -> joining connection -> live events held until its join completes
+        self._catch_ups: dict[str, dict[Connection, CatchUp]] = {}
+        # (connection, room) whose user_joined was sent to the broker, though not yet live
+        self._announced: set[tuple[Connection, str]] = set()
         self._received = {
             kind: metrics.frames_received.labels(kind) for kind in protocol.COMMAND_TYPES
         }
@@ -65,27 +83,51 @@ class Node:
             elif isinstance(command, Join):
                 self._received["join"].inc()
                 return self._join(conn, command)
-            else:
+            elif isinstance(command, Leave):
                 self._received["leave"].inc()
                 self._leave(conn, command)
+            elif isinstance(command, History):
+                self._received["history"].inc()
+                return self._history(conn, self._target_room(conn, command.room), command.limit)
+            else:
+                self._received["presence"].inc()
+                return self._presence(conn, self._target_room(conn, command.room))
         except ProtocolError as exc:
             self._reject(conn, exc.code, exc.reason, exc.room)
         return None
 
     def on_close(self, conn: Connection) -> None:
-        for room, username, last_local in self.rooms.leave_all(conn):
-            self._publish(room, "user_left", protocol.user_left(room, username), conn.id)
+        for room in self.rooms.rooms_of(conn):
+            # A join still in its round trip is announced (and so must be retracted) only once
+            # its script was sent; Redis runs that script before this leave's.
+            live = self.rooms.is_live(conn, room)
+            announced = (conn, room) in self._announced
+            self._announced.discard((conn, room))
+            self._drop_catch_up(conn, room)
+            username = self.rooms.username(conn, room)
+            last_local = self.rooms.leave(conn, room)
+            if (live or announced) and username is not None:
+                self._announce_leave(room, conn.id, username)
             if last_local:
                 self._unsubscribe(room)
 
     def on_rejected(self, conn: Connection, code: str) -> None:
         self.metrics.frames_rejected.labels(code).inc()
 
+    def resync_presence(self) -> None:
+        """Redis lost our presence entries (restart) or reaped us: register every member again."""
+        assert self.broker is not None
+        for room in self.rooms.rooms():
+            members = {conn.id: name for conn, name in self.rooms.all_members(room).items()}
+            self.broker.restore_presence(room, members)
+        log.info("presence re-registered", extra={"rooms": self.rooms.room_count})
+
     # Broker callback: the hot path of fan-out.
 
     def on_broker_message(self, room: str, payload: bytes) -> None:
         members = self.rooms.members(room)
-        if not members:
+        holders = self._catch_ups.get(room)
+        if not members and not holders:
             return
         try:
             event = envelope.unpack(payload)
@@ -93,37 +135,68 @@ class Node:
             self.metrics.broker_bad_payloads.inc()
             return
         assert self.outbox is not None
-        self.outbox.fan_out(members, event.frame, event.exclude)
+        if members:
+            self.outbox.fan_out(members, text_frame(event.event), event.exclude)
+        if holders:
+            for conn, catch_up in holders.items():
+                if conn.id != event.exclude:
+                    catch_up.hold(event.offset, event.event)
         self.metrics.fanout_latency.observe(max(0.0, time.time() - event.origin_time))
 
     # Commands
 
     async def _join(self, conn: Connection, command: Join) -> None:
-        room = command.room
+        room, username = command.room, command.username
         try:
-            result = self.rooms.join(conn, room, command.username)
+            result = self.rooms.join(conn, room, username)
         except TooManyRoomsError as exc:
             self._reject(conn, ErrorCode.TOO_MANY_ROOMS, str(exc), room)
             return
-        if result.first_local_member:
-            self.metrics.rooms_local.set(self.rooms.room_count)
+        if result.already_member:
+            conn.send(protocol.encode({"type": "joined", "room": room, "already": True}))
+            return
+        self.metrics.rooms_local.set(self.rooms.room_count)
         assert self.broker is not None
+        catch_up = CatchUp(CATCH_UP_LIMIT)
+        self._catch_ups.setdefault(room, {})[conn] = catch_up
         try:
             # Also for later local joiners: the first joiner's SUBSCRIBE may still be in flight,
             # and nobody may speak in the room before this node surely listens to it.
             await self.broker.subscribe(room)
+            if conn.closed:
+                return
+            announce = envelope.pack(time.time(), protocol.user_joined(room, username), conn.id)
+            self._announced.add((conn, room))
+            self._published["user_joined"].inc()
+            reply = await self.broker.join(room, conn.id, username, command.since, announce)
         except BrokerUnavailable as exc:
+            self._drop_catch_up(conn, room)
+            self._announced.discard((conn, room))
             if self.rooms.leave(conn, room):
                 self._unsubscribe(room)
             self._reject(conn, ErrorCode.UNAVAILABLE, f"cannot join now: {exc}", room)
             return
-        if conn.closed or self.rooms.username(conn, room) is None:
+        self._drop_catch_up(conn, room)
+        self._announced.discard((conn, room))
+        if conn.closed or not self.rooms.activate(conn, room):
             return
-        conn.send(protocol.joined(room, command.username))
-        if not result.already_member:
-            self._publish(
-                room, "user_joined", protocol.user_joined(room, command.username), conn.id
-            )
+        status = reply.status
+        events = catch_up.finish(reply)
+        if catch_up.overflowed:
+            status = "overloaded"
+        if command.since is None:
+            conn.send(protocol.joined(room, username, reply.epoch, reply.offset))
+        else:
+            recovered = status == RECOVERED
+            self.metrics.recoveries.labels("recovered" if recovered else status).inc()
+            conn.send(
+                protocol.joined(
+                    room, username, reply.epoch, reply.offset, recovered,
+                    None if recovered or status == NOT_REQUESTED else status,
+                )
+            )  # fmt: skip
+        for event in events:
+            conn.send(event)
 
     def _leave(self, conn: Connection, command: Leave) -> None:
         room = self._target_room(conn, command.room)
@@ -132,21 +205,47 @@ class Node:
         if self.rooms.leave(conn, room):
             self._unsubscribe(room)
         conn.send(protocol.left(room))
-        self._publish(room, "user_left", protocol.user_left(room, username), conn.id)
+        self._announce_leave(room, conn.id, username)
 
     def _message(self, conn: Connection, command: Message) -> None:
         room = self._target_room(conn, command.room)
         username = self.rooms.username(conn, room)
-        assert username is not None
+        assert username is not None and self.broker is not None
         now = time.time()
-        payload = protocol.chat_message(room, username, command.text, int(now * 1000))
-        self._publish(room, "message", payload, "", conn, now)
+        prefix = protocol.chat_message_prefix(room, username, command.text, int(now * 1000))
+        self._published["message"].inc()
+        self.broker.publish_message(
+            room, envelope.head(now), prefix, self._failure_reporter(conn, "message", room)
+        )
 
     def _typing(self, conn: Connection, command: Typing) -> None:
         room = self._target_room(conn, command.room)
         username = self.rooms.username(conn, room)
-        assert username is not None
-        self._publish(room, "typing", protocol.typing(room, username), conn.id, conn)
+        assert username is not None and self.broker is not None
+        self._published["typing"].inc()
+        self.broker.publish(
+            room,
+            envelope.pack(time.time(), protocol.typing(room, username), conn.id),
+            self._failure_reporter(conn, "typing", room),
+        )
+
+    async def _history(self, conn: Connection, room: str, limit: int | None) -> None:
+        assert self.broker is not None
+        try:
+            reply = await self.broker.history(room, min(limit or self._history_size, 10_000))
+        except BrokerUnavailable as exc:
+            self._reject(conn, ErrorCode.UNAVAILABLE, f"history unavailable: {exc}", room)
+            return
+        conn.send(protocol.history(room, reply.epoch, reply.offset, reply.messages))
+
+    async def _presence(self, conn: Connection, room: str) -> None:
+        assert self.broker is not None
+        try:
+            members = await self.broker.presence(room)
+        except BrokerUnavailable as exc:
+            self._reject(conn, ErrorCode.UNAVAILABLE, f"presence unavailable: {exc}", room)
+            return
+        conn.send(protocol.presence(room, members))
 
     # Helpers
 
@@ -160,28 +259,22 @@ class Node:
             raise ProtocolError(ErrorCode.NOT_JOINED, f"not a member of room {room!r}", room)
         return room
 
-    def _publish(
-        self,
-        room: str,
-        kind: str,
-        event: bytes,
-        exclude: str,
-        sender: Connection | None = None,
-        now: float | None = None,
-    ) -> None:
+    def _drop_catch_up(self, conn: Connection, room: str) -> None:
+        holders = self._catch_ups.get(room)
+        if holders is not None:
+            holders.pop(conn, None)
+            if not holders:
+                del self._catch_ups[room]
+
+    def _announce_leave(self, room: str, member: str, username: str) -> None:
         assert self.broker is not None
-        payload = envelope.pack(time.time() if now is None else now, text_frame(event), exclude)
-        self._published[kind].inc()
-        on_failure = None
-        if sender is not None:
+        self._published["user_left"].inc()
+        self.broker.leave(
+            room, member, envelope.pack(time.time(), protocol.user_left(room, username), member)
+        )
 
-            def on_failure() -> None:
-                self.metrics.publish_failures.inc()
-                self._reject(
-                    sender, ErrorCode.UNAVAILABLE, f"{kind} not delivered: broker unavailable", room
-                )
-
-        self.broker.publish(room, payload, on_failure)
+    def _failure_reporter(self, conn: Connection, kind: str, room: str) -> FailureReporter:
+        return FailureReporter(self, conn, kind, room)
 
     def _unsubscribe(self, room: str) -> None:
         assert self.broker is not None
@@ -191,3 +284,21 @@ class Node:
     def _reject(self, conn: Connection, code: str, reason: str, room: str | None = None) -> None:
         self.metrics.frames_rejected.labels(code).inc()
         conn.send(protocol.error(code, reason, room))
+
+
+class FailureReporter:
+    """Tells a sender that the broker could not take its event (never dropped silently)."""
+
+    __slots__ = ("_conn", "_kind", "_node", "_room")
+
+    def __init__(self, node: Node, conn: Connection, kind: str, room: str) -> None:
+        self._node, self._conn, self._kind, self._room = node, conn, kind, room
+
+    def __call__(self) -> None:
+        self._node.metrics.publish_failures.inc()
+        self._node._reject(
+            self._conn,
+            ErrorCode.UNAVAILABLE,
+            f"{self._kind} not delivered: broker unavailable",
+            self._room,
+        )

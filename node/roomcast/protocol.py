@@ -17,6 +17,8 @@ from typing import Any, Final
 
 import orjson
 
+from roomcast.recovery import Since
+
 ROOM_PATTERN: Final = re.compile(r"[A-Za-z0-9_.:@\-]{1,64}")
 # Letters of any script, digits, space and a few separators; no control or markup characters.
 USERNAME_PATTERN: Final = re.compile(r"[\w .@\-']{1,32}")
@@ -32,6 +34,8 @@ class ErrorCode:
     INVALID_ROOM: Final = "invalid_room"
     INVALID_USERNAME: Final = "invalid_username"
     INVALID_TEXT: Final = "invalid_text"
+    INVALID_SINCE: Final = "invalid_since"
+    INVALID_LIMIT: Final = "invalid_limit"
     NOT_JOINED: Final = "not_joined"
     TOO_MANY_ROOMS: Final = "too_many_rooms"
     RATE_LIMITED: Final = "rate_limited"
@@ -58,6 +62,7 @@ class ProtocolError(Exception):
 class Join:
     room: str
     username: str
+    since: Since | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +81,21 @@ class Typing:
     room: str | None
 
 
-Command = Join | Leave | Message | Typing
+@dataclass(frozen=True, slots=True)
+class History:
+    room: str | None
+    limit: int | None
 
-COMMAND_TYPES: Final = ("join", "leave", "message", "typing")
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    room: str | None
+
+
+Command = Join | Leave | Message | Typing | History | Presence
+
+COMMAND_TYPES: Final = ("join", "leave", "message", "typing", "history", "presence")
+MAX_OFFSET: Final = 2**53  # offsets are exact in every JSON client (and in Redis' Lua)
 
 
 def _room(data: dict[str, Any], required: bool) -> str | None:
@@ -107,6 +124,27 @@ def _username(data: dict[str, Any]) -> str:
     return username
 
 
+def _since(data: dict[str, Any]) -> Since | None:
+    since = data.get("since")
+    if since is None:
+        return None
+    if not isinstance(since, dict):
+        raise ProtocolError(ErrorCode.INVALID_SINCE, '\'since\' must be {"offset": N, "epoch": E}')
+    offset, epoch = since.get("offset"), since.get("epoch")
+    if (
+        not isinstance(offset, int)
+        or isinstance(offset, bool)
+        or not 0 <= offset <= MAX_OFFSET
+        or not isinstance(epoch, str)
+        or not 1 <= len(epoch) <= 64
+    ):
+        raise ProtocolError(
+            ErrorCode.INVALID_SINCE,
+            "'since' needs a whole 'offset' >= 0 and the 'epoch' string from a message or joined",
+        )
+    return Since(offset=offset, epoch=epoch)
+
+
 def parse_command(text: str) -> Command:
     """Turn one text frame into a command, or raise ProtocolError with a clear reason."""
     try:
@@ -126,9 +164,18 @@ def parse_command(text: str) -> Command:
     if kind == "join":
         room = _room(data, required=True)
         assert room is not None
-        return Join(room=room, username=_username(data))
+        return Join(room=room, username=_username(data), since=_since(data))
     if kind == "leave":
         return Leave(room=_room(data, required=False))
+    if kind == "history":
+        limit = data.get("limit")
+        if limit is not None and (
+            not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 10_000
+        ):
+            raise ProtocolError(ErrorCode.INVALID_LIMIT, "'limit' must be a whole number 1-10000")
+        return History(room=_room(data, required=False), limit=limit)
+    if kind == "presence":
+        return Presence(room=_room(data, required=False))
     if not isinstance(kind, str):
         raise ProtocolError(ErrorCode.INVALID_FRAME, "'type' must be a string")
     shown = kind if len(kind) <= 32 else kind[:32] + "…"
@@ -169,8 +216,26 @@ def error(code: str, reason: str, room: str | None = None) -> bytes:
     return encode(event)
 
 
-def joined(room: str, username: str) -> bytes:
-    return encode({"type": "joined", "room": room, "username": username})
+def joined(
+    room: str,
+    username: str,
+    epoch: str,
+    offset: int,
+    recovered: bool | None = None,
+    reason: str | None = None,
+) -> bytes:
+    event: dict[str, Any] = {
+        "type": "joined",
+        "room": room,
+        "username": username,
+        "epoch": epoch,
+        "offset": offset,
+    }
+    if recovered is not None:
+        event["recovered"] = recovered
+    if reason is not None:
+        event["reason"] = reason
+    return encode(event)
 
 
 def left(room: str) -> bytes:
@@ -185,14 +250,47 @@ def user_left(room: str, username: str) -> bytes:
     return encode({"type": "user_left", "room": room, "username": username})
 
 
-def chat_message(room: str, username: str, text: str, timestamp_ms: int) -> bytes:
-    return encode(
+def chat_message_prefix(room: str, username: str, text: str, timestamp_ms: int) -> bytes:
+    """A message event up to its offset; the broker appends ``<offset>,"epoch":"<epoch>"}``.
+
+    The offset is assigned by Redis atomically with the publication, so the JSON is completed
+    there, once, and every recipient gets the same bytes.
+    """
+    body = encode(
         {
             "type": "message",
             "room": room,
             "username": username,
             "text": text,
             "timestamp": timestamp_ms,
+        }
+    )
+    return body[:-1] + b',"offset":'
+
+
+EPOCH_FIELD: Final = b',"epoch":"'
+EVENT_END: Final = b'"}'
+
+
+def complete_message(prefix: bytes, offset: int, epoch: str) -> bytes:
+    """What the Redis script does, for the in-memory broker."""
+    return prefix + str(offset).encode() + EPOCH_FIELD + epoch.encode() + EVENT_END
+
+
+def history(room: str, epoch: str, offset: int, messages: list[bytes]) -> bytes:
+    # The stored messages are JSON we wrote; they are spliced in, not parsed and re-encoded.
+    head = encode({"type": "history", "room": room, "epoch": epoch, "offset": offset})
+    return head[:-1] + b',"messages":[' + b",".join(messages) + b"]}"
+
+
+def presence(room: str, members: dict[str, int]) -> bytes:
+    return encode(
+        {
+            "type": "presence",
+            "room": room,
+            "members": [
+                {"username": name, "connections": count} for name, count in sorted(members.items())
+            ],
         }
     )
 

@@ -8,7 +8,7 @@ article's behaviour).
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -28,30 +28,44 @@ class TooManyRoomsError(Exception):
 class RoomRegistry(Generic[M]):
     def __init__(self, max_rooms_per_member: int) -> None:
         self._max_rooms = max_rooms_per_member
-        # room -> {member: username}; dicts keep join order, which keeps fan-out order stable.
+        # room -> {member: username} of members receiving the room's events (live); dicts keep
+        # join order, which keeps fan-out order stable.
         self._rooms: dict[str, dict[M, str]] = {}
+        # room -> {member: username} of members whose join is still in progress.
+        self._joining: dict[str, dict[M, str]] = {}
         # member -> {room: username}, in join order (the last key is the current room).
         self._memberships: dict[M, dict[str, str]] = {}
 
     def join(self, member: M, room: str, username: str) -> JoinResult:
+        """Add ``member`` as joining: it counts as a local member, but gets no events until
+        :meth:`activate`."""
         rooms = self._memberships.get(member)
         if rooms is not None and room in rooms:
-            # Re-joining makes the room current again and may rename the member in it.
-            del rooms[room]
-            rooms[room] = username
-            self._rooms[room][member] = username
+            # Re-joining makes the room current again.
+            rooms[room] = rooms.pop(room)
             return JoinResult(first_local_member=False, already_member=True)
         if rooms is not None and len(rooms) >= self._max_rooms:
             raise TooManyRoomsError(f"a connection may be in at most {self._max_rooms} rooms")
         if rooms is None:
             rooms = self._memberships[member] = {}
         rooms[room] = username
-        members = self._rooms.get(room)
-        first = members is None
-        if members is None:
-            members = self._rooms[room] = {}
-        members[member] = username
+        first = room not in self._rooms and room not in self._joining
+        self._joining.setdefault(room, {})[member] = username
         return JoinResult(first_local_member=first, already_member=False)
+
+    def activate(self, member: M, room: str) -> bool:
+        """The join is complete: ``member`` receives the room's events from now on."""
+        joining = self._joining.get(room)
+        if joining is None or member not in joining:
+            return False
+        username = joining.pop(member)
+        if not joining:
+            del self._joining[room]
+        self._rooms.setdefault(room, {})[member] = username
+        return True
+
+    def is_live(self, member: M, room: str) -> bool:
+        return member in self._rooms.get(room, ())
 
     def leave(self, member: M, room: str) -> bool:
         """Remove ``member`` from ``room``; True when it was the room's last local member."""
@@ -61,12 +75,13 @@ class RoomRegistry(Generic[M]):
         del rooms[room]
         if not rooms:
             del self._memberships[member]
-        members = self._rooms[room]
-        del members[member]
-        if members:
-            return False
-        del self._rooms[room]
-        return True
+        for table in (self._rooms, self._joining):
+            members = table.get(room)
+            if members is not None and member in members:
+                del members[member]
+                if not members:
+                    del table[room]
+        return room not in self._rooms and room not in self._joining
 
     def leave_all(self, member: M) -> list[tuple[str, str, bool]]:
         """Remove ``member`` everywhere: (room, username, was_last_local_member) for each room."""
@@ -96,15 +111,19 @@ class RoomRegistry(Generic[M]):
         members = self._rooms.get(room)
         return {} if members is None else members
 
-    def has_room(self, room: str) -> bool:
-        return room in self._rooms
+    def all_members(self, room: str) -> dict[M, str]:
+        """Live and joining members (what presence must show for this node)."""
+        return {**self._rooms.get(room, {}), **self._joining.get(room, {})}
 
-    def rooms(self) -> Iterator[str]:
-        return iter(self._rooms)
+    def has_room(self, room: str) -> bool:
+        return room in self._rooms or room in self._joining
+
+    def rooms(self) -> list[str]:
+        return list({**self._rooms, **self._joining})
 
     @property
     def room_count(self) -> int:
-        return len(self._rooms)
+        return len(self._rooms.keys() | self._joining.keys())
 
     @property
     def member_count(self) -> int:

@@ -422,6 +422,7 @@ class WebSocketServer:
         settings: Settings,
         metrics: Metrics,
         loop: asyncio.AbstractEventLoop,
+        instance: str,
     ) -> None:
         self.app = app
         self.settings = settings
@@ -431,7 +432,7 @@ class WebSocketServer:
         self.extensions = [ServerPerMessageDeflateFactory()] if settings.compression else None
         self.connections: set[Connection] = set()
         self._ids = itertools.count(1)
-        self._id_prefix = f"{settings.node_id}-{os.urandom(3).hex()}-"
+        self._id_prefix = f"{instance}-"
         self._server: asyncio.Server | None = None
         self._heartbeat: asyncio.TimerHandle | None = None
         self._all_closed = asyncio.Event()

@@ -1,4 +1,5 @@
-"""The broker carries room traffic between nodes. The node above it never touches the network.
+"""The broker carries room traffic between nodes and keeps what must outlive a node: offsets,
+recent history and presence. The node above it never touches the network.
 
 Two implementations: :class:`~roomcast.broker.memory.MemoryBroker` (single node, the default, and
 the unit-test double) and :class:`~roomcast.broker.redis.RedisBroker` (cluster mode).
@@ -7,7 +8,10 @@ the unit-test double) and :class:`~roomcast.broker.redis.RedisBroker` (cluster m
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
+
+from roomcast.recovery import JoinReply, Since
 
 # (room, payload) for each publication on a room this node subscribed to, in the broker's order.
 MessageHandler = Callable[[str, bytes], None]
@@ -19,6 +23,20 @@ FailureHandler = Callable[[], None]
 
 class BrokerUnavailable(Exception):
     """The broker cannot take the request now (Redis down); the client gets ``unavailable``."""
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryLimits:
+    size: int = 100  # messages kept per room
+    ttl: float = 600.0  # seconds a room's history outlives its last message
+    meta_ttl: float = 86400.0  # seconds its offset counter and epoch outlive the last message
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryReply:
+    epoch: str
+    offset: int
+    messages: list[bytes]  # oldest first
 
 
 class Broker(Protocol):
@@ -42,8 +60,36 @@ class Broker(Protocol):
         """Stop receiving ``room`` (its last local member left)."""
 
     def publish(self, room: str, payload: bytes, on_failure: FailureHandler | None = None) -> None:
-        """Queue ``payload`` for every subscriber of ``room``, keeping the caller's order.
+        """Queue an envelope (without offset) for every subscriber of ``room``, in order.
 
-        Never blocks; ``on_failure`` runs (later, on the loop) if it cannot be delivered to the
-        broker.
+        Never blocks; ``on_failure`` runs (later, on the loop) if the broker cannot take it.
         """
+
+    def publish_message(
+        self,
+        room: str,
+        head: bytes,
+        prefix: bytes,
+        on_failure: FailureHandler | None = None,
+    ) -> None:
+        """Publish a chat message: assign the room's next offset, complete the JSON
+        (``prefix + offset + epoch``), keep it in history and publish ``head + offset\\n + json``,
+        all as one atomic step. Same order and failure rules as :meth:`publish`."""
+
+    async def join(
+        self, room: str, member: str, username: str, since: Since | None, announce: bytes
+    ) -> JoinReply:
+        """Record ``member`` in the room's presence, publish ``announce`` (user_joined) and read
+        the room's epoch and latest offset, plus the messages missed since ``since``: one
+        atomic step, one round trip."""
+
+    def leave(self, room: str, member: str, announce: bytes) -> None:
+        """Drop ``member`` from presence and publish ``announce`` (user_left), atomically."""
+
+    def restore_presence(self, room: str, members: dict[str, str]) -> None:
+        """Register local members again after the broker lost them (e.g. Redis restarted)."""
+
+    async def history(self, room: str, limit: int) -> HistoryReply: ...
+
+    async def presence(self, room: str) -> dict[str, int]:
+        """Usernames in the room on every node, with their connection counts."""

@@ -1,17 +1,53 @@
-"""In-process broker: the single-node default (no Redis needed) and the unit-test double."""
+"""In-process broker: the single-node default (no Redis needed) and the unit-test double.
+
+It keeps the same promises as the Redis broker: offsets, bounded history, presence, and delivery
+on a later loop turn in publication order.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
 
-from roomcast.broker import FailureHandler, MessageHandler, StateHandler
+from roomcast.broker import (
+    FailureHandler,
+    HistoryLimits,
+    HistoryReply,
+    MessageHandler,
+    StateHandler,
+)
+from roomcast.protocol import complete_message
+from roomcast.recovery import EPOCH_CHANGED, NOT_REQUESTED, RECOVERED, TOO_OLD, JoinReply, Since
+
+
+def new_epoch() -> str:
+    return os.urandom(6).hex()
+
+
+@dataclass
+class _Room:
+    epoch: str = field(default_factory=new_epoch)
+    offset: int = 0
+    # (stored at, json) newest last
+    history: deque[tuple[float, bytes]] = field(default_factory=deque)
+    presence: dict[str, str] = field(default_factory=dict)
 
 
 class MemoryBroker:
-    def __init__(self, on_message: MessageHandler, on_state: StateHandler | None = None) -> None:
+    def __init__(
+        self,
+        on_message: MessageHandler,
+        on_state: StateHandler | None = None,
+        limits: HistoryLimits | None = None,
+    ) -> None:
         self._on_message = on_message
         self._on_state = on_state
+        self._limits = limits or HistoryLimits()
         self._subscribed: set[str] = set()
+        self._rooms: dict[str, _Room] = {}
         self._running = False
 
     @property
@@ -43,6 +79,68 @@ class MemoryBroker:
         # sender's own frame handling, and in publication order.
         if room in self._subscribed:
             asyncio.get_running_loop().call_soon(self._deliver, room, payload)
+
+    def publish_message(
+        self, room: str, head: bytes, prefix: bytes, on_failure: FailureHandler | None = None
+    ) -> None:
+        state = self._room(room)
+        state.offset += 1
+        message = complete_message(prefix, state.offset, state.epoch)
+        state.history.append((time.monotonic(), message))
+        if len(state.history) > self._limits.size:
+            state.history.popleft()
+        self.publish(room, head + b"%d\n" % state.offset + message, on_failure)
+
+    async def join(
+        self, room: str, member: str, username: str, since: Since | None, announce: bytes
+    ) -> JoinReply:
+        state = self._room(room)
+        state.presence[member] = username
+        self.publish(room, announce)
+        if since is None:
+            return JoinReply(state.epoch, state.offset, NOT_REQUESTED)
+        if since.epoch != state.epoch or since.offset > state.offset:
+            return JoinReply(state.epoch, state.offset, EPOCH_CHANGED)
+        missed = state.offset - since.offset
+        if missed > len(state.history):
+            return JoinReply(state.epoch, state.offset, TOO_OLD)
+        messages = (
+            [m for _, m in list(state.history)[len(state.history) - missed :]] if missed else []
+        )
+        return JoinReply(state.epoch, state.offset, RECOVERED, messages)
+
+    def leave(self, room: str, member: str, announce: bytes) -> None:
+        state = self._rooms.get(room)
+        if state is not None:
+            state.presence.pop(member, None)
+            self._expire(state)
+            if not state.presence and not state.history:
+                del self._rooms[room]  # bounded memory: nothing left worth keeping
+        self.publish(room, announce)
+
+    def restore_presence(self, room: str, members: dict[str, str]) -> None:
+        self._room(room).presence.update(members)
+
+    async def history(self, room: str, limit: int) -> HistoryReply:
+        state = self._room(room)
+        messages = [m for _, m in state.history]
+        return HistoryReply(state.epoch, state.offset, messages[-limit:] if limit else [])
+
+    async def presence(self, room: str) -> dict[str, int]:
+        state = self._rooms.get(room)
+        return dict(Counter(state.presence.values())) if state is not None else {}
+
+    def _room(self, room: str) -> _Room:
+        state = self._rooms.get(room)
+        if state is None:
+            state = self._rooms[room] = _Room()
+        self._expire(state)
+        return state
+
+    def _expire(self, state: _Room) -> None:
+        horizon = time.monotonic() - self._limits.ttl
+        while state.history and state.history[0][0] < horizon:
+            state.history.popleft()
 
     def _deliver(self, room: str, payload: bytes) -> None:
         if room in self._subscribed:

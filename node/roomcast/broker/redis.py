@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,12 +29,28 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 from redis.retry import Retry
 
-from roomcast.broker import BrokerUnavailable, FailureHandler, MessageHandler, StateHandler
+from roomcast import envelope
+from roomcast.broker import (
+    BrokerUnavailable,
+    FailureHandler,
+    HistoryLimits,
+    HistoryReply,
+    MessageHandler,
+    StateHandler,
+    scripts,
+)
+from roomcast.broker.memory import new_epoch
+from roomcast.recovery import JoinReply, Since
 
 log = logging.getLogger("roomcast.broker.redis")
 
 CHANNEL_PREFIX: Final = "roomcast:room:"
+NODES_KEY: Final = b"rc:nodes"  # zset: node instance -> last heartbeat (ms)
 _RESUBSCRIBE_BATCH: Final = 512
+
+
+def _evalsha(script: scripts.Script, keys: tuple[bytes, ...], args: tuple[bytes, ...]) -> bytes:
+    return resp_command(b"EVALSHA", script.sha, b"%d" % len(keys), *keys, *args)
 
 
 def channel_for(room: str) -> bytes:
@@ -184,48 +201,91 @@ class _Link:
                 await conn.disconnect(nowait=True)
 
 
+# Settles one command: (reply, None) on success, (None, error) when refused or the link died.
+Settle = Callable[[Any, Exception | None], None]
+
+
 class _Publisher(_Link):
-    """Pipelines PUBLISH commands; replies come back in order and settle the oldest in flight."""
+    """Pipelines commands in order on one connection; replies settle the oldest in flight."""
 
     def __init__(self, pool: ConnectionPool, timeout: float, backoff: Backoff) -> None:
         super().__init__("publisher", pool, timeout, backoff)
-        # (monotonic send time, failure callback) per command awaiting its reply.
-        self._inflight: deque[tuple[float, FailureHandler | None]] = deque()
+        # (monotonic send time, settle) per command awaiting its reply.
+        self._inflight: deque[tuple[float, Settle | None]] = deque()
+        self.on_up = self._load_scripts
         self.on_down = self._fail_inflight
 
-    def publish(self, channel: bytes, payload: bytes, on_failure: FailureHandler | None) -> None:
-        loop = asyncio.get_running_loop()
+    def command(self, data: bytes, settle: Settle | None) -> None:
         if not self.connected:
-            if on_failure is not None:
-                loop.call_soon(on_failure)
+            if settle is not None:
+                asyncio.get_running_loop().call_soon(
+                    settle, None, BrokerUnavailable("redis is not connected")
+                )
             return
-        self.send(b"*3\r\n$7\r\nPUBLISH\r\n" + _bulk(channel) + _bulk(payload))
-        self._inflight.append((loop.time(), on_failure))
+        self.send(data)
+        self._inflight.append((asyncio.get_running_loop().time(), settle))
+
+    async def request(self, data: bytes) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def settle(reply: Any, error: Exception | None) -> None:
+            if future.done():
+                return
+            if error is None:
+                future.set_result(reply)
+            else:
+                future.set_exception(error)
+
+        self.command(data, settle)
+        try:
+            return await asyncio.wait_for(future, self._timeout)
+        except TimeoutError:
+            raise BrokerUnavailable("redis did not answer in time") from None
 
     def ping(self) -> None:
-        if self.connected:
-            self.send(resp_command(b"PING"))
-            self._inflight.append((asyncio.get_running_loop().time(), None))
+        self.command(resp_command(b"PING"), None)
 
     def oldest_age(self, now: float) -> float:
         return now - self._inflight[0][0] if self._inflight else 0.0
 
     def handle_reply(self, reply: Any) -> None:
         if self._inflight:
-            self._inflight.popleft()
+            _, settle = self._inflight.popleft()
+            if settle is not None:
+                settle(reply, None)
 
     def handle_error_reply(self, error: ResponseError) -> None:
-        log.error("redis refused a publish", extra={"error": str(error)})
+        log.error("redis refused a command", extra={"error": str(error)})
         if self._inflight:
-            _, on_failure = self._inflight.popleft()
-            if on_failure is not None:
-                on_failure()
+            _, settle = self._inflight.popleft()
+            if settle is not None:
+                settle(None, BrokerUnavailable(f"redis refused: {error}"))
+        if str(error).startswith("NOSCRIPT"):
+            self._load_scripts()
+
+    def _load_scripts(self) -> None:
+        # Queued before anything else on a fresh connection: Redis runs commands in order, so
+        # every EVALSHA after this finds its script, even right after a Redis restart.
+        for script in scripts.ALL:
+            self.command(resp_command(b"SCRIPT", b"LOAD", script.source.encode()), None)
 
     def _fail_inflight(self) -> None:
         failed, self._inflight = self._inflight, deque()
-        for _, on_failure in failed:
-            if on_failure is not None:
-                on_failure()
+        error = BrokerUnavailable("redis connection lost")
+        for _, settle in failed:
+            if settle is not None:
+                settle(None, error)
+
+
+def _failure_only(on_failure: FailureHandler | None) -> Settle | None:
+    if on_failure is None:
+        return None
+
+    def settle(_reply: Any, error: Exception | None) -> None:
+        if error is not None:
+            on_failure()
+
+    return settle
 
 
 @dataclass(slots=True)
@@ -356,8 +416,17 @@ class RedisBroker:
         *,
         timeout: float = 5.0,
         backoff: Backoff | None = None,
+        limits: HistoryLimits | None = None,
+        instance: str = "",
+        presence_ttl: float = 15.0,
+        on_resync: Callable[[], None] | None = None,
     ) -> None:
         backoff = backoff or Backoff()
+        self._limits = limits or HistoryLimits()
+        self._instance = instance or new_epoch()
+        self._rooms_key = f"rc:node:{self._instance}:rooms".encode()
+        self._presence_ttl = presence_ttl
+        self._on_resync = on_resync
         self._pool = ConnectionPool.from_url(
             url,
             socket_connect_timeout=timeout,
@@ -373,6 +442,7 @@ class RedisBroker:
         self._subscriber = _Subscriber(self._pool, timeout, backoff, on_message)
         self._publisher.on_change = self._subscriber.on_change = self._report_state
         self._watchdog: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
         self._was_ready = False
 
     def _report_state(self) -> None:
@@ -394,12 +464,21 @@ class RedisBroker:
         self._publisher.start()
         self._subscriber.start()
         self._watchdog = asyncio.create_task(self._watch(), name="redis-watchdog")
+        self._heartbeat = asyncio.create_task(self._beat(), name="redis-heartbeat")
 
     async def stop(self) -> None:
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watchdog
+        for task in (self._watchdog, self._heartbeat):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._publisher.connected:
+            # A clean stop is not a death: nothing for the others to reap.
+            with contextlib.suppress(BrokerUnavailable):
+                await self._publisher.request(
+                    resp_command(b"ZREM", NODES_KEY, self._instance.encode())
+                )
+                await self._publisher.request(resp_command(b"DEL", self._rooms_key))
         await self._publisher.stop()
         await self._subscriber.stop()
         await self._pool.disconnect()
@@ -409,9 +488,149 @@ class RedisBroker:
 
     def unsubscribe(self, room: str) -> None:
         self._subscriber.unsubscribe(channel_for(room))
+        self._publisher.command(resp_command(b"SREM", self._rooms_key, room.encode()), None)
 
     def publish(self, room: str, payload: bytes, on_failure: FailureHandler | None = None) -> None:
-        self._publisher.publish(channel_for(room), payload, on_failure)
+        self._publisher.command(
+            b"*3\r\n$7\r\nPUBLISH\r\n" + _bulk(channel_for(room)) + _bulk(payload),
+            _failure_only(on_failure),
+        )
+
+    def publish_message(
+        self, room: str, head: bytes, prefix: bytes, on_failure: FailureHandler | None = None
+    ) -> None:
+        seq, epoch, history, _ = scripts.room_keys(room)
+        limits = self._limits
+        self._publisher.command(
+            _evalsha(
+                scripts.PUBLISH_MESSAGE,
+                (seq, epoch, history),
+                (
+                    channel_for(room),
+                    head,
+                    prefix,
+                    b"%d" % limits.size,
+                    b"%d" % max(1, int(limits.ttl)),
+                    b"%d" % max(1, int(limits.meta_ttl)),
+                    new_epoch().encode(),
+                ),
+            ),
+            _failure_only(on_failure),
+        )
+
+    async def join(
+        self, room: str, member: str, username: str, since: Since | None, announce: bytes
+    ) -> JoinReply:
+        seq, epoch, history, presence = scripts.room_keys(room)
+        # The node's room list rides in the same write: one round trip for the whole join.
+        self._publisher.command(resp_command(b"SADD", self._rooms_key, room.encode()), None)
+        reply = await self._publisher.request(
+            _evalsha(
+                scripts.JOIN,
+                (seq, epoch, history, presence),
+                (
+                    channel_for(room),
+                    announce,
+                    member.encode(),
+                    username.encode(),
+                    b"%d" % (since.offset if since else -1),
+                    (since.epoch if since else "").encode(),
+                    new_epoch().encode(),
+                    b"%d" % max(1, int(self._limits.meta_ttl)),
+                ),
+            )
+        )
+        epoch_value, latest, status, missed = reply
+        return JoinReply(epoch_value.decode(), int(latest), status.decode(), list(reversed(missed)))
+
+    def leave(self, room: str, member: str, announce: bytes) -> None:
+        presence = scripts.room_keys(room)[3]
+        self._publisher.command(
+            _evalsha(scripts.LEAVE, (presence,), (channel_for(room), announce, member.encode())),
+            None,
+        )
+
+    def restore_presence(self, room: str, members: dict[str, str]) -> None:
+        """Re-register local members after Redis lost them (restart) or reaped us (stall)."""
+        if not members:
+            return
+        presence = scripts.room_keys(room)[3]
+        fields = [part for m, u in members.items() for part in (m.encode(), u.encode())]
+        self._publisher.command(resp_command(b"HSET", presence, *fields), None)
+        self._publisher.command(resp_command(b"SADD", self._rooms_key, room.encode()), None)
+
+    async def history(self, room: str, limit: int) -> HistoryReply:
+        seq, epoch, history, _ = scripts.room_keys(room)
+        reply = await self._publisher.request(
+            _evalsha(scripts.HISTORY, (seq, epoch, history), (b"%d" % limit,))
+        )
+        epoch_value, latest, messages = reply
+        return HistoryReply(epoch_value.decode(), int(latest), list(reversed(messages)))
+
+    async def presence(self, room: str) -> dict[str, int]:
+        presence = scripts.room_keys(room)[3]
+        reply = await self._publisher.request(resp_command(b"HVALS", presence))
+        counts: dict[str, int] = {}
+        for raw in reply:
+            name = raw.decode()
+            counts[name] = counts.get(name, 0) + 1
+        return counts
+
+    async def _beat(self) -> None:
+        """Tell the others this node lives; reap the members of nodes that stopped telling."""
+        interval = self._presence_ttl / 3
+        instance = self._instance.encode()
+        while True:
+            try:
+                await asyncio.sleep(interval)
+                if not self._publisher.connected:
+                    continue
+                now_ms = int(time.time() * 1000)
+                added = await self._publisher.request(
+                    resp_command(b"ZADD", NODES_KEY, b"%d" % now_ms, instance)
+                )
+                if added == 1 and self._on_resync is not None:
+                    # Our entry was gone: Redis lost its data, or others reaped us during a stall.
+                    self._on_resync()
+                horizon = now_ms - int(self._presence_ttl * 1000)
+                dead = await self._publisher.request(
+                    resp_command(b"ZRANGEBYSCORE", NODES_KEY, b"-inf", b"%d" % horizon)
+                )
+                for other in dead:
+                    if other != instance:
+                        await self._reap(other)
+            except asyncio.CancelledError:
+                raise
+            except (BrokerUnavailable, RedisError) as exc:
+                log.warning("presence heartbeat failed", extra={"error": str(exc)})
+            except Exception:
+                log.exception("presence heartbeat failed")
+
+    async def _reap(self, dead: bytes) -> None:
+        claim = await self._publisher.request(
+            resp_command(b"SET", b"rc:reap:" + dead, self._instance.encode(), b"NX", b"EX", b"60")
+        )
+        if claim is None:
+            return  # another node is on it
+        rooms_key = b"rc:node:" + dead + b":rooms"
+        rooms = await self._publisher.request(resp_command(b"SMEMBERS", rooms_key))
+        head = envelope.head(time.time())
+        removed = 0
+        for raw_room in rooms:
+            room = raw_room.decode()
+            presence = scripts.room_keys(room)[3]
+            removed += int(
+                await self._publisher.request(
+                    _evalsha(
+                        scripts.REAP, (presence,), (channel_for(room), head, dead + b"-", raw_room)
+                    )
+                )
+            )
+        await self._publisher.request(resp_command(b"DEL", rooms_key))
+        await self._publisher.request(resp_command(b"ZREM", NODES_KEY, dead))
+        log.warning(
+            "reaped a dead node's members", extra={"node": dead.decode(), "members": removed}
+        )
 
     async def _watch(self) -> None:
         """Detect a silent Redis (no RST, just no replies): ping both links, abort overdue ones."""

@@ -1,0 +1,131 @@
+"""Lua scripts run inside Redis, so that what must happen together happens atomically.
+
+Keys of one room share a hash tag (``{room}``), so each script touches a single slot and stays
+valid on Redis Cluster. Room names are validated by the protocol (no quotes or backslashes) and
+so are usernames, which is why the scripts may splice them into JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Final
+
+
+def room_keys(room: str) -> tuple[bytes, bytes, bytes, bytes]:
+    """seq (offset counter), epoch, history list (newest first), presence hash."""
+    tag = f"rc:{{{room}}}"
+    return (
+        f"{tag}:seq".encode(),
+        f"{tag}:epoch".encode(),
+        f"{tag}:history".encode(),
+        f"{tag}:presence".encode(),
+    )
+
+
+@dataclass(frozen=True)
+class Script:
+    name: str
+    source: str
+
+    @property
+    def sha(self) -> bytes:
+        return hashlib.sha1(self.source.encode()).hexdigest().encode()
+
+
+# KEYS: seq, epoch, history. ARGV: channel, envelope head, json prefix, history size,
+# history ttl (s), meta ttl (s), epoch candidate.
+# Every INCR is paired with one LPUSH, so entry i of the list holds offset (seq - i).
+PUBLISH_MESSAGE: Final = Script(
+    "publish_message",
+    """
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  epoch = ARGV[7]
+  redis.call('SET', KEYS[2], epoch)
+end
+local offset = redis.call('INCR', KEYS[1])
+local message = ARGV[3] .. offset .. ',"epoch":"' .. epoch .. '"}'
+redis.call('LPUSH', KEYS[3], message)
+redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[4]) - 1)
+redis.call('EXPIRE', KEYS[3], ARGV[5])
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+redis.call('PUBLISH', ARGV[1], ARGV[2] .. offset .. '\\n' .. message)
+return offset
+""",
+)
+
+# KEYS: seq, epoch, history, presence. ARGV: channel, announce envelope, member, username,
+# since offset (-1: none), since epoch, epoch candidate, meta ttl (s).
+# Returns {epoch, latest offset, status, missed messages newest first}.
+JOIN: Final = Script(
+    "join",
+    """
+redis.call('HSET', KEYS[4], ARGV[3], ARGV[4])
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  epoch = ARGV[7]
+  redis.call('SET', KEYS[2], epoch, 'EX', ARGV[8])
+end
+local latest = tonumber(redis.call('GET', KEYS[1]) or '0')
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+local since = tonumber(ARGV[5])
+if since < 0 then
+  return {epoch, latest, 'not_requested', {}}
+end
+if ARGV[6] ~= epoch or since > latest then
+  return {epoch, latest, 'epoch_changed', {}}
+end
+local missed = latest - since
+if missed == 0 then
+  return {epoch, latest, 'recovered', {}}
+end
+if missed > redis.call('LLEN', KEYS[3]) then
+  return {epoch, latest, 'too_old', {}}
+end
+return {epoch, latest, 'recovered', redis.call('LRANGE', KEYS[3], 0, missed - 1)}
+""",
+)
+
+# KEYS: presence. ARGV: channel, announce envelope, member.
+LEAVE: Final = Script(
+    "leave",
+    """
+redis.call('HDEL', KEYS[1], ARGV[3])
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return 1
+""",
+)
+
+# KEYS: seq, epoch, history. ARGV: limit. Returns {epoch or '', latest, messages newest first}.
+HISTORY: Final = Script(
+    "history",
+    """
+local epoch = redis.call('GET', KEYS[2]) or ''
+local latest = tonumber(redis.call('GET', KEYS[1]) or '0')
+return {epoch, latest, redis.call('LRANGE', KEYS[3], 0, tonumber(ARGV[1]) - 1)}
+""",
+)
+
+# KEYS: presence. ARGV: channel, envelope head, member prefix of the dead node, room.
+# Removes the dead node's members and announces each departure. Runs only when a node died.
+REAP: Final = Script(
+    "reap",
+    """
+local fields = redis.call('HGETALL', KEYS[1])
+local removed = 0
+for i = 1, #fields, 2 do
+  local member, username = fields[i], fields[i + 1]
+  if string.sub(member, 1, #ARGV[3]) == ARGV[3] then
+    redis.call('HDEL', KEYS[1], member)
+    local event = '{"type":"user_left","room":"' .. ARGV[4] .. '","username":"' .. username .. '"}'
+    redis.call('PUBLISH', ARGV[1], ARGV[2] .. '0\\n' .. event)
+    removed = removed + 1
+  end
+end
+return removed
+""",
+)
+
+ALL: Final = (PUBLISH_MESSAGE, JOIN, LEAVE, HISTORY, REAP)
