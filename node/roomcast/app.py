@@ -29,7 +29,7 @@ class Server:
         self.metrics = Metrics(self.registry)
         self.node = Node(
             settings.node_id, settings.max_rooms_per_connection, settings.max_frame_bytes,
-            self.metrics, settings.history_size,
+            self.metrics, settings.history_size, settings.redis_timeout,
         )  # fmt: skip
         # This process's identity: prefixes its connection ids and names it in Redis presence,
         # so a restarted node (same node id) is never mistaken for its dead predecessor.

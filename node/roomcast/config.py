@@ -144,7 +144,6 @@ _PARSERS: dict[str, Callable[[str, str], object]] = {
     "log_level": _parse_log_level,
 }
 
-# Extra spellings kept short where the issue names them (ROOMCAST_MAX_ROOMS etc.).
 ENV_PREFIX = "ROOMCAST_"
 
 

@@ -49,10 +49,10 @@ def unpack(payload: bytes) -> Envelope:
     newline = payload.find(b"\n", start, start + 21)
     if newline < 0:
         raise EnvelopeError("payload truncated")
-    try:
-        offset = int(payload[start:newline])
-    except ValueError:
-        raise EnvelopeError("bad offset") from None
+    digits = payload[start:newline]
+    if not digits.isdigit():
+        raise EnvelopeError("bad offset")
+    offset = int(digits)
     event = payload[newline + 1 :]
     if not event:
         raise EnvelopeError("payload has no event")

@@ -6,6 +6,7 @@ fanned out, so all members of a room, on every node, see its events in the broke
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable
@@ -23,7 +24,7 @@ from roomcast.protocol import (
     ProtocolError,
     Typing,
 )
-from roomcast.recovery import NOT_REQUESTED, RECOVERED, CatchUp
+from roomcast.recovery import NOT_REQUESTED, RECOVERED, CatchUp, JoinReply
 from roomcast.rooms import RoomRegistry, TooManyRoomsError
 from roomcast.transport import Connection, Outbox
 
@@ -41,6 +42,7 @@ class Node:
         max_frame_bytes: int,
         metrics: Metrics,
         history_size: int = 100,
+        marker_timeout: float = 5.0,
     ) -> None:
         self.node_id = node_id
         self._max_rooms = max_rooms
@@ -54,6 +56,9 @@ class Node:
         self._catch_ups: dict[str, dict[Connection, CatchUp]] = {}
         # (connection, room) whose user_joined was sent to the broker, though not yet live
         self._announced: set[tuple[Connection, str]] = set()
+        # (connection, room) whose join reply is in but whose user_joined has not come back yet
+        self._marker_waiters: dict[tuple[Connection, str], asyncio.Future[None]] = {}
+        self._marker_timeout = marker_timeout
         self._received = {
             kind: metrics.frames_received.labels(kind) for kind in protocol.COMMAND_TYPES
         }
@@ -104,6 +109,9 @@ class Node:
             announced = (conn, room) in self._announced
             self._announced.discard((conn, room))
             self._drop_catch_up(conn, room)
+            waiter = self._marker_waiters.pop((conn, room), None)
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(BrokerUnavailable("connection closed while joining"))
             username = self.rooms.username(conn, room)
             last_local = self.rooms.leave(conn, room)
             if (live or announced) and username is not None:
@@ -139,14 +147,21 @@ class Node:
             self.outbox.fan_out(members, text_frame(event.event), event.exclude)
         if holders:
             for conn, catch_up in holders.items():
-                if conn.id != event.exclude:
-                    catch_up.hold(event.offset, event.event)
+                # The joiner's own user_joined (it excludes the joiner) marks its join point.
+                is_marker = conn.id == event.exclude
+                catch_up.see(event.offset, event.event, is_marker)
+                if is_marker:
+                    waiter = self._marker_waiters.pop((conn, room), None)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(None)
         self.metrics.fanout_latency.observe(max(0.0, time.time() - event.origin_time))
 
     # Commands
 
     async def _join(self, conn: Connection, command: Join) -> None:
         room, username = command.room, command.username
+        if conn.closed:
+            return
         try:
             result = self.rooms.join(conn, room, username)
         except TooManyRoomsError as exc:
@@ -156,34 +171,60 @@ class Node:
             conn.send(protocol.encode({"type": "joined", "room": room, "already": True}))
             return
         self.metrics.rooms_local.set(self.rooms.room_count)
-        assert self.broker is not None
         catch_up = CatchUp(CATCH_UP_LIMIT)
         self._catch_ups.setdefault(room, {})[conn] = catch_up
         try:
-            # Also for later local joiners: the first joiner's SUBSCRIBE may still be in flight,
-            # and nobody may speak in the room before this node surely listens to it.
-            await self.broker.subscribe(room)
-            if conn.closed:
-                return
-            announce = envelope.pack(time.time(), protocol.user_joined(room, username), conn.id)
-            self._announced.add((conn, room))
-            self._published["user_joined"].inc()
-            reply = await self.broker.join(room, conn.id, username, command.since, announce)
+            reply = await self._enter(conn, command, catch_up)
         except BrokerUnavailable as exc:
             self._drop_catch_up(conn, room)
+            if not conn.closed:
+                # Retract what may have been announced; Redis orders it after the join script.
+                if (conn, room) in self._announced:
+                    self._announce_leave(room, conn.id, username)
+                if self.rooms.leave(conn, room):
+                    self._unsubscribe(room)
+                self._reject(conn, ErrorCode.UNAVAILABLE, f"cannot join now: {exc}", room)
             self._announced.discard((conn, room))
-            if self.rooms.leave(conn, room):
-                self._unsubscribe(room)
-            self._reject(conn, ErrorCode.UNAVAILABLE, f"cannot join now: {exc}", room)
             return
         self._drop_catch_up(conn, room)
         self._announced.discard((conn, room))
         if conn.closed or not self.rooms.activate(conn, room):
             return
+        self._send_join_result(conn, command, reply, catch_up)
+
+    async def _enter(self, conn: Connection, command: Join, catch_up: CatchUp) -> JoinReply:
+        """Subscribe, run the join script, and wait until the stream reaches our join point."""
+        assert self.broker is not None
+        room, username = command.room, command.username
+        # Also for later local joiners: the first joiner's SUBSCRIBE may still be in flight,
+        # and nobody may speak in the room before this node surely listens to it.
+        await self.broker.subscribe(room)
+        if conn.closed:
+            raise BrokerUnavailable("connection closed while joining")
+        announce = envelope.pack(time.time(), protocol.user_joined(room, username), conn.id)
+        self._announced.add((conn, room))
+        self._published["user_joined"].inc()
+        reply = await self.broker.join(room, conn.id, username, command.since, announce)
+        if not catch_up.marker_seen:
+            waiter = asyncio.get_running_loop().create_future()
+            self._marker_waiters[(conn, room)] = waiter
+            try:
+                await asyncio.wait_for(waiter, self._marker_timeout)
+            except TimeoutError:
+                raise BrokerUnavailable("the join did not come back from the broker") from None
+            finally:
+                self._marker_waiters.pop((conn, room), None)
+        return reply
+
+    def _send_join_result(
+        self, conn: Connection, command: Join, reply: JoinReply, catch_up: CatchUp
+    ) -> None:
+        room, username = command.room, command.username
         status = reply.status
         events = catch_up.finish(reply)
         if catch_up.overflowed:
-            status = "overloaded"
+            # Part of the stream was not held: say so, and send none of it (the client reloads).
+            status, events = "overloaded", []
         if command.since is None:
             conn.send(protocol.joined(room, username, reply.epoch, reply.offset))
         else:

@@ -241,15 +241,18 @@ class Connection(asyncio.Protocol):
         """Start the closing handshake (pending frames go first); abort if it stalls."""
         if self.proto.state is State.OPEN:
             self.write_pending()
-            self.proto.send_close(code, reason)
-            self._flush_protocol()
+            # Writing may have dropped it as a slow consumer, which closes it already.
+            if self.proto.state is State.OPEN:
+                self.proto.send_close(code, reason)
+                self._flush_protocol()
 
     def fail(self, code: int, reason: str) -> None:
         """Close at once for a protocol-level rejection (binary frame, flood, ...)."""
         if self.proto.state is State.OPEN:
             self.write_pending()
-            self.proto.fail(code, reason)
-            self._flush_protocol()
+            if self.proto.state is State.OPEN:
+                self.proto.fail(code, reason)
+                self._flush_protocol()
             self._finish()
 
     def abort(self) -> None:
@@ -279,6 +282,8 @@ class Connection(asyncio.Protocol):
 
     def _process_events(self) -> None:
         for event in self.proto.events_received():
+            if self.closed:
+                break  # closed by an earlier frame of the same read: ignore the rest
             if isinstance(event, Request):
                 self._handshake(event)
             elif isinstance(event, Frame):

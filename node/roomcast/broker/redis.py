@@ -441,6 +441,20 @@ class RedisBroker:
         self._publisher = _Publisher(self._pool, timeout, backoff)
         self._subscriber = _Subscriber(self._pool, timeout, backoff, on_message)
         self._publisher.on_change = self._subscriber.on_change = self._report_state
+        load_scripts = self._publisher.on_up
+
+        def on_publisher_up() -> None:
+            load_scripts()
+            # Listed among live nodes before any join of ours can reach Redis, so that even a
+            # node killed before its first heartbeat leaves no unreapable members behind.
+            self._publisher.command(
+                resp_command(
+                    b"ZADD", NODES_KEY, b"%d" % int(time.time() * 1000), self._instance.encode()
+                ),
+                None,
+            )
+
+        self._publisher.on_up = on_publisher_up
         self._watchdog: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._was_ready = False
@@ -629,7 +643,7 @@ class RedisBroker:
         await self._publisher.request(resp_command(b"DEL", rooms_key))
         await self._publisher.request(resp_command(b"ZREM", NODES_KEY, dead))
         log.warning(
-            "reaped a dead node's members", extra={"node": dead.decode(), "members": removed}
+            "reaped a dead node's members", extra={"dead_node": dead.decode(), "members": removed}
         )
 
     async def _watch(self) -> None:

@@ -1,0 +1,252 @@
+"""Settings from ROOMCAST_* environment variables."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+
+import pytest
+
+from roomcast.config import ConfigError, Settings, env_name, env_names, load_settings
+
+
+def test_defaults() -> None:
+    settings = load_settings({})
+    assert settings == Settings(
+        host="127.0.0.1",
+        port=8000,
+        metrics_host=None,
+        metrics_port=9000,
+        redis_url=None,
+        node_id=socket.gethostname(),
+        max_frame_bytes=65536,
+        max_rooms_per_connection=16,
+        send_buffer_bytes=1048576,
+        rate_limit_per_second=50.0,
+        rate_limit_burst=100,
+        handshake_timeout=10.0,
+        ping_interval=30.0,
+        close_timeout=5.0,
+        drain_timeout=10.0,
+        redis_timeout=5.0,
+        history_size=100,
+        history_ttl=600.0,
+        presence_ttl=15.0,
+        compression=False,
+        log_level="INFO",
+    )
+    assert settings.internal_host == "127.0.0.1"
+
+
+def test_unrelated_variables_are_ignored() -> None:
+    assert load_settings({"PATH": "/bin", "ROOMCAST": "x", "roomcast_port": "1"}).port == 8000
+
+
+def test_load_settings_reads_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROOMCAST_PORT", "8123")
+    assert load_settings().port == 8123
+
+
+def test_settings_are_frozen() -> None:
+    settings = load_settings({})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw", "field", "expected"),
+    [
+        ("ROOMCAST_HOST", " 0.0.0.0 ", "host", "0.0.0.0"),
+        ("ROOMCAST_PORT", "8080", "port", 8080),
+        ("ROOMCAST_PORT", "0", "port", 0),
+        ("ROOMCAST_PORT", "65535", "port", 65535),
+        ("ROOMCAST_METRICS_HOST", "10.0.0.1", "metrics_host", "10.0.0.1"),
+        ("ROOMCAST_METRICS_PORT", "9100", "metrics_port", 9100),
+        ("ROOMCAST_REDIS_URL", "redis://redis:6379/0", "redis_url", "redis://redis:6379/0"),
+        ("ROOMCAST_REDIS_URL", "rediss://h:6380", "redis_url", "rediss://h:6380"),
+        ("ROOMCAST_REDIS_URL", "unix:///tmp/r.sock", "redis_url", "unix:///tmp/r.sock"),
+        ("ROOMCAST_REDIS_URL", "  redis://r  ", "redis_url", "redis://r"),
+        ("ROOMCAST_REDIS_URL", "", "redis_url", None),
+        ("ROOMCAST_REDIS_URL", "   ", "redis_url", None),
+        ("ROOMCAST_NODE_ID", "node-1_a.b:c", "node_id", "node-1_a.b:c"),
+        ("ROOMCAST_NODE_ID", "n" * 64, "node_id", "n" * 64),
+        ("ROOMCAST_MAX_FRAME_BYTES", "256", "max_frame_bytes", 256),
+        ("ROOMCAST_MAX_FRAME_BYTES", "16777216", "max_frame_bytes", 16777216),
+        ("ROOMCAST_MAX_ROOMS_PER_CONNECTION", "3", "max_rooms_per_connection", 3),
+        ("ROOMCAST_SEND_BUFFER_BYTES", "4096", "send_buffer_bytes", 4096),
+        ("ROOMCAST_RATE_LIMIT_PER_SECOND", "2.5", "rate_limit_per_second", 2.5),
+        ("ROOMCAST_RATE_LIMIT_BURST", "7", "rate_limit_burst", 7),
+        ("ROOMCAST_HANDSHAKE_TIMEOUT", "1.5", "handshake_timeout", 1.5),
+        ("ROOMCAST_PING_INTERVAL", "0.05", "ping_interval", 0.05),
+        ("ROOMCAST_CLOSE_TIMEOUT", "2", "close_timeout", 2.0),
+        ("ROOMCAST_DRAIN_TIMEOUT", "0", "drain_timeout", 0.0),
+        ("ROOMCAST_REDIS_TIMEOUT", "0.5", "redis_timeout", 0.5),
+        ("ROOMCAST_HISTORY_SIZE", "1", "history_size", 1),
+        ("ROOMCAST_HISTORY_SIZE", "100000", "history_size", 100000),
+        ("ROOMCAST_HISTORY_TTL", "1", "history_ttl", 1.0),
+        ("ROOMCAST_HISTORY_TTL", "2592000", "history_ttl", 2592000.0),
+        ("ROOMCAST_PRESENCE_TTL", "0.3", "presence_ttl", 0.3),
+        ("ROOMCAST_COMPRESSION", "true", "compression", True),
+        ("ROOMCAST_COMPRESSION", " YES ", "compression", True),
+        ("ROOMCAST_COMPRESSION", "1", "compression", True),
+        ("ROOMCAST_COMPRESSION", "on", "compression", True),
+        ("ROOMCAST_COMPRESSION", "False", "compression", False),
+        ("ROOMCAST_COMPRESSION", "0", "compression", False),
+        ("ROOMCAST_COMPRESSION", "no", "compression", False),
+        ("ROOMCAST_COMPRESSION", "off", "compression", False),
+        ("ROOMCAST_LOG_LEVEL", "debug", "log_level", "DEBUG"),
+        ("ROOMCAST_LOG_LEVEL", " Warning ", "log_level", "WARNING"),
+        ("ROOMCAST_LOG_LEVEL", "ERROR", "log_level", "ERROR"),
+    ],
+)
+def test_each_variable_parsed(variable: str, raw: str, field: str, expected: object) -> None:
+    settings = load_settings({variable: raw})
+    value = getattr(settings, field)
+    assert value == expected
+    assert type(value) is type(expected)
+    # Everything else stays at its default.
+    defaults = load_settings({})
+    for other in dataclasses.fields(Settings):
+        if other.name != field:
+            assert getattr(settings, other.name) == getattr(defaults, other.name)
+
+
+def test_metrics_host_overrides_internal_host() -> None:
+    settings = load_settings({"ROOMCAST_HOST": "0.0.0.0", "ROOMCAST_METRICS_HOST": "127.0.0.2"})
+    assert settings.host == "0.0.0.0"
+    assert settings.internal_host == "127.0.0.2"
+    assert load_settings({"ROOMCAST_HOST": "0.0.0.0"}).internal_host == "0.0.0.0"
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw", "expected_message"),
+    [
+        ("ROOMCAST_PORT", "http", "ROOMCAST_PORT='http': expected a whole number"),
+        ("ROOMCAST_PORT", "", "ROOMCAST_PORT='': expected a whole number"),
+        ("ROOMCAST_PORT", "80.5", "ROOMCAST_PORT='80.5': expected a whole number"),
+        ("ROOMCAST_PORT", "-1", "ROOMCAST_PORT='-1': expected a number from 0 to 65535"),
+        ("ROOMCAST_PORT", "65536", "ROOMCAST_PORT='65536': expected a number from 0 to 65535"),
+        ("ROOMCAST_METRICS_PORT", "x", "ROOMCAST_METRICS_PORT='x': expected a whole number"),
+        ("ROOMCAST_HOST", "  ", "ROOMCAST_HOST: expected an address to listen on"),
+        ("ROOMCAST_METRICS_HOST", "", "ROOMCAST_METRICS_HOST: expected an address"),
+        (
+            "ROOMCAST_REDIS_URL",
+            "http://redis:6379",
+            "ROOMCAST_REDIS_URL: expected a redis://, rediss:// or unix:// URL",
+        ),
+        ("ROOMCAST_NODE_ID", "", "ROOMCAST_NODE_ID='': expected 1-64 letters, digits or -_.:"),
+        ("ROOMCAST_NODE_ID", "n" * 65, "ROOMCAST_NODE_ID="),
+        ("ROOMCAST_NODE_ID", "has space", "ROOMCAST_NODE_ID='has space'"),
+        ("ROOMCAST_NODE_ID", "a/b", "ROOMCAST_NODE_ID='a/b'"),
+        ("ROOMCAST_MAX_FRAME_BYTES", "255", "ROOMCAST_MAX_FRAME_BYTES='255': expected a number"),
+        ("ROOMCAST_MAX_FRAME_BYTES", "16777217", "ROOMCAST_MAX_FRAME_BYTES='16777217'"),
+        ("ROOMCAST_MAX_ROOMS_PER_CONNECTION", "0", "ROOMCAST_MAX_ROOMS_PER_CONNECTION='0'"),
+        ("ROOMCAST_SEND_BUFFER_BYTES", "4095", "ROOMCAST_SEND_BUFFER_BYTES='4095'"),
+        ("ROOMCAST_RATE_LIMIT_PER_SECOND", "fast", "ROOMCAST_RATE_LIMIT_PER_SECOND='fast'"),
+        ("ROOMCAST_RATE_LIMIT_PER_SECOND", "0", "ROOMCAST_RATE_LIMIT_PER_SECOND='0'"),
+        ("ROOMCAST_RATE_LIMIT_PER_SECOND", "nan", "ROOMCAST_RATE_LIMIT_PER_SECOND='nan'"),
+        ("ROOMCAST_RATE_LIMIT_PER_SECOND", "inf", "ROOMCAST_RATE_LIMIT_PER_SECOND='inf'"),
+        ("ROOMCAST_RATE_LIMIT_BURST", "0", "ROOMCAST_RATE_LIMIT_BURST='0'"),
+        ("ROOMCAST_RATE_LIMIT_BURST", "1.5", "ROOMCAST_RATE_LIMIT_BURST='1.5'"),
+        ("ROOMCAST_HANDSHAKE_TIMEOUT", "0", "ROOMCAST_HANDSHAKE_TIMEOUT='0'"),
+        ("ROOMCAST_PING_INTERVAL", "-1", "ROOMCAST_PING_INTERVAL='-1'"),
+        ("ROOMCAST_CLOSE_TIMEOUT", "601", "ROOMCAST_CLOSE_TIMEOUT='601'"),
+        ("ROOMCAST_DRAIN_TIMEOUT", "-0.5", "ROOMCAST_DRAIN_TIMEOUT='-0.5'"),
+        ("ROOMCAST_REDIS_TIMEOUT", "soon", "ROOMCAST_REDIS_TIMEOUT='soon'"),
+        ("ROOMCAST_HISTORY_SIZE", "0", "ROOMCAST_HISTORY_SIZE='0': expected a number"),
+        ("ROOMCAST_HISTORY_SIZE", "100001", "ROOMCAST_HISTORY_SIZE='100001'"),
+        ("ROOMCAST_HISTORY_TTL", "0.5", "ROOMCAST_HISTORY_TTL='0.5'"),
+        ("ROOMCAST_PRESENCE_TTL", "0.2", "ROOMCAST_PRESENCE_TTL='0.2'"),
+        ("ROOMCAST_PRESENCE_TTL", "long", "ROOMCAST_PRESENCE_TTL='long'"),
+        ("ROOMCAST_COMPRESSION", "maybe", "ROOMCAST_COMPRESSION='maybe': expected true/false"),
+        ("ROOMCAST_LOG_LEVEL", "TRACE", "ROOMCAST_LOG_LEVEL='TRACE': expected one of DEBUG"),
+        ("ROOMCAST_LOG_LEVEL", "CRITICAL", "ROOMCAST_LOG_LEVEL='CRITICAL'"),
+    ],
+)
+def test_bad_value_names_variable(variable: str, raw: str, expected_message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({variable: raw})
+    message = str(info.value)
+    assert message.startswith("invalid configuration:\n  ")
+    assert expected_message in message
+    assert variable in message
+
+
+def test_redis_url_value_is_not_echoed() -> None:
+    # URLs may carry passwords; the message names the variable but not its value.
+    with pytest.raises(ConfigError) as info:
+        load_settings({"ROOMCAST_REDIS_URL": "http://user:secret@redis"})
+    assert "secret" not in str(info.value)
+    assert "ROOMCAST_REDIS_URL" in str(info.value)
+
+
+def test_several_bad_values_reported_together() -> None:
+    env = {
+        "ROOMCAST_PORT": "eighty",
+        "ROOMCAST_LOG_LEVEL": "LOUD",
+        "ROOMCAST_COMPRESSION": "sometimes",
+        "ROOMCAST_HOST": "0.0.0.0",  # fine
+    }
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    lines = str(info.value).splitlines()
+    assert lines[0] == "invalid configuration:"
+    assert len(lines) == 4
+    problems = [line.strip() for line in lines[1:]]
+    assert problems == [
+        "ROOMCAST_PORT='eighty': expected a whole number",
+        "ROOMCAST_COMPRESSION='sometimes': expected true/false (or 1/0, yes/no, on/off)",
+        "ROOMCAST_LOG_LEVEL='LOUD': expected one of DEBUG, INFO, WARNING, ERROR",
+    ]
+
+
+def test_config_error_is_value_error() -> None:
+    assert issubclass(ConfigError, ValueError)
+
+
+def test_env_names() -> None:
+    names = env_names()
+    for required in (
+        "ROOMCAST_PORT",
+        "ROOMCAST_METRICS_PORT",
+        "ROOMCAST_REDIS_URL",
+        "ROOMCAST_NODE_ID",
+        "ROOMCAST_LOG_LEVEL",
+        "ROOMCAST_HOST",
+    ):
+        assert required in names
+    assert len(names) == len(set(names)) == len(dataclasses.fields(Settings))
+    assert all(name.startswith("ROOMCAST_") and name == name.upper() for name in names)
+    assert env_name("max_frame_bytes") == "ROOMCAST_MAX_FRAME_BYTES"
+
+
+def test_every_env_name_is_read() -> None:
+    # Each advertised variable really changes the settings (none is silently ignored).
+    samples = {
+        "ROOMCAST_HOST": "0.0.0.0",
+        "ROOMCAST_PORT": "1",
+        "ROOMCAST_METRICS_HOST": "0.0.0.0",
+        "ROOMCAST_METRICS_PORT": "2",
+        "ROOMCAST_REDIS_URL": "redis://r",
+        "ROOMCAST_NODE_ID": "zz-test-node",
+        "ROOMCAST_MAX_FRAME_BYTES": "1000",
+        "ROOMCAST_MAX_ROOMS_PER_CONNECTION": "2",
+        "ROOMCAST_SEND_BUFFER_BYTES": "5000",
+        "ROOMCAST_RATE_LIMIT_PER_SECOND": "3",
+        "ROOMCAST_RATE_LIMIT_BURST": "4",
+        "ROOMCAST_HANDSHAKE_TIMEOUT": "6",
+        "ROOMCAST_PING_INTERVAL": "7",
+        "ROOMCAST_CLOSE_TIMEOUT": "8",
+        "ROOMCAST_DRAIN_TIMEOUT": "9",
+        "ROOMCAST_REDIS_TIMEOUT": "11",
+        "ROOMCAST_HISTORY_SIZE": "12",
+        "ROOMCAST_HISTORY_TTL": "13",
+        "ROOMCAST_PRESENCE_TTL": "14",
+        "ROOMCAST_COMPRESSION": "true",
+        "ROOMCAST_LOG_LEVEL": "DEBUG",
+    }
+    assert set(samples) == set(env_names())
+    defaults = load_settings({})
+    for name, raw in samples.items():
+        field = name.removeprefix("ROOMCAST_").lower()
+        assert getattr(load_settings({name: raw}), field) != getattr(defaults, field), name

@@ -1,0 +1,905 @@
+"""Node chat logic with MemoryBroker and real Connections fed by a sans-I/O client."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from roomcast import node as node_module
+from roomcast import transport as transport_module
+from roomcast.broker import BrokerUnavailable, FailureHandler, HistoryLimits
+from roomcast.broker import memory as memory_module
+from roomcast.broker.memory import MemoryBroker
+from roomcast.envelope import pack
+from roomcast.metrics import Metrics
+from roomcast.node import Node
+from roomcast.transport import WebSocketServer
+from tests.unit.wsharness import INSTANCE, WsClient, make_settings, settle
+
+NOW = 1_700_000_000.5
+NOW_MS = 1_700_000_000_500
+EPOCH = "000102030405"
+
+
+class FakeWallClock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def time(self) -> float:
+        return self.now
+
+
+class FrozenMonotonic:
+    def monotonic(self) -> float:
+        return 50.0
+
+
+class FixedRandom:
+    """Stands in for ``os`` in the memory broker: epochs are predictable."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def urandom(self, n: int) -> bytes:
+        value = bytes((self.calls + i) % 256 for i in range(n))
+        self.calls += 1
+        return value
+
+
+@pytest.fixture(autouse=True)
+def frozen_time(monkeypatch: pytest.MonkeyPatch) -> FakeWallClock:
+    clock = FakeWallClock()
+    monkeypatch.setattr(node_module, "time", clock)
+    monkeypatch.setattr(transport_module, "time", FrozenMonotonic())
+    monkeypatch.setattr(memory_module, "os", FixedRandom())
+    return clock
+
+
+@dataclass
+class Env:
+    node: Node
+    broker: MemoryBroker
+    server: WebSocketServer
+    registry: CollectorRegistry
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        value: float | None = self.registry.get_sample_value(name, labels)
+        return value
+
+    def rejected(self, code: str) -> float | None:
+        return self.metric("roomcast_frames_rejected_total", code=code)
+
+    async def connect(self) -> WsClient:
+        client = WsClient(self.server)
+        await settle()
+        events = client.events()
+        assert [e["type"] for e in events] == ["welcome"]
+        return client
+
+    async def joined(self, username: str, *rooms: str) -> WsClient:
+        client = await self.connect()
+        for room in rooms:
+            client.send_json({"type": "join", "room": room, "username": username})
+            await settle()
+        return client
+
+
+async def make_env(
+    broker_class: type[MemoryBroker] = MemoryBroker, history_size: int = 100, **overrides: Any
+) -> Env:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    settings = make_settings(history_size=history_size, **overrides)
+    node = Node(
+        settings.node_id,
+        settings.max_rooms_per_connection,
+        settings.max_frame_bytes,
+        metrics,
+        settings.history_size,
+    )
+    broker = broker_class(node.on_broker_message, limits=HistoryLimits(size=history_size))
+    await broker.start()
+    loop = asyncio.get_running_loop()
+    server = WebSocketServer(node, settings, metrics, loop, INSTANCE)
+    node.attach(broker, server.outbox)
+    return Env(node, broker, server, registry)
+
+
+@pytest.fixture
+async def env() -> Env:
+    return await make_env()
+
+
+def drain(*clients: WsClient) -> None:
+    for client in clients:
+        client.events()
+
+
+def joined_event(room: str, username: str, offset: int = 0, **extra: Any) -> dict[str, Any]:
+    return {
+        "type": "joined",
+        "room": room,
+        "username": username,
+        "epoch": EPOCH,
+        "offset": offset,
+        **extra,
+    }
+
+
+def message_event(
+    room: str, username: str, text: str, offset: int, timestamp: int = NOW_MS
+) -> dict[str, Any]:
+    return {
+        "type": "message",
+        "room": room,
+        "username": username,
+        "text": text,
+        "timestamp": timestamp,
+        "offset": offset,
+        "epoch": EPOCH,
+    }
+
+
+# Opening
+
+
+async def test_welcome(env: Env) -> None:
+    client = WsClient(env.server)
+    await settle()
+    assert client.events() == [
+        {
+            "type": "welcome",
+            "node": "test-node",
+            "connection": f"{INSTANCE}-1",
+            "max_rooms": 16,
+            "max_frame_bytes": 65536,
+        }
+    ]
+
+
+# The article's browser, frame for frame.
+
+
+async def test_article_session(env: Env) -> None:
+    john = await env.connect()
+    jane = await env.connect()
+    john.send_text('{"type":"join","room":"general","username":"john"}')
+    await settle()
+    assert john.events() == [joined_event("general", "john")]
+    assert jane.events() == []
+    jane.send_text('{"type":"join","room":"general","username":"jane"}')
+    await settle()
+    assert jane.events() == [joined_event("general", "jane")]
+    assert john.events() == [{"type": "user_joined", "room": "general", "username": "jane"}]
+
+    john.send_text('{"type":"message","text":"hi","timestamp":123}')
+    await settle()
+    expected = message_event("general", "john", "hi", offset=1)
+    assert john.events() == [expected]
+    assert jane.events() == [expected]
+
+    jane.send_text('{"type":"typing"}')
+    await settle()
+    assert john.events() == [{"type": "typing", "room": "general", "username": "jane"}]
+    assert jane.events() == []
+
+
+# Join
+
+
+async def test_join_acks_and_tells_others_only(env: Env) -> None:
+    alice = await env.joined("alice", "general")
+    assert alice.events() == [joined_event("general", "alice")]
+    outsider = await env.joined("zed", "other")
+    drain(outsider)
+    bob = await env.joined("bob", "general")
+    assert bob.events() == [joined_event("general", "bob")]
+    assert alice.events() == [{"type": "user_joined", "room": "general", "username": "bob"}]
+    assert outsider.events() == []
+    assert env.broker.subscribed_rooms == {"general", "other"}
+    assert env.metric("roomcast_rooms_local") == 2.0
+    assert env.metric("roomcast_frames_received_total", type="join") == 3.0
+    assert env.metric("roomcast_messages_published_total", type="user_joined") == 3.0
+
+
+async def test_joined_carries_latest_offset(env: Env) -> None:
+    alice = await env.joined("alice", "general")
+    for i in range(3):
+        alice.send_json({"type": "message", "text": str(i)})
+    await settle()
+    bob = await env.joined("bob", "general")
+    assert bob.events() == [joined_event("general", "bob", offset=3)]
+
+
+async def test_rejoin_acks_again_without_user_joined(env: Env) -> None:
+    alice = await env.joined("alice", "general")
+    bob = await env.joined("bob", "general")
+    drain(alice, bob)
+    bob.send_json({"type": "join", "room": "general", "username": "robert"})
+    await settle()
+    assert bob.events() == [{"type": "joined", "room": "general", "already": True}]
+    assert alice.events() == []
+    bob.send_json({"type": "message", "text": "it's me"})
+    await settle()
+    assert alice.events()[0]["username"] == "bob"
+
+
+async def test_join_and_message_in_one_read_keep_order(env: Env) -> None:
+    alice = await env.joined("alice", "general")
+    drain(alice)
+    bob = await env.connect()
+    bob.send_json({"type": "join", "room": "general", "username": "bob"}, push=False)
+    bob.send_json({"type": "message", "text": "first words"}, push=False)
+    bob.push()
+    await settle()
+    assert bob.events() == [
+        joined_event("general", "bob"),
+        message_event("general", "bob", "first words", offset=1),
+    ]
+    assert alice.events() == [
+        {"type": "user_joined", "room": "general", "username": "bob"},
+        message_event("general", "bob", "first words", offset=1),
+    ]
+
+
+async def test_too_many_rooms() -> None:
+    env = await make_env(max_rooms_per_connection=2)
+    alice = await env.joined("alice", "r1", "r2")
+    drain(alice)
+    alice.send_json({"type": "join", "room": "r3", "username": "alice"})
+    await settle()
+    assert alice.events() == [
+        {
+            "type": "error",
+            "code": "too_many_rooms",
+            "reason": "a connection may be in at most 2 rooms",
+            "room": "r3",
+        }
+    ]
+    assert env.rejected("too_many_rooms") == 1.0
+    assert env.node.rooms.rooms_of(alice.conn) == ["r1", "r2"]
+    assert env.broker.subscribed_rooms == {"r1", "r2"}
+    # Still in its old rooms, not in the refused one.
+    alice.send_json({"type": "message", "text": "x", "room": "r3"})
+    await settle()
+    assert alice.events()[0]["code"] == "not_joined"
+
+
+# Messages and typing
+
+
+async def test_message_goes_to_everyone_including_sender(
+    env: Env, frozen_time: FakeWallClock
+) -> None:
+    alice = await env.joined("alice", "general")
+    bob = await env.joined("bob", "general")
+    carol = await env.joined("carol", "general")
+    outsider = await env.joined("zed", "elsewhere")
+    drain(alice, bob, carol, outsider)
+    frozen_time.now = 1_700_000_123.25
+    bob.send_json({"type": "message", "text": 'héllo 😀 "q"\n', "timestamp": 1})
+    await settle()
+    expected = message_event("general", "bob", 'héllo 😀 "q"\n', 1, timestamp=1_700_000_123_250)
+    assert alice.events() == [expected]
+    assert bob.events() == [expected]
+    assert carol.events() == [expected]
+    assert outsider.events() == []
+    assert env.metric("roomcast_frames_received_total", type="message") == 1.0
+    assert env.metric("roomcast_messages_published_total", type="message") == 1.0
+
+
+async def test_offsets_count_per_room(env: Env) -> None:
+    alice = await env.joined("alice", "r1", "r2")
+    drain(alice)
+    for room in ("r1", "r1", "r2", "r1"):
+        alice.send_json({"type": "message", "text": room, "room": room})
+    await settle()
+    assert [(e["room"], e["offset"]) for e in alice.events()] == [
+        ("r1", 1),
+        ("r1", 2),
+        ("r2", 1),
+        ("r1", 3),
+    ]
+
+
+async def test_typing_goes_to_others_only(env: Env) -> None:
+    alice = await env.joined("alice", "general")
+    bob = await env.joined("bob", "general")
+    drain(alice, bob)
+    alice.send_json({"type": "typing", "room": "general"})
+    await settle()
+    assert alice.events() == []
+    assert bob.events() == [{"type": "typing", "room": "general", "username": "alice"}]
+    assert env.metric("roomcast_frames_received_total", type="typing") == 1.0
+    assert env.metric("roomcast_messages_published_total", type="typing") == 1.0
+
+
+async def test_message_without_room_goes_to_last_joined_room(env: Env) -> None:
+    alice = await env.joined("alice", "r1", "r2")
+    in_r1 = await env.joined("one", "r1")
+    in_r2 = await env.joined("two", "r2")
+    drain(alice, in_r1, in_r2)
+    alice.send_json({"type": "message", "text": "to r2"})
+    await settle()
+    assert [e["room"] for e in alice.events()] == ["r2"]
+    assert in_r1.events() == []
+    assert [e["text"] for e in in_r2.events()] == ["to r2"]
+    # An explicit room wins.
+    alice.send_json({"type": "message", "text": "to r1", "room": "r1"})
+    await settle()
+    assert [e["text"] for e in in_r1.events()] == ["to r1"]
+    assert in_r2.events() == []
+    # Re-joining r1 makes it current.
+    alice.send_json({"type": "join", "room": "r1", "username": "alice"})
+    alice.send_json({"type": "typing"})
+    await settle()
+    assert in_r1.events() == [{"type": "typing", "room": "r1", "username": "alice"}]
+
+
+async def test_message_to_room_not_joined(env: Env) -> None:
+    alice = await env.joined("alice", "general")
+    bob = await env.joined("bob", "secret")
+    drain(alice, bob)
+    alice.send_json({"type": "message", "text": "sneaky", "room": "secret"})
+    await settle()
+    assert alice.events() == [
+        {
+            "type": "error",
+            "code": "not_joined",
+            "reason": "not a member of room 'secret'",
+            "room": "secret",
+        }
+    ]
+    assert bob.events() == []
+    assert env.rejected("not_joined") == 1.0
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        {"type": "message", "text": "hi"},
+        {"type": "typing"},
+        {"type": "leave"},
+        {"type": "history"},
+        {"type": "presence"},
+    ],
+)
+async def test_commands_before_any_join(env: Env, frame: dict[str, str]) -> None:
+    client = await env.connect()
+    client.send_json(frame)
+    await settle()
+    assert client.events() == [
+        {"type": "error", "code": "not_joined", "reason": "join a room first"}
+    ]
+    assert env.rejected("not_joined") == 1.0
+
+
+async def test_messages_keep_order_for_everyone(env: Env) -> None:
+    alice = await env.joined("alice", "general")
+    bob = await env.joined("bob", "general")
+    drain(alice, bob)
+    for i in range(5):
+        alice.send_json({"type": "message", "text": f"a{i}"})
+        bob.send_json({"type": "message", "text": f"b{i}"})
+    await settle()
+    order = [f"{who}{i}" for i in range(5) for who in "ab"]
+    alice_events, bob_events = alice.events(), bob.events()
+    assert [e["text"] for e in alice_events] == order
+    assert alice_events == bob_events
+    assert [e["offset"] for e in alice_events] == list(range(1, 11))
+
+
+# History, presence and recovery
+
+
+async def test_history(env: Env) -> None:
+    alice = await env.joined("alice", "general")
+    for i in range(4):
+        alice.send_json({"type": "message", "text": f"m{i}"})
+    await settle()
+    drain(alice)
+    alice.send_json({"type": "history"})
+    await settle()
+    assert alice.events() == [
+        {
+            "type": "history",
+            "room": "general",
+            "epoch": EPOCH,
+            "offset": 4,
+            "messages": [message_event("general", "alice", f"m{i}", i + 1) for i in range(4)],
+        }
+    ]
+    alice.send_json({"type": "history", "room": "general", "limit": 2})
+    await settle()
+    assert [m["text"] for m in alice.events()[0]["messages"]] == ["m2", "m3"]
+    assert env.metric("roomcast_frames_received_total", type="history") == 2.0
+
+
+async def test_history_is_bounded() -> None:
+    env = await make_env(history_size=3)
+    alice = await env.joined("alice", "general")
+    for i in range(5):
+        alice.send_json({"type": "message", "text": f"m{i}"})
+    await settle()
+    drain(alice)
+    alice.send_json({"type": "history", "limit": 100})
+    await settle()
+    event = alice.events()[0]
+    assert event["offset"] == 5
+    assert [m["offset"] for m in event["messages"]] == [3, 4, 5]
+
+
+async def test_history_of_room_not_joined(env: Env) -> None:
+    alice = await env.joined("alice", "general")
+    drain(alice)
+    alice.send_json({"type": "history", "room": "secret"})
+    await settle()
+    assert alice.events()[0]["code"] == "not_joined"
+
+
+async def test_presence(env: Env) -> None:
+    alice = await env.joined("alice", "general")
+    alice2 = await env.joined("alice", "general")  # a second tab
+    bob = await env.joined("bob", "general", "other")
+    drain(alice, alice2, bob)
+    bob.send_json({"type": "presence", "room": "general"})
+    await settle()
+    assert bob.events() == [
+        {
+            "type": "presence",
+            "room": "general",
+            "members": [
+                {"username": "alice", "connections": 2},
+                {"username": "bob", "connections": 1},
+            ],
+        }
+    ]
+    alice2.disconnect()
+    await settle()
+    drain(alice, bob)
+    alice.send_json({"type": "presence"})
+    await settle()
+    assert alice.events()[0]["members"] == [
+        {"username": "alice", "connections": 1},
+        {"username": "bob", "connections": 1},
+    ]
+    assert env.metric("roomcast_frames_received_total", type="presence") == 2.0
+
+
+async def send_messages(client: WsClient, *texts: str) -> None:
+    for text in texts:
+        client.send_json({"type": "message", "text": text})
+    await settle()
+
+
+async def test_join_with_since_recovers_missed_messages(env: Env) -> None:
+    alice = await env.joined("alice", "general")
+    bob = await env.joined("bob", "general")
+    await send_messages(alice, "one", "two")
+    seen = bob.events()[-1]
+    assert (seen["offset"], seen["epoch"]) == (2, EPOCH)
+    bob.disconnect()
+    await send_messages(alice, "three", "four")
+    drain(alice)
+    back = await env.connect()
+    back.send_json(
+        {
+            "type": "join",
+            "room": "general",
+            "username": "bob",
+            "since": {"offset": 2, "epoch": EPOCH},
+        }
+    )
+    await settle()
+    assert back.events() == [
+        joined_event("general", "bob", offset=4, recovered=True),
+        message_event("general", "alice", "three", 3),
+        message_event("general", "alice", "four", 4),
+    ]
+    assert alice.events() == [{"type": "user_joined", "room": "general", "username": "bob"}]
+    assert env.metric("roomcast_recoveries_total", outcome="recovered") == 1.0
+    # And then it is live.
+    await send_messages(alice, "five")
+    assert back.events() == [message_event("general", "alice", "five", 5)]
+
+
+async def test_join_with_since_up_to_date(env: Env) -> None:
+    alice = await env.joined("alice", "general")
+    await send_messages(alice, "one")
+    back = await env.connect()
+    back.send_json(
+        {"type": "join", "room": "general", "username": "b", "since": {"offset": 1, "epoch": EPOCH}}
+    )
+    await settle()
+    assert back.events() == [joined_event("general", "b", offset=1, recovered=True)]
+
+
+async def test_join_with_since_from_another_epoch(env: Env) -> None:
+    alice = await env.joined("alice", "general")
+    await send_messages(alice, "one")
+    back = await env.connect()
+    back.send_json(
+        {"type": "join", "room": "general", "username": "b", "since": {"offset": 0, "epoch": "x"}}
+    )
+    await settle()
+    assert back.events() == [
+        joined_event("general", "b", offset=1, recovered=False, reason="epoch_changed")
+    ]
+    assert env.metric("roomcast_recoveries_total", outcome="epoch_changed") == 1.0
+
+
+async def test_join_with_since_too_old() -> None:
+    env = await make_env(history_size=2)
+    alice = await env.joined("alice", "general")
+    await send_messages(alice, "1", "2", "3", "4")
+    back = await env.connect()
+    back.send_json(
+        {
+            "type": "join",
+            "room": "general",
+            "username": "b",
+            "since": {"offset": 1, "epoch": EPOCH},
+        }
+    )
+    await settle()
+    assert back.events() == [
+        joined_event("general", "b", offset=4, recovered=False, reason="too_old")
+    ]
+    assert env.metric("roomcast_recoveries_total", outcome="too_old") == 1.0
+
+
+async def test_join_racing_a_message_gets_it_exactly_once(env: Env) -> None:
+    # Bob's join and Alice's message arrive in the same loop turn: the message is already in
+    # the room's history when the join reads it, and still on its way to the node's fan-out.
+    alice = await env.joined("alice", "general")
+    await send_messages(alice, "one")
+    drain(alice)
+    bob = await env.connect()
+    bob.send_json(
+        {
+            "type": "join",
+            "room": "general",
+            "username": "bob",
+            "since": {"offset": 1, "epoch": EPOCH},
+        }
+    )
+    alice.send_json({"type": "message", "text": "two"})
+    await settle()
+    events = bob.events()
+    assert events[0] == joined_event("general", "bob", offset=2, recovered=True)
+    offsets = [e["offset"] for e in events if e["type"] == "message"]
+    assert offsets == [2]
+
+
+async def test_join_racing_a_message_without_since(env: Env) -> None:
+    # joined says the room's latest offset is 2; a message with offset 2 must not follow it.
+    alice = await env.joined("alice", "general")
+    await send_messages(alice, "one")
+    bob = await env.connect()
+    bob.send_json({"type": "join", "room": "general", "username": "bob"})
+    alice.send_json({"type": "message", "text": "two"})
+    await settle()
+    events = bob.events()
+    assert events[0] == joined_event("general", "bob", offset=2)
+    assert [e for e in events[1:] if e["type"] == "message" and e["offset"] <= 2] == []
+
+
+# Leaving and closing
+
+
+async def test_leave(env: Env) -> None:
+    alice = await env.joined("alice", "r1", "general")
+    bob = await env.joined("bob", "general")
+    drain(alice, bob)
+    alice.send_json({"type": "leave"})
+    await settle()
+    assert alice.events() == [{"type": "left", "room": "general"}]
+    assert bob.events() == [{"type": "user_left", "room": "general", "username": "alice"}]
+    assert env.node.rooms.rooms_of(alice.conn) == ["r1"]
+    assert env.broker.subscribed_rooms == {"r1", "general"}  # bob is still there
+    assert env.metric("roomcast_frames_received_total", type="leave") == 1.0
+    assert env.metric("roomcast_messages_published_total", type="user_left") == 1.0
+    # The current room falls back to r1.
+    alice.send_json({"type": "message", "text": "back in r1"})
+    await settle()
+    assert [(e["room"], e["text"]) for e in alice.events()] == [("r1", "back in r1")]
+    assert bob.events() == []
+
+
+async def test_leave_last_member_unsubscribes(env: Env) -> None:
+    alice = await env.joined("alice", "general", "quiet")
+    drain(alice)
+    assert env.metric("roomcast_rooms_local") == 2.0
+    alice.send_json({"type": "leave", "room": "quiet"})
+    await settle()
+    assert alice.events() == [{"type": "left", "room": "quiet"}]
+    assert env.broker.subscribed_rooms == {"general"}
+    assert env.metric("roomcast_rooms_local") == 1.0
+    # No longer in it.
+    alice.send_json({"type": "typing", "room": "quiet"})
+    await settle()
+    assert alice.events()[0]["code"] == "not_joined"
+
+
+async def test_leave_room_not_joined(env: Env) -> None:
+    alice = await env.joined("alice", "general")
+    drain(alice)
+    alice.send_json({"type": "leave", "room": "nope"})
+    await settle()
+    assert alice.events() == [
+        {
+            "type": "error",
+            "code": "not_joined",
+            "reason": "not a member of room 'nope'",
+            "room": "nope",
+        }
+    ]
+
+
+async def test_close_leaves_every_room(env: Env) -> None:
+    alice = await env.joined("alice", "r1", "r2", "solo")
+    bob = await env.joined("bob", "r1")
+    carol = await env.joined("carol", "r2")
+    drain(alice, bob, carol)
+    assert env.broker.subscribed_rooms == {"r1", "r2", "solo"}
+    alice.disconnect()
+    await settle()
+    assert bob.events() == [{"type": "user_left", "room": "r1", "username": "alice"}]
+    assert carol.events() == [{"type": "user_left", "room": "r2", "username": "alice"}]
+    assert env.broker.subscribed_rooms == {"r1", "r2"}
+    assert env.node.rooms.rooms_of(alice.conn) == []
+    assert env.metric("roomcast_rooms_local") == 2.0
+    assert env.metric("roomcast_messages_published_total", type="user_left") == 3.0
+    bob.disconnect()
+    carol.disconnect()
+    await settle()
+    assert env.broker.subscribed_rooms == frozenset()
+    assert env.metric("roomcast_rooms_local") == 0.0
+    assert env.node.rooms.room_count == 0
+    assert env.metric("roomcast_connections_open") == 0.0
+    assert await env.broker.presence("r1") == {}
+
+
+async def test_close_by_binary_frame_leaves_rooms(env: Env) -> None:
+    alice = await env.joined("alice", "general")
+    bob = await env.joined("bob", "general")
+    drain(alice, bob)
+    alice.send_binary(b"\x01")
+    await settle()
+    assert alice.close_code == 1003
+    assert bob.events() == [{"type": "user_left", "room": "general", "username": "alice"}]
+    assert env.rejected("binary_frame") == 1.0
+    assert env.node.rooms.rooms_of(alice.conn) == []
+
+
+async def test_join_after_fatal_frame_in_same_read_leaves_no_trace(env: Env) -> None:
+    # Binary frame then join, in one TCP read: the connection is failed and leaves its rooms;
+    # the join must not put the dead connection back into a room (it would never leave again,
+    # the room would stay subscribed, and its catch-up buffer would grow with room traffic).
+    bob = await env.joined("bob", "general")
+    drain(bob)
+    mallory = await env.connect()
+    mallory.send_binary(b"\x00", push=False)
+    mallory.send_json({"type": "join", "room": "general", "username": "mallory"}, push=False)
+    mallory.send_json({"type": "join", "room": "ghost", "username": "mallory"}, push=False)
+    mallory.push()
+    await settle()
+    mallory.disconnect()
+    await settle()
+    assert mallory.close_code == 1003
+    assert env.node.rooms.rooms_of(mallory.conn) == []
+    assert mallory.conn not in env.node.rooms.all_members("general")
+    assert env.broker.subscribed_rooms == {"general"}
+    assert env.node._catch_ups == {}
+    assert bob.events() == []
+
+
+# Rejections: error frames and the frames_rejected metric.
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "reason"),
+    [
+        ("{oops", "invalid_json", "frame is not valid JSON"),
+        ("[1,2]", "invalid_frame", "frame must be a JSON object"),
+        ('{"type":7}', "invalid_frame", "'type' must be a string"),
+        (
+            '{"type":"shout"}',
+            "unknown_type",
+            "unknown type 'shout'; expected one of join, leave, message, typing, history, presence",
+        ),
+        (
+            '{"type":"join","room":"bad room","username":"x"}',
+            "invalid_room",
+            "'room' must be 1-64 characters of A-Z a-z 0-9 _ . : @ -",
+        ),
+        (
+            '{"type":"join","room":"r","username":"<b>"}',
+            "invalid_username",
+            "'username' must be 1-32 letters, digits, spaces or . @ - _ '",
+        ),
+        (
+            '{"type":"join","room":"r","username":"  "}',
+            "invalid_username",
+            "'username' must not be blank",
+        ),
+        ('{"type":"message","text":5}', "invalid_text", "'text' must be a string"),
+        (
+            '{"type":"join","room":"r","username":"x","since":5}',
+            "invalid_since",
+            '\'since\' must be {"offset": N, "epoch": E}',
+        ),
+        ('{"type":"history","limit":0}', "invalid_limit", "'limit' must be a whole number 1-10000"),
+    ],
+)
+async def test_bad_frames_get_error_and_are_counted(
+    env: Env, text: str, code: str, reason: str
+) -> None:
+    alice = await env.joined("alice", "general")
+    bob = await env.joined("bob", "general")
+    drain(alice, bob)
+    alice.send_text(text)
+    await settle()
+    assert alice.events() == [{"type": "error", "code": code, "reason": reason}]
+    assert bob.events() == []
+    assert env.rejected(code) == 1.0
+    assert alice.close_code is None
+    # The connection keeps working.
+    alice.send_json({"type": "message", "text": "still here"})
+    await settle()
+    assert [e["text"] for e in bob.events()] == ["still here"]
+
+
+async def test_each_rejection_counted_once(env: Env) -> None:
+    client = await env.joined("alice", "general")
+    drain(client)
+    for _ in range(3):
+        client.send_text("nope")
+    client.send_text("[]")
+    await settle()
+    assert [e["code"] for e in client.events()] == ["invalid_json"] * 3 + ["invalid_frame"]
+    assert env.rejected("invalid_json") == 3.0
+    assert env.rejected("invalid_frame") == 1.0
+    assert env.rejected("unknown_type") is None
+
+
+async def test_rate_limit_rejections_counted() -> None:
+    env = await make_env(rate_limit_burst=2)
+    client = await env.joined("alice", "general")  # uses one token
+    drain(client)
+    for _ in range(3):
+        client.send_json({"type": "typing"})
+    await settle()
+    assert (
+        client.events()
+        == [{"type": "error", "code": "rate_limited", "reason": "too many frames; slow down"}] * 2
+    )
+    assert env.rejected("rate_limited") == 2.0
+    client.send_json({"type": "typing"})  # strike 3 > burst 2: flooding
+    assert client.close_code == 1008
+    assert env.rejected("flood") == 1.0
+    assert env.rejected("rate_limited") == 2.0
+
+
+async def test_invalid_utf8_and_too_big_counted() -> None:
+    env = await make_env(max_frame_bytes=1024)
+    a = await env.connect()
+    a.send_text(b"\xff")
+    assert a.close_code == 1007
+    b = await env.connect()
+    b.send_text(b"x" * 2000)
+    assert b.close_code == 1009
+    assert env.rejected("invalid_utf8") == 1.0
+    assert env.rejected("frame_too_big") == 1.0
+
+
+async def test_slow_consumer_counted_and_leaves_rooms() -> None:
+    env = await make_env(send_buffer_bytes=4096)
+    alice = await env.joined("alice", "general")
+    bob = await env.joined("bob", "general")
+    drain(alice, bob)
+    bob.transport.write_buffer_size = 4096
+    alice.send_json({"type": "message", "text": "hello"})
+    await settle()
+    assert bob.close_code == 1013
+    assert env.rejected("slow_consumer") == 1.0
+    assert env.metric("roomcast_slow_consumer_drops_total") == 1.0
+    assert alice.events() == [
+        message_event("general", "alice", "hello", 1),
+        {"type": "user_left", "room": "general", "username": "bob"},
+    ]
+
+
+# Broker interplay
+
+
+async def test_bad_broker_payload_is_counted_and_dropped(env: Env) -> None:
+    alice = await env.joined("alice", "general")
+    drain(alice)
+    env.node.on_broker_message("general", b"not an envelope")
+    bad_exclude = b"\x02" + b"\x00" * 8 + b"\x00\x02\xff\xfe" + b"0\n{}"
+    env.node.on_broker_message("general", bad_exclude)
+    await settle()
+    assert env.metric("roomcast_broker_bad_payloads_total") == 2.0
+    assert alice.events() == []
+
+
+async def test_broker_message_for_room_without_members_is_ignored(env: Env) -> None:
+    env.node.on_broker_message("nobody-here", b"garbage")
+    assert env.metric("roomcast_broker_bad_payloads_total") == 0.0
+
+
+async def test_broker_message_fans_out_with_exclude(env: Env) -> None:
+    alice = await env.joined("alice", "general")
+    bob = await env.joined("bob", "general")
+    drain(alice, bob)
+    count = env.metric("roomcast_fanout_latency_seconds_count")
+    fast = env.metric("roomcast_fanout_latency_seconds_bucket", le="0.01")
+    slow = env.metric("roomcast_fanout_latency_seconds_bucket", le="0.025")
+    assert count is not None
+    assert fast is not None
+    assert slow is not None
+    event = b'{"type":"typing","room":"general","username":"remote"}'
+    env.node.on_broker_message("general", pack(NOW - 0.015, event, exclude=bob.conn.id))
+    await settle()
+    assert alice.events() == [{"type": "typing", "room": "general", "username": "remote"}]
+    assert bob.events() == []
+    assert env.metric("roomcast_fanout_latency_seconds_count") == count + 1
+    assert env.metric("roomcast_fanout_latency_seconds_bucket", le="0.01") == fast
+    assert env.metric("roomcast_fanout_latency_seconds_bucket", le="0.025") == slow + 1
+
+
+class UnavailableBroker(MemoryBroker):
+    async def subscribe(self, room: str) -> None:
+        raise BrokerUnavailable("redis is down")
+
+
+async def test_join_when_broker_unavailable() -> None:
+    env = await make_env(UnavailableBroker)
+    alice = await env.connect()
+    alice.send_json({"type": "join", "room": "general", "username": "alice"})
+    await settle()
+    assert alice.events() == [
+        {
+            "type": "error",
+            "code": "unavailable",
+            "reason": "cannot join now: redis is down",
+            "room": "general",
+        }
+    ]
+    assert env.node.rooms.rooms_of(alice.conn) == []
+    assert env.node.rooms.room_count == 0
+    assert env.rejected("unavailable") == 1.0
+    assert env.metric("roomcast_rooms_local") == 0.0
+
+
+class FailingPublishBroker(MemoryBroker):
+    def publish_message(
+        self, room: str, head: bytes, prefix: bytes, on_failure: FailureHandler | None = None
+    ) -> None:
+        assert on_failure is not None
+        asyncio.get_running_loop().call_soon(on_failure)
+
+
+async def test_publish_failure_tells_sender() -> None:
+    env = await make_env(FailingPublishBroker)
+    alice = await env.joined("alice", "general")
+    bob = await env.joined("bob", "general")
+    drain(alice, bob)
+    alice.send_json({"type": "message", "text": "lost"})
+    await settle()
+    assert alice.events() == [
+        {
+            "type": "error",
+            "code": "unavailable",
+            "reason": "message not delivered: broker unavailable",
+            "room": "general",
+        }
+    ]
+    assert bob.events() == []
+    assert env.metric("roomcast_publish_failures_total") == 1.0
+    assert env.rejected("unavailable") == 1.0
