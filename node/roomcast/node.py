@@ -123,12 +123,14 @@ class Node:
         self.metrics.frames_rejected.labels(code).inc()
 
     def resync_presence(self) -> None:
-        """Redis lost our presence entries (restart) or reaped us: register every member again."""
+        """After an outage or a Redis restart, make Redis' presence match this node again."""
         assert self.broker is not None
-        for room in self.rooms.rooms():
-            members = {conn.id: name for conn, name in self.rooms.all_members(room).items()}
-            self.broker.restore_presence(room, members)
-        log.info("presence re-registered", extra={"rooms": self.rooms.room_count})
+        rooms = {
+            room: {conn.id: name for conn, name in self.rooms.all_members(room).items()}
+            for room in self.rooms.rooms()
+        }
+        task = asyncio.ensure_future(self.broker.resync_presence(rooms))
+        task.add_done_callback(_log_resync)
 
     # Broker callback: the hot path of fan-out.
 
@@ -325,6 +327,16 @@ class Node:
     def _reject(self, conn: Connection, code: str, reason: str, room: str | None = None) -> None:
         self.metrics.frames_rejected.labels(code).inc()
         conn.send(protocol.error(code, reason, room))
+
+
+def _log_resync(task: asyncio.Future[None]) -> None:
+    if task.cancelled():
+        return
+    error = task.exception()
+    if error is None:
+        log.info("presence re-registered")
+    else:
+        log.warning("presence re-registration failed", extra={"error": str(error)})
 
 
 class FailureReporter:

@@ -284,3 +284,38 @@ async def test_ghosts_of_a_sigkilled_node_are_reaped_within_the_bound() -> None:
         assert status == 200
         await watcher.close()
         await other.close()
+
+
+async def test_leave_lost_in_an_outage_is_repaired_when_redis_returns() -> None:
+    """Redis unreachable (frozen, data kept) while a member leaves: its leave cannot be
+    recorded then; when the node reconnects it makes presence match its members again."""
+    env = dict(FAST_ENV, ROOMCAST_REDIS_TIMEOUT="1")
+    with LocalCluster(2, node_env=env) as cluster:
+        room = new_room()
+        leaver = await Client.connect(cluster.nodes[0].url)
+        stayer = await Client.connect(cluster.nodes[0].url)
+        other = await Client.connect(cluster.nodes[1].url)
+        await leaver.join(room, "leaver")
+        await stayer.join(room, "stayer")
+        await other.join(room, "other")
+        assert await presence_of(other, room) == {"leaver": 1, "stayer": 1, "other": 1}
+        assert cluster.redis is not None
+        cluster.redis.signal(signal.SIGSTOP)
+        try:
+            for node in cluster.nodes:
+                await until(lambda n=node: not ready(n), 15, f"{node.node_id} not ready")
+            await leaver.close()  # its leave cannot reach Redis now
+        finally:
+            cluster.redis.signal(signal.SIGCONT)
+        for node in cluster.nodes:
+            await until(lambda n=node: ready(n), 20, f"{node.node_id} ready")
+
+        async def settled() -> dict[str, int]:
+            return await presence_of(other, room)
+
+        deadline = time.monotonic() + scaled(10)
+        while (members := await settled()) != {"stayer": 1, "other": 1}:
+            assert time.monotonic() < deadline, members
+            await asyncio.sleep(0.1)  # the resync runs right after reconnecting; poll its effect
+        await stayer.close()
+        await other.close()

@@ -86,8 +86,9 @@ class Broker(Protocol):
     def leave(self, room: str, member: str, announce: bytes) -> None:
         """Drop ``member`` from presence and publish ``announce`` (user_left), atomically."""
 
-    def restore_presence(self, room: str, members: dict[str, str]) -> None:
-        """Register local members again after the broker lost them (e.g. Redis restarted)."""
+    async def resync_presence(self, rooms: dict[str, dict[str, str]]) -> None:
+        """Make this node's presence entries exactly ``rooms`` (room -> member -> username):
+        after Redis lost them (restart), or kept some whose leave was lost in an outage."""
 
     async def history(self, room: str, limit: int) -> HistoryReply: ...
 

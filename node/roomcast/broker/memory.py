@@ -118,8 +118,9 @@ class MemoryBroker:
                 del self._rooms[room]  # bounded memory: nothing left worth keeping
         self.publish(room, announce)
 
-    def restore_presence(self, room: str, members: dict[str, str]) -> None:
-        self._room(room).presence.update(members)
+    async def resync_presence(self, rooms: dict[str, dict[str, str]]) -> None:
+        for room, members in rooms.items():
+            self._room(room).presence.update(members)
 
     async def history(self, room: str, limit: int) -> HistoryReply:
         state = self._room(room)

@@ -564,14 +564,18 @@ class RedisBroker:
             None,
         )
 
-    def restore_presence(self, room: str, members: dict[str, str]) -> None:
-        """Re-register local members after Redis lost them (restart) or reaped us (stall)."""
-        if not members:
-            return
-        presence = scripts.room_keys(room)[3]
-        fields = [part for m, u in members.items() for part in (m.encode(), u.encode())]
-        self._publisher.command(resp_command(b"HSET", presence, *fields), None)
-        self._publisher.command(resp_command(b"SADD", self._rooms_key, room.encode()), None)
+    async def resync_presence(self, rooms: dict[str, dict[str, str]]) -> None:
+        prefix = self._instance.encode() + b"-"
+        listed = await self._publisher.request(resp_command(b"SMEMBERS", self._rooms_key))
+        stale = {raw.decode() for raw in listed} - rooms.keys()
+        for room in (*rooms, *stale):
+            members = rooms.get(room, {})
+            pairs = [part for m, u in members.items() for part in (m.encode(), u.encode())]
+            presence = scripts.room_keys(room)[3]
+            self._publisher.command(_evalsha(scripts.RESYNC, (presence,), (prefix, *pairs)), None)
+            key_command = b"SADD" if members else b"SREM"
+            self._publisher.command(resp_command(key_command, self._rooms_key, room.encode()), None)
+        await self._publisher.request(resp_command(b"PING"))  # all of the above is done
 
     async def history(self, room: str, limit: int) -> HistoryReply:
         seq, epoch, history, _ = scripts.room_keys(room)

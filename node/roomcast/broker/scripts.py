@@ -128,4 +128,26 @@ return removed
 """,
 )
 
-ALL: Final = (PUBLISH_MESSAGE, JOIN, LEAVE, HISTORY, REAP)
+# KEYS: presence. ARGV: member prefix of this node, then member/username pairs.
+# Makes this node's entries exactly the given ones (after an outage, leaves may have been lost).
+RESYNC: Final = Script(
+    "resync",
+    """
+local wanted = {}
+for i = 2, #ARGV, 2 do
+  wanted[ARGV[i]] = ARGV[i + 1]
+end
+local fields = redis.call('HKEYS', KEYS[1])
+for _, member in ipairs(fields) do
+  if string.sub(member, 1, #ARGV[1]) == ARGV[1] and not wanted[member] then
+    redis.call('HDEL', KEYS[1], member)
+  end
+end
+for member, username in pairs(wanted) do
+  redis.call('HSET', KEYS[1], member, username)
+end
+return 1
+""",
+)
+
+ALL: Final = (PUBLISH_MESSAGE, JOIN, LEAVE, HISTORY, REAP, RESYNC)
