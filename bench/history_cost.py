@@ -48,9 +48,7 @@ def main() -> int:
             client.evalsha(sha, 3, *keys, *args)
         presence = scripts.room_keys("memory-room")[3]
         client.hset(presence, mapping={f"node-1-abcdef-{i:x}": f"user{i}" for i in range(10)})
-        memory = {
-            key.decode(): client.memory_usage(key) for key in (*keys, presence)
-        }
+        memory = {key.decode(): client.memory_usage(key) for key in (*keys, presence)}
         # CPU per message: plain PUBLISH of the same bytes versus the offset+history script.
         keys, args = publish_args("cpu-room", text)
         payload = args[1] + b"1\n" + args[2] + b'1,"epoch":"e0e0e0e0e0e0"}'
