@@ -30,6 +30,8 @@ class Server:
         self.node = Node(
             settings.node_id, settings.max_rooms_per_connection, settings.max_frame_bytes,
             self.metrics, settings.history_size, settings.redis_timeout,
+            message_rate=(settings.message_rate_per_second, settings.message_rate_burst),
+            typing_rate=(settings.typing_rate_per_second, settings.typing_rate_burst),
         )  # fmt: skip
         # This process's identity: prefixes its connection ids and names it in Redis presence,
         # so a restarted node (same node id) is never mistaken for its dead predecessor.
@@ -82,6 +84,13 @@ class Server:
             self.settings.internal_host, self.settings.metrics_port
         )
         self.port = await self._ws.start(self.settings.host, self.settings.port)
+        if not self.settings.auth_enabled:
+            log.warning(
+                "open mode: no ROOMCAST_AUTH_SECRET or ROOMCAST_AUTH_PUBLIC_KEY, so clients "
+                "choose their own usernames; for local development only"
+            )
+        if not self.settings.allowed_origins:
+            log.warning("no ROOMCAST_ALLOWED_ORIGINS: WebSocket connections from any web origin")
         log.info(
             "listening",
             extra={
@@ -91,6 +100,7 @@ class Server:
                 "metrics_port": self.metrics_port,
                 "broker": "memory" if self.settings.redis_url is None else "redis",
                 "compression": self.settings.compression,
+                "auth": "token" if self.settings.auth_enabled else "open",
             },
         )
 

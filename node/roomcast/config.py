@@ -48,9 +48,24 @@ class Settings:
     history_size: int = 100
     history_ttl: float = 600.0
     presence_ttl: float = 15.0
+    # Security
+    auth_secret: str | None = field(default=None, repr=False)  # HS256 tokens
+    auth_public_key: str | None = field(default=None, repr=False)  # RS256/ES256 tokens (PEM)
+    auth_audience: str | None = None
+    auth_issuer: str | None = None
+    allowed_origins: tuple[str, ...] = ()  # empty: any origin (development)
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
+    message_rate_per_second: float = 10.0
+    message_rate_burst: int = 20
+    typing_rate_per_second: float = 2.0
+    typing_rate_burst: int = 5
     # Features
     compression: bool = False
     log_level: LogLevel = "INFO"
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.auth_secret is not None or self.auth_public_key is not None
 
     @property
     def internal_host(self) -> str:
@@ -114,6 +129,35 @@ def _parse_log_level(name: str, raw: str) -> LogLevel:
     raise ConfigError(f"{name}={raw!r}: expected one of {', '.join(LOG_LEVELS)}")
 
 
+def _parse_secret(name: str, raw: str) -> str | None:
+    value = raw.strip()
+    if not value:
+        return None
+    if name.endswith("AUTH_SECRET") and len(value) < 32:
+        raise ConfigError(f"{name}: use at least 32 characters (e.g. `openssl rand -hex 32`)")
+    return value
+
+
+def _parse_optional(name: str, raw: str) -> str | None:
+    return raw.strip() or None
+
+
+def _parse_list(name: str, raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _parse_proxies(name: str, raw: str) -> tuple[str, ...]:
+    import ipaddress
+
+    items = _parse_list(name, raw)
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ConfigError(f"{name}: {item!r} is not an IP address or network") from None
+    return items
+
+
 def _parse_host(name: str, raw: str) -> str:
     if not raw.strip():
         raise ConfigError(f"{name}: expected an address to listen on, e.g. 0.0.0.0")
@@ -140,11 +184,23 @@ _PARSERS: dict[str, Callable[[str, str], object]] = {
     "history_size": lambda n, r: _parse_int(n, r, 1, 100_000),
     "history_ttl": lambda n, r: _parse_float(n, r, 1, 30 * 86400),
     "presence_ttl": lambda n, r: _parse_float(n, r, 0.3, 3600),
+    "auth_secret": _parse_secret,
+    "auth_public_key": _parse_secret,
+    "auth_audience": _parse_optional,
+    "auth_issuer": _parse_optional,
+    "allowed_origins": _parse_list,
+    "trusted_proxies": _parse_proxies,
+    "message_rate_per_second": lambda n, r: _parse_float(n, r, 0.01, 1_000_000),
+    "message_rate_burst": lambda n, r: _parse_int(n, r, 1, 1_000_000),
+    "typing_rate_per_second": lambda n, r: _parse_float(n, r, 0.01, 1_000_000),
+    "typing_rate_burst": lambda n, r: _parse_int(n, r, 1, 1_000_000),
     "compression": _parse_bool,
     "log_level": _parse_log_level,
 }
 
 ENV_PREFIX = "ROOMCAST_"
+# Secrets may come from files instead (Docker/Kubernetes secrets): ROOMCAST_<NAME>_FILE.
+FILE_VARIABLES = ("auth_secret", "auth_public_key", "redis_url")
 
 
 def env_name(field_name: str) -> str:
@@ -153,7 +209,17 @@ def env_name(field_name: str) -> str:
 
 def env_names() -> tuple[str, ...]:
     """Every environment variable the node reads (used by the deployment contract tests)."""
-    return tuple(env_name(f.name) for f in fields(Settings))
+    names = [env_name(f.name) for f in fields(Settings)]
+    return tuple(names + [env_name(name) + "_FILE" for name in FILE_VARIABLES])
+
+
+def _read_secret_file(name: str, path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip()
+    except OSError as exc:
+        # The path is not a secret; its content is, and is never shown.
+        raise ConfigError(f"{name}={path!r}: cannot read it ({exc.strerror})") from None
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -164,6 +230,16 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     for f in fields(Settings):
         name = env_name(f.name)
         raw = env.get(name)
+        file_path = env.get(name + "_FILE") if f.name in FILE_VARIABLES else None
+        if file_path is not None:
+            if raw is not None:
+                problems.append(f"{name} and {name}_FILE are both set: choose one")
+                continue
+            try:
+                raw = _read_secret_file(name + "_FILE", file_path)
+            except ConfigError as exc:
+                problems.append(str(exc))
+                continue
         if raw is None:
             continue
         try:
@@ -173,6 +249,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     settings = Settings(**values)  # type: ignore[arg-type]
-    if settings.rate_limit_burst < 1:
-        raise ConfigError("ROOMCAST_RATE_LIMIT_BURST must be at least 1")
+    if settings.auth_secret is not None and settings.auth_public_key is not None:
+        raise ConfigError("set ROOMCAST_AUTH_SECRET (HS256) or ROOMCAST_AUTH_PUBLIC_KEY, not both")
     return settings

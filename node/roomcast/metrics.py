@@ -30,6 +30,10 @@ class Metrics:
             "roomcast_handshakes_rejected", "Handshakes refused, by HTTP status (or timeout)",
             ["status"], registry=registry,
         )  # fmt: skip
+        self.auth_failures = Counter(
+            "roomcast_auth_failures", "Handshakes refused by origin or token checks, by code",
+            ["code"], registry=registry,
+        )  # fmt: skip
         self.rooms_local = Gauge(
             "roomcast_rooms_local", "Rooms with at least one member on this node",
             registry=registry,

@@ -24,6 +24,7 @@ from roomcast.protocol import (
     ProtocolError,
     Typing,
 )
+from roomcast.ratelimit import RateLimiter
 from roomcast.recovery import NOT_REQUESTED, RECOVERED, CatchUp, JoinReply
 from roomcast.rooms import RoomRegistry, TooManyRoomsError
 from roomcast.transport import Connection, Outbox
@@ -43,7 +44,12 @@ class Node:
         metrics: Metrics,
         history_size: int = 100,
         marker_timeout: float = 5.0,
+        *,
+        message_rate: tuple[float, int] = (10.0, 20),
+        typing_rate: tuple[float, int] = (2.0, 5),
     ) -> None:
+        self._message_rate = message_rate
+        self._typing_rate = typing_rate
         self.node_id = node_id
         self._max_rooms = max_rooms
         self._max_frame_bytes = max_frame_bytes
@@ -74,6 +80,8 @@ class Node:
     # Transport callbacks
 
     def on_open(self, conn: Connection) -> None:
+        conn.message_rate = RateLimiter(*self._message_rate)
+        conn.typing_rate = RateLimiter(*self._typing_rate)
         conn.send(protocol.welcome(self.node_id, conn.id, self._max_rooms, self._max_frame_bytes))
 
     def on_text(self, conn: Connection, text: str) -> Awaitable[None] | None:
@@ -161,9 +169,22 @@ class Node:
     # Commands
 
     async def _join(self, conn: Connection, command: Join) -> None:
-        room, username = command.room, command.username
+        room = command.room
         if conn.closed:
             return
+        identity = conn.identity
+        if identity is not None:
+            # With authentication on, the token names the user: a join cannot pick a name.
+            if not identity.may_join(room):
+                self._reject(conn, ErrorCode.FORBIDDEN, f"your token does not allow {room!r}", room)
+                return
+            username = identity.name
+        elif command.username is None:
+            self._reject(conn, ErrorCode.INVALID_USERNAME, "'username' is required", room)
+            return
+        else:
+            username = command.username
+        command = Join(room, username, command.since)
         try:
             result = self.rooms.join(conn, room, username)
         except TooManyRoomsError as exc:
@@ -198,6 +219,7 @@ class Node:
         """Subscribe, run the join script, and wait until the stream reaches our join point."""
         assert self.broker is not None
         room, username = command.room, command.username
+        assert username is not None
         # Also for later local joiners: the first joiner's SUBSCRIBE may still be in flight,
         # and nobody may speak in the room before this node surely listens to it.
         await self.broker.subscribe(room)
@@ -222,6 +244,7 @@ class Node:
         self, conn: Connection, command: Join, reply: JoinReply, catch_up: CatchUp
     ) -> None:
         room, username = command.room, command.username
+        assert username is not None
         status = reply.status
         events = catch_up.finish(reply)
         if catch_up.overflowed:
@@ -252,6 +275,9 @@ class Node:
 
     def _message(self, conn: Connection, command: Message) -> None:
         room = self._target_room(conn, command.room)
+        if conn.message_rate is not None and not conn.message_rate.allow():
+            self._rate_limited(conn, "message", room)
+            return
         username = self.rooms.username(conn, room)
         assert username is not None and self.broker is not None
         now = time.time()
@@ -263,6 +289,9 @@ class Node:
 
     def _typing(self, conn: Connection, command: Typing) -> None:
         room = self._target_room(conn, command.room)
+        if conn.typing_rate is not None and not conn.typing_rate.allow():
+            self._rate_limited(conn, "typing", room)
+            return
         username = self.rooms.username(conn, room)
         assert username is not None and self.broker is not None
         self._published["typing"].inc()
@@ -318,6 +347,14 @@ class Node:
 
     def _failure_reporter(self, conn: Connection, kind: str, room: str) -> FailureReporter:
         return FailureReporter(self, conn, kind, room)
+
+    def _rate_limited(self, conn: Connection, kind: str, room: str) -> None:
+        bucket = conn.message_rate if kind == "message" else conn.typing_rate
+        if bucket is not None and bucket.flooding:
+            self.metrics.frames_rejected.labels(ErrorCode.FLOOD).inc()
+            conn.fail(1008, f"flood: too many {kind} frames")
+            return
+        self._reject(conn, ErrorCode.RATE_LIMITED, f"too many {kind} frames; slow down", room)
 
     def _unsubscribe(self, room: str) -> None:
         assert self.broker is not None

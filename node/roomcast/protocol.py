@@ -38,6 +38,7 @@ class ErrorCode:
     INVALID_LIMIT: Final = "invalid_limit"
     NOT_JOINED: Final = "not_joined"
     TOO_MANY_ROOMS: Final = "too_many_rooms"
+    FORBIDDEN: Final = "forbidden"
     RATE_LIMITED: Final = "rate_limited"
     UNAVAILABLE: Final = "unavailable"
     # Rejections that close the connection instead of answering with an error frame.
@@ -61,7 +62,7 @@ class ProtocolError(Exception):
 @dataclass(frozen=True, slots=True)
 class Join:
     room: str
-    username: str
+    username: str | None  # None only when absent; with auth on, the token names the user
     since: Since | None = None
 
 
@@ -112,8 +113,10 @@ def _room(data: dict[str, Any], required: bool) -> str | None:
     return room
 
 
-def _username(data: dict[str, Any]) -> str:
+def _username(data: dict[str, Any]) -> str | None:
     username = data.get("username")
+    if username is None and "username" not in data:
+        return None
     if not isinstance(username, str) or USERNAME_PATTERN.fullmatch(username) is None:
         raise ProtocolError(
             ErrorCode.INVALID_USERNAME,

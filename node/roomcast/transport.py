@@ -12,9 +12,8 @@ import asyncio
 import itertools
 import logging
 import os
-import time
 from collections import deque
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import TYPE_CHECKING, Final, Protocol, cast
 
 from websockets.exceptions import PayloadTooBig
@@ -23,9 +22,21 @@ from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol
 
+from roomcast.auth import (
+    SUBPROTOCOL,
+    TOKEN_SUBPROTOCOL_PREFIX,
+    AuthError,
+    Identity,
+    OriginPolicy,
+    ProxyTrust,
+    TokenVerifier,
+    token_from_request,
+)
 from roomcast.framing import frame_payload, text_frame
 from roomcast.protocol import ErrorCode, error
+from roomcast.ratelimit import RateLimiter
 
 if TYPE_CHECKING:
     from roomcast.config import Settings
@@ -49,36 +60,6 @@ class Application(Protocol):
     def on_close(self, conn: Connection) -> None: ...
 
     def on_rejected(self, conn: Connection, code: str) -> None: ...
-
-
-class RateLimiter:
-    """Token bucket per connection: ``rate`` frames a second, bursts up to ``burst``."""
-
-    __slots__ = ("_burst", "_rate", "_stamp", "_tokens", "strikes")
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self._rate = rate
-        self._burst = float(burst)
-        self._tokens = float(burst)
-        self._stamp = time.monotonic()
-        self.strikes = 0
-
-    def allow(self) -> bool:
-        now = time.monotonic()
-        self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
-        self._stamp = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            self.strikes = 0
-            return True
-        self.strikes += 1
-        return False
-
-    @property
-    def flooding(self) -> bool:
-        # Rejected a whole burst's worth in a row without a single frame getting through:
-        # the client ignores our rate_limited errors.
-        return self.strikes > self._burst
 
 
 class Outbox:
@@ -134,14 +115,18 @@ class Connection(asyncio.Protocol):
         "_server",
         "_settings",
         "alive",
+        "client_address",
         "closed",
         "id",
+        "identity",
+        "message_rate",
         "opened",
         "peer",
         "pending",
         "proto",
         "rate",
         "transport",
+        "typing_rate",
     )
 
     def __init__(self, server: WebSocketServer, connection_id: str) -> None:
@@ -152,6 +137,7 @@ class Connection(asyncio.Protocol):
         self.proto = ServerProtocol(
             extensions=server.extensions,
             max_size=self._settings.max_frame_bytes,
+            select_subprotocol=_select_subprotocol,
             logger=_quiet_protocol_log,
         )
         self.transport: asyncio.Transport | None = None
@@ -160,6 +146,11 @@ class Connection(asyncio.Protocol):
         self.opened = False
         self.closed = False
         self.peer = ""
+        self.client_address = ""
+        self.identity: Identity | None = None
+        # Message and typing limits, set by the application when the connection opens.
+        self.message_rate: RateLimiter | None = None
+        self.typing_rate: RateLimiter | None = None
         self.rate = RateLimiter(
             self._settings.rate_limit_per_second, self._settings.rate_limit_burst
         )
@@ -177,6 +168,7 @@ class Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else ""
+        self.client_address = str(peer[0]) if isinstance(peer, tuple) else ""
         self._handshake_timer = self._server.loop.call_later(
             self._settings.handshake_timeout, self._handshake_expired
         )
@@ -293,17 +285,31 @@ class Connection(asyncio.Protocol):
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
             self._handshake_timer = None
+        server = self._server
+        self.client_address = server.proxies.client_address(
+            self.client_address, request.headers.get("X-Forwarded-For")
+        )
         path = request.path.split("?", 1)[0]
         if path != CHAT_PATH:
             response = self.proto.reject(404, f"Not Found: WebSocket endpoint is {CHAT_PATH}\n")
         else:
-            response = self.proto.accept(request)
+            try:
+                self.identity = server.admit(request)
+            except AuthError as exc:
+                server.metrics.auth_failures.labels(exc.code).inc()
+                log.info(
+                    "handshake refused",
+                    extra={"code": exc.code, "status": exc.status, "client": self.client_address},
+                )
+                response = self.proto.reject(exc.status, f"{exc.reason}\n")
+            else:
+                response = self.proto.accept(request)
         self.proto.send_response(response)
         if response.status_code != 101:
-            self._server.metrics.handshakes_rejected.labels(str(response.status_code)).inc()
+            server.metrics.handshakes_rejected.labels(str(response.status_code)).inc()
             return
         self._compressed = bool(self.proto.extensions)
-        self._server.opened(self)
+        server.opened(self)
         self._app.on_open(self)
 
     def _frame(self, frame: Frame) -> None:
@@ -420,6 +426,19 @@ class Connection(asyncio.Protocol):
             self._app.on_close(self)
 
 
+def _select_subprotocol(
+    protocol: ServerProtocol, offered: Sequence[Subprotocol]
+) -> Subprotocol | None:
+    # A browser that offered subprotocols fails unless one is selected: prefer "roomcast",
+    # else echo the token entry it offered; a client that offered none gets none.
+    if SUBPROTOCOL in offered:
+        return Subprotocol(SUBPROTOCOL)
+    for entry in offered:
+        if entry.startswith(TOKEN_SUBPROTOCOL_PREFIX):
+            return entry
+    return None
+
+
 class WebSocketServer:
     def __init__(
         self,
@@ -435,6 +454,18 @@ class WebSocketServer:
         self.loop = loop
         self.outbox = Outbox(loop, metrics)
         self.extensions = [ServerPerMessageDeflateFactory()] if settings.compression else None
+        self.verifier = (
+            TokenVerifier(
+                secret=settings.auth_secret,
+                public_key=settings.auth_public_key,
+                audience=settings.auth_audience,
+                issuer=settings.auth_issuer,
+            )
+            if settings.auth_enabled
+            else None
+        )
+        self.origins = OriginPolicy(settings.allowed_origins)
+        self.proxies = ProxyTrust(settings.trusted_proxies)
         self.connections: set[Connection] = set()
         self._ids = itertools.count(1)
         self._id_prefix = f"{instance}-"
@@ -450,6 +481,22 @@ class WebSocketServer:
         self._schedule_heartbeat()
         sockets = self._server.sockets
         return int(sockets[0].getsockname()[1]) if sockets else port
+
+    def admit(self, request: Request) -> Identity | None:
+        """Origin, then token; raises AuthError, so nothing is opened for a refused client."""
+        if not self.origins.allows(request.headers.get("Origin")):
+            raise AuthError(403, "origin", "origin not allowed")
+        if self.verifier is None:
+            return None
+        offered = [
+            p.strip()
+            for value in request.headers.get_all("Sec-WebSocket-Protocol")
+            for p in value.split(",")
+        ]
+        token = token_from_request(request.path, offered)
+        if token is None:
+            raise AuthError(401, "token_missing", "a token is required (?token= or subprotocol)")
+        return self.verifier.verify(token)
 
     def _new_connection(self) -> Connection:
         return Connection(self, f"{self._id_prefix}{next(self._ids):x}")

@@ -37,6 +37,10 @@ def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> 
 FAST_ENV = {
     "ROOMCAST_RATE_LIMIT_PER_SECOND": "5000",
     "ROOMCAST_RATE_LIMIT_BURST": "5000",
+    "ROOMCAST_MESSAGE_RATE_PER_SECOND": "5000",
+    "ROOMCAST_MESSAGE_RATE_BURST": "5000",
+    "ROOMCAST_TYPING_RATE_PER_SECOND": "5000",
+    "ROOMCAST_TYPING_RATE_BURST": "5000",
 }
 
 

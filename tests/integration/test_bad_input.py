@@ -12,7 +12,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from roomcast.devcluster import LocalCluster, NodeProcess
-from tests.integration.conftest import http_get, metric_value
+from tests.integration.conftest import FAST_ENV, http_get, metric_value
 from tests.integration.wsclient import Client, scaled
 
 pytestmark = pytest.mark.integration
@@ -174,11 +174,7 @@ async def test_flood_gets_rate_limited_then_closed_1008(
 async def test_slow_consumer_is_dropped_and_memory_stays_bounded() -> None:
     """A member that never reads is closed (1013) once its send buffer passes the limit, and
     the node's memory stays bounded meanwhile."""
-    env = {
-        "ROOMCAST_SEND_BUFFER_BYTES": "262144",
-        "ROOMCAST_RATE_LIMIT_PER_SECOND": "10000",
-        "ROOMCAST_RATE_LIMIT_BURST": "10000",
-    }
+    env = dict(FAST_ENV, ROOMCAST_SEND_BUFFER_BYTES="262144")
     room = "slow-room"
     with (
         LocalCluster(2, nginx=False, node_env=env) as cluster,

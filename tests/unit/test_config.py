@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+from pathlib import Path
 
 import pytest
 
-from roomcast.config import ConfigError, Settings, env_name, env_names, load_settings
+from roomcast.config import (
+    FILE_VARIABLES,
+    ConfigError,
+    Settings,
+    env_name,
+    env_names,
+    load_settings,
+)
 
 
 def test_defaults() -> None:
@@ -215,7 +223,8 @@ def test_env_names() -> None:
         "ROOMCAST_HOST",
     ):
         assert required in names
-    assert len(names) == len(set(names)) == len(dataclasses.fields(Settings))
+    # Every setting, plus a _FILE variant for each secret.
+    assert len(names) == len(set(names)) == len(dataclasses.fields(Settings)) + len(FILE_VARIABLES)
     assert all(name.startswith("ROOMCAST_") and name == name.upper() for name in names)
     assert env_name("max_frame_bytes") == "ROOMCAST_MAX_FRAME_BYTES"
 
@@ -244,9 +253,39 @@ def test_every_env_name_is_read() -> None:
         "ROOMCAST_PRESENCE_TTL": "14",
         "ROOMCAST_COMPRESSION": "true",
         "ROOMCAST_LOG_LEVEL": "DEBUG",
+        "ROOMCAST_AUTH_SECRET": "s" * 32,
+        "ROOMCAST_AUTH_PUBLIC_KEY": "-----BEGIN PUBLIC KEY-----",
+        "ROOMCAST_AUTH_AUDIENCE": "chat",
+        "ROOMCAST_AUTH_ISSUER": "me",
+        "ROOMCAST_ALLOWED_ORIGINS": "https://a.example",
+        "ROOMCAST_TRUSTED_PROXIES": "10.0.0.0/8",
+        "ROOMCAST_MESSAGE_RATE_PER_SECOND": "1",
+        "ROOMCAST_MESSAGE_RATE_BURST": "1",
+        "ROOMCAST_TYPING_RATE_PER_SECOND": "1",
+        "ROOMCAST_TYPING_RATE_BURST": "1",
     }
-    assert set(samples) == set(env_names())
+    file_variants = {
+        name + "_FILE"
+        for name in ("ROOMCAST_AUTH_SECRET", "ROOMCAST_AUTH_PUBLIC_KEY", "ROOMCAST_REDIS_URL")
+    }
+    assert set(samples) | file_variants == set(env_names())
     defaults = load_settings({})
     for name, raw in samples.items():
         field = name.removeprefix("ROOMCAST_").lower()
         assert getattr(load_settings({name: raw}), field) != getattr(defaults, field), name
+
+
+def test_secrets_come_from_files_and_never_show_in_repr(tmp_path: Path) -> None:
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("f" * 40 + "\n")
+    settings = load_settings({"ROOMCAST_AUTH_SECRET_FILE": str(secret_file)})
+    assert settings.auth_secret == "f" * 40
+    assert "f" * 40 not in repr(settings)
+    with pytest.raises(ConfigError, match="ROOMCAST_AUTH_SECRET_FILE"):
+        load_settings({"ROOMCAST_AUTH_SECRET_FILE": str(tmp_path / "missing")})
+    with pytest.raises(ConfigError, match="both set"):
+        load_settings(
+            {"ROOMCAST_AUTH_SECRET_FILE": str(secret_file), "ROOMCAST_AUTH_SECRET": "g" * 40}
+        )
+    with pytest.raises(ConfigError, match="32 characters"):
+        load_settings({"ROOMCAST_AUTH_SECRET": "short"})

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from roomcast import node as node_module
-from roomcast import transport as transport_module
+from roomcast import ratelimit as ratelimit_module
 from roomcast.broker import BrokerUnavailable, FailureHandler, HistoryLimits
 from roomcast.broker import memory as memory_module
 from roomcast.broker.memory import MemoryBroker
@@ -54,7 +54,7 @@ class FixedRandom:
 def frozen_time(monkeypatch: pytest.MonkeyPatch) -> FakeWallClock:
     clock = FakeWallClock()
     monkeypatch.setattr(node_module, "time", clock)
-    monkeypatch.setattr(transport_module, "time", FrozenMonotonic())
+    monkeypatch.setattr(ratelimit_module, "time", FrozenMonotonic())
     monkeypatch.setattr(memory_module, "os", FixedRandom())
     return clock
 

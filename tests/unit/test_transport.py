@@ -10,10 +10,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 from websockets.frames import Close, CloseCode, Opcode
 
-from roomcast import transport
+from roomcast import ratelimit
 from roomcast.framing import text_frame
 from roomcast.metrics import Metrics
-from roomcast.transport import Outbox, RateLimiter
+from roomcast.ratelimit import RateLimiter
+from roomcast.transport import Outbox
 from tests.unit.wsharness import (
     INSTANCE,
     PEER,
@@ -37,7 +38,7 @@ class FakeClock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock()
-    monkeypatch.setattr(transport, "time", fake)
+    monkeypatch.setattr(ratelimit, "time", fake)
     return fake
 
 

@@ -1,0 +1,205 @@
+"""Who may connect and from where: signed connection tokens, origin allow-list, proxy trust.
+
+No I/O: the transport hands in what the handshake carried and gets an identity or a refusal.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import parse_qs
+
+import jwt
+
+from roomcast.protocol import USERNAME_PATTERN
+
+# Browsers cannot set Authorization on a WebSocket: the token comes as ?token=… or as an
+# offered subprotocol "roomcast.token.<jwt>" (next to "roomcast", which the server selects).
+TOKEN_QUERY_PARAMETER: Final = "token"
+TOKEN_SUBPROTOCOL_PREFIX: Final = "roomcast.token."
+SUBPROTOCOL: Final = "roomcast"
+CLOCK_SKEW_SECONDS: Final = 30.0
+
+
+class AuthError(Exception):
+    """The handshake is refused with ``status`` (401: no or bad token; 403: not allowed)."""
+
+    def __init__(self, status: int, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    subject: str
+    name: str
+    rooms: tuple[str, ...] | None  # None: any room
+
+    def may_join(self, room: str) -> bool:
+        if self.rooms is None:
+            return True
+        return any(fnmatch.fnmatchcase(room, pattern) for pattern in self.rooms)
+
+
+class TokenVerifier:
+    """Checks signature, ``exp``/``nbf``/``iat`` (with a small clock skew), audience, issuer."""
+
+    def __init__(
+        self,
+        *,
+        secret: str | None = None,
+        public_key: str | None = None,
+        audience: str | None = None,
+        issuer: str | None = None,
+        leeway: float = CLOCK_SKEW_SECONDS,
+    ) -> None:
+        if (secret is None) == (public_key is None):
+            raise ValueError("give exactly one of secret (HS256) or public_key (RS256/ES256)")
+        self._key: Any = secret if secret is not None else public_key
+        self._algorithms = ["HS256"] if secret is not None else ["RS256", "ES256"]
+        self._audience = audience
+        self._issuer = issuer
+        self._leeway = leeway
+
+    def verify(self, token: str) -> Identity:
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=self._algorithms,
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": ["exp", "sub"], "verify_aud": self._audience is not None},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError(401, "token_expired", "token expired") from None
+        except jwt.ImmatureSignatureError:
+            raise AuthError(401, "token_not_yet_valid", "token not valid yet (nbf/iat)") from None
+        except jwt.InvalidAudienceError:
+            raise AuthError(401, "token_audience", "token is for another audience") from None
+        except jwt.InvalidIssuerError:
+            raise AuthError(401, "token_issuer", "token from another issuer") from None
+        except jwt.InvalidSignatureError:
+            raise AuthError(401, "token_signature", "token signature is invalid") from None
+        except jwt.PyJWTError:
+            raise AuthError(401, "token_invalid", "token is malformed or incomplete") from None
+        except (ValueError, TypeError):
+            raise AuthError(401, "token_invalid", "token is malformed") from None
+        return _identity(claims)
+
+
+def _identity(claims: dict[str, Any]) -> Identity:
+    subject = claims.get("sub")
+    name = claims.get("name", subject)
+    if not isinstance(subject, str) or not isinstance(name, str):
+        raise AuthError(401, "token_invalid", "'sub' and 'name' must be strings")
+    if USERNAME_PATTERN.fullmatch(name) is None or not name.strip():
+        raise AuthError(403, "token_name", "the token's name is not a valid username")
+    rooms = claims.get("rooms")
+    if rooms is not None and (
+        not isinstance(rooms, list) or not all(isinstance(r, str) and r for r in rooms)
+    ):
+        raise AuthError(401, "token_invalid", "'rooms' must be a list of room patterns")
+    return Identity(subject, name, tuple(rooms) if rooms is not None else None)
+
+
+def token_from_request(path: str, subprotocols: Sequence[str]) -> str | None:
+    _, _, query = path.partition("?")
+    values = parse_qs(query, max_num_fields=16).get(TOKEN_QUERY_PARAMETER)
+    if values:
+        return values[0]
+    for offered in subprotocols:
+        if offered.startswith(TOKEN_SUBPROTOCOL_PREFIX):
+            return offered[len(TOKEN_SUBPROTOCOL_PREFIX) :]
+    return None
+
+
+def issue_token(
+    secret: str,
+    subject: str,
+    *,
+    name: str | None = None,
+    rooms: Iterable[str] | None = None,
+    ttl: float = 3600.0,
+    audience: str | None = None,
+    issuer: str | None = None,
+) -> str:
+    """An HS256 development token (the ``roomcast token`` command)."""
+    now = int(time.time())
+    claims: dict[str, Any] = {"sub": subject, "iat": now, "nbf": now, "exp": now + int(ttl)}
+    if name is not None:
+        claims["name"] = name
+    if rooms is not None:
+        claims["rooms"] = list(rooms)
+    if audience is not None:
+        claims["aud"] = audience
+    if issuer is not None:
+        claims["iss"] = issuer
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+class OriginPolicy:
+    """Exact origins and ``https://*.example.com`` patterns; empty: every origin (development)."""
+
+    def __init__(self, allowed: Iterable[str]) -> None:
+        self._exact: set[str] = set()
+        self._suffixes: list[tuple[str, str]] = []  # (scheme://, .domain)
+        for raw in allowed:
+            entry = raw.strip().rstrip("/").lower()
+            if not entry:
+                continue
+            scheme, sep, host = entry.partition("://")
+            if sep and host.startswith("*."):
+                self._suffixes.append((scheme + "://", host[1:]))
+            else:
+                self._exact.add(entry)
+
+    @property
+    def open(self) -> bool:
+        return not self._exact and not self._suffixes
+
+    def allows(self, origin: str | None) -> bool:
+        if self.open or origin is None:
+            # No Origin header: not a browser, so not cross-site WebSocket hijacking.
+            return True
+        origin = origin.strip().lower()
+        if origin in self._exact:
+            return True
+        for scheme, suffix in self._suffixes:
+            if origin.startswith(scheme):
+                host = origin[len(scheme) :].split(":", 1)[0]
+                if host.endswith(suffix) and len(host) > len(suffix):
+                    return True
+        return False
+
+
+class ProxyTrust:
+    """Whose ``X-Forwarded-For`` to believe: only the load balancer's."""
+
+    def __init__(self, trusted: Iterable[str]) -> None:
+        self._networks = [
+            ipaddress.ip_network(t.strip(), strict=False) for t in trusted if t.strip()
+        ]
+
+    def client_address(self, peer: str, forwarded_for: str | None) -> str:
+        if forwarded_for is None or not self._trusted(peer):
+            return peer
+        # The right-most address not added by a trusted proxy is the client.
+        for hop in reversed([h.strip() for h in forwarded_for.split(",") if h.strip()]):
+            if not self._trusted(hop):
+                return hop
+        return peer
+
+    def _trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self._networks)
