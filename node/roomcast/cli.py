@@ -36,8 +36,39 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("serve", help="run a node (the default)")
+    token = sub.add_parser(
+        "token",
+        help="issue a development token (HS256) for a user",
+        description="Prints an HS256 token signed with ROOMCAST_AUTH_SECRET (or its _FILE).",
+    )
+    token.add_argument("subject", help="the user id (the token's sub)")
+    token.add_argument("--name", help="display name, the username in rooms (default: subject)")
+    token.add_argument(
+        "--room", action="append", dest="rooms", metavar="PATTERN",
+        help="a room (or pattern like 'team-*') the user may join; repeat; default: any",
+    )  # fmt: skip
+    token.add_argument("--ttl", type=float, default=3600.0, help="seconds of validity")
     args = parser.parse_args(argv)
     if args.command in (None, "serve"):
         return _run_node()
-    parser.error(f"unknown command {args.command}")
-    return 2
+    return _issue_token(args.subject, args.name, args.rooms, args.ttl)
+
+
+def _issue_token(subject: str, name: str | None, rooms: list[str] | None, ttl: float) -> int:
+    from roomcast.auth import issue_token
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"roomcast: {exc}", file=sys.stderr)
+        return 2
+    if settings.auth_secret is None:
+        print("roomcast token: set ROOMCAST_AUTH_SECRET (or _FILE) to sign with", file=sys.stderr)
+        return 2
+    print(
+        issue_token(
+            settings.auth_secret, subject, name=name, rooms=rooms, ttl=ttl,
+            audience=settings.auth_audience, issuer=settings.auth_issuer,
+        )
+    )  # fmt: skip
+    return 0

@@ -188,7 +188,9 @@ class LocalCluster:
         node_env: Mapping[str, str] | None = None,
         nginx_port: int = 0,
         workdir: Path | None = None,
+        redis_password: str | None = None,
     ) -> None:
+        self.redis_password = redis_password
         self.node_count = nodes
         self.use_redis = redis
         self.use_nginx = nginx
@@ -237,7 +239,10 @@ class LocalCluster:
 
     @property
     def redis_url(self) -> str | None:
-        return f"redis://127.0.0.1:{self.redis_port}/0" if self.use_redis else None
+        if not self.use_redis:
+            return None
+        auth = f":{self.redis_password}@" if self.redis_password else ""
+        return f"redis://{auth}127.0.0.1:{self.redis_port}/0"
 
     def start_redis(self) -> ManagedProcess:
         if self.redis_port == 0:
@@ -253,6 +258,7 @@ class LocalCluster:
                 "--dir", str(self.workdir),
                 "--daemonize", "no",
                 "--loglevel", "notice",
+                *(["--requirepass", self.redis_password] if self.redis_password else []),
             ],
         )  # fmt: skip
         self.redis.wait_for_line(lambda line: "Ready to accept connections" in line, 20)
