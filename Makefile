@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 run: deps ## start redis + 3 nodes + nginx on loopback; Ctrl-C stops them all
 	ulimit -n 65536 2>/dev/null || ulimit -n $$(ulimit -Hn); $(PY) -m roomcast.devcluster
 
-test: deps ## every test: unit, then integration (real redis-server, nginx, node processes)
+test: deps deploy-deps ## every test: unit, integration (real redis-server, nginx, nodes), deployment (offline)
 	ulimit -n 65536 2>/dev/null || true; $(PY) -m pytest -q
 
 test-unit: deps
@@ -53,3 +53,48 @@ $(STAMP): pyproject.toml
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis node/*.egg-info
+
+# The benchmark (bench/README.md): roomcast vs the article's Node.js server, same run, same machine.
+BENCH_STAMP := $(VENV)/.bench-installed
+BENCH_ARGS ?=
+
+.PHONY: bench-deps bench-smoke
+
+$(BENCH_STAMP): bench/requirements.txt $(STAMP)
+	$(PY) -m pip install -q -r bench/requirements.txt
+	touch $(BENCH_STAMP)
+
+bench-deps: deps $(BENCH_STAMP) ## picows, matplotlib, py-spy; the baseline's npm packages
+	@if command -v npm >/dev/null 2>&1; then \
+	  [ -d bench/baseline/node_modules ] || (cd bench/baseline && npm ci --no-audit --no-fund); \
+	else \
+	  echo "npm not found: the Node.js baseline will be skipped (install nodejs >= 20 and npm)"; \
+	fi
+
+bench: bench-deps ## full benchmark (~10 min): bench/results/latest.{json,md,png}, profile.svg
+	ulimit -n 65536 2>/dev/null || ulimit -n $$(ulimit -Hn); \
+	$(PY) bench/run.py --name latest --profile 10 $(BENCH_ARGS)
+
+bench-smoke: bench-deps ## a seconds-long run of every scenario, both servers
+	ulimit -n 65536 2>/dev/null || ulimit -n $$(ulimit -Hn); \
+	$(PY) bench/run.py --smoke $(BENCH_ARGS)
+
+# --- Deployment: Docker Compose, Kubernetes, observability -------------------------------------
+.PHONY: test-deploy test-docker deploy-deps
+
+# What the offline deployment tests need beyond `deps`: promtool (Debian's prometheus package,
+# whose service is stopped again) and, until they are dev dependencies, kubernetes-validate/pyyaml.
+deploy-deps: deps
+	@if ! command -v promtool >/dev/null; then \
+	  echo "installing Debian's prometheus (for promtool)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus; \
+	  $$SUDO service prometheus stop >/dev/null 2>&1 || true; \
+	fi
+	@$(PY) -c 'import kubernetes_validate, yaml' 2>/dev/null || $(PY) -m pip install -q 'kubernetes-validate>=1.32' 'pyyaml>=6'
+
+test-deploy: deploy-deps ## offline: k8s schemas + kustomize + contracts, compose file, nginx drift, promtool, dashboard
+	$(PY) -m pytest -q -rs tests/deploy
+
+test-docker: deps ## Docker end-to-end of docker-compose.yml (starts dockerd via ../shared/docker/engine.sh)
+	ROOMCAST_DOCKER_E2E=1 $(PY) -m pytest -q -s -rs tests/deploy/test_docker_e2e.py

@@ -1,0 +1,191 @@
+"""The three nginx configurations must not drift apart in what matters to clients.
+
+loadbalancer/nginx.conf.template (local runs, `make run`, integration tests),
+loadbalancer/docker/nginx.conf (compose) and the nginx.conf in k8s/30-loadbalancer-config.yaml
+(generated from the compose one) must carry the same /chat proxy directives (Upgrade and
+Connection headers, timeouts, next upstream, buffering), the same Upgrade map and the same
+/healthz location. Only how the nodes are found may differ (upstream block vs resolver)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+yaml = pytest.importorskip("yaml", reason="pyyaml is needed: add it to the dev dependencies")
+
+from roomcast.devcluster import render_nginx_config  # noqa: E402
+from tests.deploy.conftest import REPO  # noqa: E402
+
+TEMPLATE = REPO / "loadbalancer" / "nginx.conf.template"
+DOCKER = REPO / "loadbalancer" / "docker" / "nginx.conf"
+K8S_CONFIGMAP = REPO / "k8s" / "30-loadbalancer-config.yaml"
+SYNC_SCRIPT = REPO / "loadbalancer" / "docker" / "sync_k8s.py"
+
+# How a configuration reaches the nodes: allowed to differ between the three.
+ROUTING = {"proxy_pass", "set"}
+
+
+@dataclass
+class Block:
+    name: str
+    args: tuple[str, ...]
+    directives: list[tuple[str, ...]] = field(default_factory=list)
+    children: list[Block] = field(default_factory=list)
+
+    def find(self, name: str, *args: str) -> Block:
+        for child in self.children:
+            if child.name == name and child.args[: len(args)] == args:
+                return child
+            try:
+                return child.find(name, *args)
+            except LookupError:
+                continue
+        raise LookupError(f"no {name} {' '.join(args)} block")
+
+    def values(self, name: str) -> list[tuple[str, ...]]:
+        return [d[1:] for d in self.directives if d[0] == name]
+
+
+_TOKEN = re.compile(
+    r"""\s*(?:(#[^\n]*)|("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')|([{};])|([^\s{};"'#]+))"""
+)
+
+
+def parse(text: str) -> Block:
+    """A small nginx configuration parser: directives and blocks, comments dropped."""
+    root = Block("main", ())
+    stack = [root]
+    words: list[str] = []
+    position = 0
+    text = text.rstrip()
+    while position < len(text):
+        match = _TOKEN.match(text, position)
+        assert match, f"cannot parse near {text[position : position + 40]!r}"
+        position = match.end()
+        comment, quoted, punct, word = match.groups()
+        if comment:
+            continue
+        if quoted or word:
+            words.append(quoted or word)
+        elif punct == ";":
+            stack[-1].directives.append(tuple(words))
+            words = []
+        elif punct == "{":
+            block = Block(words[0], tuple(words[1:]))
+            stack[-1].children.append(block)
+            stack.append(block)
+            words = []
+        elif punct == "}":
+            assert not words, words
+            stack.pop()
+    assert len(stack) == 1 and not words, "unbalanced braces"
+    return root
+
+
+def k8s_nginx_conf() -> str:
+    (configmap,) = [d for d in yaml.safe_load_all(K8S_CONFIGMAP.read_text()) if d]
+    return str(configmap["data"]["nginx.conf"])
+
+
+def rendered_template() -> str:
+    """The template as roomcast.devcluster renders it for local runs."""
+    return render_nginx_config(8080, [18001, 18002], Path("/nonexistent/prefix"), template=TEMPLATE)
+
+
+CONFIGS = {
+    "template": rendered_template,
+    "compose": DOCKER.read_text,
+    "kubernetes": k8s_nginx_conf,
+}
+
+
+def chat_directives(conf: Block) -> set[tuple[str, ...]]:
+    return {d for d in conf.find("location", "=", "/chat").directives if d[0] not in ROUTING}
+
+
+@pytest.mark.parametrize("other", ["compose", "kubernetes"])
+def test_chat_location_directives_match_the_template(other: str) -> None:
+    reference = chat_directives(parse(CONFIGS["template"]()))
+    # the directives the issue names must be there in the first place
+    names = {d[0] for d in reference}
+    assert {"proxy_http_version", "proxy_set_header", "proxy_read_timeout", "proxy_send_timeout",
+            "proxy_connect_timeout", "proxy_next_upstream", "proxy_next_upstream_tries",
+            "proxy_buffering"} <= names  # fmt: skip
+    assert ("proxy_set_header", "Upgrade", "$http_upgrade") in reference
+    assert ("proxy_set_header", "Connection", "$connection_upgrade") in reference
+    assert chat_directives(parse(CONFIGS[other]())) == reference
+
+
+@pytest.mark.parametrize("other", ["compose", "kubernetes"])
+def test_healthz_location_and_upgrade_map_match_the_template(other: str) -> None:
+    template, conf = parse(CONFIGS["template"]()), parse(CONFIGS[other]())
+    for block in (("location", "=", "/healthz"), ("map", "$http_upgrade", "$connection_upgrade")):
+        ours, theirs = template.find(*block), conf.find(*block)
+        assert theirs.directives == ours.directives, block
+        assert theirs.children == ours.children == []
+
+
+@pytest.mark.parametrize("name", ["compose", "kubernetes"])
+def test_container_configs_follow_scaling_and_fail_over_fast(name: str) -> None:
+    conf = parse(CONFIGS[name]())
+    http = conf.find("http")
+    (resolver,) = http.values("resolver")
+    assert "valid=5s" in resolver
+    if name == "compose":
+        assert resolver[0] == "127.0.0.11", "Docker's embedded DNS"
+    chat = conf.find("location", "=", "/chat")
+    (proxy_pass,) = chat.values("proxy_pass")
+    variable = proxy_pass[0].removeprefix("http://")
+    assert variable.startswith("$"), "a variable in proxy_pass makes nginx re-resolve"
+    (target,) = [d[2] for d in chat.directives if d[:2] == ("set", variable)]
+    host, _, port = target.rpartition(":")
+    assert port == "8000" and host
+    assert not [c for c in http.children if c.name == "upstream"], (
+        "an upstream block would resolve the nodes once, at start"
+    )
+    (connect_timeout,) = chat.values("proxy_connect_timeout")
+    assert int(connect_timeout[0].rstrip("s")) <= 3
+    (next_upstream,) = chat.values("proxy_next_upstream")
+    assert {"error", "timeout"} <= set(next_upstream)
+    # unprivileged, read-only file system: nothing written outside /tmp, logs on stderr
+    (listen,) = conf.find("server").values("listen")
+    assert listen[0] == "8080"
+    assert conf.values("pid") == [("/tmp/nginx.pid",)]
+    assert conf.values("error_log")[0][0] == "stderr"
+    for key in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (path,) = http.values(f"{key}_temp_path")
+        assert path[0].startswith("/tmp/")
+    assert "daemon" not in {d[0] for d in conf.directives}, "set on the command line instead"
+
+
+def test_k8s_configmap_is_generated_from_the_compose_config() -> None:
+    result = subprocess.run(
+        [sys.executable, str(SYNC_SCRIPT), "--check"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name", ["compose", "kubernetes"])
+def test_nginx_accepts_the_config(name: str, tmp_path: Path) -> None:
+    """`nginx -t` with Debian's nginx (what `make deps` installs), files redirected to tmp."""
+    nginx = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
+    if nginx is None:
+        pytest.skip("nginx is not installed (make deps installs nginx-light): cannot run nginx -t")
+    text = CONFIGS[name]().replace("/tmp/", f"{tmp_path}/")
+    # the cluster DNS name does not resolve here; nginx looks the resolver up at start
+    text = re.sub(r"resolver \S+ ", "resolver 127.0.0.1 ", text)
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(text)
+    result = subprocess.run(
+        [nginx, "-t", "-p", str(tmp_path), "-c", str(conf), "-e", "stderr"],
+        capture_output=True, text=True, check=False, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
