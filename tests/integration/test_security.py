@@ -246,3 +246,29 @@ def test_issue_token_round_trip() -> None:
     signed = issue_token(SECRET, "s", name="n", rooms=["a"], ttl=60, audience="roomcast")
     claims = jwt.decode(signed, SECRET, ["HS256"], audience="roomcast")
     assert (claims["sub"], claims["name"], claims["rooms"]) == ("s", "n", ["a"])
+
+
+async def test_nginx_limits_connections_per_client_address() -> None:
+    """limit_conn: 256 WebSockets per address through the load balancer, then HTTP 429."""
+    with LocalCluster(1, redis=False, node_env=FAST_ENV) as cluster:
+        clients = [await Client.connect(cluster.url) for _ in range(256)]
+        try:
+            assert await refused(cluster.url) == 429
+            await clients[0].close()
+            await clients[0].ws.wait_closed()
+            replacement = await Client.connect(cluster.url)  # a freed slot is usable again
+            clients[0] = replacement
+        finally:
+            await asyncio.gather(*(c.close() for c in clients))
+
+
+def test_forwarded_for_is_trusted_only_from_the_load_balancer() -> None:
+    from roomcast.auth import ProxyTrust
+
+    trust = ProxyTrust(["127.0.0.1", "10.0.0.0/8"])
+    # From the load balancer: the right-most address it did not add is the client.
+    assert trust.client_address("127.0.0.1", "203.0.113.9") == "203.0.113.9"
+    assert trust.client_address("10.1.2.3", "198.51.100.7, 203.0.113.9, 10.9.9.9") == "203.0.113.9"
+    # From anyone else the header is a claim, not a fact.
+    assert trust.client_address("192.0.2.44", "127.0.0.1") == "192.0.2.44"
+    assert trust.client_address("127.0.0.1", None) == "127.0.0.1"
