@@ -14,6 +14,8 @@ from typing import Any, Final
 from urllib.parse import parse_qs
 
 import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from roomcast.protocol import USERNAME_PATTERN
 
@@ -61,8 +63,20 @@ class TokenVerifier:
     ) -> None:
         if (secret is None) == (public_key is None):
             raise ValueError("give exactly one of secret (HS256) or public_key (RS256/ES256)")
-        self._key: Any = secret if secret is not None else public_key
-        self._algorithms = ["HS256"] if secret is not None else ["RS256", "ES256"]
+        self._key: Any
+        if secret is not None:
+            self._key, self._algorithms = secret, ["HS256"]
+        else:
+            # Parsed once here, not on every handshake; the key type fixes the algorithm, so a
+            # token cannot pick a weaker one.
+            assert public_key is not None
+            self._key = serialization.load_pem_public_key(public_key.encode())
+            if isinstance(self._key, rsa.RSAPublicKey):
+                self._algorithms = ["RS256"]
+            elif isinstance(self._key, ec.EllipticCurvePublicKey):
+                self._algorithms = ["ES256"]
+            else:
+                raise ValueError("the public key must be RSA (RS256) or EC P-256 (ES256)")
         self._audience = audience
         self._issuer = issuer
         self._leeway = leeway

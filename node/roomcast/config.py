@@ -251,4 +251,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     settings = Settings(**values)  # type: ignore[arg-type]
     if settings.auth_secret is not None and settings.auth_public_key is not None:
         raise ConfigError("set ROOMCAST_AUTH_SECRET (HS256) or ROOMCAST_AUTH_PUBLIC_KEY, not both")
+    if settings.auth_public_key is not None:
+        from roomcast.auth import TokenVerifier
+
+        try:
+            TokenVerifier(public_key=settings.auth_public_key)
+        except (ValueError, TypeError) as exc:
+            message = str(exc) if "RSA" in str(exc) else "not a PEM public key"
+            raise ConfigError(f"ROOMCAST_AUTH_PUBLIC_KEY: {message}") from None
     return settings

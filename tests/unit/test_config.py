@@ -229,6 +229,21 @@ def test_env_names() -> None:
     assert env_name("max_frame_bytes") == "ROOMCAST_MAX_FRAME_BYTES"
 
 
+def _public_key_pem() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+
+
+def test_bad_public_key_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="ROOMCAST_AUTH_PUBLIC_KEY"):
+        load_settings({"ROOMCAST_AUTH_PUBLIC_KEY": "-----BEGIN PUBLIC KEY-----\nnope"})
+
+
 def test_every_env_name_is_read() -> None:
     # Each advertised variable really changes the settings (none is silently ignored).
     samples = {
@@ -254,7 +269,7 @@ def test_every_env_name_is_read() -> None:
         "ROOMCAST_COMPRESSION": "true",
         "ROOMCAST_LOG_LEVEL": "DEBUG",
         "ROOMCAST_AUTH_SECRET": "s" * 32,
-        "ROOMCAST_AUTH_PUBLIC_KEY": "-----BEGIN PUBLIC KEY-----",
+        "ROOMCAST_AUTH_PUBLIC_KEY": _public_key_pem(),
         "ROOMCAST_AUTH_AUDIENCE": "chat",
         "ROOMCAST_AUTH_ISSUER": "me",
         "ROOMCAST_ALLOWED_ORIGINS": "https://a.example",
