@@ -98,3 +98,11 @@ test-deploy: deploy-deps ## offline: k8s schemas + kustomize + contracts, compos
 
 test-docker: deps ## Docker end-to-end of docker-compose.yml (starts dockerd via ../shared/docker/engine.sh)
 	ROOMCAST_DOCKER_E2E=1 $(PY) -m pytest -q -s -rs tests/deploy/test_docker_e2e.py
+
+# A .env for docker compose with fresh random secrets (kept if it exists).
+compose-env:
+	@if [ -f .env ]; then echo ".env exists; not overwriting"; else \
+	  { echo "ROOMCAST_AUTH_SECRET=$$(python3 -c 'import secrets; print(secrets.token_hex(32))')"; \
+	    echo "ROOMCAST_REDIS_PASSWORD=$$(python3 -c 'import secrets; print(secrets.token_hex(16))')"; \
+	    echo "ROOMCAST_ALLOWED_ORIGINS="; } > .env; \
+	  chmod 600 .env; echo "wrote .env (tokens required: see README, Security)"; fi

@@ -48,13 +48,25 @@ def test_the_node_service_can_be_scaled() -> None:
     assert sorted(node["expose"]) == ["8000", "9000"]
 
 
+def _defaults(value: str) -> str:
+    """What compose makes of ${NAME:-default} with no .env: the default."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+
+
 def test_node_environment_is_read_by_the_node_and_valid() -> None:
-    env = {k: str(v) for k, v in SERVICES["node"]["environment"].items()}
-    env["ROOMCAST_LOG_LEVEL"] = "INFO"  # ${ROOMCAST_LOG_LEVEL:-INFO}
+    env = {k: _defaults(str(v)) for k, v in SERVICES["node"]["environment"].items()}
     assert set(env) <= set(env_names())
     settings = load_settings(env)
     assert settings.host == "0.0.0.0"
-    assert settings.redis_url == "redis://redis:6379/0"
+    redis_password = _defaults(SERVICES["redis"]["environment"]["REDIS_PASSWORD"])
+    assert f"--requirepass {SERVICES['redis']['environment']['REDIS_PASSWORD']}" in " ".join(
+        SERVICES["redis"]["command"]
+    )
+    assert settings.redis_url == f"redis://:{redis_password}@redis:6379/0"
+    assert not settings.auth_enabled  # open mode unless .env sets ROOMCAST_AUTH_SECRET
+    # With the secret `make compose-env` writes, the node requires tokens.
+    secret = {"ROOMCAST_AUTH_SECRET": "f" * 64}
+    assert load_settings({**env, **secret}).auth_enabled
     assert (settings.port, settings.metrics_port) == (8000, 9000)
     # docker stop waits stop_grace_period before SIGKILL: longer than the drain deadline
     assert _seconds(SERVICES["node"]["stop_grace_period"]) > settings.drain_timeout

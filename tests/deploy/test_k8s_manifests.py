@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -206,6 +207,9 @@ def test_network_policies_allow_only_the_intended_paths() -> None:
 # --- the node Deployment against the node's code ------------------------------------------------
 
 
+SECRET_MOUNT = "/var/run/secrets/roomcast/"
+
+
 def _node_config() -> dict[str, str]:
     data = k8s.get("ConfigMap", "roomcast-node")["data"]
     assert all(isinstance(v, str) for v in data.values())
@@ -228,9 +232,38 @@ def _node_env(pod_name: str = "roomcast-node-7c9d8b6f5-x2x7k") -> dict[str, str]
     return env
 
 
-def test_every_env_name_is_read_by_the_node_and_every_value_accepted() -> None:
+def _with_secret_files(env: dict[str, str], directory: Path) -> dict[str, str]:
+    """The Secret's files, as the kubelet mounts them, at paths that exist here."""
+    directory.mkdir(exist_ok=True)
+    for key, value in k8s.get("Secret", "roomcast-secrets")["stringData"].items():
+        (directory / key).write_text(value)
+    mounted = dict(env)
+    for name, path in env.items():
+        if name.endswith("_FILE"):
+            assert path.startswith(SECRET_MOUNT), (name, path)
+            mounted[name] = str(directory / path.removeprefix(SECRET_MOUNT))
+    return mounted
+
+
+def test_secret_files_the_node_reads_are_mounted_from_the_secret() -> None:
+    container = k8s.node_container()
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts["secrets"].rstrip("/") + "/" == SECRET_MOUNT
+    pod_spec = k8s.get("Deployment", "roomcast-node")["spec"]["template"]["spec"]
+    volume = next(v for v in pod_spec["volumes"] if v["name"] == "secrets")
+    items = {i["path"] for i in volume["secret"]["items"]}
+    secret = k8s.get("Secret", "roomcast-secrets")["stringData"]
+    for name, path in _node_env().items():
+        if name.endswith("_FILE"):
+            assert (
+                path.removeprefix(SECRET_MOUNT) in items
+                and path.removeprefix(SECRET_MOUNT) in secret
+            )
+
+
+def test_every_env_name_is_read_by_the_node_and_every_value_accepted(tmp_path: Path) -> None:
     known = set(env_names())
-    env = _node_env()
+    env = _with_secret_files(_node_env(), tmp_path / "secrets")
     unknown = sorted(set(env) - known)
     assert not unknown, f"the node reads no such variable: {unknown} (roomcast.config.env_names())"
     try:
@@ -238,7 +271,10 @@ def test_every_env_name_is_read_by_the_node_and_every_value_accepted() -> None:
     except ConfigError as exc:
         pytest.fail(f"the node would refuse the manifest's configuration: {exc}")
     assert settings.host == "0.0.0.0", "in a pod the node must listen on all addresses"
-    assert settings.redis_url == "redis://roomcast-redis:6379/0"
+    # The URL (with the Redis password) comes from the Secret and names the Redis Service.
+    password = k8s.get("Secret", "roomcast-secrets")["stringData"]["redis-password"]
+    assert settings.redis_url == f"redis://:{password}@roomcast-redis:6379/0"
+    assert settings.auth_enabled  # tokens are required in the cluster
     assert k8s.get("Service", "roomcast-redis")["spec"]["ports"][0]["port"] == 6379
 
 
@@ -282,7 +318,7 @@ def test_termination_outlasts_prestop_plus_drain() -> None:
     assert command[0] == "sleep", command
     pre_stop = float(command[1])
     assert 1 <= pre_stop <= 15
-    drain = load_settings(_node_env()).drain_timeout
+    drain = float(_node_env()["ROOMCAST_DRAIN_TIMEOUT"])
     assert spec["terminationGracePeriodSeconds"] > pre_stop + drain + 5, (
         "the kubelet would SIGKILL the node before its drain deadline"
     )
@@ -402,6 +438,9 @@ def test_a_node_started_with_the_manifest_env_serves_the_probe_paths(
         process_env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMCAST_")}
         process_env.update(env)
         process_env.update({k: str(v) for k, v in remapped.items()})
+        process_env.update(_with_secret_files(env, cluster.workdir / "secrets"))
+        # The in-cluster Redis name does not resolve here: a local redis-server instead.
+        process_env.pop("ROOMCAST_REDIS_URL_FILE", None)
         process_env["ROOMCAST_REDIS_URL"] = cluster.redis_url
         process_env["PYTHONUNBUFFERED"] = "1"
         node = ManagedProcess("manifest-node", [sys.executable, "-m", "roomcast"], process_env)
@@ -445,7 +484,7 @@ def test_a_node_started_with_the_manifest_env_serves_the_probe_paths(
             # SIGTERM (what the kubelet sends after preStop): exit 0 before the grace period ends
             started = time.monotonic()
             node.signal(signal.SIGTERM)
-            code = node.popen.wait(timeout=load_settings(env).drain_timeout + 5)
+            code = node.popen.wait(timeout=float(env["ROOMCAST_DRAIN_TIMEOUT"]) + 5)
             assert code == 0, node.tail()
             grace = k8s.get("Deployment", "roomcast-node")["spec"]["template"]["spec"][
                 "terminationGracePeriodSeconds"
