@@ -1,0 +1,281 @@
+"""From the result dict to the issue's targets, a Markdown table and a PNG plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+TIMES = "\u00d7"  # the multiplication sign of ratios
+OURS = "roomcast"
+BASE = "baseline"
+
+
+def _find(
+    result: dict[str, Any], scenario: str, server: str, via: str | None = None
+) -> dict[str, Any] | None:
+    for entry in result.get("scenarios", []):
+        if (
+            entry.get("scenario") == scenario
+            and entry.get("server") == server
+            and (via is None or entry.get("via") == via)
+        ):
+            found: dict[str, Any] = entry
+            return found
+    return None
+
+
+def _ratio(ours: float | None, base: float | None) -> float | None:
+    if ours is None or base is None or base == 0:
+        return None
+    return ours / base
+
+
+def _fanout_step(entry: dict[str, Any] | None) -> dict[str, Any] | None:
+    return entry["steps"][-1] if entry and entry.get("steps") else None
+
+
+def _row(
+    target: str, unit: str, ours: float | None, base: float | None, limit: str, met: bool | None,
+    note: str = "",
+) -> dict[str, Any]:  # fmt: skip
+    return {
+        "target": target, "unit": unit, "ours": ours, "baseline": base,
+        "ratio": _ratio(ours, base), "limit": limit, "met": met, "note": note,
+    }  # fmt: skip
+
+
+def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's five targets, each with our figure, the baseline's, the ratio and met/not."""
+    rows: list[dict[str, Any]] = []
+    rate = result.get("plan", {}).get("fanout_rate", 10_000)
+
+    ours = _fanout_step(_find(result, "fanout", OURS, "direct"))
+    base = _fanout_step(_find(result, "fanout", BASE, "direct"))
+    o = ours["cpu_us_per_delivery"].get("nodes") if ours else None
+    b = base["cpu_us_per_delivery"].get("nodes") if base else None
+    r = _ratio(o, b)
+    rows.append(_row(
+        f"node CPU per delivery at {rate:,.0f} deliveries/s, nodes direct", "µs", o, b,
+        f"≤ 0.25{TIMES} baseline", None if r is None else r <= 0.25,
+    ))  # fmt: skip
+
+    ours_r = _find(result, "ramp", OURS)
+    base_r = _find(result, "ramp", BASE)
+    o = ours_r["max_sustainable_deliveries_per_s"] if ours_r else None
+    b = base_r["max_sustainable_deliveries_per_s"] if base_r else None
+    r = _ratio(o, b)
+    note = ""
+    if ours_r and ours_r["steps"] and ours_r["steps"][-1].get("sustainable"):
+        note = "roomcast sustained every rate tried: a lower bound"
+    rows.append(_row(
+        "highest sustainable deliveries/s through nginx", "deliveries/s", o, b,
+        f"≥ 1.4{TIMES} baseline", None if r is None else r >= 1.4, note,
+    ))  # fmt: skip
+
+    ours_i = _find(result, "idle", OURS)
+    base_i = _find(result, "idle", BASE)
+    o = ours_i["kib_per_connection"] if ours_i else None
+    b = base_i["kib_per_connection"] if base_i else None
+    count = f"{ours_i['connections']:,}" if ours_i else "?"
+    rows.append(_row(
+        f"node RSS per idle connection ({count} connections)", "KiB", o, b, "≤ 8 KiB",
+        None if o is None else o <= 8.0,
+    ))  # fmt: skip
+
+    ours_c = _find(result, "connect", OURS)
+    base_c = _find(result, "connect", BASE)
+    o = ours_c["cpu_us_per_setup"].get("nodes") if ours_c else None
+    b = base_c["cpu_us_per_setup"].get("nodes") if base_c else None
+    r = _ratio(o, b)
+    rows.append(_row(
+        "server CPU per connection setup (handshake + join)", "µs", o, b,
+        f"≤ 0.5{TIMES} baseline", None if r is None else r <= 0.5,
+    ))  # fmt: skip
+
+    ours = _fanout_step(_find(result, "fanout", OURS, "nginx"))
+    base = _fanout_step(_find(result, "fanout", BASE, "nginx"))
+    o = ours["latency_ms"]["p99"] if ours else None
+    b = base["latency_ms"]["p99"] if base else None
+    rows.append(_row(
+        f"p99 fan-out latency at {rate:,.0f} deliveries/s through nginx", "ms", o, b, "< 10 ms",
+        None if o is None else o < 10.0,
+    ))  # fmt: skip
+    return rows
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines: list[str] = []
+    if result.get("mode") == "smoke":
+        lines += [
+            "_Smoke run: rooms, rates and durations are far too small for the targets; it only"
+            " shows that every part works._",
+            "",
+        ]
+    rows = result.get("targets") or targets(result)
+    lines += [
+        "| target | roomcast | baseline | ratio | limit | met |",
+        "| --- | ---: | ---: | ---: | --- | --- |",
+    ]
+    for row in rows:
+        met = {True: "yes", False: "**no**", None: "—"}[row["met"]]
+        note = f" ({row['note']})" if row.get("note") else ""
+        lines.append(
+            f"| {row['target']} ({row['unit']}) | {_fmt(row['ours'])} | {_fmt(row['baseline'])}"
+            f" | {_fmt(row['ratio'])}{TIMES if row['ratio'] is not None else ''}"
+            f" | {row['limit']}"
+            f" | {met}{note} |"
+        )
+    lines.append("")
+    lines += [
+        "| scenario | server | via | deliveries/s | loss | p50 ms | p90 ms | p99 ms | max ms"
+        " | nodes µs/del | nginx µs/del | redis µs/del | generator µs/del | other load (cores) |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        " ---: |",
+    ]
+    for entry in result.get("scenarios", []):
+        if entry["scenario"] not in ("fanout", "ramp"):
+            continue
+        for step in entry["steps"]:
+            lat = step["latency_ms"]
+            cpu = step["cpu_us_per_delivery"]
+            name = entry["scenario"]
+            if name == "ramp" and not step.get("sustainable", True):
+                name += " (over)"
+            lines.append(
+                f"| {name} | {entry['server']} | {entry['via']}"
+                f" | {_fmt(step['deliveries_per_s'])} | {step['loss']:.2%}"
+                f" | {_fmt(lat['p50'])} | {_fmt(lat['p90'])} | {_fmt(lat['p99'])}"
+                f" | {_fmt(lat['max'])}"
+                f" | {_fmt(cpu.get('nodes'))} | {_fmt(cpu.get('nginx'))} | {_fmt(cpu.get('redis'))}"
+                f" | {_fmt(cpu.get('generator'))} | {_fmt(step.get('other_cores_busy'))} |"
+            )
+    lines.append("")
+    idle = [e for e in result.get("scenarios", []) if e["scenario"] == "idle"]
+    conn = [e for e in result.get("scenarios", []) if e["scenario"] == "connect"]
+    if idle:
+        lines += [
+            "| idle | connections | node RSS growth (MiB) | KiB/connection | redis growth (KiB) |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        for e in idle:
+            lines.append(
+                f"| {e['server']} | {e['connections']:,} | {e['node_rss_growth_kib'] / 1024:.1f}"
+                f" | {_fmt(e['kib_per_connection'])} | {e['redis_rss_growth_kib']:,} |"
+            )
+        lines.append("")
+    if conn:
+        lines += [
+            "| connect | setups | setups/s | setup p50 ms | setup p99 ms | nodes µs/setup"
+            " | redis µs/setup | generator µs/setup |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for e in conn:
+            cpu = e["cpu_us_per_setup"]
+            lines.append(
+                f"| {e['server']} | {e['completed']:,} | {_fmt(e['setups_per_s'])}"
+                f" | {_fmt(e['setup_ms']['p50'])} | {_fmt(e['setup_ms']['p99'])}"
+                f" | {_fmt(cpu.get('nodes'))} | {_fmt(cpu.get('redis'))}"
+                f" | {_fmt(cpu.get('generator'))} |"
+            )
+        lines.append("")
+    for entry in result.get("scenarios", []):
+        profile = entry.get("profile")
+        if not profile or not profile.get("self_percent"):
+            continue
+        lines += [
+            f"py-spy, one roomcast node, {entry['scenario']} ({profile['samples']} samples with"
+            " native frames; share of the node's busy samples):",
+            "",
+            "| function (self) | % | function (inclusive) | % |",
+            "| --- | ---: | --- | ---: |",
+        ]
+        for (own, own_pct), (inc, inc_pct) in zip(
+            profile["self_percent"][:12], profile["total_percent"][:12], strict=False
+        ):
+            lines.append(f"| `{own}` | {own_pct} | `{inc}` | {inc_pct} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], path: Path) -> Path | None:
+    """Latency p99 and node CPU µs/delivery versus delivered rate, roomcast vs baseline."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    if not any(e["scenario"] in ("ramp", "fanout") for e in result.get("scenarios", [])):
+        return None
+    fig, (ax_lat, ax_cpu) = plt.subplots(1, 2, figsize=(12, 4.8))
+    colors = {OURS: "tab:blue", BASE: "tab:orange", "target": "tab:green"}
+    for entry in result.get("scenarios", []):
+        if entry["scenario"] not in ("ramp", "fanout"):
+            continue
+        server = entry["server"]
+        color = colors.get(server, "tab:gray")
+        steps = entry["steps"]
+        xs = [s["deliveries_per_s"] for s in steps]
+        p99 = [s["latency_ms"]["p99"] for s in steps]
+        nodes = [s["cpu_us_per_delivery"].get("nodes") for s in steps]
+        nginx = [s["cpu_us_per_delivery"].get("nginx") for s in steps]
+        if entry["scenario"] == "ramp":
+            label = f"{server} (ramp, via {entry['via']})"
+            ax_lat.plot(xs, p99, "o-", color=color, label=label)
+            if any(v is not None for v in nodes):
+                ax_cpu.plot(xs, nodes, "o-", color=color, label=f"{server} nodes (ramp)")
+            if any(v is not None for v in nginx) and entry["via"] == "nginx":
+                ax_cpu.plot(xs, nginx, "x:", color=color, label=f"nginx in front of {server}")
+        else:
+            marker = "s" if entry["via"] == "direct" else "D"
+            label = f"{server} (fanout, {entry['via']})"
+            ax_lat.plot(xs, p99, marker, color=color, mfc="none", ms=9, label=label)
+            if any(v is not None for v in nodes):
+                ax_cpu.plot(xs, nodes, marker, color=color, mfc="none", ms=9, label=label)
+    ax_lat.axhline(10, color="gray", lw=0.8, ls="--")
+    ax_lat.axhline(250, color="red", lw=0.8, ls="--")
+    ax_lat.set_yscale("log")
+    ax_lat.set_xlabel("delivered messages per second")
+    ax_lat.set_ylabel("p99 fan-out latency (ms, log)")
+    ax_lat.set_title("Latency p99 vs rate (10 ms target, 250 ms ramp limit)")
+    ax_cpu.set_xlabel("delivered messages per second")
+    ax_cpu.set_ylabel("CPU µs per delivered message")
+    ax_cpu.set_title("Server CPU per delivery vs rate")
+    ax_cpu.set_ylim(bottom=0)
+    for ax in (ax_lat, ax_cpu):
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    room = result.get("plan", {})
+    fig.suptitle(
+        f"roomcast vs the article's Node server — rooms of {room.get('fanout_members', '?')}"
+        f" over 3 nodes, {result.get('machine', {}).get('cpus', '?')} cores shared by everything"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def step_summary(entry: dict[str, Any]) -> str:
+    step = entry["steps"][-1]
+    lat = step["latency_ms"]
+    cpu = step["cpu_us_per_delivery"]
+    return (
+        f"  {entry['server']} {entry['scenario']}/{entry['via']}:"
+        f" {step['deliveries_per_s']:,.0f} del/s, loss {step['loss']:.2%},"
+        f" p50 {lat['p50'] or 0:.2f} ms, p99 {lat['p99'] or 0:.2f} ms,"
+        f" nodes {cpu.get('nodes') or 0:.2f} µs/del, nginx {cpu.get('nginx') or 0:.2f},"
+        f" redis {cpu.get('redis') or 0:.2f}, generator {cpu.get('generator') or 0:.2f}"
+    )

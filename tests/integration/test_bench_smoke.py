@@ -1,0 +1,109 @@
+"""The benchmark's smoke mode works end to end and its figures are sane (no speed assertions).
+
+Runs ``bench/run.py --smoke`` as a subprocess: real redis-server, nginx, three roomcast nodes
+and, when Node.js and the baseline's npm packages are there, three of the article's Node servers.
+Speed claims live in the benchmark's output (bench/README.md), never here.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from roomcast.devcluster import timeout_factor
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+RUN = REPO_ROOT / "bench" / "run.py"
+
+pytestmark = pytest.mark.integration
+
+
+def install_baseline_packages() -> None:
+    """``npm ci`` for the baseline when npm is here and its packages are not (a fresh clone)."""
+    baseline = REPO_ROOT / "bench" / "baseline"
+    if (baseline / "node_modules").is_dir() or shutil.which("npm") is None:
+        return  # without npm the benchmark itself reports why the baseline is skipped
+    subprocess.run(
+        ["npm", "ci", "--no-audit", "--no-fund"],
+        cwd=baseline, capture_output=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    install_baseline_packages()
+    out = tmp_path_factory.mktemp("bench")
+    proc = subprocess.run(
+        [sys.executable, str(RUN), "--smoke", "--quiet", "--out", str(out), "--name", "smoke"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240 * timeout_factor(),
+        check=False,
+    )
+    assert proc.returncode == 0, f"smoke run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    result: dict[str, Any] = json.loads((out / "smoke.json").read_text())
+    result["_stdout"] = proc.stdout
+    return result
+
+
+def entries(result: dict[str, Any], server: str) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for entry in result["scenarios"]:
+        if entry["server"] == server:
+            found[f"{entry['scenario']}/{entry['via']}"] = entry
+    return found
+
+
+def check_server(result: dict[str, Any], server: str) -> None:
+    found = entries(result, server)
+    assert set(found) == {"idle/direct", "connect/direct", "fanout/direct", "fanout/nginx",
+                          "ramp/nginx"}, found.keys()  # fmt: skip
+    for key in ("fanout/direct", "fanout/nginx", "ramp/nginx"):
+        for step in found[key]["steps"]:
+            assert step["deliveries"] > 0, (key, step)
+            assert step["loss"] == 0, (key, step)  # low rate: nothing may be lost
+            assert step["deliveries"] == step["deliveries_expected"], (key, step)
+            latency = step["latency_ms"]
+            assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"], latency
+            assert latency["max"] < 5_000, latency
+            cpu = step["cpu_us_per_delivery"]
+            assert cpu["nodes"] > 0, cpu
+            assert cpu["redis"] > 0, cpu
+            assert cpu["generator"] > 0, cpu
+            if key.endswith("nginx"):
+                assert cpu["nginx"] > 0, cpu
+    idle = found["idle/direct"]
+    assert idle["open_at_measurement"] == idle["connections"] > 0, idle
+    assert idle["kib_per_connection"] is not None
+    assert all(after > 0 for after in idle["node_rss_kib_after"]), idle
+    connect = found["connect/direct"]
+    assert connect["completed"] == connect["connections"] > 0, connect
+    assert connect["failed"] == 0, connect
+    assert connect["setups_per_s"] > 0, connect
+    assert connect["cpu_us_per_setup"]["nodes"] > 0, connect
+    assert connect["setup_ms"]["p50"] > 0, connect
+
+
+@pytest.mark.timeout(600)
+def test_smoke_roomcast_figures_are_sane(smoke: dict[str, Any]) -> None:
+    check_server(smoke, "roomcast")
+    assert len(smoke["targets"]) == 5
+    assert "| target |" in smoke["_stdout"]
+
+
+@pytest.mark.timeout(600)
+def test_smoke_baseline_figures_are_sane(smoke: dict[str, Any]) -> None:
+    reason = smoke["skipped"].get("baseline")
+    if reason:
+        print(f"Node.js baseline not benchmarked: {reason}")
+        pytest.skip(f"Node.js baseline not benchmarked: {reason}")
+    check_server(smoke, "baseline")
+    ratios = [t["ratio"] for t in smoke["targets"]]
+    assert all(r is not None and r > 0 for r in ratios), smoke["targets"]
