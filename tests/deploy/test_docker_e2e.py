@@ -142,7 +142,12 @@ def image_variables(docker: str) -> dict[str, str]:
     if os.environ.get("ROOMCAST_E2E_OFFICIAL_IMAGES") == "1":
         log("ROOMCAST_E2E_OFFICIAL_IMAGES=1: using the compose file's official images")
         return {}
-    assert STANDINS_SH.exists(), f"{STANDINS_SH} is missing: cannot build stand-in images"
+    if not STANDINS_SH.exists():
+        # No registry is reachable here, so without stand-ins no image can be had at all.
+        pytest.skip(
+            f"{STANDINS_SH} is missing: no stand-in images can be built and the official "
+            "images cannot be pulled (set ROOMCAST_SHARED_DOCKER or ROOMCAST_E2E_OFFICIAL_IMAGES=1)"
+        )
     started = time.monotonic()
     result = run(["bash", str(STANDINS_SH)], 900)
     variables = dict(line.split("=", 1) for line in result.stdout.split() if "=" in line)
