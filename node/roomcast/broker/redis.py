@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -53,7 +54,9 @@ def _evalsha(script: scripts.Script, keys: tuple[bytes, ...], args: tuple[bytes,
     return resp_command(b"EVALSHA", script.sha, b"%d" % len(keys), *keys, *args)
 
 
+@functools.lru_cache(maxsize=8192)
 def channel_for(room: str) -> bytes:
+    # Called for every publication: busy rooms reuse the encoded name instead of rebuilding it.
     return (CHANNEL_PREFIX + room).encode()
 
 

@@ -7,11 +7,13 @@ so are usernames, which is why the scripts may splice them into JSON.
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 
+@functools.lru_cache(maxsize=8192)
 def room_keys(room: str) -> tuple[bytes, bytes, bytes, bytes]:
     """seq (offset counter), epoch, history list (newest first), presence hash."""
     tag = f"rc:{{{room}}}"
@@ -27,10 +29,11 @@ def room_keys(room: str) -> tuple[bytes, bytes, bytes, bytes]:
 class Script:
     name: str
     source: str
+    # Hashed once here: EVALSHA sends it with every chat message.
+    sha: bytes = field(init=False)
 
-    @property
-    def sha(self) -> bytes:
-        return hashlib.sha1(self.source.encode()).hexdigest().encode()
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest().encode())
 
 
 # KEYS: seq, epoch, history. ARGV: channel, envelope head, json prefix, history size,
