@@ -106,3 +106,16 @@ compose-env:
 	    echo "ROOMCAST_REDIS_PASSWORD=$$(python3 -c 'import secrets; print(secrets.token_hex(16))')"; \
 	    echo "ROOMCAST_ALLOWED_ORIGINS="; } > .env; \
 	  chmod 600 .env; echo "wrote .env (tokens required: see README, Security)"; fi
+
+# --- Browser tests (tests/browser): Debian's Chromium and its WebDriver, installed when missing ---
+.PHONY: browser-deps
+
+browser-deps:
+	@missing=""; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	[ -x /usr/bin/chromedriver ] || missing="$$missing chromium-driver"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi

@@ -71,8 +71,8 @@ def parse(text: str) -> Block:
         comment, quoted, punct, word = match.groups()
         if comment:
             continue
-        if quoted or word:
-            words.append(quoted or word)
+        if quoted is not None or word:
+            words.append(quoted if quoted is not None else word)
         elif punct == ";":
             stack[-1].directives.append(tuple(words))
             words = []
@@ -122,6 +122,32 @@ def test_chat_location_directives_match_the_template(other: str) -> None:
     assert chat_directives(parse(CONFIGS[other]())) == reference
 
 
+def api_directives(conf: Block) -> set[tuple[str, ...]]:
+    return {d for d in conf.find("location", "/api/").directives if d[0] not in ROUTING}
+
+
+@pytest.mark.parametrize("other", ["compose", "kubernetes"])
+def test_api_location_streams_events_and_matches_the_template(other: str) -> None:
+    template = parse(CONFIGS["template"]())
+    reference = api_directives(template)
+    # Server-Sent Events need unbuffered proxying and a read timeout above the heartbeat
+    # (ROOMCAST_SSE_HEARTBEAT, 15 s by default); keep-alive upstream needs an empty Connection.
+    assert ("proxy_buffering", "off") in reference
+    assert ("proxy_http_version", "1.1") in reference
+    assert ("proxy_set_header", "Connection", '""') in reference
+    (read_timeout,) = [d for d in reference if d[0] == "proxy_read_timeout"]
+    assert int(read_timeout[1].rstrip("s")) > 15
+    assert ("proxy_set_header", "X-Forwarded-For", "$proxy_add_x_forwarded_for") in reference
+    assert api_directives(parse(CONFIGS[other]())) == reference
+    for name in ("@api_too_large", "@api_too_many", "@api_unavailable"):
+        ours, theirs = (
+            template.find("location", name),
+            parse(CONFIGS[other]()).find("location", name),
+        )
+        assert ours.directives == theirs.directives
+        assert ("default_type", "application/json") in ours.directives
+
+
 @pytest.mark.parametrize("other", ["compose", "kubernetes"])
 def test_healthz_location_and_upgrade_map_match_the_template(other: str) -> None:
     template, conf = parse(CONFIGS["template"]()), parse(CONFIGS[other]())
@@ -143,7 +169,8 @@ def test_container_configs_follow_scaling_and_fail_over_fast(name: str) -> None:
     (proxy_pass,) = chat.values("proxy_pass")
     variable = proxy_pass[0].removeprefix("http://")
     assert variable.startswith("$"), "a variable in proxy_pass makes nginx re-resolve"
-    (target,) = [d[2] for d in chat.directives if d[:2] == ("set", variable)]
+    server = conf.find("server")
+    (target,) = [d[2] for d in server.directives if d[:2] == ("set", variable)]
     host, _, port = target.rpartition(":")
     assert port == "8000" and host
     assert not [c for c in http.children if c.name == "upstream"], (

@@ -175,7 +175,7 @@ async def test_metrics_and_health_endpoints(cluster: LocalCluster) -> None:
         assert http_get(f"{node.metrics_url}/nope")[0] == 404
         assert http_get(f"{cluster.http_url}/healthz")[0] == 200
         status, page = http_get(f"{cluster.http_url}/")
-        assert status == 200 and "new WebSocket" in page
+        assert status == 200 and '<script type="module" src="app.js">' in page
     finally:
         await alice.close()
         await bob.close()

@@ -1,0 +1,369 @@
+"""The chat page in a real headless Chromium against a real cluster (redis, nodes, nginx).
+
+What a person would check by hand: two people on different nodes chat; the page survives its
+node being killed and shows every message once, in order; what is typed offline waits and is
+delivered; markup in messages is shown, never run. Screenshots land in tests/artifacts/.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import struct
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.sync.client import ClientConnection, connect
+
+from roomcast.auth import issue_token
+from roomcast.devcluster import LocalCluster, NodeProcess, timeout_factor
+from tests.browser.chatpage import ChatPage
+from tests.integration.conftest import FAST_ENV
+
+pytestmark = pytest.mark.integration
+
+MARKUP = '<img src=x onerror="window.__pwned = 1">'
+SCRIPT = "<script>window.__pwned = 2</script>"
+
+
+def new_room() -> str:
+    return "web-" + uuid.uuid4().hex[:10]
+
+
+def open_on_distinct_nodes(
+    first: ChatPage, second: ChatPage, base_url: str, room: str, names: tuple[str, str]
+) -> tuple[str, str]:
+    """nginx picks the node (least_conn): reopen the second page until it lands elsewhere."""
+    node_a = first.open(base_url, room, names[0]).wait_joined()["node"]
+    for _ in range(10):
+        node_b = second.open(base_url, room, names[1]).wait_joined()["node"]
+        if node_b != node_a:
+            return node_a, node_b
+    raise AssertionError(f"the second page stayed on {node_a} in 10 attempts")
+
+
+def kill(node: NodeProcess) -> None:
+    node.process.signal(signal.SIGKILL)
+    node.process.popen.wait(10 * timeout_factor())
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+class Member:
+    """A Python client in the room (websockets' sync client): says things, reads history."""
+
+    def __init__(self, ws: ClientConnection, room: str, name: str) -> None:
+        self.ws = ws
+        self.welcome = self.next_event("welcome")
+        ws.send(json.dumps({"type": "join", "room": room, "username": name}))
+        self.next_event("joined")
+
+    def next_event(self, kind: str, timeout: float = 10) -> dict[str, Any]:
+        while True:
+            event: dict[str, Any] = json.loads(self.ws.recv(timeout=timeout * timeout_factor()))
+            if event["type"] == kind:
+                return event
+
+    def say(self, text: str) -> None:
+        self.ws.send(json.dumps({"type": "message", "text": text}))
+
+    def history(self) -> list[dict[str, Any]]:
+        self.ws.send(json.dumps({"type": "history"}))
+        messages: list[dict[str, Any]] = self.next_event("history")["messages"]
+        return messages
+
+
+@contextlib.contextmanager
+def member(url: str, room: str, name: str) -> Iterator[Member]:
+    # max_queue=None: echoes pile up unread while the test watches the page.
+    with connect(url, open_timeout=10 * timeout_factor(), proxy=None, max_queue=None) as ws:
+        yield Member(ws, room, name)
+
+
+def test_two_pages_on_different_nodes_chat(
+    cluster: LocalCluster, pages: tuple[ChatPage, ChatPage], artifacts: Path
+) -> None:
+    alice, bob = pages
+    room = new_room()
+    node_a, node_b = open_on_distinct_nodes(alice, bob, cluster.http_url, room, ("alice", "bob"))
+    assert alice.text_of("status") == f"connected to {node_a}"
+    assert bob.text_of("status") == f"connected to {node_b}"
+
+    # Presence: each sees both, in the hook and in the sidebar.
+    for page in pages:
+        page.wait_until("both present", lambda p: set(p.state()["presence"]) == {"alice", "bob"})
+        assert page.texts("#presence .member .name") == ["alice", "bob"]
+    alice.wait_until("bob's arrival", lambda p: "bob joined." in p.texts("#log .notice .text"))
+
+    alice.say("hello from alice")
+    bob.wait_until("alice's message", lambda p: "hello from alice" in p.message_texts())
+    bob.say("hi alice, bob here")
+    alice.wait_until("bob's reply", lambda p: "hi alice, bob here" in p.message_texts())
+
+    conversation = ["hello from alice", "hi alice, bob here"]
+    for page in pages:
+        assert page.message_texts() == conversation
+        assert [m["text"] for m in page.messages()] == conversation
+        assert page.state()["outbox"] == []
+    assert alice.texts("#log .message.own .text") == ["hello from alice"]
+    assert bob.texts("#log .message.own .text") == ["hi alice, bob here"]
+    assert [m["offset"] for m in alice.messages()] == [m["offset"] for m in bob.messages()]
+
+    # Typing, both ways.
+    bob.type("I am typing som")
+    alice.wait_until("bob typing", lambda p: p.text_of("typing") == "bob is typing…")
+    assert alice.state()["typing"] == ["bob"]
+    alice.screenshot(screenshot := artifacts / "chat-page.png")
+    width, height = png_size(screenshot)
+    assert width >= 600 and height >= 400
+    alice.type("me t")
+    bob.wait_until("alice typing", lambda p: p.text_of("typing") == "alice is typing…")
+    # The hint goes away by itself when nothing more is typed.
+    alice.wait_until("bob's typing hint expires", lambda p: p.text_of("typing") == "")
+
+
+def test_page_rides_out_its_node_being_killed(
+    fresh_cluster: LocalCluster, pages: tuple[ChatPage, ChatPage], artifacts: Path
+) -> None:
+    page = pages[0]
+    room = new_room()
+    first = page.open(fresh_cluster.http_url, room, "reader").wait_joined()
+    doomed = next(n for n in fresh_cluster.nodes if n.node_id == first["node"])
+    survivor = next(n for n in fresh_cluster.nodes if n is not doomed)
+    texts = [f"message {i:02d}" for i in range(1, 61)]
+
+    with member(survivor.url, room, "sender") as sender:
+        for text in texts[:20]:
+            sender.say(text)
+        page.wait_until("the first 20 messages", lambda p: len(p.messages()) >= 20)
+        kill(doomed)
+        for text in texts[20:40]:  # while the page is cut off or reconnecting
+            sender.say(text)
+        after = page.wait_until(
+            "joined again on another node",
+            lambda p: (s := p.state())["synced"] and s["node"] != doomed.node_id and s,
+            timeout=30,
+        )
+        for text in texts[40:]:
+            sender.say(text)
+        sent = [sender.next_event("message") for _ in texts]
+
+    page.wait_until("all 60 messages", lambda p: len(p.messages()) >= len(texts))
+    # Exactly once and in order: in the hook (with the server's offsets) and on screen.
+    assert [(m["offset"], m["text"]) for m in page.messages()] == [
+        (m["offset"], m["text"]) for m in sent
+    ]
+    assert page.message_texts() == texts
+
+    statuses = [entry["status"] for entry in page.state()["statusLog"]]
+    assert "reconnecting" in statuses[statuses.index("connected") :], statuses
+    notices = page.texts("#log .notice .text")
+    assert any(n.startswith("Connection lost (code 1006)") for n in notices), notices
+    assert f"Reconnected to {after['node']}: nothing was missed." in notices
+    assert page.text_of("status") == f"connected to {after['node']}"
+    # The picture shows the outage: the notices around it, scrolled to the middle.
+    page.driver.execute_script(
+        "[...document.querySelectorAll('#log .notice')]"
+        ".find((n) => n.textContent.includes('Connection lost'))"
+        ".scrollIntoView({ block: 'center' })"
+    )
+    page.screenshot(artifacts / "chat-page-after-failover.png")
+
+
+def test_message_typed_offline_waits_then_is_delivered_once(
+    single_node_cluster: LocalCluster, pages: tuple[ChatPage, ChatPage]
+) -> None:
+    cluster, page = single_node_cluster, pages[0]
+    room = new_room()
+    page.open(cluster.http_url, room, "traveller").wait_joined()
+    page.say("before the outage")
+    page.wait_until("first message", lambda p: p.message_texts() == ["before the outage"])
+
+    (node,) = cluster.nodes
+    kill(node)  # the only node: nginx has nowhere to send the page
+    page.wait_until("reconnecting", lambda p: p.state()["status"] == "reconnecting")
+    page.say("written while offline")
+    state = page.wait_until("a pending message", lambda p: (s := p.state())["outbox"] and s)
+    assert [(i["text"], i["status"]) for i in state["outbox"]] == [
+        ("written while offline", "queued")
+    ]
+    assert page.texts("#outbox .pending .text") == ["written while offline"]
+    assert page.texts("#outbox .pending .state") == ["waiting for the connection…"]
+    assert page.message_texts() == ["before the outage"]
+    assert page.text_of("status").startswith("reconnecting")
+
+    # The node comes back where nginx expects it; the page finds it by itself (backoff).
+    cluster.start_node({"ROOMCAST_PORT": str(node.port)})
+    page.wait_until(
+        "the pending message delivered",
+        lambda p: not p.state()["outbox"] and len(p.message_texts()) == 2,
+        timeout=40,
+    )
+    assert page.message_texts() == ["before the outage", "written while offline"]
+    assert page.texts("#log .message.own .text") == page.message_texts()
+    assert page.texts("#outbox .pending") == []
+    with member(cluster.url, room, "auditor") as auditor:
+        assert [m["text"] for m in auditor.history()] == page.message_texts()
+
+
+def test_page_says_what_it_could_not_recover_and_reloads_history(
+    pages: tuple[ChatPage, ChatPage],
+) -> None:
+    """More was missed than the room keeps (5 here): the page reloads and says so."""
+    page = pages[0]
+    room = new_room()
+    with LocalCluster(1, node_env=dict(FAST_ENV, ROOMCAST_HISTORY_SIZE="5")) as cluster:
+        (listed,) = cluster.nodes
+        hidden = cluster.start_node()  # not in nginx's list: the page cannot reach it
+        page.open(cluster.http_url, room, "away").wait_joined()
+        with member(hidden.url, room, "talker") as talker:
+            talker.say("before")
+            page.wait_until("the first message", lambda p: p.message_texts() == ["before"])
+            kill(listed)
+            page.wait_until("cut off", lambda p: p.state()["status"] == "reconnecting")
+            missed = [f"missed {i:02d}" for i in range(1, 13)]
+            for text in missed:
+                talker.say(text)
+            for _ in ["before", *missed]:
+                talker.next_event("message")  # all published before the page can come back
+            cluster.start_node({"ROOMCAST_PORT": str(listed.port)})
+            page.wait_until(
+                "the kept history reloaded",
+                lambda p: p.message_texts() == ["before", *missed[-5:]],
+                timeout=40,
+            )
+            talker.say("after")
+            page.wait_until("live again", lambda p: p.message_texts()[-1] == "after")
+    assert page.message_texts() == ["before", *missed[-5:], "after"]
+    assert [m["offset"] for m in page.messages()] == [1, 9, 10, 11, 12, 13, 14]
+    notices = page.texts("#log .notice.warning .text")
+    assert any(n.startswith("You were away longer than the server keeps") for n in notices)
+
+
+def test_token_from_the_page_url_names_the_user_and_limits_rooms(
+    pages: tuple[ChatPage, ChatPage],
+) -> None:
+    secret = uuid.uuid4().hex + uuid.uuid4().hex
+    token = issue_token(secret, "u-ann", name="Ann", rooms=["team-*"])
+    with LocalCluster(1, node_env=dict(FAST_ENV, ROOMCAST_AUTH_SECRET=secret)) as cluster:
+        page = pages[0]
+        state = page.open(cluster.http_url, "team-web", "someone-else", token=token).wait_joined()
+        assert state["username"] == "Ann"  # the token's name, not the one asked for
+        assert page.text_of("me") == "Ann"
+        page.say("signed in")
+        page.wait_until(
+            "own message", lambda p: p.texts("#log .message.own .text") == ["signed in"]
+        )
+
+        # A room the token does not allow: the page stops and says why, it does not retry.
+        page.open(cluster.http_url, "elsewhere", "Ann", token=token)
+        page.wait_until("refused", lambda p: p.state()["status"] == "offline")
+        assert page.text_of("status").startswith("offline: the server refused to join")
+        assert page.driver.find_element("id", "reconnect").is_displayed()
+        # No retry loop: a first retry would come within the backoff base (0.5 s); wait twice that.
+        page.holds("offline", lambda p: p.state()["status"] == "offline", seconds=1.0)
+        statuses = [entry["status"] for entry in page.state()["statusLog"]]
+        assert statuses == ["connecting", "connected", "offline"], statuses
+        page.say("queued, not sent")
+        page.wait_until("queued", lambda p: len(p.state()["outbox"]) == 1)
+        assert page.texts("#outbox .pending .state") == ["waiting for the connection…"]
+
+
+def test_markup_in_messages_is_shown_never_run(
+    cluster: LocalCluster, pages: tuple[ChatPage, ChatPage]
+) -> None:
+    mallory, victim = pages
+    room = new_room()
+    mallory.open(cluster.http_url, room, "mallory").wait_joined()
+    victim.open(cluster.http_url, room, "victim").wait_joined()
+    mallory.say(MARKUP)
+    mallory.say(SCRIPT)
+    victim.wait_until("both messages", lambda p: p.message_texts() == [MARKUP, SCRIPT])
+
+    def assert_inert(page: ChatPage) -> None:
+        assert page.message_texts() == [MARKUP, SCRIPT]
+        injected = page.driver.execute_script(
+            "return document.querySelectorAll('#log img, #log script, #outbox img').length"
+        )
+        assert injected == 0
+        assert page.driver.execute_script("return window.__pwned === undefined")
+
+    assert_inert(mallory)
+    assert_inert(victim)
+    # The same through a history reload (a fresh page loads the room's recent messages).
+    victim.open(cluster.http_url, room, "victim").wait_joined()
+    victim.wait_until("history loaded", lambda p: len(p.message_texts()) == 2)
+    assert_inert(victim)
+
+
+def test_join_form_at_the_root_url(cluster: LocalCluster, pages: tuple[ChatPage, ChatPage]) -> None:
+    page = pages[0]
+    page.driver.get(cluster.http_url + "/")
+    assert page.text_of("status") == "not connected"
+    name, room = page.driver.find_element("id", "name"), page.driver.find_element("id", "room")
+    assert room.get_attribute("value") == "general"
+    name.clear()
+    name.send_keys("walk-in")
+    room.clear()
+    room.send_keys(chosen := new_room())
+    page.driver.find_element("css selector", "#join button[type=submit]").click()
+    state = page.wait_joined()
+    assert (state["room"], state["username"]) == (chosen, "walk-in")
+    assert f"?name=walk-in&room={chosen}" in page.driver.current_url
+    assert page.text_of("room-title") == f"#{chosen}"
+
+
+def test_oversized_message_is_refused_by_the_page_not_the_server(
+    cluster: LocalCluster, pages: tuple[ChatPage, ChatPage]
+) -> None:
+    page = pages[0]
+    page.open(cluster.http_url, new_room(), "verbose").wait_joined()
+    # Over the server's 64 KiB frame limit, which would close the socket (1009).
+    page.driver.execute_script(
+        "document.getElementById('text').value = 'x'.repeat(70000);"
+        "document.getElementById('send').requestSubmit();"
+    )
+    state = page.wait_until("a failed message", lambda p: (s := p.state())["outbox"] and s)
+    (item,) = state["outbox"]
+    assert item["status"] == "failed" and "longer than the server accepts" in item["reason"]
+    assert page.texts("#outbox .failed button") == ["retry", "discard"]
+    page.say("short one")
+    page.wait_until("the next message", lambda p: p.message_texts() == ["short one"])
+    assert page.state()["status"] == "connected"
+    assert page.state()["statusLog"][-1]["status"] == "connected"
+
+
+def test_backoff_is_exponential_with_full_jitter(
+    cluster: LocalCluster, pages: tuple[ChatPage, ChatPage]
+) -> None:
+    page = pages[0]
+    page.driver.get(cluster.http_url + "/")
+    result = page.driver.execute_async_script(
+        """
+        const done = arguments[arguments.length - 1];
+        import("/connection.js").then((m) => done({
+          base: m.BACKOFF_BASE_MS,
+          cap: m.BACKOFF_CAP_MS,
+          samples: [...Array(10).keys()].map(
+            (attempt) => Array.from({ length: 400 }, () => m.backoffDelay(attempt))),
+        }), (error) => done({ error: String(error) }));
+        """
+    )
+    assert "error" not in result, result
+    base, cap = result["base"], result["cap"]
+    for attempt, delays in enumerate(result["samples"]):
+        ceiling = min(cap, base * 2**attempt)
+        assert all(0 <= d <= ceiling for d in delays), attempt
+        # Spread over the whole range, not a fixed delay nor a narrow band around one.
+        assert min(delays) < 0.1 * ceiling and max(delays) > 0.9 * ceiling, attempt
+        assert len(set(delays)) > 200, attempt
+    assert min(cap, base * 2**9) == cap, "the delay stops growing at the cap"
