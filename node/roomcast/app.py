@@ -6,13 +6,16 @@ import asyncio
 import logging
 import os
 import signal
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from roomcast.api_service import ApiService
 from roomcast.broker import Broker, HistoryLimits
 from roomcast.broker.memory import MemoryBroker
 from roomcast.config import Settings
 from roomcast.http_internal import InternalHttpServer
+from roomcast.http_public import PublicHttp
 from roomcast.metrics import Metrics
 from roomcast.node import Node
 from roomcast.transport import CHAT_PATH, WebSocketServer
@@ -42,30 +45,51 @@ class Server:
         self.port = 0
         self.metrics_port = 0
         self._ws: WebSocketServer | None = None
+        self._api: PublicHttp | None = None
         self._http = InternalHttpServer(self.registry, self.is_ready)
         self.broker: Broker = self._make_broker()
 
     def _make_broker(self) -> Broker:
-        if self.settings.redis_url is None:
+        settings = self.settings
+        if not settings.uses_redis:
             return MemoryBroker(self.node.on_broker_message, self._on_broker_state, self.limits)
+        common: dict[str, Any] = {
+            "timeout": settings.redis_timeout,
+            "limits": self.limits,
+            "instance": self.instance,
+            "presence_ttl": settings.presence_ttl,
+            "on_resync": self.node.resync_presence,
+        }
+        handlers = (self.node.on_broker_message, self._on_broker_state)
+        if settings.redis_mode == "cluster":
+            from roomcast.broker.redis_cluster import RedisClusterBroker
+
+            return RedisClusterBroker(settings.redis_url or "", *handlers, **common)
+        if settings.redis_mode == "sentinel":
+            from roomcast.broker.redis_sentinel import RedisSentinelBroker
+
+            return RedisSentinelBroker(
+                settings.redis_sentinels,
+                settings.redis_sentinel_master or "",
+                *handlers,
+                url=settings.redis_url,
+                **common,
+            )
         from roomcast.broker.redis import RedisBroker
 
-        return RedisBroker(
-            self.settings.redis_url,
-            self.node.on_broker_message,
-            self._on_broker_state,
-            timeout=self.settings.redis_timeout,
-            limits=self.limits,
-            instance=self.instance,
-            presence_ttl=self.settings.presence_ttl,
-            on_resync=self.node.resync_presence,
-        )
+        return RedisBroker(settings.redis_url or "", *handlers, **common)
+
+    def _broker_name(self) -> str:
+        if not self.settings.uses_redis:
+            return "memory"
+        mode = self.settings.redis_mode
+        return "redis" if mode == "standalone" else f"redis-{mode}"
 
     def is_ready(self) -> bool:
         return self.broker.ready and not self.draining
 
     def _on_broker_state(self, ready: bool) -> None:
-        if self.settings.redis_url is not None:
+        if self.settings.uses_redis:
             self.metrics.redis_connected.set(1 if ready else 0)
             if not ready:
                 self.metrics.redis_reconnects.inc()
@@ -79,6 +103,14 @@ class Server:
         loop = asyncio.get_running_loop()
         self._ws = WebSocketServer(self.node, self.settings, self.metrics, loop, self.instance)
         self.node.attach(self.broker, self._ws.outbox)
+        self._api = PublicHttp(
+            ApiService(
+                self.node, self.settings, self.metrics, self._ws.verifier, self._ws.origins
+            ),
+            self.node.streams, self.settings, self.metrics, self._ws.proxies, self._ws.outbox, loop,
+        )  # fmt: skip
+        self._ws.http = self._api
+        self._api.start()
         await self.broker.start()
         self.metrics_port = await self._http.start(
             self.settings.internal_host, self.settings.metrics_port
@@ -98,7 +130,7 @@ class Server:
                 "port": self.port,
                 "path": CHAT_PATH,
                 "metrics_port": self.metrics_port,
-                "broker": "memory" if self.settings.redis_url is None else "redis",
+                "broker": self._broker_name(),
                 "compression": self.settings.compression,
                 "auth": "token" if self.settings.auth_enabled else "open",
             },
@@ -111,6 +143,8 @@ class Server:
         self.draining = True
         self.metrics.ready.set(0)
         log.info("draining", extra={"deadline_s": self.settings.drain_timeout})
+        if self._api is not None:
+            self._api.drain()
         if self._ws is not None:
             await self._ws.drain(self.settings.drain_timeout)
         await self.broker.stop()

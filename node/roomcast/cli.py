@@ -48,9 +48,15 @@ def main(argv: list[str] | None = None) -> int:
         help="a room (or pattern like 'team-*') the user may join; repeat; default: any",
     )  # fmt: skip
     token.add_argument("--ttl", type=float, default=3600.0, help="seconds of validity")
+    from roomcast import chat_cli
+
+    chat = sub.add_parser("chat", help=chat_cli.HELP_LINE, description=chat_cli.DESCRIPTION)
+    chat_cli.add_arguments(chat)
     args = parser.parse_args(argv)
     if args.command in (None, "serve"):
         return _run_node()
+    if args.command == "chat":
+        return chat_cli.run(args)
     return _issue_token(args.subject, args.name, args.rooms, args.ttl)
 
 

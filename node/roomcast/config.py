@@ -14,6 +14,8 @@ from typing import Literal, TypeVar
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 LOG_LEVELS: tuple[LogLevel, ...] = ("DEBUG", "INFO", "WARNING", "ERROR")
+RedisMode = Literal["standalone", "cluster", "sentinel"]
+REDIS_MODES: tuple[RedisMode, ...] = ("standalone", "cluster", "sentinel")
 
 T = TypeVar("T")
 
@@ -31,6 +33,11 @@ class Settings:
     metrics_port: int = 9000
     # Cluster
     redis_url: str | None = None  # None: in-process broker, a single node needing no Redis
+    # standalone: one Redis; cluster: ``redis_url`` lists seed nodes (comma-separated);
+    # sentinel: the primary is asked of ``redis_sentinels``, ``redis_url`` only adds credentials.
+    redis_mode: RedisMode = "standalone"
+    redis_sentinels: tuple[str, ...] = ()  # host:port of each sentinel
+    redis_sentinel_master: str | None = None  # the name the sentinels monitor
     node_id: str = field(default_factory=socket.gethostname)
     # Limits
     max_frame_bytes: int = 64 * 1024
@@ -59,6 +66,12 @@ class Settings:
     message_rate_burst: int = 20
     typing_rate_per_second: float = 2.0
     typing_rate_burst: int = 5
+    # HTTP API and event streams
+    api_keys: tuple[str, ...] = field(default=(), repr=False)  # backend services' keys
+    api_rate_per_second: float = 20.0  # per API key, token subject or (open mode) address
+    api_rate_burst: int = 40
+    sse_heartbeat: float = 15.0
+    http_idle_timeout: float = 60.0
     # Features
     compression: bool = False
     log_level: LogLevel = "INFO"
@@ -66,6 +79,10 @@ class Settings:
     @property
     def auth_enabled(self) -> bool:
         return self.auth_secret is not None or self.auth_public_key is not None
+
+    @property
+    def uses_redis(self) -> bool:
+        return self.redis_url is not None or self.redis_mode == "sentinel"
 
     @property
     def internal_host(self) -> str:
@@ -115,6 +132,85 @@ def _parse_redis_url(name: str, raw: str) -> str | None:
     return raw
 
 
+def _parse_redis_mode(name: str, raw: str) -> RedisMode:
+    lowered = raw.strip().lower()
+    for mode in REDIS_MODES:
+        if lowered == mode:
+            return mode
+    raise ConfigError(f"{name}={raw!r}: expected one of {', '.join(REDIS_MODES)}")
+
+
+def _parse_host_port(name: str, item: str) -> str:
+    host, sep, port = item.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(f"{name}: {item!r} is not host:port")
+    return item
+
+
+def _parse_sentinels(name: str, raw: str) -> tuple[str, ...]:
+    return tuple(_parse_host_port(name, item) for item in _parse_list(name, raw))
+
+
+def _check_redis_topology(settings: Settings) -> list[str]:
+    """Problems with the combination of mode, URL and sentinel settings (values not echoed)."""
+    mode = settings.redis_mode
+    url = settings.redis_url
+    problems = []
+    if mode != "sentinel" and (settings.redis_sentinels or settings.redis_sentinel_master):
+        problems.append(
+            "ROOMCAST_REDIS_SENTINELS and ROOMCAST_REDIS_SENTINEL_MASTER need "
+            "ROOMCAST_REDIS_MODE=sentinel"
+        )
+    if mode == "standalone" and url is not None and "," in url:
+        problems.append(
+            "ROOMCAST_REDIS_URL: several URLs are seeds of a Redis Cluster: "
+            "set ROOMCAST_REDIS_MODE=cluster"
+        )
+    if mode == "cluster":
+        if url is None:
+            problems.append("ROOMCAST_REDIS_MODE=cluster needs ROOMCAST_REDIS_URL (seed nodes)")
+        else:
+            problems += _check_cluster_seeds(url)
+    if mode == "sentinel":
+        if not settings.redis_sentinels:
+            problems.append(
+                "ROOMCAST_REDIS_MODE=sentinel needs ROOMCAST_REDIS_SENTINELS (host:port,…)"
+            )
+        if not settings.redis_sentinel_master:
+            problems.append("ROOMCAST_REDIS_MODE=sentinel needs ROOMCAST_REDIS_SENTINEL_MASTER")
+        if url is not None and ("," in url or url.startswith("unix://")):
+            problems.append(
+                "ROOMCAST_REDIS_URL: in sentinel mode, one redis:// or rediss:// URL "
+                "(its password, database and TLS apply to the primary)"
+            )
+    return problems
+
+
+def _check_cluster_seeds(url: str) -> list[str]:
+    from urllib.parse import urlsplit
+
+    items = [item.strip() for item in url.split(",") if item.strip()]
+    if items[0].startswith("unix://"):
+        return ["ROOMCAST_REDIS_URL: Redis Cluster seeds are redis:// or rediss:// URLs"]
+    for item in items:
+        if "://" not in item:
+            try:
+                _parse_host_port("ROOMCAST_REDIS_URL", item)
+            except ConfigError:
+                return ["ROOMCAST_REDIS_URL: each seed after the first is a URL or host:port"]
+            continue
+        try:
+            parts = urlsplit(item)
+            parts.port  # noqa: B018 -- raises on a bad port
+        except ValueError:
+            return ["ROOMCAST_REDIS_URL: a seed URL has an invalid port"]
+        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+            return ["ROOMCAST_REDIS_URL: Redis Cluster seeds are redis:// or rediss:// URLs"]
+        if parts.path.strip("/") not in ("", "0"):
+            return ["ROOMCAST_REDIS_URL: Redis Cluster has only database 0"]
+    return []
+
+
 def _parse_node_id(name: str, raw: str) -> str:
     if not 1 <= len(raw) <= 64 or not all(c.isalnum() or c in "-_.:" for c in raw):
         raise ConfigError(f"{name}={raw!r}: expected 1-64 letters, digits or -_.:")
@@ -158,6 +254,13 @@ def _parse_proxies(name: str, raw: str) -> tuple[str, ...]:
     return items
 
 
+def _parse_api_keys(name: str, raw: str) -> tuple[str, ...]:
+    keys = _parse_list(name, raw)
+    if any(len(key) < 24 for key in keys):
+        raise ConfigError(f"{name}: each key needs at least 24 characters (openssl rand -hex 16)")
+    return keys
+
+
 def _parse_host(name: str, raw: str) -> str:
     if not raw.strip():
         raise ConfigError(f"{name}: expected an address to listen on, e.g. 0.0.0.0")
@@ -170,6 +273,9 @@ _PARSERS: dict[str, Callable[[str, str], object]] = {
     "metrics_host": _parse_host,
     "metrics_port": _parse_port,
     "redis_url": _parse_redis_url,
+    "redis_mode": _parse_redis_mode,
+    "redis_sentinels": _parse_sentinels,
+    "redis_sentinel_master": _parse_optional,
     "node_id": _parse_node_id,
     "max_frame_bytes": lambda n, r: _parse_int(n, r, 256, 16 * 1024 * 1024),
     "max_rooms_per_connection": lambda n, r: _parse_int(n, r, 1, 10_000),
@@ -194,13 +300,18 @@ _PARSERS: dict[str, Callable[[str, str], object]] = {
     "message_rate_burst": lambda n, r: _parse_int(n, r, 1, 1_000_000),
     "typing_rate_per_second": lambda n, r: _parse_float(n, r, 0.01, 1_000_000),
     "typing_rate_burst": lambda n, r: _parse_int(n, r, 1, 1_000_000),
+    "api_keys": _parse_api_keys,
+    "api_rate_per_second": lambda n, r: _parse_float(n, r, 0.01, 1_000_000),
+    "api_rate_burst": lambda n, r: _parse_int(n, r, 1, 1_000_000),
+    "sse_heartbeat": lambda n, r: _parse_float(n, r, 0.05, 3600),
+    "http_idle_timeout": lambda n, r: _parse_float(n, r, 0.1, 3600),
     "compression": _parse_bool,
     "log_level": _parse_log_level,
 }
 
 ENV_PREFIX = "ROOMCAST_"
 # Secrets may come from files instead (Docker/Kubernetes secrets): ROOMCAST_<NAME>_FILE.
-FILE_VARIABLES = ("auth_secret", "auth_public_key", "redis_url")
+FILE_VARIABLES = ("auth_secret", "auth_public_key", "redis_url", "api_keys")
 
 
 def env_name(field_name: str) -> str:
@@ -249,6 +360,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     settings = Settings(**values)  # type: ignore[arg-type]
+    topology_problems = _check_redis_topology(settings)
+    if topology_problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(topology_problems))
     if settings.auth_secret is not None and settings.auth_public_key is not None:
         raise ConfigError("set ROOMCAST_AUTH_SECRET (HS256) or ROOMCAST_AUTH_PUBLIC_KEY, not both")
     if settings.auth_public_key is not None:

@@ -86,4 +86,12 @@ class Metrics:
             "roomcast_recoveries", "Joins with 'since', by outcome", ["outcome"],
             registry=registry,
         )  # fmt: skip
+        self.api_requests = Counter(
+            "roomcast_api_requests", "HTTP API requests answered, by endpoint and status",
+            ["endpoint", "status"], registry=registry,
+        )  # fmt: skip
+        self.event_streams_open = Gauge(
+            "roomcast_event_streams_open", "Server-Sent Events streams open on this node",
+            registry=registry,
+        )  # fmt: skip
         self.ready = Gauge("roomcast_ready", "1 when the node accepts traffic", registry=registry)

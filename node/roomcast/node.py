@@ -27,6 +27,7 @@ from roomcast.protocol import (
 from roomcast.ratelimit import RateLimiter
 from roomcast.recovery import NOT_REQUESTED, RECOVERED, CatchUp, JoinReply
 from roomcast.rooms import RoomRegistry, TooManyRoomsError
+from roomcast.streams import StreamHub
 from roomcast.transport import Connection, Outbox
 
 log = logging.getLogger("roomcast.node")
@@ -56,6 +57,8 @@ class Node:
         self._history_size = history_size
         self.metrics = metrics
         self.rooms: RoomRegistry[Connection] = RoomRegistry(max_rooms)
+        # Server-Sent Events listeners: they share the room subscriptions of the members.
+        self.streams = StreamHub(history_size, self.rooms.has_room, metrics.event_streams_open.set)
         self.broker: Broker | None = None
         self.outbox: Outbox | None = None
         # room -> joining connection -> live events held until its join completes
@@ -76,6 +79,7 @@ class Node:
     def attach(self, broker: Broker, outbox: Outbox) -> None:
         self.broker = broker
         self.outbox = outbox
+        self.streams.attach(broker, outbox)
 
     # Transport callbacks
 
@@ -145,7 +149,8 @@ class Node:
     def on_broker_message(self, room: str, payload: bytes) -> None:
         members = self.rooms.members(room)
         holders = self._catch_ups.get(room)
-        if not members and not holders:
+        streamed = self.streams.has_room(room)
+        if not members and not holders and not streamed:
             return
         try:
             event = envelope.unpack(payload)
@@ -164,6 +169,8 @@ class Node:
                     waiter = self._marker_waiters.pop((conn, room), None)
                     if waiter is not None and not waiter.done():
                         waiter.set_result(None)
+        if streamed:
+            self.streams.deliver(room, event)
         self.metrics.fanout_latency.observe(max(0.0, time.time() - event.origin_time))
 
     # Commands
@@ -358,7 +365,8 @@ class Node:
 
     def _unsubscribe(self, room: str) -> None:
         assert self.broker is not None
-        self.broker.unsubscribe(room)
+        if not self.streams.has_room(room):  # event streams still listen to it
+            self.broker.unsubscribe(room)
         self.metrics.rooms_local.set(self.rooms.room_count)
 
     def _reject(self, conn: Connection, code: str, reason: str, room: str | None = None) -> None:

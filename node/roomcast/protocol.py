@@ -99,12 +99,8 @@ COMMAND_TYPES: Final = ("join", "leave", "message", "typing", "history", "presen
 MAX_OFFSET: Final = 2**53  # offsets are exact in every JSON client (and in Redis' Lua)
 
 
-def _room(data: dict[str, Any], required: bool) -> str | None:
-    room = data.get("room")
-    if room is None:
-        if required:
-            raise ProtocolError(ErrorCode.INVALID_ROOM, "'room' is required")
-        return None
+def validate_room(room: object) -> str:
+    """A room name as the protocol accepts it, or ProtocolError (also for the HTTP API)."""
     if not isinstance(room, str) or ROOM_PATTERN.fullmatch(room) is None:
         raise ProtocolError(
             ErrorCode.INVALID_ROOM,
@@ -113,10 +109,7 @@ def _room(data: dict[str, Any], required: bool) -> str | None:
     return room
 
 
-def _username(data: dict[str, Any]) -> str | None:
-    username = data.get("username")
-    if username is None and "username" not in data:
-        return None
+def validate_username(username: object) -> str:
     if not isinstance(username, str) or USERNAME_PATTERN.fullmatch(username) is None:
         raise ProtocolError(
             ErrorCode.INVALID_USERNAME,
@@ -125,6 +118,22 @@ def _username(data: dict[str, Any]) -> str | None:
     if not username.strip():
         raise ProtocolError(ErrorCode.INVALID_USERNAME, "'username' must not be blank")
     return username
+
+
+def _room(data: dict[str, Any], required: bool) -> str | None:
+    room = data.get("room")
+    if room is None:
+        if required:
+            raise ProtocolError(ErrorCode.INVALID_ROOM, "'room' is required")
+        return None
+    return validate_room(room)
+
+
+def _username(data: dict[str, Any]) -> str | None:
+    username = data.get("username")
+    if username is None and "username" not in data:
+        return None
+    return validate_username(username)
 
 
 def _since(data: dict[str, Any]) -> Since | None:

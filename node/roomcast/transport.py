@@ -40,6 +40,7 @@ from roomcast.ratelimit import RateLimiter
 
 if TYPE_CHECKING:
     from roomcast.config import Settings
+    from roomcast.http_public import PublicHttp
     from roomcast.metrics import Metrics
 
 log = logging.getLogger("roomcast.transport")
@@ -48,6 +49,30 @@ _quiet_protocol_log = logging.getLogger("roomcast.transport.protocol")
 _quiet_protocol_log.setLevel(logging.WARNING)
 
 CHAT_PATH: Final = "/chat"
+# Enough of a request to tell an API request ("GET /api/…", or any other method) from a
+# WebSocket handshake.
+_SNIFF_BYTES: Final = 16
+
+
+def is_http_api_request(head: bytes) -> bool | None:
+    """True: an HTTP API request; False: a WebSocket handshake (or junk); None: need more."""
+    space = head.find(b" ", 0, _SNIFF_BYTES)
+    if space < 0:
+        return None if len(head) < _SNIFF_BYTES else False
+    if head[:space] != b"GET":
+        return True
+    target = head[space + 1 : space + 6]
+    if len(target) < 5:
+        return None if b"/api/".startswith(target) else False
+    return target == b"/api/"
+
+
+class OutboxEntry(Protocol):
+    """A connection the outbox writes to: a WebSocket, or an HTTP event stream."""
+
+    pending: list[bytes]
+
+    def write_pending(self) -> int: ...
 
 
 class Application(Protocol):
@@ -68,10 +93,10 @@ class Outbox:
     def __init__(self, loop: asyncio.AbstractEventLoop, metrics: Metrics) -> None:
         self._loop = loop
         self._metrics = metrics
-        self._dirty: list[Connection] = []
+        self._dirty: list[OutboxEntry] = []
         self._scheduled = False
 
-    def push(self, conn: Connection, frame: bytes) -> None:
+    def push(self, conn: OutboxEntry, frame: bytes) -> None:
         pending = conn.pending
         pending.append(frame)
         if len(pending) == 1:
@@ -114,6 +139,7 @@ class Connection(asyncio.Protocol):
         "_handshake_timer",
         "_server",
         "_settings",
+        "_sniffed",
         "alive",
         "client_address",
         "closed",
@@ -160,6 +186,8 @@ class Connection(asyncio.Protocol):
         self._backlog: deque[bytes] = deque()
         self._handshake_timer: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
+        # The start of the request until it is known to be a WebSocket handshake (then None).
+        self._sniffed: bytes | None = b"" if server.http is not None else None
 
     # asyncio.Protocol callbacks
 
@@ -175,6 +203,16 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.alive = True
+        if self._sniffed is not None:
+            data = self._sniffed + data
+            is_api = is_http_api_request(data)
+            if is_api is None:
+                self._sniffed = data
+                return
+            self._sniffed = None
+            if is_api:
+                self._hand_over(data)
+                return
         try:
             self.proto.receive_data(data)
             self._process_events()
@@ -195,6 +233,14 @@ class Connection(asyncio.Protocol):
         self._cancel_timers()
         self.pending.clear()
         self._finish()
+
+    def _hand_over(self, received: bytes) -> None:
+        """An HTTP API request, not a WebSocket: the API's HTTP protocol takes the socket."""
+        self._cancel_timers()
+        self.closed = True
+        http = self._server.http
+        if self.transport is not None and http is not None:
+            http.take_over(self.transport, received, self.client_address)
 
     # Sending
 
@@ -246,6 +292,9 @@ class Connection(asyncio.Protocol):
                 self.proto.fail(code, reason)
                 self._flush_protocol()
             self._finish()
+        elif not self.opened:
+            # Failed during the handshake (its timer is gone by then): never leave it hanging.
+            self.abort()
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -467,6 +516,8 @@ class WebSocketServer:
         self.origins = OriginPolicy(settings.allowed_origins)
         self.proxies = ProxyTrust(settings.trusted_proxies)
         self.connections: set[Connection] = set()
+        # Set by the app when the HTTP API shares this port.
+        self.http: PublicHttp | None = None
         self._ids = itertools.count(1)
         self._id_prefix = f"{instance}-"
         self._server: asyncio.Server | None = None

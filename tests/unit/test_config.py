@@ -252,6 +252,9 @@ def test_every_env_name_is_read() -> None:
         "ROOMCAST_METRICS_HOST": "0.0.0.0",
         "ROOMCAST_METRICS_PORT": "2",
         "ROOMCAST_REDIS_URL": "redis://r",
+        "ROOMCAST_REDIS_MODE": "cluster",
+        "ROOMCAST_REDIS_SENTINELS": "s1:26379",
+        "ROOMCAST_REDIS_SENTINEL_MASTER": "primary",
         "ROOMCAST_NODE_ID": "zz-test-node",
         "ROOMCAST_MAX_FRAME_BYTES": "1000",
         "ROOMCAST_MAX_ROOMS_PER_CONNECTION": "2",
@@ -278,16 +281,45 @@ def test_every_env_name_is_read() -> None:
         "ROOMCAST_MESSAGE_RATE_BURST": "1",
         "ROOMCAST_TYPING_RATE_PER_SECOND": "1",
         "ROOMCAST_TYPING_RATE_BURST": "1",
+        "ROOMCAST_API_KEYS": "k" * 24 + ",another-key-of-24-chars!",
+        "ROOMCAST_API_RATE_PER_SECOND": "1",
+        "ROOMCAST_API_RATE_BURST": "1",
+        "ROOMCAST_SSE_HEARTBEAT": "1",
+        "ROOMCAST_HTTP_IDLE_TIMEOUT": "1",
     }
     file_variants = {
         name + "_FILE"
-        for name in ("ROOMCAST_AUTH_SECRET", "ROOMCAST_AUTH_PUBLIC_KEY", "ROOMCAST_REDIS_URL")
-    }
+        for name in (
+            "ROOMCAST_AUTH_SECRET", "ROOMCAST_AUTH_PUBLIC_KEY", "ROOMCAST_REDIS_URL",
+            "ROOMCAST_API_KEYS",
+        )
+    }  # fmt: skip
     assert set(samples) | file_variants == set(env_names())
     defaults = load_settings({})
+    # Variables only valid together with others (the Redis topology) come with their partners.
+    partners = {
+        "ROOMCAST_REDIS_MODE": {"ROOMCAST_REDIS_URL": "redis://r"},
+        "ROOMCAST_REDIS_SENTINELS": {
+            "ROOMCAST_REDIS_MODE": "sentinel",
+            "ROOMCAST_REDIS_SENTINEL_MASTER": "m",
+        },
+        "ROOMCAST_REDIS_SENTINEL_MASTER": {
+            "ROOMCAST_REDIS_MODE": "sentinel",
+            "ROOMCAST_REDIS_SENTINELS": "s:1",
+        },
+    }
     for name, raw in samples.items():
         field = name.removeprefix("ROOMCAST_").lower()
-        assert getattr(load_settings({name: raw}), field) != getattr(defaults, field), name
+        env = dict(partners.get(name, {}), **{name: raw})
+        assert getattr(load_settings(env), field) != getattr(defaults, field), name
+
+
+def test_api_keys_must_be_long_and_stay_out_of_repr() -> None:
+    with pytest.raises(ConfigError, match="ROOMCAST_API_KEYS: each key needs at least 24"):
+        load_settings({"ROOMCAST_API_KEYS": "short"})
+    settings = load_settings({"ROOMCAST_API_KEYS": " " + "a" * 24 + " , " + "b" * 30})
+    assert settings.api_keys == ("a" * 24, "b" * 30)
+    assert "a" * 24 not in repr(settings)
 
 
 def test_secrets_come_from_files_and_never_show_in_repr(tmp_path: Path) -> None:
@@ -304,3 +336,112 @@ def test_secrets_come_from_files_and_never_show_in_repr(tmp_path: Path) -> None:
         )
     with pytest.raises(ConfigError, match="32 characters"):
         load_settings({"ROOMCAST_AUTH_SECRET": "short"})
+
+
+def test_redis_mode_defaults_to_standalone() -> None:
+    settings = load_settings({"ROOMCAST_REDIS_URL": "redis://r:6379/0"})
+    assert settings.redis_mode == "standalone" and settings.uses_redis
+    assert settings.redis_sentinels == () and settings.redis_sentinel_master is None
+    assert not load_settings({}).uses_redis
+
+
+def test_cluster_mode_takes_a_list_of_seeds() -> None:
+    seeds = "redis://:pw@10.0.0.1:7000, 10.0.0.2:7001,rediss://c:7002"
+    settings = load_settings({"ROOMCAST_REDIS_MODE": "Cluster", "ROOMCAST_REDIS_URL": seeds})
+    assert settings.redis_mode == "cluster"
+    assert settings.redis_url == seeds.strip()
+
+
+def test_sentinel_mode_settings() -> None:
+    settings = load_settings(
+        {
+            "ROOMCAST_REDIS_MODE": "sentinel",
+            "ROOMCAST_REDIS_SENTINELS": "s1:26379, s2:26379,[::1]:26380",
+            "ROOMCAST_REDIS_SENTINEL_MASTER": "roomcast",
+        }
+    )
+    assert settings.redis_sentinels == ("s1:26379", "s2:26379", "[::1]:26380")
+    assert settings.redis_sentinel_master == "roomcast"
+    assert settings.redis_url is None and settings.uses_redis  # no URL needed
+    with_password = load_settings(
+        {
+            "ROOMCAST_REDIS_MODE": "sentinel",
+            "ROOMCAST_REDIS_SENTINELS": "s1:26379",
+            "ROOMCAST_REDIS_SENTINEL_MASTER": "roomcast",
+            "ROOMCAST_REDIS_URL": "redis://:secret@primary/0",
+        }
+    )
+    assert with_password.redis_url == "redis://:secret@primary/0"
+
+
+@pytest.mark.parametrize(
+    ("env", "expected_message"),
+    [
+        ({"ROOMCAST_REDIS_MODE": "sharded"}, "ROOMCAST_REDIS_MODE='sharded': expected one of"),
+        (
+            {"ROOMCAST_REDIS_MODE": "cluster"},
+            "ROOMCAST_REDIS_MODE=cluster needs ROOMCAST_REDIS_URL",
+        ),
+        (
+            {"ROOMCAST_REDIS_URL": "redis://a:1,redis://b:2"},
+            "several URLs are seeds of a Redis Cluster: set ROOMCAST_REDIS_MODE=cluster",
+        ),
+        (
+            {"ROOMCAST_REDIS_MODE": "cluster", "ROOMCAST_REDIS_URL": "unix:///tmp/r.sock"},
+            "Redis Cluster seeds are redis:// or rediss:// URLs",
+        ),
+        (
+            {"ROOMCAST_REDIS_MODE": "cluster", "ROOMCAST_REDIS_URL": "redis://a:1/3"},
+            "Redis Cluster has only database 0",
+        ),
+        (
+            {"ROOMCAST_REDIS_MODE": "cluster", "ROOMCAST_REDIS_URL": "redis://a:1,b"},
+            "each seed after the first is a URL or host:port",
+        ),
+        (
+            {"ROOMCAST_REDIS_MODE": "cluster", "ROOMCAST_REDIS_URL": "redis://a:x"},
+            "a seed URL has an invalid port",
+        ),
+        (
+            {"ROOMCAST_REDIS_MODE": "sentinel", "ROOMCAST_REDIS_SENTINEL_MASTER": "m"},
+            "ROOMCAST_REDIS_MODE=sentinel needs ROOMCAST_REDIS_SENTINELS",
+        ),
+        (
+            {"ROOMCAST_REDIS_MODE": "sentinel", "ROOMCAST_REDIS_SENTINELS": "s:1"},
+            "ROOMCAST_REDIS_MODE=sentinel needs ROOMCAST_REDIS_SENTINEL_MASTER",
+        ),
+        ({"ROOMCAST_REDIS_SENTINELS": "s:1"}, "need ROOMCAST_REDIS_MODE=sentinel"),
+        ({"ROOMCAST_REDIS_SENTINEL_MASTER": "m"}, "need ROOMCAST_REDIS_MODE=sentinel"),
+        (
+            {
+                "ROOMCAST_REDIS_MODE": "sentinel",
+                "ROOMCAST_REDIS_SENTINELS": "s1",
+                "ROOMCAST_REDIS_SENTINEL_MASTER": "m",
+            },
+            "ROOMCAST_REDIS_SENTINELS: 's1' is not host:port",
+        ),
+        (
+            {
+                "ROOMCAST_REDIS_MODE": "sentinel",
+                "ROOMCAST_REDIS_SENTINELS": "s1:1",
+                "ROOMCAST_REDIS_SENTINEL_MASTER": "m",
+                "ROOMCAST_REDIS_URL": "redis://a,redis://b",
+            },
+            "in sentinel mode, one redis:// or rediss:// URL",
+        ),
+    ],
+)
+def test_bad_redis_topology_is_a_clear_config_error(
+    env: dict[str, str], expected_message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    assert expected_message in str(info.value)
+
+
+def test_cluster_seed_passwords_are_not_echoed() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(
+            {"ROOMCAST_REDIS_MODE": "cluster", "ROOMCAST_REDIS_URL": "redis://:hunter2@a:1/5"}
+        )
+    assert "hunter2" not in str(info.value)

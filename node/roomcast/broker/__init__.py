@@ -76,6 +76,10 @@ class Broker(Protocol):
         (``prefix + offset + epoch``), keep it in history and publish ``head + offset\\n + json``,
         all as one atomic step. Same order and failure rules as :meth:`publish`."""
 
+    async def post_message(self, room: str, head: bytes, prefix: bytes) -> tuple[str, int]:
+        """:meth:`publish_message`, awaited: returns the message's (epoch, offset) once it is
+        published, or raises BrokerUnavailable (the HTTP API answers with these)."""
+
     async def join(
         self, room: str, member: str, username: str, since: Since | None, announce: bytes
     ) -> JoinReply:

@@ -13,6 +13,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from roomcast.broker import (
+    BrokerUnavailable,
     FailureHandler,
     HistoryLimits,
     HistoryReply,
@@ -90,6 +91,13 @@ class MemoryBroker:
         if len(state.history) > self._limits.size:
             state.history.popleft()
         self.publish(room, head + b"%d\n" % state.offset + message, on_failure)
+
+    async def post_message(self, room: str, head: bytes, prefix: bytes) -> tuple[str, int]:
+        if not self.ready:
+            raise BrokerUnavailable("broker stopped")
+        self.publish_message(room, head, prefix)
+        state = self._room(room)
+        return state.epoch, state.offset
 
     async def join(
         self, room: str, member: str, username: str, since: Since | None, announce: bytes

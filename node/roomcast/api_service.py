@@ -1,0 +1,208 @@
+"""What each HTTP API request does: credentials, limits, then the node and its broker.
+
+Credentials, when the node has any configured: an API key (``ROOMCAST_API_KEYS``; a backend
+service, which names the author of what it posts) or a user token (the WebSocket tokens; the
+token names the author and its ``rooms`` claim applies). Either comes as ``Authorization:
+Bearer …``, ``X-API-Key`` or ``?token=``. With neither configured the API is open, like the
+WebSocket endpoint in development mode.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+from roomcast import api, envelope, protocol, sse
+from roomcast.api import ApiError, Endpoint, Route
+from roomcast.auth import AuthError, Identity, OriginPolicy, TokenVerifier, token_from_request
+from roomcast.broker import Broker, BrokerUnavailable
+from roomcast.openapi import document
+from roomcast.ratelimit import RateLimiter
+
+if TYPE_CHECKING:
+    from roomcast.config import Settings
+    from roomcast.metrics import Metrics
+    from roomcast.node import Node
+
+# Rate-limit buckets kept for the most recent callers; older ones are forgotten (and refilled).
+MAX_BUCKETS: Final = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class ApiRequest:
+    method: str
+    target: str
+    headers: dict[str, str]  # lower-case names; repeated headers joined with ", "
+    body: bytes
+    client_address: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+    content_type: str = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class OpenStream:
+    """Answer with an event stream of ``room``, resuming after ``since`` when given."""
+
+    room: str
+    since: int | None
+    epoch: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    key: str  # rate-limit bucket
+    identity: Identity | None  # a user token's identity; None for API keys and open mode
+
+
+class ApiService:
+    def __init__(
+        self,
+        node: Node,
+        settings: Settings,
+        metrics: Metrics,
+        verifier: TokenVerifier | None,
+        origins: OriginPolicy,
+    ) -> None:
+        self._node = node
+        self._settings = settings
+        self._metrics = metrics
+        self._verifier = verifier
+        self._origins = origins
+        self._api_keys = tuple(key.encode() for key in settings.api_keys)
+        self._buckets: OrderedDict[str, RateLimiter] = OrderedDict()
+
+    @property
+    def closed_api(self) -> bool:
+        return bool(self._api_keys) or self._verifier is not None
+
+    async def handle(self, request: ApiRequest) -> Reply | OpenStream:
+        route = api.route(request.method, request.target)
+        if route.endpoint is Endpoint.OPENAPI:
+            return Reply(200, api.json_body(document()))
+        if not self._origins.allows(request.headers.get("origin")):
+            raise ApiError(403, "origin", "origin not allowed")
+        caller = self._authenticate(request)
+        self._limit(caller)
+        room = route.room
+        assert room is not None
+        if caller.identity is not None and not caller.identity.may_join(room):
+            raise ApiError(403, protocol.ErrorCode.FORBIDDEN, f"your token does not allow {room!r}")
+        if route.endpoint is Endpoint.EVENTS:
+            return self._open_stream(route, request)
+        if not self._node_ready():
+            raise ApiError(503, protocol.ErrorCode.UNAVAILABLE, "the broker is unavailable")
+        try:
+            if route.endpoint is Endpoint.POST_MESSAGE:
+                return await self._post(room, caller, request)
+            if route.endpoint is Endpoint.PRESENCE:
+                members = await self._broker().presence(room)
+                return Reply(200, protocol.presence(room, members))
+            limit = api.history_limit(route, self._settings.history_size)
+            history = await self._broker().history(room, limit)
+            return Reply(
+                200, protocol.history(room, history.epoch, history.offset, history.messages)
+            )
+        except BrokerUnavailable as exc:
+            reason = f"broker unavailable: {exc}"
+            raise ApiError(503, protocol.ErrorCode.UNAVAILABLE, reason) from None
+
+    async def _post(self, room: str, caller: Caller, request: ApiRequest) -> Reply:
+        posted = api.parse_posted_message(request.headers.get("content-type"), request.body)
+        if caller.identity is not None:
+            username = caller.identity.name  # a user token names its author
+        elif posted.username is None:
+            raise ApiError(400, protocol.ErrorCode.INVALID_USERNAME, "'username' is required")
+        else:
+            username = posted.username
+        now = time.time()
+        prefix = protocol.chat_message_prefix(room, username, posted.text, int(now * 1000))
+        self._metrics.messages_published.labels("message").inc()
+        epoch, offset = await self._broker().post_message(room, envelope.head(now), prefix)
+        body = api.json_body({"room": room, "epoch": epoch, "offset": offset})
+        location = f"/api/rooms/{room}/history"
+        return Reply(201, body, (("Location", location),))
+
+    def _open_stream(self, route: Route, request: ApiRequest) -> OpenStream:
+        assert route.room is not None
+        # EventSource resends the last id as a header; curl users may pass ?since= instead.
+        raw = request.headers.get("last-event-id") or route.query_value("since")
+        since = sse.parse_last_event_id(raw)
+        if raw is not None and since is None:
+            raise ApiError(400, protocol.ErrorCode.INVALID_SINCE, "Last-Event-ID must be an offset")
+        epoch = route.query_value("epoch")
+        if epoch is not None and not 1 <= len(epoch) <= 64:
+            raise ApiError(400, protocol.ErrorCode.INVALID_SINCE, "epoch must be 1-64 characters")
+        if not self._node_ready():
+            raise ApiError(503, protocol.ErrorCode.UNAVAILABLE, "the broker is unavailable")
+        return OpenStream(route.room, since, epoch)
+
+    def _authenticate(self, request: ApiRequest) -> Caller:
+        credential = _credential(request)
+        if not self.closed_api:
+            return Caller(f"ip:{request.client_address}", None)
+        if credential is None:
+            raise ApiError(
+                401,
+                "token_missing",
+                "send an API key or a token (Authorization: Bearer …)",
+                (("WWW-Authenticate", 'Bearer realm="roomcast"'),),
+            )
+        encoded = credential.encode()
+        for index, key in enumerate(self._api_keys):
+            if hmac.compare_digest(encoded, key):
+                return Caller(f"key:{index}", None)
+        if self._verifier is None:
+            raise ApiError(401, "api_key_invalid", "unknown API key")
+        try:
+            identity = self._verifier.verify(credential)
+        except AuthError as exc:
+            self._metrics.auth_failures.labels(exc.code).inc()
+            raise ApiError(exc.status, exc.code, exc.reason) from None
+        return Caller(f"sub:{identity.subject}", identity)
+
+    def _limit(self, caller: Caller) -> None:
+        bucket = self._buckets.get(caller.key)
+        if bucket is None:
+            bucket = self._buckets[caller.key] = RateLimiter(
+                self._settings.api_rate_per_second, self._settings.api_rate_burst
+            )
+            if len(self._buckets) > MAX_BUCKETS:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(caller.key)
+        if not bucket.allow():
+            retry_after = max(1, round(1 / self._settings.api_rate_per_second))
+            raise ApiError(
+                429,
+                protocol.ErrorCode.RATE_LIMITED,
+                "too many requests; slow down",
+                (("Retry-After", str(retry_after)),),
+            )
+
+    def _node_ready(self) -> bool:
+        return self._node.broker is not None and self._node.broker.ready
+
+    def _broker(self) -> Broker:
+        assert self._node.broker is not None
+        return self._node.broker
+
+
+def _credential(request: ApiRequest) -> str | None:
+    authorization = request.headers.get("authorization")
+    if authorization is not None:
+        scheme, _, value = authorization.strip().partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    key = request.headers.get("x-api-key")
+    if key:
+        return key.strip()
+    return token_from_request(request.target, ())

@@ -1,0 +1,596 @@
+"""``RoomcastClient``: one WebSocket to a roomcast cluster that survives node deaths.
+
+One background task owns the connection: connect, read ``welcome``, rejoin every room with
+``since`` (the last position seen), then read frames until the connection ends; then wait a
+jittered, growing delay and start again, unless the server said we are at fault (1003, 1007,
+1008, 1009) or refused us (HTTP 401/403). A second task per connection writes frames, one at a
+time and in order (``link.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any, Final
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
+from websockets.typing import Subprotocol
+from websockets.uri import parse_uri
+
+from roomcast.client.backoff import Backoff
+from roomcast.client.cursor import RoomCursor
+from roomcast.client.errors import ClientClosedError, JoinError, LinkLost
+from roomcast.client.events import (
+    ChatMessage,
+    Closed,
+    Connected,
+    Disconnected,
+    Error,
+    Event,
+    History,
+    Joined,
+    Left,
+    Presence,
+    Reconnecting,
+    ServerEvent,
+    Welcome,
+    parse_event,
+)
+from roomcast.client.link import Link, RoomState
+from roomcast.client.outgoing import Outgoing, SendBook
+from roomcast.client.waiters import Requests
+
+# The server's answer to a fault of ours: reconnecting would only repeat it.
+FATAL_CLOSE_CODES: Final = frozenset({1003, 1007, 1008, 1009})
+FATAL_HTTP_STATUSES: Final = frozenset({401, 403})
+ABNORMAL_CLOSURE: Final = 1006
+# Errors about a join frame's fields, which the server sends without a room.
+_JOIN_FIELD_ERRORS: Final = frozenset({"invalid_room", "invalid_username", "invalid_since"})
+
+log = logging.getLogger("roomcast.client")
+
+_END: Final = object()  # after the last event
+
+
+class RoomcastClient:
+    """An asyncio roomcast client: ``async with RoomcastClient(url, "ann") as client: …``.
+
+    ``rooms`` are joined at start. Events come from ``async for event in client``; reading
+    pauses when ``max_events`` are waiting, so a slow application slows the connection (and, at
+    worst, the server closes it with 1013 and the client resumes) instead of growing memory.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        username: str,
+        *,
+        token: str | None = None,
+        rooms: Iterable[str] = (),
+        backoff: Backoff | None = None,
+        stable_after: float = 10.0,
+        max_attempts: int | None = None,
+        open_timeout: float = 10.0,
+        request_timeout: float = 10.0,
+        max_unsent: int = 1000,
+        queue_timeout: float = 60.0,
+        confirm_timeout: float = 30.0,
+        typing_interval: float = 1.0,
+        max_events: int = 10_000,
+        ping_interval: float | None = 20.0,
+        max_frame_bytes: int = 2**24,
+    ) -> None:
+        try:
+            parse_uri(url)
+        except InvalidURI as exc:
+            raise ValueError(f"not a WebSocket URL: {url!r} ({exc})") from None
+        self.url = url
+        self.username = username
+        self._token = token
+        self._backoff = backoff or Backoff()
+        self._stable_after = stable_after
+        self._max_attempts = max_attempts
+        self._open_timeout = open_timeout
+        self._request_timeout = request_timeout
+        self._typing_interval = typing_interval
+        self._max_events = max_events
+        self._ping_interval = ping_interval
+        self._max_frame_bytes = max_frame_bytes
+        self._book = SendBook(max_unsent, queue_timeout, confirm_timeout)
+        self._rooms: dict[str, RoomState] = {name: RoomState(RoomCursor(name)) for name in rooms}
+        self._events: asyncio.Queue[Any] = asyncio.Queue()
+        self._events_drained = asyncio.Event()
+        self._link: Link | None = None
+        self._link_changed = asyncio.Event()
+        self._serial = 0
+        self._next_id = 0
+        self._requests = Requests()
+        self._background: set[asyncio.Task[None]] = set()
+        self._runner: asyncio.Task[None] | None = None
+        self._housekeeper: asyncio.Task[None] | None = None
+        self.closed: Closed | None = None
+
+    # Lifecycle
+
+    async def __aenter__(self) -> RoomcastClient:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def start(self) -> None:
+        if self._runner is None:
+            self._runner = asyncio.create_task(self._run(), name=f"roomcast-client {self.url}")
+            self._housekeeper = asyncio.create_task(self._expire_loop())
+
+    async def close(self) -> None:
+        """Stop: what is still queued is written first (for up to a second), then failed."""
+        if self.closed is not None:
+            return
+        link = self._link
+        if link is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(link.idle.wait(), 1.0)
+        for task in (self._runner, self._housekeeper):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if link is not None:
+            await link.ws.close()
+        self._finish(Closed("closed by the application"))
+
+    async def drain(self, timeout: float | None = None) -> bool:
+        """Until every message sent so far is delivered or given up; False on timeout."""
+        pending = {o.outcome for o in self._book.pending()}
+        if self._link is not None:
+            pending |= {o.outcome for _, o in self._link.frames if o is not None}
+        if not pending:
+            return True
+        _, not_done = await asyncio.wait(pending, timeout=timeout)
+        return not not_done
+
+    async def wait_closed(self) -> Closed:
+        while self.closed is None:
+            await self._link_changed_wait()
+        return self.closed
+
+    # State
+
+    @property
+    def connected(self) -> bool:
+        return self._link is not None and self._link.welcome is not None
+
+    @property
+    def node(self) -> str | None:
+        link = self._link
+        return link.welcome.node if link is not None and link.welcome is not None else None
+
+    @property
+    def unsent_count(self) -> int:
+        return self._book.unsent_count
+
+    @property
+    def in_flight_count(self) -> int:
+        return self._book.in_flight_count
+
+    def position(self, room: str) -> tuple[str, int] | None:
+        """``(epoch, offset)`` of the last message delivered in ``room`` (or of its join)."""
+        state = self._rooms.get(room)
+        if state is None or state.cursor.epoch is None:
+            return None
+        return state.cursor.epoch, state.cursor.offset
+
+    def duplicates_dropped(self, room: str) -> int:
+        state = self._rooms.get(room)
+        return state.cursor.duplicates_dropped if state is not None else 0
+
+    async def wait_connected(self, timeout: float | None = None) -> str:
+        """Until a connection is up (its node id); raises ``ClientClosedError`` if it stopped."""
+        async with asyncio.timeout(timeout):
+            while True:
+                self._raise_if_closed()
+                node = self.node
+                if node is not None:
+                    return node
+                await self._link_changed_wait()
+
+    # Commands
+
+    async def join(self, room: str, *, timeout: float | None = None) -> Joined:
+        """Join ``room`` (rejoined after every reconnect until ``leave``); its ``Joined``.
+
+        Waits across reconnects, up to ``timeout`` (default: ``request_timeout``); a refusal
+        (``forbidden``, ``invalid_room``, ``too_many_rooms``…) raises ``JoinError``.
+        """
+        self._raise_if_closed()
+        state = self._rooms.setdefault(room, RoomState(RoomCursor(room)))
+        link = self._link
+        if link is not None and state.live_on == link.serial and state.last_joined is not None:
+            return state.last_joined
+        waiter: asyncio.Future[Joined] = asyncio.get_running_loop().create_future()
+        state.waiters.append(waiter)
+        if link is not None and link.welcome is not None and state.join_sent_on != link.serial:
+            self._send_join(link, room, state)
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter), self._timeout(timeout))
+        finally:
+            if waiter in state.waiters:
+                state.waiters.remove(waiter)
+
+    async def leave(self, room: str, *, timeout: float | None = None) -> None:
+        """Leave ``room``; what was queued for it fails with ``SendFailed(reason="left")``."""
+        state = self._rooms.pop(room, None)
+        if state is None:
+            return
+        self._emit_all(self._book.drop_room(room, "left"))
+        link = self._link
+        if link is not None and state.live_on == link.serial:
+            answer = self._requests.expect("left", room)
+            link.write({"type": "leave", "room": room})
+            with contextlib.suppress(LinkLost):
+                await asyncio.wait_for(answer, self._timeout(timeout))
+
+    async def send(self, room: str, text: str) -> Outgoing:
+        """Send ``text`` to ``room`` now, or once connected and rejoined.
+
+        The returned handle's ``wait()`` gives the delivered message (with its offset). A
+        message never written is given up as a ``SendFailed`` event when the queue is full
+        (``max_unsent``), after ``queue_timeout`` offline, or when the client stops.
+        """
+        self._raise_if_closed()
+        state = self._rooms.get(room)
+        if state is None:
+            raise ValueError(f"join {room!r} before sending to it")
+        self._next_id += 1
+        outgoing = Outgoing(self._next_id, room, text)
+        link = self._link
+        if link is not None and state.live_on == link.serial and not self._book.has_unsent(room):
+            link.write({"type": "message", "room": room, "text": text}, outgoing)
+        else:
+            failure = self._book.queue(outgoing)
+            if failure is not None:
+                self._emit(failure)
+        return outgoing
+
+    def typing(self, room: str) -> bool:
+        """Tell the room we are typing, at most once per ``typing_interval``; whether it went.
+
+        Dropped when offline: a stale typing notice is worse than none. The throttle keeps a
+        key-press handler from tripping the server's rate limit (and its 1008 close).
+        """
+        state = self._rooms.get(room)
+        link = self._link
+        now = time.monotonic()
+        if state is None or link is None or state.live_on != link.serial:
+            return False
+        if now - state.last_typing < self._typing_interval:
+            return False
+        state.last_typing = now
+        link.write({"type": "typing", "room": room})
+        return True
+
+    async def presence(self, room: str, *, timeout: float | None = None) -> Presence:
+        result: Presence = await self._request("presence", room, {}, timeout)
+        return result
+
+    async def history(
+        self, room: str, limit: int | None = None, *, timeout: float | None = None
+    ) -> History:
+        extra = {} if limit is None else {"limit": limit}
+        result: History = await self._request("history", room, extra, timeout)
+        return result
+
+    # Events
+
+    def __aiter__(self) -> RoomcastClient:
+        return self
+
+    async def __anext__(self) -> Event:
+        item = await self._events.get()
+        if self._events.qsize() < self._max_events:
+            self._events_drained.set()
+        if item is _END:
+            self._events.put_nowait(_END)  # every later iteration ends too
+            raise StopAsyncIteration
+        event: Event = item
+        return event
+
+    async def next_event(self, timeout: float | None = None) -> Event:
+        """The next event; raises ``ClientClosedError`` once the last one was read."""
+        try:
+            return await asyncio.wait_for(self.__anext__(), timeout)
+        except StopAsyncIteration:
+            assert self.closed is not None
+            raise ClientClosedError(self.closed) from None
+
+    # The connection loop
+
+    async def _run(self) -> None:
+        try:
+            await self._connect_loop()
+        except Exception as exc:  # a bug must not leave the application waiting forever
+            log.exception("roomcast client stopped by an internal error")
+            self._finish(Closed(f"internal error: {exc!r}"))
+
+    async def _connect_loop(self) -> None:
+        attempt = 0
+        while self.closed is None:
+            cause = ""
+            try:
+                ws = await connect(
+                    self.url,
+                    subprotocols=self._subprotocols(),
+                    open_timeout=self._open_timeout,
+                    ping_interval=self._ping_interval,
+                    ping_timeout=self._ping_interval,
+                    max_size=self._max_frame_bytes,
+                    # Frames are read as fast as the application takes events (max_events).
+                    max_queue=None,
+                )
+            except InvalidStatus as exc:
+                status = exc.response.status_code
+                if status in FATAL_HTTP_STATUSES:
+                    self._finish(Closed(f"handshake refused: HTTP {status}", status=status))
+                    return
+                cause = f"HTTP {status}"
+            except InvalidURI as exc:  # e.g. a redirect to something that is not ws://
+                self._finish(Closed(f"invalid URL: {exc}"))
+                return
+            except Exception as exc:  # refused, reset, DNS, timeout, bad handshake: all transient
+                cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            else:
+                opened_at = time.monotonic()
+                code, reason = await self._serve(ws, attempt)
+                if code in FATAL_CLOSE_CODES:
+                    self._emit(Disconnected(code, reason, will_reconnect=False))
+                    self._finish(Closed(f"closed by the server: {reason}", code=code))
+                    return
+                if self.closed is not None:
+                    return
+                self._emit(Disconnected(code, reason, will_reconnect=True))
+                if time.monotonic() - opened_at >= self._stable_after:
+                    attempt = 0
+                cause = f"closed {code}" + (f": {reason}" if reason else "")
+            attempt += 1
+            if self._max_attempts is not None and attempt > self._max_attempts:
+                self._finish(Closed(f"gave up after {self._max_attempts} attempts: {cause}"))
+                return
+            delay = self._backoff.delay(attempt)
+            self._emit(Reconnecting(attempt, delay, cause))
+            await asyncio.sleep(delay)
+
+    def _subprotocols(self) -> list[Subprotocol]:
+        offered = [Subprotocol("roomcast")]
+        if self._token is not None:
+            # Not in the URL: proxies and servers log URLs, not subprotocol headers.
+            offered.append(Subprotocol("roomcast.token." + self._token))
+        return offered
+
+    async def _serve(self, ws: ClientConnection, attempt: int) -> tuple[int, str]:
+        """Run one connection until it ends; its close code and reason."""
+        self._serial += 1
+        link = Link(self._serial, ws)
+        self._link = link
+        link.start_writer(self._book.written)
+        try:
+            first = parse_event(await asyncio.wait_for(ws.recv(), self._open_timeout))
+            if isinstance(first, Welcome):
+                link.welcome = first
+                self._emit(Connected(first.node, first.connection, attempt))
+            else:
+                link.welcome = Welcome("", "")
+                self._emit(Connected("", "", attempt))
+                self._dispatch(link, first)
+            self._signal_link_change()
+            for room, state in self._rooms.items():
+                self._send_join(link, room, state)
+            while True:
+                if self._events.qsize() >= self._max_events:
+                    self._events_drained.clear()
+                    await self._events_drained.wait()
+                self._dispatch(link, parse_event(await ws.recv()))
+        except ConnectionClosed as exc:
+            return _close_of(exc)
+        except TimeoutError:
+            await ws.close(1002, "no welcome")
+            return ABNORMAL_CLOSURE, "no welcome from the server"
+        finally:
+            self._drop_link(link)
+
+    def _drop_link(self, link: Link) -> None:
+        if self._link is link:
+            self._link = None
+        by_room: dict[str, list[Outgoing]] = {}
+        for outgoing in link.stop():
+            by_room.setdefault(outgoing.room, []).append(outgoing)
+        for room, unsent in by_room.items():
+            if room in self._rooms:
+                self._book.put_back(room, unsent)
+            else:
+                self._emit_all(o.fail("left") for o in unsent)
+        for state in self._rooms.values():
+            if state.live_on == link.serial:
+                state.live_on = None
+        self._requests.lose_all()
+        self._signal_link_change()
+
+    # Frames in
+
+    def _dispatch(self, link: Link, event: ServerEvent) -> None:
+        if isinstance(event, ChatMessage):
+            self._on_message(link, event)
+            return
+        if isinstance(event, Joined):
+            self._on_joined(link, event)
+            return
+        if isinstance(event, Error) and self._on_error(link, event):
+            return
+        if isinstance(event, Presence):
+            self._requests.answer("presence", event.room, event)
+        elif isinstance(event, History):
+            self._requests.answer("history", event.room, event)
+        elif isinstance(event, Left):
+            self._requests.answer("left", event.room, event)
+        self._emit(event)
+
+    def _on_message(self, link: Link, message: ChatMessage) -> None:
+        state = self._rooms.get(message.room)
+        if state is None:  # a room being left: its last messages are still news
+            self._emit(message)
+            return
+        deliver, gap = state.cursor.accept(message)
+        if gap is not None:
+            self._emit(gap)
+        if not deliver:
+            return
+        if message.username == state.username:
+            self._book.confirm(message)
+        self._emit(message)
+        self._settle_resume(link, message.room, state)
+
+    def _on_joined(self, link: Link, joined: Joined) -> None:
+        state = self._rooms.get(joined.room)
+        self._emit(joined)
+        if state is None:
+            return
+        if not joined.already:
+            state.username = joined.username
+            outcome = state.cursor.on_joined(joined)
+            if outcome is not None:
+                self._emit(outcome)
+            # After a resume, the replay runs up to the join's offset: an older message of ours
+            # not echoed by then was lost with the old connection (or can no longer be known).
+            state.resume_target = joined.offset if joined.recovered is True else None
+            if joined.recovered is False:
+                self._emit_all(self._book.settle_before(joined.room, link.serial))
+        state.live_on = link.serial
+        state.last_joined = joined
+        for waiter in state.waiters:
+            if not waiter.done():
+                waiter.set_result(joined)
+        for outgoing in self._book.take_unsent(joined.room):
+            link.write({"type": "message", "room": joined.room, "text": outgoing.text}, outgoing)
+        self._settle_resume(link, joined.room, state)
+        self._signal_link_change()
+
+    def _settle_resume(self, link: Link, room: str, state: RoomState) -> None:
+        if state.resume_target is not None and state.cursor.offset >= state.resume_target:
+            state.resume_target = None
+            self._emit_all(self._book.settle_before(room, link.serial))
+
+    def _on_error(self, link: Link, error: Error) -> bool:
+        """A refused join: fail its waiters; True when the error was about a join."""
+        room = error.room
+        if room is None and error.code in _JOIN_FIELD_ERRORS:
+            # Refused while parsing the frame, before the server knew the room: ours if only
+            # one join is waiting for its answer (frames are answered in order).
+            joining = [
+                name
+                for name, state in self._rooms.items()
+                if state.join_sent_on == link.serial and state.live_on != link.serial
+            ]
+            room = joining[0] if len(joining) == 1 else None
+            if room is not None:
+                error = Error(error.code, error.reason, room)
+        state = self._rooms.get(room) if room is not None else None
+        if room is None or state is None or state.join_sent_on != link.serial:
+            return False
+        if state.live_on == link.serial:
+            return False
+        self._emit(error)
+        state.join_sent_on = None
+        if error.code == "unavailable":
+            # Redis is down for that node: try again later, from another connection.
+            closing = asyncio.create_task(link.ws.close(1000, "rejoin later"))
+            self._background.add(closing)
+            closing.add_done_callback(self._background.discard)
+            return True
+        del self._rooms[room]
+        self._emit_all(self._book.drop_room(room, "stopped"))
+        for waiter in state.waiters:
+            if not waiter.done():
+                waiter.set_exception(JoinError(error))
+        return True
+
+    async def _request(
+        self, kind: str, room: str, extra: dict[str, Any], timeout: float | None
+    ) -> Any:
+        async with asyncio.timeout(self._timeout(timeout)):
+            while True:
+                self._raise_if_closed()
+                state = self._rooms.get(room)
+                if state is None:
+                    raise ValueError(f"join {room!r} first")
+                link = self._link
+                if link is None or state.live_on != link.serial:
+                    await self._link_changed_wait()
+                    continue
+                answer = self._requests.expect(kind, room)
+                link.write({"type": kind, "room": room, **extra})
+                try:
+                    return await answer
+                except LinkLost:
+                    continue
+
+    # Helpers
+
+    def _send_join(self, link: Link, room: str, state: RoomState) -> None:
+        frame: dict[str, Any] = {"type": "join", "room": room, "username": self.username}
+        since = state.cursor.since()
+        if since is not None:
+            frame["since"] = since
+        state.join_sent_on = link.serial
+        link.write(frame)
+
+    async def _expire_loop(self) -> None:
+        interval = max(0.05, min(self._book.queue_timeout, self._book.confirm_timeout) / 10)
+        while True:
+            await asyncio.sleep(interval)
+            self._emit_all(self._book.expire(time.monotonic()))
+
+    def _emit(self, event: Event) -> None:
+        self._events.put_nowait(event)
+
+    def _emit_all(self, events: Iterable[Event]) -> None:
+        for event in events:
+            self._emit(event)
+
+    def _finish(self, closed: Closed) -> None:
+        if self.closed is not None:
+            return
+        self.closed = closed
+        self._emit_all(self._book.fail_all("stopped"))
+        for state in self._rooms.values():
+            for waiter in state.waiters:
+                if not waiter.done():
+                    waiter.set_exception(ClientClosedError(closed))
+        self._emit(closed)
+        self._events.put_nowait(_END)
+        self._events_drained.set()
+        self._signal_link_change()
+
+    def _raise_if_closed(self) -> None:
+        if self.closed is not None:
+            raise ClientClosedError(self.closed)
+
+    def _timeout(self, timeout: float | None) -> float:
+        return self._request_timeout if timeout is None else timeout
+
+    def _signal_link_change(self) -> None:
+        self._link_changed.set()
+        self._link_changed = asyncio.Event()
+
+    async def _link_changed_wait(self) -> None:
+        await self._link_changed.wait()
+
+
+def _close_of(exc: ConnectionClosed) -> tuple[int, str]:
+    if exc.rcvd is not None:
+        return exc.rcvd.code, exc.rcvd.reason
+    return ABNORMAL_CLOSURE, "connection lost"

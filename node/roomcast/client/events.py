@@ -1,0 +1,315 @@
+"""What a roomcast client sees: server events parsed into frozen dataclasses, and its own
+connection events (connected, reconnecting, resumed, gap, send failed, closed).
+
+Parsing never raises: a frame that is not JSON, not an object, of an unknown type or with fields
+of the wrong type becomes an ``Unknown`` event holding the raw text, so a newer server (the
+protocol is a strict superset over time) or a broken proxy cannot crash an application.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final
+
+import orjson
+
+# Server → client events
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    node: str
+    connection: str
+    max_rooms: int | None = None
+    max_frame_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """Our join is done; ``offset`` is the room's latest offset at that moment.
+
+    ``recovered`` is None for a plain join, True/False for a join with ``since``; ``already``
+    is True when the connection was already a member (the server then sends no position).
+    """
+
+    room: str
+    username: str = ""
+    epoch: str = ""
+    offset: int = 0
+    recovered: bool | None = None
+    reason: str | None = None
+    already: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Left:
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserJoined:
+    room: str
+    username: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserLeft:
+    room: str
+    username: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    room: str
+    username: str
+    text: str
+    timestamp: int
+    offset: int
+    epoch: str
+
+
+@dataclass(frozen=True, slots=True)
+class Typing:
+    room: str
+    username: str
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    username: str
+    connections: int
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    room: str
+    members: tuple[Member, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    room: str
+    epoch: str
+    offset: int
+    messages: tuple[ChatMessage, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    """A frame of ours was refused; the connection stays open."""
+
+    code: str
+    reason: str
+    room: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unknown:
+    """Anything else: a type this client does not know, or a frame it could not read."""
+
+    type: str
+    raw: str
+    data: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
+# Client-side events: what happened to the connection itself
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    node: str
+    connection: str
+    attempt: int  # 0: the first connection; n: after n failed or lost ones in a row
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    code: int | None  # WebSocket close code; 1006 when the connection just died
+    reason: str
+    will_reconnect: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnecting:
+    attempt: int
+    delay: float  # seconds before the attempt
+    cause: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """A rejoin with ``since`` got every message missed: nothing lost, nothing repeated."""
+
+    room: str
+    epoch: str
+    offset: int  # the offset the client resumed after
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Messages of ``room`` may have been missed; reload with ``history`` if they matter.
+
+    ``reason``: the server's ``epoch_changed``, ``too_old`` or ``overloaded``; or, seen by this
+    client, ``offsets_skipped`` (a live message came after a hole in the offsets).
+    """
+
+    room: str
+    reason: str
+    epoch: str
+    offset: int  # the position the client continues from
+
+
+@dataclass(frozen=True, slots=True)
+class SendFailed:
+    """A message given to ``send`` is given up.
+
+    ``reason``: ``queue_full``, ``expired`` (offline too long), ``stopped`` (the client closed):
+    it was never sent. ``unconfirmed``: it was sent but its echo never came back, so it may or
+    may not have been delivered (resending it could duplicate it).
+    """
+
+    room: str
+    text: str
+    reason: str
+    message_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The last event: the client stopped and will not reconnect.
+
+    ``status`` is the HTTP status of a refused handshake (401, 403), ``code`` the close code
+    of a connection closed for a fault of ours (1003, 1007, 1008, 1009); both are None after
+    ``close()`` or when the reconnect attempts ran out.
+    """
+
+    reason: str
+    code: int | None = None
+    status: int | None = None
+
+
+ServerEvent = (
+    Welcome
+    | Joined
+    | Left
+    | UserJoined
+    | UserLeft
+    | ChatMessage
+    | Typing
+    | Presence
+    | History
+    | Error
+    | Unknown
+)
+ClientEvent = Connected | Disconnected | Reconnecting | Resumed | Gap | SendFailed | Closed
+Event = ServerEvent | ClientEvent
+
+
+class _BadField(Exception):
+    pass
+
+
+def _str(data: Mapping[str, Any], key: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str):
+        raise _BadField(key)
+    return value
+
+
+def _int(data: Mapping[str, Any], key: str) -> int:
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _BadField(key)
+    return value
+
+
+def _opt_int(data: Mapping[str, Any], key: str) -> int | None:
+    return None if data.get(key) is None else _int(data, key)
+
+
+def _opt_str(data: Mapping[str, Any], key: str) -> str | None:
+    return None if data.get(key) is None else _str(data, key)
+
+
+def _opt_bool(data: Mapping[str, Any], key: str) -> bool | None:
+    value = data.get(key)
+    if value is None or isinstance(value, bool):
+        return value
+    raise _BadField(key)
+
+
+def _chat_message(data: Mapping[str, Any]) -> ChatMessage:
+    return ChatMessage(
+        _str(data, "room"), _str(data, "username"), _str(data, "text"),
+        _int(data, "timestamp"), _int(data, "offset"), _str(data, "epoch"),
+    )  # fmt: skip
+
+
+def _joined(data: Mapping[str, Any]) -> Joined:
+    if data.get("already") is True:
+        return Joined(_str(data, "room"), already=True)
+    return Joined(
+        _str(data, "room"), _str(data, "username"), _str(data, "epoch"), _int(data, "offset"),
+        _opt_bool(data, "recovered"), _opt_str(data, "reason"),
+    )  # fmt: skip
+
+
+def _members(data: Mapping[str, Any]) -> tuple[Member, ...]:
+    members = data.get("members")
+    if not isinstance(members, list) or not all(isinstance(m, dict) for m in members):
+        raise _BadField("members")
+    return tuple(Member(_str(m, "username"), _int(m, "connections")) for m in members)
+
+
+def _history(data: Mapping[str, Any]) -> History:
+    messages = data.get("messages")
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        raise _BadField("messages")
+    return History(
+        _str(data, "room"), _str(data, "epoch"), _int(data, "offset"),
+        tuple(_chat_message(m) for m in messages),
+    )  # fmt: skip
+
+
+_PARSERS: Final[dict[str, Callable[[Mapping[str, Any]], ServerEvent]]] = {
+    "welcome": lambda d: Welcome(
+        _str(d, "node"),
+        _str(d, "connection"),
+        _opt_int(d, "max_rooms"),
+        _opt_int(d, "max_frame_bytes"),
+    ),
+    "joined": _joined,
+    "left": lambda d: Left(_str(d, "room")),
+    "user_joined": lambda d: UserJoined(_str(d, "room"), _str(d, "username")),
+    "user_left": lambda d: UserLeft(_str(d, "room"), _str(d, "username")),
+    "message": _chat_message,
+    "typing": lambda d: Typing(_str(d, "room"), _str(d, "username")),
+    "presence": lambda d: Presence(_str(d, "room"), _members(d)),
+    "history": _history,
+    "error": lambda d: Error(_str(d, "code"), _str(d, "reason"), _opt_str(d, "room")),
+}
+
+
+def parse_event(raw: str | bytes) -> ServerEvent:
+    """One server frame as an event; never raises."""
+    text = raw if isinstance(raw, str) else raw.decode("utf-8", errors="replace")
+    try:
+        data = orjson.loads(raw)
+    except (orjson.JSONDecodeError, TypeError):
+        return Unknown("", text)
+    if not isinstance(data, dict):
+        return Unknown("", text)
+    kind = data.get("type")
+    if not isinstance(kind, str):
+        return Unknown("", text, MappingProxyType(data))
+    parser = _PARSERS.get(kind)
+    if parser is not None:
+        try:
+            event: ServerEvent = parser(data)
+        except _BadField:
+            pass
+        else:
+            return event
+    return Unknown(kind, text, MappingProxyType(data))

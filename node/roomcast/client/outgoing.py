@@ -1,0 +1,153 @@
+"""Messages given to ``send``: queued while offline, written once, confirmed by their echo.
+
+A message is written at most once (resending one whose fate is unknown could duplicate it); one
+never written is kept, in order, until a connection has its room joined, and given up (with a
+``SendFailed``) when the queue is full, when it waited too long, or when the client stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from roomcast.client.events import ChatMessage, SendFailed
+
+
+class SendError(Exception):
+    def __init__(self, failure: SendFailed) -> None:
+        super().__init__(f"message to {failure.room!r} not delivered: {failure.reason}")
+        self.failure = failure
+
+
+@dataclass(eq=False)
+class Outgoing:
+    """A handle on one sent message: ``await outgoing.wait()`` gives its echo, with offset."""
+
+    id: int
+    room: str
+    text: str
+    queued_at: float = field(default_factory=time.monotonic)
+    written_on: int | None = None  # serial of the connection it was written to
+    written_at: float | None = None
+    outcome: asyncio.Future[ChatMessage | SendFailed] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+    @property
+    def done(self) -> bool:
+        return self.outcome.done()
+
+    async def wait(self) -> ChatMessage:
+        """The message as delivered; raises ``SendError`` when it was given up."""
+        result = await asyncio.shield(self.outcome)
+        if isinstance(result, SendFailed):
+            raise SendError(result)
+        return result
+
+    def resolve(self, message: ChatMessage) -> None:
+        if not self.outcome.done():
+            self.outcome.set_result(message)
+
+    def fail(self, reason: str) -> SendFailed:
+        failure = SendFailed(self.room, self.text, reason, self.id)
+        if not self.outcome.done():
+            self.outcome.set_result(failure)
+        return failure
+
+
+class SendBook:
+    """The messages not yet written (per room, in order) and those written but not echoed."""
+
+    def __init__(self, max_unsent: int, queue_timeout: float, confirm_timeout: float) -> None:
+        self.max_unsent = max_unsent
+        self.queue_timeout = queue_timeout
+        self.confirm_timeout = confirm_timeout
+        self._unsent: dict[str, deque[Outgoing]] = {}
+        self._in_flight: dict[str, deque[Outgoing]] = {}
+        self._unsent_count = 0
+
+    @property
+    def unsent_count(self) -> int:
+        return self._unsent_count
+
+    @property
+    def in_flight_count(self) -> int:
+        return sum(len(queue) for queue in self._in_flight.values())
+
+    def pending(self) -> list[Outgoing]:
+        queues = [*self._unsent.values(), *self._in_flight.values()]
+        return [outgoing for queue in queues for outgoing in queue]
+
+    def queue(self, outgoing: Outgoing) -> SendFailed | None:
+        if self._unsent_count >= self.max_unsent:
+            return outgoing.fail("queue_full")
+        self._unsent.setdefault(outgoing.room, deque()).append(outgoing)
+        self._unsent_count += 1
+        return None
+
+    def has_unsent(self, room: str) -> bool:
+        return bool(self._unsent.get(room))
+
+    def take_unsent(self, room: str) -> list[Outgoing]:
+        taken = list(self._unsent.pop(room, ()))
+        self._unsent_count -= len(taken)
+        return taken
+
+    def put_back(self, room: str, outgoing: Iterable[Outgoing]) -> None:
+        """Return messages that were never written, ahead of the ones queued since."""
+        back = [o for o in outgoing if not o.done]
+        if back:
+            queue = self._unsent.setdefault(room, deque())
+            queue.extendleft(reversed(back))
+            self._unsent_count += len(back)
+
+    def written(self, outgoing: Outgoing, link: int) -> None:
+        outgoing.written_on, outgoing.written_at = link, time.monotonic()
+        self._in_flight.setdefault(outgoing.room, deque()).append(outgoing)
+
+    def confirm(self, message: ChatMessage) -> Outgoing | None:
+        """The oldest message in flight that ``message`` (one of ours) is the echo of."""
+        queue = self._in_flight.get(message.room)
+        if not queue:
+            return None
+        for outgoing in queue:
+            if outgoing.text == message.text:
+                queue.remove(outgoing)
+                outgoing.resolve(message)
+                return outgoing
+        return None
+
+    def settle_before(self, room: str, link: int) -> list[SendFailed]:
+        """Messages written on an earlier connection whose echo a resume did not bring back."""
+        queue = self._in_flight.get(room)
+        if not queue:
+            return []
+        stale = [o for o in queue if o.written_on is not None and o.written_on < link]
+        for outgoing in stale:
+            queue.remove(outgoing)
+        return [o.fail("unconfirmed") for o in stale]
+
+    def expire(self, now: float) -> list[SendFailed]:
+        failures: list[SendFailed] = []
+        for queue in self._unsent.values():
+            while queue and now - queue[0].queued_at >= self.queue_timeout:
+                failures.append(queue.popleft().fail("expired"))
+                self._unsent_count -= 1
+        for queue in self._in_flight.values():
+            while queue and now - (queue[0].written_at or now) >= self.confirm_timeout:
+                failures.append(queue.popleft().fail("unconfirmed"))
+        return failures
+
+    def drop_room(self, room: str, reason: str) -> list[SendFailed]:
+        unsent = self.take_unsent(room)
+        in_flight = list(self._in_flight.pop(room, ()))
+        return [o.fail(reason) for o in unsent] + [o.fail("unconfirmed") for o in in_flight]
+
+    def fail_all(self, reason: str) -> list[SendFailed]:
+        failures: list[SendFailed] = []
+        for room in list(self._unsent.keys() | self._in_flight.keys()):
+            failures.extend(self.drop_room(room, reason))
+        return failures

@@ -1,0 +1,396 @@
+"""HTTP/1.1 on the public port: the API and its Server-Sent Events streams (h11, no framework).
+
+The WebSocket transport hands a connection over as soon as its request line shows an API request,
+so ``/chat`` and ``/api/`` share one port (and nginx needs no second upstream). Requests on one
+connection are answered in order (keep-alive); an event stream holds its connection until the
+client goes, the node drains, or the client stops reading (then it is dropped, as WebSocket slow
+consumers are).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Final, cast
+
+import h11
+
+from roomcast import api, protocol, sse
+from roomcast.api import ApiError
+from roomcast.api_service import ApiRequest, ApiService, OpenStream, Reply
+from roomcast.broker import BrokerUnavailable
+from roomcast.streams import StreamHub
+
+if TYPE_CHECKING:
+    from roomcast.auth import ProxyTrust
+    from roomcast.config import Settings
+    from roomcast.metrics import Metrics
+    from roomcast.transport import Outbox
+
+log = logging.getLogger("roomcast.http")
+
+MAX_HEAD_BYTES: Final = 16 * 1024
+# Tell EventSource to come back quickly: a 1001-like drain sends clients to other nodes at once.
+SSE_RETRY_MS: Final = 1000
+_STREAM_HEADERS: Final = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache, no-transform"),
+    # nginx must pass events through as they come, not buffer them.
+    (b"x-accel-buffering", b"no"),
+]
+
+
+class PublicHttp:
+    """The API side of the public port: shared by every HTTP connection of the node."""
+
+    def __init__(
+        self,
+        service: ApiService,
+        hub: StreamHub,
+        settings: Settings,
+        metrics: Metrics,
+        proxies: ProxyTrust,
+        outbox: Outbox,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.service = service
+        self.hub = hub
+        self.settings = settings
+        self.metrics = metrics
+        self.proxies = proxies
+        self.outbox = outbox
+        self.loop = loop
+        self.connections: set[HttpConnection] = set()
+        # Which node answered: for operators (and tests) looking behind the load balancer.
+        self.node_header = settings.node_id.encode()
+        self.draining = False
+        self._ids = itertools.count(1)
+        self._heartbeat: asyncio.TimerHandle | None = None
+        self._requests = {
+            (endpoint.value, status): metrics.api_requests.labels(endpoint.value, str(status))
+            for endpoint in api.Endpoint
+            for status in (200, 201)
+        }
+
+    def take_over(self, transport: asyncio.Transport, received: bytes, peer: str) -> None:
+        """Serve a connection the WebSocket transport found to be an HTTP API request."""
+        conn = HttpConnection(self, f"http-{next(self._ids):x}", peer)
+        transport.set_protocol(conn)
+        conn.connection_made(transport)
+        if received:
+            conn.data_received(received)
+
+    def count(self, endpoint: str, status: int) -> None:
+        counter = self._requests.get((endpoint, status))
+        if counter is None:
+            counter = self.metrics.api_requests.labels(endpoint, str(status))
+        counter.inc()
+
+    def start(self) -> None:
+        self._heartbeat = self.loop.call_later(self.settings.sse_heartbeat, self._beat)
+
+    def _beat(self) -> None:
+        self.hub.heartbeat()
+        self._heartbeat = self.loop.call_later(self.settings.sse_heartbeat, self._beat)
+
+    def drain(self) -> None:
+        """End every stream (EventSource reconnects, through nginx, to another node)."""
+        self.draining = True
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        for conn in list(self.connections):
+            conn.end()
+
+
+class HttpConnection(asyncio.Protocol):
+    def __init__(self, server: PublicHttp, connection_id: str, peer: str) -> None:
+        self._server = server
+        self.id = connection_id
+        self.pending: list[bytes] = []
+        self._peer = peer
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+        self._transport: asyncio.Transport | None = None
+        self._request: h11.Request | None = None
+        self._body = bytearray()
+        self._busy = False
+        self._stream_room: str | None = None
+        self._closed = False
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        self._server.connections.add(self)
+        self._arm_idle_timer()
+
+    def data_received(self, data: bytes) -> None:
+        if self._stream_room is not None:
+            return  # a stream's client has nothing more to say; ignore what it sends
+        self._h11.receive_data(data)
+        self._advance()
+
+    def eof_received(self) -> bool:
+        if self._stream_room is None:
+            self._h11.receive_data(b"")
+            self._advance()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self.pending.clear()
+        self._cancel_idle_timer()
+        self._server.connections.discard(self)
+        if self._stream_room is not None:
+            self._server.hub.close(self, self._stream_room)
+
+    # Outbox entry (event streams)
+
+    def write_pending(self) -> int:
+        pending = self.pending
+        count = len(pending)
+        if not count:
+            return 0
+        self.pending = []
+        transport = self._transport
+        if self._closed or transport is None:
+            return 0
+        data = pending[0] if count == 1 else b"".join(pending)
+        if transport.get_write_buffer_size() + len(data) > self._server.settings.send_buffer_bytes:
+            self._drop_slow_consumer()
+            return 0
+        chunk = self._h11.send(h11.Data(data=data))
+        if chunk:
+            transport.write(chunk)
+        return count - pending.count(sse.HEARTBEAT)
+
+    def end(self) -> None:
+        """Finish the current stream cleanly (drain), or close an idle keep-alive connection."""
+        if self._stream_room is not None and not self._closed:
+            self.write_pending()
+            self._write(self._h11.send(h11.EndOfMessage()))
+            self._close()
+        elif not self._busy:
+            self._close()
+
+    # Requests
+
+    def _advance(self) -> None:
+        while not self._busy and not self._closed:
+            try:
+                event = self._h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                self._protocol_error(exc)
+                return
+            if event is h11.NEED_DATA or event is h11.PAUSED:
+                return
+            if isinstance(event, h11.Request):
+                self._cancel_idle_timer()
+                self._request = event
+                self._body = bytearray()
+                if not self._body_fits(event):
+                    return
+            elif isinstance(event, h11.Data):
+                self._body += event.data
+                if len(self._body) > self._server.settings.max_frame_bytes:
+                    self._reject_early(_too_large(self._server.settings.max_frame_bytes))
+                    return
+            elif isinstance(event, h11.EndOfMessage):
+                self._dispatch()
+            elif isinstance(event, h11.ConnectionClosed):
+                self._close()
+                return
+
+    def _body_fits(self, request: h11.Request) -> bool:
+        for name, value in request.headers:
+            if name == b"content-length" and int(value) > self._server.settings.max_frame_bytes:
+                self._reject_early(_too_large(self._server.settings.max_frame_bytes))
+                return False
+        return True
+
+    def _dispatch(self) -> None:
+        request = self._request
+        assert request is not None
+        headers: dict[str, str] = {}
+        for name, value in request.headers:
+            key = name.decode("latin-1")
+            text = value.decode("latin-1")
+            headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        client = self._server.proxies.client_address(self._peer, headers.get("x-forwarded-for"))
+        api_request = ApiRequest(
+            request.method.decode("latin-1"),
+            request.target.decode("latin-1"),
+            headers,
+            bytes(self._body),
+            client,
+        )
+        self._body = bytearray()
+        self._busy = True
+        if self._transport is not None:
+            self._transport.pause_reading()
+        task = asyncio.ensure_future(self._serve(api_request))
+        task.add_done_callback(_log_failure)
+
+    async def _serve(self, request: ApiRequest) -> None:
+        endpoint = "unknown"
+        try:
+            with contextlib.suppress(ApiError):  # answered as an error below
+                endpoint = api.route(request.method, request.target).endpoint.value
+            if self._server.draining:
+                raise ApiError(503, protocol.ErrorCode.UNAVAILABLE, "node shutting down")
+            answer = await self._server.service.handle(request)
+        except ApiError as exc:
+            self._reply(endpoint, Reply(exc.status, exc.body(), exc.headers), request.method)
+            return
+        except Exception:
+            log.exception("API request failed", extra={"endpoint": endpoint})
+            error = ApiError(500, "internal_error", "internal error")
+            self._reply(endpoint, Reply(500, error.body()), request.method)
+            return
+        if isinstance(answer, OpenStream):
+            await self._stream(answer)
+        else:
+            self._reply(endpoint, answer, request.method)
+
+    def _reply(self, endpoint: str, reply: Reply, method: str) -> None:
+        self._server.count(endpoint, reply.status)
+        if self._closed:
+            return
+        headers = [
+            (b"content-type", reply.content_type.encode()),
+            (b"content-length", str(len(reply.body)).encode()),
+            (b"cache-control", b"no-store"),
+            (b"x-roomcast-node", self._server.node_header),
+            *((name.encode(), value.encode()) for name, value in reply.headers),
+        ]
+        try:
+            data = self._h11.send(
+                h11.Response(
+                    status_code=reply.status, headers=headers, reason=_reason(reply.status)
+                )
+            )
+            if method != "HEAD":
+                data = (data or b"") + (self._h11.send(h11.Data(data=reply.body)) or b"")
+            data = (data or b"") + (self._h11.send(h11.EndOfMessage()) or b"")
+        except h11.LocalProtocolError:
+            self._close()
+            return
+        self._write(data)
+        self._next_request()
+
+    async def _stream(self, plan: OpenStream) -> None:
+        self._server.count(api.Endpoint.EVENTS.value, 200)
+        self._write(
+            self._h11.send(
+                h11.Response(
+                    status_code=200,
+                    headers=[*_STREAM_HEADERS, (b"x-roomcast-node", self._server.node_header)],
+                    reason=b"OK",
+                )
+            )
+        )
+        self._write(self._h11.send(h11.Data(data=sse.retry(SSE_RETRY_MS))))
+        self._stream_room = plan.room
+        if self._transport is not None:
+            # Keep reading, so a client that goes away is noticed (its input is ignored).
+            self._transport.resume_reading()
+        try:
+            await self._server.hub.open(self, plan.room, plan.since, plan.epoch)
+        except BrokerUnavailable as exc:
+            failure = api.json_body(
+                {"type": "error", "code": protocol.ErrorCode.UNAVAILABLE, "reason": str(exc)}
+            )
+            self._stream_room = None
+            self._write(self._h11.send(h11.Data(data=sse.event(failure))))
+            self._write(self._h11.send(h11.EndOfMessage()))
+            self._close()
+
+    def _next_request(self) -> None:
+        if self._h11.our_state is h11.MUST_CLOSE or self._h11.their_state is h11.MUST_CLOSE:
+            self._close()
+            return
+        try:
+            self._h11.start_next_cycle()
+        except h11.LocalProtocolError:
+            self._close()
+            return
+        self._busy = False
+        self._arm_idle_timer()
+        if self._transport is not None and not self._closed:
+            self._transport.resume_reading()
+        self._advance()
+
+    def _protocol_error(self, exc: h11.RemoteProtocolError) -> None:
+        status = exc.error_status_hint
+        if status == 400 and "too long" in str(exc).lower():
+            status = 431
+        self._reject_early(ApiError(status, "invalid_request", f"malformed request: {exc}"))
+
+    def _reject_early(self, error: ApiError) -> None:
+        """Answer and close without reading the rest (bad framing, body too large)."""
+        self._server.count("unknown", error.status)
+        if self._h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(error.body())).encode()),
+                (b"connection", b"close"),
+            ]
+            try:
+                response = h11.Response(
+                    status_code=error.status, headers=headers, reason=_reason(error.status)
+                )
+                self._write(self._h11.send(response))
+                self._write(self._h11.send(h11.Data(data=error.body())))
+                self._write(self._h11.send(h11.EndOfMessage()))
+            except h11.LocalProtocolError:
+                pass
+        self._close()
+
+    def _drop_slow_consumer(self) -> None:
+        self._server.metrics.slow_consumer_drops.inc()
+        log.info("slow event-stream consumer dropped", extra={"connection": self.id})
+        if self._transport is not None:
+            self._transport.abort()
+        self._closed = True
+
+    def _write(self, data: bytes | None) -> None:
+        if data and self._transport is not None and not self._closed:
+            self._transport.write(data)
+
+    def _close(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.close()
+
+    def _arm_idle_timer(self) -> None:
+        self._cancel_idle_timer()
+        self._idle_timer = self._server.loop.call_later(
+            self._server.settings.http_idle_timeout, self._close
+        )
+
+    def _cancel_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, protocol.ErrorCode.FRAME_TOO_BIG, f"body larger than {limit} bytes")
+
+
+def _log_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("API request handler failed", exc_info=task.exception())

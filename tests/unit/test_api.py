@@ -1,0 +1,193 @@
+"""The HTTP API's pure parts: routing, validation, SSE framing, stream resume (memory broker)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from roomcast import api, envelope, protocol, sse
+from roomcast.api import ApiError, Endpoint
+from roomcast.broker import HistoryLimits
+from roomcast.broker.memory import MemoryBroker
+from roomcast.streams import StreamHub
+from roomcast.transport import is_http_api_request
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "endpoint", "room"),
+    [
+        ("POST", "/api/rooms/general/messages", Endpoint.POST_MESSAGE, "general"),
+        ("GET", "/api/rooms/a.b:c@d-e_f/presence", Endpoint.PRESENCE, "a.b:c@d-e_f"),
+        ("HEAD", "/api/rooms/r/history?limit=3", Endpoint.HISTORY, "r"),
+        ("GET", "/api/rooms/r%40x/events", Endpoint.EVENTS, "r@x"),
+        ("GET", "/api/openapi.json", Endpoint.OPENAPI, None),
+    ],
+)
+def test_routes(method: str, target: str, endpoint: Endpoint, room: str | None) -> None:
+    route = api.route(method, target)
+    assert (route.endpoint, route.room) == (endpoint, room)
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "status"),
+    [
+        ("GET", "/api/rooms/general/messages", 405),
+        ("POST", "/api/rooms/general/events", 405),
+        ("GET", "/api/rooms/bad room/history", 404),
+        ("GET", "/api/rooms/a%2Fb/history", 404),
+        ("GET", "/api/rooms/%ff/history", 404),
+        ("GET", "/api/rooms/general", 404),
+        ("GET", "/api/", 404),
+        ("GET", "/api/rooms/r/history?" + "&".join(["x=1"] * 40), 400),
+        ("GET", "/api/rooms/r/history?x=" + "a" * 3000, 414),
+    ],
+)
+def test_route_errors(method: str, target: str, status: int) -> None:
+    with pytest.raises(ApiError) as refused:
+        api.route(method, target)
+    assert refused.value.status == status
+    body = orjson.loads(refused.value.body())
+    assert set(body) == {"code", "reason"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["GET", "POST", "HEAD", "PUT"]), st.text(max_size=300))
+def test_routing_never_fails_otherwise(method: str, path: str) -> None:
+    try:
+        api.route(method, "/api/" + path)
+    except ApiError as exc:
+        assert 400 <= exc.status < 500
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "code"),
+    [
+        ("text/plain", b'{"text":"x"}', "unsupported_media_type"),
+        ("application/json", b"{", "invalid_json"),
+        ("application/json", b"[]", "invalid_frame"),
+        ("application/json", b'{"text":1}', "invalid_text"),
+        ("application/json", b'{"text":"x","username":"  "}', "invalid_username"),
+        ("application/json", b'{"text":"x","username":null}', "invalid_username"),
+    ],
+)
+def test_posted_message_errors(content_type: str, body: bytes, code: str) -> None:
+    with pytest.raises(ApiError) as refused:
+        api.parse_posted_message(content_type, body)
+    assert refused.value.code == code
+
+
+def test_posted_message() -> None:
+    posted = api.parse_posted_message("application/json; charset=utf-8", b'{"text":"hi"}')
+    assert (posted.text, posted.username) == ("hi", None)
+
+
+def test_history_limit() -> None:
+    assert api.history_limit(api.route("GET", "/api/rooms/r/history"), 7) == 7
+    assert api.history_limit(api.route("GET", "/api/rooms/r/history?limit=10000"), 7) == 10000
+    for bad in ("0", "10001", "-1", "1.5", "²", ""):
+        with pytest.raises(ApiError):
+            api.history_limit(api.route("GET", f"/api/rooms/r/history?limit={bad}"), 7)
+
+
+def test_sse_framing() -> None:
+    assert sse.event(b'{"a":1}', 7) == b'id: 7\ndata: {"a":1}\n\n'
+    assert sse.event(b'{"a":1}') == b'data: {"a":1}\n\n'
+    assert sse.event(b"a\nb\r\nc") == b"data: a\ndata: b\ndata: c\n\n"
+    assert sse.parse_last_event_id(" 42 ") == 42
+    for bad in (None, "", "x", "-1", "1e3", "²", "9" * 17):
+        assert sse.parse_last_event_id(bad) is None
+
+
+@pytest.mark.parametrize(
+    ("head", "is_api"),
+    [
+        (b"GET /api/rooms/x/events HTTP/1.1\r\n", True),
+        (b"POST /chat HTTP/1.1\r\n", True),
+        (b"GET /chat HTTP/1.1\r\n", False),
+        (b"GET /ap", None),
+        (b"GET /apx HTTP/1.1", False),
+        (b"GE", None),
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\x00\x00\x00\x00\x00", False),
+    ],
+)
+def test_request_sniffing(head: bytes, is_api: bool | None) -> None:
+    assert is_http_api_request(head) is is_api
+
+
+class Sink:
+    def __init__(self, name: str) -> None:
+        self.id = name
+        self.pending: list[bytes] = []
+        self.written: list[bytes] = []
+        self.closed = False
+
+    def write_pending(self) -> int:
+        self.written.extend(self.pending)
+        count = len(self.pending)
+        self.pending = []
+        return count
+
+    def events(self) -> list[tuple[int | None, dict[str, object]]]:
+        out = []
+        for chunk in self.written:
+            if chunk.startswith(b":"):
+                continue
+            lines = chunk.decode().strip().split("\n")
+            event_id = int(lines[0][4:]) if lines[0].startswith("id: ") else None
+            out.append((event_id, orjson.loads(lines[-1][6:])))
+        return out
+
+
+class Pusher:
+    def push(self, conn: Sink, frame: bytes) -> None:
+        conn.pending.append(frame)
+        conn.write_pending()
+
+
+def _message(broker: MemoryBroker, room: str, text: str) -> None:
+    prefix = protocol.chat_message_prefix(room, "u", text, 1)
+    broker.publish_message(room, envelope.head(0.0), prefix)
+
+
+async def test_stream_resumes_without_gap_or_duplicate_and_releases_its_room() -> None:
+    hub_box: list[StreamHub] = []
+
+    def on_message(room: str, payload: bytes) -> None:
+        hub_box[0].deliver(room, envelope.unpack(payload))
+
+    broker = MemoryBroker(on_message, lambda ready: None, HistoryLimits(size=5))
+    await broker.start()
+    counts: list[int] = []
+    hub = StreamHub(5, lambda room: False, counts.append)
+    hub_box.append(hub)
+    hub.attach(broker, Pusher())
+    for i in range(4):
+        _message(broker, "r", f"m{i}")
+    sink = Sink("s")
+    opening = asyncio.ensure_future(hub.open(sink, "r", 2, None))
+    await asyncio.sleep(0)
+    _message(broker, "r", "during")  # published while the stream opens: once, in order
+    start = await opening
+    _message(broker, "r", "live")
+    await asyncio.sleep(0)
+    texts = [e["text"] for _, e in sink.events() if e["type"] == "message"]
+    assert texts == ["m2", "m3", "during", "live"]
+    assert sink.events()[0][1]["recovered"] is True and start.status == "recovered"
+    ids = [i for i, e in sink.events() if e["type"] == "message"]
+    assert ids == [3, 4, 5, 6]
+
+    too_old = Sink("old")
+    start = await hub.open(too_old, "r", 0, None)
+    assert start.status == "too_old"
+    other_epoch = Sink("epoch")
+    start = await hub.open(other_epoch, "r", 1, "another")
+    assert start.status == "epoch_changed"
+    assert counts[-1] == 3
+    for s in (sink, too_old, other_epoch):
+        hub.close(s, "r")
+    assert counts[-1] == 0 and not hub.has_room("r")
+    await broker.stop()
