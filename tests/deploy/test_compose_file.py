@@ -36,7 +36,12 @@ def test_images_come_from_variables_with_the_official_defaults() -> None:
 
 
 def test_only_the_loadbalancer_is_published_and_only_on_an_address_the_user_picks() -> None:
-    published = {name for name, service in SERVICES.items() if service.get("ports")}
+    # The optional "cluster" profile's load balancer is checked in test_compose_cluster_profile.
+    published = {
+        name
+        for name, service in SERVICES.items()
+        if service.get("ports") and not service.get("profiles")
+    }
     assert published == {"loadbalancer"}
     (port,) = SERVICES["loadbalancer"]["ports"]
     assert port == "${ROOMCAST_LB_ADDRESS:-127.0.0.1}:${ROOMCAST_LB_PORT:-8080}:8080"

@@ -211,10 +211,19 @@ Settle = Callable[[Any, Exception | None], None]
 class _Publisher(_Link):
     """Pipelines commands in order on one connection; replies settle the oldest in flight."""
 
-    def __init__(self, pool: ConnectionPool, timeout: float, backoff: Backoff) -> None:
-        super().__init__("publisher", pool, timeout, backoff)
-        # (monotonic send time, settle) per command awaiting its reply.
-        self._inflight: deque[tuple[float, Settle | None]] = deque()
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        timeout: float,
+        backoff: Backoff,
+        script_set: tuple[scripts.Script, ...] = scripts.ALL,
+        name: str = "publisher",
+    ) -> None:
+        super().__init__(name, pool, timeout, backoff)
+        self._scripts = script_set
+        # (monotonic send time, settle, command) per command awaiting its reply; the command is
+        # kept so that a cluster shard that answers MOVED/ASK can have it sent elsewhere.
+        self._inflight: deque[tuple[float, Settle | None, bytes]] = deque()
         self.on_up = self._load_scripts
         self.on_down = self._fail_inflight
 
@@ -226,7 +235,7 @@ class _Publisher(_Link):
                 )
             return
         self.send(data)
-        self._inflight.append((asyncio.get_running_loop().time(), settle))
+        self._inflight.append((asyncio.get_running_loop().time(), settle, data))
 
     async def request(self, data: bytes) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -253,14 +262,14 @@ class _Publisher(_Link):
 
     def handle_reply(self, reply: Any) -> None:
         if self._inflight:
-            _, settle = self._inflight.popleft()
+            settle = self._inflight.popleft()[1]
             if settle is not None:
                 settle(reply, None)
 
     def handle_error_reply(self, error: ResponseError) -> None:
         log.error("redis refused a command", extra={"error": str(error)})
         if self._inflight:
-            _, settle = self._inflight.popleft()
+            settle = self._inflight.popleft()[1]
             if settle is not None:
                 settle(None, BrokerUnavailable(f"redis refused: {error}"))
         if str(error).startswith("NOSCRIPT"):
@@ -269,13 +278,13 @@ class _Publisher(_Link):
     def _load_scripts(self) -> None:
         # Queued before anything else on a fresh connection: Redis runs commands in order, so
         # every EVALSHA after this finds its script, even right after a Redis restart.
-        for script in scripts.ALL:
+        for script in self._scripts:
             self.command(resp_command(b"SCRIPT", b"LOAD", script.source.encode()), None)
 
     def _fail_inflight(self) -> None:
         failed, self._inflight = self._inflight, deque()
         error = BrokerUnavailable("redis connection lost")
-        for _, settle in failed:
+        for _, settle, _ in failed:
             if settle is not None:
                 settle(None, error)
 
@@ -300,14 +309,21 @@ class _SubscribeRequest:
 
 
 class _Subscriber(_Link):
+    # Classic pub/sub; the sharded subscriber of Redis Cluster changes these four.
+    SUBSCRIBE: bytes = b"SUBSCRIBE"
+    UNSUBSCRIBE: bytes = b"UNSUBSCRIBE"
+    MESSAGE_KIND: bytes = b"message"
+    SUBSCRIBE_KIND: bytes = b"subscribe"
+
     def __init__(
         self,
         pool: ConnectionPool,
         timeout: float,
         backoff: Backoff,
         on_message: MessageHandler,
+        name: str = "subscriber",
     ) -> None:
-        super().__init__("subscriber", pool, timeout, backoff)
+        super().__init__(name, pool, timeout, backoff)
         self._on_message = on_message
         self.wanted: set[bytes] = set()
         self.confirmed: set[bytes] = set()
@@ -343,7 +359,7 @@ class _Subscriber(_Link):
             request.abandoned = True
             _settle(request.waiters, BrokerUnavailable("left before the subscription completed"))
         if self.connected:
-            self.send(resp_command(b"UNSUBSCRIBE", channel))
+            self.send(resp_command(self.UNSUBSCRIBE, channel))
 
     def ping(self) -> None:
         if self.connected:
@@ -352,7 +368,7 @@ class _Subscriber(_Link):
     def _send_subscribe(self, channel: bytes) -> _SubscribeRequest:
         request = _SubscribeRequest()
         self._requests.setdefault(channel, deque()).append(request)
-        self.send(resp_command(b"SUBSCRIBE", channel))
+        self.send(resp_command(self.SUBSCRIBE, channel))
         return request
 
     def _resubscribe(self) -> None:
@@ -362,7 +378,7 @@ class _Subscriber(_Link):
             batch = channels[start : start + _RESUBSCRIBE_BATCH]
             for channel in batch:
                 self._requests.setdefault(channel, deque()).append(_SubscribeRequest())
-            self.send(resp_command(b"SUBSCRIBE", *batch))
+            self.send(resp_command(self.SUBSCRIBE, *batch))
 
     def _reset(self) -> None:
         self.confirmed.clear()
@@ -377,13 +393,20 @@ class _Subscriber(_Link):
             self.last_pong = asyncio.get_running_loop().time()
             return
         kind = reply[0]
-        if kind == b"message":
-            channel = reply[1]
-            self._on_message(channel[self._prefix_len :].decode(), reply[2])
-        elif kind == b"subscribe":
+        if kind == self.MESSAGE_KIND:
+            self._on_message(self.room_of(reply[1]), reply[2])
+        elif kind == self.SUBSCRIBE_KIND:
             self._confirm(reply[1])
         elif kind == b"pong":
             self.last_pong = asyncio.get_running_loop().time()
+        else:
+            self.handle_other(kind, reply)
+
+    def room_of(self, channel: bytes) -> str:
+        return channel[self._prefix_len :].decode()
+
+    def handle_other(self, kind: bytes, reply: list[Any]) -> None:
+        """Replies the classic subscriber ignores (``unsubscribe`` confirmations)."""
 
     def handle_error_reply(self, error: ResponseError) -> None:
         log.error("redis refused a subscriber command", extra={"error": str(error)})
@@ -411,6 +434,16 @@ def _settle(waiters: list[asyncio.Future[None]], error: Exception | None) -> Non
 
 
 class RedisBroker:
+    """Standalone Redis (or the primary Sentinel names): one publisher and one subscriber link.
+
+    Every Redis command goes through ``_command``/``_request`` with the key it touches, and every
+    link is reached through ``_links``: the Redis Cluster broker overrides those to route by
+    hash slot, and everything else (scripts, presence, heartbeat, reaper) is shared.
+    """
+
+    _scripts: scripts.ScriptSet = scripts.CLASSIC
+    _publish_command: bytes = b"PUBLISH"
+
     def __init__(
         self,
         url: str,
@@ -423,44 +456,89 @@ class RedisBroker:
         instance: str = "",
         presence_ttl: float = 15.0,
         on_resync: Callable[[], None] | None = None,
+        pool: ConnectionPool | None = None,
     ) -> None:
-        backoff = backoff or Backoff()
+        """``pool`` replaces the one built from ``url`` (Sentinel mode passes its own)."""
+        self._init_common(
+            on_message, on_state, timeout, backoff, limits, instance, presence_ttl, on_resync
+        )
+        self._pool = pool or ConnectionPool.from_url(url, **connection_options(timeout))
+        self._publisher = self._new_publisher(self._pool, "publisher")
+        self._subscriber = _Subscriber(self._pool, timeout, self._backoff, on_message)
+        self._subscriber.on_change = self._report_state
+
+    def _init_common(
+        self,
+        on_message: MessageHandler,
+        on_state: StateHandler | None,
+        timeout: float,
+        backoff: Backoff | None,
+        limits: HistoryLimits | None,
+        instance: str,
+        presence_ttl: float,
+        on_resync: Callable[[], None] | None,
+    ) -> None:
+        self._backoff = backoff or Backoff()
         self._limits = limits or HistoryLimits()
         self._instance = instance or new_epoch()
         self._rooms_key = f"rc:node:{self._instance}:rooms".encode()
         self._presence_ttl = presence_ttl
         self._on_resync = on_resync
-        self._pool = ConnectionPool.from_url(
-            url,
-            socket_connect_timeout=timeout,
-            socket_timeout=None,  # the subscriber waits for messages indefinitely
-            socket_keepalive=True,
-            retry=Retry(NoBackoff(), 0),  # reconnects are ours, with jitter
-            health_check_interval=0,
-            protocol=2,  # pub/sub replies as plain arrays, read in order by our loop
-        )
+        self._on_message = on_message
         self._timeout = timeout
         self._on_state = on_state
-        self._publisher = _Publisher(self._pool, timeout, backoff)
-        self._subscriber = _Subscriber(self._pool, timeout, backoff, on_message)
-        self._publisher.on_change = self._subscriber.on_change = self._report_state
-        load_scripts = self._publisher.on_up
+        self._publish_head = b"*3\r\n" + _bulk(self._publish_command)
+        self._watchdog: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._was_ready = False
+
+    def _new_publisher(self, pool: ConnectionPool, name: str) -> _Publisher:
+        publisher = self._publisher_class()(
+            pool, self._timeout, self._backoff, self._scripts.all, name
+        )
+        publisher.on_change = self._report_state
+        load_scripts = publisher.on_up
 
         def on_publisher_up() -> None:
             load_scripts()
             # Listed among live nodes before any join of ours can reach Redis, so that even a
             # node killed before its first heartbeat leaves no unreapable members behind.
-            self._publisher.command(
+            self._command(
+                NODES_KEY,
                 resp_command(
                     b"ZADD", NODES_KEY, b"%d" % int(time.time() * 1000), self._instance.encode()
                 ),
                 None,
             )
 
-        self._publisher.on_up = on_publisher_up
-        self._watchdog: asyncio.Task[None] | None = None
-        self._heartbeat: asyncio.Task[None] | None = None
-        self._was_ready = False
+        publisher.on_up = on_publisher_up
+        return publisher
+
+    def _publisher_class(self) -> type[_Publisher]:
+        return _Publisher
+
+    # Routing: one publisher for every key here; by hash slot in cluster mode.
+
+    def _command(self, key: bytes, data: bytes, settle: Settle | None) -> None:
+        self._publisher.command(data, settle)
+
+    async def _request(self, key: bytes, data: bytes) -> Any:
+        return await self._publisher.request(data)
+
+    def _connected_for(self, key: bytes) -> bool:
+        return self._publisher.connected
+
+    def _channel(self, room: str) -> bytes:
+        return channel_for(room)
+
+    def _links(self) -> list[tuple[_Publisher, _Subscriber]]:
+        return [(self._publisher, self._subscriber)]
+
+    async def _barrier(self) -> None:
+        """Return once every command queued so far was answered, on every link."""
+        await asyncio.gather(
+            *(publisher.request(resp_command(b"PING")) for publisher, _ in self._links())
+        )
 
     def _report_state(self) -> None:
         ready = self.ready
@@ -475,11 +553,14 @@ class RedisBroker:
 
     @property
     def reconnects(self) -> int:
-        return self._publisher.reconnects + self._subscriber.reconnects
+        return sum(p.reconnects + s.reconnects for p, s in self._links())
 
     async def start(self) -> None:
         self._publisher.start()
         self._subscriber.start()
+        self._start_tasks()
+
+    def _start_tasks(self) -> None:
         self._watchdog = asyncio.create_task(self._watch(), name="redis-watchdog")
         self._heartbeat = asyncio.create_task(self._beat(), name="redis-heartbeat")
 
@@ -489,13 +570,16 @@ class RedisBroker:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        if self._publisher.connected:
+        if self._connected_for(NODES_KEY):
             # A clean stop is not a death: nothing for the others to reap.
             with contextlib.suppress(BrokerUnavailable):
-                await self._publisher.request(
-                    resp_command(b"ZREM", NODES_KEY, self._instance.encode())
+                await self._request(
+                    NODES_KEY, resp_command(b"ZREM", NODES_KEY, self._instance.encode())
                 )
-                await self._publisher.request(resp_command(b"DEL", self._rooms_key))
+                await self._request(self._rooms_key, resp_command(b"DEL", self._rooms_key))
+        await self._stop_links()
+
+    async def _stop_links(self) -> None:
         await self._publisher.stop()
         await self._subscriber.stop()
         await self._pool.disconnect()
@@ -505,11 +589,13 @@ class RedisBroker:
 
     def unsubscribe(self, room: str) -> None:
         self._subscriber.unsubscribe(channel_for(room))
-        self._publisher.command(resp_command(b"SREM", self._rooms_key, room.encode()), None)
+        self._command(self._rooms_key, resp_command(b"SREM", self._rooms_key, room.encode()), None)
 
     def publish(self, room: str, payload: bytes, on_failure: FailureHandler | None = None) -> None:
-        self._publisher.command(
-            b"*3\r\n$7\r\nPUBLISH\r\n" + _bulk(channel_for(room)) + _bulk(payload),
+        channel = self._channel(room)
+        self._command(
+            channel,
+            self._publish_head + _bulk(channel) + _bulk(payload),
             _failure_only(on_failure),
         )
 
@@ -518,12 +604,13 @@ class RedisBroker:
     ) -> None:
         seq, epoch, history, _ = scripts.room_keys(room)
         limits = self._limits
-        self._publisher.command(
+        self._command(
+            seq,
             _evalsha(
-                scripts.PUBLISH_MESSAGE,
+                self._scripts.publish_message,
                 (seq, epoch, history),
                 (
-                    channel_for(room),
+                    self._channel(room),
                     head,
                     prefix,
                     b"%d" % limits.size,
@@ -535,18 +622,40 @@ class RedisBroker:
             _failure_only(on_failure),
         )
 
+    async def post_message(self, room: str, head: bytes, prefix: bytes) -> tuple[str, int]:
+        seq, epoch, history, _ = scripts.room_keys(room)
+        limits = self._limits
+        offset, epoch_value = await self._request(
+            seq,
+            _evalsha(
+                self._scripts.publish_message,
+                (seq, epoch, history),
+                (
+                    self._channel(room),
+                    head,
+                    prefix,
+                    b"%d" % limits.size,
+                    b"%d" % max(1, int(limits.ttl)),
+                    b"%d" % max(1, int(limits.meta_ttl)),
+                    new_epoch().encode(),
+                ),
+            ),
+        )
+        return epoch_value.decode(), int(offset)
+
     async def join(
         self, room: str, member: str, username: str, since: Since | None, announce: bytes
     ) -> JoinReply:
         seq, epoch, history, presence = scripts.room_keys(room)
         # The node's room list rides in the same write: one round trip for the whole join.
-        self._publisher.command(resp_command(b"SADD", self._rooms_key, room.encode()), None)
-        reply = await self._publisher.request(
+        self._command(self._rooms_key, resp_command(b"SADD", self._rooms_key, room.encode()), None)
+        reply = await self._request(
+            seq,
             _evalsha(
-                scripts.JOIN,
+                self._scripts.join,
                 (seq, epoch, history, presence),
                 (
-                    channel_for(room),
+                    self._channel(room),
                     announce,
                     member.encode(),
                     username.encode(),
@@ -555,42 +664,49 @@ class RedisBroker:
                     new_epoch().encode(),
                     b"%d" % max(1, int(self._limits.meta_ttl)),
                 ),
-            )
+            ),
         )
         epoch_value, latest, status, missed = reply
         return JoinReply(epoch_value.decode(), int(latest), status.decode(), list(reversed(missed)))
 
     def leave(self, room: str, member: str, announce: bytes) -> None:
         presence = scripts.room_keys(room)[3]
-        self._publisher.command(
-            _evalsha(scripts.LEAVE, (presence,), (channel_for(room), announce, member.encode())),
+        self._command(
+            presence,
+            _evalsha(
+                self._scripts.leave, (presence,), (self._channel(room), announce, member.encode())
+            ),
             None,
         )
 
     async def resync_presence(self, rooms: dict[str, dict[str, str]]) -> None:
         prefix = self._instance.encode() + b"-"
-        listed = await self._publisher.request(resp_command(b"SMEMBERS", self._rooms_key))
+        listed = await self._request(self._rooms_key, resp_command(b"SMEMBERS", self._rooms_key))
         stale = {raw.decode() for raw in listed} - rooms.keys()
         for room in (*rooms, *stale):
             members = rooms.get(room, {})
             pairs = [part for m, u in members.items() for part in (m.encode(), u.encode())]
             presence = scripts.room_keys(room)[3]
-            self._publisher.command(_evalsha(scripts.RESYNC, (presence,), (prefix, *pairs)), None)
+            self._command(
+                presence, _evalsha(self._scripts.resync, (presence,), (prefix, *pairs)), None
+            )
             key_command = b"SADD" if members else b"SREM"
-            self._publisher.command(resp_command(key_command, self._rooms_key, room.encode()), None)
-        await self._publisher.request(resp_command(b"PING"))  # all of the above is done
+            self._command(
+                self._rooms_key, resp_command(key_command, self._rooms_key, room.encode()), None
+            )
+        await self._barrier()  # all of the above is done
 
     async def history(self, room: str, limit: int) -> HistoryReply:
         seq, epoch, history, _ = scripts.room_keys(room)
-        reply = await self._publisher.request(
-            _evalsha(scripts.HISTORY, (seq, epoch, history), (b"%d" % limit,))
+        reply = await self._request(
+            seq, _evalsha(self._scripts.history, (seq, epoch, history), (b"%d" % limit,))
         )
         epoch_value, latest, messages = reply
         return HistoryReply(epoch_value.decode(), int(latest), list(reversed(messages)))
 
     async def presence(self, room: str) -> dict[str, int]:
         presence = scripts.room_keys(room)[3]
-        reply = await self._publisher.request(resp_command(b"HVALS", presence))
+        reply = await self._request(presence, resp_command(b"HVALS", presence))
         counts: dict[str, int] = {}
         for raw in reply:
             name = raw.decode()
@@ -604,18 +720,18 @@ class RedisBroker:
         while True:
             try:
                 await asyncio.sleep(interval)
-                if not self._publisher.connected:
+                if not self._connected_for(NODES_KEY):
                     continue
                 now_ms = int(time.time() * 1000)
-                added = await self._publisher.request(
-                    resp_command(b"ZADD", NODES_KEY, b"%d" % now_ms, instance)
+                added = await self._request(
+                    NODES_KEY, resp_command(b"ZADD", NODES_KEY, b"%d" % now_ms, instance)
                 )
                 if added == 1 and self._on_resync is not None:
                     # Our entry was gone: Redis lost its data, or others reaped us during a stall.
                     self._on_resync()
                 horizon = now_ms - int(self._presence_ttl * 1000)
-                dead = await self._publisher.request(
-                    resp_command(b"ZRANGEBYSCORE", NODES_KEY, b"-inf", b"%d" % horizon)
+                dead = await self._request(
+                    NODES_KEY, resp_command(b"ZRANGEBYSCORE", NODES_KEY, b"-inf", b"%d" % horizon)
                 )
                 for other in dead:
                     if other != instance:
@@ -628,46 +744,71 @@ class RedisBroker:
                 log.exception("presence heartbeat failed")
 
     async def _reap(self, dead: bytes) -> None:
-        claim = await self._publisher.request(
-            resp_command(b"SET", b"rc:reap:" + dead, self._instance.encode(), b"NX", b"EX", b"60")
+        claim_key = b"rc:reap:" + dead
+        claim = await self._request(
+            claim_key,
+            resp_command(b"SET", claim_key, self._instance.encode(), b"NX", b"EX", b"60"),
         )
         if claim is None:
             return  # another node is on it
         rooms_key = b"rc:node:" + dead + b":rooms"
-        rooms = await self._publisher.request(resp_command(b"SMEMBERS", rooms_key))
+        rooms = await self._request(rooms_key, resp_command(b"SMEMBERS", rooms_key))
         head = envelope.head(time.time())
         removed = 0
         for raw_room in rooms:
             room = raw_room.decode()
             presence = scripts.room_keys(room)[3]
+            # One script per room: each touches a single slot, as Redis Cluster requires.
             removed += int(
-                await self._publisher.request(
+                await self._request(
+                    presence,
                     _evalsha(
-                        scripts.REAP, (presence,), (channel_for(room), head, dead + b"-", raw_room)
-                    )
+                        self._scripts.reap,
+                        (presence,),
+                        (self._channel(room), head, dead + b"-", raw_room),
+                    ),
                 )
             )
-        await self._publisher.request(resp_command(b"DEL", rooms_key))
-        await self._publisher.request(resp_command(b"ZREM", NODES_KEY, dead))
+        await self._request(rooms_key, resp_command(b"DEL", rooms_key))
+        await self._request(NODES_KEY, resp_command(b"ZREM", NODES_KEY, dead))
         log.warning(
             "reaped a dead node's members", extra={"dead_node": dead.decode(), "members": removed}
         )
 
     async def _watch(self) -> None:
-        """Detect a silent Redis (no RST, just no replies): ping both links, abort overdue ones."""
+        """Detect a silent Redis (no RST, just no replies): ping every link, abort overdue ones."""
         loop = asyncio.get_running_loop()
         interval = self._timeout / 2
         while True:
             await asyncio.sleep(interval)
             now = loop.time()
-            if self._publisher.oldest_age(now) > self._timeout:
-                log.warning("redis publisher reply overdue; reconnecting")
-                self._publisher.abort()
-            else:
-                self._publisher.ping()
-            if self._subscriber.connected:
-                if now - self._subscriber.last_pong > self._timeout + interval:
-                    log.warning("redis subscriber ping overdue; reconnecting")
-                    self._subscriber.abort()
+            for publisher, subscriber in self._links():
+                if publisher.oldest_age(now) > self._timeout:
+                    log.warning(
+                        "redis publisher reply overdue; reconnecting",
+                        extra={"link": publisher.name},
+                    )
+                    publisher.abort()
                 else:
-                    self._subscriber.ping()
+                    publisher.ping()
+                if subscriber.connected:
+                    if now - subscriber.last_pong > self._timeout + interval:
+                        log.warning(
+                            "redis subscriber ping overdue; reconnecting",
+                            extra={"link": subscriber.name},
+                        )
+                        subscriber.abort()
+                    else:
+                        subscriber.ping()
+
+
+def connection_options(timeout: float) -> dict[str, Any]:
+    """redis-py connection settings for our own links (the cluster broker reuses them)."""
+    return {
+        "socket_connect_timeout": timeout,
+        "socket_timeout": None,  # the subscriber waits for messages indefinitely
+        "socket_keepalive": True,
+        "retry": Retry(NoBackoff(), 0),  # reconnects are ours, with jitter
+        "health_check_interval": 0,
+        "protocol": 2,  # pub/sub replies as plain arrays, read in order by our loop
+    }

@@ -55,7 +55,7 @@ redis.call('EXPIRE', KEYS[3], ARGV[5])
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('EXPIRE', KEYS[2], ARGV[6])
 redis.call('PUBLISH', ARGV[1], ARGV[2] .. offset .. '\\n' .. message)
-return offset
+return {offset, epoch}
 """,
 )
 
@@ -154,3 +154,29 @@ return 1
 )
 
 ALL: Final = (PUBLISH_MESSAGE, JOIN, LEAVE, HISTORY, REAP, RESYNC)
+
+
+@dataclass(frozen=True)
+class ScriptSet:
+    """The scripts one broker runs: classic PUBLISH, or SPUBLISH on Redis Cluster."""
+
+    publish_message: Script
+    join: Script
+    leave: Script
+    history: Script
+    reap: Script
+    resync: Script
+
+    @property
+    def all(self) -> tuple[Script, ...]:
+        return (self.publish_message, self.join, self.leave, self.history, self.reap, self.resync)
+
+
+def _sharded(script: Script) -> Script:
+    # The channel (``rc:{room}``) shares the keys' hash tag, so SPUBLISH stays in the script's
+    # slot: Redis Cluster accepts it and delivers only within the shard that owns the room.
+    return Script(script.name + "_sharded", script.source.replace("'PUBLISH'", "'SPUBLISH'"))
+
+
+CLASSIC: Final = ScriptSet(*ALL)
+SHARDED: Final = ScriptSet(*(_sharded(script) for script in ALL))

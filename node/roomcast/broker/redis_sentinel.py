@@ -1,0 +1,84 @@
+"""Sentinel mode: the standalone broker, its links connected to whatever primary Sentinel names.
+
+Each (re)connect of a link asks the sentinels for the current primary (redis-py's
+``SentinelConnectionPool``), so after a failover the links, cut off from the dead primary,
+come back on the promoted replica: the subscriber resubscribes every room with local members and
+the node, seeing the broker ready again, resyncs its presence (``on_resync``). A link still talking
+to a demoted primary is told ``READONLY`` on its next write, which redis-py turns into a
+connection error: it reconnects through Sentinel too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from redis.asyncio.connection import ConnectionPool, SSLConnection
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+
+from roomcast.broker import HistoryLimits, MessageHandler, StateHandler
+from roomcast.broker.redis import Backoff, RedisBroker, connection_options
+
+
+def parse_sentinels(items: Sequence[str]) -> list[tuple[str, int]]:
+    addresses = []
+    for item in items:
+        host, _, port = item.strip().rpartition(":")
+        addresses.append((host.strip("[]"), int(port)))
+    return addresses
+
+
+def primary_options(url: str | None) -> dict[str, Any]:
+    """Password, user name, database and TLS for the primary, from an optional URL."""
+    if url is None:
+        return {}
+    template = ConnectionPool.from_url(url)
+    options = {
+        key: value
+        for key, value in template.connection_kwargs.items()
+        if key not in ("host", "port", "connection_class")
+    }
+    if issubclass(template.connection_class, SSLConnection):
+        options["ssl"] = True
+    return options
+
+
+class RedisSentinelBroker(RedisBroker):
+    def __init__(
+        self,
+        sentinels: Sequence[str],
+        master: str,
+        on_message: MessageHandler,
+        on_state: StateHandler | None = None,
+        *,
+        url: str | None = None,
+        timeout: float = 5.0,
+        backoff: Backoff | None = None,
+        limits: HistoryLimits | None = None,
+        instance: str = "",
+        presence_ttl: float = 15.0,
+        on_resync: Callable[[], None] | None = None,
+    ) -> None:
+        self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            parse_sentinels(sentinels),
+            sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout},
+        )
+        pool = SentinelConnectionPool(  # type: ignore[no-untyped-call]
+            master, self._sentinel, **connection_options(timeout), **primary_options(url)
+        )
+        super().__init__(
+            url or "redis://",
+            on_message,
+            on_state,
+            timeout=timeout,
+            backoff=backoff,
+            limits=limits,
+            instance=instance,
+            presence_ttl=presence_ttl,
+            on_resync=on_resync,
+            pool=pool,
+        )
+
+    async def _stop_links(self) -> None:
+        await super()._stop_links()
+        await self._sentinel.aclose()

@@ -1,0 +1,85 @@
+"""Sentinel mode against REAL servers: one primary, one replica, three sentinels (Debian's
+redis-server); the primary is SIGKILLed, Sentinel promotes the replica, the nodes follow."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from roomcast.devcluster import LocalCluster
+from roomcast.redis_topologies import SentinelTopology
+from tests.integration.conftest import FAST_ENV, http_get, metric_value
+from tests.integration.test_faults import ready, until
+from tests.integration.wsclient import Client, clients_on_distinct_nodes
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def sentinel_nodes() -> Iterator[tuple[SentinelTopology, LocalCluster]]:
+    with SentinelTopology(replicas=1, sentinels=3) as topology:
+        env = dict(FAST_ENV, ROOMCAST_REDIS_TIMEOUT="1", **topology.node_env())
+        with LocalCluster(3, redis=False, node_env=env) as cluster:
+            yield topology, cluster
+
+
+async def test_failover_nodes_follow_the_new_primary(
+    sentinel_nodes: tuple[SentinelTopology, LocalCluster],
+) -> None:
+    topology, cluster = sentinel_nodes
+    for node in cluster.nodes:
+        await until(lambda n=node: ready(n), 20, f"{node.node_id} ready")
+    old_primary = topology.primary()
+    alice, bob = await clients_on_distinct_nodes(cluster.url, 2)
+    room = "sentinel-room"
+    try:
+        joined = await alice.join(room, "alice")
+        await bob.join(room, "bob")
+        for index in range(5):
+            await alice.send(type="message", room=room, text=f"before {index}")
+        for index in range(5):
+            assert (await bob.recv_type("message", room=room))["text"] == f"before {index}"
+        assert old_primary.client().exists(f"rc:{{{room}}}:seq") == 1
+
+        killed_at = time.monotonic()
+        old_primary.kill()
+        for node in cluster.nodes:
+            await until(lambda n=node: not ready(n), 10, f"{node.node_id} not ready")
+        new_primary = topology.wait_for_failover(old_primary.port)
+        promoted_after = time.monotonic() - killed_at
+        for node in cluster.nodes:
+            await until(lambda n=node: ready(n), 20, f"{node.node_id} ready on the new primary")
+        followed_after = time.monotonic() - killed_at
+        print(
+            f"\nsentinel failover: promoted after {promoted_after:.2f} s, "
+            f"every node ready again after {followed_after:.2f} s"
+        )
+
+        # Nobody rejoined: the nodes resubscribed on the new primary by themselves.
+        await alice.send(type="message", room=room, text="after failover")
+        event = await bob.recv_type("message", room=room, text="after failover")
+        # The replica had the history (replicated before the kill): offsets and epoch go on.
+        assert event["epoch"] == joined["epoch"] and event["offset"] == 6
+        assert new_primary.client().exists(f"rc:{{{room}}}:seq") == 1
+        # Presence is on the new primary (kept by replication, resynced by the nodes).
+        await alice.send(type="presence", room=room)
+        presence = await alice.recv_type("presence", room=room)
+        assert sorted(m["username"] for m in presence["members"]) == ["alice", "bob"]
+        # A client that saw up to offset 2 recovers the rest from the new primary.
+        late = await Client.connect(cluster.nodes[0].url)
+        await late.send(
+            type="join", room=room, username="late", since={"offset": 2, "epoch": joined["epoch"]}
+        )
+        rejoined = await late.recv_type("joined", room=room)
+        assert rejoined["recovered"] is True
+        texts = [(await late.recv_type("message", room=room))["text"] for _ in range(4)]
+        assert texts == ["before 2", "before 3", "before 4", "after failover"]
+        await late.close()
+        metrics = http_get(f"{cluster.nodes[0].metrics_url}/metrics")[1]
+        assert metric_value(metrics, "roomcast_redis_connected") == 1
+        assert metric_value(metrics, "roomcast_redis_reconnects_total") >= 1
+    finally:
+        await alice.close()
+        await bob.close()
