@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 run: deps ## start redis + 3 nodes + nginx on loopback; Ctrl-C stops them all
 	ulimit -n 65536 2>/dev/null || ulimit -n $$(ulimit -Hn); $(PY) -m roomcast.devcluster
 
-test: deps deploy-deps ## every test: unit, integration (real redis-server, nginx, nodes), deployment (offline)
+test: deps deploy-deps browser-deps ## every test: unit, integration (real redis-server, nginx, nodes), browser (Chromium), deployment (offline)
 	ulimit -n 65536 2>/dev/null || true; $(PY) -m pytest -q
 
 test-unit: deps

@@ -204,6 +204,9 @@ class ProxyTrust:
         self._networks = [
             ipaddress.ip_network(t.strip(), strict=False) for t in trusted if t.strip()
         ]
+        # Answers for recent addresses: every handshake asks about its peer (nginx, mostly), and
+        # parsing an address costs more than the rest of the check.
+        self._verdicts: dict[str, bool] = {}
 
     def client_address(self, peer: str, forwarded_for: str | None) -> str:
         if forwarded_for is None or not self._trusted(peer):
@@ -215,8 +218,15 @@ class ProxyTrust:
         return peer
 
     def _trusted(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in network for network in self._networks)
+        verdict = self._verdicts.get(address)
+        if verdict is None:
+            try:
+                ip = ipaddress.ip_address(address)
+            except ValueError:
+                verdict = False
+            else:
+                verdict = any(ip in network for network in self._networks)
+            if len(self._verdicts) >= 4096:
+                self._verdicts.clear()  # bounded: forged X-Forwarded-For hops cannot grow it
+            self._verdicts[address] = verdict
+        return verdict

@@ -237,13 +237,15 @@ class Node:
         self._published["user_joined"].inc()
         reply = await self.broker.join(room, conn.id, username, command.since, announce)
         if not catch_up.marker_seen:
-            waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            waiter = loop.create_future()
             self._marker_waiters[(conn, room)] = waiter
+            # A timer on the future itself: wait_for would wrap it in a task on every join.
+            expiry = loop.call_later(self._marker_timeout, _expire, waiter)
             try:
-                await asyncio.wait_for(waiter, self._marker_timeout)
-            except TimeoutError:
-                raise BrokerUnavailable("the join did not come back from the broker") from None
+                await waiter
             finally:
+                expiry.cancel()
                 self._marker_waiters.pop((conn, room), None)
         return reply
 
@@ -372,6 +374,11 @@ class Node:
     def _reject(self, conn: Connection, code: str, reason: str, room: str | None = None) -> None:
         self.metrics.frames_rejected.labels(code).inc()
         conn.send(protocol.error(code, reason, room))
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(BrokerUnavailable("the join did not come back from the broker"))
 
 
 def _log_resync(task: asyncio.Future[None]) -> None:

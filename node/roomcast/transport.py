@@ -306,7 +306,15 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
-        for data in self.proto.data_to_send():
+        outgoing = self.proto.data_to_send()
+        if self.pending and outgoing and outgoing[-1] and not self._compressed:
+            # Frames queued in this same turn (the welcome after the handshake response) ride
+            # in the same write instead of a second one at the end of the turn.
+            if self.proto.state is State.OPEN:
+                outgoing[-1] += b"".join(self.pending)
+                self._server.metrics.deliveries.inc(len(self.pending))
+                self.pending = []
+        for data in outgoing:
             if data:
                 transport.write(data)
             elif transport.can_write_eof():
