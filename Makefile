@@ -104,7 +104,8 @@ compose-env:
 	@if [ -f .env ]; then echo ".env exists; not overwriting"; else \
 	  { echo "ROOMCAST_AUTH_SECRET=$$(python3 -c 'import secrets; print(secrets.token_hex(32))')"; \
 	    echo "ROOMCAST_REDIS_PASSWORD=$$(python3 -c 'import secrets; print(secrets.token_hex(16))')"; \
-	    echo "ROOMCAST_ALLOWED_ORIGINS="; } > .env; \
+	    echo "ROOMCAST_ALLOWED_ORIGINS="; \
+	    echo "ROOMCAST_API_KEYS=$$(python3 -c 'import secrets; print(secrets.token_hex(24))')"; } > .env; \
 	  chmod 600 .env; echo "wrote .env (tokens required: see README, Security)"; fi
 
 # --- Browser tests (tests/browser): Debian's Chromium and its WebDriver, installed when missing ---

@@ -37,6 +37,7 @@ import pytest
 
 from roomcast.devcluster import timeout_factor
 from tests.deploy.conftest import REPO
+from tests.integration.httpclient import EventStream, request
 from tests.integration.wsclient import Client
 
 pytestmark = [pytest.mark.docker_e2e, pytest.mark.timeout(900)]
@@ -364,6 +365,34 @@ async def test_users_on_different_replicas_share_a_room(stack: Stack) -> None:
         await chat_round([alice, bob], room)
         log(f"chat across replicas {alice.node} and {bob.node}: ok")
     finally:
+        await close_all([alice, bob])
+
+
+async def test_http_api_and_event_stream_through_the_compose_nginx(stack: Stack) -> None:
+    """/api/ through the compose nginx: a published message reaches WebSocket members on other
+    replicas and an event-stream consumer (unbuffered, so it arrives before the stream ends)."""
+    base = f"http://127.0.0.1:{stack.lb_port}/api/rooms"
+    room = f"e2e-{secrets.token_hex(3)}"
+    alice, bob = await on_distinct_nodes(stack.url, 2)
+    stream = await EventStream.open(f"{base}/{room}/events")
+    try:
+        assert stream.status == 200 and stream.node
+        await stream.next_type("joined")
+        await alice.join(room, "user0")
+        await bob.join(room, "user1")
+        posted = await request(
+            "POST", f"{base}/{room}/messages", json_body={"text": "from ci", "username": "ci"}
+        )
+        assert posted.status == 201, posted.body
+        for member in (alice, bob):
+            assert (await member.recv_type("message", timeout=15))["text"] == "from ci"
+        event = await stream.next_type("message", timeout=15)
+        assert (event.id, event.data["text"]) == (posted.json()["offset"], "from ci")
+        history = await request("GET", f"{base}/{room}/history")
+        assert [m["text"] for m in history.json()["messages"]] == ["from ci"]
+        log(f"HTTP API via nginx: published at offset {event.id}, streamed by {stream.node}")
+    finally:
+        stream.close()
         await close_all([alice, bob])
 
 
