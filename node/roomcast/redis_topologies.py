@@ -63,7 +63,7 @@ class RedisServer:
             host="127.0.0.1", port=self.port, socket_timeout=timeout, socket_connect_timeout=timeout
         )
 
-    def run(self, *args: str) -> Any:
+    def run(self, *args: str | bytes) -> Any:
         """One command, its reply as redis-py parses it."""
         return self.client().execute_command(*args)  # type: ignore[no-untyped-call]
 
@@ -263,6 +263,10 @@ class RedisClusterTopology:
 
         return wait_until(promoted, timeout, f"a new primary for slot {slot}", interval=0.05)
 
+    def migration(self, slot: int, target: RedisServer) -> SlotMigration:
+        """A live move of ``slot`` from its current owner to ``target`` (another primary)."""
+        return SlotMigration(self, slot, self.owner_of(slot), target)
+
     def stop(self) -> None:
         for server in self.servers:
             server.process.stop()
@@ -274,6 +278,74 @@ class RedisClusterTopology:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@dataclass
+class SlotMigration:
+    """One hash slot moved live from ``source`` to ``target``, step by step, by the procedure
+    ``redis-cli --cluster reshard`` follows: IMPORTING/MIGRATING, keys moved with MIGRATE, then
+    ``SETSLOT NODE`` on the target, the source and every other primary.
+
+    Steps are separate so that a test can act in between (the ASK window)."""
+
+    topology: RedisClusterTopology
+    slot: int
+    source: RedisServer
+    target: RedisServer
+
+    def begin(self) -> None:
+        source_id, target_id = node_id(self.source), node_id(self.target)
+        self.target.run("CLUSTER", "SETSLOT", str(self.slot), "IMPORTING", source_id)
+        self.source.run("CLUSTER", "SETSLOT", str(self.slot), "MIGRATING", target_id)
+
+    def keys_left(self) -> list[bytes]:
+        reply: Any = self.source.run("CLUSTER", "GETKEYSINSLOT", str(self.slot), "1000")
+        return list(reply)
+
+    def move_keys(self, keys: list[bytes] | None = None) -> int:
+        """MIGRATE ``keys`` (default: all the source still holds in the slot) in one command."""
+        chosen = self.keys_left() if keys is None else keys
+        if chosen:
+            self.source.run(
+                "MIGRATE", "127.0.0.1", str(self.target.port), "", "0",
+                str(int(5000 * timeout_factor())), "KEYS", *chosen,
+            )  # fmt: skip
+        return len(chosen)
+
+    def finish(self, timeout: float = 30) -> None:
+        """Move what is left, hand the slot over everywhere, and wait until every live node of
+        the cluster names the target as its owner."""
+        while self.move_keys():
+            pass
+        target_id = node_id(self.target)
+        others = [
+            s
+            for s in self.topology.primaries()
+            if s.port not in (self.source.port, self.target.port)
+        ]
+        for server in (self.target, self.source, *others):
+            server.run("CLUSTER", "SETSLOT", str(self.slot), "NODE", target_id)
+
+        def everyone_agrees() -> bool:
+            for server in self.topology.live_servers():
+                reply: Any = server.run("CLUSTER", "SLOTS")
+                owner = next(
+                    (int(e[2][1]) for e in reply if int(e[0]) <= self.slot <= int(e[1])), None
+                )
+                if owner != self.target.port:
+                    return False
+            return True
+
+        wait_until(everyone_agrees, timeout, f"every node to see slot {self.slot} moved")
+
+    def run(self) -> None:
+        self.begin()
+        self.finish()
+
+
+def node_id(server: RedisServer) -> str:
+    raw: Any = server.run("CLUSTER", "MYID")
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
 class SentinelTopology:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -30,11 +31,12 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from redis.asyncio.connection import ConnectionPool
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ClusterDownError, RedisError, ResponseError, TryAgainError
 
 from roomcast.broker import (
     BrokerUnavailable,
     HistoryLimits,
+    HistoryReply,
     MessageHandler,
     StateHandler,
     scripts,
@@ -49,6 +51,7 @@ from roomcast.broker.cluster_slots import (
     sharded_channel,
     slot_of,
 )
+from roomcast.broker.live_gaps import LiveGaps
 from roomcast.broker.redis import (
     Backoff,
     RedisBroker,
@@ -58,28 +61,65 @@ from roomcast.broker.redis import (
     connection_options,
     resp_command,
 )
+from roomcast.recovery import JoinReply, Since
 
 log = logging.getLogger("roomcast.broker.redis_cluster")
 
 _MAX_REDIRECTS: Final = 5
 _ASKING: Final = resp_command(b"ASKING")
 _CLUSTER_SLOTS: Final = resp_command(b"CLUSTER", b"SLOTS")
+_PING: Final = resp_command(b"PING")
+_TRYAGAIN_DELAY: Final = 0.05  # keys of a slot half migrated: the operator's MIGRATE is under way
+
+# Set by ``_request`` in the awaiting task's context: its command was served by a slot's
+# importing node (ASK), where this node's subscribers are not listening yet.
+_SERVED_BY_IMPORTING: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "served_by_importing", default=False
+)
 
 
 class _Moved(BrokerUnavailable):
     """A subscription was refused by a node that no longer owns its slot: retry elsewhere."""
 
 
-class _Redirected:
-    """A command's settle callback, counting how often the command was redirected."""
+class _TryAgain(BrokerUnavailable):
+    """A multi-key command hit a slot whose keys are half migrated; it can be sent again."""
 
-    __slots__ = ("hops", "inner")
 
-    def __init__(self, inner: Settle | None, hops: int) -> None:
-        self.inner = inner
-        self.hops = hops
+class _Call:
+    """The settle callback of an awaited request, remembering whether it was served via ASK."""
+
+    __slots__ = ("asked", "future")
+
+    def __init__(self, future: asyncio.Future[Any]) -> None:
+        self.future = future
+        self.asked = False
 
     def __call__(self, reply: Any, error: Exception | None) -> None:
+        if self.future.done():
+            return
+        if error is None:
+            self.future.set_result(reply)
+        else:
+            self.future.set_exception(error)
+
+
+class _Redirected:
+    """A command's settle callback, counting how often the command was redirected; ``served``
+    runs once an importing node answered it (ASK), before the command's own callback."""
+
+    __slots__ = ("hops", "inner", "served")
+
+    def __init__(
+        self, inner: Settle | None, hops: int, served: Callable[[], None] | None = None
+    ) -> None:
+        self.inner = inner
+        self.hops = hops
+        self.served = served
+
+    def __call__(self, reply: Any, error: Exception | None) -> None:
+        if error is None and self.served is not None:
+            self.served()
         if self.inner is not None:
             self.inner(reply, error)
 
@@ -96,9 +136,21 @@ class _ShardPublisher(_Publisher):
             _, settle, data = self._inflight.popleft()
             self.on_redirect(redirect, data, settle)
             return
-        if str(error).startswith(("CLUSTERDOWN", "TRYAGAIN")) and self.on_cluster_error:
+        if _is_cluster_error(error, TryAgainError, "TRYAGAIN") and self._inflight:
+            # Not a failure of Redis: requests send it again, fire-and-forget commands are
+            # refused (resending them later could reorder a sender's messages).
+            settle = self._inflight.popleft()[1]
+            if settle is not None:
+                settle(None, _TryAgain(f"redis cluster: {error}"))
+            return
+        if _is_cluster_error(error, ClusterDownError, "CLUSTERDOWN") and self.on_cluster_error:
             self.on_cluster_error()
         super().handle_error_reply(error)
+
+
+def _is_cluster_error(error: ResponseError, kind: type[ResponseError], prefix: str) -> bool:
+    # redis-py's parser turns known prefixes into classes (and strips them from the text).
+    return isinstance(error, kind) or str(error).startswith(prefix)
 
 
 class _ShardSubscriber(_Subscriber):
@@ -111,6 +163,13 @@ class _ShardSubscriber(_Subscriber):
         super().__init__(*args, **kwargs)
         self._own_unsubscribes: Counter[bytes] = Counter()
         self.on_topology_hint: Any = None  # set by the broker: () -> None
+        self.on_confirmed: Any = None  # set by the broker: (channel) -> None
+
+    def _confirm(self, channel: bytes) -> None:
+        was_confirmed = channel in self.confirmed
+        super()._confirm(channel)
+        if not was_confirmed and channel in self.confirmed and self.on_confirmed is not None:
+            self.on_confirmed(channel)
 
     def room_of(self, channel: bytes) -> str:
         return room_of_channel(channel)
@@ -240,6 +299,25 @@ class RedisClusterBroker(RedisBroker):
         self._topology: asyncio.Task[None] | None = None
         self._retired: set[asyncio.Task[None]] = set()
         self.topology_refreshes = 0
+        self._wanted_by_slot: dict[int, set[bytes]] = {}
+        # Rooms' chat streams pass through here: gaps left by slot moves are filled from history.
+        self.gaps = LiveGaps(on_message, self._read_history, self._limits.size, 3 * timeout)
+        # Order across a slot move: commands answered MOVED wait here for the new map; commands
+        # for a slot whose owner just changed wait in ``_held`` until the old owner answered all
+        # that was sent to it, so that no later command overtakes an earlier one.
+        self._parked: list[tuple[Address, bytes, _Redirected]] = []
+        self._held: list[tuple[bytes, bytes, Settle | None]] = []
+        self._fenced: set[int] = set()
+        self._fences = 0
+        self._publishing = tuple(
+            script.sha
+            for script in (
+                self._scripts.publish_message,
+                self._scripts.join,
+                self._scripts.leave,
+                self._scripts.reap,
+            )
+        )
 
     # Routing
 
@@ -249,6 +327,9 @@ class RedisClusterBroker(RedisBroker):
         return self._by_slot[slot_of(key)]
 
     def _command(self, key: bytes, data: bytes, settle: Settle | None) -> None:
+        if self._fenced and slot_of(key) in self._fenced:
+            self._held.append((key, data, settle))
+            return
         shard = self._shard_for(key)
         if shard is None:
             if settle is not None:
@@ -259,22 +340,24 @@ class RedisClusterBroker(RedisBroker):
         shard.publisher.command(data, settle)
 
     async def _request(self, key: bytes, data: bytes) -> Any:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-
-        def settle(reply: Any, error: Exception | None) -> None:
-            if future.done():
-                return
-            if error is None:
-                future.set_result(reply)
-            else:
-                future.set_exception(error)
-
-        self._command(key, data, settle)
-        try:
-            # Redirections included: a MOVED answer is re-sent after one map refresh.
-            return await asyncio.wait_for(future, self._timeout)
-        except TimeoutError:
-            raise BrokerUnavailable("redis did not answer in time") from None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        while True:
+            call = _Call(loop.create_future())
+            self._command(key, data, call)
+            try:
+                # Redirections included: a MOVED answer is re-sent after one map refresh.
+                reply = await asyncio.wait_for(call.future, max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                raise BrokerUnavailable("redis did not answer in time") from None
+            except _TryAgain:
+                if loop.time() + _TRYAGAIN_DELAY > deadline:
+                    raise
+                await asyncio.sleep(_TRYAGAIN_DELAY)
+                continue
+            if call.asked:
+                _SERVED_BY_IMPORTING.set(True)
+            return reply
 
     def _connected_for(self, key: bytes) -> bool:
         shard = self._shard_for(key)
@@ -307,6 +390,14 @@ class RedisClusterBroker(RedisBroker):
         self._start_tasks()
 
     async def _stop_links(self) -> None:
+        await self.gaps.stop()
+        stopped = BrokerUnavailable("the broker stopped")
+        for _, _, settle in self._held:
+            if settle is not None:
+                settle(None, stopped)
+        for _, _, parked in self._parked:
+            parked(None, stopped)
+        self._held, self._parked, self._fenced = [], [], set()
         if self._topology is not None:
             self._topology.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -322,7 +413,10 @@ class RedisClusterBroker(RedisBroker):
 
     async def subscribe(self, room: str) -> None:
         channel = sharded_channel(room)
-        self._wanted.add(channel)
+        if channel not in self._wanted:
+            self._wanted.add(channel)
+            self._wanted_by_slot.setdefault(slot_of(channel), set()).add(channel)
+            self.gaps.track(room)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
         while True:
@@ -343,6 +437,13 @@ class RedisClusterBroker(RedisBroker):
     def unsubscribe(self, room: str) -> None:
         channel = sharded_channel(room)
         self._wanted.discard(channel)
+        slot = slot_of(channel)
+        in_slot = self._wanted_by_slot.get(slot)
+        if in_slot is not None:
+            in_slot.discard(channel)
+            if not in_slot:
+                del self._wanted_by_slot[slot]
+        self.gaps.forget(room)
         for shard in self._shards.values():
             if channel in shard.subscriber.wanted:
                 shard.subscriber.unsubscribe(channel)
@@ -374,6 +475,8 @@ class RedisClusterBroker(RedisBroker):
                 log.warning("redis cluster topology unknown", extra={"error": str(exc)})
             if slot_map is not None:
                 self._apply(slot_map)
+            if not self._fences:
+                self._resend_parked()
             if self._refreshed is not None and not self._refreshed.done():
                 self._refreshed.set_result(None)
             self._report_state()
@@ -421,10 +524,13 @@ class RedisClusterBroker(RedisBroker):
         self._map = slot_map
         for address in slot_map.primaries() - self._shards.keys():
             self._shards[address] = self._open_shard(address)
+        previous = self._by_slot
         self._by_slot = [
             self._shards[owner] if owner is not None else None
             for owner in (slot_map.owner(slot) for slot in range(SLOT_COUNT))
         ]
+        if previous:
+            self._fence_moved_slots(previous)
         for channel in self._wanted:
             owner = self._by_slot[slot_of(channel)]
             for shard in self._shards.values():
@@ -457,11 +563,12 @@ class RedisClusterBroker(RedisBroker):
         publisher.on_redirect = self._redirect
         publisher.on_cluster_error = self._request_refresh
         subscriber = _ShardSubscriber(
-            pool, self._timeout, self._backoff, self._on_message, f"subscriber {address}"
+            pool, self._timeout, self._backoff, self.gaps.receive, f"subscriber {address}"
         )
         subscriber.on_change = self._report_state
         subscriber.on_down = self._also_refresh(subscriber.on_down)
         subscriber.on_topology_hint = self._request_refresh
+        subscriber.on_confirmed = self._subscribed_again
         publisher.start()
         subscriber.start()
         return _Shard(address, pool, publisher, subscriber)
@@ -492,27 +599,107 @@ class RedisClusterBroker(RedisBroker):
             if inner is not None:
                 inner(None, BrokerUnavailable("redis cluster keeps redirecting"))
             return
-        wrapped = _Redirected(inner, hops)
-        if redirect.kind == "ASK":
-            # A slot being migrated: this one command goes to the importing node, now.
-            target = self._shards.get(redirect.address)
-            if target is None:
-                wrapped(None, BrokerUnavailable(f"ASK to unknown node {redirect.address}"))
-                self._request_refresh()
-                return
-            target.publisher.command(_ASKING, None)
-            target.publisher.command(data, wrapped)
+        if redirect.kind == "MOVED":
+            # Re-sent once the map is refreshed, in the order the MOVED answers came.
+            self._parked.append((redirect.address, data, _Redirected(inner, hops)))
+            self._request_refresh()
             return
-        task = asyncio.create_task(self._resend_after_refresh(redirect, data, wrapped))
-        self._retired.add(task)
-        task.add_done_callback(self._retired.discard)
-
-    async def _resend_after_refresh(
-        self, redirect: Redirect, data: bytes, settle: _Redirected
-    ) -> None:
-        await self._await_refresh(self._timeout)
+        # A slot being migrated: this one command goes to the importing node, now.
         target = self._shards.get(redirect.address)
         if target is None:
-            settle(None, BrokerUnavailable(f"MOVED to unknown node {redirect.address}"))
+            if inner is not None:
+                inner(None, BrokerUnavailable(f"ASK to unknown node {redirect.address}"))
+            self._request_refresh()
             return
-        target.publisher.command(data, settle)
+        if isinstance(inner, _Call):
+            inner.asked = True
+        served = None
+        if self._wanted_by_slot.get(redirect.slot) and self._publishes(data):
+            # Published on the importing node, whose subscribers we are not among yet.
+            slot = redirect.slot
+            served = lambda: self._recheck_slot(slot)  # noqa: E731
+        target.publisher.command(_ASKING, None)
+        target.publisher.command(data, _Redirected(inner, hops, served))
+
+    def _publishes(self, data: bytes) -> bool:
+        head = data[:96]
+        return head.startswith(self._publish_head) or any(sha in head for sha in self._publishing)
+
+    def _resend_parked(self) -> None:
+        parked, self._parked = self._parked, []
+        for address, data, settle in parked:
+            target = self._shards.get(address)
+            if target is None:
+                settle(None, BrokerUnavailable(f"MOVED to unknown node {address}"))
+            else:
+                target.publisher.command(data, settle)
+
+    def _fence_moved_slots(self, previous: list[_Shard | None]) -> None:
+        """Slots whose owner changed: hold their new commands until the old owner answered
+        everything sent to it before (a PING queued behind them), then send in order."""
+        moved: dict[Address, tuple[_Shard, list[int]]] = {}
+        for slot, (old, new) in enumerate(zip(previous, self._by_slot, strict=True)):
+            if old is not None and old is not new:
+                moved.setdefault(old.address, (old, []))[1].append(slot)
+        loop = asyncio.get_running_loop()
+        for old_shard, slots in moved.values():
+            self._fenced.update(slots)
+            self._fences += 1
+            done = _Once(self._fence_passed)
+            old_shard.publisher.command(_PING, done.settle)
+            # A retired link may never answer: order matters less than progress then.
+            loop.call_later(self._timeout, done)
+
+    def _fence_passed(self) -> None:
+        self._fences -= 1
+        if self._fences:
+            return
+        self._fenced.clear()
+        self._resend_parked()
+        held, self._held = self._held, []
+        for key, data, settle in held:
+            self._command(key, data, settle)
+
+    # Live gaps
+
+    async def _read_history(self, room: str, limit: int) -> HistoryReply:
+        return await self.history(room, limit)
+
+    def _recheck_slot(self, slot: int) -> None:
+        for channel in list(self._wanted_by_slot.get(slot, ())):
+            self.gaps.recheck(room_of_channel(channel))
+
+    def _subscribed_again(self, channel: bytes) -> None:
+        # A room's first subscription has nothing to recheck yet; a later one (slot moved,
+        # link reconnected) may have missed what was published meanwhile.
+        self.gaps.recheck(room_of_channel(channel))
+
+    async def join(
+        self, room: str, member: str, username: str, since: Since | None, announce: bytes
+    ) -> JoinReply:
+        _SERVED_BY_IMPORTING.set(False)
+        reply = await super().join(room, member, username, since, announce)
+        self.gaps.baseline(room, reply.epoch, reply.offset)
+        if _SERVED_BY_IMPORTING.get():
+            # The importing node published the announcement where this node does not listen
+            # yet; the node waits for it as its join point, so it is handed over here.
+            self.gaps.receive(room, announce)
+        return reply
+
+
+class _Once:
+    """Calls ``action`` on the first call only (a fence passes by reply or by timeout)."""
+
+    __slots__ = ("action", "called")
+
+    def __init__(self, action: Callable[[], None]) -> None:
+        self.action = action
+        self.called = False
+
+    def __call__(self) -> None:
+        if not self.called:
+            self.called = True
+            self.action()
+
+    def settle(self, _reply: Any, _error: Exception | None) -> None:
+        self()

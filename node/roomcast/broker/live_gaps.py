@@ -1,0 +1,217 @@
+"""Each room's chat messages handed to the node once, in offset order, gaps filled from history.
+
+Pub/sub is at-most-once: when Redis Cluster moves a room's slot, what is published on the new
+owner before this node listens there (the ASK window of a migration, or the moment between
+``SETSLOT NODE`` and our ``SSUBSCRIBE``) never reaches us live, and this node cannot even tell,
+as the old owner just goes quiet. But chat messages carry the room's offset and epoch, and the
+room's history holds them: so whenever a subscription is made again, a publication of ours was
+served elsewhere, or a live offset skips ahead, the room's live stream is held, the missing
+offsets are read from history and handed over first, then the held stream resumes, without the
+duplicates the two sources overlap by.
+
+Only chat messages are sequenced; events without an offset (``user_joined``, ``typing``) pass
+straight through, and those published where no one listened are lost for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Final
+
+from roomcast import envelope
+from roomcast.broker import BrokerUnavailable, HistoryReply, MessageHandler
+
+log = logging.getLogger("roomcast.broker.live_gaps")
+
+_EPOCH_MARK: Final = b',"epoch":"'
+_FIRST_READ: Final = 64  # messages asked for at first; more only when the gap is wider
+_HOLD_LIMIT: Final = 10_000  # live events held during one catch-up before giving up on it
+_RETRY_DELAY: Final = 0.05
+
+HistoryReader = Callable[[str, int], Awaitable[HistoryReply]]
+
+
+def sequence_of(payload: bytes) -> tuple[int, str]:
+    """(offset, epoch) of a chat message; (0, "") for events outside the room's sequence."""
+    try:
+        event = envelope.unpack(payload)
+    except (envelope.EnvelopeError, UnicodeDecodeError):
+        return 0, ""
+    if event.offset == 0:
+        return 0, ""
+    # The publish script ends every message with ``,"epoch":"<epoch>"}``.
+    mark = event.event.rfind(_EPOCH_MARK)
+    if mark < 0 or not event.event.endswith(b'"}'):
+        return 0, ""
+    return event.offset, event.event[mark + len(_EPOCH_MARK) : -2].decode()
+
+
+@dataclass(slots=True)
+class _Room:
+    epoch: str = ""  # "" while no chat message or join reply told us where the room stands
+    last: int = 0  # offset of the last chat message handed over in ``epoch``
+    held: list[bytes] | None = None  # live payloads held while a catch-up runs
+    again: bool = False  # asked to look again while a catch-up was running
+    task: asyncio.Task[None] | None = None
+
+
+class LiveGaps:
+    """Sits between the sharded subscribers and the node's message handler."""
+
+    def __init__(
+        self,
+        deliver: MessageHandler,
+        read_history: HistoryReader,
+        history_size: int,
+        patience: float,
+    ) -> None:
+        self._deliver = deliver
+        self._read_history = read_history
+        self._history_size = max(1, history_size)
+        self._patience = patience  # how long a catch-up keeps retrying an unavailable history
+        self._rooms: dict[str, _Room] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.filled = 0  # messages handed over from history, not live
+        self.duplicates = 0  # live messages dropped because history had handed them over
+        self.given_up = 0  # catch-ups that ran out of patience (the gap stays)
+
+    # What the broker tells us
+
+    def track(self, room: str) -> None:
+        """``room`` is subscribed from now on."""
+        self._rooms.setdefault(room, _Room())
+
+    def forget(self, room: str) -> None:
+        state = self._rooms.pop(room, None)
+        if state is not None and state.task is not None:
+            state.task.cancel()
+
+    def baseline(self, room: str, epoch: str, offset: int) -> None:
+        """Where the room stood when a join read it: messages after ``offset`` must come."""
+        state = self._rooms.get(room)
+        if state is None:
+            return
+        if state.epoch != epoch:
+            if state.epoch:
+                return  # live messages already told us; they are newer than this reply
+            state.epoch, state.last = epoch, offset
+        else:
+            state.last = max(state.last, offset)
+
+    def recheck(self, room: str) -> None:
+        """Something may have been published where this node did not listen: look in history."""
+        state = self._rooms.get(room)
+        if state is None or not state.epoch:
+            return
+        if state.held is not None:
+            state.again = True
+            return
+        state.held = []
+        self._spawn(room, state)
+
+    # The hot path
+
+    def receive(self, room: str, payload: bytes) -> None:
+        state = self._rooms.get(room)
+        if state is None:
+            self._deliver(room, payload)
+            return
+        if state.held is not None:
+            state.held.append(payload)
+            if len(state.held) > _HOLD_LIMIT:
+                self._give_up(room, state, "too much held")
+            return
+        offset, epoch = sequence_of(payload)
+        if offset == 0:
+            self._deliver(room, payload)
+        elif epoch != state.epoch:
+            # A first message, or a room that started over (its keys expired): a new baseline.
+            state.epoch, state.last = epoch, offset
+            self._deliver(room, payload)
+        elif offset <= state.last:
+            self.duplicates += 1
+        elif offset == state.last + 1:
+            state.last = offset
+            self._deliver(room, payload)
+        else:
+            state.held = [payload]
+            self._spawn(room, state)
+
+    # Catching up
+
+    def _spawn(self, room: str, state: _Room) -> None:
+        task = asyncio.create_task(self._catch_up(room, state), name=f"catch-up {room}")
+        state.task = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _catch_up(self, room: str, state: _Room) -> None:
+        deadline = time.monotonic() + self._patience
+        limit = _FIRST_READ
+        while True:
+            state.again = False
+            try:
+                reply = await self._read_history(room, limit)
+            except BrokerUnavailable as exc:
+                if time.monotonic() > deadline:
+                    self._give_up(room, state, str(exc))
+                    return
+                await asyncio.sleep(_RETRY_DELAY)
+                continue
+            if self._rooms.get(room) is not state:
+                return  # left meanwhile
+            if reply.epoch != state.epoch:
+                self._give_up(room, state, "the room's epoch changed")
+                return
+            wanted = reply.offset - state.last
+            if wanted > len(reply.messages) and limit < min(wanted, self._history_size):
+                limit = min(wanted, self._history_size)
+                continue
+            first = reply.offset - len(reply.messages) + 1
+            if first > state.last + 1:
+                log.warning(
+                    "live gap older than the history kept",
+                    extra={"room": room, "missing": first - state.last - 1},
+                )
+            for index, message in enumerate(reply.messages):
+                offset = first + index
+                if offset > state.last:
+                    state.last = offset
+                    self.filled += 1
+                    self._deliver(room, envelope.pack(time.time(), message, "", offset))
+            if not state.again:
+                break
+            limit = _FIRST_READ
+        self._release(room, state)
+
+    def _release(self, room: str, state: _Room) -> None:
+        state.task = None
+        held, state.held = state.held or [], None
+        for index, payload in enumerate(held):
+            self.receive(room, payload)
+            if state.held is not None:  # a new gap: the rest waits behind it, in order
+                state.held.extend(held[index + 1 :])
+                return
+
+    def _give_up(self, room: str, state: _Room, why: str) -> None:
+        self.given_up += 1
+        log.warning("live gap not filled", extra={"room": room, "error": why})
+        if state.task is not None and state.task is not asyncio.current_task():
+            state.task.cancel()
+        state.task = None
+        held, state.held = state.held or [], None
+        state.epoch, state.last = "", 0
+        for payload in held:
+            self.receive(room, payload)
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -1,0 +1,110 @@
+"""LiveGaps (cluster mode): chat messages reach the node once, in offset order, gaps filled."""
+
+from __future__ import annotations
+
+import asyncio
+
+from roomcast import envelope, protocol
+from roomcast.broker import BrokerUnavailable, HistoryReply
+from roomcast.broker.live_gaps import LiveGaps, sequence_of
+
+EPOCH = "e1"
+
+
+def stored(offset: int, epoch: str = EPOCH) -> bytes:
+    prefix = protocol.chat_message_prefix("r", "u", f"m{offset}", 1)
+    return protocol.complete_message(prefix, offset, epoch)
+
+
+def live(offset: int, epoch: str = EPOCH) -> bytes:
+    return envelope.pack(0.0, stored(offset, epoch), "", offset)
+
+
+class History:
+    def __init__(self, latest: int, epoch: str = EPOCH, failures: int = 0) -> None:
+        self.latest, self.epoch, self.failures = latest, epoch, failures
+        self.reads = 0
+
+    async def __call__(self, room: str, limit: int) -> HistoryReply:
+        self.reads += 1
+        await asyncio.sleep(0)
+        if self.failures:
+            self.failures -= 1
+            raise BrokerUnavailable("down")
+        first = max(1, self.latest - limit + 1)
+        messages = [stored(o, self.epoch) for o in range(first, self.latest + 1)]
+        return HistoryReply(self.epoch, self.latest, messages)
+
+
+def offsets(delivered: list[tuple[str, bytes]]) -> list[int]:
+    return [sequence_of(payload)[0] for _, payload in delivered]
+
+
+async def settle(gaps: LiveGaps) -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+    await gaps.stop()
+
+
+def make(history: History, patience: float = 5.0) -> tuple[LiveGaps, list[tuple[str, bytes]]]:
+    delivered: list[tuple[str, bytes]] = []
+    gaps = LiveGaps(lambda room, p: delivered.append((room, p)), history, 100, patience)
+    gaps.track("r")
+    return gaps, delivered
+
+
+async def test_in_order_messages_pass_and_duplicates_are_dropped() -> None:
+    gaps, delivered = make(History(0))
+    gaps.baseline("r", EPOCH, 0)
+    for offset in (1, 2, 2, 3, 1):
+        gaps.receive("r", live(offset))
+    unsequenced = envelope.pack(0.0, protocol.typing("r", "u"), "x")
+    gaps.receive("r", unsequenced)
+    await settle(gaps)
+    assert offsets(delivered) == [1, 2, 3, 0]
+    assert gaps.duplicates == 2
+
+
+async def test_a_skipped_offset_is_filled_from_history_before_what_came_live() -> None:
+    history = History(latest=6)
+    gaps, delivered = make(history)
+    gaps.baseline("r", EPOCH, 2)
+    gaps.receive("r", live(3))
+    gaps.receive("r", live(6))  # 4 and 5 were published where this node did not listen
+    gaps.receive("r", live(7))  # held while the catch-up runs
+    await settle(gaps)
+    assert offsets(delivered) == [3, 4, 5, 6, 7]
+    assert gaps.filled == 3 and history.reads == 1
+
+
+async def test_recheck_after_resubscribing_finds_what_was_missed() -> None:
+    gaps, delivered = make(History(latest=4))
+    gaps.baseline("r", EPOCH, 1)
+    gaps.recheck("r")
+    gaps.receive("r", live(4))  # already in the history read: once only
+    gaps.receive("r", live(5))
+    await settle(gaps)
+    assert offsets(delivered) == [2, 3, 4, 5]
+
+
+async def test_history_unavailable_is_retried_then_given_up_without_losing_live() -> None:
+    gaps, delivered = make(History(latest=5, failures=2))
+    gaps.baseline("r", EPOCH, 1)
+    gaps.receive("r", live(5))
+    await asyncio.sleep(0.2)
+    assert offsets(delivered) == [2, 3, 4, 5]
+    patient, later = make(History(latest=5, failures=1000), patience=0.0)
+    patient.baseline("r", EPOCH, 1)
+    patient.receive("r", live(5))
+    await asyncio.sleep(0.2)
+    await patient.stop()
+    assert offsets(later) == [5] and patient.given_up == 1
+
+
+async def test_a_new_epoch_starts_over() -> None:
+    gaps, delivered = make(History(0))
+    gaps.baseline("r", EPOCH, 10)
+    gaps.receive("r", live(1, "e2"))  # Redis lost the room: offsets restart in a new epoch
+    gaps.receive("r", live(2, "e2"))
+    await settle(gaps)
+    assert offsets(delivered) == [1, 2]
