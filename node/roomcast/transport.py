@@ -204,7 +204,8 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.alive = True
         if self._sniffed is not None:
-            data = self._sniffed + data
+            if self._sniffed:  # the request line came in pieces (rare): join them
+                data = self._sniffed + data
             is_api = is_http_api_request(data)
             if is_api is None:
                 self._sniffed = data

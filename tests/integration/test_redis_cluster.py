@@ -19,6 +19,7 @@ from roomcast.devcluster import LocalCluster
 from roomcast.redis_topologies import RedisClusterTopology, RedisServer
 from tests.integration.conftest import FAST_ENV, http_get
 from tests.integration.test_faults import ready, until
+from tests.integration.httpclient import EventStream, request
 from tests.integration.wsclient import Client, clients_on_distinct_nodes, scaled
 
 pytestmark = pytest.mark.integration
@@ -109,6 +110,22 @@ async def test_rooms_spread_over_all_shards_and_chat_crosses_nodes(
         await alice.send(type="presence", room=room)
         presence = await alice.recv_type("presence", room=room)
         assert sorted(m["username"] for m in presence["members"]) == ["alice", "bob"]
+        # The HTTP API and event streams work the same on every shard.
+        for rooms in by_shard.values():
+            room = rooms[0]
+            stream = await EventStream.open(f"{nodes.http_url}/api/rooms/{room}/events")
+            try:
+                await stream.next_type("joined")
+                posted = await request(
+                    "POST", f"{nodes.http_url}/api/rooms/{room}/messages",
+                    json_body={"text": "via http", "username": "ci"},
+                )  # fmt: skip
+                assert posted.status == 201 and posted.json()["offset"] == 3
+                for member in (alice, bob):
+                    assert (await member.recv_type("message", room=room))["text"] == "via http"
+                assert (await stream.next_type("message")).id == 3
+            finally:
+                stream.close()
     finally:
         await alice.close()
         await bob.close()

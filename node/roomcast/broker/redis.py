@@ -602,46 +602,32 @@ class RedisBroker:
     def publish_message(
         self, room: str, head: bytes, prefix: bytes, on_failure: FailureHandler | None = None
     ) -> None:
-        seq, epoch, history, _ = scripts.room_keys(room)
-        limits = self._limits
+        seq = scripts.room_keys(room)[0]
         self._command(
-            seq,
-            _evalsha(
-                self._scripts.publish_message,
-                (seq, epoch, history),
-                (
-                    self._channel(room),
-                    head,
-                    prefix,
-                    b"%d" % limits.size,
-                    b"%d" % max(1, int(limits.ttl)),
-                    b"%d" % max(1, int(limits.meta_ttl)),
-                    new_epoch().encode(),
-                ),
-            ),
-            _failure_only(on_failure),
+            seq, self._publish_message_script(room, head, prefix), _failure_only(on_failure)
         )
 
     async def post_message(self, room: str, head: bytes, prefix: bytes) -> tuple[str, int]:
+        seq = scripts.room_keys(room)[0]
+        offset, epoch = await self._request(seq, self._publish_message_script(room, head, prefix))
+        return epoch.decode(), int(offset)
+
+    def _publish_message_script(self, room: str, head: bytes, prefix: bytes) -> bytes:
         seq, epoch, history, _ = scripts.room_keys(room)
         limits = self._limits
-        offset, epoch_value = await self._request(
-            seq,
-            _evalsha(
-                self._scripts.publish_message,
-                (seq, epoch, history),
-                (
-                    self._channel(room),
-                    head,
-                    prefix,
-                    b"%d" % limits.size,
-                    b"%d" % max(1, int(limits.ttl)),
-                    b"%d" % max(1, int(limits.meta_ttl)),
-                    new_epoch().encode(),
-                ),
+        return _evalsha(
+            self._scripts.publish_message,
+            (seq, epoch, history),
+            (
+                self._channel(room),
+                head,
+                prefix,
+                b"%d" % limits.size,
+                b"%d" % max(1, int(limits.ttl)),
+                b"%d" % max(1, int(limits.meta_ttl)),
+                new_epoch().encode(),
             ),
         )
-        return epoch_value.decode(), int(offset)
 
     async def join(
         self, room: str, member: str, username: str, since: Since | None, announce: bytes
