@@ -122,7 +122,8 @@ async def test_rooms_spread_over_all_shards_and_chat_crosses_nodes(
                 )  # fmt: skip
                 assert posted.status == 201 and posted.json()["offset"] == 3
                 for member in (alice, bob):
-                    assert (await member.recv_type("message", room=room))["text"] == "via http"
+                    event = await member.recv_type("message", room=room, text="via http")
+                    assert event["username"] == "ci" and event["offset"] == 3
                 assert (await stream.next_type("message")).id == 3
             finally:
                 stream.close()
