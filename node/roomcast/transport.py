@@ -183,7 +183,9 @@ class Connection(asyncio.Protocol):
         self._compressed = False
         self._fragments: list[bytes] | None = None
         self._busy = False
-        self._backlog: deque[bytes] = deque()
+        # Frames that arrived while an earlier one was being handled; made when first needed
+        # (an empty deque costs ~760 bytes, a tenth of an idle connection).
+        self._backlog: deque[bytes] | None = None
         self._handshake_timer: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         # The start of the request until it is known to be a WebSocket handshake (then None).
@@ -415,6 +417,8 @@ class Connection(asyncio.Protocol):
 
     def _on_text(self, data: bytes) -> None:
         if self._busy:
+            if self._backlog is None:
+                self._backlog = deque()
             self._backlog.append(data)
             return
         try:
@@ -442,10 +446,12 @@ class Connection(asyncio.Protocol):
                 extra={"connection": self.id},
             )
         if self.closed:
-            self._backlog.clear()
+            self._backlog = None
             return
         while self._backlog and not self._busy:
             self._on_text(self._backlog.popleft())
+        if not self._backlog:
+            self._backlog = None
         self._flush_protocol()
         if not self._busy and self.transport is not None and not self.closed:
             self.transport.resume_reading()
@@ -478,7 +484,7 @@ class Connection(asyncio.Protocol):
             return
         self.closed = True
         self._fragments = None
-        self._backlog.clear()
+        self._backlog = None
         if self.opened:
             self._server.closed(self)
             self._app.on_close(self)
