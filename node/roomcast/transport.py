@@ -52,6 +52,9 @@ CHAT_PATH: Final = "/chat"
 # Enough of a request to tell an API request ("GET /api/…", or any other method) from a
 # WebSocket handshake.
 _SNIFF_BYTES: Final = 16
+# Frames a client may have waiting behind a slow one (a join's Redis round trip) before its
+# socket stops being read; pausing at once would cost two epoll_ctl calls on every join.
+_BACKLOG_BEFORE_PAUSE: Final = 16
 
 
 def is_http_api_request(head: bytes) -> bool | None:
@@ -137,6 +140,7 @@ class Connection(asyncio.Protocol):
         "_compressed",
         "_fragments",
         "_handshake_timer",
+        "_paused",
         "_server",
         "_settings",
         "_sniffed",
@@ -183,6 +187,7 @@ class Connection(asyncio.Protocol):
         self._compressed = False
         self._fragments: list[bytes] | None = None
         self._busy = False
+        self._paused = False
         # Frames that arrived while an earlier one was being handled; made when first needed
         # (an empty deque costs ~760 bytes, a tenth of an idle connection).
         self._backlog: deque[bytes] | None = None
@@ -310,13 +315,18 @@ class Connection(asyncio.Protocol):
         if transport is None:
             return
         outgoing = self.proto.data_to_send()
-        if self.pending and outgoing and outgoing[-1] and not self._compressed:
-            # Frames queued in this same turn (the welcome after the handshake response) ride
-            # in the same write instead of a second one at the end of the turn.
-            if self.proto.state is State.OPEN:
-                outgoing[-1] += b"".join(self.pending)
-                self._server.metrics.deliveries.inc(len(self.pending))
-                self.pending = []
+        # Frames queued in this same turn (the welcome after the handshake response) ride in
+        # the same write instead of a second one at the end of the turn.
+        if (
+            self.pending
+            and outgoing
+            and outgoing[-1]
+            and not self._compressed
+            and self.proto.state is State.OPEN
+        ):
+            outgoing[-1] += b"".join(self.pending)
+            self._server.metrics.deliveries.inc(len(self.pending))
+            self.pending = []
         for data in outgoing:
             if data:
                 transport.write(data)
@@ -420,6 +430,10 @@ class Connection(asyncio.Protocol):
             if self._backlog is None:
                 self._backlog = deque()
             self._backlog.append(data)
+            if len(self._backlog) >= _BACKLOG_BEFORE_PAUSE and not self._paused:
+                self._paused = True
+                if self.transport is not None:
+                    self.transport.pause_reading()
             return
         try:
             text = data.decode()
@@ -432,8 +446,6 @@ class Connection(asyncio.Protocol):
             # Later frames of this client wait until this one is done (e.g. a join until its
             # subscription is confirmed), so a client's frames are handled in order.
             self._busy = True
-            if self.transport is not None:
-                self.transport.pause_reading()
             task = asyncio.ensure_future(pending)
             task.add_done_callback(self._resume)
 
@@ -453,7 +465,8 @@ class Connection(asyncio.Protocol):
         if not self._backlog:
             self._backlog = None
         self._flush_protocol()
-        if not self._busy and self.transport is not None and not self.closed:
+        if self._paused and not self._busy and self.transport is not None and not self.closed:
+            self._paused = False
             self.transport.resume_reading()
 
     def _drop_slow_consumer(self) -> None:

@@ -18,8 +18,8 @@ from roomcast.broker.scripts import room_keys
 from roomcast.devcluster import LocalCluster
 from roomcast.redis_topologies import RedisClusterTopology, RedisServer
 from tests.integration.conftest import FAST_ENV, http_get
-from tests.integration.test_faults import ready, until
 from tests.integration.httpclient import EventStream, request
+from tests.integration.test_faults import ready, until
 from tests.integration.wsclient import Client, clients_on_distinct_nodes, scaled
 
 pytestmark = pytest.mark.integration

@@ -561,16 +561,33 @@ async def test_later_frames_wait_for_pending_handler() -> None:
     gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     app.block["first"] = gate
     client.send_text("first")
-    assert client.transport.paused
+    # One frame in flight does not stop reading (that would cost two syscalls per join) ...
+    assert not client.transport.paused
     client.send_text("second", push=False)
     client.send_text("third", push=False)
-    client.push()  # already in flight when reading paused
+    client.push()
     assert app.texts == ["first"]
     await settle()
     assert app.texts == ["first"]
     gate.set_result(None)
     await settle()
     assert app.texts == ["first", "second", "third"]
+    assert client.transport.resume_calls == 0
+
+
+async def test_a_long_backlog_pauses_reading_until_it_is_handled() -> None:
+    app = RecordingApp()
+    client = WsClient(make_server(app))
+    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    app.block["first"] = gate
+    client.send_text("first")
+    for index in range(20):
+        client.send_text(f"n{index}")
+    # ... but a client piling frames up behind it is read no further (bounded memory).
+    assert client.transport.paused
+    gate.set_result(None)
+    await settle()
+    assert app.texts == ["first", *(f"n{index}" for index in range(20))]
     assert not client.transport.paused
     assert client.transport.resume_calls == 1
 
