@@ -287,16 +287,15 @@ class HttpConnection(asyncio.Protocol):
 
     async def _stream(self, plan: OpenStream) -> None:
         self._server.count(api.Endpoint.EVENTS.value, 200)
-        self._write(
-            self._h11.send(
-                h11.Response(
-                    status_code=200,
-                    headers=[*_STREAM_HEADERS, (b"x-roomcast-node", self._server.node_header)],
-                    reason=b"OK",
-                )
-            )
+        head = h11.Response(
+            status_code=200,
+            headers=[*_STREAM_HEADERS, (b"x-roomcast-node", self._server.node_header)],
+            reason=b"OK",
         )
-        self._write(self._h11.send(h11.Data(data=sse.retry(SSE_RETRY_MS))))
+        self._write(
+            (self._h11.send(head) or b"")
+            + (self._h11.send(h11.Data(data=sse.retry(SSE_RETRY_MS))) or b"")
+        )
         self._stream_room = plan.room
         if self._transport is not None:
             # Keep reading, so a client that goes away is noticed (its input is ignored).
@@ -346,9 +345,11 @@ class HttpConnection(asyncio.Protocol):
                 response = h11.Response(
                     status_code=error.status, headers=headers, reason=_reason(error.status)
                 )
-                self._write(self._h11.send(response))
-                self._write(self._h11.send(h11.Data(data=error.body())))
-                self._write(self._h11.send(h11.EndOfMessage()))
+                self._write(
+                    (self._h11.send(response) or b"")
+                    + (self._h11.send(h11.Data(data=error.body())) or b"")
+                    + (self._h11.send(h11.EndOfMessage()) or b"")
+                )
             except h11.LocalProtocolError:
                 pass
         self._close()
