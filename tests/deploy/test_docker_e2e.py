@@ -35,6 +35,7 @@ from typing import Any
 
 import pytest
 
+from roomcast.broker.cluster_slots import slot_of
 from roomcast.devcluster import timeout_factor
 from tests.deploy.conftest import REPO
 from tests.integration.httpclient import EventStream, request
@@ -528,3 +529,85 @@ async def test_stop_drains_every_replica_and_exits_0(stack: Stack) -> None:
     log(f"compose stop of {len(running)} replicas: {elapsed:.1f} s, exit codes {codes}")
     assert set(codes.values()) == {0}, codes
     assert elapsed < 14, "a replica waited for the SIGKILL"
+
+
+# --- the "cluster" profile: the same nodes on a 3-primary Redis Cluster ---------------------
+
+CLUSTER_SERVICES = (
+    "redis-cluster-1", "redis-cluster-2", "redis-cluster-3", "redis-cluster-init",
+    "node-cluster", "loadbalancer-cluster",
+)  # fmt: skip
+
+
+def rooms_in_every_third_of_the_slots(per_third: int) -> list[str]:
+    """Room names whose slots fall in each third of 0-16383: `redis-cli --cluster create`
+    gives each of the 3 primaries one third, so every shard gets rooms."""
+    wanted: dict[int, list[str]] = {0: [], 1: [], 2: []}
+    while any(len(rooms) < per_third for rooms in wanted.values()):
+        room = f"e2e-shard-{secrets.token_hex(3)}"
+        third = min(2, slot_of(room.encode()) * 3 // 16384)
+        if len(wanted[third]) < per_third:
+            wanted[third].append(room)
+    return [room for rooms in wanted.values() for room in rooms]
+
+
+async def test_cluster_profile_spreads_rooms_over_three_shards() -> None:
+    """`docker-compose --profile cluster up`: 3 nodes in cluster mode behind their own nginx;
+    rooms land on every shard (sharded pub/sub channels, one shard each), chat and the HTTP API
+    work across replicas, and `down -v` leaves nothing."""
+    started = time.monotonic()
+    docker = start_engine()
+    project = f"roomcast-e2e-cluster-{secrets.token_hex(3)}"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ROOMCAST_", "COMPOSE_"))}
+    env.update(image_variables(docker))
+    env.update({
+        "ROOMCAST_NODE_IMAGE": NODE_IMAGE,
+        "ROOMCAST_LB_ADDRESS": "127.0.0.1",
+        "ROOMCAST_CLUSTER_LB_PORT": str(port),
+        "DOCKER_BUILDKIT": "0",
+    })  # fmt: skip
+    stack = Stack(docker, project, env, port, 0)
+    profile = ("--profile", "cluster")
+    try:
+        stack.compose(*profile, "up", "-d", "--build", "--scale", "node-cluster=3",
+                      *CLUSTER_SERVICES, timeout=900)  # fmt: skip
+        wait_until(
+            "cluster nginx /healthz",
+            lambda: http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200,
+            90,
+        )
+        log(f"cluster profile up in {time.monotonic() - started:.1f} s")
+        clients = await on_distinct_nodes(stack.url, 2)
+        rooms = rooms_in_every_third_of_the_slots(3)
+        try:
+            for room in rooms:
+                for index, client in enumerate(clients):
+                    await client.join(room, f"user{index}")
+                await chat_round(clients, room)
+            posted = await request(
+                "POST", f"http://127.0.0.1:{port}/api/rooms/{rooms[0]}/messages",
+                json_body={"text": "via http", "username": "ci"},
+            )  # fmt: skip
+            assert posted.status == 201, posted.body
+            for client in clients:
+                await client.recv_type("message", timeout=15, room=rooms[0], text="via http")
+            # Each room's sharded channel lives on exactly one shard (while its members are
+            # on), and every shard has some.
+            per_shard: dict[str, set[str]] = {}
+            for service in CLUSTER_SERVICES[:3]:
+                (container,) = stack.compose(*profile, "ps", "-q", service).split()
+                listed = run(
+                    [docker, "exec", container, "redis-cli", "--no-auth-warning",
+                     "PUBSUB", "SHARDCHANNELS", "rc:{e2e-shard-*"], 60,
+                ).stdout.split()  # fmt: skip
+                per_shard[service] = set(listed)
+            log(f"rooms per shard: { {k: len(v) for k, v in per_shard.items()} }")
+            assert all(per_shard.values()), per_shard
+            assert sum(len(v) for v in per_shard.values()) == len(rooms)
+        finally:
+            await close_all(clients)
+    finally:
+        stack.compose(*profile, "down", "-v", "--remove-orphans", "-t", "20",
+                      timeout=300, check=False)  # fmt: skip
+    assert not any(stack.leftovers().values()), stack.leftovers()
