@@ -105,12 +105,14 @@ class Node:
                 self._leave(conn, command)
             elif isinstance(command, History):
                 self._received["history"].inc()
-                return self._history(conn, self._target_room(conn, command.room), command.limit)
+                room = self._target_room(conn, command.room, command.request_id)
+                return self._history(conn, room, command.limit, command.request_id)
             else:
                 self._received["presence"].inc()
-                return self._presence(conn, self._target_room(conn, command.room))
+                room = self._target_room(conn, command.room, command.request_id)
+                return self._presence(conn, room, command.request_id)
         except ProtocolError as exc:
-            self._reject(conn, exc.code, exc.reason, exc.room)
+            self._reject(conn, exc.code, exc.reason, exc.room, exc.request_id)
         return None
 
     def on_close(self, conn: Connection) -> None:
@@ -183,22 +185,27 @@ class Node:
         if identity is not None:
             # With authentication on, the token names the user: a join cannot pick a name.
             if not identity.may_join(room):
-                self._reject(conn, ErrorCode.FORBIDDEN, f"your token does not allow {room!r}", room)
+                reason = f"your token does not allow {room!r}"
+                self._reject(conn, ErrorCode.FORBIDDEN, reason, room, command.request_id)
                 return
             username = identity.name
         elif command.username is None:
-            self._reject(conn, ErrorCode.INVALID_USERNAME, "'username' is required", room)
+            reason = "'username' is required"
+            self._reject(conn, ErrorCode.INVALID_USERNAME, reason, room, command.request_id)
             return
         else:
             username = command.username
-        command = Join(room, username, command.since)
+        command = Join(room, username, command.since, command.request_id)
         try:
             result = self.rooms.join(conn, room, username)
         except TooManyRoomsError as exc:
-            self._reject(conn, ErrorCode.TOO_MANY_ROOMS, str(exc), room)
+            self._reject(conn, ErrorCode.TOO_MANY_ROOMS, str(exc), room, command.request_id)
             return
         if result.already_member:
-            conn.send(protocol.encode({"type": "joined", "room": room, "already": True}))
+            already = {"type": "joined", "room": room, "already": True}
+            if command.request_id is not None:
+                already["id"] = command.request_id
+            conn.send(protocol.encode(already))
             return
         self.metrics.rooms_local.set(self.rooms.room_count)
         catch_up = CatchUp(CATCH_UP_LIMIT)
@@ -213,7 +220,8 @@ class Node:
                     self._announce_leave(room, conn.id, username)
                 if self.rooms.leave(conn, room):
                     self._unsubscribe(room)
-                self._reject(conn, ErrorCode.UNAVAILABLE, f"cannot join now: {exc}", room)
+                reason = f"cannot join now: {exc}"
+                self._reject(conn, ErrorCode.UNAVAILABLE, reason, room, command.request_id)
             self._announced.discard((conn, room))
             return
         self._drop_catch_up(conn, room)
@@ -259,33 +267,37 @@ class Node:
         if catch_up.overflowed:
             # Part of the stream was not held: say so, and send none of it (the client reloads).
             status, events = "overloaded", []
+        request_id = command.request_id
         if command.since is None:
-            conn.send(protocol.joined(room, username, reply.epoch, reply.offset))
+            conn.send(
+                protocol.joined(room, username, reply.epoch, reply.offset, request_id=request_id)
+            )
         else:
             recovered = status == RECOVERED
             self.metrics.recoveries.labels("recovered" if recovered else status).inc()
             conn.send(
                 protocol.joined(
                     room, username, reply.epoch, reply.offset, recovered,
-                    None if recovered or status == NOT_REQUESTED else status,
+                    None if recovered or status == NOT_REQUESTED else status, request_id,
                 )
             )  # fmt: skip
         for event in events:
             conn.send(event)
 
     def _leave(self, conn: Connection, command: Leave) -> None:
-        room = self._target_room(conn, command.room)
+        room = self._target_room(conn, command.room, command.request_id)
         username = self.rooms.username(conn, room)
         assert username is not None
         if self.rooms.leave(conn, room):
             self._unsubscribe(room)
-        conn.send(protocol.left(room))
+        conn.send(protocol.left(room, command.request_id))
         self._announce_leave(room, conn.id, username)
 
     def _message(self, conn: Connection, command: Message) -> None:
-        room = self._target_room(conn, command.room)
+        request_id = command.request_id
+        room = self._target_room(conn, command.room, request_id)
         if conn.message_rate is not None and not conn.message_rate.allow():
-            self._rate_limited(conn, "message", room)
+            self._rate_limited(conn, "message", room, request_id)
             return
         username = self.rooms.username(conn, room)
         assert username is not None and self.broker is not None
@@ -293,13 +305,17 @@ class Node:
         prefix = protocol.chat_message_prefix(room, username, command.text, int(now * 1000))
         self._published["message"].inc()
         self.broker.publish_message(
-            room, envelope.head(now), prefix, self._failure_reporter(conn, "message", room)
+            room,
+            envelope.head(now),
+            prefix,
+            FailureReporter(self, conn, "message", room, request_id),
+            None if request_id is None else Acknowledger(conn, room, request_id),
         )
 
     def _typing(self, conn: Connection, command: Typing) -> None:
-        room = self._target_room(conn, command.room)
+        room = self._target_room(conn, command.room, command.request_id)
         if conn.typing_rate is not None and not conn.typing_rate.allow():
-            self._rate_limited(conn, "typing", room)
+            self._rate_limited(conn, "typing", room, command.request_id)
             return
         username = self.rooms.username(conn, room)
         assert username is not None and self.broker is not None
@@ -307,37 +323,44 @@ class Node:
         self.broker.publish(
             room,
             envelope.pack(time.time(), protocol.typing(room, username), conn.id),
-            self._failure_reporter(conn, "typing", room),
+            FailureReporter(self, conn, "typing", room, command.request_id),
         )
 
-    async def _history(self, conn: Connection, room: str, limit: int | None) -> None:
+    async def _history(
+        self, conn: Connection, room: str, limit: int | None, request_id: protocol.RequestId
+    ) -> None:
         assert self.broker is not None
         try:
             reply = await self.broker.history(room, min(limit or self._history_size, 10_000))
         except BrokerUnavailable as exc:
-            self._reject(conn, ErrorCode.UNAVAILABLE, f"history unavailable: {exc}", room)
+            reason = f"history unavailable: {exc}"
+            self._reject(conn, ErrorCode.UNAVAILABLE, reason, room, request_id)
             return
-        conn.send(protocol.history(room, reply.epoch, reply.offset, reply.messages))
+        conn.send(protocol.history(room, reply.epoch, reply.offset, reply.messages, request_id))
 
-    async def _presence(self, conn: Connection, room: str) -> None:
+    async def _presence(self, conn: Connection, room: str, request_id: protocol.RequestId) -> None:
         assert self.broker is not None
         try:
             members = await self.broker.presence(room)
         except BrokerUnavailable as exc:
-            self._reject(conn, ErrorCode.UNAVAILABLE, f"presence unavailable: {exc}", room)
+            reason = f"presence unavailable: {exc}"
+            self._reject(conn, ErrorCode.UNAVAILABLE, reason, room, request_id)
             return
-        conn.send(protocol.presence(room, members))
+        conn.send(protocol.presence(room, members, request_id))
 
     # Helpers
 
-    def _target_room(self, conn: Connection, room: str | None) -> str:
+    def _target_room(
+        self, conn: Connection, room: str | None, request_id: protocol.RequestId = None
+    ) -> str:
         if room is None:
             current = self.rooms.current_room(conn)
             if current is None:
-                raise ProtocolError(ErrorCode.NOT_JOINED, "join a room first")
+                raise ProtocolError(ErrorCode.NOT_JOINED, "join a room first", None, request_id)
             return current
         if self.rooms.username(conn, room) is None:
-            raise ProtocolError(ErrorCode.NOT_JOINED, f"not a member of room {room!r}", room)
+            reason = f"not a member of room {room!r}"
+            raise ProtocolError(ErrorCode.NOT_JOINED, reason, room, request_id)
         return room
 
     def _drop_catch_up(self, conn: Connection, room: str) -> None:
@@ -354,16 +377,16 @@ class Node:
             room, member, envelope.pack(time.time(), protocol.user_left(room, username), member)
         )
 
-    def _failure_reporter(self, conn: Connection, kind: str, room: str) -> FailureReporter:
-        return FailureReporter(self, conn, kind, room)
-
-    def _rate_limited(self, conn: Connection, kind: str, room: str) -> None:
+    def _rate_limited(
+        self, conn: Connection, kind: str, room: str, request_id: protocol.RequestId = None
+    ) -> None:
         bucket = conn.message_rate if kind == "message" else conn.typing_rate
         if bucket is not None and bucket.flooding:
             self.metrics.frames_rejected.labels(ErrorCode.FLOOD).inc()
             conn.fail(1008, f"flood: too many {kind} frames")
             return
-        self._reject(conn, ErrorCode.RATE_LIMITED, f"too many {kind} frames; slow down", room)
+        reason = f"too many {kind} frames; slow down"
+        self._reject(conn, ErrorCode.RATE_LIMITED, reason, room, request_id)
 
     def _unsubscribe(self, room: str) -> None:
         assert self.broker is not None
@@ -371,9 +394,16 @@ class Node:
             self.broker.unsubscribe(room)
         self.metrics.rooms_local.set(self.rooms.room_count)
 
-    def _reject(self, conn: Connection, code: str, reason: str, room: str | None = None) -> None:
+    def _reject(
+        self,
+        conn: Connection,
+        code: str,
+        reason: str,
+        room: str | None = None,
+        request_id: protocol.RequestId = None,
+    ) -> None:
         self.metrics.frames_rejected.labels(code).inc()
-        conn.send(protocol.error(code, reason, room))
+        conn.send(protocol.error(code, reason, room, request_id))
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:
@@ -394,10 +424,18 @@ def _log_resync(task: asyncio.Future[None]) -> None:
 class FailureReporter:
     """Tells a sender that the broker could not take its event (never dropped silently)."""
 
-    __slots__ = ("_conn", "_kind", "_node", "_room")
+    __slots__ = ("_conn", "_kind", "_node", "_request_id", "_room")
 
-    def __init__(self, node: Node, conn: Connection, kind: str, room: str) -> None:
+    def __init__(
+        self,
+        node: Node,
+        conn: Connection,
+        kind: str,
+        room: str,
+        request_id: protocol.RequestId = None,
+    ) -> None:
         self._node, self._conn, self._kind, self._room = node, conn, kind, room
+        self._request_id = request_id
 
     def __call__(self) -> None:
         self._node.metrics.publish_failures.inc()
@@ -406,4 +444,17 @@ class FailureReporter:
             ErrorCode.UNAVAILABLE,
             f"{self._kind} not delivered: broker unavailable",
             self._room,
+            self._request_id,
         )
+
+
+class Acknowledger:
+    """Tells the sender of a message with an ``id`` its offset once the broker published it."""
+
+    __slots__ = ("_conn", "_request_id", "_room")
+
+    def __init__(self, conn: Connection, room: str, request_id: protocol.RequestId) -> None:
+        self._conn, self._room, self._request_id = conn, room, request_id
+
+    def __call__(self, epoch: str, offset: int) -> None:
+        self._conn.send(protocol.ack(self._room, self._request_id, epoch, offset))

@@ -52,11 +52,18 @@ class ErrorCode:
 class ProtocolError(Exception):
     """A client frame that is rejected with an error frame; the connection stays open."""
 
-    def __init__(self, code: str, reason: str, room: str | None = None) -> None:
+    def __init__(
+        self, code: str, reason: str, room: str | None = None, request_id: RequestId = None
+    ) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
         self.room = room
+        self.request_id = request_id
+
+
+# A client's own id for a frame (optional): echoed in the reply, ack or error it causes.
+RequestId = str | int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,33 +71,39 @@ class Join:
     room: str
     username: str | None  # None only when absent; with auth on, the token names the user
     since: Since | None = None
+    request_id: RequestId = None
 
 
 @dataclass(frozen=True, slots=True)
 class Leave:
     room: str | None
+    request_id: RequestId = None
 
 
 @dataclass(frozen=True, slots=True)
 class Message:
     text: str
     room: str | None
+    request_id: RequestId = None
 
 
 @dataclass(frozen=True, slots=True)
 class Typing:
     room: str | None
+    request_id: RequestId = None
 
 
 @dataclass(frozen=True, slots=True)
 class History:
     room: str | None
     limit: int | None
+    request_id: RequestId = None
 
 
 @dataclass(frozen=True, slots=True)
 class Presence:
     room: str | None
+    request_id: RequestId = None
 
 
 Command = Join | Leave | Message | Typing | History | Presence
@@ -157,37 +170,58 @@ def _since(data: dict[str, Any]) -> Since | None:
     return Since(offset=offset, epoch=epoch)
 
 
+def _request_id(data: dict[str, Any]) -> RequestId:
+    # Any other "id" is ignored like every unknown field: clients that used the name for
+    # something else keep working; they just get no echo.
+    value = data.get("id")
+    if isinstance(value, str) and 1 <= len(value) <= 64:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_OFFSET:
+        return value
+    return None
+
+
 def parse_command(text: str) -> Command:
-    """Turn one text frame into a command, or raise ProtocolError with a clear reason."""
+    """Turn one text frame into a command, or raise ProtocolError with a clear reason (and the
+    frame's ``id`` when it had a valid one, so the client can tell which frame failed)."""
     try:
         data = orjson.loads(text)
     except orjson.JSONDecodeError:
         raise ProtocolError(ErrorCode.INVALID_JSON, "frame is not valid JSON") from None
     if not isinstance(data, dict):
         raise ProtocolError(ErrorCode.INVALID_FRAME, "frame must be a JSON object")
+    request_id = _request_id(data)
+    try:
+        return _command(data, request_id)
+    except ProtocolError as exc:
+        exc.request_id = request_id
+        raise
+
+
+def _command(data: dict[str, Any], request_id: RequestId) -> Command:
     kind = data.get("type")
     if kind == "message":
         text_value = data.get("text")
         if not isinstance(text_value, str):
             raise ProtocolError(ErrorCode.INVALID_TEXT, "'text' must be a string")
-        return Message(text=text_value, room=_room(data, required=False))
+        return Message(text=text_value, room=_room(data, required=False), request_id=request_id)
     if kind == "typing":
-        return Typing(room=_room(data, required=False))
+        return Typing(room=_room(data, required=False), request_id=request_id)
     if kind == "join":
         room = _room(data, required=True)
         assert room is not None
-        return Join(room=room, username=_username(data), since=_since(data))
+        return Join(room, _username(data), _since(data), request_id)
     if kind == "leave":
-        return Leave(room=_room(data, required=False))
+        return Leave(room=_room(data, required=False), request_id=request_id)
     if kind == "history":
         limit = data.get("limit")
         if limit is not None and (
             not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 10_000
         ):
             raise ProtocolError(ErrorCode.INVALID_LIMIT, "'limit' must be a whole number 1-10000")
-        return History(room=_room(data, required=False), limit=limit)
+        return History(room=_room(data, required=False), limit=limit, request_id=request_id)
     if kind == "presence":
-        return Presence(room=_room(data, required=False))
+        return Presence(room=_room(data, required=False), request_id=request_id)
     if not isinstance(kind, str):
         raise ProtocolError(ErrorCode.INVALID_FRAME, "'type' must be a string")
     shown = kind if len(kind) <= 32 else kind[:32] + "…"
@@ -221,11 +255,22 @@ def welcome(node_id: str, connection_id: str, max_rooms: int, max_frame_bytes: i
     )
 
 
-def error(code: str, reason: str, room: str | None = None) -> bytes:
+def _with_id(event: dict[str, Any], request_id: RequestId) -> dict[str, Any]:
+    if request_id is not None:
+        event["id"] = request_id
+    return event
+
+
+def error(code: str, reason: str, room: str | None = None, request_id: RequestId = None) -> bytes:
     event: dict[str, Any] = {"type": "error", "code": code, "reason": reason}
     if room is not None:
         event["room"] = room
-    return encode(event)
+    return encode(_with_id(event, request_id))
+
+
+def ack(room: str, request_id: RequestId, epoch: str, offset: int) -> bytes:
+    """A message with an ``id`` was published: its offset (the message itself comes too)."""
+    return encode({"type": "ack", "id": request_id, "room": room, "epoch": epoch, "offset": offset})
 
 
 def joined(
@@ -235,6 +280,7 @@ def joined(
     offset: int,
     recovered: bool | None = None,
     reason: str | None = None,
+    request_id: RequestId = None,
 ) -> bytes:
     event: dict[str, Any] = {
         "type": "joined",
@@ -247,11 +293,11 @@ def joined(
         event["recovered"] = recovered
     if reason is not None:
         event["reason"] = reason
-    return encode(event)
+    return encode(_with_id(event, request_id))
 
 
-def left(room: str) -> bytes:
-    return encode({"type": "left", "room": room})
+def left(room: str, request_id: RequestId = None) -> bytes:
+    return encode(_with_id({"type": "left", "room": room}, request_id))
 
 
 def user_joined(room: str, username: str) -> bytes:
@@ -289,21 +335,29 @@ def complete_message(prefix: bytes, offset: int, epoch: str) -> bytes:
     return prefix + str(offset).encode() + EPOCH_FIELD + epoch.encode() + EVENT_END
 
 
-def history(room: str, epoch: str, offset: int, messages: list[bytes]) -> bytes:
+def history(
+    room: str, epoch: str, offset: int, messages: list[bytes], request_id: RequestId = None
+) -> bytes:
     # The stored messages are JSON we wrote; they are spliced in, not parsed and re-encoded.
-    head = encode({"type": "history", "room": room, "epoch": epoch, "offset": offset})
+    head = encode(
+        _with_id({"type": "history", "room": room, "epoch": epoch, "offset": offset}, request_id)
+    )
     return head[:-1] + b',"messages":[' + b",".join(messages) + b"]}"
 
 
-def presence(room: str, members: dict[str, int]) -> bytes:
+def presence(room: str, members: dict[str, int], request_id: RequestId = None) -> bytes:
     return encode(
-        {
-            "type": "presence",
-            "room": room,
-            "members": [
-                {"username": name, "connections": count} for name, count in sorted(members.items())
-            ],
-        }
+        _with_id(
+            {
+                "type": "presence",
+                "room": room,
+                "members": [
+                    {"username": name, "connections": count}
+                    for name, count in sorted(members.items())
+                ],
+            },
+            request_id,
+        )
     )
 
 

@@ -216,3 +216,34 @@ def _redis_client_count(cluster: LocalCluster) -> int:
         return len(probe.client_list())
     finally:
         probe.close()
+
+
+async def test_a_message_with_an_id_is_acknowledged_with_its_offset(cluster: LocalCluster) -> None:
+    """The ack comes from the publish script's reply (Redis), the message from pub/sub: both
+    reach the sender, in either order, with the same offset; others get the message only."""
+    alice, bob = await clients_on_distinct_nodes(cluster.url, 2)
+    room = new_room()
+    try:
+        await alice.join(room, "alice")
+        await bob.join(room, "bob")
+        for n in range(5):
+            await alice.send(type="message", text=f"m{n}", id=f"req-{n}")
+        acks = [await alice.recv_type("ack", id=f"req-{n}") for n in range(5)]
+        echoes = [await alice.recv_type("message", text=f"m{n}") for n in range(5)]
+        seen = [await bob.recv_type("message", text=f"m{n}") for n in range(5)]
+        assert (
+            [a["offset"] for a in acks]
+            == [e["offset"] for e in echoes]
+            == [s["offset"] for s in seen]
+            == [1, 2, 3, 4, 5]
+        )
+        assert all(
+            a["epoch"] == s["epoch"] and a["room"] == room for a, s in zip(acks, seen, strict=True)
+        )
+        assert all(e["type"] != "ack" for e in bob._buffer)
+        await alice.send(type="history", room="elsewhere", id=99)
+        refused = await alice.recv_type("error", id=99)
+        assert refused["code"] == "not_joined"
+    finally:
+        await alice.close()
+        await bob.close()

@@ -879,7 +879,12 @@ async def test_join_when_broker_unavailable() -> None:
 
 class FailingPublishBroker(MemoryBroker):
     def publish_message(
-        self, room: str, head: bytes, prefix: bytes, on_failure: FailureHandler | None = None
+        self,
+        room: str,
+        head: bytes,
+        prefix: bytes,
+        on_failure: FailureHandler | None = None,
+        on_published: object = None,
     ) -> None:
         assert on_failure is not None
         asyncio.get_running_loop().call_soon(on_failure)
@@ -903,3 +908,45 @@ async def test_publish_failure_tells_sender() -> None:
     assert bob.events() == []
     assert env.metric("roomcast_publish_failures_total") == 1.0
     assert env.rejected("unavailable") == 1.0
+
+
+async def test_frames_with_an_id_get_it_back_in_their_reply_ack_or_error(env: Env) -> None:
+    alice = await env.connect()
+    alice.send_json({"type": "join", "room": "general", "username": "alice", "id": "j1"})
+    await settle()
+    joined = alice.events()
+    assert joined[0]["type"] == "joined" and joined[0]["id"] == "j1"
+    alice.send_json({"type": "message", "text": "hi", "id": 41})
+    await settle()
+    events = alice.events()
+    ack = next(e for e in events if e["type"] == "ack")
+    message = next(e for e in events if e["type"] == "message")
+    assert ack == {"type": "ack", "id": 41, "room": "general", "epoch": message["epoch"],
+                   "offset": message["offset"]}  # fmt: skip
+    assert "id" not in message  # the room's event is the same bytes for every member
+    alice.send_json({"type": "message", "text": "no id, no ack"})
+    await settle()
+    assert [e["type"] for e in alice.events()] == ["message"]
+    for frame, kind in (
+        ({"type": "history", "limit": 1, "id": "h"}, "history"),
+        ({"type": "presence", "id": "p"}, "presence"),
+        ({"type": "leave", "id": "l"}, "left"),
+    ):
+        alice.send_json(frame)
+        await settle()
+        (reply,) = alice.events()
+        assert (reply["type"], reply["id"]) == (kind, frame["id"])
+    alice.send_json({"type": "message", "text": "after leaving", "id": "m2"})
+    await settle()
+    (refused,) = alice.events()
+    assert (refused["type"], refused["code"], refused["id"]) == ("error", "not_joined", "m2")
+
+
+async def test_a_failed_publication_names_the_frame_by_its_id() -> None:
+    env = await make_env(FailingPublishBroker)
+    alice = await env.joined("alice", "general")
+    drain(alice)
+    alice.send_json({"type": "message", "text": "lost", "id": "m1"})
+    await settle()
+    (refused,) = alice.events()
+    assert (refused["code"], refused["id"]) == ("unavailable", "m1")

@@ -118,8 +118,35 @@ def test_unknown_fields_are_ignored() -> None:
         "color": None,
     }
     assert parse_command(dumps(frame)) == Join("general", "john")
-    frame = {"type": "message", "text": "hi", "id": "abc", "reply_to": 7}
+    frame = {"type": "message", "text": "hi", "id": {"not": "an id"}, "reply_to": 7}
     assert parse_command(dumps(frame)) == Message("hi", None)
+
+
+@pytest.mark.parametrize(
+    ("raw", "request_id"),
+    [("abc", "abc"), (7, 7), (-3, -3), ("x" * 64, "x" * 64), ("x" * 65, None), ("", None),
+     (True, None), (2**54, None), (1.5, None), ([1], None), (None, None)],
+)  # fmt: skip
+def test_request_ids_are_kept_when_valid_and_ignored_otherwise(
+    raw: object, request_id: object
+) -> None:
+    frame = {"type": "message", "text": "hi", "id": raw}
+    assert parse_command(dumps(frame)) == Message("hi", None, request_id)  # type: ignore[arg-type]
+
+
+def test_errors_carry_the_id_of_the_frame_that_caused_them() -> None:
+    with pytest.raises(ProtocolError) as refused:
+        parse_command(dumps({"type": "join", "room": "bad room", "id": "j1"}))
+    assert (refused.value.code, refused.value.request_id) == ("invalid_room", "j1")
+    with pytest.raises(ProtocolError) as refused:
+        parse_command(dumps({"type": "dance", "id": 9}))
+    assert refused.value.request_id == 9
+    assert protocol.error("x", "y", "r", "j1") == (
+        b'{"type":"error","code":"x","reason":"y","room":"r","id":"j1"}'
+    )
+    assert protocol.ack("r", 5, "e", 12) == (
+        b'{"type":"ack","id":5,"room":"r","epoch":"e","offset":12}'
+    )
 
 
 def test_whitespace_around_json_is_fine() -> None:

@@ -19,6 +19,8 @@ MessageHandler = Callable[[str, bytes], None]
 StateHandler = Callable[[bool], None]
 # Called when a publication could not be handed to the broker; the sender must be told.
 FailureHandler = Callable[[], None]
+# Called with (epoch, offset) once a chat message is published (the sender asked for an ack).
+PublishedHandler = Callable[[str, int], None]
 
 
 class BrokerUnavailable(Exception):
@@ -71,10 +73,12 @@ class Broker(Protocol):
         head: bytes,
         prefix: bytes,
         on_failure: FailureHandler | None = None,
+        on_published: PublishedHandler | None = None,
     ) -> None:
         """Publish a chat message: assign the room's next offset, complete the JSON
         (``prefix + offset + epoch``), keep it in history and publish ``head + offset\\n + json``,
-        all as one atomic step. Same order and failure rules as :meth:`publish`."""
+        all as one atomic step. Same order and failure rules as :meth:`publish`; when given,
+        ``on_published(epoch, offset)`` runs once it is done."""
 
     async def post_message(self, room: str, head: bytes, prefix: bytes) -> tuple[str, int]:
         """:meth:`publish_message`, awaited: returns the message's (epoch, offset) once it is

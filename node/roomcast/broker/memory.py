@@ -18,6 +18,7 @@ from roomcast.broker import (
     HistoryLimits,
     HistoryReply,
     MessageHandler,
+    PublishedHandler,
     StateHandler,
 )
 from roomcast.protocol import complete_message
@@ -82,7 +83,12 @@ class MemoryBroker:
             asyncio.get_running_loop().call_soon(self._deliver, room, payload)
 
     def publish_message(
-        self, room: str, head: bytes, prefix: bytes, on_failure: FailureHandler | None = None
+        self,
+        room: str,
+        head: bytes,
+        prefix: bytes,
+        on_failure: FailureHandler | None = None,
+        on_published: PublishedHandler | None = None,
     ) -> None:
         state = self._room(room)
         state.offset += 1
@@ -91,6 +97,8 @@ class MemoryBroker:
         if len(state.history) > self._limits.size:
             state.history.popleft()
         self.publish(room, head + b"%d\n" % state.offset + message, on_failure)
+        if on_published is not None:
+            asyncio.get_running_loop().call_soon(on_published, state.epoch, state.offset)
 
     async def post_message(self, room: str, head: bytes, prefix: bytes) -> tuple[str, int]:
         if not self.ready:

@@ -37,6 +37,7 @@ from roomcast.broker import (
     HistoryLimits,
     HistoryReply,
     MessageHandler,
+    PublishedHandler,
     StateHandler,
     scripts,
 )
@@ -287,6 +288,19 @@ class _Publisher(_Link):
         for _, settle, _ in failed:
             if settle is not None:
                 settle(None, error)
+
+
+def _published_or_failed(
+    on_published: PublishedHandler, on_failure: FailureHandler | None
+) -> Settle:
+    def settle(reply: Any, error: Exception | None) -> None:
+        if error is None:
+            offset, epoch = reply  # the publish script answers {offset, epoch}
+            on_published(epoch.decode(), int(offset))
+        elif on_failure is not None:
+            on_failure()
+
+    return settle
 
 
 def _failure_only(on_failure: FailureHandler | None) -> Settle | None:
@@ -600,12 +614,20 @@ class RedisBroker:
         )
 
     def publish_message(
-        self, room: str, head: bytes, prefix: bytes, on_failure: FailureHandler | None = None
+        self,
+        room: str,
+        head: bytes,
+        prefix: bytes,
+        on_failure: FailureHandler | None = None,
+        on_published: PublishedHandler | None = None,
     ) -> None:
         seq = scripts.room_keys(room)[0]
-        self._command(
-            seq, self._publish_message_script(room, head, prefix), _failure_only(on_failure)
+        settle = (
+            _failure_only(on_failure)
+            if on_published is None
+            else _published_or_failed(on_published, on_failure)
         )
+        self._command(seq, self._publish_message_script(room, head, prefix), settle)
 
     async def post_message(self, room: str, head: bytes, prefix: bytes) -> tuple[str, int]:
         seq = scripts.room_keys(room)[0]
