@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from roomcast import protocol
 from roomcast.client import (
+    Ack,
     Backoff,
     ChatMessage,
     Error,
@@ -240,10 +241,39 @@ async def test_send_book_keeps_order_bounds_the_queue_and_confirms_by_echo() -> 
     book.put_back("r", taken[1:])  # the connection died before these were written
     assert [h.text for h in book.take_unsent("r")] == ["m1", "m2"]
     echo = msg(5, text="m0")
-    assert book.confirm(echo) is taken[0]
+    assert book.confirm(echo, link=1) is None  # its ack has not come: the echo waits for it
+    assert book.acknowledge(Ack(0, "r", echo.epoch, 5)) is taken[0]
     assert await taken[0].wait() == echo
     with pytest.raises(SendError, match="queue_full"):
         await handles[3].wait()
+
+
+async def test_send_book_confirms_exactly_by_ack_not_by_text() -> None:
+    book = SendBook(max_unsent=10, queue_timeout=60, confirm_timeout=60)
+    first, second = Outgoing(1, "r", "same"), Outgoing(2, "r", "same")
+    book.written(first, link=1)
+    book.written(second, link=1)
+    # Acks first this time: the second message got offset 7, the first offset 8.
+    assert book.acknowledge(Ack(2, "r", "e", 7)) is None
+    assert book.acknowledge(Ack(1, "r", "e", 8)) is None
+    assert book.confirm(msg(8, text="same"), link=1) is first
+    assert book.confirm(msg(7, text="same"), link=1) is second
+    # The same user's other connection says the same thing: not ours, nothing confirmed.
+    third = Outgoing(3, "r", "same")
+    book.written(third, link=1)
+    assert book.confirm(msg(9, text="same"), link=1) is None
+    refused = book.refuse(Error("rate_limited", "slow down", "r", 3))
+    assert refused is not None and refused.reason == "rate_limited"
+    assert book.in_flight_count == 0
+    with pytest.raises(SendError, match="rate_limited"):
+        await third.wait()
+
+
+async def test_send_book_matches_a_lost_connections_message_by_text_in_the_replay() -> None:
+    book = SendBook(max_unsent=10, queue_timeout=60, confirm_timeout=60)
+    lost = Outgoing(1, "r", "written before the drop")
+    book.written(lost, link=1)  # its ack was lost with connection 1
+    assert book.confirm(msg(4, text="written before the drop"), link=2) is lost
 
 
 async def test_send_book_settles_old_in_flight_messages_as_unconfirmed() -> None:
@@ -275,3 +305,14 @@ async def test_outcome_futures_never_warn_when_nobody_awaits_them() -> None:
     handle.resolve(msg(1))  # a late echo after a give-up changes nothing
     assert handle.outcome.result() == SendFailed("r", "x", "stopped", 1)
     await asyncio.sleep(0)
+
+
+def test_acks_and_errors_with_ids_parse_from_the_servers_own_encoders() -> None:
+    from roomcast import protocol
+
+    assert parse_event(protocol.ack("r", 7, "e1", 12)) == Ack(7, "r", "e1", 12)
+    assert parse_event(protocol.error("unavailable", "down", "r", "m1")) == Error(
+        "unavailable", "down", "r", "m1"
+    )
+    assert parse_event(protocol.error("invalid_json", "bad")) == Error("invalid_json", "bad")
+    assert isinstance(parse_event('{"type":"ack","room":"r","epoch":"e","offset":1}'), Unknown)

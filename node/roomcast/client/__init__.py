@@ -12,6 +12,7 @@ from roomcast.client.core import RoomcastClient
 from roomcast.client.cursor import RoomCursor
 from roomcast.client.errors import ClientClosedError, JoinError
 from roomcast.client.events import (
+    Ack,
     ChatMessage,
     ClientEvent,
     Closed,
@@ -39,6 +40,7 @@ from roomcast.client.events import (
 from roomcast.client.outgoing import Outgoing, SendError
 
 __all__ = [
+    "Ack",
     "Backoff",
     "ChatMessage",
     "ClientClosedError",

@@ -25,6 +25,7 @@ from roomcast.client.backoff import Backoff
 from roomcast.client.cursor import RoomCursor
 from roomcast.client.errors import ClientClosedError, JoinError, LinkLost
 from roomcast.client.events import (
+    Ack,
     ChatMessage,
     Closed,
     Connected,
@@ -251,7 +252,7 @@ class RoomcastClient:
         outgoing = Outgoing(self._next_id, room, text)
         link = self._link
         if link is not None and state.live_on == link.serial and not self._book.has_unsent(room):
-            link.write({"type": "message", "room": room, "text": text}, outgoing)
+            link.write({"type": "message", "room": room, "text": text, "id": outgoing.id}, outgoing)
         else:
             failure = self._book.queue(outgoing)
             if failure is not None:
@@ -429,6 +430,15 @@ class RoomcastClient:
         if isinstance(event, Joined):
             self._on_joined(link, event)
             return
+        if isinstance(event, Ack):
+            self._book.acknowledge(event)
+            return
+        if isinstance(event, Error) and event.id is not None:
+            failure = self._book.refuse(event)
+            if failure is not None:
+                self._emit(event)
+                self._emit(failure)
+                return
         if isinstance(event, Error) and self._on_error(link, event):
             return
         if isinstance(event, Presence):
@@ -450,7 +460,7 @@ class RoomcastClient:
         if not deliver:
             return
         if message.username == state.username:
-            self._book.confirm(message)
+            self._book.confirm(message, link.serial)
         self._emit(message)
         self._settle_resume(link, message.room, state)
 
@@ -475,7 +485,8 @@ class RoomcastClient:
             if not waiter.done():
                 waiter.set_result(joined)
         for outgoing in self._book.take_unsent(joined.room):
-            link.write({"type": "message", "room": joined.room, "text": outgoing.text}, outgoing)
+            frame = {"type": "message", "room": joined.room, "text": outgoing.text}
+            link.write({**frame, "id": outgoing.id}, outgoing)
         self._settle_resume(link, joined.room, state)
         self._signal_link_change()
 

@@ -103,6 +103,17 @@ class Error:
     code: str
     reason: str
     room: str | None = None
+    id: str | int | None = None  # the id of the frame it refuses, when that frame had one
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """A message of ours (sent with ``id``) was published at ``offset``."""
+
+    id: str | int
+    room: str
+    epoch: str
+    offset: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +212,7 @@ ServerEvent = (
     | Presence
     | History
     | Error
+    | Ack
     | Unknown
 )
 ClientEvent = Connected | Disconnected | Reconnecting | Resumed | Gap | SendFailed | Closed
@@ -288,8 +300,23 @@ _PARSERS: Final[dict[str, Callable[[Mapping[str, Any]], ServerEvent]]] = {
     "typing": lambda d: Typing(_str(d, "room"), _str(d, "username")),
     "presence": lambda d: Presence(_str(d, "room"), _members(d)),
     "history": _history,
-    "error": lambda d: Error(_str(d, "code"), _str(d, "reason"), _opt_str(d, "room")),
+    "error": lambda d: Error(_str(d, "code"), _str(d, "reason"), _opt_str(d, "room"), _id(d)),
+    "ack": lambda d: Ack(_required_id(d), _str(d, "room"), _str(d, "epoch"), _int(d, "offset")),
 }
+
+
+def _id(data: Mapping[str, Any]) -> str | int | None:
+    value = data.get("id")
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    return None
+
+
+def _required_id(data: Mapping[str, Any]) -> str | int:
+    value = _id(data)
+    if value is None:
+        raise _BadField("id")
+    return value
 
 
 def parse_event(raw: str | bytes) -> ServerEvent:
