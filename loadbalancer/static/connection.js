@@ -47,6 +47,7 @@ export class RoomConnection {
   #recovered = true; // whether the current join resumed without a gap
   #maxFrameBytes = 65536;
   #nextId = 1;
+  #serial = 0; // counts connections: which one a message was sent on
   #lastTypingSent = 0;
   #typingTimer = null;
 
@@ -132,6 +133,7 @@ export class RoomConnection {
       return;
     }
     this.#ws = ws;
+    this.#serial += 1;
     ws.addEventListener("open", () => ws === this.#ws && this.#join());
     ws.addEventListener("message", (event) => ws === this.#ws && this.#onFrame(event.data));
     ws.addEventListener("close", (event) => ws === this.#ws && this.#onClose(event));
@@ -221,6 +223,9 @@ export class RoomConnection {
       case "error":
         this.#onError(data);
         break;
+      case "ack":
+        this.#onAck(data);
+        break;
       default:
         break; // a newer server's event: ignored, as the protocol promises
     }
@@ -281,8 +286,11 @@ export class RoomConnection {
       return;
     }
     if (reason.includes("message") && ["rate_limited", "unavailable"].includes(data.code)) {
-      // Frames are answered in order, so a refusal is about the oldest message in flight.
-      const item = this.outbox.find((entry) => entry.status === "sent");
+      // The error names the message by the id it was sent with (older servers did not: then
+      // frames are answered in order, so it is about the oldest message in flight).
+      const item =
+        this.outbox.find((entry) => entry.status === "sent" && entry.id === data.id) ??
+        this.outbox.find((entry) => entry.status === "sent");
       if (item) {
         item.status = "failed";
         item.reason = reason;
@@ -313,8 +321,20 @@ export class RoomConnection {
     this.#emit("outbox");
   }
 
+  // The server published our message: its ack names it by id, so nothing is guessed.
+  #onAck(data) {
+    const index = this.outbox.findIndex((entry) => entry.status === "sent" && entry.id === data.id);
+    if (index < 0) return;
+    this.outbox.splice(index, 1);
+    this.#emit("outbox");
+  }
+
+  // A message sent on a connection that is gone lost its ack with it; if the resume's catch-up
+  // brings its echo back, the text is all there is to recognise it by.
   #confirm(text) {
-    const index = this.outbox.findIndex((entry) => entry.status === "sent" && entry.text === text);
+    const index = this.outbox.findIndex(
+      (entry) => entry.status === "sent" && entry.sentOn !== this.#serial && entry.text === text,
+    );
     if (index < 0) return;
     this.outbox.splice(index, 1);
     this.#emit("outbox");
@@ -324,8 +344,9 @@ export class RoomConnection {
     if (!this.#synced) return;
     for (const item of this.outbox) {
       if (item.status !== "queued") continue;
-      if (!this.#sendFrame({ type: "message", room: this.room, text: item.text })) return;
+      if (!this.#sendFrame({ type: "message", room: this.room, text: item.text, id: item.id })) return;
       item.status = "sent";
+      item.sentOn = this.#serial;
     }
   }
 
