@@ -129,7 +129,8 @@ class HttpConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
         self._server.connections.add(self)
-        self._arm_idle_timer()
+        # The whole request must come within the handshake timeout, as for a WebSocket.
+        self._arm_timer(self._server.settings.handshake_timeout)
 
     def data_received(self, data: bytes) -> None:
         if self._stream_room is not None:
@@ -192,7 +193,8 @@ class HttpConnection(asyncio.Protocol):
             if event is h11.NEED_DATA or event is h11.PAUSED:
                 return
             if isinstance(event, h11.Request):
-                self._cancel_idle_timer()
+                # A body trickled in slowly must not hold the connection forever either.
+                self._arm_timer(self._server.settings.handshake_timeout)
                 self._request = event
                 self._body = bytearray()
                 if not self._body_fits(event):
@@ -203,6 +205,7 @@ class HttpConnection(asyncio.Protocol):
                     self._reject_early(_too_large(self._server.settings.max_frame_bytes))
                     return
             elif isinstance(event, h11.EndOfMessage):
+                self._cancel_idle_timer()
                 self._dispatch()
             elif isinstance(event, h11.ConnectionClosed):
                 self._close()
@@ -321,7 +324,7 @@ class HttpConnection(asyncio.Protocol):
             self._close()
             return
         self._busy = False
-        self._arm_idle_timer()
+        self._arm_timer(self._server.settings.http_idle_timeout)
         if self._transport is not None and not self._closed:
             self._transport.resume_reading()
         self._advance()
@@ -369,11 +372,10 @@ class HttpConnection(asyncio.Protocol):
         if self._transport is not None and not self._transport.is_closing():
             self._transport.close()
 
-    def _arm_idle_timer(self) -> None:
+    def _arm_timer(self, seconds: float) -> None:
+        """Close the connection unless the request (or the next one) comes within ``seconds``."""
         self._cancel_idle_timer()
-        self._idle_timer = self._server.loop.call_later(
-            self._server.settings.http_idle_timeout, self._close
-        )
+        self._idle_timer = self._server.loop.call_later(seconds, self._close)
 
     def _cancel_idle_timer(self) -> None:
         if self._idle_timer is not None:

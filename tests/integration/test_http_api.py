@@ -440,3 +440,28 @@ async def test_draining_node_ends_streams_cleanly(fresh_api_cluster: LocalCluste
         await stream.next(timeout=10)
     assert stream.ended
     stream.close()
+
+
+async def test_a_request_trickled_in_too_slowly_is_cut_off() -> None:
+    """Slowloris on the API: neither an unfinished head nor an unfinished body holds a
+    connection past ROOMCAST_HANDSHAKE_TIMEOUT; an idle keep-alive one goes after
+    ROOMCAST_HTTP_IDLE_TIMEOUT."""
+    env = {**API_ENV, "ROOMCAST_HANDSHAKE_TIMEOUT": "0.5", "ROOMCAST_HTTP_IDLE_TIMEOUT": "1"}
+    with LocalCluster(1, redis=False, nginx=False, node_env=env) as single:
+        port = single.nodes[0].port
+        for partial in (
+            b"GET /api/rooms/r/presence HTTP/1.1\r\nHost: x\r\n",  # head never finished
+            b"POST /api/rooms/r/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+            b"\r\nContent-Length: 100\r\n\r\n{",  # body never finished
+        ):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(partial)
+            started = time.monotonic()
+            assert await asyncio.wait_for(reader.read(), scaled(5)) == b""  # closed, silently
+            assert time.monotonic() - started < scaled(3)
+            writer.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /api/rooms/r/presence HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), scaled(5))  # then idle: closed
+        assert answer.startswith(b"HTTP/1.1 200 OK") and answer.endswith(b"]}")
+        writer.close()
