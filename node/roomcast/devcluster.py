@@ -401,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"roomcast is running: open http://127.0.0.1:{cluster.nginx_port}/")
         print(f"  WebSocket endpoint: {cluster.url}")
+        print(f"  HTTP API: {cluster.http_url}/api/ (OpenAPI: {cluster.http_url}/api/openapi.json)")
         if cluster.redis_url:
             print(f"  redis:   {cluster.redis_url}")
         for node in cluster.nodes:
