@@ -14,6 +14,7 @@ from roomcast.api_service import ApiService
 from roomcast.broker import Broker, HistoryLimits
 from roomcast.broker.memory import MemoryBroker
 from roomcast.config import Settings
+from roomcast.gc_tuning import tune_collector
 from roomcast.http_internal import InternalHttpServer
 from roomcast.http_public import PublicHttp
 from roomcast.metrics import Metrics
@@ -155,6 +156,8 @@ class Server:
 async def serve(settings: Settings) -> None:
     server = Server(settings)
     await server.start()
+    # After start-up, so modules, settings and the metrics registry are frozen out of GC passes.
+    tune_collector(settings.gc_threshold)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.drain()))

@@ -72,6 +72,8 @@ class Settings:
     api_rate_burst: int = 40
     sse_heartbeat: float = 15.0
     http_idle_timeout: float = 60.0
+    # Process
+    gc_threshold: int = 20_000  # young-generation collection threshold (CPython's default: 700)
     # Features
     compression: bool = False
     log_level: LogLevel = "INFO"
@@ -305,6 +307,7 @@ _PARSERS: dict[str, Callable[[str, str], object]] = {
     "api_rate_burst": lambda n, r: _parse_int(n, r, 1, 1_000_000),
     "sse_heartbeat": lambda n, r: _parse_float(n, r, 0.05, 3600),
     "http_idle_timeout": lambda n, r: _parse_float(n, r, 0.1, 3600),
+    "gc_threshold": lambda n, r: _parse_int(n, r, 100, 10_000_000),
     "compression": _parse_bool,
     "log_level": _parse_log_level,
 }

@@ -286,6 +286,7 @@ def test_every_env_name_is_read() -> None:
         "ROOMCAST_API_RATE_BURST": "1",
         "ROOMCAST_SSE_HEARTBEAT": "1",
         "ROOMCAST_HTTP_IDLE_TIMEOUT": "1",
+        "ROOMCAST_GC_THRESHOLD": "700",
     }
     file_variants = {
         name + "_FILE"
