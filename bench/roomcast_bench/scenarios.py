@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import select
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from array import array
 from collections.abc import Callable
@@ -20,6 +20,8 @@ from roomcast_bench.systems import System
 # The ramp's stop rule (from the issue): a step is sustainable while both hold.
 RAMP_MAX_P99_MS = 250.0
 RAMP_MAX_LOSS = 0.01
+# py-spy needs a moment to attach before its recording clock matters.
+PYSPY_ATTACH_SECONDS = 0.5
 
 
 @dataclass
@@ -453,6 +455,9 @@ class Runner:
             "cpu_us_per_setup": {
                 k: (v * 1e6 / completed if completed else None) for k, v in cpu.items()
             },
+            "system_cpu_share": {
+                k: round(v, 3) for k, v in window.system_share().items() if v is not None
+            },
         }
         errors = [e for r in replies for e in r.get("errors", [])]
         if errors:
@@ -481,26 +486,27 @@ class Runner:
         if not Path(pyspy).exists():
             self.progress.log("profile skipped: py-spy is not installed (pip install py-spy)")
             return False
-        proc = subprocess.Popen(
-            [pyspy, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))),
-             "--format", fmt, "--output", str(path), *extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        # py-spy says "Sampling process ..." once attached: start the load only then.
-        assert proc.stderr is not None
-        head = ""
-        ready, _, _ = select.select([proc.stderr], [], [], 15)
-        if ready:
-            head = proc.stderr.readline()
-        try:
-            action()
-        finally:
+        # py-spy prints nothing while it samples when stderr is not a terminal (it used to be
+        # awaited for a "Sampling process" line here, which never came: the recording ran out
+        # before the load began). Its errors go to a file, so no pipe can fill and stall it.
+        with tempfile.TemporaryFile("w+") as errors:
+            proc = subprocess.Popen(
+                [pyspy, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))),
+                 "--format", fmt, "--output", str(path), *extra],
+                stdout=subprocess.DEVNULL, stderr=errors, text=True,
+            )  # fmt: skip
+            # The load then runs seconds + 1 and covers the whole recording.
+            time.sleep(PYSPY_ATTACH_SECONDS)
             try:
-                _, err = proc.communicate(timeout=60)
-                err = head + (err or "")
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                _, err = proc.communicate(timeout=5)
+                action()
+            finally:
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=5)
+                errors.seek(0)
+                err = errors.read()
         if proc.returncode != 0 or not path.exists():
             self.progress.log(f"profile failed: {(err or '').strip()[:300]}")
             return False
@@ -535,9 +541,14 @@ class Runner:
         return {"node_pid": pid, "flamegraph": svg.name, "seconds": seconds, **summary}
 
 
+# With --native, py-spy counts a thread just woken inside the event loop's wait as busy: those
+# samples say nothing about where the work goes.
+WAITING_LEAVES = ("epoll_pwait ", "epoll_wait ")
+
+
 def summarize_collapsed(text: str, top: int = 25) -> dict[str, Any]:
     """Self and total sample shares per function from py-spy's collapsed stacks."""
-    total = 0
+    total = waiting = 0
     own: dict[str, int] = {}
     inclusive: dict[str, int] = {}
     for line in text.splitlines():
@@ -545,8 +556,11 @@ def summarize_collapsed(text: str, top: int = 25) -> dict[str, Any]:
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        total += count
         frames = [_short(f) for f in stack.split(";")]
+        if frames and frames[-1].startswith(WAITING_LEAVES):
+            waiting += count
+            continue
+        total += count
         if frames:
             own[frames[-1]] = own.get(frames[-1], 0) + count
         for frame in set(frames):
@@ -560,6 +574,7 @@ def summarize_collapsed(text: str, top: int = 25) -> dict[str, Any]:
 
     return {
         "samples": total,
+        "waiting_samples_left_out": waiting,
         "self_percent": ranked(own, False),
         "total_percent": ranked(inclusive, True),
     }
