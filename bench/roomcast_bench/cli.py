@@ -124,7 +124,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--connect-count", type=int)
     parser.add_argument(
         "--profile", type=float, default=0.0, metavar="SECONDS",
-        help="py-spy one roomcast node during an extra fan-out step (writes profile.svg)",
+        help="py-spy one roomcast node during an extra fan-out step of SECONDS and extra connect"
+        " storms (profile.svg, profile-connect.svg)",
     )  # fmt: skip
     parser.add_argument(
         "--roomcast-rev", metavar="REV",

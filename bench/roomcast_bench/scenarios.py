@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -300,7 +302,11 @@ class Runner:
             result = self.step(system, sizes, 1, plan.fanout_rate, plan.fanout_seconds, label)
             profile = None
             if plan.profile_seconds > 0 and system.name == "roomcast" and via == "direct":
-                profile = self._profile(system, sizes, label)
+                rate, seconds = plan.fanout_rate, plan.profile_seconds
+                profile = self._profile(
+                    system, label, "profile.svg",
+                    lambda step_label: self.step(system, sizes, 0, rate, seconds, step_label),
+                )  # fmt: skip
         finally:
             self.close()
         figures = {
@@ -415,25 +421,20 @@ class Runner:
         )
         label = f"{system.name} connect"
         self.connect_rooms(system, anchors, label + " anchors")
-        per_worker: list[list[dict[str, Any]]] = [[] for _ in range(self.gen.size)]
-        base = 10_000_000
-        for i in range(plan.connect_count):
-            room = i % plan.connect_rooms
-            per_worker[room % self.gen.size].append(
-                {"cid": base + i, "room": f"conn-{room}", "url": system.url_for("direct", i)}
-            )
+        profile = None
         try:
             window = CpuWindow(self._groups(system)).start()
             started = time.monotonic()
-            replies = self.gen.call(
-                "setup_storm",
-                [{"clients": w, "concurrency": plan.connect_concurrency, "timeout": 10.0}
-                 for w in per_worker],
-                timeout=120 + plan.connect_count / 50,
-                show=self._connect_line(label),
-            )  # fmt: skip
+            replies = self._storm(system, 10_000_000, label)
             wall = time.monotonic() - started
             cpu = window.stop()
+            if plan.profile_seconds > 0 and system.name == "roomcast":
+                # Extra, unmeasured storms of as many new clients each (rooms grow meanwhile).
+                cids = itertools.count(2 * 10_000_000, 10_000_000)
+                profile = self._profile(
+                    system, label, "profile-connect.svg",
+                    lambda step_label: self._storm(system, next(cids), step_label),
+                )  # fmt: skip
         finally:
             self.close()
         completed = sum(r["completed"] for r in replies)
@@ -462,7 +463,27 @@ class Runner:
         errors = [e for r in replies for e in r.get("errors", [])]
         if errors:
             result["errors"] = errors[:3]
+        if profile:
+            result["profile"] = profile
         return result
+
+    def _storm(self, system: System, first_cid: int, label: str) -> list[dict[str, Any]]:
+        """``connect_count`` new clients, each handshake + join, spread over the rooms."""
+        plan = self.plan
+        per_worker: list[list[dict[str, Any]]] = [[] for _ in range(self.gen.size)]
+        for i in range(plan.connect_count):
+            room = i % plan.connect_rooms
+            per_worker[room % self.gen.size].append(
+                {"cid": first_cid + i, "room": f"conn-{room}", "url": system.url_for("direct", i)}
+            )
+        replies: list[dict[str, Any]] = self.gen.call(
+            "setup_storm",
+            [{"clients": w, "concurrency": plan.connect_concurrency, "timeout": 10.0}
+             for w in per_worker],
+            timeout=120 + plan.connect_count / 50,
+            show=self._connect_line(label),
+        )  # fmt: skip
+        return replies
 
     # Helpers
 
@@ -478,28 +499,28 @@ class Runner:
             last = now
 
     def _pyspy(
-        self, pid: int, seconds: float, fmt: str, path: Path, extra: list[str],
-        action: Callable[[], object],
-    ) -> bool:  # fmt: skip
+        self, pid: int, fmt: str, path: Path, extra: list[str], action: Callable[[], object]
+    ) -> bool:
         """Record ``pid`` with py-spy while ``action`` runs; False (and a log line) on failure."""
         pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         if not Path(pyspy).exists():
             self.progress.log("profile skipped: py-spy is not installed (pip install py-spy)")
             return False
-        # py-spy prints nothing while it samples when stderr is not a terminal (it used to be
-        # awaited for a "Sampling process" line here, which never came: the recording ran out
-        # before the load began). Its errors go to a file, so no pipe can fill and stall it.
+        # Off a terminal py-spy prints nothing once attached (this used to wait for its
+        # "Sampling process" line, which never came, so a fixed-length recording ended before
+        # the load began). Now it records until the load is over and is stopped with SIGINT,
+        # on which it writes its output. Errors go to a file, so no pipe can fill and stall it.
         with tempfile.TemporaryFile("w+") as errors:
             proc = subprocess.Popen(
-                [pyspy, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))),
-                 "--format", fmt, "--output", str(path), *extra],
+                [pyspy, "record", "--pid", str(pid), "--format", fmt, "--output", str(path),
+                 *extra],
                 stdout=subprocess.DEVNULL, stderr=errors, text=True,
             )  # fmt: skip
-            # The load then runs seconds + 1 and covers the whole recording.
             time.sleep(PYSPY_ATTACH_SECONDS)
             try:
                 action()
             finally:
+                proc.send_signal(signal.SIGINT)
                 try:
                     proc.wait(timeout=60)
                 except subprocess.TimeoutExpired:
@@ -507,38 +528,40 @@ class Runner:
                     proc.wait(timeout=5)
                 errors.seek(0)
                 err = errors.read()
-        if proc.returncode != 0 or not path.exists():
-            self.progress.log(f"profile failed: {(err or '').strip()[:300]}")
+        if not path.exists() or path.stat().st_size == 0:
+            self.progress.log(f"profile failed ({proc.returncode}): {err.strip()[:300]}")
             return False
         return True
 
-    def _profile(self, system: System, sizes: dict[str, int], label: str) -> dict[str, Any] | None:
-        """py-spy on one roomcast node during extra, unmeasured fan-out steps.
+    def _profile(
+        self, system: System, label: str, svg_name: str, load: Callable[[str], object]
+    ) -> dict[str, Any] | None:
+        """py-spy on one roomcast node during extra, unmeasured runs of ``load``.
 
-        Two recordings: a flame graph (profile.svg) and collapsed stacks with native frames,
+        Two recordings: a flame graph (``svg_name``) and collapsed stacks with native frames,
         summarised as the functions holding most samples (in the JSON). --native (C frames:
         uvloop, hiredis, orjson, libc's write) needs py-spy to pause the process at each sample,
         so only the second, unmeasured recording uses it.
         """
         pid = system.node_pids[0]
-        seconds = self.plan.profile_seconds
-        svg = self.results_dir / "profile.svg"
-        raw = self.results_dir / "profile.collapsed.tmp"
+        svg = self.results_dir / svg_name
+        raw = self.results_dir / (svg.stem + ".collapsed.tmp")
+        started = time.monotonic()
         for fmt, path, extra in (
             ("flamegraph", svg, ["--nonblocking", "--rate", "1000"]),
             ("raw", raw, ["--native", "--rate", "500"]),
         ):
             step_label = f"{label} {fmt}"
-
-            def action(step_label: str = step_label) -> object:
-                return self.step(system, sizes, 0, self.plan.fanout_rate, seconds + 1, step_label)
-
-            ok = self._pyspy(pid, seconds, fmt, path, extra, action)
-            if not ok:
+            if not self._pyspy(pid, fmt, path, extra, lambda s=step_label: load(s)):
                 return None
         summary = summarize_collapsed(raw.read_text())
         raw.unlink(missing_ok=True)
-        return {"node_pid": pid, "flamegraph": svg.name, "seconds": seconds, **summary}
+        return {
+            "node_pid": pid,
+            "flamegraph": svg.name,
+            "seconds": round(time.monotonic() - started, 1),
+            **summary,
+        }
 
 
 # With --native, py-spy counts a thread just woken inside the event loop's wait as busy: those
