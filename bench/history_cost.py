@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 
 import redis
+from redis.client import Pipeline
 
 from roomcast import envelope, protocol
 from roomcast.broker import HistoryLimits, scripts
@@ -24,6 +26,12 @@ BATCH = 100
 def cpu_seconds(client: redis.Redis) -> float:
     info = client.info("cpu")
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def memory_of(client: redis.Redis, key: bytes) -> int:
+    used = client.memory_usage(key)
+    assert used is not None, key  # None only for a missing key; these were just written
+    return used
 
 
 def publish_args(room: str, text: str) -> tuple[list[bytes], list[bytes]]:
@@ -48,15 +56,16 @@ def main() -> int:
             client.evalsha(sha, 3, *keys, *args)
         presence = scripts.room_keys("memory-room")[3]
         client.hset(presence, mapping={f"node-1-abcdef-{i:x}": f"user{i}" for i in range(10)})
-        memory = {key.decode(): client.memory_usage(key) for key in (*keys, presence)}
+        memory = {key.decode(): memory_of(client, key) for key in (*keys, presence)}
         # CPU per message: plain PUBLISH of the same bytes versus the offset+history script.
         keys, args = publish_args("cpu-room", text)
         payload = args[1] + b"1\n" + args[2] + b'1,"epoch":"e0e0e0e0e0e0"}'
         figures = {}
-        for name, command in (
+        commands: tuple[tuple[str, Callable[[Pipeline], object]], ...] = (
             ("publish", lambda pipe: pipe.publish(args[0], payload)),
             ("publish_message_script", lambda pipe: pipe.evalsha(sha, 3, *keys, *args)),
-        ):
+        )
+        for name, command in commands:
             before = cpu_seconds(client)
             for _ in range(MESSAGES // BATCH):
                 pipe = client.pipeline(transaction=False)

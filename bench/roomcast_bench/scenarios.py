@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import shutil
 import signal
@@ -552,7 +553,7 @@ class Runner:
             ("raw", raw, ["--native", "--rate", "500"]),
         ):
             step_label = f"{label} {fmt}"
-            if not self._pyspy(pid, fmt, path, extra, lambda s=step_label: load(s)):
+            if not self._pyspy(pid, fmt, path, extra, functools.partial(load, step_label)):
                 return None
         summary = summarize_collapsed(raw.read_text())
         raw.unlink(missing_ok=True)

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -408,7 +409,7 @@ def test_prometheus_reports_three_healthy_node_targets(stack: Stack) -> None:
     )  # fmt: skip
     status, body = http_get(
         f"{stack.prometheus}/api/v1/query?query="
-        + urllib.request.quote('sum(up{job="roomcast-node"})')
+        + urllib.parse.quote('sum(up{job="roomcast-node"})')
     )
     assert status == 200
     assert float(json.loads(body)["data"]["result"][0]["value"][1]) == 3

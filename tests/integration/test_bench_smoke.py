@@ -35,22 +35,26 @@ def install_baseline_packages() -> None:
     )  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    install_baseline_packages()
-    out = tmp_path_factory.mktemp("bench")
+def run_smoke(out: Path, *args: str) -> dict[str, Any]:
     proc = subprocess.run(
-        [sys.executable, str(RUN), "--smoke", "--quiet", "--out", str(out), "--name", "smoke"],
+        [sys.executable, str(RUN), "--smoke", "--quiet", "--out", str(out), "--name", "smoke",
+         *args],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=240 * timeout_factor(),
         check=False,
-    )
+    )  # fmt: skip
     assert proc.returncode == 0, f"smoke run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     result: dict[str, Any] = json.loads((out / "smoke.json").read_text())
     result["_stdout"] = proc.stdout
     return result
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    install_baseline_packages()
+    return run_smoke(tmp_path_factory.mktemp("bench"))
 
 
 def entries(result: dict[str, Any], server: str) -> dict[str, dict[str, Any]]:
@@ -89,6 +93,12 @@ def check_server(result: dict[str, Any], server: str) -> None:
     assert connect["setups_per_s"] > 0, connect
     assert connect["cpu_us_per_setup"]["nodes"] > 0, connect
     assert connect["setup_ms"]["p50"] > 0, connect
+    # The kernel's share of the nodes' CPU backs the note under the two CPU targets.
+    for share in (
+        connect["system_cpu_share"].get("nodes"),
+        found["fanout/direct"]["steps"][-1]["system_cpu_share"].get("nodes"),
+    ):
+        assert share is None or 0.0 <= share <= 1.0, share  # None: no 10 ms tick in the window
 
 
 @pytest.mark.timeout(600)
@@ -107,3 +117,25 @@ def test_smoke_baseline_figures_are_sane(smoke: dict[str, Any]) -> None:
     check_server(smoke, "baseline")
     ratios = [t["ratio"] for t in smoke["targets"]]
     assert all(r is not None and r > 0 for r in ratios), smoke["targets"]
+
+
+@pytest.mark.timeout(600)
+def test_profile_records_the_node_while_the_load_runs(tmp_path: Path) -> None:
+    """``--profile``: py-spy on a node during extra fan-out and connect runs, busy samples caught.
+
+    It once recorded only before the load began (1-11 busy samples in every full run) and no
+    test noticed: this one fails if the recordings miss the load again.
+    """
+    result = run_smoke(
+        tmp_path, "--servers", "roomcast", "--scenarios", "fanout,connect", "--profile", "2",
+        "--rate", "2000",
+    )  # fmt: skip
+    found = entries(result, "roomcast")
+    for key, svg in (("fanout/direct", "profile.svg"), ("connect/direct", "profile-connect.svg")):
+        profile = found[key].get("profile")
+        assert profile, (key, found[key].keys(), result["_stdout"][-2000:])
+        assert profile["samples"] >= 20, (key, profile)
+        functions = [name for name, _ in profile["self_percent"]]
+        assert any("write" in name for name in functions), (key, functions)
+        assert (tmp_path / svg).stat().st_size > 1000
+    assert "busy samples with native frames" in result["_stdout"]

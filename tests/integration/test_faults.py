@@ -8,6 +8,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 
 import pytest
 
@@ -29,6 +30,10 @@ async def until(condition: Callable[[], bool], timeout: float, what: str) -> Non
 
 def ready(node: NodeProcess) -> bool:
     return http_get(f"{node.metrics_url}/readyz", timeout=2)[0] == 200
+
+
+def not_ready(node: NodeProcess) -> bool:
+    return not ready(node)
 
 
 @pytest.fixture
@@ -53,7 +58,7 @@ async def test_redis_restart_nodes_resubscribe_and_outage_sends_get_unavailable(
         cluster.kill_redis()
         # Readiness follows Redis on every node: load balancers stop sending new clients.
         for node in cluster.nodes:
-            await until(lambda n=node: not ready(n), 10, f"{node.node_id} not ready")
+            await until(partial(not_ready, node), 10, f"{node.node_id} not ready")
             assert node.process.alive()
         metrics = http_get(f"{cluster.nodes[0].metrics_url}/metrics")[1]
         assert metric_value(metrics, "roomcast_redis_connected") == 0
@@ -67,7 +72,7 @@ async def test_redis_restart_nodes_resubscribe_and_outage_sends_get_unavailable(
 
         cluster.start_redis()  # same port, empty: nothing survived but the nodes' own state
         for node in cluster.nodes:
-            await until(lambda n=node: ready(n), 20, f"{node.node_id} ready again")
+            await until(partial(ready, node), 20, f"{node.node_id} ready again")
         # No client rejoined: the nodes resubscribed the rooms of their members themselves.
         await alice.send(type="message", text="after")
         assert (await bob.recv_type("message", text="after"))["username"] == "alice"

@@ -70,7 +70,9 @@ async def test_permessage_deflate_is_off_by_default_and_works_when_enabled(
         alice = await Client.connect(cluster.nodes[0].url)
         bob = await Client.connect(cluster.nodes[1].url)
         try:
-            negotiated = alice.ws.response.headers.get("Sec-WebSocket-Extensions")
+            handshake = alice.ws.response
+            assert handshake is not None  # set once the opening handshake is done
+            negotiated = handshake.headers.get("Sec-WebSocket-Extensions")
             if compression:
                 assert negotiated is not None and "permessage-deflate" in negotiated
             else:

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from websockets.exceptions import ConnectionClosed
 
 from roomcast.devcluster import LocalCluster, NodeProcess
 from tests.integration.conftest import FAST_ENV, http_get
-from tests.integration.test_faults import ready, until
+from tests.integration.test_faults import not_ready, ready, until
 from tests.integration.wsclient import Client, scaled
 
 pytestmark = pytest.mark.integration
@@ -184,7 +185,7 @@ async def test_c_redis_restarted_without_persistence_says_epoch_changed() -> Non
         cluster.kill_redis()
         cluster.start_redis()
         for node in cluster.nodes:
-            await until(lambda n=node: ready(n), 20, f"{node.node_id} ready")
+            await until(partial(ready, node), 20, f"{node.node_id} ready")
         joined = await listener.rejoin(cluster.url)
         # Not a silent gap: the client learns its history is gone and must reload.
         assert joined["recovered"] is False
@@ -303,12 +304,12 @@ async def test_leave_lost_in_an_outage_is_repaired_when_redis_returns() -> None:
         cluster.redis.signal(signal.SIGSTOP)
         try:
             for node in cluster.nodes:
-                await until(lambda n=node: not ready(n), 15, f"{node.node_id} not ready")
+                await until(partial(not_ready, node), 15, f"{node.node_id} not ready")
             await leaver.close()  # its leave cannot reach Redis now
         finally:
             cluster.redis.signal(signal.SIGCONT)
         for node in cluster.nodes:
-            await until(lambda n=node: ready(n), 20, f"{node.node_id} ready")
+            await until(partial(ready, node), 20, f"{node.node_id} ready")
 
         async def settled() -> dict[str, int]:
             return await presence_of(other, room)

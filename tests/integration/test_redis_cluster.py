@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from roomcast.redis_topologies import RedisClusterTopology, RedisServer
 from tests.integration.conftest import FAST_ENV, http_get
 from tests.integration.httpclient import EventStream, request
 from tests.integration.test_faults import ready, until
-from tests.integration.wsclient import Client, clients_on_distinct_nodes, scaled
+from tests.integration.wsclient import Client, Event, clients_on_distinct_nodes, scaled
 
 pytestmark = pytest.mark.integration
 
@@ -78,7 +79,7 @@ async def test_rooms_spread_over_all_shards_and_chat_crosses_nodes(
     topology: RedisClusterTopology, nodes: LocalCluster
 ) -> None:
     for node in nodes.nodes:
-        await until(lambda n=node: ready(n), 20, f"{node.node_id} ready")
+        await until(partial(ready, node), 20, f"{node.node_id} ready")
     by_shard = rooms_per_shard(topology, 2)
     assert len(by_shard) == 3
     alice, bob = await clients_on_distinct_nodes(nodes.url, 2)
@@ -260,7 +261,7 @@ async def test_shard_primary_killed_replica_takes_over_rooms_resume_and_since_cl
 
 async def _kill_a_shard_primary(topology: RedisClusterTopology, cluster: LocalCluster) -> None:
     for node in cluster.nodes:
-        await until(lambda n=node: ready(n), 20, f"{node.node_id} ready")
+        await until(partial(ready, node), 20, f"{node.node_id} ready")
     by_shard = rooms_per_shard(topology, 1)
     ports = sorted(by_shard)
     victim = topology.server_at(ports[0])
@@ -300,7 +301,7 @@ async def _kill_a_shard_primary(topology: RedisClusterTopology, cluster: LocalCl
         t for t, o in reversed(sender.timeline) if o == "echoed" and t > first_refused
     )
     for node in cluster.nodes:
-        await until(lambda n=node: ready(n), 20, f"{node.node_id} ready again")
+        await until(partial(ready, node), 20, f"{node.node_id} ready again")
 
     # Every node listens on the new primary again: the room resumes for everyone.
     assert await sender.send("final") == "echoed"
@@ -340,7 +341,7 @@ async def _kill_a_shard_primary(topology: RedisClusterTopology, cluster: LocalCl
     )
     rejoined = await rejoiner.recv_type("joined", room=room)
     assert rejoined["recovered"] is True, rejoined
-    replayed = []
+    replayed: list[Event] = []
     async with asyncio.timeout(scaled(10)):
         while len(replayed) < rejoined["offset"] - last_before_gap:
             replayed.append(await rejoiner.recv_type("message", room=room))

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from functools import partial
 
 import pytest
 
 from roomcast.devcluster import LocalCluster
 from roomcast.redis_topologies import SentinelTopology
 from tests.integration.conftest import FAST_ENV, http_get, metric_value
-from tests.integration.test_faults import ready, until
+from tests.integration.test_faults import not_ready, ready, until
 from tests.integration.wsclient import Client, clients_on_distinct_nodes
 
 pytestmark = pytest.mark.integration
@@ -30,7 +31,7 @@ async def test_failover_nodes_follow_the_new_primary(
 ) -> None:
     topology, cluster = sentinel_nodes
     for node in cluster.nodes:
-        await until(lambda n=node: ready(n), 20, f"{node.node_id} ready")
+        await until(partial(ready, node), 20, f"{node.node_id} ready")
     old_primary = topology.primary()
     alice, bob = await clients_on_distinct_nodes(cluster.url, 2)
     room = "sentinel-room"
@@ -46,11 +47,11 @@ async def test_failover_nodes_follow_the_new_primary(
         killed_at = time.monotonic()
         old_primary.kill()
         for node in cluster.nodes:
-            await until(lambda n=node: not ready(n), 10, f"{node.node_id} not ready")
+            await until(partial(not_ready, node), 10, f"{node.node_id} not ready")
         new_primary = topology.wait_for_failover(old_primary.port)
         promoted_after = time.monotonic() - killed_at
         for node in cluster.nodes:
-            await until(lambda n=node: ready(n), 20, f"{node.node_id} ready on the new primary")
+            await until(partial(ready, node), 20, f"{node.node_id} ready on the new primary")
         followed_after = time.monotonic() - killed_at
         print(
             f"\nsentinel failover: promoted after {promoted_after:.2f} s, "

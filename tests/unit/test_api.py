@@ -13,7 +13,7 @@ from roomcast import api, envelope, protocol, sse
 from roomcast.api import ApiError, Endpoint
 from roomcast.broker import HistoryLimits
 from roomcast.broker.memory import MemoryBroker
-from roomcast.streams import StreamHub
+from roomcast.streams import StreamHub, StreamSink
 from roomcast.transport import is_http_api_request
 
 
@@ -143,7 +143,7 @@ class Sink:
 
 
 class Pusher:
-    def push(self, conn: Sink, frame: bytes) -> None:
+    def push(self, conn: StreamSink, frame: bytes) -> None:
         conn.pending.append(frame)
         conn.write_pending()
 

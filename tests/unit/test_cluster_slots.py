@@ -51,7 +51,7 @@ def test_sharded_scripts_use_spublish_only() -> None:
 
 
 def _parsed(message: str) -> ResponseError:
-    error = BaseParser.parse_error(message)
+    error = BaseParser.parse_error(message)  # type: ignore[no-untyped-call]  # unannotated in redis-py
     assert isinstance(error, ResponseError)
     return error
 
