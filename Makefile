@@ -5,6 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := redis-server nginx-light
 STAMP := $(VENV)/.installed
+# The benchmark's own packages (bench/requirements.txt); lint needs them too, since mypy checks
+# bench/ against the real picows and matplotlib.
+BENCH_STAMP := $(VENV)/.bench-installed
 
 .PHONY: run test test-unit test-integration lint deps venv system-deps bench clean format
 
@@ -20,7 +23,7 @@ test-unit: deps
 test-integration: deps
 	$(PY) -m pytest -q tests/integration
 
-lint: deps ## ruff and mypy --strict
+lint: deps $(BENCH_STAMP) ## ruff and mypy --strict (node, tests and bench)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
@@ -55,7 +58,6 @@ clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis node/*.egg-info
 
 # The benchmark (bench/README.md): roomcast vs the article's Node.js server, same run, same machine.
-BENCH_STAMP := $(VENV)/.bench-installed
 BENCH_ARGS ?=
 
 .PHONY: bench-deps bench-smoke
