@@ -92,3 +92,12 @@ def test_hold_is_bounded() -> None:
         catch_up.see(offset, message(offset), is_marker=False)
     assert len(catch_up.held) == 3
     assert catch_up.overflowed
+
+
+def test_new_epochs_are_twelve_hex_digits_and_do_not_repeat() -> None:
+    from roomcast.broker.memory import new_epoch
+
+    epochs = [new_epoch() for _ in range(50_000)]
+    assert len(set(epochs)) == len(epochs)
+    assert all(len(e) == 12 and int(e, 16) >= 0 for e in epochs)
+    assert len({e[0] for e in epochs}) == 16  # the leading digit varies: no fixed prefix

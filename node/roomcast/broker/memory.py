@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -24,9 +25,15 @@ from roomcast.broker import (
 from roomcast.protocol import complete_message
 from roomcast.recovery import EPOCH_CHANGED, NOT_REQUESTED, RECOVERED, TOO_OLD, JoinReply, Since
 
+# Seeded once from the OS: a candidate epoch goes with every join and published message (used
+# only if the room has none yet), and os.urandom there would be a getrandom() system call each.
+# An epoch needs to be unique, not secret.
+_epoch_source = random.Random(os.urandom(16))
+
 
 def new_epoch() -> str:
-    return os.urandom(6).hex()
+    """48 random bits as 12 hex digits: a fresh name for a room's history."""
+    return f"{_epoch_source.getrandbits(48):012x}"
 
 
 @dataclass
