@@ -245,7 +245,8 @@ class Node:
         self._published["user_joined"].inc()
         reply = await self.broker.join(room, conn.id, username, command.since, announce)
         if not catch_up.marker_seen:
-            loop = asyncio.get_running_loop()
+            assert self.outbox is not None
+            loop = self.outbox.loop  # not asyncio.get_running_loop(): a getpid() on 3.11
             waiter = loop.create_future()
             self._marker_waiters[(conn, room)] = waiter
             # A timer on the future itself: wait_for would wrap it in a task on every join.

@@ -99,6 +99,10 @@ class Outbox:
         self._dirty: list[OutboxEntry] = []
         self._scheduled = False
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
     def push(self, conn: OutboxEntry, frame: bytes) -> None:
         pending = conn.pending
         pending.append(frame)
@@ -446,7 +450,8 @@ class Connection(asyncio.Protocol):
             # Later frames of this client wait until this one is done (e.g. a join until its
             # subscription is confirmed), so a client's frames are handled in order.
             self._busy = True
-            task = asyncio.ensure_future(pending)
+            # The loop given, not looked up (a getpid() system call on Python 3.11).
+            task = asyncio.ensure_future(pending, loop=self._server.loop)
             task.add_done_callback(self._resume)
 
     def _resume(self, task: asyncio.Future[None]) -> None:

@@ -39,15 +39,15 @@ class FrozenMonotonic:
 
 
 class FixedRandom:
-    """Stands in for ``os`` in the memory broker: epochs are predictable."""
+    """Stands in for the memory broker's epoch source: epochs are predictable."""
 
     def __init__(self) -> None:
         self.calls = 0
 
-    def urandom(self, n: int) -> bytes:
-        value = bytes((self.calls + i) % 256 for i in range(n))
+    def getrandbits(self, bits: int) -> int:
+        value = bytes((self.calls + i) % 256 for i in range(bits // 8))
         self.calls += 1
-        return value
+        return int.from_bytes(value, "big")
 
 
 @pytest.fixture(autouse=True)
@@ -55,7 +55,7 @@ def frozen_time(monkeypatch: pytest.MonkeyPatch) -> FakeWallClock:
     clock = FakeWallClock()
     monkeypatch.setattr(node_module, "time", clock)
     monkeypatch.setattr(ratelimit_module, "time", FrozenMonotonic())
-    monkeypatch.setattr(memory_module, "os", FixedRandom())
+    monkeypatch.setattr(memory_module, "_epoch_source", FixedRandom())
     return clock
 
 

@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.backoff import NoBackoff
@@ -45,6 +45,7 @@ from roomcast.broker.memory import new_epoch
 from roomcast.recovery import JoinReply, Since
 
 log = logging.getLogger("roomcast.broker.redis")
+T = TypeVar("T")
 
 CHANNEL_PREFIX: Final = "roomcast:room:"
 NODES_KEY: Final = b"rc:nodes"  # zset: node instance -> last heartbeat (ms)
@@ -98,8 +99,18 @@ class _Link:
         # Told after on_up/on_down so the broker can report readiness of both links together.
         self.on_change: Callable[[], None] = lambda: None
         self.reconnects = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        # Kept, not looked up per command: on Python 3.11 every asyncio.get_running_loop() is
+        # a getpid() system call (5.6 of them per connection setup before this).
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
 
     def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._supervise(), name=f"redis-{self.name}")
 
     async def stop(self) -> None:
@@ -231,15 +242,13 @@ class _Publisher(_Link):
     def command(self, data: bytes, settle: Settle | None) -> None:
         if not self.connected:
             if settle is not None:
-                asyncio.get_running_loop().call_soon(
-                    settle, None, BrokerUnavailable("redis is not connected")
-                )
+                self.loop.call_soon(settle, None, BrokerUnavailable("redis is not connected"))
             return
         self.send(data)
-        self._inflight.append((asyncio.get_running_loop().time(), settle, data))
+        self._inflight.append((self.loop.time(), settle, data))
 
     async def request(self, data: bytes) -> Any:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Any] = self.loop.create_future()
 
         def settle(reply: Any, error: Exception | None) -> None:
             if future.done():
@@ -250,10 +259,7 @@ class _Publisher(_Link):
                 future.set_exception(error)
 
         self.command(data, settle)
-        try:
-            return await asyncio.wait_for(future, self._timeout)
-        except TimeoutError:
-            raise BrokerUnavailable("redis did not answer in time") from None
+        return await within(self.loop, future, self._timeout, "redis did not answer in time")
 
     def ping(self) -> None:
         self.command(resp_command(b"PING"), None)
@@ -357,12 +363,10 @@ class _Subscriber(_Link):
         request = pending[-1] if pending else None
         if request is None or request.abandoned:
             request = self._send_subscribe(channel)
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[None] = self.loop.create_future()
         request.waiters.append(waiter)
-        try:
-            await asyncio.wait_for(waiter, self._timeout)
-        except TimeoutError:
-            raise BrokerUnavailable("redis did not confirm the subscription in time") from None
+        reason = "redis did not confirm the subscription in time"
+        await within(self.loop, waiter, self._timeout, reason)
 
     def unsubscribe(self, channel: bytes) -> None:
         self.wanted.discard(channel)
@@ -404,7 +408,7 @@ class _Subscriber(_Link):
     def handle_reply(self, reply: Any) -> None:
         if not isinstance(reply, list):
             # A bare +PONG: the link has no subscriptions yet.
-            self.last_pong = asyncio.get_running_loop().time()
+            self.last_pong = self.loop.time()
             return
         kind = reply[0]
         if kind == self.MESSAGE_KIND:
@@ -412,7 +416,7 @@ class _Subscriber(_Link):
         elif kind == self.SUBSCRIBE_KIND:
             self._confirm(reply[1])
         elif kind == b"pong":
-            self.last_pong = asyncio.get_running_loop().time()
+            self.last_pong = self.loop.time()
         else:
             self.handle_other(kind, reply)
 
@@ -435,6 +439,26 @@ class _Subscriber(_Link):
         if not request.abandoned:
             self.confirmed.add(channel)
             _settle(request.waiters, None)
+
+
+async def within(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future[T], timeout: float, reason: str
+) -> T:
+    """``await future``, failing it with BrokerUnavailable(reason) after ``timeout`` seconds.
+
+    A timer on the future itself: asyncio.wait_for adds a second future, callbacks and a loop
+    lookup to every wait, and this runs for every join and every request.
+    """
+    timer = loop.call_later(timeout, _fail_late, future, reason)
+    try:
+        return await future
+    finally:
+        timer.cancel()
+
+
+def _fail_late(future: asyncio.Future[Any], reason: str) -> None:
+    if not future.done():
+        future.set_exception(BrokerUnavailable(reason))
 
 
 def _settle(waiters: list[asyncio.Future[None]], error: Exception | None) -> None:
