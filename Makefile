@@ -14,7 +14,7 @@ BENCH_STAMP := $(VENV)/.bench-installed
 run: deps ## start redis + 3 nodes + nginx on loopback; Ctrl-C stops them all
 	ulimit -n 65536 2>/dev/null || ulimit -n $$(ulimit -Hn); $(PY) -m roomcast.devcluster
 
-test: deps deploy-deps browser-deps ## every test: unit, integration (real redis-server, nginx, nodes), browser (Chromium), deployment (offline)
+test: deps deploy-deps browser-deps perf-deps ## every test: unit, integration (real redis-server, nginx, nodes), browser (Chromium), deployment (offline)
 	ulimit -n 65536 2>/dev/null || true; $(PY) -m pytest -q
 
 test-unit: deps
@@ -66,7 +66,7 @@ $(BENCH_STAMP): bench/requirements.txt $(STAMP)
 	$(PY) -m pip install -q -r bench/requirements.txt
 	touch $(BENCH_STAMP)
 
-bench-deps: deps $(BENCH_STAMP) ## picows, matplotlib, py-spy; the baseline's npm packages
+bench-deps: deps perf-deps $(BENCH_STAMP) ## picows, matplotlib, py-spy; the baseline's npm packages
 	@if command -v npm >/dev/null 2>&1; then \
 	  [ -d bench/baseline/node_modules ] || (cd bench/baseline && npm ci --no-audit --no-fund); \
 	else \
@@ -75,7 +75,7 @@ bench-deps: deps $(BENCH_STAMP) ## picows, matplotlib, py-spy; the baseline's np
 
 bench: bench-deps ## full benchmark (~10 min): bench/results/latest.{json,md,png}, profile.svg
 	ulimit -n 65536 2>/dev/null || ulimit -n $$(ulimit -Hn); \
-	$(PY) bench/run.py --name latest --profile 10 $(BENCH_ARGS)
+	$(PY) bench/run.py --name latest --profile 10 --syscalls $(BENCH_ARGS)
 
 bench-smoke: bench-deps ## a seconds-long run of every scenario, both servers
 	ulimit -n 65536 2>/dev/null || ulimit -n $$(ulimit -Hn); \
@@ -111,7 +111,15 @@ compose-env:
 	  chmod 600 .env; echo "wrote .env (tokens required: see README, Security)"; fi
 
 # --- Browser tests (tests/browser): Debian's Chromium and its WebDriver, installed when missing ---
-.PHONY: browser-deps
+.PHONY: browser-deps perf-deps
+
+# Linux perf: the benchmark's --syscalls counts (tests/integration/test_bench_smoke.py uses it).
+perf-deps:
+	@command -v perf >/dev/null || { \
+	  echo "installing Debian packages: linux-perf"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends linux-perf; \
+	}
 
 browser-deps:
 	@missing=""; \

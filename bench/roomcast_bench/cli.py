@@ -92,6 +92,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
         plan.connect_count = args.connect_count
     if args.profile:
         plan.profile_seconds = args.profile
+    plan.count_syscalls = args.syscalls
     return plan
 
 
@@ -126,6 +127,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--profile", type=float, default=0.0, metavar="SECONDS",
         help="py-spy one roomcast node during an extra fan-out step of SECONDS and extra connect"
         " storms (profile.svg, profile-connect.svg)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--syscalls", action="store_true",
+        help="count the nodes' system calls (perf stat) in an extra connect storm and fan-out"
+        " step per server",
     )  # fmt: skip
     parser.add_argument(
         "--roomcast-rev", metavar="REV",

@@ -211,6 +211,7 @@ def markdown(result: dict[str, Any]) -> str:
                 f" | {_fmt(cpu.get('generator'))} |"
             )
         lines.append("")
+    lines += _syscall_lines(result)
     for entry in result.get("scenarios", []):
         profile = entry.get("profile")
         if not profile or not profile.get("self_percent"):
@@ -229,6 +230,40 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(f"| `{own}` | {own_pct} | `{inc}` | {inc_pct} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _syscall_lines(result: dict[str, Any]) -> list[str]:
+    """The nodes' system calls per setup and per delivery, both servers side by side."""
+    columns = [
+        (server, key, unit)
+        for key, scenario, unit in (
+            ("syscalls_per_setup", "connect", "setup"),
+            ("syscalls_per_delivery", "fanout", "delivery"),
+        )
+        for server in (OURS, BASE)
+        if (_find(result, scenario, server, "direct") or {}).get(key)
+    ]
+    if not columns:
+        return []
+    tables = {
+        (server, key): (_find(result, "connect" if unit == "setup" else "fanout", server,
+                              "direct") or {})[key]
+        for server, key, unit in columns
+    }  # fmt: skip
+    calls: list[str] = []
+    for table in tables.values():
+        calls += [c for c in table if c not in calls]
+    lines = [
+        "System calls of the nodes (`perf stat` on syscall tracepoints, during an extra,"
+        " unmeasured connect storm and fan-out step; `sys_enter` is all of them):",
+        "",
+        "| call | " + " | ".join(f"{server} per {unit}" for server, _, unit in columns) + " |",
+        "| --- |" + " ---: |" * len(columns),
+    ]
+    for call in calls:
+        cells = [_fmt(tables[(server, key)].get(call)) for server, key, _ in columns]
+        lines.append(f"| `{call}` | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def plot(result: dict[str, Any], path: Path) -> Path | None:

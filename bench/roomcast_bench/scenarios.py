@@ -18,6 +18,7 @@ from typing import Any
 
 from roomcast_bench.coordinator import BenchError, Generator
 from roomcast_bench.procstat import CpuWindow, cpu_seconds, rss_kib
+from roomcast_bench.syscalls import SyscallWindow, per_unit
 from roomcast_bench.systems import System
 
 # The ramp's stop rule (from the issue): a step is sustainable while both hold.
@@ -64,6 +65,7 @@ class Plan:
     quiet: float = 0.3
     grace: float = 3.0
     profile_seconds: float = 0.0  # > 0: py-spy records one roomcast node during an extra step
+    count_syscalls: bool = False  # perf stat counts the nodes' system calls in extra runs
     scenarios: tuple[str, ...] = ("idle", "connect", "fanout", "ramp")
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -301,6 +303,7 @@ class Runner:
                     system, sizes, 0, plan.fanout_rate, plan.warmup_seconds, label + " warm-up"
                 )
             result = self.step(system, sizes, 1, plan.fanout_rate, plan.fanout_seconds, label)
+            syscalls = self._count_step_syscalls(system, sizes, label) if via == "direct" else {}
             profile = None
             if plan.profile_seconds > 0 and system.name == "roomcast" and via == "direct":
                 rate, seconds = plan.fanout_rate, plan.profile_seconds
@@ -322,7 +325,23 @@ class Runner:
         }
         if profile:
             figures["profile"] = profile
+        figures.update(syscalls)
         return figures
+
+    def _count_step_syscalls(
+        self, system: System, sizes: dict[str, int], label: str
+    ) -> dict[str, Any]:
+        """The nodes' system calls per delivery in an extra, unmeasured fan-out step."""
+        plan = self.plan
+        if not plan.count_syscalls:
+            return {}
+        counter = SyscallWindow(system.node_pids).start()
+        seconds = min(plan.fanout_seconds, 5.0)  # counts need no long window
+        step = self.step(system, sizes, 0, plan.fanout_rate, seconds, label + " syscalls")
+        per_delivery = per_unit(counter.stop(), step["deliveries"])
+        if per_delivery:
+            return {"syscalls_per_delivery": per_delivery}
+        return {"syscalls_problem": counter.problem or "nothing delivered"}
 
     def ramp(self, system: System) -> dict[str, Any]:
         plan = self.plan
@@ -423,12 +442,20 @@ class Runner:
         label = f"{system.name} connect"
         self.connect_rooms(system, anchors, label + " anchors")
         profile = None
+        syscalls: dict[str, Any] = {}
+        syscalls_problem: str | None = None
         try:
             window = CpuWindow(self._groups(system)).start()
             started = time.monotonic()
             replies = self._storm(system, 10_000_000, label)
             wall = time.monotonic() - started
             cpu = window.stop()
+            if plan.count_syscalls:
+                counter = SyscallWindow(system.node_pids).start()
+                counted = self._storm(system, 90_000_000, label + " syscalls")
+                per_setup = per_unit(counter.stop(), sum(r["completed"] for r in counted))
+                syscalls = {"syscalls_per_setup": per_setup} if per_setup else {}
+                syscalls_problem = counter.problem
             if plan.profile_seconds > 0 and system.name == "roomcast":
                 # Extra, unmeasured storms of as many new clients each (rooms grow meanwhile).
                 cids = itertools.count(2 * 10_000_000, 10_000_000)
@@ -466,6 +493,9 @@ class Runner:
             result["errors"] = errors[:3]
         if profile:
             result["profile"] = profile
+        result.update(syscalls)
+        if syscalls_problem:
+            result["syscalls_problem"] = syscalls_problem
         return result
 
     def _storm(self, system: System, first_cid: int, label: str) -> list[dict[str, Any]]:

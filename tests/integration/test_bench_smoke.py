@@ -120,15 +120,16 @@ def test_smoke_baseline_figures_are_sane(smoke: dict[str, Any]) -> None:
 
 
 @pytest.mark.timeout(600)
-def test_profile_records_the_node_while_the_load_runs(tmp_path: Path) -> None:
-    """``--profile``: py-spy on a node during extra fan-out and connect runs, busy samples caught.
+def test_profile_and_syscall_counts_record_the_node_while_the_load_runs(tmp_path: Path) -> None:
+    """``--profile``: py-spy on a node during extra fan-out and connect runs, busy samples caught;
+    ``--syscalls``: the nodes' system calls per setup and per delivery.
 
     It once recorded only before the load began (1-11 busy samples in every full run) and no
     test noticed: this one fails if the recordings miss the load again.
     """
     result = run_smoke(
         tmp_path, "--servers", "roomcast", "--scenarios", "fanout,connect", "--profile", "2",
-        "--rate", "2000",
+        "--rate", "2000", "--syscalls",
     )  # fmt: skip
     found = entries(result, "roomcast")
     for key, svg in (("fanout/direct", "profile.svg"), ("connect/direct", "profile-connect.svg")):
@@ -139,3 +140,12 @@ def test_profile_records_the_node_while_the_load_runs(tmp_path: Path) -> None:
         assert any("write" in name for name in functions), (key, functions)
         assert (tmp_path / svg).stat().st_size > 1000
     assert "busy samples with native frames" in result["_stdout"]
+    # --syscalls (perf stat, installed by make perf-deps): a setup is at least accept4 + a read of
+    # the handshake + the response's write; a delivery is about one write.
+    setup = found["connect/direct"].get("syscalls_per_setup")
+    assert setup, found["connect/direct"].get("syscalls_problem")
+    assert setup["accept4"] >= 0.9 and setup["read"] >= 1 and setup["sys_enter"] >= 5, setup
+    delivery = found["fanout/direct"].get("syscalls_per_delivery")
+    assert delivery, found["fanout/direct"].get("syscalls_problem")
+    assert 0.5 <= delivery.get("write", 0) + delivery.get("writev", 0) <= 1.5, delivery
+    assert "System calls of the nodes" in result["_stdout"]

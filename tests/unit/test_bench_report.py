@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-from roomcast_bench.report import targets
+from roomcast_bench.report import _syscall_lines, targets
 from roomcast_bench.scenarios import summarize_collapsed
+from roomcast_bench.syscalls import parse_perf_stat, per_unit
 
 
 def _result(ours_us: float, ours_share: float, base_us: float, base_share: float) -> dict:  # type: ignore[type-arg]
@@ -58,3 +60,32 @@ def test_profile_summary_leaves_out_samples_waking_in_the_event_loop_wait() -> N
     # run (loop.c) is on every busy stack, so it says nothing and is left out of the totals.
     assert ("flush (transport.py)", 75.0) in summary["total_percent"]
     assert all(not name.startswith("run ") for name, _ in summary["total_percent"])
+
+
+def test_perf_stat_counts_are_parsed_per_call_with_the_total_under_sys_enter() -> None:
+    text = "\n".join([
+        "109,,raw_syscalls:sys_enter,795995,100.00,,",
+        "40,,syscalls:sys_enter_write,795995,100.00,,",
+        "0,,syscalls:sys_enter_getpid,795995,100.00,,",
+        "<not counted>,,syscalls:sys_enter_read,0,0.00,,",
+        "# started on ...",
+    ])  # fmt: skip
+    counts = parse_perf_stat(text)
+    assert counts == {"sys_enter": 109, "write": 40, "getpid": 0}
+    assert per_unit(counts, 20) == {"sys_enter": 5.45, "write": 2.0}  # getpid: under 0.05
+    assert per_unit(None, 20) is None and per_unit(counts, 0) is None
+
+
+def test_syscall_table_puts_both_servers_side_by_side() -> None:
+    def entry(scenario: str, server: str, key: str, table: dict[str, float]) -> dict[str, Any]:
+        return {"scenario": scenario, "server": server, "via": "direct", key: table}
+
+    result = {"scenarios": [
+        entry("connect", "roomcast", "syscalls_per_setup", {"sys_enter": 22.9, "write": 9.9}),
+        entry("connect", "baseline", "syscalls_per_setup", {"sys_enter": 18.3, "writev": 7.6}),
+        entry("fanout", "roomcast", "syscalls_per_delivery", {"sys_enter": 1.1, "write": 1.0}),
+    ]}  # fmt: skip
+    text = "\n".join(_syscall_lines(result))
+    assert "| call | roomcast per setup | baseline per setup | roomcast per delivery |" in text
+    assert "| `sys_enter` | 22.90 | 18.30 | 1.10 |" in text
+    assert "| `writev` | — | 7.60 | — |" in text
