@@ -74,6 +74,8 @@ class Server:
                 settings.redis_sentinel_master or "",
                 *handlers,
                 url=settings.redis_url,
+                sentinel_username=settings.redis_sentinel_username,
+                sentinel_password=settings.redis_sentinel_password,
                 **common,
             )
         from roomcast.broker.redis import RedisBroker

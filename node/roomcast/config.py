@@ -38,6 +38,9 @@ class Settings:
     redis_mode: RedisMode = "standalone"
     redis_sentinels: tuple[str, ...] = ()  # host:port of each sentinel
     redis_sentinel_master: str | None = None  # the name the sentinels monitor
+    # The sentinels' own credentials (their requirepass/ACL user), apart from the primary's.
+    redis_sentinel_username: str | None = None
+    redis_sentinel_password: str | None = field(default=None, repr=False)
     node_id: str = field(default_factory=socket.gethostname)
     # Limits
     max_frame_bytes: int = 64 * 1024
@@ -158,11 +161,19 @@ def _check_redis_topology(settings: Settings) -> list[str]:
     mode = settings.redis_mode
     url = settings.redis_url
     problems = []
-    if mode != "sentinel" and (settings.redis_sentinels or settings.redis_sentinel_master):
+    sentinel_only = (
+        settings.redis_sentinels,
+        settings.redis_sentinel_master,
+        settings.redis_sentinel_username,
+        settings.redis_sentinel_password,
+    )
+    if mode != "sentinel" and any(sentinel_only):
         problems.append(
-            "ROOMCAST_REDIS_SENTINELS and ROOMCAST_REDIS_SENTINEL_MASTER need "
-            "ROOMCAST_REDIS_MODE=sentinel"
+            "ROOMCAST_REDIS_SENTINELS, ROOMCAST_REDIS_SENTINEL_MASTER and the sentinel "
+            "credentials need ROOMCAST_REDIS_MODE=sentinel"
         )
+    if settings.redis_sentinel_username and not settings.redis_sentinel_password:
+        problems.append("ROOMCAST_REDIS_SENTINEL_USERNAME needs ROOMCAST_REDIS_SENTINEL_PASSWORD")
     if mode == "standalone" and url is not None and "," in url:
         problems.append(
             "ROOMCAST_REDIS_URL: several URLs are seeds of a Redis Cluster: "
@@ -278,6 +289,8 @@ _PARSERS: dict[str, Callable[[str, str], object]] = {
     "redis_mode": _parse_redis_mode,
     "redis_sentinels": _parse_sentinels,
     "redis_sentinel_master": _parse_optional,
+    "redis_sentinel_username": _parse_optional,
+    "redis_sentinel_password": _parse_secret,
     "node_id": _parse_node_id,
     "max_frame_bytes": lambda n, r: _parse_int(n, r, 256, 16 * 1024 * 1024),
     "max_rooms_per_connection": lambda n, r: _parse_int(n, r, 1, 10_000),
@@ -314,7 +327,9 @@ _PARSERS: dict[str, Callable[[str, str], object]] = {
 
 ENV_PREFIX = "ROOMCAST_"
 # Secrets may come from files instead (Docker/Kubernetes secrets): ROOMCAST_<NAME>_FILE.
-FILE_VARIABLES = ("auth_secret", "auth_public_key", "redis_url", "api_keys")
+FILE_VARIABLES = (
+    "auth_secret", "auth_public_key", "redis_url", "api_keys", "redis_sentinel_password",
+)  # fmt: skip
 
 
 def env_name(field_name: str) -> str:

@@ -57,10 +57,15 @@ class RedisServer:
     name: str
     port: int
     process: ManagedProcess
+    password: str | None = None  # its requirepass, if any
 
     def client(self, timeout: float = 2.0) -> redis.Redis:
         return redis.Redis(
-            host="127.0.0.1", port=self.port, socket_timeout=timeout, socket_connect_timeout=timeout
+            host="127.0.0.1",
+            port=self.port,
+            password=self.password,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
         )
 
     def run(self, *args: str | bytes) -> Any:
@@ -349,7 +354,11 @@ def node_id(server: RedisServer) -> str:
 
 
 class SentinelTopology:
-    """One primary, ``replicas`` replicas and ``sentinels`` sentinels (quorum 2) on loopback."""
+    """One primary, ``replicas`` replicas and ``sentinels`` sentinels (quorum 2) on loopback.
+
+    ``password`` protects the data servers (requirepass and masterauth; the sentinels are told
+    it with ``auth-pass``); ``sentinel_password`` protects the sentinels themselves.
+    """
 
     MASTER_NAME = "roomcast"
 
@@ -360,10 +369,14 @@ class SentinelTopology:
         *,
         down_after_ms: int = 1000,
         workdir: Path | None = None,
+        password: str | None = None,
+        sentinel_password: str | None = None,
     ) -> None:
         self.replica_count = replicas
         self.sentinel_count = sentinels
         self.down_after_ms = down_after_ms
+        self.password = password
+        self.sentinel_password = sentinel_password
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="roomcast-sentinel-"))
         self.redis_servers: list[RedisServer] = []
@@ -389,8 +402,14 @@ class SentinelTopology:
         args = _common_args(port, directory)
         if primary is not None:
             args += ["--replicaof", "127.0.0.1", str(primary.port)]
+        if self.password is not None:
+            # masterauth on every server: any of them may be a replica after a failover.
+            args += ["--requirepass", self.password, "--masterauth", self.password]
         server = RedisServer(
-            f"redis-{index}", port, _start_server(f"redis-{port}", directory, args)
+            f"redis-{index}",
+            port,
+            _start_server(f"redis-{port}", directory, args),
+            password=self.password,
         )
         self.redis_servers.append(server)
         return server
@@ -408,8 +427,16 @@ class SentinelTopology:
             f"sentinel failover-timeout {name} 10000\n"
             f"sentinel parallel-syncs {name} 1\n"
         )
+        with config.open("a") as extra:
+            if self.password is not None:
+                extra.write(f"sentinel auth-pass {name} {self.password}\n")
+            if self.sentinel_password is not None:
+                extra.write(
+                    f"requirepass {self.sentinel_password}\n"
+                    f"sentinel sentinel-pass {self.sentinel_password}\n"
+                )
         process = _start_server(f"sentinel-{port}", directory, [str(config)], sentinel=True)
-        server = RedisServer(f"sentinel-{index}", port, process)
+        server = RedisServer(f"sentinel-{index}", port, process, password=self.sentinel_password)
         self.sentinels.append(server)
         return server
 
@@ -464,11 +491,17 @@ class SentinelTopology:
         return ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
 
     def node_env(self) -> dict[str, str]:
-        return {
+        env = {
             "ROOMCAST_REDIS_MODE": "sentinel",
             "ROOMCAST_REDIS_SENTINELS": self.sentinel_list,
             "ROOMCAST_REDIS_SENTINEL_MASTER": self.MASTER_NAME,
         }
+        if self.password is not None:
+            # Only the URL's credentials are used in sentinel mode; Sentinel names the host.
+            env["ROOMCAST_REDIS_URL"] = f"redis://:{self.password}@sentinel-named-primary/0"
+        if self.sentinel_password is not None:
+            env["ROOMCAST_REDIS_SENTINEL_PASSWORD"] = self.sentinel_password
+        return env
 
     def stop(self) -> None:
         for server in (*self.sentinels, *self.redis_servers):

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from functools import partial
 
 import pytest
+import redis
 
 from roomcast.devcluster import LocalCluster
 from roomcast.redis_topologies import SentinelTopology
@@ -84,3 +85,47 @@ async def test_failover_nodes_follow_the_new_primary(
     finally:
         await alice.close()
         await bob.close()
+
+
+async def test_password_protected_sentinels_and_primary_and_a_failover_between_them() -> None:
+    """Sentinels with their own requirepass, a primary with another: nodes given both chat,
+    follow a failover, and a node with a wrong sentinel password stays not ready and says why."""
+    with SentinelTopology(
+        replicas=1, sentinels=3, password="primary-pw-1", sentinel_password="sentinel-pw-2"
+    ) as topology:
+        # Without their password the sentinels refuse even to name the primary.
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=topology.sentinels[0].port).execute_command(  # type: ignore[no-untyped-call]
+                "SENTINEL", "GET-MASTER-ADDR-BY-NAME", topology.MASTER_NAME
+            )
+        env = dict(FAST_ENV, ROOMCAST_REDIS_TIMEOUT="1", **topology.node_env())
+        with LocalCluster(2, redis=False, node_env=env) as cluster:
+            for node in cluster.nodes:
+                await until(partial(ready, node), 20, f"{node.node_id} ready")
+            alice, bob = await clients_on_distinct_nodes(cluster.url, 2)
+            room = "sentinel-auth-room"
+            try:
+                await alice.join(room, "alice")
+                await bob.join(room, "bob")
+                await alice.send(type="message", room=room, text="behind two passwords")
+                assert (await bob.recv_type("message", room=room))["offset"] == 1
+
+                old_primary = topology.primary()
+                old_primary.kill()
+                topology.wait_for_failover(old_primary.port)
+                for node in cluster.nodes:
+                    await until(partial(ready, node), 20, f"{node.node_id} ready after failover")
+                await alice.send(type="message", room=room, text="after the failover")
+                event = await bob.recv_type("message", room=room, text="after the failover")
+                assert event["offset"] == 2
+            finally:
+                await alice.close()
+                await bob.close()
+
+            wrong = cluster.start_node({"ROOMCAST_REDIS_SENTINEL_PASSWORD": "not-the-password"})
+            line = wrong.process.wait_for_line(lambda text: "redis connect failed" in text, 20)
+            assert "AuthenticationError" in line, line
+            assert "not-the-password" not in "\n".join(wrong.process.lines)
+            assert not ready(wrong)
+            metrics = http_get(f"{wrong.metrics_url}/metrics")[1]
+            assert metric_value(metrics, "roomcast_redis_connected") == 0

@@ -255,6 +255,8 @@ def test_every_env_name_is_read() -> None:
         "ROOMCAST_REDIS_MODE": "cluster",
         "ROOMCAST_REDIS_SENTINELS": "s1:26379",
         "ROOMCAST_REDIS_SENTINEL_MASTER": "primary",
+        "ROOMCAST_REDIS_SENTINEL_USERNAME": "watcher",
+        "ROOMCAST_REDIS_SENTINEL_PASSWORD": "sentinel-secret",
         "ROOMCAST_NODE_ID": "zz-test-node",
         "ROOMCAST_MAX_FRAME_BYTES": "1000",
         "ROOMCAST_MAX_ROOMS_PER_CONNECTION": "2",
@@ -292,7 +294,7 @@ def test_every_env_name_is_read() -> None:
         name + "_FILE"
         for name in (
             "ROOMCAST_AUTH_SECRET", "ROOMCAST_AUTH_PUBLIC_KEY", "ROOMCAST_REDIS_URL",
-            "ROOMCAST_API_KEYS",
+            "ROOMCAST_API_KEYS", "ROOMCAST_REDIS_SENTINEL_PASSWORD",
         )
     }  # fmt: skip
     assert set(samples) | file_variants == set(env_names())
@@ -307,6 +309,17 @@ def test_every_env_name_is_read() -> None:
         "ROOMCAST_REDIS_SENTINEL_MASTER": {
             "ROOMCAST_REDIS_MODE": "sentinel",
             "ROOMCAST_REDIS_SENTINELS": "s:1",
+        },
+        "ROOMCAST_REDIS_SENTINEL_USERNAME": {
+            "ROOMCAST_REDIS_MODE": "sentinel",
+            "ROOMCAST_REDIS_SENTINELS": "s:1",
+            "ROOMCAST_REDIS_SENTINEL_MASTER": "m",
+            "ROOMCAST_REDIS_SENTINEL_PASSWORD": "p",
+        },
+        "ROOMCAST_REDIS_SENTINEL_PASSWORD": {
+            "ROOMCAST_REDIS_MODE": "sentinel",
+            "ROOMCAST_REDIS_SENTINELS": "s:1",
+            "ROOMCAST_REDIS_SENTINEL_MASTER": "m",
         },
     }
     for name, raw in samples.items():
@@ -373,6 +386,27 @@ def test_sentinel_mode_settings() -> None:
         }
     )
     assert with_password.redis_url == "redis://:secret@primary/0"
+    assert with_password.redis_sentinel_password is None
+
+
+def test_sentinel_credentials_are_their_own_and_stay_out_of_repr(tmp_path: Path) -> None:
+    base = {
+        "ROOMCAST_REDIS_MODE": "sentinel",
+        "ROOMCAST_REDIS_SENTINELS": "s1:26379",
+        "ROOMCAST_REDIS_SENTINEL_MASTER": "roomcast",
+    }
+    password_file = tmp_path / "sentinel-password"
+    password_file.write_text("from-a-file\n")
+    settings = load_settings(
+        dict(
+            base,
+            ROOMCAST_REDIS_SENTINEL_USERNAME="watcher",
+            ROOMCAST_REDIS_SENTINEL_PASSWORD_FILE=str(password_file),
+        )
+    )
+    assert settings.redis_sentinel_username == "watcher"
+    assert settings.redis_sentinel_password == "from-a-file"
+    assert "from-a-file" not in repr(settings)
 
 
 @pytest.mark.parametrize(
@@ -413,6 +447,16 @@ def test_sentinel_mode_settings() -> None:
         ),
         ({"ROOMCAST_REDIS_SENTINELS": "s:1"}, "need ROOMCAST_REDIS_MODE=sentinel"),
         ({"ROOMCAST_REDIS_SENTINEL_MASTER": "m"}, "need ROOMCAST_REDIS_MODE=sentinel"),
+        ({"ROOMCAST_REDIS_SENTINEL_PASSWORD": "p"}, "need ROOMCAST_REDIS_MODE=sentinel"),
+        (
+            {
+                "ROOMCAST_REDIS_MODE": "sentinel",
+                "ROOMCAST_REDIS_SENTINELS": "s1:1",
+                "ROOMCAST_REDIS_SENTINEL_MASTER": "m",
+                "ROOMCAST_REDIS_SENTINEL_USERNAME": "watcher",
+            },
+            "ROOMCAST_REDIS_SENTINEL_USERNAME needs ROOMCAST_REDIS_SENTINEL_PASSWORD",
+        ),
         (
             {
                 "ROOMCAST_REDIS_MODE": "sentinel",

@@ -19,6 +19,7 @@ import contextlib
 import functools
 import logging
 import random
+import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -151,7 +152,11 @@ class _Link:
                 attempt += 1
                 log.warning(
                     "redis connect failed",
-                    extra={"link": self.name, "error": str(exc), "retry_in_s": round(delay, 3)},
+                    extra={
+                        "link": self.name,
+                        "error": describe(exc),
+                        "retry_in_s": round(delay, 3),
+                    },
                 )
                 await asyncio.sleep(delay)
                 continue
@@ -167,7 +172,7 @@ class _Link:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError, EOFError) as exc:
-                log.warning("redis link lost", extra={"link": self.name, "error": str(exc)})
+                log.warning("redis link lost", extra={"link": self.name, "error": describe(exc)})
             except Exception:
                 log.exception("redis link failed", extra={"link": self.name})
             finally:
@@ -459,6 +464,25 @@ async def within(
 def _fail_late(future: asyncio.Future[Any], reason: str) -> None:
     if not future.done():
         future.set_exception(BrokerUnavailable(reason))
+
+
+# redis-py names each sentinel it tried by the repr of a whole client (a kilobyte each).
+_CLIENT_REPR: Final = re.compile(r"<redis\.[\w.]*Redis\((.*?)\)>\)>\)>")
+_ADDRESS: Final = re.compile(r"host=([^,>]+),port=(\d+)")
+_MAX_ERROR_TEXT: Final = 500
+
+
+def _client_address(match: re.Match[str]) -> str:
+    address = _ADDRESS.search(match[1])
+    return f"{address[1]}:{address[2]}" if address else "a redis client"
+
+
+def describe(exc: BaseException) -> str:
+    """An exception for the log: its type always (a timeout's text is empty), then its text."""
+    text = _CLIENT_REPR.sub(_client_address, str(exc))
+    if len(text) > _MAX_ERROR_TEXT:
+        text = text[:_MAX_ERROR_TEXT] + "…"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _settle(waiters: list[asyncio.Future[None]], error: Exception | None) -> None:
@@ -771,7 +795,7 @@ class RedisBroker:
             except asyncio.CancelledError:
                 raise
             except (BrokerUnavailable, RedisError) as exc:
-                log.warning("presence heartbeat failed", extra={"error": str(exc)})
+                log.warning("presence heartbeat failed", extra={"error": describe(exc)})
             except Exception:
                 log.exception("presence heartbeat failed")
 

@@ -59,6 +59,7 @@ from roomcast.broker.redis import (
     _Publisher,
     _Subscriber,
     connection_options,
+    describe,
     resp_command,
 )
 from roomcast.recovery import JoinReply, Since
@@ -472,7 +473,7 @@ class RedisClusterBroker(RedisBroker):
                 raise
             except Exception as exc:
                 slot_map = None
-                log.warning("redis cluster topology unknown", extra={"error": str(exc)})
+                log.warning("redis cluster topology unknown", extra={"error": describe(exc)})
             if slot_map is not None:
                 self._apply(slot_map)
             if not self._fences:

@@ -14,7 +14,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.asyncio.connection import ConnectionPool, SSLConnection
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.backoff import NoBackoff
 
 from roomcast.broker import HistoryLimits, MessageHandler, StateHandler
 from roomcast.broker.redis import Backoff, RedisBroker, connection_options
@@ -52,6 +54,8 @@ class RedisSentinelBroker(RedisBroker):
         on_state: StateHandler | None = None,
         *,
         url: str | None = None,
+        sentinel_username: str | None = None,
+        sentinel_password: str | None = None,
         timeout: float = 5.0,
         backoff: Backoff | None = None,
         limits: HistoryLimits | None = None,
@@ -59,9 +63,21 @@ class RedisSentinelBroker(RedisBroker):
         presence_ttl: float = 15.0,
         on_resync: Callable[[], None] | None = None,
     ) -> None:
+        sentinel_options: dict[str, Any] = {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            # No retries inside redis-py (its default spent ~4 s per sentinel on a refused
+            # password, past our connect timeout, so the log said only "TimeoutError"): the
+            # next sentinel is asked at once, and the link's own backoff retries the whole.
+            "retry": Retry(NoBackoff(), 0),
+        }
+        # The sentinels' own password (their requirepass), which is not the primary's: that
+        # one comes from ``url``.
+        if sentinel_password is not None:
+            sentinel_options["password"] = sentinel_password
+            sentinel_options["username"] = sentinel_username
         self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
-            parse_sentinels(sentinels),
-            sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout},
+            parse_sentinels(sentinels), sentinel_kwargs=sentinel_options
         )
         pool = SentinelConnectionPool(  # type: ignore[no-untyped-call]
             master, self._sentinel, **connection_options(timeout), **primary_options(url)
