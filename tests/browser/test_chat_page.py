@@ -287,7 +287,10 @@ def test_markup_in_messages_is_shown_never_run(
     victim.open(cluster.http_url, room, "victim").wait_joined()
     mallory.say(MARKUP)
     mallory.say(SCRIPT)
-    victim.wait_until("both messages", lambda p: p.message_texts() == [MARKUP, SCRIPT])
+    # Each page shows a message when its own node delivers it: wait for both, not just one
+    # (a clean-clone CI run once checked mallory's page a moment before its second echo).
+    for page in (victim, mallory):
+        page.wait_until("both messages", lambda p: p.message_texts() == [MARKUP, SCRIPT])
 
     def assert_inert(page: ChatPage) -> None:
         assert page.message_texts() == [MARKUP, SCRIPT]

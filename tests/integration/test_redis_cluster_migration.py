@@ -347,6 +347,13 @@ async def test_commands_hitting_the_slot_mid_migration_are_answered(
     # Keys partly moved: a script over seq, epoch and history gets TRYAGAIN from the source
     # (it holds some of them only) until the operator's MIGRATE moved the rest.
     assert await asyncio.to_thread(migration.move_keys, [history_key, presence]) == 2
+    # A chat message meeting TRYAGAIN is refused, not sent again later: a retry could land
+    # after the sender's next message and reorder the two. The sender is told, by its id.
+    tryagain = error_count(source, "TRYAGAIN")
+    await alice.send(type="message", room=room, text="refused mid-migration", id="tryagain-1")
+    refused = await alice.recv_type("error", id="tryagain-1")
+    assert (refused["code"], refused["room"]) == ("unavailable", room), refused
+    assert error_count(source, "TRYAGAIN") > tryagain
     tryagain = error_count(source, "TRYAGAIN")
     await bob.send(type="history", room=room)
     await until(lambda: error_count(source, "TRYAGAIN") > tryagain, 5, "history to meet TRYAGAIN")
