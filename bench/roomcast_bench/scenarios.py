@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import itertools
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -18,7 +17,7 @@ from typing import Any
 
 from roomcast_bench.coordinator import BenchError, Generator
 from roomcast_bench.procstat import CpuWindow, cpu_seconds, rss_kib
-from roomcast_bench.syscalls import SyscallWindow, per_unit
+from roomcast_bench.syscalls import SyscallWindow, interrupt, per_unit
 from roomcast_bench.systems import System
 
 # The ramp's stop rule (from the issue): a step is sustainable while both hold.
@@ -551,12 +550,7 @@ class Runner:
             try:
                 action()
             finally:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=5)
+                interrupt(proc)
                 errors.seek(0)
                 err = errors.read()
         if not path.exists() or path.stat().st_size == 0:

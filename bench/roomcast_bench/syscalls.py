@@ -92,13 +92,7 @@ class SyscallWindow:
             self._cleanup()
             return None
         self._command(b"disable")
-        # perf stat prints its counts when interrupted, as after Ctrl-C.
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        interrupt(proc)  # perf stat prints its counts when interrupted, as after Ctrl-C
         text = self._errors()
         self._cleanup()
         counts = parse_perf_stat(text)
@@ -159,6 +153,16 @@ class SyscallWindow:
         if self._dir is not None:
             self._dir.cleanup()
             self._dir = None
+
+
+def interrupt(proc: subprocess.Popen[str], timeout: float = 60) -> None:
+    """SIGINT (Ctrl-C: perf and py-spy write their results then), SIGKILL if it lingers."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
 
 
 def parse_perf_stat(text: str) -> dict[str, int]:
