@@ -277,7 +277,10 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
         return None
     if not any(e["scenario"] in ("ramp", "fanout") for e in result.get("scenarios", [])):
         return None
-    fig, (ax_lat, ax_cpu) = plt.subplots(1, 2, figsize=(12, 4.8))
+    splits = _cpu_splits(result)
+    panels = 3 if splits else 2
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.8))
+    ax_lat, ax_cpu = axes[0], axes[1]
     colors = {OURS: "tab:blue", BASE: "tab:orange", "target": "tab:green"}
     for entry in result.get("scenarios", []):
         if entry["scenario"] not in ("ramp", "fanout"):
@@ -302,16 +305,9 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
             ax_lat.plot(xs, p99, marker, color=color, mfc="none", ms=9, label=label)
             if any(v is not None for v in nodes):
                 ax_cpu.plot(xs, nodes, marker, color=color, mfc="none", ms=9, label=label)
-    ax_lat.axhline(10, color="gray", lw=0.8, ls="--")
-    ax_lat.axhline(250, color="red", lw=0.8, ls="--")
-    ax_lat.set_yscale("log")
-    ax_lat.set_xlabel("delivered messages per second")
-    ax_lat.set_ylabel("p99 fan-out latency (ms, log)")
-    ax_lat.set_title("Latency p99 vs rate (10 ms target, 250 ms ramp limit)")
-    ax_cpu.set_xlabel("delivered messages per second")
-    ax_cpu.set_ylabel("CPU µs per delivered message")
-    ax_cpu.set_title("Server CPU per delivery vs rate")
-    ax_cpu.set_ylim(bottom=0)
+    _label_rate_axes(ax_lat, ax_cpu)
+    if splits:
+        _plot_cpu_splits(axes[2], splits, colors)
     for ax in (ax_lat, ax_cpu):
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
@@ -325,6 +321,96 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _label_rate_axes(ax_lat: Any, ax_cpu: Any) -> None:
+    ax_lat.axhline(10, color="gray", lw=0.8, ls="--")
+    ax_lat.axhline(250, color="red", lw=0.8, ls="--")
+    ax_lat.set_yscale("log")
+    ax_lat.set_xlabel("delivered messages per second")
+    ax_lat.set_ylabel("p99 fan-out latency (ms, log)")
+    ax_lat.set_title("Latency p99 vs rate (10 ms target, 250 ms ramp limit)")
+    ax_cpu.set_xlabel("delivered messages per second")
+    ax_cpu.set_ylabel("CPU µs per delivered message")
+    ax_cpu.set_title("Server CPU per delivery vs rate")
+    ax_cpu.set_ylim(bottom=0)
+
+
+# (what, scenario, per-unit key, the target's limit as a share of the baseline)
+_CPU_TARGETS: tuple[tuple[str, str, str, float], ...] = (
+    ("per delivery\n(10k/s, direct)", "fanout", "cpu_us_per_delivery", 0.25),
+    ("per setup\n(handshake + join)", "connect", "cpu_us_per_setup", 0.5),
+)
+
+
+def _cpu_splits(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per CPU target: each server's node CPU as kernel + user, in units of the baseline's."""
+    splits = []
+    for label, scenario, key, limit in _CPU_TARGETS:
+        entries = {server: _find(result, scenario, server, "direct") for server in (OURS, BASE)}
+        figures = {}
+        for server, entry in entries.items():
+            measured = _fanout_step(entry) if scenario == "fanout" else entry
+            if not measured:
+                break
+            total = measured[key].get("nodes")
+            share = measured.get("system_cpu_share", {}).get("nodes")
+            if total is None or share is None:
+                break
+            figures[server] = (total * share, total * (1 - share))
+        if len(figures) == 2:
+            base_total = sum(figures[BASE])
+            splits.append({
+                "label": label, "limit": limit,
+                "servers": {k: (kernel / base_total, user / base_total)
+                            for k, (kernel, user) in figures.items()},
+            })  # fmt: skip
+    return splits
+
+
+def _plot_cpu_splits(ax: Any, splits: list[dict[str, Any]], colors: dict[str, str]) -> None:
+    """Stacked kernel/user bars against each target's budget: where no code change can reach."""
+    width = 0.35
+    for index, split in enumerate(splits):
+        for offset, server in ((-width / 2, OURS), (width / 2, BASE)):
+            kernel, user = split["servers"][server]
+            x = index + offset
+            ax.bar(
+                x,
+                kernel,
+                width,
+                color=colors[server],
+                hatch="//",
+                edgecolor="white",
+                label=f"{server}: kernel" if index == 0 else None,
+            )
+            ax.bar(
+                x,
+                user,
+                width,
+                bottom=kernel,
+                color=colors[server],
+                alpha=0.45,
+                label=f"{server}: user space" if index == 0 else None,
+            )
+        ax.hlines(
+            split["limit"],
+            index - 0.45,
+            index + 0.45,
+            colors="red",
+            linestyles="--",
+            label="target's budget" if index == 0 else None,
+        )
+        ax.annotate(f"≤ {split['limit']:g}{TIMES} baseline", (index, split["limit"]),
+                    xytext=(0, 4), textcoords="offset points", ha="center", fontsize=8,
+                    color="red", bbox={"facecolor": "white", "edgecolor": "none",
+                                       "alpha": 0.85})  # fmt: skip
+    ax.set_xticks(range(len(splits)), [split["label"] for split in splits])
+    ax.set_ylabel("node CPU, in units of the baseline's")
+    ax.set_title("The two CPU targets: kernel time alone vs budget")
+    ax.set_ylim(0, max(sum(v) for s in splits for v in s["servers"].values()) * 1.2)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
 
 
 def step_summary(entry: dict[str, Any]) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-from roomcast_bench.report import _syscall_lines, targets
+from roomcast_bench.report import _cpu_splits, _syscall_lines, targets
 from roomcast_bench.scenarios import summarize_collapsed
 from roomcast_bench.syscalls import parse_perf_stat, per_unit
 
@@ -89,3 +89,14 @@ def test_syscall_table_puts_both_servers_side_by_side() -> None:
     assert "| call | roomcast per setup | baseline per setup | roomcast per delivery |" in text
     assert "| `sys_enter` | 22.90 | 18.30 | 1.10 |" in text
     assert "| `writev` | — | 7.60 | — |" in text
+
+
+def test_cpu_splits_put_both_servers_in_units_of_the_baselines_cpu() -> None:
+    def fanout(server: str, us: float, share: float) -> dict[str, Any]:
+        step = {"cpu_us_per_delivery": {"nodes": us}, "system_cpu_share": {"nodes": share}}
+        return {"scenario": "fanout", "server": server, "via": "direct", "steps": [step]}
+
+    result = {"scenarios": [fanout("roomcast", 15.0, 0.5), fanout("baseline", 20.0, 0.5)]}
+    (split,) = _cpu_splits(result)  # no connect entries: only the per-delivery target
+    assert split["limit"] == 0.25
+    assert split["servers"] == {"roomcast": (0.375, 0.375), "baseline": (0.5, 0.5)}
