@@ -130,6 +130,8 @@ def test_profile_and_syscall_counts_record_the_node_while_the_load_runs(tmp_path
     result = run_smoke(
         tmp_path, "--servers", "roomcast", "--scenarios", "fanout,connect", "--profile", "2",
         "--rate", "2000", "--syscalls",
+        # Storms long enough to be sampled: smoke's 60 setups are over in ~50 ms.
+        "--connect-count", "600",
     )  # fmt: skip
     found = entries(result, "roomcast")
     for key, svg in (("fanout/direct", "profile.svg"), ("connect/direct", "profile-connect.svg")):
