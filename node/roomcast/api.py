@@ -24,6 +24,7 @@ from roomcast.protocol import ProtocolError
 API_PREFIX: Final = "/api/"
 MAX_HISTORY_LIMIT: Final = 10_000
 MAX_TARGET_LENGTH: Final = 2048
+MAX_HEAD_BYTES: Final = 16 * 1024  # request line and headers; more is answered 431
 
 
 class Endpoint(enum.Enum):

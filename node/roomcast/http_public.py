@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Final, cast
 import h11
 
 from roomcast import api, protocol, sse
-from roomcast.api import ApiError
+from roomcast.api import MAX_HEAD_BYTES, ApiError
 from roomcast.api_service import ApiRequest, ApiService, OpenStream, Reply
 from roomcast.broker import BrokerUnavailable
 from roomcast.streams import StreamHub
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("roomcast.http")
 
-MAX_HEAD_BYTES: Final = 16 * 1024
 # Tell EventSource to come back quickly: a 1001-like drain sends clients to other nodes at once.
 SSE_RETRY_MS: Final = 1000
 _STREAM_HEADERS: Final = [

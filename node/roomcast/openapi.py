@@ -10,6 +10,7 @@ import functools
 from typing import Any, Final
 
 from roomcast import __version__
+from roomcast.api import MAX_HEAD_BYTES, MAX_TARGET_LENGTH
 
 _ROOM_PATTERN: Final = "^[A-Za-z0-9_.:@-]{1,64}$"
 # As the server checks it (Python's Unicode \\w), and not blank.
@@ -33,11 +34,17 @@ _ROOM_PARAMETER: Final = {
     "schema": {"type": "string", "pattern": _ROOM_PATTERN},
 }
 
+# Any request can run into the size limits, before it is even routed.
+_SIZE_ERRORS: Final = {
+    "414": _error(f"Request target (path and query) longer than {MAX_TARGET_LENGTH} bytes"),
+    "431": _error(f"Request head (line and headers) larger than {MAX_HEAD_BYTES // 1024} KiB"),
+}
 _COMMON_ERRORS: Final = {
     "401": _error("No credential, or a bad one (API key or token), when the node requires one"),
     "403": _error("Origin not allowed, or the token does not allow this room"),
     "404": _error("No such endpoint, or an invalid room name"),
     "429": _error("Too many requests from this caller (see Retry-After)"),
+    **_SIZE_ERRORS,
 }
 
 
@@ -250,7 +257,8 @@ def document() -> dict[str, Any]:
                         "200": {
                             "description": "The OpenAPI document",
                             "content": {_JSON: {"schema": {"type": "object"}}},
-                        }
+                        },
+                        **_SIZE_ERRORS,
                     },
                 }
             },
