@@ -82,7 +82,20 @@ class Backoff:
         return random.uniform(self.initial, min(self.maximum, self.initial * 2**attempt))
 
 
-class _Link:
+class _OnOneLoop:
+    """Keeps the running loop, not looked up per command: on Python 3.11 every
+    asyncio.get_running_loop() is a getpid() system call (5.6 of them per connection setup)."""
+
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+
+class _Link(_OnOneLoop):
     """One Redis connection with its own reconnect loop, write queue and read loop."""
 
     def __init__(self, name: str, pool: ConnectionPool, timeout: float, backoff: Backoff) -> None:
@@ -100,15 +113,6 @@ class _Link:
         # Told after on_up/on_down so the broker can report readiness of both links together.
         self.on_change: Callable[[], None] = lambda: None
         self.reconnects = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        # Kept, not looked up per command: on Python 3.11 every asyncio.get_running_loop() is
-        # a getpid() system call (5.6 of them per connection setup before this).
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
-        return self._loop
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -495,7 +499,7 @@ def _settle(waiters: list[asyncio.Future[None]], error: Exception | None) -> Non
     waiters.clear()
 
 
-class RedisBroker:
+class RedisBroker(_OnOneLoop):
     """Standalone Redis (or the primary Sentinel names): one publisher and one subscriber link.
 
     Every Redis command goes through ``_command``/``_request`` with the key it touches, and every

@@ -61,6 +61,7 @@ from roomcast.broker.redis import (
     connection_options,
     describe,
     resp_command,
+    within,
 )
 from roomcast.recovery import JoinReply, Since
 
@@ -178,7 +179,7 @@ class _ShardSubscriber(_Subscriber):
     def _resubscribe(self) -> None:
         # One channel per SSUBSCRIBE: channels of several slots in one command are CROSSSLOT.
         self._own_unsubscribes.clear()
-        self.last_pong = asyncio.get_running_loop().time()
+        self.last_pong = self.loop.time()
         for channel in list(self.wanted):
             self._send_subscribe(channel)
 
@@ -334,23 +335,24 @@ class RedisClusterBroker(RedisBroker):
         shard = self._shard_for(key)
         if shard is None:
             if settle is not None:
-                asyncio.get_running_loop().call_soon(
+                self.loop.call_soon(
                     settle, None, BrokerUnavailable("no redis shard serves this room now")
                 )
             return
         shard.publisher.command(data, settle)
 
     async def _request(self, key: bytes, data: bytes) -> Any:
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         deadline = loop.time() + self._timeout
         while True:
             call = _Call(loop.create_future())
             self._command(key, data, call)
             try:
                 # Redirections included: a MOVED answer is re-sent after one map refresh.
-                reply = await asyncio.wait_for(call.future, max(0.0, deadline - loop.time()))
-            except TimeoutError:
-                raise BrokerUnavailable("redis did not answer in time") from None
+                reply = await within(
+                    loop, call.future, max(0.0, deadline - loop.time()),
+                    "redis did not answer in time",
+                )  # fmt: skip
             except _TryAgain:
                 if loop.time() + _TRYAGAIN_DELAY > deadline:
                     raise
@@ -418,7 +420,7 @@ class RedisClusterBroker(RedisBroker):
             self._wanted.add(channel)
             self._wanted_by_slot.setdefault(slot_of(channel), set()).add(channel)
             self.gaps.track(room)
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         deadline = loop.time() + self._timeout
         while True:
             shard = self._shard_for(channel)
