@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable
 
 from roomcast import envelope, protocol
-from roomcast.broker import Broker, BrokerUnavailable
+from roomcast.broker import Broker, BrokerUnavailable, within
 from roomcast.framing import text_frame
 from roomcast.metrics import Metrics
 from roomcast.protocol import (
@@ -34,6 +34,8 @@ log = logging.getLogger("roomcast.node")
 
 # Live events held for one joining connection during its join's round trip to Redis.
 CATCH_UP_LIMIT = 10_000
+# A join whose own user_joined never came back through the broker within the marker timeout.
+_MARKER_LOST = "the join did not come back from the broker"
 
 
 class Node:
@@ -247,14 +249,11 @@ class Node:
         if not catch_up.marker_seen:
             assert self.outbox is not None
             loop = self.outbox.loop  # not asyncio.get_running_loop(): a getpid() on 3.11
-            waiter = loop.create_future()
+            waiter: asyncio.Future[None] = loop.create_future()
             self._marker_waiters[(conn, room)] = waiter
-            # A timer on the future itself: wait_for would wrap it in a task on every join.
-            expiry = loop.call_later(self._marker_timeout, _expire, waiter)
             try:
-                await waiter
+                await within(loop, waiter, self._marker_timeout, _MARKER_LOST)
             finally:
-                expiry.cancel()
                 self._marker_waiters.pop((conn, room), None)
         return reply
 
@@ -405,11 +404,6 @@ class Node:
     ) -> None:
         self.metrics.frames_rejected.labels(code).inc()
         conn.send(protocol.error(code, reason, room, request_id))
-
-
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(BrokerUnavailable("the join did not come back from the broker"))
 
 
 def _log_resync(task: asyncio.Future[None]) -> None:

@@ -7,11 +7,14 @@ the unit-test double) and :class:`~roomcast.broker.redis.RedisBroker` (cluster m
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from roomcast.recovery import JoinReply, Since
+
+T = TypeVar("T")
 
 # (room, payload) for each publication on a room this node subscribed to, in the broker's order.
 MessageHandler = Callable[[str, bytes], None]
@@ -25,6 +28,26 @@ PublishedHandler = Callable[[str, int], None]
 
 class BrokerUnavailable(Exception):
     """The broker cannot take the request now (Redis down); the client gets ``unavailable``."""
+
+
+async def within(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future[T], timeout: float, reason: str
+) -> T:
+    """``await future``, failing it with BrokerUnavailable(reason) after ``timeout`` seconds.
+
+    A timer on the future itself: asyncio.wait_for adds a second future, callbacks and a loop
+    lookup to every wait, and this runs for every join and every Redis request.
+    """
+    timer = loop.call_later(timeout, _fail_late, future, reason)
+    try:
+        return await future
+    finally:
+        timer.cancel()
+
+
+def _fail_late(future: asyncio.Future[Any], reason: str) -> None:
+    if not future.done():
+        future.set_exception(BrokerUnavailable(reason))
 
 
 @dataclass(frozen=True, slots=True)

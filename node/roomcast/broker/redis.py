@@ -24,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.backoff import NoBackoff
@@ -41,12 +41,12 @@ from roomcast.broker import (
     PublishedHandler,
     StateHandler,
     scripts,
+    within,
 )
 from roomcast.broker.memory import new_epoch
 from roomcast.recovery import JoinReply, Since
 
 log = logging.getLogger("roomcast.broker.redis")
-T = TypeVar("T")
 
 CHANNEL_PREFIX: Final = "roomcast:room:"
 NODES_KEY: Final = b"rc:nodes"  # zset: node instance -> last heartbeat (ms)
@@ -448,26 +448,6 @@ class _Subscriber(_Link):
         if not request.abandoned:
             self.confirmed.add(channel)
             _settle(request.waiters, None)
-
-
-async def within(
-    loop: asyncio.AbstractEventLoop, future: asyncio.Future[T], timeout: float, reason: str
-) -> T:
-    """``await future``, failing it with BrokerUnavailable(reason) after ``timeout`` seconds.
-
-    A timer on the future itself: asyncio.wait_for adds a second future, callbacks and a loop
-    lookup to every wait, and this runs for every join and every request.
-    """
-    timer = loop.call_later(timeout, _fail_late, future, reason)
-    try:
-        return await future
-    finally:
-        timer.cancel()
-
-
-def _fail_late(future: asyncio.Future[Any], reason: str) -> None:
-    if not future.done():
-        future.set_exception(BrokerUnavailable(reason))
 
 
 # redis-py names each sentinel it tried by the repr of a whole client (a kilobyte each).

@@ -40,6 +40,7 @@ from roomcast.broker import (
     MessageHandler,
     StateHandler,
     scripts,
+    within,
 )
 from roomcast.broker.cluster_slots import (
     SLOT_COUNT,
@@ -61,7 +62,6 @@ from roomcast.broker.redis import (
     connection_options,
     describe,
     resp_command,
-    within,
 )
 from roomcast.recovery import JoinReply, Since
 
