@@ -8,11 +8,14 @@ STAMP := $(VENV)/.installed
 # The benchmark's own packages (bench/requirements.txt); lint needs them too, since mypy checks
 # bench/ against the real picows and matplotlib.
 BENCH_STAMP := $(VENV)/.bench-installed
+# node/roomcast_dev (local clusters and Redis topologies for make run, the tests and the benchmark)
+# is a checkout-only package: it is on the path here, never in the wheel or the image.
+export PYTHONPATH := $(CURDIR)/node$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 .PHONY: run test test-unit test-integration lint deps venv system-deps bench clean format
 
 run: deps ## start redis + 3 nodes + nginx on loopback; Ctrl-C stops them all
-	ulimit -n 65536 2>/dev/null || ulimit -n $$(ulimit -Hn); $(PY) -m roomcast.devcluster
+	ulimit -n 65536 2>/dev/null || ulimit -n $$(ulimit -Hn); $(PY) -m roomcast_dev.devcluster
 
 test: deps deploy-deps browser-deps perf-deps ## every test: unit, integration (real redis-server, nginx, nodes), browser (Chromium), deployment (offline)
 	ulimit -n 65536 2>/dev/null || true; $(PY) -m pytest -q

@@ -13,11 +13,11 @@ from collections.abc import Callable
 
 import redis
 from redis.client import Pipeline
+from roomcast_dev.devcluster import LocalCluster
 
-from roomcast import envelope, protocol
 from roomcast.broker import HistoryLimits, scripts
 from roomcast.broker.redis import channel_for
-from roomcast.devcluster import LocalCluster
+from roomcast.wire import envelope, protocol
 
 MESSAGES = 20_000
 BATCH = 100

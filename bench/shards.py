@@ -24,11 +24,11 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from roomcast_dev.devcluster import LocalCluster
+from roomcast_dev.redis_topologies import RedisClusterTopology, wait_until
 from websockets.asyncio.client import ClientConnection, connect
 
 from roomcast.broker.cluster_slots import sharded_channel, slot_of
-from roomcast.devcluster import LocalCluster
-from roomcast.redis_topologies import RedisClusterTopology, wait_until
 
 RESULTS = Path(__file__).resolve().parent / "results" / "shards.md"
 TICKS = os.sysconf("SC_CLK_TCK")

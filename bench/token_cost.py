@@ -11,7 +11,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from roomcast.auth import TokenVerifier
+from roomcast.core.auth import TokenVerifier
 
 ROUNDS = 2000
 

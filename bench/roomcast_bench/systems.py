@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
+from roomcast_dev.devcluster import LocalCluster, ManagedProcess, NodeProcess
 
-from roomcast.devcluster import LocalCluster, ManagedProcess, NodeProcess
 from roomcast_bench.procstat import with_children
 
 BENCH_DIR = Path(__file__).resolve().parents[1]

@@ -10,16 +10,17 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from roomcast.api_service import ApiService
 from roomcast.broker import Broker, HistoryLimits
 from roomcast.broker.memory import MemoryBroker
-from roomcast.config import Settings
-from roomcast.gc_tuning import tune_collector
-from roomcast.http_internal import InternalHttpServer
-from roomcast.http_public import PublicHttp
-from roomcast.metrics import Metrics
-from roomcast.node import Node
-from roomcast.transport import CHAT_PATH, WebSocketServer
+from roomcast.core.api_service import ApiService
+from roomcast.core.auth import AccessPolicy
+from roomcast.core.node import Node
+from roomcast.net.http_internal import InternalHttpServer
+from roomcast.net.http_public import PublicHttp
+from roomcast.net.transport import CHAT_PATH, Outbox, WebSocketServer
+from roomcast.runtime.config import Settings
+from roomcast.runtime.gc_tuning import tune_collector
+from roomcast.runtime.metrics import Metrics
 
 log = logging.getLogger("roomcast")
 
@@ -104,15 +105,18 @@ class Server:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._ws = WebSocketServer(self.node, self.settings, self.metrics, loop, self.instance)
-        self.node.attach(self.broker, self._ws.outbox)
+        # Built once, here, for both sides of the public port.
+        policy = AccessPolicy.from_settings(self.settings)
+        outbox = Outbox(loop, self.metrics)
+        self.node.attach(self.broker, outbox)
+        service = ApiService(self.broker, self.settings, self.metrics, policy)
         self._api = PublicHttp(
-            ApiService(
-                self.node, self.settings, self.metrics, self._ws.verifier, self._ws.origins
-            ),
-            self.node.streams, self.settings, self.metrics, self._ws.proxies, self._ws.outbox, loop,
+            service, self.node.streams, self.settings, self.metrics, policy.proxies, outbox, loop
+        )
+        self._ws = WebSocketServer(
+            self.node, self.settings, self.metrics, loop, self.instance,
+            policy=policy, outbox=outbox, http=self._api,
         )  # fmt: skip
-        self._ws.http = self._api
         self._api.start()
         await self.broker.start()
         self.metrics_port = await self._http.start(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import sys
 import time
@@ -215,7 +216,7 @@ async def print_events(client: RoomcastClient, typing: TypingBoard | None = None
 
 async def chat(client: RoomcastClient, room: str) -> int:
     async with client:
-        if sys.stdin.isatty() and sys.stdout.isatty():
+        if sys.stdin.isatty() and sys.stdout.isatty() and _has_prompt_toolkit():
             await _chat_in_terminal(client, room)
         else:
             await _chat_by_lines(client, room)
@@ -226,6 +227,14 @@ async def chat(client: RoomcastClient, room: str) -> int:
         print(f"roomcast chat: {stopped.reason}", file=sys.stderr)
         return 1
     return 0
+
+
+def _has_prompt_toolkit() -> bool:
+    """The input line needs the optional ``chat`` extra; without it, read stdin line by line."""
+    if importlib.util.find_spec("prompt_toolkit") is not None:
+        return True
+    print("roomcast chat: pip install 'roomcast[chat]' for an input line", file=sys.stderr)
+    return False
 
 
 async def _chat_in_terminal(client: RoomcastClient, room: str) -> None:

@@ -6,8 +6,8 @@ import argparse
 import asyncio
 import sys
 
-from roomcast import logs
-from roomcast.config import ConfigError, env_names, load_settings
+from roomcast.runtime import logs
+from roomcast.runtime.config import ConfigError, env_names, load_settings
 
 
 def _run_node() -> int:
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _issue_token(subject: str, name: str | None, rooms: list[str] | None, ttl: float) -> int:
-    from roomcast.auth import issue_token
+    from roomcast.core.auth import issue_token
 
     try:
         settings = load_settings()

@@ -10,12 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from roomcast_dev.devcluster import timeout_factor
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver import Chrome
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
-
-from roomcast.devcluster import timeout_factor
 
 T = TypeVar("T")
 State = dict[str, Any]

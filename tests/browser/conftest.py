@@ -12,11 +12,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from roomcast_dev.devcluster import REPO_ROOT, LocalCluster
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 
-from roomcast.devcluster import REPO_ROOT, LocalCluster
 from tests.browser.chatpage import ChatPage
 from tests.integration.conftest import FAST_ENV
 

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from roomcast_dev.devcluster import LocalCluster, NodeProcess, timeout_factor
 from websockets.sync.client import ClientConnection, connect
 
-from roomcast.auth import issue_token
-from roomcast.devcluster import LocalCluster, NodeProcess, timeout_factor
+from roomcast.core.auth import issue_token
 from tests.browser.chatpage import ChatPage
 from tests.integration.conftest import FAST_ENV
 

@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from roomcast_dev.devcluster import timeout_factor
 
 from roomcast.broker.cluster_slots import slot_of
-from roomcast.devcluster import timeout_factor
 from tests.deploy.conftest import REPO
 from tests.integration.httpclient import EventStream, request
 from tests.integration.wsclient import Client

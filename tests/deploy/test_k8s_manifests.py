@@ -24,8 +24,9 @@ kubernetes_validate = pytest.importorskip(
     "kubernetes_validate", reason="kubernetes-validate is needed: add it to the dev dependencies"
 )
 
-from roomcast.config import ConfigError, env_names, load_settings  # noqa: E402
-from roomcast.devcluster import LocalCluster, ManagedProcess, timeout_factor  # noqa: E402
+from roomcast_dev.devcluster import LocalCluster, ManagedProcess, timeout_factor  # noqa: E402
+
+from roomcast.runtime.config import ConfigError, env_names, load_settings  # noqa: E402
 from tests.deploy import manifests as k8s  # noqa: E402
 from tests.deploy.conftest import REPO  # noqa: E402
 
@@ -265,7 +266,9 @@ def test_every_env_name_is_read_by_the_node_and_every_value_accepted(tmp_path: P
     known = set(env_names())
     env = _with_secret_files(_node_env(), tmp_path / "secrets")
     unknown = sorted(set(env) - known)
-    assert not unknown, f"the node reads no such variable: {unknown} (roomcast.config.env_names())"
+    assert not unknown, (
+        f"the node reads no such variable: {unknown} (roomcast.runtime.config.env_names())"
+    )
     try:
         settings = load_settings(env)
     except ConfigError as exc:

@@ -19,7 +19,8 @@ import pytest
 
 yaml = pytest.importorskip("yaml", reason="pyyaml is needed: add it to the dev dependencies")
 
-from roomcast.devcluster import render_nginx_config  # noqa: E402
+from roomcast_dev.devcluster import render_nginx_config  # noqa: E402
+
 from tests.deploy.conftest import REPO  # noqa: E402
 
 TEMPLATE = REPO / "loadbalancer" / "nginx.conf.template"
@@ -94,7 +95,7 @@ def k8s_nginx_conf() -> str:
 
 
 def rendered_template() -> str:
-    """The template as roomcast.devcluster renders it for local runs."""
+    """The template as roomcast_dev.devcluster renders it for local runs."""
     return render_nginx_config(8080, [18001, 18002], Path("/nonexistent/prefix"), template=TEMPLATE)
 
 

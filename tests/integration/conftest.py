@@ -7,8 +7,7 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
-
-from roomcast.devcluster import LocalCluster
+from roomcast_dev.devcluster import LocalCluster
 
 
 def http_get(url: str, timeout: float = 5) -> tuple[int, str]:

@@ -9,9 +9,9 @@ import socket
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from roomcast_dev.devcluster import LocalCluster, NodeProcess
 from websockets.exceptions import ConnectionClosed
 
-from roomcast.devcluster import LocalCluster, NodeProcess
 from tests.integration.conftest import FAST_ENV, http_get, metric_value
 from tests.integration.wsclient import Client, scaled
 

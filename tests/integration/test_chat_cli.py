@@ -11,9 +11,9 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from roomcast_dev.devcluster import LocalCluster, free_port
 
 from roomcast.client import ChatMessage, RoomcastClient, Typing
-from roomcast.devcluster import LocalCluster, free_port
 from tests.integration.wsclient import scaled
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import pytest
+from roomcast_dev.devcluster import LocalCluster, free_port
 
-from roomcast.auth import issue_token
 from roomcast.client import (
     Backoff,
     ChatMessage,
@@ -30,7 +30,7 @@ from roomcast.client import (
     SendFailed,
     UserJoined,
 )
-from roomcast.devcluster import LocalCluster, free_port
+from roomcast.core.auth import issue_token
 from tests.integration.conftest import FAST_ENV, http_get, metric_value
 from tests.integration.wsclient import scaled
 

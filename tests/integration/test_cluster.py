@@ -7,8 +7,8 @@ import json
 import uuid
 
 import pytest
+from roomcast_dev.devcluster import LocalCluster
 
-from roomcast.devcluster import LocalCluster
 from tests.integration.conftest import http_get, metric_value
 from tests.integration.wsclient import Client, clients_on_distinct_nodes, scaled
 

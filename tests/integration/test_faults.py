@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 from functools import partial
 
 import pytest
+from roomcast_dev.devcluster import LocalCluster, NodeProcess, timeout_factor
 
-from roomcast.devcluster import LocalCluster, NodeProcess, timeout_factor
 from tests.integration.conftest import FAST_ENV, http_get, metric_value
 from tests.integration.wsclient import Client, clients_on_distinct_nodes, scaled
 

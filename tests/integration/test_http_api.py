@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from roomcast_dev.devcluster import LocalCluster
 from websockets.exceptions import InvalidStatus
 
-from roomcast.auth import issue_token
-from roomcast.devcluster import LocalCluster
+from roomcast.core.auth import issue_token
 from tests.integration.conftest import FAST_ENV, http_get
 from tests.integration.httpclient import EventStream, request
 from tests.integration.wsclient import Client, clients_on_distinct_nodes, scaled

@@ -10,11 +10,11 @@ from typing import Any, TypeVar
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from roomcast_dev.devcluster import LocalCluster
 from schemathesis import GenerationMode
 from schemathesis.config import SchemathesisConfig
 from schemathesis.core.result import Err, Result
 
-from roomcast.devcluster import LocalCluster
 from tests.integration.conftest import FAST_ENV, http_get
 
 pytestmark = pytest.mark.integration

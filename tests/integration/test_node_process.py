@@ -10,8 +10,8 @@ import sys
 import uuid
 
 import pytest
+from roomcast_dev.devcluster import LocalCluster, ManagedProcess, free_port
 
-from roomcast.devcluster import LocalCluster, ManagedProcess, free_port
 from tests.integration.wsclient import Client, scaled
 
 pytestmark = pytest.mark.integration
@@ -94,7 +94,7 @@ async def test_make_run_launcher_starts_everything_and_stops_it_on_ctrl_c() -> N
     port = free_port()
     launcher = ManagedProcess(
         "devcluster",
-        [sys.executable, "-m", "roomcast.devcluster", "--port", str(port)],
+        [sys.executable, "-m", "roomcast_dev.devcluster", "--port", str(port)],
         dict(os.environ),
     )
     try:

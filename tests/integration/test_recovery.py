@@ -13,9 +13,9 @@ from functools import partial
 from typing import Any
 
 import pytest
+from roomcast_dev.devcluster import LocalCluster, NodeProcess
 from websockets.exceptions import ConnectionClosed
 
-from roomcast.devcluster import LocalCluster, NodeProcess
 from tests.integration.conftest import FAST_ENV, http_get
 from tests.integration.test_faults import not_ready, ready, until
 from tests.integration.wsclient import Client, scaled

@@ -13,11 +13,11 @@ from functools import partial
 from typing import Any
 
 import pytest
+from roomcast_dev.devcluster import LocalCluster
+from roomcast_dev.redis_topologies import RedisClusterTopology, RedisServer
 
 from roomcast.broker.cluster_slots import sharded_channel, slot_of
 from roomcast.broker.scripts import room_keys
-from roomcast.devcluster import LocalCluster
-from roomcast.redis_topologies import RedisClusterTopology, RedisServer
 from tests.integration.conftest import FAST_ENV, http_get
 from tests.integration.httpclient import EventStream, request
 from tests.integration.test_faults import ready, until

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from roomcast_dev.devcluster import LocalCluster
+from roomcast_dev.redis_topologies import RedisClusterTopology, RedisServer, SlotMigration
 
 from roomcast.broker.cluster_slots import sharded_channel, slot_of
 from roomcast.broker.scripts import room_keys
-from roomcast.devcluster import LocalCluster
-from roomcast.redis_topologies import RedisClusterTopology, RedisServer, SlotMigration
 from tests.integration.conftest import FAST_ENV
 from tests.integration.test_faults import ready, until
 from tests.integration.wsclient import Client, Event, scaled

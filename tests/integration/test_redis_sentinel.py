@@ -9,9 +9,9 @@ from functools import partial
 
 import pytest
 import redis
+from roomcast_dev.devcluster import LocalCluster
+from roomcast_dev.redis_topologies import SentinelTopology
 
-from roomcast.devcluster import LocalCluster
-from roomcast.redis_topologies import SentinelTopology
 from tests.integration.conftest import FAST_ENV, http_get, metric_value
 from tests.integration.test_faults import not_ready, ready, until
 from tests.integration.wsclient import Client, clients_on_distinct_nodes

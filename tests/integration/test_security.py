@@ -16,11 +16,11 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from roomcast_dev.devcluster import LocalCluster
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from roomcast.auth import issue_token
-from roomcast.devcluster import LocalCluster
+from roomcast.core.auth import issue_token
 from tests.integration.conftest import FAST_ENV, http_get, metric_value
 from tests.integration.wsclient import Client, scaled
 
@@ -264,7 +264,7 @@ async def test_nginx_limits_connections_per_client_address() -> None:
 
 
 def test_forwarded_for_is_trusted_only_from_the_load_balancer() -> None:
-    from roomcast.auth import ProxyTrust
+    from roomcast.core.auth import ProxyTrust
 
     trust = ProxyTrust(["127.0.0.1", "10.0.0.0/8"])
     # From the load balancer: the right-most address it did not add is the client.

@@ -7,10 +7,9 @@ import json
 from collections import deque
 from typing import Any
 
+from roomcast_dev.devcluster import timeout_factor
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
-
-from roomcast.devcluster import timeout_factor
 
 Event = dict[str, Any]
 

@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from roomcast import api, envelope, protocol, sse
-from roomcast.api import ApiError, Endpoint
 from roomcast.broker import HistoryLimits
 from roomcast.broker.memory import MemoryBroker
-from roomcast.streams import StreamHub, StreamSink
-from roomcast.transport import is_http_api_request
+from roomcast.core.streams import StreamHub, StreamSink
+from roomcast.net.transport import is_http_api_request
+from roomcast.wire import api, envelope, protocol, sse
+from roomcast.wire.api import ApiError, Endpoint
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,13 @@ import jwt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from roomcast.auth import AuthError, OriginPolicy, ProxyTrust, TokenVerifier, token_from_request
+from roomcast.core.auth import (
+    AuthError,
+    OriginPolicy,
+    ProxyTrust,
+    TokenVerifier,
+    token_from_request,
+)
 
 SECRET = "fuzz-" + "s" * 40
 VERIFIER = TokenVerifier(secret=SECRET)

@@ -10,7 +10,7 @@ from roomcast.broker.memory import MemoryBroker
 from roomcast.broker.redis import RedisBroker, describe
 from roomcast.broker.redis_cluster import RedisClusterBroker
 from roomcast.broker.redis_sentinel import RedisSentinelBroker
-from roomcast.config import load_settings
+from roomcast.runtime.config import load_settings
 
 
 @pytest.mark.parametrize(

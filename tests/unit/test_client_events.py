@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from roomcast import protocol
 from roomcast.client import (
     Ack,
     Backoff,
@@ -33,6 +32,7 @@ from roomcast.client import (
     parse_event,
 )
 from roomcast.client.outgoing import Outgoing, SendBook, SendError
+from roomcast.wire import protocol
 
 # Parsing: the server's own encoders, so the client follows the protocol module.
 
@@ -308,7 +308,7 @@ async def test_outcome_futures_never_warn_when_nobody_awaits_them() -> None:
 
 
 def test_acks_and_errors_with_ids_parse_from_the_servers_own_encoders() -> None:
-    from roomcast import protocol
+    from roomcast.wire import protocol
 
     assert parse_event(protocol.ack("r", 7, "e1", 12)) == Ack(7, "r", "e1", 12)
     assert parse_event(protocol.error("unavailable", "down", "r", "m1")) == Error(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from roomcast.config import (
+from roomcast.runtime.config import (
     FILE_VARIABLES,
     ConfigError,
     Settings,

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from roomcast import envelope
-from roomcast.envelope import Envelope, EnvelopeError, head, pack, unpack
+from roomcast.wire import envelope
+from roomcast.wire.envelope import Envelope, EnvelopeError, head, pack, unpack
 
 HEADER_SIZE = 11  # version (1) + origin time (8) + exclude length (2)
 EVENT = b'{"type":"typing","room":"r","username":"u"}'

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from websockets.frames import Frame, Opcode
 
-from roomcast.framing import frame_payload, text_frame
+from roomcast.wire.framing import frame_payload, text_frame
 
 LENGTHS = [0, 1, 125, 126, 127, 65535, 65536, 70000]
 

@@ -8,7 +8,7 @@ import sys
 
 PROBE = """
 import gc, json
-from roomcast.gc_tuning import tune_collector
+from roomcast.runtime.gc_tuning import tune_collector
 before_threshold, before_frozen = gc.get_threshold(), gc.get_freeze_count()
 tune_collector(12345)
 print(json.dumps([before_threshold, before_frozen, gc.get_threshold(), gc.get_freeze_count()]))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
-from roomcast.http_internal import InternalHttpServer
-from roomcast.metrics import Metrics
+from roomcast.net.http_internal import InternalHttpServer
+from roomcast.runtime.metrics import Metrics
 
 TEXT = "text/plain; charset=utf-8"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from roomcast import envelope, protocol
 from roomcast.broker import BrokerUnavailable, HistoryReply
 from roomcast.broker.live_gaps import LiveGaps, sequence_of
+from roomcast.wire import envelope, protocol
 
 EPOCH = "e1"
 

@@ -9,15 +9,15 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from roomcast import node as node_module
-from roomcast import ratelimit as ratelimit_module
 from roomcast.broker import BrokerUnavailable, FailureHandler, HistoryLimits
 from roomcast.broker import memory as memory_module
 from roomcast.broker.memory import MemoryBroker
-from roomcast.envelope import pack
-from roomcast.metrics import Metrics
-from roomcast.node import Node
-from roomcast.transport import WebSocketServer
+from roomcast.core import node as node_module
+from roomcast.core import ratelimit as ratelimit_module
+from roomcast.core.node import Node
+from roomcast.net.transport import WebSocketServer
+from roomcast.runtime.metrics import Metrics
+from roomcast.wire.envelope import pack
 from tests.unit.wsharness import INSTANCE, WsClient, make_settings, settle
 
 NOW = 1_700_000_000.5

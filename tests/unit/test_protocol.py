@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from roomcast import protocol
-from roomcast.protocol import (
+from roomcast.wire import protocol
+from roomcast.wire.protocol import (
     COMMAND_TYPES,
     MAX_OFFSET,
     Command,
@@ -27,7 +27,7 @@ from roomcast.protocol import (
     complete_message,
     parse_command,
 )
-from roomcast.recovery import Since
+from roomcast.wire.recovery import Since
 
 EXPECTED_TYPES = "join, leave, message, typing, history, presence"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from roomcast.recovery import EPOCH_CHANGED, RECOVERED, TOO_OLD, CatchUp, JoinReply
+from roomcast.wire.recovery import EPOCH_CHANGED, RECOVERED, TOO_OLD, CatchUp, JoinReply
 
 
 def message(offset: int) -> bytes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from roomcast.rooms import JoinResult, RoomRegistry, TooManyRoomsError
+from roomcast.core.rooms import JoinResult, RoomRegistry, TooManyRoomsError
 
 FIRST = JoinResult(first_local_member=True, already_member=False)
 NOT_FIRST = JoinResult(first_local_member=False, already_member=False)

@@ -10,11 +10,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 from websockets.frames import Close, CloseCode, Opcode
 
-from roomcast import ratelimit
-from roomcast.framing import text_frame
-from roomcast.metrics import Metrics
-from roomcast.ratelimit import RateLimiter
-from roomcast.transport import Outbox
+from roomcast.core import ratelimit
+from roomcast.core.ratelimit import RateLimiter
+from roomcast.net.transport import Outbox
+from roomcast.runtime.metrics import Metrics
+from roomcast.wire.framing import text_frame
 from tests.unit.wsharness import (
     INSTANCE,
     PEER,

@@ -20,9 +20,9 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.uri import parse_uri
 
-from roomcast.config import Settings
-from roomcast.metrics import Metrics
-from roomcast.transport import Application, Connection, WebSocketServer
+from roomcast.net.transport import Application, Connection, WebSocketServer
+from roomcast.runtime.config import Settings
+from roomcast.runtime.metrics import Metrics
 
 PEER = ("127.0.0.1", 1234)
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from roomcast.recovery import JoinReply, Since
+from roomcast.wire.recovery import JoinReply, Since
 
 T = TypeVar("T")
 

@@ -23,8 +23,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
-from roomcast import envelope
 from roomcast.broker import BrokerUnavailable, HistoryReply, MessageHandler
+from roomcast.wire import envelope
 
 log = logging.getLogger("roomcast.broker.live_gaps")
 

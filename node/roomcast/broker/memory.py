@@ -22,8 +22,15 @@ from roomcast.broker import (
     PublishedHandler,
     StateHandler,
 )
-from roomcast.protocol import complete_message
-from roomcast.recovery import EPOCH_CHANGED, NOT_REQUESTED, RECOVERED, TOO_OLD, JoinReply, Since
+from roomcast.wire.protocol import complete_message
+from roomcast.wire.recovery import (
+    EPOCH_CHANGED,
+    NOT_REQUESTED,
+    RECOVERED,
+    TOO_OLD,
+    JoinReply,
+    Since,
+)
 
 # Seeded once from the OS: a candidate epoch goes with every join and published message (used
 # only if the room has none yet), and os.urandom there would be a getrandom() system call each.

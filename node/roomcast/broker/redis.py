@@ -31,7 +31,6 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 from redis.retry import Retry
 
-from roomcast import envelope
 from roomcast.broker import (
     BrokerUnavailable,
     FailureHandler,
@@ -44,7 +43,8 @@ from roomcast.broker import (
     within,
 )
 from roomcast.broker.memory import new_epoch
-from roomcast.recovery import JoinReply, Since
+from roomcast.wire import envelope
+from roomcast.wire.recovery import JoinReply, Since
 
 log = logging.getLogger("roomcast.broker.redis")
 

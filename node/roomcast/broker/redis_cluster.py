@@ -63,7 +63,7 @@ from roomcast.broker.redis import (
     describe,
     resp_command,
 )
-from roomcast.recovery import JoinReply, Since
+from roomcast.wire.recovery import JoinReply, Since
 
 log = logging.getLogger("roomcast.broker.redis_cluster")
 

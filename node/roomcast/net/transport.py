@@ -24,24 +24,22 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
-from roomcast.auth import (
+from roomcast.core.auth import (
     SUBPROTOCOL,
     TOKEN_SUBPROTOCOL_PREFIX,
+    AccessPolicy,
     AuthError,
     Identity,
-    OriginPolicy,
-    ProxyTrust,
-    TokenVerifier,
     token_from_request,
 )
-from roomcast.framing import frame_payload, text_frame
-from roomcast.protocol import ErrorCode, error
-from roomcast.ratelimit import RateLimiter
+from roomcast.core.members import Member
+from roomcast.core.ratelimit import RateLimiter
+from roomcast.wire.framing import frame_payload, text_frame
+from roomcast.wire.protocol import ErrorCode, error
 
 if TYPE_CHECKING:
-    from roomcast.config import Settings
-    from roomcast.http_public import PublicHttp
-    from roomcast.metrics import Metrics
+    from roomcast.runtime.config import Settings
+    from roomcast.runtime.metrics import Metrics
 
 log = logging.getLogger("roomcast.transport")
 # websockets logs every open/close at INFO; a busy node would drown its own logs in them.
@@ -78,8 +76,15 @@ class OutboxEntry(Protocol):
     def write_pending(self) -> int: ...
 
 
+class HttpHandover(Protocol):
+    """The HTTP API on the same port (:mod:`roomcast.net.http_public`): takes over a socket
+    whose first request is for it, with the bytes already read."""
+
+    def take_over(self, transport: asyncio.Transport, received: bytes, peer: str) -> None: ...
+
+
 class Application(Protocol):
-    """What the transport calls; implemented by :class:`roomcast.node.Node`."""
+    """What the transport calls; implemented by :class:`roomcast.core.node.Node`."""
 
     def on_open(self, conn: Connection) -> None: ...
 
@@ -112,7 +117,7 @@ class Outbox:
                 self._scheduled = True
                 self._loop.call_soon(self.flush)
 
-    def fan_out(self, members: Iterable[Connection], frame: bytes, exclude: str) -> None:
+    def fan_out(self, members: Iterable[Member], frame: bytes, exclude: str) -> None:
         """The hot path: the same frame object for every local member except ``exclude``."""
         dirty = self._dirty
         for conn in members:
@@ -529,28 +534,25 @@ class WebSocketServer:
         metrics: Metrics,
         loop: asyncio.AbstractEventLoop,
         instance: str,
+        *,
+        policy: AccessPolicy | None = None,
+        outbox: Outbox | None = None,
+        http: HttpHandover | None = None,
     ) -> None:
         self.app = app
         self.settings = settings
         self.metrics = metrics
         self.loop = loop
-        self.outbox = Outbox(loop, metrics)
+        # The app passes what it shares with the HTTP side; unit tests may let it default.
+        self.outbox = outbox or Outbox(loop, metrics)
         self.extensions = [ServerPerMessageDeflateFactory()] if settings.compression else None
-        self.verifier = (
-            TokenVerifier(
-                secret=settings.auth_secret,
-                public_key=settings.auth_public_key,
-                audience=settings.auth_audience,
-                issuer=settings.auth_issuer,
-            )
-            if settings.auth_enabled
-            else None
-        )
-        self.origins = OriginPolicy(settings.allowed_origins)
-        self.proxies = ProxyTrust(settings.trusted_proxies)
+        policy = policy or AccessPolicy.from_settings(settings)
+        self.verifier = policy.verifier
+        self.origins = policy.origins
+        self.proxies = policy.proxies
         self.connections: set[Connection] = set()
-        # Set by the app when the HTTP API shares this port.
-        self.http: PublicHttp | None = None
+        # The HTTP API sharing this port, if any: it takes the sockets whose request is for it.
+        self.http = http
         self._ids = itertools.count(1)
         self._id_prefix = f"{instance}-"
         self._server: asyncio.Server | None = None

@@ -15,17 +15,16 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from roomcast import api, envelope, protocol, sse
-from roomcast.api import ApiError, Endpoint, Route
-from roomcast.auth import AuthError, Identity, OriginPolicy, TokenVerifier, token_from_request
 from roomcast.broker import Broker, BrokerUnavailable
-from roomcast.openapi import document
-from roomcast.ratelimit import RateLimiter
+from roomcast.core.auth import AccessPolicy, AuthError, Identity, token_from_request
+from roomcast.core.ratelimit import RateLimiter
+from roomcast.wire import api, envelope, protocol, sse
+from roomcast.wire.api import ApiError, Endpoint, Route
+from roomcast.wire.openapi import document
 
 if TYPE_CHECKING:
-    from roomcast.config import Settings
-    from roomcast.metrics import Metrics
-    from roomcast.node import Node
+    from roomcast.runtime.config import Settings
+    from roomcast.runtime.metrics import Metrics
 
 # Rate-limit buckets kept for the most recent callers; older ones are forgotten (and refilled).
 MAX_BUCKETS: Final = 10_000
@@ -66,17 +65,16 @@ class Caller:
 class ApiService:
     def __init__(
         self,
-        node: Node,
+        broker: Broker,
         settings: Settings,
         metrics: Metrics,
-        verifier: TokenVerifier | None,
-        origins: OriginPolicy,
+        policy: AccessPolicy,
     ) -> None:
-        self._node = node
+        self._broker = broker
         self._settings = settings
         self._metrics = metrics
-        self._verifier = verifier
-        self._origins = origins
+        self._verifier = policy.verifier
+        self._origins = policy.origins
         self._api_keys = tuple(key.encode() for key in settings.api_keys)
         self._buckets: OrderedDict[str, RateLimiter] = OrderedDict()
 
@@ -104,10 +102,10 @@ class ApiService:
             if route.endpoint is Endpoint.POST_MESSAGE:
                 return await self._post(room, caller, request)
             if route.endpoint is Endpoint.PRESENCE:
-                members = await self._broker().presence(room)
+                members = await self._broker.presence(room)
                 return Reply(200, protocol.presence(room, members))
             limit = api.history_limit(route, self._settings.history_size)
-            history = await self._broker().history(room, limit)
+            history = await self._broker.history(room, limit)
             return Reply(
                 200, protocol.history(room, history.epoch, history.offset, history.messages)
             )
@@ -126,7 +124,7 @@ class ApiService:
         now = time.time()
         prefix = protocol.chat_message_prefix(room, username, posted.text, int(now * 1000))
         self._metrics.messages_published.labels("message").inc()
-        epoch, offset = await self._broker().post_message(room, envelope.head(now), prefix)
+        epoch, offset = await self._broker.post_message(room, envelope.head(now), prefix)
         body = api.json_body({"room": room, "epoch": epoch, "offset": offset})
         location = f"/api/rooms/{room}/history"
         return Reply(201, body, (("Location", location),))
@@ -189,11 +187,7 @@ class ApiService:
             )
 
     def _node_ready(self) -> bool:
-        return self._node.broker is not None and self._node.broker.ready
-
-    def _broker(self) -> Broker:
-        assert self._node.broker is not None
-        return self._node.broker
+        return self._broker.ready
 
 
 def _credential(request: ApiRequest) -> str | None:

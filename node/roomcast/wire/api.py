@@ -1,6 +1,6 @@
 """The HTTP API's requests and answers, without I/O: routing, validation, JSON bodies.
 
-Endpoints (documented in :mod:`roomcast.openapi`):
+Endpoints (documented in :mod:`roomcast.wire.openapi`):
     POST /api/rooms/{room}/messages   publish a chat message; answers its offset
     GET  /api/rooms/{room}/presence   who is in the room, on every node
     GET  /api/rooms/{room}/history    the last messages kept (``?limit=K``)
@@ -18,8 +18,8 @@ from urllib.parse import parse_qs, unquote
 
 import orjson
 
-from roomcast import protocol
-from roomcast.protocol import ProtocolError
+from roomcast.wire import protocol
+from roomcast.wire.protocol import ProtocolError
 
 API_PREFIX: Final = "/api/"
 MAX_HISTORY_LIMIT: Final = 10_000

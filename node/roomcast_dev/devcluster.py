@@ -1,8 +1,8 @@
 """A whole roomcast cluster as local processes: redis-server, N nodes, nginx, all on loopback.
 
-``make run`` uses it (``python -m roomcast.devcluster``), and so do the integration tests and the
-benchmark: the same code path a person tries by hand is the one the tests exercise. Every process
-is started here, watched through its output, and stopped here by PID.
+``make run`` uses it (``python -m roomcast_dev.devcluster``), and so do the integration tests
+and the benchmark: the same code path a person tries by hand is the one the tests exercise.
+Every process is started here, watched through its output, and stopped here by PID.
 """
 
 from __future__ import annotations
@@ -378,7 +378,7 @@ def running_cluster(**kwargs: Any) -> Iterator[LocalCluster]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m roomcast.devcluster",
+        prog="python -m roomcast_dev.devcluster",
         description="Run redis + N roomcast nodes + nginx on loopback until Ctrl-C.",
     )
     parser.add_argument("--nodes", type=int, default=3)

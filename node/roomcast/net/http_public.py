@@ -18,17 +18,17 @@ from typing import TYPE_CHECKING, Final, cast
 
 import h11
 
-from roomcast import api, protocol, sse
-from roomcast.api import MAX_HEAD_BYTES, ApiError
-from roomcast.api_service import ApiRequest, ApiService, OpenStream, Reply
 from roomcast.broker import BrokerUnavailable
-from roomcast.streams import StreamHub
+from roomcast.core.api_service import ApiRequest, ApiService, OpenStream, Reply
+from roomcast.core.streams import StreamHub
+from roomcast.wire import api, protocol, sse
+from roomcast.wire.api import MAX_HEAD_BYTES, ApiError
 
 if TYPE_CHECKING:
-    from roomcast.auth import ProxyTrust
-    from roomcast.config import Settings
-    from roomcast.metrics import Metrics
-    from roomcast.transport import Outbox
+    from roomcast.core.auth import ProxyTrust
+    from roomcast.net.transport import Outbox
+    from roomcast.runtime.config import Settings
+    from roomcast.runtime.metrics import Metrics
 
 log = logging.getLogger("roomcast.http")
 

@@ -10,7 +10,7 @@ import functools
 from typing import Any, Final
 
 from roomcast import __version__
-from roomcast.api import MAX_HEAD_BYTES, MAX_TARGET_LENGTH
+from roomcast.wire.api import MAX_HEAD_BYTES, MAX_TARGET_LENGTH
 
 _ROOM_PATTERN: Final = "^[A-Za-z0-9_.:@-]{1,64}$"
 # As the server checks it (Python's Unicode \\w), and not blank.

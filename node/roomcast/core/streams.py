@@ -15,10 +15,10 @@ from typing import Final, Protocol
 
 import orjson
 
-from roomcast import api, sse
 from roomcast.broker import Broker
-from roomcast.envelope import Envelope
-from roomcast.recovery import EPOCH_CHANGED, RECOVERED, TOO_OLD
+from roomcast.wire import api, sse
+from roomcast.wire.envelope import Envelope
+from roomcast.wire.recovery import EPOCH_CHANGED, RECOVERED, TOO_OLD
 
 # Live events held for one opening stream during its history round trip.
 BUFFER_LIMIT: Final = 10_000

@@ -17,7 +17,7 @@ from typing import Any, Final
 
 import orjson
 
-from roomcast.recovery import Since
+from roomcast.wire.recovery import Since
 
 ROOM_PATTERN: Final = re.compile(r"[A-Za-z0-9_.:@\-]{1,64}")
 # Letters of any script, digits, space and a few separators; no control or markup characters.

@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Literal, TypeVar
 
+from roomcast.runtime.keys import load_public_key
+
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 LOG_LEVELS: tuple[LogLevel, ...] = ("DEBUG", "INFO", "WARNING", "ERROR")
 RedisMode = Literal["standalone", "cluster", "sentinel"]
@@ -384,10 +386,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if settings.auth_secret is not None and settings.auth_public_key is not None:
         raise ConfigError("set ROOMCAST_AUTH_SECRET (HS256) or ROOMCAST_AUTH_PUBLIC_KEY, not both")
     if settings.auth_public_key is not None:
-        from roomcast.auth import TokenVerifier
-
         try:
-            TokenVerifier(public_key=settings.auth_public_key)
+            load_public_key(settings.auth_public_key)
         except (ValueError, TypeError) as exc:
             message = str(exc) if "RSA" in str(exc) else "not a PEM public key"
             raise ConfigError(f"ROOMCAST_AUTH_PUBLIC_KEY: {message}") from None

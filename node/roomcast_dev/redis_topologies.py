@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from roomcast.devcluster import (
+from roomcast_dev.devcluster import (
     ClusterError,
     ManagedProcess,
     find_binary,

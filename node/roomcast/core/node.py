@@ -11,11 +11,15 @@ import logging
 import time
 from collections.abc import Awaitable
 
-from roomcast import envelope, protocol
 from roomcast.broker import Broker, BrokerUnavailable, within
-from roomcast.framing import text_frame
-from roomcast.metrics import Metrics
-from roomcast.protocol import (
+from roomcast.core.members import Delivery, Member
+from roomcast.core.ratelimit import RateLimiter
+from roomcast.core.rooms import RoomRegistry, TooManyRoomsError
+from roomcast.core.streams import StreamHub
+from roomcast.runtime.metrics import Metrics
+from roomcast.wire import envelope, protocol
+from roomcast.wire.framing import text_frame
+from roomcast.wire.protocol import (
     ErrorCode,
     History,
     Join,
@@ -24,11 +28,7 @@ from roomcast.protocol import (
     ProtocolError,
     Typing,
 )
-from roomcast.ratelimit import RateLimiter
-from roomcast.recovery import NOT_REQUESTED, RECOVERED, CatchUp, JoinReply
-from roomcast.rooms import RoomRegistry, TooManyRoomsError
-from roomcast.streams import StreamHub
-from roomcast.transport import Connection, Outbox
+from roomcast.wire.recovery import NOT_REQUESTED, RECOVERED, CatchUp, JoinReply
 
 log = logging.getLogger("roomcast.node")
 
@@ -58,17 +58,17 @@ class Node:
         self._max_frame_bytes = max_frame_bytes
         self._history_size = history_size
         self.metrics = metrics
-        self.rooms: RoomRegistry[Connection] = RoomRegistry(max_rooms)
+        self.rooms: RoomRegistry[Member] = RoomRegistry(max_rooms)
         # Server-Sent Events listeners: they share the room subscriptions of the members.
         self.streams = StreamHub(history_size, self.rooms.has_room, metrics.event_streams_open.set)
         self.broker: Broker | None = None
-        self.outbox: Outbox | None = None
+        self.outbox: Delivery | None = None
         # room -> joining connection -> live events held until its join completes
-        self._catch_ups: dict[str, dict[Connection, CatchUp]] = {}
+        self._catch_ups: dict[str, dict[Member, CatchUp]] = {}
         # (connection, room) whose user_joined was sent to the broker, though not yet live
-        self._announced: set[tuple[Connection, str]] = set()
+        self._announced: set[tuple[Member, str]] = set()
         # (connection, room) whose join reply is in but whose user_joined has not come back yet
-        self._marker_waiters: dict[tuple[Connection, str], asyncio.Future[None]] = {}
+        self._marker_waiters: dict[tuple[Member, str], asyncio.Future[None]] = {}
         self._marker_timeout = marker_timeout
         self._received = {
             kind: metrics.frames_received.labels(kind) for kind in protocol.COMMAND_TYPES
@@ -78,19 +78,19 @@ class Node:
             for kind in ("message", "typing", "user_joined", "user_left")
         }
 
-    def attach(self, broker: Broker, outbox: Outbox) -> None:
+    def attach(self, broker: Broker, outbox: Delivery) -> None:
         self.broker = broker
         self.outbox = outbox
         self.streams.attach(broker, outbox)
 
     # Transport callbacks
 
-    def on_open(self, conn: Connection) -> None:
+    def on_open(self, conn: Member) -> None:
         conn.message_rate = RateLimiter(*self._message_rate)
         conn.typing_rate = RateLimiter(*self._typing_rate)
         conn.send(protocol.welcome(self.node_id, conn.id, self._max_rooms, self._max_frame_bytes))
 
-    def on_text(self, conn: Connection, text: str) -> Awaitable[None] | None:
+    def on_text(self, conn: Member, text: str) -> Awaitable[None] | None:
         try:
             command = protocol.parse_command(text)
             if isinstance(command, Message):
@@ -117,7 +117,7 @@ class Node:
             self._reject(conn, exc.code, exc.reason, exc.room, exc.request_id)
         return None
 
-    def on_close(self, conn: Connection) -> None:
+    def on_close(self, conn: Member) -> None:
         for room in self.rooms.rooms_of(conn):
             # A join still in its round trip is announced (and so must be retracted) only once
             # its script was sent; Redis runs that script before this leave's.
@@ -135,7 +135,7 @@ class Node:
             if last_local:
                 self._unsubscribe(room)
 
-    def on_rejected(self, conn: Connection, code: str) -> None:
+    def on_rejected(self, conn: Member, code: str) -> None:
         self.metrics.frames_rejected.labels(code).inc()
 
     def resync_presence(self) -> None:
@@ -179,7 +179,7 @@ class Node:
 
     # Commands
 
-    async def _join(self, conn: Connection, command: Join) -> None:
+    async def _join(self, conn: Member, command: Join) -> None:
         room = command.room
         if conn.closed:
             return
@@ -232,7 +232,7 @@ class Node:
             return
         self._send_join_result(conn, command, reply, catch_up)
 
-    async def _enter(self, conn: Connection, command: Join, catch_up: CatchUp) -> JoinReply:
+    async def _enter(self, conn: Member, command: Join, catch_up: CatchUp) -> JoinReply:
         """Subscribe, run the join script, and wait until the stream reaches our join point."""
         assert self.broker is not None
         room, username = command.room, command.username
@@ -258,7 +258,7 @@ class Node:
         return reply
 
     def _send_join_result(
-        self, conn: Connection, command: Join, reply: JoinReply, catch_up: CatchUp
+        self, conn: Member, command: Join, reply: JoinReply, catch_up: CatchUp
     ) -> None:
         room, username = command.room, command.username
         assert username is not None
@@ -284,7 +284,7 @@ class Node:
         for event in events:
             conn.send(event)
 
-    def _leave(self, conn: Connection, command: Leave) -> None:
+    def _leave(self, conn: Member, command: Leave) -> None:
         room = self._target_room(conn, command.room, command.request_id)
         username = self.rooms.username(conn, room)
         assert username is not None
@@ -293,7 +293,7 @@ class Node:
         conn.send(protocol.left(room, command.request_id))
         self._announce_leave(room, conn.id, username)
 
-    def _message(self, conn: Connection, command: Message) -> None:
+    def _message(self, conn: Member, command: Message) -> None:
         request_id = command.request_id
         room = self._target_room(conn, command.room, request_id)
         if conn.message_rate is not None and not conn.message_rate.allow():
@@ -312,7 +312,7 @@ class Node:
             None if request_id is None else Acknowledger(conn, room, request_id),
         )
 
-    def _typing(self, conn: Connection, command: Typing) -> None:
+    def _typing(self, conn: Member, command: Typing) -> None:
         room = self._target_room(conn, command.room, command.request_id)
         if conn.typing_rate is not None and not conn.typing_rate.allow():
             self._rate_limited(conn, "typing", room, command.request_id)
@@ -327,7 +327,7 @@ class Node:
         )
 
     async def _history(
-        self, conn: Connection, room: str, limit: int | None, request_id: protocol.RequestId
+        self, conn: Member, room: str, limit: int | None, request_id: protocol.RequestId
     ) -> None:
         assert self.broker is not None
         try:
@@ -338,7 +338,7 @@ class Node:
             return
         conn.send(protocol.history(room, reply.epoch, reply.offset, reply.messages, request_id))
 
-    async def _presence(self, conn: Connection, room: str, request_id: protocol.RequestId) -> None:
+    async def _presence(self, conn: Member, room: str, request_id: protocol.RequestId) -> None:
         assert self.broker is not None
         try:
             members = await self.broker.presence(room)
@@ -351,7 +351,7 @@ class Node:
     # Helpers
 
     def _target_room(
-        self, conn: Connection, room: str | None, request_id: protocol.RequestId = None
+        self, conn: Member, room: str | None, request_id: protocol.RequestId = None
     ) -> str:
         if room is None:
             current = self.rooms.current_room(conn)
@@ -363,7 +363,7 @@ class Node:
             raise ProtocolError(ErrorCode.NOT_JOINED, reason, room, request_id)
         return room
 
-    def _drop_catch_up(self, conn: Connection, room: str) -> None:
+    def _drop_catch_up(self, conn: Member, room: str) -> None:
         holders = self._catch_ups.get(room)
         if holders is not None:
             holders.pop(conn, None)
@@ -378,7 +378,7 @@ class Node:
         )
 
     def _rate_limited(
-        self, conn: Connection, kind: str, room: str, request_id: protocol.RequestId = None
+        self, conn: Member, kind: str, room: str, request_id: protocol.RequestId = None
     ) -> None:
         bucket = conn.message_rate if kind == "message" else conn.typing_rate
         if bucket is not None and bucket.flooding:
@@ -396,7 +396,7 @@ class Node:
 
     def _reject(
         self,
-        conn: Connection,
+        conn: Member,
         code: str,
         reason: str,
         room: str | None = None,
@@ -424,7 +424,7 @@ class FailureReporter:
     def __init__(
         self,
         node: Node,
-        conn: Connection,
+        conn: Member,
         kind: str,
         room: str,
         request_id: protocol.RequestId = None,
@@ -448,7 +448,7 @@ class Acknowledger:
 
     __slots__ = ("_conn", "_request_id", "_room")
 
-    def __init__(self, conn: Connection, room: str, request_id: protocol.RequestId) -> None:
+    def __init__(self, conn: Member, room: str, request_id: protocol.RequestId) -> None:
         self._conn, self._room, self._request_id = conn, room, request_id
 
     def __call__(self, epoch: str, offset: int) -> None:

@@ -10,14 +10,16 @@ import ipaddress
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qs
 
 import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from roomcast.protocol import USERNAME_PATTERN
+from roomcast.runtime.keys import load_public_key
+from roomcast.wire.protocol import USERNAME_PATTERN
+
+if TYPE_CHECKING:
+    from roomcast.runtime.config import Settings
 
 # Browsers cannot set Authorization on a WebSocket: the token comes as ?token=… or as an
 # offered subprotocol "roomcast.token.<jwt>" (next to "roomcast", which the server selects).
@@ -67,16 +69,10 @@ class TokenVerifier:
         if secret is not None:
             self._key, self._algorithms = secret, ["HS256"]
         else:
-            # Parsed once here, not on every handshake; the key type fixes the algorithm, so a
-            # token cannot pick a weaker one.
+            # Parsed once here, not on every handshake.
             assert public_key is not None
-            self._key = serialization.load_pem_public_key(public_key.encode())
-            if isinstance(self._key, rsa.RSAPublicKey):
-                self._algorithms = ["RS256"]
-            elif isinstance(self._key, ec.EllipticCurvePublicKey):
-                self._algorithms = ["ES256"]
-            else:
-                raise ValueError("the public key must be RSA (RS256) or EC P-256 (ES256)")
+            self._key, algorithm = load_public_key(public_key)
+            self._algorithms = [algorithm]
         self._audience = audience
         self._issuer = issuer
         self._leeway = leeway
@@ -230,3 +226,28 @@ class ProxyTrust:
                 self._verdicts.clear()  # bounded: forged X-Forwarded-For hops cannot grow it
             self._verdicts[address] = verdict
         return verdict
+
+
+@dataclass(frozen=True, slots=True)
+class AccessPolicy:
+    """Who may connect, built once by the composition root for the WebSocket and the HTTP side."""
+
+    verifier: TokenVerifier | None  # None in open mode (no secret, no key)
+    origins: OriginPolicy
+    proxies: ProxyTrust
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AccessPolicy:
+        verifier = (
+            TokenVerifier(
+                secret=settings.auth_secret,
+                public_key=settings.auth_public_key,
+                audience=settings.auth_audience,
+                issuer=settings.auth_issuer,
+            )
+            if settings.auth_enabled
+            else None
+        )
+        return cls(
+            verifier, OriginPolicy(settings.allowed_origins), ProxyTrust(settings.trusted_proxies)
+        )

@@ -1,0 +1,48 @@
+"""What the chat logic needs of a client connection and of the writer behind it.
+
+The WebSocket transport (:mod:`roomcast.net.transport`) implements both; the chat logic names only
+these protocols, so it never imports the layer that writes to sockets, and unit tests can hand it
+plain objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Protocol
+
+from roomcast.core.auth import Identity
+from roomcast.core.ratelimit import RateLimiter
+from roomcast.core.streams import Pusher
+
+
+class Member(Protocol):
+    """One client connection, as the chat logic uses it."""
+
+    id: str
+    closed: bool
+    identity: Identity | None  # from its token; None in open mode
+    message_rate: RateLimiter | None  # per-connection limits, set on open
+    typing_rate: RateLimiter | None
+    pending: list[bytes]  # frames queued for this loop turn's single write
+
+    def __hash__(self) -> int: ...  # members key the room registry
+
+    def send(self, payload: bytes) -> None:
+        """Queue one JSON event for this connection alone."""
+
+    def fail(self, code: int, reason: str) -> None:
+        """Close at once with a WebSocket close code."""
+
+    def write_pending(self) -> int:
+        """Write what is queued; the number of bytes written."""
+
+
+class Delivery(Pusher, Protocol):
+    """Frames to members and event streams, batched per connection, written once per loop turn."""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+
+    def fan_out(self, members: Iterable[Member], frame: bytes, exclude: str) -> None:
+        """The same frame object for every member but the one whose id is ``exclude``."""
