@@ -33,11 +33,15 @@ class Server:
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics(self.registry)
         self.node = Node(
-            settings.node_id, settings.max_rooms_per_connection, settings.max_frame_bytes,
-            self.metrics, settings.history_size, settings.redis_timeout,
+            settings.node_id,
+            settings.max_rooms_per_connection,
+            settings.max_frame_bytes,
+            self.metrics,
+            settings.history_size,
+            settings.redis_timeout,
             message_rate=(settings.message_rate_per_second, settings.message_rate_burst),
             typing_rate=(settings.typing_rate_per_second, settings.typing_rate_burst),
-        )  # fmt: skip
+        )
         # This process's identity: prefixes its connection ids and names it in Redis presence,
         # so a restarted node (same node id) is never mistaken for its dead predecessor.
         self.instance = f"{settings.node_id}-{os.urandom(3).hex()}"
@@ -114,9 +118,15 @@ class Server:
             service, self.node.streams, self.settings, self.metrics, policy.proxies, outbox, loop
         )
         self._ws = WebSocketServer(
-            self.node, self.settings, self.metrics, loop, self.instance,
-            policy=policy, outbox=outbox, http=self._api,
-        )  # fmt: skip
+            self.node,
+            self.settings,
+            self.metrics,
+            loop,
+            self.instance,
+            policy=policy,
+            outbox=outbox,
+            http=self._api,
+        )
         self._api.start()
         await self.broker.start()
         self.metrics_port = await self._http.start(
@@ -165,7 +175,18 @@ async def serve(settings: Settings) -> None:
     # After start-up, so modules, settings and the metrics registry are frozen out of GC passes.
     tune_collector(settings.gc_threshold)
     loop = asyncio.get_running_loop()
+    drains: list[asyncio.Task[None]] = []  # a reference, so the drain task cannot be collected
+
+    def on_signal(sig: signal.Signals) -> None:
+        if drains:
+            # A second signal: the operator does not want to wait for the drain.
+            log.warning("second signal during the drain: exiting now", extra={"signal": sig.name})
+            os._exit(128 + sig)
+        drains.append(loop.create_task(server.drain(), name="drain"))
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.drain()))
+        loop.add_signal_handler(sig, on_signal, sig)
     await server.stopped.wait()
+    if drains:
+        await drains[0]  # re-raises what the drain failed with, instead of losing it
     log.info("stopped")

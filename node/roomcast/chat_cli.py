@@ -56,27 +56,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default=DEFAULT_URL, help=f"WebSocket URL (default {DEFAULT_URL})")
     parser.add_argument("--room", default="general", help="room to join (default general)")
     parser.add_argument(
-        "--name", default=os.environ.get("USER") or "guest",
+        "--name",
+        default=os.environ.get("USER") or "guest",
         help="your username (default $USER); with tokens, the token's name wins",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--token", default=os.environ.get("ROOMCAST_TOKEN"),
+        "--token",
+        default=os.environ.get("ROOMCAST_TOKEN"),
         help="connection token (default: $ROOMCAST_TOKEN); see `roomcast token`",
-    )  # fmt: skip
+    )
     parser.add_argument("--send", metavar="TEXT", help="send TEXT, wait for its delivery, exit")
     parser.add_argument(
-        "--timeout", type=float, default=10.0,
+        "--timeout",
+        type=float,
+        default=10.0,
         help="seconds --send waits for connection and delivery (default 10)",
-    )  # fmt: skip
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         client = RoomcastClient(
-            args.url, args.name, token=args.token, rooms=[args.room],
+            args.url,
+            args.name,
+            token=args.token,
+            rooms=[args.room],
             # One-shot: a couple of quick retries, then a clear failure instead of waiting.
-            backoff=Backoff(0.2, 2.0), max_attempts=2 if args.send is not None else None,
-        )  # fmt: skip
+            backoff=Backoff(0.2, 2.0),
+            max_attempts=2 if args.send is not None else None,
+        )
     except ValueError as exc:
         print(f"roomcast chat: {exc}", file=sys.stderr)
         return 2

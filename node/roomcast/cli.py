@@ -44,9 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("subject", help="the user id (the token's sub)")
     token.add_argument("--name", help="display name, the username in rooms (default: subject)")
     token.add_argument(
-        "--room", action="append", dest="rooms", metavar="PATTERN",
+        "--room",
+        action="append",
+        dest="rooms",
+        metavar="PATTERN",
         help="a room (or pattern like 'team-*') the user may join; repeat; default: any",
-    )  # fmt: skip
+    )
     token.add_argument("--ttl", type=float, default=3600.0, help="seconds of validity")
     from roomcast import chat_cli
 
@@ -73,8 +76,13 @@ def _issue_token(subject: str, name: str | None, rooms: list[str] | None, ttl: f
         return 2
     print(
         issue_token(
-            settings.auth_secret, subject, name=name, rooms=rooms, ttl=ttl,
-            audience=settings.auth_audience, issuer=settings.auth_issuer,
+            settings.auth_secret,
+            subject,
+            name=name,
+            rooms=rooms,
+            ttl=ttl,
+            audience=settings.auth_audience,
+            issuer=settings.auth_issuer,
         )
-    )  # fmt: skip
+    )
     return 0

@@ -251,16 +251,23 @@ class LocalCluster:
             "redis",
             [
                 find_binary("redis-server"),
-                "--port", str(self.redis_port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", str(self.workdir),
-                "--daemonize", "no",
-                "--loglevel", "notice",
+                "--port",
+                str(self.redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+                "--daemonize",
+                "no",
+                "--loglevel",
+                "notice",
                 *(["--requirepass", self.redis_password] if self.redis_password else []),
             ],
-        )  # fmt: skip
+        )
         self.redis.wait_for_line(lambda line: "Ready to accept connections" in line, 20)
         return self.redis
 
@@ -383,9 +390,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument(
-        "--port", type=int, default=int(os.environ.get("ROOMCAST_LB_PORT", "8080")),
+        "--port",
+        type=int,
+        default=int(os.environ.get("ROOMCAST_LB_PORT", "8080")),
         help="nginx port on 127.0.0.1 (default 8080, or ROOMCAST_LB_PORT)",
-    )  # fmt: skip
+    )
     parser.add_argument("--no-redis", action="store_true", help="single node, in-memory broker")
     args = parser.parse_args(argv)
     nodes = 1 if args.no_redis else args.nodes

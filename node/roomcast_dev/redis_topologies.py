@@ -100,14 +100,21 @@ def _start_server(
 
 def _common_args(port: int, workdir: Path) -> list[str]:
     return [
-        "--port", str(port),
-        "--bind", "127.0.0.1",
-        "--save", "",
-        "--appendonly", "no",
-        "--dir", str(workdir),
-        "--daemonize", "no",
-        "--loglevel", "notice",
-    ]  # fmt: skip
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(workdir),
+        "--daemonize",
+        "no",
+        "--loglevel",
+        "notice",
+    ]
 
 
 class RedisClusterTopology:
@@ -151,15 +158,21 @@ class RedisClusterTopology:
             directory,
             [
                 *_common_args(port, directory),
-                "--cluster-enabled", "yes",
-                "--cluster-port", str(bus),
-                "--cluster-config-file", str(directory / "nodes.conf"),
-                "--cluster-node-timeout", str(self.node_timeout_ms),
-                "--cluster-require-full-coverage", "no",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-port",
+                str(bus),
+                "--cluster-config-file",
+                str(directory / "nodes.conf"),
+                "--cluster-node-timeout",
+                str(self.node_timeout_ms),
+                "--cluster-require-full-coverage",
+                "no",
                 # Loopback replicas are never far behind: let any of them take over.
-                "--cluster-replica-validity-factor", "0",
+                "--cluster-replica-validity-factor",
+                "0",
             ],
-        )  # fmt: skip
+        )
         server = RedisServer(f"cluster-{index}", port, process)
         self.servers.append(server)
         self._bus_ports[port] = bus
@@ -172,11 +185,19 @@ class RedisClusterTopology:
         addresses = [f"127.0.0.1:{server.port}" for server in self.servers]
         result = subprocess.run(
             [
-                find_binary("redis-cli"), "--cluster", "create", *addresses,
-                "--cluster-replicas", str(self.replica_count), "--cluster-yes",
+                find_binary("redis-cli"),
+                "--cluster",
+                "create",
+                *addresses,
+                "--cluster-replicas",
+                str(self.replica_count),
+                "--cluster-yes",
             ],
-            capture_output=True, text=True, timeout=60 * timeout_factor(), check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=60 * timeout_factor(),
+            check=False,
+        )
         if result.returncode != 0:
             raise ClusterError(
                 f"redis-cli --cluster create failed:\n{result.stdout}\n{result.stderr}"
@@ -312,9 +333,15 @@ class SlotMigration:
         chosen = self.keys_left() if keys is None else keys
         if chosen:
             self.source.run(
-                "MIGRATE", "127.0.0.1", str(self.target.port), "", "0",
-                str(int(5000 * timeout_factor())), "KEYS", *chosen,
-            )  # fmt: skip
+                "MIGRATE",
+                "127.0.0.1",
+                str(self.target.port),
+                "",
+                "0",
+                str(int(5000 * timeout_factor())),
+                "KEYS",
+                *chosen,
+            )
         return len(chosen)
 
     def finish(self, timeout: float = 30) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -135,3 +136,31 @@ def _is_zombie(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
     except FileNotFoundError:
         return True
+
+
+def _stuck_websocket(port: int) -> socket.socket:
+    """A client that completes the handshake and then never reads: the drain waits for it."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=scaled(5))
+    sock.sendall(
+        b"GET /chat HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    assert sock.recv(4096).startswith(b"HTTP/1.1 101")
+    return sock
+
+
+def test_a_second_signal_ends_a_drain_at_once() -> None:
+    # A drain that would take a minute: the operator's second Ctrl-C / SIGTERM must not wait.
+    env = {"ROOMCAST_DRAIN_TIMEOUT": "60"}
+    with LocalCluster(1, redis=False, nginx=False, node_env=env) as cluster:
+        process = cluster.nodes[0].process
+        stuck = _stuck_websocket(cluster.nodes[0].port)
+        try:
+            process.signal(signal.SIGTERM)
+            process.wait_for_line(lambda line: '"event":"draining"' in line, timeout=10)
+            assert process.alive()  # still draining: the stuck client has not closed
+            process.signal(signal.SIGTERM)
+            assert process.popen.wait(scaled(10)) == 128 + signal.SIGTERM
+        finally:
+            stuck.close()
+    assert any("second signal" in line for line in process.lines)

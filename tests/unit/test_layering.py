@@ -41,7 +41,7 @@ def all_modules() -> dict[str, Path]:
 
 
 def imports_of(name: str, path: Path, known: set[str]) -> Iterator[str]:
-    """First-party modules imported anywhere in the file, resolved to a module (not a name in it)."""
+    """First-party modules imported anywhere in the file (a module, never a name in one)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
@@ -51,8 +51,10 @@ def imports_of(name: str, path: Path, known: set[str]) -> Iterator[str]:
             if node.level:
                 anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
                 base = f"{anchor}.{base}" if base else anchor
-            # `from roomcast.wire import protocol` imports a module; `from x import name` the module x.
-            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
+            # `from roomcast.wire import protocol` imports a module; `from m import name`, m.
+            targets = [
+                f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names
+            ]
         else:
             continue
         for target in targets:

@@ -350,9 +350,11 @@ class RedisClusterBroker(RedisBroker):
             try:
                 # Redirections included: a MOVED answer is re-sent after one map refresh.
                 reply = await within(
-                    loop, call.future, max(0.0, deadline - loop.time()),
+                    loop,
+                    call.future,
+                    max(0.0, deadline - loop.time()),
                     "redis did not answer in time",
-                )  # fmt: skip
+                )
             except _TryAgain:
                 if loop.time() + _TRYAGAIN_DELAY > deadline:
                     raise

@@ -44,13 +44,16 @@ from roomcast.client.events import (
 from roomcast.client.link import Link, RoomState
 from roomcast.client.outgoing import Outgoing, SendBook
 from roomcast.client.waiters import Requests
+from roomcast.wire.codes import FATAL_CLOSE_CODES, CloseCode, ErrorCode
 
-# The server's answer to a fault of ours: reconnecting would only repeat it.
-FATAL_CLOSE_CODES: Final = frozenset({1003, 1007, 1008, 1009})
+# The server's answer to a fault of ours (FATAL_CLOSE_CODES, from roomcast.wire.codes, and these
+# handshake statuses): reconnecting would only repeat it.
 FATAL_HTTP_STATUSES: Final = frozenset({401, 403})
-ABNORMAL_CLOSURE: Final = 1006
+ABNORMAL_CLOSURE: Final = CloseCode.ABNORMAL
 # Errors about a join frame's fields, which the server sends without a room.
-_JOIN_FIELD_ERRORS: Final = frozenset({"invalid_room", "invalid_username", "invalid_since"})
+_JOIN_FIELD_ERRORS: Final = frozenset(
+    {ErrorCode.INVALID_ROOM, ErrorCode.INVALID_USERNAME, ErrorCode.INVALID_SINCE}
+)
 
 log = logging.getLogger("roomcast.client")
 
@@ -399,7 +402,7 @@ class RoomcastClient:
         except ConnectionClosed as exc:
             return _close_of(exc)
         except TimeoutError:
-            await ws.close(1002, "no welcome")
+            await ws.close(CloseCode.PROTOCOL_ERROR, "no welcome")
             return ABNORMAL_CLOSURE, "no welcome from the server"
         finally:
             self._drop_link(link)
@@ -516,9 +519,9 @@ class RoomcastClient:
             return False
         self._emit(error)
         state.join_sent_on = None
-        if error.code == "unavailable":
+        if error.code == ErrorCode.UNAVAILABLE:
             # Redis is down for that node: try again later, from another connection.
-            closing = asyncio.create_task(link.ws.close(1000, "rejoin later"))
+            closing = asyncio.create_task(link.ws.close(CloseCode.NORMAL, "rejoin later"))
             self._background.add(closing)
             closing.add_done_callback(self._background.discard)
             return True

@@ -254,18 +254,26 @@ def _opt_bool(data: Mapping[str, Any], key: str) -> bool | None:
 
 def _chat_message(data: Mapping[str, Any]) -> ChatMessage:
     return ChatMessage(
-        _str(data, "room"), _str(data, "username"), _str(data, "text"),
-        _int(data, "timestamp"), _int(data, "offset"), _str(data, "epoch"),
-    )  # fmt: skip
+        _str(data, "room"),
+        _str(data, "username"),
+        _str(data, "text"),
+        _int(data, "timestamp"),
+        _int(data, "offset"),
+        _str(data, "epoch"),
+    )
 
 
 def _joined(data: Mapping[str, Any]) -> Joined:
     if data.get("already") is True:
         return Joined(_str(data, "room"), already=True)
     return Joined(
-        _str(data, "room"), _str(data, "username"), _str(data, "epoch"), _int(data, "offset"),
-        _opt_bool(data, "recovered"), _opt_str(data, "reason"),
-    )  # fmt: skip
+        _str(data, "room"),
+        _str(data, "username"),
+        _str(data, "epoch"),
+        _int(data, "offset"),
+        _opt_bool(data, "recovered"),
+        _opt_str(data, "reason"),
+    )
 
 
 def _members(data: Mapping[str, Any]) -> tuple[Member, ...]:
@@ -280,9 +288,11 @@ def _history(data: Mapping[str, Any]) -> History:
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
         raise _BadField("messages")
     return History(
-        _str(data, "room"), _str(data, "epoch"), _int(data, "offset"),
+        _str(data, "room"),
+        _str(data, "epoch"),
+        _int(data, "offset"),
         tuple(_chat_message(m) for m in messages),
-    )  # fmt: skip
+    )
 
 
 _PARSERS: Final[dict[str, Callable[[Mapping[str, Any]], ServerEvent]]] = {

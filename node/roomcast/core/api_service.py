@@ -20,6 +20,7 @@ from roomcast.core.auth import AccessPolicy, AuthError, Identity, token_from_req
 from roomcast.core.ratelimit import RateLimiter
 from roomcast.wire import api, envelope, protocol, sse
 from roomcast.wire.api import ApiError, Endpoint, Route
+from roomcast.wire.codes import ErrorCode
 from roomcast.wire.openapi import document
 
 if TYPE_CHECKING:
@@ -87,17 +88,17 @@ class ApiService:
         if route.endpoint is Endpoint.OPENAPI:
             return Reply(200, api.json_body(document()))
         if not self._origins.allows(request.headers.get("origin")):
-            raise ApiError(403, "origin", "origin not allowed")
+            raise ApiError(403, ErrorCode.ORIGIN, "origin not allowed")
         caller = self._authenticate(request)
         self._limit(caller)
         room = route.room
         assert room is not None
         if caller.identity is not None and not caller.identity.may_join(room):
-            raise ApiError(403, protocol.ErrorCode.FORBIDDEN, f"your token does not allow {room!r}")
+            raise ApiError(403, ErrorCode.FORBIDDEN, f"your token does not allow {room!r}")
         if route.endpoint is Endpoint.EVENTS:
             return self._open_stream(route, request)
         if not self._node_ready():
-            raise ApiError(503, protocol.ErrorCode.UNAVAILABLE, "the broker is unavailable")
+            raise ApiError(503, ErrorCode.UNAVAILABLE, "the broker is unavailable")
         try:
             if route.endpoint is Endpoint.POST_MESSAGE:
                 return await self._post(room, caller, request)
@@ -111,14 +112,14 @@ class ApiService:
             )
         except BrokerUnavailable as exc:
             reason = f"broker unavailable: {exc}"
-            raise ApiError(503, protocol.ErrorCode.UNAVAILABLE, reason) from None
+            raise ApiError(503, ErrorCode.UNAVAILABLE, reason) from None
 
     async def _post(self, room: str, caller: Caller, request: ApiRequest) -> Reply:
         posted = api.parse_posted_message(request.headers.get("content-type"), request.body)
         if caller.identity is not None:
             username = caller.identity.name  # a user token names its author
         elif posted.username is None:
-            raise ApiError(400, protocol.ErrorCode.INVALID_USERNAME, "'username' is required")
+            raise ApiError(400, ErrorCode.INVALID_USERNAME, "'username' is required")
         else:
             username = posted.username
         now = time.time()
@@ -135,12 +136,12 @@ class ApiService:
         raw = request.headers.get("last-event-id") or route.query_value("since")
         since = sse.parse_last_event_id(raw)
         if raw is not None and since is None:
-            raise ApiError(400, protocol.ErrorCode.INVALID_SINCE, "Last-Event-ID must be an offset")
+            raise ApiError(400, ErrorCode.INVALID_SINCE, "Last-Event-ID must be an offset")
         epoch = route.query_value("epoch")
         if epoch is not None and not 1 <= len(epoch) <= 64:
-            raise ApiError(400, protocol.ErrorCode.INVALID_SINCE, "epoch must be 1-64 characters")
+            raise ApiError(400, ErrorCode.INVALID_SINCE, "epoch must be 1-64 characters")
         if not self._node_ready():
-            raise ApiError(503, protocol.ErrorCode.UNAVAILABLE, "the broker is unavailable")
+            raise ApiError(503, ErrorCode.UNAVAILABLE, "the broker is unavailable")
         return OpenStream(route.room, since, epoch)
 
     def _authenticate(self, request: ApiRequest) -> Caller:
@@ -150,7 +151,7 @@ class ApiService:
         if credential is None:
             raise ApiError(
                 401,
-                "token_missing",
+                ErrorCode.TOKEN_MISSING,
                 "send an API key or a token (Authorization: Bearer …)",
                 (("WWW-Authenticate", 'Bearer realm="roomcast"'),),
             )
@@ -159,7 +160,7 @@ class ApiService:
             if hmac.compare_digest(encoded, key):
                 return Caller(f"key:{index}", None)
         if self._verifier is None:
-            raise ApiError(401, "api_key_invalid", "unknown API key")
+            raise ApiError(401, ErrorCode.API_KEY_INVALID, "unknown API key")
         try:
             identity = self._verifier.verify(credential)
         except AuthError as exc:
@@ -181,7 +182,7 @@ class ApiService:
             retry_after = max(1, round(1 / self._settings.api_rate_per_second))
             raise ApiError(
                 429,
-                protocol.ErrorCode.RATE_LIMITED,
+                ErrorCode.RATE_LIMITED,
                 "too many requests; slow down",
                 (("Retry-After", str(retry_after)),),
             )

@@ -16,6 +16,7 @@ from urllib.parse import parse_qs
 import jwt
 
 from roomcast.runtime.keys import load_public_key
+from roomcast.wire.codes import ErrorCode
 from roomcast.wire.protocol import USERNAME_PATTERN
 
 if TYPE_CHECKING:
@@ -89,19 +90,25 @@ class TokenVerifier:
                 options={"require": ["exp", "sub"], "verify_aud": self._audience is not None},
             )
         except jwt.ExpiredSignatureError:
-            raise AuthError(401, "token_expired", "token expired") from None
+            raise AuthError(401, ErrorCode.TOKEN_EXPIRED, "token expired") from None
         except jwt.ImmatureSignatureError:
-            raise AuthError(401, "token_not_yet_valid", "token not valid yet (nbf/iat)") from None
+            raise AuthError(
+                401, ErrorCode.TOKEN_NOT_YET_VALID, "token not valid yet (nbf/iat)"
+            ) from None
         except jwt.InvalidAudienceError:
-            raise AuthError(401, "token_audience", "token is for another audience") from None
+            raise AuthError(
+                401, ErrorCode.TOKEN_AUDIENCE, "token is for another audience"
+            ) from None
         except jwt.InvalidIssuerError:
-            raise AuthError(401, "token_issuer", "token from another issuer") from None
+            raise AuthError(401, ErrorCode.TOKEN_ISSUER, "token from another issuer") from None
         except jwt.InvalidSignatureError:
-            raise AuthError(401, "token_signature", "token signature is invalid") from None
+            raise AuthError(401, ErrorCode.TOKEN_SIGNATURE, "token signature is invalid") from None
         except jwt.PyJWTError:
-            raise AuthError(401, "token_invalid", "token is malformed or incomplete") from None
+            raise AuthError(
+                401, ErrorCode.TOKEN_INVALID, "token is malformed or incomplete"
+            ) from None
         except (ValueError, TypeError):
-            raise AuthError(401, "token_invalid", "token is malformed") from None
+            raise AuthError(401, ErrorCode.TOKEN_INVALID, "token is malformed") from None
         return _identity(claims)
 
 
@@ -109,14 +116,14 @@ def _identity(claims: dict[str, Any]) -> Identity:
     subject = claims.get("sub")
     name = claims.get("name", subject)
     if not isinstance(subject, str) or not isinstance(name, str):
-        raise AuthError(401, "token_invalid", "'sub' and 'name' must be strings")
+        raise AuthError(401, ErrorCode.TOKEN_INVALID, "'sub' and 'name' must be strings")
     if USERNAME_PATTERN.fullmatch(name) is None or not name.strip():
-        raise AuthError(403, "token_name", "the token's name is not a valid username")
+        raise AuthError(403, ErrorCode.TOKEN_NAME, "the token's name is not a valid username")
     rooms = claims.get("rooms")
     if rooms is not None and (
         not isinstance(rooms, list) or not all(isinstance(r, str) and r for r in rooms)
     ):
-        raise AuthError(401, "token_invalid", "'rooms' must be a list of room patterns")
+        raise AuthError(401, ErrorCode.TOKEN_INVALID, "'rooms' must be a list of room patterns")
     return Identity(subject, name, tuple(rooms) if rooms is not None else None)
 
 

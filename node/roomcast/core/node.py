@@ -18,9 +18,9 @@ from roomcast.core.rooms import RoomRegistry, TooManyRoomsError
 from roomcast.core.streams import StreamHub
 from roomcast.runtime.metrics import Metrics
 from roomcast.wire import envelope, protocol
+from roomcast.wire.codes import CloseCode, ErrorCode, RecoveryStatus
 from roomcast.wire.framing import text_frame
 from roomcast.wire.protocol import (
-    ErrorCode,
     History,
     Join,
     Leave,
@@ -266,7 +266,7 @@ class Node:
         events = catch_up.finish(reply)
         if catch_up.overflowed:
             # Part of the stream was not held: say so, and send none of it (the client reloads).
-            status, events = "overloaded", []
+            status, events = RecoveryStatus.OVERLOADED, []
         request_id = command.request_id
         if command.since is None:
             conn.send(
@@ -274,13 +274,18 @@ class Node:
             )
         else:
             recovered = status == RECOVERED
-            self.metrics.recoveries.labels("recovered" if recovered else status).inc()
+            self.metrics.recoveries.labels(status).inc()
             conn.send(
                 protocol.joined(
-                    room, username, reply.epoch, reply.offset, recovered,
-                    None if recovered or status == NOT_REQUESTED else status, request_id,
+                    room,
+                    username,
+                    reply.epoch,
+                    reply.offset,
+                    recovered,
+                    None if recovered or status == NOT_REQUESTED else status,
+                    request_id,
                 )
-            )  # fmt: skip
+            )
         for event in events:
             conn.send(event)
 
@@ -383,7 +388,7 @@ class Node:
         bucket = conn.message_rate if kind == "message" else conn.typing_rate
         if bucket is not None and bucket.flooding:
             self.metrics.frames_rejected.labels(ErrorCode.FLOOD).inc()
-            conn.fail(1008, f"flood: too many {kind} frames")
+            conn.fail(CloseCode.POLICY_VIOLATION, f"flood: too many {kind} frames")
             return
         reason = f"too many {kind} frames; slow down"
         self._reject(conn, ErrorCode.RATE_LIMITED, reason, room, request_id)

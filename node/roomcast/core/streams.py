@@ -17,8 +17,9 @@ import orjson
 
 from roomcast.broker import Broker
 from roomcast.wire import api, sse
+from roomcast.wire.codes import RecoveryStatus
 from roomcast.wire.envelope import Envelope
-from roomcast.wire.recovery import EPOCH_CHANGED, RECOVERED, TOO_OLD
+from roomcast.wire.recovery import EPOCH_CHANGED, NOT_REQUESTED, RECOVERED, TOO_OLD
 
 # Live events held for one opening stream during its history round trip.
 BUFFER_LIMIT: Final = 10_000
@@ -50,7 +51,7 @@ class _Opening:
 class StreamStart:
     epoch: str
     offset: int
-    status: str  # RECOVERED, EPOCH_CHANGED, TOO_OLD, or "live" (no resume asked)
+    status: RecoveryStatus | None  # None: the stream closed before it opened
     sent: int  # events sent before going live
 
 
@@ -120,16 +121,16 @@ class StreamHub:
             self.close(sink, room)
             raise
         if not self._drop_opening(sink, room):
-            return StreamStart(reply.epoch, reply.offset, "closed", 0)  # closed meanwhile
+            return StreamStart(reply.epoch, reply.offset, None, 0)  # closed meanwhile
         if sink.closed:
             self._count -= 1
             self._on_streams_changed(self._count)
             self._release(room)
-            return StreamStart(reply.epoch, reply.offset, "closed", 0)
+            return StreamStart(reply.epoch, reply.offset, None, 0)
         latest = reply.offset
         missed: list[tuple[int, bytes]] = []
         if since is None:
-            status = "live"
+            status = NOT_REQUESTED
         elif (epoch is not None and epoch != reply.epoch) or since > latest:
             status = EPOCH_CHANGED
         else:
@@ -141,7 +142,7 @@ class StreamHub:
                 missed = []
         if opening.overflowed:
             # The room outran the buffer during one round trip: say so rather than skip events.
-            status, missed = "overloaded", []
+            status, missed = RecoveryStatus.OVERLOADED, []
         recovered = None if since is None else status == RECOVERED
         reason = None if since is None or status == RECOVERED else status
         push = self.outbox.push

@@ -21,8 +21,9 @@ import h11
 from roomcast.broker import BrokerUnavailable
 from roomcast.core.api_service import ApiRequest, ApiService, OpenStream, Reply
 from roomcast.core.streams import StreamHub
-from roomcast.wire import api, protocol, sse
+from roomcast.wire import api, sse
 from roomcast.wire.api import MAX_HEAD_BYTES, ApiError
+from roomcast.wire.codes import ErrorCode
 
 if TYPE_CHECKING:
     from roomcast.core.auth import ProxyTrust
@@ -246,14 +247,14 @@ class HttpConnection(asyncio.Protocol):
             with contextlib.suppress(ApiError):  # answered as an error below
                 endpoint = api.route(request.method, request.target).endpoint.value
             if self._server.draining:
-                raise ApiError(503, protocol.ErrorCode.UNAVAILABLE, "node shutting down")
+                raise ApiError(503, ErrorCode.UNAVAILABLE, "node shutting down")
             answer = await self._server.service.handle(request)
         except ApiError as exc:
             self._reply(endpoint, Reply(exc.status, exc.body(), exc.headers), request.method)
             return
         except Exception:
             log.exception("API request failed", extra={"endpoint": endpoint})
-            error = ApiError(500, "internal_error", "internal error")
+            error = ApiError(500, ErrorCode.INTERNAL_ERROR, "internal error")
             self._reply(endpoint, Reply(500, error.body()), request.method)
             return
         if isinstance(answer, OpenStream):
@@ -306,7 +307,7 @@ class HttpConnection(asyncio.Protocol):
             await self._server.hub.open(self, plan.room, plan.since, plan.epoch)
         except BrokerUnavailable as exc:
             failure = api.json_body(
-                {"type": "error", "code": protocol.ErrorCode.UNAVAILABLE, "reason": str(exc)}
+                {"type": "error", "code": ErrorCode.UNAVAILABLE, "reason": str(exc)}
             )
             self._stream_room = None
             self._write(self._h11.send(h11.Data(data=sse.event(failure))))
@@ -332,7 +333,7 @@ class HttpConnection(asyncio.Protocol):
         status = exc.error_status_hint
         if status == 400 and "too long" in str(exc).lower():
             status = 431
-        self._reject_early(ApiError(status, "invalid_request", f"malformed request: {exc}"))
+        self._reject_early(ApiError(status, ErrorCode.INVALID_REQUEST, f"malformed request: {exc}"))
 
     def _reject_early(self, error: ApiError) -> None:
         """Answer and close without reading the rest (bad framing, body too large)."""
@@ -390,7 +391,7 @@ def _reason(status: int) -> bytes:
 
 
 def _too_large(limit: int) -> ApiError:
-    return ApiError(413, protocol.ErrorCode.FRAME_TOO_BIG, f"body larger than {limit} bytes")
+    return ApiError(413, ErrorCode.FRAME_TOO_BIG, f"body larger than {limit} bytes")
 
 
 def _log_failure(task: asyncio.Future[None]) -> None:

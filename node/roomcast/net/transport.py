@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Final, Protocol, cast
 
 from websockets.exceptions import PayloadTooBig
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
-from websockets.frames import CloseCode, Frame, Opcode
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
@@ -34,8 +34,9 @@ from roomcast.core.auth import (
 )
 from roomcast.core.members import Member
 from roomcast.core.ratelimit import RateLimiter
+from roomcast.wire.codes import CloseCode, ErrorCode
 from roomcast.wire.framing import frame_payload, text_frame
-from roomcast.wire.protocol import ErrorCode, error
+from roomcast.wire.protocol import error
 
 if TYPE_CHECKING:
     from roomcast.runtime.config import Settings
@@ -571,7 +572,7 @@ class WebSocketServer:
     def admit(self, request: Request) -> Identity | None:
         """Origin, then token; raises AuthError, so nothing is opened for a refused client."""
         if not self.origins.allows(request.headers.get("Origin")):
-            raise AuthError(403, "origin", "origin not allowed")
+            raise AuthError(403, ErrorCode.ORIGIN, "origin not allowed")
         if self.verifier is None:
             return None
         offered = [
@@ -581,7 +582,9 @@ class WebSocketServer:
         ]
         token = token_from_request(request.path, offered)
         if token is None:
-            raise AuthError(401, "token_missing", "a token is required (?token= or subprotocol)")
+            raise AuthError(
+                401, ErrorCode.TOKEN_MISSING, "a token is required (?token= or subprotocol)"
+            )
         return self.verifier.verify(token)
 
     def _new_connection(self) -> Connection:

@@ -330,8 +330,12 @@ _PARSERS: dict[str, Callable[[str, str], object]] = {
 ENV_PREFIX = "ROOMCAST_"
 # Secrets may come from files instead (Docker/Kubernetes secrets): ROOMCAST_<NAME>_FILE.
 FILE_VARIABLES = (
-    "auth_secret", "auth_public_key", "redis_url", "api_keys", "redis_sentinel_password",
-)  # fmt: skip
+    "auth_secret",
+    "auth_public_key",
+    "redis_url",
+    "api_keys",
+    "redis_sentinel_password",
+)
 
 
 def env_name(field_name: str) -> str:

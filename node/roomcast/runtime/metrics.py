@@ -20,78 +20,102 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.connections_open = Gauge(
-            "roomcast_connections_open", "WebSocket connections open on this node",
+            "roomcast_connections_open",
+            "WebSocket connections open on this node",
             registry=registry,
-        )  # fmt: skip
+        )
         self.connections_accepted = Counter(
             "roomcast_connections_accepted", "WebSocket handshakes accepted", registry=registry
         )
         self.handshakes_rejected = Counter(
-            "roomcast_handshakes_rejected", "Handshakes refused, by HTTP status (or timeout)",
-            ["status"], registry=registry,
-        )  # fmt: skip
+            "roomcast_handshakes_rejected",
+            "Handshakes refused, by HTTP status (or timeout)",
+            ["status"],
+            registry=registry,
+        )
         self.auth_failures = Counter(
-            "roomcast_auth_failures", "Handshakes refused by origin or token checks, by code",
-            ["code"], registry=registry,
-        )  # fmt: skip
+            "roomcast_auth_failures",
+            "Handshakes refused by origin or token checks, by code",
+            ["code"],
+            registry=registry,
+        )
         self.rooms_local = Gauge(
-            "roomcast_rooms_local", "Rooms with at least one member on this node",
+            "roomcast_rooms_local",
+            "Rooms with at least one member on this node",
             registry=registry,
-        )  # fmt: skip
+        )
         self.frames_received = Counter(
-            "roomcast_frames_received", "Valid client frames, by type", ["type"],
+            "roomcast_frames_received",
+            "Valid client frames, by type",
+            ["type"],
             registry=registry,
-        )  # fmt: skip
+        )
         self.frames_rejected = Counter(
             "roomcast_frames_rejected",
-            "Rejected client input (error frame or close), by code", ["code"], registry=registry,
-        )  # fmt: skip
+            "Rejected client input (error frame or close), by code",
+            ["code"],
+            registry=registry,
+        )
         self.messages_published = Counter(
-            "roomcast_messages_published", "Room events published by this node", ["type"],
+            "roomcast_messages_published",
+            "Room events published by this node",
+            ["type"],
             registry=registry,
-        )  # fmt: skip
+        )
         self.publish_failures = Counter(
-            "roomcast_publish_failures", "Publications the broker could not take (sender told)",
+            "roomcast_publish_failures",
+            "Publications the broker could not take (sender told)",
             registry=registry,
-        )  # fmt: skip
+        )
         self.deliveries = Counter(
             "roomcast_deliveries", "Frames written to local client sockets", registry=registry
         )
         self.fanout_latency = Histogram(
             "roomcast_fanout_latency_seconds",
             "From the origin node accepting an event to this node writing it to its sockets",
-            buckets=FANOUT_LATENCY_BUCKETS, registry=registry,
-        )  # fmt: skip
+            buckets=FANOUT_LATENCY_BUCKETS,
+            registry=registry,
+        )
         self.slow_consumer_drops = Counter(
-            "roomcast_slow_consumer_drops", "Clients closed because they did not read",
+            "roomcast_slow_consumer_drops",
+            "Clients closed because they did not read",
             registry=registry,
-        )  # fmt: skip
+        )
         self.dead_connections_reaped = Counter(
-            "roomcast_dead_connections_reaped", "Connections closed for missing pongs",
+            "roomcast_dead_connections_reaped",
+            "Connections closed for missing pongs",
             registry=registry,
-        )  # fmt: skip
+        )
         self.redis_connected = Gauge(
-            "roomcast_redis_connected", "1 when both Redis links are up (cluster mode)",
+            "roomcast_redis_connected",
+            "1 when both Redis links are up (cluster mode)",
             registry=registry,
-        )  # fmt: skip
+        )
         self.redis_reconnects = Counter(
-            "roomcast_redis_reconnects", "Redis link losses followed by reconnect attempts",
+            "roomcast_redis_reconnects",
+            "Redis link losses followed by reconnect attempts",
             registry=registry,
-        )  # fmt: skip
+        )
         self.broker_bad_payloads = Counter(
-            "roomcast_broker_bad_payloads", "Payloads on room channels no roomcast node wrote",
+            "roomcast_broker_bad_payloads",
+            "Payloads on room channels no roomcast node wrote",
             registry=registry,
-        )  # fmt: skip
+        )
         self.recoveries = Counter(
-            "roomcast_recoveries", "Joins with 'since', by outcome", ["outcome"],
+            "roomcast_recoveries",
+            "Joins with 'since', by outcome",
+            ["outcome"],
             registry=registry,
-        )  # fmt: skip
+        )
         self.api_requests = Counter(
-            "roomcast_api_requests", "HTTP API requests answered, by endpoint and status",
-            ["endpoint", "status"], registry=registry,
-        )  # fmt: skip
-        self.event_streams_open = Gauge(
-            "roomcast_event_streams_open", "Server-Sent Events streams open on this node",
+            "roomcast_api_requests",
+            "HTTP API requests answered, by endpoint and status",
+            ["endpoint", "status"],
             registry=registry,
-        )  # fmt: skip
+        )
+        self.event_streams_open = Gauge(
+            "roomcast_event_streams_open",
+            "Server-Sent Events streams open on this node",
+            registry=registry,
+        )
         self.ready = Gauge("roomcast_ready", "1 when the node accepts traffic", registry=registry)

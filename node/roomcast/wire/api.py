@@ -19,10 +19,10 @@ from urllib.parse import parse_qs, unquote
 import orjson
 
 from roomcast.wire import protocol
-from roomcast.wire.protocol import ProtocolError
+from roomcast.wire.codes import ErrorCode
+from roomcast.wire.protocol import MAX_HISTORY_LIMIT, ProtocolError
 
 API_PREFIX: Final = "/api/"
-MAX_HISTORY_LIMIT: Final = 10_000
 MAX_TARGET_LENGTH: Final = 2048
 MAX_HEAD_BYTES: Final = 16 * 1024  # request line and headers; more is answered 431
 
@@ -78,19 +78,15 @@ class Route:
         return values[-1] if values else None
 
 
-def is_api_target(target: bytes) -> bool:
-    return target.startswith(API_PREFIX.encode()) or target == API_PREFIX[:-1].encode()
-
-
 def route(method: str, target: str) -> Route:
     """The endpoint a request is for, or ApiError 404/405/414."""
     if len(target) > MAX_TARGET_LENGTH:
-        raise ApiError(414, "invalid_request", "request target too long")
+        raise ApiError(414, ErrorCode.INVALID_REQUEST, "request target too long")
     path, _, raw_query = target.partition("?")
     try:
         query = parse_qs(raw_query, keep_blank_values=True, max_num_fields=32) if raw_query else {}
     except ValueError:
-        raise ApiError(400, "invalid_request", "too many query parameters") from None
+        raise ApiError(400, ErrorCode.INVALID_REQUEST, "too many query parameters") from None
     parts = path.split("/")
     endpoint: Endpoint | None = None
     room: str | None = None
@@ -106,7 +102,7 @@ def route(method: str, target: str) -> Route:
                     404, "invalid_room", "room names are 1-64 characters of A-Z a-z 0-9 _ . : @ -"
                 ) from None
     if endpoint is None:
-        raise ApiError(404, "not_found", f"no such endpoint: {path[:100]}")
+        raise ApiError(404, ErrorCode.NOT_FOUND, f"no such endpoint: {path[:100]}")
     allowed = _METHODS[endpoint]
     if method not in allowed:
         raise ApiError(
@@ -123,9 +119,7 @@ def history_limit(route: Route, default: int) -> int:
     if raw is None:
         return default
     if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_HISTORY_LIMIT:
-        raise ApiError(
-            400, protocol.ErrorCode.INVALID_LIMIT, f"limit must be 1-{MAX_HISTORY_LIMIT}"
-        )
+        raise ApiError(400, ErrorCode.INVALID_LIMIT, f"limit must be 1-{MAX_HISTORY_LIMIT}")
     return int(raw)
 
 
@@ -139,16 +133,18 @@ def parse_posted_message(content_type: str | None, body: bytes) -> PostedMessage
     """``{"text": T, "username": U}``: the same rules as a WebSocket message frame."""
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
     if media_type != "application/json":
-        raise ApiError(415, "unsupported_media_type", "send the message as application/json")
+        raise ApiError(
+            415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, "send the message as application/json"
+        )
     try:
         data: Any = orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise ApiError(400, protocol.ErrorCode.INVALID_JSON, "body is not valid JSON") from None
+        raise ApiError(400, ErrorCode.INVALID_JSON, "body is not valid JSON") from None
     if not isinstance(data, dict):
-        raise ApiError(400, protocol.ErrorCode.INVALID_FRAME, "body must be a JSON object")
+        raise ApiError(400, ErrorCode.INVALID_FRAME, "body must be a JSON object")
     text = data.get("text")
     if not isinstance(text, str):
-        raise ApiError(400, protocol.ErrorCode.INVALID_TEXT, "'text' must be a string")
+        raise ApiError(400, ErrorCode.INVALID_TEXT, "'text' must be a string")
     username = data.get("username")
     if username is not None or "username" in data:
         try:

@@ -11,6 +11,7 @@ from typing import Any, Final
 
 from roomcast import __version__
 from roomcast.wire.api import MAX_HEAD_BYTES, MAX_TARGET_LENGTH
+from roomcast.wire.protocol import MAX_HISTORY_LIMIT
 
 _ROOM_PATTERN: Final = "^[A-Za-z0-9_.:@-]{1,64}$"
 # As the server checks it (Python's Unicode \\w), and not blank.
@@ -186,7 +187,11 @@ def document() -> dict[str, Any]:
                             "name": "limit",
                             "in": "query",
                             "required": False,
-                            "schema": {"type": "integer", "minimum": 1, "maximum": 10000},
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": MAX_HISTORY_LIMIT,
+                            },
                         },
                     ],
                     "security": security,
@@ -195,7 +200,7 @@ def document() -> dict[str, Any]:
                             "description": "Messages kept for the room",
                             "content": {_JSON: {"schema": _ref("History")}},
                         },
-                        "400": _error("limit is not a whole number 1-10000"),
+                        "400": _error(f"limit is not a whole number 1-{MAX_HISTORY_LIMIT}"),
                         **_COMMON_ERRORS,
                         "503": _error("Redis is unavailable"),
                     },

@@ -17,36 +17,14 @@ from typing import Any, Final
 
 import orjson
 
+from roomcast.wire.codes import ErrorCode
 from roomcast.wire.recovery import Since
 
 ROOM_PATTERN: Final = re.compile(r"[A-Za-z0-9_.:@\-]{1,64}")
+# The most messages one `history` request (WebSocket or HTTP) may ask for.
+MAX_HISTORY_LIMIT: Final = 10_000
 # Letters of any script, digits, space and a few separators; no control or markup characters.
 USERNAME_PATTERN: Final = re.compile(r"[\w .@\-']{1,32}")
-
-
-class ErrorCode:
-    """Machine-readable ``code`` values of error frames (also the metric label)."""
-
-    INVALID_UTF8: Final = "invalid_utf8"
-    INVALID_JSON: Final = "invalid_json"
-    INVALID_FRAME: Final = "invalid_frame"
-    UNKNOWN_TYPE: Final = "unknown_type"
-    INVALID_ROOM: Final = "invalid_room"
-    INVALID_USERNAME: Final = "invalid_username"
-    INVALID_TEXT: Final = "invalid_text"
-    INVALID_SINCE: Final = "invalid_since"
-    INVALID_LIMIT: Final = "invalid_limit"
-    NOT_JOINED: Final = "not_joined"
-    TOO_MANY_ROOMS: Final = "too_many_rooms"
-    FORBIDDEN: Final = "forbidden"
-    RATE_LIMITED: Final = "rate_limited"
-    UNAVAILABLE: Final = "unavailable"
-    # Rejections that close the connection instead of answering with an error frame.
-    BINARY_FRAME: Final = "binary_frame"
-    FRAME_TOO_BIG: Final = "frame_too_big"
-    FLOOD: Final = "flood"
-    SLOW_CONSUMER: Final = "slow_consumer"
-    PROTOCOL_VIOLATION: Final = "protocol_violation"
 
 
 class ProtocolError(Exception):
@@ -216,9 +194,13 @@ def _command(data: dict[str, Any], request_id: RequestId) -> Command:
     if kind == "history":
         limit = data.get("limit")
         if limit is not None and (
-            not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 10_000
+            not isinstance(limit, int)
+            or isinstance(limit, bool)
+            or not 1 <= limit <= MAX_HISTORY_LIMIT
         ):
-            raise ProtocolError(ErrorCode.INVALID_LIMIT, "'limit' must be a whole number 1-10000")
+            raise ProtocolError(
+                ErrorCode.INVALID_LIMIT, f"'limit' must be a whole number 1-{MAX_HISTORY_LIMIT}"
+            )
         return History(room=_room(data, required=False), limit=limit, request_id=request_id)
     if kind == "presence":
         return Presence(room=_room(data, required=False), request_id=request_id)
@@ -229,10 +211,6 @@ def _command(data: dict[str, Any], request_id: RequestId) -> Command:
         ErrorCode.UNKNOWN_TYPE,
         f"unknown type {shown!r}; expected one of {', '.join(COMMAND_TYPES)}",
     )
-
-
-def command_type(command: Command) -> str:
-    return type(command).__name__.lower()
 
 
 # Server → client events. Each is serialized once; room events are then shared, byte for byte,

@@ -15,10 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
-RECOVERED: Final = "recovered"
-EPOCH_CHANGED: Final = "epoch_changed"
-TOO_OLD: Final = "too_old"
-NOT_REQUESTED: Final = "not_requested"
+from roomcast.wire.codes import RecoveryStatus
+
+RECOVERED: Final = RecoveryStatus.RECOVERED
+EPOCH_CHANGED: Final = RecoveryStatus.EPOCH_CHANGED
+TOO_OLD: Final = RecoveryStatus.TOO_OLD
+NOT_REQUESTED: Final = RecoveryStatus.NOT_REQUESTED
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +35,7 @@ class JoinReply:
 
     epoch: str
     offset: int  # the room's latest offset when the script ran
-    status: str  # RECOVERED, EPOCH_CHANGED, TOO_OLD or NOT_REQUESTED
+    status: RecoveryStatus
     missed: list[bytes] = field(default_factory=list)  # oldest first, offsets since+1 .. offset
 
 

@@ -1,0 +1,89 @@
+"""Every machine-readable code roomcast answers with, defined once for the server and the client.
+
+``ErrorCode``: the ``code`` of error frames on the WebSocket, of HTTP API error bodies and of
+refused handshakes (also the label of the rejection metrics). ``CloseCode``: the WebSocket close
+codes the server sends and the client acts on. ``RecoveryStatus``: what a resume with ``since``
+came to (the join scripts in :mod:`roomcast.broker.scripts` return the same strings; a unit test
+ties them together).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+from typing import Final
+
+
+class ErrorCode(StrEnum):
+    # Error frames: the frame is refused, the connection stays open.
+    INVALID_UTF8 = "invalid_utf8"
+    INVALID_JSON = "invalid_json"
+    INVALID_FRAME = "invalid_frame"
+    UNKNOWN_TYPE = "unknown_type"
+    INVALID_ROOM = "invalid_room"
+    INVALID_USERNAME = "invalid_username"
+    INVALID_TEXT = "invalid_text"
+    INVALID_SINCE = "invalid_since"
+    INVALID_LIMIT = "invalid_limit"
+    NOT_JOINED = "not_joined"
+    TOO_MANY_ROOMS = "too_many_rooms"
+    FORBIDDEN = "forbidden"
+    RATE_LIMITED = "rate_limited"
+    UNAVAILABLE = "unavailable"
+    # Rejections that close the connection instead of answering with an error frame.
+    BINARY_FRAME = "binary_frame"
+    FRAME_TOO_BIG = "frame_too_big"
+    FLOOD = "flood"
+    SLOW_CONSUMER = "slow_consumer"
+    PROTOCOL_VIOLATION = "protocol_violation"
+    # Refused handshakes and HTTP API credentials (401/403).
+    ORIGIN = "origin"
+    TOKEN_MISSING = "token_missing"
+    TOKEN_EXPIRED = "token_expired"
+    TOKEN_NOT_YET_VALID = "token_not_yet_valid"
+    TOKEN_AUDIENCE = "token_audience"
+    TOKEN_ISSUER = "token_issuer"
+    TOKEN_SIGNATURE = "token_signature"
+    TOKEN_INVALID = "token_invalid"
+    TOKEN_NAME = "token_name"
+    API_KEY_INVALID = "api_key_invalid"
+    # HTTP API requests.
+    INVALID_REQUEST = "invalid_request"
+    NOT_FOUND = "not_found"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    INTERNAL_ERROR = "internal_error"
+
+
+class CloseCode(IntEnum):
+    """RFC 6455 §7.4.1 codes, by what roomcast means with them."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001  # the node drains: reconnect (to another node)
+    PROTOCOL_ERROR = 1002
+    UNSUPPORTED_DATA = 1003  # a binary frame
+    ABNORMAL = 1006  # never sent: the connection just died
+    INVALID_DATA = 1007  # text that is not UTF-8
+    POLICY_VIOLATION = 1008  # flooding past the rate limits
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    TRY_AGAIN_LATER = 1013  # a slow consumer: resume with `since`
+
+
+# Closed for the client's own fault: retrying the same thing would only be closed again.
+FATAL_CLOSE_CODES: Final = frozenset(
+    {
+        CloseCode.UNSUPPORTED_DATA,
+        CloseCode.INVALID_DATA,
+        CloseCode.POLICY_VIOLATION,
+        CloseCode.MESSAGE_TOO_BIG,
+    }
+)
+
+
+class RecoveryStatus(StrEnum):
+    """How a join (or an event stream) with ``since`` resumed."""
+
+    RECOVERED = "recovered"  # every missed message follows, then live
+    EPOCH_CHANGED = "epoch_changed"  # the room's history was lost (Redis restarted empty)
+    TOO_OLD = "too_old"  # the missed messages left history (size or age)
+    OVERLOADED = "overloaded"  # the room outran the catch-up buffer: reload history
+    NOT_REQUESTED = "not_requested"  # no `since`: live from the join on
