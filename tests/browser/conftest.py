@@ -17,8 +17,8 @@ from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 
-from tests.browser.chatpage import ChatPage
-from tests.integration.conftest import FAST_ENV
+from tests.support.chatpage import ChatPage
+from tests.support.cluster import FAST_ENV
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")

@@ -21,8 +21,8 @@ from roomcast_dev.devcluster import LocalCluster, NodeProcess, timeout_factor
 from websockets.sync.client import ClientConnection, connect
 
 from roomcast.core.auth import issue_token
-from tests.browser.chatpage import ChatPage
-from tests.integration.conftest import FAST_ENV
+from tests.support.chatpage import ChatPage
+from tests.support.cluster import FAST_ENV
 
 pytestmark = pytest.mark.integration
 

@@ -9,11 +9,9 @@ ROOMCAST_DOCKER_E2E=1 (`make test-docker` does both).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
 E2E_FILE = "test_docker_e2e.py"
 
 

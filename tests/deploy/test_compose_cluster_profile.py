@@ -12,7 +12,7 @@ import pytest
 yaml = pytest.importorskip("yaml", reason="pyyaml is needed: add it to the dev dependencies")
 
 from roomcast.runtime.config import env_names, load_settings  # noqa: E402
-from tests.deploy.conftest import REPO  # noqa: E402
+from tests.support.paths import REPO  # noqa: E402
 
 COMPOSE: dict[str, Any] = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]

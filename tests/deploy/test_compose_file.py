@@ -11,7 +11,7 @@ import pytest
 yaml = pytest.importorskip("yaml", reason="pyyaml is needed: add it to the dev dependencies")
 
 from roomcast.runtime.config import env_names, load_settings  # noqa: E402
-from tests.deploy.conftest import REPO  # noqa: E402
+from tests.support.paths import REPO  # noqa: E402
 
 COMPOSE_FILE = REPO / "docker-compose.yml"
 COMPOSE = yaml.safe_load(COMPOSE_FILE.read_text())

@@ -38,9 +38,9 @@ import pytest
 from roomcast_dev.devcluster import timeout_factor
 
 from roomcast.broker.cluster_slots import slot_of
-from tests.deploy.conftest import REPO
-from tests.integration.httpclient import EventStream, request
-from tests.integration.wsclient import Client
+from tests.support.httpclient import EventStream, request
+from tests.support.paths import REPO
+from tests.support.wsclient import Client
 
 pytestmark = [pytest.mark.docker_e2e, pytest.mark.timeout(900)]
 

@@ -27,8 +27,8 @@ kubernetes_validate = pytest.importorskip(
 from roomcast_dev.devcluster import LocalCluster, ManagedProcess, timeout_factor  # noqa: E402
 
 from roomcast.runtime.config import ConfigError, env_names, load_settings  # noqa: E402
-from tests.deploy import manifests as k8s  # noqa: E402
-from tests.deploy.conftest import REPO  # noqa: E402
+from tests.support import manifests as k8s  # noqa: E402
+from tests.support.paths import REPO  # noqa: E402
 
 ALL = k8s.manifests()
 NODE_LABELS = {"app.kubernetes.io/name": "roomcast", "app.kubernetes.io/component": "node"}

@@ -21,7 +21,7 @@ yaml = pytest.importorskip("yaml", reason="pyyaml is needed: add it to the dev d
 
 from roomcast_dev.devcluster import render_nginx_config  # noqa: E402
 
-from tests.deploy.conftest import REPO  # noqa: E402
+from tests.support.paths import REPO  # noqa: E402
 
 TEMPLATE = REPO / "loadbalancer" / "nginx.conf.template"
 DOCKER = REPO / "loadbalancer" / "docker" / "nginx.conf"

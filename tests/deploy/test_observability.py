@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 yaml = pytest.importorskip("yaml", reason="pyyaml is needed: add it to the dev dependencies")
 
 from roomcast.runtime.metrics import Metrics  # noqa: E402
-from tests.deploy.conftest import REPO  # noqa: E402
+from tests.support.paths import REPO  # noqa: E402
 
 OBS = REPO / "observability"
 PROMETHEUS_YML = OBS / "prometheus.yml"

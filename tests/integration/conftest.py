@@ -2,45 +2,12 @@
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
 from roomcast_dev.devcluster import LocalCluster
 
-
-def http_get(url: str, timeout: float = 5) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> float:
-    """A sample from Prometheus text format (0.0 when absent)."""
-    wanted = name
-    if labels:
-        wanted += "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
-    for line in text.splitlines():
-        if line.startswith("#"):
-            continue
-        key, _, value = line.rpartition(" ")
-        if key == wanted:
-            return float(value)
-    return 0.0
-
-
-# Benign defaults for shared clusters: generous rate limits so ordering tests can send bursts.
-FAST_ENV = {
-    "ROOMCAST_RATE_LIMIT_PER_SECOND": "5000",
-    "ROOMCAST_RATE_LIMIT_BURST": "5000",
-    "ROOMCAST_MESSAGE_RATE_PER_SECOND": "5000",
-    "ROOMCAST_MESSAGE_RATE_BURST": "5000",
-    "ROOMCAST_TYPING_RATE_PER_SECOND": "5000",
-    "ROOMCAST_TYPING_RATE_BURST": "5000",
-}
+from tests.support.cluster import FAST_ENV
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import pytest
 from roomcast_dev.devcluster import LocalCluster, NodeProcess
 from websockets.exceptions import ConnectionClosed
 
-from tests.integration.conftest import FAST_ENV, http_get, metric_value
-from tests.integration.wsclient import Client, scaled
+from tests.support.cluster import FAST_ENV, http_get, metric_value
+from tests.support.wsclient import Client, scaled
 
 pytestmark = pytest.mark.integration
 

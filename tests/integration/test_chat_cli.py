@@ -14,7 +14,7 @@ import pytest
 from roomcast_dev.devcluster import LocalCluster, free_port
 
 from roomcast.client import ChatMessage, RoomcastClient, Typing
-from tests.integration.wsclient import scaled
+from tests.support.wsclient import scaled
 
 pytestmark = pytest.mark.integration
 

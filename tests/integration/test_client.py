@@ -31,8 +31,8 @@ from roomcast.client import (
     UserJoined,
 )
 from roomcast.core.auth import issue_token
-from tests.integration.conftest import FAST_ENV, http_get, metric_value
-from tests.integration.wsclient import scaled
+from tests.support.cluster import FAST_ENV, http_get, metric_value
+from tests.support.wsclient import scaled
 
 pytestmark = pytest.mark.integration
 E = TypeVar("E")

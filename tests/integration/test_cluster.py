@@ -9,8 +9,8 @@ import uuid
 import pytest
 from roomcast_dev.devcluster import LocalCluster
 
-from tests.integration.conftest import http_get, metric_value
-from tests.integration.wsclient import Client, clients_on_distinct_nodes, scaled
+from tests.support.cluster import http_get, metric_value
+from tests.support.wsclient import Client, clients_on_distinct_nodes, scaled
 
 pytestmark = pytest.mark.integration
 

@@ -7,33 +7,16 @@ import json
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from functools import partial
 
 import pytest
-from roomcast_dev.devcluster import LocalCluster, NodeProcess, timeout_factor
+from roomcast_dev.devcluster import LocalCluster
 
-from tests.integration.conftest import FAST_ENV, http_get, metric_value
-from tests.integration.wsclient import Client, clients_on_distinct_nodes, scaled
+from tests.support.cluster import FAST_ENV, http_get, metric_value, not_ready, ready, until
+from tests.support.wsclient import Client, clients_on_distinct_nodes, scaled
 
 pytestmark = pytest.mark.integration
-
-
-async def until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll a condition that has no event to await (an HTTP status of another process)."""
-    deadline = time.monotonic() + timeout * timeout_factor()
-    while not await asyncio.to_thread(condition):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-def ready(node: NodeProcess) -> bool:
-    return http_get(f"{node.metrics_url}/readyz", timeout=2)[0] == 200
-
-
-def not_ready(node: NodeProcess) -> bool:
-    return not ready(node)
 
 
 @pytest.fixture

@@ -14,9 +14,9 @@ from roomcast_dev.devcluster import LocalCluster
 from websockets.exceptions import InvalidStatus
 
 from roomcast.core.auth import issue_token
-from tests.integration.conftest import FAST_ENV, http_get
-from tests.integration.httpclient import EventStream, request
-from tests.integration.wsclient import Client, clients_on_distinct_nodes, scaled
+from tests.support.cluster import FAST_ENV, http_get
+from tests.support.httpclient import EventStream, request
+from tests.support.wsclient import Client, clients_on_distinct_nodes, scaled
 
 pytestmark = pytest.mark.integration
 

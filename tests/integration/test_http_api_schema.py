@@ -15,7 +15,7 @@ from schemathesis import GenerationMode
 from schemathesis.config import SchemathesisConfig
 from schemathesis.core.result import Err, Result
 
-from tests.integration.conftest import FAST_ENV, http_get
+from tests.support.cluster import FAST_ENV, http_get
 
 pytestmark = pytest.mark.integration
 

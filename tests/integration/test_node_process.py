@@ -13,7 +13,7 @@ import uuid
 import pytest
 from roomcast_dev.devcluster import LocalCluster, ManagedProcess, free_port
 
-from tests.integration.wsclient import Client, scaled
+from tests.support.wsclient import Client, scaled
 
 pytestmark = pytest.mark.integration
 

@@ -16,9 +16,8 @@ import pytest
 from roomcast_dev.devcluster import LocalCluster, NodeProcess
 from websockets.exceptions import ConnectionClosed
 
-from tests.integration.conftest import FAST_ENV, http_get
-from tests.integration.test_faults import not_ready, ready, until
-from tests.integration.wsclient import Client, scaled
+from tests.support.cluster import FAST_ENV, http_get, not_ready, ready, until
+from tests.support.wsclient import Client, scaled
 
 pytestmark = pytest.mark.integration
 

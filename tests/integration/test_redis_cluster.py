@@ -18,10 +18,9 @@ from roomcast_dev.redis_topologies import RedisClusterTopology, RedisServer
 
 from roomcast.broker.cluster_slots import sharded_channel, slot_of
 from roomcast.broker.scripts import room_keys
-from tests.integration.conftest import FAST_ENV, http_get
-from tests.integration.httpclient import EventStream, request
-from tests.integration.test_faults import ready, until
-from tests.integration.wsclient import Client, Event, clients_on_distinct_nodes, scaled
+from tests.support.cluster import FAST_ENV, http_get, ready, until
+from tests.support.httpclient import EventStream, request
+from tests.support.wsclient import Client, Event, clients_on_distinct_nodes, scaled
 
 pytestmark = pytest.mark.integration
 

@@ -27,9 +27,8 @@ from roomcast_dev.redis_topologies import RedisClusterTopology, RedisServer, Slo
 
 from roomcast.broker.cluster_slots import sharded_channel, slot_of
 from roomcast.broker.scripts import room_keys
-from tests.integration.conftest import FAST_ENV
-from tests.integration.test_faults import ready, until
-from tests.integration.wsclient import Client, Event, scaled
+from tests.support.cluster import FAST_ENV, ready, until
+from tests.support.wsclient import Client, Event, scaled
 
 pytestmark = pytest.mark.integration
 

@@ -12,9 +12,8 @@ import redis
 from roomcast_dev.devcluster import LocalCluster
 from roomcast_dev.redis_topologies import SentinelTopology
 
-from tests.integration.conftest import FAST_ENV, http_get, metric_value
-from tests.integration.test_faults import not_ready, ready, until
-from tests.integration.wsclient import Client, clients_on_distinct_nodes
+from tests.support.cluster import FAST_ENV, http_get, metric_value, not_ready, ready, until
+from tests.support.wsclient import Client, clients_on_distinct_nodes
 
 pytestmark = pytest.mark.integration
 

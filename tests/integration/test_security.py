@@ -21,8 +21,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from roomcast.core.auth import issue_token
-from tests.integration.conftest import FAST_ENV, http_get, metric_value
-from tests.integration.wsclient import Client, scaled
+from tests.support.cluster import FAST_ENV, http_get, metric_value
+from tests.support.wsclient import Client, scaled
 
 pytestmark = pytest.mark.integration
 

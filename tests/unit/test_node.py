@@ -18,7 +18,7 @@ from roomcast.core.node import Node
 from roomcast.net.transport import WebSocketServer
 from roomcast.runtime.metrics import Metrics
 from roomcast.wire.envelope import pack
-from tests.unit.wsharness import INSTANCE, WsClient, make_settings, settle
+from tests.support.wsharness import INSTANCE, WsClient, make_settings, settle
 
 NOW = 1_700_000_000.5
 NOW_MS = 1_700_000_000_500

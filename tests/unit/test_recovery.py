@@ -5,7 +5,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from roomcast.wire.recovery import EPOCH_CHANGED, RECOVERED, TOO_OLD, CatchUp, JoinReply
+from roomcast.broker import JoinReply
+from roomcast.core.catch_up import CatchUp
+from roomcast.wire.recovery import EPOCH_CHANGED, RECOVERED, TOO_OLD
 
 
 def message(offset: int) -> bytes:

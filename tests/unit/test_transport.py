@@ -15,7 +15,7 @@ from roomcast.core.ratelimit import RateLimiter
 from roomcast.net.transport import Outbox
 from roomcast.runtime.metrics import Metrics
 from roomcast.wire.framing import text_frame
-from tests.unit.wsharness import (
+from tests.support.wsharness import (
     INSTANCE,
     PEER,
     FakeTransport,

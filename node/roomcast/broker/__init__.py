@@ -1,18 +1,23 @@
-"""The broker carries room traffic between nodes and keeps what must outlive a node: offsets,
-recent history and presence. The node above it never touches the network.
+"""The broker port: what the chat logic asks of whatever carries room traffic between nodes and
+keeps what must outlive a node (offsets, recent history, presence). The logic above it
+(:mod:`roomcast.core`) imports only this module and never touches the network.
 
-Two implementations: :class:`~roomcast.broker.memory.MemoryBroker` (single node, the default, and
-the unit-test double) and :class:`~roomcast.broker.redis.RedisBroker` (cluster mode).
+The adapters beside it, chosen by the composition root (:mod:`roomcast.app`):
+:class:`~roomcast.broker.memory.MemoryBroker` (single node, the default, and the unit-test
+double), :class:`~roomcast.broker.redis.RedisBroker` (standalone Redis),
+:class:`~roomcast.broker.redis_sentinel.RedisSentinelBroker` (a primary found through Sentinel)
+and :class:`~roomcast.broker.redis_cluster.RedisClusterBroker` (Redis Cluster, sharded pub/sub).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from roomcast.wire.recovery import JoinReply, Since
+from roomcast.wire.codes import RecoveryStatus
+from roomcast.wire.recovery import Since
 
 T = TypeVar("T")
 
@@ -24,6 +29,16 @@ StateHandler = Callable[[bool], None]
 FailureHandler = Callable[[], None]
 # Called with (epoch, offset) once a chat message is published (the sender asked for an ack).
 PublishedHandler = Callable[[str, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class JoinReply:
+    """What the join script answered."""
+
+    epoch: str
+    offset: int  # the room's latest offset when the script ran
+    status: RecoveryStatus
+    missed: list[bytes] = field(default_factory=list)  # oldest first, offsets since+1 .. offset
 
 
 class BrokerUnavailable(Exception):

@@ -18,6 +18,7 @@ from roomcast.broker import (
     FailureHandler,
     HistoryLimits,
     HistoryReply,
+    JoinReply,
     MessageHandler,
     PublishedHandler,
     StateHandler,
@@ -28,7 +29,6 @@ from roomcast.wire.recovery import (
     NOT_REQUESTED,
     RECOVERED,
     TOO_OLD,
-    JoinReply,
     Since,
 )
 

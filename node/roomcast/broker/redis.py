@@ -36,6 +36,7 @@ from roomcast.broker import (
     FailureHandler,
     HistoryLimits,
     HistoryReply,
+    JoinReply,
     MessageHandler,
     PublishedHandler,
     StateHandler,
@@ -44,7 +45,7 @@ from roomcast.broker import (
 )
 from roomcast.broker.memory import new_epoch
 from roomcast.wire import envelope
-from roomcast.wire.recovery import JoinReply, Since
+from roomcast.wire.recovery import Since
 
 log = logging.getLogger("roomcast.broker.redis")
 

@@ -37,6 +37,7 @@ from roomcast.broker import (
     BrokerUnavailable,
     HistoryLimits,
     HistoryReply,
+    JoinReply,
     MessageHandler,
     StateHandler,
     scripts,
@@ -63,7 +64,7 @@ from roomcast.broker.redis import (
     describe,
     resp_command,
 )
-from roomcast.wire.recovery import JoinReply, Since
+from roomcast.wire.recovery import Since
 
 log = logging.getLogger("roomcast.broker.redis_cluster")
 

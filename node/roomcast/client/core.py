@@ -63,9 +63,38 @@ _END: Final = object()  # after the last event
 class RoomcastClient:
     """An asyncio roomcast client: ``async with RoomcastClient(url, "ann") as client: …``.
 
-    ``rooms`` are joined at start. Events come from ``async for event in client``; reading
-    pauses when ``max_events`` are waiting, so a slow application slows the connection (and, at
-    worst, the server closes it with 1013 and the client resumes) instead of growing memory.
+    Events come from ``async for event in client``. The connection is kept open: it is retried
+    with backoff, every room is rejoined with ``since``, and messages are delivered once each, in
+    order, by offset (or a gap is reported as an event).
+
+    Parameters:
+        url: the node's or the load balancer's WebSocket URL, ``ws://host:port/chat``
+            (``wss://`` for TLS).
+        username: your name in rooms; ignored by a server with tokens, which takes the token's.
+        token: a connection token (JWT), sent as a subprotocol; required when the server has
+            ``ROOMCAST_AUTH_SECRET`` or ``ROOMCAST_AUTH_PUBLIC_KEY`` set.
+        rooms: rooms joined at start (and rejoined after every reconnect).
+        backoff: the delays between attempts; default :class:`Backoff` (0.5 s doubling to 30 s,
+            full jitter).
+        stable_after: seconds a connection must last for the next failure to start the backoff
+            over from its first delay.
+        max_attempts: consecutive failed attempts after which the client stops (``closed`` says
+            why); ``None``: retry for ever.
+        open_timeout: seconds for the TCP connect, the handshake and the server's welcome.
+        request_timeout: seconds to wait for the answer to a join, history or presence request.
+        max_unsent: messages that may wait for a connection; ``send()`` fails beyond that.
+        queue_timeout: seconds a message may wait for a connection before it fails.
+        confirm_timeout: seconds a written message may wait for its echo before its fate is
+            reported as unknown (it may or may not have been delivered).
+        typing_interval: at most one typing notice per room per this many seconds, so a key-press
+            handler cannot trip the server's typing limit.
+        max_events: events that may wait unread; reading from the server pauses beyond that, so
+            a slow application slows the connection (at worst the server closes it with 1013 and
+            the client resumes) instead of growing memory.
+        ping_interval: seconds between keepalive pings (and the time a pong may take); ``None``:
+            no pings.
+        max_frame_bytes: the largest frame accepted from the server; a bigger one closes the
+            connection with 1009.
     """
 
     def __init__(

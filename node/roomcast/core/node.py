@@ -11,7 +11,8 @@ import logging
 import time
 from collections.abc import Awaitable
 
-from roomcast.broker import Broker, BrokerUnavailable, within
+from roomcast.broker import Broker, BrokerUnavailable, JoinReply, within
+from roomcast.core.catch_up import CatchUp
 from roomcast.core.members import Delivery, Member
 from roomcast.core.ratelimit import RateLimiter
 from roomcast.core.rooms import RoomRegistry, TooManyRoomsError
@@ -28,7 +29,7 @@ from roomcast.wire.protocol import (
     ProtocolError,
     Typing,
 )
-from roomcast.wire.recovery import NOT_REQUESTED, RECOVERED, CatchUp, JoinReply
+from roomcast.wire.recovery import NOT_REQUESTED, RECOVERED
 
 log = logging.getLogger("roomcast.node")
 

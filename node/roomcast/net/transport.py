@@ -2,8 +2,9 @@
 
 One small object per connection and no task per connection: reading is a callback, keepalive is
 one node-wide timer, and fan-out appends shared frame bytes to per-connection outboxes that are
-flushed once per loop turn (several frames for one client become one write). This is the only
-module, with the broker, that touches sockets.
+flushed once per loop turn (several frames for one client become one write). With the HTTP side
+of the same port (:mod:`roomcast.net.http_public`) and the broker adapters, the only code that
+touches sockets; the chat logic sees a connection only as :class:`roomcast.core.members.Member`.
 """
 
 from __future__ import annotations

@@ -1,12 +1,16 @@
-"""The JSON wire protocol: client frames in, server events out. No I/O here.
+"""The JSON wire protocol of the WebSocket: client frames in, server events out. No I/O here.
 
-Client → server (the article's protocol, plus a strict superset):
-    {"type": "join", "room": R, "username": U}
+Client → server (the article's protocol, plus a strict superset; README "The protocol"):
+    {"type": "join", "room": R, "username": U, ["since": {"epoch": E, "offset": N}]}
     {"type": "message", "text": T, ["room": R], ["timestamp": ignored]}
     {"type": "typing", ["room": R]}
     {"type": "leave", ["room": R]}
-Server → client: welcome, joined, left, user_joined, user_left, message, typing, error.
-Unknown fields are ignored, so clients may send more than we read.
+    {"type": "history", ["room": R], ["limit": N]}
+    {"type": "presence", ["room": R]}
+    any of them with ["id": client's request id], echoed in the answer it causes
+Server → client: welcome, joined, left, ack, user_joined, user_left, message, typing, history,
+presence, error. Unknown fields are ignored, so clients may send more than we read. Every code an
+error carries is in :mod:`roomcast.wire.codes`.
 """
 
 from __future__ import annotations

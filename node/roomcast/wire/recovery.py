@@ -1,18 +1,13 @@
-"""Joining a room mid-stream without gap or duplicate. No I/O.
+"""Resuming a room with ``since``: the client's position and how the resume came out. No I/O.
 
-A join (with or without ``since``) goes like this: the node subscribes to the room, then one Redis
-script records the member, publishes its ``user_joined`` and reads the room's latest offset L
-(and, with ``since``, the missed messages after the client's offset). Because that script is
-atomic, its ``user_joined`` splits the room's stream exactly at L: what the node receives before
-it is in history (or precedes the join), what comes after it is new. The script's reply and that
-marker travel on different connections, in either order, so the joining client gets nothing
-before the marker, and what comes after it is held until the reply is in: then the missed
-messages, then the held ones, then live.
+A client keeps the last ``(epoch, offset)`` it saw and sends it as ``since`` when it rejoins; the
+answer's :class:`~roomcast.wire.codes.RecoveryStatus` says whether every missed message follows.
+How the node splits a room's stream at the join point is :mod:`roomcast.core.catch_up`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
 from roomcast.wire.codes import RecoveryStatus
@@ -27,45 +22,3 @@ NOT_REQUESTED: Final = RecoveryStatus.NOT_REQUESTED
 class Since:
     offset: int
     epoch: str
-
-
-@dataclass(frozen=True, slots=True)
-class JoinReply:
-    """What the join script answered."""
-
-    epoch: str
-    offset: int  # the room's latest offset when the script ran
-    status: RecoveryStatus
-    missed: list[bytes] = field(default_factory=list)  # oldest first, offsets since+1 .. offset
-
-
-@dataclass(slots=True)
-class CatchUp:
-    """Live events of a room for one connection whose join is in flight."""
-
-    limit: int
-    marker_seen: bool = False
-    held: list[tuple[int, bytes]] = field(default_factory=list)
-    overflowed: bool = False
-
-    def see(self, offset: int, event: bytes, is_marker: bool) -> None:
-        """An event on the room's channel, in the broker's order."""
-        if is_marker:
-            self.marker_seen = True
-        elif not self.marker_seen:
-            return  # before our join point: in the history read, or before we joined
-        elif len(self.held) < self.limit:
-            self.held.append((offset, event))
-        else:
-            # Bounded: a room so busy that the buffer fills during one Redis round trip gets
-            # an honest "not recovered" instead of unbounded memory.
-            self.overflowed = True
-
-    def finish(self, reply: JoinReply) -> list[bytes]:
-        """The events to send, in order: missed history, then the held live events."""
-        out = list(reply.missed) if reply.status == RECOVERED else []
-        # Offsets after L only (and unsequenced events): a safety net; the marker split the
-        # stream at L already.
-        out.extend(event for offset, event in self.held if offset == 0 or offset > reply.offset)
-        self.held.clear()
-        return out

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from tests.deploy.conftest import REPO
+from tests.support.paths import REPO
 
 K8S_DIR = REPO / "k8s"
 NAMESPACE = "roomcast"

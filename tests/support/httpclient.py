@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import h11
 
-from tests.integration.wsclient import scaled
+from tests.support.wsclient import scaled
 
 
 @dataclass

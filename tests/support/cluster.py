@@ -1,0 +1,60 @@
+"""Reading a running cluster from the outside: HTTP, Prometheus samples, readiness, waits."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+from roomcast_dev.devcluster import NodeProcess, timeout_factor
+
+# Benign defaults for shared clusters: generous rate limits so ordering tests can send bursts.
+FAST_ENV = {
+    "ROOMCAST_RATE_LIMIT_PER_SECOND": "5000",
+    "ROOMCAST_RATE_LIMIT_BURST": "5000",
+    "ROOMCAST_MESSAGE_RATE_PER_SECOND": "5000",
+    "ROOMCAST_MESSAGE_RATE_BURST": "5000",
+    "ROOMCAST_TYPING_RATE_PER_SECOND": "5000",
+    "ROOMCAST_TYPING_RATE_BURST": "5000",
+}
+
+
+def http_get(url: str, timeout: float = 5) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> float:
+    """A sample from Prometheus text format (0.0 when absent)."""
+    wanted = name
+    if labels:
+        wanted += "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        key, _, value = line.rpartition(" ")
+        if key == wanted:
+            return float(value)
+    return 0.0
+
+
+async def until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll a condition that has no event to await (an HTTP status of another process)."""
+    deadline = time.monotonic() + timeout * timeout_factor()
+    while not await asyncio.to_thread(condition):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def ready(node: NodeProcess) -> bool:
+    return http_get(f"{node.metrics_url}/readyz", timeout=2)[0] == 200
+
+
+def not_ready(node: NodeProcess) -> bool:
+    return not ready(node)
