@@ -341,3 +341,34 @@ def presence(room: str, members: dict[str, int], request_id: RequestId = None) -
 
 def typing(room: str, username: str) -> bytes:
     return encode({"type": "typing", "room": room, "username": username})
+
+
+# ``reason`` of a ``loss`` event: why acknowledged messages of a room cannot be delivered.
+LOSS_EPOCH_CHANGED: Final = "epoch_changed"  # Redis lost the room's history (restarted empty)
+LOSS_TOO_OLD: Final = "too_old"  # the missed offsets are no longer in the room's history
+LOSS_UNAVAILABLE: Final = "unavailable"  # Redis could not be read back in time to fill the gap
+
+
+def loss(
+    room: str,
+    reason: str,
+    epoch: str,
+    from_offset: int,
+    to_offset: int | None,
+    new_epoch: str | None = None,
+) -> bytes:
+    """Messages of ``room`` from ``from_offset`` to ``to_offset`` (None: to the end of ``epoch``
+    for ``epoch_changed``, or to the next message delivered) were published but will never be
+    delivered on this connection; ``new_epoch`` (with ``epoch_changed``) is where the room
+    continues, None while it has no message yet."""
+    event: dict[str, Any] = {
+        "type": "loss",
+        "room": room,
+        "reason": reason,
+        "epoch": epoch,
+        "from_offset": from_offset,
+        "to_offset": to_offset,
+    }
+    if reason == LOSS_EPOCH_CHANGED:
+        event["new_epoch"] = new_epoch
+    return encode(event)
