@@ -12,9 +12,9 @@ from functools import partial
 
 import pytest
 import redis
+from roomcast_dev.devcluster import LocalCluster
+from roomcast_dev.redis_topologies import SentinelTopology
 
-from roomcast.devcluster import LocalCluster
-from roomcast.redis_topologies import SentinelTopology
 from tests.integration.conftest import FAST_ENV, http_get, metric_value
 from tests.integration.delivery import Traffic, in_thread
 from tests.integration.test_faults import ready, until
