@@ -195,9 +195,7 @@ class Traffic:
         for member in self.members:
             seen = member.seen()
             lost = [
-                p
-                for p in self.acknowledged(member.room)
-                if p not in seen and not member.covered(p)
+                p for p in self.acknowledged(member.room) if p not in seen and not member.covered(p)
             ]
             if lost:
                 gaps[member.name] = sorted(lost)
