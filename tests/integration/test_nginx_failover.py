@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from functools import partial
 
 import pytest
+from roomcast_dev.devcluster import LocalCluster
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from roomcast_dev.devcluster import LocalCluster
 from tests.integration.conftest import FAST_ENV
 from tests.integration.test_faults import ready, until
 from tests.integration.wsclient import Client, scaled
