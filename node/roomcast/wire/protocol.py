@@ -17,7 +17,7 @@ from typing import Any, Final
 
 import orjson
 
-from roomcast.wire.codes import ErrorCode
+from roomcast.wire.codes import ErrorCode, LossReason
 from roomcast.wire.recovery import Since
 
 ROOM_PATTERN: Final = re.compile(r"[A-Za-z0-9_.:@\-]{1,64}")
@@ -343,10 +343,10 @@ def typing(room: str, username: str) -> bytes:
     return encode({"type": "typing", "room": room, "username": username})
 
 
-# ``reason`` of a ``loss`` event: why acknowledged messages of a room cannot be delivered.
-LOSS_EPOCH_CHANGED: Final = "epoch_changed"  # Redis lost the room's history (restarted empty)
-LOSS_TOO_OLD: Final = "too_old"  # the missed offsets are no longer in the room's history
-LOSS_UNAVAILABLE: Final = "unavailable"  # Redis could not be read back in time to fill the gap
+# ``reason`` of a ``loss`` event (``codes.LossReason``).
+LOSS_EPOCH_CHANGED: Final = LossReason.EPOCH_CHANGED
+LOSS_TOO_OLD: Final = LossReason.TOO_OLD
+LOSS_UNAVAILABLE: Final = LossReason.UNAVAILABLE
 
 
 def loss(
