@@ -55,6 +55,13 @@ const RECOVERY_NOTICES = {
   overloaded: "The server was too busy to replay what you missed: reloaded its recent history.",
 };
 
+const LOSS_NOTICES = {
+  epoch_changed:
+    "The server lost this room's history (Redis restarted empty): messages sent since the last one shown may be missing. Reloaded what it has now.",
+  too_old: "Some messages could not be delivered (no longer kept by the server). Reloaded its recent history.",
+  unavailable: "Some messages could not be delivered (the server could not read them back in time). Reloaded its recent history.",
+};
+
 function startChat(room, username) {
   const timeline = new Timeline();
   const presence = new Map(); // username -> open connections
@@ -104,6 +111,9 @@ function startChat(room, username) {
         break;
       case "message":
         addMessage(data);
+        break;
+      case "loss":
+        notice(LOSS_NOTICES[data.reason] ?? `Some messages were lost (${data.reason}). Reloaded the history.`, "warning");
         break;
       case "history":
         for (const message of data.messages) addMessage(message);

@@ -226,6 +226,9 @@ export class RoomConnection {
       case "ack":
         this.#onAck(data);
         break;
+      case "loss":
+        this.#onLoss(data);
+        break;
       default:
         break; // a newer server's event: ignored, as the protocol promises
     }
@@ -248,6 +251,27 @@ export class RoomConnection {
       recovered: this.#recovered,
       reason: data.reason ?? null,
     });
+  }
+
+  // The server will never deliver some acknowledged messages of this room (Redis lost them, or
+  // they fell out of history before this node could fill its gap): say so and reload history.
+  #onLoss(data) {
+    const seen = this.lastSeen;
+    if (data.reason === "epoch_changed") {
+      if (seen && seen.epoch !== data.epoch) return; // about an epoch already left
+      // The new epoch's messages follow from offset 1; with none yet, the next one starts it.
+      this.lastSeen = data.new_epoch ? { epoch: data.new_epoch, offset: 0 } : null;
+    } else if (seen && seen.epoch === data.epoch && data.to_offset !== null) {
+      this.lastSeen = { epoch: seen.epoch, offset: Math.max(seen.offset, data.to_offset) };
+    }
+    this.#emit("loss", {
+      reason: data.reason,
+      epoch: data.epoch,
+      fromOffset: data.from_offset,
+      toOffset: data.to_offset,
+      newEpoch: data.new_epoch ?? null,
+    });
+    this.#sendFrame({ type: "history", room: this.room });
   }
 
   #onMessage(data) {

@@ -164,9 +164,10 @@ def render_nginx_config(
     static_dir: Path = STATIC_DIR,
     template: Path = NGINX_TEMPLATE,
 ) -> str:
-    servers = "\n".join(
-        f"        server 127.0.0.1:{port} max_fails=1 fail_timeout=5s;" for port in node_ports
-    )
+    # max_fails=0: nginx never marks a node unavailable (max_fails=1 kept a node that failed
+    # once, or came back, out of rotation for fail_timeout while it was ready); a dead node
+    # refuses at once and proxy_next_upstream moves that one connection to the next node.
+    servers = "\n".join(f"        server 127.0.0.1:{port} max_fails=0;" for port in node_ports)
     return (
         template.read_text()
         .replace("@LISTEN@", f"127.0.0.1:{listen_port}")

@@ -76,6 +76,14 @@ class Member:
     def say(self, text: str) -> None:
         self.ws.send(json.dumps({"type": "message", "text": text}))
 
+    def send_answered(self, text: str, request_id: int) -> dict[str, Any]:
+        """Send with an id; its ``ack`` or ``error``."""
+        self.ws.send(json.dumps({"type": "message", "text": text, "id": request_id}))
+        while True:
+            event: dict[str, Any] = json.loads(self.ws.recv(timeout=10 * timeout_factor()))
+            if event["type"] in ("ack", "error") and event.get("id") == request_id:
+                return event
+
     def history(self) -> list[dict[str, Any]]:
         self.ws.send(json.dumps({"type": "history"}))
         messages: list[dict[str, Any]] = self.next_event("history")["messages"]
@@ -372,3 +380,36 @@ def test_backoff_is_exponential_with_full_jitter(
         assert min(delays) < 0.1 * ceiling and max(delays) > 0.9 * ceiling, attempt
         assert len(set(delays)) > 200, attempt
     assert min(cap, base * 2**9) == cap, "the delay stops growing at the cap"
+
+
+def test_page_told_of_lost_history_reloads_it(
+    fresh_cluster: LocalCluster, pages: tuple[ChatPage, ChatPage]
+) -> None:
+    """Redis restarted empty under a connected page: the server's loss notice is shown at once,
+    the history is reloaded, and the room goes on in its new epoch."""
+    page, _ = pages
+    room = new_room()
+    first = page.open(fresh_cluster.http_url, room, "reader").wait_joined()
+    node = next(n for n in fresh_cluster.nodes if n.node_id == first["node"])
+    with member(node.url, room, "sender") as sender:
+        sender.say("before the restart")
+        page.wait_until("the first message", lambda p: p.message_texts() == ["before the restart"])
+        fresh_cluster.kill_redis()
+        fresh_cluster.start_redis()
+        lost = page.wait_until(
+            "the loss notice",
+            lambda p: [n for n in p.texts("#log .notice .text") if "lost this room's history" in n],
+            timeout=30,
+        )
+        assert len(lost) == 1, lost
+        for attempt in range(200):  # refused (unavailable) while the node resubscribes
+            if sender.send_answered("after", attempt)["type"] == "ack":
+                break
+        page.wait_until(
+            "the new epoch's message",
+            lambda p: p.message_texts() == ["before the restart", "after"],
+            timeout=20,
+        )
+    shown = page.messages()
+    assert shown[1]["offset"] == 1 and shown[1]["epoch"] != shown[0]["epoch"]
+    assert page.state()["status"] == "connected"

@@ -23,10 +23,12 @@ from roomcast.client import (
     Event,
     Gap,
     Joined,
+    Loss,
     Outgoing,
     Reconnecting,
     Resumed,
     RoomcastClient,
+    SendError,
     SendFailed,
     UserJoined,
 )
@@ -330,3 +332,47 @@ async def test_node_drained_with_1001_client_moves_to_another_node_and_resumes()
             assert [m.offset for m in events.messages()] == [before.offset, after.offset]
             assert after.offset == before.offset + 1 and not events.of(Gap)
             await events.stop()
+
+
+async def test_redis_restarted_empty_client_gets_a_loss_notice_and_resyncs() -> None:
+    """A connected client whose room lost its history is told at once (a typed Loss and a Gap),
+    continues in the new epoch from its offset 1 and can reload the room's history."""
+    env = dict(FAST_ENV, ROOMCAST_REDIS_TIMEOUT="1")
+    with LocalCluster(2, nginx=False, node_env=env) as cluster:
+        room = new_room()
+        reader = RoomcastClient(cluster.nodes[0].url, "reader", rooms=[room])
+        writer = RoomcastClient(cluster.nodes[1].url, "writer", rooms=[room])
+        async with reader, writer:
+            joined = await reader.join(room, timeout=scaled(10))
+            await writer.join(room, timeout=scaled(10))
+            seen = Collector(reader)
+            await (await writer.send(room, "old epoch")).wait()
+            await seen.until(lambda: len(seen.messages()) == 1, 10, "the first message")
+
+            await asyncio.to_thread(cluster.kill_redis)
+            await asyncio.to_thread(cluster.start_redis)
+            # Nothing is sent: the notice must come from the resubscription itself.
+            await seen.until(lambda: bool(seen.of(Loss)), 20, "the loss notice")
+            loss = seen.of(Loss)[0]
+            assert (loss.room, loss.reason, loss.epoch) == (room, "epoch_changed", joined.epoch)
+            assert loss.from_offset == 2 and loss.to_offset is None
+            gap = next(g for g in seen.of(Gap) if g.reason == "epoch_changed")
+            assert gap.room == room
+
+            async with asyncio.timeout(scaled(20)):
+                for index in range(3):  # refused while the writer's node resubscribes: again
+                    while True:
+                        try:
+                            await (await writer.send(room, f"new epoch {index}")).wait()
+                            break
+                        except SendError as exc:
+                            assert exc.failure.reason == "unavailable", exc.failure
+            await seen.until(lambda: len(seen.messages()) == 4, 20, "the new epoch's messages")
+            fresh = seen.messages()[1:]
+            assert [m.text for m in fresh] == [f"new epoch {i}" for i in range(3)]
+            assert [m.offset for m in fresh] == [1, 2, 3]
+            assert fresh[0].epoch != joined.epoch
+            assert [g.reason for g in seen.of(Gap)] == ["epoch_changed"]  # no offsets_skipped
+            history = await reader.history(room, 10)
+            assert [m.text for m in history.messages] == [m.text for m in fresh]
+            await seen.stop()

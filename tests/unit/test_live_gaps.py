@@ -1,8 +1,10 @@
-"""LiveGaps (cluster mode): chat messages reach the node once, in offset order, gaps filled."""
+"""LiveGaps (every Redis mode): chat messages reach the node once, in offset order, gaps filled."""
 
 from __future__ import annotations
 
 import asyncio
+
+import orjson
 
 from roomcast.broker import BrokerUnavailable, HistoryReply
 from roomcast.broker.live_gaps import LiveGaps, sequence_of
@@ -98,13 +100,84 @@ async def test_history_unavailable_is_retried_then_given_up_without_losing_live(
     patient.receive("r", live(5))
     await asyncio.sleep(0.2)
     await patient.stop()
-    assert offsets(later) == [5] and patient.given_up == 1
+    assert offsets(later) == [0, 5] and patient.given_up == 1  # 0: the loss notice
 
 
-async def test_a_new_epoch_starts_over() -> None:
-    gaps, delivered = make(History(0))
+def losses(delivered: list[tuple[str, bytes]]) -> list[dict[str, object]]:
+    found = []
+    for _, payload in delivered:
+        event = orjson.loads(envelope.unpack(payload).event)
+        if event["type"] == "loss":
+            found.append(event)
+    return found
+
+
+async def test_a_new_epoch_is_announced_as_a_loss_then_filled_from_its_start() -> None:
+    gaps, delivered = make(History(latest=3, epoch="e2"))
     gaps.baseline("r", EPOCH, 10)
-    gaps.receive("r", live(1, "e2"))  # Redis lost the room: offsets restart in a new epoch
-    gaps.receive("r", live(2, "e2"))
+    gaps.receive("r", live(3, "e2"))  # Redis lost the room; 1 and 2 came where we did not listen
+    gaps.receive("r", live(4, "e2"))
+    gaps.receive("r", live(11))  # a late message of the lost epoch: covered by the notice
     await settle(gaps)
-    assert offsets(delivered) == [1, 2]
+    assert losses(delivered) == [
+        {
+            "type": "loss",
+            "room": "r",
+            "reason": "epoch_changed",
+            "epoch": EPOCH,
+            "from_offset": 11,
+            "to_offset": None,
+            "new_epoch": "e2",
+        }
+    ]
+    assert offsets(delivered) == [0, 1, 2, 3, 4]
+    assert gaps.stale == 1
+
+
+async def test_resubscribing_after_redis_restarted_empty_announces_the_loss_at_once() -> None:
+    history = History(latest=0, epoch="")  # nothing in Redis: not even an epoch yet
+    gaps, delivered = make(history)
+    gaps.baseline("r", EPOCH, 5)
+    gaps.recheck("r")
+    await asyncio.sleep(0.05)
+    assert [event["new_epoch"] for event in losses(delivered)] == [None]
+    gaps.receive("r", live(1, "e2"))  # the new epoch's first message: adopted from offset 1
+    gaps.receive("r", live(3, "e2"))  # 2 missed: filled from history
+    history.epoch, history.latest = "e2", 3
+    await settle(gaps)
+    assert offsets(delivered) == [0, 1, 2, 3]
+
+
+async def test_a_gap_older_than_history_is_announced_with_its_offsets() -> None:
+    gaps, delivered = make(History(latest=200))  # history keeps 100: 101..200
+    gaps.baseline("r", EPOCH, 50)
+    gaps.receive("r", live(200))
+    await settle(gaps)
+    assert losses(delivered)[0] == {
+        "type": "loss",
+        "room": "r",
+        "reason": "too_old",
+        "epoch": EPOCH,
+        "from_offset": 51,
+        "to_offset": 100,
+    }
+    assert offsets(delivered)[1:] == list(range(101, 201))
+
+
+async def test_a_gap_that_history_cannot_fill_in_time_is_announced() -> None:
+    gaps, delivered = make(History(latest=5, failures=1000), patience=0.0)
+    gaps.baseline("r", EPOCH, 1)
+    gaps.receive("r", live(5))
+    await asyncio.sleep(0.2)
+    await gaps.stop()
+    assert [(e["reason"], e["from_offset"]) for e in losses(delivered)] == [("unavailable", 2)]
+    assert offsets(delivered) == [0, 5]
+
+
+async def test_a_join_reply_does_not_skip_a_live_message_still_on_its_way() -> None:
+    gaps, delivered = make(History(0))
+    gaps.receive("r", live(2))  # the baseline
+    gaps.baseline("r", EPOCH, 3)  # a join read offset 3 before message 3 reached us live
+    gaps.receive("r", live(3))
+    await settle(gaps)
+    assert offsets(delivered) == [2, 3]

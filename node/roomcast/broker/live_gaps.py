@@ -1,13 +1,22 @@
-"""Each room's chat messages handed to the node once, in offset order, gaps filled from history.
+"""Each room's chat messages handed to the node once, in offset order, gaps filled from history,
+and what cannot be filled announced with a ``loss`` event instead of skipped in silence.
 
-Pub/sub is at-most-once: when Redis Cluster moves a room's slot, what is published on the new
-owner before this node listens there (the ASK window of a migration, or the moment between
-``SETSLOT NODE`` and our ``SSUBSCRIBE``) never reaches us live, and this node cannot even tell,
-as the old owner just goes quiet. But chat messages carry the room's offset and epoch, and the
-room's history holds them: so whenever a subscription is made again, a publication of ours was
-served elsewhere, or a live offset skips ahead, the room's live stream is held, the missing
-offsets are read from history and handed over first, then the held stream resumes, without the
-duplicates the two sources overlap by.
+Pub/sub is at-most-once: whatever Redis published while this node did not listen never reaches
+it live, and this node cannot even tell. That happens in every topology:
+- the subscriber link was dropped and re-made (Redis restarted, ``CLIENT KILL TYPE pubsub``, an
+  overflowing ``client-output-buffer-limit pubsub``, a Sentinel failover, a network cut);
+- Redis Cluster moved a room's slot (the ASK window of a migration, or the moment between
+  ``SETSLOT NODE`` and our ``SSUBSCRIBE``).
+But chat messages carry the room's offset and epoch, and the room's history holds them: so
+whenever a subscription is made again, a publication of ours was served elsewhere, or a live
+offset skips ahead, the room's live stream is held, the missing offsets are read from history and
+handed over first, then the held stream resumes, without the duplicates the two sources overlap by.
+
+When history cannot fill a gap, the node's members are told with one ``loss`` event (see
+``protocol.loss``): the room's epoch changed (Redis lost its data: everything after the last
+offset delivered in the old epoch is gone, and the new epoch is filled from its offset 1), the
+offsets are older than the history kept (``too_old``), or Redis could not be read in time
+(``unavailable``).
 
 Only chat messages are sequenced; events without an offset (``user_joined``, ``typing``) pass
 straight through, and those published where no one listened are lost for good.
@@ -20,11 +29,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from roomcast.broker import BrokerUnavailable, HistoryReply, MessageHandler
-from roomcast.wire import envelope
+from roomcast.wire import envelope, protocol
 
 log = logging.getLogger("roomcast.broker.live_gaps")
 
@@ -32,6 +41,7 @@ _EPOCH_MARK: Final = b',"epoch":"'
 _FIRST_READ: Final = 64  # messages asked for at first; more only when the gap is wider
 _HOLD_LIMIT: Final = 10_000  # live events held during one catch-up before giving up on it
 _RETRY_DELAY: Final = 0.05
+_LEFT_EPOCHS_KEPT: Final = 4  # epochs a room left behind whose late messages are dropped
 
 HistoryReader = Callable[[str, int], Awaitable[HistoryReply]]
 
@@ -55,13 +65,17 @@ def sequence_of(payload: bytes) -> tuple[int, str]:
 class _Room:
     epoch: str = ""  # "" while no chat message or join reply told us where the room stands
     last: int = 0  # offset of the last chat message handed over in ``epoch``
+    # The room's epoch changed to one that had no message yet: the next epoch seen is adopted
+    # from its offset 1 (not as a fresh baseline), so its first messages cannot be skipped.
+    from_start: bool = False
+    left: list[str] = field(default_factory=list)  # epochs left behind (announced as lost)
     held: list[bytes] | None = None  # live payloads held while a catch-up runs
     again: bool = False  # asked to look again while a catch-up was running
     task: asyncio.Task[None] | None = None
 
 
 class LiveGaps:
-    """Sits between the sharded subscribers and the node's message handler."""
+    """Sits between a broker's subscriber links and the node's message handler."""
 
     def __init__(
         self,
@@ -78,7 +92,9 @@ class LiveGaps:
         self._tasks: set[asyncio.Task[None]] = set()
         self.filled = 0  # messages handed over from history, not live
         self.duplicates = 0  # live messages dropped because history had handed them over
-        self.given_up = 0  # catch-ups that ran out of patience (the gap stays)
+        self.given_up = 0  # catch-ups that ran out of patience (announced as a loss)
+        self.losses = 0  # loss events handed to the node
+        self.stale = 0  # live messages of an epoch already announced as lost
 
     # What the broker tells us
 
@@ -92,21 +108,21 @@ class LiveGaps:
             state.task.cancel()
 
     def baseline(self, room: str, epoch: str, offset: int) -> None:
-        """Where the room stood when a join read it: messages after ``offset`` must come."""
+        """Where the room stood when a join read it: messages after ``offset`` must come.
+
+        Used only while nothing else told us where the room stands: once live messages did,
+        they are the truth, and a join reply read before a message that is still on its way
+        on the subscriber link must not mark that message as already handed over.
+        """
         state = self._rooms.get(room)
-        if state is None:
+        if state is None or state.epoch or state.from_start:
             return
-        if state.epoch != epoch:
-            if state.epoch:
-                return  # live messages already told us; they are newer than this reply
-            state.epoch, state.last = epoch, offset
-        else:
-            state.last = max(state.last, offset)
+        state.epoch, state.last = epoch, offset
 
     def recheck(self, room: str) -> None:
         """Something may have been published where this node did not listen: look in history."""
         state = self._rooms.get(room)
-        if state is None or not state.epoch:
+        if state is None or not (state.epoch or state.from_start):
             return
         if state.held is not None:
             state.again = True
@@ -129,11 +145,24 @@ class LiveGaps:
         offset, epoch = sequence_of(payload)
         if offset == 0:
             self._deliver(room, payload)
-        elif epoch != state.epoch:
-            # A first message, or a room that started over (its keys expired): a new baseline.
-            state.epoch, state.last = epoch, offset
-            self._deliver(room, payload)
-        elif offset <= state.last:
+            return
+        if epoch != state.epoch:
+            if epoch in state.left:
+                self.stale += 1  # inside a range already announced as lost
+                return
+            if state.from_start:
+                state.epoch, state.last, state.from_start = epoch, 0, False
+            elif not state.epoch:
+                # A first message: the baseline.
+                state.epoch, state.last = epoch, offset
+                self._deliver(room, payload)
+                return
+            else:
+                # The room started over (Redis lost it): announce, then fill the new epoch.
+                state.held = [payload]
+                self._spawn(room, state)
+                return
+        if offset <= state.last:
             self.duplicates += 1
         elif offset == state.last + 1:
             state.last = offset
@@ -166,8 +195,9 @@ class LiveGaps:
             if self._rooms.get(room) is not state:
                 return  # left meanwhile
             if reply.epoch != state.epoch:
-                self._give_up(room, state, "the room's epoch changed")
-                return
+                self._change_epoch(room, state, reply.epoch)
+                if state.from_start:
+                    break  # no message in the new epoch yet: all of it will come live
             wanted = reply.offset - state.last
             if wanted > len(reply.messages) and limit < min(wanted, self._history_size):
                 limit = min(wanted, self._history_size)
@@ -178,6 +208,8 @@ class LiveGaps:
                     "live gap older than the history kept",
                     extra={"room": room, "missing": first - state.last - 1},
                 )
+                self._lose(room, protocol.LOSS_TOO_OLD, state.epoch, state.last + 1, first - 1)
+                state.last = first - 1
             for index, message in enumerate(reply.messages):
                 offset = first + index
                 if offset > state.last:
@@ -188,6 +220,37 @@ class LiveGaps:
                 break
             limit = _FIRST_READ
         self._release(room, state)
+
+    def _change_epoch(self, room: str, state: _Room, epoch: str) -> None:
+        """History is in another epoch than the one we delivered: what came after our last
+        offset of the old one is gone with it; the new one is handed over from its start."""
+        log.warning(
+            "room epoch changed under its members",
+            extra={"room": room, "epoch": state.epoch, "new_epoch": epoch},
+        )
+        self._lose(
+            room,
+            protocol.LOSS_EPOCH_CHANGED,
+            state.epoch,
+            state.last + 1,
+            None,
+            new_epoch=epoch or None,
+        )
+        state.left = [*state.left[-(_LEFT_EPOCHS_KEPT - 1) :], state.epoch]
+        state.epoch, state.last, state.from_start = epoch, 0, not epoch
+
+    def _lose(
+        self,
+        room: str,
+        reason: str,
+        epoch: str,
+        first: int,
+        last: int | None,
+        new_epoch: str | None = None,
+    ) -> None:
+        self.losses += 1
+        event = protocol.loss(room, reason, epoch, first, last, new_epoch)
+        self._deliver(room, envelope.pack(time.time(), event))
 
     def _release(self, room: str, state: _Room) -> None:
         state.task = None
@@ -205,7 +268,11 @@ class LiveGaps:
             state.task.cancel()
         state.task = None
         held, state.held = state.held or [], None
-        state.epoch, state.last = "", 0
+        if state.epoch or state.from_start:
+            # Up to the next message delivered, which becomes the new baseline ("" for the
+            # epoch: the one the room started after losing its data).
+            self._lose(room, protocol.LOSS_UNAVAILABLE, state.epoch, state.last + 1, None)
+        state.epoch, state.last, state.from_start = "", 0, False
         for payload in held:
             self.receive(room, payload)
 

@@ -43,6 +43,7 @@ from roomcast.broker import (
     scripts,
     within,
 )
+from roomcast.broker.live_gaps import LiveGaps
 from roomcast.broker.memory import new_epoch
 from roomcast.wire import envelope
 from roomcast.wire.recovery import Since
@@ -360,6 +361,9 @@ class _Subscriber(_Link):
         self._requests: dict[bytes, deque[_SubscribeRequest]] = {}
         self.on_up = self._resubscribe
         self.on_down = self._reset
+        # Told the room each time its channel becomes confirmed: first subscriptions and
+        # resubscriptions alike.
+        self.on_confirmed: Callable[[str], None] = lambda room: None
         self.last_pong = 0.0
         self._prefix_len = len(CHANNEL_PREFIX)
 
@@ -447,7 +451,11 @@ class _Subscriber(_Link):
         if not pending:
             del self._requests[channel]
         if not request.abandoned:
+            was_confirmed = channel in self.confirmed
             self.confirmed.add(channel)
+            if not was_confirmed:
+                # Before the waiters run: a join must find the room's catch-up under way.
+                self.on_confirmed(self.room_of(channel))
             _settle(request.waiters, None)
 
 
@@ -511,8 +519,9 @@ class RedisBroker(_OnOneLoop):
         )
         self._pool = pool or ConnectionPool.from_url(url, **connection_options(timeout))
         self._publisher = self._new_publisher(self._pool, "publisher")
-        self._subscriber = _Subscriber(self._pool, timeout, self._backoff, on_message)
+        self._subscriber = _Subscriber(self._pool, timeout, self._backoff, self.gaps.receive)
         self._subscriber.on_change = self._report_state
+        self._subscriber.on_confirmed = self._subscribed_again
 
     def _init_common(
         self,
@@ -538,6 +547,9 @@ class RedisBroker(_OnOneLoop):
         self._watchdog: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._was_ready = False
+        # Rooms' chat streams pass through here: whatever a subscriber link missed (dropped and
+        # re-made, slot moved, Redis restarted) is filled from history or announced as lost.
+        self.gaps = LiveGaps(on_message, self._read_history, self._limits.size, 3 * timeout)
 
     def _new_publisher(self, pool: ConnectionPool, name: str) -> _Publisher:
         publisher = self._publisher_class()(
@@ -580,6 +592,14 @@ class RedisBroker(_OnOneLoop):
 
     def _links(self) -> list[tuple[_Publisher, _Subscriber]]:
         return [(self._publisher, self._subscriber)]
+
+    def _listening(self, room: str) -> bool:
+        """False while members here wait for the room but Redis has not confirmed our
+        subscription (the link is down or resubscribing): a message acknowledged now would
+        reach them only through the gap filler, so it is refused instead."""
+        channel = channel_for(room)
+        subscriber = self._subscriber
+        return channel not in subscriber.wanted or channel in subscriber.confirmed
 
     async def _barrier(self) -> None:
         """Return once every command queued so far was answered, on every link."""
@@ -627,14 +647,17 @@ class RedisBroker(_OnOneLoop):
         await self._stop_links()
 
     async def _stop_links(self) -> None:
+        await self.gaps.stop()
         await self._publisher.stop()
         await self._subscriber.stop()
         await self._pool.disconnect()
 
     async def subscribe(self, room: str) -> None:
+        self.gaps.track(room)
         await self._subscriber.subscribe(channel_for(room))
 
     def unsubscribe(self, room: str) -> None:
+        self.gaps.forget(room)
         self._subscriber.unsubscribe(channel_for(room))
         self._command(self._rooms_key, resp_command(b"SREM", self._rooms_key, room.encode()), None)
 
@@ -654,6 +677,10 @@ class RedisBroker(_OnOneLoop):
         on_failure: FailureHandler | None = None,
         on_published: PublishedHandler | None = None,
     ) -> None:
+        if not self._listening(room):
+            if on_failure is not None:
+                self.loop.call_soon(on_failure)
+            return
         seq = scripts.room_keys(room)[0]
         settle = (
             _failure_only(on_failure)
@@ -663,6 +690,8 @@ class RedisBroker(_OnOneLoop):
         self._command(seq, self._publish_message_script(room, head, prefix), settle)
 
     async def post_message(self, room: str, head: bytes, prefix: bytes) -> tuple[str, int]:
+        if not self._listening(room):
+            raise BrokerUnavailable("this node is not subscribed to the room yet")
         seq = scripts.room_keys(room)[0]
         offset, epoch = await self._request(seq, self._publish_message_script(room, head, prefix))
         return epoch.decode(), int(offset)
@@ -708,6 +737,7 @@ class RedisBroker(_OnOneLoop):
             ),
         )
         epoch_value, latest, status, missed = reply
+        self.gaps.baseline(room, epoch_value.decode(), int(latest))
         return JoinReply(epoch_value.decode(), int(latest), status.decode(), list(reversed(missed)))
 
     def leave(self, room: str, member: str, announce: bytes) -> None:
@@ -753,6 +783,16 @@ class RedisBroker(_OnOneLoop):
             name = raw.decode()
             counts[name] = counts.get(name, 0) + 1
         return counts
+
+    # Live gaps
+
+    async def _read_history(self, room: str, limit: int) -> HistoryReply:
+        return await self.history(room, limit)
+
+    def _subscribed_again(self, room: str) -> None:
+        # A room's first subscription has nothing to recheck yet (the gap filler knows no
+        # offset of it); a later one (link re-made, slot moved) may have missed messages.
+        self.gaps.recheck(room)
 
     async def _beat(self) -> None:
         """Tell the others this node lives; reap the members of nodes that stopped telling."""

@@ -36,7 +36,6 @@ from redis.exceptions import ClusterDownError, RedisError, ResponseError, TryAga
 from roomcast.broker import (
     BrokerUnavailable,
     HistoryLimits,
-    HistoryReply,
     JoinReply,
     MessageHandler,
     StateHandler,
@@ -53,7 +52,6 @@ from roomcast.broker.cluster_slots import (
     sharded_channel,
     slot_of,
 )
-from roomcast.broker.live_gaps import LiveGaps
 from roomcast.broker.redis import (
     Backoff,
     RedisBroker,
@@ -166,13 +164,6 @@ class _ShardSubscriber(_Subscriber):
         super().__init__(*args, **kwargs)
         self._own_unsubscribes: Counter[bytes] = Counter()
         self.on_topology_hint: Any = None  # set by the broker: () -> None
-        self.on_confirmed: Any = None  # set by the broker: (channel) -> None
-
-    def _confirm(self, channel: bytes) -> None:
-        was_confirmed = channel in self.confirmed
-        super()._confirm(channel)
-        if not was_confirmed and channel in self.confirmed and self.on_confirmed is not None:
-            self.on_confirmed(channel)
 
     def room_of(self, channel: bytes) -> str:
         return room_of_channel(channel)
@@ -303,8 +294,6 @@ class RedisClusterBroker(RedisBroker):
         self._retired: set[asyncio.Task[None]] = set()
         self.topology_refreshes = 0
         self._wanted_by_slot: dict[int, set[bytes]] = {}
-        # Rooms' chat streams pass through here: gaps left by slot moves are filled from history.
-        self.gaps = LiveGaps(on_message, self._read_history, self._limits.size, 3 * timeout)
         # Order across a slot move: commands answered MOVED wait here for the new map; commands
         # for a slot whose owner just changed wait in ``_held`` until the old owner answered all
         # that was sent to it, so that no later command overtakes an earlier one.
@@ -374,6 +363,15 @@ class RedisClusterBroker(RedisBroker):
 
     def _links(self) -> list[tuple[_Publisher, _Subscriber]]:
         return [(shard.publisher, shard.subscriber) for shard in self._shards.values()]
+
+    def _listening(self, room: str) -> bool:
+        # Not the channel's confirmation: during a slot move the new owner's SSUBSCRIBE is in
+        # flight while publishing there is fine (the gap filler hands over what it misses).
+        channel = sharded_channel(room)
+        if channel not in self._wanted:
+            return True
+        shard = self._shard_for(channel)
+        return shard is not None and shard.subscriber.connected
 
     @property
     def ready(self) -> bool:
@@ -668,24 +666,15 @@ class RedisClusterBroker(RedisBroker):
 
     # Live gaps
 
-    async def _read_history(self, room: str, limit: int) -> HistoryReply:
-        return await self.history(room, limit)
-
     def _recheck_slot(self, slot: int) -> None:
         for channel in list(self._wanted_by_slot.get(slot, ())):
             self.gaps.recheck(room_of_channel(channel))
-
-    def _subscribed_again(self, channel: bytes) -> None:
-        # A room's first subscription has nothing to recheck yet; a later one (slot moved,
-        # link reconnected) may have missed what was published meanwhile.
-        self.gaps.recheck(room_of_channel(channel))
 
     async def join(
         self, room: str, member: str, username: str, since: Since | None, announce: bytes
     ) -> JoinReply:
         _SERVED_BY_IMPORTING.set(False)
         reply = await super().join(room, member, username, since, announce)
-        self.gaps.baseline(room, reply.epoch, reply.offset)
         if _SERVED_BY_IMPORTING.get():
             # The importing node published the announcement where this node does not listen
             # yet; the node waits for it as its join point, so it is handed over here.

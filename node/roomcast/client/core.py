@@ -35,6 +35,7 @@ from roomcast.client.events import (
     History,
     Joined,
     Left,
+    Loss,
     Presence,
     Reconnecting,
     ServerEvent,
@@ -464,6 +465,13 @@ class RoomcastClient:
             return
         if isinstance(event, Ack):
             self._book.acknowledge(event)
+            return
+        if isinstance(event, Loss):
+            self._emit(event)
+            state = self._rooms.get(event.room)
+            gap = state.cursor.on_loss(event) if state is not None else None
+            if gap is not None:
+                self._emit(gap)
             return
         if isinstance(event, Error) and event.id is not None:
             failure = self._book.refuse(event)

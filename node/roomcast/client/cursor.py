@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from roomcast.client.events import ChatMessage, Gap, Joined, Resumed
+from roomcast.client.events import ChatMessage, Gap, Joined, Loss, Resumed
 
 
 @dataclass
@@ -17,6 +17,8 @@ class RoomCursor:
     epoch: str | None = None
     offset: int = 0
     duplicates_dropped: int = 0
+    # A loss notice already told of the hole before the next message (its end was unknown).
+    offset_hole_announced: bool = False
 
     def since(self) -> dict[str, int | str] | None:
         """The ``since`` of a rejoin, or None when nothing was seen yet (a plain join)."""
@@ -50,7 +52,25 @@ class RoomCursor:
             self.duplicates_dropped += 1
             return False, None
         gap = None
-        if message.offset > self.offset + 1:
+        if message.offset > self.offset + 1 and not self.offset_hole_announced:
             gap = Gap(self.room, "offsets_skipped", self.epoch, self.offset)
+        self.offset_hole_announced = False
         self.offset = message.offset
         return True, gap
+
+    def on_loss(self, loss: Loss) -> Gap | None:
+        """The server gave up on some offsets: continue after them, and say so (once)."""
+        if loss.reason == "epoch_changed":
+            if self.epoch is not None and loss.epoch != self.epoch:
+                return None  # about an epoch this client already left
+            # The new epoch's messages follow from its offset 1: none of them is a gap.
+            self.epoch, self.offset = loss.new_epoch, 0
+            return Gap(self.room, loss.reason, loss.new_epoch or "", 0)
+        if loss.epoch != self.epoch:
+            return None
+        if loss.to_offset is None:
+            # Up to the next message, whose offset ends the hole: no second Gap for it.
+            self.offset_hole_announced = True
+        else:
+            self.offset = max(self.offset, loss.to_offset)
+        return Gap(self.room, loss.reason, loss.epoch, self.offset)

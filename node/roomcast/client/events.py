@@ -117,6 +117,23 @@ class Ack:
 
 
 @dataclass(frozen=True, slots=True)
+class Loss:
+    """The server's notice that messages of ``room`` it acknowledged will never reach this
+    connection: offsets ``from_offset``..``to_offset`` of ``epoch`` (``to_offset`` None: to the
+    end of that epoch, or up to the next message). ``reason``: ``epoch_changed`` (Redis lost
+    the room's history; the room goes on in ``new_epoch`` from offset 1, None while it has no
+    message yet), ``too_old`` (no longer in history) or ``unavailable`` (Redis could not be
+    read in time). The client also emits a ``Gap``: reload with ``history`` if they matter."""
+
+    room: str
+    reason: str
+    epoch: str
+    from_offset: int
+    to_offset: int | None
+    new_epoch: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Unknown:
     """Anything else: a type this client does not know, or a frame it could not read."""
 
@@ -162,7 +179,8 @@ class Resumed:
 class Gap:
     """Messages of ``room`` may have been missed; reload with ``history`` if they matter.
 
-    ``reason``: the server's ``epoch_changed``, ``too_old`` or ``overloaded``; or, seen by this
+    ``reason``: the server's ``epoch_changed``, ``too_old`` or ``overloaded`` (of a rejoin, or
+    of a ``Loss`` notice on a live connection, which adds ``unavailable``); or, seen by this
     client, ``offsets_skipped`` (a live message came after a hole in the offsets).
     """
 
@@ -213,6 +231,7 @@ ServerEvent = (
     | History
     | Error
     | Ack
+    | Loss
     | Unknown
 )
 ClientEvent = Connected | Disconnected | Reconnecting | Resumed | Gap | SendFailed | Closed
@@ -312,6 +331,14 @@ _PARSERS: Final[dict[str, Callable[[Mapping[str, Any]], ServerEvent]]] = {
     "history": _history,
     "error": lambda d: Error(_str(d, "code"), _str(d, "reason"), _opt_str(d, "room"), _id(d)),
     "ack": lambda d: Ack(_required_id(d), _str(d, "room"), _str(d, "epoch"), _int(d, "offset")),
+    "loss": lambda d: Loss(
+        _str(d, "room"),
+        _str(d, "reason"),
+        _str(d, "epoch"),
+        _int(d, "from_offset"),
+        _opt_int(d, "to_offset"),
+        _opt_str(d, "new_epoch"),
+    ),
 }
 
 

@@ -87,3 +87,11 @@ class RecoveryStatus(StrEnum):
     TOO_OLD = "too_old"  # the missed messages left history (size or age)
     OVERLOADED = "overloaded"  # the room outran the catch-up buffer: reload history
     NOT_REQUESTED = "not_requested"  # no `since`: live from the join on
+
+
+class LossReason(StrEnum):
+    """Why a ``loss`` event says acknowledged messages will never reach a live connection."""
+
+    EPOCH_CHANGED = "epoch_changed"  # Redis lost the room's history (restarted empty)
+    TOO_OLD = "too_old"  # the missed offsets are no longer in the room's history
+    UNAVAILABLE = "unavailable"  # Redis could not be read back in time to fill the gap

@@ -21,7 +21,7 @@ from typing import Any, Final
 
 import orjson
 
-from roomcast.wire.codes import ErrorCode
+from roomcast.wire.codes import ErrorCode, LossReason
 from roomcast.wire.recovery import Since
 
 ROOM_PATTERN: Final = re.compile(r"[A-Za-z0-9_.:@\-]{1,64}")
@@ -345,3 +345,34 @@ def presence(room: str, members: dict[str, int], request_id: RequestId = None) -
 
 def typing(room: str, username: str) -> bytes:
     return encode({"type": "typing", "room": room, "username": username})
+
+
+# ``reason`` of a ``loss`` event (``codes.LossReason``).
+LOSS_EPOCH_CHANGED: Final = LossReason.EPOCH_CHANGED
+LOSS_TOO_OLD: Final = LossReason.TOO_OLD
+LOSS_UNAVAILABLE: Final = LossReason.UNAVAILABLE
+
+
+def loss(
+    room: str,
+    reason: str,
+    epoch: str,
+    from_offset: int,
+    to_offset: int | None,
+    new_epoch: str | None = None,
+) -> bytes:
+    """Messages of ``room`` from ``from_offset`` to ``to_offset`` (None: to the end of ``epoch``
+    for ``epoch_changed``, or to the next message delivered) were published but will never be
+    delivered on this connection; ``new_epoch`` (with ``epoch_changed``) is where the room
+    continues, None while it has no message yet."""
+    event: dict[str, Any] = {
+        "type": "loss",
+        "room": room,
+        "reason": reason,
+        "epoch": epoch,
+        "from_offset": from_offset,
+        "to_offset": to_offset,
+    }
+    if reason == LOSS_EPOCH_CHANGED:
+        event["new_epoch"] = new_epoch
+    return encode(event)

@@ -1,0 +1,252 @@
+"""Steady chat traffic through real nodes, and the delivery guarantee checked over what every
+connected member saw: each acknowledged message delivered exactly once and in order, or covered
+by a ``loss`` event; nothing refused ever delivered; the same text at the same offset for all.
+
+Members stay connected through the fault under test (they never rejoin): what they miss can only
+be made good by the nodes themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.support.wsclient import scaled
+
+Event = dict[str, Any]
+Position = tuple[str, int]  # (epoch, offset)
+
+
+@dataclass
+class Member:
+    """One connection in one room, reading everything it is sent, in order."""
+
+    name: str
+    room: str
+    ws: ClientConnection
+    node: str = ""
+    messages: list[tuple[str, int, str]] = field(default_factory=list)  # (epoch, offset, text)
+    losses: list[Event] = field(default_factory=list)
+    acked: dict[str, Position] = field(default_factory=dict)  # request id -> position
+    refused: set[str] = field(default_factory=set)  # request ids answered with an error
+    texts: dict[str, str] = field(default_factory=dict)  # request id -> text sent
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    reader: asyncio.Task[None] | None = None
+    closed: bool = False
+
+    def record(self, event: Event) -> None:
+        kind = event.get("type")
+        if kind == "message" and event.get("room") == self.room:
+            self.messages.append((event["epoch"], event["offset"], event["text"]))
+        elif kind == "loss" and event.get("room") == self.room:
+            self.losses.append(event)
+        elif kind == "ack":
+            self.acked[str(event["id"])] = (event["epoch"], event["offset"])
+        elif kind == "error" and "id" in event:
+            self.refused.add(str(event["id"]))
+        self.changed.set()
+
+    async def read(self) -> None:
+        try:
+            async for raw in self.ws:
+                self.record(json.loads(raw))
+        except ConnectionClosed:
+            pass
+        finally:
+            self.closed = True
+            self.changed.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self.texts) - len(self.acked) - len(self.refused)
+
+    def covered(self, position: Position) -> bool:
+        epoch, offset = position
+        return any(
+            loss["epoch"] == epoch
+            and loss["from_offset"] <= offset
+            and (loss["to_offset"] is None or offset <= loss["to_offset"])
+            for loss in self.losses
+        )
+
+    async def send_message(self, request_id: str, text: str) -> None:
+        self.texts[request_id] = text
+        frame = {"type": "message", "room": self.room, "text": text, "id": request_id}
+        with contextlib.suppress(ConnectionClosed):
+            await self.ws.send(json.dumps(frame))
+
+    def seen(self) -> set[Position]:
+        return {(epoch, offset) for epoch, offset, _ in self.messages}
+
+
+async def join_member(url: str, room: str, name: str) -> Member:
+    ws = await connect(url, open_timeout=scaled(10), max_size=2**22, max_queue=None)
+    welcome = json.loads(await asyncio.wait_for(ws.recv(), scaled(10)))
+    await ws.send(json.dumps({"type": "join", "room": room, "username": name}))
+    async with asyncio.timeout(scaled(10)):
+        while True:
+            event = json.loads(await ws.recv())
+            if event["type"] == "joined":
+                break
+            assert event["type"] != "error", event
+    member = Member(name, room, ws, node=welcome["node"])
+    member.reader = asyncio.create_task(member.read())
+    return member
+
+
+class Traffic:
+    """Rooms with readers and senders (senders are members too), each sender at a steady pace."""
+
+    def __init__(self, members: list[Member], senders: list[Member], interval: float) -> None:
+        self.members = members
+        self.senders = senders
+        self.interval = interval
+        self._serial = itertools.count(1)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stop = asyncio.Event()
+
+    @classmethod
+    async def start(
+        cls,
+        url: str | Callable[[int], str],
+        rooms: list[str],
+        readers: int = 3,
+        senders: int = 2,
+        interval: float = 0.02,
+    ) -> Traffic:
+        """``url(i)`` may spread the i-th connection over the nodes."""
+        pick = url if callable(url) else (lambda _i: url)
+        members: list[Member] = []
+        sending: list[Member] = []
+        index = 0
+        for room in rooms:
+            for reader in range(readers + senders):
+                member = await join_member(pick(index), room, f"{room}-m{reader}")
+                index += 1
+                members.append(member)
+                if reader >= readers:
+                    sending.append(member)
+        traffic = cls(members, sending, interval)
+        traffic._tasks = [asyncio.create_task(traffic._send(s)) for s in sending]
+        return traffic
+
+    async def _send(self, sender: Member) -> None:
+        while not self._stop.is_set() and not sender.closed:
+            request_id = f"{sender.name}-{next(self._serial)}"
+            await sender.send_message(request_id, f"text of {request_id}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.interval)
+
+    def acks(self) -> int:
+        return sum(len(sender.acked) for sender in self.senders)
+
+    async def until(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
+        """Wait, woken by every event any member receives, until ``condition`` holds."""
+        async with asyncio.timeout(scaled(timeout)):
+            while not condition():
+                waits = [asyncio.ensure_future(m.changed.wait()) for m in self.members]
+                for member in self.members:
+                    member.changed.clear()
+                if condition():
+                    for wait in waits:
+                        wait.cancel()
+                    break
+                _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                for wait in pending:
+                    wait.cancel()
+        del what  # named for the reader of a timeout's traceback
+
+    async def more_acks(self, count: int, timeout: float = 20) -> None:
+        """Every sender had ``count`` more messages acknowledged than now."""
+        wanted = {sender.name: len(sender.acked) + count for sender in self.senders}
+        await self.until(
+            lambda: all(len(s.acked) >= wanted[s.name] for s in self.senders),
+            timeout,
+            "acknowledgements",
+        )
+
+    async def finish(self, timeout: float = 20) -> None:
+        """Stop sending; wait until each message is answered and every member has every
+        acknowledged message of its room, delivered or covered by a loss event."""
+        self._stop.set()
+        await asyncio.gather(*self._tasks)
+        await self.until(lambda: all(s.pending == 0 for s in self.senders), timeout, "answers")
+        await self.until(lambda: not self.missing(), timeout, "every acknowledged message")
+
+    def acknowledged(self, room: str) -> dict[Position, str]:
+        positions: dict[Position, str] = {}
+        for sender in self.senders:
+            if sender.room == room:
+                for request_id, position in sender.acked.items():
+                    assert position not in positions, f"two messages acked at {position}"
+                    positions[position] = sender.texts[request_id]
+        return positions
+
+    def missing(self) -> dict[str, list[Position]]:
+        gaps: dict[str, list[Position]] = {}
+        for member in self.members:
+            seen = member.seen()
+            lost = [
+                p for p in self.acknowledged(member.room) if p not in seen and not member.covered(p)
+            ]
+            if lost:
+                gaps[member.name] = sorted(lost)
+        return gaps
+
+    def check(self) -> None:
+        """The guarantee, over everything every member saw."""
+        refused_texts = {
+            sender.texts[request_id] for sender in self.senders for request_id in sender.refused
+        }
+        for member in self.members:
+            assert not member.closed, f"{member.name} was disconnected"
+            acknowledged = self.acknowledged(member.room)
+            positions = [(epoch, offset) for epoch, offset, _ in member.messages]
+            assert len(positions) == len(set(positions)), f"{member.name}: duplicates"
+            epochs: list[str] = []
+            last = 0
+            for epoch, offset, text in member.messages:
+                assert text not in refused_texts, f"{member.name} got a refused message"
+                if acknowledged.get((epoch, offset), text) != text:
+                    raise AssertionError(f"{member.name}: another text at {epoch}/{offset}")
+                if not epochs or epochs[-1] != epoch:
+                    assert epoch not in epochs, f"{member.name}: back to epoch {epoch}"
+                    epochs.append(epoch)
+                    last = 0
+                assert offset > last, f"{member.name}: {offset} after {last} in {epoch}"
+                last = offset
+        assert not self.missing(), self.missing()
+
+    def summary(self) -> str:
+        return (
+            f"acked {self.acks()}, refused {sum(len(s.refused) for s in self.senders)}, "
+            f"delivered {sum(len(m.messages) for m in self.members)}, "
+            f"loss events {sum(len(m.losses) for m in self.members)}"
+        )
+
+    async def close(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for member in self.members:
+            await member.ws.close()
+        await asyncio.gather(
+            *(m.reader for m in self.members if m.reader is not None), return_exceptions=True
+        )
+
+
+async def in_thread(action: Callable[[], Any]) -> Any:
+    """A blocking fault action (kill, restart) that must not stall the members' readers."""
+    return await asyncio.to_thread(action)
+
+
+Fault = Callable[[], Awaitable[None]]
