@@ -92,6 +92,9 @@ class RoomcastClient:
         max_events: events that may wait unread; reading from the server pauses beyond that, so
             a slow application slows the connection (at worst the server closes it with 1013 and
             the client resumes) instead of growing memory.
+        max_event_bytes: the same bound in bytes of the frames the waiting events came in; with
+            ``max_frame_bytes`` times the few frames websockets reads ahead, it bounds what a
+            server can make a client that does not read hold.
         ping_interval: seconds between keepalive pings (and the time a pong may take); ``None``:
             no pings.
         max_frame_bytes: the largest frame accepted from the server; a bigger one closes the
@@ -115,6 +118,7 @@ class RoomcastClient:
         confirm_timeout: float = 30.0,
         typing_interval: float = 1.0,
         max_events: int = 10_000,
+        max_event_bytes: int = 8 * 2**20,
         ping_interval: float | None = 20.0,
         max_frame_bytes: int = 2**24,
     ) -> None:
@@ -132,11 +136,14 @@ class RoomcastClient:
         self._request_timeout = request_timeout
         self._typing_interval = typing_interval
         self._max_events = max_events
+        self._max_event_bytes = max_event_bytes
+        self._queued_bytes = 0  # frame bytes behind the events waiting in _events
+        self._frame_bytes = 0  # the size of the frame being dispatched, charged to its first event
         self._ping_interval = ping_interval
         self._max_frame_bytes = max_frame_bytes
         self._book = SendBook(max_unsent, queue_timeout, confirm_timeout)
         self._rooms: dict[str, RoomState] = {name: RoomState(RoomCursor(name)) for name in rooms}
-        self._events: asyncio.Queue[Any] = asyncio.Queue()
+        self._events: asyncio.Queue[tuple[Any, int]] = asyncio.Queue()
         self._events_drained = asyncio.Event()
         self._link: Link | None = None
         self._link_changed = asyncio.Event()
@@ -326,11 +333,12 @@ class RoomcastClient:
         return self
 
     async def __anext__(self) -> Event:
-        item = await self._events.get()
-        if self._events.qsize() < self._max_events:
+        item, size = await self._events.get()
+        self._queued_bytes -= size
+        if not self._events_full():
             self._events_drained.set()
         if item is _END:
-            self._events.put_nowait(_END)  # every later iteration ends too
+            self._events.put_nowait((_END, 0))  # every later iteration ends too
             raise StopAsyncIteration
         event: Event = item
         return event
@@ -364,8 +372,9 @@ class RoomcastClient:
                     ping_interval=self._ping_interval,
                     ping_timeout=self._ping_interval,
                     max_size=self._max_frame_bytes,
-                    # Frames are read as fast as the application takes events (max_events).
-                    max_queue=None,
+                    # Frames are read as fast as the application takes events (max_events,
+                    # max_event_bytes); beyond these few, websockets stops reading the socket.
+                    max_queue=4,
                 )
             except InvalidStatus as exc:
                 status = exc.response.status_code
@@ -425,10 +434,13 @@ class RoomcastClient:
             for room, state in self._rooms.items():
                 self._send_join(link, room, state)
             while True:
-                if self._events.qsize() >= self._max_events:
+                if self._events_full():
                     self._events_drained.clear()
                     await self._events_drained.wait()
-                self._dispatch(link, parse_event(await ws.recv()))
+                raw = await ws.recv()
+                self._frame_bytes = len(raw)
+                self._dispatch(link, parse_event(raw))
+                self._frame_bytes = 0
         except ConnectionClosed as exc:
             return _close_of(exc)
         except TimeoutError:
@@ -605,8 +617,15 @@ class RoomcastClient:
             await asyncio.sleep(interval)
             self._emit_all(self._book.expire(time.monotonic()))
 
+    def _events_full(self) -> bool:
+        return (
+            self._events.qsize() >= self._max_events or self._queued_bytes >= self._max_event_bytes
+        )
+
     def _emit(self, event: Event) -> None:
-        self._events.put_nowait(event)
+        size, self._frame_bytes = self._frame_bytes, 0
+        self._queued_bytes += size
+        self._events.put_nowait((event, size))
 
     def _emit_all(self, events: Iterable[Event]) -> None:
         for event in events:
@@ -622,7 +641,7 @@ class RoomcastClient:
                 if not waiter.done():
                     waiter.set_exception(ClientClosedError(closed))
         self._emit(closed)
-        self._events.put_nowait(_END)
+        self._events.put_nowait((_END, 0))
         self._events_drained.set()
         self._signal_link_change()
 
