@@ -1,4 +1,4 @@
-"""Sentinel mode: the standalone broker, its links connected to whatever primary Sentinel names.
+"""Sentinel mode: the standalone topology, its links connected to whatever primary Sentinel names.
 
 Each (re)connect of a link asks the sentinels for the current primary (redis-py's
 ``SentinelConnectionPool``), so after a failover the links, cut off from the dead primary,
@@ -10,6 +10,7 @@ connection error: it reconnects through Sentinel too.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,7 +20,8 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
 from roomcast.broker import HistoryLimits, MessageHandler, StateHandler
-from roomcast.broker.redis import Backoff, RedisBroker, connection_options
+from roomcast.broker.links import ReconnectDelay, connection_options
+from roomcast.broker.redis import RedisBroker, Standalone
 
 
 def parse_sentinels(items: Sequence[str]) -> list[tuple[str, int]]:
@@ -46,6 +48,8 @@ def primary_options(url: str | None) -> dict[str, Any]:
 
 
 class RedisSentinelBroker(RedisBroker):
+    """The Redis broker over one standalone topology on the primary Sentinel names."""
+
     def __init__(
         self,
         sentinels: Sequence[str],
@@ -57,7 +61,7 @@ class RedisSentinelBroker(RedisBroker):
         sentinel_username: str | None = None,
         sentinel_password: str | None = None,
         timeout: float = 5.0,
-        backoff: Backoff | None = None,
+        reconnect: ReconnectDelay | None = None,
         limits: HistoryLimits | None = None,
         instance: str = "",
         presence_ttl: float = 15.0,
@@ -79,22 +83,21 @@ class RedisSentinelBroker(RedisBroker):
         self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
             parse_sentinels(sentinels), sentinel_kwargs=sentinel_options
         )
-        pool = SentinelConnectionPool(  # type: ignore[no-untyped-call]
+        self._pool = SentinelConnectionPool(  # type: ignore[no-untyped-call]
             master, self._sentinel, **connection_options(timeout), **primary_options(url)
         )
         super().__init__(
-            url or "redis://",
+            url or "",
             on_message,
             on_state,
             timeout=timeout,
-            backoff=backoff,
             limits=limits,
             instance=instance,
             presence_ttl=presence_ttl,
             on_resync=on_resync,
-            pool=pool,
+            topology=functools.partial(Standalone, self._pool, timeout, reconnect),
         )
 
-    async def _stop_links(self) -> None:
-        await super()._stop_links()
+    async def stop(self) -> None:
+        await super().stop()
         await self._sentinel.aclose()
