@@ -5,9 +5,6 @@ read loop, and the watchdog that drops a link Redis stopped answering on.
   oldest command in flight. A burst costs one write, not one round trip each.
 - :class:`SubscriberLink` holds pub/sub subscriptions: ``subscribe`` returns only once Redis
   confirmed it, and every reconnect makes them all again.
-- :class:`RedisShard` is one Redis server as a node uses it: one link of each kind, opened at
-  start-up (never lazily by the first two joins at once, so a join storm cannot open duplicates).
-
 Links reconnect with exponential backoff and full jitter. What a command is (a publication) is
 said by its caller in a :class:`Command`, never read back from its bytes.
 """
@@ -130,34 +127,36 @@ def resolving(future: asyncio.Future[Any]) -> Settle:
     return settle
 
 
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where a link connects (a redis-py pool: address, credentials, TLS), how long it waits for
+    a connection or a reply, and how long between attempts."""
+
+    pool: ConnectionPool
+    timeout: float
+    reconnect: ReconnectDelay = ReconnectDelay()
+
+
 class RedisLink(OnOneLoop):
     """One Redis connection with its own reconnect loop, write queue and read loop.
 
-    ``on_up``/``on_down``, given by whoever composes the link, run after the link's own
+    ``on_up``/``on_down``, set by whoever composes the link, run after the link's own
     bookkeeping each time it connects and each time it loses its connection.
     """
 
-    def __init__(
-        self,
-        name: str,
-        pool: ConnectionPool,
-        timeout: float,
-        reconnect: ReconnectDelay,
-        on_up: Callable[[], None] = _nothing,
-        on_down: Callable[[], None] = _nothing,
-    ) -> None:
+    def __init__(self, name: str, endpoint: Endpoint) -> None:
         self.name = name
-        self._pool = pool
-        self._timeout = timeout
-        self._reconnect = reconnect
+        self._pool = endpoint.pool
+        self._timeout = endpoint.timeout
+        self._reconnect = endpoint.reconnect
         self._conn: AbstractConnection | None = None
         self._out: list[bytes] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._aborted: asyncio.Future[None] | None = None  # set while a connection is served
         self.connected = False
-        self.on_up = on_up
-        self.on_down = on_down
+        self.on_up: Callable[[], None] = _nothing
+        self.on_down: Callable[[], None] = _nothing
         self.reconnects = 0
 
     def start(self) -> None:
@@ -303,16 +302,11 @@ class CommandLink(RedisLink):
     def __init__(
         self,
         name: str,
-        pool: ConnectionPool,
-        timeout: float,
-        reconnect: ReconnectDelay,
+        endpoint: Endpoint,
         script_set: tuple[Script, ...],
-        *,
-        on_up: Callable[[], None] = _nothing,
-        on_down: Callable[[], None] = _nothing,
         on_refused: Refusal | None = None,
     ) -> None:
-        super().__init__(name, pool, timeout, reconnect, on_up, on_down)
+        super().__init__(name, endpoint)
         self._scripts = script_set
         self._on_refused = on_refused
         self._inflight: deque[Command] = deque()
@@ -406,18 +400,13 @@ class SubscriberLink(RedisLink):
     def __init__(
         self,
         name: str,
-        pool: ConnectionPool,
-        timeout: float,
-        reconnect: ReconnectDelay,
+        endpoint: Endpoint,
         pubsub: PubSub,
         on_message: MessageHandler,
-        *,
         on_confirmed: Callable[[str], None],
-        on_up: Callable[[], None] = _nothing,
-        on_down: Callable[[], None] = _nothing,
         on_slot_moved: Callable[[], None] | None = None,
     ) -> None:
-        super().__init__(name, pool, timeout, reconnect, on_up, on_down)
+        super().__init__(name, endpoint)
         self._pubsub = pubsub
         # Read per publication: kept as plain attributes.
         self._message_kind = pubsub.message
@@ -450,13 +439,10 @@ class SubscriberLink(RedisLink):
         await within(self.loop, waiter, self._timeout, reason)
 
     def unsubscribe(self, channel: bytes) -> None:
-        self.wanted.discard(channel)
-        self.confirmed.discard(channel)
-        for request in self._requests.get(channel, ()):
-            # Its reply may still come; it must not confirm a room nobody wants any more, nor
-            # wake a later join that needs a SUBSCRIBE sent after this UNSUBSCRIBE.
-            request.abandoned = True
-            _settle(request.waiters, BrokerUnavailable("left before the subscription completed"))
+        # The requests' replies may still come; they must not confirm a room nobody wants any
+        # more, nor wake a later join that needs a SUBSCRIBE sent after this UNSUBSCRIBE.
+        left = BrokerUnavailable("left before the subscription completed")
+        self._abandon(channel, self._requests.get(channel, ()), left)
         if self.connected:
             if self._on_slot_moved is not None:
                 self._own_unsubscribes[channel] += 1
@@ -470,11 +456,17 @@ class SubscriberLink(RedisLink):
 
     def drop(self, channel: bytes) -> None:
         """Forget ``channel`` without telling Redis: its slot is no longer this server's."""
+        moved = SlotMoved("the room's slot moved to another shard")
+        self._abandon(channel, self._requests.pop(channel, ()), moved)
+
+    def _abandon(
+        self, channel: bytes, requests: Iterable[_SubscribeRequest], error: Exception
+    ) -> None:
         self.wanted.discard(channel)
         self.confirmed.discard(channel)
-        for request in self._requests.pop(channel, ()):
+        for request in requests:
             request.abandoned = True
-            _settle(request.waiters, SlotMoved("the room's slot moved to another shard"))
+            _settle(request.waiters, error)
 
     def ping(self) -> None:
         if self.connected:
@@ -582,101 +574,3 @@ def _settle(waiters: list[asyncio.Future[None]], error: Exception | None) -> Non
             else:
                 waiter.set_exception(error)
     waiters.clear()
-
-
-@dataclass(frozen=True, slots=True)
-class ShardEvents:
-    """What a shard's links tell whoever composes them (the broker, through its topology)."""
-
-    message: MessageHandler  # a publication on a subscribed channel: (room, payload)
-    # A room may have missed publications, check it against history: told each time its
-    # subscription is confirmed (first time or again), and after an ASK-served publication.
-    recheck: Callable[[str], None]
-    changed: Callable[[], None]  # a link connected or lost its connection
-    commands_up: Callable[[], None]  # the command link connected, its scripts queued first
-    lost: Callable[[], None] = _nothing  # a link lost its connection (before ``changed``)
-    refused: Refusal | None = None  # error replies on the command link (see CommandLink)
-    slot_moved: Callable[[], None] | None = None  # see SubscriberLink
-
-
-@dataclass(eq=False, slots=True)
-class RedisShard:
-    """One Redis server as this node uses it: one command link and one subscriber link."""
-
-    pool: ConnectionPool
-    commands: CommandLink
-    subscriber: SubscriberLink
-
-    @classmethod
-    def open(
-        cls,
-        label: str,
-        pool: ConnectionPool,
-        timeout: float,
-        reconnect: ReconnectDelay,
-        script_set: tuple[Script, ...],
-        pubsub: PubSub,
-        events: ShardEvents,
-    ) -> RedisShard:
-        """Links named ``publisher``/``subscriber`` and ``label`` (the server, in a cluster)."""
-        suffix = f" {label}" if label else ""
-
-        def commands_up() -> None:
-            events.commands_up()
-            events.changed()
-
-        def down() -> None:
-            events.lost()
-            events.changed()
-
-        commands = CommandLink(
-            "publisher" + suffix,
-            pool,
-            timeout,
-            reconnect,
-            script_set,
-            on_up=commands_up,
-            on_down=down,
-            on_refused=events.refused,
-        )
-        subscriber = SubscriberLink(
-            "subscriber" + suffix,
-            pool,
-            timeout,
-            reconnect,
-            pubsub,
-            events.message,
-            on_confirmed=events.recheck,
-            on_up=events.changed,
-            on_down=down,
-            on_slot_moved=events.slot_moved,
-        )
-        return cls(pool, commands, subscriber)
-
-    @property
-    def connected(self) -> bool:
-        return self.commands.connected and self.subscriber.connected
-
-    @property
-    def reconnects(self) -> int:
-        return self.commands.reconnects + self.subscriber.reconnects
-
-    def start(self) -> None:
-        self.commands.start()
-        self.subscriber.start()
-
-    async def stop(self) -> None:
-        await self.commands.stop()
-        await self.subscriber.stop()
-        await self.pool.disconnect()
-
-
-async def watch(shards: Callable[[], Iterable[RedisShard]], timeout: float) -> None:
-    """Detect a silent Redis (no RST, just no replies): ping every link, abort overdue ones."""
-    loop = asyncio.get_running_loop()
-    while True:
-        await asyncio.sleep(timeout / 2)
-        now = loop.time()
-        for shard in shards():
-            shard.commands.watch(now)
-            shard.subscriber.watch(now)

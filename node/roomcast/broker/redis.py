@@ -2,7 +2,7 @@
 
 The broker's semantics (scripts, presence, heartbeat, reaper, the gap filler) are written once,
 here, over a :class:`Topology`: where each command goes and which link listens to a room. The
-standalone topology is one :class:`~roomcast.broker.links.RedisShard` (two connections per node:
+standalone topology is one :class:`~roomcast.broker.shard.RedisShard` (two connections per node:
 one pipelined command link, one subscriber link); Sentinel mode uses it on the primary Sentinel
 names; Redis Cluster (:mod:`roomcast.broker.redis_cluster`) routes over one shard per primary.
 
@@ -23,7 +23,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Final, NamedTuple, Protocol
+from typing import Any, Final, NamedTuple, Protocol, TypedDict, Unpack
 
 from redis.asyncio.connection import ConnectionPool
 from redis.exceptions import RedisError
@@ -43,23 +43,24 @@ from roomcast.broker import (
 from roomcast.broker.errors import describe
 from roomcast.broker.links import (
     Command,
+    Endpoint,
     OnOneLoop,
     PubSub,
     ReconnectDelay,
-    RedisShard,
     Settle,
-    ShardEvents,
     connection_options,
-    watch,
 )
 from roomcast.broker.live_gaps import LiveGaps
 from roomcast.broker.memory import new_epoch
+from roomcast.broker.shard import RedisShard, ShardEvents, watch
 from roomcast.wire import envelope
 from roomcast.wire.recovery import Since
 
 log = logging.getLogger("roomcast.broker.redis")
 
 CHANNEL_PREFIX: Final = "roomcast:room:"
+DEFAULT_TIMEOUT: Final = 5.0
+DEFAULT_PRESENCE_TTL: Final = 15.0
 NODES_KEY: Final = b"rc:nodes"  # zset: node instance -> last heartbeat (ms)
 _PREFIX_LENGTH: Final = len(CHANNEL_PREFIX)
 
@@ -145,15 +146,8 @@ class Standalone:
         reconnect: ReconnectDelay | None,
         events: ShardEvents,
     ) -> None:
-        self.shard = RedisShard.open(
-            "",
-            pool,
-            timeout,
-            reconnect or ReconnectDelay(),
-            self.scripts.all,
-            CLASSIC_PUBSUB,
-            events,
-        )
+        endpoint = Endpoint(pool, timeout, reconnect or ReconnectDelay())
+        self.shard = RedisShard.open("", endpoint, self.scripts.all, CLASSIC_PUBSUB, events)
         self._commands = self.shard.commands
         self._subscriber = self.shard.subscriber
 
@@ -218,6 +212,17 @@ def _failure_only(on_failure: FailureHandler | None) -> Settle | None:
     return settle
 
 
+class RedisOptions(TypedDict, total=False):
+    """What every Redis broker takes besides where Redis is (keyword arguments, all optional)."""
+
+    timeout: float  # seconds for a connection, a reply, a confirmation (DEFAULT_TIMEOUT)
+    reconnect: ReconnectDelay | None  # waits between a link's connection attempts
+    limits: HistoryLimits | None  # history kept per room
+    instance: str  # this node's name among live nodes; a fresh one by default
+    presence_ttl: float  # seconds a silent node's members stay listed (DEFAULT_PRESENCE_TTL)
+    on_resync: Callable[[], None] | None  # Redis lost this node's presence: put it back
+
+
 class RedisBroker(OnOneLoop):
     """The broker over Redis: standalone at ``url``, or over the ``topology`` a Sentinel or
     Cluster broker builds instead."""
@@ -228,19 +233,15 @@ class RedisBroker(OnOneLoop):
         on_message: MessageHandler,
         on_state: StateHandler | None = None,
         *,
-        timeout: float = 5.0,
-        reconnect: ReconnectDelay | None = None,
-        limits: HistoryLimits | None = None,
-        instance: str = "",
-        presence_ttl: float = 15.0,
-        on_resync: Callable[[], None] | None = None,
         topology: TopologyFactory | None = None,
+        **options: Unpack[RedisOptions],
     ) -> None:
-        self._limits = limits or HistoryLimits()
-        self._instance = instance or new_epoch()
+        timeout = options.get("timeout", DEFAULT_TIMEOUT)
+        self._limits = options.get("limits") or HistoryLimits()
+        self._instance = options.get("instance") or new_epoch()
         self._rooms_key = f"rc:node:{self._instance}:rooms".encode()
-        self._presence_ttl = presence_ttl
-        self._on_resync = on_resync
+        self._presence_ttl = options.get("presence_ttl", DEFAULT_PRESENCE_TTL)
+        self._on_resync = options.get("on_resync")
         self._timeout = timeout
         self._on_state = on_state
         self._watchdog: asyncio.Task[None] | None = None
@@ -251,7 +252,7 @@ class RedisBroker(OnOneLoop):
         self.gaps = LiveGaps(on_message, self._read_history, self._limits.size, 3 * timeout)
         if topology is None:
             pool = ConnectionPool.from_url(url, **connection_options(timeout))
-            topology = functools.partial(Standalone, pool, timeout, reconnect)
+            topology = functools.partial(Standalone, pool, timeout, options.get("reconnect"))
         self.topology = topology(
             ShardEvents(
                 message=self.gaps.receive,

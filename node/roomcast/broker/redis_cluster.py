@@ -2,7 +2,7 @@
 
 A room's channel ``rc:{room}`` and its keys ``rc:{room}:…`` share one hash slot, so its scripts
 and its messages stay on the shard that owns the slot; classic PUBLISH would be copied to every
-node of the cluster. Per primary this node keeps one :class:`~roomcast.broker.links.RedisShard`
+node of the cluster. Per primary this node keeps one :class:`~roomcast.broker.shard.RedisShard`
 (a pipelined command link and a sharded subscriber link: backoff, confirmed subscriptions,
 watchdog); :class:`ClusterTopology` routes each command by hash slot, and the broker's semantics
 above routing (scripts, presence, heartbeat, reaper) are :class:`RedisBroker`'s.
@@ -27,14 +27,13 @@ import dataclasses
 import functools
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any, Final
+from typing import Any, Final, Unpack
 
 from redis.asyncio.connection import ConnectionPool
 from redis.exceptions import ClusterDownError, RedisError, ResponseError, TryAgainError
 
 from roomcast.broker import (
     BrokerUnavailable,
-    HistoryLimits,
     MessageHandler,
     StateHandler,
     resp,
@@ -54,16 +53,16 @@ from roomcast.broker.cluster_slots import (
 from roomcast.broker.errors import describe
 from roomcast.broker.links import (
     Command,
+    Endpoint,
     OnOneLoop,
     PubSub,
     ReconnectDelay,
-    RedisShard,
-    ShardEvents,
     SlotMoved,
     connection_options,
     resolving,
 )
-from roomcast.broker.redis import Answer, RedisBroker
+from roomcast.broker.redis import DEFAULT_TIMEOUT, Answer, RedisBroker, RedisOptions
+from roomcast.broker.shard import RedisShard, ShardEvents
 
 log = logging.getLogger("roomcast.broker.redis_cluster")
 
@@ -385,14 +384,9 @@ class ClusterTopology(OnOneLoop):
         kwargs = dict(base.connection_kwargs, host=address.host, port=address.port)
         pool = ConnectionPool(connection_class=base.connection_class, **kwargs)
         # Scripts loaded and this node listed in rc:nodes on connect, as in standalone mode.
+        endpoint = Endpoint(pool, self._timeout, self._reconnect)
         shard = RedisShard.open(
-            str(address),
-            pool,
-            self._timeout,
-            self._reconnect,
-            self.scripts.all,
-            SHARDED_PUBSUB,
-            self._events,
+            str(address), endpoint, self.scripts.all, SHARDED_PUBSUB, self._events
         )
         shard.start()
         return shard
@@ -503,26 +497,13 @@ class RedisClusterBroker(RedisBroker):
         seed_urls: str,
         on_message: MessageHandler,
         on_state: StateHandler | None = None,
-        *,
-        timeout: float = 5.0,
-        reconnect: ReconnectDelay | None = None,
-        limits: HistoryLimits | None = None,
-        instance: str = "",
-        presence_ttl: float = 15.0,
-        on_resync: Callable[[], None] | None = None,
+        **options: Unpack[RedisOptions],
     ) -> None:
+        timeout = options.get("timeout", DEFAULT_TIMEOUT)
         seed_pools = [
             ConnectionPool.from_url(url, **connection_options(timeout))
             for url in parse_seeds(seed_urls)
         ]
-        super().__init__(
-            seed_urls,
-            on_message,
-            on_state,
-            timeout=timeout,
-            limits=limits,
-            instance=instance,
-            presence_ttl=presence_ttl,
-            on_resync=on_resync,
-            topology=functools.partial(ClusterTopology, seed_pools, timeout, reconnect),
-        )
+        reconnect = options.get("reconnect")
+        topology = functools.partial(ClusterTopology, seed_pools, timeout, reconnect)
+        super().__init__(seed_urls, on_message, on_state, topology=topology, **options)

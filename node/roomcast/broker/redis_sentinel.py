@@ -11,17 +11,17 @@ connection error: it reconnects through Sentinel too.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Unpack
 
 from redis.asyncio.connection import ConnectionPool, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
-from roomcast.broker import HistoryLimits, MessageHandler, StateHandler
-from roomcast.broker.links import ReconnectDelay, connection_options
-from roomcast.broker.redis import RedisBroker, Standalone
+from roomcast.broker import MessageHandler, StateHandler
+from roomcast.broker.links import connection_options
+from roomcast.broker.redis import DEFAULT_TIMEOUT, RedisBroker, RedisOptions, Standalone
 
 
 def parse_sentinels(items: Sequence[str]) -> list[tuple[str, int]]:
@@ -60,13 +60,9 @@ class RedisSentinelBroker(RedisBroker):
         url: str | None = None,
         sentinel_username: str | None = None,
         sentinel_password: str | None = None,
-        timeout: float = 5.0,
-        reconnect: ReconnectDelay | None = None,
-        limits: HistoryLimits | None = None,
-        instance: str = "",
-        presence_ttl: float = 15.0,
-        on_resync: Callable[[], None] | None = None,
+        **options: Unpack[RedisOptions],
     ) -> None:
+        timeout = options.get("timeout", DEFAULT_TIMEOUT)
         sentinel_options: dict[str, Any] = {
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
@@ -86,17 +82,8 @@ class RedisSentinelBroker(RedisBroker):
         self._pool = SentinelConnectionPool(  # type: ignore[no-untyped-call]
             master, self._sentinel, **connection_options(timeout), **primary_options(url)
         )
-        super().__init__(
-            url or "",
-            on_message,
-            on_state,
-            timeout=timeout,
-            limits=limits,
-            instance=instance,
-            presence_ttl=presence_ttl,
-            on_resync=on_resync,
-            topology=functools.partial(Standalone, self._pool, timeout, reconnect),
-        )
+        topology = functools.partial(Standalone, self._pool, timeout, options.get("reconnect"))
+        super().__init__(url or "", on_message, on_state, topology=topology, **options)
 
     async def stop(self) -> None:
         await super().stop()
