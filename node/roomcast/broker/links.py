@@ -1,10 +1,11 @@
-"""Reconnecting Redis links, each one connection with its own reconnect loop, write queue and
-read loop, and the watchdog that drops a link Redis stopped answering on.
+"""Reconnecting Redis links: each is one connection with its own reconnect loop, write queue
+and read loop, proven alive by the watchdog (:func:`roomcast.broker.shard.watch`).
 
 - :class:`CommandLink` pipelines commands in order on one connection; each reply settles the
   oldest command in flight. A burst costs one write, not one round trip each.
 - :class:`SubscriberLink` holds pub/sub subscriptions: ``subscribe`` returns only once Redis
   confirmed it, and every reconnect makes them all again.
+
 Links reconnect with exponential backoff and full jitter. What a command is (a publication) is
 said by its caller in a :class:`Command`, never read back from its bytes.
 """
@@ -18,7 +19,7 @@ import random
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any
 
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.backoff import NoBackoff
@@ -31,8 +32,6 @@ from roomcast.broker.errors import describe
 from roomcast.broker.scripts import Script
 
 log = logging.getLogger("roomcast.broker.redis")
-
-_RESUBSCRIBE_BATCH: Final = 512
 
 # Settles one command: (reply, None) on success, (None, error) when refused or the link died.
 Settle = Callable[[Any, Exception | None], None]
@@ -177,7 +176,10 @@ class RedisLink(OnOneLoop):
         self._wake.set()
 
     def abort(self) -> None:
-        """Drop the connection (e.g. a reply is overdue); the supervisor reconnects."""
+        """Drop the connection (e.g. a reply is overdue); the supervisor reconnects.
+
+        It ends the link's own read and write loops, then closes the connection with redis-py's
+        public ``disconnect()`` (its streams are private), rather than resetting the socket."""
         if self._aborted is not None and not self._aborted.done():
             self._aborted.set_result(None)
 

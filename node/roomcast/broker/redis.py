@@ -81,7 +81,7 @@ CLASSIC_PUBSUB: Final = PubSub(
     message=b"message",
     subscribed=b"subscribe",
     unsubscribed=b"unsubscribe",
-    batch=512,
+    batch=512,  # a reconnect resubscribes thousands of rooms in a few commands
     room_of=_room_of,
 )
 
