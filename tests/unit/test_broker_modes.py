@@ -6,8 +6,9 @@ import pytest
 from redis.asyncio.sentinel import MasterNotFoundError
 
 from roomcast.app import Server
+from roomcast.broker.errors import describe
 from roomcast.broker.memory import MemoryBroker
-from roomcast.broker.redis import RedisBroker, describe
+from roomcast.broker.redis import RedisBroker
 from roomcast.broker.redis_cluster import RedisClusterBroker
 from roomcast.broker.redis_sentinel import RedisSentinelBroker
 from roomcast.runtime.config import load_settings

@@ -1,10 +1,11 @@
-"""Redis Cluster broker: sharded pub/sub (SSUBSCRIBE/SPUBLISH), one link pair per shard.
+"""Redis Cluster broker: sharded pub/sub (SSUBSCRIBE/SPUBLISH), one shard per primary.
 
 A room's channel ``rc:{room}`` and its keys ``rc:{room}:…`` share one hash slot, so its scripts
 and its messages stay on the shard that owns the slot; classic PUBLISH would be copied to every
-node of the cluster. Per primary this node keeps one pipelined publisher and one sharded
-subscriber link (the standalone broker's ``_Link`` machinery: backoff, confirmed subscriptions,
-watchdog); everything above routing (scripts, presence, heartbeat, reaper) is inherited.
+node of the cluster. Per primary this node keeps one :class:`~roomcast.broker.shard.RedisShard`
+(a pipelined command link and a sharded subscriber link: backoff, confirmed subscriptions,
+watchdog); :class:`ClusterTopology` routes each command by hash slot, and the broker's semantics
+above routing (scripts, presence, heartbeat, reaper) are :class:`RedisBroker`'s.
 
 Topology changes are followed, not assumed:
 - the slot map comes from ``CLUSTER SLOTS`` of any reachable node (known primaries, then seeds);
@@ -14,31 +15,28 @@ Topology changes are followed, not assumed:
   refused with ``MOVED``, is made again on the slot's new owner;
 - a primary that dies takes its links down: the map is refreshed until its replica is promoted,
   links to the new primary are opened and the rooms it serves are subscribed there.
-``ready`` is False while any slot has no reachable primary. Pub/sub being at-most-once, what was
-published on a shard while this node was not subscribed there is lost for live delivery only:
-clients recover it from history with ``since``.
+``ready`` is False while any slot has no reachable primary. What was published on a shard while
+this node was not subscribed there reaches its members through the gap filler.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
+import dataclasses
+import functools
 import logging
-from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Final
+from collections.abc import Callable, Iterable
+from typing import Any, Final, Unpack
 
 from redis.asyncio.connection import ConnectionPool
 from redis.exceptions import ClusterDownError, RedisError, ResponseError, TryAgainError
 
 from roomcast.broker import (
     BrokerUnavailable,
-    HistoryLimits,
-    JoinReply,
     MessageHandler,
     StateHandler,
+    resp,
     scripts,
     within,
 )
@@ -52,197 +50,45 @@ from roomcast.broker.cluster_slots import (
     sharded_channel,
     slot_of,
 )
-from roomcast.broker.redis import (
-    Backoff,
-    RedisBroker,
-    Settle,
-    _Publisher,
-    _Subscriber,
+from roomcast.broker.errors import describe
+from roomcast.broker.links import (
+    Command,
+    Endpoint,
+    OnOneLoop,
+    PubSub,
+    ReconnectDelay,
+    SlotMoved,
     connection_options,
-    describe,
-    resp_command,
+    resolving,
 )
-from roomcast.wire.recovery import Since
+from roomcast.broker.redis import DEFAULT_TIMEOUT, Answer, RedisBroker, RedisOptions
+from roomcast.broker.shard import RedisShard, ShardEvents
 
 log = logging.getLogger("roomcast.broker.redis_cluster")
 
 _MAX_REDIRECTS: Final = 5
-_ASKING: Final = resp_command(b"ASKING")
-_CLUSTER_SLOTS: Final = resp_command(b"CLUSTER", b"SLOTS")
-_PING: Final = resp_command(b"PING")
+_ASKING: Final = resp.command(b"ASKING")
+_CLUSTER_SLOTS: Final = resp.command(b"CLUSTER", b"SLOTS")
 _TRYAGAIN_DELAY: Final = 0.05  # keys of a slot half migrated: the operator's MIGRATE is under way
 
-# Set by ``_request`` in the awaiting task's context: its command was served by a slot's
-# importing node (ASK), where this node's subscribers are not listening yet.
-_SERVED_BY_IMPORTING: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "served_by_importing", default=False
+SHARDED_PUBSUB: Final = PubSub(
+    subscribe=b"SSUBSCRIBE",
+    unsubscribe=b"SUNSUBSCRIBE",
+    message=b"smessage",
+    subscribed=b"ssubscribe",
+    unsubscribed=b"sunsubscribe",
+    batch=1,  # channels of several slots in one SSUBSCRIBE are CROSSSLOT
+    room_of=room_of_channel,
 )
-
-
-class _Moved(BrokerUnavailable):
-    """A subscription was refused by a node that no longer owns its slot: retry elsewhere."""
 
 
 class _TryAgain(BrokerUnavailable):
     """A multi-key command hit a slot whose keys are half migrated; it can be sent again."""
 
 
-class _Call:
-    """The settle callback of an awaited request, remembering whether it was served via ASK."""
-
-    __slots__ = ("asked", "future")
-
-    def __init__(self, future: asyncio.Future[Any]) -> None:
-        self.future = future
-        self.asked = False
-
-    def __call__(self, reply: Any, error: Exception | None) -> None:
-        if self.future.done():
-            return
-        if error is None:
-            self.future.set_result(reply)
-        else:
-            self.future.set_exception(error)
-
-
-class _Redirected:
-    """A command's settle callback, counting how often the command was redirected; ``served``
-    runs once an importing node answered it (ASK), before the command's own callback."""
-
-    __slots__ = ("hops", "inner", "served")
-
-    def __init__(
-        self, inner: Settle | None, hops: int, served: Callable[[], None] | None = None
-    ) -> None:
-        self.inner = inner
-        self.hops = hops
-        self.served = served
-
-    def __call__(self, reply: Any, error: Exception | None) -> None:
-        if error is None and self.served is not None:
-            self.served()
-        if self.inner is not None:
-            self.inner(reply, error)
-
-
-class _ShardPublisher(_Publisher):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.on_redirect: Any = None  # set by the broker: (Redirect, command, settle) -> None
-        self.on_cluster_error: Any = None  # CLUSTERDOWN/TRYAGAIN: the map may be stale
-
-    def handle_error_reply(self, error: ResponseError) -> None:
-        redirect = redirect_of(error)
-        if redirect is not None and self._inflight and self.on_redirect is not None:
-            _, settle, data = self._inflight.popleft()
-            self.on_redirect(redirect, data, settle)
-            return
-        if _is_cluster_error(error, TryAgainError, "TRYAGAIN") and self._inflight:
-            # Not a failure of Redis: requests send it again, fire-and-forget commands are
-            # refused (resending them later could reorder a sender's messages).
-            settle = self._inflight.popleft()[1]
-            if settle is not None:
-                settle(None, _TryAgain(f"redis cluster: {error}"))
-            return
-        if _is_cluster_error(error, ClusterDownError, "CLUSTERDOWN") and self.on_cluster_error:
-            self.on_cluster_error()
-        super().handle_error_reply(error)
-
-
 def _is_cluster_error(error: ResponseError, kind: type[ResponseError], prefix: str) -> bool:
     # redis-py's parser turns known prefixes into classes (and strips them from the text).
     return isinstance(error, kind) or str(error).startswith(prefix)
-
-
-class _ShardSubscriber(_Subscriber):
-    SUBSCRIBE = b"SSUBSCRIBE"
-    UNSUBSCRIBE = b"SUNSUBSCRIBE"
-    MESSAGE_KIND = b"smessage"
-    SUBSCRIBE_KIND = b"ssubscribe"
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._own_unsubscribes: Counter[bytes] = Counter()
-        self.on_topology_hint: Any = None  # set by the broker: () -> None
-
-    def room_of(self, channel: bytes) -> str:
-        return room_of_channel(channel)
-
-    def _resubscribe(self) -> None:
-        # One channel per SSUBSCRIBE: channels of several slots in one command are CROSSSLOT.
-        self._own_unsubscribes.clear()
-        self.last_pong = self.loop.time()
-        for channel in list(self.wanted):
-            self._send_subscribe(channel)
-
-    def unsubscribe(self, channel: bytes) -> None:
-        if self.connected:
-            self._own_unsubscribes[channel] += 1
-        super().unsubscribe(channel)
-
-    def adopt(self, channel: bytes) -> None:
-        """Serve ``channel`` from now on (its slot moved here); no one awaits the confirmation."""
-        self.wanted.add(channel)
-        if self.connected and channel not in self.confirmed and channel not in self._requests:
-            self._send_subscribe(channel)
-
-    def drop(self, channel: bytes) -> None:
-        """Forget ``channel`` without telling Redis: its slot is no longer this node's."""
-        self.wanted.discard(channel)
-        self.confirmed.discard(channel)
-        for request in self._requests.pop(channel, ()):
-            request.abandoned = True
-            _fail(request.waiters, _Moved("the room's slot moved to another shard"))
-
-    def handle_other(self, kind: bytes, reply: list[Any]) -> None:
-        if kind != b"sunsubscribe" or len(reply) < 2 or reply[1] is None:
-            return
-        channel = reply[1]
-        if self._own_unsubscribes[channel] > 0:
-            self._own_unsubscribes[channel] -= 1
-            if not self._own_unsubscribes[channel]:
-                del self._own_unsubscribes[channel]
-            return
-        # Unprompted: Redis dropped us because the slot moved away. Find the new owner.
-        self.confirmed.discard(channel)
-        log.info("sharded subscription dropped by redis", extra={"link": self.name})
-        if self.on_topology_hint is not None:
-            self.on_topology_hint()
-
-    def handle_error_reply(self, error: ResponseError) -> None:
-        redirect = redirect_of(error)
-        if redirect is None:
-            super().handle_error_reply(error)
-            return
-        # The reply answers the oldest SSUBSCRIBE of that slot: refuse it, the caller retries.
-        for channel, pending in list(self._requests.items()):
-            if slot_of(channel) == redirect.slot and pending:
-                request = pending.popleft()
-                if not pending:
-                    del self._requests[channel]
-                _fail(request.waiters, _Moved(f"slot {redirect.slot} moved"))
-                break
-        if self.on_topology_hint is not None:
-            self.on_topology_hint()
-
-
-def _fail(waiters: list[asyncio.Future[None]], error: Exception) -> None:
-    for waiter in waiters:
-        if not waiter.done():
-            waiter.set_exception(error)
-    waiters.clear()
-
-
-@dataclass(slots=True)
-class _Shard:
-    address: Address
-    pool: ConnectionPool
-    publisher: _ShardPublisher
-    subscriber: _ShardSubscriber
-
-    @property
-    def connected(self) -> bool:
-        return self.publisher.connected and self.subscriber.connected
 
 
 def parse_seeds(urls: str) -> list[str]:
@@ -260,33 +106,34 @@ def parse_seeds(urls: str) -> list[str]:
     return seeds
 
 
-class RedisClusterBroker(RedisBroker):
-    _scripts = scripts.SHARDED
-    _publish_command = b"SPUBLISH"
+class ClusterTopology(OnOneLoop):
+    """One shard per primary, each command routed by the hash slot of its key."""
+
+    scripts: scripts.ScriptSet = scripts.SHARDED
+    publish_command: bytes = b"SPUBLISH"
 
     def __init__(
         self,
-        seed_urls: str,
-        on_message: MessageHandler,
-        on_state: StateHandler | None = None,
-        *,
-        timeout: float = 5.0,
-        backoff: Backoff | None = None,
-        limits: HistoryLimits | None = None,
-        instance: str = "",
-        presence_ttl: float = 15.0,
-        on_resync: Callable[[], None] | None = None,
+        seed_pools: list[ConnectionPool],
+        timeout: float,
+        reconnect: ReconnectDelay | None,
+        events: ShardEvents,
     ) -> None:
-        self._init_common(
-            on_message, on_state, timeout, backoff, limits, instance, presence_ttl, on_resync
+        self._seed_pools = seed_pools
+        self._timeout = timeout
+        self._reconnect = reconnect or ReconnectDelay()
+        self._recheck = events.recheck
+        self._events = dataclasses.replace(
+            events,
+            # A lost link may mean a dead primary: look for its replacement.
+            lost=self._request_refresh,
+            refused=self._refused,
+            slot_moved=self._request_refresh,
         )
-        self._seed_pools = [
-            ConnectionPool.from_url(url, **connection_options(timeout))
-            for url in parse_seeds(seed_urls)
-        ]
+        self._changed = events.changed
         self._map: SlotMap | None = None
-        self._shards: dict[Address, _Shard] = {}
-        self._by_slot: list[_Shard | None] = []
+        self._shards: dict[Address, RedisShard] = {}
+        self._by_slot: list[RedisShard | None] = []
         self._wanted: set[bytes] = set()
         self._refresh_wanted = asyncio.Event()
         self._refreshed: asyncio.Future[None] | None = None
@@ -297,74 +144,58 @@ class RedisClusterBroker(RedisBroker):
         # Order across a slot move: commands answered MOVED wait here for the new map; commands
         # for a slot whose owner just changed wait in ``_held`` until the old owner answered all
         # that was sent to it, so that no later command overtakes an earlier one.
-        self._parked: list[tuple[Address, bytes, _Redirected]] = []
-        self._held: list[tuple[bytes, bytes, Settle | None]] = []
+        self._parked: list[tuple[Address, Command]] = []
+        self._held: list[tuple[bytes, Command]] = []
         self._fenced: set[int] = set()
         self._fences = 0
-        self._publishing = tuple(
-            script.sha
-            for script in (
-                self._scripts.publish_message,
-                self._scripts.join,
-                self._scripts.leave,
-                self._scripts.reap,
-            )
-        )
 
     # Routing
 
-    def _shard_for(self, key: bytes) -> _Shard | None:
+    def channel(self, room: str) -> bytes:
+        return sharded_channel(room)
+
+    def shards(self) -> Iterable[RedisShard]:
+        return list(self._shards.values())
+
+    def _shard_for(self, key: bytes) -> RedisShard | None:
         if not self._by_slot:
             return None
         return self._by_slot[slot_of(key)]
 
-    def _command(self, key: bytes, data: bytes, settle: Settle | None) -> None:
+    def command(self, key: bytes, command: Command) -> None:
         if self._fenced and slot_of(key) in self._fenced:
-            self._held.append((key, data, settle))
+            self._held.append((key, command))
             return
         shard = self._shard_for(key)
         if shard is None:
-            if settle is not None:
-                self.loop.call_soon(
-                    settle, None, BrokerUnavailable("no redis shard serves this room now")
-                )
+            command.fail_soon(self.loop, BrokerUnavailable("no redis shard serves this room now"))
             return
-        shard.publisher.command(data, settle)
+        shard.commands.command(command)
 
-    async def _request(self, key: bytes, data: bytes) -> Any:
+    async def request(self, key: bytes, data: bytes, *, publishes: bool = False) -> Answer:
         loop = self.loop
         deadline = loop.time() + self._timeout
         while True:
-            call = _Call(loop.create_future())
-            self._command(key, data, call)
+            future: asyncio.Future[Any] = loop.create_future()
+            command = Command(data, resolving(future), publishes=publishes)
+            self.command(key, command)
             try:
                 # Redirections included: a MOVED answer is re-sent after one map refresh.
                 reply = await within(
-                    loop,
-                    call.future,
-                    max(0.0, deadline - loop.time()),
-                    "redis did not answer in time",
+                    loop, future, max(0.0, deadline - loop.time()), "redis did not answer in time"
                 )
             except _TryAgain:
                 if loop.time() + _TRYAGAIN_DELAY > deadline:
                     raise
                 await asyncio.sleep(_TRYAGAIN_DELAY)
                 continue
-            if call.asked:
-                _SERVED_BY_IMPORTING.set(True)
-            return reply
+            return Answer(reply, command.asked)
 
-    def _connected_for(self, key: bytes) -> bool:
+    def connected_for(self, key: bytes) -> bool:
         shard = self._shard_for(key)
-        return shard is not None and shard.publisher.connected
+        return shard is not None and shard.commands.connected
 
-    def _channel(self, room: str) -> bytes:
-        return sharded_channel(room)
-
-    def _links(self) -> list[tuple[_Publisher, _Subscriber]]:
-        return [(shard.publisher, shard.subscriber) for shard in self._shards.values()]
-
-    def _listening(self, room: str) -> bool:
+    def listening(self, room: str) -> bool:
         # Not the channel's confirmation: during a slot move the new owner's SSUBSCRIBE is in
         # flight while publishing there is fine (the gap filler hands over what it misses).
         channel = sharded_channel(room)
@@ -388,19 +219,14 @@ class RedisClusterBroker(RedisBroker):
 
     # Lifecycle
 
-    async def start(self) -> None:
+    def start(self) -> None:
         self._refresh_wanted.set()
         self._topology = asyncio.create_task(self._follow_topology(), name="redis-topology")
-        self._start_tasks()
 
-    async def _stop_links(self) -> None:
-        await self.gaps.stop()
+    async def stop(self) -> None:
         stopped = BrokerUnavailable("the broker stopped")
-        for _, _, settle in self._held:
-            if settle is not None:
-                settle(None, stopped)
-        for _, _, parked in self._parked:
-            parked(None, stopped)
+        for _, command in (*self._held, *self._parked):
+            command.settle(None, stopped)
         self._held, self._parked, self._fenced = [], [], set()
         if self._topology is not None:
             self._topology.cancel()
@@ -408,7 +234,7 @@ class RedisClusterBroker(RedisBroker):
                 await self._topology
         shards, self._shards = list(self._shards.values()), {}
         self._by_slot = []
-        await asyncio.gather(*(self._close_shard(shard) for shard in shards))
+        await asyncio.gather(*(shard.stop() for shard in shards))
         await asyncio.gather(*self._retired, return_exceptions=True)
         for pool in self._seed_pools:
             await pool.disconnect()
@@ -420,7 +246,6 @@ class RedisClusterBroker(RedisBroker):
         if channel not in self._wanted:
             self._wanted.add(channel)
             self._wanted_by_slot.setdefault(slot_of(channel), set()).add(channel)
-            self.gaps.track(room)
         loop = self.loop
         deadline = loop.time() + self._timeout
         while True:
@@ -429,7 +254,7 @@ class RedisClusterBroker(RedisBroker):
                 raise BrokerUnavailable("no redis shard serves this room now")
             try:
                 await shard.subscriber.subscribe(channel)
-            except _Moved:
+            except SlotMoved:
                 if loop.time() > deadline or channel not in self._wanted:
                     raise
                 await self._await_refresh(deadline - loop.time())
@@ -447,11 +272,9 @@ class RedisClusterBroker(RedisBroker):
             in_slot.discard(channel)
             if not in_slot:
                 del self._wanted_by_slot[slot]
-        self.gaps.forget(room)
         for shard in self._shards.values():
             if channel in shard.subscriber.wanted:
                 shard.subscriber.unsubscribe(channel)
-        self._command(self._rooms_key, resp_command(b"SREM", self._rooms_key, room.encode()), None)
 
     # Topology
 
@@ -460,7 +283,7 @@ class RedisClusterBroker(RedisBroker):
 
     async def _await_refresh(self, timeout: float) -> None:
         if self._refreshed is None or self._refreshed.done():
-            self._refreshed = asyncio.get_running_loop().create_future()
+            self._refreshed = self.loop.create_future()
         self._request_refresh()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._refreshed), max(0.0, timeout))
@@ -483,18 +306,18 @@ class RedisClusterBroker(RedisBroker):
                 self._resend_parked()
             if self._refreshed is not None and not self._refreshed.done():
                 self._refreshed.set_result(None)
-            self._report_state()
+            self._changed()
             if self.ready:
                 attempt = 0
             else:
                 # A dead primary's replica takes a node timeout or so to be promoted: ask again.
-                await asyncio.sleep(self._backoff.delay(min(attempt, 4)))
+                await asyncio.sleep(self._reconnect.delay(min(attempt, 4)))
                 attempt += 1
                 self._refresh_wanted.set()
 
     async def _fetch_map(self) -> SlotMap:
         candidates: list[tuple[Address | None, ConnectionPool]] = [
-            (shard.address, shard.pool) for shard in self._shards.values()
+            (address, shard.pool) for address, shard in self._shards.items()
         ]
         candidates += [(None, pool) for pool in self._seed_pools]
         errors = []
@@ -545,7 +368,7 @@ class RedisClusterBroker(RedisBroker):
         for address in list(self._shards.keys() - slot_map.primaries()):
             shard = self._shards.pop(address)
             log.info("redis shard retired", extra={"link": str(address)})
-            task = asyncio.create_task(self._close_shard(shard))
+            task = asyncio.create_task(shard.stop())
             self._retired.add(task)
             task.add_done_callback(self._retired.discard)
 
@@ -556,103 +379,82 @@ class RedisClusterBroker(RedisBroker):
             if owner is not None:
                 owner.subscriber.adopt(channel)
 
-    def _open_shard(self, address: Address) -> _Shard:
+    def _open_shard(self, address: Address) -> RedisShard:
         base = self._seed_pools[0]
         kwargs = dict(base.connection_kwargs, host=address.host, port=address.port)
         pool = ConnectionPool(connection_class=base.connection_class, **kwargs)
         # Scripts loaded and this node listed in rc:nodes on connect, as in standalone mode.
-        publisher = self._new_publisher(pool, f"publisher {address}")
-        assert isinstance(publisher, _ShardPublisher)
-        publisher.on_down = self._also_refresh(publisher.on_down)
-        publisher.on_redirect = self._redirect
-        publisher.on_cluster_error = self._request_refresh
-        subscriber = _ShardSubscriber(
-            pool, self._timeout, self._backoff, self.gaps.receive, f"subscriber {address}"
+        endpoint = Endpoint(pool, self._timeout, self._reconnect)
+        shard = RedisShard.open(
+            str(address), endpoint, self.scripts.all, SHARDED_PUBSUB, self._events
         )
-        subscriber.on_change = self._report_state
-        subscriber.on_down = self._also_refresh(subscriber.on_down)
-        subscriber.on_topology_hint = self._request_refresh
-        subscriber.on_confirmed = self._subscribed_again
-        publisher.start()
-        subscriber.start()
-        return _Shard(address, pool, publisher, subscriber)
-
-    def _publisher_class(self) -> type[_Publisher]:
-        return _ShardPublisher
-
-    def _also_refresh(self, on_down: Callable[[], None]) -> Callable[[], None]:
-        """A lost link may mean a dead primary: look for its replacement."""
-
-        def down() -> None:
-            on_down()
-            self._request_refresh()
-
-        return down
-
-    async def _close_shard(self, shard: _Shard) -> None:
-        await shard.publisher.stop()
-        await shard.subscriber.stop()
-        await shard.pool.disconnect()
+        shard.start()
+        return shard
 
     # Redirections
 
-    def _redirect(self, redirect: Redirect, data: bytes, settle: Settle | None) -> None:
-        hops = settle.hops + 1 if isinstance(settle, _Redirected) else 1
-        inner = settle.inner if isinstance(settle, _Redirected) else settle
-        if hops > _MAX_REDIRECTS:
-            if inner is not None:
-                inner(None, BrokerUnavailable("redis cluster keeps redirecting"))
+    def _refused(self, error: ResponseError, command: Command | None) -> bool:
+        """Error replies of a command link: redirections and half-migrated slots are ours."""
+        redirect = redirect_of(error)
+        if redirect is not None and command is not None:
+            self._redirect(redirect, command)
+            return True
+        if _is_cluster_error(error, TryAgainError, "TRYAGAIN") and command is not None:
+            # Not a failure of Redis: requests send it again, fire-and-forget commands are
+            # refused (resending them later could reorder a sender's messages).
+            command.settle(None, _TryAgain(f"redis cluster: {error}"))
+            return True
+        if _is_cluster_error(error, ClusterDownError, "CLUSTERDOWN"):
+            self._request_refresh()  # the map may be stale
+        return False
+
+    def _redirect(self, redirect: Redirect, command: Command) -> None:
+        command.redirects += 1
+        command.then = None
+        if command.redirects > _MAX_REDIRECTS:
+            command.settle(None, BrokerUnavailable("redis cluster keeps redirecting"))
             return
         if redirect.kind == "MOVED":
             # Re-sent once the map is refreshed, in the order the MOVED answers came.
-            self._parked.append((redirect.address, data, _Redirected(inner, hops)))
+            self._parked.append((redirect.address, command))
             self._request_refresh()
             return
         # A slot being migrated: this one command goes to the importing node, now.
         target = self._shards.get(redirect.address)
         if target is None:
-            if inner is not None:
-                inner(None, BrokerUnavailable(f"ASK to unknown node {redirect.address}"))
+            command.settle(None, BrokerUnavailable(f"ASK to unknown node {redirect.address}"))
             self._request_refresh()
             return
-        if isinstance(inner, _Call):
-            inner.asked = True
-        served = None
-        if self._wanted_by_slot.get(redirect.slot) and self._publishes(data):
+        command.asked = True
+        if command.publishes and self._wanted_by_slot.get(redirect.slot):
             # Published on the importing node, whose subscribers we are not among yet.
-            slot = redirect.slot
-            served = lambda: self._recheck_slot(slot)  # noqa: E731
-        target.publisher.command(_ASKING, None)
-        target.publisher.command(data, _Redirected(inner, hops, served))
-
-    def _publishes(self, data: bytes) -> bool:
-        head = data[:96]
-        return head.startswith(self._publish_head) or any(sha in head for sha in self._publishing)
+            command.then = functools.partial(self._recheck_slot, redirect.slot)
+        target.commands.command(Command(_ASKING))
+        target.commands.command(command)
 
     def _resend_parked(self) -> None:
         parked, self._parked = self._parked, []
-        for address, data, settle in parked:
+        for address, command in parked:
             target = self._shards.get(address)
             if target is None:
-                settle(None, BrokerUnavailable(f"MOVED to unknown node {address}"))
+                command.settle(None, BrokerUnavailable(f"MOVED to unknown node {address}"))
             else:
-                target.publisher.command(data, settle)
+                target.commands.command(command)
 
-    def _fence_moved_slots(self, previous: list[_Shard | None]) -> None:
+    def _fence_moved_slots(self, previous: list[RedisShard | None]) -> None:
         """Slots whose owner changed: hold their new commands until the old owner answered
         everything sent to it before (a PING queued behind them), then send in order."""
-        moved: dict[Address, tuple[_Shard, list[int]]] = {}
+        moved: dict[RedisShard, list[int]] = {}
         for slot, (old, new) in enumerate(zip(previous, self._by_slot, strict=True)):
             if old is not None and old is not new:
-                moved.setdefault(old.address, (old, []))[1].append(slot)
-        loop = asyncio.get_running_loop()
-        for old_shard, slots in moved.values():
+                moved.setdefault(old, []).append(slot)
+        for old_shard, slots in moved.items():
             self._fenced.update(slots)
             self._fences += 1
             done = _Once(self._fence_passed)
-            old_shard.publisher.command(_PING, done.settle)
+            old_shard.commands.command(Command(resp.PING, done.settle))
             # A retired link may never answer: order matters less than progress then.
-            loop.call_later(self._timeout, done)
+            self.loop.call_later(self._timeout, done)
 
     def _fence_passed(self) -> None:
         self._fences -= 1
@@ -661,25 +463,12 @@ class RedisClusterBroker(RedisBroker):
         self._fenced.clear()
         self._resend_parked()
         held, self._held = self._held, []
-        for key, data, settle in held:
-            self._command(key, data, settle)
-
-    # Live gaps
+        for key, command in held:
+            self.command(key, command)
 
     def _recheck_slot(self, slot: int) -> None:
         for channel in list(self._wanted_by_slot.get(slot, ())):
-            self.gaps.recheck(room_of_channel(channel))
-
-    async def join(
-        self, room: str, member: str, username: str, since: Since | None, announce: bytes
-    ) -> JoinReply:
-        _SERVED_BY_IMPORTING.set(False)
-        reply = await super().join(room, member, username, since, announce)
-        if _SERVED_BY_IMPORTING.get():
-            # The importing node published the announcement where this node does not listen
-            # yet; the node waits for it as its join point, so it is handed over here.
-            self.gaps.receive(room, announce)
-        return reply
+            self._recheck(room_of_channel(channel))
 
 
 class _Once:
@@ -698,3 +487,23 @@ class _Once:
 
     def settle(self, _reply: Any, _error: Exception | None) -> None:
         self()
+
+
+class RedisClusterBroker(RedisBroker):
+    """The Redis broker over a :class:`ClusterTopology` found from ``seed_urls``."""
+
+    def __init__(
+        self,
+        seed_urls: str,
+        on_message: MessageHandler,
+        on_state: StateHandler | None = None,
+        **options: Unpack[RedisOptions],
+    ) -> None:
+        timeout = options.get("timeout", DEFAULT_TIMEOUT)
+        seed_pools = [
+            ConnectionPool.from_url(url, **connection_options(timeout))
+            for url in parse_seeds(seed_urls)
+        ]
+        reconnect = options.get("reconnect")
+        topology = functools.partial(ClusterTopology, seed_pools, timeout, reconnect)
+        super().__init__(seed_urls, on_message, on_state, topology=topology, **options)

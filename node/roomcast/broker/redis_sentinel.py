@@ -1,4 +1,4 @@
-"""Sentinel mode: the standalone broker, its links connected to whatever primary Sentinel names.
+"""Sentinel mode: the standalone topology, its links connected to whatever primary Sentinel names.
 
 Each (re)connect of a link asks the sentinels for the current primary (redis-py's
 ``SentinelConnectionPool``), so after a failover the links, cut off from the dead primary,
@@ -10,16 +10,18 @@ connection error: it reconnects through Sentinel too.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+import functools
+from collections.abc import Sequence
+from typing import Any, Unpack
 
 from redis.asyncio.connection import ConnectionPool, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
-from roomcast.broker import HistoryLimits, MessageHandler, StateHandler
-from roomcast.broker.redis import Backoff, RedisBroker, connection_options
+from roomcast.broker import MessageHandler, StateHandler
+from roomcast.broker.links import connection_options
+from roomcast.broker.redis import DEFAULT_TIMEOUT, RedisBroker, RedisOptions, Standalone
 
 
 def parse_sentinels(items: Sequence[str]) -> list[tuple[str, int]]:
@@ -46,6 +48,8 @@ def primary_options(url: str | None) -> dict[str, Any]:
 
 
 class RedisSentinelBroker(RedisBroker):
+    """The Redis broker over one standalone topology on the primary Sentinel names."""
+
     def __init__(
         self,
         sentinels: Sequence[str],
@@ -56,13 +60,9 @@ class RedisSentinelBroker(RedisBroker):
         url: str | None = None,
         sentinel_username: str | None = None,
         sentinel_password: str | None = None,
-        timeout: float = 5.0,
-        backoff: Backoff | None = None,
-        limits: HistoryLimits | None = None,
-        instance: str = "",
-        presence_ttl: float = 15.0,
-        on_resync: Callable[[], None] | None = None,
+        **options: Unpack[RedisOptions],
     ) -> None:
+        timeout = options.get("timeout", DEFAULT_TIMEOUT)
         sentinel_options: dict[str, Any] = {
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
@@ -79,22 +79,12 @@ class RedisSentinelBroker(RedisBroker):
         self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
             parse_sentinels(sentinels), sentinel_kwargs=sentinel_options
         )
-        pool = SentinelConnectionPool(  # type: ignore[no-untyped-call]
+        self._pool = SentinelConnectionPool(  # type: ignore[no-untyped-call]
             master, self._sentinel, **connection_options(timeout), **primary_options(url)
         )
-        super().__init__(
-            url or "redis://",
-            on_message,
-            on_state,
-            timeout=timeout,
-            backoff=backoff,
-            limits=limits,
-            instance=instance,
-            presence_ttl=presence_ttl,
-            on_resync=on_resync,
-            pool=pool,
-        )
+        topology = functools.partial(Standalone, self._pool, timeout, options.get("reconnect"))
+        super().__init__(url or "", on_message, on_state, topology=topology, **options)
 
-    async def _stop_links(self) -> None:
-        await super()._stop_links()
+    async def stop(self) -> None:
+        await super().stop()
         await self._sentinel.aclose()

@@ -1,0 +1,24 @@
+"""Redis errors made fit for the log: their type always, their text shortened and scrubbed."""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+# redis-py names each sentinel it tried by the repr of a whole client (a kilobyte each).
+_CLIENT_REPR: Final = re.compile(r"<redis\.[\w.]*Redis\((.*?)\)>\)>\)>")
+_ADDRESS: Final = re.compile(r"host=([^,>]+),port=(\d+)")
+_MAX_ERROR_TEXT: Final = 500
+
+
+def _client_address(match: re.Match[str]) -> str:
+    address = _ADDRESS.search(match[1])
+    return f"{address[1]}:{address[2]}" if address else "a redis client"
+
+
+def describe(exc: BaseException) -> str:
+    """An exception for the log: its type always (a timeout's text is empty), then its text."""
+    text = _CLIENT_REPR.sub(_client_address, str(exc))
+    if len(text) > _MAX_ERROR_TEXT:
+        text = text[:_MAX_ERROR_TEXT] + "…"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,108 @@
+"""A Redis server as a node uses it (centrifuge's shard): one command link and one subscriber
+link, opened at start-up, never lazily by the first two joins at once (a join storm cannot open
+duplicates); and the watchdog that drops links Redis stopped answering on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from redis.asyncio.connection import ConnectionPool
+
+from roomcast.broker import MessageHandler
+from roomcast.broker.links import (
+    CommandLink,
+    Endpoint,
+    PubSub,
+    Refusal,
+    SubscriberLink,
+)
+from roomcast.broker.scripts import Script
+
+
+@dataclass(frozen=True, slots=True)
+class ShardEvents:
+    """What a shard's links tell whoever composes them (the broker, through its topology)."""
+
+    message: MessageHandler  # a publication on a subscribed channel: (room, payload)
+    # A room may have missed publications, check it against history: told each time its
+    # subscription is confirmed (first time or again), and after an ASK-served publication.
+    recheck: Callable[[str], None]
+    changed: Callable[[], None]  # a link connected or lost its connection
+    commands_up: Callable[[], None]  # the command link connected, its scripts queued first
+    lost: Callable[[], None] | None = None  # a link lost its connection (before ``changed``)
+    refused: Refusal | None = None  # error replies on the command link (see CommandLink)
+    slot_moved: Callable[[], None] | None = None  # see SubscriberLink
+
+
+@dataclass(eq=False, slots=True)
+class RedisShard:
+    """One Redis server as this node uses it: one command link and one subscriber link."""
+
+    pool: ConnectionPool
+    commands: CommandLink
+    subscriber: SubscriberLink
+
+    @classmethod
+    def open(
+        cls,
+        label: str,
+        endpoint: Endpoint,
+        script_set: tuple[Script, ...],
+        pubsub: PubSub,
+        events: ShardEvents,
+    ) -> RedisShard:
+        """Links named ``publisher``/``subscriber`` and ``label`` (the server, in a cluster)."""
+        suffix = f" {label}" if label else ""
+
+        def commands_up() -> None:
+            events.commands_up()
+            events.changed()
+
+        def down() -> None:
+            if events.lost is not None:
+                events.lost()
+            events.changed()
+
+        commands = CommandLink("publisher" + suffix, endpoint, script_set, events.refused)
+        commands.on_up, commands.on_down = commands_up, down
+        subscriber = SubscriberLink(
+            "subscriber" + suffix,
+            endpoint,
+            pubsub,
+            events.message,
+            events.recheck,
+            events.slot_moved,
+        )
+        subscriber.on_up, subscriber.on_down = events.changed, down
+        return cls(endpoint.pool, commands, subscriber)
+
+    @property
+    def connected(self) -> bool:
+        return self.commands.connected and self.subscriber.connected
+
+    @property
+    def reconnects(self) -> int:
+        return self.commands.reconnects + self.subscriber.reconnects
+
+    def start(self) -> None:
+        self.commands.start()
+        self.subscriber.start()
+
+    async def stop(self) -> None:
+        await self.commands.stop()
+        await self.subscriber.stop()
+        await self.pool.disconnect()
+
+
+async def watch(shards: Callable[[], Iterable[RedisShard]], timeout: float) -> None:
+    """Detect a silent Redis (no RST, just no replies): ping every link, abort overdue ones."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(timeout / 2)
+        now = loop.time()
+        for shard in shards():
+            shard.commands.watch(now)
+            shard.subscriber.watch(now)
