@@ -289,6 +289,17 @@ def test_every_env_name_is_read() -> None:
         "ROOMCAST_SSE_HEARTBEAT": "1",
         "ROOMCAST_HTTP_IDLE_TIMEOUT": "1",
         "ROOMCAST_GC_THRESHOLD": "700",
+        "ROOMCAST_MAX_FRAGMENTS": "3",
+        "ROOMCAST_AUTH_LEEWAY": "5",
+        "ROOMCAST_TOKEN_REFRESH_NOTICE": "7",
+        "ROOMCAST_JOIN_RATE_PER_SECOND": "3",
+        "ROOMCAST_JOIN_RATE_BURST": "3",
+        "ROOMCAST_CLIENT_MESSAGE_RATE_PER_SECOND": "3",
+        "ROOMCAST_CLIENT_MESSAGE_RATE_BURST": "3",
+        "ROOMCAST_CLIENT_JOIN_RATE_PER_SECOND": "3",
+        "ROOMCAST_CLIENT_JOIN_RATE_BURST": "3",
+        "ROOMCAST_ROOM_MESSAGE_RATE_PER_SECOND": "3",
+        "ROOMCAST_ROOM_MESSAGE_RATE_BURST": "3",
     }
     file_variants = {
         name + "_FILE"

@@ -12,6 +12,7 @@ from websockets.frames import Close, CloseCode, Opcode
 
 from roomcast.core import ratelimit
 from roomcast.core.ratelimit import RateLimiter
+from roomcast.net import transport as transport_module
 from roomcast.net.transport import Outbox
 from roomcast.runtime.metrics import Metrics
 from roomcast.wire.framing import text_frame
@@ -375,9 +376,9 @@ async def test_rate_limit_recovers(clock: FakeClock) -> None:
     assert app.rejected == ["rate_limited"]
 
 
-async def test_continuation_frames_do_not_count_against_rate(clock: FakeClock) -> None:
+async def test_a_message_within_the_frame_budget_is_reassembled(clock: FakeClock) -> None:
     app = RecordingApp()
-    client = WsClient(make_server(app, make_settings(rate_limit_burst=1)))
+    client = WsClient(make_server(app, make_settings(rate_limit_burst=7)))
     client.proto.send_text(b"a", fin=False)
     for _ in range(5):
         client.proto.send_continuation(b"b", fin=False)
@@ -385,6 +386,75 @@ async def test_continuation_frames_do_not_count_against_rate(clock: FakeClock) -
     client.push()
     assert app.texts == ["abbbbbc"]
     assert app.rejected == []
+
+
+@pytest.mark.parametrize("kind", ["continuation", "pong", "ping"])
+async def test_every_frame_type_counts_and_a_flood_of_it_closes_1008(
+    clock: FakeClock, registry: CollectorRegistry, kind: str
+) -> None:
+    # Issue 15: millions of empty continuations or pongs were never charged to the bucket.
+    app = RecordingApp()
+    settings = make_settings(rate_limit_burst=10, rate_limit_per_second=1.0, max_fragments=4096)
+    client = WsClient(make_server(app, settings, registry))
+    if kind == "continuation":
+        client.proto.send_text(b"[", fin=False)
+    for _ in range(2000):
+        if kind == "continuation":
+            client.proto.send_continuation(b"", fin=False)
+        elif kind == "pong":
+            client.proto.send_pong(b"")
+        else:
+            client.proto.send_ping(b"")
+    client.push()
+    assert client.close_code == 1008
+    assert app.rejected.count("flood") == 1
+    assert app.texts == []
+    assert len(app.closed) == 1
+    # Parsing stopped soon after the close, not at the end of the read: ~10 errors and the
+    # close frame (plus, for pings, the pongs websockets wrote for the last slice parsed).
+    slice_of_pings = transport_module._FEED_BYTES // 6 if kind == "ping" else 0
+    assert len(client.received()) <= 25 + slice_of_pings
+
+
+async def test_a_message_that_lost_a_fragment_to_the_limit_is_dropped_whole(
+    clock: FakeClock,
+) -> None:
+    app = RecordingApp()
+    client = WsClient(make_server(app, make_settings(rate_limit_burst=3)))
+    client.proto.send_text(b'{"type":', fin=False)
+    client.proto.send_continuation(b'"typing"', fin=False)
+    client.proto.send_continuation(b"", fin=False)  # over the budget: the message is dropped
+    client.proto.send_continuation(b"}", fin=True)
+    client.push()
+    assert app.texts == []
+    clock.now += 10
+    client.send_text("next")
+    assert app.texts == ["next"]
+    assert client.close_code is None
+
+
+async def test_too_many_fragments_close_1009(registry: CollectorRegistry) -> None:
+    app = RecordingApp()
+    settings = make_settings(max_fragments=8, rate_limit_burst=1000)
+    client = WsClient(make_server(app, settings, registry))
+    client.proto.send_text(b"", fin=False)
+    for _ in range(8):
+        client.proto.send_continuation(b"", fin=False)
+    client.push()
+    assert client.close_code == 1009
+    assert app.rejected == ["too_many_fragments"]
+    assert app.texts == []
+
+
+async def test_fragments_up_to_the_limit_are_accepted() -> None:
+    app = RecordingApp()
+    client = WsClient(make_server(app, make_settings(max_fragments=8, rate_limit_burst=1000)))
+    client.proto.send_text(b"a", fin=False)
+    for _ in range(6):
+        client.proto.send_continuation(b"", fin=False)
+    client.proto.send_continuation(b"z", fin=True)
+    client.push()
+    assert app.texts == ["az"]
 
 
 # Sending and slow consumers
