@@ -433,6 +433,46 @@ async def test_a_message_that_lost_a_fragment_to_the_limit_is_dropped_whole(
     assert client.close_code is None
 
 
+async def test_connections_of_one_client_share_a_receive_byte_budget(clock: FakeClock) -> None:
+    # Issue 15: many connections of one address, each within its own frame budget.
+    app = RecordingApp()
+    settings = make_settings(
+        client_receive_bytes_per_second=1024,
+        client_receive_bytes_burst=10 * 1024,
+        max_frame_bytes=4096,
+        rate_limit_burst=1000,
+    )
+    server = make_server(app, settings)
+    first, second = WsClient(server), WsClient(server)  # both from 127.0.0.1: one client
+    for _ in range(3):
+        first.send_text("x" * 2000)  # 3 x (2000 + 1024 overhead)
+    for _ in range(3):
+        second.send_text("y" * 2000)
+    assert len(app.texts) == 3  # the fourth frame of the two together was over
+    assert app.rejected == ["rate_limited"] * 3
+    # A third connection of the same client gets no fresh budget.
+    third = WsClient(server)
+    third.send_text("z")
+    assert app.rejected[-1] == "rate_limited"
+    clock.now += 10  # refilled
+    third.send_text("z")
+    assert app.texts[-1] == "z"
+
+
+async def test_refusals_of_the_shared_budget_end_in_1008(clock: FakeClock) -> None:
+    app = RecordingApp()
+    settings = make_settings(
+        client_receive_bytes_per_second=1024, client_receive_bytes_burst=4096,
+        max_frame_bytes=1024, rate_limit_burst=20,
+    )  # fmt: skip
+    client = WsClient(make_server(app, settings))
+    for _ in range(30):
+        client.send_text("x" * 1000, push=False)
+    client.push()
+    assert client.close_code == 1008
+    assert app.rejected.count("flood") == 1
+
+
 async def test_too_many_fragments_close_1009(registry: CollectorRegistry) -> None:
     app = RecordingApp()
     settings = make_settings(max_fragments=8, rate_limit_burst=1000)

@@ -26,6 +26,12 @@ class Member(Protocol):
     typing_rate: RateLimiter | None
     budget: ConnectionBudget | None  # joins, and the client's shared buckets; set on open
     client_address: str  # the peer's, or the trusted proxy's X-Forwarded-For hop
+
+    @property
+    def client_key(self) -> str:
+        """Whose connections share limits: "sub:<token subject>" or "ip:<address>"."""
+        ...
+
     pending: list[bytes]  # frames queued for this loop turn's single write
 
     def __hash__(self) -> int: ...  # members key the room registry

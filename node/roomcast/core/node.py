@@ -101,8 +101,7 @@ class Node:
     def on_open(self, conn: Member) -> None:
         conn.message_rate = RateLimiter(*self._message_rate)
         conn.typing_rate = RateLimiter(*self._typing_rate)
-        identity = conn.identity
-        client = f"sub:{identity.subject}" if identity is not None else f"ip:{conn.client_address}"
+        client = conn.client_key
         conn.budget = ConnectionBudget(
             client,
             RateLimiter(*self._join_rate),

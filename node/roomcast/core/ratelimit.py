@@ -17,16 +17,20 @@ class RateLimiter:
         self._stamp = time.monotonic()
         self.strikes = 0
 
-    def allow(self) -> bool:
+    def allow(self, cost: float = 1.0) -> bool:
         now = time.monotonic()
         self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
         self._stamp = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        if self._tokens >= cost:
+            self._tokens -= cost
             self.strikes = 0
             return True
         self.strikes += 1
         return False
+
+    def strike(self) -> None:
+        """A refusal by another bucket (one shared with other connections) counts here too."""
+        self.strikes += 1
 
     @property
     def flooding(self) -> bool:

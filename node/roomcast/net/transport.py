@@ -34,9 +34,10 @@ from roomcast.core.auth import (
     token_from_request,
 )
 from roomcast.core.members import Member
-from roomcast.core.ratelimit import ConnectionBudget, RateLimiter
+from roomcast.core.ratelimit import BucketPool, ConnectionBudget, RateLimiter
 from roomcast.net.handshake import check_request
 from roomcast.net.token_clock import NOTICE, TokenClock
+from roomcast.runtime.config import FRAME_OVERHEAD_BYTES
 from roomcast.wire.codes import CloseCode, ErrorCode
 from roomcast.wire.framing import frame_payload, text_frame
 from roomcast.wire.protocol import error, token_expiring
@@ -166,6 +167,7 @@ class Connection(asyncio.Protocol):
         "closed",
         "id",
         "identity",
+        "inbound",
         "message_rate",
         "opened",
         "peer",
@@ -199,6 +201,8 @@ class Connection(asyncio.Protocol):
         self.message_rate: RateLimiter | None = None
         self.typing_rate: RateLimiter | None = None
         self.budget: ConnectionBudget | None = None
+        # Bytes received by all connections of this client (see client_key), set on open.
+        self.inbound: RateLimiter | None = None
         self.rate = RateLimiter(
             self._settings.rate_limit_per_second, self._settings.rate_limit_burst
         )
@@ -357,6 +361,13 @@ class Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
+    @property
+    def client_key(self) -> str:
+        """Who is behind this connection, for limits shared by its connections: the token's
+        subject, or (open mode) the client address."""
+        identity = self.identity
+        return f"sub:{identity.subject}" if identity is not None else f"ip:{self.client_address}"
+
     # Token lifetime
 
     @property
@@ -476,6 +487,15 @@ class Connection(asyncio.Protocol):
         # Every frame costs the client one token, whatever its type: empty continuations and
         # unsolicited pongs cost the node as much to parse as a text frame (issue 15).
         opcode = frame.opcode
+        inbound = self.inbound
+        if inbound is not None and not inbound.allow(len(frame.data) + FRAME_OVERHEAD_BYTES):
+            # The client's connections together sent too much: refused like a frame over this
+            # connection's own rate, and counted against it (1008 if it keeps on).
+            self.rate.strike()
+            if opcode is Opcode.TEXT or opcode is Opcode.CONT:
+                self._fragments = None
+            self._rate_limited()
+            return
         if not self.rate.allow():
             if opcode is Opcode.TEXT or opcode is Opcode.CONT:
                 # A message that lost a fragment is dropped whole; its later fragments are
@@ -644,6 +664,15 @@ class WebSocketServer:
         self.origins = policy.origins
         self.proxies = policy.proxies
         self.connections: set[Connection] = set()
+        # Bytes (and frames, through their overhead) of each client over all its connections;
+        # a burst always holds the largest frame, or that frame could never be received.
+        self.inbound = BucketPool(
+            settings.client_receive_bytes_per_second,
+            max(
+                settings.client_receive_bytes_burst,
+                settings.max_frame_bytes + FRAME_OVERHEAD_BYTES,
+            ),
+        )
         self.tokens: TokenClock[Connection] = TokenClock(
             loop, self._token_due, settings.token_refresh_notice, settings.auth_leeway
         )
@@ -689,10 +718,13 @@ class WebSocketServer:
         self.metrics.connections_open.inc()
         self.metrics.connections_accepted.inc()
         self.tokens.track(conn)
+        conn.inbound = self.inbound.acquire(conn.client_key)
 
     def closed(self, conn: Connection) -> None:
         self.connections.discard(conn)
         self.tokens.forget(conn)
+        if conn.inbound is not None:
+            self.inbound.release(conn.client_key)
         self.metrics.connections_open.dec()
         if not self.connections:
             self._all_closed.set()

@@ -10,7 +10,7 @@ import os
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Literal, TypeVar
+from typing import Final, Literal, TypeVar
 
 from roomcast.runtime.keys import load_public_key
 
@@ -20,6 +20,10 @@ RedisMode = Literal["standalone", "cluster", "sentinel"]
 REDIS_MODES: tuple[RedisMode, ...] = ("standalone", "cluster", "sentinel")
 
 T = TypeVar("T")
+
+# What each received frame costs against the client receive budget on top of its payload: the
+# work of a frame (parsing, a handler, maybe a Redis round trip) is not in its bytes.
+FRAME_OVERHEAD_BYTES: Final = 1024
 
 
 class ConfigError(ValueError):
@@ -51,6 +55,11 @@ class Settings:
     rate_limit_per_second: float = 50.0
     rate_limit_burst: int = 100
     max_fragments: int = 64  # frames one message may be split into
+    # bytes received per client (token subject, or address in open mode) over all its
+    # connections on a node; each frame costs its payload plus FRAME_OVERHEAD_BYTES (the
+    # burst used is at least one largest frame)
+    client_receive_bytes_per_second: int = 256 * 1024
+    client_receive_bytes_burst: int = 1024 * 1024
     handshake_timeout: float = 10.0
     # Timeouts
     ping_interval: float = 30.0
@@ -315,6 +324,8 @@ _PARSERS: dict[str, Callable[[str, str], object]] = {
     "rate_limit_per_second": lambda n, r: _parse_float(n, r, 0.1, 1_000_000),
     "rate_limit_burst": lambda n, r: _parse_int(n, r, 1, 1_000_000),
     "max_fragments": lambda n, r: _parse_int(n, r, 1, 4096),
+    "client_receive_bytes_per_second": lambda n, r: _parse_int(n, r, 1024, 2**40),
+    "client_receive_bytes_burst": lambda n, r: _parse_int(n, r, 4096, 2**40),
     "handshake_timeout": lambda n, r: _parse_float(n, r, 0.1, 3600),
     "ping_interval": lambda n, r: _parse_float(n, r, 0.05, 3600),
     "close_timeout": lambda n, r: _parse_float(n, r, 0.01, 600),
@@ -415,6 +426,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(topology_problems))
     if settings.auth_secret is not None and settings.auth_public_key is not None:
         raise ConfigError("set ROOMCAST_AUTH_SECRET (HS256) or ROOMCAST_AUTH_PUBLIC_KEY, not both")
+
     if settings.auth_public_key is not None:
         try:
             load_public_key(settings.auth_public_key)
