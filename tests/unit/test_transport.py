@@ -262,6 +262,38 @@ async def test_unmasked_client_frame_is_protocol_violation() -> None:
     assert app.closed == [client.conn]
 
 
+def masked(first_byte: int, payload: bytes) -> bytes:
+    mask = b"\x11\x22\x33\x44"
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    if len(payload) < 126:
+        return bytes((first_byte, 0x80 | len(payload))) + mask + body
+    return bytes((first_byte, 0x80 | 126)) + len(payload).to_bytes(2, "big") + mask + body
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (masked(0x88, (1005).to_bytes(2, "big")), 1002),  # a code no endpoint may send
+        (masked(0x88, (999).to_bytes(2, "big")), 1002),
+        (masked(0x88, (5000).to_bytes(2, "big")), 1002),
+        (masked(0x88, b"\x03"), 1002),  # a one-byte close payload
+        (masked(0x88, (1000).to_bytes(2, "big") + b"\xff\xfe"), 1007),  # reason not UTF-8
+        (masked(0xC1, b"{}"), 1002),  # RSV1 without a negotiated extension
+        (masked(0x89, b"x" * 126), 1002),  # control frame over 125 bytes (length 126 form)
+        (masked(0x09, b""), 1002),  # a fragmented ping
+        (masked(0x83, b""), 1002),  # a reserved opcode
+    ],
+    ids=["1005", "999", "5000", "short", "bad reason", "rsv1", "long ping", "frag ping", "op 3"],
+)
+async def test_close_code_and_frame_tricks_end_in_a_clean_close(raw: bytes, code: int) -> None:
+    app = RecordingApp()
+    client = WsClient(make_server(app))
+    client.conn.data_received(raw)
+    assert client.close_code == code
+    assert app.closed == [client.conn]
+    assert app.texts == []
+
+
 async def test_transport_without_half_close_is_closed() -> None:
     app = RecordingApp()
     server = make_server(app)
