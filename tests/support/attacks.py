@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
+import json
 import os
 import statistics
 import struct
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Final
@@ -167,3 +170,35 @@ class RoundTrips:
         # (scaled by ROOMCAST_TEST_TIMEOUT_FACTOR), far below the 12.7 s of issue 15.
         assert statistics.median(ordered) < scaled(15), self.summary()
         assert ordered[-1] < scaled(150), self.summary()
+
+
+FLOOD_UNITS: Final = {
+    # kind: (sent once after the handshake, then repeated)
+    "continuations": (frame(TEXT, b"[", fin=False), frame(CONT, fin=False)),
+    "pongs": (b"", frame(PONG)),
+    "pings": (b"", frame(PING)),
+}
+
+
+async def flood_in_another_process(port: int, kind: str, token: str, seconds: float) -> FloodReport:
+    """The flood from its own process, so that the bystander's round trips measure the node,
+    not the attacker's loop sharing the test's."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.support.attacks", str(port), kind, token, str(seconds),
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(child.communicate(), scaled(seconds + 30))
+    assert child.returncode == 0, out
+    return FloodReport(**json.loads(out))
+
+
+def _main(argv: list[str]) -> None:
+    port, kind, token, seconds = int(argv[0]), argv[1], argv[2], float(argv[3])
+    opener, unit = FLOOD_UNITS[kind]
+    request = handshake(headers=(("Sec-WebSocket-Protocol", f"roomcast, roomcast.token.{token}"),))
+    report = asyncio.run(flood(port, request, opener, unit, seconds))
+    print(json.dumps(dataclasses.asdict(report)))
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])
