@@ -8,6 +8,8 @@ export const FATAL_CLOSE_CODES = new Map([
   [1007, "the server received invalid UTF-8"],
   [1008, "too many frames were sent (flood protection)"],
   [1009, "a frame was over the server's size limit"],
+  // The page's token (from its URL) cannot renew itself: reconnecting would be refused.
+  [4001, "your token expired: open the page again with a new one"],
 ]);
 
 // Join refusals that a reconnect cannot fix: the name or the room has to change.

@@ -41,6 +41,19 @@ class Server:
             settings.redis_timeout,
             message_rate=(settings.message_rate_per_second, settings.message_rate_burst),
             typing_rate=(settings.typing_rate_per_second, settings.typing_rate_burst),
+            join_rate=(settings.join_rate_per_second, settings.join_rate_burst),
+            client_message_rate=(
+                settings.client_message_rate_per_second,
+                settings.client_message_rate_burst,
+            ),
+            client_join_rate=(
+                settings.client_join_rate_per_second,
+                settings.client_join_rate_burst,
+            ),
+            room_message_rate=(
+                settings.room_message_rate_per_second,
+                settings.room_message_rate_burst,
+            ),
         )
         # This process's identity: prefixes its connection ids and names it in Redis presence,
         # so a restarted node (same node id) is never mistaken for its dead predecessor.

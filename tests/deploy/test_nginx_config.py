@@ -120,7 +120,23 @@ def test_chat_location_directives_match_the_template(other: str) -> None:
             "proxy_buffering"} <= names  # fmt: skip
     assert ("proxy_set_header", "Upgrade", "$http_upgrade") in reference
     assert ("proxy_set_header", "Connection", "$connection_upgrade") in reference
+    assert ("proxy_set_header", "X-Forwarded-For", "$remote_addr") in reference
     assert chat_directives(parse(CONFIGS[other]())) == reference
+
+
+PAGE_HEADERS = {"Content-Security-Policy", "X-Content-Type-Options", "Referrer-Policy"}
+
+
+@pytest.mark.parametrize("name", ["template", "compose", "kubernetes"])
+def test_the_page_is_served_with_security_headers(name: str) -> None:
+    reference = parse(CONFIGS["template"]()).find("location", "/").values("add_header")
+    headers = parse(CONFIGS[name]()).find("location", "/").values("add_header")
+    assert headers == reference
+    assert {h[0] for h in headers} == PAGE_HEADERS
+    assert all(h[-1] == "always" for h in headers)  # on 404s too
+    csp = next(h[1] for h in headers if h[0] == "Content-Security-Policy")
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "'unsafe-inline'" not in csp
 
 
 def api_directives(conf: Block) -> set[tuple[str, ...]]:
@@ -138,7 +154,8 @@ def test_api_location_streams_events_and_matches_the_template(other: str) -> Non
     assert ("proxy_set_header", "Connection", '""') in reference
     (read_timeout,) = [d for d in reference if d[0] == "proxy_read_timeout"]
     assert int(read_timeout[1].rstrip("s")) > 15
-    assert ("proxy_set_header", "X-Forwarded-For", "$proxy_add_x_forwarded_for") in reference
+    # Replaced with nginx's own view of the client: nodes believe only this one hop.
+    assert ("proxy_set_header", "X-Forwarded-For", "$remote_addr") in reference
     assert api_directives(parse(CONFIGS[other]())) == reference
     for name in ("@api_too_large", "@api_too_many", "@api_unavailable"):
         ours, theirs = (

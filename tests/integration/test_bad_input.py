@@ -12,7 +12,7 @@ import pytest
 from roomcast_dev.devcluster import LocalCluster, NodeProcess
 from websockets.exceptions import ConnectionClosed
 
-from tests.support.cluster import FAST_ENV, http_get, metric_value
+from tests.support.cluster import FAST_ENV, SHARED_LIMITS_OFF, http_get, metric_value
 from tests.support.wsclient import Client, scaled
 
 pytestmark = pytest.mark.integration
@@ -29,6 +29,7 @@ def node_cluster() -> Iterator[LocalCluster]:
         "ROOMCAST_RATE_LIMIT_BURST": "40",
         "ROOMCAST_MAX_ROOMS_PER_CONNECTION": "3",
         "ROOMCAST_SEND_BUFFER_BYTES": "65536",
+        **SHARED_LIMITS_OFF,
     }
     with LocalCluster(2, nginx=False, node_env=env) as running:
         yield running

@@ -33,7 +33,7 @@ from roomcast.client import (
     UserJoined,
 )
 from roomcast.core.auth import issue_token
-from tests.support.cluster import FAST_ENV, http_get, metric_value
+from tests.support.cluster import FAST_ENV, SHARED_LIMITS_OFF, http_get, metric_value
 from tests.support.wsclient import scaled
 
 pytestmark = pytest.mark.integration
@@ -225,6 +225,7 @@ def strict_node() -> Iterator[LocalCluster]:
         "ROOMCAST_AUTH_SECRET": SECRET,
         "ROOMCAST_MESSAGE_RATE_PER_SECOND": "1",
         "ROOMCAST_MESSAGE_RATE_BURST": "3",
+        **SHARED_LIMITS_OFF,
     }
     with LocalCluster(1, redis=False, nginx=False, node_env=env) as running:
         yield running

@@ -267,9 +267,10 @@ def test_forwarded_for_is_trusted_only_from_the_load_balancer() -> None:
     from roomcast.core.auth import ProxyTrust
 
     trust = ProxyTrust(["127.0.0.1", "10.0.0.0/8"])
-    # From the load balancer: the right-most address it did not add is the client.
+    # From the load balancer: the address it wrote itself, the right-most one, is the client;
+    # nothing to its left is believed, even when it looks like another trusted hop (issue 15).
     assert trust.client_address("127.0.0.1", "203.0.113.9") == "203.0.113.9"
-    assert trust.client_address("10.1.2.3", "198.51.100.7, 203.0.113.9, 10.9.9.9") == "203.0.113.9"
+    assert trust.client_address("10.1.2.3", "198.51.100.7, 203.0.113.9, 10.9.9.9") == "10.9.9.9"
     # From anyone else the header is a claim, not a fact.
     assert trust.client_address("192.0.2.44", "127.0.0.1") == "192.0.2.44"
     assert trust.client_address("127.0.0.1", None) == "127.0.0.1"

@@ -10,6 +10,21 @@ from collections.abc import Callable
 
 from roomcast_dev.devcluster import NodeProcess, timeout_factor
 
+# Issue 15's join, client and room limits: every test client connects from 127.0.0.1, so in
+# open mode a whole test module is one client joining and sending a lot.
+SHARED_LIMITS_OFF = {
+    "ROOMCAST_JOIN_RATE_PER_SECOND": "1000000",
+    "ROOMCAST_JOIN_RATE_BURST": "1000000",
+    "ROOMCAST_CLIENT_MESSAGE_RATE_PER_SECOND": "1000000",
+    "ROOMCAST_CLIENT_MESSAGE_RATE_BURST": "1000000",
+    "ROOMCAST_CLIENT_JOIN_RATE_PER_SECOND": "1000000",
+    "ROOMCAST_CLIENT_JOIN_RATE_BURST": "1000000",
+    "ROOMCAST_ROOM_MESSAGE_RATE_PER_SECOND": "1000000",
+    "ROOMCAST_ROOM_MESSAGE_RATE_BURST": "1000000",
+    "ROOMCAST_CLIENT_RECEIVE_BYTES_PER_SECOND": "1099511627776",
+    "ROOMCAST_CLIENT_RECEIVE_BYTES_BURST": "1099511627776",
+}
+
 # Benign defaults for shared clusters: generous rate limits so ordering tests can send bursts.
 FAST_ENV = {
     "ROOMCAST_RATE_LIMIT_PER_SECOND": "5000",
@@ -18,6 +33,7 @@ FAST_ENV = {
     "ROOMCAST_MESSAGE_RATE_BURST": "5000",
     "ROOMCAST_TYPING_RATE_PER_SECOND": "5000",
     "ROOMCAST_TYPING_RATE_BURST": "5000",
+    **SHARED_LIMITS_OFF,
 }
 
 

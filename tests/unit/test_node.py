@@ -15,6 +15,7 @@ from roomcast.broker.memory import MemoryBroker
 from roomcast.core import node as node_module
 from roomcast.core import ratelimit as ratelimit_module
 from roomcast.core.node import Node
+from roomcast.core.ratelimit import BucketPool
 from roomcast.net.transport import WebSocketServer
 from roomcast.runtime.metrics import Metrics
 from roomcast.wire.envelope import pack
@@ -89,7 +90,10 @@ class Env:
 
 
 async def make_env(
-    broker_class: type[MemoryBroker] = MemoryBroker, history_size: int = 100, **overrides: Any
+    broker_class: type[MemoryBroker] = MemoryBroker,
+    history_size: int = 100,
+    node_limits: dict[str, tuple[float, int]] | None = None,
+    **overrides: Any,
 ) -> Env:
     registry = CollectorRegistry()
     metrics = Metrics(registry)
@@ -100,6 +104,7 @@ async def make_env(
         settings.max_frame_bytes,
         metrics,
         settings.history_size,
+        **(node_limits or {}),  # type: ignore[arg-type]  # only the rate keywords
     )
     broker = broker_class(node.on_broker_message, limits=HistoryLimits(size=history_size))
     await broker.start()
@@ -710,7 +715,8 @@ async def test_join_after_fatal_frame_in_same_read_leaves_no_trace(env: Env) -> 
         (
             '{"type":"shout"}',
             "unknown_type",
-            "unknown type 'shout'; expected one of join, leave, message, typing, history, presence",
+            "unknown type 'shout'; expected one of join, leave, message, typing, history, "
+            "presence, refresh",
         ),
         (
             '{"type":"join","room":"bad room","username":"x"}',
@@ -950,3 +956,96 @@ async def test_a_failed_publication_names_the_frame_by_its_id() -> None:
     await settle()
     (refused,) = alice.events()
     assert (refused["code"], refused["id"]) == ("unavailable", "m1")
+
+
+# Limits beside the per-connection ones: joins per connection, one client's connections
+# together, one room's senders together (issue 15: 256 connections of one address put 5,120
+# messages into a room in 2.6 s; join/leave churn flooded members). Time is frozen: no refill.
+
+
+def codes(events: list[dict[str, Any]]) -> list[str]:
+    return [e.get("code", e["type"]) for e in events]
+
+
+async def test_join_churn_of_one_connection_is_limited() -> None:
+    env = await make_env(node_limits={"join_rate": (1.0, 3)})
+    client = await env.connect()
+    for index in range(5):
+        client.send_json({"type": "join", "room": f"r{index}", "username": "ann"})
+        await settle()
+    assert codes(client.events()) == ["joined"] * 3 + ["rate_limited"] * 2
+    # Leaving is never refused, and joining a room one is in costs nothing.
+    client.send_json({"type": "join", "room": "r0", "username": "ann"})
+    client.send_json({"type": "leave", "room": "r1"})
+    await settle()
+    assert codes(client.events()) == ["joined", "left"]
+    assert env.rejected("rate_limited") == 2
+
+
+async def test_one_clients_connections_share_a_join_and_a_message_budget() -> None:
+    env = await make_env(
+        node_limits={"client_join_rate": (1.0, 4), "client_message_rate": (1.0, 6)}
+    )
+    # Every harness connection comes from 127.0.0.1: one client in open mode.
+    clients = [await env.connect() for _ in range(3)]
+    for index, client in enumerate(clients):
+        for room in ("a", "b"):
+            client.send_json({"type": "join", "room": room, "username": f"u{index}"})
+            await settle()
+    joins = [codes(c.events()) for c in clients]
+    assert sum(j.count("joined") for j in joins) == 4
+    assert joins[2] == ["rate_limited", "rate_limited"]
+    for _ in range(4):
+        for client in clients[:2]:
+            client.send_json({"type": "message", "room": "a", "text": "x"})
+    await settle()
+    events = [e for c in clients[:2] for e in c.events() if e["type"] in ("message", "error")]
+    refused = [e for e in events if e["type"] == "error"]
+    assert len(refused) == 2
+    assert all(e["code"] == "rate_limited" and "together" in e["reason"] for e in refused)
+    # Each connection kept its own frame budget: nobody was closed for the shared refusals.
+    assert all(c.close_code is None for c in clients)
+
+
+async def test_a_room_has_a_message_budget_whoever_sends() -> None:
+    env: Env = await make_env(node_limits={"room_message_rate": (1.0, 5)})
+    ann, bob = await env.joined("ann", "busy"), await env.joined("bob", "busy")
+    ann.events()
+    bob.events()
+    for _ in range(4):
+        ann.send_json({"type": "message", "text": "a"})
+        bob.send_json({"type": "message", "text": "b"})
+    await settle()
+    received = [e for e in ann.events() if e["type"] == "message"]
+    assert len(received) == 5
+    assert env.rejected("rate_limited") == 3
+    # Another room is not affected.
+    quiet = await env.joined("cy", "quiet")
+    quiet.send_json({"type": "message", "text": "hi"})
+    await settle()
+    assert "message" in codes(quiet.events())
+
+
+class _PoolClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_a_released_bucket_outlives_its_connections_until_it_would_have_refilled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = _PoolClock()
+    monkeypatch.setattr(ratelimit_module, "time", clock)
+    pool = BucketPool(rate=1.0, burst=2)
+    bucket = pool.acquire("ip:1.2.3.4")
+    assert bucket.allow() and bucket.allow() and not bucket.allow()
+    pool.release("ip:1.2.3.4")
+    # Reconnecting at once gets the same, empty bucket: no fresh burst.
+    assert not pool.acquire("ip:1.2.3.4").allow()
+    pool.release("ip:1.2.3.4")
+    clock.now += 2.5
+    pool.acquire("other")  # prunes what has refilled anyway
+    assert len(pool) == 1

@@ -21,13 +21,14 @@ from roomcast.wire.protocol import (
     Message,
     Presence,
     ProtocolError,
+    Refresh,
     Typing,
     complete_message,
     parse_command,
 )
 from roomcast.wire.recovery import Since
 
-EXPECTED_TYPES = "join, leave, message, typing, history, presence"
+EXPECTED_TYPES = "join, leave, message, typing, history, presence, refresh"
 
 
 def dumps(value: Any) -> str:
@@ -87,7 +88,9 @@ def test_null_room_means_no_room() -> None:
 
 
 def test_command_types_are_the_wire_types() -> None:
-    assert COMMAND_TYPES == ("join", "leave", "message", "typing", "history", "presence")
+    assert COMMAND_TYPES == (
+        "join", "leave", "message", "typing", "history", "presence", "refresh",
+    )  # fmt: skip
 
 
 def test_unknown_fields_are_ignored() -> None:
@@ -564,11 +567,12 @@ def check_parse(text: str) -> None:
             ErrorCode.INVALID_TEXT,
             ErrorCode.INVALID_SINCE,
             ErrorCode.INVALID_LIMIT,
+            ErrorCode.INVALID_TOKEN,
         }
         assert isinstance(exc.reason, str)
         assert exc.reason
     else:
-        assert isinstance(command, Join | Leave | Message | Typing | History | Presence)
+        assert isinstance(command, Join | Leave | Message | Typing | History | Presence | Refresh)
 
 
 @settings(max_examples=300, deadline=None)

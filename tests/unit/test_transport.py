@@ -12,6 +12,7 @@ from websockets.frames import Close, CloseCode, Opcode
 
 from roomcast.core import ratelimit
 from roomcast.core.ratelimit import RateLimiter
+from roomcast.net import transport as transport_module
 from roomcast.net.transport import Outbox
 from roomcast.runtime.metrics import Metrics
 from roomcast.wire.framing import text_frame
@@ -261,6 +262,38 @@ async def test_unmasked_client_frame_is_protocol_violation() -> None:
     assert app.closed == [client.conn]
 
 
+def masked(first_byte: int, payload: bytes) -> bytes:
+    mask = b"\x11\x22\x33\x44"
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    if len(payload) < 126:
+        return bytes((first_byte, 0x80 | len(payload))) + mask + body
+    return bytes((first_byte, 0x80 | 126)) + len(payload).to_bytes(2, "big") + mask + body
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (masked(0x88, (1005).to_bytes(2, "big")), 1002),  # a code no endpoint may send
+        (masked(0x88, (999).to_bytes(2, "big")), 1002),
+        (masked(0x88, (5000).to_bytes(2, "big")), 1002),
+        (masked(0x88, b"\x03"), 1002),  # a one-byte close payload
+        (masked(0x88, (1000).to_bytes(2, "big") + b"\xff\xfe"), 1007),  # reason not UTF-8
+        (masked(0xC1, b"{}"), 1002),  # RSV1 without a negotiated extension
+        (masked(0x89, b"x" * 126), 1002),  # control frame over 125 bytes (length 126 form)
+        (masked(0x09, b""), 1002),  # a fragmented ping
+        (masked(0x83, b""), 1002),  # a reserved opcode
+    ],
+    ids=["1005", "999", "5000", "short", "bad reason", "rsv1", "long ping", "frag ping", "op 3"],
+)
+async def test_close_code_and_frame_tricks_end_in_a_clean_close(raw: bytes, code: int) -> None:
+    app = RecordingApp()
+    client = WsClient(make_server(app))
+    client.conn.data_received(raw)
+    assert client.close_code == code
+    assert app.closed == [client.conn]
+    assert app.texts == []
+
+
 async def test_transport_without_half_close_is_closed() -> None:
     app = RecordingApp()
     server = make_server(app)
@@ -375,9 +408,9 @@ async def test_rate_limit_recovers(clock: FakeClock) -> None:
     assert app.rejected == ["rate_limited"]
 
 
-async def test_continuation_frames_do_not_count_against_rate(clock: FakeClock) -> None:
+async def test_a_message_within_the_frame_budget_is_reassembled(clock: FakeClock) -> None:
     app = RecordingApp()
-    client = WsClient(make_server(app, make_settings(rate_limit_burst=1)))
+    client = WsClient(make_server(app, make_settings(rate_limit_burst=7)))
     client.proto.send_text(b"a", fin=False)
     for _ in range(5):
         client.proto.send_continuation(b"b", fin=False)
@@ -385,6 +418,115 @@ async def test_continuation_frames_do_not_count_against_rate(clock: FakeClock) -
     client.push()
     assert app.texts == ["abbbbbc"]
     assert app.rejected == []
+
+
+@pytest.mark.parametrize("kind", ["continuation", "pong", "ping"])
+async def test_every_frame_type_counts_and_a_flood_of_it_closes_1008(
+    clock: FakeClock, registry: CollectorRegistry, kind: str
+) -> None:
+    # Issue 15: millions of empty continuations or pongs were never charged to the bucket.
+    app = RecordingApp()
+    settings = make_settings(rate_limit_burst=10, rate_limit_per_second=1.0, max_fragments=4096)
+    client = WsClient(make_server(app, settings, registry))
+    if kind == "continuation":
+        client.proto.send_text(b"[", fin=False)
+    for _ in range(2000):
+        if kind == "continuation":
+            client.proto.send_continuation(b"", fin=False)
+        elif kind == "pong":
+            client.proto.send_pong(b"")
+        else:
+            client.proto.send_ping(b"")
+    client.push()
+    assert client.close_code == 1008
+    assert app.rejected.count("flood") == 1
+    assert app.texts == []
+    assert len(app.closed) == 1
+    # Parsing stopped soon after the close, not at the end of the read: ~10 errors and the
+    # close frame (plus, for pings, the pongs websockets wrote for the last slice parsed).
+    slice_of_pings = transport_module._FEED_BYTES // 6 if kind == "ping" else 0
+    assert len(client.received()) <= 25 + slice_of_pings
+
+
+async def test_a_message_that_lost_a_fragment_to_the_limit_is_dropped_whole(
+    clock: FakeClock,
+) -> None:
+    app = RecordingApp()
+    client = WsClient(make_server(app, make_settings(rate_limit_burst=3)))
+    client.proto.send_text(b'{"type":', fin=False)
+    client.proto.send_continuation(b'"typing"', fin=False)
+    client.proto.send_continuation(b"", fin=False)  # over the budget: the message is dropped
+    client.proto.send_continuation(b"}", fin=True)
+    client.push()
+    assert app.texts == []
+    clock.now += 10
+    client.send_text("next")
+    assert app.texts == ["next"]
+    assert client.close_code is None
+
+
+async def test_connections_of_one_client_share_a_receive_byte_budget(clock: FakeClock) -> None:
+    # Issue 15: many connections of one address, each within its own frame budget.
+    app = RecordingApp()
+    settings = make_settings(
+        client_receive_bytes_per_second=1024,
+        client_receive_bytes_burst=10 * 1024,
+        max_frame_bytes=4096,
+        rate_limit_burst=1000,
+    )
+    server = make_server(app, settings)
+    first, second = WsClient(server), WsClient(server)  # both from 127.0.0.1: one client
+    for _ in range(3):
+        first.send_text("x" * 2000)  # 3 x (2000 + 1024 overhead)
+    for _ in range(3):
+        second.send_text("y" * 2000)
+    assert len(app.texts) == 3  # the fourth frame of the two together was over
+    assert app.rejected == ["rate_limited"] * 3
+    # A third connection of the same client gets no fresh budget.
+    third = WsClient(server)
+    third.send_text("z")
+    assert app.rejected[-1] == "rate_limited"
+    clock.now += 10  # refilled
+    third.send_text("z")
+    assert app.texts[-1] == "z"
+
+
+async def test_refusals_of_the_shared_budget_end_in_1008(clock: FakeClock) -> None:
+    app = RecordingApp()
+    settings = make_settings(
+        client_receive_bytes_per_second=1024, client_receive_bytes_burst=4096,
+        max_frame_bytes=1024, rate_limit_burst=20,
+    )  # fmt: skip
+    client = WsClient(make_server(app, settings))
+    for _ in range(30):
+        client.send_text("x" * 1000, push=False)
+    client.push()
+    assert client.close_code == 1008
+    assert app.rejected.count("flood") == 1
+
+
+async def test_too_many_fragments_close_1009(registry: CollectorRegistry) -> None:
+    app = RecordingApp()
+    settings = make_settings(max_fragments=8, rate_limit_burst=1000)
+    client = WsClient(make_server(app, settings, registry))
+    client.proto.send_text(b"", fin=False)
+    for _ in range(8):
+        client.proto.send_continuation(b"", fin=False)
+    client.push()
+    assert client.close_code == 1009
+    assert app.rejected == ["too_many_fragments"]
+    assert app.texts == []
+
+
+async def test_fragments_up_to_the_limit_are_accepted() -> None:
+    app = RecordingApp()
+    client = WsClient(make_server(app, make_settings(max_fragments=8, rate_limit_burst=1000)))
+    client.proto.send_text(b"a", fin=False)
+    for _ in range(6):
+        client.proto.send_continuation(b"", fin=False)
+    client.proto.send_continuation(b"z", fin=True)
+    client.push()
+    assert app.texts == ["az"]
 
 
 # Sending and slow consumers

@@ -8,7 +8,7 @@ async with RoomcastClient("ws://127.0.0.1:8080/chat", "ann", rooms=["general"]) 
 """
 
 from roomcast.client.backoff import Backoff
-from roomcast.client.core import RoomcastClient
+from roomcast.client.core import RoomcastClient, TokenSource
 from roomcast.client.cursor import RoomCursor
 from roomcast.client.errors import ClientClosedError, JoinError
 from roomcast.client.events import (
@@ -28,9 +28,11 @@ from roomcast.client.events import (
     Member,
     Presence,
     Reconnecting,
+    Refreshed,
     Resumed,
     SendFailed,
     ServerEvent,
+    TokenExpiring,
     Typing,
     Unknown,
     UserJoined,
@@ -61,12 +63,15 @@ __all__ = [
     "Outgoing",
     "Presence",
     "Reconnecting",
+    "Refreshed",
     "Resumed",
     "RoomCursor",
     "RoomcastClient",
     "SendError",
     "SendFailed",
     "ServerEvent",
+    "TokenExpiring",
+    "TokenSource",
     "Typing",
     "Unknown",
     "UserJoined",

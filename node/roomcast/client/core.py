@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -39,6 +40,7 @@ from roomcast.client.events import (
     Presence,
     Reconnecting,
     ServerEvent,
+    TokenExpiring,
     Welcome,
     parse_event,
 )
@@ -46,6 +48,10 @@ from roomcast.client.link import Link, RoomState
 from roomcast.client.outgoing import Outgoing, SendBook
 from roomcast.client.waiters import Requests
 from roomcast.wire.codes import FATAL_CLOSE_CODES, CloseCode, ErrorCode
+
+# A fixed token, or where to get a fresh one (sync or async): asked at every connection attempt
+# and when the server announces the current one's expiry.
+TokenSource = str | Callable[[], str | Awaitable[str]] | None
 
 # The server's answer to a fault of ours (FATAL_CLOSE_CODES, from roomcast.wire.codes, and these
 # handshake statuses): reconnecting would only repeat it.
@@ -73,7 +79,10 @@ class RoomcastClient:
             (``wss://`` for TLS).
         username: your name in rooms; ignored by a server with tokens, which takes the token's.
         token: a connection token (JWT), sent as a subprotocol; required when the server has
-            ``ROOMCAST_AUTH_SECRET`` or ``ROOMCAST_AUTH_PUBLIC_KEY`` set.
+            ``ROOMCAST_AUTH_SECRET`` or ``ROOMCAST_AUTH_PUBLIC_KEY`` set. Or a callable (plain
+            or async) returning a fresh one: it is asked before every connection attempt and
+            when the server says the token is expiring (``token_expiring``), and the new token
+            is sent as a ``refresh`` on the open connection, so it outlives any one token.
         rooms: rooms joined at start (and rejoined after every reconnect).
         backoff: the delays between attempts; default :class:`Backoff` (0.5 s doubling to 30 s,
             full jitter).
@@ -106,7 +115,7 @@ class RoomcastClient:
         url: str,
         username: str,
         *,
-        token: str | None = None,
+        token: TokenSource = None,
         rooms: Iterable[str] = (),
         backoff: Backoff | None = None,
         stable_after: float = 10.0,
@@ -365,9 +374,10 @@ class RoomcastClient:
         while self.closed is None:
             cause = ""
             try:
+                token = await self._fresh_token()
                 ws = await connect(
                     self.url,
-                    subprotocols=self._subprotocols(),
+                    subprotocols=self._subprotocols(token),
                     open_timeout=self._open_timeout,
                     ping_interval=self._ping_interval,
                     ping_timeout=self._ping_interval,
@@ -408,12 +418,38 @@ class RoomcastClient:
             self._emit(Reconnecting(attempt, delay, cause))
             await asyncio.sleep(delay)
 
-    def _subprotocols(self) -> list[Subprotocol]:
+    async def _fresh_token(self) -> str | None:
+        source = self._token
+        if source is None or isinstance(source, str):
+            return source
+        token = source()
+        return await token if inspect.isawaitable(token) else token
+
+    @staticmethod
+    def _subprotocols(token: str | None) -> list[Subprotocol]:
         offered = [Subprotocol("roomcast")]
-        if self._token is not None:
+        if token is not None:
             # Not in the URL: proxies and servers log URLs, not subprotocol headers.
-            offered.append(Subprotocol("roomcast.token." + self._token))
+            offered.append(Subprotocol("roomcast.token." + token))
         return offered
+
+    def _refresh_token(self, link: Link) -> None:
+        """The server warned that our token expires: send a fresh one on this connection."""
+        if self._token is None or isinstance(self._token, str):
+            return  # nothing to refresh with: the server closes with 4001, we reconnect
+
+        async def refresh() -> None:
+            try:
+                token = await self._fresh_token()
+            except Exception:  # the application's callback: never let it kill the client
+                log.exception("token callback failed; the connection will close at expiry")
+                return
+            if token is not None and self._link is link:
+                link.write({"type": "refresh", "token": token})
+
+        task = asyncio.create_task(refresh())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _serve(self, ws: ClientConnection, attempt: int) -> tuple[int, str]:
         """Run one connection until it ends; its close code and reason."""
@@ -485,6 +521,8 @@ class RoomcastClient:
             if gap is not None:
                 self._emit(gap)
             return
+        if isinstance(event, TokenExpiring):
+            self._refresh_token(link)
         if isinstance(event, Error) and event.id is not None:
             failure = self._book.refuse(event)
             if failure is not None:

@@ -134,6 +134,22 @@ class Loss:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenExpiring:
+    """The connection's token runs out at ``expires_at`` (ms); without a refresh the server
+    closes it (4001) at ``closes_at``. A client given a token callback refreshes by itself."""
+
+    expires_at: int
+    closes_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Refreshed:
+    """The server took our new token: the connection now lasts until ``expires_at`` (ms)."""
+
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
 class Unknown:
     """Anything else: a type this client does not know, or a frame it could not read."""
 
@@ -232,6 +248,8 @@ ServerEvent = (
     | Error
     | Ack
     | Loss
+    | TokenExpiring
+    | Refreshed
     | Unknown
 )
 ClientEvent = Connected | Disconnected | Reconnecting | Resumed | Gap | SendFailed | Closed
@@ -330,6 +348,8 @@ _PARSERS: Final[dict[str, Callable[[Mapping[str, Any]], ServerEvent]]] = {
     "presence": lambda d: Presence(_str(d, "room"), _members(d)),
     "history": _history,
     "error": lambda d: Error(_str(d, "code"), _str(d, "reason"), _opt_str(d, "room"), _id(d)),
+    "token_expiring": lambda d: TokenExpiring(_int(d, "expires_at"), _int(d, "closes_at")),
+    "refreshed": lambda d: Refreshed(_int(d, "expires_at")),
     "ack": lambda d: Ack(_required_id(d), _str(d, "room"), _str(d, "epoch"), _int(d, "offset")),
     "loss": lambda d: Loss(
         _str(d, "room"),

@@ -17,7 +17,7 @@ import jwt
 
 from roomcast.runtime.keys import load_public_key
 from roomcast.wire.codes import ErrorCode
-from roomcast.wire.protocol import USERNAME_PATTERN
+from roomcast.wire.usernames import UsernameError, normalize_username
 
 if TYPE_CHECKING:
     from roomcast.runtime.config import Settings
@@ -45,6 +45,7 @@ class Identity:
     subject: str
     name: str
     rooms: tuple[str, ...] | None  # None: any room
+    expires: float | None = None  # the token's exp (Unix seconds)
 
     def may_join(self, room: str) -> bool:
         if self.rooms is None:
@@ -117,14 +118,23 @@ def _identity(claims: dict[str, Any]) -> Identity:
     name = claims.get("name", subject)
     if not isinstance(subject, str) or not isinstance(name, str):
         raise AuthError(401, ErrorCode.TOKEN_INVALID, "'sub' and 'name' must be strings")
-    if USERNAME_PATTERN.fullmatch(name) is None or not name.strip():
-        raise AuthError(403, ErrorCode.TOKEN_NAME, "the token's name is not a valid username")
+    try:
+        name = normalize_username(name)
+    except UsernameError as exc:
+        reason = f"the token's name is not a valid username: {exc}"
+        raise AuthError(403, ErrorCode.TOKEN_NAME, reason) from None
     rooms = claims.get("rooms")
     if rooms is not None and (
         not isinstance(rooms, list) or not all(isinstance(r, str) and r for r in rooms)
     ):
         raise AuthError(401, ErrorCode.TOKEN_INVALID, "'rooms' must be a list of room patterns")
-    return Identity(subject, name, tuple(rooms) if rooms is not None else None)
+    expires = claims.get("exp")
+    return Identity(
+        subject,
+        name,
+        tuple(rooms) if rooms is not None else None,
+        float(expires) if isinstance(expires, int | float) else None,
+    )
 
 
 def token_from_request(path: str, subprotocols: Sequence[str]) -> str | None:
@@ -201,7 +211,13 @@ class OriginPolicy:
 
 
 class ProxyTrust:
-    """Whose ``X-Forwarded-For`` to believe: only the load balancer's."""
+    """Whose ``X-Forwarded-For`` to believe, and which part of it: the load balancer's own hop.
+
+    Only the right-most address is believed, the one the trusted proxy itself wrote (nginx
+    sets the header to ``$remote_addr``). Walking further left through "trusted" ranges would
+    believe whatever a client in such a range (every private network, in compose and k8s)
+    wrote there itself.
+    """
 
     def __init__(self, trusted: Iterable[str]) -> None:
         self._networks = [
@@ -212,13 +228,20 @@ class ProxyTrust:
         self._verdicts: dict[str, bool] = {}
 
     def client_address(self, peer: str, forwarded_for: str | None) -> str:
+        """The client's address (the peer's, when the forwarded one is malformed)."""
+        address = self.forwarded_client(peer, forwarded_for)
+        return peer if address is None else address
+
+    def forwarded_client(self, peer: str, forwarded_for: str | None) -> str | None:
+        """Like client_address, but None when a trusted proxy sent a malformed header."""
         if forwarded_for is None or not self._trusted(peer):
             return peer
-        # The right-most address not added by a trusted proxy is the client.
-        for hop in reversed([h.strip() for h in forwarded_for.split(",") if h.strip()]):
-            if not self._trusted(hop):
-                return hop
-        return peer
+        hop = forwarded_for.rpartition(",")[2].strip()
+        try:
+            # Normalized: nothing but an address reaches logs and rate-limit keys.
+            return str(ipaddress.ip_address(hop))
+        except ValueError:
+            return None
 
     def _trusted(self, address: str) -> bool:
         verdict = self._verdicts.get(address)
@@ -251,6 +274,7 @@ class AccessPolicy:
                 public_key=settings.auth_public_key,
                 audience=settings.auth_audience,
                 issuer=settings.auth_issuer,
+                leeway=settings.auth_leeway,
             )
             if settings.auth_enabled
             else None

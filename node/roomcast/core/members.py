@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from roomcast.core.auth import Identity
-from roomcast.core.ratelimit import RateLimiter
+from roomcast.core.ratelimit import ConnectionBudget, RateLimiter
 from roomcast.core.streams import Pusher
 
 
@@ -24,6 +24,14 @@ class Member(Protocol):
     identity: Identity | None  # from its token; None in open mode
     message_rate: RateLimiter | None  # per-connection limits, set on open
     typing_rate: RateLimiter | None
+    budget: ConnectionBudget | None  # joins, and the client's shared buckets; set on open
+    client_address: str  # the peer's, or the trusted proxy's X-Forwarded-For hop
+
+    @property
+    def client_key(self) -> str:
+        """Whose connections share limits: "sub:<token subject>" or "ip:<address>"."""
+        ...
+
     pending: list[bytes]  # frames queued for this loop turn's single write
 
     def __hash__(self) -> int: ...  # members key the room registry
@@ -36,6 +44,13 @@ class Member(Protocol):
 
     def write_pending(self) -> int:
         """Write what is queued; the number of bytes written."""
+
+    def verify_token(self, token: str) -> Identity:
+        """A refreshed token, checked as at the handshake; raises AuthError."""
+        ...
+
+    def adopt(self, identity: Identity) -> None:
+        """Hold a refreshed token from now on: its exp decides when the connection ends."""
 
 
 class Delivery(Pusher, Protocol):

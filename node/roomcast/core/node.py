@@ -12,9 +12,10 @@ import time
 from collections.abc import Awaitable
 
 from roomcast.broker import Broker, BrokerUnavailable, JoinReply, within
+from roomcast.core.auth import AuthError
 from roomcast.core.catch_up import CatchUp
 from roomcast.core.members import Delivery, Member
-from roomcast.core.ratelimit import RateLimiter
+from roomcast.core.ratelimit import BucketPool, ConnectionBudget, RateLimiter
 from roomcast.core.rooms import RoomRegistry, TooManyRoomsError
 from roomcast.core.streams import StreamHub
 from roomcast.runtime.metrics import Metrics
@@ -27,6 +28,7 @@ from roomcast.wire.protocol import (
     Leave,
     Message,
     ProtocolError,
+    Refresh,
     Typing,
 )
 from roomcast.wire.recovery import NOT_REQUESTED, RECOVERED
@@ -51,9 +53,19 @@ class Node:
         *,
         message_rate: tuple[float, int] = (10.0, 20),
         typing_rate: tuple[float, int] = (2.0, 5),
+        join_rate: tuple[float, int] = (1.0, 20),
+        client_message_rate: tuple[float, int] = (20.0, 40),
+        client_join_rate: tuple[float, int] = (5.0, 40),
+        room_message_rate: tuple[float, int] = (100.0, 200),
     ) -> None:
         self._message_rate = message_rate
         self._typing_rate = typing_rate
+        self._join_rate = join_rate
+        # Beside the per-connection buckets: one client's many connections (a user's, or an
+        # address's in open mode) and one room's many senders are limited too (issue 15).
+        self._client_messages = BucketPool(*client_message_rate)
+        self._client_joins = BucketPool(*client_join_rate)
+        self._room_messages = BucketPool(*room_message_rate)
         self.node_id = node_id
         self._max_rooms = max_rooms
         self._max_frame_bytes = max_frame_bytes
@@ -89,6 +101,13 @@ class Node:
     def on_open(self, conn: Member) -> None:
         conn.message_rate = RateLimiter(*self._message_rate)
         conn.typing_rate = RateLimiter(*self._typing_rate)
+        client = conn.client_key
+        conn.budget = ConnectionBudget(
+            client,
+            RateLimiter(*self._join_rate),
+            self._client_messages.acquire(client),
+            self._client_joins.acquire(client),
+        )
         conn.send(protocol.welcome(self.node_id, conn.id, self._max_rooms, self._max_frame_bytes))
 
     def on_text(self, conn: Member, text: str) -> Awaitable[None] | None:
@@ -110,6 +129,9 @@ class Node:
                 self._received["history"].inc()
                 room = self._target_room(conn, command.room, command.request_id)
                 return self._history(conn, room, command.limit, command.request_id)
+            elif isinstance(command, Refresh):
+                self._received["refresh"].inc()
+                self._refresh(conn, command)
             else:
                 self._received["presence"].inc()
                 room = self._target_room(conn, command.room, command.request_id)
@@ -119,6 +141,10 @@ class Node:
         return None
 
     def on_close(self, conn: Member) -> None:
+        budget = conn.budget
+        if budget is not None:
+            self._client_messages.release(budget.client)
+            self._client_joins.release(budget.client)
         for room in self.rooms.rooms_of(conn):
             # A join still in its round trip is announced (and so must be retracted) only once
             # its script was sent; Redis runs that script before this leave's.
@@ -131,6 +157,7 @@ class Node:
                 waiter.set_exception(BrokerUnavailable("connection closed while joining"))
             username = self.rooms.username(conn, room)
             last_local = self.rooms.leave(conn, room)
+            self._room_messages.release(room)
             if (live or announced) and username is not None:
                 self._announce_leave(room, conn.id, username)
             if last_local:
@@ -199,11 +226,18 @@ class Node:
         else:
             username = command.username
         command = Join(room, username, command.since, command.request_id)
+        if self.rooms.username(conn, room) is None and not self._may_join(conn):
+            # Each join announces user_joined (and its leave user_left) to the whole room.
+            reason = "too many joins; slow down"
+            self._reject(conn, ErrorCode.RATE_LIMITED, reason, room, command.request_id)
+            return
         try:
             result = self.rooms.join(conn, room, username)
         except TooManyRoomsError as exc:
             self._reject(conn, ErrorCode.TOO_MANY_ROOMS, str(exc), room, command.request_id)
             return
+        if not result.already_member:
+            self._room_messages.acquire(room)
         if result.already_member:
             already = {"type": "joined", "room": room, "already": True}
             if command.request_id is not None:
@@ -223,6 +257,7 @@ class Node:
                     self._announce_leave(room, conn.id, username)
                 if self.rooms.leave(conn, room):
                     self._unsubscribe(room)
+                self._room_messages.release(room)
                 reason = f"cannot join now: {exc}"
                 self._reject(conn, ErrorCode.UNAVAILABLE, reason, room, command.request_id)
             self._announced.discard((conn, room))
@@ -296,14 +331,41 @@ class Node:
         assert username is not None
         if self.rooms.leave(conn, room):
             self._unsubscribe(room)
+        self._room_messages.release(room)
         conn.send(protocol.left(room, command.request_id))
         self._announce_leave(room, conn.id, username)
+
+    def _refresh(self, conn: Member, command: Refresh) -> None:
+        """A new token for the same user, on the same connection, before the old one expires."""
+        request_id = command.request_id
+        try:
+            identity = conn.verify_token(command.token)
+        except AuthError as exc:
+            raise ProtocolError(
+                ErrorCode.INVALID_TOKEN, f"{exc.code}: {exc.reason}", None, request_id
+            ) from None
+        current = conn.identity
+        if current is None or (identity.subject, identity.name) != (current.subject, current.name):
+            reason = "a refreshed token must name the same user ('sub' and 'name')"
+            raise ProtocolError(ErrorCode.FORBIDDEN, reason, None, request_id)
+        for room in self.rooms.rooms_of(conn):
+            if not identity.may_join(room):
+                reason = f"the new token does not allow {room!r}: leave it first"
+                raise ProtocolError(ErrorCode.FORBIDDEN, reason, room, request_id)
+        conn.adopt(identity)
+        expires = identity.expires
+        assert expires is not None  # required by the verifier
+        conn.send(protocol.refreshed(int(expires * 1000), request_id))
 
     def _message(self, conn: Member, command: Message) -> None:
         request_id = command.request_id
         room = self._target_room(conn, command.room, request_id)
         if conn.message_rate is not None and not conn.message_rate.allow():
             self._rate_limited(conn, "message", room, request_id)
+            return
+        refusal = self._shared_message_limit(conn, room)
+        if refusal is not None:
+            self._reject(conn, ErrorCode.RATE_LIMITED, refusal, room, request_id)
             return
         username = self.rooms.username(conn, room)
         assert username is not None and self.broker is not None
@@ -317,6 +379,23 @@ class Node:
             FailureReporter(self, conn, "message", room, request_id),
             None if request_id is None else Acknowledger(conn, room, request_id),
         )
+
+    def _may_join(self, conn: Member) -> bool:
+        budget = conn.budget
+        return budget is None or (budget.joins.allow() and budget.client_joins.allow())
+
+    def _shared_message_limit(self, conn: Member, room: str) -> str | None:
+        """Why a message within its connection's limit is still refused, or None.
+
+        Shared buckets refuse with an error frame but never close: their strikes are the sum
+        of several senders', not proof that this one ignores its errors."""
+        budget = conn.budget
+        if budget is not None and not budget.client_messages.allow():
+            return "too many messages from your connections together; slow down"
+        room_bucket = self._room_messages.get(room)
+        if room_bucket is not None and not room_bucket.allow():
+            return f"room {room!r} is receiving too many messages; try again shortly"
+        return None
 
     def _typing(self, conn: Member, command: Typing) -> None:
         room = self._target_room(conn, command.room, command.request_id)

@@ -17,10 +17,10 @@ from collections import deque
 from collections.abc import Awaitable, Iterable, Sequence
 from typing import TYPE_CHECKING, Final, Protocol, cast
 
-from websockets.exceptions import PayloadTooBig
+from websockets.exceptions import InvalidMessage, PayloadTooBig
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.frames import Frame, Opcode
-from websockets.http11 import Request
+from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
@@ -34,10 +34,13 @@ from roomcast.core.auth import (
     token_from_request,
 )
 from roomcast.core.members import Member
-from roomcast.core.ratelimit import RateLimiter
+from roomcast.core.ratelimit import BucketPool, ConnectionBudget, RateLimiter
+from roomcast.net.handshake import check_request
+from roomcast.net.token_clock import NOTICE, TokenClock
+from roomcast.runtime.config import FRAME_OVERHEAD_BYTES
 from roomcast.wire.codes import CloseCode, ErrorCode
 from roomcast.wire.framing import frame_payload, text_frame
-from roomcast.wire.protocol import error
+from roomcast.wire.protocol import error, token_expiring
 
 if TYPE_CHECKING:
     from roomcast.runtime.config import Settings
@@ -55,6 +58,8 @@ _SNIFF_BYTES: Final = 16
 # Frames a client may have waiting behind a slow one (a join's Redis round trip) before its
 # socket stops being read; pausing at once would cost two epoll_ctl calls on every join.
 _BACKLOG_BEFORE_PAUSE: Final = 16
+# Bytes of one read handed to the frame parser at a time (see Connection._receive).
+_FEED_BYTES: Final = 4096
 
 
 def is_http_api_request(head: bytes) -> bool | None:
@@ -144,6 +149,7 @@ class Outbox:
 
 class Connection(asyncio.Protocol):
     __slots__ = (
+        "_answered",
         "_app",
         "_backlog",
         "_busy",
@@ -156,10 +162,12 @@ class Connection(asyncio.Protocol):
         "_settings",
         "_sniffed",
         "alive",
+        "budget",
         "client_address",
         "closed",
         "id",
         "identity",
+        "inbound",
         "message_rate",
         "opened",
         "peer",
@@ -192,6 +200,9 @@ class Connection(asyncio.Protocol):
         # Message and typing limits, set by the application when the connection opens.
         self.message_rate: RateLimiter | None = None
         self.typing_rate: RateLimiter | None = None
+        self.budget: ConnectionBudget | None = None
+        # Bytes received by all connections of this client (see client_key), set on open.
+        self.inbound: RateLimiter | None = None
         self.rate = RateLimiter(
             self._settings.rate_limit_per_second, self._settings.rate_limit_burst
         )
@@ -199,6 +210,7 @@ class Connection(asyncio.Protocol):
         self._fragments: list[bytes] | None = None
         self._busy = False
         self._paused = False
+        self._answered = False  # the handshake got its HTTP response
         # Frames that arrived while an earlier one was being handled; made when first needed
         # (an empty deque costs ~760 bytes, a tenth of an idle connection).
         self._backlog: deque[bytes] | None = None
@@ -233,14 +245,44 @@ class Connection(asyncio.Protocol):
                 self._hand_over(data)
                 return
         try:
-            self.proto.receive_data(data)
-            self._process_events()
-            if self.proto.parser_exc is not None and not self.closed:
-                self._parser_failed(self.proto.parser_exc)
+            self._receive(data)
         except Exception:
             log.exception("connection handler failed", extra={"connection": self.id})
             self.fail(CloseCode.INTERNAL_ERROR, "internal error")
         self._flush_protocol()
+
+    def _receive(self, data: bytes) -> None:
+        # Fed in slices, so that a read full of tiny frames stops being parsed as soon as one
+        # of them closed the connection (a flood), instead of parsing the whole read first.
+        proto = self.proto
+        whole = len(data) <= _FEED_BYTES
+        for start in range(0, len(data), _FEED_BYTES):
+            proto.receive_data(data if whole else data[start : start + _FEED_BYTES])
+            self._process_events()
+            if proto.parser_exc is not None and not self.closed:
+                self._parser_failed(proto.parser_exc)
+            if self.closed or proto.state is State.CLOSING or proto.state is State.CLOSED:
+                break
+        if isinstance(proto.handshake_exc, InvalidMessage) and not self._answered:
+            self._malformed_request()
+
+    def _malformed_request(self) -> None:
+        """Not even an HTTP request websockets could parse (a header it refuses, a body, ...).
+
+        websockets just ends the stream; a proxy would take that for a dead node (nginx marks
+        it failed and retries the request on the next one), so answer 400 like any refusal."""
+        self._answered = True
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+        self._server.metrics.handshakes_rejected.labels("400").inc()
+        self._refused(AuthError(400, ErrorCode.MALFORMED_REQUEST, "malformed HTTP request"))
+        if self.transport is not None:
+            body = b"malformed HTTP request\n"
+            self.transport.write(
+                b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
 
     def eof_received(self) -> bool:
         self.proto.receive_eof()
@@ -319,6 +361,37 @@ class Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
+    @property
+    def client_key(self) -> str:
+        """Who is behind this connection, for limits shared by its connections: the token's
+        subject, or (open mode) the client address."""
+        identity = self.identity
+        return f"sub:{identity.subject}" if identity is not None else f"ip:{self.client_address}"
+
+    # Token lifetime
+
+    @property
+    def token_expires(self) -> float | None:
+        identity = self.identity
+        return None if identity is None else identity.expires
+
+    def verify_token(self, token: str) -> Identity:
+        """A refreshed token checked like a handshake's; raises AuthError."""
+        verifier = self._server.verifier
+        if verifier is None:
+            raise AuthError(400, ErrorCode.TOKENS_OFF, "this node does not use tokens")
+        return verifier.verify(token)
+
+    def adopt(self, identity: Identity) -> None:
+        """Hold a refreshed token from now on: its exp decides when this connection ends."""
+        if identity.expires == self.token_expires:
+            self.identity = identity
+            return
+        tokens = self._server.tokens
+        tokens.forget(self)
+        self.identity = identity
+        tokens.track(self)
+
     # Internals
 
     def _flush_protocol(self) -> None:
@@ -363,28 +436,18 @@ class Connection(asyncio.Protocol):
                 self._frame(event)
 
     def _handshake(self, request: Request) -> None:
+        self._answered = True
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
             self._handshake_timer = None
         server = self._server
-        self.client_address = server.proxies.client_address(
-            self.client_address, request.headers.get("X-Forwarded-For")
-        )
-        path = request.path.split("?", 1)[0]
-        if path != CHAT_PATH:
-            response = self.proto.reject(404, f"Not Found: WebSocket endpoint is {CHAT_PATH}\n")
-        else:
-            try:
-                self.identity = server.admit(request)
-            except AuthError as exc:
-                server.metrics.auth_failures.labels(exc.code).inc()
-                log.info(
-                    "handshake refused",
-                    extra={"code": exc.code, "status": exc.status, "client": self.client_address},
-                )
-                response = self.proto.reject(exc.status, f"{exc.reason}\n")
-            else:
-                response = self.proto.accept(request)
+        try:
+            response = self._decide(request)
+        except Exception:
+            # Whatever a request holds, it gets an answer: a proxy takes a dropped handshake
+            # for a dead node (nginx then stops sending anyone there for a while).
+            log.exception("handshake handler failed", extra={"connection": self.id})
+            response = self.proto.reject(500, "internal error\n")
         self.proto.send_response(response)
         if response.status_code != 101:
             server.metrics.handshakes_rejected.labels(str(response.status_code)).inc()
@@ -393,28 +456,76 @@ class Connection(asyncio.Protocol):
         server.opened(self)
         self._app.on_open(self)
 
+    def _decide(self, request: Request) -> Response:
+        server = self._server
+        try:
+            offered = check_request(request.path, request.headers)
+            address = server.proxies.forwarded_client(
+                self.client_address, request.headers.get("X-Forwarded-For")
+            )
+            if address is None:
+                raise AuthError(
+                    400, ErrorCode.MALFORMED_HEADER, "X-Forwarded-For is not an address"
+                )
+            self.client_address = address
+            if request.path.split("?", 1)[0] != CHAT_PATH:
+                return self.proto.reject(404, f"Not Found: WebSocket endpoint is {CHAT_PATH}\n")
+            self.identity = server.admit(request, offered)
+        except AuthError as exc:
+            self._refused(exc)
+            return self.proto.reject(exc.status, f"{exc.reason}\n")
+        return self.proto.accept(request)
+
+    def _refused(self, exc: AuthError) -> None:
+        self._server.metrics.auth_failures.labels(exc.code).inc()
+        log.info(
+            "handshake refused",
+            extra={"code": exc.code, "status": exc.status, "client": self.client_address},
+        )
+
     def _frame(self, frame: Frame) -> None:
+        # Every frame costs the client one token, whatever its type: empty continuations and
+        # unsolicited pongs cost the node as much to parse as a text frame (issue 15).
         opcode = frame.opcode
-        data = bytes(frame.data)
-        if opcode is Opcode.TEXT or opcode is Opcode.CONT:
-            if opcode is Opcode.TEXT and not self.rate.allow():
-                self._rate_limited()
+        inbound = self.inbound
+        if inbound is not None and not inbound.allow(len(frame.data) + FRAME_OVERHEAD_BYTES):
+            # The client's connections together sent too much: refused like a frame over this
+            # connection's own rate, and counted against it (1008 if it keeps on).
+            self.rate.strike()
+            if opcode is Opcode.TEXT or opcode is Opcode.CONT:
+                self._fragments = None
+            self._rate_limited()
+            return
+        if not self.rate.allow():
+            if opcode is Opcode.TEXT or opcode is Opcode.CONT:
+                # A message that lost a fragment is dropped whole; its later fragments are
+                # discarded (still counted) until its final one.
+                self._fragments = None
+            self._rate_limited()
+            return
+        if opcode is Opcode.TEXT:
+            if frame.fin:
+                self._on_text(bytes(frame.data))
+            else:
+                self._fragments = [bytes(frame.data)]
+        elif opcode is Opcode.CONT:
+            fragments = self._fragments
+            if fragments is None:
+                return  # the rest of a message refused above
+            if len(fragments) >= self._settings.max_fragments:
+                self._app.on_rejected(self, ErrorCode.TOO_MANY_FRAGMENTS)
+                self.fail(CloseCode.MESSAGE_TOO_BIG, "message split into too many fragments")
                 return
-            if opcode is Opcode.TEXT and frame.fin:
-                self._on_text(data)
-            elif opcode is Opcode.TEXT:
-                self._fragments = [data]
-            elif self._fragments is not None:
-                # max_size already bounds the whole message, so this list stays bounded.
-                self._fragments.append(data)
-                if frame.fin:
-                    data, self._fragments = b"".join(self._fragments), None
-                    self._on_text(data)
+            # websockets bounds the message's bytes (max_size spans fragments); the count
+            # above bounds the list, so empty fragments cannot grow it either.
+            fragments.append(bytes(frame.data))
+            if frame.fin:
+                self._fragments = None
+                self._on_text(b"".join(fragments))
         elif opcode is Opcode.BINARY:
             self._app.on_rejected(self, ErrorCode.BINARY_FRAME)
             self.fail(CloseCode.UNSUPPORTED_DATA, "binary frames are not supported; send JSON text")
-        elif opcode is Opcode.PING and not self.rate.allow():
-            self._rate_limited()
+        # PING, PONG and CLOSE: websockets answered them already; they were counted above.
 
     def _parser_failed(self, exc: Exception) -> None:
         # websockets already sent the close frame (1009 too big, 1002 protocol error, ...);
@@ -553,6 +664,18 @@ class WebSocketServer:
         self.origins = policy.origins
         self.proxies = policy.proxies
         self.connections: set[Connection] = set()
+        # Bytes (and frames, through their overhead) of each client over all its connections;
+        # a burst always holds the largest frame, or that frame could never be received.
+        self.inbound = BucketPool(
+            settings.client_receive_bytes_per_second,
+            max(
+                settings.client_receive_bytes_burst,
+                settings.max_frame_bytes + FRAME_OVERHEAD_BYTES,
+            ),
+        )
+        self.tokens: TokenClock[Connection] = TokenClock(
+            loop, self._token_due, settings.token_refresh_notice, settings.auth_leeway
+        )
         # The HTTP API sharing this port, if any: it takes the sockets whose request is for it.
         self.http = http
         self._ids = itertools.count(1)
@@ -570,17 +693,14 @@ class WebSocketServer:
         sockets = self._server.sockets
         return int(sockets[0].getsockname()[1]) if sockets else port
 
-    def admit(self, request: Request) -> Identity | None:
-        """Origin, then token; raises AuthError, so nothing is opened for a refused client."""
+    def admit(self, request: Request, offered: Sequence[str]) -> Identity | None:
+        """Origin, then token; raises AuthError, so nothing is opened for a refused client.
+
+        ``request`` passed check_request, which returned the ``offered`` subprotocols."""
         if not self.origins.allows(request.headers.get("Origin")):
             raise AuthError(403, ErrorCode.ORIGIN, "origin not allowed")
         if self.verifier is None:
             return None
-        offered = [
-            p.strip()
-            for value in request.headers.get_all("Sec-WebSocket-Protocol")
-            for p in value.split(",")
-        ]
         token = token_from_request(request.path, offered)
         if token is None:
             raise AuthError(
@@ -597,12 +717,29 @@ class WebSocketServer:
         self._all_closed.clear()
         self.metrics.connections_open.inc()
         self.metrics.connections_accepted.inc()
+        self.tokens.track(conn)
+        conn.inbound = self.inbound.acquire(conn.client_key)
 
     def closed(self, conn: Connection) -> None:
         self.connections.discard(conn)
+        self.tokens.forget(conn)
+        if conn.inbound is not None:
+            self.inbound.release(conn.client_key)
         self.metrics.connections_open.dec()
         if not self.connections:
             self._all_closed.set()
+
+    def _token_due(self, conn: Connection, kind: str) -> None:
+        expires = conn.token_expires
+        assert expires is not None
+        if kind == NOTICE:
+            closes = expires + self.settings.auth_leeway
+            conn.send(token_expiring(int(expires * 1000), int(closes * 1000)))
+            return
+        self.app.on_rejected(conn, ErrorCode.TOKEN_EXPIRED)
+        log.info("token expired; closing", extra={"connection": conn.id})
+        # fail, not close: nothing the client sends after this is handled any more.
+        conn.fail(CloseCode.TOKEN_EXPIRED, "token expired; reconnect with a new one")
 
     def _schedule_heartbeat(self) -> None:
         self._heartbeat = self.loop.call_later(self.settings.ping_interval, self._beat)
@@ -627,6 +764,7 @@ class WebSocketServer:
         """Stop listening, send 1001 to everyone, wait until they are gone or time is up."""
         if self._heartbeat is not None:
             self._heartbeat.cancel()
+        self.tokens.stop()
         if self._server is not None:
             self._server.close()
         for conn in list(self.connections):

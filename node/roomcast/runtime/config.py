@@ -10,7 +10,7 @@ import os
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Literal, TypeVar
+from typing import Final, Literal, TypeVar
 
 from roomcast.runtime.keys import load_public_key
 
@@ -20,6 +20,10 @@ RedisMode = Literal["standalone", "cluster", "sentinel"]
 REDIS_MODES: tuple[RedisMode, ...] = ("standalone", "cluster", "sentinel")
 
 T = TypeVar("T")
+
+# What each received frame costs against the client receive budget on top of its payload: the
+# work of a frame (parsing, a handler, maybe a Redis round trip) is not in its bytes.
+FRAME_OVERHEAD_BYTES: Final = 1024
 
 
 class ConfigError(ValueError):
@@ -50,6 +54,12 @@ class Settings:
     send_buffer_bytes: int = 1024 * 1024
     rate_limit_per_second: float = 50.0
     rate_limit_burst: int = 100
+    max_fragments: int = 64  # frames one message may be split into
+    # bytes received per client (token subject, or address in open mode) over all its
+    # connections on a node; each frame costs its payload plus FRAME_OVERHEAD_BYTES (the
+    # burst used is at least one largest frame)
+    client_receive_bytes_per_second: int = 256 * 1024
+    client_receive_bytes_burst: int = 1024 * 1024
     handshake_timeout: float = 10.0
     # Timeouts
     ping_interval: float = 30.0
@@ -65,12 +75,26 @@ class Settings:
     auth_public_key: str | None = field(default=None, repr=False)  # RS256/ES256 tokens (PEM)
     auth_audience: str | None = None
     auth_issuer: str | None = None
+    auth_leeway: float = 30.0  # clock skew allowed on exp/nbf/iat, at the handshake and after
     allowed_origins: tuple[str, ...] = ()  # empty: any origin (development)
     trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
     message_rate_per_second: float = 10.0
     message_rate_burst: int = 20
     typing_rate_per_second: float = 2.0
     typing_rate_burst: int = 5
+    # joins and leaves per connection: join/leave churn floods members with user_joined/left
+    join_rate_per_second: float = 1.0
+    join_rate_burst: int = 20
+    # per client (token subject, or address in open mode) over all its connections on a node
+    client_message_rate_per_second: float = 20.0
+    client_message_rate_burst: int = 40
+    client_join_rate_per_second: float = 5.0
+    client_join_rate_burst: int = 40
+    # messages per room per node, whoever sends them
+    room_message_rate_per_second: float = 100.0
+    room_message_rate_burst: int = 200
+    # seconds before a token's exp at which the connection is told to refresh it
+    token_refresh_notice: float = 60.0
     # HTTP API and event streams
     api_keys: tuple[str, ...] = field(default=(), repr=False)  # backend services' keys
     api_rate_per_second: float = 20.0  # per API key, token subject or (open mode) address
@@ -299,6 +323,9 @@ _PARSERS: dict[str, Callable[[str, str], object]] = {
     "send_buffer_bytes": lambda n, r: _parse_int(n, r, 4096, 1024 * 1024 * 1024),
     "rate_limit_per_second": lambda n, r: _parse_float(n, r, 0.1, 1_000_000),
     "rate_limit_burst": lambda n, r: _parse_int(n, r, 1, 1_000_000),
+    "max_fragments": lambda n, r: _parse_int(n, r, 1, 4096),
+    "client_receive_bytes_per_second": lambda n, r: _parse_int(n, r, 1024, 2**40),
+    "client_receive_bytes_burst": lambda n, r: _parse_int(n, r, 4096, 2**40),
     "handshake_timeout": lambda n, r: _parse_float(n, r, 0.1, 3600),
     "ping_interval": lambda n, r: _parse_float(n, r, 0.05, 3600),
     "close_timeout": lambda n, r: _parse_float(n, r, 0.01, 600),
@@ -311,12 +338,22 @@ _PARSERS: dict[str, Callable[[str, str], object]] = {
     "auth_public_key": _parse_secret,
     "auth_audience": _parse_optional,
     "auth_issuer": _parse_optional,
+    "auth_leeway": lambda n, r: _parse_float(n, r, 0, 300),
     "allowed_origins": _parse_list,
     "trusted_proxies": _parse_proxies,
     "message_rate_per_second": lambda n, r: _parse_float(n, r, 0.01, 1_000_000),
     "message_rate_burst": lambda n, r: _parse_int(n, r, 1, 1_000_000),
     "typing_rate_per_second": lambda n, r: _parse_float(n, r, 0.01, 1_000_000),
     "typing_rate_burst": lambda n, r: _parse_int(n, r, 1, 1_000_000),
+    "join_rate_per_second": lambda n, r: _parse_float(n, r, 0.01, 1_000_000),
+    "join_rate_burst": lambda n, r: _parse_int(n, r, 1, 1_000_000),
+    "client_message_rate_per_second": lambda n, r: _parse_float(n, r, 0.01, 1_000_000),
+    "client_message_rate_burst": lambda n, r: _parse_int(n, r, 1, 1_000_000),
+    "client_join_rate_per_second": lambda n, r: _parse_float(n, r, 0.01, 1_000_000),
+    "client_join_rate_burst": lambda n, r: _parse_int(n, r, 1, 1_000_000),
+    "room_message_rate_per_second": lambda n, r: _parse_float(n, r, 0.01, 1_000_000),
+    "room_message_rate_burst": lambda n, r: _parse_int(n, r, 1, 1_000_000),
+    "token_refresh_notice": lambda n, r: _parse_float(n, r, 1, 86400),
     "api_keys": _parse_api_keys,
     "api_rate_per_second": lambda n, r: _parse_float(n, r, 0.01, 1_000_000),
     "api_rate_burst": lambda n, r: _parse_int(n, r, 1, 1_000_000),
@@ -389,6 +426,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(topology_problems))
     if settings.auth_secret is not None and settings.auth_public_key is not None:
         raise ConfigError("set ROOMCAST_AUTH_SECRET (HS256) or ROOMCAST_AUTH_PUBLIC_KEY, not both")
+
     if settings.auth_public_key is not None:
         try:
             load_public_key(settings.auth_public_key)

@@ -35,7 +35,7 @@ class Metrics:
         )
         self.auth_failures = Counter(
             "roomcast_auth_failures",
-            "Handshakes refused by origin or token checks, by code",
+            "Handshakes refused by header (400), origin or token checks, by code",
             ["code"],
             registry=registry,
         )

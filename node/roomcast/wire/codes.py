@@ -29,12 +29,15 @@ class ErrorCode(StrEnum):
     FORBIDDEN = "forbidden"
     RATE_LIMITED = "rate_limited"
     UNAVAILABLE = "unavailable"
+    INVALID_TOKEN = "invalid_token"  # a refresh's token: not a string, or refused
     # Rejections that close the connection instead of answering with an error frame.
     BINARY_FRAME = "binary_frame"
     FRAME_TOO_BIG = "frame_too_big"
     FLOOD = "flood"
     SLOW_CONSUMER = "slow_consumer"
     PROTOCOL_VIOLATION = "protocol_violation"
+    TOO_MANY_FRAGMENTS = "too_many_fragments"
+    # (and TOKEN_EXPIRED, below: the connection's token ran out without a refresh)
     # Refused handshakes and HTTP API credentials (401/403).
     ORIGIN = "origin"
     TOKEN_MISSING = "token_missing"
@@ -46,6 +49,13 @@ class ErrorCode(StrEnum):
     TOKEN_INVALID = "token_invalid"
     TOKEN_NAME = "token_name"
     API_KEY_INVALID = "api_key_invalid"
+    TOKENS_OFF = "tokens_off"  # a refresh on a node that does not use tokens
+    # Handshakes refused with 400 before anything reads them.
+    DUPLICATE_HEADER = "duplicate_header"
+    MALFORMED_HEADER = "malformed_header"
+    MALFORMED_QUERY = "malformed_query"
+    DUPLICATE_TOKEN = "duplicate_token"
+    MALFORMED_REQUEST = "malformed_request"
     # HTTP API requests.
     INVALID_REQUEST = "invalid_request"
     NOT_FOUND = "not_found"
@@ -66,6 +76,8 @@ class CloseCode(IntEnum):
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
     TRY_AGAIN_LATER = 1013  # a slow consumer: resume with `since`
+    # 4000-4999: the application's own (RFC 6455 §7.4.2).
+    TOKEN_EXPIRED = 4001  # the token ran out (exp + leeway) without a refresh: reconnect
 
 
 # Closed for the client's own fault: retrying the same thing would only be closed again.

@@ -23,12 +23,11 @@ import orjson
 
 from roomcast.wire.codes import ErrorCode, LossReason
 from roomcast.wire.recovery import Since
+from roomcast.wire.usernames import UsernameError, normalize_username
 
 ROOM_PATTERN: Final = re.compile(r"[A-Za-z0-9_.:@\-]{1,64}")
 # The most messages one `history` request (WebSocket or HTTP) may ask for.
 MAX_HISTORY_LIMIT: Final = 10_000
-# Letters of any script, digits, space and a few separators; no control or markup characters.
-USERNAME_PATTERN: Final = re.compile(r"[\w .@\-']{1,32}")
 
 
 class ProtocolError(Exception):
@@ -88,9 +87,16 @@ class Presence:
     request_id: RequestId = None
 
 
-Command = Join | Leave | Message | Typing | History | Presence
+@dataclass(frozen=True, slots=True)
+class Refresh:
+    token: str
+    request_id: RequestId = None
 
-COMMAND_TYPES: Final = ("join", "leave", "message", "typing", "history", "presence")
+
+Command = Join | Leave | Message | Typing | History | Presence | Refresh
+
+COMMAND_TYPES: Final = ("join", "leave", "message", "typing", "history", "presence", "refresh")
+MAX_TOKEN_LENGTH: Final = 8192
 MAX_OFFSET: Final = 2**53  # offsets are exact in every JSON client (and in Redis' Lua)
 
 
@@ -105,14 +111,16 @@ def validate_room(room: object) -> str:
 
 
 def validate_username(username: object) -> str:
-    if not isinstance(username, str) or USERNAME_PATTERN.fullmatch(username) is None:
+    """The name as shown to others (NFKC), or ProtocolError saying what is wrong with it."""
+    if not isinstance(username, str):
         raise ProtocolError(
             ErrorCode.INVALID_USERNAME,
             "'username' must be 1-32 letters, digits, spaces or . @ - _ '",
         )
-    if not username.strip():
-        raise ProtocolError(ErrorCode.INVALID_USERNAME, "'username' must not be blank")
-    return username
+    try:
+        return normalize_username(username)
+    except UsernameError as exc:
+        raise ProtocolError(ErrorCode.INVALID_USERNAME, f"'username' {exc}") from None
 
 
 def _room(data: dict[str, Any], required: bool) -> str | None:
@@ -208,6 +216,11 @@ def _command(data: dict[str, Any], request_id: RequestId) -> Command:
         return History(room=_room(data, required=False), limit=limit, request_id=request_id)
     if kind == "presence":
         return Presence(room=_room(data, required=False), request_id=request_id)
+    if kind == "refresh":
+        token = data.get("token")
+        if not isinstance(token, str) or not 1 <= len(token) <= MAX_TOKEN_LENGTH:
+            raise ProtocolError(ErrorCode.INVALID_TOKEN, "'token' must be a token string")
+        return Refresh(token=token, request_id=request_id)
     if not isinstance(kind, str):
         raise ProtocolError(ErrorCode.INVALID_FRAME, "'type' must be a string")
     shown = kind if len(kind) <= 32 else kind[:32] + "…"
@@ -341,6 +354,15 @@ def presence(room: str, members: dict[str, int], request_id: RequestId = None) -
             request_id,
         )
     )
+
+
+def token_expiring(expires_ms: int, closes_ms: int) -> bytes:
+    """Refresh your token: this connection closes (4001) at ``closes_at`` without one."""
+    return encode({"type": "token_expiring", "expires_at": expires_ms, "closes_at": closes_ms})
+
+
+def refreshed(expires_ms: int, request_id: RequestId = None) -> bytes:
+    return encode(_with_id({"type": "refreshed", "expires_at": expires_ms}, request_id))
 
 
 def typing(room: str, username: str) -> bytes:
