@@ -1,0 +1,76 @@
+"""Presence, judged from outside: the HTTP API's answer (through nginx) against who is connected.
+
+README: a node that dies without cleanup has its members removed from presence within
+``ROOMCAST_PRESENCE_TTL`` plus a third of it. After the last fault, every room's presence must
+come to name exactly its connected members, once each, within that bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class PresenceResult:
+    bound_seconds: float
+    converged_after: float | None = None  # seconds after the last fault's end; None: never
+    ghosts: dict[str, list[str]] = field(default_factory=dict)  # listed, not connected (last look)
+    absent: dict[str, list[str]] = field(default_factory=dict)  # connected, not listed (last look)
+
+    @property
+    def ok(self) -> bool:
+        return self.converged_after is not None and self.converged_after <= self.bound_seconds
+
+
+def diff(expected: set[str], members: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """(ghosts, absent): ghosts are listed names nobody connected holds, or listed with more
+    connections than there are; absent are connected names not listed."""
+    counts = {str(m.get("username")): int(m.get("connections", 1)) for m in members}
+    ghosts = sorted(n for n, c in counts.items() if n not in expected or c > 1)
+    absent = sorted(expected - set(counts))
+    return ghosts, absent
+
+
+def _fetch(url: str) -> list[dict[str, Any]] | None:
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:
+            members = json.loads(response.read()).get("members")
+    except (OSError, ValueError, urllib.error.URLError):
+        return None
+    return members if isinstance(members, list) else None
+
+
+async def convergence(
+    http_url: str,
+    expected: dict[str, set[str]],
+    since: float,
+    bound: float,
+    give_up_after: float,
+) -> PresenceResult:
+    """Poll every room's presence until all match; a ghost is what outlives ``bound``."""
+    result = PresenceResult(bound)
+    deadline = since + give_up_after
+    while True:
+        result.ghosts, result.absent = {}, {}
+        for room, names in expected.items():
+            members = await asyncio.to_thread(_fetch, f"{http_url}/api/rooms/{room}/presence")
+            ghosts, absent = diff(names, members or [])
+            if members is None:
+                absent = sorted(names)
+            if ghosts:
+                result.ghosts[room] = ghosts
+            if absent:
+                result.absent[room] = absent
+        now = time.monotonic()
+        if not result.ghosts and not result.absent:
+            result.converged_after = max(0.0, now - since)
+            return result
+        if now > deadline:
+            return result
+        await asyncio.sleep(0.2)
