@@ -157,9 +157,7 @@ def check(logs: Iterable[MemberLog]) -> Verdict:
     return verdict
 
 
-def _check_member(
-    log: MemberLog, room: _Room, refused_texts: set[str], verdict: Verdict
-) -> None:
+def _check_member(log: MemberLog, room: _Room, refused_texts: set[str], verdict: Verdict) -> None:
     start: Notice | None = None
     notices: list[Notice] = []
     delivered: set[tuple[str, int]] = set()

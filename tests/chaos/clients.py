@@ -177,17 +177,21 @@ class ChaosClient:
         self.log.received(now, event)
         if event.get("room") not in (None, self.room):
             return
-        epoch, offset = event.get("epoch"), event.get("offset")
-        has_position = isinstance(epoch, str) and isinstance(offset, int)
-        if kind == "joined" and has_position:
+        raw_epoch, raw_offset = event.get("epoch"), event.get("offset")
+        position = (
+            (raw_epoch, raw_offset)
+            if isinstance(raw_epoch, str) and isinstance(raw_offset, int)
+            else None
+        )
+        if kind == "joined" and position is not None:
             if self.cursor is None or event.get("recovered") is not True:
-                self.cursor = (epoch, offset)
+                self.cursor = position
             self.joined.set()
-        elif kind == "message" and has_position:
-            if self.cursor is None or epoch != self.cursor[0] or offset > self.cursor[1]:
-                self.cursor = (epoch, offset)
-        elif has_position and event.get("recovered") is False:
-            self.cursor = (epoch, offset)  # a loss notice naming where to resume
+        elif kind == "message" and position is not None:
+            if self.cursor is None or position[0] != self.cursor[0] or position[1] > self.cursor[1]:
+                self.cursor = position
+        elif position is not None and event.get("recovered") is False:
+            self.cursor = position  # a loss notice naming where to resume
         elif kind == "error" and str(event.get("id", "")).startswith("join-"):
             task = asyncio.create_task(self._rejoin_later(ws))
             self._tasks.add(task)

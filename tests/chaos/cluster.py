@@ -117,7 +117,9 @@ class ChaosCluster:
         self.redis: StandaloneRedis | None = None
         self.sentinel: SentinelTopology | None = None
         self.redis_cluster: RedisClusterTopology | None = None
-        self.local = LocalCluster(0, redis=False, nginx=True, node_env=NODE_ENV, workdir=self.workdir)
+        self.local = LocalCluster(
+            0, redis=False, nginx=True, node_env=NODE_ENV, workdir=self.workdir
+        )
         self.slots: list[NodeSlot] = []
         self.relays: list[ManagedProcess] = []
 

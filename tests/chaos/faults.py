@@ -15,8 +15,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.chaos.cluster import ChaosCluster, Topology
 from tests.chaos.clients import ChaosClient
+from tests.chaos.cluster import ChaosCluster, Topology
 
 # Redis' default for pub/sub clients, restored after the overflow fault.
 DEFAULT_PUBSUB_LIMIT = "pubsub 33554432 8388608 60"

@@ -51,12 +51,11 @@ class Notice:
 
     def covers(self, epoch: str, offset: int, first_seen: float) -> bool:
         seen_before = first_seen <= self.t + self.slack
-        if self.epoch is None or epoch == self.epoch:
-            if self.first <= offset and (
-                (self.last is None and seen_before)
-                or (self.last is not None and offset <= self.last)
-            ):
-                return True
+        in_range = self.first <= offset and (
+            (self.last is None and seen_before) or (self.last is not None and offset <= self.last)
+        )
+        if in_range and (self.epoch is None or epoch == self.epoch):
+            return True
         if self.whole_epoch is not None and epoch == self.whole_epoch and seen_before:
             return True
         return self.other_epochs and epoch != self.epoch and seen_before

@@ -101,9 +101,10 @@ def summary(result: RunResult) -> dict[str, Any]:
 
 def text(doc: dict[str, Any]) -> str:
     c = doc["counters"]
+    verdict = "PASS" if doc["ok"] else "FAIL " + json.dumps(doc["failures"])
     lines = [
         f"chaos {doc['topology']} seed={doc['seed']} duration={doc['duration_s']}s "
-        f"({doc['wall_s']}s wall): {'PASS' if doc['ok'] else 'FAIL ' + json.dumps(doc['failures'])}",
+        f"({doc['wall_s']}s wall): {verdict}",
         f"  acknowledged {c['acknowledged']}  refused {c['refused']}  unknown fate "
         f"{c['unknown_fate']}  owed deliveries {c['owed']}  delivered {c['delivered']}",
         f"  missing {c['missing']} (+{c['missing_unacked']} unacked)  duplicates {c['duplicates']}"
@@ -138,5 +139,3 @@ def text(doc: dict[str, Any]) -> str:
 def write(doc: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-
-

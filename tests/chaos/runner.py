@@ -32,6 +32,7 @@ class RunConfig:
     send_interval: float = 0.2  # seconds between one sender's messages (jittered ±50 %)
     warmup: float = 2.0  # seconds of plain traffic before the first fault
     settle: float = 15.0  # at most this long (scaled) for every member to catch up at the end
+    max_faults: int = 0  # stop after this many faults even before the deadline (0: no limit)
 
     def fault_kinds(self) -> tuple[str, ...]:
         supported = FAULTS_BY_TOPOLOGY[self.topology]
@@ -83,8 +84,10 @@ def _latest_positions(clients: Sequence[ChaosClient]) -> dict[str, tuple[str, in
                 continue
             room = str(event.get("room", client.room))
             seen = newest.get(room)
-            if seen is None or (epoch == seen[1] and offset > seen[2]) or (
-                epoch != seen[1] and entry.t > seen[0]
+            if (
+                seen is None
+                or (epoch == seen[1] and offset > seen[2])
+                or (epoch != seen[1] and entry.t > seen[0])
             ):
                 newest[room] = (entry.t, epoch, offset)
     return {room: (epoch, offset) for room, (_, epoch, offset) in newest.items()}
@@ -121,7 +124,7 @@ async def run(config: RunConfig, progress: Progress = print) -> RunResult:
                            random.Random(config.seed))  # fmt: skip
         deadline = time.monotonic() + config.duration
         for step, pause in schedule.steps(config.seed, kinds):
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or len(faults) == config.max_faults > 0:
                 break
             record = await INJECTORS[step.kind](ctx, step)
             faults.append(record)
