@@ -6,6 +6,8 @@ Per room and epoch, over every member's log (``history.MemberLog``):
   member that was joined when it was published, exactly once and in offset order, unless that
   member got a loss notice covering it (``notices.loss_notice``: the one definition);
 - no refused message (``error`` with the frame's ``id``) is ever delivered;
+- every message sent with an ``id`` is answered (``ack`` or ``error``) unless its connection was
+  lost first;
 - one offset carries one text for everyone, and one text is published at one offset only.
 
 A member's duty starts at its first fresh ``joined`` (offset L of epoch E: owed are E's offsets
@@ -18,10 +20,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.chaos.history import MemberLog
+from tests.chaos.history import CONNECTION, LOST, MemberLog
 from tests.chaos.notices import Notice, loss_notice, membership_start
 
-Key = tuple[str, str, int]  # room, epoch, offset
+Message = tuple[str, int, str]  # epoch, offset, text
 EXAMPLES = 10  # problems listed by kind in a verdict, for a human to start from
 
 
@@ -40,6 +42,7 @@ class Verdict:
     acknowledged: int = 0
     refused: int = 0
     unknown_fate: int = 0  # sent, then the connection died before ack or error
+    unanswered: int = 0  # sent, connection kept, never acked nor refused
     published: int = 0  # distinct messages seen (acked or delivered)
     members: int = 0
     never_joined: int = 0
@@ -62,6 +65,7 @@ class Verdict:
         counts = {
             "missing": self.missing,
             "missing_unacked": self.missing_unacked,
+            "unanswered": self.unanswered,
             "duplicates": self.duplicates,
             "out_of_order": self.out_of_order,
             "refused_delivered": self.refused_delivered,
@@ -89,23 +93,25 @@ class Verdict:
 
 @dataclass
 class _Room:
-    texts: dict[tuple[str, int], set[str]] = field(default_factory=dict)
-    first_seen: dict[tuple[str, int], float] = field(default_factory=dict)
-    acked: set[tuple[str, int]] = field(default_factory=set)
-    offsets_of_text: dict[str, set[tuple[str, int]]] = field(default_factory=dict)
+    # A message is (epoch, offset, text): when a failover reuses an offset, the two messages
+    # that share it are both owed, and a member that got one of them still misses the other.
+    first_seen: dict[Message, float] = field(default_factory=dict)
+    acked: set[Message] = field(default_factory=set)
 
-    def see(self, epoch: str, offset: int, text: str, t: float) -> None:
-        key = (epoch, offset)
-        self.texts.setdefault(key, set()).add(text)
-        self.first_seen[key] = min(t, self.first_seen.get(key, t))
-        self.offsets_of_text.setdefault(text, set()).add(key)
+    def see(self, message: Message, t: float) -> None:
+        self.first_seen[message] = min(t, self.first_seen.get(message, t))
 
 
-def _message_key(event: dict[str, Any]) -> tuple[str, int] | None:
+def _position(event: dict[str, Any]) -> tuple[str, int] | None:
     epoch, offset = event.get("epoch"), event.get("offset")
     if isinstance(epoch, str) and isinstance(offset, int) and not isinstance(offset, bool):
         return epoch, offset
     return None
+
+
+def _message(event: dict[str, Any], text: str) -> Message | None:
+    position = _position(event)
+    return None if position is None else (*position, text)
 
 
 def check(logs: Iterable[MemberLog]) -> Verdict:
@@ -117,39 +123,29 @@ def check(logs: Iterable[MemberLog]) -> Verdict:
     # Pass 1: what exists. Acks and deliveries name (epoch, offset, text); errors name refusals.
     for log in logs:
         room = rooms.setdefault(log.room, _Room())
-        sent: dict[Any, str] = {}
-        answered: set[Any] = set()
+        _scan_sends(log, room, refused_texts, verdict)
         for entry in log.entries:
             event = entry.event
-            if entry.direction == "out":
-                if event.get("type") == "message" and "id" in event:
-                    sent[event["id"]] = str(event.get("text"))
-                continue
-            kind = event.get("type")
-            key = _message_key(event)
-            if kind == "ack" and key is not None and event.get("id") in sent:
-                answered.add(event["id"])
-                verdict.acknowledged += 1
-                room.acked.add(key)
-                room.see(*key, sent[event["id"]], entry.t)
-            elif kind == "error" and event.get("id") in sent:
-                answered.add(event["id"])
-                verdict.refused += 1
-                refused_texts.add(sent[event["id"]])
-            elif kind == "message" and key is not None and event.get("room") == log.room:
-                room.see(*key, str(event.get("text")), entry.t)
-        verdict.unknown_fate += len(set(sent) - answered)
+            if entry.direction == "in" and event.get("type") == "message":
+                message = _message(event, str(event.get("text")))
+                if message is not None and event.get("room") == log.room:
+                    room.see(message, entry.t)
 
     for name, room in sorted(rooms.items()):
-        verdict.published += len(room.texts)
-        for (epoch, offset), texts in sorted(room.texts.items()):
+        verdict.published += len(room.first_seen)
+        texts_at: dict[tuple[str, int], set[str]] = {}
+        positions_of: dict[str, set[tuple[str, int]]] = {}
+        for epoch, offset, text in room.first_seen:
+            texts_at.setdefault((epoch, offset), set()).add(text)
+            positions_of.setdefault(text, set()).add((epoch, offset))
+        for (epoch, offset), texts in sorted(texts_at.items()):
             if len(texts) > 1:
                 verdict.text_conflicts += 1
                 verdict.note("text_conflicts", f"{name} {epoch}:{offset} carries {sorted(texts)}")
-        for text, keys in room.offsets_of_text.items():
-            if len(keys) > 1:
+        for text, positions in sorted(positions_of.items()):
+            if len(positions) > 1:
                 verdict.republished += 1
-                verdict.note("republished", f"{name} {text!r} at {sorted(keys)}")
+                verdict.note("republished", f"{name} {text!r} at {sorted(positions)}")
 
     # Pass 2: each member against what exists.
     for log in logs:
@@ -157,10 +153,46 @@ def check(logs: Iterable[MemberLog]) -> Verdict:
     return verdict
 
 
+def _scan_sends(log: MemberLog, room: _Room, refused_texts: set[str], verdict: Verdict) -> None:
+    """Acks and refusals of this member's messages; what was never answered, and whether its
+    connection was lost meanwhile (then the fate is unknown) or not (then it is a bug: every
+    message with an ``id`` gets ``ack`` or ``error``)."""
+    waiting: dict[Any, str] = {}
+    texts: dict[Any, str] = {}
+    for entry in log.entries:
+        event = entry.event
+        if entry.direction == "out":
+            if event.get("type") == "message" and "id" in event:
+                waiting[event["id"]] = texts[event["id"]] = str(event.get("text"))
+            continue
+        if entry.direction == CONNECTION and event.get("type") == LOST:
+            verdict.unknown_fate += len(waiting)
+            waiting.clear()
+            continue
+        kind, ident = event.get("type"), event.get("id")
+        if ident not in texts:
+            continue
+        if kind == "ack":
+            message = _message(event, texts[ident])
+            if message is not None:
+                verdict.acknowledged += 1
+                room.acked.add(message)
+                room.see(message, entry.t)
+        elif kind == "error":
+            verdict.refused += 1
+            refused_texts.add(texts[ident])
+        else:
+            continue
+        waiting.pop(ident, None)
+    verdict.unanswered += len(waiting)
+    for ident in list(waiting)[:EXAMPLES]:
+        verdict.note("unanswered", f"{log.member} sent {ident!r}: no ack, no error")
+
+
 def _check_member(log: MemberLog, room: _Room, refused_texts: set[str], verdict: Verdict) -> None:
     start: Notice | None = None
     notices: list[Notice] = []
-    delivered: set[tuple[str, int]] = set()
+    delivered: set[Message] = set()
     highest: dict[str, int] = {}
     for entry in log.entries:
         event = entry.event
@@ -177,19 +209,20 @@ def _check_member(log: MemberLog, room: _Room, refused_texts: set[str], verdict:
             continue
         if event.get("type") != "message" or event.get("room") != log.room:
             continue
-        key = _message_key(event)
-        if key is None:
+        text = str(event.get("text"))
+        message = _message(event, text)
+        if message is None:
             continue
-        if str(event.get("text")) in refused_texts:
+        if text in refused_texts:
             verdict.refused_delivered += 1
-            verdict.note("refused_delivered", f"{log.member} got refused {event.get('text')!r}")
-        if key in delivered:
+            verdict.note("refused_delivered", f"{log.member} got refused {text!r}")
+        if message in delivered:
             verdict.duplicates += 1
-            verdict.note("duplicates", f"{log.member} got {key} again")
+            verdict.note("duplicates", f"{log.member} got {message[:2]} {text!r} again")
             continue
-        delivered.add(key)
-        epoch, offset = key
-        if offset < highest.get(epoch, 0):
+        delivered.add(message)
+        epoch, offset, _ = message
+        if offset <= highest.get(epoch, 0):
             verdict.out_of_order += 1
             verdict.note(
                 "out_of_order", f"{log.member} got {epoch}:{offset} after {highest[epoch]}"
@@ -199,17 +232,17 @@ def _check_member(log: MemberLog, room: _Room, refused_texts: set[str], verdict:
     if start is None:
         verdict.never_joined += 1
         return
-    for key, first_seen in room.first_seen.items():
-        epoch, offset = key
+    for message, first_seen in room.first_seen.items():
+        epoch, offset, _ = message
         if start.covers(epoch, offset, first_seen):
             continue  # before this member joined
         verdict.owed += 1
-        if key in delivered:
+        if message in delivered:
             verdict.delivered += 1
         elif any(n.covers(epoch, offset, first_seen) for n in notices):
             verdict.lost_with_notice += 1
         else:
-            acked = key in room.acked
+            acked = message in room.acked
             if acked:
                 verdict.missing += 1
             else:

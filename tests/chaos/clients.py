@@ -16,7 +16,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from tests.chaos.history import Event, MemberLog
+from tests.chaos.history import CONNECTED, LOST, Event, MemberLog
 
 # Live-only chatter the checker does not judge; kept out of the logs to keep them small.
 UNLOGGED = frozenset({"user_joined", "user_left", "typing", "presence", "welcome", "left"})
@@ -86,6 +86,7 @@ class ChaosClient:
                 ) as ws:
                     welcome = json.loads(await asyncio.wait_for(ws.recv(), 5))
                     self.node = str(welcome.get("node"))
+                    self.log.connection(time.monotonic(), CONNECTED, self.node)
                     if lost is not None:
                         lost.back_at, lost.attempts, lost.new_node = (
                             time.monotonic(), attempts, self.node
@@ -133,6 +134,7 @@ class ChaosClient:
         finally:
             self._ws = None
             self.joined.clear()
+            self.log.connection(time.monotonic(), LOST, self.node)
             if sender is not None:
                 sender.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -17,6 +17,7 @@ from typing import Any
 
 from tests.chaos.clients import ChaosClient
 from tests.chaos.cluster import ChaosCluster, Topology
+from tests.chaos.devtools import ManagedProcess
 
 # Redis' default for pub/sub clients, restored after the overflow fault.
 DEFAULT_PUBSUB_LIMIT = "pubsub 33554432 8388608 60"
@@ -193,19 +194,28 @@ async def blackhole(ctx: FaultContext, step: Step) -> FaultRecord:
     return FaultRecord("blackhole", victim, started, time.monotonic(), {"held": step.hold})
 
 
-def _sentinel_failover(ctx: FaultContext) -> dict[str, Any]:
+def _sentinel_failover(ctx: FaultContext, variant: str) -> dict[str, Any]:
+    """``command``: SENTINEL FAILOVER (an operator's switch-over); ``kill``: the primary is
+    SIGKILLed, Sentinel promotes the replica, and the old server comes back (empty: no
+    persistence) and is turned into a replica by Sentinel."""
     topology = ctx.cluster.sentinel
     assert topology is not None
-    old = topology.primary_port()
-    topology.sentinels[0].run("SENTINEL", "FAILOVER", topology.MASTER_NAME)
-    new = topology.wait_for_failover(old)
-    return {"old_port": old, "new_port": new.port}
+    old = topology.primary()
+    if variant == "kill":
+        old.kill()
+    else:
+        topology.sentinels[0].run("SENTINEL", "FAILOVER", topology.MASTER_NAME)
+    new = topology.wait_for_failover(old.port)
+    if variant == "kill":
+        old.process = ManagedProcess(old.process.name, old.process.argv)
+        old.process.wait_for_line(lambda line: "Ready to accept connections" in line, 20)
+    return {"variant": variant, "old_port": old.port, "new_port": new.port}
 
 
 async def sentinel_failover(ctx: FaultContext, step: Step) -> FaultRecord:
     started = time.monotonic()
-    details = await asyncio.to_thread(_sentinel_failover, ctx)
-    return FaultRecord("sentinel_failover", "primary", started, time.monotonic(), details)
+    details = await asyncio.to_thread(_sentinel_failover, ctx, step.variant)
+    return FaultRecord("sentinel_failover", step.variant, started, time.monotonic(), details)
 
 
 def _cluster_failover(ctx: FaultContext, step: Step) -> dict[str, Any]:
@@ -280,4 +290,7 @@ HOLD_RANGES: dict[str, tuple[float, float]] = {
     "pubsub_overflow": (0.5, 1.0),
     "blackhole": (1.5, 5.0),
 }
-VARIANTS: dict[str, tuple[str, ...]] = {"command_link_kill": ("all", "by_id")}
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "command_link_kill": ("all", "by_id"),
+    "sentinel_failover": ("command", "kill"),
+}

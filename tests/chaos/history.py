@@ -12,11 +12,15 @@ from typing import Any
 
 Event = dict[str, Any]
 
+CONNECTION = "conn"  # direction of the harness' own markers about the member's connection
+CONNECTED = "connected"  # marker types
+LOST = "lost"
+
 
 @dataclass
 class Entry:
     t: float
-    direction: str  # "in": a server event; "out": a frame this member sent
+    direction: str  # "in": a server event; "out": a frame this member sent; CONNECTION
     event: Event
 
 
@@ -32,6 +36,9 @@ class MemberLog:
 
     def sent(self, t: float, frame: Event) -> None:
         self.entries.append(Entry(t, "out", frame))
+
+    def connection(self, t: float, kind: str, node: str | None) -> None:
+        self.entries.append(Entry(t, CONNECTION, {"type": kind, "node": node}))
 
     def to_json(self) -> dict[str, Any]:
         return {

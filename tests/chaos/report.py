@@ -111,7 +111,8 @@ def text(doc: dict[str, Any]) -> str:
         f"  out-of-order {c['out_of_order']}  lost with notice {c['lost_with_notice']}"
         f"  loss notices {c['loss_notices']}",
         f"  refused delivered {c['refused_delivered']}  text conflicts {c['text_conflicts']}"
-        f"  republished {c['republished']}  reconnects {c['reconnects']}",
+        f"  republished {c['republished']}  unanswered {c['unanswered']}"
+        f"  reconnects {c['reconnects']}",
     ]
     for kind, stats in sorted(doc["per_fault_kind"].items()):
         lines.append(

@@ -144,7 +144,8 @@ def test_open_ended_notice_cannot_excuse_later_messages() -> None:
 def test_an_unacknowledged_message_seen_by_some_is_owed_to_all() -> None:
     sender, reader = room_with([])
     sender.sent(1.0, {"type": "message", "room": ROOM, "text": "fate?", "id": "fate?"})
-    deliver(sender, 1.1, "A", 1, "fate?")  # the ack was lost with the connection
+    deliver(sender, 1.1, "A", 1, "fate?")
+    sender.connection(1.2, "lost", "node-1")  # before the ack came
     verdict = check([sender, reader])
     assert verdict.unknown_fate == 1
     assert verdict.failures == {"missing_unacked": 1}
@@ -160,3 +161,25 @@ def test_presence_diff_finds_ghosts_and_absentees() -> None:
                {"username": "b", "connections": 2}]  # fmt: skip
     assert diff({"a", "b", "c"}, members) == (["b", "ghost"], ["c"])
     assert diff({"a"}, [{"username": "a", "connections": 1}]) == ([], [])
+
+
+def test_an_offset_reused_for_another_text_misses_the_acked_one() -> None:
+    """A failover that loses a write reuses its offset: the reader got 2, but not *that* 2."""
+    sender, reader = room_with([1, 2])
+    deliver(reader, 1.1, "A", 1)
+    deliver(reader, 2.5, "A", 2, "another text at offset 2")
+    verdict = check([sender, reader])
+    assert verdict.text_conflicts == 1
+    # The reader never got the acked "mA2"; the sender never got the other text at 2.
+    assert (verdict.missing, verdict.missing_unacked) == (1, 1)
+
+
+def test_unanswered_message_on_a_kept_connection_is_a_failure() -> None:
+    sender, reader = room_with([])
+    sender.sent(1.0, {"type": "message", "room": ROOM, "text": "t1", "id": "t1"})
+    sender.sent(1.0, {"type": "message", "room": ROOM, "text": "t2", "id": "t2"})
+    sender.connection(2.0, "lost", "node-1")  # t1, t2: fate unknown, not a failure
+    sender.sent(3.0, {"type": "message", "room": ROOM, "text": "t3", "id": "t3"})
+    verdict = check([sender, reader])
+    assert (verdict.unknown_fate, verdict.unanswered) == (2, 1)
+    assert verdict.failures == {"unanswered": 1}
