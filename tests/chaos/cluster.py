@@ -11,6 +11,8 @@ import shutil
 import signal
 import sys
 import tempfile
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -196,6 +198,25 @@ class ChaosCluster:
 
     def node_env_names(self) -> list[str]:
         return sorted(NODE_ENV)
+
+    def diagnostics(self, lines: int = 12) -> dict[str, object]:
+        """Each node's readiness and last log lines, for a run that went wrong."""
+        out: dict[str, object] = {}
+        for slot in self.slots:
+            node = slot.process
+            try:
+                with urllib.request.urlopen(f"{node.metrics_url}/readyz", timeout=2) as answer:
+                    ready: object = answer.status
+            except urllib.error.HTTPError as exc:
+                ready = exc.code
+            except OSError as exc:
+                ready = str(exc)
+            out[node.node_id] = {
+                "alive": node.process.alive(),
+                "readyz": ready,
+                "log": node.process.tail(lines).splitlines(),
+            }
+        return out
 
     # Redis access for the injectors
 

@@ -22,6 +22,8 @@ class PresenceResult:
     converged_after: float | None = None  # seconds after the last fault's end; None: never
     ghosts: dict[str, list[str]] = field(default_factory=dict)  # listed, not connected (last look)
     absent: dict[str, list[str]] = field(default_factory=dict)  # connected, not listed (last look)
+    errors: dict[str, str] = field(default_factory=dict)  # rooms whose presence was unreadable
+    listed: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # wrong rooms, as read
 
     @property
     def ok(self) -> bool:
@@ -37,13 +39,20 @@ def diff(expected: set[str], members: list[dict[str, Any]]) -> tuple[list[str], 
     return ghosts, absent
 
 
-def _fetch(url: str) -> list[dict[str, Any]] | None:
+def _fetch(url: str) -> list[dict[str, Any]] | str:
+    """The members listed, or why there is no list."""
     try:
         with urllib.request.urlopen(url, timeout=3) as response:
-            members = json.loads(response.read()).get("members")
-    except (OSError, ValueError, urllib.error.URLError):
-        return None
-    return members if isinstance(members, list) else None
+            body = response.read()
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code}: {exc.read()[:200]!r}"
+    except OSError as exc:
+        return str(exc)
+    try:
+        members = json.loads(body).get("members")
+    except (ValueError, AttributeError):
+        return f"not JSON: {body[:200]!r}"
+    return members if isinstance(members, list) else f"no members: {body[:200]!r}"
 
 
 async def convergence(
@@ -57,18 +66,21 @@ async def convergence(
     result = PresenceResult(bound)
     deadline = since + give_up_after
     while True:
-        result.ghosts, result.absent = {}, {}
+        result.ghosts, result.absent, result.errors, result.listed = {}, {}, {}, {}
         for room, names in expected.items():
             members = await asyncio.to_thread(_fetch, f"{http_url}/api/rooms/{room}/presence")
-            ghosts, absent = diff(names, members or [])
-            if members is None:
-                absent = sorted(names)
+            if isinstance(members, str):
+                result.errors[room] = members
+                members = []
+            ghosts, absent = diff(names, members)
+            if ghosts or absent:
+                result.listed[room] = members
             if ghosts:
                 result.ghosts[room] = ghosts
             if absent:
                 result.absent[room] = absent
         now = time.monotonic()
-        if not result.ghosts and not result.absent:
+        if not result.ghosts and not result.absent and not result.errors:
             result.converged_after = max(0.0, now - since)
             return result
         if now > deadline:

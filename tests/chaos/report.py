@@ -95,6 +95,7 @@ def summary(result: RunResult) -> dict[str, Any]:
             for f in result.faults
         ],
         "examples": verdict.examples,
+        "diagnostics": result.diagnostics,
         "config": asdict(result.config),
     }
 

@@ -54,7 +54,7 @@ class RunResult:
     caught_up: bool
     wall_seconds: float
     timeline_start: float
-    extra: dict[str, float] = field(default_factory=dict)
+    diagnostics: dict[str, object] = field(default_factory=dict)
 
 
 def make_clients(config: RunConfig, url: str) -> list[ChaosClient]:
@@ -115,6 +115,7 @@ async def run(config: RunConfig, progress: Progress = print) -> RunResult:
     clients = make_clients(config, cluster.url)
     tasks = [asyncio.create_task(client.run()) for client in clients]
     faults: list[FaultRecord] = []
+    diagnostics: dict[str, object] = {}
     try:
         async with asyncio.timeout(30 * timeout_factor()):
             await asyncio.gather(*(client.joined.wait() for client in clients))
@@ -146,6 +147,19 @@ async def run(config: RunConfig, progress: Progress = print) -> RunResult:
             bound=bound * timeout_factor() + 1.0,  # + 1 s: the API's answer travels too
             give_up_after=3 * bound * timeout_factor() + 5.0,
         )
+        if not caught_up or not presence.ok:
+            diagnostics = await asyncio.to_thread(cluster.diagnostics)
+            latest = _latest_positions(clients)
+            diagnostics["clients"] = {
+                c.name: {
+                    "node": c.node,
+                    "joined": c.joined.is_set(),
+                    "cursor": c.cursor,
+                    "room_latest": latest.get(c.room),
+                }  # fmt: skip
+                for c in clients
+                if not c.joined.is_set() or c.cursor != latest.get(c.room)
+            }
     finally:
         for client in clients:
             await client.stop()
@@ -155,5 +169,13 @@ async def run(config: RunConfig, progress: Progress = print) -> RunResult:
         await asyncio.to_thread(cluster.stop)
     verdict = check(client.log for client in clients)
     return RunResult(
-        config, verdict, faults, clients, presence, caught_up, time.monotonic() - began, began
+        config,
+        verdict,
+        faults,
+        clients,
+        presence,
+        caught_up,
+        time.monotonic() - began,
+        began,
+        diagnostics,
     )
