@@ -156,7 +156,7 @@ async def run(config: RunConfig, progress: Progress = print) -> RunResult:
                     "joined": c.joined.is_set(),
                     "cursor": c.cursor,
                     "room_latest": latest.get(c.room),
-                }  # fmt: skip
+                }
                 for c in clients
                 if not c.joined.is_set() or c.cursor != latest.get(c.room)
             }
