@@ -32,6 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--senders", type=int, default=2, help="senders per room")
     parser.add_argument("--interval", type=float, default=0.2, help="seconds between sends")
     parser.add_argument("--json", type=Path, default=None, help="where to write the JSON")
+    parser.add_argument(
+        "--histories",
+        type=Path,
+        default=None,
+        help="also write every member's log here (JSON), to be judged again or read",
+    )
     args = parser.parse_args(argv)
     config = RunConfig(
         seed=args.seed,
@@ -51,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     doc = report.summary(result)
     path = args.json or ARTIFACTS / f"chaos-{config.topology}-{config.seed}.json"
     report.write(doc, path)
+    if args.histories is not None:
+        report.write({"members": [c.log.to_json() for c in result.clients]}, args.histories)
     print(report.text(doc))
     print(f"  JSON: {path}")
     return 0 if doc["ok"] else 1

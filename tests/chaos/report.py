@@ -79,6 +79,7 @@ def summary(result: RunResult) -> dict[str, Any]:
         "topology": result.config.topology,
         "duration_s": result.config.duration,
         "wall_s": round(result.wall_seconds, 1),
+        "timeline_start_monotonic": result.timeline_start,  # fault times are relative to it
         "ok": verdict.ok and result.presence.ok,
         "failures": verdict.failures | ({} if result.presence.ok else {"presence": 1}),
         "counters": counters,
