@@ -1,4 +1,5 @@
-"""Presence, judged from outside: the HTTP API's answer (through nginx) against who is connected.
+"""Presence, judged from outside: the HTTP API's answer against who is connected, asked of the
+nodes' public ports in turn (each answers for every node; nginx is judged elsewhere).
 
 README: a node that dies without cleanup has its members removed from presence within
 ``ROOMCAST_PRESENCE_TTL`` plus a third of it. After the last fault, every room's presence must
@@ -8,6 +9,7 @@ come to name exactly its connected members, once each, within that bound.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 import urllib.error
@@ -56,7 +58,7 @@ def _fetch(url: str) -> list[dict[str, Any]] | str:
 
 
 async def convergence(
-    http_url: str,
+    base_urls: list[str],
     expected: dict[str, set[str]],
     since: float,
     bound: float,
@@ -65,7 +67,8 @@ async def convergence(
     """Poll every room's presence until all match; a ghost is what outlives ``bound``."""
     result = PresenceResult(bound)
     deadline = since + give_up_after
-    while True:
+    for attempt in itertools.count():
+        http_url = base_urls[attempt % len(base_urls)]  # every node answers for all of them
         result.ghosts, result.absent, result.errors, result.listed = {}, {}, {}, {}
         for room, names in expected.items():
             members = await asyncio.to_thread(_fetch, f"{http_url}/api/rooms/{room}/presence")
@@ -86,3 +89,4 @@ async def convergence(
         if now > deadline:
             return result
         await asyncio.sleep(0.2)
+    raise AssertionError("unreachable")

@@ -141,7 +141,9 @@ async def run(config: RunConfig, progress: Progress = print) -> RunResult:
         last_fault_end = max((f.ended for f in faults), default=time.monotonic())
         bound = PRESENCE_TTL_SECONDS * 4 / 3
         presence = await convergence(
-            cluster.http_url,
+            # The nodes' own public ports: nginx's availability is judged by the reconnect
+            # times; this judges what presence says.
+            [f"http://127.0.0.1:{slot.process.port}" for slot in cluster.slots],
             {room: {c.name for c in clients if c.room == room} for room in ctx.rooms},
             since=last_fault_end,
             bound=bound * timeout_factor() + 1.0,  # + 1 s: the API's answer travels too
