@@ -101,6 +101,15 @@ class NodeSlot:
     process: NodeProcess
     relay: ManagedProcess | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    relay_changes: int = 0
+
+    def switch_relay(self, sig: int) -> None:
+        """Signal the relay and wait until it says it changed state (see ``relay.py``)."""
+        assert self.relay is not None, "standalone Redis only"
+        self.relay_changes += 1
+        self.relay.signal(sig)
+        expected = f"state {self.relay_changes} "
+        self.relay.wait_for_line(lambda line: line.startswith(expected), 5)
 
     @property
     def name(self) -> str:

@@ -184,14 +184,18 @@ async def pubsub_overflow(ctx: FaultContext, step: Step) -> FaultRecord:
 
 async def blackhole(ctx: FaultContext, step: Step) -> FaultRecord:
     slot = ctx.cluster.slots[step.target % len(ctx.cluster.slots)]
-    assert slot.relay is not None, "standalone Redis only"
     victim, started = slot.node_id, time.monotonic()
-    slot.relay.signal(signal.SIGUSR1)
+    # hold: late delivery after the partition; drop: the connections are gone afterwards.
+    await asyncio.to_thread(
+        slot.switch_relay, signal.SIGHUP if step.variant == "drop" else signal.SIGUSR1
+    )
     try:
         await asyncio.sleep(step.hold)
     finally:
-        slot.relay.signal(signal.SIGUSR2)
-    return FaultRecord("blackhole", victim, started, time.monotonic(), {"held": step.hold})
+        await asyncio.to_thread(slot.switch_relay, signal.SIGUSR2)
+    return FaultRecord(
+        "blackhole", victim, started, time.monotonic(), {"held": step.hold, "mode": step.variant}
+    )
 
 
 def _sentinel_failover(ctx: FaultContext, variant: str) -> dict[str, Any]:
@@ -293,4 +297,5 @@ HOLD_RANGES: dict[str, tuple[float, float]] = {
 VARIANTS: dict[str, tuple[str, ...]] = {
     "command_link_kill": ("all", "by_id"),
     "sentinel_failover": ("command", "kill"),
+    "blackhole": ("hold", "drop"),
 }

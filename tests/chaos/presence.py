@@ -14,6 +14,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,18 +60,19 @@ def _fetch(url: str) -> list[dict[str, Any]] | str:
 
 async def convergence(
     base_urls: list[str],
-    expected: dict[str, set[str]],
+    expected: Callable[[], dict[str, set[str]]],
     since: float,
     bound: float,
     give_up_after: float,
 ) -> PresenceResult:
-    """Poll every room's presence until all match; a ghost is what outlives ``bound``."""
+    """Poll every room's presence until it matches ``expected()`` (who is joined right now) in
+    every room; a ghost is what outlives ``bound``."""
     result = PresenceResult(bound)
     deadline = since + give_up_after
     for attempt in itertools.count():
         http_url = base_urls[attempt % len(base_urls)]  # every node answers for all of them
         result.ghosts, result.absent, result.errors, result.listed = {}, {}, {}, {}
-        for room, names in expected.items():
+        for room, names in expected().items():
             members = await asyncio.to_thread(_fetch, f"{http_url}/api/rooms/{room}/presence")
             if isinstance(members, str):
                 result.errors[room] = members

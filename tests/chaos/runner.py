@@ -144,7 +144,10 @@ async def run(config: RunConfig, progress: Progress = print) -> RunResult:
             # The nodes' own public ports: nginx's availability is judged by the reconnect
             # times; this judges what presence says.
             [f"http://127.0.0.1:{slot.process.port}" for slot in cluster.slots],
-            {room: {c.name for c in clients if c.room == room} for room in ctx.rooms},
+            lambda: {
+                room: {c.name for c in clients if c.room == room and c.joined.is_set()}
+                for room in ctx.rooms
+            },
             since=last_fault_end,
             bound=bound * timeout_factor() + 1.0,  # + 1 s: the API's answer travels too
             give_up_after=3 * bound * timeout_factor() + 5.0,
