@@ -194,10 +194,27 @@ class ChaosClient:
                 self.cursor = position
         elif position is not None and event.get("recovered") is False:
             self.cursor = position  # a loss notice naming where to resume
+        elif kind == "loss":
+            self._skip_lost(event)
         elif kind == "error" and str(event.get("id", "")).startswith("join-"):
             task = asyncio.create_task(self._rejoin_later(ws))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def _skip_lost(self, event: Event) -> None:
+        """After a ``loss`` event (README, the protocol), resume after what it declared lost,
+        as an application that reloaded the history would."""
+        new_epoch, epoch, last = event.get("new_epoch"), event.get("epoch"), event.get("to_offset")
+        if isinstance(new_epoch, str):
+            if self.cursor is None or self.cursor[0] != new_epoch:
+                self.cursor = (new_epoch, 0)
+        elif (
+            self.cursor is not None
+            and epoch == self.cursor[0]
+            and isinstance(last, int)
+            and last > self.cursor[1]
+        ):
+            self.cursor = (self.cursor[0], last)
 
     async def _rejoin_later(self, ws: ClientConnection) -> None:
         await asyncio.sleep(JOIN_RETRY_SECONDS * self.rng.uniform(0.5, 1.5))

@@ -1,12 +1,12 @@
 """The ONE place the chaos suite imports the project's process helpers from.
 
-They start redis-server, nodes and nginx the way ``make run`` does. When they move (issue 13:
-``roomcast.devcluster`` -> ``roomcast_dev.devcluster``), only these imports change.
+They start redis-server, nodes and nginx the way ``make run`` does. When they move (as they did
+from ``roomcast.*`` to ``roomcast_dev.*``, issue 13), only these imports change.
 """
 
 from __future__ import annotations
 
-from roomcast.devcluster import (
+from roomcast_dev.devcluster import (
     ClusterError,
     LocalCluster,
     ManagedProcess,
@@ -15,7 +15,7 @@ from roomcast.devcluster import (
     free_port,
     timeout_factor,
 )
-from roomcast.redis_topologies import RedisClusterTopology, RedisServer, SentinelTopology
+from roomcast_dev.redis_topologies import RedisClusterTopology, RedisServer, SentinelTopology
 
 __all__ = [
     "ClusterError",
