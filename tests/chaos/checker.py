@@ -38,6 +38,15 @@ class Missing:
 
 
 @dataclass
+class RefusedDelivered:
+    member: str
+    room: str
+    text: str
+    refused_at: float  # when its sender got the error
+    delivered_at: float
+
+
+@dataclass
 class Verdict:
     acknowledged: int = 0
     refused: int = 0
@@ -58,6 +67,7 @@ class Verdict:
     text_conflicts: int = 0  # one offset, several texts
     republished: int = 0  # one text at several offsets
     missing_list: list[Missing] = field(default_factory=list)
+    refused_delivered_list: list[RefusedDelivered] = field(default_factory=list)
     examples: dict[str, list[str]] = field(default_factory=dict)
 
     @property
@@ -118,7 +128,7 @@ def check(logs: Iterable[MemberLog]) -> Verdict:
     logs = list(logs)
     verdict = Verdict(members=len(logs))
     rooms: dict[str, _Room] = {}
-    refused_texts: set[str] = set()
+    refused_texts: dict[str, float] = {}  # text -> when its refusal arrived
 
     # Pass 1: what exists. Acks and deliveries name (epoch, offset, text); errors name refusals.
     for log in logs:
@@ -153,7 +163,9 @@ def check(logs: Iterable[MemberLog]) -> Verdict:
     return verdict
 
 
-def _scan_sends(log: MemberLog, room: _Room, refused_texts: set[str], verdict: Verdict) -> None:
+def _scan_sends(
+    log: MemberLog, room: _Room, refused_texts: dict[str, float], verdict: Verdict
+) -> None:
     """Acks and refusals of this member's messages; what was never answered, and whether its
     connection was lost meanwhile (then the fate is unknown) or not (then it is a bug: every
     message with an ``id`` gets ``ack`` or ``error``)."""
@@ -180,7 +192,7 @@ def _scan_sends(log: MemberLog, room: _Room, refused_texts: set[str], verdict: V
                 room.see(message, entry.t)
         elif kind == "error":
             verdict.refused += 1
-            refused_texts.add(texts[ident])
+            refused_texts[texts[ident]] = entry.t
         else:
             continue
         waiting.pop(ident, None)
@@ -189,7 +201,9 @@ def _scan_sends(log: MemberLog, room: _Room, refused_texts: set[str], verdict: V
         verdict.note("unanswered", f"{log.member} sent {ident!r}: no ack, no error")
 
 
-def _check_member(log: MemberLog, room: _Room, refused_texts: set[str], verdict: Verdict) -> None:
+def _check_member(
+    log: MemberLog, room: _Room, refused_texts: dict[str, float], verdict: Verdict
+) -> None:
     start: Notice | None = None
     notices: list[Notice] = []
     delivered: set[Message] = set()
@@ -215,6 +229,9 @@ def _check_member(log: MemberLog, room: _Room, refused_texts: set[str], verdict:
             continue
         if text in refused_texts:
             verdict.refused_delivered += 1
+            verdict.refused_delivered_list.append(
+                RefusedDelivered(log.member, log.room, text, refused_texts[text], entry.t)
+            )
             verdict.note("refused_delivered", f"{log.member} got refused {text!r}")
         if message in delivered:
             verdict.duplicates += 1

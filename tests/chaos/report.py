@@ -8,7 +8,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from tests.chaos.checker import Missing
 from tests.chaos.faults import FaultRecord
 from tests.chaos.runner import RunResult
 
@@ -25,12 +24,13 @@ def percentile(values: list[float], fraction: float) -> float | None:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-def blame(missing: Missing, faults: list[FaultRecord]) -> str:
-    """The latest fault whose window holds the moment the missing message was first seen."""
+def blame(moment: float, faults: list[FaultRecord]) -> str:
+    """The latest fault whose window holds ``moment`` (when a missing message was first seen,
+    when a refusal that was delivered anyway was given)."""
     candidates = [
         f
         for f in faults
-        if f.started - BLAME_BEFORE_SECONDS <= missing.first_seen <= f.ended + BLAME_AFTER_SECONDS
+        if f.started - BLAME_BEFORE_SECONDS <= moment <= f.ended + BLAME_AFTER_SECONDS
     ]
     return max(candidates, key=lambda f: f.started).kind if candidates else "no_fault"
 
@@ -64,13 +64,18 @@ def reconnect_times(result: RunResult) -> dict[str, Any]:
 def summary(result: RunResult) -> dict[str, Any]:
     verdict = result.verdict
     per_kind: dict[str, dict[str, int]] = {}
+
+    def bucket(kind: str) -> dict[str, int]:
+        empty = {"runs": 0, "missing": 0, "missing_unacked": 0, "refused_delivered": 0}
+        return per_kind.setdefault(kind, empty)
+
     for fault in result.faults:
-        per_kind.setdefault(fault.kind, {"runs": 0, "missing": 0, "missing_unacked": 0})
-        per_kind[fault.kind]["runs"] += 1
+        bucket(fault.kind)["runs"] += 1
     for missing in verdict.missing_list:
-        kind = blame(missing, result.faults)
-        bucket = per_kind.setdefault(kind, {"runs": 0, "missing": 0, "missing_unacked": 0})
-        bucket["missing" if missing.acked else "missing_unacked"] += 1
+        kind = blame(missing.first_seen, result.faults)
+        bucket(kind)["missing" if missing.acked else "missing_unacked"] += 1
+    for refused in verdict.refused_delivered_list:
+        bucket(blame(refused.refused_at, result.faults))["refused_delivered"] += 1
     counters = verdict.counters()
     counters["reconnects"] = sum(len(c.reconnects) for c in result.clients)
     counters["failed_connection_attempts"] = sum(c.failed_attempts for c in result.clients)
@@ -119,7 +124,8 @@ def text(doc: dict[str, Any]) -> str:
     for kind, stats in sorted(doc["per_fault_kind"].items()):
         lines.append(
             f"  {kind:<26} x{stats['runs']:<3} missing {stats['missing']:>5}"
-            f" (+{stats['missing_unacked']} unacked)"
+            f" (+{stats['missing_unacked']} unacked)  refused delivered"
+            f" {stats['refused_delivered']}"
         )
     for kind, stats in doc["reconnect_through_nginx"].items():
         if stats["episodes"]:
