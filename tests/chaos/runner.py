@@ -131,7 +131,7 @@ async def run(config: RunConfig, progress: Progress = print) -> RunResult:
             faults.append(record)
             progress(
                 f"  t+{record.started - began:6.1f}s {record.kind:<26} {record.target:<10} "
-                f"{record.ended - record.started:5.1f}s"
+                f"{step.variant:<8} {record.ended - record.started:5.1f}s"
             )
             await asyncio.sleep(pause)
         for client in clients:
