@@ -12,7 +12,7 @@ BENCH_STAMP := $(VENV)/.bench-installed
 # is a checkout-only package: it is on the path here, never in the wheel or the image.
 export PYTHONPATH := $(CURDIR)/node$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: run test test-unit test-integration lint deps venv system-deps bench clean format
+.PHONY: run test test-unit test-integration lint deps venv system-deps bench clean format chaos
 
 run: deps ## start redis + 3 nodes + nginx on loopback; Ctrl-C stops them all
 	ulimit -n 65536 2>/dev/null || ulimit -n $$(ulimit -Hn); $(PY) -m roomcast_dev.devcluster
@@ -25,6 +25,18 @@ test-unit: deps
 
 test-integration: deps
 	$(PY) -m pytest -q tests/integration
+
+# The fault-injection soak (tests/chaos/README.md): a seeded schedule of faults under traffic,
+# judged by the delivery checker; prints progress and a summary, writes
+# tests/artifacts/chaos-<topology>-<seed>.json, exits 1 if the guarantee broke.
+SEED ?= 1
+DURATION ?= 120
+TOPOLOGY ?= standalone
+FAULTS ?=
+
+chaos: deps ## fault-injection soak: SEED=n DURATION=s TOPOLOGY=standalone|sentinel|cluster FAULTS=kind,...
+	ulimit -n 65536 2>/dev/null || true; $(PY) -m tests.chaos --seed $(SEED) --duration $(DURATION) \
+	  --topology $(TOPOLOGY) $(if $(FAULTS),--faults $(FAULTS))
 
 lint: deps $(BENCH_STAMP) ## ruff and mypy --strict (node, tests and bench)
 	$(VENV)/bin/ruff check .
