@@ -38,6 +38,13 @@ def cluster() -> Iterator[Any]:
         yield running
 
 
+@pytest.fixture
+def fresh_cluster() -> Iterator[Any]:
+    """The same, of one's own: for attacks whose damage would leak into the next test."""
+    with LocalCluster(3) as running:
+        yield running
+
+
 def node_of(cluster: Any, node_id: str) -> Any:
     for node in cluster.nodes:
         if node.node_id == node_id:
