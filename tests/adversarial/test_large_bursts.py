@@ -11,6 +11,7 @@ import asyncio
 import uuid
 from typing import Any
 
+from tests.adversarial.conftest import BystanderProbe
 from tests.adversarial.bursts import DEFAULT_MESSAGE_BURST, burst, join
 from tests.adversarial.devcluster_shim import scaled
 from tests.adversarial.httpraw import EventStreamReader
@@ -85,7 +86,9 @@ async def test_readers_that_read_get_a_burst_of_large_messages(cluster: Any) -> 
         stream.close()
 
 
-async def test_members_that_read_survive_ten_bursting_connections(cluster: Any) -> None:
+async def test_members_that_read_survive_ten_bursting_connections(
+    cluster: Any, probe: BystanderProbe
+) -> None:
     room = f"storm-{uuid.uuid4().hex[:8]}"
     members = []
     for node in cluster.nodes:  # one reading member per node
@@ -96,7 +99,8 @@ async def test_members_that_read_survive_ten_bursting_connections(cluster: Any) 
     try:
         for index, ws in enumerate(bursters):
             await join(ws, room, f"burster{index}")
-        outcomes = await asyncio.gather(*(burst(ws, room) for ws in bursters))
+        with probe.on(cluster.nodes[0]) as bystander:
+            outcomes = await asyncio.gather(*(burst(ws, room) for ws in bursters))
         published = sum(o.acked for o in outcomes)
         async with asyncio.timeout(scaled(30)):
             for member in members:
@@ -108,6 +112,7 @@ async def test_members_that_read_survive_ten_bursting_connections(cluster: Any) 
                     )
                     member.received.arrived.clear()
                     await member.received.arrived.wait()
+        BystanderProbe.assert_fast(bystander, "ten connections bursting 12 MB")
     finally:
         for ws in bursters + members:
             await ws.close()

@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 from tests.adversarial.bursts import burst, join
+from tests.adversarial.conftest import BystanderProbe
 from tests.adversarial.observe import MIB, redis_command, redis_info
 from tests.adversarial.rawws import RawWebSocket
 from tests.adversarial import shipped
@@ -39,7 +40,7 @@ CHURN_KEYS_LEFT = 100
 MAXMEMORY_SHARE_OF_LIMIT = 0.8
 
 
-async def test_one_address_cannot_fill_redis(cluster: Any) -> None:
+async def test_one_address_cannot_fill_redis(cluster: Any, probe: BystanderProbe) -> None:
     before = redis_info(cluster.redis_port, "used_memory")
     fillers = [await RawWebSocket.connect("127.0.0.1", cluster.nginx_port) for _ in range(FILLERS)]
     try:
@@ -47,7 +48,10 @@ async def test_one_address_cannot_fill_redis(cluster: Any) -> None:
         rooms = [f"fill-{uuid.uuid4().hex[:8]}" for _ in fillers]
         for ws, room in zip(fillers, rooms, strict=True):
             await join(ws, room, "filler")
-        outcomes = await asyncio.gather(*(burst(ws, room) for ws, room in zip(fillers, rooms, strict=True)))
+        with probe.on(cluster.nodes[0]) as bystander:
+            outcomes = await asyncio.gather(
+                *(burst(ws, room) for ws, room in zip(fillers, rooms, strict=True))
+            )
         elapsed = time.monotonic() - started
     finally:
         for ws in fillers:
@@ -58,8 +62,9 @@ async def test_one_address_cannot_fill_redis(cluster: Any) -> None:
         f"{FILLERS} connections x 20 x 60 KB: {stored} messages stored in {elapsed:.1f} s, "
         f"Redis used_memory {growth:+.1f} MiB (bound {REDIS_GROWTH_PER_ADDRESS_MIB})"
     )
-    print(figures)
+    print(figures, bystander[0].describe())
     assert growth < REDIS_GROWTH_PER_ADDRESS_MIB, figures
+    BystanderProbe.assert_fast(bystander, "filling Redis")
 
 
 async def test_join_leave_churn_leaves_no_long_lived_keys(cluster: Any) -> None:
