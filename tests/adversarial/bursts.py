@@ -33,11 +33,7 @@ async def burst(
     """``count`` messages of ``size`` bytes with ids, sent at once; waits for every ack/error."""
     body = "x" * size
     for index in range(count):
-        ws.send_bytes(
-            text(
-                {"type": "message", "room": room, "text": body, "id": f"b{index}"}
-            )
-        )
+        ws.send_bytes(text({"type": "message", "room": room, "text": body, "id": f"b{index}"}))
     await ws.drain(30)
     acked, refused, last = 0, dict[str, int](), None
     async with asyncio.timeout(scaled(30)):

@@ -28,7 +28,9 @@ class FloodOutcome:
         return f"{self.frames_written} frames in {self.seconds:.1f} s, {closed}"
 
 
-async def flood(ws: RawWebSocket, one_frame: bytes, *, max_frames: int, seconds: float) -> FloodOutcome:
+async def flood(
+    ws: RawWebSocket, one_frame: bytes, *, max_frames: int, seconds: float
+) -> FloodOutcome:
     block = one_frame * BLOCK_FRAMES
     start = time.monotonic()
     written = 0

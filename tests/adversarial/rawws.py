@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -160,10 +161,8 @@ class RawWebSocket:
             raise
         if status != 101:
             body = b""
-            try:
+            with contextlib.suppress(TimeoutError, ConnectionError):
                 body = await asyncio.wait_for(reader.read(4096), scaled(2))
-            except (TimeoutError, ConnectionError):
-                pass
             writer.close()
             raise HandshakeRefused(status, head, body)
         ws = cls(reader, writer)
@@ -194,10 +193,8 @@ class RawWebSocket:
                 elif opcode == OP_CLOSE:
                     got.close_code = struct.unpack("!H", payload[:2])[0] if payload else 1005
                     got.close_reason = payload[2:].decode(errors="replace")
-                    try:
+                    with contextlib.suppress(ConnectionError, RuntimeError):
                         self.writer.write(close_frame(got.close_code))
-                    except (ConnectionError, RuntimeError):
-                        pass
                     break
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
@@ -254,7 +251,5 @@ class RawWebSocket:
             self.send_bytes(close_frame(1000))
         self.writer.close()
         self._task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(self._task, 1)
-        except (asyncio.CancelledError, TimeoutError):
-            pass

@@ -31,12 +31,18 @@ BAD_FRAMES: dict[str, tuple[bytes, set[int]]] = {
     "close code 999": (frame(OP_CLOSE, struct.pack("!H", 999)), {1002}),
     "close code 1005 on the wire": (frame(OP_CLOSE, struct.pack("!H", 1005)), {1002}),
     "close code 5000": (frame(OP_CLOSE, struct.pack("!H", 5000)), {1002}),
-    "close reason not UTF-8": (frame(OP_CLOSE, struct.pack("!H", 1000) + b"\xff\xfe"), {1007, 1002}),
+    "close reason not UTF-8": (
+        frame(OP_CLOSE, struct.pack("!H", 1000) + b"\xff\xfe"),
+        {1007, 1002},
+    ),
     "one-byte close payload": (frame(OP_CLOSE, b"\x03"), {1002}),
     "control frame over 125 bytes": (frame(OP_PING, b"x" * 126), {1002}),
     "fragmented ping": (frame(OP_PING, b"x", fin=False), {1002}),
     "continuation without a start": (frame(OP_CONT, b"{}"), {1002}),
-    "text inside a fragmented text": (frame(OP_TEXT, b"{", fin=False) + frame(OP_TEXT, b"}"), {1002}),
+    "text inside a fragmented text": (
+        frame(OP_TEXT, b"{", fin=False) + frame(OP_TEXT, b"}"),
+        {1002},
+    ),
     "length claims 2^63 - 1": (frame(OP_TEXT, b"", declared_length=2**63 - 1), {1009}),
     "length just over 64 KiB": (frame(OP_TEXT, b"", declared_length=65537), {1009}),
     "invalid UTF-8 text": (frame(OP_TEXT, b'{"type":"\xc3\x28"}'), {1007}),
@@ -54,7 +60,9 @@ async def test_bad_frame_is_closed_with_a_documented_code(cluster: Any, case: st
         code = await ws.wait_closed()
     finally:
         await ws.close()
-    tracebacks = [line for line in node.process.lines if "Traceback" in line or '"level":"error"' in line]
+    tracebacks = [
+        line for line in node.process.lines if "Traceback" in line or '"level":"error"' in line
+    ]
     # The node still answers.
     after = await RawWebSocket.connect("127.0.0.1", node.port)
     await join(after, f"ok-{uuid.uuid4().hex[:6]}", "after")
@@ -109,8 +117,11 @@ async def test_bad_json_gets_an_error_and_the_connection_stays(cluster: Any, cas
         await ws.close()
         await listener.close()
     errors = [e for e in ws.received.texts if e.get("type") == "error"]
-    tracebacks = [line for line in node.process.lines if "Traceback" in line or '"level":"error"' in line]
-    figures = f"{case}: errors {[e.get('code') for e in errors]}, then {answer['type']}; node errors {tracebacks[-1:]}"
+    tracebacks = [
+        line for line in node.process.lines if "Traceback" in line or '"level":"error"' in line
+    ]
+    codes = [e.get("code") for e in errors]
+    figures = f"{case}: errors {codes}, then {answer['type']}; node errors {tracebacks[-1:]}"
     print(figures)
     assert answer["type"] == "presence", figures
     assert not tracebacks, figures

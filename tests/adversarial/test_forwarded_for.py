@@ -29,7 +29,9 @@ async def post_many(port: int, room: str, forged: bool) -> int:
     async def worker() -> None:
         nonlocal accepted
         for index in serial:
-            headers = [("X-Forwarded-For", f"198.51.{index // 250}.{index % 250 + 1}")] if forged else []
+            headers = (
+                [("X-Forwarded-For", f"198.51.{index // 250}.{index % 250 + 1}")] if forged else []
+            )
             answer = await http(
                 port, "POST", f"/api/rooms/{room}/messages", headers=headers,
                 json_body={"text": f"m{index}", "username": "flooder"},

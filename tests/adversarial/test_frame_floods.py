@@ -37,7 +37,10 @@ PROBE_WINDOW_S = 3.0
 FLOOD_CLOSE_CODES = {1008, 1009}
 
 FLOODS = {
-    "empty continuation frames": (frame(OP_TEXT, b'{"type":', fin=False), frame(OP_CONT, b"", fin=False)),
+    "empty continuation frames": (
+        frame(OP_TEXT, b'{"type":', fin=False),
+        frame(OP_CONT, b"", fin=False),
+    ),
     "unsolicited pongs": (b"", frame(OP_PONG, b"")),
     "pings (counted today: regression guard)": (b"", frame(OP_PING, b"")),
 }
@@ -62,12 +65,13 @@ async def test_flood_is_closed_quickly_and_spares_the_bystander(
             cpu_used = cpu_seconds(pid) - cpu_before
             rss_growth = (rss_bytes(pid) - rss_before) / MIB
         figures = (
-            f"{kind}: {outcome.describe()}; node CPU {cpu_used:.2f} s, "
-            f"RSS {rss_growth:+.1f} MiB"
+            f"{kind}: {outcome.describe()}; node CPU {cpu_used:.2f} s, RSS {rss_growth:+.1f} MiB"
         )
         print(figures)
         assert node.process.alive(), f"the node died: {figures}"
-        assert outcome.closed_after is not None and outcome.closed_after < scaled(CLOSED_WITHIN_S), figures
+        assert outcome.closed_after is not None and outcome.closed_after < scaled(
+            CLOSED_WITHIN_S
+        ), figures
         assert outcome.close_code in FLOOD_CLOSE_CODES, figures
         assert outcome.close_code in documented_close_codes(), figures
         assert cpu_used < NODE_CPU_BUDGET_S * scaled(1), figures

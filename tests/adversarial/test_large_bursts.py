@@ -11,8 +11,8 @@ import asyncio
 import uuid
 from typing import Any
 
-from tests.adversarial.conftest import BystanderProbe
 from tests.adversarial.bursts import DEFAULT_MESSAGE_BURST, burst, join
+from tests.adversarial.conftest import BystanderProbe
 from tests.adversarial.devcluster_shim import scaled
 from tests.adversarial.httpraw import EventStreamReader
 from tests.adversarial.rawws import RawWebSocket
@@ -68,7 +68,8 @@ async def test_readers_that_read_get_a_burst_of_large_messages(cluster: Any) -> 
 
     # An event stream resuming from before the burst.
     stream = await EventStreamReader.open(
-        cluster.nginx_port, f"/api/rooms/{room}/events?since={since['offset']}&epoch={since['epoch']}"
+        cluster.nginx_port,
+        f"/api/rooms/{room}/events?since={since['offset']}&epoch={since['epoch']}",
     )
     try:
         assert stream.status == 200
@@ -95,7 +96,9 @@ async def test_members_that_read_survive_ten_bursting_connections(
         member = await RawWebSocket.connect("127.0.0.1", node.port)
         await join(member, room, f"member-{node.node_id}")
         members.append(member)
-    bursters = [await RawWebSocket.connect("127.0.0.1", cluster.nginx_port) for _ in range(BURSTERS)]
+    bursters = [
+        await RawWebSocket.connect("127.0.0.1", cluster.nginx_port) for _ in range(BURSTERS)
+    ]
     try:
         for index, ws in enumerate(bursters):
             await join(ws, room, f"burster{index}")
@@ -104,7 +107,9 @@ async def test_members_that_read_survive_ten_bursting_connections(
         published = sum(o.acked for o in outcomes)
         async with asyncio.timeout(scaled(30)):
             for member in members:
-                while sum(1 for e in member.received.texts if e.get("type") == "message") < published:
+                while (
+                    sum(1 for e in member.received.texts if e.get("type") == "message") < published
+                ):
                     assert not member.received.ended.is_set(), (
                         f"a reading member was closed {member.received.close_code} after "
                         f"{sum(1 for e in member.received.texts if e.get('type') == 'message')} "

@@ -14,7 +14,13 @@ from typing import Any
 import pytest
 
 from tests.adversarial.devcluster_shim import scaled
-from tests.adversarial.rawws import HandshakeRefused, RawWebSocket, open_socket, handshake_request, read_head
+from tests.adversarial.rawws import (
+    HandshakeRefused,
+    RawWebSocket,
+    handshake_request,
+    open_socket,
+    read_head,
+)
 
 # Right after the bad handshake, this many good clients in a row must get in through nginx.
 GOOD_CLIENTS_AFTER = 20
@@ -62,9 +68,13 @@ async def test_duplicated_header_is_a_400_and_everyone_else_gets_in(
         except (HandshakeRefused, ConnectionError, TimeoutError) as exc:
             refused.append(repr(exc)[:80])
             continue
-        slow += [loop.time() - started] if loop.time() - started > scaled(GOOD_CLIENT_CONNECT_S) else []
+        slow += (
+            [loop.time() - started] if loop.time() - started > scaled(GOOD_CLIENT_CONNECT_S) else []
+        )
         await ws.close()
-    crashed = [n.node_id for n in cluster.nodes if any("Traceback" in line for line in n.process.lines)]
+    crashed = [
+        n.node_id for n in cluster.nodes if any("Traceback" in line for line in n.process.lines)
+    ]
     figures = (
         f"{case}: node answered {direct}, nginx answered {through}; then "
         f"{len(refused)} of {GOOD_CLIENTS_AFTER} good clients refused, {len(slow)} slow; "
@@ -72,7 +82,9 @@ async def test_duplicated_header_is_a_400_and_everyone_else_gets_in(
     )
     print(figures)
     # The node must refuse a header it needs once; "two Origin" is the case: exactly 400.
-    assert direct == 400 if case == "two Origin" else isinstance(direct, int) and 400 <= direct < 500, figures
+    assert (
+        direct == 400 if case == "two Origin" else isinstance(direct, int) and 400 <= direct < 500
+    ), figures
     # nginx may refuse it too, or pass one merged value on (then the node accepts): not a 5xx.
     assert isinstance(through, int) and (through == 101 or 400 <= through < 500), figures
     assert not refused and not slow, figures

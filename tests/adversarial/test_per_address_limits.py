@@ -41,7 +41,9 @@ async def test_many_connections_from_one_address_cannot_flood_a_room(
     room = f"spam-{uuid.uuid4().hex[:8]}"
     member = await RawWebSocket.connect("127.0.0.1", cluster.nodes[0].port)
     await join(member, room, "member")
-    spammers = [await RawWebSocket.connect("127.0.0.1", cluster.nginx_port) for _ in range(SPAMMERS)]
+    spammers = [
+        await RawWebSocket.connect("127.0.0.1", cluster.nginx_port) for _ in range(SPAMMERS)
+    ]
     try:
         for ws in spammers:
             await join(ws, room, "spammer")
@@ -49,7 +51,9 @@ async def test_many_connections_from_one_address_cannot_flood_a_room(
             started = time.monotonic()
             for ws in spammers:
                 ws.send_bytes(
-                    b"".join(text({"type": "message", "text": f"spam {i}"}) for i in range(SPAM_BURST))
+                    b"".join(
+                        text({"type": "message", "text": f"spam {i}"}) for i in range(SPAM_BURST)
+                    )
                 )
             await asyncio.sleep(max(0.0, started + WINDOW_S - time.monotonic()))
         got = count(member, {"message"})
@@ -70,7 +74,9 @@ async def test_join_leave_churn_from_one_address_cannot_flood_members(cluster: A
     room = f"churn-{uuid.uuid4().hex[:8]}"
     member = await RawWebSocket.connect("127.0.0.1", cluster.nodes[0].port)
     await join(member, room, "member")
-    churners = [await RawWebSocket.connect("127.0.0.1", cluster.nginx_port) for _ in range(CHURNERS)]
+    churners = [
+        await RawWebSocket.connect("127.0.0.1", cluster.nginx_port) for _ in range(CHURNERS)
+    ]
     deadline = time.monotonic() + WINDOW_S
 
     async def churn(ws: RawWebSocket) -> None:

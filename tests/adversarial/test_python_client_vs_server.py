@@ -13,7 +13,6 @@ import time
 from typing import Any
 
 from roomcast.client import ChatMessage, Closed, RoomcastClient
-
 from tests.adversarial.devcluster_shim import REPO_ROOT, scaled
 from tests.adversarial.malicious_server import MaliciousServer, server_text
 from tests.adversarial.observe import MIB, rss_bytes
@@ -29,7 +28,15 @@ JUNK: list[Any] = [
     '"a string"',
     {"type": 5},
     {"type": "message", "room": "r", "username": None, "text": None, "offset": "x", "epoch": []},
-    {"type": "message", "room": "r", "username": "x", "text": "t", "timestamp": "now", "offset": 10**30, "epoch": "e1"},
+    {
+        "type": "message",
+        "room": "r",
+        "username": "x",
+        "text": "t",
+        "timestamp": "now",
+        "offset": 10**30,
+        "epoch": "e1",
+    },
     {"type": "joined", "room": "r", "epoch": None, "offset": "zz"},
     {"type": "history", "room": "r", "epoch": "e1", "offset": 0, "messages": 5},
     {"type": "history", "room": "r", "epoch": "e1", "offset": 0, "messages": [None, 3]},
@@ -54,7 +61,9 @@ async def _answer_joins(reader: asyncio.StreamReader) -> None:
 
 
 async def test_junk_from_the_server_never_stops_the_client() -> None:
-    async def script(serial: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def script(
+        serial: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         drain = asyncio.ensure_future(_answer_joins(reader))
         writer.write(server_text({"type": "welcome", "node": "evil", "connection": f"c{serial}"}))
         writer.write(server_text(JOINED))
@@ -72,7 +81,9 @@ async def test_junk_from_the_server_never_stops_the_client() -> None:
                 while True:
                     event = await client.next_event()
                     seen.append(type(event).__name__)
-                    assert not isinstance(event, Closed), f"the client stopped: {event} after {seen}"
+                    assert not isinstance(event, Closed), (
+                        f"the client stopped: {event} after {seen}"
+                    )
                     if isinstance(event, ChatMessage) and event.text == "after junk":
                         break
     print(f"client events through the junk: {seen}; connections {server.connections}")
@@ -81,7 +92,9 @@ async def test_junk_from_the_server_never_stops_the_client() -> None:
 async def test_a_server_cannot_make_a_non_reading_client_hoard_memory() -> None:
     pushed = 0
 
-    async def script(serial: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def script(
+        serial: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         nonlocal pushed
         drain = asyncio.ensure_future(_answer_joins(reader))
         writer.write(server_text({"type": "welcome", "node": "evil", "connection": f"c{serial}"}))

@@ -13,11 +13,11 @@ import time
 import uuid
 from typing import Any
 
+from tests.adversarial import shipped
 from tests.adversarial.bursts import burst, join
 from tests.adversarial.conftest import BystanderProbe
 from tests.adversarial.observe import MIB, redis_command, redis_info
 from tests.adversarial.rawws import RawWebSocket
-from tests.adversarial import shipped
 
 # 60 connections from one address, each bursting 20 x 60 KB into a room of its own: 72 MB asked
 # of Redis within seconds (the issue: 200 connections, 262 MB in 12 s).
@@ -69,7 +69,9 @@ async def test_one_address_cannot_fill_redis(cluster: Any, probe: BystanderProbe
 
 async def test_join_leave_churn_leaves_no_long_lived_keys(cluster: Any) -> None:
     keys_before = set(redis_command(cluster.redis_port, "KEYS", "*"))
-    churners = [await RawWebSocket.connect("127.0.0.1", cluster.nginx_port) for _ in range(CHURNERS)]
+    churners = [
+        await RawWebSocket.connect("127.0.0.1", cluster.nginx_port) for _ in range(CHURNERS)
+    ]
     prefix = f"churn{uuid.uuid4().hex[:6]}"
 
     async def churn(ws: RawWebSocket, index: int) -> int:
@@ -89,7 +91,9 @@ async def test_join_leave_churn_leaves_no_long_lived_keys(cluster: Any) -> None:
     finally:
         for ws in churners:
             await ws.close()
-    new_keys = [k for k in redis_command(cluster.redis_port, "KEYS", f"*{prefix}*") if k not in keys_before]
+    new_keys = [
+        k for k in redis_command(cluster.redis_port, "KEYS", f"*{prefix}*") if k not in keys_before
+    ]
     ttls = [int(redis_command(cluster.redis_port, "TTL", key)) for key in new_keys]
     long_lived = [t for t in ttls if t == -1 or t > CHURN_KEY_TTL_S]
     figures = (
@@ -117,10 +121,14 @@ def test_shipped_redis_has_maxmemory_below_its_container_limit() -> None:
         problems.append("compose: redis has no maxmemory")
     if shipped.redis_setting(command + "\n" + mounted, "maxmemory-policy") is None:
         problems.append("compose: redis has no maxmemory-policy")
-    limit = (service.get("deploy", {}).get("resources", {}).get("limits", {}) or {}).get("memory") or service.get("mem_limit")
+    limit = (service.get("deploy", {}).get("resources", {}).get("limits", {}) or {}).get(
+        "memory"
+    ) or service.get("mem_limit")
     if limit is None:
         problems.append("compose: redis has no memory limit")
-    elif setting is not None and shipped.memory_bytes(setting) > MAXMEMORY_SHARE_OF_LIMIT * shipped.memory_bytes(str(limit)):
+    elif setting is not None and shipped.memory_bytes(
+        setting
+    ) > MAXMEMORY_SHARE_OF_LIMIT * shipped.memory_bytes(str(limit)):
         problems.append(f"compose: maxmemory {setting} too close to the limit {limit}")
     # Kubernetes: maxmemory in the redis container's args or a ConfigMap, under its limit.
     texts = shipped.k8s_config_texts()
@@ -136,6 +144,8 @@ def test_shipped_redis_has_maxmemory_below_its_container_limit() -> None:
             pod_limit = container.get("resources", {}).get("limits", {}).get("memory")
             if pod_limit is None:
                 problems.append("k8s: redis has no memory limit")
-            elif k8s_setting is not None and shipped.memory_bytes(k8s_setting) > MAXMEMORY_SHARE_OF_LIMIT * shipped.memory_bytes(pod_limit):
+            elif k8s_setting is not None and shipped.memory_bytes(
+                k8s_setting
+            ) > MAXMEMORY_SHARE_OF_LIMIT * shipped.memory_bytes(pod_limit):
                 problems.append(f"k8s: maxmemory {k8s_setting} too close to the limit {pod_limit}")
     assert not problems, problems

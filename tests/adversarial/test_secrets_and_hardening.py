@@ -116,7 +116,9 @@ def test_k8s_redis_password_is_not_on_a_command_line() -> None:
     problems = []
     for document in shipped.k8s_kind("Deployment") + shipped.k8s_kind("StatefulSet"):
         for container in shipped.containers(document):
-            args = " ".join(str(a) for a in container.get("args", []) + container.get("command", []))
+            args = " ".join(
+                str(a) for a in container.get("args", []) + container.get("command", [])
+            )
             if "--requirepass" in args:
                 problems.append(f"{container['name']}: --requirepass on the command line")
             for probe in ("readinessProbe", "livenessProbe"):
@@ -163,7 +165,8 @@ async def test_deceptive_username_is_refused(cluster: Any, case: str) -> None:
         cluster.nginx_port, "POST", f"/api/rooms/{room}/messages",
         json_body={"text": "hi", "username": name},
     )  # fmt: skip
-    figures = f"{case} ({name!r}): join -> {answer.get('type')} {answer.get('code', '')}; API post -> {api.status}"
+    got = f"{answer.get('type')} {answer.get('code', '')}"
+    figures = f"{case} ({name!r}): join -> {got}; API post -> {api.status}"
     print(figures)
     assert answer["type"] == "error" and answer["code"] == "invalid_username", figures
     assert api.status == 400, figures
@@ -179,8 +182,9 @@ async def test_fullwidth_and_honest_names(cluster: Any) -> None:
             await ws.send({"type": "leave", "room": room})
             await ws.next_text(type="left", room=room)
             ws.received.texts.clear()
-        # Fullwidth "ａｄｍｉｎ" is "admin" after NFKC: it must be that name, or refused.
-        await ws.send({"type": "join", "room": room, "username": "ａｄｍｉｎ", "id": "fw"})
+        # Fullwidth "admin" (U+FF41...) is "admin" after NFKC: it must be that name, or refused.
+        fullwidth = "".join(chr(ord(c) + 0xFEE0) for c in "admin")
+        await ws.send({"type": "join", "room": room, "username": fullwidth, "id": "fw"})
         answer = await ws.next_text(id="fw")
     finally:
         await ws.close()
@@ -199,7 +203,10 @@ async def test_page_is_served_with_security_headers(cluster: Any) -> None:
         if answer.header("X-Content-Type-Options") not in (None, "nosniff"):
             absent.append("X-Content-Type-Options is not nosniff")
         csp = answer.header("Content-Security-Policy") or ""
-        if csp and ("'unsafe-inline'" in csp.split("script-src")[-1].split(";")[0] or "default-src" not in csp):
+        if csp and (
+            "'unsafe-inline'" in csp.split("script-src")[-1].split(";")[0]
+            or "default-src" not in csp
+        ):
             absent.append(f"weak CSP {csp!r}")
         if absent:
             missing[target] = absent
@@ -214,7 +221,10 @@ def test_every_shipped_nginx_sends_the_security_headers(config: str) -> None:
 
 
 def test_page_never_puts_the_token_in_the_websocket_url() -> None:
-    sources = [shipped.ROOT / "loadbalancer" / "static" / "app.js", shipped.K8S / "30-loadbalancer-config.yaml"]
+    sources = [
+        shipped.ROOT / "loadbalancer" / "static" / "app.js",
+        shipped.K8S / "30-loadbalancer-config.yaml",
+    ]
     offending = [str(p.relative_to(shipped.ROOT)) for p in sources if "?token=${" in p.read_text()]
     assert not offending, f"the page builds /chat?token=… (logged by proxies): {offending}"
 
@@ -225,8 +235,12 @@ def test_metrics_network_policy_names_the_monitoring_namespace() -> None:
         for rule in policy.get("spec", {}).get("ingress", []) or []:
             for peer in rule.get("from", []) or []:
                 selector = peer.get("namespaceSelector")
-                if selector is not None and not (selector.get("matchLabels") or selector.get("matchExpressions")):
-                    problems.append(f"{policy['metadata']['name']}: a peer from ANY namespace {peer}")
+                if selector is not None and not (
+                    selector.get("matchLabels") or selector.get("matchExpressions")
+                ):
+                    problems.append(
+                        f"{policy['metadata']['name']}: a peer from ANY namespace {peer}"
+                    )
     assert not problems, problems
 
 

@@ -65,9 +65,9 @@ async def test_connection_is_closed_when_its_token_expires(secure: Any) -> None:
             secure.nginx_port, "GET", f"/api/rooms/{room}/presence",
             headers=[("Authorization", f"Bearer {token}")],
         )  # fmt: skip
+        state = f"closed {ws.received.close_code}" if ws.received.ended.is_set() else "still open"
         figures = (
-            f"token expired (+{LEEWAY_S:.0f} s leeway) {overdue:.1f} s ago: connection "
-            f"{'closed ' + str(ws.received.close_code) if ws.received.ended.is_set() else 'still open'}"
+            f"token expired (+{LEEWAY_S:.0f} s leeway) {overdue:.1f} s ago: connection {state}"
             f", {len(late_joins)} joins after expiry accepted; the API answers {api.status}"
         )
         print(figures)
