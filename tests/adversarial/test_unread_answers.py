@@ -22,9 +22,13 @@ from tests.adversarial.rawws import RawWebSocket
 
 # The issue's attack: 40 readers that never read.
 UNREAD_READERS = 40
-# Seeding: three connections, each within the default burst (20 x 60 KB): a 3.6 MB history.
-SEEDERS = 3
-# The documented per-reader bound (ROOMCAST_SEND_BUFFER_BYTES default) ...
+# Seeding: five connections, each within the default burst (20 x 60 KB): the default 100-message
+# history, 6 MB, so 40 answers could pin 240 MB.
+SEEDERS = 5
+# Event streams: two writers' legal bursts (2.4 MB) reach each of the 40 streams: 96 MB in all.
+STREAM_WRITERS = 2
+# The documented per-reader bound (ROOMCAST_SEND_BUFFER_BYTES default, shared by every outgoing
+# path, kernel send buffer included) ...
 PER_READER_BOUND_MIB = 1
 # ... plus what buffers, parsers and allocator slack may honestly add for 40 sockets.
 RSS_SLACK_MIB = 16
@@ -56,22 +60,31 @@ async def test_unread_answers_on_one_node_pin_at_most_the_bound(
     readers = []
     with probe.on(node) as bystander:
         before = rss_bytes(node.process.pid)
+        kernel_before = kernel_tcp_bytes()
         for _ in range(UNREAD_READERS):
             readers.append(await unread_request(node.port, f"/api/rooms/{room}/{what}"))
         if what == "events":  # the streams are open: now the room's traffic piles up in them
-            writer = await RawWebSocket.connect("127.0.0.1", node.port)
-            await join(writer, room, "writer")
-            await burst(writer, room)
-            await writer.close()
+            for index in range(STREAM_WRITERS):
+                writer = await RawWebSocket.connect("127.0.0.1", node.port)
+                await join(writer, room, f"writer{index}")
+                await burst(writer, room)
+                await writer.close()
         await asyncio.sleep(SETTLE_S)
-        growth = (rss_bytes(node.process.pid) - before) / MIB
+        rss_growth = (rss_bytes(node.process.pid) - before) / MIB
+        kernel_growth = (kernel_tcp_bytes() - kernel_before) / MIB
     for _, stream in readers:
         stream.close()
+    # Pinned by the node = its RSS plus the socket buffers it filled in the kernel (an answer
+    # written at once lands in the send buffer, which loopback autotunes up to 4 MiB per socket).
+    pinned = rss_growth + kernel_growth
     bound = UNREAD_READERS * PER_READER_BOUND_MIB + RSS_SLACK_MIB
-    figures = f"{UNREAD_READERS} unread {what} answers: node RSS {growth:+.1f} MiB (bound {bound})"
+    figures = (
+        f"{UNREAD_READERS} unread {what} answers: node RSS {rss_growth:+.1f} MiB, kernel TCP "
+        f"{kernel_growth:+.1f} MiB, pinned {pinned:+.1f} MiB (bound {bound})"
+    )
     print(figures)
     assert node.process.alive(), figures
-    assert growth < bound, figures
+    assert pinned < bound, figures
     BystanderProbe.assert_fast(bystander, f"unread {what}")
 
 
