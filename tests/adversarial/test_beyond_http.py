@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.adversarial.conftest import BystanderProbe
+from tests.adversarial.bystander import BystanderProbe
 from tests.adversarial.devcluster_shim import scaled
 from tests.adversarial.httpraw import http, request_bytes
 from tests.adversarial.observe import MIB, rss_bytes

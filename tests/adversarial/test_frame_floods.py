@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.adversarial.conftest import BystanderProbe, node_of
+from tests.adversarial.bystander import BystanderProbe, node_of
 from tests.adversarial.devcluster_shim import scaled
 from tests.adversarial.floods import flood
 from tests.adversarial.observe import MIB, cpu_seconds, documented_close_codes, rss_bytes

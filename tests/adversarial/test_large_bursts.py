@@ -12,7 +12,7 @@ import uuid
 from typing import Any
 
 from tests.adversarial.bursts import DEFAULT_MESSAGE_BURST, burst, join
-from tests.adversarial.conftest import BystanderProbe
+from tests.adversarial.bystander import BystanderProbe
 from tests.adversarial.devcluster_shim import scaled
 from tests.adversarial.httpraw import EventStreamReader
 from tests.adversarial.rawws import RawWebSocket

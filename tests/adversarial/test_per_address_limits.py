@@ -13,7 +13,7 @@ import uuid
 from typing import Any
 
 from tests.adversarial.bursts import join
-from tests.adversarial.conftest import BystanderProbe
+from tests.adversarial.bystander import BystanderProbe
 from tests.adversarial.rawws import HandshakeRefused, RawWebSocket, text
 
 # 100 connections from one address through nginx, each sending the default burst of 20 at once.

@@ -15,7 +15,7 @@ from typing import Any
 
 from tests.adversarial import shipped
 from tests.adversarial.bursts import burst, join
-from tests.adversarial.conftest import BystanderProbe
+from tests.adversarial.bystander import BystanderProbe
 from tests.adversarial.observe import MIB, redis_command, redis_info
 from tests.adversarial.rawws import RawWebSocket
 

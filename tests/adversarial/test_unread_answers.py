@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.adversarial.bursts import burst, join
-from tests.adversarial.conftest import BystanderProbe
+from tests.adversarial.bystander import BystanderProbe
 from tests.adversarial.httpraw import unread_request
 from tests.adversarial.observe import MIB, kernel_tcp_bytes, rss_bytes
 from tests.adversarial.rawws import RawWebSocket
