@@ -12,7 +12,7 @@ BENCH_STAMP := $(VENV)/.bench-installed
 # is a checkout-only package: it is on the path here, never in the wheel or the image.
 export PYTHONPATH := $(CURDIR)/node$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: run test test-unit test-integration lint deps venv system-deps bench clean format chaos
+.PHONY: run test test-unit test-integration test-adversarial lint deps venv system-deps bench clean format chaos
 
 run: deps ## start redis + 3 nodes + nginx on loopback; Ctrl-C stops them all
 	ulimit -n 65536 2>/dev/null || ulimit -n $$(ulimit -Hn); $(PY) -m roomcast_dev.devcluster
@@ -37,6 +37,9 @@ FAULTS ?=
 chaos: deps ## fault-injection soak: SEED=n DURATION=s TOPOLOGY=standalone|sentinel|cluster FAULTS=kind,...
 	ulimit -n 65536 2>/dev/null || true; $(PY) -m tests.chaos --seed $(SEED) --duration $(DURATION) \
 	  --topology $(TOPOLOGY) $(if $(FAULTS),--faults $(FAULTS))
+
+test-adversarial: deps browser-deps ## the attack suite (tests/adversarial) against a real cluster, default limits
+	ulimit -n 65536 2>/dev/null || true; $(PY) -m pytest -q -s -m adversarial tests/adversarial
 
 lint: deps $(BENCH_STAMP) ## ruff and mypy --strict (node, tests and bench)
 	$(VENV)/bin/ruff check .

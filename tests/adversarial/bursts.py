@@ -1,0 +1,58 @@
+"""Large-message bursts: what one connection may legally send (the default burst of 20 messages)
+at the default frame limit (64 KiB), the payloads attacks 2, 3 and 4 are built from."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from tests.adversarial.devcluster_shim import scaled
+from tests.adversarial.rawws import RawWebSocket, text
+
+# 60 KB of text: a message just under the default 64 KiB frame limit once framed as JSON.
+LARGE_TEXT_BYTES = 60_000
+# The default ROOMCAST_MESSAGE_RATE_BURST: what one connection may send at once, legitimately.
+DEFAULT_MESSAGE_BURST = 20
+
+
+@dataclass
+class BurstOutcome:
+    acked: int
+    refused: dict[str, int]
+    last_offset: int | None
+
+
+async def join(ws: RawWebSocket, room: str, username: str) -> dict[str, object]:
+    await ws.send({"type": "join", "room": room, "username": username, "id": f"join-{room}"})
+    return await ws.next_text(type="joined", room=room)
+
+
+async def burst(
+    ws: RawWebSocket, room: str, count: int = DEFAULT_MESSAGE_BURST, size: int = LARGE_TEXT_BYTES
+) -> BurstOutcome:
+    """``count`` messages of ``size`` bytes with ids, sent at once; waits for every ack/error."""
+    body = "x" * size
+    for index in range(count):
+        ws.send_bytes(text({"type": "message", "room": room, "text": body, "id": f"b{index}"}))
+    await ws.drain(30)
+    acked, refused, last = 0, dict[str, int](), None
+    async with asyncio.timeout(scaled(30)):
+        for index in range(count):
+            want = f"b{index}"
+            while True:
+                found = [e for e in ws.received.texts if e.get("id") == want]
+                if found:
+                    break
+                if ws.received.ended.is_set():
+                    refused["closed"] = refused.get("closed", 0) + count - index
+                    return BurstOutcome(acked, refused, last)
+                ws.received.arrived.clear()
+                await ws.received.arrived.wait()
+            event = found[0]
+            if event["type"] == "ack":
+                acked += 1
+                last = int(event["offset"])
+            else:
+                code = str(event.get("code"))
+                refused[code] = refused.get(code, 0) + 1
+    return BurstOutcome(acked, refused, last)

@@ -1,0 +1,143 @@
+"""Raw HTTP/1.1 for attacks: any header list (duplicates, forged X-Forwarded-For), answers read
+whole, event streams read line by line, and requests whose answers are never read."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.adversarial.devcluster_shim import scaled
+from tests.adversarial.rawws import open_socket
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers:
+            if key.lower() == name.lower():
+                return value
+        return None
+
+    def all_headers(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def request_bytes(
+    method: str,
+    target: str,
+    host: str,
+    headers: list[tuple[str, str]] | None = None,
+    body: bytes | None = None,
+    *,
+    close: bool = True,
+) -> bytes:
+    lines = [("Host", host), *(headers or [])]
+    if close:
+        lines.append(("Connection", "close"))
+    if body is not None:
+        lines.append(("Content-Length", str(len(body))))
+    head = f"{method} {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in lines)
+    return head.encode("latin-1") + b"\r\n" + (body or b"")
+
+
+def parse_answer(raw: bytes) -> Answer:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    headers = [(k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in lines[1:])]
+    answer = Answer(status, headers, body)
+    if (answer.header("Transfer-Encoding") or "").lower() == "chunked":
+        answer.body = _dechunk(body)
+    return answer
+
+
+def _dechunk(body: bytes) -> bytes:
+    out = bytearray()
+    while body:
+        size_line, _, rest = body.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out += rest[:size]
+        body = rest[size + 2 :]
+    return bytes(out)
+
+
+async def http(
+    port: int,
+    method: str,
+    target: str,
+    *,
+    headers: list[tuple[str, str]] | None = None,
+    body: bytes | None = None,
+    json_body: Any = None,
+    timeout: float = 10,
+) -> Answer:
+    """One request on its own connection, the whole answer (read until the server closes)."""
+    if json_body is not None:
+        body = json.dumps(json_body).encode()
+        headers = [("Content-Type", "application/json"), *(headers or [])]
+    reader, writer = await open_socket("127.0.0.1", port)
+    try:
+        writer.write(request_bytes(method, target, f"127.0.0.1:{port}", headers, body))
+        raw = await asyncio.wait_for(reader.read(), scaled(timeout))
+    finally:
+        writer.close()
+    return parse_answer(raw)
+
+
+async def unread_request(
+    port: int, target: str, *, rcvbuf: int = 4096
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Send a GET and never read its answer (a tiny receive buffer, so the server's side fills)."""
+    reader, writer = await open_socket("127.0.0.1", port, rcvbuf=rcvbuf)
+    writer.write(request_bytes("GET", target, f"127.0.0.1:{port}", close=False))
+    await writer.drain()
+    return reader, writer
+
+
+@dataclass
+class EventStreamReader:
+    """An SSE stream read line by line: the events' JSON in order, and whether it ended."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    status: int
+    events: list[dict[str, Any]] = field(default_factory=list)
+    ended: bool = False
+
+    @classmethod
+    async def open(
+        cls, port: int, target: str, headers: list[tuple[str, str]] | None = None
+    ) -> EventStreamReader:
+        reader, writer = await open_socket("127.0.0.1", port)
+        sent = [("Accept", "text/event-stream"), *(headers or [])]
+        writer.write(request_bytes("GET", target, f"127.0.0.1:{port}", sent, close=False))
+        raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), scaled(10))
+        status = int(raw.split(b" ", 2)[1])
+        return cls(reader, writer, status)
+
+    async def next_event(self, timeout: float = 10) -> dict[str, Any]:
+        """The next ``data:`` line's JSON (chunk-size lines and comments skipped)."""
+        async with asyncio.timeout(scaled(timeout)):
+            while True:
+                line = await self.reader.readline()
+                if not line:
+                    self.ended = True
+                    raise EOFError("the stream ended")
+                if line.startswith(b"data: "):
+                    event: dict[str, Any] = json.loads(line[6:])
+                    self.events.append(event)
+                    return event
+
+    def close(self) -> None:
+        self.writer.close()
