@@ -74,3 +74,11 @@ export const RecoveryStatus = {
   NOT_REQUESTED: "not_requested",
 } as const;
 export type RecoveryStatus = (typeof RecoveryStatus)[keyof typeof RecoveryStatus];
+
+/** Why a `loss` event says acknowledged messages will never reach a live connection. */
+export const LossReason = {
+  EPOCH_CHANGED: "epoch_changed",
+  TOO_OLD: "too_old",
+  UNAVAILABLE: "unavailable",
+} as const;
+export type LossReason = (typeof LossReason)[keyof typeof LossReason];

@@ -8,7 +8,7 @@
 
 export { Backoff, type BackoffOptions } from "./backoff.js";
 export { RoomcastClient, type ClientOptions, type PendingMessage, type TokenSource } from "./client.js";
-export { CloseCode, ErrorCode, FATAL_CLOSE_CODES, FATAL_HTTP_STATUSES, RecoveryStatus } from "./codes.js";
+export { CloseCode, ErrorCode, FATAL_CLOSE_CODES, FATAL_HTTP_STATUSES, LossReason, RecoveryStatus } from "./codes.js";
 export { RoomCursor, type Since } from "./cursor.js";
 export { ClientClosedError, JoinError, RequestError, TimeoutError } from "./errors.js";
 export * from "./events.js";
