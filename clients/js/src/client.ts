@@ -362,6 +362,8 @@ export class RoomcastClient {
     const state = this.#rooms.get(room);
     if (!state) throw new Error(`join ${JSON.stringify(room)} before sending to it`);
     this.#nextMessageId += 1;
+    // A message ends the typing hint on the other side: the next keystroke announces again.
+    state.lastTyping = -Infinity;
     const outgoing = new Outgoing(this.#nextMessageId, room, text, Date.now());
     const frame = { type: "message", room, text, id: outgoing.id };
     const size = encoder.encode(JSON.stringify(frame)).length;
@@ -382,7 +384,8 @@ export class RoomcastClient {
   }
 
   /**
-   * Tell the room we are typing, at most once per `typingInterval`; whether it went. Dropped
+   * Tell the room we are typing, at most once per `typingInterval` (a `send()` to the room
+   * starts the interval over); whether it went. Dropped
    * when offline: a stale typing notice is worse than none. The throttle keeps a key-press
    * handler from tripping the server's typing limit (and its 1008 close).
    */

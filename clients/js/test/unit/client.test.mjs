@@ -350,3 +350,13 @@ test("a listener that throws does not break the client", async () => {
   }
   await c.close();
 });
+
+test("a message restarts the typing interval", async () => {
+  const { client: c } = client({ typingInterval: 1000 });
+  const ws = await connected(c, []);
+  joinReply(ws, 0);
+  assert.equal(c.typing("r"), true);
+  c.send("r", "done typing");
+  assert.equal(c.typing("r"), true, "the next keystroke after a message is announced");
+  await c.close();
+});
