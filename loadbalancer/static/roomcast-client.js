@@ -40,11 +40,13 @@ var ErrorCode = {
   FORBIDDEN: "forbidden",
   RATE_LIMITED: "rate_limited",
   UNAVAILABLE: "unavailable",
+  INVALID_TOKEN: "invalid_token",
   BINARY_FRAME: "binary_frame",
   FRAME_TOO_BIG: "frame_too_big",
   FLOOD: "flood",
   SLOW_CONSUMER: "slow_consumer",
   PROTOCOL_VIOLATION: "protocol_violation",
+  TOO_MANY_FRAGMENTS: "too_many_fragments",
   ORIGIN: "origin",
   TOKEN_MISSING: "token_missing",
   TOKEN_EXPIRED: "token_expired",
@@ -55,6 +57,12 @@ var ErrorCode = {
   TOKEN_INVALID: "token_invalid",
   TOKEN_NAME: "token_name",
   API_KEY_INVALID: "api_key_invalid",
+  TOKENS_OFF: "tokens_off",
+  DUPLICATE_HEADER: "duplicate_header",
+  MALFORMED_HEADER: "malformed_header",
+  MALFORMED_QUERY: "malformed_query",
+  DUPLICATE_TOKEN: "duplicate_token",
+  MALFORMED_REQUEST: "malformed_request",
   INVALID_REQUEST: "invalid_request",
   NOT_FOUND: "not_found",
   UNSUPPORTED_MEDIA_TYPE: "unsupported_media_type",
@@ -70,7 +78,9 @@ var CloseCode = {
   POLICY_VIOLATION: 1008,
   MESSAGE_TOO_BIG: 1009,
   INTERNAL_ERROR: 1011,
-  TRY_AGAIN_LATER: 1013
+  TRY_AGAIN_LATER: 1013,
+  /** The token ran out (exp + leeway) without a `refresh`: reconnect with a fresh one. */
+  TOKEN_EXPIRED: 4001
 };
 var FATAL_CLOSE_CODES = /* @__PURE__ */ new Map([
   [CloseCode.UNSUPPORTED_DATA, "the server refused a binary frame"],
@@ -904,6 +914,11 @@ var RoomcastClient = class {
     if (fatal !== void 0) {
       this.#emit({ type: "disconnected", code, reason, willReconnect: false });
       this.#goOffline(closedEvent(`closed by the server: ${fatal} (close ${code})`, code), "offline");
+      return;
+    }
+    if (code === CloseCode.TOKEN_EXPIRED && typeof this.#token.source !== "function") {
+      this.#emit({ type: "disconnected", code, reason, willReconnect: false });
+      this.#goOffline(closedEvent(`closed by the server: the token expired and no token callback can renew it (close ${code})`, code), "offline");
       return;
     }
     let cause = link.httpStatus !== null ? `HTTP ${link.httpStatus}` : "could not connect";

@@ -4,8 +4,9 @@
 // connect (token as a subprotocol), wait for `welcome`, rejoin every room with `since` (the
 // last position seen), deliver each message once by offset; when the connection ends, wait a
 // jittered, growing delay and start again, unless the server said we are at fault (close 1003,
-// 1007, 1008, 1009) or refused our credentials (HTTP 401/403, where the WebSocket
-// implementation reports it): then the client goes `offline` until `reconnect()`.
+// 1007, 1008, 1009), refused our credentials (HTTP 401/403, where the WebSocket implementation
+// reports it), or closed with 4001 (token expired) when there is no token callback to renew it:
+// then the client goes `offline` until `reconnect()`.
 
 import { Backoff, type BackoffOptions } from "./backoff.js";
 import { CloseCode, ErrorCode, FATAL_CLOSE_CODES, FATAL_HTTP_STATUSES } from "./codes.js";
@@ -493,6 +494,13 @@ export class RoomcastClient {
     if (fatal !== undefined) {
       this.#emit({ type: "disconnected", code, reason, willReconnect: false });
       this.#goOffline(closedEvent(`closed by the server: ${fatal} (close ${code})`, code), "offline");
+      return;
+    }
+    if (code === CloseCode.TOKEN_EXPIRED && typeof this.#token.source !== "function") {
+      // A fixed token cannot renew itself: the next handshake would be refused (a browser
+      // cannot even see that 401), so stop, as for the codes that mean we are at fault.
+      this.#emit({ type: "disconnected", code, reason, willReconnect: false });
+      this.#goOffline(closedEvent(`closed by the server: the token expired and no token callback can renew it (close ${code})`, code), "offline");
       return;
     }
     let cause = link.httpStatus !== null ? `HTTP ${link.httpStatus}` : "could not connect";

@@ -17,11 +17,13 @@ export const ErrorCode = {
   FORBIDDEN: "forbidden",
   RATE_LIMITED: "rate_limited",
   UNAVAILABLE: "unavailable",
+  INVALID_TOKEN: "invalid_token",
   BINARY_FRAME: "binary_frame",
   FRAME_TOO_BIG: "frame_too_big",
   FLOOD: "flood",
   SLOW_CONSUMER: "slow_consumer",
   PROTOCOL_VIOLATION: "protocol_violation",
+  TOO_MANY_FRAGMENTS: "too_many_fragments",
   ORIGIN: "origin",
   TOKEN_MISSING: "token_missing",
   TOKEN_EXPIRED: "token_expired",
@@ -32,6 +34,12 @@ export const ErrorCode = {
   TOKEN_INVALID: "token_invalid",
   TOKEN_NAME: "token_name",
   API_KEY_INVALID: "api_key_invalid",
+  TOKENS_OFF: "tokens_off",
+  DUPLICATE_HEADER: "duplicate_header",
+  MALFORMED_HEADER: "malformed_header",
+  MALFORMED_QUERY: "malformed_query",
+  DUPLICATE_TOKEN: "duplicate_token",
+  MALFORMED_REQUEST: "malformed_request",
   INVALID_REQUEST: "invalid_request",
   NOT_FOUND: "not_found",
   UNSUPPORTED_MEDIA_TYPE: "unsupported_media_type",
@@ -51,6 +59,8 @@ export const CloseCode = {
   MESSAGE_TOO_BIG: 1009,
   INTERNAL_ERROR: 1011,
   TRY_AGAIN_LATER: 1013,
+  /** The token ran out (exp + leeway) without a `refresh`: reconnect with a fresh one. */
+  TOKEN_EXPIRED: 4001,
 } as const;
 export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];
 

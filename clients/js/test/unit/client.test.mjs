@@ -360,3 +360,22 @@ test("a message restarts the typing interval", async () => {
   assert.equal(c.typing("r"), true, "the next keystroke after a message is announced");
   await c.close();
 });
+
+test("close 4001 (token expired): a token callback reconnects with a fresh token, a fixed token stops", async () => {
+  const fresh = ["t1", "t2"];
+  const renewing = client({ token: () => fresh.shift() });
+  const ws = await connected(renewing.client);
+  ws.drop(4001, "token expired");
+  assert.equal(renewing.client.state, "reconnecting");
+  mock.timers.tick(250);
+  await flush();
+  assert.deepEqual(FakeWebSocket.last.protocols, ["roomcast", "roomcast.token.t2"]);
+  await renewing.client.close();
+
+  const fixed = client({ token: "t0" });
+  const ws2 = await connected(fixed.client);
+  ws2.drop(4001, "token expired");
+  assert.equal(fixed.client.state, "offline");
+  assert.equal(fixed.of("closed")[0].code, 4001);
+  await fixed.client.close();
+});
