@@ -18,10 +18,14 @@ const $ = (id) => document.getElementById(id);
 
 function chatUrl() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  // With tokens required (docs/security.md), open the page as /?token=<jwt>.
-  const token = params.get("token");
-  const query = token ? `?token=${encodeURIComponent(token)}` : "";
-  return `${scheme}//${location.host}/chat${query}`;
+  return `${scheme}//${location.host}/chat`;
+}
+
+// With tokens required (docs/security.md), open the page as /#token=<jwt> (or /?token=<jwt>).
+// The client offers it as the `roomcast.token.` subprotocol, never in the WebSocket URL, which
+// proxies and servers log.
+function pageToken() {
+  return new URLSearchParams(location.hash.slice(1)).get("token") ?? params.get("token");
 }
 
 // Navigating keeps every other parameter (the token above all) and makes the room bookmarkable.
@@ -89,7 +93,11 @@ function failureText(code, client) {
 const STATUS = { idle: "idle", connecting: "connecting", connected: "connected", reconnecting: "reconnecting", offline: "offline", closed: "offline" };
 
 function startChat(room, requestedName) {
-  const client = new RoomcastClient(chatUrl(), requestedName, { backoff: BACKOFF, typingInterval: TYPING_INTERVAL_MS });
+  const client = new RoomcastClient(chatUrl(), requestedName, {
+    token: pageToken(),
+    backoff: BACKOFF,
+    typingInterval: TYPING_INTERVAL_MS,
+  });
   const timeline = new Timeline();
   const presence = new Map(); // username -> open connections
   const typing = new Map(); // username -> until when it is shown
