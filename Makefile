@@ -12,13 +12,40 @@ BENCH_STAMP := $(VENV)/.bench-installed
 # is a checkout-only package: it is on the path here, never in the wheel or the image.
 export PYTHONPATH := $(CURDIR)/node$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: run test test-unit test-integration test-adversarial lint deps venv system-deps bench clean format chaos
+.PHONY: run test test-unit test-integration test-adversarial lint deps venv system-deps bench clean format chaos docs js-deps js-bundle test-js
 
 run: deps ## start redis + 3 nodes + nginx on loopback; Ctrl-C stops them all
 	ulimit -n 65536 2>/dev/null || ulimit -n $$(ulimit -Hn); $(PY) -m roomcast_dev.devcluster
 
-test: deps deploy-deps browser-deps perf-deps ## every test: unit, integration (real redis-server, nginx, nodes), browser (Chromium), deployment (offline)
+test: deps deploy-deps browser-deps perf-deps js-deps ## every test: unit, integration (real redis-server, nginx, nodes), browser (Chromium), deployment (offline), the JS client, the docs site
 	ulimit -n 65536 2>/dev/null || true; $(PY) -m pytest -q
+	$(MAKE) test-js docs
+
+# The JavaScript client (clients/js): Node.js >= 20 and npm. Its unit and integration tests (the
+# browser tests of the page that runs on it are in pytest's tests/browser), the check that the
+# page's bundle is up to date, and the docs' TypeScript samples.
+JS_DIR := clients/js
+JS_STAMP := $(JS_DIR)/node_modules/.installed
+
+js-deps: $(JS_STAMP)
+
+$(JS_STAMP): $(JS_DIR)/package.json $(JS_DIR)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm not found: install Node.js >= 20 and npm"; exit 1; }
+	cd $(JS_DIR) && npm ci --no-audit --no-fund
+	touch $(JS_STAMP)
+
+test-js: deps js-deps
+	cd $(JS_DIR) && ROOMCAST_PYTHON=$(abspath $(PY)) npm run test:node
+
+# The chat page's copy of the package (loadbalancer/static/roomcast-client.js, committed: nginx
+# serves the page without a build step), then the Kubernetes ConfigMap that embeds the page.
+js-bundle: js-deps
+	cd $(JS_DIR) && npm run build
+	$(PY) loadbalancer/docker/sync_k8s.py
+
+# The documentation site (docs/, MkDocs + Material) into site/; any warning fails it.
+docs: deps
+	$(VENV)/bin/mkdocs build --strict --quiet
 
 test-unit: deps
 	$(PY) -m pytest -q tests/unit
@@ -126,7 +153,7 @@ compose-env:
 	    echo "ROOMCAST_REDIS_PASSWORD=$$(python3 -c 'import secrets; print(secrets.token_hex(16))')"; \
 	    echo "ROOMCAST_ALLOWED_ORIGINS="; \
 	    echo "ROOMCAST_API_KEYS=$$(python3 -c 'import secrets; print(secrets.token_hex(24))')"; } > .env; \
-	  chmod 600 .env; echo "wrote .env (tokens required: see README, Security)"; fi
+	  chmod 600 .env; echo "wrote .env (tokens required: see docs/security.md)"; fi
 
 # --- Browser tests (tests/browser): Debian's Chromium and its WebDriver, installed when missing ---
 .PHONY: browser-deps perf-deps

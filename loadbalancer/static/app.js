@@ -1,8 +1,11 @@
-// The chat page: the join form, then one room. Wires the connection (connection.js), the ordered
-// message list (timeline.js) and the DOM (ui.js), and exposes a read-only `window.roomcast`
-// for tests and curious people: `roomcast.state`, `roomcast.messages` (copies).
+// The chat page: the join form, then one room. A thin UI over the roomcast client package
+// (roomcast-client.js, built from clients/js: reconnects with backoff, resumes with `since`,
+// de-duplicates by offset, queues what is typed offline, acknowledges sends); this file wires it
+// to the ordered message list (timeline.js) and the DOM (ui.js), and exposes a read-only
+// `window.roomcast` for tests and curious people: `roomcast.state`, `roomcast.messages` (copies).
 
-import { RoomConnection } from "./connection.js";
+import { JoinError, RoomcastClient } from "./roomcast-client.js";
+import { BACKOFF, RECENT_HISTORY, TYPING_INTERVAL_MS } from "./settings.js";
 import { Timeline } from "./timeline.js";
 import * as ui from "./ui.js";
 
@@ -15,10 +18,14 @@ const $ = (id) => document.getElementById(id);
 
 function chatUrl() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  // With tokens required (README, Security), open the page as /?token=<jwt>.
-  const token = params.get("token");
-  const query = token ? `?token=${encodeURIComponent(token)}` : "";
-  return `${scheme}//${location.host}/chat${query}`;
+  return `${scheme}//${location.host}/chat`;
+}
+
+// With tokens required (docs/security.md), open the page as /#token=<jwt> (or /?token=<jwt>).
+// The client offers it as the `roomcast.token.` subprotocol, never in the WebSocket URL, which
+// proxies and servers log.
+function pageToken() {
+  return new URLSearchParams(location.hash.slice(1)).get("token") ?? params.get("token");
 }
 
 // Navigating keeps every other parameter (the token above all) and makes the room bookmarkable.
@@ -62,119 +69,220 @@ const LOSS_NOTICES = {
   unavailable: "Some messages could not be delivered (the server could not read them back in time). Reloaded its recent history.",
 };
 
-function startChat(room, username) {
+// Why a message was not sent, in words (SendError codes: the client's and the server's).
+function failureText(code, client) {
+  switch (code) {
+    case "too_big":
+      return `longer than the server accepts (${client.maxFrameBytes} bytes)`;
+    case "unconfirmed":
+      return "the connection was lost before the server confirmed it; it may or may not have been sent";
+    case "expired":
+      return "no connection for too long";
+    case "queue_full":
+      return "too many messages are waiting for the connection";
+    case "rate_limited":
+      return "too many messages at once: the server refused this one";
+    case "unavailable":
+      return "the server could not store this message (Redis is down)";
+    default:
+      return code;
+  }
+}
+
+// The badge's words for the client's states.
+const STATUS = { idle: "idle", connecting: "connecting", connected: "connected", reconnecting: "reconnecting", offline: "offline", closed: "offline" };
+
+function startChat(room, requestedName) {
+  const client = new RoomcastClient(chatUrl(), requestedName, {
+    token: pageToken(),
+    backoff: BACKOFF,
+    typingInterval: TYPING_INTERVAL_MS,
+  });
   const timeline = new Timeline();
   const presence = new Map(); // username -> open connections
   const typing = new Map(); // username -> until when it is shown
   const statusLog = []; // every status change, for tests and debugging
   const notices = [];
-  const outboxHandlers = {
-    onRetry: (id) => connection.retry(id),
-    onDiscard: (id) => connection.discard(id),
-  };
+  const outbox = []; // {id, text, status: queued | sent | failed, reason, outgoing}
+  let username = requestedName; // the server's word (joined) replaces it: tokens fix the name
+  let synced = false; // joined, and the catch-up (if any) has fully arrived
+  let lastDisconnect = null; // close code of the connection just lost, for the next notice
 
+  const snapshotStatus = () => ({
+    status: STATUS[client.state],
+    node: client.node,
+    retryAt: client.retryAt,
+    offlineReason: client.closed?.reason ?? null,
+  });
   const notice = (text, kind = "info") => {
     notices.push({ text, kind });
     ui.addNotice(text, kind);
   };
   const showTyping = () => ui.renderTyping([...typing.keys()]);
-  const showPresence = () => ui.renderPresence(presence, connection.username);
+  const showPresence = () => ui.renderPresence(presence, username);
+  const showOutbox = () => ui.renderOutbox(outbox, { onRetry: retry, onDiscard: discard });
   const addMessage = (message) => {
-    const index = timeline.insert(message);
+    const entry = { epoch: message.epoch, offset: message.offset, username: message.username, text: message.text, timestamp: message.timestamp, own: message.username === username };
+    const index = timeline.insert(entry);
     if (index < 0) return;
     if (typing.delete(message.username)) showTyping();
-    ui.insertMessage(message, timeline.entries[index + 1]);
+    ui.insertMessage(entry, timeline.entries[index + 1]);
   };
+  const reloadHistory = (limit) =>
+    client.history(room, limit).then(
+      (history) => history.messages.forEach(addMessage),
+      () => undefined, // lost with the connection: the next join brings what was missed
+    );
 
-  const onEvent = (kind, data) => {
-    switch (kind) {
-      case "status": {
-        const snapshot = connection.snapshot();
-        statusLog.push({ status: snapshot.status, node: snapshot.node, at: Date.now() });
-        ui.renderStatus(snapshot);
-        if (snapshot.status === "offline") notice(`Disconnected: ${snapshot.offlineReason}.`, "error");
-        break;
-      }
-      case "closed": {
-        const seconds = (data.delay / 1000).toFixed(1);
-        const what = connection.node === null ? "Could not connect" : `Connection lost (code ${data.code})`;
-        notice(`${what}; reconnecting in ${seconds} s…`, "warning");
-        typing.clear();
-        showTyping();
-        break;
-      }
-      case "joined":
-        ui.setIdentity(data.username);
-        if (!data.resumed) notice(`You joined #${room} as ${data.username} (on ${connection.node}).`);
-        else if (data.recovered) notice(`Reconnected to ${connection.node}: nothing was missed.`);
-        else notice(RECOVERY_NOTICES[data.reason] ?? `Reconnected, but not resumed (${data.reason}).`, "warning");
-        break;
-      case "message":
-        addMessage(data);
-        break;
-      case "loss":
-        notice(LOSS_NOTICES[data.reason] ?? `Some messages were lost (${data.reason}). Reloaded the history.`, "warning");
-        break;
-      case "history":
-        for (const message of data.messages) addMessage(message);
-        break;
-      case "presence":
-        presence.clear();
-        for (const member of data.members) presence.set(member.username, member.connections);
-        showPresence();
-        break;
-      case "user_joined":
-        presence.set(data.username, (presence.get(data.username) ?? 0) + 1);
-        showPresence();
-        notice(`${data.username} joined.`, "presence");
-        break;
-      case "user_left": {
-        const left = (presence.get(data.username) ?? 1) - 1;
-        if (left > 0) presence.set(data.username, left);
-        else presence.delete(data.username);
-        if (typing.delete(data.username)) showTyping();
-        showPresence();
-        notice(`${data.username} left.`, "presence");
-        break;
-      }
-      case "typing":
-        typing.set(data.username, Date.now() + TYPING_SHOWN_MS);
-        showTyping();
-        break;
-      case "outbox":
-        ui.renderOutbox(connection.outbox, outboxHandlers);
-        break;
-      case "error":
-        notice(`The server said: ${data.reason}`, "error");
-        break;
-      default:
-        break;
+  // The outbox: what was typed and not yet confirmed by the server's ack.
+  function send(text) {
+    const outgoing = client.send(room, text);
+    const item = { id: outgoing.id, text, status: "queued", reason: null, outgoing };
+    outbox.push(item);
+    outgoing.then(
+      () => {
+        outbox.splice(outbox.indexOf(item), 1);
+        showOutbox();
+      },
+      (error) => {
+        item.status = "failed";
+        item.reason = failureText(error.code, client);
+        showOutbox();
+      },
+    );
+    syncOutbox();
+  }
+  function retry(id) {
+    const item = outbox.find((entry) => entry.id === id && entry.status === "failed");
+    if (!item) return;
+    outbox.splice(outbox.indexOf(item), 1);
+    send(item.text);
+  }
+  function discard(id) {
+    const index = outbox.findIndex((entry) => entry.id === id);
+    if (index >= 0) outbox.splice(index, 1);
+    showOutbox();
+  }
+  function syncOutbox() {
+    for (const item of outbox) {
+      if (item.status !== "failed") item.status = item.outgoing.status === "sent" ? "sent" : "queued";
     }
-  };
+    showOutbox();
+  }
 
-  const connection = new RoomConnection({ url: chatUrl(), room, username, onEvent });
+  // A refused join (forbidden, invalid name...) cannot be fixed by reconnecting: stop, say why,
+  // and keep the room so that "Reconnect now" tries again and what is typed meanwhile waits.
+  function joinRoom() {
+    client.join(room).catch((error) => {
+      if (!(error instanceof JoinError)) return; // the client rejoins by itself
+      client.disconnect(`the server refused to join: ${error.error.reason}`);
+      joinRoom();
+    });
+  }
+
+  client.on("state", ({ state }) => {
+    const status = snapshotStatus();
+    statusLog.push({ status: status.status, node: status.node, at: Date.now() });
+    ui.renderStatus(status);
+    if (status.status === "offline") notice(`Disconnected: ${status.offlineReason}.`, "error");
+  });
+  client.on("disconnected", ({ code }) => {
+    synced = false;
+    lastDisconnect = code;
+    typing.clear();
+    showTyping();
+  });
+  client.on("reconnecting", ({ delay }) => {
+    const what = lastDisconnect === null ? "Could not connect" : `Connection lost (code ${lastDisconnect})`;
+    lastDisconnect = null;
+    notice(`${what}; reconnecting in ${(delay / 1000).toFixed(1)} s…`, "warning");
+    ui.renderStatus(snapshotStatus());
+  });
+  client.on("joined", (joined) => {
+    if (joined.room !== room || joined.already) return;
+    username = joined.username;
+    ui.setIdentity(username);
+    showPresence();
+    if (joined.recovered === null) {
+      notice(`You joined #${room} as ${username} (on ${client.node}).`);
+      reloadHistory(RECENT_HISTORY);
+    } else if (joined.recovered) {
+      notice(`Reconnected to ${client.node}: nothing was missed.`);
+    } else {
+      notice(RECOVERY_NOTICES[joined.reason] ?? `Reconnected, but not resumed (${joined.reason}).`, "warning");
+    }
+    // Frames are answered in order: the presence answer comes after the join's catch-up.
+    client.presence(room).then(
+      (answer) => {
+        presence.clear();
+        for (const member of answer.members) presence.set(member.username, member.connections);
+        showPresence();
+      },
+      () => undefined,
+    ).finally(() => {
+      if (client.isJoined(room)) synced = true;
+    });
+  });
+  // Messages may be missing (a resume that could not recover, a loss notice): reload history.
+  client.on("gap", (gap) => gap.room === room && reloadHistory());
+  client.on("loss", (loss) => {
+    if (loss.room === room) notice(LOSS_NOTICES[loss.reason] ?? `Some messages were lost (${loss.reason}). Reloaded the history.`, "warning");
+  });
+  client.on("message", (message) => message.room === room && addMessage(message));
+  client.on("user_joined", ({ room: where, username: who }) => {
+    if (where !== room) return;
+    presence.set(who, (presence.get(who) ?? 0) + 1);
+    showPresence();
+    notice(`${who} joined.`, "presence");
+  });
+  client.on("user_left", ({ room: where, username: who }) => {
+    if (where !== room) return;
+    const left = (presence.get(who) ?? 1) - 1;
+    if (left > 0) presence.set(who, left);
+    else presence.delete(who);
+    if (typing.delete(who)) showTyping();
+    showPresence();
+    notice(`${who} left.`, "presence");
+  });
+  client.on("typing", ({ room: where, username: who }) => {
+    if (where !== room || who === username) return;
+    typing.set(who, Date.now() + TYPING_SHOWN_MS);
+    showTyping();
+  });
+  client.on("outbox", syncOutbox);
+  client.on("error", (error) => {
+    // Refused messages show in the outbox, refused joins in the badge; typing hints do not matter.
+    if (typeof error.id === "number" || (String(error.id).startsWith("join:") && error.code !== "unavailable")) return;
+    if (error.reason.includes("typing")) return;
+    notice(`The server said: ${error.reason}`, "error");
+  });
 
   $("send").addEventListener("submit", (event) => {
     event.preventDefault();
     const text = $("text").value;
     if (!text.trim()) return;
-    connection.send(text);
+    send(text);
     $("text").value = "";
   });
-  $("text").addEventListener("input", () => {
-    if ($("text").value.trim()) connection.typing();
-  });
+  // Throttled by the client, with a trailing notice: whoever keeps typing is announced again.
+  let typingLater = null;
+  const announceTyping = () => {
+    typingLater = null;
+    if (!$("text").value.trim() || client.typing(room) || !client.isJoined(room)) return;
+    typingLater = setTimeout(announceTyping, TYPING_INTERVAL_MS / 3);
+  };
+  $("text").addEventListener("input", () => typingLater === null && announceTyping());
   $("leave").addEventListener("click", () => {
-    connection.stop();
+    client.close();
     navigate({ room: null });
   });
-  $("reconnect").addEventListener("click", () => connection.reconnectNow());
-  window.addEventListener("online", () => connection.reconnectNow());
+  $("reconnect").addEventListener("click", () => client.reconnect());
+  window.addEventListener("online", () => client.reconnect());
   window.addEventListener("offline", () => notice("The browser reports no network.", "warning"));
 
   // The countdown in the badge, and typing hints that expire.
   setInterval(() => {
-    if (connection.retryAt !== null) ui.renderStatus(connection.snapshot());
+    if (client.retryAt !== null) ui.renderStatus(snapshotStatus());
     const now = Date.now();
     let expired = false;
     for (const [name, until] of typing) {
@@ -183,11 +291,18 @@ function startChat(room, username) {
     if (expired) showTyping();
   }, TICK_MS);
 
-  ui.showChat(room, username);
-  connection.start();
+  ui.showChat(room, requestedName);
+  joinRoom();
 
   return () => ({
-    ...connection.snapshot(),
+    ...snapshotStatus(),
+    synced: synced && client.isJoined(room),
+    connection: client.connectionId,
+    room,
+    username,
+    attempt: client.attempt,
+    lastSeen: client.position(room),
+    outbox: outbox.map(({ id, text, status, reason }) => ({ id, text, status, reason })),
     presence: Object.fromEntries(presence),
     typing: [...typing.keys()],
     statusLog,

@@ -363,12 +363,15 @@ def test_backoff_is_exponential_with_full_jitter(
     result = page.driver.execute_async_script(
         """
         const done = arguments[arguments.length - 1];
-        import("/connection.js").then((m) => done({
-          base: m.BACKOFF_BASE_MS,
-          cap: m.BACKOFF_CAP_MS,
-          samples: [...Array(10).keys()].map(
-            (attempt) => Array.from({ length: 400 }, () => m.backoffDelay(attempt))),
-        }), (error) => done({ error: String(error) }));
+        Promise.all([import("/roomcast-client.js"), import("/settings.js")]).then(([m, s]) => {
+          const backoff = new m.Backoff(s.BACKOFF);
+          done({
+            base: s.BACKOFF.base,
+            cap: s.BACKOFF.cap,
+            samples: [...Array(10).keys()].map(
+              (attempt) => Array.from({ length: 400 }, () => backoff.delay(attempt + 1))),
+          });
+        }, (error) => done({ error: String(error) }));
         """
     )
     assert "error" not in result, result

@@ -39,7 +39,7 @@ from tests.support.wsclient import scaled
 pytestmark = pytest.mark.integration
 E = TypeVar("E")
 
-# History long enough to replay the whole outage of the kill scenario (README: tuning N).
+# History long enough to replay the whole outage of the kill scenario (docs/guarantees.md, N).
 RECOVERY_ENV = dict(FAST_ENV, ROOMCAST_HISTORY_SIZE="1000")
 QUICK_RETRY = Backoff(base=0.1, cap=1.0)
 SECRET = "client-test-secret-" + "x" * 32

@@ -22,7 +22,7 @@ from tests.support.wsclient import Client, scaled
 pytestmark = pytest.mark.integration
 
 
-# History long enough to cover the whole outage of these scenarios (see README: tuning N).
+# History long enough to cover the whole outage of these scenarios (docs/guarantees.md, N).
 RECOVERY_ENV = dict(FAST_ENV, ROOMCAST_HISTORY_SIZE="1000")
 
 

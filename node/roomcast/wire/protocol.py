@@ -1,6 +1,6 @@
 """The JSON wire protocol of the WebSocket: client frames in, server events out. No I/O here.
 
-Client → server (the article's protocol, plus a strict superset; README "The protocol"):
+Client → server (the article's protocol, plus a strict superset; docs/protocol.md):
     {"type": "join", "room": R, "username": U, ["since": {"epoch": E, "offset": N}]}
     {"type": "message", "text": T, ["room": R], ["timestamp": ignored]}
     {"type": "typing", ["room": R]}

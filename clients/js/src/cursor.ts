@@ -1,0 +1,94 @@
+// Where a client is in a room's stream: the epoch and the last offset it delivered. This is what
+// makes resume exactly-once: rejoin with `since` = this position, and never deliver an offset at
+// or below it again, even if a server (or a bug) sent it twice (roomcast.client.cursor).
+
+import type { GapEvent, JoinedEvent, LossEvent, MessageEvent, ResumedEvent } from "./events.js";
+
+export interface Since {
+  epoch: string;
+  offset: number;
+}
+
+export class RoomCursor {
+  readonly room: string;
+  epoch: string | null = null;
+  offset = 0;
+  duplicatesDropped = 0;
+  /** A loss notice already told of the hole before the next message (its end was unknown). */
+  #holeAnnounced = false;
+
+  constructor(room: string) {
+    this.room = room;
+  }
+
+  /** The `since` of a rejoin, or null when nothing was seen yet (a plain join). */
+  since(): Since | null {
+    return this.epoch === null ? null : { epoch: this.epoch, offset: this.offset };
+  }
+
+  /** Move to the join's position; say whether a resume kept the stream whole. */
+  onJoined(joined: JoinedEvent): ResumedEvent | GapEvent | null {
+    if (joined.already) return null;
+    if (joined.recovered === true && joined.epoch === this.epoch) {
+      return { type: "resumed", room: this.room, epoch: joined.epoch, offset: this.offset };
+    }
+    this.epoch = joined.epoch;
+    this.offset = joined.offset;
+    if (joined.recovered === null) return null;
+    // recovered false, or "recovered" into another epoch (which would be a server bug).
+    return this.#gap(joined.reason ?? "epoch_changed");
+  }
+
+  /** Whether to deliver `message`, and the gap it reveals, if any. */
+  accept(message: MessageEvent): [deliver: boolean, gap: GapEvent | null] {
+    if (this.epoch === null) {
+      this.epoch = message.epoch;
+      this.offset = message.offset;
+      return [true, null];
+    }
+    if (message.epoch !== this.epoch) {
+      // The room's history was lost under a live connection (Redis restarted empty): offsets
+      // start again, and whatever came before this one in the new epoch is unknown.
+      this.epoch = message.epoch;
+      this.offset = message.offset;
+      this.#holeAnnounced = false;
+      return [true, this.#gap("epoch_changed")];
+    }
+    if (message.offset <= this.offset) {
+      this.duplicatesDropped += 1;
+      return [false, null];
+    }
+    const gap = message.offset > this.offset + 1 && !this.#holeAnnounced ? this.#gap("offsets_skipped") : null;
+    this.#holeAnnounced = false;
+    this.offset = message.offset;
+    return [true, gap];
+  }
+
+  /** The server gave up on some offsets: continue after them, and say so (once). */
+  onLoss(loss: LossEvent): GapEvent | null {
+    if (loss.reason === "epoch_changed") {
+      if (this.epoch !== null && loss.epoch !== this.epoch) return null; // an epoch already left
+      if (loss.newEpoch === null) {
+        // The room has no message in its new epoch yet: the next one starts it.
+        this.epoch = null;
+        this.offset = 0;
+        return { type: "gap", room: this.room, reason: loss.reason, epoch: "", offset: 0 };
+      }
+      // The new epoch's messages follow from its offset 1: none of them is a gap.
+      this.epoch = loss.newEpoch;
+      this.offset = 0;
+      return this.#gap(loss.reason);
+    }
+    if (loss.epoch !== this.epoch) return null;
+    if (loss.toOffset === null) {
+      this.#holeAnnounced = true; // up to the next message, whose offset ends the hole
+    } else {
+      this.offset = Math.max(this.offset, loss.toOffset);
+    }
+    return this.#gap(loss.reason);
+  }
+
+  #gap(reason: string): GapEvent {
+    return { type: "gap", room: this.room, reason, epoch: this.epoch ?? "", offset: this.offset };
+  }
+}

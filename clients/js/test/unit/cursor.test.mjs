@@ -1,0 +1,58 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { RoomCursor } from "../../dist/index.js";
+import { joined as joinedFrame, message } from "../support/fake-socket.mjs";
+
+// As parseEvent gives it.
+const joined = (room, offset, extra = {}) => ({ recovered: null, reason: null, already: false, ...joinedFrame(room, offset), ...extra });
+
+test("every offset is delivered once: repeats and older ones are dropped and counted", () => {
+  const cursor = new RoomCursor("r");
+  const delivered = [];
+  for (const offset of [1, 2, 2, 3, 1, 4, 4]) {
+    const [deliver, gap] = cursor.accept(message("r", offset));
+    assert.equal(gap, null);
+    if (deliver) delivered.push(offset);
+  }
+  assert.deepEqual(delivered, [1, 2, 3, 4]);
+  assert.equal(cursor.duplicatesDropped, 3);
+  assert.deepEqual(cursor.since(), { epoch: "e1", offset: 4 });
+});
+
+test("a hole in the offsets and a new epoch are reported as gaps", () => {
+  const cursor = new RoomCursor("r");
+  cursor.accept(message("r", 1));
+  const [deliver, gap] = cursor.accept(message("r", 5));
+  assert.ok(deliver);
+  assert.deepEqual(gap, { type: "gap", room: "r", reason: "offsets_skipped", epoch: "e1", offset: 1 });
+  const [, epochGap] = cursor.accept(message("r", 1, "x", { epoch: "e2" }));
+  assert.equal(epochGap.reason, "epoch_changed");
+  assert.deepEqual(cursor.since(), { epoch: "e2", offset: 1 });
+});
+
+test("a join moves the cursor; a resume says whether the stream stayed whole", () => {
+  const cursor = new RoomCursor("r");
+  assert.equal(cursor.since(), null);
+  assert.equal(cursor.onJoined(joined("r", 7)), null);
+  assert.deepEqual(cursor.since(), { epoch: "e1", offset: 7 });
+  const resumed = cursor.onJoined(joined("r", 9, { recovered: true }));
+  assert.deepEqual(resumed, { type: "resumed", room: "r", epoch: "e1", offset: 7 });
+  assert.deepEqual(cursor.since(), { epoch: "e1", offset: 7 }, "the replay brings 8 and 9");
+  const gap = cursor.onJoined(joined("r", 40, { recovered: false, reason: "too_old" }));
+  assert.deepEqual(gap, { type: "gap", room: "r", reason: "too_old", epoch: "e1", offset: 40 });
+});
+
+test("a loss notice moves the cursor past the lost offsets or into the new epoch", () => {
+  const cursor = new RoomCursor("r");
+  cursor.accept(message("r", 3));
+  const lost = { type: "loss", room: "r", reason: "too_old", epoch: "e1", fromOffset: 4, toOffset: 6, newEpoch: null };
+  assert.equal(cursor.onLoss(lost).reason, "too_old");
+  assert.deepEqual(cursor.accept(message("r", 7)), [true, null], "no second gap for 4..6");
+  const open = { ...lost, reason: "unavailable", fromOffset: 8, toOffset: null };
+  assert.ok(cursor.onLoss(open));
+  assert.deepEqual(cursor.accept(message("r", 12)), [true, null], "the next message ends the hole");
+  const epoch = { ...lost, reason: "epoch_changed", fromOffset: 13, toOffset: null, newEpoch: "e2" };
+  assert.equal(cursor.onLoss(epoch).epoch, "e2");
+  assert.deepEqual(cursor.accept(message("r", 1, "x", { epoch: "e2" })), [true, null]);
+  assert.equal(cursor.onLoss({ ...epoch, epoch: "e0" }), null, "about an epoch already left");
+});

@@ -1,0 +1,36 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { parseEvent } from "../../dist/index.js";
+
+test("every server frame becomes a typed event with camelCase fields", () => {
+  assert.deepEqual(parseEvent('{"type":"welcome","node":"n","connection":"c","max_rooms":16,"max_frame_bytes":65536}'), {
+    type: "welcome", node: "n", connection: "c", maxRooms: 16, maxFrameBytes: 65536,
+  });
+  assert.deepEqual(parseEvent('{"type":"joined","room":"r","username":"u","epoch":"e","offset":3,"recovered":false,"reason":"too_old"}'), {
+    type: "joined", room: "r", username: "u", epoch: "e", offset: 3, recovered: false, reason: "too_old", already: false, id: null,
+  });
+  assert.equal(parseEvent('{"type":"joined","room":"r","already":true}').already, true);
+  assert.deepEqual(parseEvent('{"type":"ack","id":4,"room":"r","epoch":"e","offset":9}'), { type: "ack", id: 4, room: "r", epoch: "e", offset: 9 });
+  assert.deepEqual(parseEvent('{"type":"error","code":"rate_limited","reason":"slow down","room":"r","id":"x"}'), {
+    type: "error", code: "rate_limited", reason: "slow down", room: "r", id: "x",
+  });
+  assert.deepEqual(parseEvent('{"type":"presence","room":"r","members":[{"username":"a","connections":2}],"id":"q1"}'), { type: "presence", room: "r", members: [{ username: "a", connections: 2 }], id: "q1" });
+  const history = parseEvent('{"type":"history","room":"r","epoch":"e","offset":1,"messages":[{"type":"message","room":"r","username":"a","text":"t","timestamp":5,"offset":1,"epoch":"e"}]}');
+  assert.equal(history.messages[0].text, "t");
+  assert.deepEqual(parseEvent('{"type":"loss","room":"r","reason":"epoch_changed","epoch":"e","from_offset":4,"to_offset":null,"new_epoch":"f"}'), {
+    type: "loss", room: "r", reason: "epoch_changed", epoch: "e", fromOffset: 4, toOffset: null, newEpoch: "f",
+  });
+  for (const kind of ["user_joined", "user_left", "typing"]) {
+    assert.deepEqual(parseEvent(`{"type":"${kind}","room":"r","username":"a"}`), { type: kind, room: "r", username: "a" });
+  }
+});
+
+test("nothing it cannot read throws: it becomes an unknown event with the raw text", () => {
+  for (const raw of ["not json", "[1,2]", "null", '"text"', '{"no":"type"}', '{"type":"message","room":"r"}', '{"type":"ack","room":"r","epoch":"e","offset":1}', '{"type":"newer_server_event","x":1}', '{"type":"message","room":"r","username":"a","text":"t","timestamp":1,"offset":1.5,"epoch":"e"}']) {
+    const event = parseEvent(raw);
+    assert.equal(event.type, "unknown", raw);
+    assert.equal(event.raw, raw);
+  }
+  assert.equal(parseEvent('{"type":"newer_server_event"}').frameType, "newer_server_event");
+  assert.equal(parseEvent('{"type":"__proto__"}').type, "unknown");
+});

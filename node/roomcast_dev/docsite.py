@@ -1,0 +1,358 @@
+"""MkDocs hooks for docs/: the tables that must not drift are generated from the code.
+
+A page says where a table goes with a marker line (``<!-- generated: NAME -->``); the hook
+replaces it when the site is built (``make docs``, ``mkdocs build --strict``):
+
+- ``error-codes``, ``close-codes``, ``recovery-statuses``, ``loss-reasons``: every member of
+  :mod:`roomcast.wire.codes`, each with its meaning below; a member without one (or a meaning
+  for a member that no longer exists) fails the build.
+- ``settings``: every field of :class:`roomcast.runtime.config.Settings` as its ``ROOMCAST_*``
+  variable, its default and its meaning (same rule), ``_FILE`` variants included.
+- ``openapi``: the live OpenAPI document (:func:`roomcast.wire.openapi.document`) rendered as
+  one section per operation, and served whole as ``openapi.json``.
+
+``on_files`` also publishes the benchmark's plots (``bench/results/*.png``) under ``bench/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from enum import Enum
+from pathlib import Path
+from typing import Any, Final
+
+from roomcast.runtime.config import FILE_VARIABLES, Settings, env_name
+from roomcast.wire.codes import (
+    FATAL_CLOSE_CODES,
+    CloseCode,
+    ErrorCode,
+    LossReason,
+    RecoveryStatus,
+)
+from roomcast.wire.openapi import document
+
+ROOT: Final = Path(__file__).resolve().parents[2]
+MARKER: Final = re.compile(r"^<!-- generated: ([a-z-]+) -->$", re.M)
+
+
+class DocsError(Exception):
+    """A generated table is missing a meaning, or keeps one for something that is gone."""
+
+
+ERROR_MEANINGS: Final[dict[str, str]] = {
+    "INVALID_UTF8": "a text frame that is not UTF-8 (closed with 1007)",
+    "INVALID_JSON": "the frame (or HTTP body) is not JSON",
+    "INVALID_FRAME": "not a JSON object, or `type` missing or not a string",
+    "UNKNOWN_TYPE": "a `type` the server does not know",
+    "INVALID_ROOM": "not 1-64 of `A-Z a-z 0-9 _ . : @ -`",
+    "INVALID_USERNAME": "not 1-32 letters, digits, spaces or `. @ - _ '`, or blank",
+    "INVALID_TEXT": "`text` is not a string",
+    "INVALID_SINCE": '`since` is not `{"offset": N, "epoch": E}`',
+    "INVALID_LIMIT": "`limit` is not a whole number 1-10000",
+    "NOT_JOINED": "the frame names (or implies) a room this connection has not joined",
+    "TOO_MANY_ROOMS": "one join more than `ROOMCAST_MAX_ROOMS_PER_CONNECTION`",
+    "FORBIDDEN": "the token's `rooms` claim does not allow this room",
+    "RATE_LIMITED": "over a rate limit: the frame was dropped (HTTP: 429 with `Retry-After`)",
+    "UNAVAILABLE": "Redis is down: the message was **not** sent (HTTP: 503)",
+    "INVALID_TOKEN": "a `refresh` whose token is not a string or is refused (the reason says why)",
+    "BINARY_FRAME": "a binary frame: the connection is closed with 1003",
+    "FRAME_TOO_BIG": "a frame over `ROOMCAST_MAX_FRAME_BYTES`: closed with 1009 (HTTP: 413)",
+    "FLOOD": "kept sending while rate-limited: closed with 1008",
+    "SLOW_CONSUMER": "did not read fast enough: closed with 1013",
+    "PROTOCOL_VIOLATION": "a WebSocket protocol error: closed with 1002",
+    "TOO_MANY_FRAGMENTS": "a message split into more than `ROOMCAST_MAX_FRAGMENTS` frames: 1009",
+    "ORIGIN": "handshake from a browser origin not in `ROOMCAST_ALLOWED_ORIGINS` (403)",
+    "TOKEN_MISSING": "tokens are required and none was given (401)",
+    "TOKEN_EXPIRED": "the token's `exp` has passed (401)",
+    "TOKEN_NOT_YET_VALID": "the token's `nbf`/`iat` is in the future (401)",
+    "TOKEN_AUDIENCE": "the token's `aud` is not `ROOMCAST_AUTH_AUDIENCE` (401)",
+    "TOKEN_ISSUER": "the token's `iss` is not `ROOMCAST_AUTH_ISSUER` (401)",
+    "TOKEN_SIGNATURE": "the token's signature does not verify (401)",
+    "TOKEN_INVALID": "not a token roomcast can read (401)",
+    "TOKEN_NAME": "the token's `name` claim is not a valid username (403)",
+    "API_KEY_INVALID": "an HTTP API key that is not in `ROOMCAST_API_KEYS` (401)",
+    "TOKENS_OFF": "a `refresh` on a node that does not use tokens",
+    "DUPLICATE_HEADER": "a handshake with two `Host`, `Origin`, `Authorization`... headers (400)",
+    "MALFORMED_HEADER": "a handshake header that is not what it must be, e.g. a bad `Origin` (400)",
+    "MALFORMED_QUERY": "a handshake with more than 16 query fields (400)",
+    "DUPLICATE_TOKEN": "a handshake offering more than one token (query and/or subprotocols) (400)",
+    "MALFORMED_REQUEST": "a request websockets cannot parse (a body, a bad header line) (400)",
+    "INVALID_REQUEST": "an HTTP request the API cannot read (400, 414)",
+    "NOT_FOUND": "no such HTTP endpoint (404)",
+    "UNSUPPORTED_MEDIA_TYPE": "an HTTP body that is not `application/json` (415)",
+    "INTERNAL_ERROR": "a bug in the node: the HTTP answer is 500",
+}
+
+CLOSE_MEANINGS: Final[dict[str, str]] = {
+    "NORMAL": "a normal close",
+    "GOING_AWAY": "the node is shutting down (drain): reconnect, nginx sends you to another node",
+    "PROTOCOL_ERROR": "a WebSocket protocol violation",
+    "UNSUPPORTED_DATA": "a binary frame (only JSON text frames are spoken)",
+    "ABNORMAL": "never sent: what a client sees when the connection just died",
+    "INVALID_DATA": "a text frame that is not valid UTF-8",
+    "POLICY_VIOLATION": "flood: kept sending while rate-limited",
+    "MESSAGE_TOO_BIG": "a message over `ROOMCAST_MAX_FRAME_BYTES`, or split into more than "
+    "`ROOMCAST_MAX_FRAGMENTS` frames",
+    "INTERNAL_ERROR": "a bug in the node",
+    "TRY_AGAIN_LATER": "slow consumer: did not read its messages fast enough; resume with `since`",
+    "TOKEN_EXPIRED": "the token expired (no `refresh` before `exp` + `ROOMCAST_AUTH_LEEWAY`)",
+}
+
+RECOVERY_MEANINGS: Final[dict[str, str]] = {
+    "RECOVERED": "every missed message follows, then live ones (`recovered: true`)",
+    "EPOCH_CHANGED": "the room's history was lost (Redis restarted empty): reload",
+    "TOO_OLD": "more was missed than history keeps (size or age): reload with `history`",
+    "OVERLOADED": "the room outran the catch-up buffer: reload with `history`",
+    "NOT_REQUESTED": "a join without `since`: live from the join on",
+}
+
+LOSS_MEANINGS: Final[dict[str, str]] = {
+    "EPOCH_CHANGED": "Redis lost the room's history; the room goes on in `new_epoch` from offset 1",
+    "TOO_OLD": "the missed offsets are no longer in the room's history",
+    "UNAVAILABLE": "Redis could not be read back in time to fill the gap",
+}
+
+SETTING_MEANINGS: Final[dict[str, str]] = {
+    "host": "address of the public port (use `0.0.0.0` in containers)",
+    "port": "public port: WebSocket endpoint `/chat`, HTTP API `/api/` (0: any free port, logged)",
+    "metrics_host": "address of the internal port (unset: same as `ROOMCAST_HOST`)",
+    "metrics_port": "internal port: `/healthz`, `/readyz`, `/metrics`",
+    "redis_url": "`redis://`, `rediss://` or `unix://` (cluster: comma-separated seeds); "
+    "unset: in-process broker, one node, no Redis",
+    "redis_mode": "`standalone`, `cluster` or `sentinel` (see Operations, Redis topologies)",
+    "redis_sentinels": "`host:port` of each sentinel, comma-separated (sentinel mode)",
+    "redis_sentinel_master": "the name the sentinels monitor (sentinel mode)",
+    "redis_sentinel_username": "the sentinels' own ACL user, apart from the primary's",
+    "redis_sentinel_password": "the sentinels' own `requirepass`, apart from the primary's",
+    "node_id": "shown in `welcome`, logs and connection ids (default: the host name)",
+    "max_frame_bytes": "larger client frames are closed with 1009; larger API bodies get 413",
+    "max_rooms_per_connection": "joins beyond it get `too_many_rooms`",
+    "send_buffer_bytes": "per-connection outgoing bound before a 1013 close",
+    "rate_limit_per_second": "token bucket per connection for frames of every type: rate",
+    "rate_limit_burst": "the same bucket's burst",
+    "handshake_timeout": "seconds to complete the HTTP upgrade",
+    "ping_interval": "seconds; a connection silent for a whole interval after a ping is closed",
+    "close_timeout": "seconds for a client to finish a close before the socket is cut",
+    "drain_timeout": "seconds from SIGTERM to exit",
+    "redis_timeout": "connect/confirm/reply timeout towards Redis, seconds",
+    "history_size": "messages kept per room for recovery and `history` (N)",
+    "history_ttl": "seconds a room's history outlives its last message (T)",
+    "presence_ttl": "seconds without heartbeat after which a node's members leave presence",
+    "auth_secret": "token signing secret (HS256, 32+ characters); unset, with no public key: "
+    "open mode",
+    "auth_public_key": "token public key (PEM; RS256 or ES256)",
+    "auth_audience": "required `aud` claim",
+    "auth_issuer": "required `iss` claim",
+    "allowed_origins": "comma list of browser origins, `https://*.example.com` patterns; "
+    "unset: any",
+    "trusted_proxies": "addresses/networks whose `X-Forwarded-For` is believed",
+    "message_rate_per_second": "chat messages per connection: rate",
+    "message_rate_burst": "chat messages per connection: burst",
+    "typing_rate_per_second": "typing events per connection: rate",
+    "typing_rate_burst": "typing events per connection: burst",
+    "max_fragments": "frames one message may be split into (then 1009)",
+    "client_receive_bytes_per_second": "bytes per client (token `sub`, or address) over its "
+    "connections, per node, each frame counting its payload + 1024: rate",
+    "client_receive_bytes_burst": "the same, burst",
+    "auth_leeway": "seconds of clock skew on `exp`/`nbf`/`iat`; also how long after `exp` an "
+    "unrefreshed connection is closed (4001)",
+    "join_rate_per_second": "joins per connection: rate",
+    "join_rate_burst": "joins per connection: burst",
+    "client_message_rate_per_second": "messages per client (token `sub`, or address) over its "
+    "connections, per node: rate",
+    "client_message_rate_burst": "the same, burst",
+    "client_join_rate_per_second": "joins per client, per node: rate",
+    "client_join_rate_burst": "joins per client, per node: burst",
+    "room_message_rate_per_second": "messages per room, per node: rate",
+    "room_message_rate_burst": "messages per room, per node: burst",
+    "token_refresh_notice": "seconds before `exp` that `token_expiring` is sent",
+    "api_keys": "keys of backend services for the HTTP API (comma list, 24+ characters each)",
+    "api_rate_per_second": "HTTP API requests per API key, token subject or (open mode) "
+    "address: rate",
+    "api_rate_burst": "the same, burst",
+    "sse_heartbeat": "seconds between comment lines on quiet event streams",
+    "http_idle_timeout": "seconds an idle keep-alive API connection stays open",
+    "gc_threshold": "young-generation threshold of Python's garbage collector (CPython's default "
+    "is 700: ~7 % of a node's CPU in a connect storm)",
+    "compression": "permessage-deflate; off: it costs CPU and ~50 KiB per connection",
+    "log_level": "`DEBUG`, `INFO`, `WARNING`, `ERROR`; logs are JSON lines, never message texts",
+}
+
+
+def _checked(what: str, names: list[str], meanings: dict[str, str]) -> None:
+    missing = [n for n in names if n not in meanings]
+    stale = [n for n in meanings if n not in names]
+    if missing or stale:
+        raise DocsError(
+            f"{what}: no meaning in roomcast_dev/docsite.py for {missing}; "
+            f"meanings for what no longer exists: {stale}"
+        )
+
+
+def _enum_table(enum: type[Enum], meanings: dict[str, str], value_title: str) -> str:
+    _checked(enum.__name__, [m.name for m in enum], meanings)
+    rows = [f"| {value_title} | meaning |", "|---|---|"]
+    rows += [f"| `{m.value}` | {meanings[m.name]} |" for m in enum]
+    return "\n".join(rows)
+
+
+def close_codes_table() -> str:
+    _checked("CloseCode", [m.name for m in CloseCode], CLOSE_MEANINGS)
+    rows = ["| code | meaning | the clients |", "|---|---|---|"]
+    for member in CloseCode:
+        fatal = member in FATAL_CLOSE_CODES
+        action = "stop (a fault of ours: retrying repeats it)" if fatal else "reconnect, resume"
+        if member is CloseCode.NORMAL:
+            action = "reconnect unless they closed"
+        if member is CloseCode.TOKEN_EXPIRED:
+            action = "reconnect with a fresh token (from a token callback); with a fixed one, stop"
+        rows.append(f"| {member.value} | {CLOSE_MEANINGS[member.name]} | {action} |")
+    return "\n".join(rows)
+
+
+def _default(field: dataclasses.Field[Any]) -> str:
+    if field.name == "node_id":
+        return "host name"
+    if field.default is dataclasses.MISSING:
+        return "—"
+    value = field.default
+    if value is None or value == ():
+        return "unset"
+    if isinstance(value, tuple):
+        value = ",".join(value)
+    if isinstance(value, bool):
+        value = str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return f"`{value}`"
+
+
+def settings_table() -> str:
+    fields = dataclasses.fields(Settings)
+    _checked("Settings", [f.name for f in fields], SETTING_MEANINGS)
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for field in fields:
+        name = f"`{env_name(field.name)}`"
+        if field.name in FILE_VARIABLES:
+            name += f" (or `{env_name(field.name)}_FILE`)"
+        rows.append(f"| {name} | {_default(field)} | {SETTING_MEANINGS[field.name]} |")
+    return "\n".join(rows)
+
+
+def _schema_text(schema: dict[str, Any]) -> str:
+    if "$ref" in schema:
+        name = str(schema["$ref"]).rsplit("/", 1)[-1]
+        return f"[`{name}`](#schema-{name.lower()})"
+    return f"`{json.dumps(schema, ensure_ascii=False)}`"
+
+
+def openapi_markdown() -> str:
+    spec = document()
+    out = [
+        f"OpenAPI {spec['openapi']}, *{spec['info']['title']}* {spec['info']['version']}: "
+        "the whole document is [openapi.json](openapi.json) (a node serves the same at "
+        "`/api/openapi.json`).",
+    ]
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            out.append(f"\n### `{method.upper()} {path}`\n\n{operation.get('summary', '')}\n")
+            if operation.get("description"):
+                out.append(f"{operation['description']}\n")
+            parameters = operation.get("parameters", [])
+            if parameters:
+                out.append("| parameter | in | required | schema | description |")
+                out.append("|---|---|---|---|---|")
+                for p in parameters:
+                    out.append(
+                        f"| `{p['name']}` | {p['in']} | {'yes' if p.get('required') else 'no'} "
+                        f"| {_schema_text(p.get('schema', {}))} | {p.get('description', '')} |"
+                    )
+                out.append("")
+            body = operation.get("requestBody")
+            if body:
+                for media, content in body["content"].items():
+                    out.append(f"Body (`{media}`): {_schema_text(content['schema'])}\n")
+            out.append("| status | meaning | body |")
+            out.append("|---|---|---|")
+            for status, response in operation["responses"].items():
+                contents = response.get("content", {})
+                bodies = ", ".join(
+                    f"`{media}` {_schema_text(c['schema'])}" if "schema" in c else f"`{media}`"
+                    for media, c in contents.items()
+                )
+                out.append(f"| {status} | {response['description']} | {bodies or '—'} |")
+    out.append("\n### Schemas\n")
+    for name, schema in spec["components"]["schemas"].items():
+        out.append(f'<a id="schema-{name.lower()}"></a>\n**{name}**\n')
+        out.append(f"```json\n{json.dumps(schema, indent=2, ensure_ascii=False)}\n```\n")
+    return "\n".join(out)
+
+
+_LINK: Final = re.compile(r"(!?)\[([^\]]*)\]\(((?:results|baseline)/[^)]+)\)")
+
+
+def _bench_links(markdown: str) -> str:
+    """bench/README.md's relative links: its plots are published beside the page under
+    ``bench/``; any other file of the repository is named (``bench/…``), not linked."""
+
+    def relink(match: re.Match[str]) -> str:
+        image, text, target = match.groups()
+        if target.startswith("results/") and target.endswith(".png"):
+            return f"{image}[{text}](bench/{target.removeprefix('results/')})"
+        name = text if text.startswith("`") else f"{text} (`bench/{target}`)"
+        return name.replace(f"`{target}`", f"`bench/{target}`")
+
+    return _LINK.sub(relink, markdown)
+
+
+def bench_readme() -> str:
+    text = (ROOT / "bench" / "README.md").read_text(encoding="utf-8")
+    return _bench_links(text.split("\n", 1)[1].lstrip("\n"))  # its title is the page's
+
+
+def bench_results() -> str:
+    return _bench_links((ROOT / "bench" / "results" / "latest.md").read_text(encoding="utf-8"))
+
+
+GENERATORS: Final = {
+    "bench-readme": bench_readme,
+    "bench-results": bench_results,
+    "error-codes": lambda: _enum_table(ErrorCode, ERROR_MEANINGS, "code"),
+    "close-codes": close_codes_table,
+    "recovery-statuses": lambda: _enum_table(RecoveryStatus, RECOVERY_MEANINGS, "reason"),
+    "loss-reasons": lambda: _enum_table(LossReason, LOSS_MEANINGS, "reason"),
+    "settings": settings_table,
+    "openapi": openapi_markdown,
+}
+
+
+def render(markdown: str) -> str:
+    """``markdown`` with every marker replaced by its generated table."""
+
+    def replace(match: re.Match[str]) -> str:
+        generator = GENERATORS.get(match.group(1))
+        if generator is None:
+            raise DocsError(f"unknown generated section {match.group(1)!r}")
+        return str(generator())
+
+    return MARKER.sub(replace, markdown)
+
+
+# MkDocs hooks (mkdocs.yml: hooks). Typed loosely: MkDocs is a docs-only dependency.
+
+
+def on_page_markdown(markdown: str, **_: Any) -> str:
+    return render(markdown)
+
+
+def on_files(files: Any, config: Any) -> Any:
+    from mkdocs.structure.files import File
+
+    for plot in sorted((ROOT / "bench" / "results").glob("*.png")):
+        files.append(File.generated(config, f"bench/{plot.name}", abs_src_path=str(plot)))
+    files.append(
+        File.generated(config, "openapi.json", content=json.dumps(document(), indent=2) + "\n")
+    )
+    return files
