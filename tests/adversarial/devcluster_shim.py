@@ -1,38 +1,33 @@
 """The ONE place this suite imports the project's dev-cluster helpers from.
 
-``roomcast/devcluster.py`` is moving to ``roomcast_dev/devcluster.py`` (issue 13). The checkout's
-own module is tried first (PYTHONPATH puts this worktree's ``node/`` ahead of the shared venv's
-editable install, which may already hold the other layout), then the new place.
+They start redis-server, nodes and nginx the way ``make run`` does; when they move, only these
+imports change. The suite attacks the cluster through its public surfaces alone.
 """
 
 from __future__ import annotations
 
-import importlib
-from pathlib import Path
-from types import ModuleType
-from typing import Any
+from roomcast_dev.devcluster import (
+    REPO_ROOT,
+    ClusterError,
+    LocalCluster,
+    ManagedProcess,
+    find_binary,
+    free_port,
+    timeout_factor,
+)
 
-
-def _devcluster() -> ModuleType:
-    for name in ("roomcast.devcluster", "roomcast_dev.devcluster"):
-        try:
-            return importlib.import_module(name)
-        except ModuleNotFoundError:
-            continue
-    raise ModuleNotFoundError("neither roomcast_dev.devcluster nor roomcast.devcluster")
-
-
-_module = _devcluster()
-
-LocalCluster: Any = _module.LocalCluster
-ClusterError: type[Exception] = _module.ClusterError
-ManagedProcess: Any = _module.ManagedProcess
-REPO_ROOT: Path = _module.REPO_ROOT
-free_port: Any = _module.free_port
-find_binary: Any = _module.find_binary
-timeout_factor: Any = _module.timeout_factor
+__all__ = [
+    "REPO_ROOT",
+    "ClusterError",
+    "LocalCluster",
+    "ManagedProcess",
+    "find_binary",
+    "free_port",
+    "scaled",
+    "timeout_factor",
+]
 
 
 def scaled(seconds: float) -> float:
     """Every wait of the suite, scaled by ROOMCAST_TEST_TIMEOUT_FACTOR."""
-    return seconds * float(timeout_factor())
+    return seconds * timeout_factor()

@@ -73,10 +73,10 @@ async def test_bad_frame_is_closed_with_a_documented_code(cluster: Any, case: st
     assert not tracebacks, figures
 
 
-def test_readme_documents_every_close_code_these_frames_get() -> None:
+def test_documentation_names_every_close_code_these_frames_get() -> None:
     sent = set().union(*(codes for _, codes in BAD_FRAMES.values()))
     missing = sorted(sent - documented_close_codes())
-    assert not missing, f"close codes the node sends that README.md never names: {missing}"
+    assert not missing, f"close codes the node sends that the documentation never names: {missing}"
 
 
 # JSON that parses badly or oddly. Each must get an error frame (or, for odd but valid frames,

@@ -23,6 +23,7 @@ from tests.adversarial import shipped
 from tests.adversarial.bursts import join
 from tests.adversarial.devcluster_shim import ClusterError, ManagedProcess, free_port
 from tests.adversarial.httpraw import http
+from tests.adversarial.observe import published_documentation
 from tests.adversarial.rawws import RawWebSocket
 
 # A node given a refused secret must exit (non-zero) within this long, before listening.
@@ -129,9 +130,9 @@ def test_k8s_redis_password_is_not_on_a_command_line() -> None:
 
 
 def test_readme_kubectl_apply_says_to_replace_the_secrets() -> None:
-    readme = (shipped.ROOT / "README.md").read_text() + (shipped.K8S / "README.md").read_text()
+    readme = published_documentation() + (shipped.K8S / "README.md").read_text()
     applies = [i for i, line in enumerate(readme.splitlines()) if "kubectl apply" in line]
-    assert applies, "no kubectl apply in the READMEs"
+    assert applies, "no kubectl apply in the documentation"
     lines = readme.splitlines()
     for index in applies:
         context = "\n".join(lines[max(0, index - 15) : index + 1]).lower()
