@@ -54,11 +54,17 @@ class Server:
                 settings.room_message_rate_per_second,
                 settings.room_message_rate_burst,
             ),
+            lag_timeout=settings.lag_timeout,
+            # Live events held for a joiner go to it at once with the missed messages (at most
+            # the history's bytes): together within its send bound.
+            catch_up_bytes=settings.send_buffer_bytes - settings.history_bytes,
         )
         # This process's identity: prefixes its connection ids and names it in Redis presence,
         # so a restarted node (same node id) is never mistaken for its dead predecessor.
         self.instance = f"{settings.node_id}-{os.urandom(3).hex()}"
-        self.limits = HistoryLimits(settings.history_size, settings.history_ttl)
+        self.limits = HistoryLimits(
+            settings.history_size, settings.history_ttl, bytes=settings.history_bytes
+        )
         self.draining = False
         self.stopped = asyncio.Event()
         self.port = 0

@@ -22,7 +22,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -177,6 +177,13 @@ def render_nginx_config(
     )
 
 
+# Redis' memory bound and what goes first when it is reached, as in docker-compose.yml and
+# k8s/10-redis.yaml: volatile-ttl evicts the keys nearest their expiry (rooms' histories before
+# offset counters); presence and the node registry have no expiry and are never evicted.
+REDIS_MAXMEMORY: Final = "256mb"
+REDIS_MAXMEMORY_POLICY: Final = "volatile-ttl"
+
+
 class LocalCluster:
     """redis-server + N roomcast nodes + nginx on loopback, each in its own process."""
 
@@ -248,10 +255,19 @@ class LocalCluster:
     def start_redis(self) -> ManagedProcess:
         if self.redis_port == 0:
             self.redis_port = free_port()
+        # The password goes in a file only this user reads, never on a command line (where
+        # `ps` shows it to every user of the machine).
+        config = self.workdir / "redis.conf"
+        config.touch(mode=0o600)
+        config.write_text(
+            f"maxmemory {REDIS_MAXMEMORY}\nmaxmemory-policy {REDIS_MAXMEMORY_POLICY}\n"
+            + (f"requirepass {self.redis_password}\n" if self.redis_password else "")
+        )
         self.redis = ManagedProcess(
             "redis",
             [
                 find_binary("redis-server"),
+                str(config),
                 "--port",
                 str(self.redis_port),
                 "--bind",
@@ -266,7 +282,6 @@ class LocalCluster:
                 "no",
                 "--loglevel",
                 "notice",
-                *(["--requirepass", self.redis_password] if self.redis_password else []),
             ],
         )
         self.redis.wait_for_line(lambda line: "Ready to accept connections" in line, 20)

@@ -129,7 +129,11 @@ SETTING_MEANINGS: Final[dict[str, str]] = {
     "node_id": "shown in `welcome`, logs and connection ids (default: the host name)",
     "max_frame_bytes": "larger client frames are closed with 1009; larger API bodies get 413",
     "max_rooms_per_connection": "joins beyond it get `too_many_rooms`",
-    "send_buffer_bytes": "per-connection outgoing bound before a 1013 close",
+    "send_buffer_bytes": "bytes that may wait in the node for one client (WebSocket, event "
+    "stream or HTTP answer) once the kernel took what it could; a member over it lags",
+    "lag_timeout": "seconds a lagging member may take to drain before it is closed 1013",
+    "history_bytes": "bytes of messages kept per room; at most half of the send buffer (a "
+    "catch-up always fits), which lowers the default when that is small",
     "rate_limit_per_second": "token bucket per connection for frames of every type: rate",
     "rate_limit_burst": "the same bucket's burst",
     "handshake_timeout": "seconds to complete the HTTP upgrade",

@@ -430,8 +430,13 @@ class SentinelTopology:
         if primary is not None:
             args += ["--replicaof", "127.0.0.1", str(primary.port)]
         if self.password is not None:
-            # masterauth on every server: any of them may be a replica after a failover.
-            args += ["--requirepass", self.password, "--masterauth", self.password]
+            # masterauth on every server: any of them may be a replica after a failover. In a
+            # file only this user reads, never on a command line (`ps` shows those to anyone).
+            directory.mkdir(parents=True, exist_ok=True)
+            secrets = directory / "auth.conf"
+            secrets.touch(mode=0o600)
+            secrets.write_text(f"requirepass {self.password}\nmasterauth {self.password}\n")
+            args += ["--include", str(secrets)]
         server = RedisServer(
             f"redis-{index}",
             port,

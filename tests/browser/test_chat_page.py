@@ -268,6 +268,8 @@ def test_token_from_the_page_url_names_the_user_and_limits_rooms(
         page = pages[0]
         state = page.open(cluster.http_url, "team-web", "someone-else", token=token).wait_joined()
         assert state["username"] == "Ann"  # the token's name, not the one asked for
+        # The token came in the fragment (never sent to a server) and left the address bar.
+        assert token not in page.driver.current_url
         assert page.text_of("me") == "Ann"
         page.say("signed in")
         page.wait_until(

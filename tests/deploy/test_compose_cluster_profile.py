@@ -3,6 +3,7 @@ stack of nodes and nginx pointed at it, without changing the default profile."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from typing import Any
@@ -12,18 +13,13 @@ import pytest
 yaml = pytest.importorskip("yaml", reason="pyyaml is needed: add it to the dev dependencies")
 
 from roomcast.runtime.config import env_names, load_settings  # noqa: E402
+from tests.support.compose import DOT_ENV, defaults  # noqa: E402
 from tests.support.paths import REPO  # noqa: E402
 
 COMPOSE: dict[str, Any] = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
 DEFAULT = {"redis", "node", "loadbalancer", "prometheus"}
 CLUSTER_REDIS = {"redis-cluster-1", "redis-cluster-2", "redis-cluster-3"}
-
-
-def _defaults(value: str) -> str:
-    import re
-
-    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
 
 
 def test_default_profile_is_unchanged() -> None:
@@ -50,7 +46,7 @@ def test_cluster_profile_services() -> None:
 
 def test_cluster_nodes_run_in_cluster_mode_against_the_cluster() -> None:
     node = SERVICES["node-cluster"]
-    env = {k: _defaults(str(v)) for k, v in node["environment"].items()}
+    env = {k: defaults(str(v)) for k, v in node["environment"].items()}
     assert set(env) <= set(env_names())
     settings = load_settings(env)
     assert settings.redis_mode == "cluster"
@@ -81,5 +77,6 @@ def test_docker_compose_accepts_the_cluster_profile() -> None:
     result = subprocess.run(
         [compose, "--profile", "cluster", "config", "-q"],
         cwd=REPO, capture_output=True, text=True, check=False, timeout=60,
+        env={**os.environ, **DOT_ENV},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

@@ -261,6 +261,7 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
         "ROOMCAST_LB_ADDRESS": "127.0.0.1",
         "ROOMCAST_LB_PORT": str(lb_port),
         "ROOMCAST_PROMETHEUS_PORT": str(prometheus_port),
+        "ROOMCAST_REDIS_PASSWORD": secrets.token_hex(16),  # compose requires one (no default)
         "DOCKER_BUILDKIT": "0",
     })  # fmt: skip
     stack = Stack(docker, project, env, lb_port, prometheus_port)
@@ -566,6 +567,7 @@ async def test_cluster_profile_spreads_rooms_over_three_shards() -> None:
         "ROOMCAST_NODE_IMAGE": NODE_IMAGE,
         "ROOMCAST_LB_ADDRESS": "127.0.0.1",
         "ROOMCAST_CLUSTER_LB_PORT": str(port),
+        "ROOMCAST_REDIS_PASSWORD": secrets.token_hex(16),
         "DOCKER_BUILDKIT": "0",
     })  # fmt: skip
     stack = Stack(docker, project, env, port, 0)

@@ -191,11 +191,12 @@ def test_network_policies_select_existing_pods_and_ports() -> None:
 def test_network_policies_allow_only_the_intended_paths() -> None:
     # nodes' public port: only nginx
     assert [_peer_pods(p) for p in _allowed("roomcast-node", "http")] == [["roomcast-loadbalancer"]]
-    # nodes' internal port: Prometheus, in whatever namespace it runs
+    # nodes' internal port: Prometheus, and only in the monitoring namespace (a pod labelled
+    # prometheus in any namespace used to be let in)
     prometheus = _allowed("roomcast-node", "metrics")
     assert prometheus == [
         {
-            "namespaceSelector": {},
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
             "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
         }
     ]
@@ -233,10 +234,27 @@ def _node_env(pod_name: str = "roomcast-node-7c9d8b6f5-x2x7k") -> dict[str, str]
     return env
 
 
-def _with_secret_files(env: dict[str, str], directory: Path) -> dict[str, str]:
-    """The Secret's files, as the kubelet mounts them, at paths that exist here."""
+MAKE_SECRETS = k8s.K8S_DIR / "make-secrets.sh"
+
+
+def _generated_secret() -> dict[str, Any]:
+    """The Secret k8s/make-secrets.sh prints, as the README has operators make it."""
+    printed = subprocess.run(
+        ["sh", str(MAKE_SECRETS)], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+    secret = yaml.safe_load(printed)
+    assert isinstance(secret, dict)
+    return secret
+
+
+def _with_secret_files(
+    env: dict[str, str], directory: Path, secret: dict[str, Any] | None = None
+) -> dict[str, str]:
+    """The Secret's files (generated ones unless given), as the kubelet mounts them, at paths
+    that exist here."""
     directory.mkdir(exist_ok=True)
-    for key, value in k8s.get("Secret", "roomcast-secrets")["stringData"].items():
+    secret = secret or _generated_secret()
+    for key, value in secret["stringData"].items():
         (directory / key).write_text(value)
     mounted = dict(env)
     for name, path in env.items():
@@ -275,10 +293,56 @@ def test_every_env_name_is_read_by_the_node_and_every_value_accepted(tmp_path: P
         pytest.fail(f"the node would refuse the manifest's configuration: {exc}")
     assert settings.host == "0.0.0.0", "in a pod the node must listen on all addresses"
     # The URL (with the Redis password) comes from the Secret and names the Redis Service.
-    password = k8s.get("Secret", "roomcast-secrets")["stringData"]["redis-password"]
+    password = Path(tmp_path / "secrets" / "redis-password").read_text()
     assert settings.redis_url == f"redis://:{password}@roomcast-redis:6379/0"
     assert settings.auth_enabled  # tokens are required in the cluster
     assert k8s.get("Service", "roomcast-redis")["spec"]["ports"][0]["port"] == 6379
+
+
+def test_the_shipped_placeholder_secret_is_refused(tmp_path: Path) -> None:
+    """A deployment that applies k8s/ without generating its secrets does not start: a token
+    signed with the published placeholder would otherwise be admitted as anyone."""
+    shipped = k8s.get("Secret", "roomcast-secrets")
+    env = _with_secret_files(_node_env(), tmp_path / "secrets", shipped)
+    with pytest.raises(ConfigError, match="refusing to start with guessable secrets") as refused:
+        load_settings(env)
+    message = str(refused.value)
+    for variable in ("ROOMCAST_AUTH_SECRET", "ROOMCAST_API_KEYS", "ROOMCAST_REDIS_URL"):
+        assert variable in message
+    for value in shipped["stringData"].values():
+        assert value not in message  # not even a placeholder is echoed
+
+
+def test_make_secrets_generates_fresh_secrets_for_every_key() -> None:
+    shipped = k8s.get("Secret", "roomcast-secrets")
+    first, second = _generated_secret(), _generated_secret()
+    assert first["metadata"] == shipped["metadata"]
+    assert set(first["stringData"]) == set(shipped["stringData"])
+    data = first["stringData"]
+    assert data["redis-url"] == f"redis://:{data['redis-password']}@roomcast-redis:6379/0"
+    for key in ("auth-secret", "redis-password", "api-keys"):
+        assert data[key] != second["stringData"][key]
+        assert len(data[key]) >= 48
+
+
+def test_redis_gets_its_password_from_the_environment_and_a_memory_bound() -> None:
+    redis_pod = k8s.get("Deployment", "roomcast-redis")["spec"]["template"]["spec"]
+    (container,) = redis_pod["containers"]
+    command = " ".join(container.get("command", []) + container.get("args", []))
+    # No password on a command line (`ps`, the pod spec): a config file written in memory.
+    assert "--requirepass" not in command and "$(REDIS" not in command
+    assert " -a " not in " ".join(container["readinessProbe"]["exec"]["command"])
+    env = {e["name"]: e for e in container["env"]}
+    assert env["REDISCLI_AUTH"]["valueFrom"]["secretKeyRef"]["key"] == "redis-password"
+    maxmemory = re.search(r"maxmemory (\d+)mb", command)
+    assert maxmemory is not None and "maxmemory-policy volatile-ttl" in command
+    limit = container["resources"]["limits"]["memory"]
+    assert limit.endswith("Mi")
+    # Headroom between Redis' bound and the pod's: client buffers, fragmentation.
+    assert int(maxmemory[1]) <= 0.8 * int(limit.removesuffix("Mi"))
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in redis_pod["volumes"]}
+    assert volumes[mounts["/run/redis"]]["emptyDir"]["medium"] == "Memory"
 
 
 def test_service_environment_variables_cannot_shadow_the_nodes_configuration() -> None:

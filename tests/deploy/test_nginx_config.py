@@ -21,6 +21,7 @@ yaml = pytest.importorskip("yaml", reason="pyyaml is needed: add it to the dev d
 
 from roomcast_dev.devcluster import render_nginx_config  # noqa: E402
 
+from roomcast.net.http_public import _STREAM_HEADERS  # noqa: E402
 from tests.support.paths import REPO  # noqa: E402
 
 TEMPLATE = REPO / "loadbalancer" / "nginx.conf.template"
@@ -147,9 +148,16 @@ def api_directives(conf: Block) -> set[tuple[str, ...]]:
 def test_api_location_streams_events_and_matches_the_template(other: str) -> None:
     template = parse(CONFIGS["template"]())
     reference = api_directives(template)
-    # Server-Sent Events need unbuffered proxying and a read timeout above the heartbeat
-    # (ROOMCAST_SSE_HEARTBEAT, 15 s by default); keep-alive upstream needs an empty Connection.
-    assert ("proxy_buffering", "off") in reference
+    # Answers are buffered in memory only, within fixed bounds: never spooled to disk, so a
+    # client that does not read pins at most the buffers (issue 15: ~845 MB through nginx).
+    # Server-Sent Events pass unbuffered all the same (the node's X-Accel-Buffering: no) and need
+    # a read timeout above the heartbeat (ROOMCAST_SSE_HEARTBEAT, 15 s by default); keep-alive
+    # upstream needs an empty Connection.
+    assert ("proxy_buffering", "on") in reference
+    assert ("proxy_max_temp_file_size", "0") in reference
+    buffers = dict((d[0], d[1:]) for d in reference)
+    assert buffers["proxy_buffers"] == ("4", "16k") and buffers["proxy_buffer_size"] == ("16k",)
+    assert (b"x-accel-buffering", b"no") in _STREAM_HEADERS
     assert ("proxy_http_version", "1.1") in reference
     assert ("proxy_set_header", "Connection", '""') in reference
     (read_timeout,) = [d for d in reference if d[0] == "proxy_read_timeout"]
@@ -164,6 +172,14 @@ def test_api_location_streams_events_and_matches_the_template(other: str) -> Non
         )
         assert ours.directives == theirs.directives
         assert ("default_type", "application/json") in ours.directives
+
+
+@pytest.mark.parametrize("name", ["template", "compose", "kubernetes"])
+def test_client_sockets_have_a_bounded_kernel_send_buffer(name: str) -> None:
+    """What a client that does not read pins in nginx's kernel send buffer (autotuned up to
+    net.ipv4.tcp_wmem's maximum, 4 MiB by default, otherwise)."""
+    (listen,) = parse(CONFIGS[name]()).find("server").values("listen")
+    assert "sndbuf=256k" in listen
 
 
 @pytest.mark.parametrize("other", ["compose", "kubernetes"])

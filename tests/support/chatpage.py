@@ -28,9 +28,13 @@ class ChatPage:
 
     # Navigation
 
-    def open(self, base_url: str, room: str, name: str, **extra: str) -> ChatPage:
+    def open(
+        self, base_url: str, room: str, name: str, token: str | None = None, **extra: str
+    ) -> ChatPage:
         query = urllib.parse.urlencode({**extra, "room": room, "name": name})
-        self.driver.get(f"{base_url}/?{query}")
+        # The token goes in the fragment, which the browser never sends to a server.
+        fragment = "#" + urllib.parse.urlencode({"token": token}) if token else ""
+        self.driver.get(f"{base_url}/?{query}{fragment}")
         return self
 
     def blank(self) -> None:

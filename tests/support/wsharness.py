@@ -119,6 +119,13 @@ class RecordingApp:
         self.calls.append(("rejected", code))
         self.rejected.append(code)
 
+    def on_lagging(self, conn: Connection) -> bool:
+        self.calls.append(("lagging", conn.id))
+        return False  # drop it, as a slow consumer
+
+    def on_drained(self, conn: Connection) -> None:
+        self.calls.append(("drained", conn.id))
+
 
 def make_server(
     app: Application, settings: Settings | None = None, registry: CollectorRegistry | None = None

@@ -92,6 +92,7 @@ def test_settings_are_frozen() -> None:
         ("ROOMCAST_HISTORY_SIZE", "1", "history_size", 1),
         ("ROOMCAST_HISTORY_SIZE", "100000", "history_size", 100000),
         ("ROOMCAST_HISTORY_TTL", "1", "history_ttl", 1.0),
+        ("ROOMCAST_HISTORY_BYTES", "1024", "history_bytes", 1024),
         ("ROOMCAST_HISTORY_TTL", "2592000", "history_ttl", 2592000.0),
         ("ROOMCAST_PRESENCE_TTL", "0.3", "presence_ttl", 0.3),
         ("ROOMCAST_COMPRESSION", "true", "compression", True),
@@ -114,9 +115,63 @@ def test_each_variable_parsed(variable: str, raw: str, field: str, expected: obj
     assert type(value) is type(expected)
     # Everything else stays at its default.
     defaults = load_settings({})
+    derived = {"send_buffer_bytes": "history_bytes"}  # a small send buffer lowers it
     for other in dataclasses.fields(Settings):
-        if other.name != field:
+        if other.name not in (field, derived.get(field)):
             assert getattr(settings, other.name) == getattr(defaults, other.name)
+
+
+def test_history_bytes_fit_half_the_send_buffer() -> None:
+    assert load_settings({}).history_bytes == 256 * 1024
+    assert load_settings({"ROOMCAST_SEND_BUFFER_BYTES": "65536"}).history_bytes == 32768
+    with pytest.raises(ConfigError, match="ROOMCAST_HISTORY_BYTES=40000: at most half"):
+        load_settings({"ROOMCAST_SEND_BUFFER_BYTES": "65536", "ROOMCAST_HISTORY_BYTES": "40000"})
+
+
+# What k8s/15-secrets.yaml and docker-compose.yml used to ship, and guessable stand-ins.
+K8S_PLACEHOLDER = "replace-me-with-openssl-rand-hex-32-0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("ROOMCAST_AUTH_SECRET", K8S_PLACEHOLDER, "replace-me"),
+        ("ROOMCAST_AUTH_SECRET", "CHANGEME-" + "0a1b2c3d" * 4, "changeme"),
+        ("ROOMCAST_AUTH_SECRET", "a" * 64, "distinct characters"),
+        ("ROOMCAST_AUTH_SECRET", "abab" * 10, "distinct characters"),
+        ("ROOMCAST_API_KEYS", K8S_PLACEHOLDER, "replace-me"),
+        ("ROOMCAST_API_KEYS", "0a1b2c3d4e5f6a7b8c9d0e1f,k" + "k" * 23, "key 2"),
+        ("ROOMCAST_REDIS_URL", "redis://:replace-me-redis-password@redis:6379/0", "replace-me"),
+        ("ROOMCAST_REDIS_URL", "redis://:roomcast-dev-password@redis:6379/0", "roomcast-dev"),
+    ],
+)
+def test_placeholder_and_guessable_secrets_refused(variable: str, value: str, said: str) -> None:
+    with pytest.raises(ConfigError, match="refusing to start with guessable secrets") as caught:
+        load_settings({variable: value})
+    message = str(caught.value)
+    assert variable in message and said in message and "openssl rand" in message
+    assert value not in message  # the secret itself is never echoed
+
+
+def test_placeholder_secret_file_refused(tmp_path: Path) -> None:
+    placeholder = tmp_path / "auth-secret"
+    placeholder.write_text(K8S_PLACEHOLDER + "\n")
+    with pytest.raises(ConfigError, match="ROOMCAST_AUTH_SECRET: it contains 'replace-me'"):
+        load_settings({"ROOMCAST_AUTH_SECRET_FILE": str(placeholder)})
+
+
+def test_random_secrets_accepted() -> None:
+    import secrets
+
+    for _ in range(200):
+        settings = load_settings(
+            {
+                "ROOMCAST_AUTH_SECRET": secrets.token_hex(32),
+                "ROOMCAST_API_KEYS": secrets.token_hex(12),
+                "ROOMCAST_REDIS_URL": f"redis://:{secrets.token_urlsafe(16)}@redis:6379/0",
+            }
+        )
+        assert settings.auth_enabled
 
 
 def test_metrics_host_overrides_internal_host() -> None:
@@ -270,10 +325,12 @@ def test_every_env_name_is_read() -> None:
         "ROOMCAST_REDIS_TIMEOUT": "11",
         "ROOMCAST_HISTORY_SIZE": "12",
         "ROOMCAST_HISTORY_TTL": "13",
+        "ROOMCAST_HISTORY_BYTES": "4096",
+        "ROOMCAST_LAG_TIMEOUT": "3",
         "ROOMCAST_PRESENCE_TTL": "14",
         "ROOMCAST_COMPRESSION": "true",
         "ROOMCAST_LOG_LEVEL": "DEBUG",
-        "ROOMCAST_AUTH_SECRET": "s" * 32,
+        "ROOMCAST_AUTH_SECRET": "9f2c4e7a1b8d3f6e0a5c9b2d7e4f1a8c",
         "ROOMCAST_AUTH_PUBLIC_KEY": _public_key_pem(),
         "ROOMCAST_AUTH_AUDIENCE": "chat",
         "ROOMCAST_AUTH_ISSUER": "me",
@@ -283,7 +340,7 @@ def test_every_env_name_is_read() -> None:
         "ROOMCAST_MESSAGE_RATE_BURST": "1",
         "ROOMCAST_TYPING_RATE_PER_SECOND": "1",
         "ROOMCAST_TYPING_RATE_BURST": "1",
-        "ROOMCAST_API_KEYS": "k" * 24 + ",another-key-of-24-chars!",
+        "ROOMCAST_API_KEYS": "k3y-of-24-characters-abc" + ",another-key-of-24-chars!",
         "ROOMCAST_API_RATE_PER_SECOND": "1",
         "ROOMCAST_API_RATE_BURST": "1",
         "ROOMCAST_SSE_HEARTBEAT": "1",
@@ -344,17 +401,19 @@ def test_every_env_name_is_read() -> None:
 def test_api_keys_must_be_long_and_stay_out_of_repr() -> None:
     with pytest.raises(ConfigError, match="ROOMCAST_API_KEYS: each key needs at least 24"):
         load_settings({"ROOMCAST_API_KEYS": "short"})
-    settings = load_settings({"ROOMCAST_API_KEYS": " " + "a" * 24 + " , " + "b" * 30})
-    assert settings.api_keys == ("a" * 24, "b" * 30)
-    assert "a" * 24 not in repr(settings)
+    first, second = "a1b2c3d4e5f6" * 2, "f6e5d4c3b2a1" * 2 + "9z8y7x"
+    settings = load_settings({"ROOMCAST_API_KEYS": f" {first} , {second}"})
+    assert settings.api_keys == (first, second)
+    assert first not in repr(settings)
 
 
 def test_secrets_come_from_files_and_never_show_in_repr(tmp_path: Path) -> None:
     secret_file = tmp_path / "secret"
-    secret_file.write_text("f" * 40 + "\n")
+    secret = "0f1e2d3c4b5a69788796a5b4c3d2e1f0" + "a7b6c5d4"
+    secret_file.write_text(secret + "\n")
     settings = load_settings({"ROOMCAST_AUTH_SECRET_FILE": str(secret_file)})
-    assert settings.auth_secret == "f" * 40
-    assert "f" * 40 not in repr(settings)
+    assert settings.auth_secret == secret
+    assert secret not in repr(settings)
     with pytest.raises(ConfigError, match="ROOMCAST_AUTH_SECRET_FILE"):
         load_settings({"ROOMCAST_AUTH_SECRET_FILE": str(tmp_path / "missing")})
     with pytest.raises(ConfigError, match="both set"):

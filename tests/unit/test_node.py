@@ -14,6 +14,7 @@ from roomcast.broker import memory as memory_module
 from roomcast.broker.memory import MemoryBroker
 from roomcast.core import node as node_module
 from roomcast.core import ratelimit as ratelimit_module
+from roomcast.core.members import Member
 from roomcast.core.node import Node
 from roomcast.core.ratelimit import BucketPool
 from roomcast.net.transport import WebSocketServer
@@ -105,6 +106,7 @@ async def make_env(
         metrics,
         settings.history_size,
         **(node_limits or {}),  # type: ignore[arg-type]  # only the rate keywords
+        lag_timeout=settings.lag_timeout,
     )
     broker = broker_class(node.on_broker_message, limits=HistoryLimits(size=history_size))
     await broker.start()
@@ -803,21 +805,108 @@ async def test_invalid_utf8_and_too_big_counted() -> None:
     assert env.rejected("frame_too_big") == 1.0
 
 
-async def test_slow_consumer_counted_and_leaves_rooms() -> None:
+async def test_member_over_the_send_bound_lags_then_catches_up_from_history() -> None:
     env = await make_env(send_buffer_bytes=4096)
+    alice = await env.joined("alice", "general")
+    bob = await env.joined("bob", "general")
+    drain(alice, bob)
+    bob.transport.write_buffer_size = 4096  # its socket is backed up to the bound
+    alice.send_json({"type": "message", "text": "hello"})
+    await settle()
+    assert bob.conn.lagging and bob.close_code is None
+    # While it lags, room traffic skips it (typing is ephemeral and lost for it).
+    alice.send_json({"type": "message", "text": "second"})
+    alice.send_json({"type": "typing"})
+    alice.send_json({"type": "message", "text": "third"})
+    await settle()
+    # Its socket drains: what it missed comes from history, then live traffic again.
+    bob.transport.write_buffer_size = 0
+    bob.conn.resume_writing()
+    await settle()
+    assert not bob.conn.lagging
+    alice.send_json({"type": "message", "text": "fourth"})
+    await settle()
+    assert [e.get("text") for e in bob.events() if e["type"] == "message"] == [
+        "hello", "second", "third", "fourth",
+    ]  # fmt: skip
+    assert env.metric("roomcast_lags_total", outcome="lagged") == 1.0
+    assert env.metric("roomcast_lags_total", outcome="replayed") == 2.0
+    assert env.metric("roomcast_lags_total", outcome="caught_up") == 1.0
+    assert not env.metric("roomcast_slow_consumer_drops_total")
+
+
+async def test_lag_resumes_after_what_the_join_delivered_in_a_room_with_history() -> None:
+    env = await make_env(history_size=3, send_buffer_bytes=4096)
+    alice = await env.joined("alice", "general")
+    for n in range(5):  # history before bob joins: offsets 1-5, 3 kept
+        alice.send_json({"type": "message", "text": f"old{n}"})
+        await settle()
+    # The room empties here: its messages came, as far as this node knows, from elsewhere.
+    alice.send_json({"type": "leave", "room": "general"})
+    await settle()
+    bob = await env.joined("bob", "general", "other")
+    carol = await env.joined("carol", "other")
+    alice.send_json({"type": "join", "room": "general", "username": "alice"})
+    await settle()
+    drain(alice, bob, carol)
+    bob.transport.write_buffer_size = 4096
+    carol.send_json({"type": "message", "room": "other", "text": "starts the lag"})
+    await settle()
+    assert bob.conn.lagging
+    alice.send_json({"type": "message", "room": "general", "text": "missed"})
+    await settle()
+    bob.transport.write_buffer_size = 0
+    bob.conn.resume_writing()
+    await settle()
+    # Only what came after its join is replayed; nothing it had counts as a gap.
+    assert not bob.conn.lagging and bob.close_code is None
+    texts = [e.get("text") for e in bob.events() if e["type"] == "message"]
+    assert texts == ["starts the lag", "missed"]
+
+
+async def test_lagging_member_that_does_not_read_is_closed_after_the_lag_timeout() -> None:
+    env = await make_env(send_buffer_bytes=4096, lag_timeout=0.05)
     alice = await env.joined("alice", "general")
     bob = await env.joined("bob", "general")
     drain(alice, bob)
     bob.transport.write_buffer_size = 4096
     alice.send_json({"type": "message", "text": "hello"})
     await settle()
+    assert bob.conn.lagging
+    closed = asyncio.Event()
+    on_close = env.node.on_close
+
+    def closing(conn: Member) -> None:
+        on_close(conn)
+        closed.set()
+
+    env.node.on_close = closing  # type: ignore[method-assign]
+    await asyncio.wait_for(closed.wait(), 5)
     assert bob.close_code == 1013
     assert env.rejected("slow_consumer") == 1.0
     assert env.metric("roomcast_slow_consumer_drops_total") == 1.0
+    assert env.metric("roomcast_lags_total", outcome="timeout") == 1.0
     assert alice.events() == [
         message_event("general", "alice", "hello", 1),
         {"type": "user_left", "room": "general", "username": "bob"},
     ]
+
+
+async def test_lagging_member_whose_gap_left_history_is_closed() -> None:
+    env = await make_env(history_size=2, send_buffer_bytes=4096)
+    alice = await env.joined("alice", "general")
+    bob = await env.joined("bob", "general")
+    drain(alice, bob)
+    bob.transport.write_buffer_size = 4096
+    for n in range(5):  # the first starts the lag, 4 are missed; history keeps 2
+        alice.send_json({"type": "message", "text": f"m{n}"})
+        await settle()
+    assert bob.conn.lagging
+    bob.transport.write_buffer_size = 0
+    bob.conn.resume_writing()
+    await settle()
+    assert bob.close_code == 1013
+    assert env.metric("roomcast_lags_total", outcome="gap") == 1.0
 
 
 # Broker interplay

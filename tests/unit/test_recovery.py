@@ -96,6 +96,16 @@ def test_hold_is_bounded() -> None:
     assert catch_up.overflowed
 
 
+def test_hold_is_bounded_in_bytes_too() -> None:
+    # What a joiner is sent at once must fit its send bound, however large the room's events.
+    catch_up = CatchUp(limit=1000, byte_limit=2 * len(message(1)))
+    catch_up.see(0, b"marker", is_marker=True)
+    for offset in range(1, 4):
+        catch_up.see(offset, message(offset), is_marker=False)
+    assert [offset for offset, _ in catch_up.held] == [1, 2]
+    assert catch_up.overflowed
+
+
 def test_new_epochs_are_twelve_hex_digits_and_do_not_repeat() -> None:
     from roomcast.broker.memory import new_epoch
 

@@ -70,6 +70,7 @@ class HistoryLimits:
     size: int = 100  # messages kept per room
     ttl: float = 600.0  # seconds a room's history outlives its last message
     meta_ttl: float = 86400.0  # seconds its offset counter and epoch outlive the last message
+    bytes: int = 256 * 1024  # bytes of messages kept per room (the newest always stays)
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,6 +50,7 @@ class _Room:
     # (stored at, json) newest last
     history: deque[tuple[float, bytes]] = field(default_factory=deque)
     presence: dict[str, str] = field(default_factory=dict)
+    held: int = 0  # bytes in history
 
 
 class MemoryBroker:
@@ -107,9 +108,13 @@ class MemoryBroker:
         state = self._room(room)
         state.offset += 1
         message = complete_message(prefix, state.offset, state.epoch)
-        state.history.append((time.monotonic(), message))
-        if len(state.history) > self._limits.size:
-            state.history.popleft()
+        history = state.history
+        history.append((time.monotonic(), message))
+        state.held += len(message)
+        while len(history) > 1 and (
+            len(history) > self._limits.size or state.held > self._limits.bytes
+        ):
+            state.held -= len(history.popleft()[1])
         self.publish(room, head + b"%d\n" % state.offset + message, on_failure)
         if on_published is not None:
             asyncio.get_running_loop().call_soon(on_published, state.epoch, state.offset)
@@ -171,7 +176,7 @@ class MemoryBroker:
     def _expire(self, state: _Room) -> None:
         horizon = time.monotonic() - self._limits.ttl
         while state.history and state.history[0][0] < horizon:
-            state.history.popleft()
+            state.held -= len(state.history.popleft()[1])
 
     def _deliver(self, room: str, payload: bytes) -> None:
         if room in self._subscribed:

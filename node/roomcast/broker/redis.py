@@ -376,7 +376,7 @@ class RedisBroker(OnOneLoop):
         limits = self._limits
         return resp.evalsha(
             self._scripts.publish_message.sha,
-            (seq, epoch, history),
+            (seq, epoch, history, scripts.history_bytes_key(room)),
             (
                 self.topology.channel(room),
                 head,
@@ -385,6 +385,7 @@ class RedisBroker(OnOneLoop):
                 b"%d" % max(1, int(limits.ttl)),
                 b"%d" % max(1, int(limits.meta_ttl)),
                 new_epoch().encode(),
+                b"%d" % limits.bytes,
             ),
         )
 
@@ -407,7 +408,7 @@ class RedisBroker(OnOneLoop):
                     b"%d" % (since.offset if since else -1),
                     (since.epoch if since else "").encode(),
                     new_epoch().encode(),
-                    b"%d" % max(1, int(self._limits.meta_ttl)),
+                    b"%d" % max(1, int(self._limits.ttl)),
                 ),
             ),
             publishes=True,
@@ -421,12 +422,12 @@ class RedisBroker(OnOneLoop):
         return JoinReply(epoch_value.decode(), int(latest), status.decode(), list(reversed(missed)))
 
     def leave(self, room: str, member: str, announce: bytes) -> None:
-        presence = scripts.room_keys(room)[3]
+        seq, epoch, _, presence = scripts.room_keys(room)
         self._command(
             presence,
             resp.evalsha(
                 self._scripts.leave.sha,
-                (presence,),
+                (presence, seq, epoch),
                 (self.topology.channel(room), announce, member.encode()),
             ),
             publishes=True,
@@ -513,13 +514,13 @@ class RedisBroker(OnOneLoop):
         removed = 0
         for raw_room in rooms:
             room = raw_room.decode()
-            presence = scripts.room_keys(room)[3]
+            seq, epoch, _, presence = scripts.room_keys(room)
             # One script per room: each touches a single slot, as Redis Cluster requires.
             answer = await self.topology.request(
                 presence,
                 resp.evalsha(
                     self._scripts.reap.sha,
-                    (presence,),
+                    (presence, seq, epoch),
                     (self.topology.channel(room), head, dead + b"-", raw_room),
                 ),
                 publishes=True,

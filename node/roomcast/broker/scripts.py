@@ -25,6 +25,12 @@ def room_keys(room: str) -> tuple[bytes, bytes, bytes, bytes]:
     )
 
 
+@functools.lru_cache(maxsize=8192)
+def history_bytes_key(room: str) -> bytes:
+    """The byte count of the room's history list (kept beside it, with the same lifetime)."""
+    return f"rc:{{{room}}}:bytes".encode()
+
+
 @dataclass(frozen=True)
 class Script:
     name: str
@@ -36,21 +42,43 @@ class Script:
         object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest().encode())
 
 
-# KEYS: seq, epoch, history. ARGV: channel, envelope head, json prefix, history size,
-# history ttl (s), meta ttl (s), epoch candidate.
-# Every INCR is paired with one LPUSH, so entry i of the list holds offset (seq - i).
+# KEYS: seq, epoch, history, history bytes. ARGV: channel, envelope head, json prefix, history
+# size, history ttl (s), meta ttl (s), epoch candidate, history byte budget.
+# Every INCR is paired with one LPUSH, so entry i of the list holds offset (seq - i). The counter
+# and the epoch live and die together: if either is gone (expired, or evicted under maxmemory),
+# the room starts a new epoch with an empty history, so an offset never names two messages.
+# The list is trimmed from its oldest end to the size AND the byte budget (the newest message
+# always stays): what one room may keep in Redis is bounded whatever its messages weigh.
 PUBLISH_MESSAGE: Final = Script(
     "publish_message",
     """
 local epoch = redis.call('GET', KEYS[2])
-if not epoch then
+if not epoch or redis.call('EXISTS', KEYS[1]) == 0 then
   epoch = ARGV[7]
   redis.call('SET', KEYS[2], epoch)
+  redis.call('SET', KEYS[1], 0)
+  redis.call('DEL', KEYS[3], KEYS[4])
 end
 local offset = redis.call('INCR', KEYS[1])
 local message = ARGV[3] .. offset .. ',"epoch":"' .. epoch .. '"}'
-redis.call('LPUSH', KEYS[3], message)
-redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[4]) - 1)
+local count = redis.call('LPUSH', KEYS[3], message)
+local held = tonumber(redis.call('GET', KEYS[4]) or '-1')
+if count == 1 then
+  held = #message
+elseif held < 0 then
+  held = 0
+  for _, kept in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
+    held = held + #kept
+  end
+else
+  held = held + #message
+end
+local size, budget = tonumber(ARGV[4]), tonumber(ARGV[8])
+while count > 1 and (count > size or held > budget) do
+  held = held - #redis.call('RPOP', KEYS[3])
+  count = count - 1
+end
+redis.call('SET', KEYS[4], held, 'EX', ARGV[5])
 redis.call('EXPIRE', KEYS[3], ARGV[5])
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('EXPIRE', KEYS[2], ARGV[6])
@@ -60,18 +88,28 @@ return {offset, epoch}
 )
 
 # KEYS: seq, epoch, history, presence. ARGV: channel, announce envelope, member, username,
-# since offset (-1: none), since epoch, epoch candidate, meta ttl (s).
+# since offset (-1: none), since epoch, epoch candidate, ttl (s) of a room without messages.
 # Returns {epoch, latest offset, status, missed messages newest first}.
+# A room that never had a message gets its counter and epoch for as long as it has members
+# (LEAVE and REAP delete them with the last one) and at most the given ttl, refreshed by each
+# join: churning through fresh room names leaves nothing behind.
 JOIN: Final = Script(
     "join",
     """
 redis.call('HSET', KEYS[4], ARGV[3], ARGV[4])
 local epoch = redis.call('GET', KEYS[2])
-if not epoch then
+local seq = redis.call('GET', KEYS[1])
+if not epoch or not seq then
   epoch = ARGV[7]
+  seq = '0'
   redis.call('SET', KEYS[2], epoch, 'EX', ARGV[8])
+  redis.call('SET', KEYS[1], 0, 'EX', ARGV[8])
+  redis.call('DEL', KEYS[3])
+elseif seq == '0' then
+  redis.call('EXPIRE', KEYS[2], ARGV[8])
+  redis.call('EXPIRE', KEYS[1], ARGV[8])
 end
-local latest = tonumber(redis.call('GET', KEYS[1]) or '0')
+local latest = tonumber(seq)
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 local since = tonumber(ARGV[5])
 if since < 0 then
@@ -91,12 +129,21 @@ return {epoch, latest, 'recovered', redis.call('LRANGE', KEYS[3], 0, missed - 1)
 """,
 )
 
-# KEYS: presence. ARGV: channel, announce envelope, member.
+# KEYS: presence, seq, epoch. ARGV: channel, announce envelope, member.
+# The last member of a room that never had a message takes its counter and epoch with it.
+_FORGET_SILENT_ROOM: Final = """
+if redis.call('EXISTS', KEYS[1]) == 0 and redis.call('GET', KEYS[2]) == '0' then
+  redis.call('DEL', KEYS[2], KEYS[3])
+end
+"""
 LEAVE: Final = Script(
     "leave",
     """
 redis.call('HDEL', KEYS[1], ARGV[3])
 redis.call('PUBLISH', ARGV[1], ARGV[2])
+"""
+    + _FORGET_SILENT_ROOM
+    + """
 return 1
 """,
 )
@@ -111,7 +158,7 @@ return {epoch, latest, redis.call('LRANGE', KEYS[3], 0, tonumber(ARGV[1]) - 1)}
 """,
 )
 
-# KEYS: presence. ARGV: channel, envelope head, member prefix of the dead node, room.
+# KEYS: presence, seq, epoch. ARGV: channel, envelope head, member prefix of the dead node, room.
 # Removes the dead node's members and announces each departure. Runs only when a node died.
 REAP: Final = Script(
     "reap",
@@ -127,6 +174,9 @@ for i = 1, #fields, 2 do
     removed = removed + 1
   end
 end
+"""
+    + _FORGET_SILENT_ROOM
+    + """
 return removed
 """,
 )

@@ -22,9 +22,13 @@ from roomcast.wire.recovery import RECOVERED
 class CatchUp:
     """Live events of a room for one connection whose join is in flight."""
 
-    limit: int
+    limit: int  # events held at most
+    # and bytes (0: no bound): with the catch-up they go to one client at once, and must fit
+    # its send bound (half of it: the other half is for the missed messages)
+    byte_limit: int = 0
     marker_seen: bool = False
     held: list[tuple[int, bytes]] = field(default_factory=list)
+    held_bytes: int = 0
     overflowed: bool = False
 
     def see(self, offset: int, event: bytes, is_marker: bool) -> None:
@@ -33,8 +37,11 @@ class CatchUp:
             self.marker_seen = True
         elif not self.marker_seen:
             return  # before our join point: in the history read, or before we joined
-        elif len(self.held) < self.limit:
+        elif len(self.held) < self.limit and (
+            not self.byte_limit or self.held_bytes + len(event) <= self.byte_limit
+        ):
             self.held.append((offset, event))
+            self.held_bytes += len(event)
         else:
             # Bounded: a room so busy that the buffer fills during one Redis round trip gets
             # an honest "not recovered" instead of unbounded memory.
@@ -47,4 +54,5 @@ class CatchUp:
         # stream at L already.
         out.extend(event for offset, event in self.held if offset == 0 or offset > reply.offset)
         self.held.clear()
+        self.held_bytes = 0
         return out

@@ -33,6 +33,8 @@ class Member(Protocol):
         ...
 
     pending: list[bytes]  # frames queued for this loop turn's single write
+    # Over the send bound: no room traffic until it drained and caught up (core.lag).
+    lagging: bool
 
     def __hash__(self) -> int: ...  # members key the room registry
 
@@ -51,6 +53,13 @@ class Member(Protocol):
 
     def adopt(self, identity: Identity) -> None:
         """Hold a refreshed token from now on: its exp decides when the connection ends."""
+
+    @property
+    def send_drained(self) -> bool:
+        """Nothing waits in the node for this client beyond the transport's low-water mark."""
+
+    def drop_slow_consumer(self, reason: str = ...) -> None:
+        """Close 1013: it does not read, or fell behind further than can be made up."""
 
 
 class Delivery(Pusher, Protocol):

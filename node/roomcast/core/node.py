@@ -14,6 +14,7 @@ from collections.abc import Awaitable
 from roomcast.broker import Broker, BrokerUnavailable, JoinReply, within
 from roomcast.core.auth import AuthError
 from roomcast.core.catch_up import CatchUp
+from roomcast.core.lag import Lag
 from roomcast.core.members import Delivery, Member
 from roomcast.core.ratelimit import BucketPool, ConnectionBudget, RateLimiter
 from roomcast.core.rooms import RoomRegistry, TooManyRoomsError
@@ -57,7 +58,10 @@ class Node:
         client_message_rate: tuple[float, int] = (20.0, 40),
         client_join_rate: tuple[float, int] = (5.0, 40),
         room_message_rate: tuple[float, int] = (100.0, 200),
+        lag_timeout: float = 10.0,
+        catch_up_bytes: int = 512 * 1024,
     ) -> None:
+        self._catch_up_bytes = catch_up_bytes
         self._message_rate = message_rate
         self._typing_rate = typing_rate
         self._join_rate = join_rate
@@ -83,6 +87,11 @@ class Node:
         # (connection, room) whose join reply is in but whose user_joined has not come back yet
         self._marker_waiters: dict[tuple[Member, str], asyncio.Future[None]] = {}
         self._marker_timeout = marker_timeout
+        # room -> offset of the last chat message fanned out here: where a lagging member is.
+        self._latest: dict[str, int] = {}
+        self.lag = Lag(
+            self._loop, self._attached_broker, self._latest, history_size, lag_timeout, metrics
+        )
         self._received = {
             kind: metrics.frames_received.labels(kind) for kind in protocol.COMMAND_TYPES
         }
@@ -95,6 +104,14 @@ class Node:
         self.broker = broker
         self.outbox = outbox
         self.streams.attach(broker, outbox)
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        assert self.outbox is not None
+        return self.outbox.loop
+
+    def _attached_broker(self) -> Broker:
+        assert self.broker is not None
+        return self.broker
 
     # Transport callbacks
 
@@ -145,6 +162,7 @@ class Node:
         if budget is not None:
             self._client_messages.release(budget.client)
             self._client_joins.release(budget.client)
+        self.lag.forget(conn)
         for room in self.rooms.rooms_of(conn):
             # A join still in its round trip is announced (and so must be retracted) only once
             # its script was sent; Redis runs that script before this leave's.
@@ -165,6 +183,14 @@ class Node:
 
     def on_rejected(self, conn: Member, code: str) -> None:
         self.metrics.frames_rejected.labels(code).inc()
+
+    def on_lagging(self, conn: Member) -> bool:
+        rooms = [room for room in self.rooms.rooms_of(conn) if self.rooms.is_live(conn, room)]
+        self.lag.start(conn, rooms)
+        return True
+
+    def on_drained(self, conn: Member) -> None:
+        self.lag.drained(conn)
 
     def resync_presence(self) -> None:
         """After an outage or a Redis restart, make Redis' presence match this node again."""
@@ -191,6 +217,8 @@ class Node:
             return
         assert self.outbox is not None
         if members:
+            if event.offset:
+                self._latest[room] = event.offset
             self.outbox.fan_out(members, text_frame(event.event), event.exclude)
         if holders:
             for conn, catch_up in holders.items():
@@ -245,7 +273,7 @@ class Node:
             conn.send(protocol.encode(already))
             return
         self.metrics.rooms_local.set(self.rooms.room_count)
-        catch_up = CatchUp(CATCH_UP_LIMIT)
+        catch_up = CatchUp(CATCH_UP_LIMIT, self._catch_up_bytes)
         self._catch_ups.setdefault(room, {})[conn] = catch_up
         try:
             reply = await self._enter(conn, command, catch_up)
@@ -267,6 +295,13 @@ class Node:
         if conn.closed or not self.rooms.activate(conn, room):
             return
         self._send_join_result(conn, command, reply, catch_up)
+        self._went_live(conn, room, reply.offset)
+
+    def _went_live(self, conn: Member, room: str, offset: int) -> None:
+        """Where the room is for members here: one lagging from now on has all up to it."""
+        self._latest[room] = max(self._latest.get(room, 0), offset)
+        if conn.lagging:
+            self.lag.joined(conn, room, offset)
 
     async def _enter(self, conn: Member, command: Join, catch_up: CatchUp) -> JoinReply:
         """Subscribe, run the join script, and wait until the stream reaches our join point."""
@@ -329,6 +364,7 @@ class Node:
         room = self._target_room(conn, command.room, command.request_id)
         username = self.rooms.username(conn, room)
         assert username is not None
+        self.lag.left(conn, room)
         if self.rooms.leave(conn, room):
             self._unsubscribe(room)
         self._room_messages.release(room)
@@ -475,6 +511,7 @@ class Node:
 
     def _unsubscribe(self, room: str) -> None:
         assert self.broker is not None
+        self._latest.pop(room, None)
         if not self.streams.has_room(room):  # event streams still listen to it
             self.broker.unsubscribe(room)
         self.metrics.rooms_local.set(self.rooms.room_count)

@@ -21,6 +21,7 @@ import h11
 from roomcast.broker import BrokerUnavailable
 from roomcast.core.api_service import ApiRequest, ApiService, OpenStream, Reply
 from roomcast.core.streams import StreamHub
+from roomcast.net.sendbuffer import SendBuffer
 from roomcast.wire import api, sse
 from roomcast.wire.api import MAX_HEAD_BYTES, ApiError
 from roomcast.wire.codes import ErrorCode
@@ -113,6 +114,9 @@ class HttpConnection(asyncio.Protocol):
         self._peer = peer
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
         self._transport: asyncio.Transport | None = None
+        self._send: SendBuffer | None = None
+        # The answer is out but the client has not read it yet: the next request waits.
+        self._awaiting_drain = False
         self._request: h11.Request | None = None
         self._body = bytearray()
         self._busy = False
@@ -128,6 +132,7 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
+        self._send = SendBuffer(self._transport, self._server.settings.send_buffer_bytes)
         self._server.connections.add(self)
         # The whole request must come within the handshake timeout, as for a WebSocket.
         self._arm_timer(self._server.settings.handshake_timeout)
@@ -147,10 +152,25 @@ class HttpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self.pending.clear()
+        if self._send is not None:
+            self._send.discard()
         self._cancel_idle_timer()
         self._server.connections.discard(self)
         if self._stream_room is not None:
             self._server.hub.close(self, self._stream_room)
+
+    def pause_writing(self) -> None:
+        if self._send is not None:
+            self._send.pause()
+
+    def resume_writing(self) -> None:
+        if self._send is None:
+            return
+        self._send.resume()
+        if self._awaiting_drain and not self._send.paused:
+            self._awaiting_drain = False
+            self._cancel_idle_timer()
+            self._next_request()
 
     # Outbox entry (event streams)
 
@@ -160,16 +180,12 @@ class HttpConnection(asyncio.Protocol):
         if not count:
             return 0
         self.pending = []
-        transport = self._transport
-        if self._closed or transport is None:
+        if self._closed or self._send is None:
             return 0
         data = pending[0] if count == 1 else b"".join(pending)
-        if transport.get_write_buffer_size() + len(data) > self._server.settings.send_buffer_bytes:
-            self._drop_slow_consumer()
-            return 0
         chunk = self._h11.send(h11.Data(data=data))
-        if chunk:
-            transport.write(chunk)
+        if chunk and not self._write(chunk):
+            return 0
         return count - pending.count(sse.HEARTBEAT)
 
     def end(self) -> None:
@@ -285,7 +301,18 @@ class HttpConnection(asyncio.Protocol):
         except h11.LocalProtocolError:
             self._close()
             return
-        self._write(data)
+        if not self._write(data):
+            return
+        if self._send is not None and self._send.paused:
+            # Read no further request until this answer is on its way: a client that pipelines
+            # requests and never reads the answers would otherwise pile them up here.
+            self._awaiting_drain = True
+            # A client that never reads it is cut off: a graceful close would wait for it.
+            self._cancel_idle_timer()
+            self._idle_timer = self._server.loop.call_later(
+                self._server.settings.http_idle_timeout, self._drop_slow_consumer
+            )
+            return
         self._next_request()
 
     async def _stream(self, plan: OpenStream) -> None:
@@ -359,17 +386,28 @@ class HttpConnection(asyncio.Protocol):
 
     def _drop_slow_consumer(self) -> None:
         self._server.metrics.slow_consumer_drops.inc()
-        log.info("slow event-stream consumer dropped", extra={"connection": self.id})
+        log.info("slow HTTP consumer dropped", extra={"connection": self.id})
+        if self._send is not None:
+            self._send.discard()
         if self._transport is not None:
             self._transport.abort()
         self._closed = True
 
-    def _write(self, data: bytes | None) -> None:
-        if data and self._transport is not None and not self._closed:
-            self._transport.write(data)
+    def _write(self, data: bytes | None) -> bool:
+        """Send through the shared bound; False (and the connection dropped) once over it."""
+        if not data or self._send is None or self._closed:
+            return not self._closed
+        if self._send.write(data) and not self._send.over:
+            return True
+        # An event stream's client resumes from history with Last-Event-ID (EventSource does it
+        # by itself); an answer's client asks again.
+        self._drop_slow_consumer()
+        return False
 
     def _close(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
+            if self._send is not None:
+                self._send.flush()  # what waits for a paused socket goes before the close
             self._transport.close()
 
     def _arm_timer(self, seconds: float) -> None:

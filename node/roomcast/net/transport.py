@@ -36,6 +36,7 @@ from roomcast.core.auth import (
 from roomcast.core.members import Member
 from roomcast.core.ratelimit import BucketPool, ConnectionBudget, RateLimiter
 from roomcast.net.handshake import check_request
+from roomcast.net.sendbuffer import SendBuffer
 from roomcast.net.token_clock import NOTICE, TokenClock
 from roomcast.runtime.config import FRAME_OVERHEAD_BYTES
 from roomcast.wire.codes import CloseCode, ErrorCode
@@ -101,6 +102,16 @@ class Application(Protocol):
 
     def on_rejected(self, conn: Connection, code: str) -> None: ...
 
+    def on_lagging(self, conn: Connection) -> bool:
+        """``conn`` holds more than the send bound unread: True if the application takes it
+        off room traffic (``conn.lagging``) and will bring it up to date once it drained
+        (:meth:`on_drained`); False drops it as a slow consumer."""
+        ...
+
+    def on_drained(self, conn: Connection) -> None:
+        """A lagging connection's socket drained: time to send it what it missed."""
+        ...
+
 
 class Outbox:
     """Frames waiting for the end of this loop turn, grouped per connection."""
@@ -128,7 +139,8 @@ class Outbox:
         """The hot path: the same frame object for every local member except ``exclude``."""
         dirty = self._dirty
         for conn in members:
-            if conn.id != exclude:
+            # A lagging member gets the room's messages from history once it drained.
+            if conn.id != exclude and not conn.lagging:
                 pending = conn.pending
                 pending.append(frame)
                 if len(pending) == 1:
@@ -158,6 +170,7 @@ class Connection(asyncio.Protocol):
         "_fragments",
         "_handshake_timer",
         "_paused",
+        "_send",
         "_server",
         "_settings",
         "_sniffed",
@@ -168,6 +181,7 @@ class Connection(asyncio.Protocol):
         "id",
         "identity",
         "inbound",
+        "lagging",
         "message_rate",
         "opened",
         "peer",
@@ -190,8 +204,11 @@ class Connection(asyncio.Protocol):
             logger=_quiet_protocol_log,
         )
         self.transport: asyncio.Transport | None = None
+        self._send: SendBuffer | None = None
         self.pending: list[bytes] = []
         self.alive = True
+        # Fell behind by more than the send bound: no room traffic until it caught up.
+        self.lagging = False
         self.opened = False
         self.closed = False
         self.peer = ""
@@ -224,6 +241,7 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
+        self._send = SendBuffer(self.transport, self._settings.send_buffer_bytes)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else ""
         self.client_address = str(peer[0]) if isinstance(peer, tuple) else ""
@@ -293,7 +311,21 @@ class Connection(asyncio.Protocol):
         self.proto.receive_eof()
         self._cancel_timers()
         self.pending.clear()
+        if self._send is not None:
+            self._send.discard()
         self._finish()
+
+    def pause_writing(self) -> None:
+        if self._send is not None:
+            self._send.pause()
+
+    def resume_writing(self) -> None:
+        send = self._send
+        if send is None:
+            return
+        send.resume()
+        if self.lagging and send.drained and not self.closed:
+            self._app.on_drained(self)
 
     def _hand_over(self, received: bytes) -> None:
         """An HTTP API request, not a WebSocket: the API's HTTP protocol takes the socket."""
@@ -317,18 +349,34 @@ class Connection(asyncio.Protocol):
         if not count:
             return 0
         self.pending = []
-        transport = self.transport
-        if self.closed or transport is None or self.proto.state is not State.OPEN:
+        send = self._send
+        if self.closed or send is None or self.proto.state is not State.OPEN:
             return 0
         if self._compressed:
             for frame in pending:
                 self.proto.send_text(frame_payload(frame))
             pending = self.proto.data_to_send()
         data = pending[0] if len(pending) == 1 else b"".join(pending)
-        if transport.get_write_buffer_size() + len(data) > self._settings.send_buffer_bytes:
-            self._drop_slow_consumer()
+        if self.lagging:
+            # Only its own answers and what it missed come now (no room traffic); they may take
+            # it up to twice the bound before it is given up.
+            send.write(data, force=True)
+            if send.outstanding > 2 * self._settings.send_buffer_bytes:
+                self.drop_slow_consumer()
+                return 0
+            return count
+        queued = send.write(data)
+        if queued and not send.over:
+            return count
+        # More than the bound waits for this client once the kernel took what it could.
+        if not self._app.on_lagging(self):
+            self.drop_slow_consumer()
             return 0
-        transport.write(data)
+        # It falls behind: this turn's frames still go (nothing is skipped), then no more room
+        # traffic until it drained; the application sends what it missed from history.
+        self.lagging = True
+        if not queued:
+            send.write(data, force=True)
         return count
 
     def ping(self) -> None:
@@ -396,7 +444,8 @@ class Connection(asyncio.Protocol):
 
     def _flush_protocol(self) -> None:
         transport = self.transport
-        if transport is None:
+        send = self._send
+        if transport is None or send is None:
             return
         outgoing = self.proto.data_to_send()
         # Frames queued in this same turn (the welcome after the handshake response) ride in
@@ -411,16 +460,26 @@ class Connection(asyncio.Protocol):
             outgoing[-1] += b"".join(self.pending)
             self._server.metrics.deliveries.inc(len(self.pending))
             self.pending = []
+        over = False
+        # A closing connection's last frames go out whatever it holds unread (the close timer
+        # aborts it if it never reads them); so do a lagging one's pings and pongs (its lag has
+        # a deadline of its own).
+        force = self.lagging or self.proto.state is not State.OPEN
         for data in outgoing:
             if data:
-                transport.write(data)
-            elif transport.can_write_eof():
+                # Through the send buffer, so control frames keep their place behind data.
+                over = not send.write(data, force=force) or over
+                continue
+            send.flush()  # what waits goes out before the end of the stream
+            if transport.can_write_eof():
                 # End of stream: half-close, and keep reading (and discarding) until the client
                 # closes too. Closing outright with unread input would send an RST, and the
                 # client could lose our close frame with it.
                 transport.write_eof()
             else:
                 transport.close()
+        if over and self.proto.state is State.OPEN:
+            self.drop_slow_consumer()  # e.g. pongs piling up for a client that never reads
         if self.proto.close_expected() and self._close_timer is None:
             self._close_timer = self._server.loop.call_later(
                 self._settings.close_timeout, self.abort
@@ -592,13 +651,28 @@ class Connection(asyncio.Protocol):
             self._paused = False
             self.transport.resume_reading()
 
-    def _drop_slow_consumer(self) -> None:
+    @property
+    def send_drained(self) -> bool:
+        """Nothing waits in the node for this client beyond the transport's low-water mark."""
+        return self._send is not None and self._send.drained
+
+    def drop_slow_consumer(self, reason: str = "slow consumer: not reading fast enough") -> None:
+        """Close 1013: the client does not read (or fell behind further than can be made up)."""
+        if self.closed:
+            return
         self._server.metrics.slow_consumer_drops.inc()
         self._app.on_rejected(self, ErrorCode.SLOW_CONSUMER)
-        log.info("slow consumer dropped", extra={"connection": self.id, "peer": self.peer})
-        # The close frame queues behind the unread bytes; the close timer aborts the socket
-        # if the client never reads it. Either way it gets no more room traffic from now on.
-        self.proto.send_close(CloseCode.TRY_AGAIN_LATER, "slow consumer: not reading fast enough")
+        log.info(
+            "slow consumer dropped",
+            extra={"connection": self.id, "peer": self.peer, "reason": reason, "lag": self.lagging},
+        )
+        # What the node held back is freed now; the close frame queues behind what the transport
+        # already has, and the close timer aborts the socket if the client never reads it.
+        # Either way it gets no more room traffic from now on.
+        if self._send is not None:
+            self._send.discard()
+        if self.proto.state is State.OPEN:
+            self.proto.send_close(CloseCode.TRY_AGAIN_LATER, reason)
         self._flush_protocol()
         self._finish()
 

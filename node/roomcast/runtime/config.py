@@ -10,7 +10,7 @@ import os
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Final, Literal, TypeVar
+from typing import Final, Literal, TypeVar, cast
 
 from roomcast.runtime.keys import load_public_key
 
@@ -24,6 +24,8 @@ T = TypeVar("T")
 # What each received frame costs against the client receive budget on top of its payload: the
 # work of a frame (parsing, a handler, maybe a Redis round trip) is not in its bytes.
 FRAME_OVERHEAD_BYTES: Final = 1024
+
+DEFAULT_HISTORY_BYTES = 256 * 1024
 
 
 class ConfigError(ValueError):
@@ -61,6 +63,9 @@ class Settings:
     client_receive_bytes_per_second: int = 256 * 1024
     client_receive_bytes_burst: int = 1024 * 1024
     handshake_timeout: float = 10.0
+    # A member over the send bound gets no room traffic until its socket drains, then what it
+    # missed from history; if it does not drain for this long, it does not read: closed 1013.
+    lag_timeout: float = 10.0
     # Timeouts
     ping_interval: float = 30.0
     close_timeout: float = 5.0
@@ -69,6 +74,9 @@ class Settings:
     # History and presence
     history_size: int = 100
     history_ttl: float = 600.0
+    # Bytes of messages kept per room in Redis; at most half the send buffer, so that a
+    # catch-up (join with ``since``, history, event-stream resume) always fits in it.
+    history_bytes: int = DEFAULT_HISTORY_BYTES
     presence_ttl: float = 15.0
     # Security
     auth_secret: str | None = field(default=None, repr=False)  # HS256 tokens
@@ -327,12 +335,14 @@ _PARSERS: dict[str, Callable[[str, str], object]] = {
     "client_receive_bytes_per_second": lambda n, r: _parse_int(n, r, 1024, 2**40),
     "client_receive_bytes_burst": lambda n, r: _parse_int(n, r, 4096, 2**40),
     "handshake_timeout": lambda n, r: _parse_float(n, r, 0.1, 3600),
+    "lag_timeout": lambda n, r: _parse_float(n, r, 0.1, 3600),
     "ping_interval": lambda n, r: _parse_float(n, r, 0.05, 3600),
     "close_timeout": lambda n, r: _parse_float(n, r, 0.01, 600),
     "drain_timeout": lambda n, r: _parse_float(n, r, 0.0, 3600),
     "redis_timeout": lambda n, r: _parse_float(n, r, 0.05, 600),
     "history_size": lambda n, r: _parse_int(n, r, 1, 100_000),
     "history_ttl": lambda n, r: _parse_float(n, r, 1, 30 * 86400),
+    "history_bytes": lambda n, r: _parse_int(n, r, 1024, 512 * 1024 * 1024),
     "presence_ttl": lambda n, r: _parse_float(n, r, 0.3, 3600),
     "auth_secret": _parse_secret,
     "auth_public_key": _parse_secret,
@@ -394,6 +404,32 @@ def _read_secret_file(name: str, path: str) -> str:
         raise ConfigError(f"{name}={path!r}: cannot read it ({exc.strerror})") from None
 
 
+def _weak_secrets(settings: Settings) -> list[str]:
+    """One line per secret that is a shipped placeholder or guessable (values never echoed)."""
+    from roomcast.runtime.weak_secrets import GENERATE_HINT, redis_password_in, why_weak
+
+    # (variable, value, whether only a generator should have made it)
+    candidates: list[tuple[str, str | None, bool]] = [
+        ("ROOMCAST_AUTH_SECRET", settings.auth_secret, True),
+        *(
+            (f"ROOMCAST_API_KEYS (key {i + 1})", key, True)
+            for i, key in enumerate(settings.api_keys)
+        ),
+        ("ROOMCAST_REDIS_SENTINEL_PASSWORD", settings.redis_sentinel_password, False),
+        (
+            "ROOMCAST_REDIS_URL (its password)",
+            None if settings.redis_url is None else redis_password_in(settings.redis_url),
+            False,
+        ),
+    ]
+    problems = []
+    for name, value, random_expected in candidates:
+        reason = None if not value else why_weak(value, random_expected=random_expected)
+        if reason is not None:
+            problems.append(f"{name}: {reason}; {GENERATE_HINT}")
+    return problems
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build settings from the environment; raise ConfigError naming every bad variable."""
     env = os.environ if environ is None else environ
@@ -420,10 +456,24 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             problems.append(str(exc))
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    if "history_bytes" not in values and "send_buffer_bytes" in values:
+        # Unset: the default, or less when a smaller send buffer asks for it.
+        values["history_bytes"] = min(
+            DEFAULT_HISTORY_BYTES, cast(int, values["send_buffer_bytes"]) // 2
+        )
     settings = Settings(**values)  # type: ignore[arg-type]
     topology_problems = _check_redis_topology(settings)
     if topology_problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(topology_problems))
+    weak = _weak_secrets(settings)
+    if weak:
+        raise ConfigError("refusing to start with guessable secrets:\n  " + "\n  ".join(weak))
+    if settings.history_bytes > settings.send_buffer_bytes // 2:
+        raise ConfigError(
+            f"ROOMCAST_HISTORY_BYTES={settings.history_bytes}: at most half of "
+            f"ROOMCAST_SEND_BUFFER_BYTES ({settings.send_buffer_bytes}), so that a catch-up "
+            "always fits in a client's send buffer"
+        )
     if settings.auth_secret is not None and settings.auth_public_key is not None:
         raise ConfigError("set ROOMCAST_AUTH_SECRET (HS256) or ROOMCAST_AUTH_PUBLIC_KEY, not both")
 

@@ -81,6 +81,13 @@ class Metrics:
             "Clients closed because they did not read",
             registry=registry,
         )
+        self.lags = Counter(
+            "roomcast_lags",
+            "Members that fell behind by the send bound (lagged), messages replayed to them from "
+            "history (replayed), and how lags ended: caught_up, timeout (did not read), gap "
+            "(history no longer held what they missed), gave_up (broker unavailable)",
+            ["outcome"], registry=registry,
+        )  # fmt: skip
         self.dead_connections_reaped = Counter(
             "roomcast_dead_connections_reaped",
             "Connections closed for missing pongs",

@@ -1,0 +1,88 @@
+"""What one client has not read yet, bounded: the same rule for WebSockets, event streams and
+HTTP answers.
+
+A client that does not read makes its bytes wait in three places: the kernel's socket buffer
+(bounded by ``net.ipv4.tcp_wmem``), the transport's write buffer, and what the node holds back
+while the transport is paused. The last two are node memory; their sum is the client's
+*outstanding* bytes, and it may not exceed the send-buffer limit (``ROOMCAST_SEND_BUFFER_BYTES``).
+
+Bytes go to the transport only while it is not paused (above its high-water mark it calls
+``pause_writing``); afterwards they wait here, and are handed over in pieces as the socket drains
+(``resume_writing``). So a burst only counts against a client for what the kernel could not take
+at once: a client that reads keeps up, one that does not is cut off at the limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+
+class SendBuffer:
+    __slots__ = ("_held", "_held_bytes", "_limit", "_transport", "paused")
+
+    def __init__(self, transport: asyncio.Transport, limit: int) -> None:
+        self._transport = transport
+        self._limit = limit
+        self._held: deque[bytes] = deque()
+        self._held_bytes = 0
+        self.paused = False
+
+    @property
+    def outstanding(self) -> int:
+        """Bytes queued in the node for this client (transport buffer + held back)."""
+        return self._held_bytes + self._transport.get_write_buffer_size()
+
+    @property
+    def over(self) -> bool:
+        """More than the limit is queued in the node for this client."""
+        return self.outstanding > self._limit
+
+    @property
+    def drained(self) -> bool:
+        """Nothing held back, and the transport below its high-water mark."""
+        return not self.paused and not self._held
+
+    def write(self, data: bytes, *, force: bool = False) -> bool:
+        """Queue ``data`` in order after what is queued; False (nothing queued) when the socket
+        is backed up and ``data`` would take the client past the limit, unless ``force``.
+
+        Queued data may still leave the client :attr:`over` the limit (the kernel took less of
+        a fresh write than the limit): the caller checks that too.
+        """
+        transport = self._transport
+        backed_up = self.paused or self._held or transport.get_write_buffer_size()
+        if backed_up and not force and self.outstanding + len(data) > self._limit:
+            return False
+        if self.paused or self._held:
+            self._held.append(data)
+            self._held_bytes += len(data)
+            return True
+        # The transport sends at once what the kernel takes and calls pause_writing when the
+        # rest crosses its high-water mark: only that rest counts against the client.
+        transport.write(data)
+        return True
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        """The socket drained below the low-water mark: hand over what waits, piece by piece."""
+        self.paused = False
+        held = self._held
+        while held and not self.paused:
+            data = held.popleft()
+            self._held_bytes -= len(data)
+            self._transport.write(data)
+
+    def flush(self) -> None:
+        """Hand everything held to the transport now (before the end of the stream)."""
+        while self._held:
+            data = self._held.popleft()
+            self._held_bytes -= len(data)
+            self._transport.write(data)
+
+    def discard(self) -> None:
+        """Forget what is held back (the connection is being dropped)."""
+        self._held.clear()
+        self._held_bytes = 0
