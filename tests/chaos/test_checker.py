@@ -80,6 +80,20 @@ def test_refused_message_delivered_is_caught() -> None:
     assert verdict.failures["refused_delivered"] == 1
 
 
+def test_an_unconfirmed_message_may_be_delivered_but_then_to_everyone() -> None:
+    sender, reader = room_with([1])
+    deliver(reader, 1.1, "A", 1)
+    for text in ("maybe", "never"):
+        sender.sent(2.0, {"type": "message", "room": ROOM, "text": text, "id": text})
+        sender.received(2.1, {"type": "error", "id": text, "code": "unconfirmed", "room": ROOM})
+    deliver(sender, 2.2, "A", 2, "maybe")  # published after all; "never" was not
+    verdict = check([sender, reader])
+    assert verdict.unconfirmed == 2 and verdict.refused == 0
+    assert verdict.failures == {"missing_unacked": 1}  # the reader did not get "maybe"
+    deliver(reader, 2.3, "A", 2, "maybe")
+    assert check([sender, reader]).ok
+
+
 def test_two_texts_at_one_offset_and_one_text_at_two_offsets() -> None:
     sender, reader = room_with([1])
     deliver(reader, 1.1, "A", 1, "something else")

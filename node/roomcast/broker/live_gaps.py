@@ -119,6 +119,14 @@ class LiveGaps:
             return
         state.epoch, state.last = epoch, offset
 
+    def position(self, room: str) -> tuple[str, int]:
+        """(epoch, last offset) handed over for ``room``; ("", 0) while that is not known.
+        Every message published from now on comes after it."""
+        state = self._rooms.get(room)
+        if state is None or state.from_start:
+            return "", 0
+        return state.epoch, state.last
+
     def recheck(self, room: str) -> None:
         """Something may have been published where this node did not listen: look in history."""
         state = self._rooms.get(room)

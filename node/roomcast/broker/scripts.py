@@ -37,11 +37,17 @@ class Script:
 
 
 # KEYS: seq, epoch, history. ARGV: channel, envelope head, json prefix, history size,
-# history ttl (s), meta ttl (s), epoch candidate.
+# history ttl (s), meta ttl (s), epoch candidate, deadline (ms, Redis's clock).
 # Every INCR is paired with one LPUSH, so entry i of the list holds offset (seq - i).
+# Past its deadline it does nothing and answers {0, ''}: the node has given up on it (or will,
+# see roomcast.broker.deadline), so a late run (a stalled Redis waking up) must not publish.
 PUBLISH_MESSAGE: Final = Script(
     "publish_message",
     """
+local now = redis.call('TIME')
+if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(ARGV[8]) then
+  return {0, ''}
+end
 local epoch = redis.call('GET', KEYS[2])
 if not epoch then
   epoch = ARGV[7]
@@ -88,6 +94,37 @@ if missed > redis.call('LLEN', KEYS[3]) then
   return {epoch, latest, 'too_old', {}}
 end
 return {epoch, latest, 'recovered', redis.call('LRANGE', KEYS[3], 0, missed - 1)}
+""",
+)
+
+# KEYS: seq, epoch, history. ARGV: the message's JSON prefix, the epoch and the last offset
+# the node knew of when it sent the message (every offset up to it ran before). Run only after
+# the message's deadline passed, so its fate is settled: {'found', offset, epoch} when history
+# holds it, {'absent'} when history still holds every offset after the known one in the same
+# epoch and it is not among them, {'unknown'} otherwise (epoch changed, history trimmed).
+FIND_MESSAGE: Final = Script(
+    "find_message",
+    """
+local epoch = redis.call('GET', KEYS[2])
+if not epoch or ARGV[2] == '' or epoch ~= ARGV[2] then
+  return {'unknown'}
+end
+local latest = tonumber(redis.call('GET', KEYS[1]) or '0')
+local after = latest - tonumber(ARGV[3])
+if after <= 0 then
+  return {'absent'}
+end
+local kept = math.min(after, redis.call('LLEN', KEYS[3]))
+local entries = redis.call('LRANGE', KEYS[3], 0, kept - 1)
+for i, entry in ipairs(entries) do
+  if string.sub(entry, 1, #ARGV[1]) == ARGV[1] then
+    return {'found', latest - i + 1, epoch}
+  end
+end
+if kept < after then
+  return {'unknown'}
+end
+return {'absent'}
 """,
 )
 
@@ -153,7 +190,7 @@ return 1
 """,
 )
 
-ALL: Final = (PUBLISH_MESSAGE, JOIN, LEAVE, HISTORY, REAP, RESYNC)
+ALL: Final = (PUBLISH_MESSAGE, JOIN, LEAVE, HISTORY, REAP, RESYNC, FIND_MESSAGE)
 
 
 @dataclass(frozen=True)
@@ -166,10 +203,19 @@ class ScriptSet:
     history: Script
     reap: Script
     resync: Script
+    find_message: Script
 
     @property
     def all(self) -> tuple[Script, ...]:
-        return (self.publish_message, self.join, self.leave, self.history, self.reap, self.resync)
+        return (
+            self.publish_message,
+            self.join,
+            self.leave,
+            self.history,
+            self.reap,
+            self.resync,
+            self.find_message,
+        )
 
 
 def _sharded(script: Script) -> Script:
