@@ -145,6 +145,22 @@ def test_explicit_loss_event_covers_its_range_only() -> None:
     assert verdict.failures == {"missing": 1}  # offset 4 was never announced lost
 
 
+def test_an_epoch_change_notice_covers_the_epochs_it_passed_over() -> None:
+    sender, reader = room_with([1, 2])
+    deliver(reader, 1.1, "A", 1)
+    send(sender, 3.0, "B", 1)  # B lived and died while the reader's node could not read Redis
+    deliver(sender, 3.02, "B", 1)
+    reader.received(5.0, {"type": "loss", "room": ROOM, "reason": "epoch_changed", "epoch": "A",
+                          "from_offset": 2, "to_offset": None, "new_epoch": "C"})  # fmt: skip
+    send(sender, 6.0, "C", 1)
+    deliver(sender, 6.02, "C", 1)
+    verdict = check([sender, reader])
+    assert verdict.lost_with_notice == 2  # A:2 and all of B
+    assert verdict.failures == {"missing": 1}  # C goes on from offset 1: C:1 is still owed
+    deliver(reader, 6.1, "C", 1)
+    assert check([sender, reader]).ok
+
+
 def test_open_ended_notice_cannot_excuse_later_messages() -> None:
     sender, reader = room_with([1])
     reader.received(1.5, {"type": "gap", "room": ROOM, "epoch": "A"})

@@ -40,7 +40,7 @@ from roomcast.client.events import (
     Welcome,
     parse_event,
 )
-from roomcast.client.outgoing import Outgoing, SendError
+from roomcast.client.outgoing import Outgoing, SendError, SendUnconfirmed
 
 __all__ = [
     "Ack",
@@ -68,6 +68,7 @@ __all__ = [
     "RoomCursor",
     "RoomcastClient",
     "SendError",
+    "SendUnconfirmed",
     "SendFailed",
     "ServerEvent",
     "TokenExpiring",
