@@ -379,6 +379,10 @@ class CommandLink(RedisLink):
             command.settle(None, BrokerUnavailable(f"redis refused: {error}"))
         if str(error).startswith("NOSCRIPT"):
             self._load_scripts()
+        elif str(error).startswith("READONLY"):
+            # Still on a primary that was demoted (a failover whose CLIENT KILL we missed):
+            # reconnect, which asks Sentinel where the primary is now.
+            self.abort()
 
     def _up(self) -> None:
         self._load_scripts()

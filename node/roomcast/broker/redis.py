@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, Final, NamedTuple, Protocol, TypedDict, Unpack
@@ -40,7 +41,7 @@ from roomcast.broker import (
     resp,
     scripts,
 )
-from roomcast.broker.deadline import RedisClock, now_ms
+from roomcast.broker.deadline import SAFETY_MS, RedisClock, now_ms
 from roomcast.broker.errors import describe
 from roomcast.broker.fates import FateResolver, Publication
 from roomcast.broker.links import (
@@ -416,6 +417,12 @@ class RedisBroker(OnOneLoop):
             ),
         )
 
+    def _join_deadline(self) -> int:
+        # Before the node's own timer on the request fires (minus the clock estimate's error):
+        # a join that runs at all runs while the node still waits for it.
+        clock = self.topology.clock
+        return clock.deadline(now_ms(), self._timeout_ms - clock.error_ms - SAFETY_MS)
+
     async def _find_message(self, publication: Publication) -> Any:
         seq, epoch, history, _ = scripts.room_keys(publication.room)
         return await self._request(
@@ -451,11 +458,14 @@ class RedisBroker(OnOneLoop):
                     (since.epoch if since else "").encode(),
                     new_epoch().encode(),
                     b"%d" % max(1, int(self._limits.meta_ttl)),
+                    b"%d" % self._join_deadline(),
                 ),
             ),
             publishes=True,
         )
         epoch_value, latest, status, missed = answer.reply
+        if status == b"late":
+            raise BrokerUnavailable("redis ran the join past its deadline: not joined")
         self.gaps.baseline(room, epoch_value.decode(), int(latest))
         if answer.via_importing:
             # The importing node published the announcement where this node does not listen
@@ -546,7 +556,16 @@ class RedisBroker(OnOneLoop):
         claim_key = b"rc:reap:" + dead
         claim = await self._request(
             claim_key,
-            resp.command(b"SET", claim_key, self._instance.encode(), b"NX", b"EX", b"60"),
+            # Held one TTL, not longer: a reap cut short (this node died, Redis failed over
+            # before it was replicated) is taken up again by the next heartbeat after it.
+            resp.command(
+                b"SET",
+                claim_key,
+                self._instance.encode(),
+                b"NX",
+                b"EX",
+                b"%d" % max(1, math.ceil(self._presence_ttl)),
+            ),
         )
         if claim is None:
             return  # another node is on it

@@ -66,11 +66,17 @@ return {offset, epoch}
 )
 
 # KEYS: seq, epoch, history, presence. ARGV: channel, announce envelope, member, username,
-# since offset (-1: none), since epoch, epoch candidate, meta ttl (s).
-# Returns {epoch, latest offset, status, missed messages newest first}.
+# since offset (-1: none), since epoch, epoch candidate, meta ttl (s), deadline (ms, Redis's
+# clock). Returns {epoch, latest offset, status, missed messages newest first}; past its
+# deadline {'', 0, 'late', {}} and nothing done (the node gave up on the join: a late run would
+# list a member that is not there).
 JOIN: Final = Script(
     "join",
     """
+local now = redis.call('TIME')
+if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(ARGV[9]) then
+  return {'', 0, 'late', {}}
+end
 redis.call('HSET', KEYS[4], ARGV[3], ARGV[4])
 local epoch = redis.call('GET', KEYS[2])
 if not epoch then
@@ -224,5 +230,41 @@ def _sharded(script: Script) -> Script:
     return Script(script.name + "_sharded", script.source.replace("'PUBLISH'", "'SPUBLISH'"))
 
 
+# Sentinel mode: replication is asynchronous, so a failover (SIGKILL of the primary, or Sentinel
+# promoting a replica while the old primary still takes writes) may lose a room's last writes:
+# messages acknowledged, even delivered live, whose offsets the new primary would hand out again
+# to other texts. So each script that reads or writes a room's sequence first checks under which
+# primary (``master_replid``) the room was last written; under another one, the room starts a
+# new epoch (named from the old one and the primary, the same on every node), so that clients
+# get ``epoch_changed`` instead of reused offsets. Conservative: a failover that lost nothing
+# changes the epochs of the rooms too (nothing tells the new primary what the old one had).
+# KEYS[1..3] are the room's seq, epoch and history keys; ``:line`` beside them holds the replid.
+_LINEAGE_FENCE: Final = """
+local function fence_lineage()
+  local replid = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)')
+  local line_key = (string.gsub(KEYS[1], ':seq$', ':line'))
+  local line = redis.call('GET', line_key)
+  if not replid or line == replid then
+    return
+  end
+  local old = redis.call('GET', KEYS[2])
+  if line and old then
+    redis.call('SET', KEYS[2], string.sub(redis.sha1hex(replid .. ':' .. old), 1, 12))
+    redis.call('DEL', KEYS[1], KEYS[3])
+  end
+  redis.call('SET', line_key, replid, 'EX', 604800)
+end
+fence_lineage()
+"""
+
+
+def _fenced(script: Script) -> Script:
+    return Script(script.name + "_fenced", _LINEAGE_FENCE + script.source)
+
+
 CLASSIC: Final = ScriptSet(*ALL)
 SHARDED: Final = ScriptSet(*(_sharded(script) for script in ALL))
+_ROOM_SEQUENCE_SCRIPTS: Final = (PUBLISH_MESSAGE, JOIN, HISTORY, FIND_MESSAGE)
+FENCED: Final = ScriptSet(
+    *(_fenced(script) if script in _ROOM_SEQUENCE_SCRIPTS else script for script in ALL)
+)

@@ -36,9 +36,7 @@ class SendUnconfirmed(SendError):
     back). Sending it again could duplicate it."""
 
     def __init__(self, failure: SendFailed) -> None:
-        Exception.__init__(
-            self, f"message to {failure.room!r} may or may not have been delivered"
-        )
+        Exception.__init__(self, f"message to {failure.room!r} may or may not have been delivered")
         self.failure = failure
 
 
