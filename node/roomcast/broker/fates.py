@@ -106,6 +106,9 @@ class FateResolver:
         self.absent = 0  # lost replies whose message surely never ran: ``unavailable``
         self.unconfirmed = 0  # could not tell: ``unconfirmed``
 
+    def counters(self) -> dict[str, int]:
+        return {"found": self.found, "absent": self.absent, "unconfirmed": self.unconfirmed}
+
     def resolve(self, publication: Publication) -> None:
         task = asyncio.create_task(self._resolve(publication), name="publication fate")
         self._tasks.add(task)

@@ -96,6 +96,15 @@ class LiveGaps:
         self.losses = 0  # loss events handed to the node
         self.stale = 0  # live messages of an epoch already announced as lost
 
+    def counters(self) -> dict[str, int]:
+        return {
+            "filled": self.filled,
+            "duplicates": self.duplicates,
+            "losses": self.losses,
+            "given_up": self.given_up,
+            "stale": self.stale,
+        }
+
     # What the broker tells us
 
     def track(self, room: str) -> None:
