@@ -112,8 +112,7 @@ class ApiService:
             )
         except Unconfirmed as exc:
             # 504, as a gateway whose upstream did not answer: the message may have been sent.
-            reason = f"may or may not have been published: {exc}"
-            raise ApiError(504, ErrorCode.UNCONFIRMED, reason) from None
+            raise ApiError(504, ErrorCode.UNCONFIRMED, str(exc)) from None
         except BrokerUnavailable as exc:
             reason = f"broker unavailable: {exc}"
             raise ApiError(503, ErrorCode.UNAVAILABLE, reason) from None
