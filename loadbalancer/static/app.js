@@ -75,7 +75,7 @@ function failureText(code, client) {
     case "too_big":
       return `longer than the server accepts (${client.maxFrameBytes} bytes)`;
     case "unconfirmed":
-      return "the connection was lost before the server confirmed it; it may or may not have been sent";
+      return "the server could not confirm it (connection or Redis lost); it may or may not have been sent";
     case "expired":
       return "no connection for too long";
     case "queue_full":
@@ -146,6 +146,8 @@ function startChat(room, requestedName) {
       },
       (error) => {
         item.status = "failed";
+        // Sent, but its fate is unknown: shown as "may not have been sent", not as refused.
+        item.unconfirmed = error.code === "unconfirmed";
         item.reason = failureText(error.code, client);
         showOutbox();
       },

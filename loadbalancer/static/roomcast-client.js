@@ -40,6 +40,7 @@ var ErrorCode = {
   FORBIDDEN: "forbidden",
   RATE_LIMITED: "rate_limited",
   UNAVAILABLE: "unavailable",
+  UNCONFIRMED: "unconfirmed",
   INVALID_TOKEN: "invalid_token",
   BINARY_FRAME: "binary_frame",
   FRAME_TOO_BIG: "frame_too_big",

@@ -129,7 +129,9 @@ export function renderOutbox(items, { onRetry, onDiscard }) {
         row.dataset.outboxId = String(item.id);
         const label =
           item.status === "failed"
-            ? `not sent: ${item.reason}`
+            ? item.unconfirmed
+              ? `may not have been sent: ${item.reason}`
+              : `not sent: ${item.reason}`
             : item.status === "sent"
               ? "sending…"
               : "waiting for the connection…";

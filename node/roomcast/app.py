@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
@@ -21,6 +21,9 @@ from roomcast.net.transport import CHAT_PATH, Outbox, WebSocketServer
 from roomcast.runtime.config import Settings
 from roomcast.runtime.gc_tuning import tune_collector
 from roomcast.runtime.metrics import Metrics
+
+if TYPE_CHECKING:
+    from roomcast.broker.redis import RedisBroker
 
 log = logging.getLogger("roomcast")
 
@@ -75,9 +78,14 @@ class Server:
         self.broker: Broker = self._make_broker()
 
     def _make_broker(self) -> Broker:
-        settings = self.settings
-        if not settings.uses_redis:
+        broker = self._make_redis_broker() if self.settings.uses_redis else None
+        if broker is None:
             return MemoryBroker(self.node.on_broker_message, self._on_broker_state, self.limits)
+        self.metrics.watch_redis_broker(broker.gaps.counters, broker.fates.counters)
+        return broker
+
+    def _make_redis_broker(self) -> RedisBroker:
+        settings = self.settings
         common: dict[str, Any] = {
             "timeout": settings.redis_timeout,
             "limits": self.limits,

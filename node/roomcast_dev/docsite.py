@@ -55,7 +55,12 @@ ERROR_MEANINGS: Final[dict[str, str]] = {
     "TOO_MANY_ROOMS": "one join more than `ROOMCAST_MAX_ROOMS_PER_CONNECTION`",
     "FORBIDDEN": "the token's `rooms` claim does not allow this room",
     "RATE_LIMITED": "over a rate limit: the frame was dropped (HTTP: 429 with `Retry-After`)",
-    "UNAVAILABLE": "Redis is down: the message was **not** sent (HTTP: 503)",
+    "UNAVAILABLE": "Redis is down: the message was **not** sent, and never will be (HTTP: 503)",
+    "UNCONFIRMED": (
+        "a `message` whose Redis reply was lost and whose fate its node could not learn from"
+        " history: it **may or may not** have been sent; if it was, every member gets it"
+        " (HTTP: 504). Resending may duplicate it"
+    ),
     "INVALID_TOKEN": "a `refresh` whose token is not a string or is refused (the reason says why)",
     "BINARY_FRAME": "a binary frame: the connection is closed with 1003",
     "FRAME_TOO_BIG": "a frame over `ROOMCAST_MAX_FRAME_BYTES`: closed with 1009 (HTTP: 413)",
@@ -109,7 +114,11 @@ RECOVERY_MEANINGS: Final[dict[str, str]] = {
 }
 
 LOSS_MEANINGS: Final[dict[str, str]] = {
-    "EPOCH_CHANGED": "Redis lost the room's history; the room goes on in `new_epoch` from offset 1",
+    "EPOCH_CHANGED": (
+        "Redis lost the room's history (restarted empty, or a Sentinel failover); the room goes"
+        " on in `new_epoch` from offset 1. Everything after `from_offset - 1` of `epoch` up to"
+        " there is lost, including any epoch the room went through in between"
+    ),
     "TOO_OLD": "the missed offsets are no longer in the room's history",
     "UNAVAILABLE": "Redis could not be read back in time to fill the gap",
 }

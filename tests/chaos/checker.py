@@ -5,7 +5,8 @@ Per room and epoch, over every member's log (``history.MemberLog``):
 - every *owed* message — acknowledged to its sender, or delivered to anyone — reaches every
   member that was joined when it was published, exactly once and in offset order, unless that
   member got a loss notice covering it (``notices.loss_notice``: the one definition);
-- no refused message (``error`` with the frame's ``id``) is ever delivered;
+- no refused message (``error`` with the frame's ``id``) is ever delivered, except one answered
+  ``unconfirmed`` (may or may not have been published: if it was, it is owed like any other);
 - every message sent with an ``id`` is answered (``ack`` or ``error``) unless its connection was
   lost first;
 - one offset carries one text for everyone, and one text is published at one offset only.
@@ -24,6 +25,7 @@ from tests.chaos.history import CONNECTION, LOST, MemberLog
 from tests.chaos.notices import Notice, loss_notice, membership_start
 
 Message = tuple[str, int, str]  # epoch, offset, text
+UNCONFIRMED = "unconfirmed"  # the error code of a message whose fate the node could not learn
 EXAMPLES = 10  # problems listed by kind in a verdict, for a human to start from
 
 
@@ -50,6 +52,7 @@ class RefusedDelivered:
 class Verdict:
     acknowledged: int = 0
     refused: int = 0
+    unconfirmed: int = 0  # answered ``unconfirmed``: may be delivered or not, never in part
     unknown_fate: int = 0  # sent, then the connection died before ack or error
     unanswered: int = 0  # sent, connection kept, never acked nor refused
     published: int = 0  # distinct messages seen (acked or delivered)
@@ -190,6 +193,10 @@ def _scan_sends(
                 verdict.acknowledged += 1
                 room.acked.add(message)
                 room.see(message, entry.t)
+        elif kind == "error" and event.get("code") == UNCONFIRMED:
+            # "May or may not have been published": either is right, and if it was, it is
+            # owed to everyone like any message delivered to anyone.
+            verdict.unconfirmed += 1
         elif kind == "error":
             verdict.refused += 1
             refused_texts[texts[ident]] = entry.t

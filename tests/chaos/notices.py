@@ -14,6 +14,10 @@ what it lost. The checker excuses a message it did not get only with one of thes
    to ``to``/``last``/``to_offset``/``end``/``until``, or the span of an ``offsets`` list.
    A missing lower bound means offset 1; a missing upper bound means "everything up to now".
    ``previous_epoch``/``old_epoch`` names an epoch lost entirely.
+3. A ``loss`` with ``"reason": "epoch_changed"`` also covers every epoch *between* its ``epoch``
+   and its ``new_epoch`` (any epoch but those two, seen before the notice arrived): Redis may
+   have restarted empty several times while the member's node could not read it, and the
+   epochs it never saw are gone with their data (README, "Guarantees and what is lost").
 
 "Up to now" and "other epochs" only ever excuse messages the harness had already seen (acked or
 delivered to someone) at most :data:`NOTICE_SLACK_SECONDS` after the notice arrived: a notice
@@ -45,6 +49,10 @@ class Notice:
     first: int = 1
     last: int | None = None  # None: every offset seen up to the notice (plus slack)
     other_epochs: bool = False  # every other epoch seen up to the notice
+    # Every epoch but ``epoch`` and ``next_epoch`` seen before the notice (no slack: the
+    # epochs an epoch_changed notice passes over ended before it was sent).
+    between_epochs: bool = False
+    next_epoch: str | None = None
     whole_epoch: str | None = None  # an epoch lost entirely (seen up to the notice)
     kind: str = "notice"
     slack: float = NOTICE_SLACK_SECONDS
@@ -58,6 +66,8 @@ class Notice:
             return True
         if self.whole_epoch is not None and epoch == self.whole_epoch and seen_before:
             return True
+        if self.between_epochs and epoch not in (self.epoch, self.next_epoch):
+            return first_seen <= self.t
         return self.other_epochs and epoch != self.epoch and seen_before
 
 
@@ -93,6 +103,7 @@ def loss_notice(event: dict[str, Any], t: float) -> Notice | None:
     if isinstance(offsets, list) and offsets and all(_int(o) is not None for o in offsets):
         first, last = min(offsets), max(offsets)
     old = event.get("previous_epoch", event.get("old_epoch"))
+    new = event.get("new_epoch")
     return Notice(
         t,
         epoch,
@@ -100,6 +111,8 @@ def loss_notice(event: dict[str, Any], t: float) -> Notice | None:
         last,
         whole_epoch=old if isinstance(old, str) else None,
         kind=str(kind),
+        between_epochs=kind == "loss" and event.get("reason") == "epoch_changed",
+        next_epoch=new if isinstance(new, str) else None,
     )
 
 

@@ -112,7 +112,8 @@ def text(doc: dict[str, Any]) -> str:
     lines = [
         f"chaos {doc['topology']} seed={doc['seed']} duration={doc['duration_s']}s "
         f"({doc['wall_s']}s wall): {verdict}",
-        f"  acknowledged {c['acknowledged']}  refused {c['refused']}  unknown fate "
+        f"  acknowledged {c['acknowledged']}  refused {c['refused']}  unconfirmed "
+        f"{c['unconfirmed']}  unknown fate "
         f"{c['unknown_fate']}  owed deliveries {c['owed']}  delivered {c['delivered']}",
         f"  missing {c['missing']} (+{c['missing_unacked']} unacked)  duplicates {c['duplicates']}"
         f"  out-of-order {c['out_of_order']}  lost with notice {c['lost_with_notice']}"

@@ -80,6 +80,20 @@ def test_refused_message_delivered_is_caught() -> None:
     assert verdict.failures["refused_delivered"] == 1
 
 
+def test_an_unconfirmed_message_may_be_delivered_but_then_to_everyone() -> None:
+    sender, reader = room_with([1])
+    deliver(reader, 1.1, "A", 1)
+    for text in ("maybe", "never"):
+        sender.sent(2.0, {"type": "message", "room": ROOM, "text": text, "id": text})
+        sender.received(2.1, {"type": "error", "id": text, "code": "unconfirmed", "room": ROOM})
+    deliver(sender, 2.2, "A", 2, "maybe")  # published after all; "never" was not
+    verdict = check([sender, reader])
+    assert verdict.unconfirmed == 2 and verdict.refused == 0
+    assert verdict.failures == {"missing_unacked": 1}  # the reader did not get "maybe"
+    deliver(reader, 2.3, "A", 2, "maybe")
+    assert check([sender, reader]).ok
+
+
 def test_two_texts_at_one_offset_and_one_text_at_two_offsets() -> None:
     sender, reader = room_with([1])
     deliver(reader, 1.1, "A", 1, "something else")
@@ -129,6 +143,22 @@ def test_explicit_loss_event_covers_its_range_only() -> None:
     verdict = check([sender, reader])
     assert verdict.lost_with_notice == 2
     assert verdict.failures == {"missing": 1}  # offset 4 was never announced lost
+
+
+def test_an_epoch_change_notice_covers_the_epochs_it_passed_over() -> None:
+    sender, reader = room_with([1, 2])
+    deliver(reader, 1.1, "A", 1)
+    send(sender, 3.0, "B", 1)  # B lived and died while the reader's node could not read Redis
+    deliver(sender, 3.02, "B", 1)
+    reader.received(5.0, {"type": "loss", "room": ROOM, "reason": "epoch_changed", "epoch": "A",
+                          "from_offset": 2, "to_offset": None, "new_epoch": "C"})  # fmt: skip
+    send(sender, 6.0, "C", 1)
+    deliver(sender, 6.02, "C", 1)
+    verdict = check([sender, reader])
+    assert verdict.lost_with_notice == 2  # A:2 and all of B
+    assert verdict.failures == {"missing": 1}  # C goes on from offset 1: C:1 is still owed
+    deliver(reader, 6.1, "C", 1)
+    assert check([sender, reader]).ok
 
 
 def test_open_ended_notice_cannot_excuse_later_messages() -> None:

@@ -37,6 +37,8 @@ class Member:
     losses: list[Event] = field(default_factory=list)
     acked: dict[str, Position] = field(default_factory=dict)  # request id -> position
     refused: set[str] = field(default_factory=set)  # request ids answered with an error
+    # Answered ``unconfirmed``: may or may not have been published (then to everyone).
+    unconfirmed: set[str] = field(default_factory=set)
     texts: dict[str, str] = field(default_factory=dict)  # request id -> text sent
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     reader: asyncio.Task[None] | None = None
@@ -50,6 +52,8 @@ class Member:
             self.losses.append(event)
         elif kind == "ack":
             self.acked[str(event["id"])] = (event["epoch"], event["offset"])
+        elif kind == "error" and "id" in event and event.get("code") == "unconfirmed":
+            self.unconfirmed.add(str(event["id"]))
         elif kind == "error" and "id" in event:
             self.refused.add(str(event["id"]))
         self.changed.set()
@@ -66,7 +70,7 @@ class Member:
 
     @property
     def pending(self) -> int:
-        return len(self.texts) - len(self.acked) - len(self.refused)
+        return len(self.texts) - len(self.acked) - len(self.refused) - len(self.unconfirmed)
 
     def covered(self, position: Position) -> bool:
         epoch, offset = position
@@ -224,10 +228,27 @@ class Traffic:
                 assert offset > last, f"{member.name}: {offset} after {last} in {epoch}"
                 last = offset
         assert not self.missing(), self.missing()
+        self._check_unconfirmed()
+
+    def _check_unconfirmed(self) -> None:
+        """An ``unconfirmed`` message that was published after all reaches every member."""
+        for sender in self.senders:
+            for request_id in sender.unconfirmed:
+                text = sender.texts[request_id]
+                room = [m for m in self.members if m.room == sender.room]
+                got = [m for m in room if any(t == text for _, _, t in m.messages)]
+                if not got:
+                    continue
+                epoch, offset, _ = next(x for x in got[0].messages if x[2] == text)
+                for member in room:
+                    assert member in got or member.covered((epoch, offset)), (
+                        f"{member.name} never got unconfirmed {text!r}, delivered to others"
+                    )
 
     def summary(self) -> str:
         return (
             f"acked {self.acks()}, refused {sum(len(s.refused) for s in self.senders)}, "
+            f"unconfirmed {sum(len(s.unconfirmed) for s in self.senders)}, "
             f"delivered {sum(len(m.messages) for m in self.members)}, "
             f"loss events {sum(len(m.losses) for m in self.members)}"
         )

@@ -31,7 +31,7 @@ from roomcast.client import (
     Welcome,
     parse_event,
 )
-from roomcast.client.outgoing import Outgoing, SendBook, SendError
+from roomcast.client.outgoing import Outgoing, SendBook, SendError, SendUnconfirmed
 from roomcast.wire import protocol
 
 # Parsing: the server's own encoders, so the client follows the protocol module.
@@ -267,6 +267,20 @@ async def test_send_book_confirms_exactly_by_ack_not_by_text() -> None:
     assert book.in_flight_count == 0
     with pytest.raises(SendError, match="rate_limited"):
         await third.wait()
+
+
+async def test_an_unconfirmed_answer_is_a_distinct_failure_of_send() -> None:
+    book = SendBook(max_unsent=10, queue_timeout=60, confirm_timeout=60)
+    unsure, refused = Outgoing(1, "r", "maybe"), Outgoing(2, "r", "no")
+    book.written(unsure, link=1)
+    book.written(refused, link=1)
+    book.refuse(Error("unconfirmed", "message may or may not have been sent", "r", 1))
+    book.refuse(Error("unavailable", "message not delivered: broker unavailable", "r", 2))
+    with pytest.raises(SendUnconfirmed, match="may or may not have been delivered"):
+        await unsure.wait()
+    with pytest.raises(SendError, match="unavailable") as refusal:
+        await refused.wait()
+    assert not isinstance(refusal.value, SendUnconfirmed)
 
 
 async def test_send_book_matches_a_lost_connections_message_by_text_in_the_replay() -> None:

@@ -174,6 +174,44 @@ async def test_a_gap_that_history_cannot_fill_in_time_is_announced() -> None:
     assert offsets(delivered) == [0, 5]
 
 
+async def test_after_a_give_up_the_next_message_names_the_exact_range_lost() -> None:
+    gaps, delivered = make(History(latest=5, failures=1000), patience=0.0)
+    gaps.baseline("r", EPOCH, 1)
+    gaps.receive("r", live(5))  # history unreadable: given up, 5 taken as it came
+    await asyncio.sleep(0.2)
+    gaps.receive("r", live(6))
+    await gaps.stop()
+    assert [(e["reason"], e["from_offset"], e["to_offset"]) for e in losses(delivered)] == [
+        ("unavailable", 2, 4)
+    ]
+    assert offsets(delivered) == [0, 5, 6]
+
+
+async def test_after_a_give_up_a_message_of_another_epoch_names_both_losses() -> None:
+    gaps, delivered = make(History(latest=5, failures=1000), patience=0.0)
+    gaps.baseline("r", EPOCH, 3)
+    gaps.receive("r", live(7, "e2"))  # Redis restarted empty meanwhile; e2 is at 7 already
+    await asyncio.sleep(0.2)
+    await gaps.stop()
+    assert [
+        (e["reason"], e["epoch"], e["from_offset"], e["to_offset"]) for e in losses(delivered)
+    ] == [("epoch_changed", EPOCH, 4, None), ("unavailable", "e2", 1, 6)]
+    assert offsets(delivered)[-1] == 7
+
+
+async def test_a_give_up_with_nothing_held_is_announced_at_once() -> None:
+    gaps, delivered = make(History(latest=5, failures=1000), patience=0.0)
+    gaps.baseline("r", EPOCH, 1)
+    gaps.recheck("r")  # a resubscription, and history cannot be read
+    await asyncio.sleep(0.2)
+    assert [(e["reason"], e["from_offset"], e["to_offset"]) for e in losses(delivered)] == [
+        ("unavailable", 2, None)
+    ]
+    gaps.receive("r", live(4))
+    await gaps.stop()
+    assert [(e["from_offset"], e["to_offset"]) for e in losses(delivered)][1:] == [(2, 3)]
+
+
 async def test_a_join_reply_does_not_skip_a_live_message_still_on_its_way() -> None:
     gaps, delivered = make(History(0))
     gaps.receive("r", live(2))  # the baseline

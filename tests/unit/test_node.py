@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from roomcast.broker import BrokerUnavailable, FailureHandler, HistoryLimits
+from roomcast.broker import BrokerUnavailable, FailureHandler, HistoryLimits, Unconfirmed
 from roomcast.broker import memory as memory_module
 from roomcast.broker.memory import MemoryBroker
 from roomcast.core import node as node_module
@@ -982,7 +982,26 @@ class FailingPublishBroker(MemoryBroker):
         on_published: object = None,
     ) -> None:
         assert on_failure is not None
-        asyncio.get_running_loop().call_soon(on_failure)
+        failure = Unconfirmed("lost reply") if b'"text":"unsure"' in prefix else BrokerUnavailable()
+        asyncio.get_running_loop().call_soon(on_failure, failure)
+
+
+async def test_an_unconfirmed_message_is_told_apart_from_a_refused_one() -> None:
+    env = await make_env(FailingPublishBroker)
+    alice = await env.joined("alice", "general")
+    drain(alice)
+    alice.send_json({"type": "message", "text": "unsure", "id": 7})
+    await settle()
+    assert alice.events() == [
+        {
+            "type": "error",
+            "code": "unconfirmed",
+            "reason": "message may or may not have been sent",
+            "room": "general",
+            "id": 7,
+        }
+    ]
+    assert env.rejected("unconfirmed") == 1.0
 
 
 async def test_publish_failure_tells_sender() -> None:

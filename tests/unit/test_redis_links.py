@@ -12,6 +12,7 @@ import pytest
 from redis.asyncio.connection import Connection, ConnectionPool
 
 from roomcast.broker import BrokerUnavailable, resp, scripts
+from roomcast.broker.deadline import RedisClock
 from roomcast.broker.links import (
     Command,
     CommandLink,
@@ -129,6 +130,7 @@ class Recording:
     scripts = scripts.CLASSIC
     publish_command = b"PUBLISH"
     ready = True
+    clock = RedisClock()
 
     def __init__(self, events: ShardEvents, answers: list[Answer]) -> None:
         self.events = events
@@ -147,6 +149,9 @@ class Recording:
 
     def command(self, key: bytes, command: Command) -> None:
         self.sent.append((key, _name(command.data), command.publishes))
+        if _name(command.data) == b"publish_message":
+            # Chat messages are always answered (post_message awaits its publication's fate).
+            command.settle(self.answers.pop(0).reply, None)
 
     async def request(self, key: bytes, data: bytes, *, publishes: bool = False) -> Answer:
         self.sent.append((key, _name(data), publishes))
@@ -187,7 +192,8 @@ def _broker(answers: list[Answer], received: list[tuple[str, bytes]]) -> tuple[R
 
 async def test_the_broker_says_which_commands_publish() -> None:
     joined = Answer([b"e1", b"0", b"new", []])
-    broker, topology = _broker([Answer([b"1", b"e1"]), joined], [])
+    published = [Answer([b"1", b"e1"]), Answer([b"2", b"e1"])]
+    broker, topology = _broker([*published, joined], [])
     broker.publish("r", b"payload")
     broker.publish_message("r", b"head", b"prefix")
     await broker.post_message("r", b"head", b"prefix")

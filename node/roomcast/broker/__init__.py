@@ -25,8 +25,10 @@ T = TypeVar("T")
 MessageHandler = Callable[[str, bytes], None]
 # Called with True when the broker becomes usable, False when it stops being usable.
 StateHandler = Callable[[bool], None]
-# Called when a publication could not be handed to the broker; the sender must be told.
-FailureHandler = Callable[[], None]
+# Called when a publication was not made, with why: BrokerUnavailable (it was not published
+# and never will be) or its subclass Unconfirmed (it may or may not have been); the sender must
+# be told which.
+FailureHandler = Callable[["BrokerUnavailable"], None]
 # Called with (epoch, offset) once a chat message is published (the sender asked for an ack).
 PublishedHandler = Callable[[str, int], None]
 
@@ -42,7 +44,16 @@ class JoinReply:
 
 
 class BrokerUnavailable(Exception):
-    """The broker cannot take the request now (Redis down); the client gets ``unavailable``."""
+    """The broker cannot take the request now (Redis down); the client gets ``unavailable``.
+
+    For a chat message it means *not published*, and never will be (issue 14)."""
+
+
+class Unconfirmed(BrokerUnavailable):
+    """A chat message's fate could not be learnt: it was sent to Redis, the reply was lost, and
+    Redis could not be asked afterwards (or its history no longer tells). It may or may not have
+    been published; if it was, every member gets it like any other. The client gets
+    ``unconfirmed``."""
 
 
 async def within(
@@ -103,7 +114,8 @@ class Broker(Protocol):
     def publish(self, room: str, payload: bytes, on_failure: FailureHandler | None = None) -> None:
         """Queue an envelope (without offset) for every subscriber of ``room``, in order.
 
-        Never blocks; ``on_failure`` runs (later, on the loop) if the broker cannot take it.
+        Never blocks; ``on_failure`` runs (later, on the loop) if the broker cannot take it
+        (best effort: live-only events carry no deadline and no fate lookup).
         """
 
     def publish_message(
@@ -116,12 +128,15 @@ class Broker(Protocol):
     ) -> None:
         """Publish a chat message: assign the room's next offset, complete the JSON
         (``prefix + offset + epoch``), keep it in history and publish ``head + offset\\n + json``,
-        all as one atomic step. Same order and failure rules as :meth:`publish`; when given,
-        ``on_published(epoch, offset)`` runs once it is done."""
+        all as one atomic step. Same order as :meth:`publish`; when given,
+        ``on_published(epoch, offset)`` runs once it is done. Exactly one of the two callbacks
+        runs: ``on_failure(BrokerUnavailable)`` only once the message surely was not published
+        and never will be, ``on_failure(Unconfirmed)`` when that cannot be known."""
 
     async def post_message(self, room: str, head: bytes, prefix: bytes) -> tuple[str, int]:
         """:meth:`publish_message`, awaited: returns the message's (epoch, offset) once it is
-        published, or raises BrokerUnavailable (the HTTP API answers with these)."""
+        published, or raises BrokerUnavailable or Unconfirmed with the same meaning (the HTTP
+        API answers with these)."""
 
     async def join(
         self, room: str, member: str, username: str, since: Since | None, announce: bytes

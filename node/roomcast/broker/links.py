@@ -28,6 +28,7 @@ from redis.retry import Retry
 
 from roomcast.broker import BrokerUnavailable, MessageHandler, resp, within
 from roomcast.broker.cluster_slots import redirect_of, slot_of
+from roomcast.broker.deadline import RedisClock, now_ms
 from roomcast.broker.errors import describe
 from roomcast.broker.scripts import Script
 
@@ -35,6 +36,17 @@ log = logging.getLogger("roomcast.broker.redis")
 
 # Settles one command: (reply, None) on success, (None, error) when refused or the link died.
 Settle = Callable[[Any, Exception | None], None]
+
+_TIME = resp.command(b"TIME")
+
+
+class TryAgain(BrokerUnavailable):
+    """Refused before it ran (a Redis Cluster slot half migrated): it can be sent again."""
+
+
+class LinkLost(BrokerUnavailable):
+    """The connection died with the command in flight: Redis may have run it, or may still run
+    it if the bytes wait in a stalled server's buffer. Its outcome is unknown, not a refusal."""
 
 
 def _nothing() -> None:
@@ -308,11 +320,14 @@ class CommandLink(RedisLink):
         endpoint: Endpoint,
         script_set: tuple[Script, ...],
         on_refused: Refusal | None = None,
+        clock: RedisClock | None = None,
     ) -> None:
         super().__init__(name, endpoint)
         self._scripts = script_set
         self._on_refused = on_refused
         self._inflight: deque[Command] = deque()
+        # Redis's clock, sampled by a TIME on every connect and every watchdog round.
+        self.clock = clock or RedisClock()
 
     def command(self, command: Command) -> None:
         if not self.connected:
@@ -330,6 +345,17 @@ class CommandLink(RedisLink):
     def ping(self) -> None:
         self.command(Command(resp.PING))
 
+    def sample_clock(self) -> None:
+        """A TIME where a PING would do: proves the link alive and samples Redis's clock."""
+        sent_ms = now_ms()
+        clock = self.clock
+
+        def record(reply: Any, error: Exception | None) -> None:
+            if error is None:
+                clock.sample(sent_ms, now_ms(), reply)
+
+        self.command(Command(_TIME, record))
+
     def oldest_age(self, now: float) -> float:
         return now - self._inflight[0].sent_at if self._inflight else 0.0
 
@@ -338,7 +364,7 @@ class CommandLink(RedisLink):
             log.warning("redis publisher reply overdue; reconnecting", extra={"link": self.name})
             self.abort()
         else:
-            self.ping()
+            self.sample_clock()
 
     def _reply(self, reply: Any) -> None:
         if self._inflight:
@@ -353,9 +379,14 @@ class CommandLink(RedisLink):
             command.settle(None, BrokerUnavailable(f"redis refused: {error}"))
         if str(error).startswith("NOSCRIPT"):
             self._load_scripts()
+        elif str(error).startswith("READONLY"):
+            # Still on a primary that was demoted (a failover whose CLIENT KILL we missed):
+            # reconnect, which asks Sentinel where the primary is now.
+            self.abort()
 
     def _up(self) -> None:
         self._load_scripts()
+        self.sample_clock()
 
     def _load_scripts(self) -> None:
         for script in self._scripts:
@@ -363,7 +394,7 @@ class CommandLink(RedisLink):
 
     def _down(self) -> None:
         failed, self._inflight = self._inflight, deque()
-        error = BrokerUnavailable("redis connection lost")
+        error = LinkLost("redis connection lost with the command in flight")
         for command in failed:
             command.settle(None, error)
 

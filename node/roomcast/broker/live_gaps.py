@@ -70,6 +70,9 @@ class _Room:
     from_start: bool = False
     left: list[str] = field(default_factory=list)  # epochs left behind (announced as lost)
     held: list[bytes] | None = None  # live payloads held while a catch-up runs
+    # A catch-up gave up: the next chat message is taken as it comes (history cannot be read),
+    # and what lies between the last one handed over and it is announced by its exact range.
+    adopt_next: bool = False
     again: bool = False  # asked to look again while a catch-up was running
     task: asyncio.Task[None] | None = None
 
@@ -96,6 +99,15 @@ class LiveGaps:
         self.losses = 0  # loss events handed to the node
         self.stale = 0  # live messages of an epoch already announced as lost
 
+    def counters(self) -> dict[str, int]:
+        return {
+            "filled": self.filled,
+            "duplicates": self.duplicates,
+            "losses": self.losses,
+            "given_up": self.given_up,
+            "stale": self.stale,
+        }
+
     # What the broker tells us
 
     def track(self, room: str) -> None:
@@ -118,6 +130,14 @@ class LiveGaps:
         if state is None or state.epoch or state.from_start:
             return
         state.epoch, state.last = epoch, offset
+
+    def position(self, room: str) -> tuple[str, int]:
+        """(epoch, last offset) handed over for ``room``; ("", 0) while that is not known.
+        Every message published from now on comes after it."""
+        state = self._rooms.get(room)
+        if state is None or state.from_start:
+            return "", 0
+        return state.epoch, state.last
 
     def recheck(self, room: str) -> None:
         """Something may have been published where this node did not listen: look in history."""
@@ -145,6 +165,9 @@ class LiveGaps:
         offset, epoch = sequence_of(payload)
         if offset == 0:
             self._deliver(room, payload)
+            return
+        if state.adopt_next:
+            self._adopt(room, state, epoch, offset, payload)
             return
         if epoch != state.epoch:
             if epoch in state.left:
@@ -261,6 +284,36 @@ class LiveGaps:
                 state.held.extend(held[index + 1 :])
                 return
 
+    def _adopt(self, room: str, state: _Room, epoch: str, offset: int, payload: bytes) -> None:
+        """The first chat message after a give-up: deliver it, and announce exactly what lies
+        between the last message handed over and it (whatever epochs it crosses)."""
+        state.adopt_next = False
+        if epoch == state.epoch:
+            if offset <= state.last:
+                self.duplicates += 1
+                return
+            if offset > state.last + 1:
+                self._lose(room, protocol.LOSS_UNAVAILABLE, epoch, state.last + 1, offset - 1)
+        elif epoch in state.left:
+            self.stale += 1
+            state.adopt_next = True
+            return
+        else:
+            if state.epoch:
+                self._lose(
+                    room,
+                    protocol.LOSS_EPOCH_CHANGED,
+                    state.epoch,
+                    state.last + 1,
+                    None,
+                    new_epoch=epoch,
+                )
+                state.left = [*state.left[-(_LEFT_EPOCHS_KEPT - 1) :], state.epoch]
+            if offset > 1 and (state.epoch or state.from_start):
+                self._lose(room, protocol.LOSS_UNAVAILABLE, epoch, 1, offset - 1)
+        state.epoch, state.last, state.from_start = epoch, offset, False
+        self._deliver(room, payload)
+
     def _give_up(self, room: str, state: _Room, why: str) -> None:
         self.given_up += 1
         log.warning("live gap not filled", extra={"room": room, "error": why})
@@ -268,13 +321,13 @@ class LiveGaps:
             state.task.cancel()
         state.task = None
         held, state.held = state.held or [], None
-        if state.epoch or state.from_start:
-            # Up to the next message delivered, which becomes the new baseline ("" for the
-            # epoch: the one the room started after losing its data).
-            self._lose(room, protocol.LOSS_UNAVAILABLE, state.epoch, state.last + 1, None)
-        state.epoch, state.last, state.from_start = "", 0, False
+        # The next chat message is taken as it comes and names the exact range lost (_adopt).
+        state.adopt_next = bool(state.epoch or state.from_start)
         for payload in held:
             self.receive(room, payload)
+        if state.adopt_next:
+            # None was held: say so at once, up to the next message delivered.
+            self._lose(room, protocol.LOSS_UNAVAILABLE, state.epoch, state.last + 1, None)
 
     async def stop(self) -> None:
         for task in list(self._tasks):

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, Final, NamedTuple, Protocol, TypedDict, Unpack
@@ -40,7 +41,9 @@ from roomcast.broker import (
     resp,
     scripts,
 )
+from roomcast.broker.deadline import SAFETY_MS, RedisClock, now_ms
 from roomcast.broker.errors import describe
+from roomcast.broker.fates import FateResolver, Publication
 from roomcast.broker.links import (
     Command,
     Endpoint,
@@ -48,6 +51,7 @@ from roomcast.broker.links import (
     PubSub,
     ReconnectDelay,
     Settle,
+    TryAgain,
     connection_options,
 )
 from roomcast.broker.live_gaps import LiveGaps
@@ -63,6 +67,7 @@ DEFAULT_TIMEOUT: Final = 5.0
 DEFAULT_PRESENCE_TTL: Final = 15.0
 NODES_KEY: Final = b"rc:nodes"  # zset: node instance -> last heartbeat (ms)
 _PREFIX_LENGTH: Final = len(CHANNEL_PREFIX)
+_TRY_AGAIN_DELAY: Final = 0.05  # an HTTP post refused by a half-migrated slot is sent again
 
 
 @functools.lru_cache(maxsize=8192)
@@ -100,6 +105,7 @@ class Topology(Protocol):
 
     scripts: scripts.ScriptSet
     publish_command: bytes
+    clock: RedisClock  # Redis's clock as estimated here: the publish deadlines are in it
 
     @property
     def ready(self) -> bool: ...
@@ -149,6 +155,7 @@ class Standalone:
         endpoint = Endpoint(pool, timeout, reconnect or ReconnectDelay())
         self.shard = RedisShard.open("", endpoint, self.scripts.all, CLASSIC_PUBSUB, events)
         self._commands = self.shard.commands
+        self.clock = self._commands.clock
         self._subscriber = self.shard.subscriber
 
     @property
@@ -188,17 +195,20 @@ class Standalone:
         self._subscriber.unsubscribe(channel_for(room))
 
 
-def _published_or_failed(
-    on_published: PublishedHandler, on_failure: FailureHandler | None
-) -> Settle:
-    def settle(reply: Any, error: Exception | None) -> None:
-        if error is None:
-            offset, epoch = reply  # the publish script answers {offset, epoch}
-            on_published(epoch.decode(), int(offset))
-        elif on_failure is not None:
-            on_failure()
+def _publishing(done: asyncio.Future[tuple[str, int]]) -> PublishedHandler:
+    def published(epoch: str, offset: int) -> None:
+        if not done.done():
+            done.set_result((epoch, offset))
 
-    return settle
+    return published
+
+
+def _failing(done: asyncio.Future[Any]) -> FailureHandler:
+    def failed(error: BrokerUnavailable) -> None:
+        if not done.done():
+            done.set_exception(error)
+
+    return failed
 
 
 def _failure_only(on_failure: FailureHandler | None) -> Settle | None:
@@ -207,7 +217,7 @@ def _failure_only(on_failure: FailureHandler | None) -> Settle | None:
 
     def settle(_reply: Any, error: Exception | None) -> None:
         if error is not None:
-            on_failure()
+            on_failure(error if isinstance(error, BrokerUnavailable) else BrokerUnavailable())
 
     return settle
 
@@ -265,6 +275,12 @@ class RedisBroker(OnOneLoop):
         )
         self._scripts = self.topology.scripts
         self._publish_head = resp.head(self.topology.publish_command, 2)
+        self._timeout_ms = timeout * 1000
+        # Chat messages whose reply was lost: their fate, learnt once their deadline is over.
+        self.fates = FateResolver(self._find_message, self._clock, 3 * timeout)
+
+    def _clock(self) -> RedisClock:
+        return self.topology.clock
 
     def _command(
         self, key: bytes, data: bytes, settle: Settle | None = None, *, publishes: bool = False
@@ -321,6 +337,7 @@ class RedisBroker(OnOneLoop):
                 )
                 await self._request(self._rooms_key, resp.command(b"DEL", self._rooms_key))
         await self.gaps.stop()
+        await self.fates.stop()
         await self.topology.stop()
 
     async def subscribe(self, room: str) -> None:
@@ -351,27 +368,38 @@ class RedisBroker(OnOneLoop):
     ) -> None:
         if not self.topology.listening(room):
             if on_failure is not None:
-                self.loop.call_soon(on_failure)
+                unheard = BrokerUnavailable("this node is not subscribed to the room yet")
+                self.loop.call_soon(on_failure, unheard)
             return
-        seq = scripts.room_keys(room)[0]
-        settle = (
-            _failure_only(on_failure)
-            if on_published is None
-            else _published_or_failed(on_published, on_failure)
+        deadline = self.topology.clock.deadline(now_ms(), self._timeout_ms)
+        publication = Publication(
+            self.fates, room, prefix, self.gaps.position(room), deadline, on_published, on_failure
         )
-        self._command(seq, self._publish_message_script(room, head, prefix), settle, publishes=True)
+        seq = scripts.room_keys(room)[0]
+        self._command(
+            seq,
+            self._publish_message_script(room, head, prefix, deadline),
+            publication.settle,
+            publishes=True,
+        )
 
     async def post_message(self, room: str, head: bytes, prefix: bytes) -> tuple[str, int]:
-        if not self.topology.listening(room):
-            raise BrokerUnavailable("this node is not subscribed to the room yet")
-        seq = scripts.room_keys(room)[0]
-        answer = await self.topology.request(
-            seq, self._publish_message_script(room, head, prefix), publishes=True
-        )
-        offset, epoch = answer.reply
-        return epoch.decode(), int(offset)
+        # No timer of its own: every publication settles (reply, refusal, or its fate learnt
+        # within the resolver's patience after its deadline), and only that answer is true.
+        retry_until = self.loop.time() + self._timeout
+        while True:
+            done: asyncio.Future[tuple[str, int]] = self.loop.create_future()
+            self.publish_message(room, head, prefix, _failing(done), _publishing(done))
+            try:
+                return await done
+            except TryAgain:
+                if self.loop.time() + _TRY_AGAIN_DELAY > retry_until:
+                    raise
+                await asyncio.sleep(_TRY_AGAIN_DELAY)
 
-    def _publish_message_script(self, room: str, head: bytes, prefix: bytes) -> bytes:
+    def _publish_message_script(
+        self, room: str, head: bytes, prefix: bytes, deadline_ms: int
+    ) -> bytes:
         seq, epoch, history, _ = scripts.room_keys(room)
         limits = self._limits
         return resp.evalsha(
@@ -386,6 +414,28 @@ class RedisBroker(OnOneLoop):
                 b"%d" % max(1, int(limits.meta_ttl)),
                 new_epoch().encode(),
                 b"%d" % limits.bytes,
+                b"%d" % deadline_ms,
+            ),
+        )
+
+    def _join_deadline(self) -> int:
+        # Before the node's own timer on the request fires (minus the clock estimate's error):
+        # a join that runs at all runs while the node still waits for it.
+        clock = self.topology.clock
+        return clock.deadline(now_ms(), self._timeout_ms - clock.error_ms - SAFETY_MS)
+
+    async def _find_message(self, publication: Publication) -> Any:
+        seq, epoch, history, _ = scripts.room_keys(publication.room)
+        return await self._request(
+            seq,
+            resp.evalsha(
+                self._scripts.find_message.sha,
+                (seq, epoch, history),
+                (
+                    publication.prefix,
+                    publication.known_epoch.encode(),
+                    b"%d" % publication.known_last,
+                ),
             ),
         )
 
@@ -409,11 +459,14 @@ class RedisBroker(OnOneLoop):
                     (since.epoch if since else "").encode(),
                     new_epoch().encode(),
                     b"%d" % max(1, int(self._limits.ttl)),
+                    b"%d" % self._join_deadline(),
                 ),
             ),
             publishes=True,
         )
         epoch_value, latest, status, missed = answer.reply
+        if status == b"late":
+            raise BrokerUnavailable("redis ran the join past its deadline: not joined")
         self.gaps.baseline(room, epoch_value.decode(), int(latest))
         if answer.via_importing:
             # The importing node published the announcement where this node does not listen
@@ -504,7 +557,16 @@ class RedisBroker(OnOneLoop):
         claim_key = b"rc:reap:" + dead
         claim = await self._request(
             claim_key,
-            resp.command(b"SET", claim_key, self._instance.encode(), b"NX", b"EX", b"60"),
+            # Held one TTL, not longer: a reap cut short (this node died, Redis failed over
+            # before it was replicated) is taken up again by the next heartbeat after it.
+            resp.command(
+                b"SET",
+                claim_key,
+                self._instance.encode(),
+                b"NX",
+                b"EX",
+                b"%d" % max(1, math.ceil(self._presence_ttl)),
+            ),
         )
         if claim is None:
             return  # another node is on it

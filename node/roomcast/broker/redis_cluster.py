@@ -50,6 +50,7 @@ from roomcast.broker.cluster_slots import (
     sharded_channel,
     slot_of,
 )
+from roomcast.broker.deadline import RedisClock
 from roomcast.broker.errors import describe
 from roomcast.broker.links import (
     Command,
@@ -58,6 +59,7 @@ from roomcast.broker.links import (
     PubSub,
     ReconnectDelay,
     SlotMoved,
+    TryAgain,
     connection_options,
     resolving,
 )
@@ -82,7 +84,7 @@ SHARDED_PUBSUB: Final = PubSub(
 )
 
 
-class _TryAgain(BrokerUnavailable):
+class _TryAgain(TryAgain):
     """A multi-key command hit a slot whose keys are half migrated; it can be sent again."""
 
 
@@ -122,6 +124,8 @@ class ClusterTopology(OnOneLoop):
         self._seed_pools = seed_pools
         self._timeout = timeout
         self._reconnect = reconnect or ReconnectDelay()
+        # One estimate of Redis's clock for every shard (see roomcast.broker.deadline).
+        self.clock = RedisClock()
         self._recheck = events.recheck
         self._events = dataclasses.replace(
             events,
@@ -386,7 +390,7 @@ class ClusterTopology(OnOneLoop):
         # Scripts loaded and this node listed in rc:nodes on connect, as in standalone mode.
         endpoint = Endpoint(pool, self._timeout, self._reconnect)
         shard = RedisShard.open(
-            str(address), endpoint, self.scripts.all, SHARDED_PUBSUB, self._events
+            str(address), endpoint, self.scripts.all, SHARDED_PUBSUB, self._events, self.clock
         )
         shard.start()
         return shard

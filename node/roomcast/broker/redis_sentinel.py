@@ -19,7 +19,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
-from roomcast.broker import MessageHandler, StateHandler
+from roomcast.broker import MessageHandler, StateHandler, scripts
 from roomcast.broker.links import connection_options
 from roomcast.broker.redis import DEFAULT_TIMEOUT, RedisBroker, RedisOptions, Standalone
 
@@ -45,6 +45,13 @@ def primary_options(url: str | None) -> dict[str, Any]:
     if issubclass(template.connection_class, SSLConnection):
         options["ssl"] = True
     return options
+
+
+class SentinelPrimary(Standalone):
+    """The standalone topology on the primary Sentinel names, with scripts that give a room a
+    new epoch when it was last written under another primary (``scripts.FENCED``)."""
+
+    scripts: scripts.ScriptSet = scripts.FENCED
 
 
 class RedisSentinelBroker(RedisBroker):
@@ -82,7 +89,7 @@ class RedisSentinelBroker(RedisBroker):
         self._pool = SentinelConnectionPool(  # type: ignore[no-untyped-call]
             master, self._sentinel, **connection_options(timeout), **primary_options(url)
         )
-        topology = functools.partial(Standalone, self._pool, timeout, options.get("reconnect"))
+        topology = functools.partial(SentinelPrimary, self._pool, timeout, options.get("reconnect"))
         super().__init__(url or "", on_message, on_state, topology=topology, **options)
 
     async def stop(self) -> None:

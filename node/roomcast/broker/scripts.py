@@ -43,7 +43,9 @@ class Script:
 
 
 # KEYS: seq, epoch, history, history bytes. ARGV: channel, envelope head, json prefix, history
-# size, history ttl (s), meta ttl (s), epoch candidate, history byte budget.
+# size, history ttl (s), meta ttl (s), epoch candidate, history byte budget, deadline (ms, Redis's
+# clock). Past its deadline it does nothing and answers {0, ''}: the node has given up on it (or
+# will, see roomcast.broker.deadline), so a late run (a stalled Redis waking up) must not publish.
 # Every INCR is paired with one LPUSH, so entry i of the list holds offset (seq - i). The counter
 # and the epoch live and die together: if either is gone (expired, or evicted under maxmemory),
 # the room starts a new epoch with an empty history, so an offset never names two messages.
@@ -52,6 +54,10 @@ class Script:
 PUBLISH_MESSAGE: Final = Script(
     "publish_message",
     """
+local now = redis.call('TIME')
+if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(ARGV[9]) then
+  return {0, ''}
+end
 local epoch = redis.call('GET', KEYS[2])
 if not epoch or redis.call('EXISTS', KEYS[1]) == 0 then
   epoch = ARGV[7]
@@ -88,14 +94,20 @@ return {offset, epoch}
 )
 
 # KEYS: seq, epoch, history, presence. ARGV: channel, announce envelope, member, username,
-# since offset (-1: none), since epoch, epoch candidate, ttl (s) of a room without messages.
-# Returns {epoch, latest offset, status, missed messages newest first}.
+# since offset (-1: none), since epoch, epoch candidate, ttl (s) of a room without messages,
+# deadline (ms, Redis's clock). Returns {epoch, latest offset, status, missed messages newest
+# first}; past its deadline {'', 0, 'late', {}} and nothing done (the node gave up on the join:
+# a late run would list a member that is not there).
 # A room that never had a message gets its counter and epoch for as long as it has members
 # (LEAVE and REAP delete them with the last one) and at most the given ttl, refreshed by each
 # join: churning through fresh room names leaves nothing behind.
 JOIN: Final = Script(
     "join",
     """
+local now = redis.call('TIME')
+if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(ARGV[9]) then
+  return {'', 0, 'late', {}}
+end
 redis.call('HSET', KEYS[4], ARGV[3], ARGV[4])
 local epoch = redis.call('GET', KEYS[2])
 local seq = redis.call('GET', KEYS[1])
@@ -126,6 +138,37 @@ if missed > redis.call('LLEN', KEYS[3]) then
   return {epoch, latest, 'too_old', {}}
 end
 return {epoch, latest, 'recovered', redis.call('LRANGE', KEYS[3], 0, missed - 1)}
+""",
+)
+
+# KEYS: seq, epoch, history. ARGV: the message's JSON prefix, the epoch and the last offset
+# the node knew of when it sent the message (every offset up to it ran before). Run only after
+# the message's deadline passed, so its fate is settled: {'found', offset, epoch} when history
+# holds it, {'absent'} when history still holds every offset after the known one in the same
+# epoch and it is not among them, {'unknown'} otherwise (epoch changed, history trimmed).
+FIND_MESSAGE: Final = Script(
+    "find_message",
+    """
+local epoch = redis.call('GET', KEYS[2])
+if not epoch or ARGV[2] == '' or epoch ~= ARGV[2] then
+  return {'unknown'}
+end
+local latest = tonumber(redis.call('GET', KEYS[1]) or '0')
+local after = latest - tonumber(ARGV[3])
+if after <= 0 then
+  return {'absent'}
+end
+local kept = math.min(after, redis.call('LLEN', KEYS[3]))
+local entries = redis.call('LRANGE', KEYS[3], 0, kept - 1)
+for i, entry in ipairs(entries) do
+  if string.sub(entry, 1, #ARGV[1]) == ARGV[1] then
+    return {'found', latest - i + 1, epoch}
+  end
+end
+if kept < after then
+  return {'unknown'}
+end
+return {'absent'}
 """,
 )
 
@@ -203,7 +246,7 @@ return 1
 """,
 )
 
-ALL: Final = (PUBLISH_MESSAGE, JOIN, LEAVE, HISTORY, REAP, RESYNC)
+ALL: Final = (PUBLISH_MESSAGE, JOIN, LEAVE, HISTORY, REAP, RESYNC, FIND_MESSAGE)
 
 
 @dataclass(frozen=True)
@@ -216,10 +259,19 @@ class ScriptSet:
     history: Script
     reap: Script
     resync: Script
+    find_message: Script
 
     @property
     def all(self) -> tuple[Script, ...]:
-        return (self.publish_message, self.join, self.leave, self.history, self.reap, self.resync)
+        return (
+            self.publish_message,
+            self.join,
+            self.leave,
+            self.history,
+            self.reap,
+            self.resync,
+            self.find_message,
+        )
 
 
 def _sharded(script: Script) -> Script:
@@ -228,5 +280,44 @@ def _sharded(script: Script) -> Script:
     return Script(script.name + "_sharded", script.source.replace("'PUBLISH'", "'SPUBLISH'"))
 
 
+# Sentinel mode: replication is asynchronous, so a failover (SIGKILL of the primary, or Sentinel
+# promoting a replica while the old primary still takes writes) may lose a room's last writes:
+# messages acknowledged, even delivered live, whose offsets the new primary would hand out again
+# to other texts. So each script that reads or writes a room's sequence first checks under which
+# primary (``master_replid``) the room was last written; under another one, the room starts a
+# new epoch (named from the old one and the primary, the same on every node), so that clients
+# get ``epoch_changed`` instead of reused offsets. Conservative: a failover that lost nothing
+# changes the epochs of the rooms too (nothing tells the new primary what the old one had).
+# KEYS[1..3] are the room's seq, epoch and history keys; ``:line`` beside them holds the replid.
+_LINEAGE_FENCE: Final = """
+local function fence_lineage()
+  local replid = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)')
+  local line_key = (string.gsub(KEYS[1], ':seq$', ':line'))
+  local line = redis.call('GET', line_key)
+  if not replid or line == replid then
+    return
+  end
+  local old = redis.call('GET', KEYS[2])
+  if line and old then
+    redis.call('SET', KEYS[2], string.sub(redis.sha1hex(replid .. ':' .. old), 1, 12))
+    -- The counter stays (at 0), so the new epoch is kept by the scripts that follow; the
+    -- history and its byte count go with the old primary's sequence.
+    redis.call('SET', KEYS[1], 0)
+    redis.call('DEL', KEYS[3], (string.gsub(KEYS[1], ':seq$', ':bytes')))
+  end
+  redis.call('SET', line_key, replid, 'EX', 604800)
+end
+fence_lineage()
+"""
+
+
+def _fenced(script: Script) -> Script:
+    return Script(script.name + "_fenced", _LINEAGE_FENCE + script.source)
+
+
 CLASSIC: Final = ScriptSet(*ALL)
 SHARDED: Final = ScriptSet(*(_sharded(script) for script in ALL))
+_ROOM_SEQUENCE_SCRIPTS: Final = (PUBLISH_MESSAGE, JOIN, HISTORY, FIND_MESSAGE)
+FENCED: Final = ScriptSet(
+    *(_fenced(script) if script in _ROOM_SEQUENCE_SCRIPTS else script for script in ALL)
+)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from redis.asyncio.connection import ConnectionPool
 
 from roomcast.broker import MessageHandler
+from roomcast.broker.deadline import RedisClock
 from roomcast.broker.links import (
     CommandLink,
     Endpoint,
@@ -53,8 +54,11 @@ class RedisShard:
         script_set: tuple[Script, ...],
         pubsub: PubSub,
         events: ShardEvents,
+        clock: RedisClock | None = None,
     ) -> RedisShard:
-        """Links named ``publisher``/``subscriber`` and ``label`` (the server, in a cluster)."""
+        """Links named ``publisher``/``subscriber`` and ``label`` (the server, in a cluster);
+        ``clock``: the estimate of Redis's clock its command link samples (shared by a
+        cluster's shards: the publish deadlines are computed before a command is routed)."""
         suffix = f" {label}" if label else ""
 
         def commands_up() -> None:
@@ -66,7 +70,7 @@ class RedisShard:
                 events.lost()
             events.changed()
 
-        commands = CommandLink("publisher" + suffix, endpoint, script_set, events.refused)
+        commands = CommandLink("publisher" + suffix, endpoint, script_set, events.refused, clock)
         commands.on_up, commands.on_down = commands_up, down
         subscriber = SubscriberLink(
             "subscriber" + suffix,

@@ -40,7 +40,7 @@ from roomcast.client.events import (
     Welcome,
     parse_event,
 )
-from roomcast.client.outgoing import Outgoing, SendError
+from roomcast.client.outgoing import Outgoing, SendError, SendUnconfirmed
 
 __all__ = [
     "Ack",
@@ -69,6 +69,7 @@ __all__ = [
     "RoomcastClient",
     "SendError",
     "SendFailed",
+    "SendUnconfirmed",
     "ServerEvent",
     "TokenExpiring",
     "TokenSource",

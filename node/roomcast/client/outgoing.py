@@ -30,6 +30,19 @@ class SendError(Exception):
         self.failure = failure
 
 
+class SendUnconfirmed(SendError):
+    """The message's fate is unknown: it may or may not have been delivered (the server said
+    ``unconfirmed``, or the connection died before its answer and the resume did not bring it
+    back). Sending it again could duplicate it."""
+
+    def __init__(self, failure: SendFailed) -> None:
+        Exception.__init__(self, f"message to {failure.room!r} may or may not have been delivered")
+        self.failure = failure
+
+
+UNCONFIRMED = "unconfirmed"  # SendFailed.reason for both (the server's error code too)
+
+
 @dataclass(eq=False)
 class Outgoing:
     """A handle on one sent message: ``await outgoing.wait()`` gives its echo, with offset."""
@@ -53,7 +66,7 @@ class Outgoing:
         """The message as delivered; raises ``SendError`` when it was given up."""
         result = await asyncio.shield(self.outcome)
         if isinstance(result, SendFailed):
-            raise SendError(result)
+            raise (SendUnconfirmed if result.reason == UNCONFIRMED else SendError)(result)
         return result
 
     def resolve(self, message: ChatMessage) -> None:
@@ -178,7 +191,7 @@ class SendBook:
         stale = [o for o in queue if o.written_on is not None and o.written_on < link]
         for outgoing in stale:
             queue.remove(outgoing)
-        return [o.fail("unconfirmed") for o in stale]
+        return [o.fail(UNCONFIRMED) for o in stale]
 
     def expire(self, now: float) -> list[SendFailed]:
         failures: list[SendFailed] = []
@@ -188,13 +201,13 @@ class SendBook:
                 self._unsent_count -= 1
         for queue in self._in_flight.values():
             while queue and now - (queue[0].written_at or now) >= self.confirm_timeout:
-                failures.append(queue.popleft().fail("unconfirmed"))
+                failures.append(queue.popleft().fail(UNCONFIRMED))
         return failures
 
     def drop_room(self, room: str, reason: str) -> list[SendFailed]:
         unsent = self.take_unsent(room)
         in_flight = list(self._in_flight.pop(room, ()))
-        return [o.fail(reason) for o in unsent] + [o.fail("unconfirmed") for o in in_flight]
+        return [o.fail(reason) for o in unsent] + [o.fail(UNCONFIRMED) for o in in_flight]
 
     def drop_room_echoes(self, room: str) -> None:
         self._forget_echoes(room)

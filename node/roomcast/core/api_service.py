@@ -15,7 +15,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from roomcast.broker import Broker, BrokerUnavailable
+from roomcast.broker import Broker, BrokerUnavailable, Unconfirmed
 from roomcast.core.auth import AccessPolicy, AuthError, Identity, token_from_request
 from roomcast.core.ratelimit import RateLimiter
 from roomcast.wire import api, envelope, protocol, sse
@@ -110,6 +110,9 @@ class ApiService:
             return Reply(
                 200, protocol.history(room, history.epoch, history.offset, history.messages)
             )
+        except Unconfirmed as exc:
+            # 504, as a gateway whose upstream did not answer: the message may have been sent.
+            raise ApiError(504, ErrorCode.UNCONFIRMED, str(exc)) from None
         except BrokerUnavailable as exc:
             reason = f"broker unavailable: {exc}"
             raise ApiError(503, ErrorCode.UNAVAILABLE, reason) from None

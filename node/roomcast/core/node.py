@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Awaitable
 
-from roomcast.broker import Broker, BrokerUnavailable, JoinReply, within
+from roomcast.broker import Broker, BrokerUnavailable, JoinReply, Unconfirmed, within
 from roomcast.core.auth import AuthError
 from roomcast.core.catch_up import CatchUp
 from roomcast.core.lag import Lag
@@ -554,15 +554,13 @@ class FailureReporter:
         self._node, self._conn, self._kind, self._room = node, conn, kind, room
         self._request_id = request_id
 
-    def __call__(self) -> None:
+    def __call__(self, error: BrokerUnavailable) -> None:
         self._node.metrics.publish_failures.inc()
-        self._node._reject(
-            self._conn,
-            ErrorCode.UNAVAILABLE,
-            f"{self._kind} not delivered: broker unavailable",
-            self._room,
-            self._request_id,
-        )
+        if isinstance(error, Unconfirmed):
+            code, reason = ErrorCode.UNCONFIRMED, f"{self._kind} may or may not have been sent"
+        else:
+            code, reason = ErrorCode.UNAVAILABLE, f"{self._kind} not delivered: broker unavailable"
+        self._node._reject(self._conn, code, reason, self._room, self._request_id)
 
 
 class Acknowledger:

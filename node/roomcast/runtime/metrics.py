@@ -6,9 +6,12 @@ per recipient: deliveries are counted once per flush, latency once per message p
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 # 100 µs to 5 s: loopback fan-out sits in the first buckets, a stalled node in the last.
 FANOUT_LATENCY_BUCKETS: Final = (
@@ -16,7 +19,47 @@ FANOUT_LATENCY_BUCKETS: Final = (
 )  # fmt: skip
 
 
+# Counters another object keeps (read at scrape time): {label value: count}.
+CountReader = Callable[[], Mapping[str, int]]
+
+
+class _KeptCounters(Collector):
+    """One labelled counter whose values another object keeps as plain ints (the broker's gap
+    filler counts on its hot path, where a prometheus_client call per event would cost more)."""
+
+    def __init__(self, name: str, documentation: str, label: str, read: CountReader) -> None:
+        self._name, self._documentation, self._label, self._read = name, documentation, label, read
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self._name, self._documentation, labels=[self._label])
+        for value, count in self._read().items():
+            family.add_metric([value], count)
+        yield family
+
+
 class Metrics:
+    def watch_redis_broker(self, live_gaps: CountReader, message_fates: CountReader) -> None:
+        """Export the Redis broker's own counters (registered once, by the composition root)."""
+        self.registry.register(
+            _KeptCounters(
+                "roomcast_redis_live_gaps",
+                "Gap filler events on subscribed rooms: filled (messages handed over from"
+                " history), duplicates, losses (loss events sent), given_up (catch-ups out of"
+                " patience), stale (live messages of an epoch already announced lost)",
+                "event",
+                live_gaps,
+            )
+        )
+        self.registry.register(
+            _KeptCounters(
+                "roomcast_redis_message_fates",
+                "Chat messages whose Redis reply was lost, by what the history lookup found:"
+                " found (acknowledged late), absent (unavailable), unconfirmed",
+                "outcome",
+                message_fates,
+            )
+        )
+
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.connections_open = Gauge(

@@ -28,7 +28,10 @@ class ErrorCode(StrEnum):
     TOO_MANY_ROOMS = "too_many_rooms"
     FORBIDDEN = "forbidden"
     RATE_LIMITED = "rate_limited"
-    UNAVAILABLE = "unavailable"
+    UNAVAILABLE = "unavailable"  # Redis is down: a message was NOT published and never will be
+    # A message's reply from Redis was lost and its fate could not be learnt: it may or may not
+    # have been published (if it was, every member gets it like any other message).
+    UNCONFIRMED = "unconfirmed"
     INVALID_TOKEN = "invalid_token"  # a refresh's token: not a string, or refused
     # Rejections that close the connection instead of answering with an error frame.
     BINARY_FRAME = "binary_frame"

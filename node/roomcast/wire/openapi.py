@@ -158,6 +158,10 @@ def document() -> dict[str, Any]:
                         "413": _error("Body larger than ROOMCAST_MAX_FRAME_BYTES"),
                         "415": _error("Body is not application/json"),
                         "503": _error("Redis is unavailable: the message was not published"),
+                        "504": _error(
+                            "unconfirmed: Redis's reply was lost and the message's fate could"
+                            " not be learnt; it may or may not have been published"
+                        ),
                     },
                 }
             },
