@@ -302,12 +302,26 @@ def test_every_env_name_is_read() -> None:
         "ROOMCAST_CLIENT_JOIN_RATE_BURST": "3",
         "ROOMCAST_ROOM_MESSAGE_RATE_PER_SECOND": "3",
         "ROOMCAST_ROOM_MESSAGE_RATE_BURST": "3",
+        "ROOMCAST_HOOK_CONNECT_URL": "http://app:8000/hooks/connect",
+        "ROOMCAST_HOOK_JOIN_URL": "https://app.example/hooks/join",
+        "ROOMCAST_HOOK_PUBLISH_URL": "http://10.0.0.1/hooks/publish",
+        "ROOMCAST_HOOK_JOIN_ROOMS": "support:*,dm:*",
+        "ROOMCAST_HOOK_PUBLISH_ROOMS": "lobby",
+        "ROOMCAST_HOOK_JOIN_FAIL_MODE": "open",
+        "ROOMCAST_HOOK_PUBLISH_FAIL_MODE": "open",
+        "ROOMCAST_HOOK_TIMEOUT": "0.5",
+        "ROOMCAST_HOOK_MAX_CONCURRENCY": "3",
+        "ROOMCAST_HOOK_RETRIES": "0",
+        "ROOMCAST_HOOK_BREAKER_FAILURES": "3",
+        "ROOMCAST_HOOK_BREAKER_RESET": "3",
+        "ROOMCAST_HOOK_MAX_RESPONSE_BYTES": "4096",
+        "ROOMCAST_HOOK_SECRET": "h" * 32,
     }
     file_variants = {
         name + "_FILE"
         for name in (
             "ROOMCAST_AUTH_SECRET", "ROOMCAST_AUTH_PUBLIC_KEY", "ROOMCAST_REDIS_URL",
-            "ROOMCAST_API_KEYS", "ROOMCAST_REDIS_SENTINEL_PASSWORD",
+            "ROOMCAST_API_KEYS", "ROOMCAST_REDIS_SENTINEL_PASSWORD", "ROOMCAST_HOOK_SECRET",
         )
     }  # fmt: skip
     assert set(samples) | file_variants == set(env_names())

@@ -276,6 +276,7 @@ def joined(
     recovered: bool | None = None,
     reason: str | None = None,
     request_id: RequestId = None,
+    data: Any = None,
 ) -> bytes:
     event: dict[str, Any] = {
         "type": "joined",
@@ -288,6 +289,9 @@ def joined(
         event["recovered"] = recovered
     if reason is not None:
         event["reason"] = reason
+    if data is not None:
+        # The join hook's initial data for this joiner (README "Hooks").
+        event["data"] = data
     return encode(_with_id(event, request_id))
 
 
