@@ -57,7 +57,8 @@ def metrics(node: NodeProcess) -> str:
 
 
 def hook_calls(node: NodeProcess, hook: str, result: str) -> float:
-    return metric_value(metrics(node), "roomcast_hook_calls_total", {"hook": hook, "result": result})
+    labels = {"hook": hook, "result": result}
+    return metric_value(metrics(node), "roomcast_hook_calls_total", labels)
 
 
 def user_token(subject: str, name: str) -> str:

@@ -22,8 +22,8 @@ from roomcast.core.hooks import (
     TIMEOUT,
     UNREACHABLE,
     Failed,
-    HookCallFailed,
     HookCaller,
+    HookCallFailed,
     Hooks,
     Refusal,
     RoomPatterns,
@@ -100,6 +100,10 @@ def test_connect_request_forwards_only_the_listed_headers() -> None:
 # Circuit breaker
 
 
+def state(breaker: CircuitBreaker) -> str:
+    return breaker.state  # read afresh (mypy would keep the narrowing of an earlier assert)
+
+
 def test_breaker_opens_after_failures_in_a_row_and_recovers_through_one_trial() -> None:
     breaker = CircuitBreaker(failures=3, reset_after=10.0)
     for _ in range(2):
@@ -109,17 +113,17 @@ def test_breaker_opens_after_failures_in_a_row_and_recovers_through_one_trial() 
     for _ in range(3):
         assert breaker.allow(1.0)
         breaker.failed(1.0)
-    assert breaker.state == OPEN
+    assert state(breaker) == OPEN
     assert not breaker.allow(10.9)
     assert breaker.allow(11.0)  # the trial
-    assert breaker.state == HALF_OPEN
+    assert state(breaker) == HALF_OPEN
     assert not breaker.allow(11.0)  # only one trial at a time
     breaker.failed(11.5)
-    assert breaker.state == OPEN
+    assert state(breaker) == OPEN
     assert not breaker.allow(21.0)
     assert breaker.allow(21.5)
     breaker.succeeded()
-    assert breaker.state == CLOSED
+    assert state(breaker) == CLOSED
     assert breaker.allow(21.5) and breaker.allow(21.5)
 
 
@@ -212,7 +216,7 @@ async def test_a_refused_connection_is_retried_for_any_hook() -> None:
 
 async def test_a_sent_publish_is_never_retried() -> None:
     port = ScriptedPort(refused(sent=True), ok({"result": "allow"}))
-    hook, metrics = caller(port, "publish", idempotent=False)
+    hook, _ = caller(port, "publish", idempotent=False)
     outcome = await hook.call(b"{}")
     assert isinstance(outcome, Failed) and outcome.result == ERROR
     assert port.calls == 1
