@@ -191,6 +191,9 @@ async def test_publish_hook_rewrites_and_denies_before_the_offset(cluster: Local
         calls = hooks.hooks_called("publish")
         assert [c["text"] for c in calls] == ["well darn it", "buy spam", "after"]
         assert len({c["message_id"] for c in calls}) == 3
+        # The event carries the id the hook was given: the backend ties offsets to its rows.
+        assert seen["message_id"] == calls[0]["message_id"]
+        assert after["message_id"] == calls[2]["message_id"]
         assert calls[0]["user"] == "u-ann" and calls[0]["room"] == "lobby"
         assert hook_calls(node, "publish", "rewrite") == 1
         assert hook_calls(node, "publish", "deny") == 1

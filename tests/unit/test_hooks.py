@@ -25,6 +25,7 @@ from roomcast.core.hooks import (
     HookCaller,
     HookCallFailed,
     Hooks,
+    Publication,
     Refusal,
     RoomPatterns,
 )
@@ -303,7 +304,8 @@ async def test_fail_closed_refuses_with_hook_unavailable_and_fail_open_lets_thro
         ROOMCAST_HOOK_PUBLISH_FAIL_MODE="open",
     )
     assert await opened.join("c1", "lobby", None, "ann", "127.0.0.1") == wire.Allow()
-    assert await opened.publish("c1", "lobby", None, "ann", "hi") == "hi"
+    published = await opened.publish("c1", "lobby", None, "ann", "hi")
+    assert isinstance(published, Publication) and published.text == "hi"
 
 
 async def test_denials_and_rewrites_reach_the_node_as_codes_and_text() -> None:
@@ -316,7 +318,9 @@ async def test_denials_and_rewrites_reach_the_node_as_codes_and_text() -> None:
         await hooks.connect("127.0.0.1", "/chat", {})
     assert (denied.value.status, denied.value.code) == (403, ErrorCode.CONNECT_DENIED)
     rewriting = hooks_with(ScriptedPort(ok({"result": "rewrite", "text": "h*"})))
-    assert await rewriting.publish("c1", "lobby", "u1", "ann", "hi") == "h*"
+    rewritten = await rewriting.publish("c1", "lobby", "u1", "ann", "hi")
+    assert isinstance(rewritten, Publication) and rewritten.text == "h*"
+    assert rewritten.message_id.startswith("n1-")
 
 
 def test_room_patterns_pick_the_rooms_a_hook_is_asked_for() -> None:

@@ -79,6 +79,14 @@ class Refusal:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """A message the publish hook let through: its final text, and the id the hook was given."""
+
+    text: str
+    message_id: str
+
+
 class HookCaller:
     """One hook's calls: gate, breaker, timeout, retries, outcome metrics."""
 
@@ -263,8 +271,8 @@ class Hooks:
 
     async def publish(
         self, connection: str, room: str, user: str | None, username: str, text: str
-    ) -> str | Refusal:
-        """The text to publish (the client's, or the backend's rewrite) or a refusal."""
+    ) -> Publication | Refusal:
+        """What to publish (the client's text, or the backend's rewrite) or a refusal."""
         caller = self.publish_caller
         assert caller is not None
         message_id = f"{self._instance}-{next(self._message_ids):x}"
@@ -272,9 +280,11 @@ class Hooks:
             wire.publish_request(self._node, connection, message_id, room, user, username, text)
         )
         if isinstance(verdict, Failed):
-            return text if self._publish_fail == "open" else _unavailable("publish", verdict)
+            if self._publish_fail == "open":
+                return Publication(text, message_id)
+            return _unavailable("publish", verdict)
         if isinstance(verdict, wire.Deny):
             return Refusal(ErrorCode.PUBLISH_DENIED, verdict.reason)
         if isinstance(verdict, wire.Rewrite):
-            return verdict.text
-        return text
+            return Publication(verdict.text, message_id)
+        return Publication(text, message_id)

@@ -431,14 +431,20 @@ class Node:
             return
         # Published even if the sender closed meanwhile: the backend was told it is accepted
         # (and may have stored it), so the room shows it too.
-        self._publish_message(conn, room, username, verdict, request_id)
+        self._publish_message(conn, room, username, verdict.text, request_id, verdict.message_id)
 
     def _publish_message(
-        self, conn: Member, room: str, username: str, text: str, request_id: protocol.RequestId
+        self,
+        conn: Member,
+        room: str,
+        username: str,
+        text: str,
+        request_id: protocol.RequestId,
+        message_id: str | None = None,
     ) -> None:
         assert self.broker is not None
         now = time.time()
-        prefix = protocol.chat_message_prefix(room, username, text, int(now * 1000))
+        prefix = protocol.chat_message_prefix(room, username, text, int(now * 1000), message_id)
         self._published["message"].inc()
         self.broker.publish_message(
             room,
