@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 from roomcast_dev.devcluster import LocalCluster, NodeProcess, free_port, timeout_factor
+from roomcast_dev.hookserver import HookServer, verdict
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from roomcast.core.auth import issue_token
 from tests.support.cluster import FAST_ENV, http_get, metric_value
-from tests.support.hookserver import HookServer, verdict
 from tests.support.wsclient import Client, scaled
 
 pytestmark = pytest.mark.integration

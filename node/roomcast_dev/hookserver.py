@@ -1,4 +1,4 @@
-"""A tiny real HTTP server (asyncio + h11, keep-alive) playing the application's hooks in tests.
+"""A tiny real HTTP server (asyncio + h11, keep-alive) playing the application's hooks.
 
 Each test decides how it answers (``answer``): a verdict, a slow one, a 500, garbage; every call
 is recorded, and a waiter can await the n-th call instead of sleeping.
