@@ -82,6 +82,8 @@ function onEvent(event) {
     case "message":
       if (event.room !== state.room) break;
       lastSeen = { epoch: event.epoch, offset: event.offset };
+      // A deleted message comes back (recovery, history) as a tombstone: no author, no text.
+      if (event.deleted) { markDeleted(event.epoch, event.offset); break; }
       remember({
         message_id: event.message_id, username: event.username, text: event.text,
         epoch: event.epoch, offset: event.offset, deleted: !!event.deleted,
