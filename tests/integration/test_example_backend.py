@@ -130,7 +130,11 @@ async def test_direct_messages_are_private(stack: ExampleStack) -> None:
     await client.join("dm:alice:bob", "a")
     await client.send(type="join", room="dm:bob:moderator", id="peek")
     denied = await client.recv_type("error", id="peek")
-    assert (denied["code"], denied["reason"]) == ("join_denied", "a private conversation")
+    # The app's join hook refuses it ("join_denied"); with issue 16's server API the node's own
+    # direct-room rule ("forbidden") refuses it first. Either way nobody else gets in.
+    assert denied["code"] in ("join_denied", "forbidden")
+    if denied["code"] == "join_denied":
+        assert denied["reason"] == "a private conversation"
     await client.close()
     assert (await alice.get("/api/history/dm:bob:moderator"))[0] == 403
     assert (await bob.get("/api/history/dm:bob:moderator"))[0] == 200
