@@ -12,12 +12,12 @@ BENCH_STAMP := $(VENV)/.bench-installed
 # is a checkout-only package: it is on the path here, never in the wheel or the image.
 export PYTHONPATH := $(CURDIR)/node$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: run test test-unit test-integration test-adversarial lint deps venv system-deps bench clean format chaos docs js-deps js-bundle test-js
+.PHONY: run run-example example-deps test test-unit test-integration test-adversarial lint deps venv system-deps bench clean format chaos docs js-deps js-bundle test-js
 
 run: deps ## start redis + 3 nodes + nginx on loopback; Ctrl-C stops them all
 	ulimit -n 65536 2>/dev/null || ulimit -n $$(ulimit -Hn); $(PY) -m roomcast_dev.devcluster
 
-test: deps deploy-deps browser-deps perf-deps js-deps ## every test: unit, integration (real redis-server, nginx, nodes), browser (Chromium), deployment (offline), the JS client, the docs site
+test: deps deploy-deps browser-deps perf-deps js-deps example-deps ## every test: unit, integration (real redis-server, nginx, nodes), browser (Chromium), deployment (offline), the JS client, the docs site, the example backend (PostgreSQL)
 	ulimit -n 65536 2>/dev/null || true; $(PY) -m pytest -q
 	$(MAKE) test-js docs
 
@@ -46,6 +46,22 @@ js-bundle: js-deps
 # The documentation site (docs/, MkDocs + Material) into site/; any warning fails it.
 docs: deps
 	$(VENV)/bin/mkdocs build --strict --quiet
+
+# The example backend (examples/chat_backend, README "Example backend"): PostgreSQL in a temporary
+# data directory, redis, 3 nodes calling its hooks, nginx and the app; prints the URL.
+run-example: example-deps ## the example backend with PostgreSQL, redis, 3 nodes and nginx; Ctrl-C stops all
+	ulimit -n 65536 2>/dev/null || ulimit -n $$(ulimit -Hn); $(PY) -m roomcast_dev.example
+
+# Debian's postgresql (its own service stopped again: the tests and run-example start their own
+# server, as a non-root user, in a temporary directory) and the example's Python packages.
+example-deps: deps
+	@if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then \
+	  echo "installing Debian packages: postgresql"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends postgresql; \
+	  $$SUDO service postgresql stop >/dev/null 2>&1 || true; \
+	fi
+	@$(PY) -c 'import starlette, uvicorn, asyncpg' 2>/dev/null || $(PY) -m pip install -q -e '.[example]'
 
 test-unit: deps
 	$(PY) -m pytest -q tests/unit

@@ -67,7 +67,11 @@ var ErrorCode = {
   INVALID_REQUEST: "invalid_request",
   NOT_FOUND: "not_found",
   UNSUPPORTED_MEDIA_TYPE: "unsupported_media_type",
-  INTERNAL_ERROR: "internal_error"
+  INTERNAL_ERROR: "internal_error",
+  JOIN_DENIED: "join_denied",
+  PUBLISH_DENIED: "publish_denied",
+  CONNECT_DENIED: "connect_denied",
+  HOOK_UNAVAILABLE: "hook_unavailable"
 };
 var CloseCode = {
   NORMAL: 1e3,

@@ -14,7 +14,9 @@ from roomcast.broker import Broker, HistoryLimits
 from roomcast.broker.memory import MemoryBroker
 from roomcast.core.api_service import ApiService
 from roomcast.core.auth import AccessPolicy
+from roomcast.core.hooks import Hooks
 from roomcast.core.node import Node
+from roomcast.net.hook_client import HookClient
 from roomcast.net.http_internal import InternalHttpServer
 from roomcast.net.http_public import PublicHttp
 from roomcast.net.transport import CHAT_PATH, Outbox, WebSocketServer
@@ -35,6 +37,10 @@ class Server:
         self.settings = settings
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics(self.registry)
+        self.hook_client = HookClient(
+            secret=settings.hook_secret, max_response_bytes=settings.hook_max_response_bytes
+        )
+        self.hooks = Hooks(settings, self.metrics, self.hook_client, settings.node_id)
         self.node = Node(
             settings.node_id,
             settings.max_rooms_per_connection,
@@ -61,6 +67,7 @@ class Server:
             # Live events held for a joiner go to it at once with the missed messages (at most
             # the history's bytes): together within its send bound.
             catch_up_bytes=settings.send_buffer_bytes - settings.history_bytes,
+            hooks=self.hooks,
         )
         # This process's identity: prefixes its connection ids and names it in Redis presence,
         # so a restarted node (same node id) is never mistaken for its dead predecessor.
@@ -153,6 +160,7 @@ class Server:
             policy=policy,
             outbox=outbox,
             http=self._api,
+            hooks=self.hooks,
         )
         self._api.start()
         await self.broker.start()
@@ -192,6 +200,7 @@ class Server:
         if self._ws is not None:
             await self._ws.drain(self.settings.drain_timeout)
         await self.broker.stop()
+        self.hook_client.close()
         await self._http.stop()
         self.stopped.set()
 

@@ -54,7 +54,13 @@ def timeout_factor() -> float:
 class ManagedProcess:
     """A child process whose output lines are collected, so readiness is awaited, not slept."""
 
-    def __init__(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        env: Mapping[str, str] | None = None,
+        popen_kwargs: Mapping[str, Any] | None = None,  # cwd, user, group, ...
+    ) -> None:
         self.name = name
         self.argv = argv
         self.lines: list[str] = []
@@ -68,6 +74,7 @@ class ManagedProcess:
             text=True,
             errors="replace",
             start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop them in order
+            **(popen_kwargs or {}),
         )
         self._reader = threading.Thread(target=self._read, name=f"{name}-output", daemon=True)
         self._reader.start()

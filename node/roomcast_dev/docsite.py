@@ -88,6 +88,11 @@ ERROR_MEANINGS: Final[dict[str, str]] = {
     "NOT_FOUND": "no such HTTP endpoint (404)",
     "UNSUPPORTED_MEDIA_TYPE": "an HTTP body that is not `application/json` (415)",
     "INTERNAL_ERROR": "a bug in the node: the HTTP answer is 500",
+    "JOIN_DENIED": "the application's join hook refused the join (its reason is shown)",
+    "PUBLISH_DENIED": "the application's publish hook refused the message: it got no offset",
+    "CONNECT_DENIED": "the application's connect hook refused the handshake (403)",
+    "HOOK_UNAVAILABLE": "a fail-closed hook did not answer in time, erred or its circuit is "
+    "open (the reason says which); the connect hook answers 503",
 }
 
 CLOSE_MEANINGS: Final[dict[str, str]] = {
@@ -190,6 +195,26 @@ SETTING_MEANINGS: Final[dict[str, str]] = {
     "gc_threshold": "young-generation threshold of Python's garbage collector (CPython's default "
     "is 700: ~7 % of a node's CPU in a connect storm)",
     "compression": "permessage-deflate; off: it costs CPU and ~50 KiB per connection",
+    "hook_connect_url": "the connect hook: handshakes without a token are authenticated there "
+    "(README, Hooks); unset: off",
+    "hook_join_url": "the join hook: allow or deny a join, initial data for the joiner; unset: off",
+    "hook_publish_url": "the publish hook: allow, deny or rewrite a message before its offset; "
+    "unset: off",
+    "hook_join_rooms": "room-name patterns (fnmatch, comma list) the join hook is asked for",
+    "hook_publish_rooms": "room-name patterns the publish hook is asked for",
+    "hook_join_fail_mode": "`closed`: a failed join hook refuses with `hook_unavailable`; "
+    "`open`: the join goes through (without initial data)",
+    "hook_publish_fail_mode": "`closed`: a failed publish hook refuses the message; `open`: it is "
+    "published unchanged",
+    "hook_timeout": "seconds for one hook call, retries included",
+    "hook_max_concurrency": "hook calls in flight per hook per node; more fail at once (`busy`)",
+    "hook_retries": "retries of a failed call, only where safe: nothing sent yet, or an idempotent "
+    "hook (connect, join)",
+    "hook_breaker_failures": "failed calls in a row that open a hook's circuit (then calls fail "
+    "at once)",
+    "hook_breaker_reset": "seconds a circuit stays open before one trial call",
+    "hook_max_response_bytes": "the largest hook answer read (a larger one is an error)",
+    "hook_secret": "sent to the hooks as `Authorization: Bearer <secret>` (32+ characters)",
     "log_level": "`DEBUG`, `INFO`, `WARNING`, `ERROR`; logs are JSON lines, never message texts",
 }
 

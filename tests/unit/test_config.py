@@ -224,6 +224,22 @@ def test_metrics_host_overrides_internal_host() -> None:
         ("ROOMCAST_COMPRESSION", "maybe", "ROOMCAST_COMPRESSION='maybe': expected true/false"),
         ("ROOMCAST_LOG_LEVEL", "TRACE", "ROOMCAST_LOG_LEVEL='TRACE': expected one of DEBUG"),
         ("ROOMCAST_LOG_LEVEL", "CRITICAL", "ROOMCAST_LOG_LEVEL='CRITICAL'"),
+        ("ROOMCAST_HOOK_JOIN_URL", "ftp://app/x", "expected an http:// or https:// URL"),
+        ("ROOMCAST_HOOK_JOIN_URL", "app:8000/hooks", "expected an http:// or https:// URL"),
+        ("ROOMCAST_HOOK_CONNECT_URL", "http://app:99999/", "not a URL (bad port?)"),
+        ("ROOMCAST_HOOK_PUBLISH_URL", "http://u:p@app/", "no user:password@"),
+        ("ROOMCAST_HOOK_JOIN_ROOMS", " , ", "expected room-name patterns"),
+        ("ROOMCAST_HOOK_PUBLISH_ROOMS", "a b", "is not a room-name pattern"),
+        ("ROOMCAST_HOOK_JOIN_FAIL_MODE", "maybe", "expected open or closed"),
+        ("ROOMCAST_HOOK_PUBLISH_FAIL_MODE", "", "expected open or closed"),
+        ("ROOMCAST_HOOK_TIMEOUT", "0", "ROOMCAST_HOOK_TIMEOUT='0': expected a number"),
+        ("ROOMCAST_HOOK_TIMEOUT", "61", "ROOMCAST_HOOK_TIMEOUT='61'"),
+        ("ROOMCAST_HOOK_MAX_CONCURRENCY", "0", "ROOMCAST_HOOK_MAX_CONCURRENCY='0'"),
+        ("ROOMCAST_HOOK_RETRIES", "6", "ROOMCAST_HOOK_RETRIES='6'"),
+        ("ROOMCAST_HOOK_BREAKER_FAILURES", "0", "ROOMCAST_HOOK_BREAKER_FAILURES='0'"),
+        ("ROOMCAST_HOOK_BREAKER_RESET", "0", "ROOMCAST_HOOK_BREAKER_RESET='0'"),
+        ("ROOMCAST_HOOK_MAX_RESPONSE_BYTES", "10", "ROOMCAST_HOOK_MAX_RESPONSE_BYTES='10'"),
+        ("ROOMCAST_HOOK_SECRET", "short", "use at least 32 characters"),
     ],
 )
 def test_bad_value_names_variable(variable: str, raw: str, expected_message: str) -> None:
@@ -359,12 +375,26 @@ def test_every_env_name_is_read() -> None:
         "ROOMCAST_CLIENT_JOIN_RATE_BURST": "3",
         "ROOMCAST_ROOM_MESSAGE_RATE_PER_SECOND": "3",
         "ROOMCAST_ROOM_MESSAGE_RATE_BURST": "3",
+        "ROOMCAST_HOOK_CONNECT_URL": "http://app:8000/hooks/connect",
+        "ROOMCAST_HOOK_JOIN_URL": "https://app.example/hooks/join",
+        "ROOMCAST_HOOK_PUBLISH_URL": "http://10.0.0.1/hooks/publish",
+        "ROOMCAST_HOOK_JOIN_ROOMS": "support:*,dm:*",
+        "ROOMCAST_HOOK_PUBLISH_ROOMS": "lobby",
+        "ROOMCAST_HOOK_JOIN_FAIL_MODE": "open",
+        "ROOMCAST_HOOK_PUBLISH_FAIL_MODE": "open",
+        "ROOMCAST_HOOK_TIMEOUT": "0.5",
+        "ROOMCAST_HOOK_MAX_CONCURRENCY": "3",
+        "ROOMCAST_HOOK_RETRIES": "0",
+        "ROOMCAST_HOOK_BREAKER_FAILURES": "3",
+        "ROOMCAST_HOOK_BREAKER_RESET": "3",
+        "ROOMCAST_HOOK_MAX_RESPONSE_BYTES": "4096",
+        "ROOMCAST_HOOK_SECRET": "h" * 32,
     }
     file_variants = {
         name + "_FILE"
         for name in (
             "ROOMCAST_AUTH_SECRET", "ROOMCAST_AUTH_PUBLIC_KEY", "ROOMCAST_REDIS_URL",
-            "ROOMCAST_API_KEYS", "ROOMCAST_REDIS_SENTINEL_PASSWORD",
+            "ROOMCAST_API_KEYS", "ROOMCAST_REDIS_SENTINEL_PASSWORD", "ROOMCAST_HOOK_SECRET",
         )
     }  # fmt: skip
     assert set(samples) | file_variants == set(env_names())

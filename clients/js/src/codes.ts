@@ -45,6 +45,10 @@ export const ErrorCode = {
   NOT_FOUND: "not_found",
   UNSUPPORTED_MEDIA_TYPE: "unsupported_media_type",
   INTERNAL_ERROR: "internal_error",
+  JOIN_DENIED: "join_denied",
+  PUBLISH_DENIED: "publish_denied",
+  CONNECT_DENIED: "connect_denied",
+  HOOK_UNAVAILABLE: "hook_unavailable",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

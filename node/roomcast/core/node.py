@@ -14,6 +14,7 @@ from collections.abc import Awaitable
 from roomcast.broker import Broker, BrokerUnavailable, JoinReply, Unconfirmed, within
 from roomcast.core.auth import AuthError
 from roomcast.core.catch_up import CatchUp
+from roomcast.core.hooks import Hooks, Refusal
 from roomcast.core.lag import Lag
 from roomcast.core.members import Delivery, Member
 from roomcast.core.ratelimit import BucketPool, ConnectionBudget, RateLimiter
@@ -23,6 +24,7 @@ from roomcast.runtime.metrics import Metrics
 from roomcast.wire import envelope, protocol
 from roomcast.wire.codes import CloseCode, ErrorCode, RecoveryStatus
 from roomcast.wire.framing import text_frame
+from roomcast.wire.hooks import Allow
 from roomcast.wire.protocol import (
     History,
     Join,
@@ -60,8 +62,11 @@ class Node:
         room_message_rate: tuple[float, int] = (100.0, 200),
         lag_timeout: float = 10.0,
         catch_up_bytes: int = 512 * 1024,
+        hooks: Hooks | None = None,
     ) -> None:
         self._catch_up_bytes = catch_up_bytes
+        # The application's join and publish hooks (None: none configured).
+        self._hooks = hooks
         self._message_rate = message_rate
         self._typing_rate = typing_rate
         self._join_rate = join_rate
@@ -132,7 +137,7 @@ class Node:
             command = protocol.parse_command(text)
             if isinstance(command, Message):
                 self._received["message"].inc()
-                self._message(conn, command)
+                return self._message(conn, command)
             elif isinstance(command, Typing):
                 self._received["typing"].inc()
                 self._typing(conn, command)
@@ -239,26 +244,24 @@ class Node:
         room = command.room
         if conn.closed:
             return
-        identity = conn.identity
-        if identity is not None:
-            # With authentication on, the token names the user: a join cannot pick a name.
-            if not identity.may_join(room):
-                reason = f"your token does not allow {room!r}"
-                self._reject(conn, ErrorCode.FORBIDDEN, reason, room, command.request_id)
-                return
-            username = identity.name
-        elif command.username is None:
-            reason = "'username' is required"
-            self._reject(conn, ErrorCode.INVALID_USERNAME, reason, room, command.request_id)
+        username = self._joiner_name(conn, command)
+        if username is None:
             return
-        else:
-            username = command.username
         command = Join(room, username, command.since, command.request_id)
-        if self.rooms.username(conn, room) is None and not self._may_join(conn):
+        joining = self.rooms.username(conn, room) is None
+        if joining and not self._may_join(conn):
             # Each join announces user_joined (and its leave user_left) to the whole room.
             reason = "too many joins; slow down"
             self._reject(conn, ErrorCode.RATE_LIMITED, reason, room, command.request_id)
             return
+        data = None
+        hooks = self._hooks
+        if joining and hooks is not None and hooks.asks_join(room):
+            # Asked before anything of the join happens: a refusal leaves no trace in the room.
+            allowed = await self._ask_join(hooks, conn, command)
+            if allowed is None:
+                return
+            data = allowed.data
         try:
             result = self.rooms.join(conn, room, username)
         except TooManyRoomsError as exc:
@@ -294,7 +297,7 @@ class Node:
         self._announced.discard((conn, room))
         if conn.closed or not self.rooms.activate(conn, room):
             return
-        self._send_join_result(conn, command, reply, catch_up)
+        self._send_join_result(conn, command, reply, catch_up, data)
         self._went_live(conn, room, reply.offset)
 
     def _went_live(self, conn: Member, room: str, offset: int) -> None:
@@ -302,6 +305,37 @@ class Node:
         self._latest[room] = max(self._latest.get(room, 0), offset)
         if conn.lagging:
             self.lag.joined(conn, room, offset)
+
+    def _joiner_name(self, conn: Member, command: Join) -> str | None:
+        """The name the joiner has in the room, or None when refused (the client was told)."""
+        room = command.room
+        identity = conn.identity
+        if identity is not None:
+            # With authentication on, the token names the user: a join cannot pick a name.
+            if not identity.may_join(room):
+                reason = f"your token does not allow {room!r}"
+                self._reject(conn, ErrorCode.FORBIDDEN, reason, room, command.request_id)
+                return None
+            return identity.name
+        if command.username is None:
+            reason = "'username' is required"
+            self._reject(conn, ErrorCode.INVALID_USERNAME, reason, room, command.request_id)
+        return command.username
+
+    async def _ask_join(self, hooks: Hooks, conn: Member, command: Join) -> Allow | None:
+        """The join hook's allowance, or None when refused (the client was told) or closed."""
+        identity = conn.identity
+        subject = None if identity is None else identity.subject
+        assert command.username is not None
+        verdict = await hooks.join(
+            conn.id, command.room, subject, command.username, conn.client_address
+        )
+        if conn.closed:
+            return None
+        if isinstance(verdict, Refusal):
+            self._reject(conn, verdict.code, verdict.reason, command.room, command.request_id)
+            return None
+        return verdict
 
     async def _enter(self, conn: Member, command: Join, catch_up: CatchUp) -> JoinReply:
         """Subscribe, run the join script, and wait until the stream reaches our join point."""
@@ -329,7 +363,7 @@ class Node:
         return reply
 
     def _send_join_result(
-        self, conn: Member, command: Join, reply: JoinReply, catch_up: CatchUp
+        self, conn: Member, command: Join, reply: JoinReply, catch_up: CatchUp, data: object
     ) -> None:
         room, username = command.room, command.username
         assert username is not None
@@ -341,7 +375,9 @@ class Node:
         request_id = command.request_id
         if command.since is None:
             conn.send(
-                protocol.joined(room, username, reply.epoch, reply.offset, request_id=request_id)
+                protocol.joined(
+                    room, username, reply.epoch, reply.offset, request_id=request_id, data=data
+                )
             )
         else:
             recovered = status == RECOVERED
@@ -355,6 +391,7 @@ class Node:
                     recovered,
                     None if recovered or status == NOT_REQUESTED else status,
                     request_id,
+                    data,
                 )
             )
         for event in events:
@@ -393,20 +430,57 @@ class Node:
         assert expires is not None  # required by the verifier
         conn.send(protocol.refreshed(int(expires * 1000), request_id))
 
-    def _message(self, conn: Member, command: Message) -> None:
+    def _message(self, conn: Member, command: Message) -> Awaitable[None] | None:
         request_id = command.request_id
         room = self._target_room(conn, command.room, request_id)
         if conn.message_rate is not None and not conn.message_rate.allow():
             self._rate_limited(conn, "message", room, request_id)
-            return
+            return None
         refusal = self._shared_message_limit(conn, room)
         if refusal is not None:
             self._reject(conn, ErrorCode.RATE_LIMITED, refusal, room, request_id)
-            return
+            return None
         username = self.rooms.username(conn, room)
-        assert username is not None and self.broker is not None
+        assert username is not None
+        hooks = self._hooks
+        if hooks is not None and hooks.asks_publish(room):
+            # The connection's later frames wait for this one: its messages keep their order.
+            return self._moderated(hooks, conn, room, username, command.text, request_id)
+        self._publish_message(conn, room, username, command.text, request_id)
+        return None
+
+    async def _moderated(
+        self,
+        hooks: Hooks,
+        conn: Member,
+        room: str,
+        username: str,
+        text: str,
+        request_id: protocol.RequestId,
+    ) -> None:
+        """The publish hook first: it may refuse or rewrite the message before its offset."""
+        identity = conn.identity
+        subject = None if identity is None else identity.subject
+        verdict = await hooks.publish(conn.id, room, subject, username, text)
+        if isinstance(verdict, Refusal):
+            self._reject(conn, verdict.code, verdict.reason, room, request_id)
+            return
+        # Published even if the sender closed meanwhile: the backend was told it is accepted
+        # (and may have stored it), so the room shows it too.
+        self._publish_message(conn, room, username, verdict.text, request_id, verdict.message_id)
+
+    def _publish_message(
+        self,
+        conn: Member,
+        room: str,
+        username: str,
+        text: str,
+        request_id: protocol.RequestId,
+        message_id: str | None = None,
+    ) -> None:
+        assert self.broker is not None
         now = time.time()
-        prefix = protocol.chat_message_prefix(room, username, command.text, int(now * 1000))
+        prefix = protocol.chat_message_prefix(room, username, text, int(now * 1000), message_id)
         self._published["message"].inc()
         self.broker.publish_message(
             room,

@@ -14,7 +14,7 @@ import itertools
 import logging
 import os
 from collections import deque
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Final, Protocol, cast
 
 from websockets.exceptions import InvalidMessage, PayloadTooBig
@@ -33,6 +33,7 @@ from roomcast.core.auth import (
     Identity,
     token_from_request,
 )
+from roomcast.core.hooks import Hooks
 from roomcast.core.members import Member
 from roomcast.core.ratelimit import BucketPool, ConnectionBudget, RateLimiter
 from roomcast.net.handshake import check_request
@@ -41,6 +42,7 @@ from roomcast.net.token_clock import NOTICE, TokenClock
 from roomcast.runtime.config import FRAME_OVERHEAD_BYTES
 from roomcast.wire.codes import CloseCode, ErrorCode
 from roomcast.wire.framing import frame_payload, text_frame
+from roomcast.wire.hooks import FORWARDED_HEADERS
 from roomcast.wire.protocol import error, token_expiring
 
 if TYPE_CHECKING:
@@ -167,6 +169,7 @@ class Connection(asyncio.Protocol):
         "_busy",
         "_close_timer",
         "_compressed",
+        "_deciding",
         "_fragments",
         "_handshake_timer",
         "_paused",
@@ -228,6 +231,7 @@ class Connection(asyncio.Protocol):
         self._busy = False
         self._paused = False
         self._answered = False  # the handshake got its HTTP response
+        self._deciding = False  # the connect hook is deciding on the handshake
         # Frames that arrived while an earlier one was being handled; made when first needed
         # (an empty deque costs ~760 bytes, a tenth of an idle connection).
         self._backlog: deque[bytes] | None = None
@@ -487,8 +491,10 @@ class Connection(asyncio.Protocol):
 
     def _process_events(self) -> None:
         for event in self.proto.events_received():
-            if self.closed:
-                break  # closed by an earlier frame of the same read: ignore the rest
+            if self.closed or self._deciding:
+                # Closed by an earlier frame of the same read, or frames sent before the
+                # handshake's answer (a client must wait for its 101): ignore the rest.
+                break
             if isinstance(event, Request):
                 self._handshake(event)
             elif isinstance(event, Frame):
@@ -499,14 +505,50 @@ class Connection(asyncio.Protocol):
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
             self._handshake_timer = None
-        server = self._server
         try:
-            response = self._decide(request)
+            decision = self._decide(request)
         except Exception:
             # Whatever a request holds, it gets an answer: a proxy takes a dropped handshake
             # for a dead node (nginx then stops sending anyone there for a while).
             log.exception("handshake handler failed", extra={"connection": self.id})
+            decision = self.proto.reject(500, "internal error\n")
+        if isinstance(decision, Response):
+            self._respond(decision)
+        else:
+            self._defer(request, decision)
+
+    def _defer(self, request: Request, pending: Coroutine[None, None, Identity]) -> None:
+        """The connect hook decides; meanwhile nothing more is read from this client."""
+        self._deciding = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+        server = self._server
+        task = server.loop.create_task(self._await_identity(request, pending))
+        server.deciding.add(task)  # a reference, so the task cannot be collected
+        task.add_done_callback(server.deciding.discard)
+
+    async def _await_identity(
+        self, request: Request, pending: Coroutine[None, None, Identity]
+    ) -> None:
+        try:
+            self.identity = await pending
+            response = self.proto.accept(request)
+        except AuthError as exc:
+            self._refused(exc)
+            response = self.proto.reject(exc.status, f"{exc.reason}\n")
+        except Exception:
+            log.exception("connect hook handling failed", extra={"connection": self.id})
             response = self.proto.reject(500, "internal error\n")
+        self._deciding = False
+        if self.closed:
+            return  # the client went away while the hook was deciding
+        self._respond(response)
+        self._flush_protocol()
+        if self.transport is not None and not self.closed and not self._paused:
+            self.transport.resume_reading()
+
+    def _respond(self, response: Response) -> None:
+        server = self._server
         self.proto.send_response(response)
         if response.status_code != 101:
             server.metrics.handshakes_rejected.labels(str(response.status_code)).inc()
@@ -515,7 +557,7 @@ class Connection(asyncio.Protocol):
         server.opened(self)
         self._app.on_open(self)
 
-    def _decide(self, request: Request) -> Response:
+    def _decide(self, request: Request) -> Response | Coroutine[None, None, Identity]:
         server = self._server
         try:
             offered = check_request(request.path, request.headers)
@@ -529,7 +571,10 @@ class Connection(asyncio.Protocol):
             self.client_address = address
             if request.path.split("?", 1)[0] != CHAT_PATH:
                 return self.proto.reject(404, f"Not Found: WebSocket endpoint is {CHAT_PATH}\n")
-            self.identity = server.admit(request, offered)
+            admitted = server.admit(request, offered, address)
+            if admitted is not None and not isinstance(admitted, Identity):
+                return admitted  # the connect hook's call, awaited by _defer
+            self.identity = admitted
         except AuthError as exc:
             self._refused(exc)
             return self.proto.reject(exc.status, f"{exc.reason}\n")
@@ -725,8 +770,12 @@ class WebSocketServer:
         policy: AccessPolicy | None = None,
         outbox: Outbox | None = None,
         http: HttpHandover | None = None,
+        hooks: Hooks | None = None,
     ) -> None:
         self.app = app
+        # With a connect hook, handshakes without a token are authenticated by the application.
+        self.hooks = hooks if hooks is not None and hooks.authenticates else None
+        self.deciding: set[asyncio.Task[None]] = set()
         self.settings = settings
         self.metrics = metrics
         self.loop = loop
@@ -767,15 +816,25 @@ class WebSocketServer:
         sockets = self._server.sockets
         return int(sockets[0].getsockname()[1]) if sockets else port
 
-    def admit(self, request: Request, offered: Sequence[str]) -> Identity | None:
-        """Origin, then token; raises AuthError, so nothing is opened for a refused client.
+    def admit(
+        self, request: Request, offered: Sequence[str], client_address: str
+    ) -> Identity | Coroutine[None, None, Identity] | None:
+        """Origin, then token (or the connect hook's call, to await); raises AuthError, so
+        nothing is opened for a refused client.
 
         ``request`` passed check_request, which returned the ``offered`` subprotocols."""
         if not self.origins.allows(request.headers.get("Origin")):
             raise AuthError(403, ErrorCode.ORIGIN, "origin not allowed")
+        token = token_from_request(request.path, offered)
+        if self.hooks is not None and (token is None or self.verifier is None):
+            headers = {}
+            for name in FORWARDED_HEADERS:
+                values = request.headers.get_all(name)
+                if values:  # a browser may split cookies over several Cookie headers
+                    headers[name] = ("; " if name == "cookie" else ", ").join(values)
+            return self.hooks.connect(client_address, request.path, headers)
         if self.verifier is None:
             return None
-        token = token_from_request(request.path, offered)
         if token is None:
             raise AuthError(
                 401, ErrorCode.TOKEN_MISSING, "a token is required (?token= or subprotocol)"

@@ -18,6 +18,8 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 LOG_LEVELS: tuple[LogLevel, ...] = ("DEBUG", "INFO", "WARNING", "ERROR")
 RedisMode = Literal["standalone", "cluster", "sentinel"]
 REDIS_MODES: tuple[RedisMode, ...] = ("standalone", "cluster", "sentinel")
+FailMode = Literal["open", "closed"]
+FAIL_MODES: tuple[FailMode, ...] = ("open", "closed")
 
 T = TypeVar("T")
 
@@ -109,6 +111,21 @@ class Settings:
     api_rate_burst: int = 40
     sse_heartbeat: float = 15.0
     http_idle_timeout: float = 60.0
+    # The application's hooks (README "Hooks"); a hook without a URL is off.
+    hook_connect_url: str | None = None  # handshakes without a token are authenticated there
+    hook_join_url: str | None = None
+    hook_publish_url: str | None = None
+    hook_join_rooms: tuple[str, ...] = ("*",)  # room-name patterns the join hook is asked for
+    hook_publish_rooms: tuple[str, ...] = ("*",)
+    hook_join_fail_mode: FailMode = "closed"  # a failed hook: open lets it through, closed not
+    hook_publish_fail_mode: FailMode = "closed"
+    hook_timeout: float = 2.0  # one call, retries included
+    hook_max_concurrency: int = 64  # calls in flight per hook per node; more fail at once
+    hook_retries: int = 1  # only where safe: nothing sent yet, or an idempotent hook
+    hook_breaker_failures: int = 5  # failures in a row that open the circuit
+    hook_breaker_reset: float = 10.0  # seconds open before one trial call
+    hook_max_response_bytes: int = 64 * 1024
+    hook_secret: str | None = field(default=None, repr=False)  # sent as a Bearer token
     # Process
     gc_threshold: int = 20_000  # young-generation collection threshold (CPython's default: 700)
     # Features
@@ -276,7 +293,7 @@ def _parse_secret(name: str, raw: str) -> str | None:
     value = raw.strip()
     if not value:
         return None
-    if name.endswith("AUTH_SECRET") and len(value) < 32:
+    if name.endswith(("AUTH_SECRET", "HOOK_SECRET")) and len(value) < 32:
         raise ConfigError(f"{name}: use at least 32 characters (e.g. `openssl rand -hex 32`)")
     return value
 
@@ -306,6 +323,42 @@ def _parse_api_keys(name: str, raw: str) -> tuple[str, ...]:
     if any(len(key) < 24 for key in keys):
         raise ConfigError(f"{name}: each key needs at least 24 characters (openssl rand -hex 16)")
     return keys
+
+
+def _parse_hook_url(name: str, raw: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    raw = raw.strip()
+    if not raw:
+        return None
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 -- raises on a bad port
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: not a URL (bad port?)") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{name}={raw!r}: expected an http:// or https:// URL with a host")
+    if parts.username is not None or parts.fragment:
+        raise ConfigError(f"{name}: no user:password@ or #fragment (use ROOMCAST_HOOK_SECRET)")
+    return raw
+
+
+def _parse_patterns(name: str, raw: str) -> tuple[str, ...]:
+    items = _parse_list(name, raw)
+    if not items:
+        raise ConfigError(f"{name}: expected room-name patterns, e.g. * or support:*,dm:*")
+    for item in items:
+        if len(item) > 128 or not all(c.isalnum() or c in "_.:@-*?[]!" for c in item):
+            raise ConfigError(f"{name}: {item!r} is not a room-name pattern (fnmatch)")
+    return items
+
+
+def _parse_fail_mode(name: str, raw: str) -> FailMode:
+    lowered = raw.strip().lower()
+    for mode in FAIL_MODES:
+        if lowered == mode:
+            return mode
+    raise ConfigError(f"{name}={raw!r}: expected open or closed")
 
 
 def _parse_host(name: str, raw: str) -> str:
@@ -369,6 +422,20 @@ _PARSERS: dict[str, Callable[[str, str], object]] = {
     "api_rate_burst": lambda n, r: _parse_int(n, r, 1, 1_000_000),
     "sse_heartbeat": lambda n, r: _parse_float(n, r, 0.05, 3600),
     "http_idle_timeout": lambda n, r: _parse_float(n, r, 0.1, 3600),
+    "hook_connect_url": _parse_hook_url,
+    "hook_join_url": _parse_hook_url,
+    "hook_publish_url": _parse_hook_url,
+    "hook_join_rooms": _parse_patterns,
+    "hook_publish_rooms": _parse_patterns,
+    "hook_join_fail_mode": _parse_fail_mode,
+    "hook_publish_fail_mode": _parse_fail_mode,
+    "hook_timeout": lambda n, r: _parse_float(n, r, 0.01, 60),
+    "hook_max_concurrency": lambda n, r: _parse_int(n, r, 1, 100_000),
+    "hook_retries": lambda n, r: _parse_int(n, r, 0, 5),
+    "hook_breaker_failures": lambda n, r: _parse_int(n, r, 1, 100_000),
+    "hook_breaker_reset": lambda n, r: _parse_float(n, r, 0.05, 3600),
+    "hook_max_response_bytes": lambda n, r: _parse_int(n, r, 1024, 16 * 1024 * 1024),
+    "hook_secret": _parse_secret,
     "gc_threshold": lambda n, r: _parse_int(n, r, 100, 10_000_000),
     "compression": _parse_bool,
     "log_level": _parse_log_level,
@@ -382,6 +449,7 @@ FILE_VARIABLES = (
     "redis_url",
     "api_keys",
     "redis_sentinel_password",
+    "hook_secret",
 )
 
 

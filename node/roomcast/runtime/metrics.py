@@ -17,6 +17,11 @@ from prometheus_client.registry import Collector
 FANOUT_LATENCY_BUCKETS: Final = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 )  # fmt: skip
+# 1 ms to 10 s: a backend on the same network answers in the first buckets; the last ones are
+# beyond any sensible ROOMCAST_HOOK_TIMEOUT and show a timeout set too high.
+HOOK_LATENCY_BUCKETS: Final = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
 
 
 # Counters another object keeps (read at scrape time): {label value: count}.
@@ -166,6 +171,26 @@ class Metrics:
         self.event_streams_open = Gauge(
             "roomcast_event_streams_open",
             "Server-Sent Events streams open on this node",
+            registry=registry,
+        )
+        self.hook_calls = Counter(
+            "roomcast_hook_calls",
+            "Calls of the application's hooks, by hook and result (allow, deny, rewrite, "
+            "error, timeout, unreachable, busy, circuit_open)",
+            ["hook", "result"],
+            registry=registry,
+        )
+        self.hook_latency = Histogram(
+            "roomcast_hook_latency_seconds",
+            "Time of a hook call that reached the backend (retries included), by hook",
+            ["hook"],
+            buckets=HOOK_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.hook_circuit_open = Gauge(
+            "roomcast_hook_circuit_open",
+            "1 while a hook's circuit breaker is open (calls fail at once), by hook",
+            ["hook"],
             registry=registry,
         )
         self.ready = Gauge("roomcast_ready", "1 when the node accepts traffic", registry=registry)

@@ -64,6 +64,11 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "not_found"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     INTERNAL_ERROR = "internal_error"
+    # The application's hooks (README "Hooks"): its verdicts, and a hook that did not answer.
+    JOIN_DENIED = "join_denied"  # error frame: the join hook said no (its reason is shown)
+    PUBLISH_DENIED = "publish_denied"  # error frame: the publish hook refused the message
+    CONNECT_DENIED = "connect_denied"  # handshake 403: the connect hook refused the client
+    HOOK_UNAVAILABLE = "hook_unavailable"  # a fail-closed hook failed (error frame, or 503)
 
 
 class CloseCode(IntEnum):

@@ -276,6 +276,7 @@ def joined(
     recovered: bool | None = None,
     reason: str | None = None,
     request_id: RequestId = None,
+    data: Any = None,
 ) -> bytes:
     event: dict[str, Any] = {
         "type": "joined",
@@ -288,6 +289,9 @@ def joined(
         event["recovered"] = recovered
     if reason is not None:
         event["reason"] = reason
+    if data is not None:
+        # The join hook's initial data for this joiner (README "Hooks").
+        event["data"] = data
     return encode(_with_id(event, request_id))
 
 
@@ -303,21 +307,25 @@ def user_left(room: str, username: str) -> bytes:
     return encode({"type": "user_left", "room": room, "username": username})
 
 
-def chat_message_prefix(room: str, username: str, text: str, timestamp_ms: int) -> bytes:
+def chat_message_prefix(
+    room: str, username: str, text: str, timestamp_ms: int, message_id: str | None = None
+) -> bytes:
     """A message event up to its offset; the broker appends ``<offset>,"epoch":"<epoch>"}``.
 
     The offset is assigned by Redis atomically with the publication, so the JSON is completed
-    there, once, and every recipient gets the same bytes.
+    there, once, and every recipient gets the same bytes. ``message_id``: the id the publish
+    hook was given, so the application can tie the offset to what it stored.
     """
-    body = encode(
-        {
-            "type": "message",
-            "room": room,
-            "username": username,
-            "text": text,
-            "timestamp": timestamp_ms,
-        }
-    )
+    event: dict[str, Any] = {
+        "type": "message",
+        "room": room,
+        "username": username,
+        "text": text,
+        "timestamp": timestamp_ms,
+    }
+    if message_id is not None:
+        event["message_id"] = message_id
+    body = encode(event)
     return body[:-1] + b',"offset":'
 
 

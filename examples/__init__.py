@@ -1,0 +1,1 @@
+"""Example applications built on roomcast (not part of the shipped package)."""

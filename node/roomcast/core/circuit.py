@@ -1,0 +1,67 @@
+"""A circuit breaker for one hook: stop calling a backend that keeps failing, try it again later.
+
+Pure state, the clock passed in: closed (calls go through; failures in a row are counted) →
+open after ``failures`` of them (calls fail at once, sparing the node and the backend) →
+half-open once ``reset_after`` seconds passed (exactly one trial call) → closed again when the
+trial succeeds, open again (for another ``reset_after``) when it fails.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+BreakerState = Literal["closed", "open", "half_open"]
+CLOSED: Final = "closed"
+OPEN: Final = "open"
+HALF_OPEN: Final = "half_open"
+
+
+class CircuitBreaker:
+    __slots__ = ("_failures", "_opened_at", "_reset_after", "_state", "_threshold", "_trial")
+
+    def __init__(self, failures: int, reset_after: float) -> None:
+        if failures < 1 or reset_after <= 0:
+            raise ValueError("failures >= 1 and reset_after > 0")
+        self._threshold = failures
+        self._reset_after = reset_after
+        self._state: BreakerState = CLOSED
+        self._failures = 0
+        self._opened_at = 0.0
+        self._trial = False  # the half-open trial call is in flight
+
+    @property
+    def state(self) -> BreakerState:
+        return self._state
+
+    def allow(self, now: float) -> bool:
+        """May a call start now? In half-open, only the one trial may (record its result)."""
+        if self._state == CLOSED:
+            return True
+        if self._state == OPEN:
+            if now - self._opened_at < self._reset_after:
+                return False
+            self._state = HALF_OPEN
+            self._trial = False
+        if self._trial:
+            return False
+        self._trial = True
+        return True
+
+    def succeeded(self) -> None:
+        self._state = CLOSED
+        self._failures = 0
+        self._trial = False
+
+    def failed(self, now: float) -> None:
+        self._trial = False
+        if self._state == HALF_OPEN:
+            self._open(now)
+            return
+        self._failures += 1
+        if self._state == CLOSED and self._failures >= self._threshold:
+            self._open(now)
+
+    def _open(self, now: float) -> None:
+        self._state = OPEN
+        self._opened_at = now
+        self._failures = 0

@@ -1,0 +1,336 @@
+"""The hooks' policy without sockets: verdict parsing, the circuit breaker, the caller's outcomes.
+
+The HTTP side and real backends are in tests/integration/test_hooks.py; here the port is a
+plain object answering what each test needs, so every branch is reached deterministically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+
+from roomcast.core.auth import AuthError
+from roomcast.core.circuit import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from roomcast.core.hooks import (
+    BUSY,
+    CIRCUIT_OPEN,
+    ERROR,
+    TIMEOUT,
+    UNREACHABLE,
+    Failed,
+    HookCaller,
+    HookCallFailed,
+    Hooks,
+    Publication,
+    Refusal,
+    RoomPatterns,
+)
+from roomcast.runtime.config import load_settings
+from roomcast.runtime.metrics import Metrics
+from roomcast.wire import hooks as wire
+from roomcast.wire.codes import ErrorCode
+
+# Verdicts
+
+
+def answer(value: object) -> bytes:
+    return orjson.dumps(value)
+
+
+def test_verdicts_of_each_hook() -> None:
+    assert wire.parse_answer("join", answer({"result": "allow", "data": {"pinned": 1}})) == (
+        wire.Allow({"pinned": 1})
+    )
+    assert wire.parse_answer("publish", answer({"result": "allow", "data": 1})) == wire.Allow()
+    assert wire.parse_answer("publish", answer({"result": "rewrite", "text": "x"})) == (
+        wire.Rewrite("x")
+    )
+    assert wire.parse_answer("join", answer({"result": "deny"})) == wire.Deny(
+        "refused by the application"
+    )
+    connect = wire.parse_answer(
+        "connect", answer({"result": "allow", "user": "u1", "name": "Ann", "rooms": ["a*"]})
+    )
+    assert connect == wire.ConnectAllow("u1", "Ann", ("a*",))
+
+
+@pytest.mark.parametrize(
+    ("hook", "body"),
+    [
+        ("join", b"not json"),
+        ("join", b"[]"),
+        ("join", answer({"result": "maybe"})),
+        ("join", answer({"result": "rewrite", "text": "x"})),  # only publish rewrites
+        ("publish", answer({"result": "rewrite"})),
+        ("publish", answer({"result": "deny", "reason": 5})),
+        ("connect", answer({"result": "allow"})),  # no user
+        ("connect", answer({"result": "allow", "user": ""})),
+        ("connect", answer({"result": "allow", "user": "u", "name": "bad\nname"})),
+        ("connect", answer({"result": "allow", "user": "u", "rooms": "lobby"})),
+        ("connect", answer({"result": "allow", "user": "u", "rooms": [""]})),
+    ],
+)
+def test_anything_else_is_not_a_verdict(hook: wire.HookName, body: bytes) -> None:
+    with pytest.raises(wire.HookAnswerError):
+        wire.parse_answer(hook, body)
+
+
+def test_a_long_reason_is_cut() -> None:
+    verdict = wire.parse_answer("join", answer({"result": "deny", "reason": "x" * 1000}))
+    assert isinstance(verdict, wire.Deny)
+    assert len(verdict.reason) == wire.MAX_REASON_CHARS + 1
+
+
+def test_connect_request_forwards_only_the_listed_headers() -> None:
+    body = orjson.loads(
+        wire.connect_request("n1", "10.0.0.1", "/chat?x=1", {"cookie": "s=1", "origin": "o"})
+    )
+    assert body == {
+        "hook": "connect",
+        "node": "n1",
+        "client_address": "10.0.0.1",
+        "query": "x=1",
+        "headers": {"cookie": "s=1", "origin": "o"},
+    }
+
+
+# Circuit breaker
+
+
+def state(breaker: CircuitBreaker) -> str:
+    return breaker.state  # read afresh (mypy would keep the narrowing of an earlier assert)
+
+
+def test_breaker_opens_after_failures_in_a_row_and_recovers_through_one_trial() -> None:
+    breaker = CircuitBreaker(failures=3, reset_after=10.0)
+    for _ in range(2):
+        assert breaker.allow(0.0)
+        breaker.failed(0.0)
+    breaker.succeeded()  # a success in between: the count starts again
+    for _ in range(3):
+        assert breaker.allow(1.0)
+        breaker.failed(1.0)
+    assert state(breaker) == OPEN
+    assert not breaker.allow(10.9)
+    assert breaker.allow(11.0)  # the trial
+    assert state(breaker) == HALF_OPEN
+    assert not breaker.allow(11.0)  # only one trial at a time
+    breaker.failed(11.5)
+    assert state(breaker) == OPEN
+    assert not breaker.allow(21.0)
+    assert breaker.allow(21.5)
+    breaker.succeeded()
+    assert state(breaker) == CLOSED
+    assert breaker.allow(21.5) and breaker.allow(21.5)
+
+
+# The caller
+
+
+Reply = Callable[[bytes], Awaitable[tuple[int, bytes]]]
+
+
+class ScriptedPort:
+    """Answers each call with the next reply of its script (the last one repeats)."""
+
+    def __init__(self, *replies: Reply) -> None:
+        self.replies = list(replies)
+        self.calls = 0
+
+    async def post(self, url: str, body: bytes) -> tuple[int, bytes]:
+        reply = self.replies[min(self.calls, len(self.replies) - 1)]
+        self.calls += 1
+        return await reply(body)
+
+
+def ok(value: object) -> Reply:
+    async def reply(body: bytes) -> tuple[int, bytes]:
+        return 200, answer(value)
+
+    return reply
+
+
+def status(code: int) -> Reply:
+    async def reply(body: bytes) -> tuple[int, bytes]:
+        return code, b"{}"
+
+    return reply
+
+
+def refused(sent: bool) -> Reply:
+    async def reply(body: bytes) -> tuple[int, bytes]:
+        raise HookCallFailed("refused", sent=sent)
+
+    return reply
+
+
+def stalled(gate: asyncio.Event) -> Reply:
+    async def reply(body: bytes) -> tuple[int, bytes]:
+        await gate.wait()
+        return 200, answer({"result": "allow"})
+
+    return reply
+
+
+def caller(
+    port: ScriptedPort,
+    hook: wire.HookName = "join",
+    *,
+    idempotent: bool = True,
+    retries: int = 1,
+    timeout: float = 5.0,
+    max_concurrency: int = 8,
+) -> tuple[HookCaller, Metrics]:
+    metrics = Metrics(CollectorRegistry())
+    made = HookCaller(
+        hook,
+        "http://backend/hook",
+        port,
+        metrics,
+        timeout=timeout,
+        max_concurrency=max_concurrency,
+        retries=retries,
+        breaker=CircuitBreaker(2, 60.0),
+        idempotent=idempotent,
+    )
+    return made, metrics
+
+
+def calls(metrics: Metrics, hook: str, result: str) -> float:
+    value = metrics.registry.get_sample_value(
+        "roomcast_hook_calls_total", {"hook": hook, "result": result}
+    )
+    return value or 0.0
+
+
+async def test_a_refused_connection_is_retried_for_any_hook() -> None:
+    port = ScriptedPort(refused(sent=False), ok({"result": "allow"}))
+    hook, metrics = caller(port, "publish", idempotent=False)
+    assert await hook.call(b"{}") == wire.Allow()
+    assert port.calls == 2
+    assert calls(metrics, "publish", "allow") == 1
+
+
+async def test_a_sent_publish_is_never_retried() -> None:
+    port = ScriptedPort(refused(sent=True), ok({"result": "allow"}))
+    hook, _ = caller(port, "publish", idempotent=False)
+    outcome = await hook.call(b"{}")
+    assert isinstance(outcome, Failed) and outcome.result == ERROR
+    assert port.calls == 1
+
+
+async def test_an_idempotent_hook_retries_a_server_error_once() -> None:
+    port = ScriptedPort(status(502), status(502), ok({"result": "deny", "reason": "no"}))
+    hook, _ = caller(port)
+    outcome = await hook.call(b"{}")
+    assert isinstance(outcome, Failed) and outcome.result == ERROR
+    assert port.calls == 2  # one retry (ROOMCAST_HOOK_RETRIES=1), not more
+
+
+async def test_unreachable_timeout_and_bad_answers_are_failures() -> None:
+    hook, metrics = caller(ScriptedPort(refused(sent=False)), retries=0)
+    outcome = await hook.call(b"{}")
+    assert isinstance(outcome, Failed) and outcome.result == UNREACHABLE
+    never = asyncio.Event()
+    hook, metrics = caller(ScriptedPort(stalled(never)), timeout=0.05)
+    outcome = await hook.call(b"{}")
+    assert isinstance(outcome, Failed) and outcome.result == TIMEOUT
+    assert calls(metrics, "join", TIMEOUT) == 1
+    hook, metrics = caller(ScriptedPort(ok({"result": "perhaps"})))
+    outcome = await hook.call(b"{}")
+    assert isinstance(outcome, Failed) and outcome.result == ERROR
+
+
+async def test_calls_past_the_concurrency_bound_fail_at_once() -> None:
+    gate = asyncio.Event()
+    hook, metrics = caller(ScriptedPort(stalled(gate)), max_concurrency=2)
+    first = asyncio.ensure_future(hook.call(b"{}"))
+    second = asyncio.ensure_future(hook.call(b"{}"))
+    await asyncio.sleep(0)
+    outcome = await hook.call(b"{}")
+    assert isinstance(outcome, Failed) and outcome.result == BUSY
+    gate.set()
+    assert await first == wire.Allow() and await second == wire.Allow()
+    assert hook.in_flight == 0
+    assert calls(metrics, "join", BUSY) == 1
+    assert calls(metrics, "join", "allow") == 2
+
+
+async def test_the_open_circuit_fails_fast_without_calling() -> None:
+    port = ScriptedPort(status(500))
+    hook, metrics = caller(port, retries=0)
+    for _ in range(2):
+        await hook.call(b"{}")
+    assert port.calls == 2
+    outcome = await hook.call(b"{}")
+    assert isinstance(outcome, Failed) and outcome.result == CIRCUIT_OPEN
+    assert port.calls == 2
+    gauge = metrics.registry.get_sample_value("roomcast_hook_circuit_open", {"hook": "join"})
+    assert gauge == 1
+
+
+# The node's view: fail modes and refusals
+
+
+def hooks_with(port: ScriptedPort, **env: str) -> Hooks:
+    settings = load_settings(
+        {
+            "ROOMCAST_HOOK_CONNECT_URL": "http://backend/connect",
+            "ROOMCAST_HOOK_JOIN_URL": "http://backend/join",
+            "ROOMCAST_HOOK_PUBLISH_URL": "http://backend/publish",
+            "ROOMCAST_HOOK_RETRIES": "0",
+            **env,
+        }
+    )
+    return Hooks(settings, Metrics(CollectorRegistry()), port, "n1")
+
+
+async def test_fail_closed_refuses_with_hook_unavailable_and_fail_open_lets_through() -> None:
+    closed = hooks_with(ScriptedPort(status(500)))
+    join = await closed.join("c1", "lobby", None, "ann", "127.0.0.1")
+    assert isinstance(join, Refusal) and join.code == ErrorCode.HOOK_UNAVAILABLE
+    text = await closed.publish("c1", "lobby", None, "ann", "hi")
+    assert isinstance(text, Refusal) and text.code == ErrorCode.HOOK_UNAVAILABLE
+    with pytest.raises(AuthError) as refused_connect:
+        await closed.connect("127.0.0.1", "/chat", {})
+    assert refused_connect.value.status == 503
+    opened = hooks_with(
+        ScriptedPort(status(500)),
+        ROOMCAST_HOOK_JOIN_FAIL_MODE="open",
+        ROOMCAST_HOOK_PUBLISH_FAIL_MODE="open",
+    )
+    assert await opened.join("c1", "lobby", None, "ann", "127.0.0.1") == wire.Allow()
+    published = await opened.publish("c1", "lobby", None, "ann", "hi")
+    assert isinstance(published, Publication) and published.text == "hi"
+
+
+async def test_denials_and_rewrites_reach_the_node_as_codes_and_text() -> None:
+    hooks = hooks_with(ScriptedPort(ok({"result": "deny", "reason": "members only"})))
+    join = await hooks.join("c1", "lobby", "u1", "ann", "127.0.0.1")
+    assert join == Refusal(ErrorCode.JOIN_DENIED, "members only")
+    published = await hooks.publish("c1", "lobby", "u1", "ann", "hi")
+    assert published == Refusal(ErrorCode.PUBLISH_DENIED, "members only")
+    with pytest.raises(AuthError) as denied:
+        await hooks.connect("127.0.0.1", "/chat", {})
+    assert (denied.value.status, denied.value.code) == (403, ErrorCode.CONNECT_DENIED)
+    rewriting = hooks_with(ScriptedPort(ok({"result": "rewrite", "text": "h*"})))
+    rewritten = await rewriting.publish("c1", "lobby", "u1", "ann", "hi")
+    assert isinstance(rewritten, Publication) and rewritten.text == "h*"
+    assert rewritten.message_id.startswith("n1-")
+
+
+def test_room_patterns_pick_the_rooms_a_hook_is_asked_for() -> None:
+    hooks = hooks_with(
+        ScriptedPort(ok({})),
+        ROOMCAST_HOOK_JOIN_ROOMS="support:*,vip",
+        ROOMCAST_HOOK_PUBLISH_ROOMS="*",
+    )
+    assert hooks.asks_join("support:42") and hooks.asks_join("vip")
+    assert not hooks.asks_join("lobby") and not hooks.asks_join("vip2")
+    assert hooks.asks_publish("anything")
+    assert RoomPatterns(("dm:*",)).match("dm:a:b")
+    assert not hooks_with(ScriptedPort(ok({})), ROOMCAST_HOOK_JOIN_URL="").asks_join("vip")
