@@ -36,10 +36,16 @@ async def test_one_charge_per_bucket_and_turn_and_the_copy_follows_the_shared_le
     # A shared level above the copy's own never raises it.
     answers[1](4.0)
     assert joins.ready()
-    joins.spend()
-    joins.spend()
+    joins.spend(4)
+    joins.spend(4)
     answers[1](4.0)
     assert joins.ready()  # 2 left
-    joins.spend()
-    joins.spend()
+    joins.spend(4)
+    joins.spend(4)
+    assert not joins.ready()
+    # A close spends without debt, and does not forgive one owed already.
+    for _ in range(3):
+        joins.spend(4)
+    joins.spend(0)
+    joins.follow(-3.0)
     assert not joins.ready()

@@ -319,7 +319,7 @@ CHARGE: Final = Script(
     + """
 local rate, burst = tonumber(ARGV[2]), tonumber(ARGV[3])
 local level, now = bucket_level(KEYS[1], rate, burst)
-level = math.max(-tonumber(ARGV[4]), level - tonumber(ARGV[1]))
+level = math.max(math.min(level, -tonumber(ARGV[4])), level - tonumber(ARGV[1]))
 bucket_save(KEYS[1], level, now, rate, burst)
 return math.floor(level * 1000)
 """,

@@ -40,11 +40,12 @@ class RateLimiter:
         self._stamp = now
         return self._tokens >= 1
 
-    def spend(self) -> None:
-        """Take a token for something that cannot be refused (a leave): the debt, down to one
-        burst, is paid back before ready() is true again."""
+    def spend(self, debt: int) -> None:
+        """Take a token for something that cannot be refused (a leave), owing at most ``debt``
+        tokens: the debt is paid back before ready() is true again."""
         self.ready()
-        self._tokens = max(-self._burst, self._tokens - 1)
+        # A debt already deeper (owed for leaves) is kept, not forgiven.
+        self._tokens = max(min(self._tokens, -float(debt)), self._tokens - 1)
 
     @property
     def rate(self) -> float:
