@@ -192,7 +192,6 @@ class Node:
             last_local = self.rooms.leave(conn, room)
             self._room_messages.release(room)
             if (live or announced) and username is not None:
-                self._spend_churn(conn, closing=True)
                 self._announce_leave(room, conn.id, username)
             if last_local:
                 self._unsubscribe(room)
@@ -511,17 +510,16 @@ class Node:
         # and over (each a notice to every member) soon stops.
         return budget.joins.allow() and budget.client_joins.ready()
 
-    def _spend_churn(self, conn: Member, *, closing: bool = False) -> None:
+    def _spend_churn(self, conn: Member) -> None:
         """A leave spends a token of the client's join bucket, owing up to a whole burst: join
-        and leave over and over, and joins stop until it is paid back. A close that leaves
-        spends one too (reconnecting is churn as well) but never into debt: a hundred users of
-        one address going home must not lock its next joins out for seconds."""
+        and leave over and over, and joins stop until it is paid back. A close spends nothing:
+        a hundred users of one address going home must not lock its next joins out (churn by
+        reconnecting is bounded by each connection's own join bucket and the handshakes)."""
         budget = conn.budget
         if budget is not None:
             joins = budget.client_joins
-            debt = 0 if closing else joins.burst
-            joins.spend(debt)
-            self._charge_shared("join:" + budget.client, joins, debt=debt)
+            joins.spend(joins.burst)
+            self._charge_shared("join:" + budget.client, joins, debt=joins.burst)
 
     def _charge_shared(self, name: str, bucket: RateLimiter, debt: int = 1) -> None:
         if self._shared is not None:
