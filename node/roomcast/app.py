@@ -99,6 +99,11 @@ class Server:
             "instance": self.instance,
             "presence_ttl": settings.presence_ttl,
             "on_resync": self.node.resync_presence,
+            # Applied by the publish script over every node (each node also keeps its own).
+            "room_message_rate": (
+                settings.room_message_rate_per_second,
+                settings.room_message_rate_burst,
+            ),
         }
         handlers = (self.node.on_broker_message, self._on_broker_state)
         if settings.redis_mode == "cluster":

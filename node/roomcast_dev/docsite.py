@@ -179,12 +179,13 @@ SETTING_MEANINGS: Final[dict[str, str]] = {
     "join_rate_per_second": "joins per connection: rate",
     "join_rate_burst": "joins per connection: burst",
     "client_message_rate_per_second": "messages per client (token `sub`, or address) over its "
-    "connections, per node: rate",
+    "connections, over all nodes: rate",
     "client_message_rate_burst": "the same, burst",
-    "client_join_rate_per_second": "joins per client, per node: rate",
-    "client_join_rate_burst": "joins per client, per node: burst",
-    "room_message_rate_per_second": "messages per room, per node: rate",
-    "room_message_rate_burst": "messages per room, per node: burst",
+    "client_join_rate_per_second": "join/leave churn per client over all nodes (each leave "
+    "spends a token, a join needs one): rate",
+    "client_join_rate_burst": "join/leave churn per client over all nodes: burst",
+    "room_message_rate_per_second": "messages per room over all nodes: rate",
+    "room_message_rate_burst": "messages per room over all nodes: burst",
     "token_refresh_notice": "seconds before `exp` that `token_expiring` is sent",
     "api_keys": "keys of backend services for the HTTP API (comma list, 24+ characters each)",
     "api_rate_per_second": "HTTP API requests per API key, token subject or (open mode) "

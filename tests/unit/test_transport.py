@@ -683,6 +683,28 @@ async def test_frames_after_fatal_frame_in_same_read_are_ignored() -> None:
     assert app.calls[-1] == ("close", client.conn.id)
 
 
+async def test_after_a_flood_close_the_rest_is_read_but_not_parsed(clock: FakeClock) -> None:
+    # Lingering close: what a flooding client still sends after our close frame is dropped
+    # without parsing (its cost stays bounded), while the socket stays open for reading, so
+    # closing it later cannot reset it over unread input and destroy the close frame. The close
+    # timer still ends it.
+    app = RecordingApp()
+    client = WsClient(make_server(app, make_settings(rate_limit_burst=2, close_timeout=0.05)))
+    for i in range(10):
+        client.send_text(f"m{i}", push=False)
+    client.push()
+    assert client.close_code == 1008
+    parsed: list[bytes | bytearray] = []
+    client.conn.proto.receive_data = parsed.append  # type: ignore[method-assign,assignment]
+    for _ in range(100):
+        client.conn.data_received(b"\x80\x80\x00\x00\x00\x00" * 1000)
+    assert parsed == []
+    assert client.transport.eof_written
+    assert not client.transport.aborted and not client.transport.closed
+    await asyncio.sleep(0.1)  # the close timer (0.05 s) has run
+    assert client.transport.aborted
+
+
 async def test_flood_in_one_read_reports_flood_once(clock: FakeClock) -> None:
     app = RecordingApp()
     client = WsClient(make_server(app, make_settings(rate_limit_burst=2)))

@@ -31,6 +31,8 @@ StateHandler = Callable[[bool], None]
 FailureHandler = Callable[["BrokerUnavailable"], None]
 # Called with (epoch, offset) once a chat message is published (the sender asked for an ack).
 PublishedHandler = Callable[[str, int], None]
+# Called with a shared bucket's level over every node (tokens; negative: overspent).
+LevelHandler = Callable[[float], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,15 @@ class Unconfirmed(BrokerUnavailable):
     Redis could not be asked afterwards (or its history no longer tells). It may or may not have
     been published; if it was, every member gets it like any other. The client gets
     ``unconfirmed``."""
+
+
+class RoomRateLimited(BrokerUnavailable):
+    """Not published, and never will be: the room's messages over every node used up its
+    bucket. ``retry_after``: seconds until the room takes a message again."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"the room is receiving too many messages; retry in {retry_after:.2f} s")
+        self.retry_after = retry_after
 
 
 async def within(
@@ -131,12 +142,22 @@ class Broker(Protocol):
         all as one atomic step. Same order as :meth:`publish`; when given,
         ``on_published(epoch, offset)`` runs once it is done. Exactly one of the two callbacks
         runs: ``on_failure(BrokerUnavailable)`` only once the message surely was not published
-        and never will be, ``on_failure(Unconfirmed)`` when that cannot be known."""
+        and never will be (``RoomRateLimited``: a broker shared by several nodes applies the
+        room's message bucket over all of them in the same step, and it refused the message),
+        ``on_failure(Unconfirmed)`` when that cannot be known."""
 
     async def post_message(self, room: str, head: bytes, prefix: bytes) -> tuple[str, int]:
         """:meth:`publish_message`, awaited: returns the message's (epoch, offset) once it is
         published, or raises BrokerUnavailable or Unconfirmed with the same meaning (the HTTP
         API answers with these)."""
+
+    def charge(
+        self, bucket: str, cost: int, rate: float, burst: int, debt: int, on_level: LevelHandler
+    ) -> None:
+        """Charge ``cost`` actions, already admitted by this node, to the bucket ``bucket``
+        shared by every node (``rate`` tokens a second, up to ``burst``, down to ``-debt``);
+        ``on_level`` later gets the level left. Never blocks; a broker of one node has nothing
+        to share, and a charge that fails is forgotten (each node's own bucket still holds)."""
 
     async def join(
         self, room: str, member: str, username: str, since: Since | None, announce: bytes

@@ -22,7 +22,9 @@ from roomcast.broker import (
     BrokerUnavailable,
     FailureHandler,
     PublishedHandler,
+    RoomRateLimited,
     Unconfirmed,
+    scripts,
 )
 from roomcast.broker.deadline import RedisClock, now_ms
 from roomcast.broker.links import LinkLost
@@ -72,6 +74,8 @@ class Publication:
             offset, epoch = reply  # the publish script answers {offset, epoch}
             if offset == 0:
                 self.fail(BrokerUnavailable("redis ran it past its deadline: not published"))
+            elif offset == scripts.ROOM_REFUSED:  # {ROOM_REFUSED, retry ms}
+                self.fail(RoomRateLimited(int(epoch) / 1000))
             else:
                 self.published(epoch.decode(), int(offset))
         elif isinstance(error, LinkLost):

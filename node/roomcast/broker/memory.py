@@ -19,6 +19,7 @@ from roomcast.broker import (
     HistoryLimits,
     HistoryReply,
     JoinReply,
+    LevelHandler,
     MessageHandler,
     PublishedHandler,
     StateHandler,
@@ -105,6 +106,7 @@ class MemoryBroker:
         on_failure: FailureHandler | None = None,
         on_published: PublishedHandler | None = None,
     ) -> None:
+        # One node: the node's own room bucket is the whole room's (never RoomRateLimited).
         state = self._room(room)
         state.offset += 1
         message = complete_message(prefix, state.offset, state.epoch)
@@ -125,6 +127,11 @@ class MemoryBroker:
         self.publish_message(room, head, prefix)
         state = self._room(room)
         return state.epoch, state.offset
+
+    def charge(
+        self, bucket: str, cost: int, rate: float, burst: int, debt: int, on_level: LevelHandler
+    ) -> None:
+        """Nothing to share: the node's own buckets are the only ones."""
 
     async def join(
         self, room: str, member: str, username: str, since: Since | None, announce: bytes

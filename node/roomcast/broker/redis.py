@@ -35,6 +35,7 @@ from roomcast.broker import (
     HistoryLimits,
     HistoryReply,
     JoinReply,
+    LevelHandler,
     MessageHandler,
     PublishedHandler,
     StateHandler,
@@ -66,6 +67,8 @@ CHANNEL_PREFIX: Final = "roomcast:room:"
 DEFAULT_TIMEOUT: Final = 5.0
 DEFAULT_PRESENCE_TTL: Final = 15.0
 NODES_KEY: Final = b"rc:nodes"  # zset: node instance -> last heartbeat (ms)
+# A room's messages per second over all nodes, and its burst (settings override it).
+DEFAULT_ROOM_MESSAGE_RATE: Final = (100.0, 200)
 _PREFIX_LENGTH: Final = len(CHANNEL_PREFIX)
 _TRY_AGAIN_DELAY: Final = 0.05  # an HTTP post refused by a half-migrated slot is sent again
 
@@ -211,6 +214,14 @@ def _failing(done: asyncio.Future[Any]) -> FailureHandler:
     return failed
 
 
+def _charged(on_level: LevelHandler) -> Settle:
+    def settle(reply: Any, error: Exception | None) -> None:
+        if error is None:
+            on_level(int(reply) / 1000)
+
+    return settle
+
+
 def _failure_only(on_failure: FailureHandler | None) -> Settle | None:
     if on_failure is None:
         return None
@@ -231,6 +242,8 @@ class RedisOptions(TypedDict, total=False):
     instance: str  # this node's name among live nodes; a fresh one by default
     presence_ttl: float  # seconds a silent node's members stay listed (DEFAULT_PRESENCE_TTL)
     on_resync: Callable[[], None] | None  # Redis lost this node's presence: put it back
+    # A room's messages per second over all nodes, and burst (DEFAULT_ROOM_MESSAGE_RATE)
+    room_message_rate: tuple[float, int]
 
 
 class RedisBroker(OnOneLoop):
@@ -251,6 +264,8 @@ class RedisBroker(OnOneLoop):
         self._instance = options.get("instance") or new_epoch()
         self._rooms_key = f"rc:node:{self._instance}:rooms".encode()
         self._presence_ttl = options.get("presence_ttl", DEFAULT_PRESENCE_TTL)
+        rate, burst = options.get("room_message_rate", DEFAULT_ROOM_MESSAGE_RATE)
+        self._room_rate = (b"%r" % float(rate), b"%d" % burst)
         self._on_resync = options.get("on_resync")
         self._timeout = timeout
         self._on_state = on_state
@@ -397,14 +412,24 @@ class RedisBroker(OnOneLoop):
                     raise
                 await asyncio.sleep(_TRY_AGAIN_DELAY)
 
+    def charge(
+        self, bucket: str, cost: int, rate: float, burst: int, debt: int, on_level: LevelHandler
+    ) -> None:
+        key = scripts.client_rate_key(bucket)
+        arguments = (b"%d" % cost, b"%r" % float(rate), b"%d" % burst, b"%d" % debt)
+        self._command(
+            key, resp.evalsha(self._scripts.charge.sha, (key,), arguments), _charged(on_level)
+        )
+
     def _publish_message_script(
         self, room: str, head: bytes, prefix: bytes, deadline_ms: int
     ) -> bytes:
         seq, epoch, history, _ = scripts.room_keys(room)
         limits = self._limits
+        # The room's bucket goes last, in keys and arguments (see scripts.room_limited).
         return resp.evalsha(
             self._scripts.publish_message.sha,
-            (seq, epoch, history, scripts.history_bytes_key(room)),
+            (seq, epoch, history, scripts.history_bytes_key(room), scripts.room_rate_key(room)),
             (
                 self.topology.channel(room),
                 head,
@@ -415,6 +440,7 @@ class RedisBroker(OnOneLoop):
                 new_epoch().encode(),
                 b"%d" % limits.bytes,
                 b"%d" % deadline_ms,
+                *self._room_rate,
             ),
         )
 

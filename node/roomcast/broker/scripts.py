@@ -31,6 +31,17 @@ def history_bytes_key(room: str) -> bytes:
     return f"rc:{{{room}}}:bytes".encode()
 
 
+def room_rate_key(room: str) -> bytes:
+    """The room's cluster-wide message bucket: in the room's slot, beside its other keys."""
+    return f"rc:{{{room}}}:rate".encode()
+
+
+def client_rate_key(bucket: str) -> bytes:
+    """A client's cluster-wide bucket (``msg:sub:alice``, ``join:ip:10.0.0.7``), tagged by the
+    whole name so that clients spread over a cluster's slots."""
+    return f"rc:rate:{{{bucket}}}".encode()
+
+
 @dataclass(frozen=True)
 class Script:
     name: str
@@ -246,7 +257,75 @@ return 1
 """,
 )
 
-ALL: Final = (PUBLISH_MESSAGE, JOIN, LEAVE, HISTORY, REAP, RESYNC, FIND_MESSAGE)
+# A token bucket kept in one string key, "<level> <stamp ms>", on Redis' own clock (scripts
+# are replicated by their effects, so TIME is allowed). A bucket at rest is full, and so is a
+# missing key: each write expires the key once it would have refilled, and idle buckets cost
+# no memory. ``level`` may go below zero (a debt) when charges arrive after the fact (see
+# CHARGE).
+_BUCKET: Final = """
+local function bucket_level(key, rate, burst)
+  local clock = redis.call('TIME')
+  local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+  local saved = redis.call('GET', key)
+  if not saved then
+    return burst, now
+  end
+  local level, stamp = string.match(saved, '^(%S+) (%S+)$')
+  return math.min(burst, tonumber(level) + math.max(0, now - tonumber(stamp)) * rate / 1000), now
+end
+local function bucket_save(key, level, now, rate, burst)
+  redis.call('SET', key, level .. ' ' .. now, 'PX', math.ceil((burst - level) * 1000 / rate) + 1)
+end
+"""
+
+# Put before a script whose LAST key is the room's bucket (room_rate_key) and whose LAST two
+# arguments are its rate (per second) and burst: the room's messages over all nodes take one
+# token each, and a message that finds none is refused before anything else runs, answering
+# {-1, milliseconds until a token is back}.
+_ROOM_LIMIT: Final = (
+    _BUCKET
+    + """
+do
+  local rate_key, rate, burst = KEYS[#KEYS], tonumber(ARGV[#ARGV - 1]), tonumber(ARGV[#ARGV])
+  local level, now = bucket_level(rate_key, rate, burst)
+  if level < 1 then
+    return {-1, math.ceil((1 - level) * 1000 / rate)}
+  end
+  bucket_save(rate_key, level - 1, now, rate, burst)
+end
+"""
+)
+
+
+# What a room-limited script answers when the room's bucket refused: {ROOM_REFUSED, retry ms}.
+ROOM_REFUSED: Final = -1
+
+
+def room_limited(script: Script) -> Script:
+    """``script`` run only if the room's cluster-wide bucket has a token (see _ROOM_LIMIT)."""
+    return Script(script.name, _ROOM_LIMIT + script.source)
+
+
+# KEYS: a client's bucket (client_rate_key). ARGV: cost, rate (per second), burst, debt.
+# The node admitted these actions already (against its own copy of the bucket, so that no
+# message waits for Redis): the charge is taken whatever the level, and the level left (in
+# thousandths of a token) tells the node where its copy stands. The debt stops at ``debt``
+# tokens: one for messages (nodes that overspent together wait two tokens' time, not seconds,
+# so a burst from one of a user's connections does not shut its other connections out for
+# long), a whole burst for join/leave churn (every leave was a notice to a room).
+CHARGE: Final = Script(
+    "charge",
+    _BUCKET
+    + """
+local rate, burst = tonumber(ARGV[2]), tonumber(ARGV[3])
+local level, now = bucket_level(KEYS[1], rate, burst)
+level = math.max(math.min(level, -tonumber(ARGV[4])), level - tonumber(ARGV[1]))
+bucket_save(KEYS[1], level, now, rate, burst)
+return math.floor(level * 1000)
+""",
+)
+
+ALL: Final = (room_limited(PUBLISH_MESSAGE), JOIN, LEAVE, HISTORY, REAP, RESYNC, FIND_MESSAGE)
 
 
 @dataclass(frozen=True)
@@ -260,6 +339,7 @@ class ScriptSet:
     reap: Script
     resync: Script
     find_message: Script
+    charge: Script = CHARGE
 
     @property
     def all(self) -> tuple[Script, ...]:
@@ -271,6 +351,7 @@ class ScriptSet:
             self.reap,
             self.resync,
             self.find_message,
+            self.charge,
         )
 
 

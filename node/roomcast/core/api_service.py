@@ -10,12 +10,13 @@ WebSocket endpoint in development mode.
 from __future__ import annotations
 
 import hmac
+import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from roomcast.broker import Broker, BrokerUnavailable, Unconfirmed
+from roomcast.broker import Broker, BrokerUnavailable, RoomRateLimited, Unconfirmed
 from roomcast.core.auth import AccessPolicy, AuthError, Identity, token_from_request
 from roomcast.core.ratelimit import RateLimiter
 from roomcast.wire import api, envelope, protocol, sse
@@ -128,7 +129,15 @@ class ApiService:
         now = time.time()
         prefix = protocol.chat_message_prefix(room, username, posted.text, int(now * 1000))
         self._metrics.messages_published.labels("message").inc()
-        epoch, offset = await self._broker.post_message(room, envelope.head(now), prefix)
+        try:
+            epoch, offset = await self._broker.post_message(room, envelope.head(now), prefix)
+        except RoomRateLimited as exc:
+            raise ApiError(  # counted, like every answer, in roomcast_api_requests_total
+                429,
+                ErrorCode.RATE_LIMITED,
+                f"room {room!r} is receiving too many messages; slow down",
+                (("Retry-After", str(max(1, math.ceil(exc.retry_after)))),),
+            ) from None
         body = api.json_body({"room": room, "epoch": epoch, "offset": offset})
         location = f"/api/rooms/{room}/history"
         return Reply(201, body, (("Location", location),))

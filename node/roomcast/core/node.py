@@ -11,13 +11,20 @@ import logging
 import time
 from collections.abc import Awaitable
 
-from roomcast.broker import Broker, BrokerUnavailable, JoinReply, Unconfirmed, within
+from roomcast.broker import (
+    Broker,
+    BrokerUnavailable,
+    JoinReply,
+    RoomRateLimited,
+    Unconfirmed,
+    within,
+)
 from roomcast.core.auth import AuthError
 from roomcast.core.catch_up import CatchUp
 from roomcast.core.hooks import Hooks, Refusal
 from roomcast.core.lag import Lag
 from roomcast.core.members import Delivery, Member
-from roomcast.core.ratelimit import BucketPool, ConnectionBudget, RateLimiter
+from roomcast.core.ratelimit import BucketPool, ConnectionBudget, RateLimiter, SharedCharges
 from roomcast.core.rooms import RoomRegistry, TooManyRoomsError
 from roomcast.core.streams import StreamHub
 from roomcast.runtime.metrics import Metrics
@@ -85,6 +92,8 @@ class Node:
         self.streams = StreamHub(history_size, self.rooms.has_room, metrics.event_streams_open.set)
         self.broker: Broker | None = None
         self.outbox: Delivery | None = None
+        # A client's join and message buckets over every node (set by attach).
+        self._shared: SharedCharges | None = None
         # room -> joining connection -> live events held until its join completes
         self._catch_ups: dict[str, dict[Member, CatchUp]] = {}
         # (connection, room) whose user_joined was sent to the broker, though not yet live
@@ -108,6 +117,7 @@ class Node:
     def attach(self, broker: Broker, outbox: Delivery) -> None:
         self.broker = broker
         self.outbox = outbox
+        self._shared = SharedCharges(outbox.loop, broker.charge)
         self.streams.attach(broker, outbox)
 
     def _loop(self) -> asyncio.AbstractEventLoop:
@@ -406,6 +416,7 @@ class Node:
             self._unsubscribe(room)
         self._room_messages.release(room)
         conn.send(protocol.left(room, command.request_id))
+        self._spend_churn(conn)
         self._announce_leave(room, conn.id, username)
 
     def _refresh(self, conn: Member, command: Refresh) -> None:
@@ -492,7 +503,27 @@ class Node:
 
     def _may_join(self, conn: Member) -> bool:
         budget = conn.budget
-        return budget is None or (budget.joins.allow() and budget.client_joins.allow())
+        if budget is None:
+            return True
+        # The client's bucket is spent by leaves (see _spend_churn) and only checked here: a
+        # hundred users behind one address may each join once, but joining and leaving over
+        # and over (each a notice to every member) soon stops.
+        return budget.joins.allow() and budget.client_joins.ready()
+
+    def _spend_churn(self, conn: Member) -> None:
+        """A leave spends a token of the client's join bucket, owing up to a whole burst: join
+        and leave over and over, and joins stop until it is paid back. A close spends nothing:
+        a hundred users of one address going home must not lock its next joins out (churn by
+        reconnecting is bounded by each connection's own join bucket and the handshakes)."""
+        budget = conn.budget
+        if budget is not None:
+            joins = budget.client_joins
+            joins.spend(joins.burst)
+            self._charge_shared("join:" + budget.client, joins, debt=joins.burst)
+
+    def _charge_shared(self, name: str, bucket: RateLimiter, debt: int = 1) -> None:
+        if self._shared is not None:
+            self._shared.charge(name, bucket, debt)
 
     def _shared_message_limit(self, conn: Member, room: str) -> str | None:
         """Why a message within its connection's limit is still refused, or None.
@@ -500,8 +531,10 @@ class Node:
         Shared buckets refuse with an error frame but never close: their strikes are the sum
         of several senders', not proof that this one ignores its errors."""
         budget = conn.budget
-        if budget is not None and not budget.client_messages.allow():
-            return "too many messages from your connections together; slow down"
+        if budget is not None:
+            if not budget.client_messages.allow():
+                return "too many messages from your connections together; slow down"
+            self._charge_shared("msg:" + budget.client, budget.client_messages)
         room_bucket = self._room_messages.get(room)
         if room_bucket is not None and not room_bucket.allow():
             return f"room {room!r} is receiving too many messages; try again shortly"
@@ -629,6 +662,16 @@ class FailureReporter:
         self._request_id = request_id
 
     def __call__(self, error: BrokerUnavailable) -> None:
+        if isinstance(error, RoomRateLimited):
+            # Not a failure: the room's bucket over every node refused it (see the broker).
+            reason = (
+                f"room {self._room!r} is receiving too many messages; "
+                f"try again in {error.retry_after:.2f} s"
+            )
+            self._node._reject(
+                self._conn, ErrorCode.RATE_LIMITED, reason, self._room, self._request_id
+            )
+            return
         self._node.metrics.publish_failures.inc()
         if isinstance(error, Unconfirmed):
             code, reason = ErrorCode.UNCONFIRMED, f"{self._kind} may or may not have been sent"

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
+
+# What the broker port's charge() looks like: (bucket name, cost, rate, burst, debt, on_level).
+ChargeSender = Callable[[str, int, float, int, int, Callable[[float], None]], None]
 
 
 class RateLimiter:
@@ -27,6 +32,35 @@ class RateLimiter:
             return True
         self.strikes += 1
         return False
+
+    def ready(self) -> bool:
+        """Whether a token is there, without taking it (see spend)."""
+        now = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
+        self._stamp = now
+        return self._tokens >= 1
+
+    def spend(self, debt: int) -> None:
+        """Take a token for something that cannot be refused (a leave), owing at most ``debt``
+        tokens: the debt is paid back before ready() is true again."""
+        self.ready()
+        # A debt already deeper (owed for leaves) is kept, not forgiven.
+        self._tokens = max(min(self._tokens, -float(debt)), self._tokens - 1)
+
+    @property
+    def rate(self) -> float:
+        return self._rate
+
+    @property
+    def burst(self) -> int:
+        return int(self._burst)
+
+    def follow(self, level: float) -> None:
+        """Come down to ``level``, this bucket's level over every node (see SharedCharges);
+        never up, since this node's admissions after the charge are not counted in it yet."""
+        now = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate, level)
+        self._stamp = now
 
     def strike(self) -> None:
         """A refusal by another bucket (one shared with other connections) counts here too."""
@@ -109,3 +143,36 @@ class ConnectionBudget:
         self.joins = joins
         self.client_messages = client_messages
         self.client_joins = client_joins
+
+
+class SharedCharges:
+    """Makes a client's buckets hold over every node, without a round trip per action.
+
+    Each node admits against its own copy of a bucket (so a message never waits for Redis) and
+    charges what it admitted to the copy every node shares, in the broker: one command per
+    bucket and loop turn, however many actions it holds. The answer, that bucket's level over
+    all nodes, brings the local copy down to it, so the next actions are refused here until the
+    shared bucket refills. The nodes together overspend by at most what each admitted during
+    one round trip; a charge that fails is forgotten (each copy still holds on its own node).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, send: ChargeSender) -> None:
+        self._loop = loop
+        self._send = send
+        self._pending: dict[str, tuple[RateLimiter, int, int]] = {}
+
+    def charge(self, name: str, bucket: RateLimiter, debt: int = 1) -> None:
+        """One action admitted against ``bucket``; the shared copy may owe ``debt`` tokens."""
+        pending = self._pending
+        held = pending.get(name)
+        if held is None:
+            if not pending:
+                self._loop.call_soon(self._flush)
+            pending[name] = (bucket, 1, debt)
+        else:
+            pending[name] = (bucket, held[1] + 1, debt)
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        for name, (bucket, cost, debt) in pending.items():
+            self._send(name, cost, bucket.rate, bucket.burst, debt, bucket.follow)

@@ -254,6 +254,12 @@ class Connection(asyncio.Protocol):
         )
 
     def data_received(self, data: bytes) -> None:
+        if self.closed and self.proto.eof_sent:
+            # Lingering after a close we sent (a flood, a refusal): the rest of what the client
+            # sends is dropped unparsed, but still read, so that closing the socket later does
+            # not reset it with unread input and destroy the close frame on its way. Bounded by
+            # the close timer (close_timeout), which aborts a client that never stops.
+            return
         self.alive = True
         if self._sniffed is not None:
             if self._sniffed:  # the request line came in pieces (rare): join them
