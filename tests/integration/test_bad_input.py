@@ -173,9 +173,10 @@ async def test_flood_gets_rate_limited_then_closed_1008(
 
 
 async def test_slow_consumer_is_dropped_and_memory_stays_bounded() -> None:
-    """A member that never reads is closed (1013) once its send buffer passes the limit, and
-    the node's memory stays bounded meanwhile."""
-    env = dict(FAST_ENV, ROOMCAST_SEND_BUFFER_BYTES="262144")
+    """A member that never reads is closed (1013) once it has held more than its send buffer
+    for ROOMCAST_LAG_TIMEOUT (a reader that reads would have drained by then), and the node's
+    memory stays bounded meanwhile."""
+    env = dict(FAST_ENV, ROOMCAST_SEND_BUFFER_BYTES="262144", ROOMCAST_LAG_TIMEOUT="1")
     room = "slow-room"
     with (
         LocalCluster(2, nginx=False, node_env=env) as cluster,

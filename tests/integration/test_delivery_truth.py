@@ -164,18 +164,23 @@ async def test_a_sentinel_failover_starts_a_new_epoch_instead_of_reusing_offsets
         deadline = int(time.time() * 1000) + int(scaled(5) * 1000)
         offset, epoch = client.eval(
             scripts.FENCED.publish_message.source,
-            3,
+            5,
             seq,
             epoch_key,
             history,
+            scripts.history_bytes_key(room),
+            scripts.room_rate_key(room),
             b"rc:{fenced}",
             b"0\n",
             prefix,
-            100,
-            600,
-            86400,
+            100,  # history size
+            600,  # history ttl
+            86400,  # meta ttl
             "candidate000",
+            1 << 20,  # history bytes
             deadline,
+            1000,  # the room's rate and burst: not what this test is about
+            1000,
         )
         return int(offset), epoch.decode()
 

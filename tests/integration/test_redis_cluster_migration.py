@@ -198,7 +198,9 @@ async def test_chat_continues_across_a_live_slot_migration(
         await sender.sent_at_least(len(sender.sent) + 50)
         moved = await asyncio.to_thread(migration.move_keys)  # the ASK window opens
         phases["keys_moved"] = len(sender.sent)
-        assert moved == 4, moved  # seq, epoch, history, presence: one slot by hash tag
+        # seq, epoch, history, presence (and, when they exist, the history's byte count and
+        # the room's rate bucket): one slot by hash tag.
+        assert moved >= 4, moved
         await sender.sent_at_least(len(sender.sent) + 50)
         await asyncio.to_thread(migration.finish)  # SETSLOT NODE everywhere
         phases["finished"] = len(sender.sent)
@@ -356,7 +358,8 @@ async def test_commands_hitting_the_slot_mid_migration_are_answered(
     tryagain = error_count(source, "TRYAGAIN")
     await bob.send(type="history", room=room)
     await until(lambda: error_count(source, "TRYAGAIN") > tryagain, 5, "history to meet TRYAGAIN")
-    assert await asyncio.to_thread(migration.move_keys) == 2  # seq and epoch
+    # seq and epoch (and the history's byte count, the rate bucket when it exists)
+    assert await asyncio.to_thread(migration.move_keys) >= 2
     history = await bob.recv_type("history", room=room)
     assert (history["epoch"], history["offset"]) == (epoch, 5)
     assert [m["text"] for m in history["messages"]] == [f"m{i}" for i in range(5)]

@@ -79,3 +79,11 @@ def test_join_statuses_are_the_recovery_statuses() -> None:
     }
     for status in returned:
         RecoveryStatus(status)  # raises for a string the enum does not know
+
+
+def test_every_script_touching_a_rooms_sequence_is_fenced_in_sentinel_mode() -> None:
+    fenced = {s.name: s.source for s in scripts.FENCED.all}
+    for name in ("publish_message", "join", "history", "find_message"):
+        assert fenced[name + "_fenced"].startswith(scripts._LINEAGE_FENCE), name
+    # And what is fenced is what is really sent: the publish script behind the room's limit.
+    assert scripts.FENCED.publish_message.source.endswith(scripts.CLASSIC.publish_message.source)

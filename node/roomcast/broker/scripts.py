@@ -292,6 +292,16 @@ do
     return {-1, math.ceil((1 - level) * 1000 / rate)}
   end
   bucket_save(rate_key, level - 1, now, rate, burst)
+  -- The bucket lives as long as the room's counter (KEYS[1]), not only until it refills: in
+  -- Redis Cluster a script whose keys are not all present on a slot's importing node gets
+  -- TRYAGAIN, so a bucket key that came and went would refuse the room's messages for the whole
+  -- of a slot migration. One small key per room that had a message.
+  local room_ttl = redis.call('PTTL', KEYS[1])
+  if room_ttl == -1 then
+    redis.call('PERSIST', rate_key)
+  elseif room_ttl > 0 then
+    redis.call('PEXPIRE', rate_key, math.max(room_ttl, redis.call('PTTL', rate_key)))
+  end
 end
 """
 )
@@ -325,7 +335,8 @@ return math.floor(level * 1000)
 """,
 )
 
-ALL: Final = (room_limited(PUBLISH_MESSAGE), JOIN, LEAVE, HISTORY, REAP, RESYNC, FIND_MESSAGE)
+LIMITED_PUBLISH_MESSAGE: Final = room_limited(PUBLISH_MESSAGE)
+ALL: Final = (LIMITED_PUBLISH_MESSAGE, JOIN, LEAVE, HISTORY, REAP, RESYNC, FIND_MESSAGE)
 
 
 @dataclass(frozen=True)
@@ -398,7 +409,9 @@ def _fenced(script: Script) -> Script:
 
 CLASSIC: Final = ScriptSet(*ALL)
 SHARDED: Final = ScriptSet(*(_sharded(script) for script in ALL))
-_ROOM_SEQUENCE_SCRIPTS: Final = (PUBLISH_MESSAGE, JOIN, HISTORY, FIND_MESSAGE)
+# Every script that reads or writes a room's sequence (the publish script as it is really sent:
+# behind the room's rate limit).
+_ROOM_SEQUENCE_SCRIPTS: Final = (LIMITED_PUBLISH_MESSAGE, JOIN, HISTORY, FIND_MESSAGE)
 FENCED: Final = ScriptSet(
     *(_fenced(script) if script in _ROOM_SEQUENCE_SCRIPTS else script for script in ALL)
 )
