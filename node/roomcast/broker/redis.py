@@ -283,6 +283,7 @@ class RedisBroker(OnOneLoop):
         self._stats = options.get("stats")
         self._stats_key = f"rc:node:{self._instance}:stats".encode()
         self._control_task: asyncio.Task[None] | None = None
+        self._control_listening = False
         self._timeout = timeout
         self._on_state = on_state
         self._watchdog: asyncio.Task[None] | None = None
@@ -346,10 +347,12 @@ class RedisBroker(OnOneLoop):
             self._was_ready = ready
             if self._on_state is not None:
                 self._on_state(ready)
+            if ready:
+                self._publish_stats()  # listed as ready now, not a heartbeat later
 
     @property
     def ready(self) -> bool:
-        return self.topology.ready
+        return self.topology.ready and self._control_listening
 
     @property
     def reconnects(self) -> int:
@@ -363,15 +366,21 @@ class RedisBroker(OnOneLoop):
         self._control_task = asyncio.create_task(self._listen_control(), name="redis-control")
 
     async def _listen_control(self) -> None:
-        """Subscribe the control channel once; the links keep it through every reconnect."""
+        """Subscribe the control channel once; the links keep it through every reconnect.
+        The node is not ready before: an order published meanwhile would miss it."""
+        delay = 0.02
         while True:
             try:
                 await self.topology.subscribe(CONTROL_ROOM)
-                return
             except asyncio.CancelledError:
                 raise
             except (BrokerUnavailable, RedisError):
-                await asyncio.sleep(min(1.0, self._timeout / 5))
+                await asyncio.sleep(delay)
+                delay = min(1.0, delay * 2)
+                continue
+            self._control_listening = True
+            self._report_state()
+            return
 
     async def stop(self) -> None:
         for task in (self._watchdog, self._heartbeat, self._control_task):
