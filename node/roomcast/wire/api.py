@@ -291,6 +291,8 @@ def parse_ban(content_type: str | None, body: bytes) -> tuple[int, str]:
     """``{"seconds": S, "reason": R}``: (seconds, reason)."""
     data = json_object(content_type, body)
     seconds = data.get("seconds")
+    if isinstance(seconds, float) and seconds.is_integer():
+        seconds = int(seconds)  # 12.0 is a whole number in JSON
     if (
         not isinstance(seconds, int)
         or isinstance(seconds, bool)
@@ -332,7 +334,7 @@ def rooms_page(route: Route) -> tuple[int, str | None]:
             raise ApiError(400, ErrorCode.INVALID_LIMIT, f"limit must be 1-{MAX_ROOMS_LIMIT}")
         limit = int(raw)
     cursor = route.query_value("cursor")
-    if cursor is not None and cursor != "":
+    if cursor is not None:
         try:
             protocol.validate_room(cursor)
         except ProtocolError:
