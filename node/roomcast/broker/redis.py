@@ -601,6 +601,16 @@ class RedisBroker(OnOneLoop):
             self._command(
                 presence, resp.evalsha(self._scripts.resync.sha, (presence,), (prefix, *pairs))
             )
+            if members:
+                # Redis may have lost the rooms index with everything else: list it again.
+                self._command(
+                    scripts.ROOMS_INDEX,
+                    resp.evalsha(
+                        self._scripts.index_room.sha,
+                        (scripts.ROOMS_INDEX, scripts.ROOMS_JOINED),
+                        (room.encode(), b"0"),
+                    ),
+                )
             key_command = b"SADD" if members else b"SREM"
             self._command(
                 self._rooms_key, resp.command(key_command, self._rooms_key, room.encode())
