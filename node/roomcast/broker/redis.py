@@ -284,6 +284,7 @@ class RedisBroker(OnOneLoop):
         self._stats_key = f"rc:node:{self._instance}:stats".encode()
         self._control_task: asyncio.Task[None] | None = None
         self._control_listening = False
+        self._links_changed = asyncio.Event()
         self._timeout = timeout
         self._on_state = on_state
         self._watchdog: asyncio.Task[None] | None = None
@@ -342,6 +343,7 @@ class RedisBroker(OnOneLoop):
         )
 
     def _report_state(self) -> None:
+        self._links_changed.set()
         ready = self.ready
         if ready != self._was_ready:
             self._was_ready = ready
@@ -368,15 +370,16 @@ class RedisBroker(OnOneLoop):
     async def _listen_control(self) -> None:
         """Subscribe the control channel once; the links keep it through every reconnect.
         The node is not ready before: an order published meanwhile would miss it."""
-        delay = 0.02
         while True:
+            self._links_changed.clear()
             try:
                 await self.topology.subscribe(CONTROL_ROOM)
             except asyncio.CancelledError:
                 raise
             except (BrokerUnavailable, RedisError):
-                await asyncio.sleep(delay)
-                delay = min(1.0, delay * 2)
+                # Again as soon as a link comes up (at the latest in a second).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._links_changed.wait(), 1.0)
                 continue
             self._control_listening = True
             self._report_state()
