@@ -346,3 +346,14 @@ async def test_delete_and_clear_reach_members_and_history(orders: Orders) -> Non
     assert (await orders.order("GET", "/api/rooms"))["rooms"] == [
         {"room": "r", "members": 1, "connections": 1}
     ]
+
+
+def test_the_token_command_issues_room_tokens(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from roomcast import cli
+
+    monkeypatch.setenv("ROOMCAST_AUTH_SECRET", SECRET)
+    assert cli.main(["token", "ann", "--grant", "dm:ann:bob", "--role", "owner"]) == 0
+    grant = TokenVerifier(secret=SECRET).verify_room(capsys.readouterr().out.strip())
+    assert (grant.subject, grant.room, grant.role) == ("ann", "dm:ann:bob", "owner")
