@@ -13,7 +13,13 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
-from roomcast.broker import Broker, BrokerUnavailable, NotInHistory
+from roomcast.broker import (
+    Broker,
+    BrokerUnavailable,
+    NotInHistory,
+    RoomRateLimited,
+    Unconfirmed,
+)
 from roomcast.wire import api, control, envelope, protocol
 from roomcast.wire.api import ApiError, Endpoint, Route
 from roomcast.wire.codes import ErrorCode
@@ -102,7 +108,13 @@ class ServerApi:
             try:
                 epoch, offset = await self._broker.post_message(room, envelope.head(now), prefix)
             except BrokerUnavailable as exc:
-                return {"room": room, "code": ErrorCode.UNAVAILABLE, "reason": str(exc)}
+                # As POST /api/rooms/{room}/messages would answer, room by room.
+                code = ErrorCode.UNAVAILABLE
+                if isinstance(exc, RoomRateLimited):
+                    code = ErrorCode.RATE_LIMITED
+                elif isinstance(exc, Unconfirmed):
+                    code = ErrorCode.UNCONFIRMED  # it may have been published
+                return {"room": room, "code": code, "reason": str(exc)}
             self._metrics.messages_published.labels("message").inc()
             return {"room": room, "epoch": epoch, "offset": offset}
 
