@@ -4,7 +4,7 @@
 // to the ordered message list (timeline.js) and the DOM (ui.js), and exposes a read-only
 // `window.roomcast` for tests and curious people: `roomcast.state`, `roomcast.messages` (copies).
 
-import { JoinError, RoomcastClient } from "./roomcast-client.js";
+import { JoinError, RoomcastClient, tokenFromUrl } from "./roomcast-client.js";
 import { BACKOFF, RECENT_HISTORY, TYPING_INTERVAL_MS } from "./settings.js";
 import { Timeline } from "./timeline.js";
 import * as ui from "./ui.js";
@@ -26,6 +26,20 @@ function chatUrl() {
 // proxies and servers log.
 function pageToken() {
   return new URLSearchParams(location.hash.slice(1)).get("token") ?? params.get("token");
+}
+
+// Or where to get a fresh token (the application's token URL, with the page's own cookies): asked
+// before every connection and when the server says the token expires, so the page outlives any
+// one token. Same origin only: a link must not make the page log in as someone else's user.
+// Set by <meta name="roomcast-token-url" content="/path">, or ?token_url=/path.
+function pageTokenUrl() {
+  const url = document.querySelector('meta[name="roomcast-token-url"]')?.content ?? params.get("token_url");
+  return url && url.startsWith("/") && !url.startsWith("//") ? url : null;
+}
+
+function pageTokenSource() {
+  const url = pageTokenUrl();
+  return url ? tokenFromUrl(url) : pageToken();
 }
 
 // Navigating keeps every other parameter (the token above all) and makes the room bookmarkable.
@@ -94,7 +108,7 @@ const STATUS = { idle: "idle", connecting: "connecting", connected: "connected",
 
 function startChat(room, requestedName) {
   const client = new RoomcastClient(chatUrl(), requestedName, {
-    token: pageToken(),
+    token: pageTokenSource(),
     backoff: BACKOFF,
     typingInterval: TYPING_INTERVAL_MS,
   });
@@ -107,6 +121,7 @@ function startChat(room, requestedName) {
   let username = requestedName; // the server's word (joined) replaces it: tokens fix the name
   let synced = false; // joined, and the catch-up (if any) has fully arrived
   let lastDisconnect = null; // close code of the connection just lost, for the next notice
+  let removal = null; // {kind, reason, until}: the application removed, banned or disconnected us
 
   const snapshotStatus = () => ({
     status: STATUS[client.state],
@@ -121,10 +136,20 @@ function startChat(room, requestedName) {
   const showTyping = () => ui.renderTyping([...typing.keys()]);
   const showPresence = () => ui.renderPresence(presence, username);
   const showOutbox = () => ui.renderOutbox(outbox, { onRetry: retry, onDiscard: discard });
+  const markDeleted = (epoch, offset) => {
+    const entry = timeline.get(epoch, offset);
+    if (!entry || entry.deleted) return;
+    Object.assign(entry, { deleted: true, username: "", text: "" });
+    ui.markDeleted(entry);
+  };
   const addMessage = (message) => {
-    const entry = { epoch: message.epoch, offset: message.offset, username: message.username, text: message.text, timestamp: message.timestamp, own: message.username === username };
+    const entry = { epoch: message.epoch, offset: message.offset, username: message.username, text: message.text, timestamp: message.timestamp, own: message.username === username, deleted: message.deleted === true };
     const index = timeline.insert(entry);
-    if (index < 0) return;
+    if (index < 0) {
+      // Shown already; a tombstone (history, resume) says it was deleted meanwhile.
+      if (entry.deleted) markDeleted(entry.epoch, entry.offset);
+      return;
+    }
     if (typing.delete(message.username)) showTyping();
     ui.insertMessage(entry, timeline.entries[index + 1]);
   };
@@ -231,6 +256,27 @@ function startChat(room, requestedName) {
     if (loss.room === room) notice(LOSS_NOTICES[loss.reason] ?? `Some messages were lost (${loss.reason}). Reloaded the history.`, "warning");
   });
   client.on("message", (message) => message.room === room && addMessage(message));
+  client.on("message_deleted", ({ room: where, epoch, offset }) => where === room && markDeleted(epoch, offset));
+  client.on("history_cleared", ({ room: where, epoch, upToOffset }) => {
+    if (where !== room) return;
+    for (const entry of timeline.removeUpTo(epoch, upToOffset)) ui.removeMessage(entry);
+    notice("The room's history was cleared.", "warning");
+  });
+  client.on("disconnect", ({ reason, reconnect }) => {
+    removal = { kind: reconnect ? "disconnected" : "disconnected_for_good", reason };
+    notice(reconnect ? `The server disconnected you: ${reason}. Reconnecting…` : `The server disconnected you for good: ${reason}.`, "error");
+  });
+  for (const kind of ["removed", "banned"]) {
+    client.on(kind, (event) => {
+      if (event.room !== room) return;
+      removal = { kind, reason: event.reason, until: event.until ?? null };
+      const until = event.until ? ` until ${new Date(event.until).toLocaleString()}` : "";
+      const what = kind === "banned" ? `You were banned from #${room}${until}` : `You were removed from #${room}`;
+      notice(`${what}: ${event.reason}`, "error");
+      ui.disableSending(kind === "banned" ? `banned from #${room}` : `removed from #${room}`);
+      synced = false;
+    });
+  }
   client.on("user_joined", ({ room: where, username: who }) => {
     if (where !== room) return;
     presence.set(who, (presence.get(who) ?? 0) + 1);
@@ -309,6 +355,7 @@ function startChat(room, requestedName) {
     typing: [...typing.keys()],
     statusLog,
     notices,
+    removal,
     messages: timeline.entries,
   });
 }

@@ -42,6 +42,8 @@ var ErrorCode = {
   UNAVAILABLE: "unavailable",
   UNCONFIRMED: "unconfirmed",
   INVALID_TOKEN: "invalid_token",
+  BANNED: "banned",
+  INVALID_ROOM_TOKEN: "invalid_room_token",
   BINARY_FRAME: "binary_frame",
   FRAME_TOO_BIG: "frame_too_big",
   FLOOD: "flood",
@@ -66,6 +68,10 @@ var ErrorCode = {
   MALFORMED_REQUEST: "malformed_request",
   INVALID_REQUEST: "invalid_request",
   NOT_FOUND: "not_found",
+  NOT_IN_HISTORY: "not_in_history",
+  INVALID_CURSOR: "invalid_cursor",
+  INVALID_USER: "invalid_user",
+  INVALID_BODY: "invalid_body",
   UNSUPPORTED_MEDIA_TYPE: "unsupported_media_type",
   INTERNAL_ERROR: "internal_error",
   JOIN_DENIED: "join_denied",
@@ -85,13 +91,18 @@ var CloseCode = {
   INTERNAL_ERROR: 1011,
   TRY_AGAIN_LATER: 1013,
   /** The token ran out (exp + leeway) without a `refresh`: reconnect with a fresh one. */
-  TOKEN_EXPIRED: 4001
+  TOKEN_EXPIRED: 4001,
+  /** The application disconnected this user (server API): reconnecting is allowed. */
+  DISCONNECTED: 4002,
+  /** The application disconnected this user and said not to come back: the client stops. */
+  DISCONNECTED_FOR_GOOD: 4003
 };
 var FATAL_CLOSE_CODES = /* @__PURE__ */ new Map([
   [CloseCode.UNSUPPORTED_DATA, "the server refused a binary frame"],
   [CloseCode.INVALID_DATA, "the server received invalid UTF-8"],
   [CloseCode.POLICY_VIOLATION, "too many frames were sent (flood protection)"],
-  [CloseCode.MESSAGE_TOO_BIG, "a frame was over the server's size limit"]
+  [CloseCode.MESSAGE_TOO_BIG, "a frame was over the server's size limit"],
+  [CloseCode.DISCONNECTED_FOR_GOOD, "the application disconnected you"]
 ]);
 var FATAL_HTTP_STATUSES = /* @__PURE__ */ new Set([401, 403]);
 var RecoveryStatus = {
@@ -253,6 +264,12 @@ function objects(data, key) {
   return value;
 }
 function message(d) {
+  if (d.deleted === true) {
+    const room = str(d, "room");
+    const offset = int(d, "offset");
+    const epoch = str(d, "epoch");
+    return { type: "message", room, username: "", text: "", timestamp: 0, offset, epoch, deleted: true };
+  }
   return {
     type: "message",
     room: str(d, "room"),
@@ -260,12 +277,13 @@ function message(d) {
     text: str(d, "text"),
     timestamp: int(d, "timestamp"),
     offset: int(d, "offset"),
-    epoch: str(d, "epoch")
+    epoch: str(d, "epoch"),
+    deleted: false
   };
 }
 function joined(d) {
   if (d.already === true) {
-    const base = { username: "", epoch: "", offset: 0, recovered: null, reason: null };
+    const base = { username: "", epoch: "", offset: 0, recovered: null, reason: null, role: null };
     return { type: "joined", room: str(d, "room"), ...base, already: true, id: requestId(d) };
   }
   return {
@@ -277,6 +295,7 @@ function joined(d) {
     recovered: optBool(d, "recovered"),
     reason: optStr(d, "reason"),
     already: false,
+    role: optStr(d, "role"),
     id: requestId(d)
   };
 }
@@ -337,7 +356,22 @@ var PARSERS = {
     expiresAt: int(d, "expires_at"),
     closesAt: int(d, "closes_at")
   }),
-  refreshed: (d) => ({ type: "refreshed", expiresAt: int(d, "expires_at"), id: requestId(d) })
+  refreshed: (d) => ({ type: "refreshed", expiresAt: int(d, "expires_at"), id: requestId(d) }),
+  disconnect: (d) => ({ type: "disconnect", reason: str(d, "reason"), reconnect: optBool(d, "reconnect") === true }),
+  removed: (d) => ({ type: "removed", room: str(d, "room"), reason: str(d, "reason") }),
+  banned: (d) => ({ type: "banned", room: str(d, "room"), reason: str(d, "reason"), until: int(d, "until") }),
+  message_deleted: (d) => ({
+    type: "message_deleted",
+    room: str(d, "room"),
+    epoch: str(d, "epoch"),
+    offset: int(d, "offset")
+  }),
+  history_cleared: (d) => ({
+    type: "history_cleared",
+    room: str(d, "room"),
+    epoch: str(d, "epoch"),
+    upToOffset: int(d, "up_to_offset")
+  })
 };
 function parseEvent(raw) {
   const text = typeof raw === "string" ? raw : String(raw);
@@ -1017,6 +1051,10 @@ var RoomcastClient = class {
       case "token_expiring":
         if (typeof this.#token.source === "function") void this.refresh().catch(() => void 0);
         break;
+      case "removed":
+      case "banned":
+        this.#onRemoved(event.room, event.type);
+        break;
       default:
         break;
     }
@@ -1096,6 +1134,17 @@ var RoomcastClient = class {
     this.#rooms.delete(room);
     this.#emitAll(this.#book.dropRoom(room, "stopped"));
     for (const waiter of state.waiters) waiter.reject(new JoinError(error));
+    state.waiters.clear();
+    this.#emit({ type: "outbox" });
+  }
+  /** The application took us out of `room`: it is not rejoined, and what waited for it fails. */
+  #onRemoved(room, why) {
+    const state = this.#rooms.get(room);
+    if (!state) return;
+    this.#rooms.delete(room);
+    this.#emitAll(this.#book.dropRoom(room, why));
+    const refusal = { type: "error", code: why === "banned" ? ErrorCode.BANNED : ErrorCode.FORBIDDEN, reason: why, room, id: null };
+    for (const waiter of state.waiters) waiter.reject(new JoinError(refusal));
     state.waiters.clear();
     this.#emit({ type: "outbox" });
   }
@@ -1241,6 +1290,33 @@ function report(call) {
     });
   }
 }
+
+// src/tokens.ts
+function tokenFromUrl(url, options = {}) {
+  const doFetch = options.fetch ?? globalThis.fetch.bind(globalThis);
+  return async () => {
+    const answer = await doFetch(url, {
+      method: "GET",
+      headers: { Accept: "application/json, text/plain", ...options.headers },
+      credentials: options.credentials ?? "same-origin",
+      cache: "no-store",
+      signal: AbortSignal.timeout(options.timeout ?? 1e4)
+    });
+    if (!answer.ok) throw new Error(`the token URL answered ${answer.status}`);
+    return parseTokenAnswer(await answer.text(), answer.headers.get("content-type") ?? "");
+  };
+}
+function parseTokenAnswer(body, contentType) {
+  let token = body.trim();
+  if (contentType.split(";")[0].trim().toLowerCase() === "application/json") {
+    const data = JSON.parse(body);
+    token = data !== null && typeof data === "object" ? data.token : void 0;
+  }
+  if (typeof token !== "string" || token === "" || /\s/.test(token)) {
+    throw new Error("the token URL answered no token");
+  }
+  return token;
+}
 export {
   Backoff,
   ClientClosedError,
@@ -1257,5 +1333,7 @@ export {
   RoomcastClient,
   SendError,
   TimeoutError,
-  parseEvent
+  parseEvent,
+  parseTokenAnswer,
+  tokenFromUrl
 };

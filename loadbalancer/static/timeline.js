@@ -28,6 +28,19 @@ export class Timeline {
     return index;
   }
 
+  get(epoch, offset) {
+    return this.#entries.find((entry) => entry.epoch === epoch && entry.offset === offset) ?? null;
+  }
+
+  // Entries of `epoch` up to `upTo` leave the timeline (the room's history was cleared); returns them.
+  removeUpTo(epoch, upTo) {
+    const gone = this.#entries.filter((entry) => entry.epoch === epoch && entry.offset <= upTo);
+    if (gone.length === 0) return gone;
+    this.#entries = this.#entries.filter((entry) => !gone.includes(entry));
+    // Their keys stay: a late copy of a cleared message (a stale history reply) is not shown again.
+    return gone;
+  }
+
   #compare(a, b) {
     const byEpoch = this.#epochOrder.get(a.epoch) - this.#epochOrder.get(b.epoch);
     return byEpoch !== 0 ? byEpoch : a.offset - b.offset;

@@ -84,11 +84,36 @@ export function insertMessage(entry, next) {
   time.setAttribute("datetime", new Date(entry.timestamp).toISOString());
   item.append(time, element("span", "author", entry.username), element("span", "text", entry.text));
   messageElements.set(entry, item);
+  if (entry.deleted) markDeleted(entry);
   keepScrolled(() => {
     const before = next && messageElements.get(next);
     if (before) before.before(item);
     else $("log").append(item);
   });
+}
+
+// A deleted message keeps its place, without its author or words.
+export function markDeleted(entry) {
+  const item = messageElements.get(entry);
+  if (!item) return;
+  item.classList.add("deleted");
+  item.querySelector(".author")?.replaceChildren();
+  item.querySelector(".text")?.replaceChildren(document.createTextNode("message deleted"));
+}
+
+export function removeMessage(entry) {
+  messageElements.get(entry)?.remove();
+  messageElements.delete(entry);
+}
+
+// Removed or banned from the room: no more sending here.
+export function disableSending(reason) {
+  for (const id of ["text", "send-button"]) {
+    const control = document.getElementById(id);
+    if (control) control.disabled = true;
+  }
+  const text = document.getElementById("text");
+  if (text) text.placeholder = reason;
 }
 
 export function addNotice(text, kind = "info") {

@@ -6,10 +6,12 @@ import asyncio
 import logging
 import os
 import signal
+import time
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
+from roomcast import __version__
 from roomcast.broker import Broker, HistoryLimits
 from roomcast.broker.memory import MemoryBroker
 from roomcast.core.api_service import ApiService
@@ -75,6 +77,7 @@ class Server:
         self.limits = HistoryLimits(
             settings.history_size, settings.history_ttl, bytes=settings.history_bytes
         )
+        self.started = time.monotonic()
         self.draining = False
         self.stopped = asyncio.Event()
         self.port = 0
@@ -87,7 +90,13 @@ class Server:
     def _make_broker(self) -> Broker:
         broker = self._make_redis_broker() if self.settings.uses_redis else None
         if broker is None:
-            return MemoryBroker(self.node.on_broker_message, self._on_broker_state, self.limits)
+            return MemoryBroker(
+                self.node.on_broker_message,
+                self._on_broker_state,
+                self.limits,
+                on_control=self.node.on_control,
+                stats=self.stats,
+            )
         self.metrics.watch_redis_broker(broker.gaps.counters, broker.fates.counters)
         return broker
 
@@ -104,6 +113,8 @@ class Server:
                 settings.room_message_rate_per_second,
                 settings.room_message_rate_burst,
             ),
+            "on_control": self.node.on_control,
+            "stats": self.stats,
         }
         handlers = (self.node.on_broker_message, self._on_broker_state)
         if settings.redis_mode == "cluster":
@@ -131,6 +142,18 @@ class Server:
             return "memory"
         mode = self.settings.redis_mode
         return "redis" if mode == "standalone" else f"redis-{mode}"
+
+    def stats(self) -> dict[str, Any]:
+        """This node as GET /api/cluster lists it (published through the broker)."""
+        return {
+            "node": self.settings.node_id,
+            "instance": self.instance,
+            "connections": len(self.node.connections),
+            "rooms": self.node.rooms.room_count,
+            "ready": self.is_ready(),
+            "version": __version__,
+            "uptime_s": round(time.monotonic() - self.started, 1),
+        }
 
     def is_ready(self) -> bool:
         return self.broker.ready and not self.draining

@@ -51,6 +51,13 @@ def main(argv: list[str] | None = None) -> int:
         help="a room (or pattern like 'team-*') the user may join; repeat; default: any",
     )
     token.add_argument("--ttl", type=float, default=3600.0, help="seconds of validity")
+    token.add_argument(
+        "--grant",
+        metavar="ROOM",
+        help="issue a room token instead: it lets the user join exactly ROOM (a join's "
+        "room_token), e.g. a direct room dm:<sub a>:<sub b>",
+    )
+    token.add_argument("--role", help="with --grant: the user's role in the room")
     from roomcast import chat_cli
 
     chat = sub.add_parser("chat", help=chat_cli.HELP_LINE, description=chat_cli.DESCRIPTION)
@@ -60,10 +67,19 @@ def main(argv: list[str] | None = None) -> int:
         return _run_node()
     if args.command == "chat":
         return chat_cli.run(args)
-    return _issue_token(args.subject, args.name, args.rooms, args.ttl)
+    if args.grant is None and args.role is not None:
+        parser.error("--role goes with --grant")
+    return _issue_token(args.subject, args.name, args.rooms, args.ttl, args.grant, args.role)
 
 
-def _issue_token(subject: str, name: str | None, rooms: list[str] | None, ttl: float) -> int:
+def _issue_token(
+    subject: str,
+    name: str | None,
+    rooms: list[str] | None,
+    ttl: float,
+    grant: str | None = None,
+    role: str | None = None,
+) -> int:
     from roomcast.core.auth import issue_token
 
     try:
@@ -83,6 +99,8 @@ def _issue_token(subject: str, name: str | None, rooms: list[str] | None, ttl: f
             ttl=ttl,
             audience=settings.auth_audience,
             issuer=settings.auth_issuer,
+            room=grant,
+            role=role,
         )
     )
     return 0

@@ -62,6 +62,10 @@ ERROR_MEANINGS: Final[dict[str, str]] = {
         " (HTTP: 504). Resending may duplicate it"
     ),
     "INVALID_TOKEN": "a `refresh` whose token is not a string or is refused (the reason says why)",
+    "BANNED": "a `join` of a room the application banned this user from (the reason says until "
+    "when)",
+    "INVALID_ROOM_TOKEN": "a `join`'s `room_token` that is not a token, or is refused (expired, "
+    "bad signature; the reason says why)",
     "BINARY_FRAME": "a binary frame: the connection is closed with 1003",
     "FRAME_TOO_BIG": "a frame over `ROOMCAST_MAX_FRAME_BYTES`: closed with 1009 (HTTP: 413)",
     "FLOOD": "kept sending while rate-limited: closed with 1008",
@@ -86,6 +90,11 @@ ERROR_MEANINGS: Final[dict[str, str]] = {
     "MALFORMED_REQUEST": "a request websockets cannot parse (a body, a bad header line) (400)",
     "INVALID_REQUEST": "an HTTP request the API cannot read (400, 414)",
     "NOT_FOUND": "no such HTTP endpoint (404)",
+    "NOT_IN_HISTORY": "a deleted offset the room's history does not hold (404)",
+    "INVALID_CURSOR": "a rooms listing's `cursor` that is not a room name from `next_cursor` (400)",
+    "INVALID_USER": "a server API path's user: empty, over 128 characters or with control "
+    "characters (404)",
+    "INVALID_BODY": "a server API body field of the wrong type or range (400)",
     "UNSUPPORTED_MEDIA_TYPE": "an HTTP body that is not `application/json` (415)",
     "INTERNAL_ERROR": "a bug in the node: the HTTP answer is 500",
     "JOIN_DENIED": "the application's join hook refused the join (its reason is shown)",
@@ -108,6 +117,8 @@ CLOSE_MEANINGS: Final[dict[str, str]] = {
     "INTERNAL_ERROR": "a bug in the node",
     "TRY_AGAIN_LATER": "slow consumer: did not read its messages fast enough; resume with `since`",
     "TOKEN_EXPIRED": "the token expired (no `refresh` before `exp` + `ROOMCAST_AUTH_LEEWAY`)",
+    "DISCONNECTED": "the application disconnected this user (server API), allowing it back",
+    "DISCONNECTED_FOR_GOOD": "the application disconnected this user and said not to come back",
 }
 
 RECOVERY_MEANINGS: Final[dict[str, str]] = {
@@ -247,6 +258,8 @@ def close_codes_table() -> str:
             action = "reconnect unless they closed"
         if member is CloseCode.TOKEN_EXPIRED:
             action = "reconnect with a fresh token (from a token callback); with a fixed one, stop"
+        if member is CloseCode.DISCONNECTED_FOR_GOOD:
+            action = "stop (the application's order, not a fault)"
         rows.append(f"| {member.value} | {CLOSE_MEANINGS[member.name]} | {action} |")
     return "\n".join(rows)
 

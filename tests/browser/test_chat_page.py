@@ -7,6 +7,7 @@ delivered; markup in messages is shown, never run. Screenshots land in tests/art
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import signal
@@ -21,6 +22,7 @@ from roomcast_dev.devcluster import LocalCluster, NodeProcess, timeout_factor
 from websockets.sync.client import ClientConnection, connect
 
 from roomcast.core.auth import issue_token
+from tests.support import serverapi
 from tests.support.chatpage import ChatPage
 from tests.support.cluster import FAST_ENV
 
@@ -418,3 +420,50 @@ def test_page_told_of_lost_history_reloads_it(
     shown = page.messages()
     assert shown[1]["offset"] == 1 and shown[1]["epoch"] != shown[0]["epoch"]
     assert page.state()["status"] == "connected"
+
+
+def test_page_obeys_the_server_api(pages: tuple[ChatPage, ChatPage]) -> None:
+    """A moderator deletes a message (the page greys it out), bans one reader (the page says so
+    and stops sending) and disconnects the other for good (the page goes offline, no retry)."""
+    with LocalCluster(3, node_env=serverapi.API_ENV) as cluster:
+        serverapi.all_ready(cluster)
+        room = new_room()
+        ann, bob = pages
+        ann.open(cluster.http_url, room, "ann", token=serverapi.token("ann")).wait_joined()
+        bob.open(cluster.http_url, room, "bob", token=serverapi.token("bob")).wait_joined()
+        ann.say("a fine message")
+        ann.say("a message to delete")
+        bob.wait_until("both messages", lambda p: len(p.messages()) == 2)
+        offset = bob.messages()[1]["offset"]
+
+        async def moderate(action: str) -> None:
+            async with serverapi.admin_of(cluster) as admin:
+                if action == "delete":
+                    await admin.delete_message(room, offset)
+                elif action == "ban":
+                    await admin.ban(room, "ann", seconds=600, reason="spam")
+                else:
+                    await admin.disconnect("bob", reason="account closed", reconnect=False)
+
+        asyncio.run(moderate("delete"))
+        for page in pages:
+            page.wait_until(
+                "greyed out",
+                lambda p: p.texts("#log .message.deleted .text") == ["message deleted"],
+            )
+            assert p_texts(page) == ["a fine message", "message deleted"]
+
+        asyncio.run(moderate("ban"))
+        removal = ann.wait_until("banned", lambda p: p.state().get("removal"))
+        assert (removal["kind"], removal["reason"]) == ("banned", "spam")
+        assert ann.driver.find_element("id", "text").get_attribute("disabled") is not None
+        bob.wait_until("ann left", lambda p: "ann" not in p.state()["presence"])
+
+        asyncio.run(moderate("disconnect"))
+        bob.wait_until("offline", lambda p: p.state()["status"] == "offline")
+        assert bob.state()["removal"]["kind"] == "disconnected_for_good"
+        bob.holds("no retry", lambda p: p.state()["status"] == "offline", seconds=1.0)
+
+
+def p_texts(page: ChatPage) -> list[str]:
+    return page.texts("#log .message .text")

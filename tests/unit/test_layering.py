@@ -10,8 +10,9 @@ type-only edge is still a dependency a reader must hold in mind, and a lazy impo
     net       the asyncio protocols: the only code that writes to client sockets
     app, cli  the composition root and the command line: may import anything
 
-``roomcast.client`` (and ``roomcast.chat_cli`` on top of it) import only ``wire`` and themselves,
-so the client library never drags the server in. ``roomcast_dev`` (local clusters for make run,
+``roomcast.client`` (and ``roomcast.chat_cli`` on top of it) and ``roomcast.admin`` (the server
+API's wrapper) import only ``wire`` and themselves, so the client libraries never drag the server
+in. ``roomcast_dev`` (local clusters for make run,
 the tests and the benchmark) may use the server; the server never imports it.
 """
 
@@ -76,7 +77,7 @@ def layer_of(module: str) -> str | None:
         return "root"
     if len(parts) > 1 and parts[1] in LAYERS:
         return parts[1]
-    if len(parts) > 1 and parts[1] in {"client", "chat_cli"}:
+    if len(parts) > 1 and parts[1] in {"client", "chat_cli", "admin"}:
         return "client"
     return None  # the bare package: roomcast/__init__ (its version string)
 

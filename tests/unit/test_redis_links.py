@@ -191,7 +191,7 @@ def _broker(answers: list[Answer], received: list[tuple[str, bytes]]) -> tuple[R
 
 
 async def test_the_broker_says_which_commands_publish() -> None:
-    joined = Answer([b"e1", b"0", b"new", []])
+    joined = Answer([b"e1", b"0", b"new", [], 1_700_000_000_000_000])
     published = [Answer([b"1", b"e1"]), Answer([b"2", b"e1"])]
     broker, topology = _broker([*published, joined], [])
     broker.publish("r", b"payload")
@@ -203,7 +203,7 @@ async def test_the_broker_says_which_commands_publish() -> None:
     publishing = {name for _, name, publishes in topology.sent if publishes}
     quiet = {name for _, name, publishes in topology.sent if not publishes}
     assert publishing == {b"PUBLISH", b"publish_message", b"join", b"leave"}
-    assert quiet == {b"SADD", b"SREM"}
+    assert quiet == {b"SADD", b"SREM", b"index_room"}
 
 
 @pytest.mark.parametrize("via_importing", [True, False])
@@ -212,7 +212,7 @@ async def test_only_a_join_served_by_an_importing_node_hands_its_announcement_ov
 ) -> None:
     received: list[tuple[str, bytes]] = []
     announce = envelope.pack(0.0, b'{"type":"user_joined"}', "", 0)
-    answer = Answer([b"e1", b"4", b"recovered", []], via_importing=via_importing)
+    answer = Answer([b"e1", b"4", b"recovered", [], 1], via_importing=via_importing)
     broker, _ = _broker([answer], received)
     await broker.subscribe("r")
     await broker.join("r", "m1", "ann", Since(4, "e1"), announce)

@@ -602,6 +602,10 @@ export class RoomcastClient {
       case "token_expiring":
         if (typeof this.#token.source === "function") void this.refresh().catch(() => undefined);
         break;
+      case "removed":
+      case "banned":
+        this.#onRemoved(event.room, event.type);
+        break;
       default:
         break;
     }
@@ -689,6 +693,18 @@ export class RoomcastClient {
     this.#rooms.delete(room);
     this.#emitAll(this.#book.dropRoom(room, "stopped"));
     for (const waiter of state.waiters) waiter.reject(new JoinError(error));
+    state.waiters.clear();
+    this.#emit({ type: "outbox" });
+  }
+
+  /** The application took us out of `room`: it is not rejoined, and what waited for it fails. */
+  #onRemoved(room: string, why: "removed" | "banned"): void {
+    const state = this.#rooms.get(room);
+    if (!state) return;
+    this.#rooms.delete(room);
+    this.#emitAll(this.#book.dropRoom(room, why));
+    const refusal: ErrorEvent = { type: "error", code: why === "banned" ? ErrorCode.BANNED : ErrorCode.FORBIDDEN, reason: why, room, id: null };
+    for (const waiter of state.waiters) waiter.reject(new JoinError(refusal));
     state.waiters.clear();
     this.#emit({ type: "outbox" });
   }

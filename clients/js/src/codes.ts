@@ -19,6 +19,8 @@ export const ErrorCode = {
   UNAVAILABLE: "unavailable",
   UNCONFIRMED: "unconfirmed",
   INVALID_TOKEN: "invalid_token",
+  BANNED: "banned",
+  INVALID_ROOM_TOKEN: "invalid_room_token",
   BINARY_FRAME: "binary_frame",
   FRAME_TOO_BIG: "frame_too_big",
   FLOOD: "flood",
@@ -43,6 +45,10 @@ export const ErrorCode = {
   MALFORMED_REQUEST: "malformed_request",
   INVALID_REQUEST: "invalid_request",
   NOT_FOUND: "not_found",
+  NOT_IN_HISTORY: "not_in_history",
+  INVALID_CURSOR: "invalid_cursor",
+  INVALID_USER: "invalid_user",
+  INVALID_BODY: "invalid_body",
   UNSUPPORTED_MEDIA_TYPE: "unsupported_media_type",
   INTERNAL_ERROR: "internal_error",
   JOIN_DENIED: "join_denied",
@@ -66,6 +72,10 @@ export const CloseCode = {
   TRY_AGAIN_LATER: 1013,
   /** The token ran out (exp + leeway) without a `refresh`: reconnect with a fresh one. */
   TOKEN_EXPIRED: 4001,
+  /** The application disconnected this user (server API): reconnecting is allowed. */
+  DISCONNECTED: 4002,
+  /** The application disconnected this user and said not to come back: the client stops. */
+  DISCONNECTED_FOR_GOOD: 4003,
 } as const;
 export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];
 
@@ -75,6 +85,7 @@ export const FATAL_CLOSE_CODES: ReadonlyMap<number, string> = new Map([
   [CloseCode.INVALID_DATA, "the server received invalid UTF-8"],
   [CloseCode.POLICY_VIOLATION, "too many frames were sent (flood protection)"],
   [CloseCode.MESSAGE_TOO_BIG, "a frame was over the server's size limit"],
+  [CloseCode.DISCONNECTED_FOR_GOOD, "the application disconnected you"],
 ]);
 
 /** Handshake statuses that mean "these credentials will not do": retrying cannot help. */

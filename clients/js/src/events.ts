@@ -31,6 +31,8 @@ export interface JoinedEvent {
   reason: string | null;
   /** The connection was already a member (the server then sends no position). */
   already: boolean;
+  /** The role a room token gave us in this room, if any. */
+  role: string | null;
   /** The id of the request it answers, when it had one. */
   id: RequestId | null;
 }
@@ -63,6 +65,49 @@ export interface MessageEvent {
   timestamp: number;
   offset: number;
   epoch: string;
+  /**
+   * The application deleted it (server API): history and resumes hold its tombstone at its
+   * offset, with `username` and `text` empty and `timestamp` 0.
+   */
+  deleted: boolean;
+}
+
+/** The application disconnected us; the close follows (4002, or 4003: the client stops). */
+export interface DisconnectEvent {
+  type: "disconnect";
+  reason: string;
+  reconnect: boolean;
+}
+
+/** The application took us out of `room`: the client no longer counts it as joined. */
+export interface RemovedEvent {
+  type: "removed";
+  room: string;
+  reason: string;
+}
+
+/** Removed from `room`, and joins are refused (`banned`) until `until` (ms since the epoch). */
+export interface BannedEvent {
+  type: "banned";
+  room: string;
+  reason: string;
+  until: number;
+}
+
+/** The message at `offset` was deleted: drop it from what you show. */
+export interface MessageDeletedEvent {
+  type: "message_deleted";
+  room: string;
+  epoch: string;
+  offset: number;
+}
+
+/** Every message of `room` up to `upToOffset` left its history. */
+export interface HistoryClearedEvent {
+  type: "history_cleared";
+  room: string;
+  epoch: string;
+  upToOffset: number;
 }
 
 export interface TypingEvent {
@@ -167,6 +212,11 @@ export type ServerEvent =
   | LossEvent
   | TokenExpiringEvent
   | RefreshedEvent
+  | DisconnectEvent
+  | RemovedEvent
+  | BannedEvent
+  | MessageDeletedEvent
+  | HistoryClearedEvent
   | UnknownEvent;
 
 // Client-side events: what happened to the connection itself
@@ -327,6 +377,12 @@ function objects(data: Data, key: string): Data[] {
 }
 
 function message(d: Data): MessageEvent {
+  if (d.deleted === true) {
+    const room = str(d, "room");
+    const offset = int(d, "offset");
+    const epoch = str(d, "epoch");
+    return { type: "message", room, username: "", text: "", timestamp: 0, offset, epoch, deleted: true };
+  }
   return {
     type: "message",
     room: str(d, "room"),
@@ -335,12 +391,13 @@ function message(d: Data): MessageEvent {
     timestamp: int(d, "timestamp"),
     offset: int(d, "offset"),
     epoch: str(d, "epoch"),
+    deleted: false,
   };
 }
 
 function joined(d: Data): JoinedEvent {
   if (d.already === true) {
-    const base = { username: "", epoch: "", offset: 0, recovered: null, reason: null };
+    const base = { username: "", epoch: "", offset: 0, recovered: null, reason: null, role: null };
     return { type: "joined", room: str(d, "room"), ...base, already: true, id: requestId(d) };
   }
   return {
@@ -352,6 +409,7 @@ function joined(d: Data): JoinedEvent {
     recovered: optBool(d, "recovered"),
     reason: optStr(d, "reason"),
     already: false,
+    role: optStr(d, "role"),
     id: requestId(d),
   };
 }
@@ -414,6 +472,21 @@ const PARSERS: Record<string, (d: Data) => ServerEvent> = {
     closesAt: int(d, "closes_at"),
   }),
   refreshed: (d) => ({ type: "refreshed", expiresAt: int(d, "expires_at"), id: requestId(d) }),
+  disconnect: (d) => ({ type: "disconnect", reason: str(d, "reason"), reconnect: optBool(d, "reconnect") === true }),
+  removed: (d) => ({ type: "removed", room: str(d, "room"), reason: str(d, "reason") }),
+  banned: (d) => ({ type: "banned", room: str(d, "room"), reason: str(d, "reason"), until: int(d, "until") }),
+  message_deleted: (d) => ({
+    type: "message_deleted",
+    room: str(d, "room"),
+    epoch: str(d, "epoch"),
+    offset: int(d, "offset"),
+  }),
+  history_cleared: (d) => ({
+    type: "history_cleared",
+    room: str(d, "room"),
+    epoch: str(d, "epoch"),
+    upToOffset: int(d, "up_to_offset"),
+  }),
 };
 
 /** One server frame as an event; never throws. */

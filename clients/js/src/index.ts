@@ -14,3 +14,4 @@ export { ClientClosedError, JoinError, RequestError, TimeoutError } from "./erro
 export * from "./events.js";
 export { Outgoing, SendError, type Delivered, type OutgoingStatus } from "./outgoing.js";
 export type { WebSocketConstructor, WebSocketLike } from "./socket.js";
+export { parseTokenAnswer, tokenFromUrl, type TokenUrlOptions } from "./tokens.js";

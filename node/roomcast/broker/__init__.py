@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from roomcast.wire.codes import RecoveryStatus
 from roomcast.wire.recovery import Since
@@ -33,6 +33,10 @@ FailureHandler = Callable[["BrokerUnavailable"], None]
 PublishedHandler = Callable[[str, int], None]
 # Called with a shared bucket's level over every node (tokens; negative: overspent).
 LevelHandler = Callable[[float], None]
+# Called on every node with each order of the server API (roomcast.wire.control), as published.
+ControlHandler = Callable[[bytes], None]
+# This node's figures for the cluster listing (GET /api/cluster), asked for at each heartbeat.
+StatsSource = Callable[[], dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +69,49 @@ class RoomRateLimited(BrokerUnavailable):
     def __init__(self, retry_after: float) -> None:
         super().__init__(f"the room is receiving too many messages; retry in {retry_after:.2f} s")
         self.retry_after = retry_after
+
+
+class RoomBanned(Exception):
+    """The join was refused: the application banned this user from the room until ``until_ms``.
+    Nothing was recorded or announced."""
+
+    def __init__(self, until_ms: int, reason: str) -> None:
+        super().__init__(reason)
+        self.until_ms = until_ms
+        self.reason = reason
+
+    @classmethod
+    def from_record(cls, record: bytes) -> RoomBanned:
+        """From the stored ``<until ms>|<reason>``."""
+        until, _, reason = record.decode().partition("|")
+        return cls(int(until), reason)
+
+
+class NotInHistory(Exception):
+    """A deletion named an offset the room's history does not hold (never, or no longer)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ban:
+    user: str
+    until_ms: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoomCounts:
+    room: str
+    members: int  # distinct usernames
+    connections: int
+
+
+def counts_of(room: str, usernames: list[str]) -> RoomCounts:
+    return RoomCounts(room, len(set(usernames)), len(usernames))
+
+
+# Control-channel name: not a valid room name, so no room's channel can ever be it.
+CONTROL_ROOM: Final = "#control"
+MAX_BANS_LISTED: Final = 1000
 
 
 async def within(
@@ -160,11 +207,18 @@ class Broker(Protocol):
         to share, and a charge that fails is forgotten (each node's own bucket still holds)."""
 
     async def join(
-        self, room: str, member: str, username: str, since: Since | None, announce: bytes
+        self,
+        room: str,
+        member: str,
+        username: str,
+        since: Since | None,
+        announce: bytes,
+        user: str | None = None,
     ) -> JoinReply:
         """Record ``member`` in the room's presence, publish ``announce`` (user_joined) and read
         the room's epoch and latest offset, plus the messages missed since ``since``: one
-        atomic step, one round trip."""
+        atomic step, one round trip. Raises RoomBanned, having done nothing, when ``user``
+        (a token's sub, or the username) is banned from the room."""
 
     def leave(self, room: str, member: str, announce: bytes) -> None:
         """Drop ``member`` from presence and publish ``announce`` (user_left), atomically."""
@@ -177,3 +231,37 @@ class Broker(Protocol):
 
     async def presence(self, room: str) -> dict[str, int]:
         """Usernames in the room on every node, with their connection counts."""
+
+    # The server API (issue 16): orders for every node, and what they change in Redis.
+
+    async def publish_control(self, payload: bytes) -> int:
+        """Publish an order (roomcast.wire.control) to every node, this one included; returns
+        how many nodes' subscriptions received it."""
+
+    async def delete_message(self, room: str, offset: int) -> str:
+        """Replace the message at ``offset`` by its tombstone in history and tell the room's
+        members (``message_deleted``), in one step; returns the room's epoch. Raises
+        NotInHistory when the history does not hold that offset."""
+
+    async def clear_history(self, room: str) -> tuple[str, int]:
+        """Empty the room's history (offsets go on from where they were) and tell its members
+        (``history_cleared``); returns (epoch, latest offset)."""
+
+    async def ban(self, room: str, user: str, seconds: int, reason: str) -> int:
+        """Refuse ``user``'s joins of ``room`` for ``seconds``; returns the end (ms)."""
+
+    async def unban(self, room: str, user: str) -> bool:
+        """Lift a ban; False when there was none."""
+
+    async def bans(self, room: str) -> list[Ban]:
+        """The bans in force, soonest to end first (at most MAX_BANS_LISTED)."""
+
+    async def active_rooms(
+        self, limit: int, after: str | None
+    ) -> tuple[list[RoomCounts], str | None]:
+        """Rooms with members on any node, by name, after ``after``, and where the next page
+        starts (None: this was the last). A page may hold fewer than ``limit`` rooms: rooms
+        found empty are skipped."""
+
+    async def cluster_nodes(self) -> list[dict[str, Any]]:
+        """Every live node's last published figures (StatsSource), this one's included."""

@@ -12,18 +12,28 @@ import random
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from roomcast.broker import (
+    MAX_BANS_LISTED,
+    Ban,
     BrokerUnavailable,
+    ControlHandler,
     FailureHandler,
     HistoryLimits,
     HistoryReply,
     JoinReply,
     LevelHandler,
     MessageHandler,
+    NotInHistory,
     PublishedHandler,
+    RoomBanned,
+    RoomCounts,
     StateHandler,
+    StatsSource,
+    counts_of,
 )
+from roomcast.wire import envelope, protocol
 from roomcast.wire.protocol import complete_message
 from roomcast.wire.recovery import (
     EPOCH_CHANGED,
@@ -52,6 +62,7 @@ class _Room:
     history: deque[tuple[float, bytes]] = field(default_factory=deque)
     presence: dict[str, str] = field(default_factory=dict)
     held: int = 0  # bytes in history
+    bans: dict[str, Ban] = field(default_factory=dict)  # user -> ban (until: wall clock, ms)
 
 
 class MemoryBroker:
@@ -60,9 +71,14 @@ class MemoryBroker:
         on_message: MessageHandler,
         on_state: StateHandler | None = None,
         limits: HistoryLimits | None = None,
+        *,
+        on_control: ControlHandler | None = None,
+        stats: StatsSource | None = None,
     ) -> None:
         self._on_message = on_message
         self._on_state = on_state
+        self._on_control = on_control
+        self._stats = stats
         self._limits = limits or HistoryLimits()
         self._subscribed: set[str] = set()
         self._rooms: dict[str, _Room] = {}
@@ -134,9 +150,18 @@ class MemoryBroker:
         """Nothing to share: the node's own buckets are the only ones."""
 
     async def join(
-        self, room: str, member: str, username: str, since: Since | None, announce: bytes
+        self,
+        room: str,
+        member: str,
+        username: str,
+        since: Since | None,
+        announce: bytes,
+        user: str | None = None,
     ) -> JoinReply:
         state = self._room(room)
+        ban = state.bans.get(user) if user is not None else None
+        if ban is not None:
+            raise RoomBanned(ban.until_ms, ban.reason)
         state.presence[member] = username
         self.publish(room, announce)
         if since is None:
@@ -156,7 +181,7 @@ class MemoryBroker:
         if state is not None:
             state.presence.pop(member, None)
             self._expire(state)
-            if not state.presence and not state.history:
+            if not state.presence and not state.history and not state.bans:
                 del self._rooms[room]  # bounded memory: nothing left worth keeping
         self.publish(room, announce)
 
@@ -184,6 +209,67 @@ class MemoryBroker:
         horizon = time.monotonic() - self._limits.ttl
         while state.history and state.history[0][0] < horizon:
             state.held -= len(state.history.popleft()[1])
+        if state.bans:
+            now_ms = int(time.time() * 1000)
+            for user in [u for u, ban in state.bans.items() if ban.until_ms <= now_ms]:
+                del state.bans[user]
+
+    # The server API
+
+    async def publish_control(self, payload: bytes) -> int:
+        if not self.ready:
+            raise BrokerUnavailable("broker stopped")
+        if self._on_control is not None:
+            asyncio.get_running_loop().call_soon(self._on_control, payload)
+        return 1
+
+    async def delete_message(self, room: str, offset: int) -> str:
+        state = self._room(room)
+        index = len(state.history) - 1 - (state.offset - offset)
+        if offset < 1 or not 0 <= index < len(state.history):
+            raise NotInHistory(f"offset {offset} is not in the history of {room!r}")
+        stored_at, message = state.history[index]
+        tombstone = protocol.tombstone(room, offset, state.epoch)
+        if message != tombstone:
+            state.history[index] = (stored_at, tombstone)
+            state.held += len(tombstone) - len(message)
+            event = protocol.message_deleted(room, state.epoch, offset)
+            self.publish(room, envelope.pack(time.time(), event))
+        return state.epoch
+
+    async def clear_history(self, room: str) -> tuple[str, int]:
+        state = self._room(room)
+        state.history.clear()
+        state.held = 0
+        event = protocol.history_cleared(room, state.epoch, state.offset)
+        self.publish(room, envelope.pack(time.time(), event))
+        return state.epoch, state.offset
+
+    async def ban(self, room: str, user: str, seconds: int, reason: str) -> int:
+        until_ms = int(time.time() * 1000) + seconds * 1000
+        self._room(room).bans[user] = Ban(user, until_ms, reason)
+        return until_ms
+
+    async def unban(self, room: str, user: str) -> bool:
+        state = self._rooms.get(room)
+        return state is not None and state.bans.pop(user, None) is not None
+
+    async def bans(self, room: str) -> list[Ban]:
+        state = self._rooms.get(room)
+        if state is None:
+            return []
+        self._expire(state)
+        return sorted(state.bans.values(), key=lambda ban: ban.until_ms)[:MAX_BANS_LISTED]
+
+    async def active_rooms(
+        self, limit: int, after: str | None
+    ) -> tuple[list[RoomCounts], str | None]:
+        names = sorted(r for r, s in self._rooms.items() if s.presence and (after or "") < r)
+        page = [counts_of(r, list(self._rooms[r].presence.values())) for r in names[:limit]]
+        return page, names[limit - 1] if len(names) > limit else None
+
+    async def cluster_nodes(self) -> list[dict[str, Any]]:
+        return [self._stats()] if self._stats is not None else []
 
     def _deliver(self, room: str, payload: bytes) -> None:
         if room in self._subscribed:

@@ -26,19 +26,29 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, Final, NamedTuple, Protocol, TypedDict, Unpack
 
+import orjson
 from redis.asyncio.connection import ConnectionPool
 from redis.exceptions import RedisError
 
 from roomcast.broker import (
+    CONTROL_ROOM,
+    MAX_BANS_LISTED,
+    Ban,
     BrokerUnavailable,
+    ControlHandler,
     FailureHandler,
     HistoryLimits,
     HistoryReply,
     JoinReply,
     LevelHandler,
     MessageHandler,
+    NotInHistory,
     PublishedHandler,
+    RoomBanned,
+    RoomCounts,
     StateHandler,
+    StatsSource,
+    counts_of,
     resp,
     scripts,
 )
@@ -244,6 +254,8 @@ class RedisOptions(TypedDict, total=False):
     on_resync: Callable[[], None] | None  # Redis lost this node's presence: put it back
     # A room's messages per second over all nodes, and burst (DEFAULT_ROOM_MESSAGE_RATE)
     room_message_rate: tuple[float, int]
+    on_control: ControlHandler | None  # orders of the server API, from the control channel
+    stats: StatsSource | None  # this node's figures, published at each heartbeat
 
 
 class RedisBroker(OnOneLoop):
@@ -267,6 +279,12 @@ class RedisBroker(OnOneLoop):
         rate, burst = options.get("room_message_rate", DEFAULT_ROOM_MESSAGE_RATE)
         self._room_rate = (b"%r" % float(rate), b"%d" % burst)
         self._on_resync = options.get("on_resync")
+        self._on_control = options.get("on_control")
+        self._stats = options.get("stats")
+        self._stats_key = f"rc:node:{self._instance}:stats".encode()
+        self._control_task: asyncio.Task[None] | None = None
+        self._control_listening = False
+        self._links_changed = asyncio.Event()
         self._timeout = timeout
         self._on_state = on_state
         self._watchdog: asyncio.Task[None] | None = None
@@ -280,7 +298,7 @@ class RedisBroker(OnOneLoop):
             topology = functools.partial(Standalone, pool, timeout, options.get("reconnect"))
         self.topology = topology(
             ShardEvents(
-                message=self.gaps.receive,
+                message=self._received,
                 # A room's first subscription has nothing to recheck yet (the gap filler knows
                 # no offset of it); a later one (link re-made, slot moved) may have missed some.
                 recheck=self.gaps.recheck,
@@ -296,6 +314,13 @@ class RedisBroker(OnOneLoop):
 
     def _clock(self) -> RedisClock:
         return self.topology.clock
+
+    def _received(self, room: str, payload: bytes) -> None:
+        if room == CONTROL_ROOM:
+            if self._on_control is not None:
+                self._on_control(payload)
+            return
+        self.gaps.receive(room, payload)
 
     def _command(
         self, key: bytes, data: bytes, settle: Settle | None = None, *, publishes: bool = False
@@ -318,15 +343,18 @@ class RedisBroker(OnOneLoop):
         )
 
     def _report_state(self) -> None:
+        self._links_changed.set()
         ready = self.ready
         if ready != self._was_ready:
             self._was_ready = ready
             if self._on_state is not None:
                 self._on_state(ready)
+            if ready:
+                self._publish_stats()  # listed as ready now, not a heartbeat later
 
     @property
     def ready(self) -> bool:
-        return self.topology.ready
+        return self.topology.ready and self._control_listening
 
     @property
     def reconnects(self) -> int:
@@ -337,9 +365,28 @@ class RedisBroker(OnOneLoop):
         shards = self.topology.shards
         self._watchdog = asyncio.create_task(watch(shards, self._timeout), name="redis-watchdog")
         self._heartbeat = asyncio.create_task(self._beat(), name="redis-heartbeat")
+        self._control_task = asyncio.create_task(self._listen_control(), name="redis-control")
+
+    async def _listen_control(self) -> None:
+        """Subscribe the control channel once; the links keep it through every reconnect.
+        The node is not ready before: an order published meanwhile would miss it."""
+        while True:
+            self._links_changed.clear()
+            try:
+                await self.topology.subscribe(CONTROL_ROOM)
+            except asyncio.CancelledError:
+                raise
+            except (BrokerUnavailable, RedisError):
+                # Again as soon as a link comes up (at the latest in a second).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._links_changed.wait(), 1.0)
+                continue
+            self._control_listening = True
+            self._report_state()
+            return
 
     async def stop(self) -> None:
-        for task in (self._watchdog, self._heartbeat):
+        for task in (self._watchdog, self._heartbeat, self._control_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -351,6 +398,7 @@ class RedisBroker(OnOneLoop):
                     NODES_KEY, resp.command(b"ZREM", NODES_KEY, self._instance.encode())
                 )
                 await self._request(self._rooms_key, resp.command(b"DEL", self._rooms_key))
+                await self._request(self._stats_key, resp.command(b"DEL", self._stats_key))
         await self.gaps.stop()
         await self.fates.stop()
         await self.topology.stop()
@@ -466,16 +514,23 @@ class RedisBroker(OnOneLoop):
         )
 
     async def join(
-        self, room: str, member: str, username: str, since: Since | None, announce: bytes
+        self,
+        room: str,
+        member: str,
+        username: str,
+        since: Since | None,
+        announce: bytes,
+        user: str | None = None,
     ) -> JoinReply:
         seq, epoch, history, presence = scripts.room_keys(room)
+        ban = scripts.ban_keys(room, user if user is not None else username)[0]
         # The node's room list rides in the same write: one round trip for the whole join.
         self._command(self._rooms_key, resp.command(b"SADD", self._rooms_key, room.encode()))
         answer = await self.topology.request(
             seq,
             resp.evalsha(
                 self._scripts.join.sha,
-                (seq, epoch, history, presence),
+                (seq, epoch, history, presence, ban),
                 (
                     self.topology.channel(room),
                     announce,
@@ -490,9 +545,19 @@ class RedisBroker(OnOneLoop):
             ),
             publishes=True,
         )
-        epoch_value, latest, status, missed = answer.reply
+        if answer.reply[0] == b"banned":
+            raise RoomBanned.from_record(answer.reply[1])
+        epoch_value, latest, status, missed, joined_at = answer.reply
         if status == b"late":
             raise BrokerUnavailable("redis ran the join past its deadline: not joined")
+        self._command(
+            scripts.ROOMS_INDEX,
+            resp.evalsha(
+                self._scripts.index_room.sha,
+                (scripts.ROOMS_INDEX, scripts.ROOMS_JOINED),
+                (room.encode(), b"%d" % joined_at),
+            ),
+        )
         self.gaps.baseline(room, epoch_value.decode(), int(latest))
         if answer.via_importing:
             # The importing node published the announcement where this node does not listen
@@ -509,7 +574,23 @@ class RedisBroker(OnOneLoop):
                 (presence, seq, epoch),
                 (self.topology.channel(room), announce, member.encode()),
             ),
+            functools.partial(self._left, room),
             publishes=True,
+        )
+
+    def _left(self, room: str, reply: Any, error: Exception | None) -> None:
+        if error is None and int(reply[0]) == 0:
+            self._unindex(room, int(reply[1]))
+
+    def _unindex(self, room: str, seen_empty_at: int) -> None:
+        """The room was seen empty at that time: it leaves the listing unless joined since."""
+        self._command(
+            scripts.ROOMS_INDEX,
+            resp.evalsha(
+                self._scripts.unindex_room.sha,
+                (scripts.ROOMS_INDEX, scripts.ROOMS_JOINED),
+                (room.encode(), b"%d" % seen_empty_at),
+            ),
         )
 
     async def resync_presence(self, rooms: dict[str, dict[str, str]]) -> None:
@@ -523,6 +604,16 @@ class RedisBroker(OnOneLoop):
             self._command(
                 presence, resp.evalsha(self._scripts.resync.sha, (presence,), (prefix, *pairs))
             )
+            if members:
+                # Redis may have lost the rooms index with everything else: list it again.
+                self._command(
+                    scripts.ROOMS_INDEX,
+                    resp.evalsha(
+                        self._scripts.index_room.sha,
+                        (scripts.ROOMS_INDEX, scripts.ROOMS_JOINED),
+                        (room.encode(), b"0"),
+                    ),
+                )
             key_command = b"SADD" if members else b"SREM"
             self._command(
                 self._rooms_key, resp.command(key_command, self._rooms_key, room.encode())
@@ -565,6 +656,7 @@ class RedisBroker(OnOneLoop):
                 if added == 1 and self._on_resync is not None:
                     # Our entry was gone: Redis lost its data, or others reaped us during a stall.
                     self._on_resync()
+                self._publish_stats()
                 horizon = now_ms - int(self._presence_ttl * 1000)
                 dead = await self._request(
                     NODES_KEY, resp.command(b"ZRANGEBYSCORE", NODES_KEY, b"-inf", b"%d" % horizon)
@@ -578,6 +670,14 @@ class RedisBroker(OnOneLoop):
                 log.warning("presence heartbeat failed", extra={"error": describe(exc)})
             except Exception:
                 log.exception("presence heartbeat failed")
+
+    def _publish_stats(self) -> None:
+        if self._stats is None:
+            return
+        # Outlives a few missed heartbeats, not a dead node by much.
+        ttl = b"%d" % max(1, int(self._presence_ttl * 2))
+        body = orjson.dumps(self._stats())
+        self._command(self._stats_key, resp.command(b"SET", self._stats_key, body, b"EX", ttl))
 
     async def _reap(self, dead: bytes) -> None:
         claim_key = b"rc:reap:" + dead
@@ -619,3 +719,113 @@ class RedisBroker(OnOneLoop):
         log.warning(
             "reaped a dead node's members", extra={"dead_node": dead.decode(), "members": removed}
         )
+
+    # The server API
+
+    async def publish_control(self, payload: bytes) -> int:
+        channel = self.topology.channel(CONTROL_ROOM)
+        command = resp.command(self.topology.publish_command, channel, payload)
+        return int(await self._request(channel, command))
+
+    def _history_keys(self, room: str) -> tuple[bytes, ...]:
+        seq, epoch, history, _ = scripts.room_keys(room)
+        return seq, epoch, history, scripts.history_bytes_key(room)
+
+    async def delete_message(self, room: str, offset: int) -> str:
+        keys = self._history_keys(room)
+        head = envelope.head(time.time())
+        channel = self.topology.channel(room)
+        epoch, outcome = await self._request(
+            keys[0],
+            resp.evalsha(
+                self._scripts.delete_message.sha,
+                keys,
+                (channel, head, room.encode(), b"%d" % offset),
+            ),
+        )
+        if int(outcome) < 0:
+            raise NotInHistory(f"offset {offset} is not in the history of {room!r}")
+        return str(epoch.decode())
+
+    async def clear_history(self, room: str) -> tuple[str, int]:
+        keys = self._history_keys(room)
+        head = envelope.head(time.time())
+        channel = self.topology.channel(room)
+        epoch, latest = await self._request(
+            keys[0],
+            resp.evalsha(self._scripts.clear_history.sha, keys, (channel, head, room.encode())),
+        )
+        return epoch.decode(), int(latest)
+
+    async def ban(self, room: str, user: str, seconds: int, reason: str) -> int:
+        keys = scripts.ban_keys(room, user)
+        until = await self._request(
+            keys[0],
+            resp.evalsha(
+                self._scripts.ban.sha, keys, (user.encode(), b"%d" % seconds, reason.encode())
+            ),
+        )
+        return int(until)
+
+    async def unban(self, room: str, user: str) -> bool:
+        keys = scripts.ban_keys(room, user)
+        existed = await self._request(
+            keys[0], resp.evalsha(self._scripts.unban.sha, keys, (user.encode(),))
+        )
+        return int(existed) == 1
+
+    async def bans(self, room: str) -> list[Ban]:
+        _, listed, reasons = scripts.ban_keys(room, "")
+        reply = await self._request(
+            listed,
+            resp.evalsha(self._scripts.bans.sha, (listed, reasons), (b"%d" % MAX_BANS_LISTED,)),
+        )
+        return [
+            Ban(reply[i].decode(), int(float(reply[i + 1])), reply[i + 2].decode())
+            for i in range(0, len(reply), 3)
+        ]
+
+    async def active_rooms(
+        self, limit: int, after: str | None
+    ) -> tuple[list[RoomCounts], str | None]:
+        start = b"(" + after.encode() if after else b"-"
+        names = await self._request(
+            scripts.ROOMS_INDEX,
+            resp.command(
+                b"ZRANGEBYLEX", scripts.ROOMS_INDEX, start, b"+", b"LIMIT", b"0", b"%d" % limit
+            ),
+        )
+        rooms = [raw.decode() for raw in names]
+        replies = await asyncio.gather(*(self._room_stats(room) for room in rooms))
+        page = []
+        for room, (seen_at, usernames) in zip(rooms, replies, strict=True):
+            if usernames:
+                page.append(counts_of(room, usernames))
+            else:
+                self._unindex(room, seen_at)  # its last leave's own cleanup was lost
+        return page, rooms[-1] if len(rooms) == limit else None
+
+    async def _room_stats(self, room: str) -> tuple[int, list[str]]:
+        presence = scripts.room_keys(room)[3]
+        reply = await self._request(
+            presence, resp.evalsha(self._scripts.room_stats.sha, (presence,), ())
+        )
+        return int(reply[0]), [raw.decode() for raw in reply[1:]]
+
+    async def cluster_nodes(self) -> list[dict[str, Any]]:
+        horizon = int((time.time() - self._presence_ttl) * 1000)
+        live = await self._request(
+            NODES_KEY, resp.command(b"ZRANGEBYSCORE", NODES_KEY, b"%d" % horizon, b"+inf")
+        )
+        if self._stats is not None:
+            self._publish_stats()  # this node's figures fresh, not a heartbeat old
+        keys = [b"rc:node:" + instance + b":stats" for instance in live]
+        bodies = await asyncio.gather(*(self._request(k, resp.command(b"GET", k)) for k in keys))
+        nodes = []
+        for body in bodies:
+            if body is not None:
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    figures = orjson.loads(body)
+                    if isinstance(figures, dict):
+                        nodes.append(figures)
+        return nodes

@@ -42,6 +42,20 @@ def client_rate_key(bucket: str) -> bytes:
     return f"rc:rate:{{{bucket}}}".encode()
 
 
+def ban_keys(room: str, user: str) -> tuple[bytes, bytes, bytes]:
+    """This user's ban (a string with a TTL: a join checks it), the room's bans by expiry (zset
+    user -> until ms) and their reasons (hash): all in the room's slot."""
+    tag = f"rc:{{{room}}}"
+    return f"{tag}:ban:{user}".encode(), f"{tag}:bans".encode(), f"{tag}:ban_reasons".encode()
+
+
+# The active rooms, for the paged listing (GET /api/rooms): every room name with a score of 0
+# (paged by name with ZRANGEBYLEX), and beside it the time (µs, the room's shard clock) of its
+# latest join, so that a room is forgotten only if nobody joined since it was seen empty.
+ROOMS_INDEX: Final = b"rc:{index}:rooms"
+ROOMS_JOINED: Final = b"rc:{index}:joined"
+
+
 @dataclass(frozen=True)
 class Script:
     name: str
@@ -104,11 +118,12 @@ return {offset, epoch}
 """,
 )
 
-# KEYS: seq, epoch, history, presence. ARGV: channel, announce envelope, member, username,
-# since offset (-1: none), since epoch, epoch candidate, ttl (s) of a room without messages,
-# deadline (ms, Redis's clock). Returns {epoch, latest offset, status, missed messages newest
-# first}; past its deadline {'', 0, 'late', {}} and nothing done (the node gave up on the join:
-# a late run would list a member that is not there).
+# KEYS: seq, epoch, history, presence, the joiner's ban. ARGV: channel, announce envelope, member,
+# username, since offset (-1: none), since epoch, epoch candidate, ttl (s) of a room without
+# messages, deadline (ms, Redis's clock). Returns {epoch, latest offset, status, missed messages
+# newest first, time (µs)}; past its deadline {'', 0, 'late', {}, 0} and nothing done (the node
+# gave up on the join: a late run would list a member that is not there); {'banned',
+# "<until ms>|<reason>"} and nothing done when the joiner is banned from the room.
 # A room that never had a message gets its counter and epoch for as long as it has members
 # (LEAVE and REAP delete them with the last one) and at most the given ttl, refreshed by each
 # join: churning through fresh room names leaves nothing behind.
@@ -117,8 +132,13 @@ JOIN: Final = Script(
     """
 local now = redis.call('TIME')
 if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(ARGV[9]) then
-  return {'', 0, 'late', {}}
+  return {'', 0, 'late', {}, 0}
 end
+local ban = redis.call('GET', KEYS[5])
+if ban then
+  return {'banned', ban}
+end
+local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
 redis.call('HSET', KEYS[4], ARGV[3], ARGV[4])
 local epoch = redis.call('GET', KEYS[2])
 local seq = redis.call('GET', KEYS[1])
@@ -136,19 +156,19 @@ local latest = tonumber(seq)
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 local since = tonumber(ARGV[5])
 if since < 0 then
-  return {epoch, latest, 'not_requested', {}}
+  return {epoch, latest, 'not_requested', {}, now_us}
 end
 if ARGV[6] ~= epoch or since > latest then
-  return {epoch, latest, 'epoch_changed', {}}
+  return {epoch, latest, 'epoch_changed', {}, now_us}
 end
 local missed = latest - since
 if missed == 0 then
-  return {epoch, latest, 'recovered', {}}
+  return {epoch, latest, 'recovered', {}, now_us}
 end
 if missed > redis.call('LLEN', KEYS[3]) then
-  return {epoch, latest, 'too_old', {}}
+  return {epoch, latest, 'too_old', {}, now_us}
 end
-return {epoch, latest, 'recovered', redis.call('LRANGE', KEYS[3], 0, missed - 1)}
+return {epoch, latest, 'recovered', redis.call('LRANGE', KEYS[3], 0, missed - 1), now_us}
 """,
 )
 
@@ -190,6 +210,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 and redis.call('GET', KEYS[2]) == '0' then
   redis.call('DEL', KEYS[2], KEYS[3])
 end
 """
+# Returns {members left in the room, time (µs)}: an empty room leaves the rooms index.
 LEAVE: Final = Script(
     "leave",
     """
@@ -198,7 +219,8 @@ redis.call('PUBLISH', ARGV[1], ARGV[2])
 """
     + _FORGET_SILENT_ROOM
     + """
-return 1
+local clock = redis.call('TIME')
+return {redis.call('HLEN', KEYS[1]), tonumber(clock[1]) * 1000000 + tonumber(clock[2])}
 """,
 )
 
@@ -335,8 +357,180 @@ return math.floor(level * 1000)
 """,
 )
 
+# KEYS: seq, epoch, history, history bytes. ARGV: channel, envelope head, room, offset.
+# Entry i of the history holds offset (seq - i): the message at ``offset`` is replaced by its
+# tombstone in place, and members are told, in one step (offsets and order stay as they were).
+# Returns {epoch, 1} (deleted now), {epoch, 0} (deleted before), {epoch or '', -1} (the offset
+# is not in the history: never published, or trimmed away).
+DELETE_MESSAGE: Final = Script(
+    "delete_message",
+    """
+local epoch = redis.call('GET', KEYS[2])
+local latest = tonumber(redis.call('GET', KEYS[1]) or '0')
+local offset = tonumber(ARGV[4])
+if not epoch or offset < 1 or offset > latest then
+  return {epoch or '', -1}
+end
+local index = latest - offset
+local entry = redis.call('LINDEX', KEYS[3], index)
+local tombstone = '{"type":"message","room":"' .. ARGV[3] .. '","offset":' .. offset
+  .. ',"epoch":"' .. epoch .. '","deleted":true}'
+if entry == tombstone then
+  return {epoch, 0}
+end
+local mark = '"offset":' .. offset .. ',"epoch":"' .. epoch .. '"'
+if not entry or not string.find(entry, mark, 1, true) then
+  return {epoch, -1}
+end
+redis.call('LSET', KEYS[3], index, tombstone)
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  redis.call('INCRBY', KEYS[4], #tombstone - #entry)
+end
+local event = '{"type":"message_deleted","room":"' .. ARGV[3] .. '","epoch":"' .. epoch
+  .. '","offset":' .. offset .. '}'
+redis.call('PUBLISH', ARGV[1], ARGV[2] .. '0\\n' .. event)
+return {epoch, 1}
+""",
+)
+
+# KEYS: seq, epoch, history, history bytes. ARGV: channel, envelope head, room.
+# Empties the history but keeps the counter and epoch (offsets never repeat): a resume from an
+# earlier offset finds ``too_old``. Returns {epoch or '', latest offset}.
+CLEAR_HISTORY: Final = Script(
+    "clear_history",
+    """
+local epoch = redis.call('GET', KEYS[2])
+local latest = tonumber(redis.call('GET', KEYS[1]) or '0')
+redis.call('DEL', KEYS[3], KEYS[4])
+if not epoch then
+  return {'', latest}
+end
+local event = '{"type":"history_cleared","room":"' .. ARGV[3] .. '","epoch":"' .. epoch
+  .. '","up_to_offset":' .. latest .. '}'
+redis.call('PUBLISH', ARGV[1], ARGV[2] .. '0\\n' .. event)
+return {epoch, latest}
+""",
+)
+
+# KEYS: the ban, bans (zset), ban reasons (hash). ARGV: user, seconds, reason.
+# Returns the ban's end (ms, Redis' clock). The ban key expires by itself; the listing's entries
+# are pruned when read or written, and go with the last ban.
+BAN: Final = Script(
+    "ban",
+    """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local ms = tonumber(ARGV[2]) * 1000
+local till = now + ms
+redis.call('SET', KEYS[1], till .. '|' .. ARGV[3], 'PX', ms)
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
+for _, user in ipairs(expired) do
+  redis.call('HDEL', KEYS[3], user)
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+redis.call('ZADD', KEYS[2], till, ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+local last = tonumber(redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')[2])
+redis.call('PEXPIREAT', KEYS[2], last)
+redis.call('PEXPIREAT', KEYS[3], last)
+return till
+""",
+)
+
+# KEYS: the ban, bans, ban reasons. ARGV: user. Returns 1 if there was a ban to lift.
+UNBAN: Final = Script(
+    "unban",
+    """
+local existed = redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+return existed
+""",
+)
+
+# KEYS: bans, ban reasons. ARGV: the most to return.
+# Returns {user, until ms, reason, ...} for the bans still in force, soonest to end first.
+BANS: Final = Script(
+    "bans",
+    """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+for _, user in ipairs(expired) do
+  redis.call('HDEL', KEYS[2], user)
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local found = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1, 'WITHSCORES')
+local out = {}
+for i = 1, #found, 2 do
+  out[#out + 1] = found[i]
+  out[#out + 1] = found[i + 1]
+  out[#out + 1] = redis.call('HGET', KEYS[2], found[i]) or ''
+end
+return out
+""",
+)
+
+# KEYS: presence. Returns {time (µs), usernames...}: a room's counts for the listing, and when
+# it was seen (empty, it may leave the index unless somebody joined since).
+ROOM_STATS: Final = Script(
+    "room_stats",
+    """
+local clock = redis.call('TIME')
+local out = {tonumber(clock[1]) * 1000000 + tonumber(clock[2])}
+for _, name in ipairs(redis.call('HVALS', KEYS[1])) do
+  out[#out + 1] = name
+end
+return out
+""",
+)
+
+# KEYS: rooms index, latest joins. ARGV: room, join time (µs).
+INDEX_ROOM: Final = Script(
+    "index_room",
+    """
+local seen = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+if tonumber(ARGV[2]) > seen then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+end
+redis.call('ZADD', KEYS[1], 0, ARGV[1])
+return 1
+""",
+)
+
+# KEYS: rooms index, latest joins. ARGV: room, time (µs) it was seen empty.
+# Forgets the room unless a join came after it was seen empty.
+UNINDEX_ROOM: Final = Script(
+    "unindex_room",
+    """
+local seen = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+if seen <= tonumber(ARGV[2]) then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+""",
+)
+
 LIMITED_PUBLISH_MESSAGE: Final = room_limited(PUBLISH_MESSAGE)
-ALL: Final = (LIMITED_PUBLISH_MESSAGE, JOIN, LEAVE, HISTORY, REAP, RESYNC, FIND_MESSAGE)
+ALL: Final = (
+    LIMITED_PUBLISH_MESSAGE,
+    JOIN,
+    LEAVE,
+    HISTORY,
+    REAP,
+    RESYNC,
+    FIND_MESSAGE,
+    DELETE_MESSAGE,
+    CLEAR_HISTORY,
+    BAN,
+    UNBAN,
+    BANS,
+    ROOM_STATS,
+    INDEX_ROOM,
+    UNINDEX_ROOM,
+)
 
 
 @dataclass(frozen=True)
@@ -350,6 +544,14 @@ class ScriptSet:
     reap: Script
     resync: Script
     find_message: Script
+    delete_message: Script
+    clear_history: Script
+    ban: Script
+    unban: Script
+    bans: Script
+    room_stats: Script
+    index_room: Script
+    unindex_room: Script
     charge: Script = CHARGE
 
     @property
@@ -362,6 +564,14 @@ class ScriptSet:
             self.reap,
             self.resync,
             self.find_message,
+            self.delete_message,
+            self.clear_history,
+            self.ban,
+            self.unban,
+            self.bans,
+            self.room_stats,
+            self.index_room,
+            self.unindex_room,
             self.charge,
         )
 
@@ -411,7 +621,14 @@ CLASSIC: Final = ScriptSet(*ALL)
 SHARDED: Final = ScriptSet(*(_sharded(script) for script in ALL))
 # Every script that reads or writes a room's sequence (the publish script as it is really sent:
 # behind the room's rate limit).
-_ROOM_SEQUENCE_SCRIPTS: Final = (LIMITED_PUBLISH_MESSAGE, JOIN, HISTORY, FIND_MESSAGE)
+_ROOM_SEQUENCE_SCRIPTS: Final = (
+    LIMITED_PUBLISH_MESSAGE,
+    JOIN,
+    HISTORY,
+    FIND_MESSAGE,
+    DELETE_MESSAGE,
+    CLEAR_HISTORY,
+)
 FENCED: Final = ScriptSet(
     *(_fenced(script) if script in _ROOM_SEQUENCE_SCRIPTS else script for script in ALL)
 )

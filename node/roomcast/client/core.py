@@ -27,6 +27,7 @@ from roomcast.client.cursor import RoomCursor
 from roomcast.client.errors import ClientClosedError, JoinError, LinkLost
 from roomcast.client.events import (
     Ack,
+    Banned,
     ChatMessage,
     Closed,
     Connected,
@@ -39,6 +40,7 @@ from roomcast.client.events import (
     Loss,
     Presence,
     Reconnecting,
+    Removed,
     ServerEvent,
     TokenExpiring,
     Welcome,
@@ -83,6 +85,8 @@ class RoomcastClient:
             or async) returning a fresh one: it is asked before every connection attempt and
             when the server says the token is expiring (``token_expiring``), and the new token
             is sent as a ``refresh`` on the open connection, so it outlives any one token.
+            :func:`roomcast.client.token_from_url` makes such a callable from the
+            application's token URL.
         rooms: rooms joined at start (and rejoined after every reconnect).
         backoff: the delays between attempts; default :class:`Backoff` (0.5 s doubling to 30 s,
             full jitter).
@@ -523,6 +527,8 @@ class RoomcastClient:
             return
         if isinstance(event, TokenExpiring):
             self._refresh_token(link)
+        if isinstance(event, Removed | Banned):
+            self._removed(event.room)
         if isinstance(event, Error) and event.id is not None:
             failure = self._book.refuse(event)
             if failure is not None:
@@ -584,6 +590,17 @@ class RoomcastClient:
         if state.resume_target is not None and state.cursor.offset >= state.resume_target:
             state.resume_target = None
             self._emit_all(self._book.settle_before(room, link.serial))
+
+    def _removed(self, room: str) -> None:
+        """The application took us out of ``room``: not rejoined on reconnect, queued messages
+        for it fail (``SendFailed(reason="removed")``), a join waiting for it fails."""
+        state = self._rooms.pop(room, None)
+        if state is None:
+            return
+        self._emit_all(self._book.drop_room(room, "removed"))
+        for waiter in state.waiters:
+            if not waiter.done():
+                waiter.set_exception(JoinError(Error(ErrorCode.FORBIDDEN, "removed", room)))
 
     def _on_error(self, link: Link, error: Error) -> bool:
         """A refused join: fail its waiters; True when the error was about a join."""

@@ -41,6 +41,7 @@ class Joined:
     recovered: bool | None = None
     reason: str | None = None
     already: bool = False
+    role: str | None = None  # the role a room token gave us in this room
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +63,60 @@ class UserLeft:
 
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
+    """A chat message; ``deleted`` (then ``username`` and ``text`` are empty, ``timestamp`` 0)
+    when the application deleted it: history and resumes hold its tombstone at its offset."""
+
     room: str
     username: str
     text: str
     timestamp: int
     offset: int
     epoch: str
+    deleted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnect:
+    """The application disconnected us (server API); the close (4002, or 4003 when
+    ``reconnect`` is False: the client then stops) follows."""
+
+    reason: str
+    reconnect: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Removed:
+    """The application took us out of ``room``: the client no longer counts it as joined."""
+
+    room: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Banned:
+    """Removed from ``room``, and joins are refused (``banned``) until ``until`` (ms)."""
+
+    room: str
+    reason: str
+    until: int
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDeleted:
+    """The message at ``offset`` was deleted: drop it from what you show."""
+
+    room: str
+    epoch: str
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryCleared:
+    """Every message of ``room`` up to ``up_to_offset`` left its history."""
+
+    room: str
+    epoch: str
+    up_to_offset: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +299,11 @@ ServerEvent = (
     | Loss
     | TokenExpiring
     | Refreshed
+    | Disconnect
+    | Removed
+    | Banned
+    | MessageDeleted
+    | HistoryCleared
     | Unknown
 )
 ClientEvent = Connected | Disconnected | Reconnecting | Resumed | Gap | SendFailed | Closed
@@ -290,6 +344,9 @@ def _opt_bool(data: Mapping[str, Any], key: str) -> bool | None:
 
 
 def _chat_message(data: Mapping[str, Any]) -> ChatMessage:
+    if data.get("deleted") is True:
+        room, offset, epoch = _str(data, "room"), _int(data, "offset"), _str(data, "epoch")
+        return ChatMessage(room, "", "", 0, offset, epoch, deleted=True)
     return ChatMessage(
         _str(data, "room"),
         _str(data, "username"),
@@ -310,6 +367,7 @@ def _joined(data: Mapping[str, Any]) -> Joined:
         _int(data, "offset"),
         _opt_bool(data, "recovered"),
         _opt_str(data, "reason"),
+        role=_opt_str(data, "role"),
     )
 
 
@@ -351,6 +409,15 @@ _PARSERS: Final[dict[str, Callable[[Mapping[str, Any]], ServerEvent]]] = {
     "token_expiring": lambda d: TokenExpiring(_int(d, "expires_at"), _int(d, "closes_at")),
     "refreshed": lambda d: Refreshed(_int(d, "expires_at")),
     "ack": lambda d: Ack(_required_id(d), _str(d, "room"), _str(d, "epoch"), _int(d, "offset")),
+    "disconnect": lambda d: Disconnect(_str(d, "reason"), _opt_bool(d, "reconnect") is True),
+    "removed": lambda d: Removed(_str(d, "room"), _str(d, "reason")),
+    "banned": lambda d: Banned(_str(d, "room"), _str(d, "reason"), _int(d, "until")),
+    "message_deleted": lambda d: MessageDeleted(
+        _str(d, "room"), _str(d, "epoch"), _int(d, "offset")
+    ),
+    "history_cleared": lambda d: HistoryCleared(
+        _str(d, "room"), _str(d, "epoch"), _int(d, "up_to_offset")
+    ),
     "loss": lambda d: Loss(
         _str(d, "room"),
         _str(d, "reason"),

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Final
 from roomcast.broker import Broker, BrokerUnavailable, RoomRateLimited, Unconfirmed
 from roomcast.core.auth import AccessPolicy, AuthError, Identity, token_from_request
 from roomcast.core.ratelimit import RateLimiter
+from roomcast.core.server_api import ServerApi
 from roomcast.wire import api, envelope, protocol, sse
 from roomcast.wire.api import ApiError, Endpoint, Route
 from roomcast.wire.codes import ErrorCode
@@ -79,6 +80,7 @@ class ApiService:
         self._origins = policy.origins
         self._api_keys = tuple(key.encode() for key in settings.api_keys)
         self._buckets: OrderedDict[str, RateLimiter] = OrderedDict()
+        self._server_api = ServerApi(broker, metrics)
 
     @property
     def closed_api(self) -> bool:
@@ -92,6 +94,8 @@ class ApiService:
             raise ApiError(403, ErrorCode.ORIGIN, "origin not allowed")
         caller = self._authenticate(request)
         self._limit(caller)
+        if route.endpoint in api.ADMIN_ENDPOINTS:
+            return await self._admin(route, caller, request)
         room = route.room
         assert room is not None
         if caller.identity is not None and not caller.identity.may_join(room):
@@ -117,6 +121,23 @@ class ApiService:
         except BrokerUnavailable as exc:
             reason = f"broker unavailable: {exc}"
             raise ApiError(503, ErrorCode.UNAVAILABLE, reason) from None
+
+    async def _admin(self, route: Route, caller: Caller, request: ApiRequest) -> Reply:
+        """The server API: API keys only (or an open node in development)."""
+        if caller.identity is not None:
+            raise ApiError(
+                403, ErrorCode.FORBIDDEN, "the server API takes an API key, not a user token"
+            )
+        if not self._node_ready():
+            raise ApiError(503, ErrorCode.UNAVAILABLE, "the broker is unavailable")
+        try:
+            answer = await self._server_api.handle(
+                route, request.headers.get("content-type"), request.body
+            )
+        except BrokerUnavailable as exc:
+            raise ApiError(503, ErrorCode.UNAVAILABLE, f"broker unavailable: {exc}") from None
+        body = b"" if answer.value is None else api.json_body(answer.value)
+        return Reply(answer.status, body)
 
     async def _post(self, room: str, caller: Caller, request: ApiRequest) -> Reply:
         posted = api.parse_posted_message(request.headers.get("content-type"), request.body)

@@ -53,6 +53,19 @@ class Identity:
         return any(fnmatch.fnmatchcase(room, pattern) for pattern in self.rooms)
 
 
+@dataclass(frozen=True, slots=True)
+class RoomGrant:
+    """A room token: the application lets ``subject`` into ``room`` (README, "Room tokens")."""
+
+    subject: str
+    room: str
+    role: str | None
+    expires: float
+
+
+MAX_ROLE_LENGTH: Final = 64
+
+
 class TokenVerifier:
     """Checks signature, ``exp``/``nbf``/``iat`` (with a small clock skew), audience, issuer."""
 
@@ -80,8 +93,27 @@ class TokenVerifier:
         self._leeway = leeway
 
     def verify(self, token: str) -> Identity:
+        claims = self._claims(token)
+        if "room" in claims:
+            # A room token grants one room; taken for a connection token (no `rooms` claim)
+            # it would grant every room.
+            raise AuthError(401, ErrorCode.TOKEN_INVALID, "a room token is not a connection token")
+        return _identity(claims)
+
+    def verify_room(self, token: str) -> RoomGrant:
+        """A join's room token: same key, audience and issuer as connection tokens, with
+        ``sub``, ``exp`` and ``room`` required and ``role`` optional."""
+        claims = self._claims(token)
+        subject, room, role = claims.get("sub"), claims.get("room"), claims.get("role")
+        if not isinstance(subject, str) or not isinstance(room, str) or not room:
+            raise AuthError(401, ErrorCode.TOKEN_INVALID, "a room token needs 'sub' and 'room'")
+        if role is not None and not (isinstance(role, str) and 1 <= len(role) <= MAX_ROLE_LENGTH):
+            raise AuthError(401, ErrorCode.TOKEN_INVALID, "'role' must be 1-64 characters")
+        return RoomGrant(subject, room, role, float(claims["exp"]))
+
+    def _claims(self, token: str) -> dict[str, Any]:
         try:
-            claims = jwt.decode(
+            claims: dict[str, Any] = jwt.decode(
                 token,
                 self._key,
                 algorithms=self._algorithms,
@@ -110,7 +142,7 @@ class TokenVerifier:
             ) from None
         except (ValueError, TypeError):
             raise AuthError(401, ErrorCode.TOKEN_INVALID, "token is malformed") from None
-        return _identity(claims)
+        return claims
 
 
 def _identity(claims: dict[str, Any]) -> Identity:
@@ -160,8 +192,11 @@ def issue_token(
     ttl: float = 3600.0,
     audience: str | None = None,
     issuer: str | None = None,
+    room: str | None = None,
+    role: str | None = None,
 ) -> str:
-    """An HS256 development token (the ``roomcast token`` command)."""
+    """An HS256 development token (the ``roomcast token`` command); with ``room``, a room
+    token granting that one room (and ``role`` in it)."""
     now = int(time.time())
     claims: dict[str, Any] = {"sub": subject, "iat": now, "nbf": now, "exp": now + int(ttl)}
     if name is not None:
@@ -172,6 +207,10 @@ def issue_token(
         claims["aud"] = audience
     if issuer is not None:
         claims["iss"] = issuer
+    if room is not None:
+        claims["room"] = room
+    if role is not None:
+        claims["role"] = role
     return jwt.encode(claims, secret, algorithm="HS256")
 
 

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Iterable
 from typing import Protocol
 
-from roomcast.core.auth import Identity
+from roomcast.core.auth import Identity, RoomGrant
 from roomcast.core.ratelimit import ConnectionBudget, RateLimiter
 from roomcast.core.streams import Pusher
 
@@ -44,11 +44,18 @@ class Member(Protocol):
     def fail(self, code: int, reason: str) -> None:
         """Close at once with a WebSocket close code."""
 
+    def close(self, code: int, reason: str) -> None:
+        """Close with a WebSocket close code after the frames already queued."""
+
     def write_pending(self) -> int:
         """Write what is queued; the number of bytes written."""
 
     def verify_token(self, token: str) -> Identity:
         """A refreshed token, checked as at the handshake; raises AuthError."""
+        ...
+
+    def verify_room_token(self, token: str) -> RoomGrant:
+        """A join's room token, checked with the connection tokens' key; raises AuthError."""
         ...
 
     def adopt(self, identity: Identity) -> None:

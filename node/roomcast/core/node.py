@@ -15,11 +15,12 @@ from roomcast.broker import (
     Broker,
     BrokerUnavailable,
     JoinReply,
+    RoomBanned,
     RoomRateLimited,
     Unconfirmed,
     within,
 )
-from roomcast.core.auth import AuthError
+from roomcast.core.auth import AuthError, Identity
 from roomcast.core.catch_up import CatchUp
 from roomcast.core.hooks import Hooks, Refusal
 from roomcast.core.lag import Lag
@@ -28,7 +29,7 @@ from roomcast.core.ratelimit import BucketPool, ConnectionBudget, RateLimiter, S
 from roomcast.core.rooms import RoomRegistry, TooManyRoomsError
 from roomcast.core.streams import StreamHub
 from roomcast.runtime.metrics import Metrics
-from roomcast.wire import envelope, protocol
+from roomcast.wire import control, envelope, protocol
 from roomcast.wire.codes import CloseCode, ErrorCode, RecoveryStatus
 from roomcast.wire.framing import text_frame
 from roomcast.wire.hooks import Allow
@@ -106,6 +107,10 @@ class Node:
         self.lag = Lag(
             self._loop, self._attached_broker, self._latest, history_size, lag_timeout, metrics
         )
+        # Every open connection: the server API's orders name users, not connections.
+        self.connections: set[Member] = set()
+        # connection -> rooms a room token let it into (its connection token does not).
+        self._granted: dict[Member, set[str]] = {}
         self._received = {
             kind: metrics.frames_received.labels(kind) for kind in protocol.COMMAND_TYPES
         }
@@ -131,6 +136,7 @@ class Node:
     # Transport callbacks
 
     def on_open(self, conn: Member) -> None:
+        self.connections.add(conn)
         conn.message_rate = RateLimiter(*self._message_rate)
         conn.typing_rate = RateLimiter(*self._typing_rate)
         client = conn.client_key
@@ -173,28 +179,81 @@ class Node:
         return None
 
     def on_close(self, conn: Member) -> None:
+        self.connections.discard(conn)
+        self._granted.pop(conn, None)
         budget = conn.budget
         if budget is not None:
             self._client_messages.release(budget.client)
             self._client_joins.release(budget.client)
         self.lag.forget(conn)
         for room in self.rooms.rooms_of(conn):
-            # A join still in its round trip is announced (and so must be retracted) only once
-            # its script was sent; Redis runs that script before this leave's.
-            live = self.rooms.is_live(conn, room)
-            announced = (conn, room) in self._announced
-            self._announced.discard((conn, room))
-            self._drop_catch_up(conn, room)
-            waiter = self._marker_waiters.pop((conn, room), None)
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(BrokerUnavailable("connection closed while joining"))
-            username = self.rooms.username(conn, room)
-            last_local = self.rooms.leave(conn, room)
-            self._room_messages.release(room)
-            if (live or announced) and username is not None:
-                self._announce_leave(room, conn.id, username)
-            if last_local:
-                self._unsubscribe(room)
+            self._drop_membership(conn, room, "connection closed while joining")
+
+    def _drop_membership(self, conn: Member, room: str, why: str) -> None:
+        """Take ``conn`` out of ``room`` (live or still joining) and tell the room."""
+        # A join still in its round trip is announced (and so must be retracted) only once
+        # its script was sent; Redis runs that script before this leave's.
+        live = self.rooms.is_live(conn, room)
+        announced = (conn, room) in self._announced
+        self._announced.discard((conn, room))
+        self._drop_catch_up(conn, room)
+        waiter = self._marker_waiters.pop((conn, room), None)
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(BrokerUnavailable(why))
+        granted = self._granted.get(conn)
+        if granted is not None:
+            granted.discard(room)
+        username = self.rooms.username(conn, room)
+        last_local = self.rooms.leave(conn, room)
+        self._room_messages.release(room)
+        if (live or announced) and username is not None:
+            self._announce_leave(room, conn.id, username)
+        if last_local:
+            self._unsubscribe(room)
+
+    # Orders of the server API, from the broker's control channel (every node gets each).
+
+    def on_control(self, payload: bytes) -> None:
+        try:
+            order = control.parse(payload)
+        except control.ControlError as exc:
+            self.metrics.broker_bad_payloads.inc()
+            log.warning("bad control order", extra={"error": str(exc)})
+            return
+        if isinstance(order, control.Disconnect):
+            self._disconnect(order)
+        else:
+            self._remove(order)
+
+    def _disconnect(self, order: control.Disconnect) -> None:
+        frame = protocol.disconnect(order.reason, order.reconnect)
+        code = CloseCode.DISCONNECTED if order.reconnect else CloseCode.DISCONNECTED_FOR_GOOD
+        for conn in [c for c in self.connections if self._is_user(c, order.user)]:
+            conn.send(frame)
+            conn.close(code, _close_reason(order.reason))
+        self.metrics.api_orders.labels("disconnect").inc()
+
+    def _remove(self, order: control.Remove) -> None:
+        room = order.room
+        if order.until_ms is None:
+            frame = protocol.removed(room, order.reason)
+        else:
+            frame = protocol.banned(room, order.reason, order.until_ms)
+        for conn in list(self.rooms.all_members(room)):
+            if self._is_user(conn, order.user, room):
+                self.lag.left(conn, room)
+                self._drop_membership(conn, room, "removed from the room while joining")
+                conn.send(frame)
+        self.metrics.api_orders.labels("remove" if order.until_ms is None else "ban").inc()
+
+    def _is_user(self, conn: Member, user: str, room: str | None = None) -> bool:
+        """The API names a user by its token's ``sub``; in open mode, by its username."""
+        identity = conn.identity
+        if identity is not None:
+            return identity.subject == user
+        if room is not None:
+            return self.rooms.username(conn, room) == user
+        return any(self.rooms.username(conn, r) == user for r in self.rooms.rooms_of(conn))
 
     def on_rejected(self, conn: Member, code: str) -> None:
         self.metrics.frames_rejected.labels(code).inc()
@@ -254,10 +313,11 @@ class Node:
         room = command.room
         if conn.closed:
             return
-        username = self._joiner_name(conn, command)
-        if username is None:
+        named = self._joiner_name(conn, command)
+        if named is None:
             return
-        command = Join(room, username, command.since, command.request_id)
+        username, role = named
+        command = Join(room, username, command.since, command.request_id, command.room_token)
         joining = self.rooms.username(conn, room) is None
         if joining and not self._may_join(conn):
             # Each join announces user_joined (and its leave user_left) to the whole room.
@@ -290,24 +350,19 @@ class Node:
         self._catch_ups.setdefault(room, {})[conn] = catch_up
         try:
             reply = await self._enter(conn, command, catch_up)
+        except RoomBanned as exc:
+            self._refuse_banned(conn, command, exc)
+            return
         except BrokerUnavailable as exc:
-            self._drop_catch_up(conn, room)
-            if not conn.closed:
-                # Retract what may have been announced; Redis orders it after the join script.
-                if (conn, room) in self._announced:
-                    self._announce_leave(room, conn.id, username)
-                if self.rooms.leave(conn, room):
-                    self._unsubscribe(room)
-                self._room_messages.release(room)
-                reason = f"cannot join now: {exc}"
-                self._reject(conn, ErrorCode.UNAVAILABLE, reason, room, command.request_id)
-            self._announced.discard((conn, room))
+            self._join_failed(conn, command, username, exc)
             return
         self._drop_catch_up(conn, room)
         self._announced.discard((conn, room))
         if conn.closed or not self.rooms.activate(conn, room):
             return
-        self._send_join_result(conn, command, reply, catch_up, data)
+        if command.room_token is not None and conn.identity is not None:
+            self._granted.setdefault(conn, set()).add(room)
+        self._send_join_result(conn, command, reply, catch_up, data, role)
         self._went_live(conn, room, reply.offset)
 
     def _went_live(self, conn: Member, room: str, offset: int) -> None:
@@ -316,21 +371,76 @@ class Node:
         if conn.lagging:
             self.lag.joined(conn, room, offset)
 
-    def _joiner_name(self, conn: Member, command: Join) -> str | None:
-        """The name the joiner has in the room, or None when refused (the client was told)."""
+    def _joiner_name(self, conn: Member, command: Join) -> tuple[str, str | None] | None:
+        """The name the joiner has in the room and its role there (from a room token), or None
+        when refused (the client was told)."""
         room = command.room
         identity = conn.identity
         if identity is not None:
             # With authentication on, the token names the user: a join cannot pick a name.
-            if not identity.may_join(room):
-                reason = f"your token does not allow {room!r}"
-                self._reject(conn, ErrorCode.FORBIDDEN, reason, room, command.request_id)
+            refusal = self._may_enter(conn, identity, command)
+            if isinstance(refusal, ProtocolError):
+                self._reject(conn, refusal.code, refusal.reason, room, command.request_id)
                 return None
-            return identity.name
+            return identity.name, refusal
         if command.username is None:
             reason = "'username' is required"
             self._reject(conn, ErrorCode.INVALID_USERNAME, reason, room, command.request_id)
-        return command.username
+            return None
+        return command.username, None
+
+    def _may_enter(
+        self, conn: Member, identity: Identity, command: Join
+    ) -> ProtocolError | str | None:
+        """Why ``conn`` may not join (an error), or its role there from a room token (or None)."""
+        room = command.room
+        role = None
+        if command.room_token is not None:
+            try:
+                grant = conn.verify_room_token(command.room_token)
+            except AuthError as exc:
+                return ProtocolError(ErrorCode.INVALID_ROOM_TOKEN, f"{exc.code}: {exc.reason}")
+            if grant.subject != identity.subject:
+                return ProtocolError(ErrorCode.FORBIDDEN, "the room token is for another user")
+            if grant.room != room:
+                return ProtocolError(ErrorCode.FORBIDDEN, "the room token is for another room")
+            role = grant.role
+        elif not identity.may_join(room):
+            return ProtocolError(ErrorCode.FORBIDDEN, f"your token does not allow {room!r}")
+        pair = control.direct_room_members(room)
+        if pair is not None and identity.subject not in pair:
+            # Whatever `rooms` pattern matched: a direct room is its two users' alone.
+            return ProtocolError(ErrorCode.FORBIDDEN, f"{room!r} is a direct room of others")
+        return role
+
+    def _join_failed(
+        self, conn: Member, command: Join, username: str, exc: BrokerUnavailable
+    ) -> None:
+        room = command.room
+        self._drop_catch_up(conn, room)
+        # Not when a removal (or the close) already took it out of the room.
+        if not conn.closed and self.rooms.username(conn, room) is not None:
+            # Retract what may have been announced; Redis orders it after the join script.
+            if (conn, room) in self._announced:
+                self._announce_leave(room, conn.id, username)
+            if self.rooms.leave(conn, room):
+                self._unsubscribe(room)
+            self._room_messages.release(room)
+            reason = f"cannot join now: {exc}"
+            self._reject(conn, ErrorCode.UNAVAILABLE, reason, room, command.request_id)
+        self._announced.discard((conn, room))
+
+    def _refuse_banned(self, conn: Member, command: Join, ban: RoomBanned) -> None:
+        """Nothing was recorded or announced in Redis: undo the local join only."""
+        room = command.room
+        self._drop_catch_up(conn, room)
+        self._announced.discard((conn, room))
+        if self.rooms.username(conn, room) is not None:
+            if self.rooms.leave(conn, room):
+                self._unsubscribe(room)
+            self._room_messages.release(room)
+        reason = f"banned from {room!r} until {ban.until_ms} (ms): {ban.reason}"
+        self._reject(conn, ErrorCode.BANNED, reason, room, command.request_id)
 
     async def _ask_join(self, hooks: Hooks, conn: Member, command: Join) -> Allow | None:
         """The join hook's allowance, or None when refused (the client was told) or closed."""
@@ -360,7 +470,8 @@ class Node:
         announce = envelope.pack(time.time(), protocol.user_joined(room, username), conn.id)
         self._announced.add((conn, room))
         self._published["user_joined"].inc()
-        reply = await self.broker.join(room, conn.id, username, command.since, announce)
+        user = conn.identity.subject if conn.identity is not None else username
+        reply = await self.broker.join(room, conn.id, username, command.since, announce, user)
         if not catch_up.marker_seen:
             assert self.outbox is not None
             loop = self.outbox.loop  # not asyncio.get_running_loop(): a getpid() on 3.11
@@ -373,7 +484,13 @@ class Node:
         return reply
 
     def _send_join_result(
-        self, conn: Member, command: Join, reply: JoinReply, catch_up: CatchUp, data: object
+        self,
+        conn: Member,
+        command: Join,
+        reply: JoinReply,
+        catch_up: CatchUp,
+        data: object,
+        role: str | None = None,
     ) -> None:
         room, username = command.room, command.username
         assert username is not None
@@ -386,7 +503,13 @@ class Node:
         if command.since is None:
             conn.send(
                 protocol.joined(
-                    room, username, reply.epoch, reply.offset, request_id=request_id, data=data
+                    room,
+                    username,
+                    reply.epoch,
+                    reply.offset,
+                    request_id=request_id,
+                    data=data,
+                    role=role,
                 )
             )
         else:
@@ -402,6 +525,7 @@ class Node:
                     None if recovered or status == NOT_REQUESTED else status,
                     request_id,
                     data,
+                    role,
                 )
             )
         for event in events:
@@ -415,6 +539,9 @@ class Node:
         if self.rooms.leave(conn, room):
             self._unsubscribe(room)
         self._room_messages.release(room)
+        granted = self._granted.get(conn)
+        if granted is not None:
+            granted.discard(room)
         conn.send(protocol.left(room, command.request_id))
         self._spend_churn(conn)
         self._announce_leave(room, conn.id, username)
@@ -432,8 +559,9 @@ class Node:
         if current is None or (identity.subject, identity.name) != (current.subject, current.name):
             reason = "a refreshed token must name the same user ('sub' and 'name')"
             raise ProtocolError(ErrorCode.FORBIDDEN, reason, None, request_id)
+        granted = self._granted.get(conn, set())
         for room in self.rooms.rooms_of(conn):
-            if not identity.may_join(room):
+            if room not in granted and not identity.may_join(room):
                 reason = f"the new token does not allow {room!r}: leave it first"
                 raise ProtocolError(ErrorCode.FORBIDDEN, reason, room, request_id)
         conn.adopt(identity)
@@ -633,6 +761,12 @@ class Node:
     ) -> None:
         self.metrics.frames_rejected.labels(code).inc()
         conn.send(protocol.error(code, reason, room, request_id))
+
+
+def _close_reason(reason: str) -> str:
+    """A close frame's reason holds at most 123 bytes of UTF-8."""
+    data = reason.encode()[:123]
+    return data.decode(errors="ignore")
 
 
 def _log_resync(task: asyncio.Future[None]) -> None:

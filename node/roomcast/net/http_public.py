@@ -283,8 +283,14 @@ class HttpConnection(asyncio.Protocol):
         if self._closed:
             return
         headers = [
-            (b"content-type", reply.content_type.encode()),
-            (b"content-length", str(len(reply.body)).encode()),
+            *(  # 204: no body, so no content headers (RFC 9110 §8.6)
+                ()
+                if reply.status == 204
+                else (
+                    (b"content-type", reply.content_type.encode()),
+                    (b"content-length", str(len(reply.body)).encode()),
+                )
+            ),
             (b"cache-control", b"no-store"),
             (b"x-roomcast-node", self._server.node_header),
             *((name.encode(), value.encode()) for name, value in reply.headers),
@@ -295,7 +301,7 @@ class HttpConnection(asyncio.Protocol):
                     status_code=reply.status, headers=headers, reason=_reason(reply.status)
                 )
             )
-            if method != "HEAD":
+            if method != "HEAD" and reply.body:
                 data = (data or b"") + (self._h11.send(h11.Data(data=reply.body)) or b"")
             data = (data or b"") + (self._h11.send(h11.EndOfMessage()) or b"")
         except h11.LocalProtocolError:

@@ -31,6 +31,7 @@ from roomcast.core.auth import (
     AccessPolicy,
     AuthError,
     Identity,
+    RoomGrant,
     token_from_request,
 )
 from roomcast.core.hooks import Hooks
@@ -439,6 +440,13 @@ class Connection(asyncio.Protocol):
         if verifier is None:
             raise AuthError(400, ErrorCode.TOKENS_OFF, "this node does not use tokens")
         return verifier.verify(token)
+
+    def verify_room_token(self, token: str) -> RoomGrant:
+        """A join's room token; raises AuthError."""
+        verifier = self._server.verifier
+        if verifier is None:
+            raise AuthError(400, ErrorCode.TOKENS_OFF, "this node does not use tokens")
+        return verifier.verify_room(token)
 
     def adopt(self, identity: Identity) -> None:
         """Hold a refreshed token from now on: its exp decides when this connection ends."""

@@ -168,6 +168,13 @@ class Metrics:
             ["endpoint", "status"],
             registry=registry,
         )
+        self.api_orders = Counter(
+            "roomcast_api_orders",
+            "Server API orders (disconnect, remove, ban) this node carried out from the "
+            "control channel",
+            ["kind"],
+            registry=registry,
+        )
         self.event_streams_open = Gauge(
             "roomcast_event_streams_open",
             "Server-Sent Events streams open on this node",

@@ -6,6 +6,17 @@ Endpoints (documented in :mod:`roomcast.wire.openapi`):
     GET  /api/rooms/{room}/history    the last messages kept (``?limit=K``)
     GET  /api/rooms/{room}/events     the room as a Server-Sent Events stream
     GET  /api/openapi.json            the OpenAPI document
+The server API (an API key; effective on every node; README "HTTP API"):
+    POST   /api/users/{user}/disconnect              close the user's connections everywhere
+    POST   /api/rooms/{room}/members/{user}/remove   take the user out of the room
+    PUT    /api/rooms/{room}/bans/{user}             remove and refuse joins for a while
+    DELETE /api/rooms/{room}/bans/{user}             lift a ban
+    GET    /api/rooms/{room}/bans                    bans in force
+    DELETE /api/rooms/{room}/messages/{offset}       delete one message (a tombstone stays)
+    DELETE /api/rooms/{room}/messages                clear the room's history
+    POST   /api/broadcast                            one message into many rooms
+    GET    /api/rooms                                active rooms, paged (?limit=&cursor=)
+    GET    /api/cluster                              the live nodes
 Every error is JSON: ``{"code": C, "reason": text}``, ``code`` as in WebSocket error frames.
 """
 
@@ -18,13 +29,17 @@ from urllib.parse import parse_qs, unquote
 
 import orjson
 
-from roomcast.wire import protocol
+from roomcast.wire import control, protocol
 from roomcast.wire.codes import ErrorCode
-from roomcast.wire.protocol import MAX_HISTORY_LIMIT, ProtocolError
+from roomcast.wire.protocol import MAX_HISTORY_LIMIT, MAX_OFFSET, ProtocolError
 
 API_PREFIX: Final = "/api/"
 MAX_TARGET_LENGTH: Final = 2048
 MAX_HEAD_BYTES: Final = 16 * 1024  # request line and headers; more is answered 431
+MAX_BROADCAST_ROOMS: Final = 100
+MAX_BAN_SECONDS: Final = 366 * 86400
+DEFAULT_ROOMS_LIMIT: Final = 100
+MAX_ROOMS_LIMIT: Final = 1000
 
 
 class Endpoint(enum.Enum):
@@ -33,21 +48,53 @@ class Endpoint(enum.Enum):
     HISTORY = "history"
     EVENTS = "events"
     OPENAPI = "openapi"
+    # The server API: API keys only.
+    DISCONNECT = "disconnect"
+    REMOVE_MEMBER = "remove_member"
+    BAN = "ban"
+    UNBAN = "unban"
+    LIST_BANS = "list_bans"
+    DELETE_MESSAGE = "delete_message"
+    CLEAR_HISTORY = "clear_history"
+    BROADCAST = "broadcast"
+    LIST_ROOMS = "list_rooms"
+    CLUSTER = "cluster"
 
 
-# The methods each endpoint answers (HEAD goes with GET).
-_METHODS: Final = {
-    Endpoint.POST_MESSAGE: ("POST",),
-    Endpoint.PRESENCE: ("GET", "HEAD"),
-    Endpoint.HISTORY: ("GET", "HEAD"),
-    Endpoint.EVENTS: ("GET",),
-    Endpoint.OPENAPI: ("GET", "HEAD"),
-}
-_ROOM_ENDPOINTS: Final = {
-    "messages": Endpoint.POST_MESSAGE,
-    "presence": Endpoint.PRESENCE,
-    "history": Endpoint.HISTORY,
-    "events": Endpoint.EVENTS,
+ADMIN_ENDPOINTS: Final = frozenset(
+    {
+        Endpoint.DISCONNECT,
+        Endpoint.REMOVE_MEMBER,
+        Endpoint.BAN,
+        Endpoint.UNBAN,
+        Endpoint.LIST_BANS,
+        Endpoint.DELETE_MESSAGE,
+        Endpoint.CLEAR_HISTORY,
+        Endpoint.BROADCAST,
+        Endpoint.LIST_ROOMS,
+        Endpoint.CLUSTER,
+    }
+)
+
+_READ: Final = ("GET", "HEAD")  # HEAD goes with GET
+# Each path shape ("{room}", "{user}", "{offset}" stand for their parts): method -> endpoint.
+_PATHS: Final[dict[tuple[str, ...], dict[str, Endpoint]]] = {
+    ("openapi.json",): dict.fromkeys(_READ, Endpoint.OPENAPI),
+    ("broadcast",): {"POST": Endpoint.BROADCAST},
+    ("rooms",): dict.fromkeys(_READ, Endpoint.LIST_ROOMS),
+    ("cluster",): dict.fromkeys(_READ, Endpoint.CLUSTER),
+    ("users", "{user}", "disconnect"): {"POST": Endpoint.DISCONNECT},
+    ("rooms", "{room}", "messages"): {
+        "POST": Endpoint.POST_MESSAGE,
+        "DELETE": Endpoint.CLEAR_HISTORY,
+    },
+    ("rooms", "{room}", "messages", "{offset}"): {"DELETE": Endpoint.DELETE_MESSAGE},
+    ("rooms", "{room}", "presence"): dict.fromkeys(_READ, Endpoint.PRESENCE),
+    ("rooms", "{room}", "history"): dict.fromkeys(_READ, Endpoint.HISTORY),
+    ("rooms", "{room}", "events"): {"GET": Endpoint.EVENTS},
+    ("rooms", "{room}", "bans"): dict.fromkeys(_READ, Endpoint.LIST_BANS),
+    ("rooms", "{room}", "bans", "{user}"): {"PUT": Endpoint.BAN, "DELETE": Endpoint.UNBAN},
+    ("rooms", "{room}", "members", "{user}", "remove"): {"POST": Endpoint.REMOVE_MEMBER},
 }
 
 
@@ -72,6 +119,8 @@ class Route:
     endpoint: Endpoint
     room: str | None
     query: dict[str, list[str]] = field(default_factory=dict)
+    user: str | None = None
+    offset: int | None = None
 
     def query_value(self, name: str) -> str | None:
         values = self.query.get(name)
@@ -88,30 +137,61 @@ def route(method: str, target: str) -> Route:
     except ValueError:
         raise ApiError(400, ErrorCode.INVALID_REQUEST, "too many query parameters") from None
     parts = path.split("/")
-    endpoint: Endpoint | None = None
-    room: str | None = None
-    if path == "/api/openapi.json":
-        endpoint = Endpoint.OPENAPI
-    elif len(parts) == 5 and parts[1] == "api" and parts[2] == "rooms":
-        endpoint = _ROOM_ENDPOINTS.get(parts[4])
-        if endpoint is not None:
-            try:
-                room = protocol.validate_room(unquote(parts[3], errors="strict"))
-            except (ProtocolError, UnicodeDecodeError):
-                raise ApiError(
-                    404, "invalid_room", "room names are 1-64 characters of A-Z a-z 0-9 _ . : @ -"
-                ) from None
-    if endpoint is None:
+    methods: dict[str, Endpoint] | None = None
+    values: dict[str, str] = {}
+    if len(parts) >= 3 and parts[0] == "" and parts[1] == "api":
+        for shape, answers in _PATHS.items():
+            matched = _match(shape, parts[2:])
+            if matched is not None:
+                methods, values = answers, matched
+                break
+    if methods is None:
         raise ApiError(404, ErrorCode.NOT_FOUND, f"no such endpoint: {path[:100]}")
-    allowed = _METHODS[endpoint]
-    if method not in allowed:
+    room = _path_room(values["{room}"]) if "{room}" in values else None
+    user = _path_user(values["{user}"]) if "{user}" in values else None
+    offset = _path_offset(values["{offset}"]) if "{offset}" in values else None
+    endpoint = methods.get(method)
+    if endpoint is None:
+        allowed = ", ".join(methods)
         raise ApiError(
-            405,
-            "method_not_allowed",
-            f"{path[:100]} answers {', '.join(allowed)}",
-            (("Allow", ", ".join(allowed)),),
+            405, "method_not_allowed", f"{path[:100]} answers {allowed}", (("Allow", allowed),)
         )
-    return Route(endpoint, room, query)
+    return Route(endpoint, room, query, user, offset)
+
+
+def _match(shape: tuple[str, ...], parts: list[str]) -> dict[str, str] | None:
+    """The parts standing for ``{room}`` etc. when ``parts`` has this shape, else None."""
+    if len(shape) != len(parts):
+        return None
+    values = {}
+    for want, got in zip(shape, parts, strict=True):
+        if want.startswith("{"):
+            values[want] = got
+        elif want != got:
+            return None
+    return values
+
+
+def _path_room(raw: str) -> str:
+    try:
+        return protocol.validate_room(unquote(raw, errors="strict"))
+    except (ProtocolError, UnicodeDecodeError):
+        raise ApiError(
+            404, "invalid_room", "room names are 1-64 characters of A-Z a-z 0-9 _ . : @ -"
+        ) from None
+
+
+def _path_user(raw: str) -> str:
+    try:
+        return control.validate_user(unquote(raw, errors="strict"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(404, ErrorCode.INVALID_USER, f"invalid user: {exc}") from None
+
+
+def _path_offset(raw: str) -> int:
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 16 or not 1 <= int(raw) <= MAX_OFFSET:
+        raise ApiError(404, ErrorCode.NOT_FOUND, "an offset is a whole number from 1")
+    return int(raw)
 
 
 def history_limit(route: Route, default: int) -> int:
@@ -129,19 +209,28 @@ class PostedMessage:
     username: str | None
 
 
-def parse_posted_message(content_type: str | None, body: bytes) -> PostedMessage:
-    """``{"text": T, "username": U}``: the same rules as a WebSocket message frame."""
+def json_object(content_type: str | None, body: bytes, *, optional: bool = False) -> dict[str, Any]:
+    """The request's JSON object body; with ``optional``, an empty body is ``{}``."""
+    if optional and not body.strip():
+        return {}
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
     if media_type != "application/json":
-        raise ApiError(
-            415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, "send the message as application/json"
-        )
+        raise ApiError(415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, "send the body as application/json")
     try:
         data: Any = orjson.loads(body)
     except orjson.JSONDecodeError:
         raise ApiError(400, ErrorCode.INVALID_JSON, "body is not valid JSON") from None
     if not isinstance(data, dict):
         raise ApiError(400, ErrorCode.INVALID_FRAME, "body must be a JSON object")
+    return data
+
+
+def parse_posted_message(content_type: str | None, body: bytes) -> PostedMessage:
+    """``{"text": T, "username": U}``: the same rules as a WebSocket message frame."""
+    return _posted(json_object(content_type, body))
+
+
+def _posted(data: dict[str, Any]) -> PostedMessage:
     text = data.get("text")
     if not isinstance(text, str):
         raise ApiError(400, ErrorCode.INVALID_TEXT, "'text' must be a string")
@@ -168,3 +257,88 @@ def stream_opened(
     if reason is not None:
         event["reason"] = reason
     return orjson.dumps(event)
+
+
+# The server API's bodies and queries.
+
+
+def _reason(data: dict[str, Any], default: str) -> str:
+    reason = data.get("reason", default)
+    if not isinstance(reason, str) or len(reason) > control.MAX_REASON_LENGTH:
+        raise ApiError(
+            400,
+            ErrorCode.INVALID_BODY,
+            f"'reason' must be a string of at most {control.MAX_REASON_LENGTH} characters",
+        )
+    return reason
+
+
+def parse_disconnect(content_type: str | None, body: bytes) -> tuple[str, bool]:
+    """``{"reason": R, "reconnect": B}``, both optional: (reason, reconnect)."""
+    data = json_object(content_type, body, optional=True)
+    reconnect = data.get("reconnect", True)
+    if not isinstance(reconnect, bool):
+        raise ApiError(400, ErrorCode.INVALID_BODY, "'reconnect' must be true or false")
+    return _reason(data, "disconnected by the application"), reconnect
+
+
+def parse_remove(content_type: str | None, body: bytes) -> str:
+    """``{"reason": R}`` (optional): the reason the removed user is told."""
+    return _reason(json_object(content_type, body, optional=True), "removed by the application")
+
+
+def parse_ban(content_type: str | None, body: bytes) -> tuple[int, str]:
+    """``{"seconds": S, "reason": R}``: (seconds, reason)."""
+    data = json_object(content_type, body)
+    seconds = data.get("seconds")
+    if isinstance(seconds, float) and seconds.is_integer():
+        seconds = int(seconds)  # 12.0 is a whole number in JSON
+    if (
+        not isinstance(seconds, int)
+        or isinstance(seconds, bool)
+        or not 1 <= seconds <= MAX_BAN_SECONDS
+    ):
+        raise ApiError(
+            400, ErrorCode.INVALID_BODY, f"'seconds' must be a whole number 1-{MAX_BAN_SECONDS}"
+        )
+    return seconds, _reason(data, "banned by the application")
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    rooms: tuple[str, ...]
+    message: PostedMessage
+
+
+def parse_broadcast(content_type: str | None, body: bytes) -> Broadcast:
+    """``{"rooms": [R, ...], "text": T, "username": U}``: 1-100 distinct rooms."""
+    data = json_object(content_type, body)
+    rooms = data.get("rooms")
+    if not isinstance(rooms, list) or not 1 <= len(rooms) <= MAX_BROADCAST_ROOMS:
+        raise ApiError(
+            400, ErrorCode.INVALID_ROOM, f"'rooms' must list 1-{MAX_BROADCAST_ROOMS} rooms"
+        )
+    try:
+        names = tuple(dict.fromkeys(protocol.validate_room(room) for room in rooms))
+    except ProtocolError as exc:
+        raise ApiError(400, exc.code, exc.reason) from None
+    return Broadcast(names, _posted(data))
+
+
+def rooms_page(route: Route) -> tuple[int, str | None]:
+    """``?limit=N&cursor=C`` of the rooms listing: (limit, the room name to continue after)."""
+    raw = route.query_value("limit")
+    limit = DEFAULT_ROOMS_LIMIT
+    if raw is not None:
+        if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_ROOMS_LIMIT:
+            raise ApiError(400, ErrorCode.INVALID_LIMIT, f"limit must be 1-{MAX_ROOMS_LIMIT}")
+        limit = int(raw)
+    cursor = route.query_value("cursor")
+    if cursor is not None:
+        try:
+            protocol.validate_room(cursor)
+        except ProtocolError:
+            raise ApiError(
+                400, ErrorCode.INVALID_CURSOR, "cursor must be a next_cursor from a page"
+            ) from None
+    return limit, cursor or None

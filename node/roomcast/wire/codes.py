@@ -33,6 +33,8 @@ class ErrorCode(StrEnum):
     # have been published (if it was, every member gets it like any other message).
     UNCONFIRMED = "unconfirmed"
     INVALID_TOKEN = "invalid_token"  # a refresh's token: not a string, or refused
+    BANNED = "banned"  # a join while the application bans this user from the room
+    INVALID_ROOM_TOKEN = "invalid_room_token"  # a join's room token: refused (see reason)
     # Rejections that close the connection instead of answering with an error frame.
     BINARY_FRAME = "binary_frame"
     FRAME_TOO_BIG = "frame_too_big"
@@ -62,6 +64,10 @@ class ErrorCode(StrEnum):
     # HTTP API requests.
     INVALID_REQUEST = "invalid_request"
     NOT_FOUND = "not_found"
+    NOT_IN_HISTORY = "not_in_history"  # a deleted offset the room's history no longer holds
+    INVALID_CURSOR = "invalid_cursor"
+    INVALID_USER = "invalid_user"
+    INVALID_BODY = "invalid_body"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     INTERNAL_ERROR = "internal_error"
     # The application's hooks (README "Hooks"): its verdicts, and a hook that did not answer.
@@ -86,6 +92,8 @@ class CloseCode(IntEnum):
     TRY_AGAIN_LATER = 1013  # a slow consumer: resume with `since`
     # 4000-4999: the application's own (RFC 6455 §7.4.2).
     TOKEN_EXPIRED = 4001  # the token ran out (exp + leeway) without a refresh: reconnect
+    DISCONNECTED = 4002  # the application disconnected this user (server API): may reconnect
+    DISCONNECTED_FOR_GOOD = 4003  # the application disconnected this user: do not reconnect
 
 
 # Closed for the client's own fault: retrying the same thing would only be closed again.
@@ -95,6 +103,7 @@ FATAL_CLOSE_CODES: Final = frozenset(
         CloseCode.INVALID_DATA,
         CloseCode.POLICY_VIOLATION,
         CloseCode.MESSAGE_TOO_BIG,
+        CloseCode.DISCONNECTED_FOR_GOOD,  # not a fault, but an order: stop
     }
 )
 

@@ -10,12 +10,20 @@ import functools
 from typing import Any, Final
 
 from roomcast import __version__
-from roomcast.wire.api import MAX_HEAD_BYTES, MAX_TARGET_LENGTH
+from roomcast.wire.api import (
+    MAX_BAN_SECONDS,
+    MAX_BROADCAST_ROOMS,
+    MAX_HEAD_BYTES,
+    MAX_ROOMS_LIMIT,
+    MAX_TARGET_LENGTH,
+)
+from roomcast.wire.control import MAX_REASON_LENGTH, MAX_USER_LENGTH
 from roomcast.wire.protocol import MAX_HISTORY_LIMIT
 
 _ROOM_PATTERN: Final = "^[A-Za-z0-9_.:@-]{1,64}$"
-# As the server checks it (Python's Unicode \\w), and not blank.
-_USERNAME_PATTERN: Final = r"^(?=.*\S)[\w .@'-]{1,32}$"
+# As the server checks it (Python's Unicode \\w), not blank, no space at either end or two in a
+# row (one script per name, also checked, is beyond a pattern).
+_USERNAME_PATTERN: Final = r"^(?=.*\S)(?! )(?!.*  )(?!.* $)[\w .@'-]{1,32}$"
 _JSON: Final = "application/json"
 
 
@@ -65,7 +73,22 @@ def _schemas() -> dict[str, Any]:
             "epoch": string,
         },
     }
+    tombstone = {
+        "type": "object",
+        "required": ["type", "room", "offset", "epoch", "deleted"],
+        "description": "a message deleted through the server API (no text, no username)",
+        "properties": {
+            "type": {"const": "message"},
+            "room": string,
+            "offset": offset,
+            "epoch": string,
+            "deleted": {"const": True},
+        },
+    }
+    reason = {"type": "string", "maxLength": MAX_REASON_LENGTH}
     return {
+        **_server_api_schemas(string, offset, reason),
+        "Tombstone": tombstone,
         "Error": {
             "type": "object",
             "required": ["code", "reason"],
@@ -101,7 +124,10 @@ def _schemas() -> dict[str, Any]:
                 "room": string,
                 "epoch": string,
                 "offset": {**offset, "description": "the room's latest offset"},
-                "messages": {"type": "array", "items": _ref("Message")},
+                "messages": {
+                    "type": "array",
+                    "items": {"anyOf": [_ref("Message"), _ref("Tombstone")]},
+                },
             },
         },
         "Presence": {
@@ -126,6 +152,321 @@ def _schemas() -> dict[str, Any]:
     }
 
 
+def _server_api_schemas(
+    string: dict[str, Any], offset: dict[str, Any], reason: dict[str, Any]
+) -> dict[str, Any]:
+    told = {"type": "integer", "minimum": 0, "description": "nodes that got the order"}
+    until = {"type": "integer", "description": "ms since the Unix epoch (Redis' clock)"}
+    room = {"type": "string", "pattern": _ROOM_PATTERN}
+    return {
+        "DisconnectOrder": {
+            "type": "object",
+            "properties": {
+                "reason": reason,
+                "reconnect": {
+                    "type": "boolean",
+                    "description": "true (default): close 4002, clients may reconnect; "
+                    "false: close 4003, clients stop",
+                },
+            },
+        },
+        "Disconnected": {
+            "type": "object",
+            "required": ["user", "nodes_told"],
+            "properties": {"user": string, "nodes_told": told},
+        },
+        "RemoveOrder": {"type": "object", "properties": {"reason": reason}},
+        "Removed": {
+            "type": "object",
+            "required": ["room", "user", "nodes_told"],
+            "properties": {"room": string, "user": string, "nodes_told": told},
+        },
+        "BanOrder": {
+            "type": "object",
+            "required": ["seconds"],
+            "properties": {
+                "seconds": {"type": "integer", "minimum": 1, "maximum": MAX_BAN_SECONDS},
+                "reason": reason,
+            },
+        },
+        "BanSet": {
+            "type": "object",
+            "required": ["room", "user", "until"],
+            "properties": {"room": string, "user": string, "until": until, "nodes_told": told},
+        },
+        "Bans": {
+            "type": "object",
+            "required": ["room", "bans"],
+            "properties": {
+                "room": string,
+                "bans": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["user", "until", "reason"],
+                        "properties": {"user": string, "until": until, "reason": string},
+                    },
+                },
+            },
+        },
+        "Deleted": {
+            "type": "object",
+            "required": ["room", "epoch", "offset"],
+            "properties": {"room": string, "epoch": string, "offset": offset},
+        },
+        "Cleared": {
+            "type": "object",
+            "required": ["room", "epoch"],
+            "properties": {"room": string, "epoch": string, "up_to_offset": offset},
+        },
+        "BroadcastOrder": {
+            "type": "object",
+            "required": ["rooms", "text", "username"],
+            "properties": {
+                "rooms": {
+                    "type": "array",
+                    "items": room,
+                    "minItems": 1,
+                    "maxItems": MAX_BROADCAST_ROOMS,
+                },
+                "text": string,
+                "username": {"type": "string", "pattern": _USERNAME_PATTERN},
+            },
+        },
+        "BroadcastResults": {
+            "type": "object",
+            "required": ["results"],
+            "properties": {
+                "results": {
+                    "type": "array",
+                    "items": {
+                        "anyOf": [
+                            {
+                                "type": "object",
+                                "required": ["room", "epoch", "offset"],
+                                "properties": {"room": string, "epoch": string, "offset": offset},
+                            },
+                            {
+                                "type": "object",
+                                "required": ["room", "code", "reason"],
+                                "properties": {"room": string, "code": string, "reason": string},
+                            },
+                        ]
+                    },
+                }
+            },
+        },
+        "Rooms": {
+            "type": "object",
+            "required": ["rooms", "next_cursor"],
+            "properties": {
+                "rooms": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["room", "members", "connections"],
+                        "properties": {
+                            "room": string,
+                            "members": {"type": "integer", "minimum": 1},
+                            "connections": {"type": "integer", "minimum": 1},
+                        },
+                    },
+                },
+                "next_cursor": {
+                    "type": ["string", "null"],
+                    "description": "pass as ?cursor= for the next page; null on the last",
+                },
+            },
+        },
+        "Cluster": {
+            "type": "object",
+            "required": ["nodes"],
+            "properties": {
+                "nodes": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": [
+                            "node",
+                            "instance",
+                            "connections",
+                            "rooms",
+                            "ready",
+                            "version",
+                            "uptime_s",
+                        ],
+                        "properties": {
+                            "node": string,
+                            "instance": string,
+                            "connections": {"type": "integer", "minimum": 0},
+                            "rooms": {"type": "integer", "minimum": 0},
+                            "ready": {"type": "boolean"},
+                            "version": string,
+                            "uptime_s": {"type": "number", "minimum": 0},
+                        },
+                    },
+                }
+            },
+        },
+    }
+
+
+_USER_PARAMETER: Final = {
+    "name": "user",
+    "in": "path",
+    "required": True,
+    "description": "a token's `sub` (a username in open mode), percent-encoded",
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_USER_LENGTH},
+}
+_ADMIN_SECURITY: Final[list[dict[str, list[str]]]] = [{}, {"bearer": []}, {"apiKey": []}]
+_ADMIN_ERRORS: Final = {
+    "401": _error("No API key, or an unknown one (when the node has API keys or tokens)"),
+    "403": _error("A user token: the server API takes API keys only; or origin not allowed"),
+    "404": _error("No such endpoint, or an invalid room or user"),
+    "429": _error("Too many requests from this caller (see Retry-After)"),
+    "503": _error("Redis is unavailable: nothing was done"),
+    **_SIZE_ERRORS,
+}
+_BODY_ERRORS: Final = {
+    "400": _error("The body is not what the operation takes"),
+    "413": _error("Body larger than ROOMCAST_MAX_FRAME_BYTES"),
+    "415": _error("Body is not application/json"),
+}
+
+
+def _admin(
+    operation_id: str,
+    summary: str,
+    parameters: list[dict[str, Any]],
+    answer: tuple[str, str, str | None],
+    *,
+    body: str | None = None,
+    body_required: bool = True,
+    errors: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    status, description, schema = answer
+    response: dict[str, Any] = {"description": description}
+    if schema is not None:
+        response["content"] = {_JSON: {"schema": _ref(schema)}}
+    operation: dict[str, Any] = {
+        "operationId": operation_id,
+        "summary": summary,
+        "tags": ["server API"],
+        "parameters": parameters,
+        "security": _ADMIN_SECURITY,
+        "responses": {status: response, **_ADMIN_ERRORS, **(errors or {})},
+    }
+    if body is not None:
+        operation["requestBody"] = {
+            "required": body_required,
+            "content": {_JSON: {"schema": _ref(body)}},
+        }
+        operation["responses"].update(_BODY_ERRORS)
+    return operation
+
+
+def _server_api_paths() -> dict[str, Any]:
+    offset_parameter = {
+        "name": "offset",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1, "maximum": 2**53},
+    }
+    return {
+        "/api/users/{user}/disconnect": {
+            "post": _admin(
+                "disconnectUser",
+                "Close every connection of a user, on every node",
+                [_USER_PARAMETER],
+                ("202", "Ordered on every node", "Disconnected"),
+                body="DisconnectOrder",
+                body_required=False,
+            )
+        },
+        "/api/rooms/{room}/members/{user}/remove": {
+            "post": _admin(
+                "removeMember",
+                "Take a user out of a room, on every node",
+                [_ROOM_PARAMETER, _USER_PARAMETER],
+                ("202", "Ordered on every node", "Removed"),
+                body="RemoveOrder",
+                body_required=False,
+            )
+        },
+        "/api/rooms/{room}/bans/{user}": {
+            "put": _admin(
+                "banMember",
+                "Remove a user from a room and refuse its joins for a while",
+                [_ROOM_PARAMETER, _USER_PARAMETER],
+                ("200", "Banned (and removed on every node)", "BanSet"),
+                body="BanOrder",
+            ),
+            "delete": _admin(
+                "unbanMember",
+                "Lift a ban",
+                [_ROOM_PARAMETER, _USER_PARAMETER],
+                ("204", "No ban any more", None),
+            ),
+        },
+        "/api/rooms/{room}/bans": {
+            "get": _admin(
+                "listBans",
+                "The bans in force in a room, soonest to end first",
+                [_ROOM_PARAMETER],
+                ("200", "Bans", "Bans"),
+            )
+        },
+        "/api/rooms/{room}/messages/{offset}": {
+            "delete": _admin(
+                "deleteMessage",
+                "Delete one message: history, recovery and event streams keep a tombstone",
+                [_ROOM_PARAMETER, offset_parameter],
+                ("200", "Deleted; members got message_deleted", "Deleted"),
+            )
+        },
+        "/api/rooms": {
+            "get": _admin(
+                "listRooms",
+                "Rooms with members on any node, by name, a page at a time",
+                [
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ROOMS_LIMIT},
+                    },
+                    {
+                        "name": "cursor",
+                        "in": "query",
+                        "required": False,
+                        "description": "next_cursor of the previous page",
+                        "schema": {"type": "string", "pattern": _ROOM_PATTERN},
+                    },
+                ],
+                ("200", "One page of rooms", "Rooms"),
+                errors={"400": _error("limit or cursor is malformed")},
+            )
+        },
+        "/api/broadcast": {
+            "post": _admin(
+                "broadcast",
+                "One message into many rooms, each with its own offset",
+                [],
+                ("201", "Published (or refused) room by room", "BroadcastResults"),
+                body="BroadcastOrder",
+            )
+        },
+        "/api/cluster": {
+            "get": _admin(
+                "clusterInfo",
+                "The live nodes: connections, rooms, readiness, version, uptime",
+                [],
+                ("200", "Every live node, as of its last heartbeat", "Cluster"),
+            )
+        },
+    }
+
+
 @functools.cache
 def document() -> dict[str, Any]:
     security: list[dict[str, list[str]]] = [{}, {"bearer": []}, {"apiKey": []}, {"tokenQuery": []}]
@@ -135,7 +476,9 @@ def document() -> dict[str, Any]:
             "title": "roomcast HTTP API",
             "version": __version__,
             "description": "Publish into chat rooms, read their presence and history, and "
-            "follow them as Server-Sent Events. WebSocket clients use /chat instead.",
+            "follow them as Server-Sent Events; govern them with the server API (API keys "
+            "only): disconnect, remove, ban, delete, clear, broadcast, list rooms and nodes. "
+            "WebSocket clients use /chat instead.",
         },
         "paths": {
             "/api/rooms/{room}/messages": {
@@ -163,7 +506,13 @@ def document() -> dict[str, Any]:
                             " not be learnt; it may or may not have been published"
                         ),
                     },
-                }
+                },
+                "delete": _admin(
+                    "clearHistory",
+                    "Clear the room's history (offsets go on); members get history_cleared",
+                    [_ROOM_PARAMETER],
+                    ("200", "Cleared", "Cleared"),
+                ),
             },
             "/api/rooms/{room}/presence": {
                 "get": {
@@ -271,6 +620,7 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
+            **_server_api_paths(),
         },
         "components": {
             "schemas": _schemas(),

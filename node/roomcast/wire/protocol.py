@@ -1,7 +1,8 @@
 """The JSON wire protocol of the WebSocket: client frames in, server events out. No I/O here.
 
 Client → server (the article's protocol, plus a strict superset; docs/protocol.md):
-    {"type": "join", "room": R, "username": U, ["since": {"epoch": E, "offset": N}]}
+    {"type": "join", "room": R, "username": U, ["since": {"epoch": E, "offset": N}],
+     ["room_token": JWT granting R]}
     {"type": "message", "text": T, ["room": R], ["timestamp": ignored]}
     {"type": "typing", ["room": R]}
     {"type": "leave", ["room": R]}
@@ -9,7 +10,8 @@ Client → server (the article's protocol, plus a strict superset; docs/protocol
     {"type": "presence", ["room": R]}
     any of them with ["id": client's request id], echoed in the answer it causes
 Server → client: welcome, joined, left, ack, user_joined, user_left, message, typing, history,
-presence, error. Unknown fields are ignored, so clients may send more than we read. Every code an
+presence, error, and from the server API: disconnect, removed, banned, message_deleted,
+history_cleared. Unknown fields are ignored, so clients may send more than we read. Every code an
 error carries is in :mod:`roomcast.wire.codes`.
 """
 
@@ -53,6 +55,7 @@ class Join:
     username: str | None  # None only when absent; with auth on, the token names the user
     since: Since | None = None
     request_id: RequestId = None
+    room_token: str | None = None  # the application's grant of this one room (issue 16)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +203,14 @@ def _command(data: dict[str, Any], request_id: RequestId) -> Command:
     if kind == "join":
         room = _room(data, required=True)
         assert room is not None
-        return Join(room, _username(data), _since(data), request_id)
+        room_token = data.get("room_token")
+        if room_token is not None and (
+            not isinstance(room_token, str) or not 1 <= len(room_token) <= MAX_TOKEN_LENGTH
+        ):
+            raise ProtocolError(
+                ErrorCode.INVALID_ROOM_TOKEN, "'room_token' must be a token string", room
+            )
+        return Join(room, _username(data), _since(data), request_id, room_token)
     if kind == "leave":
         return Leave(room=_room(data, required=False), request_id=request_id)
     if kind == "history":
@@ -277,6 +287,7 @@ def joined(
     reason: str | None = None,
     request_id: RequestId = None,
     data: Any = None,
+    role: str | None = None,
 ) -> bytes:
     event: dict[str, Any] = {
         "type": "joined",
@@ -285,6 +296,8 @@ def joined(
         "epoch": epoch,
         "offset": offset,
     }
+    if role is not None:
+        event["role"] = role  # from the join's room token
     if recovered is not None:
         event["recovered"] = recovered
     if reason is not None:
@@ -406,3 +419,40 @@ def loss(
     if reason == LOSS_EPOCH_CHANGED:
         event["new_epoch"] = new_epoch
     return encode(event)
+
+
+# Events of the server API (issue 16).
+
+
+def disconnect(reason: str, reconnect: bool) -> bytes:
+    """Sent before close 4002 (``reconnect``: may come back) or 4003 (must not)."""
+    return encode({"type": "disconnect", "reason": reason, "reconnect": reconnect})
+
+
+def removed(room: str, reason: str) -> bytes:
+    """This connection is no longer in ``room`` (the others get ``user_left``)."""
+    return encode({"type": "removed", "room": room, "reason": reason})
+
+
+def banned(room: str, reason: str, until_ms: int) -> bytes:
+    """Removed from ``room``, and a join is refused (``banned``) until ``until`` (ms)."""
+    return encode({"type": "banned", "room": room, "reason": reason, "until": until_ms})
+
+
+def message_deleted(room: str, epoch: str, offset: int) -> bytes:
+    """What the delete script publishes (built there, in Lua; a unit test ties the two)."""
+    return encode({"type": "message_deleted", "room": room, "epoch": epoch, "offset": offset})
+
+
+def history_cleared(room: str, epoch: str, up_to_offset: int) -> bytes:
+    """Every message up to ``up_to_offset`` left the room's history (the clear script's)."""
+    return encode(
+        {"type": "history_cleared", "room": room, "epoch": epoch, "up_to_offset": up_to_offset}
+    )
+
+
+def tombstone(room: str, offset: int, epoch: str) -> bytes:
+    """What history, ``since`` recovery and SSE resume hold in place of a deleted message."""
+    return encode(
+        {"type": "message", "room": room, "offset": offset, "epoch": epoch, "deleted": True}
+    )

@@ -7,8 +7,9 @@ test("every server frame becomes a typed event with camelCase fields", () => {
     type: "welcome", node: "n", connection: "c", maxRooms: 16, maxFrameBytes: 65536,
   });
   assert.deepEqual(parseEvent('{"type":"joined","room":"r","username":"u","epoch":"e","offset":3,"recovered":false,"reason":"too_old"}'), {
-    type: "joined", room: "r", username: "u", epoch: "e", offset: 3, recovered: false, reason: "too_old", already: false, id: null,
+    type: "joined", room: "r", username: "u", epoch: "e", offset: 3, recovered: false, reason: "too_old", already: false, role: null, id: null,
   });
+  assert.equal(parseEvent('{"type":"joined","room":"r","username":"u","epoch":"e","offset":3,"role":"moderator"}').role, "moderator");
   assert.equal(parseEvent('{"type":"joined","room":"r","already":true}').already, true);
   assert.deepEqual(parseEvent('{"type":"ack","id":4,"room":"r","epoch":"e","offset":9}'), { type: "ack", id: 4, room: "r", epoch: "e", offset: 9 });
   assert.deepEqual(parseEvent('{"type":"error","code":"rate_limited","reason":"slow down","room":"r","id":"x"}'), {
@@ -20,6 +21,16 @@ test("every server frame becomes a typed event with camelCase fields", () => {
   assert.deepEqual(parseEvent('{"type":"loss","room":"r","reason":"epoch_changed","epoch":"e","from_offset":4,"to_offset":null,"new_epoch":"f"}'), {
     type: "loss", room: "r", reason: "epoch_changed", epoch: "e", fromOffset: 4, toOffset: null, newEpoch: "f",
   });
+  // The server API's events, and a deleted message's tombstone.
+  assert.deepEqual(parseEvent('{"type":"disconnect","reason":"bye","reconnect":false}'), { type: "disconnect", reason: "bye", reconnect: false });
+  assert.deepEqual(parseEvent('{"type":"removed","room":"r","reason":"off topic"}'), { type: "removed", room: "r", reason: "off topic" });
+  assert.deepEqual(parseEvent('{"type":"banned","room":"r","reason":"spam","until":99}'), { type: "banned", room: "r", reason: "spam", until: 99 });
+  assert.deepEqual(parseEvent('{"type":"message_deleted","room":"r","epoch":"e","offset":2}'), { type: "message_deleted", room: "r", epoch: "e", offset: 2 });
+  assert.deepEqual(parseEvent('{"type":"history_cleared","room":"r","epoch":"e","up_to_offset":7}'), { type: "history_cleared", room: "r", epoch: "e", upToOffset: 7 });
+  assert.deepEqual(parseEvent('{"type":"message","room":"r","offset":2,"epoch":"e","deleted":true}'), {
+    type: "message", room: "r", username: "", text: "", timestamp: 0, offset: 2, epoch: "e", deleted: true,
+  });
+  assert.equal(history.messages[0].deleted, false);
   for (const kind of ["user_joined", "user_left", "typing"]) {
     assert.deepEqual(parseEvent(`{"type":"${kind}","room":"r","username":"a"}`), { type: kind, room: "r", username: "a" });
   }
