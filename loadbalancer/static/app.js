@@ -24,8 +24,31 @@ function chatUrl() {
 // With tokens required (docs/security.md), open the page as /#token=<jwt> (or /?token=<jwt>).
 // The client offers it as the `roomcast.token.` subprotocol, never in the WebSocket URL, which
 // proxies and servers log.
+// Read once, then taken out of the address bar (history, screenshots, shared links) and kept for
+// this tab only, so moving to another room (a new page load) keeps it.
+const TOKEN_KEY = "roomcast.token";
+const initialToken = (() => {
+  const fromFragment = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (fromFragment) {
+    try {
+      sessionStorage.setItem(TOKEN_KEY, fromFragment);
+    } catch {
+      // storage disabled: this page load still has it
+    }
+    history.replaceState(null, "", location.pathname + location.search);
+    return fromFragment;
+  }
+  const fromQuery = params.get("token");
+  if (fromQuery) return fromQuery;
+  try {
+    return sessionStorage.getItem(TOKEN_KEY);
+  } catch {
+    return null;
+  }
+})();
+
 function pageToken() {
-  return new URLSearchParams(location.hash.slice(1)).get("token") ?? params.get("token");
+  return initialToken;
 }
 
 // Or where to get a fresh token (the application's token URL, with the page's own cookies): asked
