@@ -158,6 +158,8 @@ class HistoryPage:
     offset: int  # the room's latest offset
     after: int
     messages: list[bytes]  # oldest first
+    # bytes of every message after ``after`` that history holds, when asked for (else 0)
+    total: int = 0
 
 
 class Broker(Protocol):
@@ -240,10 +242,13 @@ class Broker(Protocol):
 
     async def history(self, room: str, limit: int) -> HistoryReply: ...
 
-    async def history_page(self, room: str, after: int, count: int, size: int) -> HistoryPage:
+    async def history_page(
+        self, room: str, after: int, count: int, size: int, *, total: bool = False
+    ) -> HistoryPage:
         """The messages after offset ``after`` (negative: the last ``-after`` that history
         holds), oldest first: at most ``count``, and at most ``size`` bytes beyond the first one
-        (a page of a streamed answer or catch-up)."""
+        (a page of a streamed answer or catch-up); with ``total``, also the bytes of all the
+        messages after ``after``."""
 
     async def presence(self, room: str) -> dict[str, int]:
         """Usernames in the room on every node, with their connection counts."""

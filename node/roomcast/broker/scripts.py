@@ -235,10 +235,12 @@ return {epoch, latest, redis.call('LRANGE', KEYS[3], 0, tonumber(ARGV[1]) - 1)}
 )
 
 # KEYS: seq, epoch, history. ARGV: after (an offset; -N: the last N messages history holds), at
-# most this many messages, bytes. Returns {epoch or '', latest, after (resolved), messages oldest
-# first}: the messages from offset after+1 on, at least one and no more bytes than asked for
-# beyond the first; none when history no longer holds offset after+1 (trimmed, expired). A page
-# of a streamed answer or catch-up: read only once the client drained the previous one.
+# most this many messages, bytes, '1' to count the bytes of every message after ``after``.
+# Returns {epoch or '', latest, after (resolved), messages oldest first, those bytes or 0}: the
+# messages from offset after+1 on, at least one and no more bytes than asked for beyond the
+# first; none when history no longer holds offset after+1 (trimmed, expired). A page of a
+# streamed answer or catch-up: read only once the client drained the previous one; the first
+# page tells the answer's size, so that it can go in one frame of known length.
 HISTORY_RANGE: Final = Script(
     "history_range",
     """
@@ -250,11 +252,21 @@ if after < 0 then
   after = latest - math.min(-after, held)
 end
 if after >= latest then
-  return {epoch, latest, after, {}}
+  return {epoch, latest, after, {}, 0}
 end
 local first = latest - after - 1
 if first >= held then
-  return {epoch, latest, after, {}}
+  return {epoch, latest, after, {}, 0}
+end
+local total = 0
+if ARGV[4] == '1' then
+  local index = 0
+  while index <= first do
+    for _, entry in ipairs(redis.call('LRANGE', KEYS[3], index, math.min(index + 15, first))) do
+      total = total + #entry
+    end
+    index = index + 16
+  end
 end
 local limit = math.max(first - tonumber(ARGV[2]) + 1, 0)
 local budget = tonumber(ARGV[3])
@@ -268,14 +280,14 @@ while index >= limit do
   for i = #entries, 1, -1 do
     local entry = entries[i]
     if #out > 0 and size + #entry > budget then
-      return {epoch, latest, after, out}
+      return {epoch, latest, after, out, total}
     end
     out[#out + 1] = entry
     size = size + #entry
   end
   index = index - 16
 end
-return {epoch, latest, after, out}
+return {epoch, latest, after, out, total}
 """,
 )
 

@@ -25,8 +25,17 @@ class HistoryGone(Exception):
 
 async def first_page(broker: Broker, room: str, limit: int, size: int) -> HistoryPage:
     """The first page of the last ``limit`` messages history holds: its ``offset`` is where the
-    answer ends, its ``after`` where it starts."""
-    return await broker.history_page(room, -max(1, limit), min(limit, PAGE_MESSAGES), size)
+    answer ends, its ``after`` where it starts, its ``total`` the bytes of those messages."""
+    return await broker.history_page(
+        room, -max(1, limit), min(limit, PAGE_MESSAGES), size, total=True
+    )
+
+
+def answer_bytes(page: HistoryPage, head: bytes, tail: bytes) -> int:
+    """The size of ``head + b",".join(messages) + tail`` for every message after the first
+    page's ``after`` (so a large answer can go in one frame of known length)."""
+    count = page.offset - page.after
+    return len(head) + page.total + max(count - 1, 0) + len(tail)
 
 
 def complete(page: HistoryPage) -> bool:

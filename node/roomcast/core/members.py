@@ -41,9 +41,9 @@ class Member(Protocol):
     def send(self, payload: bytes) -> None:
         """Queue one JSON event for this connection alone."""
 
-    async def send_fragments(self, pieces: AsyncIterator[bytes]) -> bool:
-        """Write one JSON event in pieces, each once the client took the previous one (an
-        answer larger than the send bound); True once it was all handed over."""
+    async def send_pieces(self, length: int, pieces: AsyncIterator[bytes]) -> bool:
+        """Write one JSON event of ``length`` bytes in pieces, each once the client took the
+        previous one (an answer larger than the send bound); True once all was handed over."""
         ...
 
     def fail(self, code: int, reason: str) -> None:

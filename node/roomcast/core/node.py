@@ -22,7 +22,7 @@ from roomcast.broker import (
 )
 from roomcast.core.auth import AuthError, Identity
 from roomcast.core.catch_up import CatchUp
-from roomcast.core.history_pages import complete, first_page, pages_after
+from roomcast.core.history_pages import answer_bytes, complete, first_page, pages_after
 from roomcast.core.hooks import Hooks, Refusal
 from roomcast.core.lag import Lag
 from roomcast.core.members import Delivery, Member
@@ -720,8 +720,8 @@ class Node:
         if complete(page):
             conn.send(protocol.history(room, page.epoch, page.offset, page.messages, request_id))
             return
-        # Larger than a page: one message in fragments, each page read once the client took
-        # the previous one.
+        # Larger than a page: written in pieces, each page read once the client took the
+        # previous one.
         head, tail = protocol.history_parts(room, page.epoch, page.offset, request_id)
         after = page.after + len(page.messages)
 
@@ -731,7 +731,7 @@ class Node:
                 yield b"," + b",".join(messages)
             yield tail
 
-        await conn.send_fragments(pieces())
+        await conn.send_pieces(answer_bytes(page, head, tail), pieces())
 
     async def _presence(self, conn: Member, room: str, request_id: protocol.RequestId) -> None:
         assert self.broker is not None

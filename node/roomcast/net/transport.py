@@ -42,7 +42,7 @@ from roomcast.net.sendbuffer import SendBuffer
 from roomcast.net.token_clock import NOTICE, TokenClock
 from roomcast.runtime.config import FRAME_OVERHEAD_BYTES
 from roomcast.wire.codes import CloseCode, ErrorCode
-from roomcast.wire.framing import frame_payload, text_frame
+from roomcast.wire.framing import frame_payload, text_frame, text_frame_head
 from roomcast.wire.hooks import FORWARDED_HEADERS
 from roomcast.wire.protocol import error, token_expiring
 
@@ -425,38 +425,43 @@ class Connection(asyncio.Protocol):
             return 0
         return len(frames)
 
-    async def send_fragments(self, pieces: AsyncIterator[bytes]) -> bool:
-        """Write one text message in fragments, the next piece only once the socket drained
-        (an answer larger than the send bound): a client that does not read pins one piece and
-        what waits for it, never the whole message. Frames for it queued meanwhile follow the
-        message. A client that does not drain within the lag timeout is dropped (1013); if
-        ``pieces`` fails, the message cannot be completed: closed 1013 (the client asks again).
+    async def send_pieces(self, length: int, pieces: AsyncIterator[bytes]) -> bool:
+        """Write one text message of ``length`` bytes, the next piece only once the socket
+        drained (an answer larger than the send bound): a client that does not read pins one
+        piece and what waits for it, never the whole message. Uncompressed it is one frame of
+        known length (any client reads it); compressed, fragments (its length is not known
+        before). Frames for it queued meanwhile follow it. A client that does not drain within
+        the lag timeout is dropped (1013); if ``pieces`` fails (history moved on), the message
+        cannot be completed and the connection is cut (the client reconnects and asks again).
         True once the whole message was handed to the transport."""
         self.write_pending()  # what was queued before goes first
         if self.closed or self.proto.state is not State.OPEN or self._streaming:
             return False
         self._streaming = True
-        first = True
         complete = False
+        written = 0
         try:
+            if not self._compressed:
+                self._write_raw(text_frame_head(length))
             async for piece in pieces:
                 if self.closed or self.proto.state is not State.OPEN:
                     return False
-                if first:
-                    self.proto.send_text(piece, fin=False)
-                    first = False
+                if self._compressed:
+                    if written:
+                        self.proto.send_continuation(piece, fin=False)
+                    else:
+                        self.proto.send_text(piece, fin=False)
+                    self._write_fragment()
                 else:
-                    self.proto.send_continuation(piece, fin=False)
-                self._write_fragment()
+                    self._write_raw(piece)
+                written += len(piece)
                 if not await self._drained():
                     return False
-            if self.closed or self.proto.state is not State.OPEN:
+            if self.closed or self.proto.state is not State.OPEN or written != length:
                 return False
-            if first:
-                self.proto.send_text(b"", fin=True)
-            else:
+            if self._compressed:
                 self.proto.send_continuation(b"", fin=True)
-            self._write_fragment()
+                self._write_fragment()
             complete = True
             return True
         except Exception as exc:
@@ -466,15 +471,21 @@ class Connection(asyncio.Protocol):
             self._streaming = False
             deferred, self._deferred, self._deferred_bytes = self._deferred, [], 0
             if not complete:
-                if self.proto.state is State.OPEN:
-                    self.proto.fail(CloseCode.TRY_AGAIN_LATER, "answer interrupted; ask again")
-                    self._flush_protocol()
+                # Mid-frame nothing else can be sent, not even a close frame: cut the socket.
+                self.abort()
                 self._finish()
-            elif deferred and not self.closed:
-                self.pending[:0] = deferred
-                self.write_pending()
+            else:
+                self._flush_protocol()  # control frames held during the frame
+                if deferred and not self.closed:
+                    self.pending[:0] = deferred
+                    self.write_pending()
                 if self.lagging and self.send_drained and not self.closed:
                     self._app.on_drained(self)
+
+    def _write_raw(self, data: bytes) -> None:
+        # Written whole: the previous piece had drained, so the send bound holds it.
+        if self._send is not None:
+            self._send.write(data, force=True)
 
     def _write_fragment(self) -> None:
         # Written whole: the previous piece had drained, so the send bound holds it.
@@ -584,6 +595,8 @@ class Connection(asyncio.Protocol):
         send = self._send
         if transport is None or send is None:
             return
+        if self._streaming and not self._compressed:
+            return  # inside one frame's payload: pongs and the like wait for its end
         outgoing = self.proto.data_to_send()
         # Frames queued in this same turn (the welcome after the handshake response) ride in
         # the same write instead of a second one at the end of the turn.
