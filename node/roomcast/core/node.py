@@ -111,8 +111,10 @@ class Node:
         self._marker_timeout = marker_timeout
         # room -> offset of the last chat message fanned out here: where a lagging member is.
         self._latest: dict[str, int] = {}
+        # A lagging member is caught up a send bound at a time (it may hold twice that before
+        # it is given up): large pages, so that a reader catches up faster than a burst grows.
         self.lag = Lag(
-            self._loop, self._attached_broker, self._latest, page_bytes, lag_timeout, metrics
+            self._loop, self._attached_broker, self._latest, catch_up_bytes, lag_timeout, metrics
         )
         # Every open connection: the server API's orders name users, not connections.
         self.connections: set[Member] = set()
