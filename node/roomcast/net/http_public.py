@@ -363,9 +363,10 @@ class HttpConnection(asyncio.Protocol):
         if method != "HEAD":
             try:
                 async for piece in reply.pieces:
-                    if not await self.drained():
-                        return
                     if not self._write(self._h11.send(h11.Data(data=piece))):
+                        return
+                    # The next piece is read from Redis only once this one left the node.
+                    if not await self.drained():
                         return
             except Exception as exc:
                 # History moved on under the answer (or Redis went away): cut it short, so the

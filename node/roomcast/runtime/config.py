@@ -153,8 +153,9 @@ class Settings:
     @property
     def page_bytes(self) -> int:
         """Bytes of history read and written at a time for answers and catch-ups larger than
-        that: what a client that does not read may pin beyond its send bound."""
-        return max(self.send_buffer_bytes // 4, self.max_frame_bytes)
+        that: what a client that does not read may pin beyond its send bound. Small (one
+        largest message by default): many clients that ask and never read cost little."""
+        return max(self.send_buffer_bytes // 16, self.max_frame_bytes)
 
     @property
     def uses_redis(self) -> bool:
