@@ -66,9 +66,10 @@ class Server:
                 settings.room_message_rate_burst,
             ),
             lag_timeout=settings.lag_timeout,
-            # Live events held for a joiner go to it at once with the missed messages (at most
-            # the history's bytes): together within its send bound.
-            catch_up_bytes=settings.send_buffer_bytes - settings.history_bytes,
+            # Live events held for a joiner go to it at once after its missed messages (which
+            # are paged when larger than the send bound): held within the send bound.
+            catch_up_bytes=settings.send_buffer_bytes,
+            page_bytes=settings.page_bytes,
             hooks=self.hooks,
         )
         # This process's identity: prefixes its connection ids and names it in Redis presence,

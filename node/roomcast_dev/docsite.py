@@ -157,8 +157,9 @@ SETTING_MEANINGS: Final[dict[str, str]] = {
     "send_buffer_bytes": "bytes that may wait in the node for one client (WebSocket, event "
     "stream or HTTP answer) once the kernel took what it could; a member over it lags",
     "lag_timeout": "seconds a lagging member may take to drain before it is closed 1013",
-    "history_bytes": "bytes of messages kept per room; at most half of the send buffer (a "
-    "catch-up always fits), which lowers the default when that is small",
+    "history_bytes": "bytes of messages kept per room (at least one client's legal burst); "
+    "answers and catch-ups read from it are streamed page by page, so it may exceed the send "
+    "buffer",
     "rate_limit_per_second": "token bucket per connection for frames of every type: rate",
     "rate_limit_burst": "the same bucket's burst",
     "handshake_timeout": "seconds to complete the HTTP upgrade",
@@ -184,7 +185,8 @@ SETTING_MEANINGS: Final[dict[str, str]] = {
     "max_fragments": "frames one message may be split into (then 1009)",
     "client_receive_bytes_per_second": "bytes per client (token `sub`, or address) over its "
     "connections, per node, each frame counting its payload + 1024: rate",
-    "client_receive_bytes_burst": "the same, burst",
+    "client_receive_bytes_burst": "the same, burst; the defaults hold the client message "
+    "limits at the largest frame, so a legal message burst is never refused unparsed",
     "auth_leeway": "seconds of clock skew on `exp`/`nbf`/`iat`; also how long after `exp` an "
     "unrefreshed connection is closed (4001)",
     "join_rate_per_second": "joins per connection: rate",

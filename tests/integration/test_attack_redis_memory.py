@@ -27,12 +27,14 @@ from tests.support.wsclient import Client, scaled
 
 pytestmark = pytest.mark.integration
 
-HISTORY_BYTES = 256 * 1024  # the default ROOMCAST_HISTORY_BYTES
+# Below the default (2 MiB, one client's legal burst of largest frames), so that one burst per
+# room overflows it and the byte cap is what trims.
+HISTORY_BYTES = 256 * 1024
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
-    with LocalCluster(3) as running:
+    with LocalCluster(3, node_env={"ROOMCAST_HISTORY_BYTES": str(HISTORY_BYTES)}) as running:
         yield running
 
 

@@ -131,6 +131,13 @@ class Sink:
         self.pending = []
         return count
 
+    def end(self) -> None:
+        self.closed = True
+
+    async def drained(self) -> bool:
+        self.write_pending()  # a client that reads everything at once
+        return not self.closed
+
     def events(self) -> list[tuple[int | None, dict[str, object]]]:
         out = []
         for chunk in self.written:

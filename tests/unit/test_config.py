@@ -10,6 +10,7 @@ import pytest
 
 from roomcast.runtime.config import (
     FILE_VARIABLES,
+    FRAME_OVERHEAD_BYTES,
     ConfigError,
     Settings,
     env_name,
@@ -115,17 +116,31 @@ def test_each_variable_parsed(variable: str, raw: str, field: str, expected: obj
     assert type(value) is type(expected)
     # Everything else stays at its default.
     defaults = load_settings({})
-    derived = {"send_buffer_bytes": "history_bytes"}  # a small send buffer lowers it
     for other in dataclasses.fields(Settings):
-        if other.name not in (field, derived.get(field)):
+        if other.name != field:
             assert getattr(settings, other.name) == getattr(defaults, other.name)
 
 
-def test_history_bytes_fit_half_the_send_buffer() -> None:
-    assert load_settings({}).history_bytes == 256 * 1024
-    assert load_settings({"ROOMCAST_SEND_BUFFER_BYTES": "65536"}).history_bytes == 32768
-    with pytest.raises(ConfigError, match="ROOMCAST_HISTORY_BYTES=40000: at most half"):
-        load_settings({"ROOMCAST_SEND_BUFFER_BYTES": "65536", "ROOMCAST_HISTORY_BYTES": "40000"})
+def test_defaults_hold_one_clients_legal_burst_of_largest_frames() -> None:
+    settings = load_settings({})
+    burst = settings.message_rate_burst * settings.max_frame_bytes
+    assert settings.history_bytes >= burst
+    frame = settings.max_frame_bytes + FRAME_OVERHEAD_BYTES
+    # Never tighter than the message limits at the largest frame: those refusals name the
+    # message (its id), the byte budget's cannot.
+    assert settings.client_receive_bytes_burst > settings.client_message_rate_burst * frame
+    assert settings.client_receive_bytes_burst > settings.message_rate_burst * frame
+    assert (
+        settings.client_receive_bytes_per_second > settings.client_message_rate_per_second * frame
+    )
+
+
+def test_history_may_exceed_the_send_buffer() -> None:
+    # Catch-ups and answers are streamed page by page: no coupling to the send bound.
+    settings = load_settings(
+        {"ROOMCAST_SEND_BUFFER_BYTES": "65536", "ROOMCAST_HISTORY_BYTES": "4194304"}
+    )
+    assert settings.history_bytes == 4 * 1024 * 1024
 
 
 # What k8s/15-secrets.yaml and docker-compose.yml used to ship, and guessable stand-ins.

@@ -149,6 +149,19 @@ class HistoryReply:
     messages: list[bytes]  # oldest first
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """Part of a room's history read by offset: ``messages`` are those from offset
+    ``after + 1`` on; none when history no longer holds it (or nothing came after it)."""
+
+    epoch: str
+    offset: int  # the room's latest offset
+    after: int
+    messages: list[bytes]  # oldest first
+    # bytes of every message after ``after`` that history holds, when asked for (else 0)
+    total: int = 0
+
+
 class Broker(Protocol):
     @property
     def ready(self) -> bool:
@@ -228,6 +241,14 @@ class Broker(Protocol):
         after Redis lost them (restart), or kept some whose leave was lost in an outage."""
 
     async def history(self, room: str, limit: int) -> HistoryReply: ...
+
+    async def history_page(
+        self, room: str, after: int, count: int, size: int, *, total: bool = False
+    ) -> HistoryPage:
+        """The messages after offset ``after`` (negative: the last ``-after`` that history
+        holds), oldest first: at most ``count``, and at most ``size`` bytes beyond the first one
+        (a page of a streamed answer or catch-up); with ``total``, also the bytes of all the
+        messages after ``after``."""
 
     async def presence(self, room: str) -> dict[str, int]:
         """Usernames in the room on every node, with their connection counts."""

@@ -21,6 +21,7 @@ from roomcast.broker import (
     ControlHandler,
     FailureHandler,
     HistoryLimits,
+    HistoryPage,
     HistoryReply,
     JoinReply,
     LevelHandler,
@@ -193,6 +194,28 @@ class MemoryBroker:
         state = self._room(room)
         messages = [m for _, m in state.history]
         return HistoryReply(state.epoch, state.offset, messages[-limit:] if limit else [])
+
+    async def history_page(
+        self, room: str, after: int, count: int, size: int, *, total: bool = False
+    ) -> HistoryPage:
+        state = self._room(room)
+        held = state.history
+        if after < 0:
+            after = state.offset - min(-after, len(held))
+        first = len(held) - (state.offset - after)  # index of offset after + 1
+        out: list[bytes] = []
+        size_after = 0
+        if after < state.offset and first >= 0:
+            if total:
+                size_after = sum(len(held[index][1]) for index in range(first, len(held)))
+            used = 0
+            for index in range(first, min(first + count, len(held))):
+                message = held[index][1]
+                if out and used + len(message) > size:
+                    break
+                out.append(message)
+                used += len(message)
+        return HistoryPage(state.epoch, state.offset, after, out, size_after)
 
     async def presence(self, room: str) -> dict[str, int]:
         state = self._rooms.get(room)

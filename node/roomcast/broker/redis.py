@@ -38,6 +38,7 @@ from roomcast.broker import (
     ControlHandler,
     FailureHandler,
     HistoryLimits,
+    HistoryPage,
     HistoryReply,
     JoinReply,
     LevelHandler,
@@ -627,6 +628,23 @@ class RedisBroker(OnOneLoop):
         )
         epoch_value, latest, messages = reply
         return HistoryReply(epoch_value.decode(), int(latest), list(reversed(messages)))
+
+    async def history_page(
+        self, room: str, after: int, count: int, size: int, *, total: bool = False
+    ) -> HistoryPage:
+        seq, epoch, history, _ = scripts.room_keys(room)
+        reply = await self._request(
+            seq,
+            resp.evalsha(
+                self._scripts.history_range.sha,
+                (seq, epoch, history),
+                (b"%d" % after, b"%d" % count, b"%d" % size, b"1" if total else b"0"),
+            ),
+        )
+        epoch_value, latest, resolved, messages, size_after = reply
+        return HistoryPage(
+            epoch_value.decode(), int(latest), int(resolved), list(messages), int(size_after)
+        )
 
     async def presence(self, room: str) -> dict[str, int]:
         presence = scripts.room_keys(room)[3]

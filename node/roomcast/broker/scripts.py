@@ -234,6 +234,63 @@ return {epoch, latest, redis.call('LRANGE', KEYS[3], 0, tonumber(ARGV[1]) - 1)}
 """,
 )
 
+# KEYS: seq, epoch, history. ARGV: after (an offset; -N: the last N messages history holds), at
+# most this many messages, bytes, '1' to count the bytes of every message after ``after``.
+# Returns {epoch or '', latest, after (resolved), messages oldest first, those bytes or 0}: the
+# messages from offset after+1 on, at least one and no more bytes than asked for beyond the
+# first; none when history no longer holds offset after+1 (trimmed, expired). A page of a
+# streamed answer or catch-up: read only once the client drained the previous one; the first
+# page tells the answer's size, so that it can go in one frame of known length.
+HISTORY_RANGE: Final = Script(
+    "history_range",
+    """
+local epoch = redis.call('GET', KEYS[2]) or ''
+local latest = tonumber(redis.call('GET', KEYS[1]) or '0')
+local held = redis.call('LLEN', KEYS[3])
+local after = tonumber(ARGV[1])
+if after < 0 then
+  after = latest - math.min(-after, held)
+end
+if after >= latest then
+  return {epoch, latest, after, {}, 0}
+end
+local first = latest - after - 1
+if first >= held then
+  return {epoch, latest, after, {}, 0}
+end
+local total = 0
+if ARGV[4] == '1' then
+  local index = 0
+  while index <= first do
+    for _, entry in ipairs(redis.call('LRANGE', KEYS[3], index, math.min(index + 15, first))) do
+      total = total + #entry
+    end
+    index = index + 16
+  end
+end
+local limit = math.max(first - tonumber(ARGV[2]) + 1, 0)
+local budget = tonumber(ARGV[3])
+local out = {}
+local size = 0
+-- In batches of 16 (newest first in the list, so walked backwards): a page never reads far more
+-- than it returns.
+local index = first
+while index >= limit do
+  local entries = redis.call('LRANGE', KEYS[3], math.max(index - 15, limit), index)
+  for i = #entries, 1, -1 do
+    local entry = entries[i]
+    if #out > 0 and size + #entry > budget then
+      return {epoch, latest, after, out, total}
+    end
+    out[#out + 1] = entry
+    size = size + #entry
+  end
+  index = index - 16
+end
+return {epoch, latest, after, out, total}
+""",
+)
+
 # KEYS: presence, seq, epoch. ARGV: channel, envelope head, member prefix of the dead node, room.
 # Removes the dead node's members and announces each departure. Runs only when a node died.
 REAP: Final = Script(
@@ -530,6 +587,7 @@ ALL: Final = (
     ROOM_STATS,
     INDEX_ROOM,
     UNINDEX_ROOM,
+    HISTORY_RANGE,
 )
 
 
@@ -552,6 +610,7 @@ class ScriptSet:
     room_stats: Script
     index_room: Script
     unindex_room: Script
+    history_range: Script
     charge: Script = CHARGE
 
     @property
@@ -572,6 +631,7 @@ class ScriptSet:
             self.room_stats,
             self.index_room,
             self.unindex_room,
+            self.history_range,
             self.charge,
         )
 
@@ -628,6 +688,7 @@ _ROOM_SEQUENCE_SCRIPTS: Final = (
     FIND_MESSAGE,
     DELETE_MESSAGE,
     CLEAR_HISTORY,
+    HISTORY_RANGE,
 )
 FENCED: Final = ScriptSet(
     *(_fenced(script) if script in _ROOM_SEQUENCE_SCRIPTS else script for script in ALL)

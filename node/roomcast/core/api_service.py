@@ -13,11 +13,13 @@ import hmac
 import math
 import time
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from roomcast.broker import Broker, BrokerUnavailable, RoomRateLimited, Unconfirmed
 from roomcast.core.auth import AccessPolicy, AuthError, Identity, token_from_request
+from roomcast.core.history_pages import complete, first_page, pages_after
 from roomcast.core.ratelimit import RateLimiter
 from roomcast.core.server_api import ServerApi
 from roomcast.wire import api, envelope, protocol, sse
@@ -47,6 +49,16 @@ class Reply:
     status: int
     body: bytes
     headers: tuple[tuple[str, str], ...] = ()
+    content_type: str = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamedReply:
+    """A 200 answer larger than a page, written in ``pieces`` as the client drains (chunked):
+    each next piece is read from Redis only then. A piece that cannot be read (history moved
+    on) raises, and the answer is cut short (the client sees an incomplete body)."""
+
+    pieces: AsyncIterator[bytes]
     content_type: str = "application/json"
 
 
@@ -86,7 +98,7 @@ class ApiService:
     def closed_api(self) -> bool:
         return bool(self._api_keys) or self._verifier is not None
 
-    async def handle(self, request: ApiRequest) -> Reply | OpenStream:
+    async def handle(self, request: ApiRequest) -> Reply | StreamedReply | OpenStream:
         route = api.route(request.method, request.target)
         if route.endpoint is Endpoint.OPENAPI:
             return Reply(200, api.json_body(document()))
@@ -111,10 +123,7 @@ class ApiService:
                 members = await self._broker.presence(room)
                 return Reply(200, protocol.presence(room, members))
             limit = api.history_limit(route, self._settings.history_size)
-            history = await self._broker.history(room, limit)
-            return Reply(
-                200, protocol.history(room, history.epoch, history.offset, history.messages)
-            )
+            return await self._history(room, limit)
         except Unconfirmed as exc:
             # 504, as a gateway whose upstream did not answer: the message may have been sent.
             raise ApiError(504, ErrorCode.UNCONFIRMED, str(exc)) from None
@@ -138,6 +147,22 @@ class ApiService:
             raise ApiError(503, ErrorCode.UNAVAILABLE, f"broker unavailable: {exc}") from None
         body = b"" if answer.value is None else api.json_body(answer.value)
         return Reply(answer.status, body)
+
+    async def _history(self, room: str, limit: int) -> Reply | StreamedReply:
+        broker, size = self._broker, self._settings.page_bytes
+        page = await first_page(broker, room, limit, size)
+        if complete(page):
+            return Reply(200, protocol.history(room, page.epoch, page.offset, page.messages))
+        head, tail = protocol.history_parts(room, page.epoch, page.offset)
+        after = page.after + len(page.messages)
+
+        async def pieces() -> AsyncIterator[bytes]:
+            yield head + b",".join(page.messages)
+            async for messages in pages_after(broker, room, page.epoch, after, page.offset, size):
+                yield b"," + b",".join(messages)
+            yield tail
+
+        return StreamedReply(pieces())
 
     async def _post(self, room: str, caller: Caller, request: ApiRequest) -> Reply:
         posted = api.parse_posted_message(request.headers.get("content-type"), request.body)

@@ -19,9 +19,8 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-import orjson
-
 from roomcast.broker import Broker, BrokerUnavailable
+from roomcast.core.history_pages import PAGE_MESSAGES
 from roomcast.core.members import Member
 from roomcast.runtime.metrics import Metrics
 
@@ -34,7 +33,7 @@ class Lag:
         loop: Callable[[], asyncio.AbstractEventLoop],
         broker: Callable[[], Broker],
         latest: dict[str, int],
-        history_size: int,
+        page_bytes: int,
         timeout: float,
         metrics: Metrics,
     ) -> None:
@@ -42,7 +41,7 @@ class Lag:
         self._broker = broker
         # room -> offset of the last chat message fanned out here (kept by the node)
         self._latest = latest
-        self._history_size = history_size
+        self._page_bytes = page_bytes
         self._timeout = timeout
         self._metrics = metrics
         # connection -> room -> offset of the last chat message it was sent
@@ -60,6 +59,19 @@ class Lag:
         self._behind[conn] = {room: self._latest.get(room, 0) for room in rooms}
         self._metrics.lags.labels("lagged").inc()
         self._arm_deadline(conn)
+
+    def start_at(self, conn: Member, room: str, have: int) -> None:
+        """``conn`` joined ``room`` with ``since`` = ``have`` and missed more than a page: it
+        lags from there, and is caught up from history as it drains (never all at once)."""
+        behind = self._behind.get(conn)
+        if behind is None:
+            self._behind[conn] = behind = {}
+            self._metrics.lags.labels("lagged").inc()
+            self._arm_deadline(conn)
+        behind[room] = have
+        conn.lagging = True
+        if conn.send_drained:
+            self.drained(conn)
 
     def joined(self, conn: Member, room: str, offset: int) -> None:
         """A lagging ``conn`` completed a join: its catch-up covered ``room`` up to now."""
@@ -126,23 +138,27 @@ class Lag:
             self._give_up(conn, "gave_up", "slow consumer: cannot catch up")
 
     async def _send_missed(self, conn: Member, room: str, have: int) -> bool:
+        """The next page of what ``conn`` missed in ``room`` (read once it drained)."""
         latest = self._latest.get(room, 0)
-        reply = await self._broker().history(room, min(max(1, latest - have), self._history_size))
+        if latest < have:
+            # Redis lost the room (a new epoch): its client rejoins with ``since``.
+            self._give_up(conn, "gap", "slow consumer: the room's history was lost")
+            return False
+        page = await self._broker().history_page(
+            room, have, min(latest - have, PAGE_MESSAGES), self._page_bytes
+        )
         behind = self._behind.get(conn)
         if conn.closed or behind is None or room not in behind:
             return behind is not None and not conn.closed
-        missed = [(_offset_of(m), m) for m in reply.messages]
-        missed = [(offset, m) for offset, m in missed if offset > have]
-        if latest < have or (missed and missed[0][0] != have + 1) or (not missed and latest > have):
+        if not page.messages or page.offset < latest:
             # History no longer holds what it missed (or Redis lost the room): its client
             # rejoins with ``since`` and learns what is lost.
             self._give_up(conn, "gap", "slow consumer: fell behind further than history keeps")
             return False
-        for _, message in missed:
+        for message in page.messages:
             conn.send(message)
-        if missed:
-            behind[room] = missed[-1][0]
-            self._metrics.lags.labels("replayed").inc(len(missed))
+        behind[room] = have + len(page.messages)
+        self._metrics.lags.labels("replayed").inc(len(page.messages))
         return True
 
     async def _until_drained(self, conn: Member) -> None:
@@ -180,8 +196,3 @@ class Lag:
         self._metrics.lags.labels(outcome).inc()
         self.forget(conn)
         conn.drop_slow_consumer(reason)
-
-
-def _offset_of(message: bytes) -> int:
-    value = orjson.loads(message).get("offset")
-    return value if isinstance(value, int) else 0

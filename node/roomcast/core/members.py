@@ -8,7 +8,7 @@ plain objects.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Protocol
 
 from roomcast.core.auth import Identity, RoomGrant
@@ -40,6 +40,11 @@ class Member(Protocol):
 
     def send(self, payload: bytes) -> None:
         """Queue one JSON event for this connection alone."""
+
+    async def send_pieces(self, length: int, pieces: AsyncIterator[bytes]) -> bool:
+        """Write one JSON event of ``length`` bytes in pieces, each once the client took the
+        previous one (an answer larger than the send bound); True once all was handed over."""
+        ...
 
     def fail(self, code: int, reason: str) -> None:
         """Close at once with a WebSocket close code."""

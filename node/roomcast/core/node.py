@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 
 from roomcast.broker import (
     Broker,
@@ -22,6 +22,7 @@ from roomcast.broker import (
 )
 from roomcast.core.auth import AuthError, Identity
 from roomcast.core.catch_up import CatchUp
+from roomcast.core.history_pages import answer_bytes, complete, first_page, pages_after
 from roomcast.core.hooks import Hooks, Refusal
 from roomcast.core.lag import Lag
 from roomcast.core.members import Delivery, Member
@@ -70,9 +71,13 @@ class Node:
         room_message_rate: tuple[float, int] = (100.0, 200),
         lag_timeout: float = 10.0,
         catch_up_bytes: int = 512 * 1024,
+        page_bytes: int = 256 * 1024,
         hooks: Hooks | None = None,
     ) -> None:
         self._catch_up_bytes = catch_up_bytes
+        # Bytes of history read and written at a time for answers and catch-ups larger than
+        # that (history_pages): what a client that does not read may pin beyond its send bound.
+        self._page_bytes = page_bytes
         # The application's join and publish hooks (None: none configured).
         self._hooks = hooks
         self._message_rate = message_rate
@@ -90,7 +95,9 @@ class Node:
         self.metrics = metrics
         self.rooms: RoomRegistry[Member] = RoomRegistry(max_rooms)
         # Server-Sent Events listeners: they share the room subscriptions of the members.
-        self.streams = StreamHub(history_size, self.rooms.has_room, metrics.event_streams_open.set)
+        self.streams = StreamHub(
+            history_size, self.rooms.has_room, metrics.event_streams_open.set, page_bytes
+        )
         self.broker: Broker | None = None
         self.outbox: Delivery | None = None
         # A client's join and message buckets over every node (set by attach).
@@ -104,8 +111,10 @@ class Node:
         self._marker_timeout = marker_timeout
         # room -> offset of the last chat message fanned out here: where a lagging member is.
         self._latest: dict[str, int] = {}
+        # A lagging member is caught up a send bound at a time (it may hold twice that before
+        # it is given up): large pages, so that a reader catches up faster than a burst grows.
         self.lag = Lag(
-            self._loop, self._attached_broker, self._latest, history_size, lag_timeout, metrics
+            self._loop, self._attached_broker, self._latest, catch_up_bytes, lag_timeout, metrics
         )
         # Every open connection: the server API's orders name users, not connections.
         self.connections: set[Member] = set()
@@ -362,8 +371,11 @@ class Node:
             return
         if command.room_token is not None and conn.identity is not None:
             self._granted.setdefault(conn, set()).add(room)
-        self._send_join_result(conn, command, reply, catch_up, data, role)
-        self._went_live(conn, room, reply.offset)
+        newest = max([reply.offset, *(offset for offset, _ in catch_up.held)])
+        lag_from = self._send_join_result(conn, command, reply, catch_up, data, role)
+        self._went_live(conn, room, reply.offset if lag_from is None else newest)
+        if lag_from is not None:
+            self.lag.start_at(conn, room, lag_from)
 
     def _went_live(self, conn: Member, room: str, offset: int) -> None:
         """Where the room is for members here: one lagging from now on has all up to it."""
@@ -491,14 +503,26 @@ class Node:
         catch_up: CatchUp,
         data: object,
         role: str | None = None,
-    ) -> None:
+    ) -> int | None:
+        """Send the join's answer and what it catches up; returns the offset to catch up from
+        through the lag path instead, when the missed messages are more than a page."""
         room, username = command.room, command.username
         assert username is not None
         status = reply.status
         events = catch_up.finish(reply)
+        lag_from = None
         if catch_up.overflowed:
             # Part of the stream was not held: say so, and send none of it (the client reloads).
             status, events = RecoveryStatus.OVERLOADED, []
+        elif (
+            status == RECOVERED
+            and command.since is not None
+            and sum(map(len, reply.missed)) > self._page_bytes
+        ):
+            # More than a page missed: not sent at once but read from history page by page as
+            # the client drains (core.lag), the held live events included (chat messages are
+            # in history; typing and presence events of the meantime are not replayed).
+            lag_from, events = command.since.offset, []
         request_id = command.request_id
         if command.since is None:
             conn.send(
@@ -530,6 +554,7 @@ class Node:
             )
         for event in events:
             conn.send(event)
+        return lag_from
 
     def _leave(self, conn: Member, command: Leave) -> None:
         room = self._target_room(conn, command.room, command.request_id)
@@ -685,14 +710,30 @@ class Node:
     async def _history(
         self, conn: Member, room: str, limit: int | None, request_id: protocol.RequestId
     ) -> None:
-        assert self.broker is not None
+        broker = self.broker
+        assert broker is not None
+        size = self._page_bytes
         try:
-            reply = await self.broker.history(room, min(limit or self._history_size, 10_000))
+            page = await first_page(broker, room, min(limit or self._history_size, 10_000), size)
         except BrokerUnavailable as exc:
             reason = f"history unavailable: {exc}"
             self._reject(conn, ErrorCode.UNAVAILABLE, reason, room, request_id)
             return
-        conn.send(protocol.history(room, reply.epoch, reply.offset, reply.messages, request_id))
+        if complete(page):
+            conn.send(protocol.history(room, page.epoch, page.offset, page.messages, request_id))
+            return
+        # Larger than a page: written in pieces, each page read once the client took the
+        # previous one.
+        head, tail = protocol.history_parts(room, page.epoch, page.offset, request_id)
+        after = page.after + len(page.messages)
+
+        async def pieces() -> AsyncIterator[bytes]:
+            yield head + b",".join(page.messages)
+            async for messages in pages_after(broker, room, page.epoch, after, page.offset, size):
+                yield b"," + b",".join(messages)
+            yield tail
+
+        await conn.send_pieces(answer_bytes(page, head, tail), pieces())
 
     async def _presence(self, conn: Member, room: str, request_id: protocol.RequestId) -> None:
         assert self.broker is not None

@@ -13,9 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
-import orjson
-
 from roomcast.broker import Broker
+from roomcast.core.history_pages import PAGE_MESSAGES
 from roomcast.wire import api, sse
 from roomcast.wire.codes import RecoveryStatus
 from roomcast.wire.envelope import Envelope
@@ -35,6 +34,14 @@ class StreamSink(Protocol):
     def closed(self) -> bool: ...
 
     def write_pending(self) -> int: ...
+
+    def end(self) -> None:
+        """Finish the stream cleanly (its client resumes from its last event id)."""
+
+    async def drained(self) -> bool:
+        """Wait until what was written left the node; False if the stream ended (or did not
+        drain in time and was dropped)."""
+        ...
 
 
 class Pusher(Protocol):
@@ -61,8 +68,16 @@ class StreamHub:
         history_size: int,
         room_has_members: Callable[[str], bool],
         on_streams_changed: Callable[[int], None],
+        page_bytes: int = 256 * 1024,
     ) -> None:
         self._history_size = history_size
+        # A resume larger than this is sent a page at a time as the client drains.
+        self._page_bytes = page_bytes
+        # Streams resuming page by page: no live events until caught up (they are in history).
+        self._catching: dict[str, set[StreamSink]] = {}
+        # room -> offset of the last chat message seen on its channel (where catching streams
+        # must get to before going live)
+        self._seen: dict[str, int] = {}
         self._room_has_members = room_has_members
         self._on_streams_changed = on_streams_changed
         self._live: dict[str, dict[StreamSink, None]] = {}
@@ -76,7 +91,7 @@ class StreamHub:
         self.outbox = outbox
 
     def has_room(self, room: str) -> bool:
-        return room in self._live or room in self._opening
+        return room in self._live or room in self._opening or room in self._catching
 
     @property
     def count(self) -> int:
@@ -84,6 +99,8 @@ class StreamHub:
 
     def deliver(self, room: str, event: Envelope) -> None:
         """A room event from the broker (called only for rooms with streams)."""
+        if event.offset and room in self._catching:
+            self._seen[room] = max(self._seen.get(room, 0), event.offset)
         live = self._live.get(room)
         if live:
             assert self.outbox is not None
@@ -115,52 +132,118 @@ class StreamHub:
         self._on_streams_changed(self._count)
         try:
             await self.broker.subscribe(room)
-            # Without a resume point only the room's epoch and latest offset are needed.
-            reply = await self.broker.history(room, 1 if since is None else self._history_size)
+            # Without a resume point only the room's epoch and latest offset are needed; with
+            # one, its first page.
+            after = -1 if since is None else since
+            page = await self.broker.history_page(
+                room, after, 0 if since is None else PAGE_MESSAGES, self._page_bytes
+            )
         except BaseException:
             self.close(sink, room)
             raise
         if not self._drop_opening(sink, room):
-            return StreamStart(reply.epoch, reply.offset, None, 0)  # closed meanwhile
+            return StreamStart(page.epoch, page.offset, None, 0)  # closed meanwhile
         if sink.closed:
             self._count -= 1
             self._on_streams_changed(self._count)
             self._release(room)
-            return StreamStart(reply.epoch, reply.offset, None, 0)
-        latest = reply.offset
-        missed: list[tuple[int, bytes]] = []
+            return StreamStart(page.epoch, page.offset, None, 0)
+        latest = page.offset
+        missed = page.messages
         if since is None:
-            status = NOT_REQUESTED
-        elif (epoch is not None and epoch != reply.epoch) or since > latest:
-            status = EPOCH_CHANGED
+            status, missed = NOT_REQUESTED, []
+        elif (epoch is not None and epoch != page.epoch) or since > latest:
+            status, missed = EPOCH_CHANGED, []
+        elif since == latest or missed:
+            status = RECOVERED
         else:
-            kept = [(_offset_of(m), m) for m in reply.messages]
-            missed = [(o, m) for o, m in kept if o > since]
-            first = missed[0][0] if missed else latest + 1
-            status = RECOVERED if first == since + 1 else TOO_OLD
-            if status != RECOVERED:
-                missed = []
+            status = TOO_OLD
         if opening.overflowed:
             # The room outran the buffer during one round trip: say so rather than skip events.
             status, missed = RecoveryStatus.OVERLOADED, []
         recovered = None if since is None else status == RECOVERED
         reason = None if since is None or status == RECOVERED else status
         push = self.outbox.push
-        push(sink, sse.event(api.stream_opened(room, reply.epoch, latest, recovered, reason)))
-        for offset, message in missed:
+        push(sink, sse.event(api.stream_opened(room, page.epoch, latest, recovered, reason)))
+        sent = 0
+        offset = page.after
+        for message in missed:
+            offset += 1
             push(sink, sse.event(message, offset))
-        sent = len(missed)
+            sent += 1
+        if status == RECOVERED and offset < latest:
+            # More than a page missed: the rest page by page as the client drains.
+            return await self._catch_up(sink, room, page.epoch, offset, latest, opening, sent)
         if not opening.overflowed:
             for event in opening.held:
                 if event.offset == 0 or event.offset > latest:
                     push(sink, sse.event(event.event, event.offset))
                     sent += 1
         self._live.setdefault(room, {})[sink] = None
-        return StreamStart(reply.epoch, latest, status, sent)
+        return StreamStart(page.epoch, latest, status, sent)
+
+    async def _catch_up(
+        self,
+        sink: StreamSink,
+        room: str,
+        epoch: str,
+        have: int,
+        latest: int,
+        opening: _Opening,
+        sent: int,
+    ) -> StreamStart:
+        """Send what ``sink`` missed after ``have``, a page each time it drained, then take it
+        live in the same loop turn as the last check: no gap, no duplicate. Live events of the
+        meantime are not held (chat messages come from history; typing and presence events of
+        the meantime are not replayed)."""
+        assert self.broker is not None and self.outbox is not None
+        self._catching.setdefault(room, set()).add(sink)
+        newest = max([latest, *(event.offset for event in opening.held)])
+        self._seen[room] = max(self._seen.get(room, 0), newest)
+        opening.held.clear()
+        try:
+            while True:
+                if not await sink.drained() or sink.closed:
+                    return StreamStart(epoch, latest, None, sent)
+                target = self._seen.get(room, 0)
+                if have >= target:
+                    break
+                page = await self.broker.history_page(
+                    room, have, min(target - have, PAGE_MESSAGES), self._page_bytes
+                )
+                if sink.closed:
+                    return StreamStart(epoch, latest, None, sent)
+                if page.epoch != epoch or not page.messages:
+                    # History no longer holds what it missed: the stream ends, and its client
+                    # resumes from its Last-Event-ID (then learns too_old).
+                    sink.end()
+                    return StreamStart(epoch, latest, None, sent)
+                for message in page.messages:
+                    have += 1
+                    self.outbox.push(sink, sse.event(message, have))
+                    sent += 1
+        finally:
+            catching = self._catching.get(room)
+            if catching is not None:
+                catching.discard(sink)
+                if not catching:
+                    del self._catching[room]
+                    self._seen.pop(room, None)
+        if sink.closed:
+            return StreamStart(epoch, latest, None, sent)
+        self._live.setdefault(room, {})[sink] = None
+        return StreamStart(epoch, latest, RECOVERED, sent)
 
     def close(self, sink: StreamSink, room: str) -> None:
         """The stream ended (client gone, node draining, or its opening failed)."""
         removed = self._drop_opening(sink, room)
+        catching = self._catching.get(room)
+        if catching is not None and sink in catching:
+            catching.discard(sink)
+            if not catching:
+                del self._catching[room]
+                self._seen.pop(room, None)
+            removed = True
         live = self._live.get(room)
         if live is not None and sink in live:
             del live[sink]
@@ -178,6 +261,8 @@ class StreamHub:
             found.extend(live)
         for opening in self._opening.values():
             found.extend(opening)
+        for catching in self._catching.values():
+            found.extend(catching)
         return found
 
     def _drop_opening(self, sink: StreamSink, room: str) -> bool:
@@ -193,8 +278,3 @@ class StreamHub:
         if not self.has_room(room) and not self._room_has_members(room):
             assert self.broker is not None
             self.broker.unsubscribe(room)
-
-
-def _offset_of(message: bytes) -> int:
-    value = orjson.loads(message).get("offset")
-    return value if isinstance(value, int) else 0

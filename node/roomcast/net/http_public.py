@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Final, cast
 import h11
 
 from roomcast.broker import BrokerUnavailable
-from roomcast.core.api_service import ApiRequest, ApiService, OpenStream, Reply
+from roomcast.core.api_service import ApiRequest, ApiService, OpenStream, Reply, StreamedReply
 from roomcast.core.streams import StreamHub
 from roomcast.net.sendbuffer import SendBuffer
 from roomcast.wire import api, sse
@@ -123,6 +123,8 @@ class HttpConnection(asyncio.Protocol):
         self._stream_room: str | None = None
         self._closed = False
         self._idle_timer: asyncio.TimerHandle | None = None
+        # A streamed answer or resume waiting for the socket to drain before its next piece.
+        self._drain_waiter: asyncio.Future[None] | None = None
 
     @property
     def closed(self) -> bool:
@@ -151,6 +153,7 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        self._wake_drain_waiter()
         self.pending.clear()
         if self._send is not None:
             self._send.discard()
@@ -167,6 +170,8 @@ class HttpConnection(asyncio.Protocol):
         if self._send is None:
             return
         self._send.resume()
+        if self._send.drained:
+            self._wake_drain_waiter()
         if self._awaiting_drain and not self._send.paused:
             self._awaiting_drain = False
             self._cancel_idle_timer()
@@ -187,6 +192,35 @@ class HttpConnection(asyncio.Protocol):
         if chunk and not self._write(chunk):
             return 0
         return count - pending.count(sse.HEARTBEAT)
+
+    async def drained(self) -> bool:
+        """Wait until what was written left the node (below the transport's low-water mark);
+        False once the connection ended, or when it did not drain within the lag timeout (a
+        client that does not read: dropped)."""
+        send = self._send
+        if send is None or self._closed:
+            return False
+        if send.drained:
+            return True
+        waiter: asyncio.Future[None] = self._server.loop.create_future()
+        self._drain_waiter = waiter
+        timer = self._server.loop.call_later(
+            self._server.settings.lag_timeout, self._drop_slow_consumer
+        )
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            if self._drain_waiter is waiter:
+                self._drain_waiter = None
+        return not self._closed
+
+    def _wake_drain_waiter(self) -> None:
+        waiter = self._drain_waiter
+        if waiter is not None:
+            self._drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     def end(self) -> None:
         """Finish the current stream cleanly (drain), or close an idle keep-alive connection."""
@@ -275,6 +309,8 @@ class HttpConnection(asyncio.Protocol):
             return
         if isinstance(answer, OpenStream):
             await self._stream(answer)
+        elif isinstance(answer, StreamedReply):
+            await self._reply_streamed(endpoint, answer, request.method)
         else:
             self._reply(endpoint, answer, request.method)
 
@@ -309,6 +345,43 @@ class HttpConnection(asyncio.Protocol):
             return
         if not self._write(data):
             return
+        self._answered()
+
+    async def _reply_streamed(self, endpoint: str, reply: StreamedReply, method: str) -> None:
+        """A 200 answer written a piece at a time, each once the socket drained (chunked, or
+        delimited by the close for an HTTP/1.0 client): never built whole."""
+        self._server.count(endpoint, 200)
+        if self._closed:
+            return
+        headers = [
+            (b"content-type", reply.content_type.encode()),
+            (b"cache-control", b"no-store"),
+            (b"x-roomcast-node", self._server.node_header),
+        ]
+        if not self._write(self._h11.send(h11.Response(status_code=200, headers=headers))):
+            return
+        if method != "HEAD":
+            try:
+                async for piece in reply.pieces:
+                    if not self._write(self._h11.send(h11.Data(data=piece))):
+                        return
+                    # The next piece is read from Redis only once this one left the node.
+                    if not await self.drained():
+                        return
+            except Exception as exc:
+                # History moved on under the answer (or Redis went away): cut it short, so the
+                # client sees an incomplete body rather than a wrong one.
+                log.info("streamed answer cut", extra={"connection": self.id, "reason": str(exc)})
+                if self._transport is not None:
+                    self._transport.abort()
+                self._closed = True
+                return
+        if not self._write(self._h11.send(h11.EndOfMessage())):
+            return
+        self._answered()
+
+    def _answered(self) -> None:
+        """The answer is handed over: the next request, once the client has read it."""
         if self._send is not None and self._send.paused:
             # Read no further request until this answer is on its way: a client that pipelines
             # requests and never reads the answers would otherwise pile them up here.
@@ -391,6 +464,7 @@ class HttpConnection(asyncio.Protocol):
         self._close()
 
     def _drop_slow_consumer(self) -> None:
+        self._wake_drain_waiter()
         self._server.metrics.slow_consumer_drops.inc()
         log.info("slow HTTP consumer dropped", extra={"connection": self.id})
         if self._send is not None:

@@ -14,7 +14,7 @@ import itertools
 import logging
 import os
 from collections import deque
-from collections.abc import Awaitable, Coroutine, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Final, Protocol, cast
 
 from websockets.exceptions import InvalidMessage, PayloadTooBig
@@ -42,7 +42,7 @@ from roomcast.net.sendbuffer import SendBuffer
 from roomcast.net.token_clock import NOTICE, TokenClock
 from roomcast.runtime.config import FRAME_OVERHEAD_BYTES
 from roomcast.wire.codes import CloseCode, ErrorCode
-from roomcast.wire.framing import frame_payload, text_frame
+from roomcast.wire.framing import frame_payload, text_frame, text_frame_head
 from roomcast.wire.hooks import FORWARDED_HEADERS
 from roomcast.wire.protocol import error, token_expiring
 
@@ -171,6 +171,9 @@ class Connection(asyncio.Protocol):
         "_close_timer",
         "_compressed",
         "_deciding",
+        "_deferred",
+        "_deferred_bytes",
+        "_drain_waiter",
         "_fragments",
         "_handshake_timer",
         "_paused",
@@ -178,6 +181,7 @@ class Connection(asyncio.Protocol):
         "_server",
         "_settings",
         "_sniffed",
+        "_streaming",
         "alive",
         "budget",
         "client_address",
@@ -229,6 +233,12 @@ class Connection(asyncio.Protocol):
         )
         self._compressed = False
         self._fragments: list[bytes] | None = None
+        # A message being written in fragments (send_fragments): frames queued meanwhile wait
+        # in _deferred, for nothing may come between the fragments of one message.
+        self._streaming = False
+        self._deferred: list[bytes] = []
+        self._deferred_bytes = 0
+        self._drain_waiter: asyncio.Future[None] | None = None
         self._busy = False
         self._paused = False
         self._answered = False  # the handshake got its HTTP response
@@ -335,7 +345,14 @@ class Connection(asyncio.Protocol):
         if send is None:
             return
         send.resume()
-        if self.lagging and send.drained and not self.closed:
+        if not send.drained or self.closed:
+            return
+        waiter = self._drain_waiter
+        if waiter is not None:
+            self._drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        elif self.lagging:
             self._app.on_drained(self)
 
     def _hand_over(self, received: bytes) -> None:
@@ -363,6 +380,8 @@ class Connection(asyncio.Protocol):
         send = self._send
         if self.closed or send is None or self.proto.state is not State.OPEN:
             return 0
+        if self._streaming:
+            return self._hold_back(pending)
         if self._compressed:
             for frame in pending:
                 self.proto.send_text(frame_payload(frame))
@@ -389,6 +408,117 @@ class Connection(asyncio.Protocol):
         if not queued:
             send.write(data, force=True)
         return count
+
+    def _hold_back(self, frames: list[bytes]) -> int:
+        """Frames queued while a message is written in fragments wait for its end; past the
+        send bound the connection lags (no more room traffic), past twice that it is dropped."""
+        self._deferred.extend(frames)
+        self._deferred_bytes += sum(map(len, frames))
+        bound = self._settings.send_buffer_bytes
+        if self._deferred_bytes > bound and not self.lagging:
+            if not self._app.on_lagging(self):
+                self.drop_slow_consumer()
+                return 0
+            self.lagging = True
+        if self._deferred_bytes > 2 * bound:
+            self.drop_slow_consumer()
+            return 0
+        return len(frames)
+
+    async def send_pieces(self, length: int, pieces: AsyncIterator[bytes]) -> bool:
+        """Write one text message of ``length`` bytes, the next piece only once the socket
+        drained (an answer larger than the send bound): a client that does not read pins one
+        piece and what waits for it, never the whole message. Uncompressed it is one frame of
+        known length (any client reads it); compressed, fragments (its length is not known
+        before). Frames for it queued meanwhile follow it. A client that does not drain within
+        the lag timeout is dropped (1013); if ``pieces`` fails (history moved on), the message
+        cannot be completed and the connection is cut (the client reconnects and asks again).
+        True once the whole message was handed to the transport."""
+        self.write_pending()  # what was queued before goes first
+        if self.closed or self.proto.state is not State.OPEN or self._streaming:
+            return False
+        self._streaming = True
+        complete = False
+        written = 0
+        try:
+            if not self._compressed:
+                self._write_raw(text_frame_head(length))
+            async for piece in pieces:
+                if self.closed or self.proto.state is not State.OPEN:
+                    return False
+                if self._compressed:
+                    if written:
+                        self.proto.send_continuation(piece, fin=False)
+                    else:
+                        self.proto.send_text(piece, fin=False)
+                    self._write_fragment()
+                else:
+                    self._write_raw(piece)
+                written += len(piece)
+                if not await self._drained():
+                    return False
+            if self.closed or self.proto.state is not State.OPEN or written != length:
+                return False
+            if self._compressed:
+                self.proto.send_continuation(b"", fin=True)
+                self._write_fragment()
+            complete = True
+            return True
+        except Exception as exc:
+            log.info("streamed answer failed", extra={"connection": self.id, "reason": str(exc)})
+            return False
+        finally:
+            self._streaming = False
+            deferred, self._deferred, self._deferred_bytes = self._deferred, [], 0
+            if not complete:
+                # Mid-frame nothing else can be sent, not even a close frame: cut the socket.
+                self.abort()
+                self._finish()
+            else:
+                self._flush_protocol()  # control frames held during the frame
+                if deferred and not self.closed:
+                    self.pending[:0] = deferred
+                    self.write_pending()
+                if self.lagging and self.send_drained and not self.closed:
+                    self._app.on_drained(self)
+
+    def _write_raw(self, data: bytes) -> None:
+        # Written whole: the previous piece had drained, so the send bound holds it.
+        if self._send is not None:
+            self._send.write(data, force=True)
+
+    def _write_fragment(self) -> None:
+        # Written whole: the previous piece had drained, so the send bound holds it.
+        send = self._send
+        if send is not None:
+            for data in self.proto.data_to_send():
+                if data:
+                    send.write(data, force=True)
+
+    async def _drained(self) -> bool:
+        """Wait until the socket drained; False if the connection ended or did not drain
+        within the lag timeout (then dropped as a slow consumer)."""
+        send = self._send
+        if send is None or self.closed:
+            return False
+        if send.drained:
+            return True
+        waiter: asyncio.Future[None] = self._server.loop.create_future()
+        self._drain_waiter = waiter
+        timer = self._server.loop.call_later(
+            self._settings.lag_timeout, self.drop_slow_consumer, "slow consumer: not reading"
+        )
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if self.closed:
+                return False
+            raise
+        finally:
+            timer.cancel()
+            if self._drain_waiter is waiter:
+                self._drain_waiter = None
+        return not self.closed
 
     def ping(self) -> None:
         if self.proto.state is State.OPEN:
@@ -465,11 +595,14 @@ class Connection(asyncio.Protocol):
         send = self._send
         if transport is None or send is None:
             return
+        if self._streaming and not self._compressed:
+            return  # inside one frame's payload: pongs and the like wait for its end
         outgoing = self.proto.data_to_send()
         # Frames queued in this same turn (the welcome after the handshake response) ride in
         # the same write instead of a second one at the end of the turn.
         if (
             self.pending
+            and not self._streaming
             and outgoing
             and outgoing[-1]
             and not self._compressed
@@ -712,8 +845,9 @@ class Connection(asyncio.Protocol):
 
     @property
     def send_drained(self) -> bool:
-        """Nothing waits in the node for this client beyond the transport's low-water mark."""
-        return self._send is not None and self._send.drained
+        """Nothing waits in the node for this client beyond the transport's low-water mark (and
+        no message is being written to it in fragments)."""
+        return self._send is not None and self._send.drained and not self._streaming
 
     def drop_slow_consumer(self, reason: str = "slow consumer: not reading fast enough") -> None:
         """Close 1013: the client does not read (or fell behind further than can be made up)."""
@@ -754,6 +888,11 @@ class Connection(asyncio.Protocol):
         self.closed = True
         self._fragments = None
         self._backlog = None
+        waiter = self._drain_waiter
+        if waiter is not None:
+            self._drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
         if self.opened:
             self._server.closed(self)
             self._app.on_close(self)

@@ -10,7 +10,7 @@ import os
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Final, Literal, TypeVar, cast
+from typing import Final, Literal, TypeVar
 
 from roomcast.runtime.keys import load_public_key
 
@@ -27,7 +27,19 @@ T = TypeVar("T")
 # work of a frame (parsing, a handler, maybe a Redis round trip) is not in its bytes.
 FRAME_OVERHEAD_BYTES: Final = 1024
 
-DEFAULT_HISTORY_BYTES = 256 * 1024
+# One client's legal burst (ROOMCAST_MESSAGE_RATE_BURST 20 x the 64 KiB frame limit = 1.25 MiB)
+# must fit both the receive budget and the room's history, with room to spare: a page's join +
+# ``history``, a rejoin with ``since`` and an event-stream resume get the whole burst back.
+# Answers larger than the send bound are streamed page by page (never built whole), so history
+# may exceed it.
+DEFAULT_HISTORY_BYTES: Final = 2 * 1024 * 1024
+# The receive budget is never tighter than the client message limits (40 at once, 20/s) at the
+# largest frame (64 KiB + FRAME_OVERHEAD_BYTES): a legal message is refused, if at all, by the
+# message limiter, whose error names it (its id), not by the byte budget, which refuses a frame
+# unparsed and cannot. 40 x 65 KiB = 2.54 MiB, 20 x 65 KiB = 1.27 MiB/s, plus slack for joins,
+# pings and typing.
+DEFAULT_CLIENT_RECEIVE_BYTES_BURST: Final = 3 * 1024 * 1024
+DEFAULT_CLIENT_RECEIVE_BYTES_PER_SECOND: Final = 1536 * 1024
 
 
 class ConfigError(ValueError):
@@ -61,9 +73,10 @@ class Settings:
     max_fragments: int = 64  # frames one message may be split into
     # bytes received per client (token subject, or address in open mode) over all its
     # connections on a node; each frame costs its payload plus FRAME_OVERHEAD_BYTES (the
-    # burst used is at least one largest frame)
-    client_receive_bytes_per_second: int = 256 * 1024
-    client_receive_bytes_burst: int = 1024 * 1024
+    # burst used is at least one largest frame). The defaults hold the client message limits
+    # at the largest frame (see DEFAULT_CLIENT_RECEIVE_BYTES_BURST).
+    client_receive_bytes_per_second: int = DEFAULT_CLIENT_RECEIVE_BYTES_PER_SECOND
+    client_receive_bytes_burst: int = DEFAULT_CLIENT_RECEIVE_BYTES_BURST
     handshake_timeout: float = 10.0
     # A member over the send bound gets no room traffic until its socket drains, then what it
     # missed from history; if it does not drain for this long, it does not read: closed 1013.
@@ -76,8 +89,9 @@ class Settings:
     # History and presence
     history_size: int = 100
     history_ttl: float = 600.0
-    # Bytes of messages kept per room in Redis; at most half the send buffer, so that a
-    # catch-up (join with ``since``, history, event-stream resume) always fits in it.
+    # Bytes of messages kept per room in Redis: at least one client's legal burst. Catch-ups
+    # and answers read from it are streamed page by page, so it is not bounded by the send
+    # buffer.
     history_bytes: int = DEFAULT_HISTORY_BYTES
     presence_ttl: float = 15.0
     # Security
@@ -135,6 +149,13 @@ class Settings:
     @property
     def auth_enabled(self) -> bool:
         return self.auth_secret is not None or self.auth_public_key is not None
+
+    @property
+    def page_bytes(self) -> int:
+        """Bytes of history read and written at a time for answers and catch-ups larger than
+        that: what a client that does not read may pin beyond its send bound. Small (one
+        largest message by default): many clients that ask and never read cost little."""
+        return max(self.send_buffer_bytes // 16, self.max_frame_bytes)
 
     @property
     def uses_redis(self) -> bool:
@@ -524,11 +545,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             problems.append(str(exc))
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
-    if "history_bytes" not in values and "send_buffer_bytes" in values:
-        # Unset: the default, or less when a smaller send buffer asks for it.
-        values["history_bytes"] = min(
-            DEFAULT_HISTORY_BYTES, cast(int, values["send_buffer_bytes"]) // 2
-        )
     settings = Settings(**values)  # type: ignore[arg-type]
     topology_problems = _check_redis_topology(settings)
     if topology_problems:
@@ -536,12 +552,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     weak = _weak_secrets(settings)
     if weak:
         raise ConfigError("refusing to start with guessable secrets:\n  " + "\n  ".join(weak))
-    if settings.history_bytes > settings.send_buffer_bytes // 2:
-        raise ConfigError(
-            f"ROOMCAST_HISTORY_BYTES={settings.history_bytes}: at most half of "
-            f"ROOMCAST_SEND_BUFFER_BYTES ({settings.send_buffer_bytes}), so that a catch-up "
-            "always fits in a client's send buffer"
-        )
     if settings.auth_secret is not None and settings.auth_public_key is not None:
         raise ConfigError("set ROOMCAST_AUTH_SECRET (HS256) or ROOMCAST_AUTH_PUBLIC_KEY, not both")
 

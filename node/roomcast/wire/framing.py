@@ -17,12 +17,17 @@ _LEN64: Final = struct.Struct("!BBQ")
 
 def text_frame(payload: bytes) -> bytes:
     """An unmasked, unfragmented text frame carrying ``payload`` (already valid UTF-8)."""
-    length = len(payload)
+    return text_frame_head(len(payload)) + payload
+
+
+def text_frame_head(length: int) -> bytes:
+    """The header of an unmasked, unfragmented text frame of ``length`` payload bytes: a large
+    answer's payload follows it in pieces, written as the client drains."""
     if length < 126:
-        return bytes((_FIN_TEXT, length)) + payload
+        return bytes((_FIN_TEXT, length))
     if length < 65536:
-        return _LEN16.pack(_FIN_TEXT, 126, length) + payload
-    return _LEN64.pack(_FIN_TEXT, 127, length) + payload
+        return _LEN16.pack(_FIN_TEXT, 126, length)
+    return _LEN64.pack(_FIN_TEXT, 127, length)
 
 
 def frame_payload(frame: bytes) -> bytes:

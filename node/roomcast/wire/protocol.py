@@ -355,10 +355,19 @@ def history(
     room: str, epoch: str, offset: int, messages: list[bytes], request_id: RequestId = None
 ) -> bytes:
     # The stored messages are JSON we wrote; they are spliced in, not parsed and re-encoded.
+    head, tail = history_parts(room, epoch, offset, request_id)
+    return head + b",".join(messages) + tail
+
+
+def history_parts(
+    room: str, epoch: str, offset: int, request_id: RequestId = None
+) -> tuple[bytes, bytes]:
+    """The bytes of a history answer around its messages (``head + b",".join(messages) +
+    tail``): a large answer is written in pieces, its messages read page by page."""
     head = encode(
         _with_id({"type": "history", "room": room, "epoch": epoch, "offset": offset}, request_id)
     )
-    return head[:-1] + b',"messages":[' + b",".join(messages) + b"]}"
+    return head[:-1] + b',"messages":[', b"]}"
 
 
 def presence(room: str, members: dict[str, int], request_id: RequestId = None) -> bytes:
