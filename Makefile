@@ -82,7 +82,7 @@ chaos: deps ## fault-injection soak: SEED=n DURATION=s TOPOLOGY=standalone|senti
 	  --topology $(TOPOLOGY) $(if $(FAULTS),--faults $(FAULTS))
 
 test-adversarial: deps browser-deps ## the attack suite (tests/adversarial) against a real cluster, default limits
-	ulimit -n 65536 2>/dev/null || true; $(PY) -m pytest -q -s -m adversarial tests/adversarial
+	ulimit -n 65536 2>/dev/null || true; ROOMCAST_RUN_OPEN_FINDINGS=1 $(PY) -m pytest -q -s -m adversarial tests/adversarial tests/integration/test_attack_send_bound.py
 
 lint: deps $(BENCH_STAMP) ## ruff and mypy --strict (node, tests and bench)
 	$(VENV)/bin/ruff check .

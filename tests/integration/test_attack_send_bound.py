@@ -11,6 +11,7 @@ behaviour and that a bystander on the attacked node keeps a round trip of a few 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -61,7 +62,11 @@ def metric(node: NodeProcess, name: str, labels: dict[str, str] | None = None) -
 
 def open_sockets(node: NodeProcess) -> int:
     fds = Path(f"/proc/{node.process.pid}/fd")
-    return sum(1 for fd in fds.iterdir() if os.readlink(fd).startswith("socket:"))
+    count = 0
+    for fd in fds.iterdir():
+        with contextlib.suppress(FileNotFoundError):  # closed between listing and reading it
+            count += os.readlink(fd).startswith("socket:")
+    return count
 
 
 def raw_socket(node: NodeProcess) -> socket.socket:
