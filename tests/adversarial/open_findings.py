@@ -18,6 +18,12 @@ OPEN_FINDINGS: Final = {
         "cause is not found yet (py-spy: ~1 s of node CPU in SendBuffer.write, the Redis read "
         "loop and the API's serve path)"
     ),
+    "tests/adversarial/test_unread_answers.py::"
+    "test_unread_answers_on_one_node_pin_at_most_the_bound[events]": (
+        "the event-stream variant (40 SSE resumes never read, on a room two writers burst into) "
+        "does not complete: pytest's 120 s timeout, twice in a row on a quiet machine since "
+        "answers and resumes are streamed page by page; where it waits is not found yet"
+    ),
     "tests/integration/test_attack_send_bound.py::"
     "test_unread_answers_through_nginx_pin_little_kernel_memory": (
         "40 unread history answers of up to 2 MiB through nginx pin 35 MB of kernel socket "
