@@ -25,15 +25,8 @@ OPEN_FINDINGS: Final = {
         "does not complete: pytest's 120 s timeout, twice in a row on a quiet machine since "
         "answers and resumes are streamed page by page; where it waits is not found yet"
     ),
-    # Not attacks: two failures the last clean-clone CI run of stop 12 found after the final
-    # merges, left out the same way so that what passes lands; both are named in its note.
-    "tests/integration/test_redis_cluster_migration.py::"
-    "test_commands_hitting_the_slot_mid_migration_are_answered": (
-        "REGRESSION at stop 12 (after the server API merge): a step in the slot's ASK window "
-        "timed out in the clean-clone CI run (it passed before that merge); suspected: a key of "
-        "the new join/publish scripts (ban, rooms index) absent on the importing node, so Redis "
-        "answers TRYAGAIN"
-    ),
+    # Not an attack: a failure the last clean-clone CI run of stop 12 found after the final
+    # merges, left out the same way so that what passes lands; named in its note.
     "tests/integration/test_security.py::"
     "test_refused_at_the_handshake[bad name claim-query8-403]": (
         "FLAKY at stop 12: 401 instead of 403 in one full run (another case of this test, "

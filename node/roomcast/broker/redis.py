@@ -531,7 +531,10 @@ class RedisBroker(OnOneLoop):
             seq,
             resp.evalsha(
                 self._scripts.join.sha,
-                (seq, epoch, history, presence, ban),
+                # The ban key (in the room's slot) is named, not declared: a declared key that
+                # does not exist makes a slot's importing node answer TRYAGAIN, and a ban key
+                # mostly does not exist, so every join would fail for a whole slot migration.
+                (seq, epoch, history, presence),
                 (
                     self.topology.channel(room),
                     announce,
@@ -542,6 +545,7 @@ class RedisBroker(OnOneLoop):
                     new_epoch().encode(),
                     b"%d" % max(1, int(self._limits.ttl)),
                     b"%d" % self._join_deadline(),
+                    ban,
                 ),
             ),
             publishes=True,

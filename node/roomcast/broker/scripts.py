@@ -118,11 +118,13 @@ return {offset, epoch}
 """,
 )
 
-# KEYS: seq, epoch, history, presence, the joiner's ban. ARGV: channel, announce envelope, member,
-# username, since offset (-1: none), since epoch, epoch candidate, ttl (s) of a room without
-# messages, deadline (ms, Redis's clock). Returns {epoch, latest offset, status, missed messages
-# newest first, time (µs)}; past its deadline {'', 0, 'late', {}, 0} and nothing done (the node
-# gave up on the join: a late run would list a member that is not there); {'banned',
+# KEYS: seq, epoch, history, presence. ARGV: channel, announce envelope, member, username, since
+# offset (-1: none), since epoch, epoch candidate, ttl (s) of a room without messages, deadline
+# (ms, Redis's clock), the name of the joiner's ban key (in the room's slot; not declared: a
+# missing declared key makes an importing node answer TRYAGAIN mid-migration). Returns {epoch,
+# latest offset, status, missed messages newest first, time (µs)}; past its deadline
+# {'', 0, 'late', {}, 0} and nothing done (the node gave up on the join: a late run would list a
+# member that is not there); {'banned',
 # "<until ms>|<reason>"} and nothing done when the joiner is banned from the room.
 # A room that never had a message gets its counter and epoch for as long as it has members
 # (LEAVE and REAP delete them with the last one) and at most the given ttl, refreshed by each
@@ -134,7 +136,7 @@ local now = redis.call('TIME')
 if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(ARGV[9]) then
   return {'', 0, 'late', {}, 0}
 end
-local ban = redis.call('GET', KEYS[5])
+local ban = redis.call('GET', ARGV[10])
 if ban then
   return {'banned', ban}
 end
