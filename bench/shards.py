@@ -24,7 +24,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from roomcast_dev.devcluster import LocalCluster
+from roomcast_dev.devcluster import SHARED_LIMITS_OFF, LocalCluster
 from roomcast_dev.redis_topologies import RedisClusterTopology, wait_until
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -38,16 +38,7 @@ FAST = {
     "ROOMCAST_MESSAGE_RATE_PER_SECOND": "1000000",
     "ROOMCAST_MESSAGE_RATE_BURST": "1000000",
     # Issue 15's client, room and join limits: a benchmark is one client sending a lot.
-    "ROOMCAST_JOIN_RATE_PER_SECOND": "1000000",
-    "ROOMCAST_JOIN_RATE_BURST": "1000000",
-    "ROOMCAST_CLIENT_MESSAGE_RATE_PER_SECOND": "1000000",
-    "ROOMCAST_CLIENT_MESSAGE_RATE_BURST": "1000000",
-    "ROOMCAST_CLIENT_JOIN_RATE_PER_SECOND": "1000000",
-    "ROOMCAST_CLIENT_JOIN_RATE_BURST": "1000000",
-    "ROOMCAST_ROOM_MESSAGE_RATE_PER_SECOND": "1000000",
-    "ROOMCAST_ROOM_MESSAGE_RATE_BURST": "1000000",
-    "ROOMCAST_CLIENT_RECEIVE_BYTES_PER_SECOND": "1099511627776",
-    "ROOMCAST_CLIENT_RECEIVE_BYTES_BURST": "1099511627776",
+    **SHARED_LIMITS_OFF,
 }
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
-from roomcast_dev.devcluster import LocalCluster, ManagedProcess, NodeProcess
+from roomcast_dev.devcluster import SHARED_LIMITS_OFF, LocalCluster, ManagedProcess, NodeProcess
 
 from roomcast_bench.procstat import with_children
 
@@ -34,16 +34,7 @@ ROOMCAST_BENCH_ENV: Mapping[str, str] = {
     "ROOMCAST_MESSAGE_RATE_PER_SECOND": "1000000",
     "ROOMCAST_MESSAGE_RATE_BURST": "1000000",
     # Issue 15's client, room and join limits: a benchmark is one client sending a lot.
-    "ROOMCAST_JOIN_RATE_PER_SECOND": "1000000",
-    "ROOMCAST_JOIN_RATE_BURST": "1000000",
-    "ROOMCAST_CLIENT_MESSAGE_RATE_PER_SECOND": "1000000",
-    "ROOMCAST_CLIENT_MESSAGE_RATE_BURST": "1000000",
-    "ROOMCAST_CLIENT_JOIN_RATE_PER_SECOND": "1000000",
-    "ROOMCAST_CLIENT_JOIN_RATE_BURST": "1000000",
-    "ROOMCAST_ROOM_MESSAGE_RATE_PER_SECOND": "1000000",
-    "ROOMCAST_ROOM_MESSAGE_RATE_BURST": "1000000",
-    "ROOMCAST_CLIENT_RECEIVE_BYTES_PER_SECOND": "1099511627776",
-    "ROOMCAST_CLIENT_RECEIVE_BYTES_BURST": "1099511627776",
+    **SHARED_LIMITS_OFF,
 }
 
 

@@ -51,6 +51,22 @@ def timeout_factor() -> float:
         return 1.0
 
 
+# Issue 15's join, client and room limits switched off, for local runs that are one client
+# sending a lot (tests and benchmarks from 127.0.0.1 in open mode).
+SHARED_LIMITS_OFF: Final = {
+    "ROOMCAST_JOIN_RATE_PER_SECOND": "1000000",
+    "ROOMCAST_JOIN_RATE_BURST": "1000000",
+    "ROOMCAST_CLIENT_MESSAGE_RATE_PER_SECOND": "1000000",
+    "ROOMCAST_CLIENT_MESSAGE_RATE_BURST": "1000000",
+    "ROOMCAST_CLIENT_JOIN_RATE_PER_SECOND": "1000000",
+    "ROOMCAST_CLIENT_JOIN_RATE_BURST": "1000000",
+    "ROOMCAST_ROOM_MESSAGE_RATE_PER_SECOND": "1000000",
+    "ROOMCAST_ROOM_MESSAGE_RATE_BURST": "1000000",
+    "ROOMCAST_CLIENT_RECEIVE_BYTES_PER_SECOND": "1099511627776",
+    "ROOMCAST_CLIENT_RECEIVE_BYTES_BURST": "1099511627776",
+}
+
+
 class ManagedProcess:
     """A child process whose output lines are collected, so readiness is awaited, not slept."""
 

@@ -8,22 +8,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 
-from roomcast_dev.devcluster import NodeProcess, timeout_factor
-
-# Issue 15's join, client and room limits: every test client connects from 127.0.0.1, so in
-# open mode a whole test module is one client joining and sending a lot.
-SHARED_LIMITS_OFF = {
-    "ROOMCAST_JOIN_RATE_PER_SECOND": "1000000",
-    "ROOMCAST_JOIN_RATE_BURST": "1000000",
-    "ROOMCAST_CLIENT_MESSAGE_RATE_PER_SECOND": "1000000",
-    "ROOMCAST_CLIENT_MESSAGE_RATE_BURST": "1000000",
-    "ROOMCAST_CLIENT_JOIN_RATE_PER_SECOND": "1000000",
-    "ROOMCAST_CLIENT_JOIN_RATE_BURST": "1000000",
-    "ROOMCAST_ROOM_MESSAGE_RATE_PER_SECOND": "1000000",
-    "ROOMCAST_ROOM_MESSAGE_RATE_BURST": "1000000",
-    "ROOMCAST_CLIENT_RECEIVE_BYTES_PER_SECOND": "1099511627776",
-    "ROOMCAST_CLIENT_RECEIVE_BYTES_BURST": "1099511627776",
-}
+from roomcast_dev.devcluster import SHARED_LIMITS_OFF, NodeProcess, timeout_factor
 
 # Benign defaults for shared clusters: generous rate limits so ordering tests can send bursts.
 FAST_ENV = {
@@ -35,6 +20,16 @@ FAST_ENV = {
     "ROOMCAST_TYPING_RATE_BURST": "5000",
     **SHARED_LIMITS_OFF,
 }
+
+__all__ = [
+    "FAST_ENV",
+    "SHARED_LIMITS_OFF",
+    "http_get",
+    "metric_value",
+    "not_ready",
+    "ready",
+    "until",
+]
 
 
 def http_get(url: str, timeout: float = 5) -> tuple[int, str]:
