@@ -121,7 +121,7 @@ clean:
 # The benchmark (bench/README.md): roomcast vs the article's Node.js server, same run, same machine.
 BENCH_ARGS ?=
 
-.PHONY: bench-deps bench-smoke
+.PHONY: bench-deps bench-smoke dashboard-shot
 
 $(BENCH_STAMP): bench/requirements.txt $(STAMP)
 	$(PY) -m pip install -q -r bench/requirements.txt
@@ -137,6 +137,9 @@ bench-deps: deps perf-deps $(BENCH_STAMP) ## picows, matplotlib, py-spy; the bas
 bench: bench-deps ## full benchmark (~10 min): bench/results/latest.{json,md,png}, profile.svg
 	ulimit -n 65536 2>/dev/null || ulimit -n $$(ulimit -Hn); \
 	$(PY) bench/run.py --name latest --profile 10 --syscalls $(BENCH_ARGS)
+
+dashboard-shot: deploy-deps bench-deps ## docs/img/dashboard.png: the Grafana dashboard drawn from a live cluster scraped by Prometheus (~2.5 min)
+	$(PY) -m roomcast_dev.dashboard_shot --out docs/img/dashboard.png
 
 bench-smoke: bench-deps ## a seconds-long run of every scenario, both servers
 	ulimit -n 65536 2>/dev/null || ulimit -n $$(ulimit -Hn); \

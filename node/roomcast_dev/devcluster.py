@@ -386,6 +386,15 @@ class LocalCluster:
         self._await_http(f"{self.http_url}/healthz", self.nginx, 20)
         return self.nginx
 
+    def reload_nginx(self) -> None:
+        """Point nginx at the nodes alive now (a rolling update's step) and reload it: SIGHUP
+        makes the master start workers with the new config while the old ones finish."""
+        assert self.nginx is not None
+        prefix = self.workdir / "nginx"
+        alive = [n.port for n in self.nodes if n.process.alive()]
+        (prefix / "nginx.conf").write_text(render_nginx_config(self.nginx_port, alive, prefix))
+        self.nginx.signal(signal.SIGHUP)
+
     @staticmethod
     def _await_http(url: str, process: ManagedProcess, timeout: float) -> None:
         # nginx prints nothing when it is ready, so ask it; each attempt is one short request.
