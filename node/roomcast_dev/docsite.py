@@ -63,7 +63,8 @@ ERROR_MEANINGS: Final[dict[str, str]] = {
     ),
     "INVALID_TOKEN": "a `refresh` whose token is not a string or is refused (the reason says why)",
     "BANNED": "a `join` of a room the application banned this user from (the reason says until "
-    "when)",
+    "when); over the HTTP API (403), any request about that room made with the banned user's "
+    "token (post, history, presence, events), or an open node's post in the banned name",
     "INVALID_ROOM_TOKEN": "a `join`'s `room_token` that is not a token, or is refused (expired, "
     "bad signature; the reason says why)",
     "BINARY_FRAME": "a binary frame: the connection is closed with 1003",

@@ -12,7 +12,7 @@ from websockets.exceptions import InvalidStatus
 from roomcast.admin import AdminError, RoomcastAdmin
 from tests.support import serverapi
 from tests.support.httpclient import request
-from tests.support.serverapi import API_ENV, all_ready, connect, join, new_name, token
+from tests.support.serverapi import API_ENV, admin_of, all_ready, connect, join, new_name, token
 from tests.support.wsclient import Client, scaled
 
 pytestmark = pytest.mark.integration
@@ -136,3 +136,35 @@ async def test_direct_rooms_are_their_two_users_alone(cluster: LocalCluster) -> 
     finally:
         for client in (first, second, intruder):
             await client.close()
+
+
+async def test_a_ban_refuses_the_banned_users_own_http_requests_about_that_room(
+    cluster: LocalCluster,
+) -> None:
+    """A ban is not only a refused join: the banned user's token cannot post to the room, read
+    its history or presence, or stream it over the HTTP API either (which would otherwise be a
+    way around the ban); other rooms, other users and API keys are not affected."""
+    user, bystander = new_name("u"), new_name("u")
+    room, other_room = new_name("room"), new_name("room")
+
+    async def call(method: str, path: str, who: str) -> int:
+        headers = {"Authorization": f"Bearer {token(who)}"}
+        if method == "POST":
+            answer = await request(
+                method, cluster.http_url + path, json_body={"text": "hi"}, headers=headers
+            )
+        else:  # a refused stream is answered at once; an open one would time out here
+            answer = await request(method, cluster.http_url + path, headers=headers)
+        return answer.status
+
+    reads = [("GET", f"/api/rooms/{room}/history"), ("GET", f"/api/rooms/{room}/presence")]
+    post = ("POST", f"/api/rooms/{room}/messages")
+    assert await call(*post, user) == 201
+    async with admin_of(cluster) as admin:
+        await admin.ban(room, user, seconds=600, reason="spam")
+        for method, path in [post, *reads, ("GET", f"/api/rooms/{room}/events")]:
+            assert await call(method, path, user) == 403, (method, path)
+        assert await call("POST", f"/api/rooms/{other_room}/messages", user) == 201
+        assert await call(*post, bystander) == 201
+        await admin.unban(room, user)
+    assert await call(*post, user) == 201

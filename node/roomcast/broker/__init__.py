@@ -277,6 +277,10 @@ class Broker(Protocol):
     async def bans(self, room: str) -> list[Ban]:
         """The bans in force, soonest to end first (at most MAX_BANS_LISTED)."""
 
+    async def ban_of(self, room: str, user: str) -> Ban | None:
+        """``user``'s ban from ``room`` while it is in force (the HTTP API's check for a user
+        token: a ban refuses the room's reads and posts there as it refuses joins)."""
+
     async def active_rooms(
         self, limit: int, after: str | None
     ) -> tuple[list[RoomCounts], str | None]:

@@ -284,6 +284,13 @@ class MemoryBroker:
         self._expire(state)
         return sorted(state.bans.values(), key=lambda ban: ban.until_ms)[:MAX_BANS_LISTED]
 
+    async def ban_of(self, room: str, user: str) -> Ban | None:
+        state = self._rooms.get(room)
+        if state is None:
+            return None
+        self._expire(state)
+        return state.bans.get(user)
+
     async def active_rooms(
         self, limit: int, after: str | None
     ) -> tuple[list[RoomCounts], str | None]:

@@ -807,6 +807,14 @@ class RedisBroker(OnOneLoop):
             for i in range(0, len(reply), 3)
         ]
 
+    async def ban_of(self, room: str, user: str) -> Ban | None:
+        key = scripts.ban_keys(room, user)[0]
+        value = await self._request(key, resp.command(b"GET", key))
+        if value is None:
+            return None
+        until, _, reason = value.decode().partition("|")  # as the ban script writes it
+        return Ban(user, int(until), reason)
+
     async def active_rooms(
         self, limit: int, after: str | None
     ) -> tuple[list[RoomCounts], str | None]:

@@ -112,6 +112,8 @@ class ApiService:
         assert room is not None
         if caller.identity is not None and not caller.identity.may_join(room):
             raise ApiError(403, ErrorCode.FORBIDDEN, f"your token does not allow {room!r}")
+        if caller.identity is not None:
+            await self._refuse_if_banned(room, caller.identity.subject)
         if route.endpoint is Endpoint.EVENTS:
             return self._open_stream(route, request)
         if not self._node_ready():
@@ -172,6 +174,8 @@ class ApiService:
             raise ApiError(400, ErrorCode.INVALID_USERNAME, "'username' is required")
         else:
             username = posted.username
+            # Open mode: a ban names the username (as for joins), so it stops posts in its name.
+            await self._refuse_if_banned(room, username)
         now = time.time()
         prefix = protocol.chat_message_prefix(room, username, posted.text, int(now * 1000))
         self._metrics.messages_published.labels("message").inc()
@@ -187,6 +191,22 @@ class ApiService:
         body = api.json_body({"room": room, "epoch": epoch, "offset": offset})
         location = f"/api/rooms/{room}/history"
         return Reply(201, body, (("Location", location),))
+
+    async def _refuse_if_banned(self, room: str, user: str) -> None:
+        """A ban refuses the banned user's joins over WebSocket; over HTTP it refuses what the
+        user's own token (or, open, name) would do in the room: post, read, stream. Checked when
+        the request arrives: a ban ordered while a post is on its way does not stop that post,
+        as it does not stop a message already sent over WebSocket."""
+        if not self._node_ready():
+            raise ApiError(503, ErrorCode.UNAVAILABLE, "the broker is unavailable")
+        try:
+            ban = await self._broker.ban_of(room, user)
+        except BrokerUnavailable as exc:
+            raise ApiError(503, ErrorCode.UNAVAILABLE, f"broker unavailable: {exc}") from None
+        if ban is not None:
+            raise ApiError(
+                403, ErrorCode.BANNED, f"banned from {room!r} until {ban.until_ms} ms: {ban.reason}"
+            )
 
     def _open_stream(self, route: Route, request: ApiRequest) -> OpenStream:
         assert route.room is not None

@@ -50,7 +50,9 @@ _SIZE_ERRORS: Final = {
 }
 _COMMON_ERRORS: Final = {
     "401": _error("No credential, or a bad one (API key or token), when the node requires one"),
-    "403": _error("Origin not allowed, or the token does not allow this room"),
+    "403": _error(
+        "Origin not allowed, the token does not allow this room, or its user is banned from it"
+    ),
     "404": _error("No such endpoint, or an invalid room name"),
     "429": _error("Too many requests from this caller (see Retry-After)"),
     **_SIZE_ERRORS,
