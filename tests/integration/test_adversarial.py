@@ -30,6 +30,7 @@ from tests.support.attacks import (
     handshake,
 )
 from tests.support.cluster import metric_value
+from tests.support.httpclient import EventStream
 from tests.support.wsclient import Client, scaled
 
 pytestmark = pytest.mark.integration
@@ -276,6 +277,24 @@ async def test_a_connection_ends_4001_when_its_token_does(cluster: LocalCluster)
     # Its token no longer opens a connection either.
     with pytest.raises(InvalidStatus):
         await Client.connect(cluster.url, subprotocols=token_protocols(token("eve", -1)))
+
+
+async def test_an_event_stream_ends_when_its_token_does(cluster: LocalCluster) -> None:
+    """An SSE stream cannot be refreshed: it ends at its token's exp (+ leeway), told why."""
+    started = time.time()
+    stream = await EventStream.open(
+        f"{cluster.http_url}/api/rooms/expiring/events",
+        headers={"Authorization": f"Bearer {token('eve', 2)}"},
+    )
+    try:
+        assert stream.status == 200
+        expired = await stream.next_type("error", timeout=10)
+        assert expired.data["code"] == "token_expired"
+        assert time.time() >= int(started) + 2  # not before exp
+        with pytest.raises(EOFError):
+            await stream.next(timeout=5)
+    finally:
+        stream.close()
 
 
 async def test_the_python_client_refreshes_its_token_and_outlives_it(

@@ -11,7 +11,7 @@ from websockets.exceptions import InvalidStatus
 
 from roomcast.admin import AdminError, RoomcastAdmin
 from tests.support import serverapi
-from tests.support.httpclient import request
+from tests.support.httpclient import EventStream, request
 from tests.support.serverapi import API_ENV, admin_of, all_ready, connect, join, new_name, token
 from tests.support.wsclient import Client, scaled
 
@@ -168,3 +168,44 @@ async def test_a_ban_refuses_the_banned_users_own_http_requests_about_that_room(
         assert await call(*post, bystander) == 201
         await admin.unban(room, user)
     assert await call(*post, user) == 201
+
+
+async def test_disconnect_and_ban_end_the_users_event_streams(cluster: LocalCluster) -> None:
+    """An order about a user reaches its event streams as it reaches its WebSockets: the
+    event, then the end; a banned user's stream cannot be opened again."""
+    user, bystander = new_name("u"), new_name("u")
+    room = new_name("room")
+
+    async def open_stream(who: str) -> EventStream:
+        stream = await EventStream.open(
+            f"{cluster.http_url}/api/rooms/{room}/events",
+            headers={"Authorization": f"Bearer {token(who)}"},
+        )
+        assert stream.status == 200
+        await stream.next_type("joined")
+        return stream
+
+    theirs, others = await open_stream(user), await open_stream(bystander)
+    try:
+        async with admin_of(cluster) as admin:
+            await admin.disconnect(user, reason="bye")
+            assert (await theirs.next_type("disconnect")).data["reason"] == "bye"
+            with pytest.raises(EOFError):
+                await theirs.next(timeout=5)
+            theirs.close()
+            theirs = await open_stream(user)
+            await admin.ban(room, user, seconds=600, reason="spam")
+            assert (await theirs.next_type("banned")).data["reason"] == "spam"
+            with pytest.raises(EOFError):
+                await theirs.next(timeout=5)
+            again = await EventStream.open(
+                f"{cluster.http_url}/api/rooms/{room}/events",
+                headers={"Authorization": f"Bearer {token(user)}"},
+            )
+            assert again.status == 403
+            again.close()
+        await others.heartbeat()  # the bystander's stream goes on
+        assert not others.ended
+    finally:
+        theirs.close()
+        others.close()

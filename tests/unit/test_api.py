@@ -119,8 +119,9 @@ def test_request_sniffing(head: bytes, is_api: bool | None) -> None:
 
 
 class Sink:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, subject: str | None = None) -> None:
         self.id = name
+        self.subject = subject
         self.pending: list[bytes] = []
         self.written: list[bytes] = []
         self.closed = False
@@ -197,4 +198,23 @@ async def test_stream_resumes_without_gap_or_duplicate_and_releases_its_room() -
     for s in (sink, too_old, other_epoch):
         hub.close(s, "r")
     assert counts[-1] == 0 and not hub.has_room("r")
+    await broker.stop()
+
+
+async def test_orders_about_a_user_end_that_users_streams_only() -> None:
+    broker = MemoryBroker(lambda room, payload: None, lambda ready: None, HistoryLimits(size=5))
+    await broker.start()
+    hub = StreamHub(5, lambda room: False, lambda count: None)
+    hub.attach(broker, Pusher())
+    theirs_here, theirs_there = Sink("a", "alice"), Sink("b", "alice")
+    others = [Sink("c", "bob"), Sink("d", None)]
+    for sink, room in [(theirs_here, "r"), (theirs_there, "s"), (others[0], "r"), (others[1], "r")]:
+        await hub.open(sink, room, None, None)
+    # A remove or ban names the room: only that room's stream of the user ends, after the event.
+    assert hub.end_streams_of("alice", b'{"type":"banned"}', "r") == 1
+    assert theirs_here.closed and theirs_here.events()[-1][1] == {"type": "banned"}
+    assert not theirs_there.closed and not any(s.closed for s in others)
+    # A disconnect names no room: every stream of the user.
+    assert hub.end_streams_of("alice", b'{"type":"disconnect"}') == 1
+    assert theirs_there.closed and not any(s.closed for s in others)
     await broker.stop()

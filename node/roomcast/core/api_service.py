@@ -69,6 +69,10 @@ class OpenStream:
     room: str
     since: int | None
     epoch: str | None
+    # Whose token opened it (None: an API key or an open node): the server API's orders about
+    # that user end it, and it ends when the token expires, as a WebSocket connection does.
+    subject: str | None = None
+    expires: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +119,7 @@ class ApiService:
         if caller.identity is not None:
             await self._refuse_if_banned(room, caller.identity.subject)
         if route.endpoint is Endpoint.EVENTS:
-            return self._open_stream(route, request)
+            return self._open_stream(route, request, caller.identity)
         if not self._node_ready():
             raise ApiError(503, ErrorCode.UNAVAILABLE, "the broker is unavailable")
         try:
@@ -208,7 +212,9 @@ class ApiService:
                 403, ErrorCode.BANNED, f"banned from {room!r} until {ban.until_ms} ms: {ban.reason}"
             )
 
-    def _open_stream(self, route: Route, request: ApiRequest) -> OpenStream:
+    def _open_stream(
+        self, route: Route, request: ApiRequest, identity: Identity | None
+    ) -> OpenStream:
         assert route.room is not None
         # EventSource resends the last id as a header; curl users may pass ?since= instead.
         raw = request.headers.get("last-event-id") or route.query_value("since")
@@ -220,7 +226,9 @@ class ApiService:
             raise ApiError(400, ErrorCode.INVALID_SINCE, "epoch must be 1-64 characters")
         if not self._node_ready():
             raise ApiError(503, ErrorCode.UNAVAILABLE, "the broker is unavailable")
-        return OpenStream(route.room, since, epoch)
+        if identity is None:
+            return OpenStream(route.room, since, epoch)
+        return OpenStream(route.room, since, epoch, identity.subject, identity.expires)
 
     def _authenticate(self, request: ApiRequest) -> Caller:
         credential = _credential(request)

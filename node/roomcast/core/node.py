@@ -240,6 +240,7 @@ class Node:
         for conn in [c for c in self.connections if self._is_user(c, order.user)]:
             conn.send(frame)
             conn.close(code, _close_reason(order.reason))
+        self.streams.end_streams_of(order.user, frame)
         self.metrics.api_orders.labels("disconnect").inc()
 
     def _remove(self, order: control.Remove) -> None:
@@ -253,6 +254,8 @@ class Node:
                 self.lag.left(conn, room)
                 self._drop_membership(conn, room, "removed from the room while joining")
                 conn.send(frame)
+        # The user's event streams of the room end too (a banned one cannot reopen: 403).
+        self.streams.end_streams_of(order.user, frame, room)
         self.metrics.api_orders.labels("remove" if order.until_ms is None else "ban").inc()
 
     def _is_user(self, conn: Member, user: str, room: str | None = None) -> bool:

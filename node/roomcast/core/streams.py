@@ -29,6 +29,7 @@ class StreamSink(Protocol):
 
     id: str
     pending: list[bytes]
+    subject: str | None  # the token's sub that opened it (None: an API key or an open node)
 
     @property
     def closed(self) -> bool: ...
@@ -254,6 +255,25 @@ class StreamHub:
             self._count -= 1
             self._on_streams_changed(self._count)
             self._release(room)
+
+    def end_streams_of(self, subject: str, frame: bytes, room: str | None = None) -> int:
+        """End the streams ``subject``'s token opened (of ``room``, or every one), each after
+        ``frame`` (the order's event, as a WebSocket member gets it); returns how many."""
+        assert self.outbox is not None
+        rooms = [room] if room is not None else [*{*self._live, *self._opening, *self._catching}]
+        ended = 0
+        for name in rooms:
+            found = [
+                *self._live.get(name, ()),
+                *self._opening.get(name, ()),
+                *self._catching.get(name, ()),
+            ]
+            for sink in found:
+                if sink.subject == subject and not sink.closed:
+                    self.outbox.push(sink, sse.event(frame))
+                    sink.end()
+                    ended += 1
+        return ended
 
     def sinks(self) -> list[StreamSink]:
         found: list[StreamSink] = []

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Final, cast
 
@@ -121,6 +122,8 @@ class HttpConnection(asyncio.Protocol):
         self._body = bytearray()
         self._busy = False
         self._stream_room: str | None = None
+        self.subject: str | None = None  # whose token opened the stream (StreamSink)
+        self._token_timer: asyncio.TimerHandle | None = None
         self._closed = False
         self._idle_timer: asyncio.TimerHandle | None = None
         # A streamed answer or resume waiting for the socket to drain before its next piece.
@@ -159,6 +162,9 @@ class HttpConnection(asyncio.Protocol):
             self._send.discard()
         self._cancel_idle_timer()
         self._server.connections.discard(self)
+        if self._token_timer is not None:
+            self._token_timer.cancel()
+            self._token_timer = None
         if self._stream_room is not None:
             self._server.hub.close(self, self._stream_room)
 
@@ -406,6 +412,11 @@ class HttpConnection(asyncio.Protocol):
             + (self._h11.send(h11.Data(data=sse.retry(SSE_RETRY_MS))) or b"")
         )
         self._stream_room = plan.room
+        self.subject = plan.subject
+        if plan.expires is not None:
+            # As a WebSocket connection: the stream ends when its token does (exp + leeway).
+            ends = plan.expires + self._server.settings.auth_leeway - time.time()
+            self._token_timer = self._server.loop.call_later(max(0.0, ends), self._token_expired)
         if self._transport is not None:
             # Keep reading, so a client that goes away is noticed (its input is ignored).
             self._transport.resume_reading()
@@ -419,6 +430,20 @@ class HttpConnection(asyncio.Protocol):
             self._write(self._h11.send(h11.Data(data=sse.event(failure))))
             self._write(self._h11.send(h11.EndOfMessage()))
             self._close()
+
+    def _token_expired(self) -> None:
+        self._token_timer = None
+        if self._closed or self._stream_room is None:
+            return
+        self._server.metrics.frames_rejected.labels(ErrorCode.TOKEN_EXPIRED).inc()
+        log.info("token expired; ending event stream", extra={"connection": self.id})
+        expired = {
+            "type": "error",
+            "code": ErrorCode.TOKEN_EXPIRED,
+            "reason": "token expired; reconnect with a new one",
+        }
+        self.pending.append(sse.event(api.json_body(expired)))
+        self.end()
 
     def _next_request(self) -> None:
         if self._h11.our_state is h11.MUST_CLOSE or self._h11.their_state is h11.MUST_CLOSE:
