@@ -62,11 +62,19 @@ def main(argv: list[str] | None = None) -> int:
 
     chat = sub.add_parser("chat", help=chat_cli.HELP_LINE, description=chat_cli.DESCRIPTION)
     chat_cli.add_arguments(chat)
+    from roomcast.admin import capacity_cli
+
+    capacity = sub.add_parser(
+        "capacity", help=capacity_cli.HELP_LINE, description=capacity_cli.DESCRIPTION
+    )
+    capacity_cli.add_arguments(capacity)
     args = parser.parse_args(argv)
     if args.command in (None, "serve"):
         return _run_node()
     if args.command == "chat":
         return chat_cli.run(args)
+    if args.command == "capacity":
+        return capacity_cli.run(args)
     if args.grant is None and args.role is not None:
         parser.error("--role goes with --grant")
     return _issue_token(args.subject, args.name, args.rooms, args.ttl, args.grant, args.role)

@@ -1,0 +1,339 @@
+"""The unit costs the capacity model (``roomcast capacity``, docs/capacity.md) needs beyond what
+``make bench`` measures, on a real redis-server, 3 real nodes and nginx. About a minute:
+
+    .venv/bin/python bench/unit_costs.py            # measure, write results/unit_costs.json
+    .venv/bin/python bench/unit_costs.py --generate # + regenerate the model's defaults
+
+1. **setups through nginx**: ``--clients`` clients open a WebSocket through nginx (from many
+   loopback source addresses) and join rooms of ``--setup-room-size``, 50 at a time: node,
+   nginx and Redis CPU per setup, nginx RSS and Redis ``used_memory`` per connection held.
+2. **an idle window** of ``--seconds`` with every client connected and silent: the fixed CPU
+   of nodes and Redis (timers, cron), subtracted from the two message windows below.
+3. **messages** in three windows of the same message rate, text and duration, nodes direct,
+   ``--rooms`` rooms each, one sender per room: rooms of 1 (its own echo: 1 delivery, 1
+   subscribing node per message), of 3 (one member per node: 3 deliveries, 3 subscribing
+   nodes) and of 30 (10 per node: 30 deliveries, 3 subscribing nodes).
+4. **Redis memory of a room** at the default history settings: a room given more messages than
+   ``history_size`` by a real node, then ``MEMORY USAGE`` of each of its keys, and of the
+   presence hash of a setup room (``--setup-room-size`` members) against a one-member room's.
+
+A message costs the nodes one ingest (a, the sender's node), one receive per subscribing node
+(b) and one write per delivery (d): M1 = a + b + d, M3 = a + 3b + 3d, M30 = a + 3b + 30d, three
+equations for the three unknowns (roomcast.admin.capacity_costs). Redis: a fixed part per
+message plus a part per subscribing node, from M1 and M3. Every process started here is
+stopped on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+from roomcast_bench.procstat import CpuWindow, rss_kib, with_children
+from roomcast_dev.devcluster import SHARED_LIMITS_OFF, LocalCluster
+from websockets.asyncio.client import ClientConnection, connect
+
+from roomcast.broker import scripts
+from roomcast.runtime.config import Settings
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "unit_costs.json"
+FAST = {  # as the benchmark: the per-client limits protect people, not a load generator
+    "ROOMCAST_RATE_LIMIT_PER_SECOND": "1000000",
+    "ROOMCAST_RATE_LIMIT_BURST": "1000000",
+    "ROOMCAST_MESSAGE_RATE_PER_SECOND": "1000000",
+    "ROOMCAST_MESSAGE_RATE_BURST": "1000000",
+    **SHARED_LIMITS_OFF,
+}
+TEXT_BYTES = 100  # a typical short chat line, as bench/history_cost.py
+ROOM_SIZES = (1, 3, 30)  # the three message windows: see the docstring
+PER_SOURCE = 200  # clients per loopback source address: nginx allows 256 WebSockets per address
+
+
+def source_address(index: int) -> str:
+    block = index // PER_SOURCE
+    return f"127.0.{1 + (block // 250) % 250}.{1 + block % 250}"
+
+
+async def open_member(url: str, room: str, name: str, source: str) -> ClientConnection:
+    ws = await connect(url, max_queue=None, local_addr=(source, 0), open_timeout=30)
+    await ws.recv()  # welcome
+    await ws.send(json.dumps({"type": "join", "room": room, "username": name}))
+    async with asyncio.timeout(30):
+        while True:
+            event = json.loads(await ws.recv())
+            if event["type"] == "joined":
+                return ws
+            if event["type"] == "error":
+                raise RuntimeError(f"join refused: {event}")
+
+
+class Counter:
+    """Counts ``message`` frames received by a set of connections (and nothing else)."""
+
+    def __init__(self) -> None:
+        self.messages = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def watch(self, connections: list[ClientConnection]) -> None:
+        self._tasks += [asyncio.create_task(self._read(ws)) for ws in connections]
+
+    async def _read(self, ws: ClientConnection) -> None:
+        async for raw in ws:
+            if '"type":"message"' in (raw if isinstance(raw, str) else raw.decode()):
+                self.messages += 1
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def groups(cluster: LocalCluster) -> dict[str, list[int]]:
+    assert cluster.redis is not None and cluster.nginx is not None
+    return {
+        "nodes": [node.process.pid for node in cluster.nodes],
+        "nginx": with_children(cluster.nginx.pid),
+        "redis": [cluster.redis.pid],
+    }
+
+
+def used_memory(client: redis.Redis) -> int:
+    return int(client.info("memory")["used_memory"])
+
+
+async def setups(cluster: LocalCluster, args: argparse.Namespace) -> tuple[dict[str, Any], list]:
+    """Phase 1: ``clients`` setups through nginx; the connections stay open (returned)."""
+    client = redis.Redis.from_url(cluster.redis_url or "")
+    assert cluster.nginx is not None
+    nginx_pids = with_children(cluster.nginx.pid)
+    nginx_before = sum(rss_kib(pid) for pid in nginx_pids)
+    memory_before = used_memory(client)
+    gate = asyncio.Semaphore(50)
+
+    async def one(index: int) -> ClientConnection:
+        async with gate:
+            room = f"setup-{index // args.setup_room_size}"
+            return await open_member(cluster.url, room, f"u{index}", source_address(index))
+
+    window = CpuWindow(groups(cluster)).start()
+    started = time.monotonic()
+    connections = await asyncio.gather(*(one(i) for i in range(args.clients)))
+    seconds = time.monotonic() - started
+    cpu = window.stop()
+    await asyncio.sleep(1)  # the last user_joined frames and presence writes land
+    result = {
+        "clients": args.clients,
+        "room_size": args.setup_room_size,
+        "seconds": round(seconds, 2),
+        "cpu_us_per_setup": {k: round(v / args.clients * 1e6, 2) for k, v in cpu.items()},
+        "nginx_kib_per_connection": round(
+            (sum(rss_kib(pid) for pid in nginx_pids) - nginx_before) / args.clients, 3
+        ),
+        "redis_bytes_per_connection": round(
+            (used_memory(client) - memory_before) / args.clients, 1
+        ),
+        "other_cores_busy": round(window.other / seconds, 3),
+    }
+    client.close()
+    return result, connections
+
+
+async def idle(cluster: LocalCluster, seconds: float) -> dict[str, float]:
+    """Phase 2: CPU seconds per second of nodes and Redis with everyone connected and silent."""
+    window = CpuWindow(groups(cluster)).start()
+    await asyncio.sleep(seconds)  # the measurement is this quiet window itself
+    return {k: v / seconds for k, v in window.stop().items()}
+
+
+async def messages(
+    cluster: LocalCluster, args: argparse.Namespace, size: int, fixed: dict[str, float]
+) -> dict[str, Any]:
+    """Phase 3: rooms of ``size`` members spread over the nodes, the first one sending."""
+    urls = [node.url for node in cluster.nodes]
+    gate = asyncio.Semaphore(50)
+
+    async def member(r: int, m: int) -> ClientConnection:
+        async with gate:
+            url = urls[(r + m) % len(urls)]
+            return await open_member(url, f"k{size}-{r}", f"m{m}", "127.0.0.1")
+
+    rooms = [
+        list(await asyncio.gather(*(member(r, m) for m in range(size))))
+        for r in range(args.rooms)
+    ]
+    counter = Counter()
+    counter.watch([ws for room in rooms for ws in room])
+    await probe(rooms, counter, size)
+    interval = len(rooms) / args.rate
+    text = "x" * TEXT_BYTES
+    sent = 0
+
+    async def speak(ws: ClientConnection, offset: float, until: float) -> None:
+        nonlocal sent
+        next_at = time.monotonic() + offset
+        while next_at < until:
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            await ws.send(json.dumps({"type": "message", "text": text}))
+            sent += 1
+            next_at += interval
+
+    counter.messages = 0
+    window = CpuWindow(groups(cluster)).start()
+    started = time.monotonic()
+    until = started + args.seconds
+    await asyncio.gather(
+        *(speak(room[0], i * interval / len(rooms), until) for i, room in enumerate(rooms))
+    )
+    expected = sent * size
+    await wait_for(lambda: counter.messages >= expected, 10)
+    seconds = time.monotonic() - started
+    cpu = window.stop()
+    await counter.stop()
+    for room in rooms:
+        for ws in room:
+            await ws.close()
+    marginal = {k: max(0.0, v - fixed.get(k, 0.0) * seconds) for k, v in cpu.items()}
+    return {
+        "room_size": size,
+        "subscribing_nodes": min(size, len(urls)),
+        "rooms": args.rooms,
+        "messages": sent,
+        "deliveries": counter.messages,
+        "seconds": round(seconds, 2),
+        "cpu_us_per_message": {k: round(v / sent * 1e6, 2) for k, v in marginal.items()},
+        "other_cores_busy": round(window.other / seconds, 3),
+    }
+
+
+async def probe(rooms: list[list[ClientConnection]], counter: Counter, spread: int) -> None:
+    """One message per room until every member got one: every node hears every room."""
+    for room in rooms:
+        await room[0].send(json.dumps({"type": "message", "text": "probe"}))
+    await wait_for(lambda: counter.messages >= len(rooms) * spread, 20)
+
+
+async def wait_for(done: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise TimeoutError("messages did not all arrive")
+        await asyncio.sleep(0.05)  # polls a counter the reader tasks advance
+
+
+async def room_memory(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, Any]:
+    """Phase 4: MEMORY USAGE of a room's keys once a real node filled its history."""
+    limits = Settings()
+    ws = await open_member(cluster.nodes[0].url, "memory-room", "writer", "127.0.0.1")
+    counter = Counter()
+    counter.watch([ws])
+    count = limits.history_size + 20
+    for _ in range(count):
+        await ws.send(json.dumps({"type": "message", "text": "x" * TEXT_BYTES}))
+    await wait_for(lambda: counter.messages >= count, 30)
+    await counter.stop()
+    client = redis.Redis.from_url(cluster.redis_url or "")
+    seq, epoch, history, presence = scripts.room_keys("memory-room")
+    sizes = {
+        name.decode().rsplit(":", 1)[1]: int(client.memory_usage(name) or 0)
+        for name in (seq, epoch, history, scripts.history_bytes_key("memory-room"), presence)
+    }
+    kept = int(client.llen(history))
+    stored = int(client.get(scripts.history_bytes_key("memory-room")) or 0)
+    full_presence = int(client.memory_usage(scripts.room_keys("setup-0")[3]) or 0)
+    members = int(client.hlen(scripts.room_keys("setup-0")[3]))
+    client.close()
+    await ws.close()
+    return {
+        "text_bytes": TEXT_BYTES,
+        "history_size": limits.history_size,
+        "history_ttl": limits.history_ttl,
+        "history_bytes": limits.history_bytes,
+        "messages_kept": kept,
+        "stored_bytes_per_message": round(stored / kept, 1),
+        "bytes_by_key": sizes,
+        "history_bytes_per_message": round(sizes["history"] / kept, 1),
+        "room_fixed_bytes": sizes["seq"] + sizes["epoch"] + sizes["bytes"],
+        "presence_bytes_one_member": sizes["presence"],
+        "presence_bytes_per_member": round(
+            (full_presence - sizes["presence"]) / max(1, members - 1), 1
+        ),
+    }
+
+
+async def measure(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, Any]:
+    print(f"setups: {args.clients} clients through nginx", file=sys.stderr)
+    setup, held = await setups(cluster, args)
+    print(f"idle window: {args.seconds:g} s", file=sys.stderr)
+    fixed = await idle(cluster, args.seconds)
+    windows = []
+    for size in ROOM_SIZES:
+        print(f"messages, rooms of {size}: {args.rate:g}/s for {args.seconds:g} s", file=sys.stderr)
+        windows.append(await messages(cluster, args, size, fixed))
+    print("room memory", file=sys.stderr)
+    memory = await room_memory(cluster, args)
+    for ws in held:
+        await ws.close()
+    return {
+        "setups_through_nginx": setup,
+        "idle_cores": {k: round(v, 4) for k, v in fixed.items()},
+        "messages": windows,
+        "room_memory": memory,
+    }
+
+
+def commit() -> str:
+    done = subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=HERE, check=False
+    )
+    return done.stdout.strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=1500, help="setups through nginx")
+    parser.add_argument("--setup-room-size", type=int, default=10)
+    parser.add_argument("--rooms", type=int, default=40, help="rooms in each message window")
+    parser.add_argument("--rate", type=float, default=200.0, help="messages/s in all")
+    parser.add_argument("--seconds", type=float, default=10.0, help="each window")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--generate",
+        action="store_true",
+        help="then regenerate the model's defaults (bench/capacity_costs.py)",
+    )
+    args = parser.parse_args(argv)
+    # SIGTERM unwinds the `with` block, so every process started here stops.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    started = time.time()
+    with LocalCluster(3, node_env=FAST) as cluster:
+        figures = asyncio.run(measure(cluster, args))
+    result = {
+        "version": 1,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(started)),
+        "command": "unit_costs.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "commit": commit(),
+        "seconds": round(time.time() - started, 1),
+        **figures,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    if args.generate:
+        from capacity_costs import main as generate
+
+        return generate([])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
