@@ -145,6 +145,18 @@ bench-smoke: bench-deps ## a seconds-long run of every scenario, both servers
 	ulimit -n 65536 2>/dev/null || ulimit -n $$(ulimit -Hn); \
 	$(PY) bench/run.py --smoke $(BENCH_ARGS)
 
+# The capacity model (docs/capacity.md): after `make bench`, measure what it does not (Redis and
+# node CPU per message, nginx per setup, Redis memory per room) and regenerate the model's
+# defaults and the page's example; then check the model against a fan-out point measured now.
+.PHONY: capacity-costs capacity-check
+capacity-costs: bench-deps ## bench/results/unit_costs.json + roomcast capacity's defaults (~1 min)
+	ulimit -n 65536 2>/dev/null || ulimit -n $$(ulimit -Hn); \
+	$(PY) bench/unit_costs.py --generate
+
+capacity-check: bench-deps ## the model vs a measured fan-out point: bench/results/capacity_check.md
+	ulimit -n 65536 2>/dev/null || ulimit -n $$(ulimit -Hn); \
+	$(PY) bench/capacity_check.py
+
 # --- Deployment: Docker Compose, Kubernetes, observability -------------------------------------
 .PHONY: test-deploy test-docker deploy-deps
 

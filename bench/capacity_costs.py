@@ -12,14 +12,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
+
+from roomcast.admin import capacity_cli
+from roomcast.admin.capacity import UnitCosts, plan
+from roomcast.admin.capacity import render as render_plan
 
 HERE = Path(__file__).resolve().parent
 LATEST = HERE / "results" / "latest.json"
 UNIT_COSTS = HERE / "results" / "unit_costs.json"
 MODULE = HERE.parent / "node" / "roomcast" / "admin" / "capacity_costs.py"
+PAGE = HERE.parent / "docs" / "capacity.md"
+# docs/capacity.md's worked example: the command and its output, checked by
+# tests/unit/test_capacity_cli.py against the command itself.
+EXAMPLE = ("--connections", "1000000", "--rooms", "50000", "--messages-per-second", "20000")
 
 
 def _roomcast(latest: dict[str, Any], scenario: str, via: str = "direct") -> dict[str, Any]:
@@ -53,7 +63,7 @@ def derive(latest: dict[str, Any], units: dict[str, Any]) -> dict[str, float]:
     setups = units["setups_through_nginx"]
     memory = units["room_memory"]
     before = idle["node_rss_kib_before"]
-    return {
+    costs = {
         "node_us_per_ingest": ingest,
         "node_us_per_receive": receive,
         "node_us_per_delivery": delivery,
@@ -76,6 +86,7 @@ def derive(latest: dict[str, Any], units: dict[str, Any]) -> dict[str, float]:
         ),
         "redis_presence_bytes_per_member": float(memory["presence_bytes_per_member"]),
     }
+    return {name: round(value, 3) for name, value in costs.items()}
 
 
 def source(latest: dict[str, Any], units: dict[str, Any]) -> str:
@@ -99,10 +110,62 @@ def render(costs: dict[str, float], origin: str) -> str:
         "",
         f"SOURCE: Final = {json.dumps(origin)}",
         "MEASURED: Final[dict[str, float]] = {",
-        *(f'    "{name}": {round(value, 3)!r},' for name, value in costs.items()),
+        *(f'    "{name}": {value!r},' for name, value in costs.items()),
         "}",
     ]
     return "\n".join(lines) + "\n"
+
+
+# Each unit cost: its unit and where it comes from (docs/capacity.md's table).
+ORIGINS: dict[str, tuple[str, str]] = {
+    "node_us_per_ingest": ("µs", "unit_costs: rooms of 1, 3, 30 (the sender's node)"),
+    "node_us_per_receive": ("µs", "unit_costs: rooms of 1, 3, 30 (per node with members)"),
+    "node_us_per_delivery": ("µs", "unit_costs: rooms of 1, 3, 30 (one write per member)"),
+    "node_us_per_setup": ("µs", "make bench, connect (handshake + join, nodes direct)"),
+    "node_kib_per_connection": ("KiB", "make bench, idle (RSS growth / connections)"),
+    "node_base_kib": ("KiB", "make bench, idle (RSS before any connection)"),
+    "nginx_us_per_delivery": ("µs", "make bench, fanout through nginx"),
+    "nginx_us_per_setup": ("µs", "unit_costs: setups through nginx"),
+    "nginx_kib_per_connection": ("KiB", "unit_costs: nginx RSS growth / connections"),
+    "redis_us_per_message": ("µs", "unit_costs: rooms of 1 and 3 (publish script)"),
+    "redis_us_per_receive": ("µs", "unit_costs: rooms of 1 and 3 (per subscribed node)"),
+    "redis_us_per_setup": ("µs", "make bench, connect"),
+    "redis_history_bytes_per_message": ("B", "unit_costs: MEMORY USAGE of a history / N - text"),
+    "redis_room_bytes": ("B", "unit_costs: MEMORY USAGE of offset, epoch, byte count, presence"),
+    "redis_presence_bytes_per_member": ("B", "unit_costs: presence hash, rooms of 10 vs 1"),
+}  # fmt: skip
+
+
+def costs_table(costs: dict[str, float], origin: str) -> str:
+    lines = [
+        f"Measured: {origin}.",
+        "",
+        "| unit cost | value | from |",
+        "| --- | ---: | --- |",
+    ]
+    for name, value in costs.items():
+        unit, where = ORIGINS[name]
+        shown = f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+        lines.append(f"| `{name}` | {shown} {unit} | {where} |")
+    return "\n".join(lines) + "\n"
+
+
+def replace_section(page: Path, name: str, body: str) -> None:
+    """Put ``body`` between ``<!-- name -->`` and ``<!-- /name -->`` in ``page``."""
+    text = page.read_text(encoding="utf-8")
+    pattern = re.compile(rf"(<!-- {name} -->\n).*?(<!-- /{name} -->)", re.S)
+    if not pattern.search(text):
+        raise ValueError(f"{page} has no <!-- {name} --> section")
+    page.write_text(pattern.sub(lambda m: m.group(1) + body + m.group(2), text), encoding="utf-8")
+
+
+def example(costs: dict[str, float], origin: str) -> str:
+    """The worked example's command and output, as the page shows them."""
+    parser = argparse.ArgumentParser()
+    capacity_cli.add_arguments(parser)
+    result = plan(capacity_cli.deployment_of(parser.parse_args(EXAMPLE)), UnitCosts(**costs))
+    command = shlex.join(("roomcast", "capacity", *EXAMPLE))
+    return f"```sh\n.venv/bin/{command}\n```\n\n```text\n{render_plan(result, origin)}```\n"
 
 
 def load() -> tuple[dict[str, Any], dict[str, Any]]:
@@ -114,9 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=MODULE)
     args = parser.parse_args(argv)
     latest, units = load()
-    text = render(derive(latest, units), source(latest, units))
+    costs, origin = derive(latest, units), source(latest, units)
+    text = render(costs, origin)
     args.output.write_text(text)
-    print(f"wrote {args.output}:\n{text}")
+    replace_section(PAGE, "capacity-costs", costs_table(costs, origin))
+    replace_section(PAGE, "capacity-example", example(costs, origin))
+    print(f"wrote {args.output} and the example of {PAGE.name}:\n{text}")
     return 0
 
 

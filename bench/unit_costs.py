@@ -111,7 +111,9 @@ def used_memory(client: redis.Redis) -> int:
     return int(client.info("memory")["used_memory"])
 
 
-async def setups(cluster: LocalCluster, args: argparse.Namespace) -> tuple[dict[str, Any], list]:
+async def setups(
+    cluster: LocalCluster, args: argparse.Namespace
+) -> tuple[dict[str, Any], list[ClientConnection]]:
     """Phase 1: ``clients`` setups through nginx; the connections stay open (returned)."""
     client = redis.Redis.from_url(cluster.redis_url or "")
     assert cluster.nginx is not None
@@ -168,8 +170,7 @@ async def messages(
             return await open_member(url, f"k{size}-{r}", f"m{m}", "127.0.0.1")
 
     rooms = [
-        list(await asyncio.gather(*(member(r, m) for m in range(size))))
-        for r in range(args.rooms)
+        list(await asyncio.gather(*(member(r, m) for m in range(size)))) for r in range(args.rooms)
     ]
     counter = Counter()
     counter.watch([ws for room in rooms for ws in room])

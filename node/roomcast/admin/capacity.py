@@ -22,12 +22,14 @@ from dataclasses import dataclass, fields
 
 __all__ = [
     "Constraint",
+    "Cores",
     "Deployment",
     "Plan",
     "Sized",
     "UnitCosts",
     "plan",
     "render",
+    "steady_cores",
     "subscribing_nodes",
 ]
 
@@ -179,7 +181,7 @@ def subscribing_nodes(nodes: int, room_size: float) -> float:
     receives beyond the sender's."""
     if nodes <= 1:
         return 1.0
-    return nodes * (1 - (1 - 1 / nodes) ** max(1.0, room_size))
+    return nodes * (1 - math.pow(1 - 1 / nodes, max(1.0, room_size)))
 
 
 def _smallest(ok: Callable[[int], bool], start: int = 1) -> int:
@@ -206,18 +208,41 @@ def _history_kept(d: Deployment, entry_bytes: float) -> int:
     return max(0, min(d.history_size, max(1, by_bytes), within_ttl))
 
 
+@dataclass(frozen=True, slots=True)
+class Cores:
+    """Steady CPU (cores) of each tier, for a given number of node processes."""
+
+    nodes: float
+    nginx: float
+    redis: float
+
+
+def steady_cores(d: Deployment, c: UnitCosts, nodes: int) -> Cores:
+    k = subscribing_nodes(nodes, d.mean_room_size)
+    messages, setups = d.messages_per_second, d.setups_per_second
+    return Cores(
+        nodes=(
+            d.deliveries * c.node_us_per_delivery
+            + messages * (c.node_us_per_ingest + k * c.node_us_per_receive)
+            + setups * c.node_us_per_setup
+        )
+        / 1e6,
+        nginx=(d.deliveries * c.nginx_us_per_delivery + setups * c.nginx_us_per_setup) / 1e6,
+        redis=(
+            messages * (c.redis_us_per_message + k * c.redis_us_per_receive)
+            + setups * c.redis_us_per_setup
+        )
+        / 1e6,
+    )
+
+
 def plan(d: Deployment, c: UnitCosts) -> Plan:
     size = d.mean_room_size
     setups = d.setups_per_second
 
     def node_cpu(nodes: int) -> float:
         """Steady CPU seconds per second of all nodes (cores)."""
-        k = subscribing_nodes(nodes, size)
-        return (
-            d.deliveries * c.node_us_per_delivery
-            + d.messages_per_second * (c.node_us_per_ingest + k * c.node_us_per_receive)
-            + setups * c.node_us_per_setup
-        ) / 1e6
+        return steady_cores(d, c, nodes).nodes
 
     def storm_setups(nodes: int) -> float:
         """Setups/s each surviving node takes while a lost node's clients come back."""
@@ -283,7 +308,7 @@ def plan(d: Deployment, c: UnitCosts) -> Plan:
     node_rss = base + held_after_loss(nodes) * per_connection
 
     # nginx relays every delivery and terminates every connection.
-    nginx_steady = (d.deliveries * c.nginx_us_per_delivery + setups * c.nginx_us_per_setup) / 1e6
+    nginx_steady = steady_cores(d, c, nodes).nginx
     nginx_storm = d.connections / nodes / d.storm_seconds * c.nginx_us_per_setup / 1e6
     nginx_sized = Sized(
         max(1, math.ceil(nginx_steady / d.cpu_target), math.ceil(nginx_steady + nginx_storm)),
@@ -305,10 +330,7 @@ def plan(d: Deployment, c: UnitCosts) -> Plan:
     )
 
     # Redis: CPU per message and per subscribing node, per setup; memory per room and member.
-    redis_steady = (
-        d.messages_per_second * (c.redis_us_per_message + k * c.redis_us_per_receive)
-        + setups * c.redis_us_per_setup
-    ) / 1e6
+    redis_steady = steady_cores(d, c, nodes).redis
     redis_storm = d.connections / nodes / d.storm_seconds * c.redis_us_per_setup / 1e6
     entry = d.message_bytes + c.redis_history_bytes_per_message
     kept = _history_kept(d, entry)

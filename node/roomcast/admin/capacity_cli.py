@@ -25,9 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     load.add_argument("--rooms", type=int, required=True, help="rooms with members")
     load.add_argument("--messages-per-second", type=float, required=True, help="in all rooms")
     load.add_argument("--room-size", type=float, help="mean members; default connections/rooms")
-    load.add_argument(
-        "--deliveries-per-second", type=float, help="default messages/s x room size"
-    )
+    load.add_argument("--deliveries-per-second", type=float, help="default messages/s x room size")
     load.add_argument("--message-bytes", type=int, default=100, help="text of a message")
     load.add_argument(
         "--history", type=int, default=100, help="messages kept per room (ROOMCAST_HISTORY_SIZE)"
@@ -84,28 +82,32 @@ def _costs(path: Path | None) -> tuple[UnitCosts, str]:
     return UnitCosts.from_mapping(values), origin
 
 
+def deployment_of(args: argparse.Namespace) -> Deployment:
+    return Deployment(
+        connections=args.connections,
+        rooms=args.rooms,
+        messages_per_second=args.messages_per_second,
+        room_size=args.room_size,
+        deliveries_per_second=args.deliveries_per_second,
+        message_bytes=args.message_bytes,
+        history_size=args.history,
+        history_ttl=args.history_ttl,
+        history_bytes=args.history_bytes,
+        session_seconds=args.session_minutes * 60,
+        storm_seconds=args.storm_seconds,
+        cpu_target=args.cpu_target,
+        cores_per_machine=args.cores_per_machine,
+        machine_memory_bytes=int(args.machine_memory_gib * GIB),
+        memory_target=args.memory_target,
+        fd_limit=args.fd_limit,
+        shard_memory_bytes=int(args.shard_memory_gib * GIB),
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         costs, origin = _costs(args.costs)
-        deployment = Deployment(
-            connections=args.connections,
-            rooms=args.rooms,
-            messages_per_second=args.messages_per_second,
-            room_size=args.room_size,
-            deliveries_per_second=args.deliveries_per_second,
-            message_bytes=args.message_bytes,
-            history_size=args.history,
-            history_ttl=args.history_ttl,
-            history_bytes=args.history_bytes,
-            session_seconds=args.session_minutes * 60,
-            storm_seconds=args.storm_seconds,
-            cpu_target=args.cpu_target,
-            cores_per_machine=args.cores_per_machine,
-            machine_memory_bytes=int(args.machine_memory_gib * GIB),
-            memory_target=args.memory_target,
-            fd_limit=args.fd_limit,
-            shard_memory_bytes=int(args.shard_memory_gib * GIB),
-        )
+        deployment = deployment_of(args)
         result = plan(deployment, costs)
     except (ValueError, OSError) as exc:
         print(f"roomcast capacity: {exc}", file=sys.stderr)
