@@ -77,13 +77,10 @@ def derive(latest: dict[str, Any], units: dict[str, Any]) -> dict[str, float]:
         "redis_us_per_receive": redis_receive,
         "redis_us_per_setup": float(connect["cpu_us_per_setup"]["redis"]),
         "redis_history_bytes_per_message": float(
-            memory["history_bytes_per_message"] - memory["text_bytes"]
+            memory["used_memory_per_message"] - memory["text_bytes"]
         ),
-        "redis_room_bytes": float(
-            memory["room_fixed_bytes"]
-            + memory["presence_bytes_one_member"]
-            - memory["presence_bytes_per_member"]
-        ),
+        # room_fixed_bytes holds a presence hash of one member: keep the hash, not the member.
+        "redis_room_bytes": float(memory["room_fixed_bytes"] - memory["presence_bytes_per_member"]),
         "redis_presence_bytes_per_member": float(memory["presence_bytes_per_member"]),
     }
     return {name: round(value, 3) for name, value in costs.items()}
@@ -130,8 +127,8 @@ ORIGINS: dict[str, tuple[str, str]] = {
     "redis_us_per_message": ("µs", "unit_costs: rooms of 1 and 3 (publish script)"),
     "redis_us_per_receive": ("µs", "unit_costs: rooms of 1 and 3 (per subscribed node)"),
     "redis_us_per_setup": ("µs", "make bench, connect"),
-    "redis_history_bytes_per_message": ("B", "unit_costs: MEMORY USAGE of a history / N - text"),
-    "redis_room_bytes": ("B", "unit_costs: MEMORY USAGE of offset, epoch, byte count, presence"),
+    "redis_history_bytes_per_message": ("B", "unit_costs: used_memory per message kept - text"),
+    "redis_room_bytes": ("B", "unit_costs: used_memory per room less its messages"),
     "redis_presence_bytes_per_member": ("B", "unit_costs: presence hash, rooms of 10 vs 1"),
 }  # fmt: skip
 

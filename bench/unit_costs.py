@@ -6,16 +6,17 @@
 
 1. **setups through nginx**: ``--clients`` clients open a WebSocket through nginx (from many
    loopback source addresses) and join rooms of ``--setup-room-size``, 50 at a time: node,
-   nginx and Redis CPU per setup, nginx RSS and Redis ``used_memory`` per connection held.
+   nginx and Redis CPU per setup, nginx RSS per connection held.
 2. **an idle window** of ``--seconds`` with every client connected and silent: the fixed CPU
    of nodes and Redis (timers, cron), subtracted from the two message windows below.
 3. **messages** in three windows of the same message rate, text and duration, nodes direct,
    ``--rooms`` rooms each, one sender per room: rooms of 1 (its own echo: 1 delivery, 1
    subscribing node per message), of 3 (one member per node: 3 deliveries, 3 subscribing
    nodes) and of 30 (10 per node: 30 deliveries, 3 subscribing nodes).
-4. **Redis memory of a room** at the default history settings: a room given more messages than
-   ``history_size`` by a real node, then ``MEMORY USAGE`` of each of its keys, and of the
-   presence hash of a setup room (``--setup-room-size`` members) against a one-member room's.
+4. **Redis memory of a room** at the default history settings: ``--memory-rooms`` rooms filled
+   by real nodes to half of ``history_size`` and then past it: ``used_memory`` growth per
+   message kept and per room; the presence hash of a setup room (``--setup-room-size``
+   members) against a one-member room's.
 
 A message costs the nodes one ingest (a, the sender's node), one receive per subscribing node
 (b) and one write per delivery (d): M1 = a + b + d, M3 = a + 3b + 3d, M30 = a + 3b + 30d, three
@@ -119,7 +120,6 @@ async def setups(
     assert cluster.nginx is not None
     nginx_pids = with_children(cluster.nginx.pid)
     nginx_before = sum(rss_kib(pid) for pid in nginx_pids)
-    memory_before = used_memory(client)
     gate = asyncio.Semaphore(50)
 
     async def one(index: int) -> ClientConnection:
@@ -140,9 +140,6 @@ async def setups(
         "cpu_us_per_setup": {k: round(v / args.clients * 1e6, 2) for k, v in cpu.items()},
         "nginx_kib_per_connection": round(
             (sum(rss_kib(pid) for pid in nginx_pids) - nginx_before) / args.clients, 3
-        ),
-        "redis_bytes_per_connection": round(
-            (used_memory(client) - memory_before) / args.clients, 1
         ),
         "other_cores_busy": round(window.other / seconds, 3),
     }
@@ -232,42 +229,66 @@ async def wait_for(done: Callable[[], bool], timeout: float) -> None:
 
 
 async def room_memory(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, Any]:
-    """Phase 4: MEMORY USAGE of a room's keys once a real node filled its history."""
+    """Phase 4: ``--memory-rooms`` rooms, one member each, filled to half and then past
+    ``history_size`` by real nodes; Redis ``used_memory`` growth (what counts against
+    maxmemory: keys, values, allocator rounding and the key tables' entries) per message kept
+    and per room, and ``MEMORY USAGE`` of one room's keys (values only) beside it."""
     limits = Settings()
-    ws = await open_member(cluster.nodes[0].url, "memory-room", "writer", "127.0.0.1")
-    counter = Counter()
-    counter.watch([ws])
-    count = limits.history_size + 20
-    for _ in range(count):
-        await ws.send(json.dumps({"type": "message", "text": "x" * TEXT_BYTES}))
-    await wait_for(lambda: counter.messages >= count, 30)
-    await counter.stop()
     client = redis.Redis.from_url(cluster.redis_url or "")
-    seq, epoch, history, presence = scripts.room_keys("memory-room")
+    urls = [node.url for node in cluster.nodes]
+    names = [f"memory-{i}" for i in range(args.memory_rooms)]
+    before = used_memory(client)
+    writers = [
+        await open_member(urls[i % len(urls)], room, "writer", "127.0.0.1")
+        for i, room in enumerate(names)
+    ]
+    counter = Counter()
+    counter.watch(writers)
+    frame = json.dumps({"type": "message", "text": "x" * TEXT_BYTES})
+    half = limits.history_size // 2
+    used = []
+    # Two fill levels, half and past full, so that the growth splits into a part per message
+    # kept and a part per room (its other keys, a one-member presence hash, table entries).
+    for total in (half, limits.history_size + 20):
+        for _ in range(total - counter.messages // len(writers)):
+            for ws in writers:
+                await ws.send(frame)
+        expected = total * len(writers)
+        await wait_for(lambda: counter.messages >= expected, 60)  # noqa: B023 (awaited here)
+        used.append(used_memory(client) - before)
+    await counter.stop()
+    seq, epoch, history, presence = scripts.room_keys(names[0])
     sizes = {
-        name.decode().rsplit(":", 1)[1]: int(client.memory_usage(name) or 0)
-        for name in (seq, epoch, history, scripts.history_bytes_key("memory-room"), presence)
+        key.decode().rsplit(":", 1)[1]: int(client.memory_usage(key) or 0)
+        for key in (seq, epoch, history, scripts.history_bytes_key(names[0]), presence)
     }
     kept = int(client.llen(history))
-    stored = int(client.get(scripts.history_bytes_key("memory-room")) or 0)
-    full_presence = int(client.memory_usage(scripts.room_keys("setup-0")[3]) or 0)
-    members = int(client.hlen(scripts.room_keys("setup-0")[3]))
+    stored = int(client.get(scripts.history_bytes_key(names[0])) or 0)
+    for ws in writers:
+        await ws.close()
+    presence_one = sizes["presence"]
+    full = scripts.room_keys("setup-0")[3]
+    presence_full, members = int(client.memory_usage(full) or 0), int(client.hlen(full))
     client.close()
-    await ws.close()
+    per_message = (used[1] - used[0]) / len(names) / (kept - half)
+    per_room = used[1] / len(names)
     return {
         "text_bytes": TEXT_BYTES,
         "history_size": limits.history_size,
         "history_ttl": limits.history_ttl,
         "history_bytes": limits.history_bytes,
+        "rooms": len(names),
         "messages_kept": kept,
         "stored_bytes_per_message": round(stored / kept, 1),
-        "bytes_by_key": sizes,
-        "history_bytes_per_message": round(sizes["history"] / kept, 1),
-        "room_fixed_bytes": sizes["seq"] + sizes["epoch"] + sizes["bytes"],
-        "presence_bytes_one_member": sizes["presence"],
-        "presence_bytes_per_member": round(
-            (full_presence - sizes["presence"]) / max(1, members - 1), 1
-        ),
+        "memory_usage_by_key": sizes,
+        "used_memory_per_room": round(per_room, 1),
+        "used_memory_per_message": round(per_message, 1),
+        "memory_usage_per_message": round(sizes["history"] / kept, 1),
+        # Everything of a room but its messages: its other keys (a one-member presence hash
+        # included) and every key's table entries.
+        "room_fixed_bytes": round(per_room - kept * per_message, 1),
+        "presence_bytes_one_member": presence_one,
+        "presence_bytes_per_member": round((presence_full - presence_one) / (members - 1), 1),
     }
 
 
@@ -306,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rooms", type=int, default=40, help="rooms in each message window")
     parser.add_argument("--rate", type=float, default=200.0, help="messages/s in all")
     parser.add_argument("--seconds", type=float, default=10.0, help="each window")
+    parser.add_argument("--memory-rooms", type=int, default=40, help="rooms filled for memory")
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument(
         "--generate",
