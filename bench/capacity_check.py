@@ -120,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args.output.with_suffix(".md").write_text(text)
     if args.output == RESULTS / "capacity_check":
-        table = text.split("\n\n", 2)[2]  # the table, without the title and the command
-        replace_section(PAGE, "capacity-check", f"{text.split(chr(10) * 2)[1]}\n\n{table}")
+        # The page has its own heading: everything below the report's title.
+        replace_section(PAGE, "capacity-check", text.split("\n\n", 1)[1])
     print(text)
     return 0
 
