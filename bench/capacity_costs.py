@@ -51,14 +51,13 @@ def derive(latest: dict[str, Any], units: dict[str, Any]) -> dict[str, float]:
     idle = _roomcast(latest, "idle")
     connect = _roomcast(latest, "connect")
     fanout = _roomcast(latest, "fanout", "nginx")["steps"][0]
-    one, three, thirty = (_window(units, size) for size in (1, 3, 30))
-    # Nodes: M1 = a + b + d, M3 = a + 3b + 3d, M30 = a + 3b + 30d (bench/unit_costs.py).
-    delivery = max(0.0, (thirty["nodes"] - three["nodes"]) / 27)
+    one, three, sixty = (_window(units, size) for size in (1, 3, 60))
+    # Nodes: M1 = a + b + d, M3 = a + 3b + 3d, M60 = a + 3b + 60d (bench/unit_costs.py).
+    delivery = max(0.0, (sixty["nodes"] - three["nodes"]) / 57)
     receive = max(0.0, (three["nodes"] - one["nodes"]) / 2 - delivery)
     ingest = max(0.0, one["nodes"] - receive - delivery)
-    # Redis: R1 = m + r, R3 = m + 3r; rooms of 3 and of 30 both have 3 subscribing nodes.
-    redis_three = (three["redis"] + thirty["redis"]) / 2
-    redis_receive = max(0.0, (redis_three - one["redis"]) / 2)
+    # Redis: rooms of 1 = the script + one subscriber; each further one from the fan-out test.
+    redis_receive = float(units["redis_fan_out"]["cpu_us_per_subscriber"])
     redis_message = max(0.0, one["redis"] - redis_receive)
     setups = units["setups_through_nginx"]
     memory = units["room_memory"]
@@ -80,7 +79,12 @@ def derive(latest: dict[str, Any], units: dict[str, Any]) -> dict[str, float]:
             memory["used_memory_per_message"] - memory["text_bytes"]
         ),
         # room_fixed_bytes holds a presence hash of one member: keep the hash, not the member.
-        "redis_room_bytes": float(memory["room_fixed_bytes"] - memory["presence_bytes_per_member"]),
+        # Never below what MEMORY USAGE counts of its keys (used_memory moves with buffers).
+        "redis_room_bytes": max(
+            float(memory["room_fixed_bytes"]),
+            sum(v for k, v in memory["memory_usage_by_key"].items() if k != "history"),
+        )
+        - memory["presence_bytes_per_member"],
         "redis_presence_bytes_per_member": float(memory["presence_bytes_per_member"]),
     }
     return {name: round(value, 3) for name, value in costs.items()}
@@ -115,17 +119,17 @@ def render(costs: dict[str, float], origin: str) -> str:
 
 # Each unit cost: its unit and where it comes from (docs/capacity.md's table).
 ORIGINS: dict[str, tuple[str, str]] = {
-    "node_us_per_ingest": ("µs", "unit_costs: rooms of 1, 3, 30 (the sender's node)"),
-    "node_us_per_receive": ("µs", "unit_costs: rooms of 1, 3, 30 (per node with members)"),
-    "node_us_per_delivery": ("µs", "unit_costs: rooms of 1, 3, 30 (one write per member)"),
+    "node_us_per_ingest": ("µs", "unit_costs: rooms of 1, 3, 60 (the sender's node)"),
+    "node_us_per_receive": ("µs", "unit_costs: rooms of 1, 3, 60 (per node with members)"),
+    "node_us_per_delivery": ("µs", "unit_costs: rooms of 1, 3, 60 (one write per member)"),
     "node_us_per_setup": ("µs", "make bench, connect (handshake + join, nodes direct)"),
     "node_kib_per_connection": ("KiB", "make bench, idle (RSS growth / connections)"),
     "node_base_kib": ("KiB", "make bench, idle (RSS before any connection)"),
     "nginx_us_per_delivery": ("µs", "make bench, fanout through nginx"),
     "nginx_us_per_setup": ("µs", "unit_costs: setups through nginx"),
     "nginx_kib_per_connection": ("KiB", "unit_costs: nginx RSS growth / connections"),
-    "redis_us_per_message": ("µs", "unit_costs: rooms of 1 and 3 (publish script)"),
-    "redis_us_per_receive": ("µs", "unit_costs: rooms of 1 and 3 (per subscribed node)"),
+    "redis_us_per_message": ("µs", "unit_costs: rooms of 1 (publish script), less one send"),
+    "redis_us_per_receive": ("µs", "unit_costs: PUBLISH to 16 vs 1 subscribers (per send)"),
     "redis_us_per_setup": ("µs", "make bench, connect"),
     "redis_history_bytes_per_message": ("B", "unit_costs: used_memory per message kept - text"),
     "redis_room_bytes": ("B", "unit_costs: used_memory per room less its messages"),

@@ -8,38 +8,45 @@
    loopback source addresses) and join rooms of ``--setup-room-size``, 50 at a time: node,
    nginx and Redis CPU per setup, nginx RSS per connection held.
 2. **an idle window** of ``--seconds`` with every client connected and silent: the fixed CPU
-   of nodes and Redis (timers, cron), subtracted from the two message windows below.
-3. **messages** in three windows of the same message rate, text and duration, nodes direct,
-   ``--rooms`` rooms each, one sender per room: rooms of 1 (its own echo: 1 delivery, 1
-   subscribing node per message), of 3 (one member per node: 3 deliveries, 3 subscribing
-   nodes) and of 30 (10 per node: 30 deliveries, 3 subscribing nodes).
+   of nodes and Redis (timers, cron), subtracted from the message windows below.
+3. **messages**, nodes direct, ``--rooms`` rooms of each size, one sender per room, at the
+   same message rate and text: rooms of 1 (its own echo: 1 delivery, 1 subscribing node per
+   message), of 3 (one member per node: 3 deliveries, 3 subscribing nodes) and of 60 (20 per
+   node: 60 deliveries, 3 subscribing nodes). The sizes take turns, ``--rounds`` times, so
+   that the machine's drift (other people's work) falls on each alike.
 4. **Redis memory of a room** at the default history settings: ``--memory-rooms`` rooms filled
    by real nodes to half of ``history_size`` and then past it: ``used_memory`` growth per
    message kept and per room; the presence hash of a setup room (``--setup-room-size``
    members) against a one-member room's.
+5. **Redis fan-out**: Redis CPU per PUBLISH to a channel with 1 and with 16 subscribed
+   connections, the two taking turns: the cost of each node a message is sent to.
 
 A message costs the nodes one ingest (a, the sender's node), one receive per subscribing node
-(b) and one write per delivery (d): M1 = a + b + d, M3 = a + 3b + 3d, M30 = a + 3b + 30d, three
-equations for the three unknowns (roomcast.admin.capacity_costs). Redis: a fixed part per
-message plus a part per subscribing node, from M1 and M3. Every process started here is
-stopped on exit.
+(b) and one write per delivery (d): M1 = a + b + d, M3 = a + 3b + 3d, M60 = a + 3b + 60d, three
+equations for the three unknowns (bench/capacity_costs.py). Redis: the rooms of 1 give the
+publish script's cost with one subscriber, phase 5 the cost of each further one. Every process
+started here is stopped on exit.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import selectors
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import redis
-from roomcast_bench.procstat import CpuWindow, rss_kib, with_children
+from roomcast_bench.procstat import CpuWindow, cpu_seconds, rss_kib, with_children
 from roomcast_dev.devcluster import SHARED_LIMITS_OFF, LocalCluster
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -56,7 +63,8 @@ FAST = {  # as the benchmark: the per-client limits protect people, not a load g
     **SHARED_LIMITS_OFF,
 }
 TEXT_BYTES = 100  # a typical short chat line, as bench/history_cost.py
-ROOM_SIZES = (1, 3, 30)  # the three message windows: see the docstring
+ROOM_SIZES = (1, 3, 60)  # the three message windows: see the docstring
+FAN_OUT = 16  # subscribers of the wide channel in phase 5
 PER_SOURCE = 200  # clients per loopback source address: nginx allows 256 WebSockets per address
 
 
@@ -154,63 +162,101 @@ async def idle(cluster: LocalCluster, seconds: float) -> dict[str, float]:
     return {k: v / seconds for k, v in window.stop().items()}
 
 
+class RoomSet:
+    """``--rooms`` rooms of ``size`` members spread over the nodes (nodes direct), the first
+    member of each sending; windows of it are measured in turn with the other sets."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.rooms: list[list[ClientConnection]] = []
+        self.counter = Counter()
+        self.messages = self.deliveries = 0
+        self.seconds = self.other = 0.0
+        self.cpu: dict[str, float] = {}
+
+    async def open(self, cluster: LocalCluster, count: int) -> None:
+        urls = [node.url for node in cluster.nodes]
+        gate = asyncio.Semaphore(50)
+
+        async def member(r: int, m: int) -> ClientConnection:
+            async with gate:
+                url = urls[(r + m) % len(urls)]
+                return await open_member(url, f"k{self.size}-{r}", f"m{m}", "127.0.0.1")
+
+        for r in range(count):
+            self.rooms.append(list(await asyncio.gather(*(member(r, m) for m in range(self.size)))))
+        self.counter.watch([ws for room in self.rooms for ws in room])
+        await probe(self.rooms, self.counter, self.size)
+
+    async def window(self, cluster: LocalCluster, rate: float, seconds: float) -> None:
+        """``rate`` messages/s for ``seconds``, until every member has them all; adds up."""
+        interval = len(self.rooms) / rate
+        frame = json.dumps({"type": "message", "text": "x" * TEXT_BYTES})
+        sent = 0
+
+        async def speak(ws: ClientConnection, offset: float, until: float) -> None:
+            nonlocal sent
+            next_at = time.monotonic() + offset
+            while next_at < until:
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+                await ws.send(frame)
+                sent += 1
+                next_at += interval
+
+        self.counter.messages = 0
+        window = CpuWindow(groups(cluster)).start()
+        started = time.monotonic()
+        until = started + seconds
+        await asyncio.gather(
+            *(speak(room[0], i * interval / len(self.rooms), until) for i, room in
+              enumerate(self.rooms))
+        )  # fmt: skip
+        await wait_for(lambda: self.counter.messages >= sent * self.size, 30)
+        elapsed = time.monotonic() - started
+        for tier, used in window.stop().items():
+            self.cpu[tier] = self.cpu.get(tier, 0.0) + used
+        self.messages += sent
+        self.deliveries += self.counter.messages
+        self.seconds += elapsed
+        self.other += window.other
+
+    async def close(self) -> None:
+        await self.counter.stop()
+        for room in self.rooms:
+            for ws in room:
+                await ws.close()
+
+    def result(self, nodes: int, fixed: dict[str, float]) -> dict[str, Any]:
+        marginal = {k: max(0.0, v - fixed.get(k, 0.0) * self.seconds) for k, v in self.cpu.items()}
+        return {
+            "room_size": self.size,
+            "subscribing_nodes": min(self.size, nodes),
+            "rooms": len(self.rooms),
+            "messages": self.messages,
+            "deliveries": self.deliveries,
+            "seconds": round(self.seconds, 2),
+            "cpu_us_per_message": {
+                k: round(v / self.messages * 1e6, 2) for k, v in marginal.items()
+            },
+            "other_cores_busy": round(self.other / self.seconds, 3),
+        }
+
+
 async def messages(
-    cluster: LocalCluster, args: argparse.Namespace, size: int, fixed: dict[str, float]
-) -> dict[str, Any]:
-    """Phase 3: rooms of ``size`` members spread over the nodes, the first one sending."""
-    urls = [node.url for node in cluster.nodes]
-    gate = asyncio.Semaphore(50)
-
-    async def member(r: int, m: int) -> ClientConnection:
-        async with gate:
-            url = urls[(r + m) % len(urls)]
-            return await open_member(url, f"k{size}-{r}", f"m{m}", "127.0.0.1")
-
-    rooms = [
-        list(await asyncio.gather(*(member(r, m) for m in range(size)))) for r in range(args.rooms)
-    ]
-    counter = Counter()
-    counter.watch([ws for room in rooms for ws in room])
-    await probe(rooms, counter, size)
-    interval = len(rooms) / args.rate
-    text = "x" * TEXT_BYTES
-    sent = 0
-
-    async def speak(ws: ClientConnection, offset: float, until: float) -> None:
-        nonlocal sent
-        next_at = time.monotonic() + offset
-        while next_at < until:
-            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-            await ws.send(json.dumps({"type": "message", "text": text}))
-            sent += 1
-            next_at += interval
-
-    counter.messages = 0
-    window = CpuWindow(groups(cluster)).start()
-    started = time.monotonic()
-    until = started + args.seconds
-    await asyncio.gather(
-        *(speak(room[0], i * interval / len(rooms), until) for i, room in enumerate(rooms))
-    )
-    expected = sent * size
-    await wait_for(lambda: counter.messages >= expected, 10)
-    seconds = time.monotonic() - started
-    cpu = window.stop()
-    await counter.stop()
-    for room in rooms:
-        for ws in room:
-            await ws.close()
-    marginal = {k: max(0.0, v - fixed.get(k, 0.0) * seconds) for k, v in cpu.items()}
-    return {
-        "room_size": size,
-        "subscribing_nodes": min(size, len(urls)),
-        "rooms": args.rooms,
-        "messages": sent,
-        "deliveries": counter.messages,
-        "seconds": round(seconds, 2),
-        "cpu_us_per_message": {k: round(v / sent * 1e6, 2) for k, v in marginal.items()},
-        "other_cores_busy": round(window.other / seconds, 3),
-    }
+    cluster: LocalCluster, args: argparse.Namespace, fixed: dict[str, float]
+) -> list[dict[str, Any]]:
+    """Phase 3: the room sizes' windows interleaved, ``--rounds`` times, so that the machine's
+    drift (other people's work) falls on every size alike."""
+    sets = [RoomSet(size) for size in ROOM_SIZES]
+    for room_set in sets:
+        await room_set.open(cluster, args.rooms)
+    for turn in range(args.rounds):
+        for room_set in sets:
+            print(f"  round {turn + 1}/{args.rounds}, rooms of {room_set.size}", file=sys.stderr)
+            await room_set.window(cluster, args.rate, args.seconds / args.rounds)
+    for room_set in sets:
+        await room_set.close()
+    return [room_set.result(len(cluster.nodes), fixed) for room_set in sets]
 
 
 async def probe(rooms: list[list[ClientConnection]], counter: Counter, spread: int) -> None:
@@ -292,17 +338,74 @@ async def room_memory(cluster: LocalCluster, args: argparse.Namespace) -> dict[s
     }
 
 
+def _subscribe(port: int, channel: bytes) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(b"*2\r\n$9\r\nSUBSCRIBE\r\n$%d\r\n%s\r\n" % (len(channel), channel))
+    reply = b""
+    while reply.count(b"\r\n") < 6:  # *3 $9 subscribe $N channel :1
+        reply += sock.recv(4096)
+    return sock
+
+
+def _drain(sockets: list[socket.socket], stop: threading.Event) -> None:
+    selector = selectors.DefaultSelector()
+    for sock in sockets:
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ)
+    while not stop.is_set():
+        for key, _ in selector.select(0.1):
+            with contextlib.suppress(BlockingIOError):
+                key.fileobj.recv(1 << 16)  # type: ignore[union-attr]
+    selector.close()
+
+
+def redis_fan_out(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, Any]:
+    """Phase 5: Redis CPU per PUBLISH to a channel with 1 and with FAN_OUT subscribed
+    connections (read by a thread), one message per round trip as at a chat's rates (each
+    message its own write to each subscriber); the two channels take turns."""
+    assert cluster.redis is not None
+    client = redis.Redis.from_url(cluster.redis_url or "")
+    channels = {1: b"capacity-fan-1", FAN_OUT: b"capacity-fan-%d" % FAN_OUT}
+    sockets = [_subscribe(cluster.redis_port, ch) for n, ch in channels.items() for _ in range(n)]
+    stop = threading.Event()
+    reader = threading.Thread(target=_drain, args=(sockets, stop), daemon=True)
+    reader.start()
+    payload = b"x" * 230  # a chat message's envelope as history stores it (~227 B)
+    cpu = dict.fromkeys(channels, 0.0)
+    sent = dict.fromkeys(channels, 0)
+    try:
+        for _ in range(args.rounds):
+            for count, channel in channels.items():
+                before = cpu_seconds(cluster.redis.pid)
+                for _ in range(args.fan_out_messages // args.rounds):
+                    client.publish(channel, payload)
+                cpu[count] += cpu_seconds(cluster.redis.pid) - before
+                sent[count] += args.fan_out_messages // args.rounds
+    finally:
+        stop.set()
+        reader.join()
+        for sock in sockets:
+            sock.close()
+        client.close()
+    per_message = {n: cpu[n] / sent[n] * 1e6 for n in channels}
+    return {
+        "messages_per_channel": sent[1],
+        "cpu_us_per_publish": {str(n): round(v, 2) for n, v in per_message.items()},
+        "cpu_us_per_subscriber": round((per_message[FAN_OUT] - per_message[1]) / (FAN_OUT - 1), 3),
+    }
+
+
 async def measure(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, Any]:
     print(f"setups: {args.clients} clients through nginx", file=sys.stderr)
     setup, held = await setups(cluster, args)
     print(f"idle window: {args.seconds:g} s", file=sys.stderr)
     fixed = await idle(cluster, args.seconds)
-    windows = []
-    for size in ROOM_SIZES:
-        print(f"messages, rooms of {size}: {args.rate:g}/s for {args.seconds:g} s", file=sys.stderr)
-        windows.append(await messages(cluster, args, size, fixed))
+    print(f"messages: {args.rate:g}/s, rooms of {ROOM_SIZES}, interleaved", file=sys.stderr)
+    windows = await messages(cluster, args, fixed)
     print("room memory", file=sys.stderr)
     memory = await room_memory(cluster, args)
+    print(f"redis fan-out: 1 vs {FAN_OUT} subscribers", file=sys.stderr)
+    fan_out = redis_fan_out(cluster, args)
     for ws in held:
         await ws.close()
     return {
@@ -310,6 +413,7 @@ async def measure(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, 
         "idle_cores": {k: round(v, 4) for k, v in fixed.items()},
         "messages": windows,
         "room_memory": memory,
+        "redis_fan_out": fan_out,
     }
 
 
@@ -325,9 +429,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=1500, help="setups through nginx")
     parser.add_argument("--setup-room-size", type=int, default=10)
     parser.add_argument("--rooms", type=int, default=40, help="rooms in each message window")
-    parser.add_argument("--rate", type=float, default=200.0, help="messages/s in all")
-    parser.add_argument("--seconds", type=float, default=10.0, help="each window")
+    parser.add_argument("--rate", type=float, default=100.0, help="messages/s in all")
+    parser.add_argument("--seconds", type=float, default=10.0, help="each room size, in all")
+    parser.add_argument("--rounds", type=int, default=5, help="turns of the room sizes")
     parser.add_argument("--memory-rooms", type=int, default=40, help="rooms filled for memory")
+    parser.add_argument("--fan-out-messages", type=int, default=10_000, help="per channel")
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument(
         "--generate",

@@ -26,8 +26,9 @@ def test_unit_costs_measures_and_derives(tmp_path: Path) -> None:
     out = tmp_path / "unit_costs.json"
     proc = subprocess.run(
         [sys.executable, str(REPO_ROOT / "bench" / "unit_costs.py"), "--clients", "30",
-         "--setup-room-size", "10", "--rooms", "3", "--rate", "30", "--seconds", "1",
-         "--memory-rooms", "3", "--output", str(out)],
+         "--setup-room-size", "10", "--rooms", "2", "--rate", "30", "--seconds", "1",
+         "--rounds", "1", "--memory-rooms", "10", "--fan-out-messages", "200",
+         "--output", str(out)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=180 * timeout_factor(),
         check=False,
     )  # fmt: skip
@@ -36,7 +37,7 @@ def test_unit_costs_measures_and_derives(tmp_path: Path) -> None:
     setups = units["setups_through_nginx"]
     assert setups["clients"] == 30
     assert all(setups["cpu_us_per_setup"][tier] > 0 for tier in ("nodes", "nginx", "redis"))
-    assert [w["room_size"] for w in units["messages"]] == [1, 3, 30]
+    assert [w["room_size"] for w in units["messages"]] == [1, 3, 60]
     for window in units["messages"]:
         assert window["messages"] > 0
         assert window["deliveries"] == window["messages"] * window["room_size"]
@@ -45,6 +46,9 @@ def test_unit_costs_measures_and_derives(tmp_path: Path) -> None:
     assert memory["messages_kept"] == memory["history_size"] == 100
     assert memory["used_memory_per_message"] > memory["text_bytes"]
     assert memory["presence_bytes_per_member"] > 0
+    fan_out = units["redis_fan_out"]
+    assert fan_out["messages_per_channel"] == 200
+    assert all(v > 0 for v in fan_out["cpu_us_per_publish"].values())
     latest = json.loads((REPO_ROOT / "bench" / "results" / "latest.json").read_text())
     costs = capacity_costs.derive(latest, units)
     UnitCosts.from_mapping(costs)  # every field, finite and >= 0
