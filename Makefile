@@ -149,7 +149,7 @@ bench-smoke: bench-deps ## a seconds-long run of every scenario, both servers
 # node CPU per message, nginx per setup, Redis memory per room) and regenerate the model's
 # defaults and the page's example; then check the model against a fan-out point measured now.
 .PHONY: capacity-costs capacity-check
-capacity-costs: bench-deps ## bench/results/unit_costs.json + roomcast capacity's defaults (~1 min)
+capacity-costs: bench-deps ## bench/results/unit_costs.json + roomcast capacity's defaults (~4 min)
 	ulimit -n 65536 2>/dev/null || ulimit -n $$(ulimit -Hn); \
 	$(PY) bench/unit_costs.py --generate
 

@@ -1,5 +1,5 @@
 """The unit costs the capacity model (``roomcast capacity``, docs/capacity.md) needs beyond what
-``make bench`` measures, on a real redis-server, 3 real nodes and nginx. About a minute:
+``make bench`` measures, on a real redis-server, 3 real nodes and nginx. About four minutes:
 
     .venv/bin/python bench/unit_costs.py            # measure, write results/unit_costs.json
     .venv/bin/python bench/unit_costs.py --generate # + regenerate the model's defaults

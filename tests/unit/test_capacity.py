@@ -120,6 +120,14 @@ def test_history_kept_is_the_tightest_of_size_bytes_and_ttl() -> None:
     )
 
 
+def test_keeping_rooms_on_one_node_saves_the_receives() -> None:
+    spread, kept = plan(LOAD, COSTS), plan(dataclasses.replace(LOAD, nodes_per_room=1), COSTS)
+    assert kept.subscribing_nodes == 1
+    # 2.1 + 0.5 x 1 = 2.6 cores at 0.5 each: 6 processes, where random placement needs 11.
+    assert asks(kept.nodes)["cpu, steady"] == 6 < spread.nodes.count
+    assert kept.redis_cores < spread.redis_cores
+
+
 def test_subscribing_nodes() -> None:
     assert subscribing_nodes(1, 50) == 1
     assert subscribing_nodes(3, 1) == pytest.approx(1)

@@ -84,6 +84,9 @@ class Deployment:
     messages_per_second: float
     room_size: float | None = None  # mean members per room; default connections / rooms
     deliveries_per_second: float | None = None  # default messages/s x room size
+    # Nodes a room's members are on; default: placed at random by the balancer (see
+    # subscribing_nodes). 1 when the balancer keeps each room on one node.
+    nodes_per_room: float | None = None
     message_bytes: int = 100  # a message's text
     # History (ROOMCAST_HISTORY_SIZE, _TTL, _BYTES): what Redis keeps per room.
     history_size: int = 100
@@ -108,6 +111,7 @@ class Deployment:
             "room_size": self.room_size is None or self.room_size >= 1,
             "deliveries_per_second": self.deliveries_per_second is None
             or self.deliveries_per_second >= 0,
+            "nodes_per_room": self.nodes_per_room is None or self.nodes_per_room >= 1,
             "message_bytes": self.message_bytes >= 0,
             "history_size": self.history_size >= 0,
             "history_ttl": self.history_ttl > 0,
@@ -217,8 +221,15 @@ class Cores:
     redis: float
 
 
+def nodes_per_message(d: Deployment, nodes: int) -> float:
+    """Nodes a message is sent to: the given placement, or members placed at random."""
+    if d.nodes_per_room is not None:
+        return min(float(nodes), d.nodes_per_room)
+    return subscribing_nodes(nodes, d.mean_room_size)
+
+
 def steady_cores(d: Deployment, c: UnitCosts, nodes: int) -> Cores:
-    k = subscribing_nodes(nodes, d.mean_room_size)
+    k = nodes_per_message(d, nodes)
     messages, setups = d.messages_per_second, d.setups_per_second
     return Cores(
         nodes=(
@@ -264,7 +275,7 @@ def plan(d: Deployment, c: UnitCosts) -> Plan:
     n_memory = _smallest(lambda n: base + held_after_loss(n) * per_connection <= node_share, 2)
     n_fds = _smallest(lambda n: held_after_loss(n) + FD_RESERVE <= d.fd_limit, 2)
     nodes = max(n_steady, n_storm, n_memory, n_fds)
-    k = subscribing_nodes(nodes, size)
+    k = nodes_per_message(d, nodes)
     cores = node_cpu(nodes)
     deliveries = (
         f"deliveries {d.deliveries:,.0f}/s x {c.node_us_per_delivery:.1f} us"

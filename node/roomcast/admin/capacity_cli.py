@@ -26,6 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     load.add_argument("--messages-per-second", type=float, required=True, help="in all rooms")
     load.add_argument("--room-size", type=float, help="mean members; default connections/rooms")
     load.add_argument("--deliveries-per-second", type=float, help="default messages/s x room size")
+    load.add_argument(
+        "--nodes-per-room",
+        type=float,
+        help="nodes a room's members are on (1 if the balancer keeps a room on one node); "
+        "default: members placed at random",
+    )
     load.add_argument("--message-bytes", type=int, default=100, help="text of a message")
     load.add_argument(
         "--history", type=int, default=100, help="messages kept per room (ROOMCAST_HISTORY_SIZE)"
@@ -89,6 +95,7 @@ def deployment_of(args: argparse.Namespace) -> Deployment:
         messages_per_second=args.messages_per_second,
         room_size=args.room_size,
         deliveries_per_second=args.deliveries_per_second,
+        nodes_per_room=args.nodes_per_room,
         message_bytes=args.message_bytes,
         history_size=args.history,
         history_ttl=args.history_ttl,
