@@ -33,11 +33,6 @@ OPEN_FINDINGS: Final = {
         "Docker engine a redis-cluster-N container stayed unhealthy and redis-cluster-init did "
         "not start; the seven other compose tests pass; cause not found at the stop"
     ),
-    "tests/integration/test_security.py::"
-    "test_refused_at_the_handshake[bad name claim-query8-403]": (
-        "FLAKY at stop 12: 401 instead of 403 in one full run (another case of this test, "
-        "'not yet valid', failed once in an earlier full run); passes alone, cause not found"
-    ),
     "tests/integration/test_attack_send_bound.py::"
     "test_unread_answers_through_nginx_pin_little_kernel_memory": (
         "40 unread history answers of up to 2 MiB through nginx pin 35 MB of kernel socket "
