@@ -25,19 +25,6 @@ OPEN_FINDINGS: Final = {
         "does not complete: pytest's 120 s timeout, twice in a row on a quiet machine since "
         "answers and resumes are streamed page by page; where it waits is not found yet"
     ),
-    # Not an attack: a failure the last clean-clone CI run of stop 12 found after the final
-    # merges, left out the same way so that what passes lands; named in its note.
-    "tests/deploy/test_docker_e2e.py::test_cluster_profile_spreads_rooms_over_three_shards": (
-        "REGRESSION at stop 12 (after the compose hardening of issue 15: Redis passwords through "
-        "an included file, read-only root, tmpfs /data, a fixed user, cap_drop): under a real "
-        "Docker engine a redis-cluster-N container stayed unhealthy and redis-cluster-init did "
-        "not start; the seven other compose tests pass; cause not found at the stop"
-    ),
-    "tests/integration/test_security.py::"
-    "test_refused_at_the_handshake[bad name claim-query8-403]": (
-        "FLAKY at stop 12: 401 instead of 403 in one full run (another case of this test, "
-        "'not yet valid', failed once in an earlier full run); passes alone, cause not found"
-    ),
     "tests/integration/test_attack_send_bound.py::"
     "test_unread_answers_through_nginx_pin_little_kernel_memory": (
         "40 unread history answers of up to 2 MiB through nginx pin 35 MB of kernel socket "

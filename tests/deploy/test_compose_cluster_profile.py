@@ -4,6 +4,7 @@ stack of nodes and nginx pointed at it, without changing the default profile."""
 from __future__ import annotations
 
 import os
+import posixpath
 import shutil
 import subprocess
 from typing import Any
@@ -30,8 +31,13 @@ def test_default_profile_is_unchanged() -> None:
 
 def test_cluster_profile_services() -> None:
     cluster = {name for name, s in SERVICES.items() if s.get("profiles") == ["cluster"]}
-    assert cluster == CLUSTER_REDIS | {"redis-cluster-init", "node-cluster", "loadbalancer-cluster"}
-    for name in cluster:
+    assert cluster == CLUSTER_REDIS | {
+        "redis-cluster-volumes",
+        "redis-cluster-init",
+        "node-cluster",
+        "loadbalancer-cluster",
+    }
+    for name in cluster - {"redis-cluster-volumes"}:  # no network at all
         assert SERVICES[name]["networks"] in (["cluster"], {"cluster": {"aliases": ["node"]}}), name
     for name in CLUSTER_REDIS:
         command = SERVICES[name]["command"]
@@ -42,6 +48,38 @@ def test_cluster_profile_services() -> None:
     for name in CLUSTER_REDIS:
         assert name in init
         assert SERVICES["redis-cluster-init"]["depends_on"][name]["condition"] == "service_healthy"
+
+
+def test_cluster_redis_keeps_its_identity_where_its_user_may_write() -> None:
+    """Each shard's nodes.conf (its node id and slots) is on a volume of its own, so a restarted
+    container is the same cluster node; the volume and the tmpfs are the redis user's whatever
+    the image (with a root-owned /data, redis-server exited "Can't open /data/nodes.conf in
+    order to acquire a lock: Permission denied" and the container never became healthy)."""
+    job = SERVICES["redis-cluster-volumes"]
+    command, user, *chowned = job["entrypoint"]
+    assert command == "chown"
+    mounted = dict(reversed(v.split(":", 1)) for v in job["volumes"])  # path -> volume
+    assert set(chowned) == set(mounted)
+    assert job["network_mode"] == "none" and job["read_only"] is True
+    assert job["cap_drop"] == ["ALL"] and job["cap_add"] == ["CHOWN"]
+    seen: set[str] = set()
+    for name in sorted(CLUSTER_REDIS):
+        service = SERVICES[name]
+        assert service["user"] == user
+        uid, gid = user.split(":")
+        command = service["command"]
+        state = posixpath.dirname(command[command.index("--cluster-config-file") + 1])
+        (volume,) = [v.split(":")[0] for v in service["volumes"] if v.split(":")[1] == state]
+        assert volume in COMPOSE["volumes"] and volume not in seen, name  # named, one each
+        seen.add(volume)
+        assert volume in mounted.values(), name  # chowned to the user before the shard starts
+        assert service["depends_on"]["redis-cluster-volumes"] == {
+            "condition": "service_completed_successfully"
+        }
+        for tmpfs in service["tmpfs"]:
+            path, _, options = tmpfs.partition(":")
+            assert path == "/tmp" or {f"uid={uid}", f"gid={gid}"} <= set(options.split(",")), name
+        assert service["read_only"] is True and service["cap_drop"] == ["ALL"], name
 
 
 def test_cluster_nodes_run_in_cluster_mode_against_the_cluster() -> None:

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,10 @@ def secure() -> Iterator[LocalCluster]:
         yield cluster
 
 
+# PyJWT's annotations leave out None, the only key its "none" algorithm accepts.
+UNSIGNED = jwt.encode({"sub": "x", "exp": 2**31, "aud": "roomcast"}, None, "none")  # type: ignore[arg-type]
+
+
 def url(cluster: LocalCluster, query: str = "") -> str:
     return cluster.nodes[0].url + query
 
@@ -63,35 +67,38 @@ async def refused(address: str, **kwargs: Any) -> int:
     return info.value.response.status_code
 
 
+# Each query is minted when its case runs, never at collection: a full run reaches this module
+# more than ten minutes after collecting it, and a token minted then has expired by the time
+# it is sent (a "bad name claim" answered 401 TOKEN_EXPIRED, not 403), or its nbf has come
+# ("not yet valid" accepted). tests/unit/test_tests_read_the_clock_late.py keeps it so.
 @pytest.mark.parametrize(
     ("case", "query", "status"),
     [
-        ("missing token", "", 401),
+        ("missing token", lambda: "", 401),
         (
             "bad signature",
-            "?token=" + jwt.encode({"sub": "x", "exp": 2**31}, "other" * 10, "HS256"),
+            lambda: "?token=" + jwt.encode({"sub": "x", "exp": 2**31}, "other" * 10, "HS256"),
             401,
         ),
-        ("expired", "?token=" + token(aud="roomcast", exp=int(time.time()) - 120), 401),
-        ("not yet valid", "?token=" + token(aud="roomcast", nbf=int(time.time()) + 600), 401),
-        ("wrong audience", "?token=" + token(aud="another-service"), 401),
-        ("no audience", "?token=" + token(), 401),
-        ("garbage", "?token=not.a.jwt", 401),
+        ("expired", lambda: "?token=" + token(aud="roomcast", exp=int(time.time()) - 120), 401),
         (
-            "alg none",
-            # PyJWT's annotations leave out None, the only key its "none" algorithm accepts.
-            "?token=" + jwt.encode({"sub": "x", "exp": 2**31, "aud": "roomcast"}, None, "none"),  # type: ignore[arg-type]
+            "not yet valid",
+            lambda: "?token=" + token(aud="roomcast", nbf=int(time.time()) + 600, exp=2**31),
             401,
         ),
-        ("bad name claim", "?token=" + token(aud="roomcast", name="<b>x</b>"), 403),
+        ("wrong audience", lambda: "?token=" + token(aud="another-service"), 401),
+        ("no audience", lambda: "?token=" + token(), 401),
+        ("garbage", lambda: "?token=not.a.jwt", 401),
+        ("alg none", lambda: "?token=" + UNSIGNED, 401),
+        ("bad name claim", lambda: "?token=" + token(aud="roomcast", name="<b>x</b>"), 403),
     ],
 )
 async def test_refused_at_the_handshake(
-    secure: LocalCluster, case: str, query: str, status: int
+    secure: LocalCluster, case: str, query: Callable[[], str], status: int
 ) -> None:
     node = secure.nodes[0]
     before = http_get(f"{node.metrics_url}/metrics")[1]
-    assert await refused(url(secure, query)) == status, case
+    assert await refused(url(secure, query())) == status, case
     after = http_get(f"{node.metrics_url}/metrics")[1]
     assert metric_value(after, "roomcast_connections_accepted_total") == metric_value(
         before, "roomcast_connections_accepted_total"
