@@ -695,7 +695,9 @@ async def test_after_a_flood_close_the_rest_is_read_but_not_parsed(clock: FakeCl
     client.push()
     assert client.close_code == 1008
     parsed: list[bytes | bytearray] = []
-    client.conn.proto.receive_data = parsed.append  # type: ignore[method-assign,assignment]
+    proto = client.conn.proto
+    assert proto is not None  # closing: websockets' protocol holds the connection again
+    proto.receive_data = parsed.append  # type: ignore[method-assign,assignment]
     for _ in range(100):
         client.conn.data_received(b"\x80\x80\x00\x00\x00\x00" * 1000)
     assert parsed == []

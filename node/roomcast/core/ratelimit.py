@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
 
 # What the broker port's charge() looks like: (bucket name, cost, rate, burst, debt, on_level).
 ChargeSender = Callable[[str, int, float, int, int, Callable[[float], None]], None]
+
+
+@functools.lru_cache(maxsize=64)
+def _burst_float(burst: int) -> float:
+    return float(burst)
 
 
 class RateLimiter:
@@ -17,9 +23,12 @@ class RateLimiter:
 
     def __init__(self, rate: float, burst: int) -> None:
         self._rate = rate
-        self._burst = float(burst)
-        self._tokens = float(burst)
-        self._stamp = time.monotonic()
+        # A new bucket is full, so when it was last filled does not matter (the refill is capped
+        # at the burst): it shares its floats with every other new bucket of the same burst, and
+        # gets floats of its own only once used. Each connection holds several buckets, most
+        # never used (an idle member sends no messages and no typing).
+        self._burst = self._tokens = _burst_float(burst)
+        self._stamp = 0.0
         self.strikes = 0
 
     def allow(self, cost: float = 1.0) -> bool:

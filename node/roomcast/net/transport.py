@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import logging
 import os
+import sys
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Final, Protocol, cast
@@ -24,6 +25,11 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
+
+try:
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover - websockets built without its C extension
+    from websockets.utils import apply_mask
 
 from roomcast.core.auth import (
     SUBPROTOCOL,
@@ -62,8 +68,14 @@ _SNIFF_BYTES: Final = 16
 # Frames a client may have waiting behind a slow one (a join's Redis round trip) before its
 # socket stops being read; pausing at once would cost two epoll_ctl calls on every join.
 _BACKLOG_BEFORE_PAUSE: Final = 16
-# Bytes of one read handed to the frame parser at a time (see Connection._receive).
+# Bytes of one read handed to the frame parser at a time (see Connection._feed).
 _FEED_BYTES: Final = 4096
+# The frames the node parses itself once a connection is open (see Connection._receive_frames):
+# final, unfragmented text, ping and pong. Anything else goes to websockets.
+_TEXT: Final = 0x1
+_PING: Final = 0x9
+_PONG: Final = 0xA
+_PING_HEAD: Final = b"\x89\x04"  # a server ping with a 4-byte payload
 
 
 def is_http_api_request(head: bytes) -> bool | None:
@@ -176,7 +188,10 @@ class Connection(asyncio.Protocol):
         "_drain_waiter",
         "_fragments",
         "_handshake_timer",
+        "_inbuf",
         "_paused",
+        "_request_only",
+        "_request_tail",
         "_send",
         "_server",
         "_settings",
@@ -205,12 +220,26 @@ class Connection(asyncio.Protocol):
         self._app = server.app
         self._settings = server.settings
         self.id = connection_id
-        self.proto = ServerProtocol(
+        # websockets' sans-I/O protocol: the handshake, compression, closes and any unusual
+        # frame. None while an uncompressed connection is open and only exchanges final text,
+        # ping and pong frames, which the node parses itself: an idle connection then holds a
+        # few bytes of parser state instead of websockets' ~4 KiB (its parser generators, the
+        # handshake request its parser keeps, buffers, a UUID). Made again, at a frame
+        # boundary, as soon as anything else comes (see _protocol).
+        self.proto: ServerProtocol | None = ServerProtocol(
             extensions=server.extensions,
             max_size=self._settings.max_frame_bytes,
             select_subprotocol=_select_subprotocol,
             logger=_quiet_protocol_log,
         )
+        # Part of a frame not parsed yet (open connections without websockets' protocol only).
+        self._inbuf: bytearray | None = None
+        # The last bytes of the request fed to websockets while its end is not found yet
+        # (None afterwards): the request goes to websockets alone, so that after the 101 its
+        # protocol is known to be at a frame boundary and can be let go.
+        self._request_tail: bytes | None = b""
+        # Nothing past the request reached websockets (see _flush_protocol).
+        self._request_only = True
         self.transport: asyncio.Transport | None = None
         self._send: SendBuffer | None = None
         self.pending: list[bytes] = []
@@ -236,7 +265,7 @@ class Connection(asyncio.Protocol):
         # A message being written in fragments (send_fragments): frames queued meanwhile wait
         # in _deferred, for nothing may come between the fragments of one message.
         self._streaming = False
-        self._deferred: list[bytes] = []
+        self._deferred: list[bytes] | None = None  # made when first needed
         self._deferred_bytes = 0
         self._drain_waiter: asyncio.Future[None] | None = None
         self._busy = False
@@ -259,13 +288,14 @@ class Connection(asyncio.Protocol):
         self._send = SendBuffer(self.transport, self._settings.send_buffer_bytes)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else ""
-        self.client_address = str(peer[0]) if isinstance(peer, tuple) else ""
+        # Interned: the connections of one address (all of them, behind a proxy) share it.
+        self.client_address = sys.intern(str(peer[0])) if isinstance(peer, tuple) else ""
         self._handshake_timer = self._server.loop.call_later(
             self._settings.handshake_timeout, self._handshake_expired
         )
 
     def data_received(self, data: bytes) -> None:
-        if self.closed and self.proto.eof_sent:
+        if self.closed and (self.proto is None or self.proto.eof_sent):
             # Lingering after a close we sent (a flood, a refusal): the rest of what the client
             # sends is dropped unparsed, but still read, so that closing the socket later does
             # not reset it with unread input and destroy the close frame on its way. Bounded by
@@ -291,9 +321,38 @@ class Connection(asyncio.Protocol):
         self._flush_protocol()
 
     def _receive(self, data: bytes) -> None:
+        if self.proto is None:
+            self._receive_frames(data)
+            return
+        tail = self._request_tail
+        if tail is not None:
+            joined = tail + data if tail else data
+            end = joined.find(b"\r\n\r\n")
+            if end < 0:
+                self._request_tail = joined[-3:]
+                self._feed(data)
+                return
+            self._request_tail = None
+            cut = end + 4 - len(tail)
+            request, data = data[:cut], data[cut:]
+            self._feed(request)
+            if not data:
+                return
+            # Frames right behind the request (a client that did not wait for the 101): they
+            # come after the handshake's answer, which lets websockets' protocol go if it can.
+            self._flush_protocol()
+            if self.proto is None:
+                if not self.closed:
+                    self._receive_frames(data)
+                return
+        self._request_only = False
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
         # Fed in slices, so that a read full of tiny frames stops being parsed as soon as one
         # of them closed the connection (a flood), instead of parsing the whole read first.
         proto = self.proto
+        assert proto is not None
         whole = len(data) <= _FEED_BYTES
         for start in range(0, len(data), _FEED_BYTES):
             proto.receive_data(data if whole else data[start : start + _FEED_BYTES])
@@ -304,6 +363,102 @@ class Connection(asyncio.Protocol):
                 break
         if isinstance(proto.handshake_exc, InvalidMessage) and not self._answered:
             self._malformed_request()
+
+    def _receive_frames(self, data: bytes | bytearray) -> None:
+        """An open connection without websockets' protocol: parse final, unfragmented, masked
+        text, ping and pong frames here, exactly as websockets would; hand everything else
+        (a close, fragments, binary, reserved bits, 64-bit lengths, a frame over the size
+        limit) to a websockets protocol made at that frame's start, which keeps it from then
+        on."""
+        inbuf = self._inbuf
+        if inbuf is not None:
+            self._inbuf = None
+            inbuf += data
+            data = inbuf
+        end = len(data)
+        pos = 0
+        limit = self._settings.max_frame_bytes
+        handover = False
+        while pos < end and not self.closed and self.proto is None:
+            if end - pos < 2:
+                break
+            first = data[pos]
+            second = data[pos + 1]
+            opcode = first & 0x0F
+            length = second & 0x7F
+            # FIN set, no reserved bits, masked (a client must mask), a kind parsed here.
+            if first & 0xF0 != 0x80 or not second & 0x80 or opcode not in (_TEXT, _PING, _PONG):
+                handover = True
+                break
+            head = pos + 6
+            if length == 126:
+                if opcode != _TEXT or end - pos < 4:
+                    handover = opcode != _TEXT  # control frames are at most 125 bytes
+                    break
+                length = (data[pos + 2] << 8) | data[pos + 3]
+                head = pos + 8
+            elif length == 127:
+                handover = True
+                break
+            if length > limit:
+                handover = True  # websockets closes it with 1009
+                break
+            stop = head + length
+            if stop > end:
+                break
+            payload = apply_mask(data[head:stop], data[head - 4 : head])
+            pos = stop
+            if opcode == _PING:
+                self._pong(payload)  # websockets answers before the application sees it
+            self._frame(opcode, payload, True)
+        if self.closed:
+            return  # failed by one of these frames: the rest is not parsed (as websockets)
+        rest = data[pos:] if pos else data
+        if self.proto is None and not handover:
+            if rest:
+                self._inbuf = rest if isinstance(rest, bytearray) else bytearray(rest)
+            return
+        # The rest, from a frame boundary, goes to websockets (made now if needed).
+        self._protocol()
+        self._request_only = False
+        if rest:
+            self._feed(bytes(rest))
+
+    def _protocol(self) -> ServerProtocol:
+        """websockets' protocol for this connection, made again if the node let it go: open,
+        at a frame boundary (a partial frame waiting in _inbuf is fed to it)."""
+        proto = self.proto
+        if proto is None:
+            proto = self.proto = ServerProtocol(
+                state=State.OPEN,
+                max_size=self._settings.max_frame_bytes,
+                logger=_quiet_protocol_log,
+            )
+            inbuf = self._inbuf
+            if inbuf:
+                self._inbuf = None
+                proto.receive_data(bytes(inbuf))  # less than a frame: no event comes out yet
+        return proto
+
+    def _is_open(self) -> bool:
+        proto = self.proto
+        # Without websockets' protocol a connection is open until it ends (_finish).
+        return proto.state is State.OPEN if proto is not None else not self.closed
+
+    def _pong(self, payload: bytes) -> None:
+        if self._streaming:
+            # Inside one frame's payload nothing else may be written: websockets holds the pong
+            # until the message is complete (see _flush_protocol).
+            self._protocol().send_pong(payload)
+            return
+        self._write_control(b"\x8a" + bytes((len(payload),)) + payload)
+
+    def _write_control(self, frame: bytes) -> None:
+        # As _flush_protocol writes websockets' control frames: through the send buffer, and a
+        # client whose unread bytes pile up past the bound (pongs it never reads) is dropped.
+        send = self._send
+        if send is not None and not send.write(frame, force=self.lagging):
+            self.drop_slow_consumer()
 
     def _malformed_request(self) -> None:
         """Not even an HTTP request websockets could parse (a header it refuses, a body, ...).
@@ -324,12 +479,24 @@ class Connection(asyncio.Protocol):
             )
 
     def eof_received(self) -> bool:
+        if self.proto is None:
+            # As websockets does for an open connection (1006, no close frame): what is held
+            # goes out, then our end of the stream; leave every room now.
+            send = self._send
+            if send is not None and not self.closed:
+                send.flush()
+                if self.transport is not None and self.transport.can_write_eof():
+                    self.transport.write_eof()
+            self._finish()
+            return False
         self.proto.receive_eof()
         self._flush_protocol()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.proto.receive_eof()
+        if self.proto is not None:
+            self.proto.receive_eof()
+        self._inbuf = None
         self._cancel_timers()
         self.pending.clear()
         if self._send is not None:
@@ -378,14 +545,15 @@ class Connection(asyncio.Protocol):
             return 0
         self.pending = []
         send = self._send
-        if self.closed or send is None or self.proto.state is not State.OPEN:
+        if self.closed or send is None or not self._is_open():
             return 0
         if self._streaming:
             return self._hold_back(pending)
         if self._compressed:
+            proto = self._protocol()
             for frame in pending:
-                self.proto.send_text(frame_payload(frame))
-            pending = self.proto.data_to_send()
+                proto.send_text(frame_payload(frame))
+            pending = proto.data_to_send()
         data = pending[0] if len(pending) == 1 else b"".join(pending)
         if self.lagging:
             # Only its own answers and what it missed come now (no room traffic); they may take
@@ -412,6 +580,8 @@ class Connection(asyncio.Protocol):
     def _hold_back(self, frames: list[bytes]) -> int:
         """Frames queued while a message is written in fragments wait for its end; past the
         send bound the connection lags (no more room traffic), past twice that it is dropped."""
+        if self._deferred is None:
+            self._deferred = []
         self._deferred.extend(frames)
         self._deferred_bytes += sum(map(len, frames))
         bound = self._settings.send_buffer_bytes
@@ -435,7 +605,7 @@ class Connection(asyncio.Protocol):
         cannot be completed and the connection is cut (the client reconnects and asks again).
         True once the whole message was handed to the transport."""
         self.write_pending()  # what was queued before goes first
-        if self.closed or self.proto.state is not State.OPEN or self._streaming:
+        if self.closed or not self._is_open() or self._streaming:
             return False
         self._streaming = True
         complete = False
@@ -444,23 +614,23 @@ class Connection(asyncio.Protocol):
             if not self._compressed:
                 self._write_raw(text_frame_head(length))
             async for piece in pieces:
-                if self.closed or self.proto.state is not State.OPEN:
+                if self.closed or not self._is_open():
                     return False
                 if self._compressed:
                     if written:
-                        self.proto.send_continuation(piece, fin=False)
+                        self._protocol().send_continuation(piece, fin=False)
                     else:
-                        self.proto.send_text(piece, fin=False)
+                        self._protocol().send_text(piece, fin=False)
                     self._write_fragment()
                 else:
                     self._write_raw(piece)
                 written += len(piece)
                 if not await self._drained():
                     return False
-            if self.closed or self.proto.state is not State.OPEN or written != length:
+            if self.closed or not self._is_open() or written != length:
                 return False
             if self._compressed:
-                self.proto.send_continuation(b"", fin=True)
+                self._protocol().send_continuation(b"", fin=True)
                 self._write_fragment()
             complete = True
             return True
@@ -469,7 +639,7 @@ class Connection(asyncio.Protocol):
             return False
         finally:
             self._streaming = False
-            deferred, self._deferred, self._deferred_bytes = self._deferred, [], 0
+            deferred, self._deferred, self._deferred_bytes = self._deferred, None, 0
             if not complete:
                 # Mid-frame nothing else can be sent, not even a close frame: cut the socket.
                 self.abort()
@@ -491,7 +661,7 @@ class Connection(asyncio.Protocol):
         # Written whole: the previous piece had drained, so the send bound holds it.
         send = self._send
         if send is not None:
-            for data in self.proto.data_to_send():
+            for data in self._protocol().data_to_send():
                 if data:
                     send.write(data, force=True)
 
@@ -521,25 +691,29 @@ class Connection(asyncio.Protocol):
         return not self.closed
 
     def ping(self) -> None:
-        if self.proto.state is State.OPEN:
-            self.proto.send_ping(os.urandom(4))
-            self._flush_protocol()
+        if not self._is_open():
+            return
+        if self.proto is None and not self._streaming:
+            self._write_control(_PING_HEAD + os.urandom(4))
+            return
+        self._protocol().send_ping(os.urandom(4))
+        self._flush_protocol()
 
     def close(self, code: int, reason: str) -> None:
         """Start the closing handshake (pending frames go first); abort if it stalls."""
-        if self.proto.state is State.OPEN:
+        if self._is_open():
             self.write_pending()
             # Writing may have dropped it as a slow consumer, which closes it already.
-            if self.proto.state is State.OPEN:
-                self.proto.send_close(code, reason)
+            if self._is_open():
+                self._protocol().send_close(code, reason)
                 self._flush_protocol()
 
     def fail(self, code: int, reason: str) -> None:
         """Close at once for a protocol-level rejection (binary frame, flood, ...)."""
-        if self.proto.state is State.OPEN:
+        if self._is_open():
             self.write_pending()
-            if self.proto.state is State.OPEN:
-                self.proto.fail(code, reason)
+            if self._is_open():
+                self._protocol().fail(code, reason)
                 self._flush_protocol()
             self._finish()
         elif not self.opened:
@@ -593,11 +767,12 @@ class Connection(asyncio.Protocol):
     def _flush_protocol(self) -> None:
         transport = self.transport
         send = self._send
-        if transport is None or send is None:
+        proto = self.proto
+        if transport is None or send is None or proto is None:
             return
         if self._streaming and not self._compressed:
             return  # inside one frame's payload: pongs and the like wait for its end
-        outgoing = self.proto.data_to_send()
+        outgoing = proto.data_to_send()
         # Frames queued in this same turn (the welcome after the handshake response) ride in
         # the same write instead of a second one at the end of the turn.
         if (
@@ -606,7 +781,7 @@ class Connection(asyncio.Protocol):
             and outgoing
             and outgoing[-1]
             and not self._compressed
-            and self.proto.state is State.OPEN
+            and proto.state is State.OPEN
         ):
             outgoing[-1] += b"".join(self.pending)
             self._server.metrics.deliveries.inc(len(self.pending))
@@ -615,7 +790,7 @@ class Connection(asyncio.Protocol):
         # A closing connection's last frames go out whatever it holds unread (the close timer
         # aborts it if it never reads them); so do a lagging one's pings and pongs (its lag has
         # a deadline of its own).
-        force = self.lagging or self.proto.state is not State.OPEN
+        force = self.lagging or proto.state is not State.OPEN
         for data in outgoing:
             if data:
                 # Through the send buffer, so control frames keep their place behind data.
@@ -629,15 +804,28 @@ class Connection(asyncio.Protocol):
                 transport.write_eof()
             else:
                 transport.close()
-        if over and self.proto.state is State.OPEN:
+        if over and proto.state is State.OPEN:
             self.drop_slow_consumer()  # e.g. pongs piling up for a client that never reads
-        if self.proto.close_expected() and self._close_timer is None:
+        if proto.close_expected() and self._close_timer is None:
             self._close_timer = self._server.loop.call_later(
                 self._settings.close_timeout, self.abort
             )
+        if (
+            self._request_only
+            and self.opened
+            and not self._compressed
+            and proto.state is State.OPEN
+            and self.proto is proto
+        ):
+            # The 101 is out and websockets saw nothing past the request: its parser waits at a
+            # frame boundary with nothing buffered, so the node parses the frames from here on.
+            self._request_only = False
+            self.proto = None
 
     def _process_events(self) -> None:
-        for event in self.proto.events_received():
+        proto = self.proto
+        assert proto is not None
+        for event in proto.events_received():
             if self.closed or self._deciding:
                 # Closed by an earlier frame of the same read, or frames sent before the
                 # handshake's answer (a client must wait for its 101): ignore the rest.
@@ -645,7 +833,7 @@ class Connection(asyncio.Protocol):
             if isinstance(event, Request):
                 self._handshake(event)
             elif isinstance(event, Frame):
-                self._frame(event)
+                self._frame(event.opcode, event.data, event.fin)
 
     def _handshake(self, request: Request) -> None:
         self._answered = True
@@ -658,7 +846,7 @@ class Connection(asyncio.Protocol):
             # Whatever a request holds, it gets an answer: a proxy takes a dropped handshake
             # for a dead node (nginx then stops sending anyone there for a while).
             log.exception("handshake handler failed", extra={"connection": self.id})
-            decision = self.proto.reject(500, "internal error\n")
+            decision = self._protocol().reject(500, "internal error\n")
         if isinstance(decision, Response):
             self._respond(decision)
         else:
@@ -679,13 +867,13 @@ class Connection(asyncio.Protocol):
     ) -> None:
         try:
             self.identity = await pending
-            response = self.proto.accept(request)
+            response = self._protocol().accept(request)
         except AuthError as exc:
             self._refused(exc)
-            response = self.proto.reject(exc.status, f"{exc.reason}\n")
+            response = self._protocol().reject(exc.status, f"{exc.reason}\n")
         except Exception:
             log.exception("connect hook handling failed", extra={"connection": self.id})
-            response = self.proto.reject(500, "internal error\n")
+            response = self._protocol().reject(500, "internal error\n")
         self._deciding = False
         if self.closed:
             return  # the client went away while the hook was deciding
@@ -696,11 +884,11 @@ class Connection(asyncio.Protocol):
 
     def _respond(self, response: Response) -> None:
         server = self._server
-        self.proto.send_response(response)
+        self._protocol().send_response(response)
         if response.status_code != 101:
             server.metrics.handshakes_rejected.labels(str(response.status_code)).inc()
             return
-        self._compressed = bool(self.proto.extensions)
+        self._compressed = bool(self._protocol().extensions)
         server.opened(self)
         self._app.on_open(self)
 
@@ -717,15 +905,17 @@ class Connection(asyncio.Protocol):
                 )
             self.client_address = address
             if request.path.split("?", 1)[0] != CHAT_PATH:
-                return self.proto.reject(404, f"Not Found: WebSocket endpoint is {CHAT_PATH}\n")
+                return self._protocol().reject(
+                    404, f"Not Found: WebSocket endpoint is {CHAT_PATH}\n"
+                )
             admitted = server.admit(request, offered, address)
             if admitted is not None and not isinstance(admitted, Identity):
                 return admitted  # the connect hook's call, awaited by _defer
             self.identity = admitted
         except AuthError as exc:
             self._refused(exc)
-            return self.proto.reject(exc.status, f"{exc.reason}\n")
-        return self.proto.accept(request)
+            return self._protocol().reject(exc.status, f"{exc.reason}\n")
+        return self._protocol().accept(request)
 
     def _refused(self, exc: AuthError) -> None:
         self._server.metrics.auth_failures.labels(exc.code).inc()
@@ -734,32 +924,32 @@ class Connection(asyncio.Protocol):
             extra={"code": exc.code, "status": exc.status, "client": self.client_address},
         )
 
-    def _frame(self, frame: Frame) -> None:
+    def _frame(self, opcode: int, data: bytes | bytearray | memoryview, fin: bool) -> None:
+        """One frame, parsed by websockets or by _receive_frames (opcode as an int then)."""
         # Every frame costs the client one token, whatever its type: empty continuations and
         # unsolicited pongs cost the node as much to parse as a text frame (issue 15).
-        opcode = frame.opcode
         inbound = self.inbound
-        if inbound is not None and not inbound.allow(len(frame.data) + FRAME_OVERHEAD_BYTES):
+        if inbound is not None and not inbound.allow(len(data) + FRAME_OVERHEAD_BYTES):
             # The client's connections together sent too much: refused like a frame over this
             # connection's own rate, and counted against it (1008 if it keeps on).
             self.rate.strike()
-            if opcode is Opcode.TEXT or opcode is Opcode.CONT:
+            if opcode in (Opcode.TEXT, Opcode.CONT):
                 self._fragments = None
             self._rate_limited()
             return
         if not self.rate.allow():
-            if opcode is Opcode.TEXT or opcode is Opcode.CONT:
+            if opcode in (Opcode.TEXT, Opcode.CONT):
                 # A message that lost a fragment is dropped whole; its later fragments are
                 # discarded (still counted) until its final one.
                 self._fragments = None
             self._rate_limited()
             return
-        if opcode is Opcode.TEXT:
-            if frame.fin:
-                self._on_text(bytes(frame.data))
+        if opcode == Opcode.TEXT:
+            if fin:
+                self._on_text(bytes(data))
             else:
-                self._fragments = [bytes(frame.data)]
-        elif opcode is Opcode.CONT:
+                self._fragments = [bytes(data)]
+        elif opcode == Opcode.CONT:
             fragments = self._fragments
             if fragments is None:
                 return  # the rest of a message refused above
@@ -769,11 +959,11 @@ class Connection(asyncio.Protocol):
                 return
             # websockets bounds the message's bytes (max_size spans fragments); the count
             # above bounds the list, so empty fragments cannot grow it either.
-            fragments.append(bytes(frame.data))
-            if frame.fin:
+            fragments.append(bytes(data))
+            if fin:
                 self._fragments = None
                 self._on_text(b"".join(fragments))
-        elif opcode is Opcode.BINARY:
+        elif opcode == Opcode.BINARY:
             self._app.on_rejected(self, ErrorCode.BINARY_FRAME)
             self.fail(CloseCode.UNSUPPORTED_DATA, "binary frames are not supported; send JSON text")
         # PING, PONG and CLOSE: websockets answered them already; they were counted above.
@@ -864,8 +1054,8 @@ class Connection(asyncio.Protocol):
         # Either way it gets no more room traffic from now on.
         if self._send is not None:
             self._send.discard()
-        if self.proto.state is State.OPEN:
-            self.proto.send_close(CloseCode.TRY_AGAIN_LATER, reason)
+        if self._is_open():
+            self._protocol().send_close(CloseCode.TRY_AGAIN_LATER, reason)
         self._flush_protocol()
         self._finish()
 
