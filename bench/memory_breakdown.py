@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import orjson
 from roomcast_bench.coordinator import BenchError, Generator, Progress
+from roomcast_bench.procstat import cpu_seconds
 from roomcast_bench.systems import ROOMCAST_BENCH_ENV
 from roomcast_bench.worker import client_kind
 from roomcast_dev.devcluster import ClusterError, LocalCluster, ManagedProcess
@@ -142,6 +143,7 @@ def fill(
     room_size: int,
     concurrency: int,
     progress: Progress,
+    pid: int,
 ) -> None:
     """Open, join and probe ``count`` more clients (cids from ``first``), rooms of ``room_size``."""
     per_worker: list[list[dict[str, Any]]] = [[] for _ in range(gen.size)]
@@ -161,6 +163,7 @@ def fill(
         errors = [e for r in replies for e in r.get("errors", [])]
         raise BenchError(f"{failed} of {count} connections failed: {errors[:3]}")
     total = first + count
+    quiesce(pid)  # the joins are sent; wait until the node has handled them
     for round_no in range(1, 41):
         replies = gen.call("probe", {"round": round_no, "quiet": 0.3, "limit": 5.0}, timeout=60)
         ready = sum(r["ready"] for r in replies)
@@ -168,6 +171,18 @@ def fill(
         if ready >= total:
             return
     raise BenchError(f"only {ready} of {total} members ever saw a probe")
+
+
+def quiesce(pid: int, limit: float = 120.0) -> None:
+    """Wait until ``pid``'s CPU time stops growing (the machine may be shared and slow)."""
+    deadline = time.monotonic() + limit
+    last = cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = cpu_seconds(pid)
+        if now - last < 0.01:
+            return
+        last = now
 
 
 def _row(label: str, size: float, count: float | None = None) -> str:
@@ -269,11 +284,15 @@ def main(argv: list[str] | None = None) -> int:
         cluster.start()
         probe = Probe(cluster, frames, workdir)
         gen = Generator(args.workers, client_kind(), progress)
-        time.sleep(1.0)  # let start-up settle (lazy imports, first allocations)
+        quiesce(probe.process.pid)  # start-up settled (lazy imports, first allocations)
         points = [(0, *probe.measure())]
         for level in levels:
             done = points[-1][0]
-            fill(gen, probe.url, done, level - done, args.room_size, concurrency, progress)
+            fill(
+                gen, probe.url, done, level - done, args.room_size, concurrency, progress,
+                probe.process.pid,
+            )  # fmt: skip
+            quiesce(probe.process.pid)
             points.append((level, *probe.measure()))
             progress.log(f"{level} connections: RSS {points[-1][1]['rss_kib'] / KIB:.1f} MiB")
         status = gen.call("status", timeout=30)
@@ -288,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
             report_interval(f"{n0} -> {n1}", n1 - n0, r0, r1, (s0, s1), args.top, frames)
     except (BenchError, ClusterError) as exc:
         print(f"memory_breakdown: {exc}", file=sys.stderr)
+        if probe is not None:
+            print(f"the node's last lines:\n{probe.process.tail(10)}", file=sys.stderr)
         return 1
     finally:
         if gen is not None:
