@@ -251,7 +251,7 @@ def _short(filename: str) -> str:
     return filename
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--levels", default="4000,16000", help="cumulative connection counts")
     parser.add_argument("--room-size", type=int, default=10)
@@ -266,6 +266,11 @@ def main(argv: list[str] | None = None) -> int:
         help="handshakes in flight per worker (default 200; 40 with tracemalloc, which is slow)",
     )
     parser.add_argument("--serve-node", action="store_true", help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.serve_node:
         serve_node()

@@ -100,8 +100,8 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     b = base_i["kib_per_connection"] if base_i else None
     count = f"{ours_i['connections']:,}" if ours_i else "?"
     rows.append(_row(
-        f"node RSS per idle connection ({count} connections)", "KiB", o, b, "≤ 8 KiB",
-        None if o is None else o <= 8.0,
+        f"node RSS per idle connection ({count} connections)", "KiB", o, b, "≤ 4 KiB",
+        None if o is None else o <= 4.0,
     ))  # fmt: skip
 
     ours_c = _find(result, "connect", OURS)

@@ -22,7 +22,8 @@ class Member(Protocol):
     id: str
     closed: bool
     identity: Identity | None  # from its token; None in open mode
-    message_rate: RateLimiter | None  # per-connection limits, set on open
+    # Per-connection limits, made by the node on the first message or typing (None before).
+    message_rate: RateLimiter | None
     typing_rate: RateLimiter | None
     budget: ConnectionBudget | None  # joins, and the client's shared buckets; set on open
     client_address: str  # the peer's, or the trusted proxy's X-Forwarded-For hop

@@ -146,8 +146,9 @@ class Node:
 
     def on_open(self, conn: Member) -> None:
         self.connections.add(conn)
-        conn.message_rate = RateLimiter(*self._message_rate)
-        conn.typing_rate = RateLimiter(*self._typing_rate)
+        # The message and typing buckets are made on the first message or typing (see
+        # _message_bucket): most connections of a big room never speak, and a full bucket
+        # made later is the same as one made now.
         client = conn.client_key
         conn.budget = ConnectionBudget(
             client,
@@ -600,7 +601,7 @@ class Node:
     def _message(self, conn: Member, command: Message) -> Awaitable[None] | None:
         request_id = command.request_id
         room = self._target_room(conn, command.room, request_id)
-        if conn.message_rate is not None and not conn.message_rate.allow():
+        if not self._bucket(conn, "message").allow():
             self._rate_limited(conn, "message", room, request_id)
             return None
         refusal = self._shared_message_limit(conn, room)
@@ -698,7 +699,7 @@ class Node:
 
     def _typing(self, conn: Member, command: Typing) -> None:
         room = self._target_room(conn, command.room, command.request_id)
-        if conn.typing_rate is not None and not conn.typing_rate.allow():
+        if not self._bucket(conn, "typing").allow():
             self._rate_limited(conn, "typing", room, command.request_id)
             return
         username = self.rooms.username(conn, room)
@@ -777,11 +778,23 @@ class Node:
             room, member, envelope.pack(time.time(), protocol.user_left(room, username), member)
         )
 
+    def _bucket(self, conn: Member, kind: str) -> RateLimiter:
+        """The connection's own message or typing bucket, made on first use."""
+        if kind == "message":
+            bucket = conn.message_rate
+            if bucket is None:
+                bucket = conn.message_rate = RateLimiter(*self._message_rate)
+        else:
+            bucket = conn.typing_rate
+            if bucket is None:
+                bucket = conn.typing_rate = RateLimiter(*self._typing_rate)
+        return bucket
+
     def _rate_limited(
         self, conn: Member, kind: str, room: str, request_id: protocol.RequestId = None
     ) -> None:
-        bucket = conn.message_rate if kind == "message" else conn.typing_rate
-        if bucket is not None and bucket.flooding:
+        bucket = self._bucket(conn, kind)
+        if bucket.flooding:
             self.metrics.frames_rejected.labels(ErrorCode.FLOOD).inc()
             conn.fail(CloseCode.POLICY_VIOLATION, f"flood: too many {kind} frames")
             return

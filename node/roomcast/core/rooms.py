@@ -8,6 +8,7 @@ article's behaviour).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -48,6 +49,9 @@ class RoomRegistry(Generic[M]):
             raise TooManyRoomsError(f"a connection may be in at most {self._max_rooms} rooms")
         if rooms is None:
             rooms = self._memberships[member] = {}
+        # One string per room name, not one per member that joined it (each join's command
+        # brings its own copy).
+        room = sys.intern(room)
         rooms[room] = username
         first = room not in self._rooms and room not in self._joining
         self._joining.setdefault(room, {})[member] = username

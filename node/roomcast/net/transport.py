@@ -251,7 +251,7 @@ class Connection(asyncio.Protocol):
         self.peer = ""
         self.client_address = ""
         self.identity: Identity | None = None
-        # Message and typing limits, set by the application when the connection opens.
+        # Message and typing limits, made by the application on first use.
         self.message_rate: RateLimiter | None = None
         self.typing_rate: RateLimiter | None = None
         self.budget: ConnectionBudget | None = None
