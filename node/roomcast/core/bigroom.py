@@ -8,8 +8,10 @@ room: a storm of K joins costs each member about ``duration / interval + 1`` fra
 
 The size is cluster-wide (members on every node) and read cheaply: every join and leave of a
 room passes through each node subscribed to it, so a node counts them (+1/-1), and each join
-made here resets the count to Redis's exact figure (the join script returns the presence hash's
-length). Nodes may disagree by the events in flight around the threshold; that is harmless, each
+made here sets the count to Redis's exact figure: the join script returns the presence hash's
+length at its own ``user_joined``, and the node adds what it saw on the channel after that
+event (the join's marker), so the figure is exact in the broker's order whichever of the reply
+and the channel came first. Nodes may disagree by the events in flight; that is harmless, each
 tells its own members which mode it is in. A room that became big stays big until it falls below
 ``threshold * SHRINK_RATIO``: at the border, churn would otherwise flip it on every join and
 leave, and each flip is a notice to every member.
@@ -44,9 +46,19 @@ class Step:
     flush_in: float | None = None  # schedule flush() of the room after this many seconds
 
 
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """Where a room's count was when a join's own user_joined came by (see counted)."""
+
+    generation: int
+    net: int
+
+
 @dataclass(slots=True)
 class _Room:
+    generation: int
     size: int = 0
+    net: int = 0  # joins minus leaves seen since the node counts the room
     big: bool = False
     joined: int = 0
     left: int = 0
@@ -67,6 +79,7 @@ class BigRooms:
         self.interval = interval
         self._shrink_below = int(threshold * SHRINK_RATIO)
         self._rooms: dict[str, _Room] = {}
+        self._generations = 0
 
     def is_big(self, room: str) -> bool:
         state = self._rooms.get(room)
@@ -76,21 +89,32 @@ class BigRooms:
         state = self._rooms.get(room)
         return None if state is None else state.size
 
-    def counted(self, room: str, connections: int, now: float) -> Notice | None:
-        """Redis's exact count of the room's connections (a join's reply): the count from here.
-        Returns a notice to send when this makes a big room small again."""
+    def mark(self, room: str) -> Mark | None:
+        """Call when a join's own user_joined was seen (after note): its reply counts to here."""
+        state = self._rooms.get(room)
+        return None if state is None else Mark(state.generation, state.net)
+
+    def counted(self, room: str, connections: int, mark: Mark | None, now: float) -> Notice | None:
+        """Redis's exact count of the room's connections at a join made here (its reply), and
+        where the channel was at that join: the count from here. Returns a notice to send when
+        this makes a big room small again."""
         if not self.threshold:
             return None
-        state = self._rooms.setdefault(room, _Room())
-        state.size = max(0, connections)
+        state = self._state(room)
+        after = 0
+        if mark is not None and mark.generation == state.generation:
+            after = state.net - mark.net  # seen on the channel after the join: not in the reply
+        state.size = max(0, connections + after)
         return self._after_change(room, state, now)
 
     def note(self, room: str, joined: bool, now: float) -> Step:
         """A ``user_joined`` (``joined``) or ``user_left`` seen on the room's channel."""
         if not self.threshold:
             return _SMALL
-        state = self._rooms.setdefault(room, _Room())
-        state.size = max(0, state.size + (1 if joined else -1))
+        state = self._state(room)
+        change = 1 if joined else -1
+        state.size = max(0, state.size + change)
+        state.net += change
         shrunk = self._after_change(room, state, now)
         if shrunk is not None:
             return Step(deliver=True, notice=shrunk)
@@ -122,6 +146,13 @@ class BigRooms:
     def forget(self, room: str) -> None:
         """This node left the room (no local member): its count would go stale."""
         self._rooms.pop(room, None)
+
+    def _state(self, room: str) -> _Room:
+        state = self._rooms.get(room)
+        if state is None:
+            self._generations += 1
+            state = self._rooms[room] = _Room(self._generations)
+        return state
 
     def _after_change(self, room: str, state: _Room, now: float) -> Notice | None:
         if not state.big:

@@ -353,6 +353,7 @@ class Node:
                 continue
             catch_up.see(event.offset, event.event, is_marker)
             if is_marker:
+                catch_up.presence_mark = self.big.mark(room)
                 waiter = self._marker_waiters.pop((conn, room), None)
                 if waiter is not None and not waiter.done():
                     waiter.set_result(None)
@@ -449,7 +450,7 @@ class Node:
             return
         self._drop_catch_up(conn, room)
         self._announced.discard((conn, room))
-        self._counted(room, reply)
+        self._counted(room, reply, catch_up)
         if conn.closed or not self.rooms.activate(conn, room):
             return
         if command.room_token is not None and conn.identity is not None:
@@ -460,10 +461,11 @@ class Node:
         if lag_from is not None:
             self.lag.start_at(conn, room, lag_from)
 
-    def _counted(self, room: str, reply: JoinReply) -> None:
+    def _counted(self, room: str, reply: JoinReply, catch_up: CatchUp) -> None:
         """The join script's count of the room's connections: the big-room count from here."""
         if reply.connections is not None:
-            shrunk = self.big.counted(room, reply.connections, monotonic())
+            mark = catch_up.presence_mark
+            shrunk = self.big.counted(room, reply.connections, mark, monotonic())
             if shrunk is not None:
                 self._tell(shrunk)
 
