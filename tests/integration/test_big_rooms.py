@@ -17,6 +17,7 @@ from urllib.parse import quote
 import pytest
 from roomcast_dev.devcluster import LocalCluster
 
+from roomcast.client import PresenceChanged, RoomcastClient, UserJoined
 from tests.support.cluster import FAST_ENV
 from tests.support.httpclient import request
 from tests.support.wsclient import Client, clients_on_distinct_nodes, scaled
@@ -193,5 +194,32 @@ async def test_presence_pages_cover_every_member_exactly_once(big_cluster: Local
         assert walked == sorted(names)
         bad = await request("GET", f"{big_cluster.http_url}/api/rooms/{room}/presence?limit=0")
         assert bad.status == 400 and bad.json()["code"] == "invalid_limit"
+    finally:
+        await close_all(members)
+
+
+async def test_the_python_client_reads_a_big_room(big_cluster: LocalCluster) -> None:
+    room = new_room()
+    names = [f"c{i:03d}" for i in range(THRESHOLD + 5)]
+    members = await join_many(big_cluster.url, room, names)
+    client = RoomcastClient(big_cluster.url, "pyclient")
+    try:
+        async with client:
+            joined = await client.join(room, timeout=scaled(10))
+            assert joined.big and joined.connections is not None
+            assert joined.connections >= THRESHOLD
+            walked = [member.username async for member in client.all_members(room, page=4)]
+            assert walked == sorted([*names, "pyclient"])
+            first = await client.presence(room, timeout=scaled(10))
+            assert first.paged and first.total_members == len(names) + 1
+            # A join after a quiet interval is told at once, as a typed event.
+            newcomer = await join_many(big_cluster.url, room, ["newcomer"])
+            members += newcomer
+            async with asyncio.timeout(scaled(10)):
+                async for event in client:
+                    if isinstance(event, PresenceChanged) and event.joined:
+                        assert event.big and event.room == room
+                        break
+                    assert not isinstance(event, UserJoined), event
     finally:
         await close_all(members)
