@@ -23,6 +23,7 @@ the per-message latencies, so the generic worker's hot path gains one callback c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +44,8 @@ USER_JOINED = b'{"type":"user_joined"'
 PRESENCE_CHANGED = b'{"type":"presence_changed"'
 MARK = b'"text":"b:'
 POLL_SECONDS = 0.1
-LATENCY_QUIET_SECONDS = 10.0
+LATENCY_QUIET_SECONDS = 10.0  # no mark message arrived anywhere for this long: the rest is lost
+LATENCY_LIMIT_SECONDS = 60.0
 
 
 # Coordinator side
@@ -75,23 +77,26 @@ def run(runner: Runner, system: System) -> dict[str, Any]:
         deadline = started + plan.bigroom_deadline
         replies = gen.call(
             "bigroom_storm",
-            [{"clients": w, "concurrency": plan.bigroom_concurrency, "timeout": 30.0}
-             for w in per_worker],
+            [{"clients": w, "concurrency": plan.bigroom_concurrency, "timeout": 30.0,
+              "deadline": plan.bigroom_deadline} for w in per_worker],
             timeout=plan.bigroom_deadline + 120,
             show=lambda latest: _storm_line(label, latest, started),
         )  # fmt: skip
         failed = sum(r["failed"] for r in replies)
-        joined = count - failed
+        unopened = sum(r["unopened"] for r in replies)
+        joined = count - failed - unopened
         status = _until_told(runner, label, joined, started, deadline)
         storm_seconds = time.monotonic() - started
         cpu = window.stop()
-        settled = min(status["told"], default=0) >= joined
+        settled = not unopened and min(status["told"], default=0) >= joined
         dead = system.alive()
         if dead:
             raise BenchError(f"{system.name}: {', '.join(dead)} exited during the storm")
         latency: dict[str, Any] = {"messages": 0, "complete": 0}
-        if settled and plan.bigroom_messages > 0:
-            latency = _last_member_latency(runner, label, joined + nodes)
+        if plan.bigroom_messages > 0:
+            # Measured even after a storm that did not settle: then what a message costs while
+            # the server still owes its members the storm's backlog.
+            latency = _last_member_latency(runner, label, _status(runner)["open"])
     finally:
         runner.close()
     members = joined + nodes
@@ -105,6 +110,7 @@ def run(runner: Runner, system: System) -> dict[str, Any]:
         "room_members": members,
         "storm_clients": count,
         "failed": failed,
+        "unopened_at_deadline": unopened,
         "settled": settled,
         "deadline_seconds": plan.bigroom_deadline,
         "storm_seconds": round(storm_seconds, 3),
@@ -156,6 +162,7 @@ def _status(runner: Runner) -> dict[str, Any]:
             entry[1] = max(entry[1], worst)
     return {
         "told": [t for r in replies for t in r["told"]],
+        "open": sum(r["open"] for r in replies),
         "frames": sum(r["frames"] for r in replies),
         "presence_frames": sum(r["presence_frames"] for r in replies),
         "latency": latencies,
@@ -167,9 +174,9 @@ def _last_member_latency(runner: Runner, label: str, receivers: int) -> dict[str
     runner.gen.call(
         "bigroom_marks", {"count": plan.bigroom_messages, "gap": plan.bigroom_gap}, timeout=120
     )
-    last_change = time.monotonic()
+    last_change = started = time.monotonic()
     seen = -1
-    while True:
+    while time.monotonic() - started < LATENCY_LIMIT_SECONDS:
         latencies = _status(runner)["latency"]
         complete = sum(1 for count, _ in latencies.values() if count >= receivers)
         received = sum(count for count, _ in latencies.values())
@@ -287,10 +294,14 @@ async def worker_op(worker: Worker, command: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(tap, StormTap):
         raise ValueError(f"{op} before bigroom_tap")
     if op == "bigroom_storm":
-        return await _storm(worker, command["clients"], command["concurrency"], command["timeout"])
+        return await _storm(
+            worker, command["clients"], command["concurrency"], command["timeout"],
+            command["deadline"],
+        )  # fmt: skip
     if op == "bigroom_status":
         return {
             "told": list(tap.told.values()),
+            "open": sum(c.connected and not c.closed for c in worker.clients),
             "frames": tap.frames,
             "presence_frames": tap.presence_frames,
             "latency": {str(seq): entry for seq, entry in tap.latency.items()},
@@ -306,9 +317,14 @@ async def worker_op(worker: Worker, command: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _storm(
-    worker: Worker, specs: list[dict[str, Any]], concurrency: int, timeout: float
+    worker: Worker,
+    specs: list[dict[str, Any]],
+    concurrency: int,
+    timeout: float,
+    deadline: float,
 ) -> dict[str, Any]:
-    """Open and join every client at once (``concurrency`` handshakes in flight)."""
+    """Open and join every client at once (``concurrency`` handshakes in flight); what is not
+    open after ``deadline`` seconds is given up (``unopened``)."""
     from roomcast_bench.worker import Client
 
     new = [Client(worker, spec) for spec in specs]
@@ -328,8 +344,17 @@ async def _storm(
                 return
             client.join()
 
-    await worker._with_progress(
-        asyncio.gather(*(one(c) for c in new)),
-        lambda: {"connected": sum(c.connected for c in new), "failed": failed},
-    )
-    return {"failed": failed, "errors": worker.errors[-5:]}
+    storm = asyncio.ensure_future(asyncio.gather(*(one(c) for c in new)))
+    end = time.monotonic() + deadline
+    while not storm.done():
+        left = end - time.monotonic()
+        if left <= 0:
+            storm.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await storm
+            break
+        await asyncio.wait({storm}, timeout=min(0.5, left))
+        connected = sum(c.connected for c in new)
+        worker.pipe.send({"progress": True, "connected": connected, "failed": failed})
+    unopened = sum(not c.connected for c in new) - failed
+    return {"failed": failed, "unopened": unopened, "errors": worker.errors[-5:]}

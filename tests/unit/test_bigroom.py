@@ -8,6 +8,7 @@ import itertools
 import orjson
 import pytest
 
+from roomcast.broker import BrokerUnavailable
 from roomcast.core.bigroom import BigRooms, Notice, Step
 from roomcast.core.presence_pages import (
     DEFAULT_PAGE,
@@ -254,3 +255,29 @@ def test_a_join_reply_counts_what_the_channel_showed_after_its_own_user_joined()
     rooms.note("r", True, 0.3)
     rooms.counted("r", 40, mark, 0.4)
     assert rooms.size("r") == 40
+
+
+async def test_askers_sharing_a_cancelled_read_get_an_error_they_can_report() -> None:
+    reader = CountingReader(_presence(50))
+    pages = PresencePages(reader, lambda: 0.0, max_age=1.0, keep_from=20)
+    reader.gate.clear()
+    first = asyncio.ensure_future(pages.snapshot("r"))
+    await asyncio.sleep(0)
+    second = asyncio.ensure_future(pages.snapshot("r"))
+    await asyncio.sleep(0)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    with pytest.raises(BrokerUnavailable):
+        await second
+    reader.gate.set()
+    assert len((await pages.snapshot("r")).names) == 50
+
+
+async def test_expired_snapshots_are_dropped_when_another_is_kept() -> None:
+    now = [0.0]
+    pages = PresencePages(CountingReader(_presence(30)), lambda: now[0], 1.0, keep_from=20)
+    await pages.snapshot("a")
+    now[0] = 5.0
+    await pages.snapshot("b")
+    assert list(pages._snapshots) == ["b"]

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
+from roomcast.broker import BrokerUnavailable
 from roomcast.wire import protocol
 
 # Names per page: the default, and the most a client may ask for (a page of 1,000 names of up
@@ -112,7 +113,10 @@ class PresencePages:
             future.exception()  # retrieved: nobody else may be waiting
             raise
         except BaseException:
-            future.cancel()  # this reader was cancelled: those sharing it try again
+            # This reader was cancelled (its connection went away): those sharing its read
+            # get an answer they can report, not a cancellation that is not theirs.
+            future.set_exception(BrokerUnavailable("presence read interrupted; ask again"))
+            future.exception()
             raise
         finally:
             self._reading.pop(room, None)
@@ -123,6 +127,12 @@ class PresencePages:
 
     def _keep(self, room: str, snap: Snapshot) -> None:
         self._snapshots.pop(room, None)
+        # Expired snapshots go first (oldest first, as inserted): only fresh ones hold memory.
+        while self._snapshots:
+            oldest = next(iter(self._snapshots))
+            if snap.taken_at - self._snapshots[oldest].taken_at < self._max_age:
+                break
+            del self._snapshots[oldest]
         self._snapshots[room] = snap
         while len(self._snapshots) > MAX_SNAPSHOTS:
             del self._snapshots[next(iter(self._snapshots))]
