@@ -12,9 +12,11 @@ Phases, each server in turn:
    the frames members received meanwhile (presence frames apart), CPU of nodes, nginx, Redis and
    the generator. Bounded by ``bigroom_deadline``: a server that has not told its members within
    it is reported as not settled, with how far it got.
-3. **last member**: an anchor sends ``bigroom_messages`` messages one at a time; for each, the
-   latency to the room's LAST member (the max over every member's receive time) is recorded;
-   reported p50/p99/max over the messages.
+3. **last member**: an anchor sends ``bigroom_messages`` messages one at a time, each once the
+   previous reached every member; for each, the latency to the room's LAST member (the max over
+   every member's receive time) is recorded; reported p50/p99/max over the messages. A message
+   that has not reached every open member within ``LATENCY_WAIT_SECONDS`` is reported as
+   incomplete, with how many it reached.
 
 The workers' side is here too (``worker_op``): a frame tap counts what each anchor was told and
 the per-message latencies, so the generic worker's hot path gains one callback check.
@@ -44,8 +46,7 @@ USER_JOINED = b'{"type":"user_joined"'
 PRESENCE_CHANGED = b'{"type":"presence_changed"'
 MARK = b'"text":"b:'
 POLL_SECONDS = 0.1
-LATENCY_QUIET_SECONDS = 10.0  # no mark message arrived anywhere for this long: the rest is lost
-LATENCY_LIMIT_SECONDS = 60.0
+LATENCY_WAIT_SECONDS = 10.0  # a message not at every member by then is reported incomplete
 
 
 # Coordinator side
@@ -170,34 +171,39 @@ def _status(runner: Runner) -> dict[str, Any]:
 
 
 def _last_member_latency(runner: Runner, label: str, receivers: int) -> dict[str, Any]:
+    """Each message alone: the next is sent once the previous reached every member (or
+    ``LATENCY_WAIT_SECONDS`` passed), so a figure is one message's fan-out, not a queue."""
     plan = runner.plan
-    runner.gen.call(
-        "bigroom_marks", {"count": plan.bigroom_messages, "gap": plan.bigroom_gap}, timeout=120
-    )
-    last_change = started = time.monotonic()
-    seen = -1
-    while time.monotonic() - started < LATENCY_LIMIT_SECONDS:
-        latencies = _status(runner)["latency"]
-        complete = sum(1 for count, _ in latencies.values() if count >= receivers)
-        received = sum(count for count, _ in latencies.values())
-        runner.progress.update(
-            f"{label}: last-member latency, {complete}/{plan.bigroom_messages} messages complete"
-        )
-        if complete >= plan.bigroom_messages:
-            break
-        if received != seen:
-            seen, last_change = received, time.monotonic()
-        elif time.monotonic() - last_change > LATENCY_QUIET_SECONDS:
-            break
-        time.sleep(POLL_SECONDS)
-    worst = sorted(w / 1000 for count, w in latencies.values() if count >= receivers)
-    return {
+    worst: list[float] = []
+    partial: list[int] = []
+    for seq in range(plan.bigroom_messages):
+        runner.gen.call("bigroom_mark", {"seq": seq}, timeout=60)
+        started = time.monotonic()
+        while True:
+            count, latency_us = _status(runner)["latency"].get(seq, [0, 0])
+            runner.progress.update(
+                f"{label}: last-member latency, message {seq + 1}/{plan.bigroom_messages}:"
+                f" {count:,}/{receivers:,} members"
+            )
+            if count >= receivers:
+                worst.append(latency_us / 1000)
+                break
+            if time.monotonic() - started > LATENCY_WAIT_SECONDS:
+                partial.append(count)
+                break
+            time.sleep(POLL_SECONDS / 2)
+    worst.sort()
+    result: dict[str, Any] = {
         "messages": plan.bigroom_messages,
         "complete": len(worst),
+        "receivers": receivers,
         "p50": _pick(worst, 0.50),
         "p99": _pick(worst, 0.99),
         "max": worst[-1] if worst else None,
     }
+    if partial:
+        result["incomplete_received_by"] = partial  # members reached within the wait
+    return result
 
 
 def _pick(ordered: list[float], q: float) -> float | None:
@@ -214,7 +220,8 @@ def summary(entry: dict[str, Any]) -> str:
         f"  {entry['server']} bigroom: {entry['room_members']:,} members, storm {state}"
         f" in {entry['storm_seconds']:.1f} s, {entry['presence_frames_per_member']:.1f} presence"
         f" frames/member, nodes {nodes or 0:.1f} s CPU; last member p50"
-        f" {lat.get('p50') or 0:.1f} ms p99 {lat.get('p99') or 0:.1f} ms"
+        f" {_num(lat.get('p50'))} ms p99 {_num(lat.get('p99'))} ms"
+        f" ({lat.get('complete', 0)}/{lat.get('messages', 0)} messages reached everyone)"
     )
 
 
@@ -306,13 +313,11 @@ async def worker_op(worker: Worker, command: dict[str, Any]) -> dict[str, Any]:
             "presence_frames": tap.presence_frames,
             "latency": {str(seq): entry for seq, entry in tap.latency.items()},
         }
-    if op == "bigroom_marks":
+    if op == "bigroom_mark":
         publishers = [c for c in worker.publishers if not c.closed]
-        for seq in range(command["count"]):
-            for client in publishers:
-                client.message(f"b:{seq}:{time.time_ns()}")
-            await asyncio.sleep(command["gap"])
-        return {"sent": command["count"] * len(publishers)}
+        for client in publishers:
+            client.message(f"b:{command['seq']}:{time.time_ns()}")
+        return {"sent": len(publishers)}
     raise ValueError(f"unknown op {op!r}")
 
 
