@@ -87,6 +87,9 @@ def run(runner: Runner, system: System) -> dict[str, Any]:
         unopened = sum(r["unopened"] for r in replies)
         joined = count - failed - unopened
         status = _until_told(runner, label, joined, started, deadline)
+        # A refused join (an error frame: unavailable when the node could not finish it in
+        # time) leaves an open client that is no member: it is told nothing and counts for none.
+        joined -= status["errors"]
         storm_seconds = time.monotonic() - started
         cpu = window.stop()
         settled = not unopened and min(status["told"], default=0) >= joined
@@ -97,13 +100,14 @@ def run(runner: Runner, system: System) -> dict[str, Any]:
         if plan.bigroom_messages > 0:
             # Measured even after a storm that did not settle: then what a message costs while
             # the server still owes its members the storm's backlog.
-            latency = _last_member_latency(runner, label, _status(runner)["open"])
+            after = _status(runner)
+            latency = _last_member_latency(runner, label, after["open"] - after["errors"])
     finally:
         runner.close()
     members = joined + nodes
     frames = status["frames"]
     presence_frames = status["presence_frames"]
-    errors = [e for r in replies for e in r.get("errors", [])]
+    errors = [e for r in replies for e in r.get("errors", [])] + status["server_errors"]
     result: dict[str, Any] = {
         "scenario": "bigroom",
         "server": system.name,
@@ -112,6 +116,7 @@ def run(runner: Runner, system: System) -> dict[str, Any]:
         "storm_clients": count,
         "failed": failed,
         "unopened_at_deadline": unopened,
+        "join_errors": status["errors"],
         "settled": settled,
         "deadline_seconds": plan.bigroom_deadline,
         "storm_seconds": round(storm_seconds, 3),
@@ -148,7 +153,7 @@ def _until_told(
             f"{label}: {time.monotonic() - started:5.1f} s, anchors told"
             f" {min(told, default=0):,}/{joins:,} joins, {status['frames']:,} frames"
         )
-        if min(told, default=0) >= joins or time.monotonic() > deadline:
+        if min(told, default=0) >= joins - status["errors"] or time.monotonic() > deadline:
             return status
         time.sleep(POLL_SECONDS)
 
@@ -166,6 +171,8 @@ def _status(runner: Runner) -> dict[str, Any]:
         "open": sum(r["open"] for r in replies),
         "frames": sum(r["frames"] for r in replies),
         "presence_frames": sum(r["presence_frames"] for r in replies),
+        "errors": sum(r["errors"] for r in replies),
+        "server_errors": [e for r in replies for e in r.get("server_errors", [])],
         "latency": latencies,
     }
 
@@ -265,6 +272,7 @@ class StormTap:
         self.told = dict.fromkeys(anchors, 0)
         self.frames = 0
         self.presence_frames = 0
+        self.errors = 0  # error frames: the storm's clients send only joins, so refused joins
         self.latency: dict[int, list[int]] = {}  # seq -> [receivers, worst µs]
 
     def __call__(self, client: Client, payload: bytes) -> bool:
@@ -282,6 +290,8 @@ class StormTap:
             return True
         at = payload.find(MARK)
         if at < 0:
+            if payload.startswith(b'{"type":"error"'):
+                self.errors += 1  # and the worker keeps the first few
             return False
         now = time.time_ns()
         start = at + len(MARK)
@@ -311,6 +321,8 @@ async def worker_op(worker: Worker, command: dict[str, Any]) -> dict[str, Any]:
             "open": sum(c.connected and not c.closed for c in worker.clients),
             "frames": tap.frames,
             "presence_frames": tap.presence_frames,
+            "errors": tap.errors,
+            "server_errors": worker.errors[-3:],
             "latency": {str(seq): entry for seq, entry in tap.latency.items()},
         }
     if op == "bigroom_mark":

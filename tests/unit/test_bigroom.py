@@ -281,3 +281,13 @@ async def test_expired_snapshots_are_dropped_when_another_is_kept() -> None:
     now[0] = 5.0
     await pages.snapshot("b")
     assert list(pages._snapshots) == ["b"]
+
+
+def test_notices_of_a_very_big_room_are_spaced_by_its_size() -> None:
+    """A notice costs a frame per member: 20,000 members get one every 4 s at most."""
+    rooms = BigRooms(threshold=500, interval=1.0)
+    assert rooms.spacing(600) == 1.0
+    assert rooms.spacing(20_000) == pytest.approx(4.0)
+    rooms.counted("r", 20_000, None, 0.0)
+    assert rooms.note("r", True, 0.0).notice is not None
+    assert rooms.note("r", True, 1.0).flush_in == pytest.approx(3.0, abs=0.01)

@@ -552,7 +552,9 @@ class RedisBroker(OnOneLoop):
         )
         if answer.reply[0] == b"banned":
             raise RoomBanned.from_record(answer.reply[1])
-        epoch_value, latest, status, missed, joined_at, connections = answer.reply
+        epoch_value, latest, status, missed, joined_at = answer.reply[:5]
+        # The room's size after this join (big rooms); a script of an older node has none.
+        connections = int(answer.reply[5]) if len(answer.reply) > 5 else None
         if status == b"late":
             raise BrokerUnavailable("redis ran the join past its deadline: not joined")
         self._command(
@@ -573,7 +575,7 @@ class RedisBroker(OnOneLoop):
             int(latest),
             status.decode(),
             list(reversed(missed)),
-            int(connections),
+            connections,
         )
 
     def leave(self, room: str, member: str, announce: bytes) -> None:
