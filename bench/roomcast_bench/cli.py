@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from roomcast_bench import report
+from roomcast_bench import bigroom, report
 from roomcast_bench.coordinator import BenchError, Generator, Progress
 from roomcast_bench.scenarios import SMOKE_PLAN, Plan, Runner
 from roomcast_bench.systems import (
@@ -33,7 +33,9 @@ from roomcast_bench.systems import (
 )
 from roomcast_bench.worker import client_kind, raise_fd_limit
 
-SCENARIOS = ("idle", "connect", "fanout", "ramp")
+SCENARIOS = ("idle", "connect", "fanout", "ramp", "bigroom")
+# --smoke's storm is 60 clients: a low threshold so that it still crosses into a big room.
+SMOKE_ROOMCAST_ENV = {"ROOMCAST_BIG_ROOM_MEMBERS": "20"}
 
 
 def _version(argv: list[str]) -> str | None:
@@ -90,6 +92,10 @@ def build_plan(args: argparse.Namespace) -> Plan:
         plan.idle_connections = args.idle_connections
     if args.connect_count is not None:
         plan.connect_count = args.connect_count
+    if args.bigroom_members is not None:
+        plan.bigroom_members = args.bigroom_members
+    if args.bigroom_deadline is not None:
+        plan.bigroom_deadline = args.bigroom_deadline
     if args.profile:
         plan.profile_seconds = args.profile
     plan.count_syscalls = args.syscalls
@@ -123,6 +129,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ramp-max", type=float, help="ramp: highest rate to try")
     parser.add_argument("--idle-connections", type=int)
     parser.add_argument("--connect-count", type=int)
+    parser.add_argument("--bigroom-members", type=int, help="bigroom: clients in the join storm")
+    parser.add_argument(
+        "--bigroom-deadline", type=float, help="bigroom: seconds the storm may take (then cut)"
+    )
     parser.add_argument(
         "--profile", type=float, default=0.0, metavar="SECONDS",
         help="py-spy one roomcast node during an extra fan-out step of SECONDS and extra connect"
@@ -169,6 +179,9 @@ def run_scenario(runner: Runner, scenario: str, system: System, via: str | None)
             f"  {name} idle: {entry['connections']:,} connections,"
             f" {entry['kib_per_connection']:.2f} KiB node RSS each"
         )
+    elif scenario == "bigroom":
+        entry = bigroom.run(runner, system)
+        progress.log(bigroom.summary(entry))
     else:
         entry = runner.connect(system)
         cpu = entry["cpu_us_per_setup"].get("nodes")
@@ -208,6 +221,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         roomcast_path = roomcast_source(args.roomcast_rev, scratch)
     result["roomcast_source"] = git_describe(args.roomcast_rev)
     try:
+        extra_env = SMOKE_ROOMCAST_ENV if args.smoke else {}
         if args.url:
             systems["target"] = remote_system(args.url, _pid_groups(args.pid))
         else:
@@ -219,9 +233,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         progress.log(f"baseline skipped: {reason}")
                         continue
                 progress.update(f"starting {name}: redis + 3 nodes + nginx", force=True)
-                systems[name] = start_system(name, roomcast_path=roomcast_path)
+                systems[name] = start_system(name, roomcast_path=roomcast_path, env=extra_env)
             if "roomcast" in systems:
-                result["roomcast_env"] = dict(ROOMCAST_BENCH_ENV)
+                result["roomcast_env"] = {**ROOMCAST_BENCH_ENV, **extra_env}
         generator = Generator(args.workers, kind, progress)
         runner = Runner(generator, plan, args.out)
         # Scenario by scenario, each server in turn, so noise from other users of the machine

@@ -65,7 +65,12 @@ class Plan:
     grace: float = 3.0
     profile_seconds: float = 0.0  # > 0: py-spy records one roomcast node during an extra step
     count_syscalls: bool = False  # perf stat counts the nodes' system calls in extra runs
-    scenarios: tuple[str, ...] = ("idle", "connect", "fanout", "ramp")
+    # bigroom: a join storm into one room over the 3 nodes, then latency to its last member
+    bigroom_members: int = 10_000
+    bigroom_concurrency: int = 200  # handshakes in flight per worker
+    bigroom_deadline: float = 180.0  # seconds for the storm to be told to every member
+    bigroom_messages: int = 20  # one at a time, each once the previous reached every member
+    scenarios: tuple[str, ...] = ("idle", "connect", "fanout", "ramp", "bigroom")
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -85,6 +90,10 @@ SMOKE_PLAN = Plan(
     connect_concurrency=10,
     quiet=0.2,
     grace=2.0,
+    bigroom_members=60,
+    bigroom_concurrency=20,
+    bigroom_deadline=30.0,
+    bigroom_messages=3,
 )
 
 
@@ -196,6 +205,10 @@ class Runner:
         self.gen.call("close_all", timeout=120)
 
     # Measurement
+
+    def cpu_groups(self, system: System) -> dict[str, list[int]]:
+        """Processes measured for CPU, by group (nodes, nginx, redis, generator)."""
+        return self._groups(system)
 
     def _groups(self, system: System) -> dict[str, list[int]]:
         system.refresh_pids()

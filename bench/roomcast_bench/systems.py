@@ -156,10 +156,16 @@ def git_describe(rev: str | None) -> dict[str, object]:
     return info
 
 
-def start_system(name: str, nodes: int = 3, roomcast_path: Path | None = None) -> System:
+def start_system(
+    name: str,
+    nodes: int = 3,
+    roomcast_path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> System:
+    """``env``: more settings for roomcast's nodes (the baseline has none)."""
     cluster: LocalCluster
     if name == "roomcast":
-        env = dict(ROOMCAST_BENCH_ENV)
+        env = {**ROOMCAST_BENCH_ENV, **(env or {})}
         if roomcast_path is not None:
             # Before the venv's editable install on sys.path: the nodes run the exported code.
             env["PYTHONPATH"] = str(roomcast_path)

@@ -25,6 +25,8 @@ from typing import Any
 
 import orjson
 
+from roomcast_bench import bigroom
+
 picows: Any
 try:
     import picows
@@ -158,11 +160,16 @@ class Worker:
         self.server_errors = 0
         # Connect scenario: username -> new client whose user_joined an anchor has yet to see.
         self.waiting: dict[bytes, Client] = {}
+        # A scenario's own frame handling (bigroom): True when it took the frame.
+        self.tap: Callable[[Client, bytes], bool] | None = None
 
     # Frames in: the hot path of the load generator.
 
     def on_frame(self, client: Client, payload: bytes) -> None:
         self.frames += 1
+        tap = self.tap
+        if tap is not None and tap(client, payload):
+            return
         start = payload.find(TEXT_MARK)
         if start < 0:
             if self.waiting and JOINED_MARK in payload:
@@ -441,6 +448,7 @@ class Worker:
         self.disconnects = 0
         self.errors.clear()
         self.rx.clear()
+        self.tap = None
         return {"closed": closed}
 
     async def serve(self) -> None:
@@ -492,6 +500,8 @@ class Worker:
             )
         if op == "close_all":
             return await self.close_all()
+        if op.startswith("bigroom_"):
+            return await bigroom.worker_op(self, command)
         if op == "status":
             return {
                 "clients": len(self.clients),

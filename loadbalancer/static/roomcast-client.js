@@ -283,7 +283,7 @@ function message(d) {
 }
 function joined(d) {
   if (d.already === true) {
-    const base = { username: "", epoch: "", offset: 0, recovered: null, reason: null, role: null };
+    const base = { username: "", epoch: "", offset: 0, recovered: null, reason: null, role: null, big: false, connections: null };
     return { type: "joined", room: str(d, "room"), ...base, already: true, id: requestId(d) };
   }
   return {
@@ -296,6 +296,8 @@ function joined(d) {
     reason: optStr(d, "reason"),
     already: false,
     role: optStr(d, "role"),
+    big: optBool(d, "big") === true,
+    connections: optInt(d, "connections"),
     id: requestId(d)
   };
 }
@@ -320,7 +322,18 @@ var PARSERS = {
       username: str(m, "username"),
       connections: int(m, "connections")
     })),
+    totalMembers: optInt(d, "total_members"),
+    totalConnections: optInt(d, "total_connections"),
+    next: optStr(d, "next"),
     id: requestId(d)
+  }),
+  presence_changed: (d) => ({
+    type: "presence_changed",
+    room: str(d, "room"),
+    joined: int(d, "joined"),
+    left: int(d, "left"),
+    connections: int(d, "connections"),
+    big: optBool(d, "big") === true
   }),
   history: (d) => ({
     type: "history",
@@ -867,9 +880,29 @@ var RoomcastClient = class {
     state.lastTyping = now;
     return this.#write(link, { type: "typing", room });
   }
-  /** Who is in `room`, on every node; waits until the room is joined (up to `timeout`). */
-  async presence(room, { timeout } = {}) {
-    return await this.#request(room, "presence", {}, timeout);
+  /**
+   * Who is in `room`, on every node; waits until the room is joined (up to `timeout`). With
+   * `limit` (1-1000) and `after` (the previous page's `next`): a page. A big room always
+   * answers by pages (`totalMembers` is then set).
+   */
+  async presence(room, { timeout, limit, after } = {}) {
+    const extra = {};
+    if (limit !== void 0) extra.limit = limit;
+    if (after !== void 0) extra.after = after;
+    return await this.#request(room, "presence", extra, timeout);
+  }
+  /**
+   * Every member of `room`, page by page (`page` names each, 1000 at most): a name present for
+   * the whole walk comes exactly once, one that comes or goes meanwhile at most once.
+   */
+  async *allMembers(room, { page = 1e3, timeout } = {}) {
+    let after;
+    for (; ; ) {
+      const answer = await this.presence(room, { limit: page, after, timeout });
+      yield* answer.members;
+      if (answer.next === null) return;
+      after = answer.next;
+    }
   }
   /** The last `limit` messages the server keeps for `room` (all kept by default), oldest first. */
   async history(room, limit, { timeout } = {}) {

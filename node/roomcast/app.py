@@ -71,6 +71,8 @@ class Server:
             catch_up_bytes=settings.send_buffer_bytes,
             page_bytes=settings.page_bytes,
             hooks=self.hooks,
+            big_room_members=settings.big_room_members,
+            big_room_interval=settings.big_room_interval,
         )
         # This process's identity: prefixes its connection ids and names it in Redis presence,
         # so a restarted node (same node id) is never mistaken for its dead predecessor.
@@ -176,7 +178,9 @@ class Server:
         policy = AccessPolicy.from_settings(self.settings)
         outbox = Outbox(loop, self.metrics)
         self.node.attach(self.broker, outbox)
-        service = ApiService(self.broker, self.settings, self.metrics, policy)
+        service = ApiService(
+            self.broker, self.settings, self.metrics, policy, self.node.presence_pages
+        )
         self._api = PublicHttp(
             service, self.node.streams, self.settings, self.metrics, policy.proxies, outbox, loop
         )

@@ -190,6 +190,10 @@ SETTING_MEANINGS: Final[dict[str, str]] = {
     "limits at the largest frame, so a legal message burst is never refused unparsed",
     "auth_leeway": "seconds of clock skew on `exp`/`nbf`/`iat`; also how long after `exp` an "
     "unrefreshed connection is closed (4001)",
+    "big_room_members": "connections over every node from which a room is big: "
+    "`user_joined`/`user_left` coalesced into `presence_changed`, `typing` off, `presence` paged "
+    "(0: off)",
+    "big_room_interval": "seconds between two `presence_changed` notices of a big room, at least",
     "join_rate_per_second": "joins per connection: rate",
     "join_rate_burst": "joins per connection: burst",
     "client_message_rate_per_second": "messages per client (token `sub`, or address) over its "

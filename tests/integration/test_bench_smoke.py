@@ -67,7 +67,7 @@ def entries(result: dict[str, Any], server: str) -> dict[str, dict[str, Any]]:
 def check_server(result: dict[str, Any], server: str) -> None:
     found = entries(result, server)
     assert set(found) == {"idle/direct", "connect/direct", "fanout/direct", "fanout/nginx",
-                          "ramp/nginx"}, found.keys()  # fmt: skip
+                          "ramp/nginx", "bigroom/direct"}, found.keys()  # fmt: skip
     for key in ("fanout/direct", "fanout/nginx", "ramp/nginx"):
         for step in found[key]["steps"]:
             assert step["deliveries"] > 0, (key, step)
@@ -92,6 +92,13 @@ def check_server(result: dict[str, Any], server: str) -> None:
     assert connect["setups_per_s"] > 0, connect
     assert connect["cpu_us_per_setup"]["nodes"] > 0, connect
     assert connect["setup_ms"]["p50"] > 0, connect
+    big = found["bigroom/direct"]
+    assert big["failed"] == 0 and big["settled"], big
+    assert big["anchors_told_min"] == big["storm_clients"] > 0, big
+    assert big["presence_frames"] > 0 and big["cpu_seconds"]["nodes"] > 0, big
+    latency = big["last_member_latency_ms"]
+    assert latency["complete"] == latency["messages"] > 0, latency
+    assert 0 < latency["p50"] <= latency["max"], latency
     # The kernel's share of the nodes' CPU backs the note under the two CPU targets.
     for share in (
         connect["system_cpu_share"].get("nodes"),
@@ -103,6 +110,11 @@ def check_server(result: dict[str, Any], server: str) -> None:
 @pytest.mark.timeout(600)
 def test_smoke_roomcast_figures_are_sane(smoke: dict[str, Any]) -> None:
     check_server(smoke, "roomcast")
+    # Smoke's storm (60 joiners) crosses its threshold of 20: a big room, presence_changed
+    # instead of a user_joined per join to each of the members.
+    big = entries(smoke, "roomcast")["bigroom/direct"]
+    assert big["presence_frames_per_member"] < big["storm_clients"] / 3, big
+    assert "| bigroom |" in smoke["_stdout"]
     assert len(smoke["targets"]) == 5
     assert "| target |" in smoke["_stdout"]
 

@@ -21,6 +21,7 @@ from roomcast.client import (
     Left,
     Member,
     Presence,
+    PresenceChanged,
     Resumed,
     RoomCursor,
     SendFailed,
@@ -61,6 +62,18 @@ def test_parses_every_server_event_built_by_the_protocol_module() -> None:
             protocol.history("r", "ep", 7, [message]),
             History("r", "ep", 7, (ChatMessage("r", "ann", 'hé "quoted"', 1_700_000_000_000, 7,
                                                "ep"),)),
+        ),
+        (
+            protocol.presence_page("r", {"ann": 1}, 2, 3, "ann"),
+            Presence("r", (Member("ann", 1),), 2, 3, "ann"),
+        ),
+        (
+            protocol.presence_changed("r", 5, 2, 700, True),
+            PresenceChanged("r", 5, 2, 700, big=True),
+        ),
+        (
+            protocol.joined("r", "ann", "ep", 3, connections=700),
+            Joined("r", "ann", "ep", 3, big=True, connections=700),
         ),
         (protocol.error("not_joined", "join first", "r"), Error("not_joined", "join first", "r")),
         (protocol.error("invalid_json", "bad"), Error("invalid_json", "bad", None)),
@@ -118,13 +131,14 @@ json_values = st.recursive(
 )
 event_types = st.sampled_from(
     ["welcome", "joined", "left", "user_joined", "user_left", "message", "typing", "presence",
-     "history", "error", "other"]
+     "presence_changed", "history", "error", "other"]
 )  # fmt: skip
 
 
 field_names = st.sampled_from(
     ["room", "username", "text", "timestamp", "offset", "epoch", "members", "messages", "code",
-     "reason", "node", "connection", "recovered", "already"]
+     "reason", "node", "connection", "recovered", "already", "joined", "left", "connections",
+     "big", "next", "total_members"]
 )  # fmt: skip
 
 

@@ -22,6 +22,7 @@ import {
   type HistoryEvent,
   type JoinedEvent,
   type MessageEvent,
+  type Member,
   type PresenceEvent,
   type RoomcastEvent,
   type SendFailedEvent,
@@ -400,9 +401,33 @@ export class RoomcastClient {
     return this.#write(link, { type: "typing", room });
   }
 
-  /** Who is in `room`, on every node; waits until the room is joined (up to `timeout`). */
-  async presence(room: string, { timeout }: { timeout?: number } = {}): Promise<PresenceEvent> {
-    return (await this.#request(room, "presence", {}, timeout)) as PresenceEvent;
+  /**
+   * Who is in `room`, on every node; waits until the room is joined (up to `timeout`). With
+   * `limit` (1-1000) and `after` (the previous page's `next`): a page. A big room always
+   * answers by pages (`totalMembers` is then set).
+   */
+  async presence(
+    room: string,
+    { timeout, limit, after }: { timeout?: number; limit?: number; after?: string } = {},
+  ): Promise<PresenceEvent> {
+    const extra: Record<string, unknown> = {};
+    if (limit !== undefined) extra.limit = limit;
+    if (after !== undefined) extra.after = after;
+    return (await this.#request(room, "presence", extra, timeout)) as PresenceEvent;
+  }
+
+  /**
+   * Every member of `room`, page by page (`page` names each, 1000 at most): a name present for
+   * the whole walk comes exactly once, one that comes or goes meanwhile at most once.
+   */
+  async *allMembers(room: string, { page = 1000, timeout }: { page?: number; timeout?: number } = {}): AsyncGenerator<Member> {
+    let after: string | undefined;
+    for (;;) {
+      const answer = await this.presence(room, { limit: page, after, timeout });
+      yield* answer.members;
+      if (answer.next === null) return;
+      after = answer.next;
+    }
   }
 
   /** The last `limit` messages the server keeps for `room` (all kept by default), oldest first. */

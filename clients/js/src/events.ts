@@ -33,6 +33,12 @@ export interface JoinedEvent {
   already: boolean;
   /** The role a room token gave us in this room, if any. */
   role: string | null;
+  /**
+   * A big room (docs/protocol.md "Big rooms"): no `user_joined`/`user_left`/`typing` there,
+   * `presence_changed` instead; `connections` is then the room's size over every node.
+   */
+  big: boolean;
+  connections: number | null;
   /** The id of the request it answers, when it had one. */
   id: RequestId | null;
 }
@@ -125,8 +131,29 @@ export interface PresenceEvent {
   type: "presence";
   room: string;
   members: Member[];
+  /**
+   * A page (asked with `limit`/`after`, or any answer in a big room): the whole room's counts,
+   * and `next`, the `after` of the next page (null on the last). All null for a whole list.
+   */
+  totalMembers: number | null;
+  totalConnections: number | null;
+  next: string | null;
   /** The id of the request it answers, when it had one. */
   id: RequestId | null;
+}
+
+/**
+ * A big room's joins and leaves since the previous one, instead of `user_joined`/`user_left`,
+ * at most once per interval (1 s by default). `big` false: the room is small again and
+ * per-member events resume (ask `presence` to resynchronise a member list).
+ */
+export interface PresenceChangedEvent {
+  type: "presence_changed";
+  room: string;
+  joined: number;
+  left: number;
+  connections: number;
+  big: boolean;
 }
 
 export interface HistoryEvent {
@@ -206,6 +233,7 @@ export type ServerEvent =
   | MessageEvent
   | TypingEvent
   | PresenceEvent
+  | PresenceChangedEvent
   | HistoryEvent
   | ErrorEvent
   | AckEvent
@@ -397,7 +425,7 @@ function message(d: Data): MessageEvent {
 
 function joined(d: Data): JoinedEvent {
   if (d.already === true) {
-    const base = { username: "", epoch: "", offset: 0, recovered: null, reason: null, role: null };
+    const base = { username: "", epoch: "", offset: 0, recovered: null, reason: null, role: null, big: false, connections: null };
     return { type: "joined", room: str(d, "room"), ...base, already: true, id: requestId(d) };
   }
   return {
@@ -410,6 +438,8 @@ function joined(d: Data): JoinedEvent {
     reason: optStr(d, "reason"),
     already: false,
     role: optStr(d, "role"),
+    big: optBool(d, "big") === true,
+    connections: optInt(d, "connections"),
     id: requestId(d),
   };
 }
@@ -435,7 +465,18 @@ const PARSERS: Record<string, (d: Data) => ServerEvent> = {
       username: str(m, "username"),
       connections: int(m, "connections"),
     })),
+    totalMembers: optInt(d, "total_members"),
+    totalConnections: optInt(d, "total_connections"),
+    next: optStr(d, "next"),
     id: requestId(d),
+  }),
+  presence_changed: (d) => ({
+    type: "presence_changed",
+    room: str(d, "room"),
+    joined: int(d, "joined"),
+    left: int(d, "left"),
+    connections: int(d, "connections"),
+    big: optBool(d, "big") === true,
   }),
   history: (d) => ({
     type: "history",

@@ -47,6 +47,9 @@ class JoinReply:
     offset: int  # the room's latest offset when the script ran
     status: RecoveryStatus
     missed: list[bytes] = field(default_factory=list)  # oldest first, offsets since+1 .. offset
+    # The room's connections over every node right after this join (None: not known): how
+    # the node tells a big room (core.bigroom).
+    connections: int | None = None
 
 
 class BrokerUnavailable(Exception):

@@ -165,17 +165,18 @@ class MemoryBroker:
             raise RoomBanned(ban.until_ms, ban.reason)
         state.presence[member] = username
         self.publish(room, announce)
+        size = len(state.presence)
         if since is None:
-            return JoinReply(state.epoch, state.offset, NOT_REQUESTED)
+            return JoinReply(state.epoch, state.offset, NOT_REQUESTED, connections=size)
         if since.epoch != state.epoch or since.offset > state.offset:
-            return JoinReply(state.epoch, state.offset, EPOCH_CHANGED)
+            return JoinReply(state.epoch, state.offset, EPOCH_CHANGED, connections=size)
         missed = state.offset - since.offset
         if missed > len(state.history):
-            return JoinReply(state.epoch, state.offset, TOO_OLD)
+            return JoinReply(state.epoch, state.offset, TOO_OLD, connections=size)
         messages = (
             [m for _, m in list(state.history)[len(state.history) - missed :]] if missed else []
         )
-        return JoinReply(state.epoch, state.offset, RECOVERED, messages)
+        return JoinReply(state.epoch, state.offset, RECOVERED, messages, size)
 
     def leave(self, room: str, member: str, announce: bytes) -> None:
         state = self._rooms.get(room)

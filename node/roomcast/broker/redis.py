@@ -552,7 +552,9 @@ class RedisBroker(OnOneLoop):
         )
         if answer.reply[0] == b"banned":
             raise RoomBanned.from_record(answer.reply[1])
-        epoch_value, latest, status, missed, joined_at = answer.reply
+        epoch_value, latest, status, missed, joined_at = answer.reply[:5]
+        # The room's size after this join (big rooms); a script of an older node has none.
+        connections = int(answer.reply[5]) if len(answer.reply) > 5 else None
         if status == b"late":
             raise BrokerUnavailable("redis ran the join past its deadline: not joined")
         self._command(
@@ -568,7 +570,13 @@ class RedisBroker(OnOneLoop):
             # The importing node published the announcement where this node does not listen
             # yet; the node waits for it as its join point, so it is handed over here.
             self.gaps.receive(room, announce)
-        return JoinReply(epoch_value.decode(), int(latest), status.decode(), list(reversed(missed)))
+        return JoinReply(
+            epoch_value.decode(),
+            int(latest),
+            status.decode(),
+            list(reversed(missed)),
+            connections,
+        )
 
     def leave(self, room: str, member: str, announce: bytes) -> None:
         seq, epoch, _, presence = scripts.room_keys(room)

@@ -122,13 +122,14 @@ return {offset, epoch}
 # offset (-1: none), since epoch, epoch candidate, ttl (s) of a room without messages, deadline
 # (ms, Redis's clock), the name of the joiner's ban key (in the room's slot; not declared: a
 # missing declared key makes an importing node answer TRYAGAIN mid-migration). Returns {epoch,
-# latest offset, status, missed messages newest first, time (µs)}; past its deadline
+# latest offset, status, missed messages newest first, time (µs), connections}; past its deadline
 # {'', 0, 'late', {}, 0} and nothing done (the node gave up on the join: a late run would list a
 # member that is not there); {'banned',
 # "<until ms>|<reason>"} and nothing done when the joiner is banned from the room.
 # A room that never had a message gets its counter and epoch for as long as it has members
 # (LEAVE and REAP delete them with the last one) and at most the given ttl, refreshed by each
-# join: churning through fresh room names leaves nothing behind.
+# join: churning through fresh room names leaves nothing behind. The reply's last element, the
+# presence hash's length after this join, is the room's size over every node (big rooms).
 JOIN: Final = Script(
     "join",
     """
@@ -156,21 +157,22 @@ elseif seq == '0' then
 end
 local latest = tonumber(seq)
 redis.call('PUBLISH', ARGV[1], ARGV[2])
+local size = redis.call('HLEN', KEYS[4])
 local since = tonumber(ARGV[5])
 if since < 0 then
-  return {epoch, latest, 'not_requested', {}, now_us}
+  return {epoch, latest, 'not_requested', {}, now_us, size}
 end
 if ARGV[6] ~= epoch or since > latest then
-  return {epoch, latest, 'epoch_changed', {}, now_us}
+  return {epoch, latest, 'epoch_changed', {}, now_us, size}
 end
 local missed = latest - since
 if missed == 0 then
-  return {epoch, latest, 'recovered', {}, now_us}
+  return {epoch, latest, 'recovered', {}, now_us, size}
 end
 if missed > redis.call('LLEN', KEYS[3]) then
-  return {epoch, latest, 'too_old', {}, now_us}
+  return {epoch, latest, 'too_old', {}, now_us, size}
 end
-return {epoch, latest, 'recovered', redis.call('LRANGE', KEYS[3], 0, missed - 1), now_us}
+return {epoch, latest, 'recovered', redis.call('LRANGE', KEYS[3], 0, missed - 1), now_us, size}
 """,
 )
 

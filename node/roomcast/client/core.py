@@ -14,7 +14,7 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Final
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -38,6 +38,7 @@ from roomcast.client.events import (
     Joined,
     Left,
     Loss,
+    Member,
     Presence,
     Reconnecting,
     Removed,
@@ -329,9 +330,38 @@ class RoomcastClient:
         link.write({"type": "typing", "room": room})
         return True
 
-    async def presence(self, room: str, *, timeout: float | None = None) -> Presence:
-        result: Presence = await self._request("presence", room, {}, timeout)
+    async def presence(
+        self,
+        room: str,
+        *,
+        limit: int | None = None,
+        after: str | None = None,
+        timeout: float | None = None,
+    ) -> Presence:
+        """Who is in ``room``: the whole list, or a page (``limit`` names after the username
+        ``after``; a big room always answers by pages, see ``Presence.paged`` and ``next``)."""
+        extra: dict[str, Any] = {}
+        if limit is not None:
+            extra["limit"] = limit
+        if after is not None:
+            extra["after"] = after
+        result: Presence = await self._request("presence", room, extra, timeout)
         return result
+
+    async def all_members(
+        self, room: str, *, page: int = 1000, timeout: float | None = None
+    ) -> AsyncIterator[Member]:
+        """Every member of ``room``, page by page (``page`` names each, at most 1000): a name
+        present for the whole walk comes exactly once, one that comes or goes meanwhile at
+        most once."""
+        after: str | None = None
+        while True:
+            answer = await self.presence(room, limit=page, after=after, timeout=timeout)
+            for member in answer.members:
+                yield member
+            after = answer.next
+            if after is None:
+                return
 
     async def history(
         self, room: str, limit: int | None = None, *, timeout: float | None = None

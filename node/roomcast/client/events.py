@@ -42,6 +42,10 @@ class Joined:
     reason: str | None = None
     already: bool = False
     role: str | None = None  # the role a room token gave us in this room
+    # A big room (docs/protocol.md "Big rooms"): no UserJoined/UserLeft/Typing, PresenceChanged
+    # instead; ``connections`` is the room's size then.
+    big: bool = False
+    connections: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +137,31 @@ class Member:
 
 @dataclass(frozen=True, slots=True)
 class Presence:
+    """The answer to ``presence``: the whole list, or a page of it (``paged``) with the room's
+    counts and the cursor of the next page (None: the last)."""
+
     room: str
     members: tuple[Member, ...]
+    total_members: int | None = None
+    total_connections: int | None = None
+    next: str | None = None
+
+    @property
+    def paged(self) -> bool:
+        return self.total_members is not None
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceChanged:
+    """A big room's joins and leaves since the last one (instead of UserJoined/UserLeft), at
+    most once per interval; ``big`` False: the room is small again, per-member events resume
+    (ask presence to resynchronise a member list)."""
+
+    room: str
+    joined: int
+    left: int
+    connections: int
+    big: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +320,7 @@ ServerEvent = (
     | ChatMessage
     | Typing
     | Presence
+    | PresenceChanged
     | History
     | Error
     | Ack
@@ -368,6 +396,8 @@ def _joined(data: Mapping[str, Any]) -> Joined:
         _opt_bool(data, "recovered"),
         _opt_str(data, "reason"),
         role=_opt_str(data, "role"),
+        big=_opt_bool(data, "big") is True,
+        connections=_opt_int(data, "connections"),
     )
 
 
@@ -403,7 +433,20 @@ _PARSERS: Final[dict[str, Callable[[Mapping[str, Any]], ServerEvent]]] = {
     "user_left": lambda d: UserLeft(_str(d, "room"), _str(d, "username")),
     "message": _chat_message,
     "typing": lambda d: Typing(_str(d, "room"), _str(d, "username")),
-    "presence": lambda d: Presence(_str(d, "room"), _members(d)),
+    "presence": lambda d: Presence(
+        _str(d, "room"),
+        _members(d),
+        _opt_int(d, "total_members"),
+        _opt_int(d, "total_connections"),
+        _opt_str(d, "next"),
+    ),
+    "presence_changed": lambda d: PresenceChanged(
+        _str(d, "room"),
+        _int(d, "joined"),
+        _int(d, "left"),
+        _int(d, "connections"),
+        _opt_bool(d, "big") is True,
+    ),
     "history": _history,
     "error": lambda d: Error(_str(d, "code"), _str(d, "reason"), _opt_str(d, "room"), _id(d)),
     "token_expiring": lambda d: TokenExpiring(_int(d, "expires_at"), _int(d, "closes_at")),

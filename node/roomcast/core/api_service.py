@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Final
 from roomcast.broker import Broker, BrokerUnavailable, RoomRateLimited, Unconfirmed
 from roomcast.core.auth import AccessPolicy, AuthError, Identity, token_from_request
 from roomcast.core.history_pages import complete, first_page, pages_after
+from roomcast.core.presence_pages import PresencePages
+from roomcast.core.presence_pages import answer as presence_answer
 from roomcast.core.ratelimit import RateLimiter
 from roomcast.core.server_api import ServerApi
 from roomcast.wire import api, envelope, protocol, sse
@@ -88,8 +90,16 @@ class ApiService:
         settings: Settings,
         metrics: Metrics,
         policy: AccessPolicy,
+        presence: PresencePages | None = None,
     ) -> None:
         self._broker = broker
+        # Shared with the node's WebSocket presence when given: one snapshot per big room.
+        self._presence = presence or PresencePages(
+            broker.presence,
+            time.monotonic,
+            settings.big_room_interval,
+            settings.big_room_members,
+        )
         self._settings = settings
         self._metrics = metrics
         self._verifier = policy.verifier
@@ -126,8 +136,10 @@ class ApiService:
             if route.endpoint is Endpoint.POST_MESSAGE:
                 return await self._post(room, caller, request)
             if route.endpoint is Endpoint.PRESENCE:
-                members = await self._broker.presence(room)
-                return Reply(200, protocol.presence(room, members))
+                limit, after = api.presence_query(route)
+                snap = await self._presence.snapshot(room)
+                big = self._presence.is_big(snap)
+                return Reply(200, presence_answer(snap, big, room, limit, after))
             limit = api.history_limit(route, self._settings.history_size)
             return await self._history(room, limit)
         except Unconfirmed as exc:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from roomcast.broker import JoinReply
+from roomcast.core.bigroom import Mark
 from roomcast.wire.recovery import RECOVERED
 
 
@@ -30,6 +31,8 @@ class CatchUp:
     held: list[tuple[int, bytes]] = field(default_factory=list)
     held_bytes: int = 0
     overflowed: bool = False
+    # Where the room's big-room count was at the marker (core.bigroom.BigRooms.mark).
+    presence_mark: Mark | None = None
 
     def see(self, offset: int, event: bytes, is_marker: bool) -> None:
         """An event on the room's channel, in the broker's order."""

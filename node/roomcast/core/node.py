@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable
+from time import monotonic  # not through ``time``: unit tests replace it by a wall clock
 
 from roomcast.broker import (
     Broker,
@@ -21,11 +22,13 @@ from roomcast.broker import (
     within,
 )
 from roomcast.core.auth import AuthError, Identity
+from roomcast.core.bigroom import BigRooms, Notice
 from roomcast.core.catch_up import CatchUp
 from roomcast.core.history_pages import answer_bytes, complete, first_page, pages_after
 from roomcast.core.hooks import Hooks, Refusal
 from roomcast.core.lag import Lag
 from roomcast.core.members import Delivery, Member
+from roomcast.core.presence_pages import PresencePages, answer
 from roomcast.core.ratelimit import BucketPool, ConnectionBudget, RateLimiter, SharedCharges
 from roomcast.core.rooms import RoomRegistry, TooManyRoomsError
 from roomcast.core.streams import StreamHub
@@ -39,6 +42,7 @@ from roomcast.wire.protocol import (
     Join,
     Leave,
     Message,
+    Presence,
     ProtocolError,
     Refresh,
     Typing,
@@ -51,6 +55,10 @@ log = logging.getLogger("roomcast.node")
 CATCH_UP_LIMIT = 10_000
 # A join whose own user_joined never came back through the broker within the marker timeout.
 _MARKER_LOST = "the join did not come back from the broker"
+# Presence and typing events, told apart without decoding their JSON (protocol.encode's form).
+_USER_JOINED = b'{"type":"user_joined",'
+_USER_LEFT = b'{"type":"user_left",'
+_TYPING = b'{"type":"typing",'
 
 
 class Node:
@@ -73,6 +81,8 @@ class Node:
         catch_up_bytes: int = 512 * 1024,
         page_bytes: int = 256 * 1024,
         hooks: Hooks | None = None,
+        big_room_members: int = 500,
+        big_room_interval: float = 1.0,
     ) -> None:
         self._catch_up_bytes = catch_up_bytes
         # Bytes of history read and written at a time for answers and catch-ups larger than
@@ -94,6 +104,15 @@ class Node:
         self._history_size = history_size
         self.metrics = metrics
         self.rooms: RoomRegistry[Member] = RoomRegistry(max_rooms)
+        # Rooms above big_room_members connections: presence events coalesced (core.bigroom).
+        self.big = BigRooms(big_room_members, big_room_interval)
+        self._notice_timers: dict[str, asyncio.TimerHandle] = {}
+        self.presence_pages = PresencePages(
+            self._read_presence,
+            monotonic,
+            big_room_interval,
+            big_room_members,
+        )
         # Server-Sent Events listeners: they share the room subscriptions of the members.
         self.streams = StreamHub(
             history_size, self.rooms.has_room, metrics.event_streams_open.set, page_bytes
@@ -133,6 +152,9 @@ class Node:
         self.outbox = outbox
         self._shared = SharedCharges(outbox.loop, broker.charge)
         self.streams.attach(broker, outbox)
+
+    async def _read_presence(self, room: str) -> dict[str, int]:
+        return await self._attached_broker().presence(room)
 
     def _loop(self) -> asyncio.AbstractEventLoop:
         assert self.outbox is not None
@@ -183,7 +205,7 @@ class Node:
             else:
                 self._received["presence"].inc()
                 room = self._target_room(conn, command.room, command.request_id)
-                return self._presence(conn, room, command.request_id)
+                return self._presence(conn, room, command)
         except ProtocolError as exc:
             self._reject(conn, exc.code, exc.reason, exc.room, exc.request_id)
         return None
@@ -303,22 +325,80 @@ class Node:
             self.metrics.broker_bad_payloads.inc()
             return
         assert self.outbox is not None
+        if not event.offset and self.big.threshold and not self._per_member(room, event.event):
+            # Coalesced (a big room): no frame for anyone; a joiner still needs its marker.
+            if holders and event.exclude:
+                self._hold(room, holders, event, markers_only=True)
+            return
         if members:
             if event.offset:
                 self._latest[room] = event.offset
             self.outbox.fan_out(members, text_frame(event.event), event.exclude)
         if holders:
-            for conn, catch_up in holders.items():
-                # The joiner's own user_joined (it excludes the joiner) marks its join point.
-                is_marker = conn.id == event.exclude
-                catch_up.see(event.offset, event.event, is_marker)
-                if is_marker:
-                    waiter = self._marker_waiters.pop((conn, room), None)
-                    if waiter is not None and not waiter.done():
-                        waiter.set_result(None)
+            self._hold(room, holders, event)
         if streamed:
             self.streams.deliver(room, event)
         self.metrics.fanout_latency.observe(max(0.0, time.time() - event.origin_time))
+
+    def _hold(
+        self,
+        room: str,
+        holders: dict[Member, CatchUp],
+        event: envelope.Envelope,
+        markers_only: bool = False,
+    ) -> None:
+        for conn, catch_up in holders.items():
+            # The joiner's own user_joined (it excludes the joiner) marks its join point.
+            is_marker = conn.id == event.exclude
+            if markers_only and not is_marker:
+                continue
+            catch_up.see(event.offset, event.event, is_marker)
+            if is_marker:
+                catch_up.presence_mark = self.big.mark(room)
+                waiter = self._marker_waiters.pop((conn, room), None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+
+    def _per_member(self, room: str, event: bytes) -> bool:
+        """False for a presence or typing event of a big room: counted, not fanned out."""
+        joined = event.startswith(_USER_JOINED)
+        if joined or event.startswith(_USER_LEFT):
+            step = self.big.note(room, joined, monotonic())
+            if step.notice is not None:
+                self._tell(step.notice)
+            if step.flush_in is not None:
+                self._notice_timers[room] = self._loop().call_later(
+                    step.flush_in, self._flush_notice, room
+                )
+            if not step.deliver:
+                kind = "user_joined" if joined else "user_left"
+                self.metrics.big_room_coalesced.labels(kind).inc()
+            return step.deliver
+        if event.startswith(_TYPING) and self.big.is_big(room):
+            # Another node's member typed before its node counted the room as big.
+            self.metrics.big_room_coalesced.labels("typing").inc()
+            return False
+        return True
+
+    def _flush_notice(self, room: str) -> None:
+        self._notice_timers.pop(room, None)
+        notice = self.big.flush(room, monotonic())
+        if notice is not None:
+            self._tell(notice)
+
+    def _tell(self, notice: Notice) -> None:
+        """A presence_changed to the room's local members and event streams."""
+        assert self.outbox is not None
+        room = notice.room
+        frame = protocol.presence_changed(
+            room, notice.joined, notice.left, notice.connections, notice.big
+        )
+        self.metrics.big_room_notices.inc()
+        members = self.rooms.members(room)
+        if members:
+            self.outbox.fan_out(members, text_frame(frame), "")
+        if self.streams.has_room(room):
+            self.streams.deliver(room, envelope.Envelope(time.time(), "", 0, frame))
 
     # Commands
 
@@ -371,6 +451,7 @@ class Node:
             return
         self._drop_catch_up(conn, room)
         self._announced.discard((conn, room))
+        self._counted(room, reply, catch_up)
         if conn.closed or not self.rooms.activate(conn, room):
             return
         if command.room_token is not None and conn.identity is not None:
@@ -380,6 +461,14 @@ class Node:
         self._went_live(conn, room, reply.offset if lag_from is None else newest)
         if lag_from is not None:
             self.lag.start_at(conn, room, lag_from)
+
+    def _counted(self, room: str, reply: JoinReply, catch_up: CatchUp) -> None:
+        """The join script's count of the room's connections: the big-room count from here."""
+        if reply.connections is not None:
+            mark = catch_up.presence_mark
+            shrunk = self.big.counted(room, reply.connections, mark, monotonic())
+            if shrunk is not None:
+                self._tell(shrunk)
 
     def _went_live(self, conn: Member, room: str, offset: int) -> None:
         """Where the room is for members here: one lagging from now on has all up to it."""
@@ -528,6 +617,7 @@ class Node:
             # in history; typing and presence events of the meantime are not replayed).
             lag_from, events = command.since.offset, []
         request_id = command.request_id
+        connections = self.big.size(room) if self.big.is_big(room) else None
         if command.since is None:
             conn.send(
                 protocol.joined(
@@ -538,6 +628,7 @@ class Node:
                     request_id=request_id,
                     data=data,
                     role=role,
+                    connections=connections,
                 )
             )
         else:
@@ -554,6 +645,7 @@ class Node:
                     request_id,
                     data,
                     role,
+                    connections,
                 )
             )
         for event in events:
@@ -702,6 +794,10 @@ class Node:
         if not self._bucket(conn, "typing").allow():
             self._rate_limited(conn, "typing", room, command.request_id)
             return
+        if self.big.is_big(room):
+            # Off in big rooms: one typing is a frame to every member (docs/protocol.md).
+            self.metrics.big_room_coalesced.labels("typing").inc()
+            return
         username = self.rooms.username(conn, room)
         assert username is not None and self.broker is not None
         self._published["typing"].inc()
@@ -739,15 +835,17 @@ class Node:
 
         await conn.send_pieces(answer_bytes(page, head, tail), pieces())
 
-    async def _presence(self, conn: Member, room: str, request_id: protocol.RequestId) -> None:
-        assert self.broker is not None
+    async def _presence(self, conn: Member, room: str, command: Presence) -> None:
+        request_id = command.request_id
+        pages = self.presence_pages
         try:
-            members = await self.broker.presence(room)
+            snap = await pages.snapshot(room)
         except BrokerUnavailable as exc:
             reason = f"presence unavailable: {exc}"
             self._reject(conn, ErrorCode.UNAVAILABLE, reason, room, request_id)
             return
-        conn.send(protocol.presence(room, members, request_id))
+        big = pages.is_big(snap) or self.big.is_big(room)
+        conn.send(answer(snap, big, room, command.limit, command.after, request_id))
 
     # Helpers
 
@@ -804,6 +902,10 @@ class Node:
     def _unsubscribe(self, room: str) -> None:
         assert self.broker is not None
         self._latest.pop(room, None)
+        self.big.forget(room)
+        timer = self._notice_timers.pop(room, None)
+        if timer is not None:
+            timer.cancel()
         if not self.streams.has_room(room):  # event streams still listen to it
             self.broker.unsubscribe(room)
         self.metrics.rooms_local.set(self.rooms.room_count)

@@ -168,6 +168,18 @@ class Metrics:
             ["endpoint", "status"],
             registry=registry,
         )
+        self.big_room_coalesced = Counter(
+            "roomcast_big_room_coalesced",
+            "Per-member events of big rooms not fanned out (user_joined, user_left: counted "
+            "into presence_changed; typing: dropped)",
+            ["kind"],
+            registry=registry,
+        )
+        self.big_room_notices = Counter(
+            "roomcast_big_room_notices",
+            "presence_changed notices sent to a big room's local members (one per room each)",
+            registry=registry,
+        )
         self.api_orders = Counter(
             "roomcast_api_orders",
             "Server API orders (disconnect, remove, ban) this node carried out from the "

@@ -203,6 +203,18 @@ def history_limit(route: Route, default: int) -> int:
     return int(raw)
 
 
+def presence_query(route: Route) -> tuple[int | None, str | None]:
+    """``?limit=&after=`` of a presence page (docs/protocol.md "Big rooms"), or ApiError 400."""
+    raw = route.query_value("limit")
+    limit: object = raw
+    if raw is not None and raw.isascii() and raw.isdigit() and len(raw) <= 6:
+        limit = int(raw)
+    try:
+        return protocol.presence_page_request(limit, route.query_value("after"))
+    except ProtocolError as exc:
+        raise ApiError(400, exc.code, exc.reason) from None
+
+
 @dataclass(frozen=True, slots=True)
 class PostedMessage:
     text: str

@@ -18,7 +18,7 @@ from roomcast.wire.api import (
     MAX_TARGET_LENGTH,
 )
 from roomcast.wire.control import MAX_REASON_LENGTH, MAX_USER_LENGTH
-from roomcast.wire.protocol import MAX_HISTORY_LIMIT
+from roomcast.wire.protocol import MAX_CURSOR_LENGTH, MAX_HISTORY_LIMIT, MAX_PRESENCE_PAGE
 
 _ROOM_PATTERN: Final = "^[A-Za-z0-9_.:@-]{1,64}$"
 # As the server checks it (Python's Unicode \\w), not blank, no space at either end or two in a
@@ -148,6 +148,13 @@ def _schemas() -> dict[str, Any]:
                             "connections": {"type": "integer", "minimum": 1},
                         },
                     },
+                },
+                # A page (asked with limit/after, or any answer for a big room) adds these.
+                "total_members": {"type": "integer", "minimum": 0},
+                "total_connections": {"type": "integer", "minimum": 0},
+                "next": {
+                    "type": ["string", "null"],
+                    "description": "the `after` of the next page; null: this was the last",
                 },
             },
         },
@@ -519,8 +526,31 @@ def document() -> dict[str, Any]:
             "/api/rooms/{room}/presence": {
                 "get": {
                     "operationId": "getPresence",
-                    "summary": "Who is in the room, on every node",
-                    "parameters": [_ROOM_PARAMETER],
+                    "summary": "Who is in the room, on every node (by pages in a big room)",
+                    "parameters": [
+                        _ROOM_PARAMETER,
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "required": False,
+                            "description": "a page of at most this many names (default 100)",
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": MAX_PRESENCE_PAGE,
+                            },
+                        },
+                        {
+                            "name": "after",
+                            "in": "query",
+                            "required": False,
+                            "description": "the page after this username (the last page's next)",
+                            "schema": {
+                                "type": "string",
+                                "maxLength": MAX_CURSOR_LENGTH,
+                            },
+                        },
+                    ],
                     "security": security,
                     "responses": {
                         "200": {
@@ -528,6 +558,7 @@ def document() -> dict[str, Any]:
                             "content": {_JSON: {"schema": _ref("Presence")}},
                         },
                         **_COMMON_ERRORS,
+                        "400": _error("limit or after is malformed"),
                         "503": _error("Redis is unavailable"),
                     },
                 }

@@ -7,12 +7,12 @@ Client → server (the article's protocol, plus a strict superset; docs/protocol
     {"type": "typing", ["room": R]}
     {"type": "leave", ["room": R]}
     {"type": "history", ["room": R], ["limit": N]}
-    {"type": "presence", ["room": R]}
+    {"type": "presence", ["room": R], ["limit": N], ["after": username]}
     any of them with ["id": client's request id], echoed in the answer it causes
 Server → client: welcome, joined, left, ack, user_joined, user_left, message, typing, history,
-presence, error, and from the server API: disconnect, removed, banned, message_deleted,
-history_cleared. Unknown fields are ignored, so clients may send more than we read. Every code an
-error carries is in :mod:`roomcast.wire.codes`.
+presence, presence_changed (big rooms), error, and from the server API: disconnect, removed,
+banned, message_deleted, history_cleared. Unknown fields are ignored, so clients may send more
+than we read. Every code an error carries is in :mod:`roomcast.wire.codes`.
 """
 
 from __future__ import annotations
@@ -88,6 +88,10 @@ class History:
 class Presence:
     room: str | None
     request_id: RequestId = None
+    # Paged presence (any room; a big room's answer is always paged): at most ``limit`` names
+    # after the username ``after``.
+    limit: int | None = None
+    after: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +104,24 @@ Command = Join | Leave | Message | Typing | History | Presence | Refresh
 
 COMMAND_TYPES: Final = ("join", "leave", "message", "typing", "history", "presence", "refresh")
 MAX_TOKEN_LENGTH: Final = 8192
+MAX_PRESENCE_PAGE: Final = 1000  # names per presence page at most (~90 KB of JSON)
+MAX_CURSOR_LENGTH: Final = 256  # a presence cursor is a username
 MAX_OFFSET: Final = 2**53  # offsets are exact in every JSON client (and in Redis' Lua)
+
+
+def presence_page_request(
+    limit: object, after: object, room: str | None = None
+) -> tuple[int | None, str | None]:
+    """A presence page's ``limit`` and ``after``, or ProtocolError (also for the HTTP API)."""
+    if limit is not None and (
+        not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_PRESENCE_PAGE
+    ):
+        reason = f"'limit' must be a whole number 1-{MAX_PRESENCE_PAGE}"
+        raise ProtocolError(ErrorCode.INVALID_LIMIT, reason, room)
+    if after is not None and (not isinstance(after, str) or len(after) > MAX_CURSOR_LENGTH):
+        reason = f"'after' must be a username (at most {MAX_CURSOR_LENGTH} characters)"
+        raise ProtocolError(ErrorCode.INVALID_FRAME, reason, room)
+    return limit, after
 
 
 def validate_room(room: object) -> str:
@@ -225,7 +246,9 @@ def _command(data: dict[str, Any], request_id: RequestId) -> Command:
             )
         return History(room=_room(data, required=False), limit=limit, request_id=request_id)
     if kind == "presence":
-        return Presence(room=_room(data, required=False), request_id=request_id)
+        room = _room(data, required=False)
+        limit, after = presence_page_request(data.get("limit"), data.get("after"), room)
+        return Presence(room, request_id, limit, after)
     if kind == "refresh":
         token = data.get("token")
         if not isinstance(token, str) or not 1 <= len(token) <= MAX_TOKEN_LENGTH:
@@ -288,6 +311,7 @@ def joined(
     request_id: RequestId = None,
     data: Any = None,
     role: str | None = None,
+    connections: int | None = None,
 ) -> bytes:
     event: dict[str, Any] = {
         "type": "joined",
@@ -305,6 +329,10 @@ def joined(
     if data is not None:
         # The join hook's initial data for this joiner (README "Hooks").
         event["data"] = data
+    if connections is not None:
+        # A big room: no user_joined/user_left/typing here, presence_changed instead.
+        event["big"] = True
+        event["connections"] = connections
     return encode(_with_id(event, request_id))
 
 
@@ -383,6 +411,48 @@ def presence(room: str, members: dict[str, int], request_id: RequestId = None) -
             },
             request_id,
         )
+    )
+
+
+def presence_page(
+    room: str,
+    members: dict[str, int],
+    total_members: int,
+    total_connections: int,
+    next_cursor: str | None,
+    request_id: RequestId = None,
+) -> bytes:
+    """A page of a room's presence, in username order, with the whole room's counts; ``next``
+    is the ``after`` of the next page (null: this was the last)."""
+    return encode(
+        _with_id(
+            {
+                "type": "presence",
+                "room": room,
+                "members": [
+                    {"username": name, "connections": count} for name, count in members.items()
+                ],
+                "total_members": total_members,
+                "total_connections": total_connections,
+                "next": next_cursor,
+            },
+            request_id,
+        )
+    )
+
+
+def presence_changed(room: str, joined: int, left: int, connections: int, big: bool) -> bytes:
+    """A big room's coalesced joins and leaves (instead of user_joined/user_left), at most once
+    per interval; ``big`` false: the room is small again and per-member events resume."""
+    return encode(
+        {
+            "type": "presence_changed",
+            "room": room,
+            "joined": joined,
+            "left": left,
+            "connections": connections,
+            "big": big,
+        }
     )
 
 

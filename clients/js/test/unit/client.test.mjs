@@ -268,6 +268,33 @@ test("history() and presence() are answered by id, wait for the join, and carry 
   await c.close();
 });
 
+test("allMembers() walks a big room's presence page by page, with the cursor of each", async () => {
+  const { client: c } = client();
+  c.start();
+  await flush();
+  const ws = FakeWebSocket.last.open();
+  joinReply(ws, 1);
+  await flush();
+  const walked = [];
+  const walk = (async () => {
+    for await (const member of c.allMembers("r", { page: 2 })) walked.push(member.username);
+  })();
+  const pages = [["ann", "bob"], ["cid", "dan"], ["eve"]];
+  for (const [index, names] of pages.entries()) {
+    await flush();
+    const asked = ws.frames("presence").at(-1);
+    assert.equal(asked.limit, 2);
+    assert.equal(asked.after, index === 0 ? undefined : pages[index - 1].at(-1));
+    const next = index === pages.length - 1 ? null : names.at(-1);
+    const members = names.map((username) => ({ username, connections: 1 }));
+    ws.receive({ type: "presence", room: "r", members, total_members: 5, total_connections: 5, next, id: asked.id });
+  }
+  await walk;
+  assert.deepEqual(walked, ["ann", "bob", "cid", "dan", "eve"]);
+  assert.equal(ws.frames("presence").length, 3);
+  await c.close();
+});
+
 test("a loss notice is an event and a gap; the cursor continues after it", async () => {
   const { client: c, of } = client();
   const ws = await connected(c);

@@ -7,7 +7,7 @@ test("every server frame becomes a typed event with camelCase fields", () => {
     type: "welcome", node: "n", connection: "c", maxRooms: 16, maxFrameBytes: 65536,
   });
   assert.deepEqual(parseEvent('{"type":"joined","room":"r","username":"u","epoch":"e","offset":3,"recovered":false,"reason":"too_old"}'), {
-    type: "joined", room: "r", username: "u", epoch: "e", offset: 3, recovered: false, reason: "too_old", already: false, role: null, id: null,
+    type: "joined", room: "r", username: "u", epoch: "e", offset: 3, recovered: false, reason: "too_old", already: false, role: null, big: false, connections: null, id: null,
   });
   assert.equal(parseEvent('{"type":"joined","room":"r","username":"u","epoch":"e","offset":3,"role":"moderator"}').role, "moderator");
   assert.equal(parseEvent('{"type":"joined","room":"r","already":true}').already, true);
@@ -15,7 +15,17 @@ test("every server frame becomes a typed event with camelCase fields", () => {
   assert.deepEqual(parseEvent('{"type":"error","code":"rate_limited","reason":"slow down","room":"r","id":"x"}'), {
     type: "error", code: "rate_limited", reason: "slow down", room: "r", id: "x",
   });
-  assert.deepEqual(parseEvent('{"type":"presence","room":"r","members":[{"username":"a","connections":2}],"id":"q1"}'), { type: "presence", room: "r", members: [{ username: "a", connections: 2 }], id: "q1" });
+  assert.deepEqual(parseEvent('{"type":"presence","room":"r","members":[{"username":"a","connections":2}],"id":"q1"}'), { type: "presence", room: "r", members: [{ username: "a", connections: 2 }], totalMembers: null, totalConnections: null, next: null, id: "q1" });
+  // Big rooms: a page of presence, the coalesced presence_changed, and joined's size.
+  assert.deepEqual(parseEvent('{"type":"presence","room":"r","members":[{"username":"a","connections":1}],"total_members":9,"total_connections":12,"next":"a"}'), {
+    type: "presence", room: "r", members: [{ username: "a", connections: 1 }], totalMembers: 9, totalConnections: 12, next: "a", id: null,
+  });
+  assert.deepEqual(parseEvent('{"type":"presence_changed","room":"r","joined":40,"left":2,"connections":700,"big":true}'), {
+    type: "presence_changed", room: "r", joined: 40, left: 2, connections: 700, big: true,
+  });
+  const big = parseEvent('{"type":"joined","room":"r","username":"u","epoch":"e","offset":3,"big":true,"connections":700}');
+  assert.equal(big.big, true);
+  assert.equal(big.connections, 700);
   const history = parseEvent('{"type":"history","room":"r","epoch":"e","offset":1,"messages":[{"type":"message","room":"r","username":"a","text":"t","timestamp":5,"offset":1,"epoch":"e"}]}');
   assert.equal(history.messages[0].text, "t");
   assert.deepEqual(parseEvent('{"type":"loss","room":"r","reason":"epoch_changed","epoch":"e","from_offset":4,"to_offset":null,"new_epoch":"f"}'), {
