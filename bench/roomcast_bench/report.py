@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from roomcast_bench import onenode
+
 TIMES = "\u00d7"  # the multiplication sign of ratios
 OURS = "roomcast"
 BASE = "baseline"
@@ -211,6 +213,7 @@ def markdown(result: dict[str, Any]) -> str:
                 f" | {_fmt(cpu.get('generator'))} |"
             )
         lines.append("")
+    lines += onenode.markdown_lines(result)
     lines += _syscall_lines(result)
     for entry in result.get("scenarios", []):
         profile = entry.get("profile")

@@ -1,4 +1,4 @@
-"""The scenarios: fanout, ramp, idle, connect. Each returns a JSON-ready dict of figures."""
+"""The scenarios: fanout, ramp, idle, connect (onenode: onenode.py). Each returns a JSON-ready dict of figures."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ class Plan:
     grace: float = 3.0
     profile_seconds: float = 0.0  # > 0: py-spy records one roomcast node during an extra step
     count_syscalls: bool = False  # perf stat counts the nodes' system calls in extra runs
-    scenarios: tuple[str, ...] = ("idle", "connect", "fanout", "ramp")
+    scenarios: tuple[str, ...] = ("idle", "connect", "fanout", "ramp", "onenode")
     extra: dict[str, Any] = field(default_factory=dict)
 
 
