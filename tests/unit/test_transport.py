@@ -777,18 +777,22 @@ async def test_close_while_handler_pending_drops_backlog() -> None:
 async def test_heartbeat_pings_then_reaps_silent_connection(registry: CollectorRegistry) -> None:
     server = make_server(RecordingApp(), registry=registry)
     quiet, chatty = WsClient(server), WsClient(server)
-    server._beat()
+
+    def one_interval() -> None:  # every tick of one heartbeat interval, at once
+        for _ in range(server.heartbeat.slices):
+            server.heartbeat._fire()
+
+    one_interval()
     assert [f.opcode for f in quiet.received()] == [Opcode.PING]
     assert [f.opcode for f in chatty.received()] == [Opcode.PING]
     assert not quiet.conn.alive
     chatty.push()  # the client library's automatic pong
     assert chatty.conn.alive
-    server._beat()
+    one_interval()
     assert quiet.transport.aborted
     assert not chatty.transport.aborted
     assert sample(registry, "roomcast_dead_connections_reaped_total") == 1.0
-    assert server._heartbeat is not None
-    server._heartbeat.cancel()
+    server.heartbeat.stop()
 
 
 async def test_compressed_connection_round_trip() -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import os
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Final, Protocol, cast
@@ -38,6 +37,7 @@ from roomcast.core.hooks import Hooks
 from roomcast.core.members import Member
 from roomcast.core.ratelimit import BucketPool, ConnectionBudget, RateLimiter
 from roomcast.net.handshake import check_request
+from roomcast.net.heartbeat import Heartbeat
 from roomcast.net.sendbuffer import SendBuffer
 from roomcast.net.token_clock import NOTICE, TokenClock
 from roomcast.runtime.config import FRAME_OVERHEAD_BYTES
@@ -64,6 +64,11 @@ _SNIFF_BYTES: Final = 16
 _BACKLOG_BEFORE_PAUSE: Final = 16
 # Bytes of one read handed to the frame parser at a time (see Connection._receive).
 _FEED_BYTES: Final = 4096
+# Pending connections the kernel queues before accept(); listen() silently caps it at
+# net.core.somaxconn (4096, the default since Linux 5.4), so more would only mislead.
+LISTEN_BACKLOG: Final = 4096
+# Ping payload: nothing matches pongs to pings (any frame from the client proves it alive).
+PING_PAYLOAD: Final = b"rc"
 
 
 def is_http_api_request(head: bytes) -> bool | None:
@@ -522,7 +527,8 @@ class Connection(asyncio.Protocol):
 
     def ping(self) -> None:
         if self.proto.state is State.OPEN:
-            self.proto.send_ping(os.urandom(4))
+            # A constant: os.urandom here cost a getrandom() call per connection per interval.
+            self.proto.send_ping(PING_PAYLOAD)
             self._flush_protocol()
 
     def close(self, code: int, reason: str) -> None:
@@ -957,15 +963,17 @@ class WebSocketServer:
         self._ids = itertools.count(1)
         self._id_prefix = f"{instance}-"
         self._server: asyncio.Server | None = None
-        self._heartbeat: asyncio.TimerHandle | None = None
+        self.heartbeat: Heartbeat[Connection] = Heartbeat(
+            loop, settings.ping_interval, self._check_alive
+        )
         self._all_closed = asyncio.Event()
         self._all_closed.set()
 
     async def start(self, host: str, port: int) -> int:
         self._server = await self.loop.create_server(
-            self._new_connection, host, port, backlog=4096, reuse_address=True
+            self._new_connection, host, port, backlog=LISTEN_BACKLOG, reuse_address=True
         )
-        self._schedule_heartbeat()
+        self.heartbeat.start()
         sockets = self._server.sockets
         return int(sockets[0].getsockname()[1]) if sockets else port
 
@@ -1004,11 +1012,13 @@ class WebSocketServer:
         self.metrics.connections_open.inc()
         self.metrics.connections_accepted.inc()
         self.tokens.track(conn)
+        self.heartbeat.add(conn)
         conn.inbound = self.inbound.acquire(conn.client_key)
 
     def closed(self, conn: Connection) -> None:
         self.connections.discard(conn)
         self.tokens.forget(conn)
+        self.heartbeat.discard(conn)
         if conn.inbound is not None:
             self.inbound.release(conn.client_key)
         self.metrics.connections_open.dec()
@@ -1027,29 +1037,21 @@ class WebSocketServer:
         # fail, not close: nothing the client sends after this is handled any more.
         conn.fail(CloseCode.TOKEN_EXPIRED, "token expired; reconnect with a new one")
 
-    def _schedule_heartbeat(self) -> None:
-        self._heartbeat = self.loop.call_later(self.settings.ping_interval, self._beat)
-
-    def _beat(self) -> None:
-        # The article's heartbeat, once per node instead of a task per connection: a connection
-        # silent for a whole interval after a ping (no pong, no frame) is dead.
-        dead = 0
-        for conn in list(self.connections):
-            if not conn.alive:
-                dead += 1
-                log.info("no pong; closing dead connection", extra={"connection": conn.id})
-                conn.abort()
-                continue
-            conn.alive = False
-            conn.ping()
-        if dead:
-            self.metrics.dead_connections_reaped.inc(dead)
-        self._schedule_heartbeat()
+    def _check_alive(self, conn: Connection) -> None:
+        # The article's heartbeat, one node-wide timer instead of a task per connection (and
+        # spread over the interval, see heartbeat.py): a connection silent for a whole interval
+        # after a ping (no pong, no frame) is dead.
+        if not conn.alive:
+            self.metrics.dead_connections_reaped.inc()
+            log.info("no pong; closing dead connection", extra={"connection": conn.id})
+            conn.abort()
+            return
+        conn.alive = False
+        conn.ping()
 
     async def drain(self, deadline: float) -> None:
         """Stop listening, send 1001 to everyone, wait until they are gone or time is up."""
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
+        self.heartbeat.stop()
         self.tokens.stop()
         if self._server is not None:
             self._server.close()
