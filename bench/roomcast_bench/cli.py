@@ -253,10 +253,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         runner = Runner(generator, plan, args.out) if generator is not None else None
         # Scenario by scenario, each server in turn, so noise from other users of the machine
         # hits both alike. Idle first: node RSS is read on nodes that have not served load yet.
-        for scenario in others if runner is not None else ():
+        for scenario in others:
             vias = plan.fanout_vias if scenario == "fanout" else (None,)
             for via in vias:
                 for system in systems.values():
+                    assert runner is not None  # there are systems
                     entry = run_scenario(runner, scenario, system, via)
                     result["scenarios"].append(entry)
     finally:

@@ -106,6 +106,19 @@ def start_one(name: str, ping_interval: float, roomcast_path: Path | None) -> Sy
     )
 
 
+def listen_overflows() -> int:
+    """TcpExt ListenOverflows + ListenDrops of the machine: SYNs dropped at a full backlog."""
+    try:
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+    except OSError:
+        return 0
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            table = dict(zip(names.split()[1:], values.split()[1:], strict=False))
+            return int(table.get("ListenOverflows", 0)) + int(table.get("ListenDrops", 0))
+    return 0
+
+
 def _metric_samples(url: str, prefix: str) -> dict[str, float]:
     """Prometheus samples whose name starts with ``prefix``; {} when unreachable."""
     try:
@@ -269,6 +282,7 @@ class OneNode:
                 )
                 cid += 1
         samples: list[tuple[float, int, int]] = []
+        overflows = listen_overflows()
         started = time.monotonic()
 
         def show(latest: list[dict[str, Any]]) -> str:
@@ -300,6 +314,8 @@ class OneNode:
             "seconds": round(seconds, 3),
             "connect_rate_per_s": connected / seconds if seconds else 0.0,
             "peak_rate_per_s": _peak_rate(samples),
+            # Machine-wide, so other users' listeners count too: 0 says the backlog held.
+            "listen_overflows": listen_overflows() - overflows,
             "samples": samples,  # (seconds, connections open, node RSS KiB)
         }
 

@@ -36,7 +36,7 @@ def test_every_collection_pause_is_timed_by_generation() -> None:
     metrics = Metrics(registry)
     callback = watch_pauses(metrics.observe_gc_pause)
     try:
-        cycles = [[] for _ in range(10_000)]
+        cycles: list[list[object]] = [[] for _ in range(10_000)]
         for cycle in cycles:
             cycle.append(cycle)  # reference cycles, so the full pass has work
         del cycles

@@ -36,6 +36,7 @@ from roomcast.core.auth import (
 from roomcast.core.hooks import Hooks
 from roomcast.core.members import Member
 from roomcast.core.ratelimit import BucketPool, ConnectionBudget, RateLimiter
+from roomcast.net.fd_limit import RETRY_AFTER_SECONDS, connection_limit, raise_open_files_limit
 from roomcast.net.handshake import check_request
 from roomcast.net.heartbeat import Heartbeat
 from roomcast.net.sendbuffer import SendBuffer
@@ -710,6 +711,13 @@ class Connection(asyncio.Protocol):
         server.opened(self)
         self._app.on_open(self)
 
+    def _node_full(self) -> Response:
+        """Refused before any token check or hook call: the node holds all it may."""
+        self._server.over_limit()
+        response = self.proto.reject(503, "node full: try again later or another node\n")
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
+
     def _decide(self, request: Request) -> Response | Coroutine[None, None, Identity]:
         server = self._server
         try:
@@ -724,6 +732,8 @@ class Connection(asyncio.Protocol):
             self.client_address = address
             if request.path.split("?", 1)[0] != CHAT_PATH:
                 return self.proto.reject(404, f"Not Found: WebSocket endpoint is {CHAT_PATH}\n")
+            if len(server.connections) >= server.max_connections:
+                return self._node_full()
             admitted = server.admit(request, offered, address)
             if admitted is not None and not isinstance(admitted, Identity):
                 return admitted  # the connect hook's call, awaited by _defer
@@ -968,6 +978,10 @@ class WebSocketServer:
         )
         self._all_closed = asyncio.Event()
         self._all_closed.set()
+        self.open_files = raise_open_files_limit()
+        self.max_connections = connection_limit(settings.max_connections, self.open_files)
+        self.metrics.connections_max.set(self.max_connections)
+        self._full_logged = -1e9
 
     async def start(self, host: str, port: int) -> int:
         self._server = await self.loop.create_server(
@@ -1001,6 +1015,20 @@ class WebSocketServer:
                 401, ErrorCode.TOKEN_MISSING, "a token is required (?token= or subprotocol)"
             )
         return self.verifier.verify(token)
+
+    def over_limit(self) -> None:
+        self.metrics.connections_over_limit.inc()
+        now = self.loop.time()
+        if now - self._full_logged >= 10.0:  # once per episode, not once per client
+            self._full_logged = now
+            log.warning(
+                "node full: refusing new handshakes with 503",
+                extra={
+                    "connections": len(self.connections),
+                    "max_connections": self.max_connections,
+                    "open_files_limit": self.open_files,
+                },
+            )
 
     def _new_connection(self) -> Connection:
         return Connection(self, f"{self._id_prefix}{next(self._ids):x}")

@@ -82,6 +82,17 @@ class Metrics:
         self.connections_accepted = Counter(
             "roomcast_connections_accepted", "WebSocket handshakes accepted", registry=registry
         )
+        self.connections_max = Gauge(
+            "roomcast_connections_max",
+            "WebSockets this node holds at most (ROOMCAST_MAX_CONNECTIONS, or its open-files"
+            " limit less a reserve)",
+            registry=registry,
+        )
+        self.connections_over_limit = Counter(
+            "roomcast_connections_over_limit",
+            "Handshakes refused with 503 because the node held roomcast_connections_max",
+            registry=registry,
+        )
         self.handshakes_rejected = Counter(
             "roomcast_handshakes_rejected",
             "Handshakes refused, by HTTP status (or timeout)",
