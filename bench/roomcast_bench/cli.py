@@ -191,6 +191,28 @@ def run_scenario(runner: Runner, scenario: str, system: System, via: str | None)
     return entry
 
 
+def _run_onenode(
+    args: argparse.Namespace,
+    plan: Plan,
+    servers: list[str],
+    kind: str,
+    progress: Progress,
+    roomcast_path: Path | None,
+    result: dict[str, Any],
+) -> None:
+    available = []
+    for name in servers:
+        reason = baseline_unavailable() if name == "baseline" else None
+        if reason:
+            result["skipped"]["baseline"] = reason
+            progress.log(f"baseline skipped: {reason}")
+        else:
+            available.append(name)
+    result["scenarios"] += onenode.run_servers(
+        available, build_onenode_plan(args), plan, kind, progress, args.out, roomcast_path
+    )
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     limit = raise_fd_limit()
     kind = client_kind(args.client)
@@ -222,18 +244,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         if "onenode" in plan.scenarios and not args.url:
             # First, on a machine where nothing of this run is started yet: one node at a time.
-            available = []
-            for name in servers:
-                reason = baseline_unavailable() if name == "baseline" else None
-                if reason:
-                    result["skipped"]["baseline"] = reason
-                    progress.log(f"baseline skipped: {reason}")
-                else:
-                    available.append(name)
-            result["scenarios"] += onenode.run_servers(
-                available, build_onenode_plan(args), plan, kind, progress, args.out,
-                roomcast_path,
-            )  # fmt: skip
+            _run_onenode(args, plan, servers, kind, progress, roomcast_path, result)
         others = [s for s in plan.scenarios if s != "onenode"]
         if args.url:
             systems["target"] = remote_system(args.url, _pid_groups(args.pid))

@@ -1,4 +1,5 @@
-"""The scenarios: fanout, ramp, idle, connect (onenode: onenode.py). Each returns a JSON-ready dict of figures."""
+"""The scenarios: fanout, ramp, idle, connect (onenode: onenode.py). Each returns a JSON-ready
+dict of figures."""
 
 from __future__ import annotations
 
