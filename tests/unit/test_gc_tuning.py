@@ -29,6 +29,7 @@ def test_every_collection_pause_is_timed_by_generation() -> None:
     import gc
 
     from prometheus_client import CollectorRegistry
+
     from roomcast.runtime.gc_tuning import watch_pauses
     from roomcast.runtime.metrics import Metrics
 
