@@ -292,6 +292,7 @@ class OneNode:
                 cid += 1
         samples: list[tuple[float, int, int]] = []
         overflows = listen_overflows()
+        window = CpuWindow({"nodes": [pid]}).start()
         started = time.monotonic()
 
         def show(latest: list[dict[str, Any]]) -> str:
@@ -311,10 +312,12 @@ class OneNode:
                 {"clients": w, "concurrency": plan.concurrency, "timeout": plan.connect_timeout}
                 for w in per_worker
             ],
-            timeout=120 + count / 100,
+            # Generous: a shared machine under load fills at tens of connections per second.
+            timeout=120 + count / 20,
             show=show,
         )
         seconds = time.monotonic() - started
+        node_cpu = window.stop()["nodes"]
         connected = sum(r["connected"] for r in replies)
         samples.append((round(seconds, 3), connected, rss_kib(pid)))
         failed = sum(r["failed"] for r in replies)
@@ -326,6 +329,7 @@ class OneNode:
             "seconds": round(seconds, 3),
             "connect_rate_per_s": connected / seconds if seconds else 0.0,
             "peak_rate_per_s": _peak_rate(samples),
+            "node_cpu_us_per_connect": node_cpu * 1e6 / connected if connected else None,
             # Machine-wide, so other users' listeners count too: 0 says the backlog held.
             "listen_overflows": listen_overflows() - overflows,
             "samples": samples,  # (seconds, connections open, node RSS KiB)
