@@ -256,7 +256,7 @@ class OneNode:
         self.progress.log(summary_line(entry))
 
     @staticmethod
-    def _cpu_at_rest(pid: int, seconds: float) -> dict[str, float | None]:
+    def _cpu_at_rest(pid: int, seconds: float) -> dict[str, Any]:
         window = CpuWindow({"nodes": [pid]}).start()
         started = time.monotonic()
         time.sleep(seconds)
