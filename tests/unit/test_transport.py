@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import cast
 
 import orjson
@@ -792,6 +793,31 @@ async def test_heartbeat_pings_then_reaps_silent_connection(registry: CollectorR
     assert quiet.transport.aborted
     assert not chatty.transport.aborted
     assert sample(registry, "roomcast_dead_connections_reaped_total") == 1.0
+    server.heartbeat.stop()
+
+
+async def test_heartbeat_ping_never_lands_inside_a_streamed_frame() -> None:
+    server = make_server(RecordingApp())
+    client = WsClient(server)
+    client.received()  # the welcome, if any
+    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    head, tail = b'{"type":"x","text":"', b'"}'
+
+    async def pieces() -> AsyncIterator[bytes]:
+        yield head
+        await gate
+        yield tail
+
+    streaming = asyncio.create_task(client.conn.send_pieces(len(head + tail), pieces()))
+    await settle()
+    client.conn.ping()  # mid-frame: held by the protocol until the frame ends
+    gate.set_result(None)
+    assert await streaming
+    frames = client.received()
+    assert [f.opcode for f in frames] == [Opcode.TEXT, Opcode.PING]
+    assert frames[0].data == head + tail
+    client.conn.ping()  # between frames: written at once
+    assert [(f.opcode, f.data) for f in client.received()] == [(Opcode.PING, b"rc")]
     server.heartbeat.stop()
 
 

@@ -68,8 +68,10 @@ _FEED_BYTES: Final = 4096
 # Pending connections the kernel queues before accept(); listen() silently caps it at
 # net.core.somaxconn (4096, the default since Linux 5.4), so more would only mislead.
 LISTEN_BACKLOG: Final = 4096
-# Ping payload: nothing matches pongs to pings (any frame from the client proves it alive).
+# Ping payload: nothing matches pongs to pings (any frame from the client proves it alive), so
+# a constant (os.urandom here cost a getrandom() call per connection per interval).
 PING_PAYLOAD: Final = b"rc"
+PING_FRAME: Final = bytes((0x80 | Opcode.PING.value, len(PING_PAYLOAD))) + PING_PAYLOAD
 
 
 def is_http_api_request(head: bytes) -> bool | None:
@@ -527,10 +529,19 @@ class Connection(asyncio.Protocol):
         return not self.closed
 
     def ping(self) -> None:
-        if self.proto.state is State.OPEN:
-            # A constant: os.urandom here cost a getrandom() call per connection per interval.
+        send = self._send
+        if self.proto.state is not State.OPEN or send is None:
+            return
+        if self._streaming:
+            # Inside one frame's payload: the protocol holds the ping until that frame ends.
             self.proto.send_ping(PING_PAYLOAD)
             self._flush_protocol()
+            return
+        # Framed once for all (a server's frames are unmasked, control frames never
+        # compressed): the heartbeat's cost per connection is one write, not a frame object
+        # and a trip through the protocol's buffer (about 3x less Python per ping).
+        if not send.write(PING_FRAME, force=self.lagging):
+            self.drop_slow_consumer()  # pings piling up for a client that never reads
 
     def close(self, code: int, reason: str) -> None:
         """Start the closing handshake (pending frames go first); abort if it stalls."""
