@@ -18,7 +18,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import subprocess
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,23 +111,26 @@ def start_one(name: str, ping_interval: float, roomcast_path: Path | None) -> Sy
     )
 
 
-def listen_overflows() -> int:
-    """TcpExt ListenOverflows + ListenDrops of the machine: SYNs dropped at a full backlog."""
+def accept_queue(port: int) -> tuple[int, int] | None:
+    """(connections waiting for accept(), backlog) of the listener on ``port`` (``ss``)."""
     try:
-        lines = Path("/proc/net/netstat").read_text().splitlines()
-    except OSError:
-        return 0
-    for names, values in zip(lines[::2], lines[1::2], strict=False):
-        if names.startswith("TcpExt:"):
-            table = dict(zip(names.split()[1:], values.split()[1:], strict=False))
-            return int(table.get("ListenOverflows", 0)) + int(table.get("ListenDrops", 0))
-    return 0
+        out = subprocess.run(
+            ["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, timeout=5,
+            check=False,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[1].isdigit() and fields[2].isdigit():
+            return int(fields[1]), int(fields[2])
+    return None
 
 
 def _metric_samples(url: str, prefix: str) -> dict[str, float]:
     """Prometheus samples whose name starts with ``prefix``; {} when unreachable."""
     try:
-        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=30) as response:
             text = response.read().decode()
     except OSError:
         return {}
@@ -291,7 +296,8 @@ class OneNode:
                 )
                 cid += 1
         samples: list[tuple[float, int, int]] = []
-        overflows = listen_overflows()
+        port = urllib.parse.urlsplit(url).port or 0
+        queue = {"max": 0, "backlog": 0, "read": 0.0}
         window = CpuWindow({"nodes": [pid]}).start()
         started = time.monotonic()
 
@@ -301,6 +307,12 @@ class OneNode:
             elapsed = time.monotonic() - started
             if not samples or elapsed - samples[-1][0] >= 0.2:
                 samples.append((round(elapsed, 3), connected, rss_kib(pid)))
+            if elapsed - queue["read"] >= 1.0:
+                queue["read"] = elapsed
+                waiting = accept_queue(port)
+                if waiting is not None:
+                    queue["max"] = max(queue["max"], waiting[0])
+                    queue["backlog"] = waiting[1]
             return (
                 f"onenode {system.name}: {connected:,}/{count:,} open, {failed} failed,"
                 f" {connected / max(elapsed, 1e-9):,.0f}/s"
@@ -330,8 +342,9 @@ class OneNode:
             "connect_rate_per_s": connected / seconds if seconds else 0.0,
             "peak_rate_per_s": _peak_rate(samples),
             "node_cpu_us_per_connect": node_cpu * 1e6 / connected if connected else None,
-            # Machine-wide, so other users' listeners count too: 0 says the backlog held.
-            "listen_overflows": listen_overflows() - overflows,
+            # The node's listener, read about once a second: how close the fill came to it.
+            "accept_queue_max": int(queue["max"]),
+            "listen_backlog": int(queue["backlog"]),
             "samples": samples,  # (seconds, connections open, node RSS KiB)
         }
 
