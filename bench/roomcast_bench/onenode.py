@@ -40,6 +40,8 @@ FD_MARGIN = 300
 EXTRAPOLATE_TO = 100_000
 # The article's server pings every 30 s (setInterval in bench/baseline/server.js).
 BASELINE_PING_INTERVAL = 30.0
+# Share of the members that may miss every readiness probe before the run fails.
+MAY_MISS_PROBES = 0.005
 # Connection samples while filling: one per progress report, about every 0.25 s.
 RATE_WINDOW_SECONDS = 1.0
 
@@ -336,8 +338,9 @@ class OneNode:
         if failed:
             errors = [e for r in replies for e in r.get("errors", [])]
             raise BenchError(f"onenode {system.name}: {failed} of {count} failed: {errors[:3]}")
-        self._await_joins(system.name, gen, count)
+        ready = self._await_joins(system.name, gen, count)
         return sizes, {
+            "joined": ready,
             "seconds": round(seconds, 3),
             "connect_rate_per_s": connected / seconds if seconds else 0.0,
             "peak_rate_per_s": _peak_rate(samples),
@@ -348,10 +351,14 @@ class OneNode:
             "samples": samples,  # (seconds, connections open, node RSS KiB)
         }
 
-    def _await_joins(self, name: str, gen: Generator, count: int) -> None:
-        """Every member saw a probe from its room: its join is done and its node hears it."""
+    def _await_joins(self, name: str, gen: Generator, count: int) -> int:
+        """Every member saw a probe from its room: its join is done and its node hears it.
+
+        On a loaded machine a few may never see one (a client starved past its pings): up to
+        MAY_MISS_PROBES of them is reported (``joined``, and as loss in the fan-out) rather than
+        failing the run."""
         ready = 0
-        for round_no in range(1, 41):
+        for round_no in range(1, 21):
             replies = gen.call(
                 "probe", {"round": round_no, "quiet": self.base.quiet, "limit": 10.0},
                 timeout=60,
@@ -359,7 +366,9 @@ class OneNode:
             ready = sum(r["ready"] for r in replies)
             self.progress.update(f"onenode {name}: {ready:,}/{count:,} joined (probe {round_no})")
             if ready >= count:
-                return
+                return ready
+        if count - ready <= count * MAY_MISS_PROBES:
+            return ready
         raise BenchError(f"onenode {name}: only {ready} of {count} members ever saw a probe")
 
 
