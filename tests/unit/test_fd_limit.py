@@ -22,6 +22,6 @@ def test_soft_open_files_limit_is_raised_to_the_hard_one() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
         now = raise_open_files_limit()
         assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == hard
-        assert now == hard or hard == resource.RLIM_INFINITY
+        assert hard in (now, resource.RLIM_INFINITY)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
