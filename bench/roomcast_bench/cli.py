@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from roomcast_bench import bigroom, report
+from roomcast_bench import bigroom, onenode, report
 from roomcast_bench.coordinator import BenchError, Generator, Progress
 from roomcast_bench.scenarios import SMOKE_PLAN, Plan, Runner
 from roomcast_bench.systems import (
@@ -33,7 +33,7 @@ from roomcast_bench.systems import (
 )
 from roomcast_bench.worker import client_kind, raise_fd_limit
 
-SCENARIOS = ("idle", "connect", "fanout", "ramp", "bigroom")
+SCENARIOS = ("idle", "connect", "fanout", "ramp", "bigroom", "onenode")
 # --smoke's storm is 60 clients: a low threshold so that it still crosses into a big room.
 SMOKE_ROOMCAST_ENV = {"ROOMCAST_BIG_ROOM_MEMBERS": "20"}
 
@@ -102,6 +102,13 @@ def build_plan(args: argparse.Namespace) -> Plan:
     return plan
 
 
+def build_onenode_plan(args: argparse.Namespace) -> onenode.OneNodePlan:
+    plan = dataclasses.replace(onenode.SMOKE_ONENODE if args.smoke else onenode.OneNodePlan())
+    if args.onenode_target is not None:
+        plan.target = args.onenode_target
+    return plan
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python bench/run.py",
@@ -133,6 +140,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--bigroom-deadline", type=float, help="bigroom: seconds the storm may take (then cut)"
     )
+    parser.add_argument(
+        "--onenode-target", type=int, metavar="N",
+        help="onenode: connections to open on one node (default: as many as its fd limit allows;"
+        " a lower limit cuts it and the result says so)",
+    )  # fmt: skip
     parser.add_argument(
         "--profile", type=float, default=0.0, metavar="SECONDS",
         help="py-spy one roomcast node during an extra fan-out step of SECONDS and extra connect"
@@ -192,6 +204,28 @@ def run_scenario(runner: Runner, scenario: str, system: System, via: str | None)
     return entry
 
 
+def _run_onenode(
+    args: argparse.Namespace,
+    plan: Plan,
+    servers: list[str],
+    kind: str,
+    progress: Progress,
+    roomcast_path: Path | None,
+    result: dict[str, Any],
+) -> None:
+    available = []
+    for name in servers:
+        reason = baseline_unavailable() if name == "baseline" else None
+        if reason:
+            result["skipped"]["baseline"] = reason
+            progress.log(f"baseline skipped: {reason}")
+        else:
+            available.append(name)
+    result["scenarios"] += onenode.run_servers(
+        available, build_onenode_plan(args), plan, kind, progress, args.out, roomcast_path
+    )
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     limit = raise_fd_limit()
     kind = client_kind(args.client)
@@ -222,9 +256,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result["roomcast_source"] = git_describe(args.roomcast_rev)
     try:
         extra_env = SMOKE_ROOMCAST_ENV if args.smoke else {}
+        if "onenode" in plan.scenarios and not args.url:
+            # First, on a machine where nothing of this run is started yet: one node at a time.
+            _run_onenode(args, plan, servers, kind, progress, roomcast_path, result)
+        others = [s for s in plan.scenarios if s != "onenode"]
         if args.url:
             systems["target"] = remote_system(args.url, _pid_groups(args.pid))
-        else:
+        elif others:
             for name in servers:
                 if name == "baseline":
                     reason = baseline_unavailable()
@@ -236,14 +274,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 systems[name] = start_system(name, roomcast_path=roomcast_path, env=extra_env)
             if "roomcast" in systems:
                 result["roomcast_env"] = {**ROOMCAST_BENCH_ENV, **extra_env}
-        generator = Generator(args.workers, kind, progress)
-        runner = Runner(generator, plan, args.out)
+        generator = Generator(args.workers, kind, progress) if systems else None
+        runner = Runner(generator, plan, args.out) if generator is not None else None
         # Scenario by scenario, each server in turn, so noise from other users of the machine
         # hits both alike. Idle first: node RSS is read on nodes that have not served load yet.
-        for scenario in plan.scenarios:
+        for scenario in others:
             vias = plan.fanout_vias if scenario == "fanout" else (None,)
             for via in vias:
                 for system in systems.values():
+                    assert runner is not None  # there are systems
                     entry = run_scenario(runner, scenario, system, via)
                     result["scenarios"].append(entry)
     finally:
@@ -280,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     json_path = args.out / f"{stem}.json"
     json_path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     png = report.plot(result, args.out / f"{stem}.png")
+    onenode_png = onenode.plot(result, args.out / f"{stem}-onenode.png")
     table = report.markdown(result)
     (args.out / f"{stem}.md").write_text(f"Command: `{result['command']}`\n\n{table}\n")
     print(table)
@@ -290,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             "plot:    skipped (matplotlib is not installed: pip install -r bench/requirements.txt)"
         )
+    if onenode_png is not None:
+        print(f"plot:    {onenode_png}")
     for name, reason in result["skipped"].items():
         print(f"{name} skipped: {reason}")
     return 0

@@ -1,4 +1,5 @@
-"""The scenarios: fanout, ramp, idle, connect. Each returns a JSON-ready dict of figures."""
+"""The scenarios: fanout, ramp, idle, connect (onenode: onenode.py). Each returns a JSON-ready
+dict of figures."""
 
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ class Plan:
     bigroom_concurrency: int = 200  # handshakes in flight per worker
     bigroom_deadline: float = 180.0  # seconds for the storm to be told to every member
     bigroom_messages: int = 20  # one at a time, each once the previous reached every member
-    scenarios: tuple[str, ...] = ("idle", "connect", "fanout", "ramp", "bigroom")
+    scenarios: tuple[str, ...] = ("idle", "connect", "fanout", "ramp", "bigroom", "onenode")
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -23,7 +23,7 @@ from roomcast.net.http_internal import InternalHttpServer
 from roomcast.net.http_public import PublicHttp
 from roomcast.net.transport import CHAT_PATH, Outbox, WebSocketServer
 from roomcast.runtime.config import Settings
-from roomcast.runtime.gc_tuning import tune_collector
+from roomcast.runtime.gc_tuning import tune_collector, watch_pauses
 from roomcast.runtime.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -243,6 +243,7 @@ async def serve(settings: Settings) -> None:
     await server.start()
     # After start-up, so modules, settings and the metrics registry are frozen out of GC passes.
     tune_collector(settings.gc_threshold)
+    watch_pauses(server.metrics.observe_gc_pause)
     loop = asyncio.get_running_loop()
     drains: list[asyncio.Task[None]] = []  # a reference, so the drain task cannot be collected
 

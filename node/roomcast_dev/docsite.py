@@ -165,6 +165,10 @@ SETTING_MEANINGS: Final[dict[str, str]] = {
     "rate_limit_burst": "the same bucket's burst",
     "handshake_timeout": "seconds to complete the HTTP upgrade",
     "ping_interval": "seconds; a connection silent for a whole interval after a ping is closed",
+    "max_connections": (
+        "WebSockets open at once on this node; over it a handshake gets 503 with Retry-After;"
+        " 0: the open-files limit (RLIMIT_NOFILE) less a reserve (see operations)"
+    ),
     "close_timeout": "seconds for a client to finish a close before the socket is cut",
     "drain_timeout": "seconds from SIGTERM to exit",
     "redis_timeout": "connect/confirm/reply timeout towards Redis, seconds",

@@ -66,8 +66,10 @@ def entries(result: dict[str, Any], server: str) -> dict[str, dict[str, Any]]:
 
 def check_server(result: dict[str, Any], server: str) -> None:
     found = entries(result, server)
-    assert set(found) == {"idle/direct", "connect/direct", "fanout/direct", "fanout/nginx",
-                          "ramp/nginx", "bigroom/direct"}, found.keys()  # fmt: skip
+    expected = {"idle/direct", "connect/direct", "fanout/direct", "fanout/nginx", "ramp/nginx",
+                "bigroom/direct", "onenode/direct"}  # fmt: skip
+    assert set(found) == expected, found.keys()
+    check_onenode(found["onenode/direct"])
     for key in ("fanout/direct", "fanout/nginx", "ramp/nginx"):
         for step in found[key]["steps"]:
             assert step["deliveries"] > 0, (key, step)
@@ -105,6 +107,28 @@ def check_server(result: dict[str, Any], server: str) -> None:
         found["fanout/direct"]["steps"][-1]["system_cpu_share"].get("nodes"),
     ):
         assert share is None or 0.0 <= share <= 1.0, share  # None: no 10 ms tick in the window
+
+
+def check_onenode(entry: dict[str, Any]) -> None:
+    """One node filled to the smoke size, from several generator processes."""
+    assert "error" not in entry, entry.get("error")
+    assert entry["connections"] == entry["open_at_measurement"] > 0, entry
+    assert entry["fd_limit"] > entry["connections"], entry
+    assert entry["generator_workers"] >= 2, entry  # the smoke size still needs two processes
+    fill = entry["fill"]
+    assert fill["connect_rate_per_s"] > 0, fill
+    assert fill["samples"][-1][1] == entry["connections"], fill["samples"][-1]
+    assert all(rss > 0 for _, _, rss in fill["samples"]), fill["samples"]
+    assert entry["kib_per_connection"] is not None
+    assert entry["cpu_at_rest_full"]["cpu_seconds"] >= 0
+    step = entry["steps"][0]
+    assert step["deliveries"] == step["deliveries_expected"] > 0, step
+    assert 0 < step["latency_ms"]["p50"] <= step["latency_ms"]["p99"], step["latency_ms"]
+    extrapolated = entry["extrapolated"]
+    assert extrapolated["connections"] == 100_000
+    assert "RLIMIT_NOFILE" in extrapolated["why"]
+    if entry["server"] == "roomcast":  # its GC pauses are read from the node's metrics
+        assert set(entry["gc"]) == {"gen0", "gen1", "gen2"}, entry["gc"]
 
 
 @pytest.mark.timeout(600)

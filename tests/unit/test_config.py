@@ -346,6 +346,7 @@ def test_every_env_name_is_read() -> None:
         "ROOMCAST_NODE_ID": "zz-test-node",
         "ROOMCAST_MAX_FRAME_BYTES": "1000",
         "ROOMCAST_MAX_ROOMS_PER_CONNECTION": "2",
+        "ROOMCAST_MAX_CONNECTIONS": "777",
         "ROOMCAST_SEND_BUFFER_BYTES": "5000",
         "ROOMCAST_RATE_LIMIT_PER_SECOND": "3",
         "ROOMCAST_RATE_LIMIT_BURST": "4",

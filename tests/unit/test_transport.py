@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import cast
 
 import orjson
@@ -779,18 +780,47 @@ async def test_close_while_handler_pending_drops_backlog() -> None:
 async def test_heartbeat_pings_then_reaps_silent_connection(registry: CollectorRegistry) -> None:
     server = make_server(RecordingApp(), registry=registry)
     quiet, chatty = WsClient(server), WsClient(server)
-    server._beat()
+
+    def one_interval() -> None:  # every tick of one heartbeat interval, at once
+        for _ in range(server.heartbeat.slices):
+            server.heartbeat._fire()
+
+    one_interval()
     assert [f.opcode for f in quiet.received()] == [Opcode.PING]
     assert [f.opcode for f in chatty.received()] == [Opcode.PING]
     assert not quiet.conn.alive
     chatty.push()  # the client library's automatic pong
     assert chatty.conn.alive
-    server._beat()
+    one_interval()
     assert quiet.transport.aborted
     assert not chatty.transport.aborted
     assert sample(registry, "roomcast_dead_connections_reaped_total") == 1.0
-    assert server._heartbeat is not None
-    server._heartbeat.cancel()
+    server.heartbeat.stop()
+
+
+async def test_heartbeat_ping_never_lands_inside_a_streamed_frame() -> None:
+    server = make_server(RecordingApp())
+    client = WsClient(server)
+    client.received()  # the welcome, if any
+    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    head, tail = b'{"type":"x","text":"', b'"}'
+
+    async def pieces() -> AsyncIterator[bytes]:
+        yield head
+        await gate
+        yield tail
+
+    streaming = asyncio.create_task(client.conn.send_pieces(len(head + tail), pieces()))
+    await settle()
+    client.conn.ping()  # mid-frame: held by the protocol until the frame ends
+    gate.set_result(None)
+    assert await streaming
+    frames = client.received()
+    assert [f.opcode for f in frames] == [Opcode.TEXT, Opcode.PING]
+    assert frames[0].data == head + tail
+    client.conn.ping()  # between frames: written at once
+    assert [(f.opcode, f.data) for f in client.received()] == [(Opcode.PING, b"rc")]
+    server.heartbeat.stop()
 
 
 async def test_compressed_connection_round_trip() -> None:

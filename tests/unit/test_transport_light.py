@@ -15,7 +15,7 @@ from websockets.uri import parse_uri
 
 from roomcast.core.auth import Identity
 from roomcast.core.hooks import Hooks
-from roomcast.net.transport import Connection
+from roomcast.net.transport import PING_PAYLOAD, Connection
 from tests.support.wsharness import FakeTransport, RecordingApp, WsClient, make_server, settle
 
 
@@ -146,7 +146,7 @@ async def test_heartbeat_ping_and_the_clients_pong() -> None:
     client.conn.alive = False
     client.conn.ping()
     frames = client.received()
-    assert [f.opcode for f in frames] == [Opcode.PING] and len(frames[0].data) == 4
+    assert [f.opcode for f in frames] == [Opcode.PING] and frames[0].data == PING_PAYLOAD
     client.push()  # the client protocol answered the ping with a pong
     assert client.conn.alive
     assert client.conn.proto is None

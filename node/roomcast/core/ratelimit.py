@@ -129,9 +129,14 @@ class BucketPool:
         if not self._idle:
             return
         deadline = time.monotonic() - self._refill
-        for key, (_, released) in list(self._idle.items()):
+        # No copy of the whole dict first: this runs on every acquire, and after a mass
+        # disconnect the dict holds every client that left (a reconnect storm was quadratic).
+        expired = []
+        for key, (_, released) in self._idle.items():
             if released > deadline:
                 break  # insertion order is release order
+            expired.append(key)
+        for key in expired:
             del self._idle[key]
 
 

@@ -71,6 +71,9 @@ class Settings:
     rate_limit_per_second: float = 50.0
     rate_limit_burst: int = 100
     max_fragments: int = 64  # frames one message may be split into
+    # WebSockets open at once on this node; 0: the process's RLIMIT_NOFILE less a reserve
+    # (net/fd_limit.py). Over it, handshakes get 503 + Retry-After instead of a dropped socket.
+    max_connections: int = 0
     # bytes received per client (token subject, or address in open mode) over all its
     # connections on a node; each frame costs its payload plus FRAME_OVERHEAD_BYTES (the
     # burst used is at least one largest frame). The defaults hold the client message limits
@@ -413,6 +416,7 @@ _PARSERS: dict[str, Callable[[str, str], object]] = {
     "rate_limit_per_second": lambda n, r: _parse_float(n, r, 0.1, 1_000_000),
     "rate_limit_burst": lambda n, r: _parse_int(n, r, 1, 1_000_000),
     "max_fragments": lambda n, r: _parse_int(n, r, 1, 4096),
+    "max_connections": lambda n, r: _parse_int(n, r, 0, 100_000_000),
     "client_receive_bytes_per_second": lambda n, r: _parse_int(n, r, 1024, 2**40),
     "client_receive_bytes_burst": lambda n, r: _parse_int(n, r, 4096, 2**40),
     "handshake_timeout": lambda n, r: _parse_float(n, r, 0.1, 3600),
