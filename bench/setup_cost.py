@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 import orjson
@@ -116,8 +117,7 @@ async def _open(host: str, port: int) -> Client:
     assert client.transport is not None
     client.transport.write(
         b"GET /chat HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        % (host.encode(), port, key)
+        b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % (host.encode(), port, key)
     )
     await client.waiting
     return client
@@ -159,7 +159,7 @@ class Phase:
         if self.pyspy_dir is not None:
             out = self.pyspy_dir / f"setup-{name}.txt"
             pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-            recorder = subprocess.Popen(
+            recorder = subprocess.Popen(  # noqa: ASYNC220 (returns at once)
                 [pyspy, "record", "--format", "raw", "--rate", "500", "--nonblocking",
                  "-o", str(out), "--pid", str(self.pid)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -195,9 +195,7 @@ class Phase:
 
 async def measure(host: str, port: int, pid: int, setups: int, pyspy_dir: Path | None) -> None:
     anchors = [await _open(host, port) for _ in range(ROOMS)]
-    await _bounded(
-        [lambda a=a, i=i: _join(a, f"room-{i}", f"anchor-{i}") for i, a in enumerate(anchors)]
-    )
+    await _bounded([partial(_join, a, f"room-{i}", f"anchor-{i}") for i, a in enumerate(anchors)])
     phase = Phase(pid, pyspy_dir)
     clients: list[Client] = []
 
@@ -209,17 +207,15 @@ async def measure(host: str, port: int, pid: int, setups: int, pyspy_dir: Path |
 
     async def joins() -> None:
         await _bounded(
-            [
-                lambda c=c, i=i: _join(c, f"room-{i % ROOMS}", f"user-{i}")
-                for i, c in enumerate(clients)
-            ]
+            [partial(_join, c, f"room-{i % ROOMS}", f"user-{i}") for i, c in enumerate(clients)]
         )
+        # Every anchor counts the user_joined it got; polled, as they come from many sockets.
         deadline = time.monotonic() + 30
-        while sum(a.seen for a in anchors) < setups and time.monotonic() < deadline:
+        while sum(a.seen for a in anchors) < setups and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
 
     async def closes() -> None:
-        await _bounded([lambda c=c: _close(c) for c in clients])
+        await _bounded([partial(_close, c) for c in clients])
 
     await phase.run("handshake", setups, handshakes())
     await phase.run("join", setups, joins())

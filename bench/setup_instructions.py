@@ -7,13 +7,14 @@ Run: ``.venv/bin/python bench/setup_instructions.py [--count 3000]``; prints CPU
 handshake (request → 101 + welcome queued and flushed), per join (join frame → ``joined`` to the
 joiner and ``user_joined`` to the room's one other member) and per delivery (one message
 fanned out to 33 members, a node's share of a 100-member room). Under
-``valgrind --tool=callgrind`` the same parts are counted in instructions, which do not move with the load of a shared machine:
+``valgrind --tool=callgrind`` the same parts are counted in instructions, which do not move
+with the load of a shared machine:
 
     valgrind --tool=callgrind --collect-atstart=no --toggle-collect=builtin_exec \
         .venv/bin/python bench/setup_instructions.py --count 200 handshake
 
 counts the measured window alone (it runs inside ``exec``); divide by the count (for
-``delivery``, by the count × 33: each message is 33 deliveries). The setup of each window
+``delivery``, by 33 times the count: each message is 33 deliveries). The setup of each window
 (anchors, members, frames) is left out.
 """
 
@@ -29,16 +30,16 @@ from typing import cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import orjson  # noqa: E402
-import uvloop  # noqa: E402
-from prometheus_client import CollectorRegistry  # noqa: E402
+import orjson
+import uvloop
+from prometheus_client import CollectorRegistry
 
-from roomcast.broker import HistoryLimits  # noqa: E402
-from roomcast.broker.memory import MemoryBroker  # noqa: E402
-from roomcast.core.node import Node  # noqa: E402
-from roomcast.net.transport import Connection, WebSocketServer  # noqa: E402
-from roomcast.runtime.metrics import Metrics  # noqa: E402
-from tests.support.wsharness import INSTANCE, FakeTransport, make_settings  # noqa: E402
+from roomcast.broker import HistoryLimits
+from roomcast.broker.memory import MemoryBroker
+from roomcast.core.node import Node
+from roomcast.net.transport import Connection, WebSocketServer
+from roomcast.runtime.metrics import Metrics
+from tests.support.wsharness import INSTANCE, FakeTransport, make_settings
 
 ROOM_SIZE = 33
 OFF = 1_000_000.0
@@ -164,11 +165,10 @@ def measure(part: str, count: int) -> float:
     asyncio.set_event_loop(loop)
     try:
         bench = loop.run_until_complete(Bench.start())
-        work = getattr(bench, PARTS[part])
-        spent: list[float] = []
+        names = {"loop": loop, "work": getattr(bench, PARTS[part]), "count": count, "spent": []}
         # callgrind --toggle-collect=builtin_exec counts this call and nothing else.
-        exec("spent.append(loop.run_until_complete(work(count)))")
-        return spent[0] * 1e6 / count
+        exec("spent.append(loop.run_until_complete(work(count)))", None, names)
+        return float(names["spent"][0]) * 1e6 / count
     finally:
         loop.close()
 
