@@ -67,6 +67,15 @@ async def turns(count: int) -> None:
         await asyncio.sleep(0)
 
 
+async def until(transport: FakeTransport, mark: bytes, limit: int = 10_000) -> None:
+    """Loop turns until ``transport`` got a frame holding ``mark`` (bounded)."""
+    for _ in range(limit):
+        if any(mark in data for data in transport.written):
+            return
+        await asyncio.sleep(0)
+    raise RuntimeError(f"no {mark!r} after {limit} loop turns")
+
+
 class Bench:
     def __init__(self, server: WebSocketServer) -> None:
         self.server = server
@@ -124,8 +133,9 @@ class Bench:
         for i in range(count):
             conn, transport = self.open()
             conn.data_received(masked({"type": "join", "room": f"r{i}", "username": "anchor"}))
+            await until(transport, b'"joined"')
+            transport.written.clear()
             anchors.append((conn, transport))
-        await turns(10)
         frames = [masked({"type": "join", "room": f"r{i}", "username": "u"}) for i in range(count)]
         joiners = [self.open() for _ in range(count)]
         await turns(2)
@@ -134,17 +144,17 @@ class Bench:
             transport.take()
             started = time.process_time()
             conn.data_received(frame)
-            await turns(6)
+            await until(transport, b'"joined"')
             cpu += time.process_time() - started
-            assert b'"joined"' in transport.take()
-        assert all(b"user_joined" in transport.take() for _, transport in anchors)
+        for _, transport in anchors:
+            await until(transport, b'"user_joined"')
         return cpu
 
     async def deliveries(self, count: int) -> float:
         members = [self.open() for _ in range(ROOM_SIZE)]
         for i, (conn, _) in enumerate(members):
             conn.data_received(masked({"type": "join", "room": "room", "username": f"m{i}"}))
-            await turns(10)
+            await until(members[i][1], b'"joined"')
         frames = [masked({"type": "message", "room": "room", "text": f"{i:08d}" * 12})
                   for i in range(count)]  # fmt: skip
         sender = members[0][0]
@@ -154,9 +164,8 @@ class Bench:
                 transport.written.clear()
             started = time.process_time()
             sender.data_received(frame)
-            await turns(4)
+            await until(members[-1][1], b'"message"')
             cpu += time.process_time() - started
-            assert all(transport.written for _, transport in members)
         return cpu / ROOM_SIZE  # per delivery
 
 
