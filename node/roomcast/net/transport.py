@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import os
 import sys
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterable, Sequence
@@ -76,6 +75,9 @@ _TEXT: Final = 0x1
 _PING: Final = 0x9
 _PONG: Final = 0xA
 _PING_HEAD: Final = b"\x89\x04"  # a server ping with a 4-byte payload
+# Any frame back proves the client alive (data_received), so a ping's payload only has to be a
+# valid one: no os.urandom, a getrandom() system call per connection per beat.
+_PING_PAYLOAD: Final = b"ping"
 
 
 def is_http_api_request(head: bytes) -> bool | None:
@@ -695,9 +697,9 @@ class Connection(asyncio.Protocol):
         if not self._is_open():
             return
         if self.proto is None and not self._streaming:
-            self._write_control(_PING_HEAD + os.urandom(4))
+            self._write_control(_PING_HEAD + _PING_PAYLOAD)
             return
-        self._protocol().send_ping(os.urandom(4))
+        self._protocol().send_ping(_PING_PAYLOAD)
         self._flush_protocol()
 
     def close(self, code: int, reason: str) -> None:
