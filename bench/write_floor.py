@@ -10,7 +10,9 @@ sockets (a node's share of a 100-member room) 100 times a second, read by anothe
 ``--batch B`` it writes B frames per write (what coalescing does at higher rates).
 
 Run: ``.venv/bin/python bench/write_floor.py`` (about 20 s); loopback only, bounded, it stops
-its reader process itself. Writes ``bench/results/write_floor.md``.
+its reader process itself. Writes ``bench/results/write_floor.md``. ``make bench`` runs it too,
+one frame per write at the fan-out scenario's rate and room share, in the same run as the
+fan-out (``--json``: one JSON line, no file), for the per-delivery target.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import selectors
 import socket
@@ -78,12 +81,21 @@ def main() -> int:
     parser.add_argument("--recipients", type=int, default=33)
     parser.add_argument("--rate", type=float, default=100.0, help="messages per second")
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--batches", default="1,2,4,8", help="frames per write, comma list")
+    parser.add_argument("--json", action="store_true", help="print one JSON line, no file")
     args = parser.parse_args()
     rows = []
-    for batch in (1, 2, 4, 8):
+    for batch in (int(b) for b in args.batches.split(",") if b):
         micros = uvloop.run(_measure(args.recipients, args.rate, args.seconds, batch))
         rows.append((batch, micros))
-        print(f"{batch} frame(s) per write: {micros:.2f} µs CPU per delivery", flush=True)
+        if not args.json:
+            print(f"{batch} frame(s) per write: {micros:.2f} µs CPU per delivery", flush=True)
+    if args.json:
+        print(json.dumps({
+            "recipients": args.recipients, "messages_per_s": args.rate, "seconds": args.seconds,
+            "cpu_us_per_delivery": {str(batch): micros for batch, micros in rows},
+        }))  # fmt: skip
+        return 0
     lines = [
         "# Write floor: CPU per delivery of bare socket writes (bench/write_floor.py)",
         "",

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from roomcast_bench import bigroom, onenode, report
+from roomcast_bench import bigroom, floor, onenode, report
 from roomcast_bench.coordinator import BenchError, Generator, Progress
 from roomcast_bench.scenarios import SMOKE_PLAN, Plan, Runner
 from roomcast_bench.systems import (
@@ -226,6 +226,20 @@ def _run_onenode(
     )
 
 
+def _write_floor(plan: Plan, progress: Progress) -> dict[str, Any]:
+    """Bare socket writes at the fan-out's rate and room share, just before the fan-out."""
+    progress.update("write floor: bare socket writes at the fan-out's rate", force=True)
+    measured = floor.measure(plan.fanout_members, plan.fanout_rate, plan.fanout_seconds)
+    if "error" in measured:
+        progress.log(f"  write floor: {measured['error']}")
+    else:
+        progress.log(
+            f"  write floor: {measured['cpu_us_per_delivery']:.2f} µs CPU per delivery"
+            f" ({measured['recipients']} sockets, {measured['messages_per_s']:g} messages/s)"
+        )
+    return measured
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     limit = raise_fd_limit()
     kind = client_kind(args.client)
@@ -279,6 +293,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # Scenario by scenario, each server in turn, so noise from other users of the machine
         # hits both alike. Idle first: node RSS is read on nodes that have not served load yet.
         for scenario in others:
+            if scenario == "fanout" and not args.url:
+                result["write_floor"] = _write_floor(plan, progress)
             vias = plan.fanout_vias if scenario == "fanout" else (None,)
             for via in vias:
                 for system in systems.values():

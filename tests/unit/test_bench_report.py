@@ -34,7 +34,7 @@ def test_setup_target_row_states_the_kernel_time_of_both_servers_against_the_bud
     assert setup["met"] is False
     assert setup["note"] == (
         "the nodes' kernel time alone: 160.0 µs here, 150.0 µs in the baseline;"
-        " the target's budget is 150.0 µs"
+        " the target's budget is 240.0 µs"
     )
 
 
@@ -96,7 +96,32 @@ def test_cpu_splits_put_both_servers_in_units_of_the_baselines_cpu() -> None:
         step = {"cpu_us_per_delivery": {"nodes": us}, "system_cpu_share": {"nodes": share}}
         return {"scenario": "fanout", "server": server, "via": "direct", "steps": [step]}
 
-    result = {"scenarios": [fanout("roomcast", 15.0, 0.5), fanout("baseline", 20.0, 0.5)]}
+    result: dict[str, Any] = {
+        "scenarios": [fanout("roomcast", 15.0, 0.5), fanout("baseline", 20.0, 0.5)]
+    }
     (split,) = _cpu_splits(result)  # no connect entries: only the per-delivery target
-    assert split["limit"] == 0.25
+    assert split["limit"] is None  # no write floor measured: no budget to draw
     assert split["servers"] == {"roomcast": (0.375, 0.375), "baseline": (0.5, 0.5)}
+    result["write_floor"] = {"cpu_us_per_delivery": 10.0}
+    (split,) = _cpu_splits(result)
+    assert split["limit"] == 1.15 * 10.0 / 20.0  # 1.15x the floor, in units of the baseline
+
+
+def test_delivery_target_is_against_the_write_floor_of_the_same_run() -> None:
+    def fanout(server: str, us: float) -> dict[str, Any]:
+        step = {"cpu_us_per_delivery": {"nodes": us}, "system_cpu_share": {"nodes": 0.5}}
+        return {"scenario": "fanout", "server": server, "via": "direct", "steps": [step]}
+
+    result: dict[str, Any] = {
+        "scenarios": [fanout("roomcast", 12.0), fanout("baseline", 16.0)],
+        "write_floor": {"cpu_us_per_delivery": 10.0},
+    }
+    row = targets(result)[0]
+    assert row["target"].startswith("node CPU per delivery")
+    assert (row["ours"], row["baseline"], row["ratio"]) == (12.0, 10.0, 1.2)
+    assert row["met"] is False and row["limit"] == "≤ 1.15\N{MULTIPLICATION SIGN} floor"
+    assert row["note"] == "the baseline: 16.00 µs (1.60\N{MULTIPLICATION SIGN} the floor)"
+    result["write_floor"] = {"cpu_us_per_delivery": 11.0}
+    assert targets(result)[0]["met"] is True
+    del result["write_floor"]
+    assert targets(result)[0]["met"] is None  # no floor measured: not judged

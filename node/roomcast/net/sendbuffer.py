@@ -69,6 +69,26 @@ class SendBuffer:
         transport.write(data)
         return True
 
+    def offer(self, data: bytes) -> int:
+        """:meth:`write` for the fan-out path, which also says where the client stands: 0 when
+        queued and the client is within the limit, 1 when queued but it is now :attr:`over`,
+        -1 when refused (nothing queued).
+
+        A socket that is not backed up is asked for its buffer size once instead of twice:
+        after the write at most ``data`` waits in the node, which the limit holds."""
+        transport = self._transport
+        if (
+            not self.paused
+            and not self._held
+            and len(data) <= self._limit
+            and not transport.get_write_buffer_size()
+        ):
+            transport.write(data)
+            return 0
+        if not self.write(data):
+            return -1
+        return 1 if self.over else 0
+
     def pause(self) -> None:
         self.paused = True
 

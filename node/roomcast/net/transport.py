@@ -43,7 +43,7 @@ from roomcast.core.hooks import Hooks
 from roomcast.core.members import Member
 from roomcast.core.ratelimit import BucketPool, ConnectionBudget, RateLimiter
 from roomcast.net.fd_limit import RETRY_AFTER_SECONDS, connection_limit, raise_open_files_limit
-from roomcast.net.handshake import check_request
+from roomcast.net.handshake import HandshakeProtocol, check_request, single_header
 from roomcast.net.heartbeat import Heartbeat
 from roomcast.net.sendbuffer import SendBuffer
 from roomcast.net.token_clock import NOTICE, TokenClock
@@ -233,7 +233,7 @@ class Connection(asyncio.Protocol):
         # few bytes of parser state instead of websockets' ~4 KiB (its parser generators, the
         # handshake request its parser keeps, buffers, a UUID). Made again, at a frame
         # boundary, as soon as anything else comes (see _protocol).
-        self.proto: ServerProtocol | None = ServerProtocol(
+        self.proto: ServerProtocol | None = HandshakeProtocol(
             extensions=server.extensions,
             max_size=self._settings.max_frame_bytes,
             select_subprotocol=_select_subprotocol,
@@ -570,9 +570,10 @@ class Connection(asyncio.Protocol):
                 self.drop_slow_consumer()
                 return 0
             return count
-        queued = send.write(data)
-        if queued and not send.over:
+        offered = send.offer(data)
+        if not offered:
             return count
+        queued = offered > 0
         # More than the bound waits for this client once the kernel took what it could.
         if not self._app.on_lagging(self):
             self.drop_slow_consumer()
@@ -915,7 +916,7 @@ class Connection(asyncio.Protocol):
         try:
             offered = check_request(request.path, request.headers)
             address = server.proxies.forwarded_client(
-                self.client_address, request.headers.get("X-Forwarded-For")
+                self.client_address, single_header(request.headers, "X-Forwarded-For")
             )
             if address is None:
                 raise AuthError(
@@ -1192,7 +1193,7 @@ class WebSocketServer:
         nothing is opened for a refused client.
 
         ``request`` passed check_request, which returned the ``offered`` subprotocols."""
-        if not self.origins.allows(request.headers.get("Origin")):
+        if not self.origins.allows(single_header(request.headers, "Origin")):
             raise AuthError(403, ErrorCode.ORIGIN, "origin not allowed")
         token = token_from_request(request.path, offered)
         if self.hooks is not None and (token is None or self.verifier is None):

@@ -1,0 +1,243 @@
+"""Node CPU and system calls of a connection setup, split into its parts: the handshake (TCP
+accept + HTTP upgrade + welcome), the join (join frame, the Redis join script, the joiner's own
+``user_joined`` back through the subscription, ``joined`` + ``user_joined`` to a member), and the
+close.
+
+One roomcast node and one redis-server on loopback (started and stopped here); ROOMS rooms
+already hold one member each, so every join is announced to one local member, as in
+``make bench``'s connect scenario. The clients are raw sockets in this process (a minimal
+WebSocket client), 50 in flight; the node's CPU is read from /proc and its system calls are
+counted by ``perf stat`` (when it may trace the node), per phase, divided by the setups.
+
+Run: ``.venv/bin/python bench/setup_cost.py [--setups 3000] [--pyspy DIR]`` (about 20 s).
+With ``--pyspy DIR`` each phase is also recorded by py-spy (DIR/setup-<phase>.txt, collapsed
+stacks, and the top functions printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
+
+import orjson
+from roomcast_bench.procstat import cpu_seconds
+from roomcast_bench.scenarios import summarize_collapsed
+from roomcast_bench.syscalls import SyscallWindow, per_unit
+from roomcast_dev.devcluster import SHARED_LIMITS_OFF, LocalCluster
+
+IN_FLIGHT = 50
+ROOMS = 500
+
+
+def _masked(payload: bytes, opcode: int = 0x1) -> bytes:
+    mask = os.urandom(4)
+    length = len(payload)
+    if length < 126:
+        head = struct.pack("!BB", 0x80 | opcode, 0x80 | length)
+    else:
+        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, length)
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return head + mask + body
+
+
+class Client(asyncio.Protocol):
+    """Handshake, then text frames; ``waiting`` resolves on the first frame holding ``mark``."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.upgraded = False
+        self.mark = b'"type":"welcome"'
+        self.waiting: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.seen = 0  # frames holding ``count_mark``
+        self.count_mark = b'"type":"user_joined"'
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def expect(self, mark: bytes) -> asyncio.Future[None]:
+        self.mark = mark
+        self.waiting = asyncio.get_running_loop().create_future()
+        return self.waiting
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if not self.upgraded:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not self.buffer.startswith(b"HTTP/1.1 101"):
+                self.waiting.set_exception(ConnectionError(self.buffer[:80].decode()))
+                return
+            self.upgraded = True
+            self.buffer = self.buffer[end + 4 :]
+        while len(self.buffer) >= 2:
+            length = self.buffer[1] & 0x7F
+            start = 2
+            if length == 126:
+                if len(self.buffer) < 4:
+                    return
+                length, start = struct.unpack("!H", self.buffer[2:4])[0], 4
+            elif length == 127:
+                if len(self.buffer) < 10:
+                    return
+                length, start = struct.unpack("!Q", self.buffer[2:10])[0], 10
+            if len(self.buffer) < start + length:
+                return
+            payload = self.buffer[start : start + length]
+            self.buffer = self.buffer[start + length :]
+            if self.count_mark in payload:
+                self.seen += 1
+            if self.mark in payload and not self.waiting.done():
+                self.waiting.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+        if not self.waiting.done():
+            self.waiting.set_exception(ConnectionError("closed"))
+
+
+async def _open(host: str, port: int) -> Client:
+    loop = asyncio.get_running_loop()
+    _, client = await loop.create_connection(Client, host, port)
+    key = base64.b64encode(os.urandom(16))
+    assert client.transport is not None
+    client.transport.write(
+        b"GET /chat HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % (host.encode(), port, key)
+    )
+    await client.waiting
+    return client
+
+
+async def _bounded(jobs: list[Callable[[], Awaitable[None]]]) -> None:
+    gate = asyncio.Semaphore(IN_FLIGHT)
+
+    async def run(job: Callable[[], Awaitable[None]]) -> None:
+        async with gate:
+            await job()
+
+    await asyncio.gather(*(run(job) for job in jobs))
+
+
+async def _join(client: Client, room: str, name: str) -> None:
+    waiter = client.expect(b'"type":"joined"')
+    assert client.transport is not None
+    client.transport.write(_masked(orjson.dumps({"type": "join", "room": room, "username": name})))
+    await waiter
+
+
+async def _close(client: Client) -> None:
+    assert client.transport is not None
+    client.transport.write(_masked(struct.pack("!H", 1000), opcode=0x8))
+    await client.closed
+
+
+class Phase:
+    """Node CPU, system calls and (optionally) a py-spy recording around one phase."""
+
+    def __init__(self, pid: int, pyspy_dir: Path | None) -> None:
+        self.pid = pid
+        self.pyspy_dir = pyspy_dir
+        self.rows: list[tuple[str, float, dict[str, float] | None]] = []
+
+    async def run(self, name: str, units: int, work: Awaitable[None]) -> None:
+        recorder = None
+        if self.pyspy_dir is not None:
+            out = self.pyspy_dir / f"setup-{name}.txt"
+            pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+            recorder = subprocess.Popen(  # noqa: ASYNC220 (returns at once)
+                [pyspy, "record", "--format", "raw", "--rate", "500", "--nonblocking",
+                 "-o", str(out), "--pid", str(self.pid)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            await asyncio.sleep(1.0)  # attach before the work starts
+        window = SyscallWindow([self.pid]).start()
+        cpu = cpu_seconds(self.pid)
+        await work
+        await asyncio.sleep(0.2)  # what the last replies set off (metrics, timers)
+        cpu = cpu_seconds(self.pid) - cpu
+        counts = window.stop()
+        if window.problem:
+            print(f"  ({name}: no system calls: {window.problem})")
+        self.rows.append((name, cpu * 1e6 / units, per_unit(counts, units)))
+        if recorder is not None:
+            recorder.send_signal(signal.SIGINT)
+            recorder.wait(30)
+            out = self.pyspy_dir / f"setup-{name}.txt"  # type: ignore[operator]
+            if out.exists():
+                top = summarize_collapsed(out.read_text(), top=15)
+                for kind in ("self_percent", "total_percent"):
+                    shares = ", ".join(f"{f} {p:.1f}%" for f, p in top[kind])
+                    print(f"  py-spy {name}, {kind} of {top['samples']} samples: {shares}")
+
+    def report(self) -> None:
+        calls = sorted({c for _, _, counts in self.rows if counts for c in counts})
+        print("| phase | node CPU µs per setup | " + " | ".join(calls) + " |")
+        print("| --- | ---: | " + " | ".join("---:" for _ in calls) + " |")
+        for name, micros, counts in self.rows:
+            cells = [f"{(counts or {}).get(c, 0):.2f}" for c in calls]
+            print(f"| {name} | {micros:.1f} | " + " | ".join(cells) + " |")
+
+
+async def measure(host: str, port: int, pid: int, setups: int, pyspy_dir: Path | None) -> None:
+    anchors = [await _open(host, port) for _ in range(ROOMS)]
+    await _bounded([partial(_join, a, f"room-{i}", f"anchor-{i}") for i, a in enumerate(anchors)])
+    phase = Phase(pid, pyspy_dir)
+    clients: list[Client] = []
+
+    async def handshakes() -> None:
+        async def one() -> None:
+            clients.append(await _open(host, port))
+
+        await _bounded([one for _ in range(setups)])
+
+    async def joins() -> None:
+        await _bounded(
+            [partial(_join, c, f"room-{i % ROOMS}", f"user-{i}") for i, c in enumerate(clients)]
+        )
+        # Every anchor counts the user_joined it got; polled, as they come from many sockets.
+        deadline = time.monotonic() + 30
+        while sum(a.seen for a in anchors) < setups and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+    async def closes() -> None:
+        await _bounded([partial(_close, c) for c in clients])
+
+    await phase.run("handshake", setups, handshakes())
+    await phase.run("join", setups, joins())
+    await phase.run("close", setups, closes())
+    phase.report()
+    for anchor in anchors:
+        await _close(anchor)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--setups", type=int, default=3000)
+    parser.add_argument("--pyspy", type=Path, help="record each phase with py-spy into DIR")
+    args = parser.parse_args()
+    if args.pyspy is not None:
+        args.pyspy.mkdir(parents=True, exist_ok=True)
+    with LocalCluster(1, nginx=False, node_env=SHARED_LIMITS_OFF) as cluster:
+        node = cluster.nodes[0]
+        print(f"node pid {node.process.pid}, {args.setups} setups into {ROOMS} rooms", flush=True)
+        asyncio.run(measure("127.0.0.1", node.port, node.process.pid, args.setups, args.pyspy))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

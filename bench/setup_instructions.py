@@ -1,0 +1,208 @@
+"""CPU of the node's own work for a connection setup and for a delivery, without sockets: the
+real transport and Node (memory broker) fed raw client bytes through a stand-in transport, so
+what is timed is everything the node does above the socket calls themselves (accept, read and
+write are ``bench/setup_cost.py``'s business, on a real node).
+
+Run: ``.venv/bin/python bench/setup_instructions.py [--count 3000]``; prints CPU µs per
+handshake (request → 101 + welcome queued and flushed), per join (join frame → ``joined`` to the
+joiner and ``user_joined`` to the room's one other member) and per delivery (one message
+fanned out to 33 members, a node's share of a 100-member room). Under
+``valgrind --tool=callgrind`` the same parts are counted in instructions, which do not move
+with the load of a shared machine:
+
+    valgrind --tool=callgrind --collect-atstart=no --toggle-collect=math_fsum \
+        --dump-after=math_fsum --callgrind-out-file=/tmp/setup.%p \
+        .venv/bin/python bench/setup_instructions.py --count 200
+
+writes one file per part (/tmp/setup.PID.1, .2, .3: handshake, join, delivery) whose
+``totals:`` line counts that part's measured window alone (it runs inside ``math.fsum``); divide
+by the count (for a delivery, by 33 times the count: each message is 33 deliveries). The setup
+of each window (anchors, members, frames) is left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import struct
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import cast
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import orjson
+import uvloop
+from prometheus_client import CollectorRegistry
+
+from roomcast.broker import HistoryLimits
+from roomcast.broker.memory import MemoryBroker
+from roomcast.core.node import Node
+from roomcast.net.transport import Connection, WebSocketServer
+from roomcast.runtime.metrics import Metrics
+from tests.support.wsharness import INSTANCE, FakeTransport, make_settings
+
+ROOM_SIZE = 33
+OFF = 1_000_000.0
+REQUEST = (
+    b"GET /chat HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUpgrade: websocket\r\n"
+    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+def masked(value: object) -> bytes:
+    """A client text frame (mask key 0: the payload is sent as is)."""
+    payload = orjson.dumps(value)
+    if len(payload) < 126:
+        return struct.pack("!BB", 0x81, 0x80 | len(payload)) + b"\0\0\0\0" + payload
+    return struct.pack("!BBH", 0x81, 0x80 | 126, len(payload)) + b"\0\0\0\0" + payload
+
+
+async def turns(count: int) -> None:
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+async def until(transport: FakeTransport, mark: bytes, limit: int = 10_000) -> None:
+    """Loop turns until ``transport`` got a frame holding ``mark`` (bounded)."""
+    for _ in range(limit):
+        if any(mark in data for data in transport.written):
+            return
+        await asyncio.sleep(0)
+    raise RuntimeError(f"no {mark!r} after {limit} loop turns")
+
+
+class Bench:
+    def __init__(self, server: WebSocketServer) -> None:
+        self.server = server
+
+    @classmethod
+    async def start(cls) -> Bench:
+        metrics = Metrics(CollectorRegistry())
+        # The per-client limits off, as in make bench (one client sends a lot here).
+        settings = make_settings(
+            rate_limit_per_second=OFF,
+            rate_limit_burst=int(OFF),
+            client_receive_bytes_per_second=2**40,
+            client_receive_bytes_burst=2**40,
+        )
+        off = (OFF, int(OFF))
+        node = Node(
+            settings.node_id,
+            settings.max_rooms_per_connection,
+            settings.max_frame_bytes,
+            metrics,
+            settings.history_size,
+            message_rate=off,
+            join_rate=off,
+            client_message_rate=off,
+            client_join_rate=off,
+            room_message_rate=off,
+            lag_timeout=settings.lag_timeout,
+        )
+        broker = MemoryBroker(node.on_broker_message, limits=HistoryLimits(size=100))
+        await broker.start()
+        loop = asyncio.get_running_loop()
+        server = WebSocketServer(node, settings, metrics, loop, INSTANCE)
+        node.attach(broker, server.outbox)
+        return cls(server)
+
+    def open(self) -> tuple[Connection, FakeTransport]:
+        transport = FakeTransport()
+        conn = self.server._new_connection()
+        conn.connection_made(cast(asyncio.BaseTransport, transport))
+        conn.data_received(REQUEST)
+        return conn, transport
+
+    async def handshakes(self, count: int) -> float:
+        cpu = 0.0
+        for _ in range(count):
+            started = time.process_time()
+            _, transport = self.open()
+            await turns(1)
+            cpu += time.process_time() - started
+            assert b"welcome" in transport.take()
+        return cpu
+
+    async def joins(self, count: int) -> float:
+        anchors = []
+        for i in range(count):
+            conn, transport = self.open()
+            conn.data_received(masked({"type": "join", "room": f"r{i}", "username": "anchor"}))
+            await until(transport, b'"joined"')
+            transport.written.clear()
+            anchors.append((conn, transport))
+        frames = [masked({"type": "join", "room": f"r{i}", "username": "u"}) for i in range(count)]
+        joiners = [self.open() for _ in range(count)]
+        await turns(2)
+        cpu = 0.0
+        for (conn, transport), frame in zip(joiners, frames, strict=True):
+            transport.take()
+            started = time.process_time()
+            conn.data_received(frame)
+            await until(transport, b'"joined"')
+            cpu += time.process_time() - started
+        for _, transport in anchors:
+            await until(transport, b'"user_joined"')
+        return cpu
+
+    async def deliveries(self, count: int) -> float:
+        members = [self.open() for _ in range(ROOM_SIZE)]
+        for i, (conn, _) in enumerate(members):
+            conn.data_received(masked({"type": "join", "room": "room", "username": f"m{i}"}))
+            await until(members[i][1], b'"joined"')
+        frames = [masked({"type": "message", "room": "room", "text": f"{i:08d}" * 12})
+                  for i in range(count)]  # fmt: skip
+        sender = members[0][0]
+        cpu = 0.0
+        for frame in frames:
+            for _, transport in members:
+                transport.written.clear()
+            started = time.process_time()
+            sender.data_received(frame)
+            await until(members[-1][1], b'"message"')
+            cpu += time.process_time() - started
+        return cpu / ROOM_SIZE  # per delivery
+
+
+PARTS = {"handshake": "handshakes", "join": "joins", "delivery": "deliveries"}
+
+
+def measure(part: str, count: int) -> float:
+    """CPU µs of one ``part`` (see the module's doc for counting its instructions)."""
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        bench = loop.run_until_complete(Bench.start())
+        work = getattr(bench, PARTS[part])
+
+        def window() -> Iterator[float]:
+            yield loop.run_until_complete(work(count))
+
+        # The measured window runs inside math.fsum, which nothing else here calls: callgrind's
+        # --toggle-collect=math_fsum counts it and nothing else.
+        return math.fsum(window()) * 1e6 / count
+    finally:
+        loop.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=3000)
+    parser.add_argument("parts", nargs="*", help=f"some of {', '.join(PARTS)} (default all)")
+    args = parser.parse_args()
+    unknown = set(args.parts) - set(PARTS)
+    if unknown:
+        parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
+    for part in args.parts or PARTS:
+        micros = measure(part, args.count)
+        print(f"{part}: {micros:.2f} µs CPU each ({args.count})", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
