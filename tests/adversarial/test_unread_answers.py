@@ -83,6 +83,8 @@ async def test_unread_answers_on_one_node_pin_at_most_the_bound(
         f"{kernel_growth:+.1f} MiB, pinned {pinned:+.1f} MiB (bound {bound})"
     )
     print(figures)
+    if bystander:
+        print(f"bystander: {bystander[0].describe()}")
     assert node.process.alive(), figures
     assert pinned < bound, figures
     BystanderProbe.assert_fast(bystander, f"unread {what}")
