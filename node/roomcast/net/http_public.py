@@ -531,14 +531,16 @@ class HttpConnection(asyncio.Protocol):
 def cap_kernel_send_buffer(transport: asyncio.Transport, page_bytes: int) -> None:
     """Answers and streams go a page at a time, the next once the socket drained; the kernel's
     send buffer decides how many pages that is for a client that does not read. Left to
-    autotuning it grows to ``net.ipv4.tcp_wmem``'s maximum (4 MiB by default, measured ~1.8 MB
-    queued per unread answer), so a few dozen unread answers pinned tens of MB of kernel
-    memory, and every page of them was read from Redis first. Fixed at one page (the kernel
-    doubles it for its bookkeeping), a client that does not read costs at most that here."""
+    autotuning it grows to ``net.ipv4.tcp_wmem``'s maximum (4 MiB by default; ~1.8 MB was
+    measured queued per unread answer), so a few dozen unread answers pinned tens of MB of
+    kernel memory, and every page of it was read from Redis first. Set to half a page (the
+    kernel doubles it for its bookkeeping), it holds about one page: a client that does not
+    read costs that here, and a reader behind nginx on the same network still gets pages at
+    the speed of the link."""
     sock = transport.get_extra_info("socket")
     if sock is not None:
         with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, page_bytes)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, page_bytes // 2)
 
 
 def _reason(status: int) -> bytes:
