@@ -104,7 +104,9 @@ async def unread_request(
     await writer.drain()
     # Left alone, asyncio would read the answer into the StreamReader (up to twice its 16 MiB
     # limit) whatever the receive buffer: the attacker would be a reader that reads.
-    writer.transport.pause_reading()
+    transport = writer.transport
+    assert isinstance(transport, asyncio.ReadTransport)
+    transport.pause_reading()
     return reader, writer
 
 
