@@ -102,6 +102,11 @@ async def unread_request(
     reader, writer = await open_socket("127.0.0.1", port, rcvbuf=rcvbuf)
     writer.write(request_bytes("GET", target, f"127.0.0.1:{port}", close=False))
     await writer.drain()
+    # Left alone, asyncio would read the answer into the StreamReader (up to twice its 16 MiB
+    # limit) whatever the receive buffer: the attacker would be a reader that reads.
+    transport = writer.transport
+    assert isinstance(transport, asyncio.ReadTransport)
+    transport.pause_reading()
     return reader, writer
 
 

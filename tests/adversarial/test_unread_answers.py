@@ -39,10 +39,17 @@ KERNEL_TCP_GROWTH_MIB = 64
 SETTLE_S = 5.0
 
 
+def sender_address(index: int) -> list[tuple[str, str]]:
+    """Each legal sender as its own user (nginx's hop, which the node believes from loopback):
+    from one address together they would meet the per-address limits, and the room would not
+    fill up."""
+    return [("X-Forwarded-For", f"198.51.100.{index + 1}")]
+
+
 async def seeded_room(port: int) -> str:
     room = f"hoard-{uuid.uuid4().hex[:8]}"
     for index in range(SEEDERS):
-        seeder = await RawWebSocket.connect("127.0.0.1", port)
+        seeder = await RawWebSocket.connect("127.0.0.1", port, headers=sender_address(index))
         try:
             await join(seeder, room, f"seeder{index}")
             await burst(seeder, room)
@@ -65,7 +72,9 @@ async def test_unread_answers_on_one_node_pin_at_most_the_bound(
             readers.append(await unread_request(node.port, f"/api/rooms/{room}/{what}"))
         if what == "events":  # the streams are open: now the room's traffic piles up in them
             for index in range(STREAM_WRITERS):
-                writer = await RawWebSocket.connect("127.0.0.1", node.port)
+                writer = await RawWebSocket.connect(
+                    "127.0.0.1", node.port, headers=sender_address(SEEDERS + index)
+                )
                 await join(writer, room, f"writer{index}")
                 await burst(writer, room)
                 await writer.close()
@@ -83,6 +92,8 @@ async def test_unread_answers_on_one_node_pin_at_most_the_bound(
         f"{kernel_growth:+.1f} MiB, pinned {pinned:+.1f} MiB (bound {bound})"
     )
     print(figures)
+    if bystander:
+        print(f"bystander: {bystander[0].describe()}")
     assert node.process.alive(), figures
     assert pinned < bound, figures
     BystanderProbe.assert_fast(bystander, f"unread {what}")

@@ -179,7 +179,7 @@ def test_client_sockets_have_a_bounded_kernel_send_buffer(name: str) -> None:
     """What a client that does not read pins in nginx's kernel send buffer (autotuned up to
     net.ipv4.tcp_wmem's maximum, 4 MiB by default, otherwise)."""
     (listen,) = parse(CONFIGS[name]()).find("server").values("listen")
-    assert "sndbuf=256k" in listen
+    assert "sndbuf=64k" in listen
 
 
 @pytest.mark.parametrize("other", ["compose", "kubernetes"])

@@ -168,7 +168,8 @@ class ApiService:
 
     async def _history(self, room: str, limit: int) -> Reply | StreamedReply:
         broker, size = self._broker, self._settings.page_bytes
-        page = await first_page(broker, room, limit, size)
+        # Chunked (or delimited by the close): its length is never announced, so not counted.
+        page = await first_page(broker, room, limit, size, total=False)
         if complete(page):
             return Reply(200, protocol.history(room, page.epoch, page.offset, page.messages))
         head, tail = protocol.history_parts(room, page.epoch, page.offset)

@@ -23,11 +23,15 @@ class HistoryGone(Exception):
     room's epoch changed): the answer cannot be completed; the client asks again."""
 
 
-async def first_page(broker: Broker, room: str, limit: int, size: int) -> HistoryPage:
+async def first_page(
+    broker: Broker, room: str, limit: int, size: int, *, total: bool = True
+) -> HistoryPage:
     """The first page of the last ``limit`` messages history holds: its ``offset`` is where the
-    answer ends, its ``after`` where it starts, its ``total`` the bytes of those messages."""
+    answer ends, its ``after`` where it starts, its ``total`` the bytes of those messages (0
+    unless ``total``: counting them reads every one of them in Redis, which only an answer that
+    must announce its length, a WebSocket frame, needs)."""
     return await broker.history_page(
-        room, -max(1, limit), min(limit, PAGE_MESSAGES), size, total=True
+        room, -max(1, limit), min(limit, PAGE_MESSAGES), size, total=total
     )
 
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import socket
 import time
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Final, cast
@@ -79,6 +80,7 @@ class PublicHttp:
 
     def take_over(self, transport: asyncio.Transport, received: bytes, peer: str) -> None:
         """Serve a connection the WebSocket transport found to be an HTTP API request."""
+        cap_kernel_send_buffer(transport, self.settings.page_bytes)
         conn = HttpConnection(self, f"http-{next(self._ids):x}", peer)
         transport.set_protocol(conn)
         conn.connection_made(transport)
@@ -524,6 +526,21 @@ class HttpConnection(asyncio.Protocol):
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
+
+
+def cap_kernel_send_buffer(transport: asyncio.Transport, page_bytes: int) -> None:
+    """Answers and streams go a page at a time, the next once the socket drained; the kernel's
+    send buffer decides how many pages that is for a client that does not read. Left to
+    autotuning it grows to ``net.ipv4.tcp_wmem``'s maximum (4 MiB by default; ~1.8 MB was
+    measured queued per unread answer), so a few dozen unread answers pinned tens of MB of
+    kernel memory, and every page of it was read from Redis first. Set to half a page (the
+    kernel doubles it for its bookkeeping), it holds about one page: a client that does not
+    read costs that here, and a reader behind nginx on the same network still gets pages at
+    the speed of the link."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, page_bytes // 2)
 
 
 def _reason(status: int) -> bytes:
