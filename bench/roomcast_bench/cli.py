@@ -18,10 +18,11 @@ from typing import Any
 
 import orjson
 
-from roomcast_bench import bigroom, floor, onenode, report
+from roomcast_bench import bigroom, floor, onenode, report, storm
 from roomcast_bench.coordinator import BenchError, Generator, Progress
 from roomcast_bench.scenarios import SMOKE_PLAN, Plan, Runner
 from roomcast_bench.systems import (
+    ADMISSION_OFF,
     BENCH_DIR,
     ROOMCAST_BENCH_ENV,
     System,
@@ -33,7 +34,7 @@ from roomcast_bench.systems import (
 )
 from roomcast_bench.worker import client_kind, raise_fd_limit
 
-SCENARIOS = ("idle", "connect", "fanout", "ramp", "bigroom", "onenode")
+SCENARIOS = ("idle", "connect", "fanout", "ramp", "bigroom", "onenode", "storm")
 # --smoke's storm is 60 clients: a low threshold so that it still crosses into a big room.
 SMOKE_ROOMCAST_ENV = {"ROOMCAST_BIG_ROOM_MEMBERS": "20"}
 
@@ -96,6 +97,10 @@ def build_plan(args: argparse.Namespace) -> Plan:
         plan.bigroom_members = args.bigroom_members
     if args.bigroom_deadline is not None:
         plan.bigroom_deadline = args.bigroom_deadline
+    if args.storm_clients is not None:
+        plan.storm_clients = args.storm_clients
+    if args.storm_rate is not None:
+        plan.storm_rate = args.storm_rate
     if args.profile:
         plan.profile_seconds = args.profile
     plan.count_syscalls = args.syscalls
@@ -145,6 +150,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="onenode: connections to open on one node (default: as many as its fd limit allows;"
         " a lower limit cuts it and the result says so)",
     )  # fmt: skip
+    parser.add_argument("--storm-clients", type=int, help="storm: clients over the 3 nodes")
+    parser.add_argument("--storm-rate", type=float, help="storm: messages/s over all rooms")
     parser.add_argument(
         "--profile", type=float, default=0.0, metavar="SECONDS",
         help="py-spy one roomcast node during an extra fan-out step of SECONDS and extra connect"
@@ -194,6 +201,8 @@ def run_scenario(runner: Runner, scenario: str, system: System, via: str | None)
     elif scenario == "bigroom":
         entry = bigroom.run(runner, system)
         progress.log(bigroom.summary(entry))
+    elif scenario == "storm":
+        entry = storm.run(runner, system)
     else:
         entry = runner.connect(system)
         cpu = entry["cpu_us_per_setup"].get("nodes")
@@ -287,7 +296,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 progress.update(f"starting {name}: redis + 3 nodes + nginx", force=True)
                 systems[name] = start_system(name, roomcast_path=roomcast_path, env=extra_env)
             if "roomcast" in systems:
-                result["roomcast_env"] = {**ROOMCAST_BENCH_ENV, **extra_env}
+                result["roomcast_env"] = {**ROOMCAST_BENCH_ENV, **ADMISSION_OFF, **extra_env}
         generator = Generator(args.workers, kind, progress) if systems else None
         runner = Runner(generator, plan, args.out) if generator is not None else None
         # Scenario by scenario, each server in turn, so noise from other users of the machine
@@ -336,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     json_path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     png = report.plot(result, args.out / f"{stem}.png")
     onenode_png = onenode.plot(result, args.out / f"{stem}-onenode.png")
+    storm_png = storm.plot(result, args.out / f"{stem}-storm.png")
     table = report.markdown(result)
     (args.out / f"{stem}.md").write_text(f"Command: `{result['command']}`\n\n{table}\n")
     print(table)
@@ -348,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if onenode_png is not None:
         print(f"plot:    {onenode_png}")
+    if storm_png is not None:
+        print(f"storm:   {storm_png}")
     for name, reason in result["skipped"].items():
         print(f"{name} skipped: {reason}")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from roomcast_bench import bigroom, onenode
+from roomcast_bench import bigroom, onenode, storm
 
 TIMES = "\u00d7"  # the multiplication sign of ratios
 OURS = "roomcast"
@@ -226,6 +226,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append("")
     lines += bigroom.markdown(result)
     lines += onenode.markdown_lines(result)
+    lines += storm.markdown_lines(result)
     lines += _syscall_lines(result)
     for entry in result.get("scenarios", []):
         profile = entry.get("profile")

@@ -62,6 +62,13 @@ class Plan:
     connect_count: int = 6_000
     connect_rooms: int = 1_500
     connect_concurrency: int = 50
+    # storm: clients over 3 nodes through nginx, one node SIGKILLed (storm.py)
+    storm_clients: int = 30_000
+    storm_room_size: int = 100
+    storm_rate: float = 50.0  # messages/s over all rooms (x room size deliveries/s)
+    storm_warmup_seconds: float = 3.0
+    storm_timeout: float = 300.0
+    storm_tail_seconds: float = 2.0
     quiet: float = 0.3
     grace: float = 3.0
     profile_seconds: float = 0.0  # > 0: py-spy records one roomcast node during an extra step
@@ -71,7 +78,15 @@ class Plan:
     bigroom_concurrency: int = 200  # handshakes in flight per worker
     bigroom_deadline: float = 180.0  # seconds for the storm to be told to every member
     bigroom_messages: int = 20  # one at a time, each once the previous reached every member
-    scenarios: tuple[str, ...] = ("idle", "connect", "fanout", "ramp", "bigroom", "onenode")
+    scenarios: tuple[str, ...] = (
+        "idle",
+        "connect",
+        "fanout",
+        "ramp",
+        "bigroom",
+        "onenode",
+        "storm",
+    )
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -89,6 +104,12 @@ SMOKE_PLAN = Plan(
     connect_count=60,
     connect_rooms=15,
     connect_concurrency=10,
+    storm_clients=300,
+    storm_room_size=10,
+    storm_rate=20.0,
+    storm_warmup_seconds=1.0,
+    storm_timeout=60.0,
+    storm_tail_seconds=0.5,
     quiet=0.2,
     grace=2.0,
     bigroom_members=60,

@@ -36,6 +36,12 @@ ROOMCAST_BENCH_ENV: Mapping[str, str] = {
     # Issue 15's client, room and join limits: a benchmark is one client sending a lot.
     **SHARED_LIMITS_OFF,
 }
+# Node-wide handshake admission: the idle and connect scenarios measure setup cost at full
+# speed; the storm scenario measures admission itself, with the nodes' defaults.
+ADMISSION_OFF: Mapping[str, str] = {
+    "ROOMCAST_ADMISSION_RATE_PER_SECOND": "1000000000",
+    "ROOMCAST_ADMISSION_BURST": "1000000000",
+}
 
 
 def baseline_unavailable() -> str | None:
@@ -161,17 +167,21 @@ def start_system(
     nodes: int = 3,
     roomcast_path: Path | None = None,
     env: Mapping[str, str] | None = None,
+    *,
+    nginx: bool = True,
+    admission: bool = False,
 ) -> System:
-    """``env``: more settings for roomcast's nodes (the baseline has none)."""
+    """``env``: more settings for roomcast's nodes (the baseline has none). ``admission``: keep
+    the nodes' default handshake admission (the storm measures it)."""
     cluster: LocalCluster
     if name == "roomcast":
-        env = {**ROOMCAST_BENCH_ENV, **(env or {})}
+        env = {**ROOMCAST_BENCH_ENV, **({} if admission else ADMISSION_OFF), **(env or {})}
         if roomcast_path is not None:
             # Before the venv's editable install on sys.path: the nodes run the exported code.
             env["PYTHONPATH"] = str(roomcast_path)
-        cluster = LocalCluster(nodes, redis=True, nginx=True, node_env=env)
+        cluster = LocalCluster(nodes, redis=True, nginx=nginx, node_env=env)
     elif name == "baseline":
-        cluster = BaselineCluster(nodes, redis=True, nginx=True)
+        cluster = BaselineCluster(nodes, redis=True, nginx=nginx)
     else:
         raise ValueError(f"unknown system {name!r}")
     cluster.start()

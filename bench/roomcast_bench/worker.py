@@ -21,11 +21,14 @@ import time
 from array import array
 from collections.abc import Callable
 from multiprocessing.connection import Connection as Pipe
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from roomcast_bench import bigroom
+
+if TYPE_CHECKING:
+    from roomcast_bench.storm import StormWorker
 
 picows: Any
 try:
@@ -162,6 +165,7 @@ class Worker:
         self.waiting: dict[bytes, Client] = {}
         # A scenario's own frame handling (bigroom): True when it took the frame.
         self.tap: Callable[[Client, bytes], bool] | None = None
+        self.storm: StormWorker | None = None  # the storm scenario's clients, when it runs
 
     # Frames in: the hot path of the load generator.
 
@@ -498,6 +502,12 @@ class Worker:
             return await self.setup_storm(
                 command["clients"], command["concurrency"], command["timeout"]
             )
+        if op.startswith("storm_"):
+            if self.storm is None:
+                from roomcast_bench.storm import StormWorker
+
+                self.storm = StormWorker(self)
+            return await self.storm.dispatch(command)
         if op == "close_all":
             return await self.close_all()
         if op.startswith("bigroom_"):

@@ -105,6 +105,8 @@ var FATAL_CLOSE_CODES = /* @__PURE__ */ new Map([
   [CloseCode.DISCONNECTED_FOR_GOOD, "the application disconnected you"]
 ]);
 var FATAL_HTTP_STATUSES = /* @__PURE__ */ new Set([401, 403]);
+var BUSY_HTTP_STATUS = 503;
+var BUSY_RETRY_MS = 1e3;
 var RecoveryStatus = {
   RECOVERED: "recovered",
   EPOCH_CHANGED: "epoch_changed",
@@ -999,15 +1001,15 @@ var RoomcastClient = class {
       if (Date.now() - link.openedAt >= this.#stableAfter) this.attempt = 0;
       cause = `closed ${code}${reason ? `: ${reason}` : ""}`;
     }
-    this.#retry(cause);
+    this.#retry(cause, link.httpStatus === BUSY_HTTP_STATUS ? BUSY_RETRY_MS : 0);
   }
-  #retry(cause) {
+  #retry(cause, floor = 0) {
     this.attempt += 1;
     if (this.#maxAttempts !== null && this.attempt > this.#maxAttempts) {
       this.#goOffline(closedEvent(`gave up after ${this.#maxAttempts} attempts: ${cause}`), "offline");
       return;
     }
-    const delay = this.#backoff.delay(this.attempt);
+    const delay = floor + this.#backoff.delay(this.attempt);
     this.retryAt = Date.now() + delay;
     this.#setState("reconnecting");
     this.#emit({ type: "reconnecting", attempt: this.attempt, delay, cause });

@@ -164,6 +164,10 @@ SETTING_MEANINGS: Final[dict[str, str]] = {
     "rate_limit_per_second": "token bucket per connection for frames of every type: rate",
     "rate_limit_burst": "the same bucket's burst",
     "handshake_timeout": "seconds to complete the HTTP upgrade",
+    "admission_rate_per_second": "new WebSocket handshakes per node per second; above it "
+    "(after the burst) 503 with `Retry-After`",
+    "admission_burst": "new WebSocket handshakes per node: burst",
+    "admission_max_retry_after": "the longest `Retry-After` a refused handshake is given (s)",
     "ping_interval": "seconds; a connection silent for a whole interval after a ping is closed",
     "max_connections": (
         "WebSockets open at once on this node; over it a handshake gets 503 with Retry-After;"

@@ -67,7 +67,7 @@ def entries(result: dict[str, Any], server: str) -> dict[str, dict[str, Any]]:
 def check_server(result: dict[str, Any], server: str) -> None:
     found = entries(result, server)
     expected = {"idle/direct", "connect/direct", "fanout/direct", "fanout/nginx", "ramp/nginx",
-                "bigroom/direct", "onenode/direct"}  # fmt: skip
+                "bigroom/direct", "onenode/direct", "storm/nginx"}  # fmt: skip
     assert set(found) == expected, found.keys()
     check_onenode(found["onenode/direct"])
     for key in ("fanout/direct", "fanout/nginx", "ramp/nginx"):
@@ -107,6 +107,23 @@ def check_server(result: dict[str, Any], server: str) -> None:
         found["fanout/direct"]["steps"][-1]["system_cpu_share"].get("nodes"),
     ):
         assert share is None or 0.0 <= share <= 1.0, share  # None: no 10 ms tick in the window
+    check_storm(found["storm/nginx"], resumes=server == "roomcast")
+
+
+def check_storm(storm: dict[str, Any], resumes: bool) -> None:
+    """A third of the clients lost their node; every one came back (roomcast: resumed with
+    since and lost nothing, checked by offset), and the untouched ones kept receiving."""
+    assert storm["finished"], storm
+    assert 0 < storm["killed_node_clients"] < storm["clients"], storm
+    assert storm["reconnected"] >= storm["killed_node_clients"], storm
+    assert storm["reconnect_seconds"] > 0, storm
+    assert storm["latency_untouched_storm_ms"]["samples"] > 0, storm
+    assert storm["cores_storm"]["nodes"] > 0, storm
+    assert storm["connect_failures"] == 0 and storm["server_errors"] == 0, storm
+    if resumes:
+        assert storm["resumed"] == storm["recovered"] == storm["killed_node_clients"], storm
+        assert storm["zero_loss"], storm["loss"]
+        assert storm["admission_refusals"] is not None, storm
 
 
 def check_onenode(entry: dict[str, Any]) -> None:

@@ -407,6 +407,9 @@ def test_every_env_name_is_read() -> None:
         "ROOMCAST_HOOK_BREAKER_RESET": "3",
         "ROOMCAST_HOOK_MAX_RESPONSE_BYTES": "4096",
         "ROOMCAST_HOOK_SECRET": "h" * 32,
+        "ROOMCAST_ADMISSION_RATE_PER_SECOND": "250",
+        "ROOMCAST_ADMISSION_BURST": "50",
+        "ROOMCAST_ADMISSION_MAX_RETRY_AFTER": "10",
     }
     file_variants = {
         name + "_FILE"

@@ -9,7 +9,7 @@
 // then the client goes `offline` until `reconnect()`.
 
 import { Backoff, type BackoffOptions } from "./backoff.js";
-import { CloseCode, ErrorCode, FATAL_CLOSE_CODES, FATAL_HTTP_STATUSES } from "./codes.js";
+import { BUSY_HTTP_STATUS, BUSY_RETRY_MS, CloseCode, ErrorCode, FATAL_CLOSE_CODES, FATAL_HTTP_STATUSES } from "./codes.js";
 import { RoomCursor, type Since } from "./cursor.js";
 import { ClientClosedError, JoinError, LinkLost, RequestError, TimeoutError } from "./errors.js";
 import {
@@ -534,16 +534,17 @@ export class RoomcastClient {
       if (Date.now() - link.openedAt >= this.#stableAfter) this.attempt = 0;
       cause = `closed ${code}${reason ? `: ${reason}` : ""}`;
     }
-    this.#retry(cause);
+    // A busy node's 503 (its admission rate): not before BUSY_RETRY_MS, plus the full jitter.
+    this.#retry(cause, link.httpStatus === BUSY_HTTP_STATUS ? BUSY_RETRY_MS : 0);
   }
 
-  #retry(cause: string): void {
+  #retry(cause: string, floor = 0): void {
     this.attempt += 1;
     if (this.#maxAttempts !== null && this.attempt > this.#maxAttempts) {
       this.#goOffline(closedEvent(`gave up after ${this.#maxAttempts} attempts: ${cause}`), "offline");
       return;
     }
-    const delay = this.#backoff.delay(this.attempt);
+    const delay = floor + this.#backoff.delay(this.attempt);
     this.retryAt = Date.now() + delay;
     this.#setState("reconnecting");
     this.#emit({ type: "reconnecting", attempt: this.attempt, delay, cause });

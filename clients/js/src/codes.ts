@@ -91,6 +91,14 @@ export const FATAL_CLOSE_CODES: ReadonlyMap<number, string> = new Map([
 /** Handshake statuses that mean "these credentials will not do": retrying cannot help. */
 export const FATAL_HTTP_STATUSES: ReadonlySet<number> = new Set([401, 403]);
 
+/**
+ * A node over its admission rate refuses new handshakes with 503 and `Retry-After` (at least 1 s).
+ * The WebSocket API hides the header (and browsers even the status), so where the status is seen
+ * (Node.js with `ws`) the client waits the shortest Retry-After a node gives, plus full jitter.
+ */
+export const BUSY_HTTP_STATUS = 503;
+export const BUSY_RETRY_MS = 1000;
+
 /** How a join with `since` resumed (`joined.reason` when `recovered` is false). */
 export const RecoveryStatus = {
   RECOVERED: "recovered",

@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import Final
+
+# A Retry-After longer than this is taken as this: a broken or hostile server must not park a
+# client for days.
+MAX_RETRY_AFTER: Final = 600.0
 
 
 @dataclass(frozen=True)
@@ -29,3 +34,11 @@ class Backoff:
 
     def delay(self, attempt: int) -> float:
         return self.rng.uniform(0.0, self.bound(attempt))
+
+
+def retry_after_seconds(value: str | None) -> float:
+    """A ``Retry-After`` header's delay in seconds (delta-seconds form); 0 when absent or not
+    a number (an HTTP date is not honoured: clocks differ, and the backoff still applies)."""
+    if value is None or not value.strip().isdigit():
+        return 0.0
+    return min(MAX_RETRY_AFTER, float(int(value.strip())))

@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
-from roomcast.client.backoff import Backoff
+from roomcast.client.backoff import Backoff, retry_after_seconds
 from roomcast.client.cursor import RoomCursor
 from roomcast.client.errors import ClientClosedError, JoinError, LinkLost
 from roomcast.client.events import (
@@ -90,7 +90,8 @@ class RoomcastClient:
             application's token URL.
         rooms: rooms joined at start (and rejoined after every reconnect).
         backoff: the delays between attempts; default :class:`Backoff` (0.5 s doubling to 30 s,
-            full jitter).
+            full jitter). A handshake refused with ``Retry-After`` (a busy node's 503) waits that
+            long plus the jittered delay; it is never fatal.
         stable_after: seconds a connection must last for the next failure to start the backoff
             over from its first delay.
         max_attempts: consecutive failed attempts after which the client stops (``closed`` says
@@ -407,6 +408,7 @@ class RoomcastClient:
         attempt = 0
         while self.closed is None:
             cause = ""
+            retry_after = 0.0
             try:
                 token = await self._fresh_token()
                 ws = await connect(
@@ -426,6 +428,8 @@ class RoomcastClient:
                     self._finish(Closed(f"handshake refused: HTTP {status}", status=status))
                     return
                 cause = f"HTTP {status}"
+                # A busy node (503) or proxy (429) says when to come back: not before that.
+                retry_after = retry_after_seconds(exc.response.headers.get("Retry-After"))
             except InvalidURI as exc:  # e.g. a redirect to something that is not ws://
                 self._finish(Closed(f"invalid URL: {exc}"))
                 return
@@ -448,7 +452,8 @@ class RoomcastClient:
             if self._max_attempts is not None and attempt > self._max_attempts:
                 self._finish(Closed(f"gave up after {self._max_attempts} attempts: {cause}"))
                 return
-            delay = self._backoff.delay(attempt)
+            # Full jitter on top of the server's hint: clients told the same second spread out.
+            delay = retry_after + self._backoff.delay(attempt)
             self._emit(Reconnecting(attempt, delay, cause))
             await asyncio.sleep(delay)
 

@@ -42,6 +42,7 @@ from roomcast.core.auth import (
 from roomcast.core.hooks import Hooks
 from roomcast.core.members import Member
 from roomcast.core.ratelimit import BucketPool, ConnectionBudget, RateLimiter
+from roomcast.net.admission import Admission, busy_response
 from roomcast.net.fd_limit import RETRY_AFTER_SECONDS, connection_limit, raise_open_files_limit
 from roomcast.net.handshake import HandshakeProtocol, check_request, single_header
 from roomcast.net.heartbeat import Heartbeat
@@ -913,6 +914,10 @@ class Connection(asyncio.Protocol):
 
     def _decide(self, request: Request) -> Response | Coroutine[None, None, Identity]:
         server = self._server
+        # First, before any other work: a node past its setup rate refuses cheaply (503).
+        retry_after = server.admission.admit()
+        if retry_after is not None:
+            return busy_response(self._protocol(), retry_after)
         try:
             offered = check_request(request.path, request.headers)
             address = server.proxies.forwarded_client(
@@ -1151,6 +1156,11 @@ class WebSocketServer:
         self.origins = policy.origins
         self.proxies = policy.proxies
         self.connections: set[Connection] = set()
+        self.admission = Admission(
+            settings.admission_rate_per_second,
+            settings.admission_burst,
+            settings.admission_max_retry_after,
+        )
         # Bytes (and frames, through their overhead) of each client over all its connections;
         # a burst always holds the largest frame, or that frame could never be received.
         self.inbound = BucketPool(

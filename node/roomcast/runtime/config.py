@@ -81,6 +81,12 @@ class Settings:
     client_receive_bytes_per_second: int = DEFAULT_CLIENT_RECEIVE_BYTES_PER_SECOND
     client_receive_bytes_burst: int = DEFAULT_CLIENT_RECEIVE_BYTES_BURST
     handshake_timeout: float = 10.0
+    # New WebSocket handshakes per node (net/admission.py): above the rate, after the burst,
+    # 503 + Retry-After before the upgrade. Sized from the measured cost of a setup (handshake
+    # + join, ~430 us of node CPU in the benchmark): 1,000/s keeps setups under half a core.
+    admission_rate_per_second: float = 1000.0
+    admission_burst: int = 500
+    admission_max_retry_after: float = 30.0  # the longest Retry-After a refusal is given
     # A member over the send bound gets no room traffic until its socket drains, then what it
     # missed from history; if it does not drain for this long, it does not read: closed 1013.
     lag_timeout: float = 10.0
@@ -420,6 +426,9 @@ _PARSERS: dict[str, Callable[[str, str], object]] = {
     "client_receive_bytes_per_second": lambda n, r: _parse_int(n, r, 1024, 2**40),
     "client_receive_bytes_burst": lambda n, r: _parse_int(n, r, 4096, 2**40),
     "handshake_timeout": lambda n, r: _parse_float(n, r, 0.1, 3600),
+    "admission_rate_per_second": lambda n, r: _parse_float(n, r, 0.1, 1_000_000_000),
+    "admission_burst": lambda n, r: _parse_int(n, r, 1, 1_000_000_000),
+    "admission_max_retry_after": lambda n, r: _parse_float(n, r, 1, 3600),
     "lag_timeout": lambda n, r: _parse_float(n, r, 0.1, 3600),
     "ping_interval": lambda n, r: _parse_float(n, r, 0.05, 3600),
     "close_timeout": lambda n, r: _parse_float(n, r, 0.01, 600),

@@ -160,6 +160,25 @@ test("the fatal close codes and a refused handshake stop the client until reconn
   await c.close();
 });
 
+test("a busy node's 503 is not fatal: the retry waits at least a second, plus the jitter", async () => {
+  const { client: c, of } = client();
+  c.start();
+  await flush();
+  FakeWebSocket.last.refuse(503);
+  assert.equal(c.state, "reconnecting", "a 503 is transient");
+  const [reconnecting] = of("reconnecting");
+  assert.equal(reconnecting.cause, "HTTP 503");
+  assert.equal(reconnecting.delay, 1000 + 250, "Retry-After's floor plus the backoff's draw");
+  const before = FakeWebSocket.instances.length;
+  mock.timers.tick(1249);
+  await flush();
+  assert.equal(FakeWebSocket.instances.length, before, "not before the delay");
+  mock.timers.tick(1);
+  await flush();
+  assert.equal(FakeWebSocket.instances.length, before + 1, "then it tries again");
+  await c.close();
+});
+
 test("send resolves with the ack's offset; a refusal rejects with the server's code", async () => {
   const { client: c, of } = client();
   const ws = await connected(c);
