@@ -362,7 +362,8 @@ _LINK: Final = re.compile(r"(!?)\[([^\]]*)\]\(((?:results|baseline)/[^)]+)\)")
 
 def _bench_links(markdown: str) -> str:
     """bench/README.md's relative links: its plots are published beside the page under
-    ``bench/``; any other file of the repository is named (``bench/…``), not linked."""
+    ``bench/``, its links to ../docs/ pages become links to those pages; any other file of the
+    repository is named (``bench/…``), not linked."""
 
     def relink(match: re.Match[str]) -> str:
         image, text, target = match.groups()
@@ -371,7 +372,8 @@ def _bench_links(markdown: str) -> str:
         name = text if text.startswith("`") else f"{text} (`bench/{target}`)"
         return name.replace(f"`{target}`", f"`bench/{target}`")
 
-    return _LINK.sub(relink, markdown)
+    # Links into the site (../docs/page.md#anchor on GitHub) are the page's siblings there.
+    return _LINK.sub(relink, markdown).replace("](../docs/", "](")
 
 
 def bench_readme() -> str:
