@@ -31,7 +31,7 @@ from roomcast_dev.devcluster import LocalCluster
 from roomcast_bench.coordinator import BenchError, Generator, Progress
 from roomcast_bench.procstat import CpuWindow, rss_kib
 from roomcast_bench.scenarios import Plan, Runner
-from roomcast_bench.systems import ROOMCAST_BENCH_ENV, BaselineCluster, System
+from roomcast_bench.systems import ADMISSION_OFF, ROOMCAST_BENCH_ENV, BaselineCluster, System
 
 # Descriptors left to the node beyond what it holds at rest: Redis reconnects, a metrics scrape,
 # roomcast's own reserve for refusing over-limit handshakes cleanly (ROOMCAST_MAX_CONNECTIONS).
@@ -93,7 +93,9 @@ def start_one(name: str, ping_interval: float, roomcast_path: Path | None) -> Sy
     """redis-server + one node of ``name``, reached directly."""
     cluster: LocalCluster
     if name == "roomcast":
-        env = dict(ROOMCAST_BENCH_ENV)
+        # Admission off, as in the other scenarios but storm: the fill measures setups at full
+        # speed (the node-wide admission rate would pace it at 1,000/s).
+        env = {**ROOMCAST_BENCH_ENV, **ADMISSION_OFF}
         env["ROOMCAST_PING_INTERVAL"] = str(ping_interval)
         if roomcast_path is not None:
             env["PYTHONPATH"] = str(roomcast_path)
