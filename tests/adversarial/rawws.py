@@ -87,6 +87,7 @@ class Received:
     texts: list[dict[str, Any]] = field(default_factory=list)
     close_code: int | None = None
     close_reason: str = ""
+    pongs: list[bytes] = field(default_factory=list)
     ended_at: float | None = None
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
@@ -189,6 +190,9 @@ class RawWebSocket:
                 opcode = first & 0x0F
                 if opcode == OP_TEXT:
                     got.texts.append(json.loads(payload))
+                    got.arrived.set()
+                elif opcode == OP_PONG:
+                    got.pongs.append(payload)
                     got.arrived.set()
                 elif opcode == OP_CLOSE:
                     got.close_code = struct.unpack("!H", payload[:2])[0] if payload else 1005

@@ -43,6 +43,8 @@ FLOODS = {
     ),
     "unsolicited pongs": (b"", frame(OP_PONG, b"")),
     "pings (counted today: regression guard)": (b"", frame(OP_PING, b"")),
+    # Parsed by the node itself on an open connection (not by websockets): still charged.
+    "empty text frames": (b"", frame(OP_TEXT, b"")),
 }
 
 

@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from typing import cast
 
+import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from websockets.client import ClientProtocol
@@ -26,7 +27,13 @@ from websockets.uri import parse_uri
 
 from roomcast.net.transport import Connection
 from roomcast.runtime.config import Settings
-from tests.support.wsharness import FakeTransport, RecordingApp, make_server, make_settings
+from tests.support.wsharness import (
+    FakeTransport,
+    RecordingApp,
+    WsClient,
+    make_server,
+    make_settings,
+)
 
 MAX_FRAME = 300
 # Two profiles: limits no stream reaches (pure parsing), and a tight frame/byte budget that
@@ -364,3 +371,38 @@ async def test_node_parser_matches_websockets(
         closes = [data for opcode, _, data in light.frames if opcode == Opcode.CLOSE]
         assert closes, "websockets would have closed"
         assert Close.parse(closes[0]).code == close_sent.code
+
+
+async def test_compressed_connection_keeps_websockets_protocol() -> None:
+    # permessage-deflate frames carry RSV1 and need websockets' inflater: never dropped.
+    app = RecordingApp()
+    client = WsClient(make_server(app, make_settings(compression=True)), compress=True)
+    assert client.conn._compressed and client.conn.proto is not None
+    client.send_text("squeeze " * 40)
+    client.proto.send_ping(b"hi")
+    client.push()
+    assert app.texts == ["squeeze " * 40]
+    assert [(f.opcode, bytes(f.data)) for f in client.received()] == [(Opcode.PONG, b"hi")]
+    assert client.conn.proto is not None
+    client.proto.send_close(1000, "bye")
+    client.push()
+    assert client.close_code == 1000
+    client.disconnect()
+    assert app.calls[-1] == ("close", client.conn.id)
+
+
+@pytest.mark.parametrize(("sent", "answer"), [(1000, 1000), (4321, 4321), (1005, 1002)])
+async def test_client_close_is_answered_on_an_uncompressed_connection(
+    sent: int, answer: int
+) -> None:
+    app = RecordingApp()
+    client = WsClient(make_server(app))
+    assert client.conn.proto is None
+    payload = sent.to_bytes(2, "big") + b"bye"
+    client.conn.data_received(clean(Opcode.PING, b"p") + clean(Opcode.CLOSE, payload))
+    frames = client.received()
+    assert [f.opcode for f in frames] == [Opcode.PONG, Opcode.CLOSE]
+    assert Close.parse(frames[1].data).code == answer
+    assert client.transport.eof_written  # then our end of the stream
+    client.disconnect()
+    assert app.calls[-1] == ("close", client.conn.id)
