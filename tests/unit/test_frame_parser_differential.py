@@ -33,6 +33,7 @@ from tests.support.wsharness import (
     WsClient,
     make_server,
     make_settings,
+    settle,
 )
 
 MAX_FRAME = 300
@@ -225,7 +226,7 @@ def server_frames(written: bytes) -> list[tuple[int, bool, bytes]]:
     return frames
 
 
-def run(
+async def run(
     stream: bytes, cuts: list[int], glued: int, eof: bool, profile: Settings, *, light: bool
 ) -> Outcome:
     app = RecordingApp()
@@ -239,6 +240,7 @@ def run(
     conn.connection_made(cast(asyncio.BaseTransport, transport))
     request = handshake_request()
     conn.data_received(request + stream[:glued])
+    await asyncio.sleep(0)
     assert conn.opened
     assert (conn.proto is None) == light or glued > 0 or conn.closed
     max_inbuf = 0
@@ -248,11 +250,13 @@ def run(
         size = cuts[index % len(cuts)] if cuts else len(stream)
         index += 1
         conn.data_received(stream[pos : pos + size])
+        await asyncio.sleep(0)  # a loop turn between reads, as on a socket: answers go out
         pos += size
         max_inbuf = max(max_inbuf, len(conn._inbuf or b""))
     if eof:
         conn.eof_received()
         conn.connection_lost(None)
+    await settle()
     return Outcome(
         calls=app.calls,
         frames=server_frames(transport.take()),
@@ -311,7 +315,8 @@ EDGES = [
 @settings(
     max_examples=int(os.environ.get("ROOMCAST_FUZZ_EXAMPLES", "120")),
     deadline=None,
-    derandomize=True,
+    # Deterministic in CI; ROOMCAST_FUZZ_RANDOM=1 (with ROOMCAST_FUZZ_EXAMPLES) hunts further.
+    derandomize=not os.environ.get("ROOMCAST_FUZZ_RANDOM"),
     phases=[Phase.explicit, Phase.generate],
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -339,8 +344,8 @@ async def test_node_parser_matches_websockets(
     # glue: 0 frames apart from the request, else part of the stream in the request's read.
     glued = 0 if glue == 0 else min(len(stream), glue * 7)
     profile = TIGHT if tight else ROOMY
-    light = run(stream, cuts, glued, eof, profile, light=True)
-    full = run(stream, cuts, glued, eof, profile, light=False)
+    light = await run(stream, cuts, glued, eof, profile, light=True)
+    full = await run(stream, cuts, glued, eof, profile, light=False)
     assert first_failure(light.calls) == first_failure(full.calls)
 
     # Data frames (the application's answers) in the same order; pongs in the same order
