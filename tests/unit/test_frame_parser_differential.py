@@ -383,11 +383,11 @@ async def test_node_parser_matches_websockets(
     # websockets alone agrees on every close it decides (protocol errors, too big, a client's
     # close), when the application did not close first for a reason of its own.
     close_sent = websockets_alone(stream)
-    rejected = [code for kind, code in light.calls if kind == "rejected"]
+    rejected = [code for call, code in light.calls if call == "rejected"]
     if close_sent is not None and set(rejected) <= {"protocol_violation", "frame_too_big"}:
-        closes = [data for opcode, _, data in light.frames if opcode == Opcode.CLOSE]
-        assert closes, "websockets would have closed"
-        assert Close.parse(closes[0]).code == close_sent.code
+        payloads = [data for opcode, _, data in light.frames if opcode == Opcode.CLOSE]
+        assert payloads, "websockets would have closed"
+        assert Close.parse(payloads[0]).code == close_sent.code
 
 
 async def test_compressed_connection_keeps_websockets_protocol() -> None:
