@@ -7,21 +7,21 @@ regenerate) or `python bench/capacity_costs.py` (regenerate only) instead.
 
 from typing import Final
 
-SOURCE: Final = "make bench at 46d0479 (2026-11-26), bench/unit_costs.py at 4549669 (2026-11-30)"
+SOURCE: Final = "make bench at b9c45eb (2026-11-30), bench/unit_costs.py at 7b71b97 (2026-11-30)"
 MEASURED: Final[dict[str, float]] = {
-    "node_us_per_ingest": 940.315,
-    "node_us_per_receive": 262.212,
-    "node_us_per_delivery": 14.363,
-    "node_us_per_setup": 428.302,
-    "node_kib_per_connection": 7.453,
-    "node_base_kib": 49530.667,
-    "nginx_us_per_delivery": 12.636,
-    "nginx_us_per_setup": 357.56,
-    "nginx_kib_per_connection": 18.445,
-    "redis_us_per_message": 299.551,
-    "redis_us_per_receive": 12.829,
-    "redis_us_per_setup": 41.619,
-    "redis_history_bytes_per_message": 160.2,
-    "redis_room_bytes": 2269.6,
+    "node_us_per_ingest": 695.25,
+    "node_us_per_receive": 419.567,
+    "node_us_per_delivery": 20.423,
+    "node_us_per_setup": 1303.169,
+    "node_kib_per_connection": 3.768,
+    "node_base_kib": 52920.0,
+    "nginx_us_per_delivery": 24.793,
+    "nginx_us_per_setup": 338.47,
+    "nginx_kib_per_connection": 20.96,
+    "redis_us_per_message": 389.381,
+    "redis_us_per_receive": 9.219,
+    "redis_us_per_setup": 139.365,
+    "redis_history_bytes_per_message": 171.6,
+    "redis_room_bytes": 348.4,
     "redis_presence_bytes_per_member": 19.6,
 }
