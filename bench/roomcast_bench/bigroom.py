@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from roomcast_bench.coordinator import BenchError
 from roomcast_bench.procstat import CpuWindow
 
 if TYPE_CHECKING:
@@ -95,6 +94,9 @@ def run(runner: Runner, system: System) -> dict[str, Any]:
         settled = not unopened and min(status["told"], default=0) >= joined
         dead = system.alive()
         if dead:
+            # Imported here: the coordinator imports the worker, which imports this module.
+            from roomcast_bench.coordinator import BenchError
+
             raise BenchError(f"{system.name}: {', '.join(dead)} exited during the storm")
         latency: dict[str, Any] = {"messages": 0, "complete": 0}
         if plan.bigroom_messages > 0:

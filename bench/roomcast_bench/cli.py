@@ -278,7 +278,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         roomcast_path = roomcast_source(args.roomcast_rev, scratch)
     result["roomcast_source"] = git_describe(args.roomcast_rev)
     try:
-        extra_env = SMOKE_ROOMCAST_ENV if args.smoke else {}
+        # Only with the bigroom scenario: a room past the threshold announces no user_joined,
+        # which is how the connect scenario sees a setup done (a bigger --connect-count than
+        # smoke's crosses 20 members a room).
+        big = args.smoke and "bigroom" in plan.scenarios
+        extra_env = SMOKE_ROOMCAST_ENV if big else {}
         if "onenode" in plan.scenarios and not args.url:
             # First, on a machine where nothing of this run is started yet: one node at a time.
             _run_onenode(args, plan, servers, kind, progress, roomcast_path, result)

@@ -223,7 +223,7 @@ class PostedMessage:
 
 def json_object(content_type: str | None, body: bytes, *, optional: bool = False) -> dict[str, Any]:
     """The request's JSON object body; with ``optional``, an empty body is ``{}``."""
-    if optional and not body.strip():
+    if optional and not body:  # whitespace alone is not JSON (400), nothing at all is {}
         return {}
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
     if media_type != "application/json":
