@@ -352,19 +352,21 @@ async def test_node_parser_matches_websockets(
     full = await run(stream, cuts, glued, eof, profile, light=False)
     assert first_failure(light.calls) == first_failure(full.calls)
 
-    # Data frames (the application's answers) in the same order; pongs in the same order
-    # among themselves (the node writes a pong at once, websockets at the end of the read, so
-    # their place among answers differs, which the client cannot rely on anyway), the node's a
-    # prefix of websockets' (it stops parsing at the frame that failed the connection,
-    # websockets answered the pings of the whole read first).
+    # Data frames (the application's answers) in the same order. Pongs: the node answers the
+    # last ping of each read, once, and only pings within the client's rates (RFC 6455 5.5.3
+    # allows answering only the most recent ping); websockets answers every ping at once. So
+    # the node's pongs are a subsequence of websockets', and an open connection whose pings
+    # were all within its rates got the answer to its last ping.
     def kind(frames: list[tuple[int, bool, bytes]], *opcodes: int) -> list[tuple[int, bool, bytes]]:
         return [f for f in frames if f[0] in opcodes]
 
     assert kind(light.frames, Opcode.TEXT) == kind(full.frames, Opcode.TEXT)
     light_pongs, full_pongs = kind(light.frames, Opcode.PONG), kind(full.frames, Opcode.PONG)
-    assert light_pongs == full_pongs[: len(light_pongs)]
-    if not light.closed:
-        assert light_pongs == full_pongs
+    remaining = iter(full_pongs)
+    assert all(pong in remaining for pong in light_pongs), (light_pongs, full_pongs)
+    refused = any(c == "rate_limited" for k, c in light.calls if k == "rejected")
+    if not light.closed and full_pongs and not refused:
+        assert light_pongs[-1:] == full_pongs[-1:]
     failed_by_app = [c for k, c in light.calls if k == "rejected" and c in APP_CLOSES]
     if failed_by_app:
         # The node closes for the first bad frame; websockets may have closed first for a
@@ -388,6 +390,28 @@ async def test_node_parser_matches_websockets(
         payloads = [data for opcode, _, data in light.frames if opcode == Opcode.CLOSE]
         assert payloads, "websockets would have closed"
         assert Close.parse(payloads[0]).code == close_sent.code
+
+
+async def test_pings_of_one_read_get_one_pong_for_the_last() -> None:
+    app = RecordingApp()
+    client = WsClient(make_server(app))
+    assert client.conn.proto is None
+    client.conn.data_received(b"".join(clean(Opcode.PING, b"p%d" % i) for i in range(50)))
+    assert [(f.opcode, bytes(f.data)) for f in client.received()] == [(Opcode.PONG, b"p49")]
+    client.conn.data_received(clean(Opcode.PING, b"next"))
+    assert [(f.opcode, bytes(f.data)) for f in client.received()] == [(Opcode.PONG, b"next")]
+    client.disconnect()
+
+
+async def test_a_refused_ping_gets_no_pong() -> None:
+    # The frame bucket holds 3: the fourth ping of the read is refused (rate_limited), so the
+    # pong answers the third, the last one the client could afford.
+    app = RecordingApp()
+    client = WsClient(make_server(app, make_settings(rate_limit_burst=3)))
+    client.conn.data_received(b"".join(clean(Opcode.PING, b"p%d" % i) for i in range(4)))
+    assert [(f.opcode, bytes(f.data)) for f in client.received()] == [(Opcode.PONG, b"p2")]
+    assert app.rejected == ["rate_limited"]
+    client.disconnect()
 
 
 async def test_compressed_connection_keeps_websockets_protocol() -> None:

@@ -102,17 +102,41 @@ def test_rate_limiter_flooding_after_more_than_burst_strikes(clock: FakeClock) -
     assert limiter.flooding
 
 
-def test_rate_limiter_allowed_frame_resets_strikes(clock: FakeClock) -> None:
+def test_rate_limiter_allowed_frame_pays_back_two_strikes(clock: FakeClock) -> None:
     limiter = RateLimiter(rate=1.0, burst=2)
     limiter.allow()
     limiter.allow()
     limiter.allow()
     limiter.allow()
-    assert limiter.strikes == 2
+    limiter.allow()
+    assert limiter.strikes == 3
+    clock.now += 1.0
+    assert limiter.allow()
+    assert limiter.strikes == 1
+    assert not limiter.flooding
     clock.now += 1.0
     assert limiter.allow()
     assert limiter.strikes == 0
-    assert not limiter.flooding
+
+
+def test_rate_limiter_flood_read_slowly_is_still_a_flood(clock: FakeClock) -> None:
+    """A flood the node reads slowly gets a token back now and then; it is still closed (a
+    reset on every allowed frame let it run for ever)."""
+    limiter = RateLimiter(rate=50.0, burst=100)
+    frames = 0
+    while not limiter.flooding:
+        frames += 1
+        assert frames < 2_000, "a flood read slowly was never called one"
+        limiter.allow()
+        clock.now += 0.001  # 1,000 frames/s, 20x the rate, each read a millisecond apart
+
+
+def test_rate_limiter_three_times_the_rate_is_not_a_flood(clock: FakeClock) -> None:
+    limiter = RateLimiter(rate=50.0, burst=100)
+    for _ in range(10_000):
+        limiter.allow()
+        assert not limiter.flooding
+        clock.now += 1 / 150
 
 
 # Handshake

@@ -182,6 +182,24 @@ class Outbox:
             self._metrics.deliveries.inc(delivered)
 
 
+def _join_runs(outgoing: list[bytes]) -> list[bytes]:
+    """websockets' outgoing items with each run of frames joined; the empty items (end of
+    stream) stay where they are."""
+    joined: list[bytes] = []
+    run: list[bytes] = []
+    for data in outgoing:
+        if data:
+            run.append(data)
+            continue
+        if run:
+            joined.append(b"".join(run))
+            run = []
+        joined.append(data)
+    if run:
+        joined.append(b"".join(run))
+    return joined
+
+
 class Connection(asyncio.Protocol):
     __slots__ = (
         "_answered",
@@ -387,6 +405,10 @@ class Connection(asyncio.Protocol):
         pos = 0
         limit = self._settings.max_frame_bytes
         handover = False
+        # RFC 6455 5.5.3: pings answered before a pong went out may be answered once, for the
+        # last of them. One pong per read, not one write per ping: a ping flood otherwise cost
+        # the node a send() call per 6-byte frame, and stalled it for tens of ms per read.
+        pong: bytes | None = None
         while pos < end and not self.closed and self.proto is None:
             if end - pos < 2:
                 break
@@ -416,12 +438,19 @@ class Connection(asyncio.Protocol):
                 break
             payload = apply_mask(data[head:stop], data[head - 4 : head])
             pos = stop
-            if opcode == _PING:
-                self._pong(payload)  # websockets answers before the application sees it
-            self._frame(opcode, payload, True)
+            # A ping is charged like any frame, and only one the client could afford is
+            # answered: a refused ping gets its rate_limited error, not a pong as well.
+            if self._frame(opcode, payload, True) and opcode == _PING:
+                pong = payload
         if self.closed:
             return  # failed by one of these frames: the rest is not parsed (as websockets)
-        rest = data[pos:] if pos else data
+        if pong is not None:
+            self._pong(pong)
+        self._keep_rest(data[pos:] if pos else data, handover)
+
+    def _keep_rest(self, rest: bytes | bytearray, handover: bool) -> None:
+        """After _receive_frames: a partial frame waits for the next read; from a frame this
+        node does not parse on, websockets takes the connection over."""
         if self.proto is None and not handover:
             if rest:
                 self._inbuf = rest if isinstance(rest, bytearray) else bytearray(rest)
@@ -804,6 +833,10 @@ class Connection(asyncio.Protocol):
         # aborts it if it never reads them); so do a lagging one's pings and pongs (its lag has
         # a deadline of its own).
         force = self.lagging or proto.state is not State.OPEN
+        if len(outgoing) > 1:
+            # websockets gives one item per frame (a pong per ping of a read): one write for
+            # each run of frames, not one send() call each.
+            outgoing = _join_runs(outgoing)
         for data in outgoing:
             if data:
                 # Through the send buffer, so control frames keep their place behind data.
@@ -950,8 +983,9 @@ class Connection(asyncio.Protocol):
             extra={"code": exc.code, "status": exc.status, "client": self.client_address},
         )
 
-    def _frame(self, opcode: int, data: bytes | bytearray | memoryview, fin: bool) -> None:
-        """One frame, parsed by websockets or by _receive_frames (opcode as an int then)."""
+    def _frame(self, opcode: int, data: bytes | bytearray | memoryview, fin: bool) -> bool:
+        """One frame, parsed by websockets or by _receive_frames (opcode as an int then);
+        False when it was refused (over the client's rates)."""
         # Every frame costs the client one token, whatever its type: empty continuations and
         # unsolicited pongs cost the node as much to parse as a text frame (issue 15).
         inbound = self.inbound
@@ -962,14 +996,14 @@ class Connection(asyncio.Protocol):
             if opcode in (Opcode.TEXT, Opcode.CONT):
                 self._fragments = None
             self._rate_limited()
-            return
+            return False
         if not self.rate.allow():
             if opcode in (Opcode.TEXT, Opcode.CONT):
                 # A message that lost a fragment is dropped whole; its later fragments are
                 # discarded (still counted) until its final one.
                 self._fragments = None
             self._rate_limited()
-            return
+            return False
         if opcode == Opcode.TEXT:
             if fin:
                 self._on_text(bytes(data))
@@ -978,11 +1012,11 @@ class Connection(asyncio.Protocol):
         elif opcode == Opcode.CONT:
             fragments = self._fragments
             if fragments is None:
-                return  # the rest of a message refused above
+                return True  # the rest of a message refused above
             if len(fragments) >= self._settings.max_fragments:
                 self._app.on_rejected(self, ErrorCode.TOO_MANY_FRAGMENTS)
                 self.fail(CloseCode.MESSAGE_TOO_BIG, "message split into too many fragments")
-                return
+                return False
             # websockets bounds the message's bytes (max_size spans fragments); the count
             # above bounds the list, so empty fragments cannot grow it either.
             fragments.append(bytes(data))
@@ -992,7 +1026,9 @@ class Connection(asyncio.Protocol):
         elif opcode == Opcode.BINARY:
             self._app.on_rejected(self, ErrorCode.BINARY_FRAME)
             self.fail(CloseCode.UNSUPPORTED_DATA, "binary frames are not supported; send JSON text")
-        # PING, PONG and CLOSE: websockets answered them already; they were counted above.
+        # PING, PONG and CLOSE: websockets answered them already (a ping parsed here is
+        # answered by _receive_frames); they were counted above.
+        return True
 
     def _parser_failed(self, exc: Exception) -> None:
         # websockets already sent the close frame (1009 too big, 1002 protocol error, ...);
