@@ -12,13 +12,6 @@ from __future__ import annotations
 from typing import Final
 
 OPEN_FINDINGS: Final = {
-    # Found by the last clean-clone CI run of stop 20 (after the big-room and storm merges), too
-    # late to fix at the stop: named in its closing note.
-    "tests/adversarial/test_redis_memory.py::test_join_leave_churn_leaves_no_long_lived_keys": (
-        "REGRESSION at stop 20: 2068 join/leave pairs on fresh rooms left 9 keys, 1 living over "
-        "60 s (max TTL 598 s); which key (a big-room or presence key of this stop's merges is "
-        "suspected) is not found yet"
-    ),
     "tests/adversarial/test_unread_answers.py::"
     "test_unread_answers_on_one_node_pin_at_most_the_bound[history]": (
         "memory is bounded and the cause of the 866 ms is fixed (Redis: each 64 KiB page read "

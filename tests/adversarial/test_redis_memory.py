@@ -9,6 +9,7 @@ has a `maxmemory` below its container's limit, with an eviction policy chosen on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from typing import Any
@@ -18,6 +19,7 @@ from tests.adversarial.bursts import burst, join
 from tests.adversarial.bystander import BystanderProbe
 from tests.adversarial.observe import MIB, redis_command, redis_info
 from tests.adversarial.rawws import RawWebSocket
+from tests.support.cluster import until
 
 # 60 connections from one address, each bursting 20 x 60 KB into a room of its own: 72 MB asked
 # of Redis within seconds (the issue: 200 connections, 262 MB in 12 s).
@@ -87,22 +89,34 @@ async def test_join_leave_churn_leaves_no_long_lived_keys(cluster: Any) -> None:
 
     try:
         counts = await asyncio.gather(*(churn(ws, i) for i, ws in enumerate(churners)))
-        await asyncio.sleep(1.0)  # the last joins and leaves reach Redis
     finally:
         for ws in churners:
             await ws.close()
+
+    def long_lived_keys() -> dict[str, int]:
+        found = {}
+        for key in redis_command(cluster.redis_port, "KEYS", f"*{prefix}*"):
+            ttl = int(redis_command(cluster.redis_port, "TTL", key))
+            if ttl == -1 or ttl > CHURN_KEY_TTL_S:
+                found[key] = ttl
+        return found
+
+    # A churner's room is kept (up to the history ttl) while it is a member: a leave refused
+    # by the frame rate leaves it joined until its connection goes. The nodes handle the
+    # churners' closes after ws.close() returns: wait for that, not for the ttls.
+    with contextlib.suppress(AssertionError):  # asserted below, with the keys named
+        await until(lambda: not long_lived_keys(), 10, "the churners' rooms to go")
     new_keys = [
         k for k in redis_command(cluster.redis_port, "KEYS", f"*{prefix}*") if k not in keys_before
     ]
-    ttls = [int(redis_command(cluster.redis_port, "TTL", key)) for key in new_keys]
-    long_lived = [t for t in ttls if t == -1 or t > CHURN_KEY_TTL_S]
+    left = long_lived_keys()
     figures = (
         f"{sum(counts)} join/leave pairs on fresh rooms: {len(new_keys)} keys left, "
-        f"{len(long_lived)} living over {CHURN_KEY_TTL_S} s (max TTL {max(ttls, default=0)} s)"
+        f"{len(left)} living over {CHURN_KEY_TTL_S} s after every churner closed: {left}"
     )
     print(figures)
     assert len(new_keys) <= CHURN_KEYS_LEFT, figures
-    assert not long_lived, figures
+    assert not left, figures
 
 
 def test_shipped_redis_has_maxmemory_below_its_container_limit() -> None:
