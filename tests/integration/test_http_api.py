@@ -181,6 +181,36 @@ async def test_event_stream_sees_what_websocket_members_see_and_resumes(
         await bob.close()
 
 
+async def test_event_stream_to_an_http_10_client_is_not_chunked(
+    api_cluster: LocalCluster,
+) -> None:
+    """An HTTP/1.0 client cannot read chunks: its stream's body is the events themselves, until
+    the connection closes."""
+    room = new_room()
+    node = api_cluster.nodes[0]
+    reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+    writer.write(f"GET /api/rooms/{room}/events HTTP/1.0\r\nHost: x\r\n\r\n".encode())
+    alice = await Client.connect(node.url)
+    try:
+        received = b""
+        async with asyncio.timeout(scaled(10)):
+            while b"\r\n\r\n" not in received or b'"type":"joined"' not in received:
+                received += await reader.read(65536)
+            await alice.join(room, "alice")
+            await alice.send(type="message", text="x" * 5000)
+            while b"x" * 5000 + b'"' not in received:
+                received += await reader.read(65536)
+        head, _, body = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") or head.startswith(b"HTTP/1.0 200"), head
+        assert b"transfer-encoding" not in head.lower()
+        # Events straight after the head (a chunk size line would come first, in hex).
+        assert body.startswith(b"retry:"), body[:40]
+        assert b"\r\n1" not in body and b"\n\r\n" not in body
+    finally:
+        writer.close()
+        await alice.close()
+
+
 async def test_event_stream_survives_its_node_being_killed(
     fresh_api_cluster: LocalCluster,
 ) -> None:

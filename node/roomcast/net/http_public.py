@@ -124,6 +124,7 @@ class HttpConnection(asyncio.Protocol):
         self._body = bytearray()
         self._busy = False
         self._stream_room: str | None = None
+        self._chunked = False  # the event stream's body is framed in chunks (set when it opens)
         self.subject: str | None = None  # whose token opened the stream (StreamSink)
         self._token_timer: asyncio.TimerHandle | None = None
         self._closed = False
@@ -195,10 +196,21 @@ class HttpConnection(asyncio.Protocol):
         self.pending = []
         if self._closed or self._send is None:
             return 0
-        data = pending[0] if count == 1 else b"".join(pending)
-        chunk = self._h11.send(h11.Data(data=data))
-        if chunk and not self._write(chunk):
+        size = sum(map(len, pending))
+        if not size:
             return 0
+        if self._chunked:
+            # Framed here as h11's ChunkedWriter does, the events themselves not copied: the
+            # fan-out of a burst shares them among every stream (see SendBuffer.write_pieces).
+            # h11 keeps no count of a chunked body's bytes, so its state stays right for the
+            # EndOfMessage.
+            head = b"%x\r\n" % size
+            if not self._write_pieces([head, *pending, b"\r\n"], len(head) + size + 2):
+                return 0
+        else:
+            data = pending[0] if count == 1 else b"".join(pending)
+            if not self._write(self._h11.send(h11.Data(data=data))):  # HTTP/1.0: no chunks
+                return 0
         return count - pending.count(sse.HEARTBEAT)
 
     async def drained(self) -> bool:
@@ -414,6 +426,10 @@ class HttpConnection(asyncio.Protocol):
             + (self._h11.send(h11.Data(data=sse.retry(SSE_RETRY_MS))) or b"")
         )
         self._stream_room = plan.room
+        # h11 answers an HTTP/1.1 client's body of unknown length in chunks (HTTP/1.0: until
+        # the connection closes).
+        version = self._h11.their_http_version
+        self._chunked = version is not None and version >= b"1.1"
         self.subject = plan.subject
         if plan.expires is not None:
             # As a WebSocket connection: the stream ends when its token does (exp + leeway).
@@ -502,9 +518,15 @@ class HttpConnection(asyncio.Protocol):
 
     def _write(self, data: bytes | None) -> bool:
         """Send through the shared bound; False (and the connection dropped) once over it."""
-        if not data or self._send is None or self._closed:
+        if not data:
             return not self._closed
-        if self._send.write(data) and not self._send.over:
+        return self._write_pieces([data], len(data))
+
+    def _write_pieces(self, pieces: list[bytes], size: int) -> bool:
+        """:meth:`_write` of the pieces, joined only by the transport."""
+        if self._send is None or self._closed:
+            return not self._closed
+        if self._send.write_pieces(pieces, size) and not self._send.over:
             return True
         # An event stream's client resumes from history with Last-Event-ID (EventSource does it
         # by itself); an answer's client asks again.

@@ -46,6 +46,25 @@ class SendBuffer:
         """Nothing held back, and the transport below its high-water mark."""
         return not self.paused and not self._held
 
+    def write_pieces(self, pieces: list[bytes], size: int) -> bool:
+        """:meth:`write` of ``b"".join(pieces)`` (``size`` bytes) without joining them: the
+        transport gathers them in one writev call and keeps what the kernel did not take by
+        reference. A burst fanned out to many streams shares its pieces, so it is not copied
+        once per stream (40 copies of a 1.2 MB burst stalled a node for 90 ms)."""
+        transport = self._transport
+        backed_up = self.paused or self._held or transport.get_write_buffer_size()
+        if backed_up and self.outstanding + size > self._limit:
+            return False
+        if self.paused or self._held:
+            held = self._held
+            if held is None:
+                held = self._held = deque()
+            held.extend(pieces)
+            self._held_bytes += size
+            return True
+        transport.writelines(pieces)
+        return True
+
     def write(self, data: bytes, *, force: bool = False) -> bool:
         """Queue ``data`` in order after what is queued; False (nothing queued) when the socket
         is backed up and ``data`` would take the client past the limit, unless ``force``.
