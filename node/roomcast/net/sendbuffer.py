@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Iterable
 
 
 class SendBuffer:
@@ -51,18 +52,12 @@ class SendBuffer:
         transport gathers them in one writev call and keeps what the kernel did not take by
         reference. A burst fanned out to many streams shares its pieces, so it is not copied
         once per stream (40 copies of a 1.2 MB burst stalled a node for 90 ms)."""
-        transport = self._transport
-        backed_up = self.paused or self._held or transport.get_write_buffer_size()
-        if backed_up and self.outstanding + size > self._limit:
+        if not self._may_queue(size, force=False):
             return False
         if self.paused or self._held:
-            held = self._held
-            if held is None:
-                held = self._held = deque()
-            held.extend(pieces)
-            self._held_bytes += size
-            return True
-        transport.writelines(pieces)
+            self._hold(pieces, size)
+        else:
+            self._transport.writelines(pieces)
         return True
 
     def write(self, data: bytes, *, force: bool = False) -> bool:
@@ -72,21 +67,26 @@ class SendBuffer:
         Queued data may still leave the client :attr:`over` the limit (the kernel took less of
         a fresh write than the limit): the caller checks that too.
         """
-        transport = self._transport
-        backed_up = self.paused or self._held or transport.get_write_buffer_size()
-        if backed_up and not force and self.outstanding + len(data) > self._limit:
+        if not self._may_queue(len(data), force=force):
             return False
         if self.paused or self._held:
-            held = self._held
-            if held is None:
-                held = self._held = deque()
-            held.append(data)
-            self._held_bytes += len(data)
-            return True
-        # The transport sends at once what the kernel takes and calls pause_writing when the
-        # rest crosses its high-water mark: only that rest counts against the client.
-        transport.write(data)
+            self._hold((data,), len(data))
+        else:
+            # The transport sends at once what the kernel takes and calls pause_writing when
+            # the rest crosses its high-water mark: only that rest counts against the client.
+            self._transport.write(data)
         return True
+
+    def _may_queue(self, size: int, *, force: bool) -> bool:
+        backed_up = self.paused or self._held or self._transport.get_write_buffer_size()
+        return not backed_up or force or self.outstanding + size <= self._limit
+
+    def _hold(self, pieces: Iterable[bytes], size: int) -> None:
+        held = self._held
+        if held is None:
+            held = self._held = deque()
+        held.extend(pieces)
+        self._held_bytes += size
 
     def offer(self, data: bytes) -> int:
         """:meth:`write` for the fan-out path, which also says where the client stands: 0 when
