@@ -36,11 +36,14 @@ ROOMCAST_BENCH_ENV: Mapping[str, str] = {
     # Issue 15's client, room and join limits: a benchmark is one client sending a lot.
     **SHARED_LIMITS_OFF,
 }
-# Node-wide handshake admission: the idle and connect scenarios measure setup cost at full
-# speed; the storm scenario measures admission itself, with the nodes' defaults.
+# Handshake admission (node-wide and per address): the idle and connect scenarios measure
+# setup cost at full speed; the storm scenario measures admission itself, with the nodes'
+# defaults (its clients come from 127.0.x.y, 200 per address: within an address's burst).
 ADMISSION_OFF: Mapping[str, str] = {
     "ROOMCAST_ADMISSION_RATE_PER_SECOND": "1000000000",
     "ROOMCAST_ADMISSION_BURST": "1000000000",
+    "ROOMCAST_ADMISSION_PER_ADDRESS_RATE_PER_SECOND": "1000000000",
+    "ROOMCAST_ADMISSION_PER_ADDRESS_BURST": "1000000000",
 }
 
 

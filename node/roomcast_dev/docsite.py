@@ -168,6 +168,10 @@ SETTING_MEANINGS: Final[dict[str, str]] = {
     "(after the burst) 503 with `Retry-After`",
     "admission_burst": "new WebSocket handshakes per node: burst",
     "admission_max_retry_after": "the longest `Retry-After` a refused handshake is given (s)",
+    "admission_per_address_rate_per_second": "new WebSocket handshakes per client address per "
+    "node per second, checked before the node's own rate; above it (after the burst) `429` "
+    "with `Retry-After`",
+    "admission_per_address_burst": "new WebSocket handshakes per client address per node: burst",
     "ping_interval": "seconds; a connection silent for a whole interval after a ping is closed",
     "max_connections": (
         "WebSockets open at once on this node; over it a handshake gets 503 with Retry-After;"

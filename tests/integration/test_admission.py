@@ -27,9 +27,10 @@ ADMISSION_ENV = dict(
 STORM = 60  # three seconds' worth of the rate, twelve bursts
 
 
-async def handshake_status(port: int) -> tuple[int, dict[str, str]]:
-    """One raw WebSocket upgrade through nginx: the status and headers of the answer."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+async def handshake_status(port: int, source: str = "127.0.0.1") -> tuple[int, dict[str, str]]:
+    """One raw WebSocket upgrade through nginx (from ``source``, which nginx passes on as the
+    client's address): the status and headers of the answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
     try:
         writer.write(
             b"GET /chat HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
@@ -115,3 +116,40 @@ async def test_a_burst_over_the_rate_is_told_to_retry_and_everyone_joins() -> No
         busy_answers = [headers for status, headers in answers if status == 503]
         assert busy_answers, [status for status, _ in answers]
         assert all(1 <= int(h["retry-after"]) <= 4 for h in busy_answers), busy_answers
+
+
+# One address floods handshakes: refused on its own (429), before it takes the node's tokens.
+PER_ADDRESS_RATE, PER_ADDRESS_BURST = 2, 8
+PER_ADDRESS_ENV = dict(
+    FAST_ENV,
+    ROOMCAST_ADMISSION_RATE_PER_SECOND="5",
+    ROOMCAST_ADMISSION_BURST="20",
+    ROOMCAST_ADMISSION_PER_ADDRESS_RATE_PER_SECOND=str(PER_ADDRESS_RATE),
+    ROOMCAST_ADMISSION_PER_ADDRESS_BURST=str(PER_ADDRESS_BURST),
+)
+FLOOD = 100  # five times the node's whole burst, from one address
+
+
+async def test_one_address_flooding_handshakes_does_not_make_others_wait() -> None:
+    with LocalCluster(1, redis=False, nginx=True, node_env=PER_ADDRESS_ENV) as cluster:
+        metrics_url = f"{cluster.nodes[0].metrics_url}/metrics"
+        started = time.monotonic()
+        answers = [await handshake_status(cluster.nginx_port, "127.0.0.2") for _ in range(FLOOD)]
+        elapsed = time.monotonic() - started
+        statuses = [status for status, _ in answers]
+        accepted = statuses.count(101)
+        # The address's burst, and what its rate made while the flood ran.
+        assert PER_ADDRESS_BURST <= accepted <= PER_ADDRESS_BURST + PER_ADDRESS_RATE * elapsed + 1
+        assert set(statuses) == {101, 429}, statuses
+        refused = [headers for status, headers in answers if status == 429]
+        assert all(int(headers["retry-after"]) >= 1 for headers in refused)
+        # Other addresses still get in at once: the flood took at most its own share of the
+        # node's burst (20), not all of it (it would have been answered 503).
+        for source in ("127.0.0.3", "127.0.0.4", "127.0.0.5"):
+            status, _ = await handshake_status(cluster.nginx_port, source)
+            assert status == 101, (source, status)
+        _, text = http_get(metrics_url, timeout=scaled(5))
+        assert metric_value(text, "roomcast_handshakes_rejected_total", {"status": "429"}) == (
+            FLOOD - accepted
+        )
+        assert metric_value(text, "roomcast_handshakes_rejected_total", {"status": "503"}) == 0

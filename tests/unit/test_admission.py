@@ -1,4 +1,4 @@
-"""The node-wide handshake admission bucket and its Retry-After hint (net/admission.py)."""
+"""Handshake admission, node-wide and per address, and its Retry-After hint (net/admission.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,13 @@ import pytest
 from websockets.server import ServerProtocol
 
 from roomcast.client.backoff import MAX_RETRY_AFTER, retry_after_seconds
-from roomcast.net.admission import Admission, busy_response
+from roomcast.core import ratelimit
+from roomcast.net.admission import (
+    AddressAdmission,
+    Admission,
+    address_busy_response,
+    busy_response,
+)
 
 
 class Clock:
@@ -75,6 +81,50 @@ def test_the_refusal_is_a_503_with_retry_after() -> None:
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "7"
     assert b"retry after 7 s" in response.body
+
+
+class MonotonicClock:
+    """Stands in for the time module in roomcast.core.ratelimit."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_each_address_has_its_own_burst_and_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = MonotonicClock()
+    monkeypatch.setattr(ratelimit, "time", clock)
+    admission = AddressAdmission(rate=2.0, burst=3)
+    assert [admission.admit("10.0.0.1") for _ in range(4)] == [None, None, None, 1]
+    assert admission.admit("10.0.0.2") is None  # another address: its own burst
+    clock.now += 0.5  # one token for 10.0.0.1
+    assert admission.admit("10.0.0.1") is None
+    assert admission.admit("10.0.0.1") == 1
+
+
+def test_an_address_that_went_quiet_is_forgotten(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = MonotonicClock()
+    monkeypatch.setattr(ratelimit, "time", clock)
+    admission = AddressAdmission(rate=10.0, burst=5)
+    for index in range(100):
+        admission.admit(f"10.0.{index}.1")
+    assert len(admission) == 100
+    clock.now += 0.6  # past the refill time (burst / rate): nothing owed, nothing kept
+    admission.admit("10.1.0.1")
+    assert len(admission) == 1
+
+
+def test_a_slow_rate_says_when_its_next_token_comes() -> None:
+    assert AddressAdmission(rate=0.2, burst=1).admit("a") is None
+    assert AddressAdmission(rate=0.2, burst=1)._retry_after == 5
+
+
+def test_the_address_refusal_is_a_429_with_retry_after() -> None:
+    response = address_busy_response(ServerProtocol(), 2)
+    assert response.status_code == 429
+    assert response.headers["Retry-After"] == "2"
 
 
 @pytest.mark.parametrize(

@@ -410,6 +410,8 @@ def test_every_env_name_is_read() -> None:
         "ROOMCAST_ADMISSION_RATE_PER_SECOND": "250",
         "ROOMCAST_ADMISSION_BURST": "50",
         "ROOMCAST_ADMISSION_MAX_RETRY_AFTER": "10",
+        "ROOMCAST_ADMISSION_PER_ADDRESS_RATE_PER_SECOND": "25",
+        "ROOMCAST_ADMISSION_PER_ADDRESS_BURST": "30",
     }
     file_variants = {
         name + "_FILE"

@@ -1,4 +1,5 @@
-"""Node-wide admission of new WebSocket handshakes: a token bucket with a retry hint. No I/O.
+"""Admission of new WebSocket handshakes, per client address and node-wide: token buckets
+with a retry hint. No I/O.
 
 When a node dies, all its clients come back at once to the others. A node that set up every one
 of them as fast as they arrive would spend whole seconds of CPU on handshakes and joins while
@@ -23,6 +24,8 @@ from typing import Final
 
 from websockets.http11 import Response
 from websockets.server import ServerProtocol
+
+from roomcast.core.ratelimit import BucketPool
 
 # What a refused client is told, at least: Retry-After counts whole seconds (RFC 9110 §10.2.3).
 MIN_RETRY_AFTER: Final = 1
@@ -76,6 +79,43 @@ class Admission:
     @property
     def burst(self) -> int:
         return int(self._burst)
+
+
+class AddressAdmission:
+    """New handshakes per client address, checked before :class:`Admission`: one address that
+    floods handshakes is refused (429) on its own, before it takes the node's tokens, so the
+    other clients are not told to wait behind it.
+
+    A bucket lives while its address keeps coming and for one refill time after
+    (:class:`~roomcast.core.ratelimit.BucketPool`): what the node keeps is bounded by the
+    addresses seen in the last ``burst / rate`` seconds."""
+
+    __slots__ = ("_pool", "_retry_after")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError(f"need rate > 0 and burst >= 1; got {rate}, {burst}")
+        self._pool = BucketPool(rate, burst)
+        # The next token comes within 1/rate: say so, in whole seconds.
+        self._retry_after = max(MIN_RETRY_AFTER, math.ceil(1 / rate))
+
+    def admit(self, address: str) -> int | None:
+        """None: go ahead (a token was taken). Otherwise the seconds to put in Retry-After."""
+        bucket = self._pool.acquire(address)
+        self._pool.release(address)
+        return None if bucket.allow() else self._retry_after
+
+    def __len__(self) -> int:
+        return len(self._pool)
+
+
+def address_busy_response(proto: ServerProtocol, retry_after: int) -> Response:
+    """One address over its handshake rate: 429 with Retry-After, before any upgrade."""
+    response = proto.reject(
+        429, f"too many new connections from your address; retry after {retry_after} s\n"
+    )
+    response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 def busy_response(proto: ServerProtocol, retry_after: int) -> Response:

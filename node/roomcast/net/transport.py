@@ -42,7 +42,12 @@ from roomcast.core.auth import (
 from roomcast.core.hooks import Hooks
 from roomcast.core.members import Member
 from roomcast.core.ratelimit import BucketPool, ConnectionBudget, RateLimiter
-from roomcast.net.admission import Admission, busy_response
+from roomcast.net.admission import (
+    AddressAdmission,
+    Admission,
+    address_busy_response,
+    busy_response,
+)
 from roomcast.net.fd_limit import RETRY_AFTER_SECONDS, connection_limit, raise_open_files_limit
 from roomcast.net.handshake import HandshakeProtocol, check_request, single_header
 from roomcast.net.heartbeat import Heartbeat
@@ -947,12 +952,7 @@ class Connection(asyncio.Protocol):
 
     def _decide(self, request: Request) -> Response | Coroutine[None, None, Identity]:
         server = self._server
-        # First, before any other work: a node past its setup rate refuses cheaply (503).
-        retry_after = server.admission.admit()
-        if retry_after is not None:
-            return busy_response(self._protocol(), retry_after)
         try:
-            offered = check_request(request.path, request.headers)
             address = server.proxies.forwarded_client(
                 self.client_address, single_header(request.headers, "X-Forwarded-For")
             )
@@ -961,6 +961,16 @@ class Connection(asyncio.Protocol):
                     400, ErrorCode.MALFORMED_HEADER, "X-Forwarded-For is not an address"
                 )
             self.client_address = address
+            # First, before any other work: an address past its own setup rate (429), then a
+            # node past its setup rate (503), refuse cheaply. In this order, so that one
+            # address's flood is refused before it takes the node's tokens.
+            retry_after = server.address_admission.admit(address)
+            if retry_after is not None:
+                return address_busy_response(self._protocol(), retry_after)
+            retry_after = server.admission.admit()
+            if retry_after is not None:
+                return busy_response(self._protocol(), retry_after)
+            offered = check_request(request.path, request.headers)
             if request.path.split("?", 1)[0] != CHAT_PATH:
                 return self._protocol().reject(
                     404, f"Not Found: WebSocket endpoint is {CHAT_PATH}\n"
@@ -1196,6 +1206,9 @@ class WebSocketServer:
             settings.admission_rate_per_second,
             settings.admission_burst,
             settings.admission_max_retry_after,
+        )
+        self.address_admission = AddressAdmission(
+            settings.admission_per_address_rate_per_second, settings.admission_per_address_burst
         )
         # Bytes (and frames, through their overhead) of each client over all its connections;
         # a burst always holds the largest frame, or that frame could never be received.

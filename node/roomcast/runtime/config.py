@@ -87,6 +87,12 @@ class Settings:
     admission_rate_per_second: float = 1000.0
     admission_burst: int = 500
     admission_max_retry_after: float = 30.0  # the longest Retry-After a refusal is given
+    # ... and per client address, checked first (429 + Retry-After): one address that floods
+    # handshakes would otherwise take the node's whole rate, and every other client would be
+    # told to come back in up to max_retry_after. 100/s is a tenth of the node's rate; the
+    # burst lets an office behind one NAT come back at once after a node died.
+    admission_per_address_rate_per_second: float = 100.0
+    admission_per_address_burst: int = 400
     # A member over the send bound gets no room traffic until its socket drains, then what it
     # missed from history; if it does not drain for this long, it does not read: closed 1013.
     lag_timeout: float = 10.0
@@ -429,6 +435,8 @@ _PARSERS: dict[str, Callable[[str, str], object]] = {
     "admission_rate_per_second": lambda n, r: _parse_float(n, r, 0.1, 1_000_000_000),
     "admission_burst": lambda n, r: _parse_int(n, r, 1, 1_000_000_000),
     "admission_max_retry_after": lambda n, r: _parse_float(n, r, 1, 3600),
+    "admission_per_address_rate_per_second": lambda n, r: _parse_float(n, r, 0.1, 1_000_000_000),
+    "admission_per_address_burst": lambda n, r: _parse_int(n, r, 1, 1_000_000_000),
     "lag_timeout": lambda n, r: _parse_float(n, r, 0.1, 3600),
     "ping_interval": lambda n, r: _parse_float(n, r, 0.05, 3600),
     "close_timeout": lambda n, r: _parse_float(n, r, 0.01, 600),
