@@ -130,7 +130,6 @@ class HttpConnection(asyncio.Protocol):
         self._closed = False
         self._idle_timer: asyncio.TimerHandle | None = None
         # A streamed answer or resume waiting for the socket to drain before its next piece.
-        self._drain_waiter: asyncio.Future[None] | None = None
 
     @property
     def closed(self) -> bool:
@@ -220,27 +219,14 @@ class HttpConnection(asyncio.Protocol):
         send = self._send
         if send is None or self._closed:
             return False
-        if send.drained:
-            return True
-        waiter: asyncio.Future[None] = self._server.loop.create_future()
-        self._drain_waiter = waiter
-        timer = self._server.loop.call_later(
-            self._server.settings.lag_timeout, self._drop_slow_consumer
+        await send.wait_drained(
+            self._server.loop, self._server.settings.lag_timeout, self._drop_slow_consumer
         )
-        try:
-            await waiter
-        finally:
-            timer.cancel()
-            if self._drain_waiter is waiter:
-                self._drain_waiter = None
         return not self._closed
 
     def _wake_drain_waiter(self) -> None:
-        waiter = self._drain_waiter
-        if waiter is not None:
-            self._drain_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        if self._send is not None:
+            self._send.wake()
 
     def end(self) -> None:
         """Finish the current stream cleanly (drain), or close an idle keep-alive connection."""

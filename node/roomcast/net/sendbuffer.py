@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 
 class SendBuffer:
-    __slots__ = ("_held", "_held_bytes", "_limit", "_transport", "paused")
+    __slots__ = ("_held", "_held_bytes", "_limit", "_transport", "_waiter", "paused")
 
     def __init__(self, transport: asyncio.Transport, limit: int) -> None:
         self._transport = transport
@@ -31,6 +31,8 @@ class SendBuffer:
         self._held: deque[bytes] | None = None
         self._held_bytes = 0
         self.paused = False
+        # Who waits in wait_drained (a piece-by-piece answer, a catch-up), if anyone.
+        self._waiter: asyncio.Future[None] | None = None
 
     @property
     def outstanding(self) -> int:
@@ -107,6 +109,34 @@ class SendBuffer:
         if not self.write(data):
             return -1
         return 1 if self.over else 0
+
+    async def wait_drained(
+        self, loop: asyncio.AbstractEventLoop, timeout: float, on_timeout: Callable[[], None]
+    ) -> None:
+        """Return once :attr:`drained` (the owner calls :meth:`wake` from resume_writing, and
+        when the connection ends). A client that has not read it within ``timeout`` does not
+        read: ``on_timeout`` is called, which drops it (and wakes this)."""
+        if self.drained:
+            return
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiter = waiter
+        timer = loop.call_later(timeout, on_timeout)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            if self._waiter is waiter:
+                self._waiter = None
+
+    def wake(self) -> bool:
+        """Let :meth:`wait_drained` return; False if nobody waited."""
+        waiter = self._waiter
+        if waiter is None:
+            return False
+        self._waiter = None
+        if not waiter.done():
+            waiter.set_result(None)
+        return True
 
     def pause(self) -> None:
         self.paused = True

@@ -10,6 +10,7 @@ touches sockets; the chat logic sees a connection only as :class:`roomcast.core.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import sys
@@ -216,7 +217,6 @@ class Connection(asyncio.Protocol):
         "_deciding",
         "_deferred",
         "_deferred_bytes",
-        "_drain_waiter",
         "_fragments",
         "_handshake_timer",
         "_inbuf",
@@ -298,7 +298,6 @@ class Connection(asyncio.Protocol):
         self._streaming = False
         self._deferred: list[bytes] | None = None  # made when first needed
         self._deferred_bytes = 0
-        self._drain_waiter: asyncio.Future[None] | None = None
         self._busy = False
         self._paused = False
         self._answered = False  # the handshake got its HTTP response
@@ -556,12 +555,7 @@ class Connection(asyncio.Protocol):
         send.resume()
         if not send.drained or self.closed:
             return
-        waiter = self._drain_waiter
-        if waiter is not None:
-            self._drain_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-        elif self.lagging:
+        if not send.wake() and self.lagging:
             self._app.on_drained(self)
 
     def _hand_over(self, received: bytes) -> None:
@@ -714,23 +708,16 @@ class Connection(asyncio.Protocol):
         send = self._send
         if send is None or self.closed:
             return False
-        if send.drained:
-            return True
-        waiter: asyncio.Future[None] = self._server.loop.create_future()
-        self._drain_waiter = waiter
-        timer = self._server.loop.call_later(
-            self._settings.lag_timeout, self.drop_slow_consumer, "slow consumer: not reading"
-        )
         try:
-            await waiter
+            await send.wait_drained(
+                self._server.loop,
+                self._settings.lag_timeout,
+                functools.partial(self.drop_slow_consumer, "slow consumer: not reading"),
+            )
         except asyncio.CancelledError:
             if self.closed:
                 return False
             raise
-        finally:
-            timer.cancel()
-            if self._drain_waiter is waiter:
-                self._drain_waiter = None
         return not self.closed
 
     def ping(self) -> None:
@@ -1150,11 +1137,8 @@ class Connection(asyncio.Protocol):
         self.closed = True
         self._fragments = None
         self._backlog = None
-        waiter = self._drain_waiter
-        if waiter is not None:
-            self._drain_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        if self._send is not None:
+            self._send.wake()
         if self.opened:
             self._server.closed(self)
             self._app.on_close(self)
