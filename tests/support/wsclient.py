@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from roomcast_dev.devcluster import timeout_factor
@@ -12,6 +14,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 Event = dict[str, Any]
+
+_join_ids = itertools.count(1)
 
 
 def scaled(seconds: float) -> float:
@@ -53,6 +57,10 @@ class Client:
         def wanted(event: Event) -> bool:
             return event["type"] == kind and all(event.get(k) == v for k, v in match.items())
 
+        return await self.recv_where(wanted, timeout)
+
+    async def recv_where(self, wanted: Callable[[Event], bool], timeout: float = 10) -> Event:
+        """The next event ``wanted`` accepts; others are kept for later reads."""
         for index, event in enumerate(self._buffer):
             if wanted(event):
                 del self._buffer[index]
@@ -65,8 +73,18 @@ class Client:
                 self._buffer.append(event)
 
     async def join(self, room: str, username: str) -> Event:
-        await self.send(type="join", room=room, username=username)
-        event = await self.recv_type("joined", room=room)
+        """Join and return the ``joined`` event; a refusal fails at once, with its reason (not
+        as a timeout waiting for a ``joined`` that will never come)."""
+        request = f"join-{room}-{next(_join_ids)}"
+        await self.send(type="join", room=room, username=username, id=request)
+
+        def answer(event: Event) -> bool:
+            if event["type"] == "joined" and event.get("room") == room:
+                return True
+            return event["type"] == "error" and event.get("id") == request
+
+        event = await self.recv_where(answer)
+        assert event["type"] == "joined", f"join of {room!r} refused: {event}"
         return event
 
     async def expect_close(self, timeout: float = 10) -> tuple[int | None, str | None]:
