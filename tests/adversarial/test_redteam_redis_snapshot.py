@@ -1,4 +1,4 @@
-"""Red team: Redis restarted from an older snapshot (its default persistence) must not reuse offsets.
+"""Red team: Redis restarted on an older snapshot (its default persistence) must not reuse offsets.
 
 An operator who keeps Redis's default persistence (RDB snapshots, `save 3600 1 300 100 60
 10000`), or AOF with the default `appendfsync everysec`, gets back, after a crash, the data of

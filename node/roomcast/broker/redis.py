@@ -154,9 +154,11 @@ TopologyFactory = Callable[[ShardEvents], Topology]
 
 
 class Standalone:
-    """One Redis server (standalone, or the primary Sentinel names): one shard for everything."""
+    """One Redis server (standalone, or the primary Sentinel names): one shard for everything.
+    Fenced scripts (a new epoch under a new `master_replid`): a standalone Redis restarted on an
+    older snapshot has lost its last writes and would hand their offsets out again."""
 
-    scripts: scripts.ScriptSet = scripts.CLASSIC
+    scripts: scripts.ScriptSet = scripts.FENCED
     publish_command: bytes = b"PUBLISH"
 
     def __init__(
