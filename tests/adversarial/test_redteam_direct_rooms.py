@@ -18,6 +18,7 @@ import pytest
 from tests.adversarial.devcluster_shim import LocalCluster
 from tests.adversarial.httpraw import EventStreamReader, http
 from tests.adversarial.rawws import RawWebSocket
+from tests.adversarial.readiness import until_ready
 from tests.adversarial.tokens import SECRET, sign
 
 
@@ -36,6 +37,7 @@ async def test_a_third_user_cannot_read_or_write_a_direct_room_over_http(
     secure: Any, rooms: list[str] | None
 ) -> None:
     port = secure.nodes[0].port
+    await until_ready(secure.nodes[0])
     tag = uuid.uuid4().hex[:6]
     ann, bob = f"ann{tag}", f"bob{tag}"
     room = f"dm:{ann}:{bob}"
@@ -84,6 +86,7 @@ async def test_a_third_user_cannot_read_or_write_a_direct_room_over_http(
 async def test_each_of_the_two_users_still_reads_their_direct_room_over_http(secure: Any) -> None:
     """The guard of the fix: the rule must not lock ann out of her own conversation."""
     port = secure.nodes[0].port
+    await until_ready(secure.nodes[0])
     tag = uuid.uuid4().hex[:6]
     ann, bob = f"ann{tag}", f"bob{tag}"
     room = f"dm:{ann}:{bob}"

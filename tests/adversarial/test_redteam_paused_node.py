@@ -22,6 +22,7 @@ import pytest
 
 from tests.adversarial.devcluster_shim import LocalCluster, scaled
 from tests.adversarial.rawws import RawWebSocket
+from tests.adversarial.readiness import until_ready
 
 PRESENCE_TTL_S = 1.5
 
@@ -35,6 +36,8 @@ def cluster() -> Iterator[Any]:
 
 async def test_members_of_a_paused_node_that_comes_back_are_announced_again(cluster: Any) -> None:
     paused_node, other_node = cluster.nodes
+    for node in cluster.nodes:
+        await until_ready(node)
     room = f"pause-{uuid.uuid4().hex[:8]}"
     sleeper = await RawWebSocket.connect("127.0.0.1", paused_node.port)
     watcher = await RawWebSocket.connect("127.0.0.1", other_node.port)

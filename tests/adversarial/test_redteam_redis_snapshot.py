@@ -16,7 +16,6 @@ one offset.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -26,6 +25,7 @@ import pytest
 from tests.adversarial.devcluster_shim import LocalCluster, scaled
 from tests.adversarial.httpraw import http
 from tests.adversarial.rawws import RawWebSocket
+from tests.adversarial.readiness import until_ready
 
 BEFORE_SNAPSHOT = 3
 AFTER_SNAPSHOT = 5  # acknowledged, delivered live, then lost with the crash
@@ -36,18 +36,6 @@ AFTER_RESTART = 2
 def cluster() -> Iterator[Any]:
     with LocalCluster(1, nginx=False, node_env={"ROOMCAST_REDIS_TIMEOUT": "1"}) as running:
         yield running
-
-
-async def _until_ready(node: Any) -> None:
-    deadline = time.monotonic() + scaled(20)
-    while time.monotonic() < deadline:
-        try:
-            if (await http(node.metrics_port, "GET", "/readyz", timeout=2)).status == 200:
-                return
-        except (OSError, TimeoutError):
-            pass
-        await asyncio.sleep(0.1)
-    raise AssertionError("the node did not become ready")
 
 
 async def _post(port: int, room: str, text: str) -> tuple[str, int]:
@@ -72,7 +60,7 @@ async def _redis_save(port: int) -> None:
 
 async def test_redis_restarted_from_an_older_snapshot_never_reuses_an_offset(cluster: Any) -> None:
     node = cluster.nodes[0]
-    await _until_ready(node)
+    await until_ready(node)
     room = f"snap-{uuid.uuid4().hex[:8]}"
     member = await RawWebSocket.connect("127.0.0.1", node.port)
     try:
@@ -88,7 +76,7 @@ async def test_redis_restarted_from_an_older_snapshot_never_reuses_an_offset(clu
 
         cluster.kill_redis()  # a crash: Redis comes back with its last snapshot
         cluster.start_redis()
-        await _until_ready(node)
+        await until_ready(node)
         reused: list[str] = []
         after: list[str] = []
         for index in range(AFTER_RESTART):

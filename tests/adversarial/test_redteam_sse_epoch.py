@@ -13,16 +13,15 @@ recover it is told about (`recovered: false`) instead of getting a silent gap").
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.adversarial.devcluster_shim import LocalCluster, scaled
+from tests.adversarial.devcluster_shim import LocalCluster
 from tests.adversarial.httpraw import EventStreamReader, http
+from tests.adversarial.readiness import until_ready
 
 SEEN_BEFORE = 3  # messages the stream saw in the old epoch (its Last-Event-ID)
 SENT_AFTER = 5  # messages of the new epoch sent while it was away (more than SEEN_BEFORE)
@@ -46,25 +45,13 @@ async def _post(port: int, room: str, text: str) -> dict[str, Any]:
     return posted
 
 
-async def _until_ready(node: Any) -> None:
-    deadline = time.monotonic() + scaled(20)
-    while time.monotonic() < deadline:
-        try:
-            if (await http(node.metrics_port, "GET", "/readyz", timeout=2)).status == 200:
-                return
-        except (OSError, TimeoutError):
-            pass
-        await asyncio.sleep(0.1)
-    raise AssertionError("the node did not become ready after Redis came back")
-
-
 async def test_event_stream_resumed_after_redis_restarted_empty_is_told_or_gets_everything(
     cluster: Any,
 ) -> None:
     port = cluster.nodes[0].port
     room = f"sse-epoch-{uuid.uuid4().hex[:8]}"
     target = f"/api/rooms/{room}/events"
-    await _until_ready(cluster.nodes[0])
+    await until_ready(cluster.nodes[0])
     stream = await EventStreamReader.open(port, target)
     await stream.next_event()  # the opening event
     for index in range(SEEN_BEFORE):
@@ -75,7 +62,7 @@ async def test_event_stream_resumed_after_redis_restarted_empty_is_told_or_gets_
 
     cluster.kill_redis()  # ... and Redis restarts without persistence meanwhile
     cluster.start_redis()
-    await _until_ready(cluster.nodes[0])
+    await until_ready(cluster.nodes[0])
     new = [await _post(port, room, f"new {index}") for index in range(SENT_AFTER)]
     new_epoch = new[0]["epoch"]
     assert new_epoch != old_epoch and [p["offset"] for p in new] == list(range(1, SENT_AFTER + 1))
