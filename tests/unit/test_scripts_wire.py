@@ -86,4 +86,5 @@ def test_every_script_touching_a_rooms_sequence_is_fenced_in_sentinel_mode() -> 
     for name in ("publish_message", "join", "history", "find_message"):
         assert fenced[name + "_fenced"].startswith(scripts._LINEAGE_FENCE), name
     # And what is fenced is what is really sent: the publish script behind the room's limit.
-    assert scripts.FENCED.publish_message.source.endswith(scripts.CLASSIC.publish_message.source)
+    assert scripts.CLASSIC.publish_message.source in scripts.FENCED.publish_message.source
+    assert scripts.FENCED.publish_message.source.endswith(scripts._LINEAGE_KEEP)

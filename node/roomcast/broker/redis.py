@@ -69,7 +69,7 @@ from roomcast.broker.links import (
 from roomcast.broker.live_gaps import LiveGaps
 from roomcast.broker.memory import new_epoch
 from roomcast.broker.shard import RedisShard, ShardEvents, watch
-from roomcast.wire import envelope
+from roomcast.wire import envelope, protocol
 from roomcast.wire.recovery import Since
 
 log = logging.getLogger("roomcast.broker.redis")
@@ -77,6 +77,7 @@ log = logging.getLogger("roomcast.broker.redis")
 CHANNEL_PREFIX: Final = "roomcast:room:"
 DEFAULT_TIMEOUT: Final = 5.0
 DEFAULT_PRESENCE_TTL: Final = 15.0
+REAPED_PREFIX: Final = b"rc:reaped:"  # a reaped node instance, kept a day
 NODES_KEY: Final = b"rc:nodes"  # zset: node instance -> last heartbeat (ms)
 # A room's messages per second over all nodes, and its burst (settings override it).
 DEFAULT_ROOM_MESSAGE_RATE: Final = (100.0, 200)
@@ -154,9 +155,11 @@ TopologyFactory = Callable[[ShardEvents], Topology]
 
 
 class Standalone:
-    """One Redis server (standalone, or the primary Sentinel names): one shard for everything."""
+    """One Redis server (standalone, or the primary Sentinel names): one shard for everything.
+    Fenced scripts (a new epoch under a new `master_replid`): a standalone Redis restarted on an
+    older snapshot has lost its last writes and would hand their offsets out again."""
 
-    scripts: scripts.ScriptSet = scripts.CLASSIC
+    scripts: scripts.ScriptSet = scripts.FENCED
     publish_command: bytes = b"PUBLISH"
 
     def __init__(
@@ -280,6 +283,9 @@ class RedisBroker(OnOneLoop):
         rate, burst = options.get("room_message_rate", DEFAULT_ROOM_MESSAGE_RATE)
         self._room_rate = (b"%r" % float(rate), b"%d" % burst)
         self._on_resync = options.get("on_resync")
+        # Set when others reaped this node during a stall (a pause past the presence TTL): the
+        # next resync announces its members again, since the others were told they left.
+        self._reaped = False
         self._on_control = options.get("on_control")
         self._stats = options.get("stats")
         self._stats_key = f"rc:node:{self._instance}:stats".encode()
@@ -607,6 +613,7 @@ class RedisBroker(OnOneLoop):
         )
 
     async def resync_presence(self, rooms: dict[str, dict[str, str]]) -> None:
+        announce, self._reaped = self._reaped, False
         prefix = self._instance.encode() + b"-"
         listed = await self._request(self._rooms_key, resp.command(b"SMEMBERS", self._rooms_key))
         stale = {raw.decode() for raw in listed} - rooms.keys()
@@ -617,6 +624,10 @@ class RedisBroker(OnOneLoop):
             self._command(
                 presence, resp.evalsha(self._scripts.resync.sha, (presence,), (prefix, *pairs))
             )
+            if announce:
+                for member, username in members.items():
+                    event = protocol.user_joined(room, username)
+                    self.publish(room, envelope.pack(time.time(), event, member))
             if members:
                 # Redis may have lost the rooms index with everything else: list it again.
                 self._command(
@@ -685,6 +696,9 @@ class RedisBroker(OnOneLoop):
                 )
                 if added == 1 and self._on_resync is not None:
                     # Our entry was gone: Redis lost its data, or others reaped us during a stall.
+                    reaped_key = REAPED_PREFIX + instance
+                    gone = await self._request(reaped_key, resp.command(b"DEL", reaped_key))
+                    self._reaped = bool(gone)
                     self._on_resync()
                 self._publish_stats()
                 horizon = now_ms - int(self._presence_ttl * 1000)
@@ -745,6 +759,10 @@ class RedisBroker(OnOneLoop):
             )
             removed += int(answer.reply)
         await self._request(rooms_key, resp.command(b"DEL", rooms_key))
+        # Before the ZREM: a node that was only paused sees both, and announces its members
+        # again (their user_left went out just now).
+        reaped_key = REAPED_PREFIX + dead
+        await self._request(reaped_key, resp.command(b"SET", reaped_key, b"1", b"EX", b"86400"))
         await self._request(NODES_KEY, resp.command(b"ZREM", NODES_KEY, dead))
         log.warning(
             "reaped a dead node's members", extra={"dead_node": dead.decode(), "members": removed}

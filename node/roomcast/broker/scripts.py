@@ -211,7 +211,8 @@ return {'absent'}
 # The last member of a room that never had a message takes its counter and epoch with it.
 _FORGET_SILENT_ROOM: Final = """
 if redis.call('EXISTS', KEYS[1]) == 0 and redis.call('GET', KEYS[2]) == '0' then
-  redis.call('DEL', KEYS[2], KEYS[3])
+  -- With its lineage (fenced scripts: Sentinel, standalone), which lives as long as the epoch.
+  redis.call('DEL', KEYS[2], KEYS[3], (string.gsub(KEYS[2], ':seq$', ':line')))
 end
 """
 # Returns {members left in the room, time (µs)}: an empty room leaves the rooms index.
@@ -668,7 +669,7 @@ local function fence_lineage()
   local line_key = (string.gsub(KEYS[1], ':seq$', ':line'))
   local line = redis.call('GET', line_key)
   if not replid or line == replid then
-    return
+    return replid, line_key
   end
   local old = redis.call('GET', KEYS[2])
   if line and old then
@@ -678,14 +679,33 @@ local function fence_lineage()
     redis.call('SET', KEYS[1], 0)
     redis.call('DEL', KEYS[3], (string.gsub(KEYS[1], ':seq$', ':bytes')))
   end
-  redis.call('SET', line_key, replid, 'EX', 604800)
+  return replid, line_key
 end
-fence_lineage()
+local fence_replid, fence_line_key = fence_lineage()
+local function fenced_body()
+"""
+# After the script: the room's lineage lives exactly as long as its epoch. A fixed lifetime left
+# a week-long key behind every room name anyone joined and left, or asked the history of.
+_LINEAGE_KEEP: Final = """
+end
+local result = fenced_body()
+if fence_replid then
+  local epoch_ttl = redis.call('PTTL', KEYS[2])
+  if epoch_ttl == -2 then
+    redis.call('DEL', fence_line_key)
+  elseif epoch_ttl == -1 then
+    redis.call('SET', fence_line_key, fence_replid)
+  else
+    redis.call('SET', fence_line_key, fence_replid, 'PX', epoch_ttl)
+  end
+end
+return result
 """
 
 
 def _fenced(script: Script) -> Script:
-    return Script(script.name + "_fenced", _LINEAGE_FENCE + script.source)
+    # The script's own body runs as a function, so that its early returns still pass the keep.
+    return Script(script.name + "_fenced", _LINEAGE_FENCE + script.source + _LINEAGE_KEEP)
 
 
 CLASSIC: Final = ScriptSet(*ALL)

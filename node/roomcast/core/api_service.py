@@ -24,7 +24,7 @@ from roomcast.core.presence_pages import PresencePages
 from roomcast.core.presence_pages import answer as presence_answer
 from roomcast.core.ratelimit import RateLimiter
 from roomcast.core.server_api import ServerApi
-from roomcast.wire import api, envelope, protocol, sse
+from roomcast.wire import api, control, envelope, protocol, sse
 from roomcast.wire.api import ApiError, Endpoint, Route
 from roomcast.wire.codes import ErrorCode
 from roomcast.wire.openapi import document
@@ -126,6 +126,10 @@ class ApiService:
         assert room is not None
         if caller.identity is not None and not caller.identity.may_join(room):
             raise ApiError(403, ErrorCode.FORBIDDEN, f"your token does not allow {room!r}")
+        pair = control.direct_room_members(room)
+        if caller.identity is not None and pair is not None and caller.identity.subject not in pair:
+            # As for a join: a direct room is its two users' alone, whatever `rooms` matched.
+            raise ApiError(403, ErrorCode.FORBIDDEN, f"{room!r} is a direct room of others")
         if caller.identity is not None:
             await self._refuse_if_banned(room, caller.identity.subject)
         if route.endpoint is Endpoint.EVENTS:
