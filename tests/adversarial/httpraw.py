@@ -119,6 +119,8 @@ class EventStreamReader:
     status: int
     events: list[dict[str, Any]] = field(default_factory=list)
     ended: bool = False
+    # The last ``id:`` seen, as EventSource keeps it (and sends it back as Last-Event-ID).
+    last_event_id: str | None = None
 
     @classmethod
     async def open(
@@ -139,6 +141,8 @@ class EventStreamReader:
                 if not line:
                     self.ended = True
                     raise EOFError("the stream ended")
+                if line.startswith(b"id: "):
+                    self.last_event_id = line[4:].strip().decode()
                 if line.startswith(b"data: "):
                     event: dict[str, Any] = json.loads(line[6:])
                     self.events.append(event)

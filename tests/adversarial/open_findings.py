@@ -11,12 +11,4 @@ from __future__ import annotations
 
 from typing import Final
 
-OPEN_FINDINGS: Final[dict[str, str]] = {
-    "tests/adversarial/test_redteam_sse_epoch.py::"
-    "test_event_stream_resumed_after_redis_restarted_empty_is_told_or_gets_everything": (
-        "an EventSource resuming with Last-Event-ID 3 after Redis restarted empty, the room's "
-        "new epoch holding 5 messages, is answered recovered:true and gets offsets 4-5 only: "
-        "1-3 of the new epoch silently skipped (the SSE id is a bare offset; needs the epoch "
-        "in the id, core/streams.py and wire/sse.py)"
-    ),
-}
+OPEN_FINDINGS: Final[dict[str, str]] = {}

@@ -57,7 +57,9 @@ async def test_event_stream_resumed_after_redis_restarted_empty_is_told_or_gets_
     for index in range(SEEN_BEFORE):
         await _post(port, room, f"old {index}")
     seen = [await stream.next_event() for _ in range(SEEN_BEFORE)]
-    last_event_id, old_epoch = seen[-1]["offset"], seen[-1]["epoch"]
+    old_epoch = seen[-1]["epoch"]
+    last_event_id = stream.last_event_id
+    assert last_event_id == f"{old_epoch}:{seen[-1]['offset']}"  # the id names its epoch
     stream.close()  # the browser's connection drops (a node restart, a network change) ...
 
     cluster.kill_redis()  # ... and Redis restarts without persistence meanwhile
@@ -68,9 +70,7 @@ async def test_event_stream_resumed_after_redis_restarted_empty_is_told_or_gets_
     assert new_epoch != old_epoch and [p["offset"] for p in new] == list(range(1, SENT_AFTER + 1))
 
     # EventSource's own reconnect: the same URL, and the last id it saw as Last-Event-ID.
-    resumed = await EventStreamReader.open(
-        port, target, headers=[("Last-Event-ID", str(last_event_id))]
-    )
+    resumed = await EventStreamReader.open(port, target, headers=[("Last-Event-ID", last_event_id)])
     try:
         first = await resumed.next_event()
         delivered: list[int] = []

@@ -143,6 +143,7 @@ async def test_event_stream_sees_what_websocket_members_see_and_resumes(
             event = await stream.next()
             if event.data["type"] == "message":
                 assert event.id == event.data["offset"]
+                assert event.raw_id == f"{event.data['epoch']}:{event.data['offset']}"
                 seen.append(event.data)
             else:
                 assert event.id is None  # only history-kept messages move Last-Event-ID
@@ -152,6 +153,7 @@ async def test_event_stream_sees_what_websocket_members_see_and_resumes(
         assert {"type": "user_joined", "room": room, "username": "alice"} in others
         await stream.heartbeat()
         last_id = seen[-1]["offset"]
+        last_event_id = f"{seen[-1]['epoch']}:{last_id}"  # what EventSource keeps
         stream.close()
 
         # Offline: 10 more messages; then resume with Last-Event-ID.
@@ -159,7 +161,7 @@ async def test_event_stream_sees_what_websocket_members_see_and_resumes(
             await alice.send(type="message", text=f"m{i}")
         await bob.recv_type("message", text="m29")
         resumed = await EventStream.open(
-            api(api_cluster, room, "events"), {"Last-Event-ID": str(last_id)}
+            api(api_cluster, room, "events"), {"Last-Event-ID": last_event_id}
         )
         first = await resumed.next()
         assert first.data["type"] == "joined" and first.data["recovered"] is True

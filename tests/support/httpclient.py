@@ -78,8 +78,9 @@ async def request(
 
 @dataclass
 class ServerEvent:
-    id: int | None
+    id: int | None  # the offset of the event's id (<epoch>:<offset>)
     data: Any  # the JSON of the data lines
+    raw_id: str | None = None  # the id line as EventSource keeps it (its Last-Event-ID)
 
 
 @dataclass
@@ -177,16 +178,19 @@ class EventStream:
         while "\n\n" in self._text:
             block, self._text = self._text.split("\n\n", 1)
             event_id: int | None = None
+            raw_id: str | None = None
             data: list[str] = []
             for line in block.split("\n"):
                 if line.startswith(":"):
                     self.comments += 1
                 elif line.startswith("id: "):
-                    event_id = int(line[4:])
+                    raw_id = line[4:]
+                    event_id = int(raw_id.rpartition(":")[2])
                 elif line.startswith("data: "):
                     data.append(line[6:])
             if data:
-                self._ready.append(ServerEvent(event_id, json.loads("\n".join(data))))
+                body = json.loads("\n".join(data))
+                self._ready.append(ServerEvent(event_id, body, raw_id))
 
     def close(self) -> None:
         self.writer.close()

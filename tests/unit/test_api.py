@@ -95,10 +95,15 @@ def test_history_limit() -> None:
 
 def test_sse_framing() -> None:
     assert sse.event(b'{"a":1}', 7) == b'id: 7\ndata: {"a":1}\n\n'
+    message = b'{"type":"message","text":"\\"epoch\\":\\"x","offset":7,"epoch":"0f3a9c"}'
+    assert sse.event(message, 7) == b"id: 0f3a9c:7\ndata: " + message + b"\n\n"
+    tombstone = b'{"type":"message","offset":8,"epoch":"0f3a9c","deleted":true}'
+    assert sse.event(tombstone, 8).startswith(b"id: 0f3a9c:8\n")
     assert sse.event(b'{"a":1}') == b'data: {"a":1}\n\n'
     assert sse.event(b"a\nb\r\nc") == b"data: a\ndata: b\ndata: c\n\n"
-    assert sse.parse_last_event_id(" 42 ") == 42
-    for bad in (None, "", "x", "-1", "1e3", "²", "9" * 17):
+    assert sse.parse_last_event_id(" 42 ") == (42, None)  # an id from before epochs
+    assert sse.parse_last_event_id("0f3a9c:42") == (42, "0f3a9c")
+    for bad in (None, "", "x", "-1", "1e3", "²", "9" * 17, ":4", "a b:4", "e" * 65 + ":4", "é:4"):
         assert sse.parse_last_event_id(bad) is None
 
 
@@ -145,7 +150,7 @@ class Sink:
             if chunk.startswith(b":"):
                 continue
             lines = chunk.decode().strip().split("\n")
-            event_id = int(lines[0][4:]) if lines[0].startswith("id: ") else None
+            event_id = int(lines[0].rpartition(":")[2]) if lines[0].startswith("id: ") else None
             out.append((event_id, orjson.loads(lines[-1][6:])))
         return out
 

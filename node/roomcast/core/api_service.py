@@ -235,12 +235,18 @@ class ApiService:
         assert route.room is not None
         # EventSource resends the last id as a header; curl users may pass ?since= instead.
         raw = request.headers.get("last-event-id") or route.query_value("since")
-        since = sse.parse_last_event_id(raw)
-        if raw is not None and since is None:
-            raise ApiError(400, ErrorCode.INVALID_SINCE, "Last-Event-ID must be an offset")
+        resume = sse.parse_last_event_id(raw)
+        if raw is not None and resume is None:
+            raise ApiError(
+                400, ErrorCode.INVALID_SINCE, "Last-Event-ID must be <epoch>:<offset> or an offset"
+            )
+        since, id_epoch = resume if resume is not None else (None, None)
         epoch = route.query_value("epoch")
-        if epoch is not None and not 1 <= len(epoch) <= 64:
+        if epoch is not None and not 1 <= len(epoch) <= sse.MAX_EPOCH_CHARS:
             raise ApiError(400, ErrorCode.INVALID_SINCE, "epoch must be 1-64 characters")
+        if id_epoch is not None and epoch is not None and id_epoch != epoch:
+            raise ApiError(400, ErrorCode.INVALID_SINCE, "Last-Event-ID and ?epoch= disagree")
+        epoch = epoch if epoch is not None else id_epoch
         if not self._node_ready():
             raise ApiError(503, ErrorCode.UNAVAILABLE, "the broker is unavailable")
         if identity is None:

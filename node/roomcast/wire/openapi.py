@@ -598,17 +598,21 @@ def document() -> dict[str, Any]:
                     "summary": "The room's events as Server-Sent Events",
                     "description": "The first event is a `joined` event with the room's epoch "
                     "and latest offset (and, when resuming, `recovered` and `reason` as in the "
-                    "WebSocket join). Chat messages carry `id: <offset>`; reconnecting with "
-                    "`Last-Event-ID` (EventSource does it by itself) resumes after it without "
-                    "gap or duplicate. A comment line arrives every ROOMCAST_SSE_HEARTBEAT "
-                    "seconds.",
+                    "WebSocket join). Chat messages carry `id: <epoch>:<offset>`; reconnecting "
+                    "with `Last-Event-ID` (EventSource does it by itself) resumes after it "
+                    "without gap or duplicate, or says `epoch_changed` when the room started a "
+                    "new epoch meanwhile (a bare offset is accepted too, without that check). A "
+                    "comment line arrives every ROOMCAST_SSE_HEARTBEAT seconds.",
                     "parameters": [
                         _ROOM_PARAMETER,
                         {
                             "name": "Last-Event-ID",
                             "in": "header",
                             "required": False,
-                            "schema": {"type": "string", "pattern": "^[0-9]{1,16}$"},
+                            "schema": {
+                                "type": "string",
+                                "pattern": "^([A-Za-z0-9]{1,64}:)?[0-9]{1,16}$",
+                            },
                         },
                         {
                             "name": "since",
