@@ -9,9 +9,15 @@ already hold one member each, so every join is announced to one local member, as
 WebSocket client), 50 in flight; the node's CPU is read from /proc and its system calls are
 counted by ``perf stat`` (when it may trace the node), per phase, divided by the setups.
 
-Run: ``.venv/bin/python bench/setup_cost.py [--setups 3000] [--pyspy DIR]`` (about 20 s).
-With ``--pyspy DIR`` each phase is also recorded by py-spy (DIR/setup-<phase>.txt, collapsed
-stacks, and the top functions printed).
+The Node.js baseline (``bench/baseline/server.js``, one node) runs the same phases right after,
+in the same run, when it can run here (``--servers roomcast`` leaves it out): its handshake ends
+at the 101 (it sends no ``welcome``) and its join when the room's member hears ``user_joined``
+(it sends the joiner nothing). Both nodes get the benchmark's settings (``make bench``'s
+per-client limits and admission off).
+
+Run: ``.venv/bin/python bench/setup_cost.py [--setups 3000] [--pyspy DIR]`` (about 40 s).
+With ``--pyspy DIR`` each roomcast phase is also recorded by py-spy (DIR/setup-<phase>.txt,
+collapsed stacks, and the top functions printed).
 """
 
 from __future__ import annotations
@@ -34,7 +40,13 @@ import orjson
 from roomcast_bench.procstat import cpu_seconds
 from roomcast_bench.scenarios import summarize_collapsed
 from roomcast_bench.syscalls import SyscallWindow, per_unit
-from roomcast_dev.devcluster import SHARED_LIMITS_OFF, LocalCluster
+from roomcast_bench.systems import (
+    ADMISSION_OFF,
+    ROOMCAST_BENCH_ENV,
+    BaselineCluster,
+    baseline_unavailable,
+)
+from roomcast_dev.devcluster import LocalCluster
 
 IN_FLIGHT = 50
 ROOMS = 500
@@ -83,6 +95,8 @@ class Client(asyncio.Protocol):
                 return
             self.upgraded = True
             self.buffer = self.buffer[end + 4 :]
+            if not self.mark:  # the 101 is all this handshake waits for
+                self.waiting.set_result(None)
         while len(self.buffer) >= 2:
             length = self.buffer[1] & 0x7F
             start = 2
@@ -110,9 +124,11 @@ class Client(asyncio.Protocol):
             self.waiting.set_exception(ConnectionError("closed"))
 
 
-async def _open(host: str, port: int) -> Client:
+async def _open(host: str, port: int, welcome: bool = True) -> Client:
     loop = asyncio.get_running_loop()
     _, client = await loop.create_connection(Client, host, port)
+    if not welcome:  # the baseline sends nothing after its 101
+        client.mark = b""
     key = base64.b64encode(os.urandom(16))
     assert client.transport is not None
     client.transport.write(
@@ -133,11 +149,12 @@ async def _bounded(jobs: list[Callable[[], Awaitable[None]]]) -> None:
     await asyncio.gather(*(run(job) for job in jobs))
 
 
-async def _join(client: Client, room: str, name: str) -> None:
+async def _join(client: Client, room: str, name: str, joined: bool = True) -> None:
     waiter = client.expect(b'"type":"joined"')
     assert client.transport is not None
     client.transport.write(_masked(orjson.dumps({"type": "join", "room": room, "username": name})))
-    await waiter
+    if joined:  # the baseline sends the joiner nothing: its anchors' count says when
+        await waiter
 
 
 async def _close(client: Client) -> None:
@@ -149,7 +166,8 @@ async def _close(client: Client) -> None:
 class Phase:
     """Node CPU, system calls and (optionally) a py-spy recording around one phase."""
 
-    def __init__(self, pid: int, pyspy_dir: Path | None) -> None:
+    def __init__(self, server: str, pid: int, pyspy_dir: Path | None) -> None:
+        self.server = server
         self.pid = pid
         self.pyspy_dir = pyspy_dir
         self.rows: list[tuple[str, float, dict[str, float] | None]] = []
@@ -160,7 +178,7 @@ class Phase:
             out = self.pyspy_dir / f"setup-{name}.txt"
             pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
             recorder = subprocess.Popen(  # noqa: ASYNC220 (returns at once)
-                [pyspy, "record", "--format", "raw", "--rate", "500", "--nonblocking",
+                [pyspy, "record", "--format", "raw", "--rate", "1000", "--nonblocking",
                  "-o", str(out), "--pid", str(self.pid)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
@@ -173,7 +191,7 @@ class Phase:
         counts = window.stop()
         if window.problem:
             print(f"  ({name}: no system calls: {window.problem})")
-        self.rows.append((name, cpu * 1e6 / units, per_unit(counts, units)))
+        self.rows.append((f"{self.server} {name}", cpu * 1e6 / units, per_unit(counts, units)))
         if recorder is not None:
             recorder.send_signal(signal.SIGINT)
             recorder.wait(30)
@@ -184,30 +202,36 @@ class Phase:
                     shares = ", ".join(f"{f} {p:.1f}%" for f, p in top[kind])
                     print(f"  py-spy {name}, {kind} of {top['samples']} samples: {shares}")
 
-    def report(self) -> None:
-        calls = sorted({c for _, _, counts in self.rows if counts for c in counts})
+    @staticmethod
+    def report(rows: list[tuple[str, float, dict[str, float] | None]]) -> None:
+        calls = sorted({c for _, _, counts in rows if counts for c in counts})
         print("| phase | node CPU µs per setup | " + " | ".join(calls) + " |")
         print("| --- | ---: | " + " | ".join("---:" for _ in calls) + " |")
-        for name, micros, counts in self.rows:
+        for name, micros, counts in rows:
             cells = [f"{(counts or {}).get(c, 0):.2f}" for c in calls]
             print(f"| {name} | {micros:.1f} | " + " | ".join(cells) + " |")
 
 
-async def measure(host: str, port: int, pid: int, setups: int, pyspy_dir: Path | None) -> None:
-    anchors = [await _open(host, port) for _ in range(ROOMS)]
-    await _bounded([partial(_join, a, f"room-{i}", f"anchor-{i}") for i, a in enumerate(anchors)])
-    phase = Phase(pid, pyspy_dir)
+async def measure(phase: Phase, host: str, port: int, setups: int) -> None:
+    roomcast = phase.server == "roomcast"
+    anchors = [await _open(host, port, roomcast) for _ in range(ROOMS)]
+    await _bounded(
+        [partial(_join, a, f"room-{i}", f"anchor-{i}", roomcast) for i, a in enumerate(anchors)]
+    )
     clients: list[Client] = []
 
     async def handshakes() -> None:
         async def one() -> None:
-            clients.append(await _open(host, port))
+            clients.append(await _open(host, port, roomcast))
 
         await _bounded([one for _ in range(setups)])
 
     async def joins() -> None:
         await _bounded(
-            [partial(_join, c, f"room-{i % ROOMS}", f"user-{i}") for i, c in enumerate(clients)]
+            [
+                partial(_join, c, f"room-{i % ROOMS}", f"user-{i}", roomcast)
+                for i, c in enumerate(clients)
+            ]
         )
         # Every anchor counts the user_joined it got; polled, as they come from many sockets.
         deadline = time.monotonic() + 30
@@ -220,7 +244,6 @@ async def measure(host: str, port: int, pid: int, setups: int, pyspy_dir: Path |
     await phase.run("handshake", setups, handshakes())
     await phase.run("join", setups, joins())
     await phase.run("close", setups, closes())
-    phase.report()
     for anchor in anchors:
         await _close(anchor)
 
@@ -229,13 +252,37 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--setups", type=int, default=3000)
     parser.add_argument("--pyspy", type=Path, help="record each phase with py-spy into DIR")
+    parser.add_argument(
+        "--servers", default="roomcast,baseline", help="comma list of roomcast, baseline"
+    )
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE",
+        help="one more setting for the roomcast node (to compare settings)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.pyspy is not None:
         args.pyspy.mkdir(parents=True, exist_ok=True)
-    with LocalCluster(1, nginx=False, node_env=SHARED_LIMITS_OFF) as cluster:
-        node = cluster.nodes[0]
-        print(f"node pid {node.process.pid}, {args.setups} setups into {ROOMS} rooms", flush=True)
-        asyncio.run(measure("127.0.0.1", node.port, node.process.pid, args.setups, args.pyspy))
+    rows: list[tuple[str, float, dict[str, float] | None]] = []
+    for server in args.servers.split(","):
+        cluster: LocalCluster
+        if server == "roomcast":
+            env = {**ROOMCAST_BENCH_ENV, **ADMISSION_OFF, **dict(e.split("=", 1) for e in args.env)}
+            cluster = LocalCluster(1, nginx=False, node_env=env)
+        elif server == "baseline" and (why := baseline_unavailable()) is not None:
+            print(f"baseline skipped: {why}")
+            continue
+        elif server == "baseline":
+            cluster = BaselineCluster(1, nginx=False)
+        else:
+            parser.error(f"unknown server {server!r}")
+        with cluster:
+            node = cluster.nodes[0]
+            pid = node.process.pid
+            print(f"{server} node pid {pid}, {args.setups} setups into {ROOMS} rooms", flush=True)
+            phase = Phase(server, pid, args.pyspy if server == "roomcast" else None)
+            asyncio.run(measure(phase, "127.0.0.1", node.port, args.setups))
+            rows += phase.rows
+    Phase.report(rows)
     return 0
 
 

@@ -438,7 +438,8 @@ class Node:
                 already["id"] = command.request_id
             conn.send(protocol.encode(already))
             return
-        self.metrics.rooms_local.set(self.rooms.room_count)
+        if result.first_local_member:  # the count moves only then (and on the last leave)
+            self.metrics.rooms_local.set(self.rooms.room_count)
         catch_up = CatchUp(CATCH_UP_LIMIT, self._catch_up_bytes)
         self._catch_ups.setdefault(room, {})[conn] = catch_up
         try:
