@@ -151,3 +151,47 @@ def test_a_refused_request_gets_websockets_own_answer() -> None:
         assert ours.events_received() == theirs.events_received() == []
         assert type(ours.handshake_exc) is type(theirs.handshake_exc)
         assert [b[:12] for b in ours.data_to_send()] == [b[:12] for b in theirs.data_to_send()]
+
+
+HANDSHAKE_VARIANTS = [
+    PLAIN,
+    PLAIN.replace(b"Connection: Upgrade", b"Connection: upgrade"),
+    PLAIN.replace(b"Connection: Upgrade", b"Connection: keep-alive, Upgrade"),
+    PLAIN.replace(b"Connection: Upgrade", b"Connection: keep-alive"),
+    PLAIN.replace(b"Connection: Upgrade\r\n", b""),
+    PLAIN.replace(b"Upgrade: websocket", b"Upgrade: WebSocket"),
+    PLAIN.replace(b"Upgrade: websocket", b"Upgrade: websocket, h2c"),
+    PLAIN.replace(b"Upgrade: websocket\r\n", b"Upgrade: websocket\r\nUpgrade: websocket\r\n"),
+    PLAIN.replace(b"Sec-WebSocket-Version: 13", b"Sec-WebSocket-Version: 8"),
+    PLAIN.replace(b"Sec-WebSocket-Version: 13\r\n", b""),
+    PLAIN.replace(KEY, b"c2hvcnQ="),  # 5 bytes
+    PLAIN.replace(KEY, b"not base64!"),
+    PLAIN.replace(KEY, b"\xe9" * 24),
+    PLAIN.replace(KEY + b"\r\n", KEY + b"\r\nSec-WebSocket-Key: " + KEY + b"\r\n"),
+    PLAIN.replace(b"HTTP/1.1", b"HTTP/1.0"),
+    PLAIN.replace(b"GET", b"PUT"),
+    PLAIN.replace(b"\r\n\r\n", b"\r\nSec-WebSocket-Protocol: chat, other\r\n\r\n"),
+]
+
+
+def _answer(protocol: ServerProtocol, data: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+    protocol.receive_data(data)
+    (request,) = protocol.events_received()
+    assert isinstance(request, Request)
+    response = protocol.accept(request)
+    headers = [(k, v) for k, v in response.headers.raw_items() if k != "Date"]
+    return response.status_code, headers, bytes(response.body)
+
+
+def test_the_checks_answer_every_variant_as_websockets_does() -> None:
+    statuses = set()
+    for data in HANDSHAKE_VARIANTS:
+        ours, theirs = HandshakeProtocol(), ServerProtocol()
+        assert _answer(ours, data) == _answer(theirs, data), data
+        assert (ours.origin, ours.extensions, ours.subprotocol) == (
+            theirs.origin,
+            theirs.extensions,
+            theirs.subprotocol,
+        )
+        statuses.add(_answer(HandshakeProtocol(), data)[0])
+    assert statuses >= {101, 400, 426}  # accepted, refused, and a missing upgrade

@@ -11,6 +11,8 @@ accepts or answers (:class:`HandshakeProtocol`).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import email.utils
 import re
 import time
@@ -23,6 +25,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 from websockets.protocol import CONNECTING, Protocol
 from websockets.server import ServerProtocol
+from websockets.utils import accept_key
 
 from roomcast.core.auth import TOKEN_QUERY_PARAMETER, TOKEN_SUBPROTOCOL_PREFIX, AuthError
 from roomcast.wire.codes import ErrorCode
@@ -184,6 +187,37 @@ class HandshakeProtocol(ServerProtocol):
                 yield from Protocol.parse(self)
                 return
         yield from super().parse()
+
+    def process_request(self, request: Request) -> tuple[str, str | None, str | None]:
+        """websockets' checks, with the usual request's headers read without their grammar:
+        ``Connection: Upgrade`` and ``Upgrade: websocket`` alone (any case), one key and
+        version 13. Anything else, valid or not, goes through websockets' own checks."""
+        headers = request.headers
+        connection = headers.get_all("Connection")
+        upgrade = headers.get_all("Upgrade")
+        key = headers.get_all("Sec-WebSocket-Key")
+        if (
+            request.method != "GET"
+            or request.protocol != "HTTP/1.1"
+            or len(connection) != 1
+            or connection[0].lower() != "upgrade"
+            or len(upgrade) != 1
+            or upgrade[0].lower() != "websocket"
+            or len(key) != 1
+            or headers.get_all("Sec-WebSocket-Version") != ["13"]
+        ):
+            return super().process_request(request)
+        try:
+            raw_key = base64.b64decode(key[0].encode(), validate=True)
+        except (binascii.Error, UnicodeEncodeError):
+            raw_key = b""
+        if len(raw_key) != 16:
+            return super().process_request(request)  # refuses it, as websockets does
+        accept_header = accept_key(key[0])
+        self.origin = self.process_origin(headers)
+        extensions_header, self.extensions = self.process_extensions(headers)
+        protocol_header = self.subprotocol = self.process_subprotocol(headers)
+        return accept_header, extensions_header, protocol_header
 
     def accept(self, request: Request) -> Response:
         try:
