@@ -166,9 +166,12 @@ async def _close(client: Client) -> None:
 class Phase:
     """Node CPU, system calls and (optionally) a py-spy recording around one phase."""
 
-    def __init__(self, server: str, pid: int, pyspy_dir: Path | None) -> None:
+    def __init__(
+        self, server: str, pid: int, pyspy_dir: Path | None, others: list[int] | None = None
+    ) -> None:
         self.server = server
-        self.pid = pid
+        self.pid = pid  # the node the new clients use
+        self.others = others or []  # nodes that only hear the joins (their rooms' anchors)
         self.pyspy_dir = pyspy_dir
         self.rows: list[tuple[str, float, dict[str, float] | None]] = []
 
@@ -185,13 +188,18 @@ class Phase:
             await asyncio.sleep(1.0)  # attach before the work starts
         window = SyscallWindow([self.pid]).start()
         cpu = cpu_seconds(self.pid)
+        others = sum(cpu_seconds(pid) for pid in self.others)
         await work
         await asyncio.sleep(0.2)  # what the last replies set off (metrics, timers)
         cpu = cpu_seconds(self.pid) - cpu
+        others = sum(cpu_seconds(pid) for pid in self.others) - others
         counts = window.stop()
         if window.problem:
             print(f"  ({name}: no system calls: {window.problem})")
         self.rows.append((f"{self.server} {name}", cpu * 1e6 / units, per_unit(counts, units)))
+        if self.others:
+            label = f"{self.server} {name}, the {len(self.others)} other nodes"
+            self.rows.append((label, others * 1e6 / units, None))
         if recorder is not None:
             recorder.send_signal(signal.SIGINT)
             recorder.wait(30)
@@ -212,38 +220,55 @@ class Phase:
             print(f"| {name} | {micros:.1f} | " + " | ".join(cells) + " |")
 
 
-async def measure(phase: Phase, host: str, port: int, setups: int) -> None:
+async def measure(phase: Phase, host: str, ports: list[int], setups: int, warmup: int) -> None:
+    """New clients on the first node; every room has one member (anchor) on every node.
+
+    ``warmup`` unmeasured rounds of as many setups (opened, joined, closed) come first: the
+    baseline's JIT compiles its hot paths only after a while (in ``make bench`` the scenarios
+    before ``connect`` warm it up)."""
     roomcast = phase.server == "roomcast"
-    anchors = [await _open(host, port, roomcast) for _ in range(ROOMS)]
+    port = ports[0]
+    anchors = [await _open(host, p, roomcast) for p in ports for _ in range(ROOMS)]
     await _bounded(
-        [partial(_join, a, f"room-{i}", f"anchor-{i}", roomcast) for i, a in enumerate(anchors)]
+        [
+            partial(_join, a, f"room-{i % ROOMS}", f"anchor-{i}", roomcast)
+            for i, a in enumerate(anchors)
+        ]
     )
-    clients: list[Client] = []
+    for round_ in range(warmup + 1):
+        clients: list[Client] = []
+        heard = sum(a.seen for a in anchors) + setups * len(ports)
 
-    async def handshakes() -> None:
-        async def one() -> None:
-            clients.append(await _open(host, port, roomcast))
+        async def handshakes(clients: list[Client] = clients) -> None:
+            async def one() -> None:
+                clients.append(await _open(host, port, roomcast))
 
-        await _bounded([one for _ in range(setups)])
+            await _bounded([one for _ in range(setups)])
 
-    async def joins() -> None:
-        await _bounded(
-            [
-                partial(_join, c, f"room-{i % ROOMS}", f"user-{i}", roomcast)
-                for i, c in enumerate(clients)
-            ]
-        )
-        # Every anchor counts the user_joined it got; polled, as they come from many sockets.
-        deadline = time.monotonic() + 30
-        while sum(a.seen for a in anchors) < setups and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
+        async def joins(clients: list[Client] = clients, heard: int = heard) -> None:
+            await _bounded(
+                [
+                    partial(_join, c, f"room-{i % ROOMS}", f"user-{i}", roomcast)
+                    for i, c in enumerate(clients)
+                ]
+            )
+            # Every anchor counts the user_joined it got; polled, as they come from many sockets.
+            deadline = time.monotonic() + 30
+            while sum(a.seen for a in anchors) < heard and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
 
-    async def closes() -> None:
-        await _bounded([partial(_close, c) for c in clients])
+        async def closes(clients: list[Client] = clients) -> None:
+            await _bounded([partial(_close, c) for c in clients])
 
-    await phase.run("handshake", setups, handshakes())
-    await phase.run("join", setups, joins())
-    await phase.run("close", setups, closes())
+        if round_ < warmup:
+            print(f"  {phase.server}: warm-up round {round_ + 1} of {warmup}", flush=True)
+            await handshakes()
+            await joins()
+            await closes()
+            continue
+        await phase.run("handshake", setups, handshakes())
+        await phase.run("join", setups, joins())
+        await phase.run("close", setups, closes())
     for anchor in anchors:
         await _close(anchor)
 
@@ -252,6 +277,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--setups", type=int, default=3000)
     parser.add_argument("--pyspy", type=Path, help="record each phase with py-spy into DIR")
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="unmeasured rounds of as many setups first"
+    )
+    parser.add_argument(
+        "--nodes", type=int, default=1,
+        help="nodes per server; the new clients use the first, rooms have a member on each",
+    )  # fmt: skip
     parser.add_argument(
         "--servers", default="roomcast,baseline", help="comma list of roomcast, baseline"
     )
@@ -267,20 +299,22 @@ def main() -> int:
         cluster: LocalCluster
         if server == "roomcast":
             env = {**ROOMCAST_BENCH_ENV, **ADMISSION_OFF, **dict(e.split("=", 1) for e in args.env)}
-            cluster = LocalCluster(1, nginx=False, node_env=env)
+            cluster = LocalCluster(args.nodes, nginx=False, node_env=env)
         elif server == "baseline" and (why := baseline_unavailable()) is not None:
             print(f"baseline skipped: {why}")
             continue
         elif server == "baseline":
-            cluster = BaselineCluster(1, nginx=False)
+            cluster = BaselineCluster(args.nodes, nginx=False)
         else:
             parser.error(f"unknown server {server!r}")
         with cluster:
-            node = cluster.nodes[0]
+            node, *others = cluster.nodes
             pid = node.process.pid
             print(f"{server} node pid {pid}, {args.setups} setups into {ROOMS} rooms", flush=True)
-            phase = Phase(server, pid, args.pyspy if server == "roomcast" else None)
-            asyncio.run(measure(phase, "127.0.0.1", node.port, args.setups))
+            pyspy = args.pyspy if server == "roomcast" else None
+            phase = Phase(server, pid, pyspy, [o.process.pid for o in others])
+            ports = [n.port for n in cluster.nodes]
+            asyncio.run(measure(phase, "127.0.0.1", ports, args.setups, args.warmup))
             rows += phase.rows
     Phase.report(rows)
     return 0

@@ -122,9 +122,11 @@ class SyscallWindow:
             return False
         reply = b""
         deadline = time.monotonic() + self.timeout
+        # poll, not select: a generator holding thousands of sockets has descriptors > 1024.
+        poller = select.poll()
+        poller.register(self._ack, select.POLLIN)
         while b"ack" not in reply and time.monotonic() < deadline:
-            ready, _, _ = select.select([self._ack], [], [], 0.2)
-            if ready:
+            if poller.poll(200):
                 reply += os.read(self._ack, 64)
             elif self._proc is not None and self._proc.poll() is not None:
                 return False

@@ -171,10 +171,12 @@ def _identity(claims: dict[str, Any]) -> Identity:
 
 def token_from_request(path: str, subprotocols: Sequence[str]) -> str | None:
     _, _, query = path.partition("?")
-    try:
-        values = parse_qs(query, max_num_fields=16).get(TOKEN_QUERY_PARAMETER)
-    except ValueError:  # more fields than any real client sends: no token taken from it
-        values = None
+    values = None
+    if query:  # most handshakes have none (a browser sends its token as a subprotocol)
+        try:
+            values = parse_qs(query, max_num_fields=16).get(TOKEN_QUERY_PARAMETER)
+        except ValueError:  # more fields than any real client sends: no token taken from it
+            values = None
     if values:
         return values[0]
     for offered in subprotocols:
