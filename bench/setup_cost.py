@@ -32,6 +32,7 @@ import struct
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
@@ -163,6 +164,20 @@ async def _close(client: Client) -> None:
     await client.closed
 
 
+def gc_seconds(metrics_url: str | None) -> dict[str, float]:
+    """A roomcast node's time in the garbage collector so far, per generation (its metrics)."""
+    if metrics_url is None:
+        return {}
+    with urllib.request.urlopen(metrics_url + "/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    found = {}
+    for line in text.splitlines():
+        if line.startswith('roomcast_gc_pause_seconds_sum{generation="'):
+            generation = line.split('"')[1]
+            found[generation] = float(line.rsplit(" ", 1)[1])
+    return found
+
+
 class Phase:
     """Node CPU, system calls and (optionally) a py-spy recording around one phase."""
 
@@ -174,6 +189,7 @@ class Phase:
         self.others = others or []  # nodes that only hear the joins (their rooms' anchors)
         self.pyspy_dir = pyspy_dir
         self.rows: list[tuple[str, float, dict[str, float] | None]] = []
+        self.metrics_url: str | None = None  # roomcast: its GC time per phase is shown
 
     async def run(self, name: str, units: int, work: Awaitable[None]) -> None:
         recorder = None
@@ -189,11 +205,19 @@ class Phase:
         window = SyscallWindow([self.pid]).start()
         cpu = cpu_seconds(self.pid)
         others = sum(cpu_seconds(pid) for pid in self.others)
+        gc_before = gc_seconds(self.metrics_url)
         await work
         await asyncio.sleep(0.2)  # what the last replies set off (metrics, timers)
         cpu = cpu_seconds(self.pid) - cpu
         others = sum(cpu_seconds(pid) for pid in self.others) - others
         counts = window.stop()
+        gc_after = gc_seconds(self.metrics_url)
+        if gc_after:
+            spent = ", ".join(
+                f"gen {g} {(gc_after[g] - gc_before.get(g, 0.0)) * 1e6 / units:.1f}"
+                for g in sorted(gc_after)
+            )
+            print(f"  {self.server} {name}: garbage collector µs per setup: {spent}", flush=True)
         if window.problem:
             print(f"  ({name}: no system calls: {window.problem})")
         self.rows.append((f"{self.server} {name}", cpu * 1e6 / units, per_unit(counts, units)))
@@ -313,6 +337,8 @@ def main() -> int:
             print(f"{server} node pid {pid}, {args.setups} setups into {ROOMS} rooms", flush=True)
             pyspy = args.pyspy if server == "roomcast" else None
             phase = Phase(server, pid, pyspy, [o.process.pid for o in others])
+            if server == "roomcast":
+                phase.metrics_url = node.metrics_url
             ports = [n.port for n in cluster.nodes]
             asyncio.run(measure(phase, "127.0.0.1", ports, args.setups, args.warmup))
             rows += phase.rows

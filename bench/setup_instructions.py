@@ -92,6 +92,8 @@ class Bench:
             # Handshake admission off, as in make bench's connect scenario.
             admission_rate_per_second=1e9,
             admission_burst=10**9,
+            admission_per_address_rate_per_second=1e9,
+            admission_per_address_burst=10**9,
         )
         off = (OFF, int(OFF))
         node = Node(

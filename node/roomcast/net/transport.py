@@ -50,7 +50,7 @@ from roomcast.net.admission import (
     busy_response,
 )
 from roomcast.net.fd_limit import RETRY_AFTER_SECONDS, connection_limit, raise_open_files_limit
-from roomcast.net.handshake import HandshakeProtocol, check_request, single_header
+from roomcast.net.handshake import HandshakeProtocol, check_request, let_go, single_header
 from roomcast.net.heartbeat import Heartbeat
 from roomcast.net.sendbuffer import SendBuffer
 from roomcast.net.token_clock import NOTICE, TokenClock
@@ -859,6 +859,7 @@ class Connection(asyncio.Protocol):
             # frame boundary with nothing buffered, so the node parses the frames from here on.
             self._request_only = False
             self.proto = None
+            let_go(proto)
 
     def _process_events(self) -> None:
         proto = self.proto
