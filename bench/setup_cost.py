@@ -31,6 +31,7 @@ import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -46,6 +47,7 @@ from roomcast_bench.systems import (
     ROOMCAST_BENCH_ENV,
     BaselineCluster,
     baseline_unavailable,
+    roomcast_source,
 )
 from roomcast_dev.devcluster import LocalCluster
 
@@ -151,10 +153,11 @@ async def _bounded(jobs: list[Callable[[], Awaitable[None]]]) -> None:
 
 
 async def _join(client: Client, room: str, name: str, joined: bool = True) -> None:
-    waiter = client.expect(b'"type":"joined"')
+    # The baseline sends the joiner nothing: its anchors' count says when (no waiter then).
+    waiter = client.expect(b'"type":"joined"') if joined else None
     assert client.transport is not None
     client.transport.write(_masked(orjson.dumps({"type": "join", "room": room, "username": name})))
-    if joined:  # the baseline sends the joiner nothing: its anchors' count says when
+    if waiter is not None:
         await waiter
 
 
@@ -250,7 +253,7 @@ async def measure(phase: Phase, host: str, ports: list[int], setups: int, warmup
     ``warmup`` unmeasured rounds of as many setups (opened, joined, closed) come first: the
     baseline's JIT compiles its hot paths only after a while (in ``make bench`` the scenarios
     before ``connect`` warm it up)."""
-    roomcast = phase.server == "roomcast"
+    roomcast = phase.server.startswith("roomcast")
     port = ports[0]
     anchors = [await _open(host, p, roomcast) for p in ports for _ in range(ROOMS)]
     await _bounded(
@@ -309,8 +312,9 @@ def main() -> int:
         help="nodes per server; the new clients use the first, rooms have a member on each",
     )  # fmt: skip
     parser.add_argument(
-        "--servers", default="roomcast,baseline", help="comma list of roomcast, baseline"
-    )
+        "--servers", default="roomcast,baseline",
+        help="comma list of roomcast, baseline, roomcast@REV (nodes run git revision REV)",
+    )  # fmt: skip
     parser.add_argument(
         "--env", action="append", default=[], metavar="NAME=VALUE",
         help="one more setting for the roomcast node (to compare settings)",
@@ -319,10 +323,14 @@ def main() -> int:
     if args.pyspy is not None:
         args.pyspy.mkdir(parents=True, exist_ok=True)
     rows: list[tuple[str, float, dict[str, float] | None]] = []
+    exports = Path(tempfile.mkdtemp(prefix="setup-cost-"))
     for server in args.servers.split(","):
         cluster: LocalCluster
-        if server == "roomcast":
+        if server.startswith("roomcast"):
             env = {**ROOMCAST_BENCH_ENV, **ADMISSION_OFF, **dict(e.split("=", 1) for e in args.env)}
+            _, _, rev = server.partition("@")
+            if rev:  # the nodes run that commit's code (exported), e.g. to compare before/after
+                env["PYTHONPATH"] = str(roomcast_source(rev, exports / rev.replace("/", "_")))
             cluster = LocalCluster(args.nodes, nginx=False, node_env=env)
         elif server == "baseline" and (why := baseline_unavailable()) is not None:
             print(f"baseline skipped: {why}")
@@ -337,11 +345,12 @@ def main() -> int:
             print(f"{server} node pid {pid}, {args.setups} setups into {ROOMS} rooms", flush=True)
             pyspy = args.pyspy if server == "roomcast" else None
             phase = Phase(server, pid, pyspy, [o.process.pid for o in others])
-            if server == "roomcast":
+            if server.startswith("roomcast"):
                 phase.metrics_url = node.metrics_url
             ports = [n.port for n in cluster.nodes]
             asyncio.run(measure(phase, "127.0.0.1", ports, args.setups, args.warmup))
             rows += phase.rows
+    shutil.rmtree(exports, ignore_errors=True)
     Phase.report(rows)
     return 0
 
