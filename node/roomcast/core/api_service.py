@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from roomcast.broker import Broker, BrokerUnavailable, RoomRateLimited, Unconfirmed
+from roomcast.core.addresses import limit_key
 from roomcast.core.auth import AccessPolicy, AuthError, Identity, token_from_request
 from roomcast.core.history_pages import complete, first_page, pages_after
 from roomcast.core.presence_pages import PresencePages
@@ -256,7 +257,7 @@ class ApiService:
     def _authenticate(self, request: ApiRequest) -> Caller:
         credential = _credential(request)
         if not self.closed_api:
-            return Caller(f"ip:{request.client_address}", None)
+            return Caller(f"ip:{limit_key(request.client_address)}", None)
         if credential is None:
             raise ApiError(
                 401,

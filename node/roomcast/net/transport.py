@@ -31,6 +31,7 @@ try:
 except ImportError:  # pragma: no cover - websockets built without its C extension
     from websockets.utils import apply_mask
 
+from roomcast.core.addresses import limit_key
 from roomcast.core.auth import (
     SUBPROTOCOL,
     TOKEN_SUBPROTOCOL_PREFIX,
@@ -761,9 +762,13 @@ class Connection(asyncio.Protocol):
     @property
     def client_key(self) -> str:
         """Who is behind this connection, for limits shared by its connections: the token's
-        subject, or (open mode) the client address."""
+        subject, or (open mode) the client address (an IPv6 client's /64)."""
         identity = self.identity
-        return f"sub:{identity.subject}" if identity is not None else f"ip:{self.client_address}"
+        return (
+            f"sub:{identity.subject}"
+            if identity is not None
+            else f"ip:{limit_key(self.client_address)}"
+        )
 
     # Token lifetime
 
@@ -952,7 +957,7 @@ class Connection(asyncio.Protocol):
             # First, before any other work: an address past its own setup rate (429), then a
             # node past its setup rate (503), refuse cheaply. In this order, so that one
             # address's flood is refused before it takes the node's tokens.
-            retry_after = server.address_admission.admit(address)
+            retry_after = server.address_admission.admit(limit_key(address))
             if retry_after is not None:
                 return address_busy_response(self._protocol(), retry_after)
             retry_after = server.admission.admit()
