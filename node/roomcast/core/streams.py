@@ -15,7 +15,7 @@ from typing import Final, Protocol
 
 from roomcast.broker import Broker
 from roomcast.core.history_pages import PAGE_MESSAGES
-from roomcast.wire import api, sse
+from roomcast.wire import api, protocol, sse
 from roomcast.wire.codes import RecoveryStatus
 from roomcast.wire.envelope import Envelope
 from roomcast.wire.recovery import EPOCH_CHANGED, NOT_REQUESTED, RECOVERED, TOO_OLD
@@ -139,15 +139,26 @@ class StreamHub:
             page = await self.broker.history_page(
                 room, after, 0 if since is None else PAGE_MESSAGES, self._page_bytes
             )
+            # The ban check before this stream was registered may have been answered after
+            # the node handled a ban order (Redis ran the check first), which then found no
+            # stream to end: checked again now that orders find it. A ban set after this read
+            # runs is ordered after it too, and that order ends the stream.
+            subject = sink.subject
+            ban = None if subject is None else await self.broker.ban_of(room, subject)
         except BaseException:
             self.close(sink, room)
             raise
         if not self._drop_opening(sink, room):
             return StreamStart(page.epoch, page.offset, None, 0)  # closed meanwhile
-        if sink.closed:
+        if sink.closed or ban is not None:
             self._count -= 1
             self._on_streams_changed(self._count)
             self._release(room)
+            if ban is not None and not sink.closed:
+                # As the order would have: the event, then the end (EventSource's retry is
+                # then refused 403 banned).
+                self.outbox.push(sink, sse.event(protocol.banned(room, ban.reason, ban.until_ms)))
+                sink.end()
             return StreamStart(page.epoch, page.offset, None, 0)
         latest = page.offset
         missed = page.messages
