@@ -27,64 +27,9 @@ import pytest
 from tests.adversarial.devcluster_shim import LocalCluster, scaled
 from tests.adversarial.httpraw import http
 from tests.adversarial.readiness import until_ready
+from tests.adversarial.redis_relay import RedisRelay
 from tests.support.httpclient import EventStream
 from tests.support.serverapi import API_ENV, API_KEY, new_name, token
-
-
-class HoldingRelay:
-    """A TCP relay to Redis; once armed, the answer on the link that asks for a ban key is
-    held back until released (what a busy loop or a slow link does to one reply)."""
-
-    def __init__(self, redis_port: int) -> None:
-        self.redis_port = redis_port
-        self.armed = False
-        self.asked = asyncio.Event()  # the ban GET went up while armed
-        self.release = asyncio.Event()
-        self.server: asyncio.Server | None = None
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        return int(self.server.sockets[0].getsockname()[1])
-
-    async def _accept(self, down_r: asyncio.StreamReader, down_w: asyncio.StreamWriter) -> None:
-        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.redis_port)
-        held = [False]
-        for task in (
-            asyncio.ensure_future(self._pump(down_r, up_w, held, upward=True)),
-            asyncio.ensure_future(self._pump(up_r, down_w, held, upward=False)),
-        ):
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-
-    async def _pump(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        held: list[bool],
-        *,
-        upward: bool,
-    ) -> None:
-        try:
-            while data := await reader.read(65536):
-                if upward and self.armed and b":ban:" in data and b"GET" in data:
-                    held[0] = True
-                    self.asked.set()
-                if not upward and held[0]:
-                    await self.release.wait()
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
-
-    async def close(self) -> None:
-        self.release.set()
-        if self.server is not None:
-            self.server.close()
-        for task in list(self.tasks):
-            task.cancel()
 
 
 @pytest.fixture
@@ -103,7 +48,7 @@ async def ban_orders(node: Any) -> float:
 
 async def test_a_stream_opened_as_the_ban_lands_is_ended_too(cluster: Any) -> None:
     other = cluster.nodes[0]
-    relay = HoldingRelay(cluster.redis_port)
+    relay = RedisRelay(cluster.redis_port)
     relay_port = await relay.start()
     try:
         streamed = await asyncio.to_thread(
@@ -112,7 +57,7 @@ async def test_a_stream_opened_as_the_ban_lands_is_ended_too(cluster: Any) -> No
         await until_ready(other)
         await until_ready(streamed)
         room, user = new_name("room"), new_name("u")
-        relay.armed = True
+        relay.hold_ban_reads = True
         opening = asyncio.ensure_future(
             EventStream.open(
                 f"http://127.0.0.1:{streamed.port}/api/rooms/{room}/events",
