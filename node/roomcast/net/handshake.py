@@ -28,6 +28,7 @@ from websockets.server import ServerProtocol
 from websockets.utils import accept_key
 
 from roomcast.core.auth import TOKEN_QUERY_PARAMETER, TOKEN_SUBPROTOCOL_PREFIX, AuthError
+from roomcast.net.wsprotocol import PingLeavingProtocol
 from roomcast.wire.codes import ErrorCode
 
 # Each may appear at most once (RFC 9110 §5.3: only list-valued fields may repeat).
@@ -175,7 +176,7 @@ def let_go(protocol: ServerProtocol) -> None:
     vars(protocol).pop("select_subprotocol", None)
 
 
-class HandshakeProtocol(ServerProtocol):
+class HandshakeProtocol(PingLeavingProtocol):
     """websockets' ServerProtocol with a cheaper 101 answer: the same checks
     (``process_request``), the same headers in the same order, but the Date formatted once a
     second and the values roomcast or websockets computed themselves not validated again. Any

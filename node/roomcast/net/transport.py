@@ -55,6 +55,7 @@ from roomcast.net.handshake import HandshakeProtocol, check_request, let_go, sin
 from roomcast.net.heartbeat import Heartbeat
 from roomcast.net.sendbuffer import SendBuffer
 from roomcast.net.token_clock import NOTICE, TokenClock
+from roomcast.net.wsprotocol import PingLeavingProtocol
 from roomcast.runtime.config import FRAME_OVERHEAD_BYTES
 from roomcast.wire.codes import CloseCode, ErrorCode
 from roomcast.wire.framing import frame_payload, text_frame, text_frame_head
@@ -379,19 +380,27 @@ class Connection(asyncio.Protocol):
         self._request_only = False
         self._feed(data)
 
-    def _feed(self, data: bytes) -> None:
+    def _feed(self, data: bytes, pong: bytes | None = None) -> None:
         # Fed in slices, so that a read full of tiny frames stops being parsed as soon as one
         # of them closed the connection (a flood), instead of parsing the whole read first.
         proto = self.proto
         assert proto is not None
         whole = len(data) <= _FEED_BYTES
+        # As _receive_frames: one pong per read, for the last ping the client could afford
+        # (``pong``: the one of this read that the node's own parser saw before handing over).
+        if isinstance(proto, PingLeavingProtocol):
+            proto.last_ping = pong
         for start in range(0, len(data), _FEED_BYTES):
             proto.receive_data(data if whole else data[start : start + _FEED_BYTES])
-            self._process_events()
+            pong = self._process_events(pong)
             if proto.parser_exc is not None and not self.closed:
                 self._parser_failed(proto.parser_exc)
             if self.closed or proto.state is State.CLOSING or proto.state is State.CLOSED:
                 break
+        if isinstance(proto, PingLeavingProtocol):
+            proto.last_ping = None
+        if pong is not None and not self.closed and proto.state is State.OPEN:
+            proto.send_pong(pong)
         if isinstance(proto.handshake_exc, InvalidMessage) and not self._answered:
             self._malformed_request()
 
@@ -449,29 +458,33 @@ class Connection(asyncio.Protocol):
                 pong = payload
         if self.closed:
             return  # failed by one of these frames: the rest is not parsed (as websockets)
-        if pong is not None:
+        if pong is not None and self.proto is None and not handover:
             self._pong(pong)
-        self._keep_rest(data[pos:] if pos else data, handover)
+            pong = None
+        self._keep_rest(data[pos:] if pos else data, handover, pong)
 
-    def _keep_rest(self, rest: bytes | bytearray, handover: bool) -> None:
+    def _keep_rest(self, rest: bytes | bytearray, handover: bool, pong: bytes | None) -> None:
         """After _receive_frames: a partial frame waits for the next read; from a frame this
-        node does not parse on, websockets takes the connection over."""
+        node does not parse on, websockets takes the connection over (and the read's last
+        affordable ping so far, answered once for the whole read)."""
         if self.proto is None and not handover:
             if rest:
                 self._inbuf = rest if isinstance(rest, bytearray) else bytearray(rest)
             return
         # The rest, from a frame boundary, goes to websockets (made now if needed).
-        self._protocol()
+        proto = self._protocol()
         self._request_only = False
         if rest:
-            self._feed(bytes(rest))
+            self._feed(bytes(rest), pong)
+        elif pong is not None and proto.state is State.OPEN:
+            proto.send_pong(pong)
 
     def _protocol(self) -> ServerProtocol:
         """websockets' protocol for this connection, made again if the node let it go: open,
         at a frame boundary (a partial frame waiting in _inbuf is fed to it)."""
         proto = self.proto
         if proto is None:
-            proto = self.proto = ServerProtocol(
+            proto = self.proto = PingLeavingProtocol(
                 state=State.OPEN,
                 max_size=self._settings.max_frame_bytes,
                 logger=_quiet_protocol_log,
@@ -866,7 +879,9 @@ class Connection(asyncio.Protocol):
             self.proto = None
             let_go(proto)
 
-    def _process_events(self) -> None:
+    def _process_events(self, pong: bytes | None) -> bytes | None:
+        """Handle what websockets parsed; returns the payload of the last ping the client
+        could afford (``pong`` if none), which _feed answers once the read is parsed."""
         proto = self.proto
         assert proto is not None
         for event in proto.events_received():
@@ -877,7 +892,10 @@ class Connection(asyncio.Protocol):
             if isinstance(event, Request):
                 self._handshake(event)
             elif isinstance(event, Frame):
-                self._frame(event.opcode, event.data, event.fin)
+                allowed = self._frame(event.opcode, event.data, event.fin)
+                if allowed and event.opcode is Opcode.PING:
+                    pong = bytes(event.data)
+        return pong
 
     def _handshake(self, request: Request) -> None:
         self._answered = True
