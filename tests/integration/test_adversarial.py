@@ -6,6 +6,7 @@ the attacked node keeps answering its presence round trips within a few millisec
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -29,7 +30,7 @@ from tests.support.attacks import (
     frame,
     handshake,
 )
-from tests.support.cluster import metric_value
+from tests.support.cluster import metric_value, until
 from tests.support.httpclient import EventStream
 from tests.support.wsclient import Client, scaled
 
@@ -252,9 +253,14 @@ async def test_a_forged_forwarded_for_is_not_believed(cluster: LocalCluster) -> 
     def refused(line: str) -> bool:
         return "handshake refused" in line and "token_invalid" in line
 
-    lines = []
-    for node in cluster.nodes:
-        lines += [line for line in node.process.lines if refused(line)]
+    def logged_lines() -> list[str]:
+        return [line for node in cluster.nodes for line in node.process.lines if refused(line)]
+
+    # The node logs before it answers, but its log reaches the test through a pipe and a
+    # reader thread: wait for the line (bounded), do not read once.
+    with contextlib.suppress(AssertionError):
+        await until(lambda: bool(logged_lines()), 10, "the refusal's log line")
+    lines = logged_lines()
     assert lines, "no node logged the refusal"
     logged = json.loads(lines[-1])
     # nginx replaced the header with its own view of the client; nothing forged got through.

@@ -154,7 +154,10 @@ async def test_unread_answers_through_nginx_pin_little_kernel_memory(
               f"bystander round trip {rtt:.1f} ms")  # fmt: skip
         # At most one bounded answer per connection, wherever it waits (the unbounded node
         # answered every pipelined request with its whole history: ~845 MB through nginx).
-        assert pinned < 40 * 400 * 1024
+        # Most of what is left is nginx's receive buffer towards the node, which the kernel
+        # autotunes (docs/security.md, "Kernel memory"): 13.6-15.5 MiB on a quiet machine,
+        # 18.4 MiB once under load; the bound leaves room for that, not for a whole history.
+        assert pinned < 40 * 600 * 1024
         assert rtt < scaled(FEW_MS)
     finally:
         for sock in attackers:

@@ -363,7 +363,11 @@ async def check_rooms_and_cluster(cluster: LocalCluster) -> None:
             deadline = time.monotonic() + scaled(10)
             while True:
                 nodes = await admin.cluster()
-                if sum(n.connections for n in nodes) >= len(clients):
+                # Every node's snapshot must be one taken after the joins (a sum of connections
+                # alone can be met by another node's snapshot of an earlier test's clients).
+                if sum(n.connections for n in nodes) >= len(clients) and all(
+                    n.rooms >= 1 for n in nodes
+                ):
                     break
                 assert time.monotonic() < deadline, nodes
                 await asyncio.sleep(0.1)
