@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.adversarial.devcluster_shim import scaled
+from tests.support.attacks import read_server_frame
 
 OP_CONT = 0x0
 OP_TEXT = 0x1
@@ -180,13 +181,7 @@ class RawWebSocket:
         reader, got = self.reader, self.received
         try:
             while True:
-                first, second = await reader.readexactly(2)
-                length = second & 0x7F
-                if length == 126:
-                    (length,) = struct.unpack("!H", await reader.readexactly(2))
-                elif length == 127:
-                    (length,) = struct.unpack("!Q", await reader.readexactly(8))
-                payload = await reader.readexactly(length)
+                first, payload = await read_server_frame(reader)
                 opcode = first & 0x0F
                 if opcode == OP_TEXT:
                     got.texts.append(json.loads(payload))

@@ -34,6 +34,7 @@ from tests.adversarial.rawws import (
     read_head,
 )
 from tests.adversarial.readiness import until_ready
+from tests.support.attacks import read_server_frame
 
 MAX_FRAME_BYTES = 64 * 1024  # the shipped default
 BOMB_BYTES = 16 * 1024 * 1024  # inflated size of one bomb
@@ -87,13 +88,7 @@ class DeflateSocket:
         async with asyncio.timeout(scaled(timeout)):
             try:
                 while True:
-                    first, second = await self.reader.readexactly(2)
-                    length = second & 0x7F
-                    if length == 126:
-                        (length,) = struct.unpack("!H", await self.reader.readexactly(2))
-                    elif length == 127:
-                        (length,) = struct.unpack("!Q", await self.reader.readexactly(8))
-                    payload = await self.reader.readexactly(length)
+                    first, payload = await read_server_frame(self.reader)
                     opcode = first & 0x0F
                     if opcode == OP_CLOSE:
                         return int(struct.unpack("!H", payload[:2])[0]) if payload else None

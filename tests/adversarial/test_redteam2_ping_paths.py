@@ -32,6 +32,7 @@ from tests.adversarial.rawws import (
     open_socket,
     read_head,
 )
+from tests.support.attacks import read_server_frame
 
 AFFORDABLE, OVER = 80, 140  # pings in one write: within the burst (100), and 40 over it
 # A write of a few KiB is one read or two on loopback; allow some more.
@@ -57,13 +58,8 @@ async def pongs_for_pings(port: int, path: str, pings: int) -> tuple[int, int]:
     assert ("permessage-deflate" in head.lower()) == (path == "compressed"), head
 
     async def next_frame() -> tuple[int, bytes]:
-        first, second = await reader.readexactly(2)
-        length = second & 0x7F
-        if length == 126:
-            (length,) = struct.unpack("!H", await reader.readexactly(2))
-        elif length == 127:
-            (length,) = struct.unpack("!Q", await reader.readexactly(8))
-        return first & 0x0F, await reader.readexactly(length)
+        first, payload = await read_server_frame(reader)
+        return first & 0x0F, payload
 
     try:
         async with asyncio.timeout(scaled(10)):

@@ -50,6 +50,17 @@ def handshake(path: str = "/chat", headers: tuple[tuple[str, str], ...] = ()) ->
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
+async def read_server_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One frame from a server (unmasked): its first byte (FIN, RSV bits, opcode) and payload."""
+    first, second = await reader.readexactly(2)
+    length = second & 0x7F
+    if length == 126:
+        (length,) = struct.unpack("!H", await reader.readexactly(2))
+    elif length == 127:
+        (length,) = struct.unpack("!Q", await reader.readexactly(8))
+    return first, await reader.readexactly(length)
+
+
 @dataclass
 class RawConnection:
     reader: asyncio.StreamReader
@@ -67,13 +78,8 @@ class RawConnection:
         return cls(reader, writer, int(head[9:12]), head)
 
     async def next_frame(self) -> tuple[int, bytes]:
-        first, second = await self.reader.readexactly(2)
-        length = second & 0x7F
-        if length == 126:
-            (length,) = struct.unpack("!H", await self.reader.readexactly(2))
-        elif length == 127:
-            (length,) = struct.unpack("!Q", await self.reader.readexactly(8))
-        return first & 0x0F, await self.reader.readexactly(length)
+        first, payload = await read_server_frame(self.reader)
+        return first & 0x0F, payload
 
     async def close_code(self) -> int | None:
         """Read until the server's close frame (its code) or the end of the stream (None)."""

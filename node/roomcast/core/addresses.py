@@ -9,6 +9,7 @@ address (``::ffff:198.51.100.7``) by a dual-stack proxy or socket: the same clie
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Final
 
@@ -16,6 +17,10 @@ from typing import Final
 IPV6_CLIENT_PREFIX: Final = 64
 
 
+# A connection's key is asked for at its handshake, open, close and first join: parsed once per
+# address (a handful of microseconds each), however many times it is asked. Bounded, so that
+# addresses that never come back cannot grow it.
+@functools.lru_cache(maxsize=4096)
 def limit_key(address: str) -> str:
     """The key a client address's limits are counted under: an IPv4 address itself (also when
     written IPv4-mapped), an IPv6 address's /64; anything else (not an address) unchanged."""

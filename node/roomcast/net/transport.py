@@ -259,7 +259,7 @@ class Connection(asyncio.Protocol):
         # few bytes of parser state instead of websockets' ~4 KiB (its parser generators, the
         # handshake request its parser keeps, buffers, a UUID). Made again, at a frame
         # boundary, as soon as anything else comes (see _protocol).
-        self.proto: ServerProtocol | None = HandshakeProtocol(
+        self.proto: PingLeavingProtocol | None = HandshakeProtocol(
             extensions=server.extensions,
             max_size=self._settings.max_frame_bytes,
             select_subprotocol=_select_subprotocol,
@@ -388,8 +388,7 @@ class Connection(asyncio.Protocol):
         whole = len(data) <= _FEED_BYTES
         # As _receive_frames: one pong per read, for the last ping the client could afford
         # (``pong``: the one of this read that the node's own parser saw before handing over).
-        if isinstance(proto, PingLeavingProtocol):
-            proto.last_ping = pong
+        proto.last_ping = pong
         for start in range(0, len(data), _FEED_BYTES):
             proto.receive_data(data if whole else data[start : start + _FEED_BYTES])
             pong = self._process_events(pong)
@@ -397,8 +396,7 @@ class Connection(asyncio.Protocol):
                 self._parser_failed(proto.parser_exc)
             if self.closed or proto.state is State.CLOSING or proto.state is State.CLOSED:
                 break
-        if isinstance(proto, PingLeavingProtocol):
-            proto.last_ping = None
+        proto.last_ping = None
         if pong is not None and not self.closed and proto.state is State.OPEN:
             proto.send_pong(pong)
         if isinstance(proto.handshake_exc, InvalidMessage) and not self._answered:
@@ -479,7 +477,7 @@ class Connection(asyncio.Protocol):
         elif pong is not None and proto.state is State.OPEN:
             proto.send_pong(pong)
 
-    def _protocol(self) -> ServerProtocol:
+    def _protocol(self) -> PingLeavingProtocol:
         """websockets' protocol for this connection, made again if the node let it go: open,
         at a frame boundary (a partial frame waiting in _inbuf is fed to it)."""
         proto = self.proto

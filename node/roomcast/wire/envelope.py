@@ -40,27 +40,8 @@ def pack(origin_time: float, event: bytes, exclude: str = "", offset: int = 0) -
     return head(origin_time, exclude) + b"%d\n" % offset + event
 
 
-def offset_of(payload: bytes) -> tuple[int, int]:
-    """(offset, where the event starts) without building an :class:`Envelope`: what a receiving
-    node checks on every payload before it hands the payload on (``LiveGaps``)."""
-    if len(payload) < _HEADER.size:
-        raise EnvelopeError("payload shorter than the envelope header")
-    version, _, exclude_len = _HEADER.unpack_from(payload)
-    if version != VERSION:
-        raise EnvelopeError(f"unknown envelope version {version}")
-    start = _HEADER.size + exclude_len
-    newline = payload.find(b"\n", start, start + 21)
-    if newline < 0:
-        raise EnvelopeError("payload truncated")
-    digits = payload[start:newline]
-    if not digits.isdigit():
-        raise EnvelopeError("bad offset")
-    if newline + 1 == len(payload):
-        raise EnvelopeError("payload has no event")
-    return int(digits), newline + 1
-
-
-def unpack(payload: bytes) -> Envelope:
+def _parse(payload: bytes) -> tuple[float, int, int, int]:
+    """(origin time, where the offset starts, the offset, where the event starts), checked."""
     if len(payload) < _HEADER.size:
         raise EnvelopeError("payload shorter than the envelope header")
     version, origin_time, exclude_len = _HEADER.unpack_from(payload)
@@ -75,5 +56,17 @@ def unpack(payload: bytes) -> Envelope:
         raise EnvelopeError("bad offset")
     if newline + 1 == len(payload):
         raise EnvelopeError("payload has no event")
+    return origin_time, start, int(digits), newline + 1
+
+
+def offset_of(payload: bytes) -> tuple[int, int]:
+    """(offset, where the event starts) without building an :class:`Envelope`: what a receiving
+    node checks on every payload before it hands the payload on (``LiveGaps``)."""
+    _, _, offset, event_start = _parse(payload)
+    return offset, event_start
+
+
+def unpack(payload: bytes) -> Envelope:
+    origin_time, start, offset, event_start = _parse(payload)
     exclude = payload[_HEADER.size : start].decode()
-    return Envelope(origin_time, exclude, int(digits), payload[newline + 1 :])
+    return Envelope(origin_time, exclude, offset, payload[event_start:])
