@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -83,6 +84,8 @@ class Server:
         self.started = time.monotonic()
         self.draining = False
         self.stopped = asyncio.Event()
+        # Set while the broker is ready: the public port waits for it at start (bounded).
+        self._broker_up = asyncio.Event()
         self.port = 0
         self.metrics_port = 0
         self._ws: WebSocketServer | None = None
@@ -169,8 +172,23 @@ class Server:
             elif self.node.broker is not None:
                 # Redis may have restarted empty: put our members back into presence.
                 self.node.resync_presence()
+        if ready:
+            self._broker_up.set()
+        else:
+            self._broker_up.clear()
         self.metrics.ready.set(1 if self.is_ready() else 0)
         log.info("broker state", extra={"ready": ready})
+
+    async def _await_broker(self) -> None:
+        """Give Redis up to ROOMCAST_REDIS_TIMEOUT before the public port opens: a port opened
+        first refuses every join of its first clients with ``unavailable`` (a rolling update's
+        new pod, a restarted node behind nginx) while the links are still being set up. A Redis
+        that is not there by then does not keep the node shut: it serves, not ready (``/readyz``
+        503), and refuses joins with ``unavailable`` until Redis comes."""
+        if self.broker.ready:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._broker_up.wait(), self.settings.redis_timeout)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -200,6 +218,7 @@ class Server:
         self.metrics_port = await self._http.start(
             self.settings.internal_host, self.settings.metrics_port
         )
+        await self._await_broker()
         self.port = await self._ws.start(self.settings.host, self.settings.port)
         if not self.settings.auth_enabled:
             log.warning(
@@ -217,6 +236,7 @@ class Server:
                 "metrics_port": self.metrics_port,
                 "broker": self._broker_name(),
                 "compression": self.settings.compression,
+                "ready": self.is_ready(),
                 "auth": "token" if self.settings.auth_enabled else "open",
             },
         )

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
 from roomcast_dev.devcluster import LocalCluster, ManagedProcess, free_port
 
+from tests.support.cluster import ready
 from tests.support.wsclient import Client, scaled
 
 pytestmark = pytest.mark.integration
@@ -164,3 +167,57 @@ def test_a_second_signal_ends_a_drain_at_once() -> None:
         finally:
             stuck.close()
     assert any("second signal" in line for line in process.lines)
+
+
+async def test_the_public_port_opens_once_redis_is_up_so_first_joins_are_not_refused() -> None:
+    """A node started before its Redis (a rolling update, a restart behind nginx) keeps its
+    public port shut until the links are up, within ROOMCAST_REDIS_TIMEOUT: its first client's
+    join is then answered, not refused with `unavailable: redis is not connected`."""
+    env = {"ROOMCAST_REDIS_TIMEOUT": str(scaled(15))}
+    cluster = LocalCluster(1, nginx=False, node_env=env)
+    cluster.redis_port = free_port()
+    try:
+        starting = asyncio.create_task(asyncio.to_thread(cluster.start_node))
+        # The node has tried Redis and found nobody: only now does Redis start.
+        await asyncio.to_thread(lambda: _wait_for_node_line(cluster, '"redis connect failed"'))
+        cluster.start_redis()
+        node = await starting
+        listening = next(line for line in node.process.lines if '"event":"listening"' in line)
+        client = await Client.connect(node.url)
+        await client.join("first", "alice")
+        await client.close()
+        assert json.loads(listening).get("ready") is True, listening
+    finally:
+        cluster.stop()
+
+
+async def test_a_node_whose_redis_never_comes_still_opens_not_ready() -> None:
+    """The wait for Redis is bounded: the port opens after ROOMCAST_REDIS_TIMEOUT, /readyz says
+    503 and a join is refused with `unavailable` (until Redis comes), instead of a node that
+    never serves at all."""
+    env = {"ROOMCAST_REDIS_TIMEOUT": "1"}
+    cluster = LocalCluster(1, nginx=False, node_env=env)
+    cluster.redis_port = free_port()  # nobody listens there
+    try:
+        node = await asyncio.to_thread(cluster.start_node)
+        listening = next(line for line in node.process.lines if '"event":"listening"' in line)
+        assert json.loads(listening)["ready"] is False, listening
+        assert not ready(node)
+        client = await Client.connect(node.url)
+        await client.send(type="join", room="later", username="alice")
+        refusal = await client.recv_type("error")
+        assert refusal["code"] == "unavailable", refusal
+        await client.close()
+    finally:
+        cluster.stop()
+
+
+def _wait_for_node_line(cluster: LocalCluster, text: str) -> None:
+    # The node's process exists as soon as start_node has spawned it (it then waits for
+    # "listening" on its own thread).
+    deadline = time.monotonic() + scaled(20)
+    while not cluster.nodes:
+        if time.monotonic() > deadline:
+            raise AssertionError("the node was never spawned")
+        time.sleep(0.01)
+    cluster.nodes[0].process.wait_for_line(lambda line: text in line, 20)
