@@ -21,9 +21,16 @@ from roomcast.wire.control import MAX_REASON_LENGTH, MAX_USER_LENGTH
 from roomcast.wire.protocol import MAX_CURSOR_LENGTH, MAX_HISTORY_LIMIT, MAX_PRESENCE_PAGE
 
 _ROOM_PATTERN: Final = "^[A-Za-z0-9_.:@-]{1,64}$"
-# As the server checks it (Python's Unicode \\w), not blank, no space at either end or two in a
-# row (one script per name, also checked, is beyond a pattern).
+# As the server checks it after NFKC (Python's Unicode \\w), not blank, no space at either end or
+# two in a row. JSON Schema's regex dialect (ECMA-262) reads \\w as ASCII only, so a validator
+# built from the document accepts the ASCII names; the description says what else the server
+# takes (one script per name, also checked, is beyond a pattern).
 _USERNAME_PATTERN: Final = r"^(?=.*\S)(?! )(?!.*  )(?!.* $)[\w .@'-]{1,32}$"
+_USERNAME_RULE: Final = (
+    "1-32 letters or digits (of any one script: Python's Unicode \\w, where JSON Schema's "
+    "pattern dialect reads ASCII only), spaces or . @ - _ ', after NFKC normalization; not "
+    "blank, no space at either end or two in a row, nothing invisible"
+)
 _JSON: Final = "application/json"
 
 
@@ -108,7 +115,8 @@ def _schemas() -> dict[str, Any]:
                     "type": "string",
                     "pattern": _USERNAME_PATTERN,
                     "description": "the author; may be left out with a user token, which "
-                    "names the author itself (a username sent with one is ignored)",
+                    "names the author itself (a username sent with one is ignored). "
+                    + _USERNAME_RULE,
                 },
             },
         },
@@ -239,7 +247,11 @@ def _server_api_schemas(
                     "maxItems": MAX_BROADCAST_ROOMS,
                 },
                 "text": string,
-                "username": {"type": "string", "pattern": _USERNAME_PATTERN},
+                "username": {
+                    "type": "string",
+                    "pattern": _USERNAME_PATTERN,
+                    "description": _USERNAME_RULE,
+                },
             },
         },
         "BroadcastResults": {
