@@ -8,10 +8,15 @@ Connection headers, timeouts, next upstream, buffering), the same Upgrade map an
 
 from __future__ import annotations
 
+import ipaddress
+import random
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,10 +24,11 @@ import pytest
 
 yaml = pytest.importorskip("yaml", reason="pyyaml is needed: add it to the dev dependencies")
 
-from roomcast_dev.devcluster import render_nginx_config  # noqa: E402
+from roomcast_dev.devcluster import ManagedProcess, free_port, render_nginx_config  # noqa: E402
 
 from roomcast.net.http_public import _STREAM_HEADERS  # noqa: E402
 from tests.support.paths import REPO  # noqa: E402
+from tests.support.wsclient import scaled  # noqa: E402
 
 TEMPLATE = REPO / "loadbalancer" / "nginx.conf.template"
 DOCKER = REPO / "loadbalancer" / "docker" / "nginx.conf"
@@ -250,3 +256,92 @@ def test_nginx_accepts_the_config(name: str, tmp_path: Path) -> None:
         capture_output=True, text=True, check=False, timeout=30,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+
+
+def _client_key_map(text: str) -> str:
+    (block,) = re.findall(
+        r"\n\s*map \$remote_addr \$roomcast_client_key \{.*?\n\s*\}\n", text, re.S
+    )
+    return str(block)
+
+
+def _ipv6_text(address: ipaddress.IPv6Address) -> str:
+    """As nginx writes an address: groups in lowercase hex without leading zeros, "::" for the
+    first longest run of two or more zero groups (RFC 5952, which Python's str() follows)."""
+    return str(address)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_per_client_connection_key_counts_an_ipv6_client_by_its_64(
+    name: str, tmp_path: Path
+) -> None:
+    """limit_conn's key, run by real nginx over addresses it is told by a trusted hop: every
+    address of one /64 gets the same key, whatever "::" hides in its spelling (rotating through
+    a /64 got 256 connections per address before); two /64s never share one; an IPv4-mapped
+    address counts as its IPv4 address."""
+    assert "limit_conn_zone $roomcast_client_key zone=roomcast_per_ip" in CONFIGS[name]()
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    port = free_port()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        f"daemon off;\npid {tmp_path}/nginx.pid;\nerror_log stderr;\nevents {{}}\nhttp {{\n"
+        f"    access_log off;\n    client_body_temp_path {tmp_path}/body;\n"
+        f"    proxy_temp_path {tmp_path}/proxy;\n"
+        # Only so that the test can name the client address; the shipped configs believe no one.
+        "    set_real_ip_from 127.0.0.1;\n    real_ip_header X-Forwarded-For;\n"
+        + _client_key_map(CONFIGS[name]())
+        + f"    server {{\n        listen 127.0.0.1:{port};\n"
+        '        location / { return 200 "$roomcast_client_key"; }\n    }\n}\n'
+    )
+    process = ManagedProcess("nginx", [nginx, "-p", str(tmp_path), "-c", str(conf)], {})
+    try:
+        _wait_for_port(port, process)
+
+        def key(address: str) -> str:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/", headers={"X-Forwarded-For": address}
+            )
+            with urllib.request.urlopen(request, timeout=scaled(5)) as answer:
+                return str(answer.read().decode())
+
+        rng = random.Random(1764)
+        # Prefixes whose zero groups "::" can swallow together with the interface id's.
+        for prefix in ("2001:db8:5:6", "2001:db8:0:0", "2001:0:0:5", "0:0:0:1", "0:0:0:0", "a::"):
+            network = ipaddress.IPv6Network(
+                f"{ipaddress.IPv6Address(prefix if '::' in prefix else prefix + '::')}/64"
+            )
+            base = int(network.network_address)
+            ids = [0, 1, 1 << 48, (1 << 48) + 1, (1 << 63) | 1, (1 << 64) - 1] + [
+                rng.getrandbits(64) & rng.choice([0xFFFF, 0xFFFF_0000_0000_FFFF, (1 << 64) - 1])
+                for _ in range(30)
+            ]
+            addresses = [_ipv6_text(ipaddress.IPv6Address(base + iid)) for iid in ids]
+            expected = ":".join(
+                f"{group:x}"
+                for group in (
+                    base >> 112,
+                    (base >> 96) & 0xFFFF,
+                    (base >> 80) & 0xFFFF,
+                    (base >> 64) & 0xFFFF,
+                )
+            )
+            keys = {address: key(address) for address in addresses}
+            assert set(keys.values()) == {expected}, (name, network, keys)
+        assert key("2001:db8:5:7::1") == "2001:db8:5:7"
+        assert key("192.0.2.7") == "192.0.2.7"
+        assert key("::ffff:192.0.2.7") == "192.0.2.7"
+    finally:
+        process.stop()
+
+
+def _wait_for_port(port: int, process: ManagedProcess) -> None:
+    # nginx says nothing when it listens; each attempt is one connect on loopback.
+    deadline = time.monotonic() + scaled(10)
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            assert process.alive(), process.tail()
+            assert time.monotonic() < deadline, "nginx did not listen in time"
+            time.sleep(0.02)
