@@ -14,7 +14,7 @@ from websockets.frames import Close, CloseCode, Opcode
 from roomcast.core import ratelimit
 from roomcast.core.ratelimit import RateLimiter
 from roomcast.net import transport as transport_module
-from roomcast.net.transport import Outbox
+from roomcast.net.transport import Outbox, WebSocketServer
 from roomcast.runtime.metrics import Metrics
 from roomcast.wire.framing import text_frame
 from tests.support.wsharness import (
@@ -819,6 +819,95 @@ async def test_heartbeat_pings_then_reaps_silent_connection(registry: CollectorR
     assert quiet.transport.aborted
     assert not chatty.transport.aborted
     assert sample(registry, "roomcast_dead_connections_reaped_total") == 1.0
+    server.heartbeat.stop()
+
+
+def one_heartbeat_interval(server: WebSocketServer) -> None:
+    """Every tick of one heartbeat interval, at once."""
+    for _ in range(server.heartbeat.slices):
+        server.heartbeat._fire()
+
+
+async def test_the_pong_answering_a_ping_is_free_and_keeps_the_connection(
+    clock: FakeClock, registry: CollectorRegistry
+) -> None:
+    app = RecordingApp()
+    settings = make_settings(rate_limit_burst=3, rate_limit_per_second=1.0)
+    server = make_server(app, settings, registry)
+    client = WsClient(server)
+    for _ in range(3):
+        one_heartbeat_interval(server)
+        # The client library answered it with a pong, sent alone, as an idle client's pong is.
+        assert [f.opcode for f in client.received()] == [Opcode.PING]
+        client.push()
+        assert client.conn.alive
+    assert not client.transport.aborted
+    # Three pongs, each answering a ping, took none of the three tokens (the clock is frozen).
+    for n in range(3):
+        client.send_json({"type": "typing", "n": n})
+    assert len(app.texts) == 3
+    assert app.rejected == []
+    # A fourth pong answers no ping: it is charged like any frame, and there is no token left.
+    client.proto.send_pong(b"rc")
+    client.push()
+    assert app.rejected == ["rate_limited"]
+    assert sample(registry, "roomcast_dead_connections_reaped_total") == 0.0
+    server.heartbeat.stop()
+
+
+async def test_lone_pongs_beyond_the_one_a_ping_asked_for_are_a_flood(clock: FakeClock) -> None:
+    # What an attacker who read the fast path would try: one pong per read, after a ping.
+    app = RecordingApp()
+    settings = make_settings(rate_limit_burst=10, rate_limit_per_second=1.0)
+    server = make_server(app, settings)
+    client = WsClient(server)
+    one_heartbeat_interval(server)
+    for _ in range(200):
+        client.proto.send_pong(b"")
+        client.push()
+        if client.conn.closed:
+            break
+    assert client.close_code == 1008
+    assert app.rejected.count("flood") == 1
+    server.heartbeat.stop()
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (bytes((0x8A, 0x02)) + b"rc", 1002),  # unmasked
+        (masked(0x8A, b"x" * 126), 1002),  # over 125 bytes (length 126 form)
+        (masked(0xCA, b"rc"), 1002),  # RSV1 without a negotiated extension
+        (masked(0x0A, b"rc"), 1002),  # a fragmented pong
+    ],
+    ids=["unmasked", "long", "rsv1", "fragmented"],
+)
+async def test_a_malformed_pong_after_a_ping_is_still_a_protocol_error(
+    raw: bytes, code: int
+) -> None:
+    app = RecordingApp()
+    server = make_server(app)
+    client = WsClient(server)
+    one_heartbeat_interval(server)
+    client.conn.data_received(raw)
+    assert client.close_code == code
+    assert app.rejected == ["protocol_violation"]
+    assert app.closed == [client.conn]
+    server.heartbeat.stop()
+
+
+async def test_a_pong_sharing_its_read_with_a_message_is_parsed_with_it() -> None:
+    app = RecordingApp()
+    server = make_server(app)
+    client = WsClient(server)
+    one_heartbeat_interval(server)
+    client.received()
+    client.proto.send_pong(b"rc")
+    client.send_json({"type": "typing"})  # both in one read
+    assert app.texts == ['{"type":"typing"}']
+    assert client.conn.alive
+    one_heartbeat_interval(server)
+    assert not client.transport.aborted
     server.heartbeat.stop()
 
 
