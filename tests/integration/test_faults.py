@@ -13,6 +13,7 @@ from functools import partial
 import pytest
 from roomcast_dev.devcluster import LocalCluster
 
+from tests.support.attacks import PING, PONG, RawConnection, frame, handshake
 from tests.support.cluster import FAST_ENV, http_get, metric_value, not_ready, ready, until
 from tests.support.wsclient import Client, clients_on_distinct_nodes, scaled
 
@@ -135,6 +136,37 @@ async def test_dead_client_is_reaped_and_leaves_its_rooms() -> None:
             await watcher.recv_type("message", text="still here")
         finally:
             await watcher.close()
+
+
+async def test_lone_pongs_keep_a_client_and_pongs_nobody_asked_for_are_still_a_flood() -> None:
+    # The node takes the pong answering its ping, alone in its read, without parsing or charging
+    # it. Over a real socket: a client that only ever answers pings outlives six intervals, and
+    # the same client sending pongs unasked is charged for them and closed as a flood.
+    env = dict(
+        FAST_ENV,
+        ROOMCAST_PING_INTERVAL="0.3",
+        ROOMCAST_RATE_LIMIT_PER_SECOND="2",
+        ROOMCAST_RATE_LIMIT_BURST="5",
+    )
+    with LocalCluster(1, nginx=False, node_env=env) as cluster:
+        node = cluster.nodes[0]
+        conn = await RawConnection.open(node.port, handshake())
+        assert conn.status == 101, conn.head
+        pings = 0
+        while pings < 6:
+            opcode, payload = await asyncio.wait_for(conn.next_frame(), scaled(5))
+            assert opcode != 0x8, "closed while answering every ping"
+            if opcode == PING:
+                pings += 1
+                conn.writer.write(frame(PONG, payload))
+                await conn.writer.drain()
+        metrics = http_get(f"{node.metrics_url}/metrics")[1]
+        assert metric_value(metrics, "roomcast_dead_connections_reaped_total") == 0
+        for _ in range(200):
+            conn.writer.write(frame(PONG, b"rc"))
+            await conn.writer.drain()
+        assert await asyncio.wait_for(conn.close_code(), scaled(5)) == 1008
+        conn.abort()
 
 
 async def test_node_starts_while_redis_is_down_and_becomes_ready_later() -> None:
