@@ -62,6 +62,10 @@ class Server:
                 settings.client_join_rate_per_second,
                 settings.client_join_rate_burst,
             ),
+            client_typing_rate=(
+                settings.client_typing_rate_per_second,
+                settings.client_typing_rate_burst,
+            ),
             room_message_rate=(
                 settings.room_message_rate_per_second,
                 settings.room_message_rate_burst,

@@ -211,6 +211,9 @@ SETTING_MEANINGS: Final[dict[str, str]] = {
     "client_message_rate_per_second": "messages per client (token `sub`, or address) over its "
     "connections, over all nodes: rate",
     "client_message_rate_burst": "the same, burst",
+    "client_typing_rate_per_second": "typing events per client (token `sub`, or address) over "
+    "its connections, over all nodes: rate",
+    "client_typing_rate_burst": "the same, burst",
     "client_join_rate_per_second": "join/leave churn per client over all nodes (each leave "
     "spends a token, a join needs one): rate",
     "client_join_rate_burst": "join/leave churn per client over all nodes: burst",

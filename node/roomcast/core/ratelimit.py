@@ -151,7 +151,7 @@ class ConnectionBudget:
     """What one connection may still do beyond its own frame, message and typing buckets: its
     joins, and the buckets it shares with the other connections of the same client."""
 
-    __slots__ = ("client", "client_joins", "client_messages", "joins")
+    __slots__ = ("client", "client_joins", "client_messages", "client_typing", "joins")
 
     def __init__(
         self,
@@ -159,11 +159,13 @@ class ConnectionBudget:
         joins: RateLimiter,
         client_messages: RateLimiter,
         client_joins: RateLimiter,
+        client_typing: RateLimiter,
     ) -> None:
         self.client = client  # "sub:<token subject>" or "ip:<address>"
         self.joins = joins
         self.client_messages = client_messages
         self.client_joins = client_joins
+        self.client_typing = client_typing
 
 
 class SharedCharges:

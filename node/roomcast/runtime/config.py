@@ -129,6 +129,9 @@ class Settings:
     client_message_rate_burst: int = 40
     client_join_rate_per_second: float = 5.0
     client_join_rate_burst: int = 40
+    # typing events per client over all its connections (each is a frame to every member)
+    client_typing_rate_per_second: float = 10.0
+    client_typing_rate_burst: int = 20
     # messages per room per node, whoever sends them
     room_message_rate_per_second: float = 100.0
     room_message_rate_burst: int = 200
@@ -463,6 +466,8 @@ _PARSERS: dict[str, Callable[[str, str], object]] = {
     "join_rate_burst": lambda n, r: _parse_int(n, r, 1, 1_000_000),
     "client_message_rate_per_second": lambda n, r: _parse_float(n, r, 0.01, 1_000_000),
     "client_message_rate_burst": lambda n, r: _parse_int(n, r, 1, 1_000_000),
+    "client_typing_rate_per_second": lambda n, r: _parse_float(n, r, 0.01, 1_000_000),
+    "client_typing_rate_burst": lambda n, r: _parse_int(n, r, 1, 1_000_000),
     "client_join_rate_per_second": lambda n, r: _parse_float(n, r, 0.01, 1_000_000),
     "client_join_rate_burst": lambda n, r: _parse_int(n, r, 1, 1_000_000),
     "room_message_rate_per_second": lambda n, r: _parse_float(n, r, 0.01, 1_000_000),
