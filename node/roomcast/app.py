@@ -66,6 +66,11 @@ class Server:
                 settings.client_typing_rate_per_second,
                 settings.client_typing_rate_burst,
             ),
+            client_history_rate=(
+                settings.client_history_bytes_per_second,
+                settings.client_history_bytes_burst,
+            ),
+            history_bytes=settings.history_bytes,
             room_message_rate=(
                 settings.room_message_rate_per_second,
                 settings.room_message_rate_burst,

@@ -214,6 +214,10 @@ SETTING_MEANINGS: Final[dict[str, str]] = {
     "client_typing_rate_per_second": "typing events per client (token `sub`, or address) over "
     "its connections, over all nodes: rate",
     "client_typing_rate_burst": "the same, burst",
+    "client_history_bytes_per_second": "bytes of WebSocket `history` answers per client over "
+    "its connections, over all nodes (each answer costs its messages' bytes + 1 KiB): rate",
+    "client_history_bytes_burst": "the same, burst (at least one answer of "
+    "`ROOMCAST_HISTORY_BYTES` should fit)",
     "client_join_rate_per_second": "join/leave churn per client over all nodes (each leave "
     "spends a token, a join needs one): rate",
     "client_join_rate_burst": "join/leave churn per client over all nodes: burst",

@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable
 from time import monotonic  # not through ``time``: unit tests replace it by a wall clock
+from typing import Final
 
 from roomcast.broker import (
     Broker,
@@ -59,6 +60,9 @@ _MARKER_LOST = "the join did not come back from the broker"
 _USER_JOINED = b'{"type":"user_joined",'
 _USER_LEFT = b'{"type":"user_left",'
 _TYPING = b'{"type":"typing",'
+# What a `history` request costs the client's history budget beyond its answer's bytes: even
+# an empty history is a Redis script call.
+HISTORY_REQUEST_BYTES: Final = 1024
 
 
 class Node:
@@ -77,6 +81,8 @@ class Node:
         client_message_rate: tuple[float, int] = (20.0, 40),
         client_join_rate: tuple[float, int] = (5.0, 40),
         client_typing_rate: tuple[float, int] = (10.0, 20),
+        client_history_rate: tuple[float, int] = (4 * 1024 * 1024, 8 * 1024 * 1024),
+        history_bytes: int = 2 * 1024 * 1024,
         room_message_rate: tuple[float, int] = (100.0, 200),
         lag_timeout: float = 10.0,
         catch_up_bytes: int = 512 * 1024,
@@ -101,6 +107,13 @@ class Node:
         # Typing is a frame to every member too: many connections of one client typing at
         # their own rate reached members at ~530 typing events/s (red team 3).
         self._client_typing = BucketPool(*client_typing_rate)
+        # Bytes of `history` answers: a 60-byte request reads up to the room's whole history
+        # (2 MiB) from Redis; at the frame rate, 16 connections of one address kept Redis busy
+        # 3.2 s in 5 (red team 3).
+        self._client_history = BucketPool(*client_history_rate)
+        # room -> bytes of its last `history` answer (+ overhead): what the next one reserves.
+        self._history_sizes: dict[str, int] = {}
+        self._history_reserve = history_bytes + HISTORY_REQUEST_BYTES
         self._room_messages = BucketPool(*room_message_rate)
         self.node_id = node_id
         self._max_rooms = max_rooms
@@ -182,6 +195,7 @@ class Node:
             self._client_messages.acquire(client),
             self._client_joins.acquire(client),
             self._client_typing.acquire(client),
+            self._client_history.acquire(client),
         )
         conn.send(protocol.welcome(self.node_id, conn.id, self._max_rooms, self._max_frame_bytes))
 
@@ -223,6 +237,7 @@ class Node:
             self._client_messages.release(budget.client)
             self._client_joins.release(budget.client)
             self._client_typing.release(budget.client)
+            self._client_history.release(budget.client)
         self.lag.forget(conn)
         for room in self.rooms.rooms_of(conn):
             self._drop_membership(conn, room, "connection closed while joining")
@@ -777,9 +792,9 @@ class Node:
             joins.spend(joins.burst)
             self._charge_shared("join:" + budget.client, joins, debt=joins.burst)
 
-    def _charge_shared(self, name: str, bucket: RateLimiter, debt: int = 1) -> None:
+    def _charge_shared(self, name: str, bucket: RateLimiter, debt: int = 1, cost: int = 1) -> None:
         if self._shared is not None:
-            self._shared.charge(name, bucket, debt)
+            self._shared.charge(name, bucket, debt, cost)
 
     def _shared_message_limit(self, conn: Member, room: str) -> str | None:
         """Why a message within its connection's limit is still refused, or None.
@@ -826,6 +841,20 @@ class Node:
     ) -> None:
         broker = self.broker
         assert broker is not None
+        budget = conn.budget
+        # The answer's size is known only once its first page is read, and requests sent
+        # together on many connections all arrive before that: each reserves on this node what
+        # the room's last answer held (all the history a room may keep, for a room not asked
+        # yet), owing up to a burst, and gets back what it did not use. The client's copy over
+        # all nodes is charged what was used.
+        reserved = self._history_sizes.get(room, self._history_reserve)
+        if budget is not None:
+            bucket = budget.client_history
+            if not bucket.ready():
+                reason = "too much history read by your connections together; try again shortly"
+                self._reject(conn, ErrorCode.RATE_LIMITED, reason, room, request_id)
+                return
+            bucket.spend(bucket.burst, reserved)
         size = self._page_bytes
         try:
             page = await first_page(broker, room, min(limit or self._history_size, 10_000), size)
@@ -833,6 +862,16 @@ class Node:
             reason = f"history unavailable: {exc}"
             self._reject(conn, ErrorCode.UNAVAILABLE, reason, room, request_id)
             return
+        cost = (page.total or sum(map(len, page.messages))) + HISTORY_REQUEST_BYTES
+        if self.rooms.has_room(room):  # not kept for a room this node left meanwhile
+            self._history_sizes[room] = cost
+        if budget is not None:
+            bucket = budget.client_history
+            if cost > reserved:
+                bucket.spend(bucket.burst, cost - reserved)
+            else:
+                bucket.refund(reserved - cost)
+            self._charge_shared("history:" + budget.client, bucket, bucket.burst, cost)
         if complete(page):
             conn.send(protocol.history(room, page.epoch, page.offset, page.messages, request_id))
             return
@@ -916,6 +955,7 @@ class Node:
     def _unsubscribe(self, room: str) -> None:
         assert self.broker is not None
         self._latest.pop(room, None)
+        self._history_sizes.pop(room, None)
         self.big.forget(room)
         timer = self._notice_timers.pop(room, None)
         if timer is not None:

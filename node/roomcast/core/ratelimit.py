@@ -56,12 +56,18 @@ class RateLimiter:
         self._stamp = now
         return self._tokens >= 1
 
-    def spend(self, debt: int) -> None:
-        """Take a token for something that cannot be refused (a leave), owing at most ``debt``
-        tokens: the debt is paid back before ready() is true again."""
+    def spend(self, debt: int, cost: float = 1.0) -> None:
+        """Take ``cost`` tokens for something that cannot be refused (a leave, an answer already
+        read), owing at most ``debt`` tokens: the debt is paid back before ready() is true
+        again."""
         self.ready()
         # A debt already deeper (owed for leaves) is kept, not forgiven.
-        self._tokens = max(min(self._tokens, -float(debt)), self._tokens - 1)
+        self._tokens = max(min(self._tokens, -float(debt)), self._tokens - cost)
+
+    def refund(self, amount: float) -> None:
+        """Give back tokens taken for more than was used (up to the burst)."""
+        self.ready()
+        self._tokens = min(self._burst, self._tokens + amount)
 
     @property
     def rate(self) -> float:
@@ -151,7 +157,14 @@ class ConnectionBudget:
     """What one connection may still do beyond its own frame, message and typing buckets: its
     joins, and the buckets it shares with the other connections of the same client."""
 
-    __slots__ = ("client", "client_joins", "client_messages", "client_typing", "joins")
+    __slots__ = (
+        "client",
+        "client_history",
+        "client_joins",
+        "client_messages",
+        "client_typing",
+        "joins",
+    )
 
     def __init__(
         self,
@@ -160,12 +173,14 @@ class ConnectionBudget:
         client_messages: RateLimiter,
         client_joins: RateLimiter,
         client_typing: RateLimiter,
+        client_history: RateLimiter,
     ) -> None:
         self.client = client  # "sub:<token subject>" or "ip:<address>"
         self.joins = joins
         self.client_messages = client_messages
         self.client_joins = client_joins
         self.client_typing = client_typing
+        self.client_history = client_history  # bytes of history answers
 
 
 class SharedCharges:
@@ -184,16 +199,17 @@ class SharedCharges:
         self._send = send
         self._pending: dict[str, tuple[RateLimiter, int, int]] = {}
 
-    def charge(self, name: str, bucket: RateLimiter, debt: int = 1) -> None:
-        """One action admitted against ``bucket``; the shared copy may owe ``debt`` tokens."""
+    def charge(self, name: str, bucket: RateLimiter, debt: int = 1, cost: int = 1) -> None:
+        """An action of ``cost`` tokens admitted against ``bucket``; the shared copy may owe
+        ``debt`` tokens."""
         pending = self._pending
         held = pending.get(name)
         if held is None:
             if not pending:
                 self._loop.call_soon(self._flush)
-            pending[name] = (bucket, 1, debt)
+            pending[name] = (bucket, cost, debt)
         else:
-            pending[name] = (bucket, held[1] + 1, debt)
+            pending[name] = (bucket, held[1] + cost, debt)
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, {}

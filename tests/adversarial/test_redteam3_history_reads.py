@@ -1,0 +1,125 @@
+"""Red team 3: `history` requests over WebSockets, from one client reading as fast as it can.
+
+docs/security.md bounds what a client sends (frames, bytes, messages) and what a reader that
+does not read may pin, but not what a reader that reads may make the node and Redis read for it.
+A `history` request is a ~60-byte frame; its answer is the room's whole history, up to
+`ROOMCAST_HISTORY_BYTES` (2 MiB), read from Redis page by page (and once more to announce its
+length). The HTTP API limits such requests per caller (`ROOMCAST_API_RATE_*`); over a WebSocket
+only the frame rate (50/s per connection) applied: 16 connections of one address asking for the
+history of a full room made a lone node send 440 MB in 5 s and kept Redis busy 3.2 s of those 5
+(Redis is every node's: all rooms' messages wait behind those reads); in the cluster below, a
+bystander's round trip went to 139 ms (p50) and 980 ms (p99).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+from tests.adversarial.bursts import burst, join
+from tests.adversarial.bystander import BystanderProbe
+from tests.adversarial.devcluster_shim import scaled
+from tests.adversarial.observe import MIB, redis_command
+from tests.adversarial.rawws import RawWebSocket, handshake_request, open_socket, read_head, text
+
+READERS = 16  # connections of one address, straight to the node
+WINDOW_S = 4.0
+REQUESTS_PER_TICK, TICK_S = 5, 0.1  # 50 history requests/s each: the frame rate
+# What one client may read from history over WebSockets in the window: its burst (8 MiB) and
+# 4 MiB/s: ~24 MiB (26 measured). Bounded at 40 MiB (before: 107 MiB in 4 s with the bystander's
+# p50 at 139 ms, p99 980 ms; 440 MB in 5 s against a lone node).
+HISTORY_BYTES_FROM_ONE_CLIENT = 40 * MIB
+
+
+def redis_cpu_seconds(port: int) -> float:
+    info: str = redis_command(port, "INFO", "cpu")
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    return float(fields["used_cpu_sys"]) + float(fields["used_cpu_user"])
+
+
+async def read_history_hard(port: int, room: str, deadline: float, received: list[int]) -> None:
+    """Join, then ask for the room's history at the frame rate, reading (and dropping) every
+    byte as fast as it comes."""
+    reader, writer = await open_socket("127.0.0.1", port)
+    writer.write(handshake_request("127.0.0.1", port))
+    status, head = await read_head(reader)
+    assert status == 101, head
+    writer.write(text({"type": "join", "room": room, "username": "reader"}))
+
+    async def drop() -> None:
+        while chunk := await reader.read(1 << 20):
+            received.append(len(chunk))
+
+    dropping = asyncio.ensure_future(drop())
+    request = text({"type": "history", "room": room}) * REQUESTS_PER_TICK
+    try:
+        while time.monotonic() < deadline and not dropping.done():
+            writer.write(request)
+            await asyncio.wait_for(writer.drain(), scaled(10))
+            await asyncio.sleep(TICK_S)
+    finally:
+        writer.close()
+        dropping.cancel()
+
+
+async def test_one_client_cannot_make_the_node_read_history_without_end(
+    cluster: Any, probe: BystanderProbe
+) -> None:
+    node = cluster.nodes[0]
+    room = f"reads-{uuid.uuid4().hex[:8]}"
+    fillers = [
+        await RawWebSocket.connect(
+            "127.0.0.1", node.port, headers=[("X-Forwarded-For", f"198.51.100.{20 + index}")]
+        )
+        for index in range(3)
+    ]
+    try:
+        for index, ws in enumerate(fillers):
+            await join(ws, room, f"filler{index}")
+        for ws in fillers:  # 36 x 60 KB: the room's history holds its 2 MiB
+            outcome = await burst(ws, room, 12)
+            assert outcome.acked == 12, outcome
+    finally:
+        for ws in fillers:
+            await ws.close()
+    received: list[int] = []
+    redis_before = redis_cpu_seconds(cluster.redis_port)
+    with probe.on(node) as bystander:
+        deadline = time.monotonic() + WINDOW_S
+        await asyncio.gather(
+            *(read_history_hard(node.port, room, deadline, received) for _ in range(READERS))
+        )
+    redis_spent = redis_cpu_seconds(cluster.redis_port) - redis_before
+    got = sum(received)
+    figures = (
+        f"{READERS} connections of one address asking a 2 MiB history at the frame rate for "
+        f"{WINDOW_S:.0f} s: {got / MIB:.0f} MiB sent "
+        f"(bound {HISTORY_BYTES_FROM_ONE_CLIENT / MIB:.0f}"
+        f"), Redis CPU {redis_spent:.2f} s"
+    )
+    print(figures, bystander[0].describe())
+    assert got <= HISTORY_BYTES_FROM_ONE_CLIENT, figures
+    BystanderProbe.assert_fast(bystander, "history reads from one address")
+
+
+async def test_a_page_reload_of_sixteen_rooms_gets_every_history(cluster: Any) -> None:
+    """What the limit must never refuse: one connection joining 16 rooms of ordinary messages
+    and asking each one's history at once (the page after a reload)."""
+    rooms = [f"reload-{uuid.uuid4().hex[:8]}" for _ in range(16)]
+    # Its own address: the attack above left 127.0.0.1's budget in debt.
+    ws = await RawWebSocket.connect(
+        "127.0.0.1", cluster.nodes[0].port, headers=[("X-Forwarded-For", "198.51.100.40")]
+    )
+    try:
+        for room in rooms:
+            await join(ws, room, "reader")
+            await ws.send({"type": "message", "room": room, "text": "hello " * 20})
+        ws.send_bytes(b"".join(text({"type": "history", "room": r, "id": r}) for r in rooms))
+        answers = [await ws.next_text(type="history", id=room) for room in rooms]
+        refused = [e for e in ws.received.texts if e.get("type") == "error"]
+    finally:
+        await ws.close()
+    assert not refused, refused
+    assert all(answer["messages"] for answer in answers)
