@@ -206,7 +206,12 @@ class Server:
         outbox = Outbox(loop, self.metrics)
         self.node.attach(self.broker, outbox)
         service = ApiService(
-            self.broker, self.settings, self.metrics, policy, self.node.presence_pages
+            self.broker,
+            self.settings,
+            self.metrics,
+            policy,
+            self.node.presence_pages,
+            self.node.history_budget,
         )
         self._api = PublicHttp(
             service, self.node.streams, self.settings, self.metrics, policy.proxies, outbox, loop

@@ -21,12 +21,20 @@ from typing import Any
 from tests.adversarial.bursts import burst, join
 from tests.adversarial.bystander import BystanderProbe
 from tests.adversarial.devcluster_shim import scaled
+from tests.adversarial.httpraw import http
 from tests.adversarial.observe import MIB, redis_command
 from tests.adversarial.rawws import RawWebSocket, handshake_request, open_socket, read_head, text
 
 READERS = 16  # connections of one address, straight to the node
 WINDOW_S = 4.0
 REQUESTS_PER_TICK, TICK_S = 5, 0.1  # 50 history requests/s each: the frame rate
+# HTTP history requests of one address through nginx (spread over the 3 nodes) in the window,
+# 10 every 100 ms: over the API rate (20/s, 40 per node), which refuses the rest with 429.
+HTTP_REQUESTS_PER_TICK = 10
+# What one client may read over HTTP in the window: its burst and rate over all nodes, each node
+# admitting its own burst before the shared level reaches it: 35 MiB measured. Bounded at 60 MiB
+# (before: 523 MiB, Redis busy 3.0 s of the 4, the bystander's p50 2.2 s and p99 4.1 s).
+HTTP_HISTORY_BYTES_FROM_ONE_CLIENT = 60 * MIB
 # What one client may read from history over WebSockets in the window: its burst (8 MiB) and
 # 4 MiB/s: ~24 MiB (26 measured). Bounded at 40 MiB (before: 107 MiB in 4 s with the bystander's
 # p50 at 139 ms, p99 980 ms; 440 MB in 5 s against a lone node).
@@ -64,10 +72,8 @@ async def read_history_hard(port: int, room: str, deadline: float, received: lis
         dropping.cancel()
 
 
-async def test_one_client_cannot_make_the_node_read_history_without_end(
-    cluster: Any, probe: BystanderProbe
-) -> None:
-    node = cluster.nodes[0]
+async def full_room(node: Any) -> str:
+    """A room whose history holds its 2 MiB: 36 x 60 KB from three other addresses."""
     room = f"reads-{uuid.uuid4().hex[:8]}"
     fillers = [
         await RawWebSocket.connect(
@@ -78,12 +84,20 @@ async def test_one_client_cannot_make_the_node_read_history_without_end(
     try:
         for index, ws in enumerate(fillers):
             await join(ws, room, f"filler{index}")
-        for ws in fillers:  # 36 x 60 KB: the room's history holds its 2 MiB
+        for ws in fillers:
             outcome = await burst(ws, room, 12)
             assert outcome.acked == 12, outcome
     finally:
         for ws in fillers:
             await ws.close()
+    return room
+
+
+async def test_one_client_cannot_make_the_node_read_history_without_end(
+    cluster: Any, probe: BystanderProbe
+) -> None:
+    node = cluster.nodes[0]
+    room = await full_room(node)
     received: list[int] = []
     redis_before = redis_cpu_seconds(cluster.redis_port)
     with probe.on(node) as bystander:
@@ -123,3 +137,54 @@ async def test_a_page_reload_of_sixteen_rooms_gets_every_history(cluster: Any) -
         await ws.close()
     assert not refused, refused
     assert all(answer["messages"] for answer in answers)
+
+
+async def test_one_client_cannot_make_nginx_and_the_nodes_read_history_without_end(
+    cluster: Any, probe: BystanderProbe
+) -> None:
+    node = cluster.nodes[0]
+    room = await full_room(node)
+    sizes: list[int] = []
+
+    async def ask() -> None:
+        answer = await http(cluster.nginx_port, "GET", f"/api/rooms/{room}/history?limit=100")
+        sizes.append(len(answer.body) if answer.status == 200 else 0)
+
+    redis_before = redis_cpu_seconds(cluster.redis_port)
+    with probe.on(node) as bystander:
+        started, asked = time.monotonic(), []
+        while time.monotonic() < started + WINDOW_S:
+            asked += [asyncio.ensure_future(ask()) for _ in range(HTTP_REQUESTS_PER_TICK)]
+            await asyncio.sleep(TICK_S)
+        await asyncio.gather(*asked)
+    redis_spent = redis_cpu_seconds(cluster.redis_port) - redis_before
+    got = sum(sizes)
+    figures = (
+        f"{len(sizes)} HTTP history requests of one address through nginx in {WINDOW_S:.0f} s: "
+        f"{sum(1 for size in sizes if size > MIB)} answers of 2 MiB, {got / MIB:.0f} MiB "
+        f"(bound {HTTP_HISTORY_BYTES_FROM_ONE_CLIENT / MIB:.0f}), Redis CPU {redis_spent:.2f} s"
+    )
+    print(figures, bystander[0].describe())
+    assert got <= HTTP_HISTORY_BYTES_FROM_ONE_CLIENT, figures
+    BystanderProbe.assert_fast(bystander, "HTTP history reads from one address")
+
+
+async def test_sixteen_histories_asked_at_once_over_http_are_all_answered(cluster: Any) -> None:
+    """What the limit must never refuse: sixteen rooms' histories asked in parallel (a page or
+    a dashboard), none of whose sizes the node knew."""
+    node = cluster.nodes[0]
+    address = [("X-Forwarded-For", "198.51.100.41")]
+    rooms = [f"parallel-{uuid.uuid4().hex[:8]}" for _ in range(16)]
+    ws = await RawWebSocket.connect("127.0.0.1", node.port, headers=address)
+    try:
+        for room in rooms:
+            await join(ws, room, "writer")
+            await ws.send({"type": "message", "room": room, "text": "hello " * 20, "id": room})
+            await ws.next_text(type="ack", id=room)
+    finally:
+        await ws.close()
+    answers = await asyncio.gather(
+        *(http(node.port, "GET", f"/api/rooms/{room}/history", headers=address) for room in rooms)
+    )
+    assert [answer.status for answer in answers] == [200] * 16, [a.body for a in answers]
+    assert all(answer.json()["messages"] for answer in answers)

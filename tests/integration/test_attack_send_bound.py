@@ -45,6 +45,10 @@ DEADLINES = {
     "ROOMCAST_LAG_TIMEOUT": "2",
     "ROOMCAST_CLOSE_TIMEOUT": "1",
     "ROOMCAST_HTTP_IDLE_TIMEOUT": "2",
+    # The send bound on its own: the client history budget (which refuses most of these
+    # requests from one address) is tested in tests/adversarial/test_redteam3_history_reads.py.
+    "ROOMCAST_CLIENT_HISTORY_BYTES_PER_SECOND": "1099511627776",
+    "ROOMCAST_CLIENT_HISTORY_BYTES_BURST": "1099511627776",
 }
 
 

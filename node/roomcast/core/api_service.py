@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Final
 from roomcast.broker import Broker, BrokerUnavailable, RoomRateLimited, Unconfirmed
 from roomcast.core.addresses import limit_key
 from roomcast.core.auth import AccessPolicy, AuthError, Identity, token_from_request
+from roomcast.core.history_budget import HistoryBudget
 from roomcast.core.history_pages import complete, first_page, pages_after
 from roomcast.core.presence_pages import PresencePages
 from roomcast.core.presence_pages import answer as presence_answer
@@ -92,8 +93,11 @@ class ApiService:
         metrics: Metrics,
         policy: AccessPolicy,
         presence: PresencePages | None = None,
+        history_budget: HistoryBudget | None = None,
     ) -> None:
         self._broker = broker
+        # Shared with the node's WebSockets: bytes of history answers per client.
+        self._history_budget = history_budget
         # Shared with the node's WebSocket presence when given: one snapshot per big room.
         self._presence = presence or PresencePages(
             broker.presence,
@@ -146,7 +150,7 @@ class ApiService:
                 big = self._presence.is_big(snap)
                 return Reply(200, presence_answer(snap, big, room, limit, after))
             limit = api.history_limit(route, self._settings.history_size)
-            return await self._history(room, limit)
+            return await self._history(room, limit, caller)
         except Unconfirmed as exc:
             # 504, as a gateway whose upstream did not answer: the message may have been sent.
             raise ApiError(504, ErrorCode.UNCONFIRMED, str(exc)) from None
@@ -171,7 +175,33 @@ class ApiService:
         body = b"" if answer.value is None else api.json_body(answer.value)
         return Reply(answer.status, body)
 
-    async def _history(self, room: str, limit: int) -> Reply | StreamedReply:
+    async def _history(self, room: str, limit: int, caller: Caller) -> Reply | StreamedReply:
+        budget = self._history_budget
+        if budget is None or caller.key.startswith("key:"):  # backends: the API rate only
+            return await self._read_history(room, limit)
+        bucket = budget.acquire(caller.key)
+        try:
+            reserved = await budget.reserve(bucket, room)
+            if reserved is None:
+                raise ApiError(
+                    429,
+                    ErrorCode.RATE_LIMITED,
+                    "too much history read by your requests and connections together",
+                    (("Retry-After", str(max(1, math.ceil(bucket.seconds_until_ready())))),),
+                )
+            try:
+                reply = await self._read_history(room, limit)
+            except BaseException:
+                budget.cancel(bucket, room, reserved)
+                raise
+            # A streamed answer's size is not counted (see _read_history): larger than a page.
+            used = len(reply.body) if isinstance(reply, Reply) else None
+            budget.settle(caller.key, bucket, room, reserved, used)
+            return reply
+        finally:
+            budget.release(caller.key)
+
+    async def _read_history(self, room: str, limit: int) -> Reply | StreamedReply:
         broker, size = self._broker, self._settings.page_bytes
         # Chunked (or delimited by the close): its length is never announced, so not counted.
         page = await first_page(broker, room, limit, size, total=False)

@@ -11,7 +11,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable
 from time import monotonic  # not through ``time``: unit tests replace it by a wall clock
-from typing import Final
 
 from roomcast.broker import (
     Broker,
@@ -25,6 +24,7 @@ from roomcast.broker import (
 from roomcast.core.auth import AuthError, Identity
 from roomcast.core.bigroom import BigRooms, Notice
 from roomcast.core.catch_up import CatchUp
+from roomcast.core.history_budget import HistoryBudget
 from roomcast.core.history_pages import answer_bytes, complete, first_page, pages_after
 from roomcast.core.hooks import Hooks, Refusal
 from roomcast.core.lag import Lag
@@ -60,9 +60,6 @@ _MARKER_LOST = "the join did not come back from the broker"
 _USER_JOINED = b'{"type":"user_joined",'
 _USER_LEFT = b'{"type":"user_left",'
 _TYPING = b'{"type":"typing",'
-# What a `history` request costs the client's history budget beyond its answer's bytes: even
-# an empty history is a Redis script call.
-HISTORY_REQUEST_BYTES: Final = 1024
 
 
 class Node:
@@ -107,13 +104,8 @@ class Node:
         # Typing is a frame to every member too: many connections of one client typing at
         # their own rate reached members at ~530 typing events/s (red team 3).
         self._client_typing = BucketPool(*client_typing_rate)
-        # Bytes of `history` answers: a 60-byte request reads up to the room's whole history
-        # (2 MiB) from Redis; at the frame rate, 16 connections of one address kept Redis busy
-        # 3.2 s in 5 (red team 3).
-        self._client_history = BucketPool(*client_history_rate)
-        # room -> bytes of its last `history` answer (+ overhead): what the next one reserves.
-        self._history_sizes: dict[str, int] = {}
-        self._history_reserve = history_bytes + HISTORY_REQUEST_BYTES
+        # Bytes of `history` answers, shared with the HTTP API (core.history_budget).
+        self.history_budget = HistoryBudget(*client_history_rate, history_bytes, page_bytes)
         self._room_messages = BucketPool(*room_message_rate)
         self.node_id = node_id
         self._max_rooms = max_rooms
@@ -168,6 +160,7 @@ class Node:
         self.broker = broker
         self.outbox = outbox
         self._shared = SharedCharges(outbox.loop, broker.charge)
+        self.history_budget.shared = self._shared.charge
         self.streams.attach(broker, outbox)
 
     async def _read_presence(self, room: str) -> dict[str, int]:
@@ -195,7 +188,7 @@ class Node:
             self._client_messages.acquire(client),
             self._client_joins.acquire(client),
             self._client_typing.acquire(client),
-            self._client_history.acquire(client),
+            self.history_budget.acquire(client),
         )
         conn.send(protocol.welcome(self.node_id, conn.id, self._max_rooms, self._max_frame_bytes))
 
@@ -237,7 +230,7 @@ class Node:
             self._client_messages.release(budget.client)
             self._client_joins.release(budget.client)
             self._client_typing.release(budget.client)
-            self._client_history.release(budget.client)
+            self.history_budget.release(budget.client)
         self.lag.forget(conn)
         for room in self.rooms.rooms_of(conn):
             self._drop_membership(conn, room, "connection closed while joining")
@@ -842,36 +835,30 @@ class Node:
         broker = self.broker
         assert broker is not None
         budget = conn.budget
-        # The answer's size is known only once its first page is read, and requests sent
-        # together on many connections all arrive before that: each reserves on this node what
-        # the room's last answer held (all the history a room may keep, for a room not asked
-        # yet), owing up to a burst, and gets back what it did not use. The client's copy over
-        # all nodes is charged what was used.
-        reserved = self._history_sizes.get(room, self._history_reserve)
+        reserved = 0
         if budget is not None:
-            bucket = budget.client_history
-            if not bucket.ready():
+            held = await self.history_budget.reserve(budget.client_history, room)
+            if held is None:
                 reason = "too much history read by your connections together; try again shortly"
                 self._reject(conn, ErrorCode.RATE_LIMITED, reason, room, request_id)
                 return
-            bucket.spend(bucket.burst, reserved)
+            reserved = held
         size = self._page_bytes
         try:
             page = await first_page(broker, room, min(limit or self._history_size, 10_000), size)
-        except BrokerUnavailable as exc:
+        except BaseException as exc:
+            # Given back whatever ended the read (a cancelled task too): requests for the room
+            # wait for one learning its size (core.history_budget).
+            if budget is not None:
+                self.history_budget.cancel(budget.client_history, room, reserved)
+            if not isinstance(exc, BrokerUnavailable):
+                raise
             reason = f"history unavailable: {exc}"
             self._reject(conn, ErrorCode.UNAVAILABLE, reason, room, request_id)
             return
-        cost = (page.total or sum(map(len, page.messages))) + HISTORY_REQUEST_BYTES
-        if self.rooms.has_room(room):  # not kept for a room this node left meanwhile
-            self._history_sizes[room] = cost
         if budget is not None:
-            bucket = budget.client_history
-            if cost > reserved:
-                bucket.spend(bucket.burst, cost - reserved)
-            else:
-                bucket.refund(reserved - cost)
-            self._charge_shared("history:" + budget.client, bucket, bucket.burst, cost)
+            used = page.total or sum(map(len, page.messages))
+            self.history_budget.settle(budget.client, budget.client_history, room, reserved, used)
         if complete(page):
             conn.send(protocol.history(room, page.epoch, page.offset, page.messages, request_id))
             return
@@ -955,7 +942,6 @@ class Node:
     def _unsubscribe(self, room: str) -> None:
         assert self.broker is not None
         self._latest.pop(room, None)
-        self._history_sizes.pop(room, None)
         self.big.forget(room)
         timer = self._notice_timers.pop(room, None)
         if timer is not None:

@@ -64,6 +64,11 @@ class RateLimiter:
         # A debt already deeper (owed for leaves) is kept, not forgiven.
         self._tokens = max(min(self._tokens, -float(debt)), self._tokens - cost)
 
+    def seconds_until_ready(self) -> float:
+        """How long until ready() is true (0: it is)."""
+        self.ready()
+        return max(0.0, (1 - self._tokens) / self._rate)
+
     def refund(self, amount: float) -> None:
         """Give back tokens taken for more than was used (up to the burst)."""
         self.ready()

@@ -1,0 +1,96 @@
+"""What one client may make the node read from history: bytes of answers, over all its
+WebSocket connections and HTTP requests, and over all nodes.
+
+A `history` request is a few dozen bytes; its answer is up to a room's whole history
+(ROOMCAST_HISTORY_BYTES), read from Redis. Only the request rates bounded it: 16 connections of
+one address kept Redis busy 3.2 s in 5, and HTTP requests through nginx within the API rate
+3 s in 4 (a bystander's round trip: seconds). Each answer now costs the client its messages'
+bytes plus HISTORY_REQUEST_BYTES.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Final
+
+from roomcast.core.ratelimit import BucketPool, RateLimiter
+
+# What a request costs beyond its answer's bytes: even an empty history is a Redis script call.
+HISTORY_REQUEST_BYTES: Final = 1024
+# Rooms whose last answer's size is remembered (the oldest are forgotten first).
+MAX_REMEMBERED_ROOMS: Final = 4096
+
+# (bucket name, bucket, debt, cost): charges the client's copy over every node (SharedCharges).
+SharedCharge = Callable[[str, RateLimiter, int, int], None]
+
+
+class HistoryBudget:
+    """The clients' history buckets (bytes), and the size each room's answer had last.
+
+    An answer's size is known only once its first page is read, and requests sent together on
+    many connections all arrive before that. Each reserves on this node what the room's last
+    answer held, owing up to a burst, and gets back what it did not use; the client's copy over
+    all nodes is charged what was used. For a room whose size this node does not know yet, one
+    request at a time learns it (reserving a page) while the others for that room wait: a
+    hundred requests sent at once cannot all pass on a page's reserve, and sixteen rooms asked
+    at once are not refused for reserving a whole history each."""
+
+    def __init__(self, rate: float, burst: int, history_bytes: int, page_bytes: int) -> None:
+        self._pool = BucketPool(rate, burst)
+        self._largest = history_bytes + HISTORY_REQUEST_BYTES
+        self._first_guess = page_bytes + HISTORY_REQUEST_BYTES
+        self._sizes: OrderedDict[str, int] = OrderedDict()
+        # room -> done when the request learning its size read its first page
+        self._learning: dict[str, asyncio.Future[None]] = {}
+        self.shared: SharedCharge | None = None
+
+    def acquire(self, client: str) -> RateLimiter:
+        return self._pool.acquire(client)
+
+    def release(self, client: str) -> None:
+        self._pool.release(client)
+
+    async def reserve(self, bucket: RateLimiter, room: str) -> int | None:
+        """The bytes reserved for an answer from ``room``, or None: the client owes, refuse.
+        A reserve is always followed by settle() or cancel()."""
+        while (learning := self._learning.get(room)) is not None:
+            await asyncio.wait((learning,))  # a waiter cancelled leaves it to the others
+        if not bucket.ready():
+            return None
+        reserved = self._sizes.get(room)
+        if reserved is None:
+            reserved = self._first_guess
+            self._learning[room] = asyncio.get_running_loop().create_future()
+        bucket.spend(bucket.burst, reserved)
+        return reserved
+
+    def cancel(self, bucket: RateLimiter, room: str, reserved: int) -> None:
+        """The answer was not read (Redis unavailable): its reserve is given back."""
+        bucket.refund(reserved)
+        self._learned(room)
+
+    def settle(
+        self, client: str, bucket: RateLimiter, room: str, reserved: int, used: int | None
+    ) -> None:
+        """The answer's first page is read: ``used`` the answer's bytes, or None when only
+        known to be larger than a page (counted as a room's whole history)."""
+        cost = self._largest if used is None else used + HISTORY_REQUEST_BYTES
+        sizes = self._sizes
+        sizes[room] = cost
+        sizes.move_to_end(room)
+        if len(sizes) > MAX_REMEMBERED_ROOMS:
+            sizes.popitem(last=False)
+        if cost > reserved:
+            bucket.spend(bucket.burst, cost - reserved)
+        else:
+            bucket.refund(reserved - cost)
+        self._learned(room)
+        if self.shared is not None:
+            self.shared("history:" + client, bucket, bucket.burst, cost)
+
+    def _learned(self, room: str) -> None:
+        learning = self._learning.pop(room, None)
+        if learning is not None and not learning.done():
+            learning.set_result(None)

@@ -1,0 +1,53 @@
+"""The clients' history budget: reserve, settle, and one request at a time learning a room."""
+
+from __future__ import annotations
+
+import asyncio
+
+from roomcast.core.history_budget import HISTORY_REQUEST_BYTES, HistoryBudget
+
+MIB = 1024 * 1024
+PAGE = 64 * 1024
+
+
+def budget() -> HistoryBudget:
+    return HistoryBudget(4 * MIB, 8 * MIB, 2 * MIB, PAGE)
+
+
+async def test_a_room_not_asked_yet_is_learned_by_one_request_while_the_others_wait() -> None:
+    history = budget()
+    bucket = history.acquire("ip:192.0.2.1")
+    first = await history.reserve(bucket, "lobby")
+    assert first == PAGE + HISTORY_REQUEST_BYTES
+    waiting = asyncio.ensure_future(history.reserve(bucket, "lobby"))
+    await asyncio.sleep(0)
+    assert not waiting.done()  # its size is not known yet
+    history.settle("ip:192.0.2.1", bucket, "lobby", first, 2 * MIB)
+    # Then it reserves what the answer held: the client owes the first answer's 2 MiB too.
+    assert await waiting == 2 * MIB + HISTORY_REQUEST_BYTES
+
+
+async def test_requests_sent_together_stop_at_the_burst_once_the_size_is_known() -> None:
+    history = budget()
+    bucket = history.acquire("ip:192.0.2.1")
+    reserved = await history.reserve(bucket, "big")
+    assert reserved is not None
+    history.settle("ip:192.0.2.1", bucket, "big", reserved, 2 * MIB)
+    answers = [await history.reserve(bucket, "big") for _ in range(10)]
+    admitted = [a for a in answers if a is not None]
+    assert 2 <= len(admitted) <= 3  # 8 MiB less the first answer, 2 MiB each
+
+
+async def test_small_answers_get_their_reserve_back_and_a_cancel_lets_others_learn() -> None:
+    history = budget()
+    bucket = history.acquire("ip:192.0.2.1")
+    for room in (f"room-{index}" for index in range(100)):
+        reserved = await history.reserve(bucket, room)
+        assert reserved is not None, room
+        history.settle("ip:192.0.2.1", bucket, room, reserved, 2_000)
+    reserved = await history.reserve(bucket, "gone")
+    assert reserved is not None
+    waiting = asyncio.ensure_future(history.reserve(bucket, "gone"))
+    await asyncio.sleep(0)
+    history.cancel(bucket, "gone", reserved)
+    assert await waiting == PAGE + HISTORY_REQUEST_BYTES
