@@ -66,27 +66,47 @@ class HistoryBudget:
         bucket.spend(bucket.burst, reserved)
         return reserved
 
+    def reserve_catch_up(self, bucket: RateLimiter, room: str) -> int | None:
+        """The bytes reserved for what a join with `since` missed (at most the room's answer;
+        all the history a room may keep, for a room not asked yet), or None: the client owes.
+        Joins never wait for a room's size to be learned: a reconnect storm into one room would
+        be one join at a time. Followed by settle(remember=False) or cancel()."""
+        if not bucket.ready():
+            return None
+        reserved = self._sizes.get(room, self._largest)
+        bucket.spend(bucket.burst, reserved)
+        return reserved
+
     def cancel(self, bucket: RateLimiter, room: str, reserved: int) -> None:
         """The answer was not read (Redis unavailable): its reserve is given back."""
         bucket.refund(reserved)
         self._learned(room)
 
     def settle(
-        self, client: str, bucket: RateLimiter, room: str, reserved: int, used: int | None
+        self,
+        client: str,
+        bucket: RateLimiter,
+        room: str,
+        reserved: int,
+        used: int | None,
+        *,
+        remember: bool = True,
     ) -> None:
         """The answer's first page is read: ``used`` the answer's bytes, or None when only
-        known to be larger than a page (counted as a room's whole history)."""
+        known to be larger than a page (counted as a room's whole history). Not ``remember``:
+        a part of the history (a join's missed messages), not what the room's answer holds."""
         cost = self._largest if used is None else used + HISTORY_REQUEST_BYTES
-        sizes = self._sizes
-        sizes[room] = cost
-        sizes.move_to_end(room)
-        if len(sizes) > MAX_REMEMBERED_ROOMS:
-            sizes.popitem(last=False)
+        if remember:
+            sizes = self._sizes
+            sizes[room] = cost
+            sizes.move_to_end(room)
+            if len(sizes) > MAX_REMEMBERED_ROOMS:
+                sizes.popitem(last=False)
+            self._learned(room)
         if cost > reserved:
             bucket.spend(bucket.burst, cost - reserved)
         else:
             bucket.refund(reserved - cost)
-        self._learned(room)
         if self.shared is not None:
             self.shared("history:" + client, bucket, bucket.burst, cost)
 

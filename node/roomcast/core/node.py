@@ -439,11 +439,43 @@ class Node:
             if allowed is None:
                 return
             data = allowed.data
+        # What a join with `since` missed is read from history: charged to the client's
+        # history budget like a `history` answer (rejoining with an old `since` over and over
+        # read 2 MiB each). A client that owes joins without it, told `overloaded`.
+        budget = conn.budget
+        reserved: int | None = None
+        recover = True
+        if command.since is not None and budget is not None and joining:
+            reserved = self.history_budget.reserve_catch_up(budget.client_history, room)
+            recover = reserved is not None
+        missed: int | None = None
+        try:
+            missed = await self._enter_room(conn, command, username, role, data, recover)
+        finally:
+            if budget is not None and reserved is not None:
+                history, bucket = self.history_budget, budget.client_history
+                if missed is None:
+                    bucket.refund(reserved)
+                else:
+                    history.settle(budget.client, bucket, room, reserved, missed, remember=False)
+
+    async def _enter_room(
+        self,
+        conn: Member,
+        command: Join,
+        username: str,
+        role: str | None,
+        data: object,
+        recover: bool,
+    ) -> int | None:
+        """The join from taking the membership on; returns the bytes of the missed messages it
+        read (None: it read none, or did not get that far)."""
+        room = command.room
         try:
             result = self.rooms.join(conn, room, username)
         except TooManyRoomsError as exc:
             self._reject(conn, ErrorCode.TOO_MANY_ROOMS, str(exc), room, command.request_id)
-            return
+            return None
         if not result.already_member:
             self._room_messages.acquire(room)
         if result.already_member:
@@ -451,24 +483,30 @@ class Node:
             if command.request_id is not None:
                 already["id"] = command.request_id
             conn.send(protocol.encode(already))
-            return
+            return None
         if result.first_local_member:  # the count moves only then (and on the last leave)
             self.metrics.rooms_local.set(self.rooms.room_count)
         catch_up = CatchUp(CATCH_UP_LIMIT, self._catch_up_bytes)
         self._catch_ups.setdefault(room, {})[conn] = catch_up
+        entering = command
+        if not recover:
+            # Nothing missed is read; the answer says `overloaded` (the client reloads history).
+            entering = Join(room, username, None, command.request_id, command.room_token)
+            catch_up.overflowed = True
         try:
-            reply = await self._enter(conn, command, catch_up)
+            reply = await self._enter(conn, entering, catch_up)
         except RoomBanned as exc:
             self._refuse_banned(conn, command, exc)
-            return
+            return None
         except BrokerUnavailable as exc:
             self._join_failed(conn, command, username, exc)
-            return
+            return None
+        missed = sum(map(len, reply.missed))
         self._drop_catch_up(conn, room)
         self._announced.discard((conn, room))
         self._counted(room, reply, catch_up)
         if conn.closed or not self.rooms.activate(conn, room):
-            return
+            return missed
         if command.room_token is not None and conn.identity is not None:
             self._granted.setdefault(conn, set()).add(room)
         newest = max([reply.offset, *(offset for offset, _ in catch_up.held)])
@@ -476,6 +514,7 @@ class Node:
         self._went_live(conn, room, reply.offset if lag_from is None else newest)
         if lag_from is not None:
             self.lag.start_at(conn, room, lag_from)
+        return missed
 
     def _counted(self, room: str, reply: JoinReply, catch_up: CatchUp) -> None:
         """The join script's count of the room's connections: the big-room count from here."""
