@@ -39,6 +39,10 @@ HTTP_HISTORY_BYTES_FROM_ONE_CLIENT = 60 * MIB
 # is sent up to 30 missed 60 KB messages. The client's budget over all nodes lets ~400-600 of
 # them through in the window; bounded at 1,200 (before: 4,810, Redis busy 1.6 s of the 4).
 REJOINS_PER_TICK = 5
+# Event streams of one address through nginx resuming from an old Last-Event-ID, 5 every 100 ms,
+# each read for up to 1.5 s: before, 298 MiB in 4 s (Redis busy 1.8 s). Bounded at 80 MiB.
+RESUMES_PER_TICK = 5
+RESUMED_BYTES_FROM_ONE_CLIENT = 80 * MIB
 MISSED_MESSAGES_FROM_ONE_CLIENT = 1200
 # What one client may read from history over WebSockets in the window: its burst (8 MiB) and
 # 4 MiB/s: ~24 MiB (26 measured). Bounded at 40 MiB (before: 107 MiB in 4 s with the bystander's
@@ -242,3 +246,50 @@ async def test_rejoining_with_an_old_since_cannot_read_history_without_end(
     assert got <= MISSED_MESSAGES_FROM_ONE_CLIENT, figures
     assert any(overloaded) and not all(overloaded), figures
     BystanderProbe.assert_fast(bystander, "rejoins with an old since from one address")
+
+
+async def test_event_streams_resumed_from_an_old_id_cannot_read_history_without_end(
+    cluster: Any, probe: BystanderProbe
+) -> None:
+    node = cluster.nodes[0]
+    room, epoch = await full_room_and_epoch(node)
+    sizes: list[int] = []
+    overloaded: list[bool] = []
+
+    async def resume() -> None:
+        reader, writer = await open_socket("127.0.0.1", cluster.nginx_port)
+        writer.write(
+            f"GET /api/rooms/{room}/events HTTP/1.1\r\nHost: x\r\n"
+            f"Last-Event-ID: {epoch}:10\r\n\r\n".encode()
+        )
+        got = b""
+        try:
+            async with asyncio.timeout(1.5):  # long enough on loopback for a 2 MiB catch-up
+                while len(got) < 2_000_000 and (chunk := await reader.read(1 << 20)):
+                    got += chunk
+        except TimeoutError:
+            pass
+        finally:
+            writer.close()
+        sizes.append(len(got))
+        overloaded.append(b'"reason":"overloaded"' in got[:4096])
+
+    redis_before = redis_cpu_seconds(cluster.redis_port)
+    with probe.on(node) as bystander:
+        started, streams = time.monotonic(), []
+        while time.monotonic() < started + WINDOW_S:
+            streams += [asyncio.ensure_future(resume()) for _ in range(RESUMES_PER_TICK)]
+            await asyncio.sleep(TICK_S)
+        await asyncio.gather(*streams)
+    redis_spent = redis_cpu_seconds(cluster.redis_port) - redis_before
+    got = sum(sizes)
+    figures = (
+        f"{len(sizes)} event streams of one address resumed from an old id through nginx in "
+        f"{WINDOW_S:.0f} s: {got / MIB:.0f} MiB sent (bound "
+        f"{RESUMED_BYTES_FROM_ONE_CLIENT / MIB:.0f}), {sum(overloaded)} told overloaded, Redis "
+        f"CPU {redis_spent:.2f} s"
+    )
+    print(figures, bystander[0].describe())
+    assert got <= RESUMED_BYTES_FROM_ONE_CLIENT, figures
+    assert any(overloaded) and not all(overloaded), figures
+    BystanderProbe.assert_fast(bystander, "event stream resumes from one address")

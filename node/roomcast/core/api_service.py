@@ -77,6 +77,9 @@ class OpenStream:
     # that user end it, and it ends when the token expires, as a WebSocket connection does.
     subject: str | None = None
     expires: float | None = None
+    # The client owes its history budget: resumes without reading what it missed, told
+    # `overloaded` (``since`` is then None).
+    overloaded: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +141,7 @@ class ApiService:
         if caller.identity is not None:
             await self._refuse_if_banned(room, caller.identity.subject)
         if route.endpoint is Endpoint.EVENTS:
-            return self._open_stream(route, request, caller.identity)
+            return self._open_stream(route, request, caller)
         if not self._node_ready():
             raise ApiError(503, ErrorCode.UNAVAILABLE, "the broker is unavailable")
         try:
@@ -260,10 +263,9 @@ class ApiService:
                 403, ErrorCode.BANNED, f"banned from {room!r} until {ban.until_ms} ms: {ban.reason}"
             )
 
-    def _open_stream(
-        self, route: Route, request: ApiRequest, identity: Identity | None
-    ) -> OpenStream:
+    def _open_stream(self, route: Route, request: ApiRequest, caller: Caller) -> OpenStream:
         assert route.room is not None
+        identity = caller.identity
         # EventSource resends the last id as a header; curl users may pass ?since= instead.
         raw = request.headers.get("last-event-id") or route.query_value("since")
         resume = sse.parse_last_event_id(raw)
@@ -280,9 +282,29 @@ class ApiService:
         epoch = epoch if epoch is not None else id_epoch
         if not self._node_ready():
             raise ApiError(503, ErrorCode.UNAVAILABLE, "the broker is unavailable")
+        overloaded = since is not None and not self._charge_resume(route.room, caller)
+        if overloaded:
+            since = None
         if identity is None:
-            return OpenStream(route.room, since, epoch)
-        return OpenStream(route.room, since, epoch, identity.subject, identity.expires)
+            return OpenStream(route.room, since, epoch, overloaded=overloaded)
+        return OpenStream(route.room, since, epoch, identity.subject, identity.expires, overloaded)
+
+    def _charge_resume(self, room: str, caller: Caller) -> bool:
+        """Whether the client may have a resume read from history: charged, like a join with
+        `since`, the room's answer size (a whole history for a room not asked yet; what is
+        missed is not counted as it is sent). API keys have the API rate only."""
+        budget = self._history_budget
+        if budget is None or caller.key.startswith("key:"):
+            return True
+        bucket = budget.acquire(caller.key)
+        try:
+            reserved = budget.reserve_catch_up(bucket, room)
+            if reserved is None:
+                return False
+            budget.settle(caller.key, bucket, room, reserved, None, remember=False)
+            return True
+        finally:
+            budget.release(caller.key)
 
     def _authenticate(self, request: ApiRequest) -> Caller:
         credential = _credential(request)

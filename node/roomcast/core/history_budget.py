@@ -94,8 +94,9 @@ class HistoryBudget:
     ) -> None:
         """The answer's first page is read: ``used`` the answer's bytes, or None when only
         known to be larger than a page (counted as a room's whole history). Not ``remember``:
-        a part of the history (a join's missed messages), not what the room's answer holds."""
-        cost = self._largest if used is None else used + HISTORY_REQUEST_BYTES
+        a part of the history (a join's missed messages), not what the room's answer holds;
+        then None keeps the reserve as the cost (an event stream's resume, not counted)."""
+        cost = reserved if used is None and not remember else self._cost(used)
         if remember:
             sizes = self._sizes
             sizes[room] = cost
@@ -109,6 +110,9 @@ class HistoryBudget:
             bucket.refund(reserved - cost)
         if self.shared is not None:
             self.shared("history:" + client, bucket, bucket.burst, cost)
+
+    def _cost(self, used: int | None) -> int:
+        return self._largest if used is None else used + HISTORY_REQUEST_BYTES
 
     def _learned(self, room: str) -> None:
         learning = self._learning.pop(room, None)

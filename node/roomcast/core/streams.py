@@ -124,9 +124,16 @@ class StreamHub:
                 self.outbox.push(sink, sse.HEARTBEAT)
 
     async def open(
-        self, sink: StreamSink, room: str, since: int | None, epoch: str | None
+        self,
+        sink: StreamSink,
+        room: str,
+        since: int | None,
+        epoch: str | None,
+        overloaded: bool = False,
     ) -> StreamStart:
-        """Start ``sink`` on ``room``; raises BrokerUnavailable (nothing sent, nothing kept)."""
+        """Start ``sink`` on ``room``; raises BrokerUnavailable (nothing sent, nothing kept).
+        ``overloaded``: a resume refused by the client's history budget (``since`` is None),
+        told so."""
         assert self.broker is not None and self.outbox is not None
         self._opening.setdefault(room, {})[sink] = opening = _Opening()
         self._count += 1
@@ -170,11 +177,13 @@ class StreamHub:
             status = RECOVERED
         else:
             status = TOO_OLD
-        if opening.overflowed:
-            # The room outran the buffer during one round trip: say so rather than skip events.
+        if opening.overflowed or overloaded:
+            # The room outran the buffer during one round trip (or the client may not read
+            # more history now): say so rather than skip events.
             status, missed = RecoveryStatus.OVERLOADED, []
-        recovered = None if since is None else status == RECOVERED
-        reason = None if since is None or status == RECOVERED else status
+        resumed = since is not None or overloaded
+        recovered = None if not resumed else status == RECOVERED
+        reason = None if not resumed or status == RECOVERED else status
         push = self.outbox.push
         push(sink, sse.event(api.stream_opened(room, page.epoch, latest, recovered, reason)))
         sent = 0

@@ -425,7 +425,7 @@ class HttpConnection(asyncio.Protocol):
             # Keep reading, so a client that goes away is noticed (its input is ignored).
             self._transport.resume_reading()
         try:
-            await self._server.hub.open(self, plan.room, plan.since, plan.epoch)
+            await self._server.hub.open(self, plan.room, plan.since, plan.epoch, plan.overloaded)
         except BrokerUnavailable as exc:
             failure = api.json_body(
                 {"type": "error", "code": ErrorCode.UNAVAILABLE, "reason": str(exc)}
