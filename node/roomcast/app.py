@@ -66,6 +66,10 @@ class Server:
                 settings.client_typing_rate_per_second,
                 settings.client_typing_rate_burst,
             ),
+            client_token_check_rate=(
+                settings.client_token_check_rate_per_second,
+                settings.client_token_check_rate_burst,
+            ),
             client_history_rate=(
                 settings.client_history_bytes_per_second,
                 settings.client_history_bytes_burst,

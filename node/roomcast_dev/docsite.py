@@ -214,6 +214,9 @@ SETTING_MEANINGS: Final[dict[str, str]] = {
     "client_typing_rate_per_second": "typing events per client (token `sub`, or address) over "
     "its connections, over all nodes: rate",
     "client_typing_rate_burst": "the same, burst",
+    "client_token_check_rate_per_second": "token signature checks after the handshake "
+    "(`refresh`, a join's `room_token`) per client over its connections, per node: rate",
+    "client_token_check_rate_burst": "the same, burst",
     "client_history_bytes_per_second": "bytes of WebSocket `history` answers per client over "
     "its connections, over all nodes (each answer costs its messages' bytes + 1 KiB): rate",
     "client_history_bytes_burst": "the same, burst (at least one answer of "

@@ -60,6 +60,7 @@ _MARKER_LOST = "the join did not come back from the broker"
 _USER_JOINED = b'{"type":"user_joined",'
 _USER_LEFT = b'{"type":"user_left",'
 _TYPING = b'{"type":"typing",'
+_TOO_MANY_TOKENS = "too many tokens checked for your connections together; slow down"
 
 
 class Node:
@@ -78,6 +79,7 @@ class Node:
         client_message_rate: tuple[float, int] = (20.0, 40),
         client_join_rate: tuple[float, int] = (5.0, 40),
         client_typing_rate: tuple[float, int] = (10.0, 20),
+        client_token_check_rate: tuple[float, int] = (10.0, 64),
         client_history_rate: tuple[float, int] = (4 * 1024 * 1024, 8 * 1024 * 1024),
         history_bytes: int = 2 * 1024 * 1024,
         room_message_rate: tuple[float, int] = (100.0, 200),
@@ -104,6 +106,10 @@ class Node:
         # Typing is a frame to every member too: many connections of one client typing at
         # their own rate reached members at ~530 typing events/s (red team 3).
         self._client_typing = BucketPool(*client_typing_rate)
+        # Signature checks after the handshake (refresh, room tokens), per node: the cost is
+        # this node's CPU. One user's 64 connections sending ES256 refreshes at the frame rate
+        # held a bystander's round trip at 5.4 s (red team 3).
+        self._client_token_checks = BucketPool(*client_token_check_rate)
         # Bytes of `history` answers, shared with the HTTP API (core.history_budget).
         self.history_budget = HistoryBudget(*client_history_rate, history_bytes, page_bytes)
         self._room_messages = BucketPool(*room_message_rate)
@@ -189,6 +195,7 @@ class Node:
             self._client_joins.acquire(client),
             self._client_typing.acquire(client),
             self.history_budget.acquire(client),
+            self._client_token_checks.acquire(client),
         )
         conn.send(protocol.welcome(self.node_id, conn.id, self._max_rooms, self._max_frame_bytes))
 
@@ -231,6 +238,7 @@ class Node:
             self._client_joins.release(budget.client)
             self._client_typing.release(budget.client)
             self.history_budget.release(budget.client)
+            self._client_token_checks.release(budget.client)
         self.lag.forget(conn)
         for room in self.rooms.rooms_of(conn):
             self._drop_membership(conn, room, "connection closed while joining")
@@ -555,6 +563,8 @@ class Node:
         room = command.room
         role = None
         if command.room_token is not None:
+            if not self._may_check_token(conn):
+                return ProtocolError(ErrorCode.RATE_LIMITED, _TOO_MANY_TOKENS, room)
             try:
                 grant = conn.verify_room_token(command.room_token)
             except AuthError as exc:
@@ -724,6 +734,8 @@ class Node:
     def _refresh(self, conn: Member, command: Refresh) -> None:
         """A new token for the same user, on the same connection, before the old one expires."""
         request_id = command.request_id
+        if not self._may_check_token(conn):
+            raise ProtocolError(ErrorCode.RATE_LIMITED, _TOO_MANY_TOKENS, None, request_id)
         try:
             identity = conn.verify_token(command.token)
         except AuthError as exc:
@@ -823,6 +835,12 @@ class Node:
             joins = budget.client_joins
             joins.spend(joins.burst)
             self._charge_shared("join:" + budget.client, joins, debt=joins.burst)
+
+    def _may_check_token(self, conn: Member) -> bool:
+        """A token check after the handshake (a refresh, a join's room token) may run: each
+        costs a signature check, ~0.3 ms for ES256 here, where a frame costs ~20 us."""
+        budget = conn.budget
+        return budget is None or budget.client_token_checks.allow()
 
     def _charge_shared(self, name: str, bucket: RateLimiter, debt: int = 1, cost: int = 1) -> None:
         if self._shared is not None:

@@ -167,6 +167,7 @@ class ConnectionBudget:
         "client_history",
         "client_joins",
         "client_messages",
+        "client_token_checks",
         "client_typing",
         "joins",
     )
@@ -179,6 +180,7 @@ class ConnectionBudget:
         client_joins: RateLimiter,
         client_typing: RateLimiter,
         client_history: RateLimiter,
+        client_token_checks: RateLimiter,
     ) -> None:
         self.client = client  # "sub:<token subject>" or "ip:<address>"
         self.joins = joins
@@ -186,6 +188,7 @@ class ConnectionBudget:
         self.client_joins = client_joins
         self.client_typing = client_typing
         self.client_history = client_history  # bytes of history answers
+        self.client_token_checks = client_token_checks  # refreshes and room tokens checked
 
 
 class SharedCharges:

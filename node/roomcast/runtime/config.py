@@ -132,6 +132,10 @@ class Settings:
     # typing events per client over all its connections (each is a frame to every member)
     client_typing_rate_per_second: float = 10.0
     client_typing_rate_burst: int = 20
+    # token signature checks after the handshake (refresh, a join's room token) per client
+    # over its connections on a node: each is ~15x what handling a frame costs
+    client_token_check_rate_per_second: float = 10.0
+    client_token_check_rate_burst: int = 64
     # bytes of WebSocket `history` answers per client over all its connections: a small
     # request reads up to a room's whole history from Redis (ROOMCAST_HISTORY_BYTES)
     client_history_bytes_per_second: int = 4 * 1024 * 1024
@@ -472,6 +476,8 @@ _PARSERS: dict[str, Callable[[str, str], object]] = {
     "client_message_rate_burst": lambda n, r: _parse_int(n, r, 1, 1_000_000),
     "client_typing_rate_per_second": lambda n, r: _parse_float(n, r, 0.01, 1_000_000),
     "client_typing_rate_burst": lambda n, r: _parse_int(n, r, 1, 1_000_000),
+    "client_token_check_rate_per_second": lambda n, r: _parse_float(n, r, 0.01, 1_000_000),
+    "client_token_check_rate_burst": lambda n, r: _parse_int(n, r, 1, 1_000_000),
     "client_history_bytes_per_second": lambda n, r: _parse_int(n, r, 1024, 1 << 40),
     "client_history_bytes_burst": lambda n, r: _parse_int(n, r, 1024, 1 << 40),
     "client_join_rate_per_second": lambda n, r: _parse_float(n, r, 0.01, 1_000_000),
