@@ -216,6 +216,7 @@ class Server:
             policy,
             self.node.presence_pages,
             self.node.history_budget,
+            self.node.admit_message,
         )
         self._api = PublicHttp(
             service, self.node.streams, self.settings, self.metrics, policy.proxies, outbox, loop

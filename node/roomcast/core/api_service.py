@@ -13,7 +13,7 @@ import hmac
 import math
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -97,8 +97,11 @@ class ApiService:
         policy: AccessPolicy,
         presence: PresencePages | None = None,
         history_budget: HistoryBudget | None = None,
+        client_messages: Callable[[str], bool] | None = None,
     ) -> None:
         self._broker = broker
+        # Whether a client (its bucket key) may post one more message (Node.admit_message).
+        self._client_messages = client_messages
         # Shared with the node's WebSockets: bytes of history answers per client.
         self._history_budget = history_budget
         # Shared with the node's WebSocket presence when given: one snapshot per big room.
@@ -231,6 +234,16 @@ class ApiService:
             username = posted.username
             # Open mode: a ban names the username (as for joins), so it stops posts in its name.
             await self._refuse_if_banned(room, username)
+        admit = self._client_messages
+        if admit is not None and not caller.key.startswith("key:") and not admit(caller.key):
+            # The client's message bucket over all nodes, shared with its WebSockets: the API
+            # rate alone is per node (3 nodes through nginx let one address post 297 in 3 s).
+            raise ApiError(
+                429,
+                ErrorCode.RATE_LIMITED,
+                "too many messages from your requests and connections together; slow down",
+                (("Retry-After", "1"),),
+            )
         now = time.time()
         prefix = protocol.chat_message_prefix(room, username, posted.text, int(now * 1000))
         self._metrics.messages_published.labels("message").inc()

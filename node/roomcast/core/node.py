@@ -836,6 +836,19 @@ class Node:
             joins.spend(joins.burst)
             self._charge_shared("join:" + budget.client, joins, debt=joins.burst)
 
+    def admit_message(self, client: str) -> bool:
+        """Whether ``client`` (a token's ``sub:`` or open mode's ``ip:`` key) may post one more
+        message over the HTTP API: the same bucket as its WebSocket messages, over all nodes."""
+        pool = self._client_messages
+        bucket = pool.acquire(client)
+        try:
+            if not bucket.allow():
+                return False
+            self._charge_shared("msg:" + client, bucket)
+            return True
+        finally:
+            pool.release(client)
+
     def _may_check_token(self, conn: Member) -> bool:
         """A token check after the handshake (a refresh, a join's room token) may run: each
         costs a signature check, ~0.3 ms for ES256 here, where a frame costs ~20 us."""
