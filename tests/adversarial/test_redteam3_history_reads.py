@@ -152,6 +152,46 @@ async def test_a_page_reload_of_sixteen_rooms_gets_every_history(cluster: Any) -
     assert all(answer["messages"] for answer in answers)
 
 
+async def test_a_client_rejoining_with_since_on_sixteen_connections_recovers_every_one(
+    cluster: Any,
+) -> None:
+    """What the limit must never refuse either: one client (a user's tabs, an office behind one
+    address) back from a node's death, rejoining with `since` on 16 connections at once, on a
+    node that never answered those rooms. Each rejoin reserving a whole history (2 MiB of the
+    8 MiB burst) told the fifth connection onwards `overloaded`, however little it had missed."""
+    rooms = [f"back-{uuid.uuid4().hex[:8]}" for _ in range(16)]
+    # Its own address: the attacks above left 127.0.0.1's budget in debt.
+    address = [("X-Forwarded-For", "198.51.100.41")]
+    writer = await RawWebSocket.connect("127.0.0.1", cluster.nodes[0].port, headers=address)
+    epochs: dict[str, object] = {}
+    try:
+        for room in rooms:
+            epochs[room] = (await join(writer, room, "writer"))["epoch"]
+            # One message each: a connection's message rate (10/s, 20) holds 16 of them.
+            await writer.send({"type": "message", "room": room, "text": "missed " * 50})
+        for room in rooms:
+            await writer.next_text(type="message", room=room, offset=1)
+    finally:
+        await writer.close()
+    tabs = [
+        await RawWebSocket.connect("127.0.0.1", cluster.nodes[1].port, headers=address)
+        for _ in rooms
+    ]
+    try:
+        for tab, room in zip(tabs, rooms, strict=True):
+            since = {"epoch": epochs[room], "offset": 0}
+            tab.send_bytes(text({"type": "join", "room": room, "username": "back", "since": since}))
+        answers = [
+            await tab.next_text(type="joined", room=room)
+            for tab, room in zip(tabs, rooms, strict=True)
+        ]
+    finally:
+        for tab in tabs:
+            await tab.close()
+    not_recovered = [a for a in answers if a.get("recovered") is not True]
+    assert not not_recovered, not_recovered
+
+
 async def test_one_client_cannot_make_nginx_and_the_nodes_read_history_without_end(
     cluster: Any, probe: BystanderProbe
 ) -> None:

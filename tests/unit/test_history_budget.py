@@ -51,3 +51,20 @@ async def test_small_answers_get_their_reserve_back_and_a_cancel_lets_others_lea
     await asyncio.sleep(0)
     history.cancel(bucket, "gone", reserved)
     assert await waiting == PAGE + HISTORY_REQUEST_BYTES
+
+
+def test_a_connection_rejoining_all_its_rooms_with_since_recovers_every_one() -> None:
+    """A client back after a disconnect rejoins each of its rooms (16 at most) with `since`, all
+    at once, often on a node that never answered those rooms: its catch-ups must all fit the
+    burst. Each reserving a whole history (2 MiB of the 8 MiB burst) got the fifth room onwards
+    `overloaded`, so a user in six rooms lost its recovery on every reconnect."""
+    history = HistoryBudget(4 * MIB, 8 * MIB, 2 * MIB, PAGE, max_rooms=16)
+    bucket = history.acquire("user:alice")
+    reserves = [history.reserve_catch_up(bucket, f"room-{index}") for index in range(16)]
+    assert None not in reserves
+    # What they really read is charged: two whole histories put the client in debt, and the
+    # next catch-up (an attacker rejoining again at once) is refused.
+    for index, reserved in enumerate(reserves):
+        assert reserved is not None
+        history.settle("user:alice", bucket, f"room-{index}", reserved, 2 * MIB, remember=False)
+    assert history.reserve_catch_up(bucket, "room-0") is None

@@ -311,7 +311,7 @@ class ApiService:
             return True
         bucket = budget.acquire(caller.key)
         try:
-            reserved = budget.reserve_catch_up(bucket, room)
+            reserved = budget.reserve_resume(bucket, room)
             if reserved is None:
                 return False
             budget.settle(caller.key, bucket, room, reserved, None, remember=False)

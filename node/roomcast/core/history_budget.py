@@ -37,10 +37,18 @@ class HistoryBudget:
     hundred requests sent at once cannot all pass on a page's reserve, and sixteen rooms asked
     at once are not refused for reserving a whole history each."""
 
-    def __init__(self, rate: float, burst: int, history_bytes: int, page_bytes: int) -> None:
+    def __init__(
+        self, rate: float, burst: int, history_bytes: int, page_bytes: int, max_rooms: int = 16
+    ) -> None:
         self._pool = BucketPool(rate, burst)
         self._largest = history_bytes + HISTORY_REQUEST_BYTES
         self._first_guess = page_bytes + HISTORY_REQUEST_BYTES
+        # A join with `since` reserves at most a connection's share of the burst: a client back
+        # from a disconnect rejoins all its rooms at once (up to max_rooms), and each reserving
+        # a whole history left the fifth room onwards without its missed messages. What they
+        # really read is charged when read (owing up to a burst), so one rejoin of every room
+        # reads at most max_rooms histories before the client owes.
+        self._catch_up_share = min(self._largest, max(self._first_guess, burst // max_rooms))
         self._sizes: OrderedDict[str, int] = OrderedDict()
         # room -> done when the request learning its size read its first page
         self._learning: dict[str, asyncio.Future[None]] = {}
@@ -67,10 +75,20 @@ class HistoryBudget:
         return reserved
 
     def reserve_catch_up(self, bucket: RateLimiter, room: str) -> int | None:
-        """The bytes reserved for what a join with `since` missed (at most the room's answer;
-        all the history a room may keep, for a room not asked yet), or None: the client owes.
-        Joins never wait for a room's size to be learned: a reconnect storm into one room would
-        be one join at a time. Followed by settle(remember=False) or cancel()."""
+        """The bytes reserved for what a join with `since` missed (the room's answer, at most a
+        connection's share of the burst), or None: the client owes. Joins never wait for a
+        room's size to be learned: a reconnect storm into one room would be one join at a time.
+        Followed by settle(remember=False) or cancel()."""
+        if not bucket.ready():
+            return None
+        reserved = min(self._sizes.get(room, self._catch_up_share), self._catch_up_share)
+        bucket.spend(bucket.burst, reserved)
+        return reserved
+
+    def reserve_resume(self, bucket: RateLimiter, room: str) -> int | None:
+        """The bytes an event-stream resume is charged as it opens (the room's answer size; a
+        whole history for a room not asked yet: what it then sends is not counted), or None:
+        the client owes. Followed by settle(used=None, remember=False)."""
         if not bucket.ready():
             return None
         reserved = self._sizes.get(room, self._largest)

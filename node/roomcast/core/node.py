@@ -111,7 +111,9 @@ class Node:
         # held a bystander's round trip at 5.4 s (red team 3).
         self._client_token_checks = BucketPool(*client_token_check_rate)
         # Bytes of `history` answers, shared with the HTTP API (core.history_budget).
-        self.history_budget = HistoryBudget(*client_history_rate, history_bytes, page_bytes)
+        self.history_budget = HistoryBudget(
+            *client_history_rate, history_bytes, page_bytes, max_rooms=max_rooms
+        )
         self._room_messages = BucketPool(*room_message_rate)
         self.node_id = node_id
         self._max_rooms = max_rooms
