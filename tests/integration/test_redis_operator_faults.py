@@ -14,13 +14,18 @@ import redis
 from roomcast_dev.devcluster import LocalCluster
 
 from roomcast.broker import scripts
-from tests.support.cluster import FAST_ENV
+from tests.adversarial.redis_relay import RedisRelay
+from tests.support.cluster import FAST_ENV, ready, until
 from tests.support.delivery import Traffic, in_thread
 
 pytestmark = pytest.mark.integration
 
 ROOMS = ["north", "south"]
 QUICK_ENV = dict(FAST_ENV, ROOMCAST_REDIS_TIMEOUT="1")
+
+
+def in_sync(replica: redis.Redis) -> bool:
+    return replica.info("replication").get("master_link_status") == "up"
 
 
 @pytest.fixture
@@ -51,3 +56,40 @@ async def test_script_cache_flushed_under_traffic(quick_cluster: LocalCluster) -
     finally:
         await traffic.close()
         admin.close()
+
+
+async def test_primary_demoted_behind_its_address_under_traffic() -> None:
+    """A managed Redis fails over behind one address: the replica is promoted, the old primary
+    becomes its replica and keeps the nodes' connections, and new connections to the address
+    reach the new primary. Every publish on the old connections is refused READONLY: the node
+    must drop them and connect again (it kept refusing every message for good)."""
+    with (
+        LocalCluster(0, nginx=False) as first,
+        LocalCluster(0, nginx=False) as second,
+    ):
+        old, new = redis.Redis(port=first.redis_port), redis.Redis(port=second.redis_port)
+        relay = RedisRelay(first.redis_port)  # the service's address
+        address = await relay.start()
+        env = dict(QUICK_ENV, ROOMCAST_REDIS_URL=f"redis://127.0.0.1:{address}/0")
+        try:
+            await in_thread(partial(new.replicaof, "127.0.0.1", first.redis_port))
+            with LocalCluster(3, redis=False, node_env=env) as cluster:
+                for node in cluster.nodes:
+                    await until(partial(ready, node), 20, f"{node.node_id} ready")
+                traffic = await Traffic.start(cluster.url, ROOMS)
+                try:
+                    await traffic.more_acks(5)
+                    await until(partial(in_sync, new), 10, "the replica in sync")
+                    await in_thread(partial(new.replicaof, "NO", "ONE"))
+                    await in_thread(partial(old.replicaof, "127.0.0.1", second.redis_port))
+                    relay.redis_port = second.redis_port
+                    await traffic.more_acks(10)
+                    await traffic.finish()
+                    print(f"\nprimary demoted behind its address: {traffic.summary()}")
+                    traffic.check()
+                finally:
+                    await traffic.close()
+        finally:
+            await relay.close()
+            old.close()
+            new.close()

@@ -23,7 +23,7 @@ from typing import Any
 
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoScriptError, ReadOnlyError, RedisError, ResponseError
 from redis.retry import Retry
 
 from roomcast.broker import BrokerUnavailable, MessageHandler, resp, within
@@ -384,7 +384,7 @@ class CommandLink(RedisLink):
         if isinstance(error, NoScriptError):
             if self._reloading <= 0:
                 self._load_scripts()
-        elif str(error).startswith("READONLY"):
+        elif isinstance(error, ReadOnlyError):
             # Still on a primary that was demoted (a failover whose CLIENT KILL we missed, or a
             # managed Redis whose address now leads to the promoted replica): reconnect, which
             # asks Sentinel where the primary is now, or resolves the address again.
