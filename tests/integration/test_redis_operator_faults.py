@@ -11,7 +11,7 @@ from functools import partial
 
 import pytest
 import redis
-from roomcast_dev.devcluster import LocalCluster
+from roomcast_dev.devcluster import LocalCluster, free_port
 
 from roomcast.broker import scripts
 from tests.adversarial.redis_relay import RedisRelay
@@ -59,10 +59,11 @@ async def test_script_cache_flushed_under_traffic(quick_cluster: LocalCluster) -
 
 
 async def test_primary_demoted_behind_its_address_under_traffic() -> None:
-    """A managed Redis fails over behind one address: the replica is promoted, the old primary
-    becomes its replica and keeps the nodes' connections, and new connections to the address
-    reach the new primary. Every publish on the old connections is refused READONLY: the node
-    must drop them and connect again (it kept refusing every message for good)."""
+    """A managed Redis fails over behind one address: the replica is promoted, new connections
+    to the address reach it, and the old primary, demoted but cut off from the new one, keeps
+    the nodes' connections. Every publish on the old connections is refused READONLY: the node
+    must connect again, its command link (it kept refusing every message for good) and its
+    subscriber link too (on the old primary it heard nothing the new one published)."""
     with (
         LocalCluster(0, nginx=False) as first,
         LocalCluster(0, nginx=False) as second,
@@ -81,8 +82,10 @@ async def test_primary_demoted_behind_its_address_under_traffic() -> None:
                     await traffic.more_acks(5)
                     await until(partial(in_sync, new), 10, "the replica in sync")
                     await in_thread(partial(new.replicaof, "NO", "ONE"))
-                    await in_thread(partial(old.replicaof, "127.0.0.1", second.redis_port))
                     relay.redis_port = second.redis_port
+                    # Demoted, and cut off from the new primary (a partition): it never hears
+                    # of the new primary's publications.
+                    await in_thread(partial(old.replicaof, "127.0.0.1", free_port()))
                     await traffic.more_acks(10)
                     await traffic.finish()
                     print(f"\nprimary demoted behind its address: {traffic.summary()}")

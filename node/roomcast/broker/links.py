@@ -327,6 +327,8 @@ class CommandLink(RedisLink):
         self._on_refused = on_refused
         self._inflight: deque[Command] = deque()
         self._reloading = 0  # SCRIPT LOADs not answered yet
+        # Told when Redis answers READONLY: the server is a replica now (see RedisShard).
+        self.on_demoted: Callable[[], None] = _nothing
         # Redis's clock, sampled by a TIME on every connect and every watchdog round.
         self.clock = clock or RedisClock()
 
@@ -389,6 +391,7 @@ class CommandLink(RedisLink):
             # managed Redis whose address now leads to the promoted replica): reconnect, which
             # asks Sentinel where the primary is now, or resolves the address again.
             self.abort()
+            self.on_demoted()
 
     def _up(self) -> None:
         self._load_scripts()
