@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,11 @@ class Member:
     node: str = ""
     messages: list[tuple[str, int, str]] = field(default_factory=list)  # (epoch, offset, text)
     losses: list[Event] = field(default_factory=list)
+    # When this member got each loss event, and first learned of each message (its ack or its
+    # delivery), on the test's monotonic clock: a loss passing over epochs excuses only what
+    # existed before it.
+    loss_times: list[float] = field(default_factory=list)
+    seen_at: dict[Position, float] = field(default_factory=dict)
     acked: dict[str, Position] = field(default_factory=dict)  # request id -> position
     refused: set[str] = field(default_factory=set)  # request ids answered with an error
     # Answered ``unconfirmed``: may or may not have been published (then to everyone).
@@ -46,12 +52,17 @@ class Member:
 
     def record(self, event: Event) -> None:
         kind = event.get("type")
+        now = time.monotonic()
         if kind == "message" and event.get("room") == self.room:
             self.messages.append((event["epoch"], event["offset"], event["text"]))
+            self.seen_at.setdefault((event["epoch"], event["offset"]), now)
         elif kind == "loss" and event.get("room") == self.room:
             self.losses.append(event)
+            self.loss_times.append(now)
         elif kind == "ack":
-            self.acked[str(event["id"])] = (event["epoch"], event["offset"])
+            position = (event["epoch"], event["offset"])
+            self.acked[str(event["id"])] = position
+            self.seen_at.setdefault(position, now)
         elif kind == "error" and "id" in event and event.get("code") == "unconfirmed":
             self.unconfirmed.add(str(event["id"]))
         elif kind == "error" and "id" in event:
@@ -72,14 +83,27 @@ class Member:
     def pending(self) -> int:
         return len(self.texts) - len(self.acked) - len(self.refused) - len(self.unconfirmed)
 
-    def covered(self, position: Position) -> bool:
+    def covered(self, position: Position, first_seen: float | None = None) -> bool:
+        """Told it will not get the message at ``position``, first seen (acked or delivered
+        to anyone) at ``first_seen``: a loss naming its offsets, or an ``epoch_changed`` loss
+        that passed over its epoch (docs/protocol.md: everything up to offset 1 of the new
+        epoch is lost, including any epoch the room went through in between, unnamed)."""
         epoch, offset = position
-        return any(
-            loss["epoch"] == epoch
-            and loss["from_offset"] <= offset
-            and (loss["to_offset"] is None or offset <= loss["to_offset"])
-            for loss in self.losses
-        )
+        for loss, told_at in zip(self.losses, self.loss_times, strict=True):
+            if (
+                loss["epoch"] == epoch
+                and loss["from_offset"] <= offset
+                and (loss["to_offset"] is None or offset <= loss["to_offset"])
+            ):
+                return True
+            if (
+                loss["reason"] == "epoch_changed"
+                and epoch not in (loss["epoch"], loss.get("new_epoch"))
+                and first_seen is not None
+                and first_seen <= told_at
+            ):
+                return True
+        return False
 
     async def send_message(self, request_id: str, text: str) -> None:
         self.texts[request_id] = text
@@ -194,12 +218,21 @@ class Traffic:
                     positions[position] = sender.texts[request_id]
         return positions
 
+    def first_seen(self, room: str, position: Position) -> float | None:
+        """When any connection of ``room`` first learned the message at ``position`` existed."""
+        times = [
+            m.seen_at[position] for m in self.members if m.room == room and position in m.seen_at
+        ]
+        return min(times, default=None)
+
     def missing(self) -> dict[str, list[Position]]:
         gaps: dict[str, list[Position]] = {}
         for member in self.members:
             seen = member.seen()
             lost = [
-                p for p in self.acknowledged(member.room) if p not in seen and not member.covered(p)
+                p
+                for p in self.acknowledged(member.room)
+                if p not in seen and not member.covered(p, self.first_seen(member.room, p))
             ]
             if lost:
                 gaps[member.name] = sorted(lost)
@@ -241,7 +274,8 @@ class Traffic:
                     continue
                 epoch, offset, _ = next(x for x in got[0].messages if x[2] == text)
                 for member in room:
-                    assert member in got or member.covered((epoch, offset)), (
+                    first_seen = self.first_seen(sender.room, (epoch, offset))
+                    assert member in got or member.covered((epoch, offset), first_seen), (
                         f"{member.name} never got unconfirmed {text!r}, delivered to others"
                     )
 

@@ -126,6 +126,9 @@ class RecordingApp:
     def on_drained(self, conn: Connection) -> None:
         self.calls.append(("drained", conn.id))
 
+    async def answered(self) -> None:
+        """Nothing is ever left unanswered here (on_text answers nothing)."""
+
 
 def make_server(
     app: Application, settings: Settings | None = None, registry: CollectorRegistry | None = None

@@ -23,7 +23,7 @@ from typing import Any
 
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, ReadOnlyError, RedisError, ResponseError
 from redis.retry import Retry
 
 from roomcast.broker import BrokerUnavailable, MessageHandler, resp, within
@@ -326,6 +326,9 @@ class CommandLink(RedisLink):
         self._scripts = script_set
         self._on_refused = on_refused
         self._inflight: deque[Command] = deque()
+        self._reloading = 0  # SCRIPT LOADs not answered yet
+        # Told when Redis answers READONLY: the server is a replica now (see RedisShard).
+        self.on_demoted: Callable[[], None] = _nothing
         # Redis's clock, sampled by a TIME on every connect and every watchdog round.
         self.clock = clock or RedisClock()
 
@@ -377,20 +380,34 @@ class CommandLink(RedisLink):
         log.error("redis refused a command", extra={"error": str(error)})
         if command is not None:
             command.settle(None, BrokerUnavailable(f"redis refused: {error}"))
-        if str(error).startswith("NOSCRIPT"):
-            self._load_scripts()
-        elif str(error).startswith("READONLY"):
-            # Still on a primary that was demoted (a failover whose CLIENT KILL we missed):
-            # reconnect, which asks Sentinel where the primary is now.
+        # redis-py's parser turns these replies into classes and strips the code from their
+        # text: matching "NOSCRIPT" on the text never fired, and a SCRIPT FLUSH left the node
+        # refusing every message for good.
+        if isinstance(error, NoScriptError):
+            if self._reloading <= 0:
+                self._load_scripts()
+        elif isinstance(error, ReadOnlyError):
+            # Still on a primary that was demoted (a failover whose CLIENT KILL we missed, or a
+            # managed Redis whose address now leads to the promoted replica): reconnect, which
+            # asks Sentinel where the primary is now, or resolves the address again.
             self.abort()
+            self.on_demoted()
 
     def _up(self) -> None:
         self._load_scripts()
         self.sample_clock()
 
     def _load_scripts(self) -> None:
+        # Every EVALSHA already in flight behind a refused one is refused too: one reload
+        # answers them all, until its last SCRIPT LOAD is answered.
+        self._reloading = len(self._scripts)
+
+        def loaded(_reply: Any, _error: Exception | None) -> None:
+            self._reloading = max(0, self._reloading - 1)
+
         for script in self._scripts:
-            self.command(Command(resp.command(b"SCRIPT", b"LOAD", script.source.encode())))
+            load = resp.command(b"SCRIPT", b"LOAD", script.source.encode())
+            self.command(Command(load, loaded))
 
     def _down(self) -> None:
         failed, self._inflight = self._inflight, deque()

@@ -81,6 +81,11 @@ class RedisShard:
             events.slot_moved,
         )
         subscriber.on_up, subscriber.on_down = events.changed, down
+        # A demoted primary hears of the new primary's publications only through replication,
+        # late or never (a full resync skips what was published before its snapshot, a broken
+        # link everything): the subscriber link connects again too, and each room's
+        # resubscription has the gap filler check history.
+        commands.on_demoted = subscriber.abort
         return cls(endpoint.pool, commands, subscriber)
 
     @property

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from time import monotonic  # not through ``time``: unit tests replace it by a wall clock
 
 from roomcast.broker import (
@@ -163,6 +163,30 @@ class Node:
             kind: metrics.messages_published.labels(kind)
             for kind in ("message", "typing", "user_joined", "user_left")
         }
+
+    # Messages handed to the broker (or to the publish hook) whose sender has no answer yet:
+    # a draining node closes its connections only once each has its ack or error queued.
+    _unanswered = 0
+    _answered: asyncio.Event | None = None
+
+    def _asked(self) -> None:
+        self._unanswered += 1
+        if self._answered is not None:
+            self._answered.clear()
+
+    def _answer_given(self) -> None:
+        self._unanswered -= 1
+        if self._unanswered == 0 and self._answered is not None:
+            self._answered.set()
+
+    async def answered(self) -> None:
+        """Every message handled so far has its answer queued for its sender."""
+        if self._answered is None:
+            self._answered = asyncio.Event()
+        if self._unanswered == 0:
+            return
+        self._answered.clear()
+        await self._answered.wait()
 
     def attach(self, broker: Broker, outbox: Delivery) -> None:
         self.broker = broker
@@ -789,13 +813,19 @@ class Node:
         """The publish hook first: it may refuse or rewrite the message before its offset."""
         identity = conn.identity
         subject = None if identity is None else identity.subject
-        verdict = await hooks.publish(conn.id, room, subject, username, text)
-        if isinstance(verdict, Refusal):
-            self._reject(conn, verdict.code, verdict.reason, room, request_id)
-            return
-        # Published even if the sender closed meanwhile: the backend was told it is accepted
-        # (and may have stored it), so the room shows it too.
-        self._publish_message(conn, room, username, verdict.text, request_id, verdict.message_id)
+        self._asked()
+        try:
+            verdict = await hooks.publish(conn.id, room, subject, username, text)
+            if isinstance(verdict, Refusal):
+                self._reject(conn, verdict.code, verdict.reason, room, request_id)
+                return
+            # Published even if the sender closed meanwhile: the backend was told it is
+            # accepted (and may have stored it), so the room shows it too.
+            self._publish_message(
+                conn, room, username, verdict.text, request_id, verdict.message_id
+            )
+        finally:
+            self._answer_given()
 
     def _publish_message(
         self,
@@ -810,12 +840,13 @@ class Node:
         now = time.time()
         prefix = protocol.chat_message_prefix(room, username, text, int(now * 1000), message_id)
         self._published["message"].inc()
+        self._asked()
         self.broker.publish_message(
             room,
             envelope.head(now),
             prefix,
-            FailureReporter(self, conn, "message", room, request_id),
-            None if request_id is None else Acknowledger(conn, room, request_id),
+            FailureReporter(self, conn, "message", room, request_id, self._answer_given),
+            Acknowledger(conn, room, request_id, self._answer_given),
         )
 
     def _may_join(self, conn: Member) -> bool:
@@ -1053,7 +1084,7 @@ def _log_resync(task: asyncio.Future[None]) -> None:
 class FailureReporter:
     """Tells a sender that the broker could not take its event (never dropped silently)."""
 
-    __slots__ = ("_conn", "_kind", "_node", "_request_id", "_room")
+    __slots__ = ("_answered", "_conn", "_kind", "_node", "_request_id", "_room")
 
     def __init__(
         self,
@@ -1062,11 +1093,20 @@ class FailureReporter:
         kind: str,
         room: str,
         request_id: protocol.RequestId = None,
+        answered: Callable[[], None] | None = None,
     ) -> None:
         self._node, self._conn, self._kind, self._room = node, conn, kind, room
         self._request_id = request_id
+        self._answered = answered  # told once the sender's answer is queued
 
     def __call__(self, error: BrokerUnavailable) -> None:
+        try:
+            self._tell(error)
+        finally:
+            if self._answered is not None:
+                self._answered()
+
+    def _tell(self, error: BrokerUnavailable) -> None:
         if isinstance(error, RoomRateLimited):
             # Not a failure: the room's bucket over every node refused it (see the broker).
             reason = (
@@ -1088,10 +1128,19 @@ class FailureReporter:
 class Acknowledger:
     """Tells the sender of a message with an ``id`` its offset once the broker published it."""
 
-    __slots__ = ("_conn", "_request_id", "_room")
+    __slots__ = ("_answered", "_conn", "_request_id", "_room")
 
-    def __init__(self, conn: Member, room: str, request_id: protocol.RequestId) -> None:
+    def __init__(
+        self,
+        conn: Member,
+        room: str,
+        request_id: protocol.RequestId,
+        answered: Callable[[], None],
+    ) -> None:
         self._conn, self._room, self._request_id = conn, room, request_id
+        self._answered = answered
 
     def __call__(self, epoch: str, offset: int) -> None:
-        self._conn.send(protocol.ack(self._room, self._request_id, epoch, offset))
+        if self._request_id is not None:
+            self._conn.send(protocol.ack(self._room, self._request_id, epoch, offset))
+        self._answered()

@@ -10,6 +10,7 @@ touches sockets; the chat logic sees a connection only as :class:`roomcast.core.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import logging
@@ -140,6 +141,10 @@ class Application(Protocol):
 
     def on_rejected(self, conn: Connection, code: str) -> None: ...
 
+    async def answered(self) -> None:
+        """Every message handled so far has its answer queued (a drain waits for it)."""
+        ...
+
     def on_lagging(self, conn: Connection) -> bool:
         """``conn`` holds more than the send bound unread: True if the application takes it
         off room traffic (``conn.lagging``) and will bring it up to date once it drained
@@ -228,6 +233,7 @@ class Connection(asyncio.Protocol):
         "_deferred_bytes",
         "_fragments",
         "_handshake_timer",
+        "_held",
         "_inbuf",
         "_paused",
         "_request_only",
@@ -309,6 +315,7 @@ class Connection(asyncio.Protocol):
         self._deferred_bytes = 0
         self._busy = False
         self._paused = False
+        self._held = False  # a draining node reads nothing more until it sent its close
         self._answered = False  # the handshake got its HTTP response
         self._deciding = False  # the connect hook is deciding on the handshake
         # Frames that arrived while an earlier one was being handled; made when first needed
@@ -767,6 +774,13 @@ class Connection(asyncio.Protocol):
         # and a trip through the protocol's buffer (about 3x less Python per ping).
         self._write_control(PING_FRAME)
 
+    def hold_input(self) -> None:
+        """Read nothing more from this client until the node sent its close (a drain): what
+        the client sends meanwhile is never handled, so never published."""
+        self._held = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
     def close(self, code: int, reason: str) -> None:
         """Start the closing handshake (pending frames go first); abort if it stalls."""
         if self._is_open():
@@ -775,6 +789,12 @@ class Connection(asyncio.Protocol):
             if self._is_open():
                 self._protocol().send_close(code, reason)
                 self._flush_protocol()
+        if self._held:
+            # Read again, for the client's close frame (unread input would make closing the
+            # socket reset it); its text frames after our close are dropped (_on_text).
+            self._held = False
+            if self.transport is not None and not self.closed and not self._paused:
+                self.transport.resume_reading()
 
     def fail(self, code: int, reason: str) -> None:
         """Close at once for a protocol-level rejection (binary frame, flood, ...)."""
@@ -961,7 +981,7 @@ class Connection(asyncio.Protocol):
             return  # the client went away while the hook was deciding
         self._respond(response)
         self._flush_protocol()
-        if self.transport is not None and not self.closed and not self._paused:
+        if self.transport is not None and not self.closed and not self._paused and not self._held:
             self.transport.resume_reading()
 
     def _respond(self, response: Response) -> None:
@@ -1092,6 +1112,10 @@ class Connection(asyncio.Protocol):
             self.send(error(ErrorCode.RATE_LIMITED, "too many frames; slow down"))
 
     def _on_text(self, data: bytes) -> None:
+        if not self._is_open():
+            # After our close (RFC 6455 5.5.1: the client may still send; we may ignore it): a
+            # message handled now would be published with no way to answer its sender.
+            return
         if self._busy:
             if self._backlog is None:
                 self._backlog = deque()
@@ -1134,7 +1158,8 @@ class Connection(asyncio.Protocol):
         self._flush_protocol()
         if self._paused and not self._busy and self.transport is not None and not self.closed:
             self._paused = False
-            self.transport.resume_reading()
+            if not self._held:
+                self.transport.resume_reading()
 
     @property
     def send_drained(self) -> bool:
@@ -1365,6 +1390,15 @@ class WebSocketServer:
         self.tokens.stop()
         if self._server is not None:
             self._server.close()
+        # Every message handled so far is answered before the 1001, and nothing is read after:
+        # a message its client has no answer for at the close was never published, so it may
+        # be sent again without a duplicate. Bounded: half the drain's time at most.
+        for conn in list(self.connections):
+            conn.hold_input()
+        started = self.loop.time()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.app.answered(), deadline / 2)
+        deadline -= self.loop.time() - started
         for conn in list(self.connections):
             conn.close(CloseCode.GOING_AWAY, "server shutting down")
         try:
