@@ -49,6 +49,24 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
+def runqueue_wait_seconds(pid: int) -> float:
+    """Time every thread of ``pid`` spent runnable but waiting for a CPU, so far (schedstat's
+    second field); 0.0 when it is gone or the kernel keeps no schedstat. A process that waits
+    for a CPU as long as it runs is starved by the machine, not busy with its own work: a
+    latency it shows then measures the machine."""
+    total = 0
+    try:
+        for task in os.scandir(f"/proc/{pid}/task"):
+            try:
+                with open(f"{task.path}/schedstat") as handle:
+                    total += int(handle.read().split()[1])
+            except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+                continue
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return 0.0
+    return total / 1e9
+
+
 def rss_kib(pid: int) -> int:
     """Resident set size (VmRSS) of ``pid`` in KiB; 0 when it is gone."""
     try:
@@ -99,6 +117,9 @@ class CpuWindow:
         self._split: dict[int, tuple[float, float]] = {}
         self._split_end: dict[int, tuple[float, float]] = {}
         self.seconds: dict[str, float] = {}
+        # Per group: seconds its processes were runnable but waited for a CPU in the window.
+        self.waited: dict[str, float] = {}
+        self._waits: dict[int, float] = {}
         self._machine = 0.0
         self.other = 0.0
 
@@ -106,6 +127,7 @@ class CpuWindow:
         pids = [pid for pids in self.groups.values() for pid in pids]
         self._split = {pid: user_system_seconds(pid) for pid in pids}
         self._start = {pid: cpu_seconds(pid) for pid in pids}
+        self._waits = {pid: runqueue_wait_seconds(pid) for pid in pids}
         self._machine = machine_busy_seconds()
         return self
 
@@ -126,6 +148,12 @@ class CpuWindow:
         self._split_end = {pid: user_system_seconds(pid) for pid in self._start}
         self.seconds = {
             name: sum(max(0.0, cpu_seconds(pid) - self._start.get(pid, 0.0)) for pid in pids)
+            for name, pids in self.groups.items()
+        }
+        self.waited = {
+            name: sum(
+                max(0.0, runqueue_wait_seconds(pid) - self._waits.get(pid, 0.0)) for pid in pids
+            )
             for name, pids in self.groups.items()
         }
         # Everything else that ran meanwhile (other users of the machine, the coordinator...):

@@ -119,6 +119,7 @@ def check_storm(storm: dict[str, Any], resumes: bool) -> None:
     assert storm["reconnect_seconds"] > 0, storm
     assert storm["latency_untouched_storm_ms"]["samples"] > 0, storm
     assert storm["cores_storm"]["nodes"] > 0, storm
+    assert storm["surviving_node_cpu_wait_share_storm"] >= 0, storm
     assert storm["connect_failures"] == 0 and storm["server_errors"] == 0, storm
     if resumes:
         assert storm["resumed"] == storm["recovered"] == storm["killed_node_clients"], storm
