@@ -68,3 +68,30 @@ def test_a_connection_rejoining_all_its_rooms_with_since_recovers_every_one() ->
         assert reserved is not None
         history.settle("user:alice", bucket, f"room-{index}", reserved, 2 * MIB, remember=False)
     assert history.reserve_catch_up(bucket, "room-0") is None
+
+
+async def test_an_answer_cut_short_by_its_limit_is_not_the_rooms_size() -> None:
+    """A `limit: 1` answer (~1 KiB) remembered as the room's size let every full request sent
+    right after it reserve ~1 KiB: all passed, each charged 2 MiB, the client owing one burst."""
+    history = budget()
+    bucket = history.acquire("ip:192.0.2.1")
+    full = await history.reserve(bucket, "big")
+    assert full is not None
+    history.settle("ip:192.0.2.1", bucket, "big", full, 2 * MIB)
+    bucket.refund(8 * MIB)
+    one = await history.reserve(bucket, "big")
+    assert one == 2 * MIB + HISTORY_REQUEST_BYTES
+    history.settle("ip:192.0.2.1", bucket, "big", one, 300, whole=False)
+    assert await history.reserve(bucket, "big") == 2 * MIB + HISTORY_REQUEST_BYTES
+
+
+async def test_a_limited_answer_still_lets_the_requests_waiting_for_the_room_go() -> None:
+    history = budget()
+    bucket = history.acquire("ip:192.0.2.1")
+    first = await history.reserve(bucket, "lobby")
+    assert first is not None
+    waiting = asyncio.ensure_future(history.reserve(bucket, "lobby"))
+    await asyncio.sleep(0)
+    history.settle("ip:192.0.2.1", bucket, "lobby", first, 300, whole=False)
+    # The size is still unknown: the next one learns it on a page's reserve.
+    assert await waiting == PAGE + HISTORY_REQUEST_BYTES

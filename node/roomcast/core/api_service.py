@@ -202,7 +202,8 @@ class ApiService:
                 raise
             # A streamed answer's size is not counted (see _read_history): larger than a page.
             used = len(reply.body) if isinstance(reply, Reply) else None
-            budget.settle(caller.key, bucket, room, reserved, used)
+            whole = limit >= self._settings.history_size
+            budget.settle(caller.key, bucket, room, reserved, used, whole=whole)
             return reply
         finally:
             budget.release(caller.key)

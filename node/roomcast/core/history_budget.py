@@ -109,18 +109,24 @@ class HistoryBudget:
         used: int | None,
         *,
         remember: bool = True,
+        whole: bool = True,
     ) -> None:
         """The answer's first page is read: ``used`` the answer's bytes, or None when only
         known to be larger than a page (counted as a room's whole history). Not ``remember``:
         a part of the history (a join's missed messages), not what the room's answer holds;
-        then None keeps the reserve as the cost (an event stream's resume, not counted)."""
+        then None keeps the reserve as the cost (an event stream's resume, not counted).
+        Not ``whole``: an answer cut short by the request's ``limit``, charged what it held but
+        not remembered as the room's size: a `limit: 1` answer made the next requests reserve
+        ~1 KiB each, and 64 connections sending full requests right after it all passed (141
+        MiB in 4 s where the client's limit allows ~24)."""
         cost = reserved if used is None and not remember else self._cost(used)
         if remember:
-            sizes = self._sizes
-            sizes[room] = cost
-            sizes.move_to_end(room)
-            if len(sizes) > MAX_REMEMBERED_ROOMS:
-                sizes.popitem(last=False)
+            if whole:
+                sizes = self._sizes
+                sizes[room] = cost
+                sizes.move_to_end(room)
+                if len(sizes) > MAX_REMEMBERED_ROOMS:
+                    sizes.popitem(last=False)
             self._learned(room)
         if cost > reserved:
             bucket.spend(bucket.burst, cost - reserved)

@@ -961,7 +961,10 @@ class Node:
             return
         if budget is not None:
             used = page.total or sum(map(len, page.messages))
-            self.history_budget.settle(budget.client, budget.client_history, room, reserved, used)
+            whole = limit is None or limit >= self._history_size
+            self.history_budget.settle(
+                budget.client, budget.client_history, room, reserved, used, whole=whole
+            )
         if complete(page):
             conn.send(protocol.history(room, page.epoch, page.offset, page.messages, request_id))
             return

@@ -1,0 +1,102 @@
+"""Red team 4: the history budget's reserve is what the room's LAST answer held, on this node;
+any request sets it, including one asking for a single message (`limit: 1`).
+
+A client asks `{"history", "limit": 1}` (an answer of ~1 KiB: the room's remembered size
+becomes that), then at once sends many full `history` requests over its connections: each
+reserves ~1 KiB, so all pass before the first is read, and each is then charged its 2 MiB, the
+client owing at most one burst. Every time its debt is paid (8 MiB at 4 MiB/s: 2 s) it does it
+again. Documented: 4 MiB/s and 8 MiB per client over all nodes (docs/security.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from tests.adversarial.bystander import BystanderProbe
+from tests.adversarial.devcluster_shim import scaled
+from tests.adversarial.observe import MIB
+from tests.adversarial.rawws import RawWebSocket, handshake_request, open_socket, read_head, text
+from tests.adversarial.test_redteam3_history_reads import full_room
+
+READERS = 64  # connections of one address, straight to the node (within its admission)
+FULL_REQUESTS_EACH = 5  # per connection after each `limit: 1` answer (the frame rate's share)
+WINDOW_S = 4.0
+# Its burst (8 MiB) and 4 MiB/s over the window: ~24 MiB; the bound of the red team 3 test.
+# Before: 141 MiB in 4 s, a bystander on the node at 903 ms p99; now 24 MiB, p99 16 ms.
+HISTORY_BYTES_FROM_ONE_CLIENT = 40 * MIB
+
+
+class Reader:
+    """A connection of the attacking address, joined, reading (and dropping) every byte."""
+
+    def __init__(self, writer: asyncio.StreamWriter, dropping: asyncio.Task[None]) -> None:
+        self.writer, self.dropping = writer, dropping
+
+    @classmethod
+    async def open(cls, port: int, room: str, received: list[int]) -> Reader:
+        reader, writer = await open_socket("127.0.0.1", port)
+        writer.write(handshake_request("127.0.0.1", port))
+        status, head = await read_head(reader)
+        assert status == 101, head
+        writer.write(text({"type": "join", "room": room, "username": "reader"}))
+
+        async def drop() -> None:
+            while chunk := await reader.read(1 << 20):
+                received.append(len(chunk))
+
+        return cls(writer, asyncio.ensure_future(drop()))
+
+    def close(self) -> None:
+        self.writer.close()
+        self.dropping.cancel()
+
+
+async def test_a_one_message_answer_does_not_shrink_what_full_requests_reserve(
+    cluster: Any, probe: BystanderProbe
+) -> None:
+    node = cluster.nodes[0]
+    room = await full_room(node)
+    received: list[int] = []
+    readers = [await Reader.open(node.port, room, received) for _ in range(READERS)]
+    prober = await RawWebSocket.connect("127.0.0.1", node.port)
+    await prober.send({"type": "join", "room": room, "username": "prober"})
+    await prober.next_text(type="joined")
+    full = text({"type": "history", "room": room}) * FULL_REQUESTS_EACH
+    rounds = asked = 0
+    try:
+        with probe.on(node) as bystander:
+            deadline = time.monotonic() + WINDOW_S
+            while time.monotonic() < deadline:
+                asked += 1
+                request = {"type": "history", "room": room, "limit": 1, "id": asked}
+                await prober.send(request)
+                answer = await prober.next_text(id=asked)
+                if answer.get("type") == "history":
+                    rounds += 1
+                    for each in readers:
+                        each.writer.write(full)
+                    drains = (each.writer.drain() for each in readers)
+                    await asyncio.wait_for(asyncio.gather(*drains), scaled(10))
+                await asyncio.sleep(0.1)
+            # What was admitted in the window is read out (bounded): until a second passes
+            # without a byte, at most 30 (scaled).
+            for _ in range(int(scaled(30))):
+                before = len(received)
+                await asyncio.sleep(1)
+                if len(received) == before:
+                    break
+    finally:
+        for each in readers:
+            each.close()
+        await prober.close()
+    got = sum(received)
+    figures = (
+        f"{rounds} rounds of limit:1 then {READERS}x{FULL_REQUESTS_EACH} full 2 MiB histories "
+        f"in {WINDOW_S:.0f} s: {got / MIB:.0f} MiB sent "
+        f"(bound {HISTORY_BYTES_FROM_ONE_CLIENT / MIB:.0f})"
+    )
+    print(figures, bystander[0].describe())
+    assert got <= HISTORY_BYTES_FROM_ONE_CLIENT, figures
+    BystanderProbe.assert_fast(bystander, "full histories right after a limit:1 answer")
