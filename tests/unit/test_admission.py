@@ -8,6 +8,7 @@ from websockets.server import ServerProtocol
 from roomcast.client.backoff import MAX_RETRY_AFTER, retry_after_seconds
 from roomcast.core import ratelimit
 from roomcast.net.admission import (
+    FORGED_TOKEN_COST,
     AddressAdmission,
     Admission,
     address_busy_response,
@@ -102,6 +103,22 @@ def test_each_address_has_its_own_burst_and_rate(monkeypatch: pytest.MonkeyPatch
     clock.now += 0.5  # one token for 10.0.0.1
     assert admission.admit("10.0.0.1") is None
     assert admission.admit("10.0.0.1") == 1
+
+
+def test_a_forged_token_costs_its_address_tenfold_but_never_a_debt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = MonotonicClock()
+    monkeypatch.setattr(ratelimit, "time", clock)
+    admission = AddressAdmission(rate=10.0, burst=2 * FORGED_TOKEN_COST)
+    admitted = 0
+    while admission.admit("10.0.0.1") is None:
+        admission.forged("10.0.0.1")
+        admitted += 1
+    assert admitted == 2  # the burst over the cost of a forged handshake
+    assert admission.admit("10.0.0.2") is None  # another address: untouched
+    clock.now += 0.1  # one token: no debt to pay back first
+    assert admission.admit("10.0.0.1") is None
 
 
 def test_an_address_that_went_quiet_is_forgotten(monkeypatch: pytest.MonkeyPatch) -> None:

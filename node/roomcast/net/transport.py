@@ -1003,6 +1003,7 @@ class Connection(asyncio.Protocol):
 
     def _decide(self, request: Request) -> Response | Coroutine[None, None, Identity]:
         server = self._server
+        client: str | None = None  # the address's limit key, once known
         try:
             address = server.proxies.forwarded_client(
                 self.client_address, single_header(request.headers, "X-Forwarded-For")
@@ -1015,7 +1016,8 @@ class Connection(asyncio.Protocol):
             # First, before any other work: an address past its own setup rate (429), then a
             # node past its setup rate (503), refuse cheaply. In this order, so that one
             # address's flood is refused before it takes the node's tokens.
-            retry_after = server.address_admission.admit(limit_key(address))
+            client = limit_key(address)
+            retry_after = server.address_admission.admit(client)
             if retry_after is not None:
                 return address_busy_response(self._protocol(), retry_after)
             retry_after = server.admission.admit()
@@ -1033,6 +1035,8 @@ class Connection(asyncio.Protocol):
                 return admitted  # the connect hook's call, awaited by _defer
             self.identity = admitted
         except AuthError as exc:
+            if exc.code == ErrorCode.TOKEN_SIGNATURE and client is not None:
+                server.address_admission.forged(client)
             self._refused(exc)
             return self._protocol().reject(exc.status, f"{exc.reason}\n")
         return self._protocol().accept(request)

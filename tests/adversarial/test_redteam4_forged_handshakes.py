@@ -1,0 +1,118 @@
+"""Red team 4: handshake bursts of one address carrying ES256 tokens with forged signatures.
+
+Each handshake's token is checked (~0.3 ms of node CPU with an ES256 public key) before it is
+refused 401; one address may start 400 handshakes at once and 100/s after (the admission it
+shares with an office behind one NAT reconnecting after a node died). Red team 3 left open: that
+burst and rate against one node, with bad signatures, put a bystander at 213 ms p99 (valid
+tokens: 102 ms). A handshake whose token's signature fails now costs its address more admission
+tokens, so a forged burst is cut short, while valid reconnects of an office are unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from tests.adversarial.bystander import BystanderProbe
+from tests.adversarial.devcluster_shim import LocalCluster, scaled
+from tests.adversarial.observe import Bystander, cpu_seconds
+from tests.adversarial.rawws import handshake_request, open_socket, read_head
+from tests.adversarial.readiness import until_ready
+
+BURST = 400  # ROOMCAST_ADMISSION_PER_ADDRESS_BURST
+RATE, TICK_S = 100, 0.1  # per second after it: ROOMCAST_ADMISSION_PER_ADDRESS_RATE_PER_SECOND
+WINDOW_S = 3.0
+ATTACKER = "198.51.100.77"  # through X-Forwarded-For (the node trusts loopback as its proxy)
+# Signatures checked for the forged burst and rate: before, 400 + 100/s (~700 in 3 s); now the
+# burst / FORGED_TOKEN_COST and the rate / FORGED_TOKEN_COST: ~40 + 10/s. Bounded at 150.
+FORGED_CHECKS_BOUND = 150
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
+    private = ec.generate_private_key(ec.SECP256R1())
+    public = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    key_file = Path(tmp_path_factory.mktemp("es256")) / "public.pem"
+    key_file.write_bytes(public)
+    env = {"ROOMCAST_AUTH_PUBLIC_KEY_FILE": str(key_file)}
+    with LocalCluster(1, nginx=False, node_env=env) as cluster:
+        yield cluster.nodes[0], private
+
+
+def es256(private: Any, **claims: Any) -> str:
+    return jwt.encode({"exp": int(time.time()) + 600, **claims}, private, "ES256")
+
+
+async def handshake(port: int, token: str, address: str, statuses: Counter[int]) -> None:
+    reader, writer = await open_socket("127.0.0.1", port)
+    try:
+        path = f"/chat?token={token}"
+        writer.write(handshake_request("127.0.0.1", port, path, [("X-Forwarded-For", address)]))
+        status, _ = await read_head(reader)
+        statuses[status] += 1
+    finally:
+        writer.close()
+
+
+async def burst_and_rate(port: int, token: str, address: str) -> Counter[int]:
+    statuses: Counter[int] = Counter()
+    tasks = [asyncio.ensure_future(handshake(port, token, address, statuses)) for _ in range(BURST)]
+    started = time.monotonic()
+    while time.monotonic() < started + WINDOW_S:
+        await asyncio.sleep(TICK_S)
+        tasks += [
+            asyncio.ensure_future(handshake(port, token, address, statuses))
+            for _ in range(int(RATE * TICK_S))
+        ]
+    async with asyncio.timeout(scaled(30)):
+        await asyncio.gather(*tasks)
+    return statuses
+
+
+async def test_a_forged_token_burst_of_one_address_is_cut_short(keyed: tuple[Any, Any]) -> None:
+    node, private = keyed
+    await until_ready(node)
+    forged = es256(private, sub="mallory", name="mallory")[:-4] + "AAAA"
+    bystander = Bystander(
+        node.url + "?token=" + es256(private, sub="bystander", name="bystander"), "by"
+    )
+    try:
+        cpu_before = cpu_seconds(node.process.pid)
+        statuses = await burst_and_rate(node.port, forged, ATTACKER)
+        measured = [bystander.finish()]
+        cpu = cpu_seconds(node.process.pid) - cpu_before
+    finally:
+        bystander.kill()
+    figures = (
+        f"{ATTACKER}: {BURST} forged-token handshakes at once + {RATE}/s for {WINDOW_S:.0f} s: "
+        f"{dict(statuses)}, node CPU {cpu:.2f} s"
+    )
+    print(figures, measured[0].describe())
+    assert statuses[401] <= FORGED_CHECKS_BOUND, figures
+    BystanderProbe.assert_fast(measured, "forged-token handshakes from one address")
+
+
+async def test_an_offices_valid_reconnect_burst_is_still_admitted(keyed: tuple[Any, Any]) -> None:
+    """What the cost must never refuse: one address reconnecting its 400 users at once with
+    valid tokens, right after one of them sent a token with a bad signature."""
+    node, private = keyed
+    await until_ready(node)
+    office = "198.51.100.78"
+    forged = es256(private, sub="typo", name="typo")[:-4] + "AAAA"
+    statuses: Counter[int] = Counter()
+    await handshake(node.port, forged, office, statuses)
+    tokens = [es256(private, sub=f"user{i}", name=f"user{i}") for i in range(BURST - 11)]
+    async with asyncio.timeout(scaled(30)):
+        await asyncio.gather(*(handshake(node.port, t, office, statuses) for t in tokens))
+    assert statuses == Counter({401: 1, 101: BURST - 11}), statuses
