@@ -105,9 +105,7 @@ def test_each_address_has_its_own_burst_and_rate(monkeypatch: pytest.MonkeyPatch
     assert admission.admit("10.0.0.1") == 1
 
 
-def test_a_forged_token_costs_its_address_tenfold_but_never_a_debt(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_forged_token_costs_its_address_tenfold(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = MonotonicClock()
     monkeypatch.setattr(ratelimit, "time", clock)
     admission = AddressAdmission(rate=10.0, burst=2 * FORGED_TOKEN_COST)
@@ -117,7 +115,16 @@ def test_a_forged_token_costs_its_address_tenfold_but_never_a_debt(
         admitted += 1
     assert admitted == 2  # the burst over the cost of a forged handshake
     assert admission.admit("10.0.0.2") is None  # another address: untouched
-    clock.now += 0.1  # one token: no debt to pay back first
+    # Then one forged handshake per FORGED_TOKEN_COST / rate, not one per token.
+    admitted = 0
+    for _ in range(100):
+        clock.now += 0.01
+        if admission.admit("10.0.0.1") is None:
+            admission.forged("10.0.0.1")
+            admitted += 1
+    assert admitted == 1  # 1 s at 10/s
+    # The debt is at most one forged check's: an honest client's turn comes within 1 s.
+    clock.now += 1.0
     assert admission.admit("10.0.0.1") is None
 
 

@@ -26,6 +26,7 @@ from roomcast.core.presence_pages import PresencePages
 from roomcast.core.presence_pages import answer as presence_answer
 from roomcast.core.ratelimit import RateLimiter
 from roomcast.core.server_api import ServerApi
+from roomcast.core.token_check_admission import TokenCheckAdmission
 from roomcast.wire import api, control, envelope, protocol, sse
 from roomcast.wire.api import ApiError, Endpoint, Route
 from roomcast.wire.codes import ErrorCode
@@ -117,6 +118,10 @@ class ApiService:
         self._origins = policy.origins
         self._api_keys = tuple(key.encode() for key in settings.api_keys)
         self._buckets: OrderedDict[str, RateLimiter] = OrderedDict()
+        # Before the caller is known: bearer-token checks per address (core.token_check_admission).
+        self._token_checks = TokenCheckAdmission(
+            settings.admission_per_address_rate_per_second, settings.admission_per_address_burst
+        )
         self._server_api = ServerApi(broker, metrics)
 
     @property
@@ -337,9 +342,20 @@ class ApiService:
                 return Caller(f"key:{index}", None)
         if self._verifier is None:
             raise ApiError(401, ErrorCode.API_KEY_INVALID, "unknown API key")
+        address = limit_key(request.client_address)
+        retry_after = self._token_checks.admit(address)
+        if retry_after is not None:
+            raise ApiError(
+                429,
+                ErrorCode.RATE_LIMITED,
+                "too many token checks from your address; slow down",
+                (("Retry-After", str(retry_after)),),
+            )
         try:
             identity = self._verifier.verify(credential)
         except AuthError as exc:
+            if exc.code == ErrorCode.TOKEN_SIGNATURE:
+                self._token_checks.forged(address)
             self._metrics.auth_failures.labels(exc.code).inc()
             raise ApiError(exc.status, exc.code, exc.reason) from None
         return Caller(f"sub:{identity.subject}", identity)

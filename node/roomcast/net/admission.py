@@ -112,10 +112,10 @@ class AddressAdmission:
 
     def forged(self, address: str) -> None:
         """The handshake admitted for ``address`` carried a token whose signature failed: it
-        costs FORGED_TOKEN_COST tokens in all, down to an empty bucket (never a debt, so an
-        office with one stale client retrying keeps most of its rate)."""
+        costs FORGED_TOKEN_COST tokens in all, owing at most that many (without a debt, an
+        empty bucket's next token paid for a whole forged check: the rate was not cut)."""
         bucket = self._pool.acquire(address)
-        bucket.spend(0, FORGED_TOKEN_COST - 1)
+        bucket.spend(FORGED_TOKEN_COST, FORGED_TOKEN_COST - 1)
         self._pool.release(address)
 
     def __len__(self) -> int:
