@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from typing import Any
 
+from tests.adversarial.bursts import burst, join
 from tests.adversarial.bystander import BystanderProbe
 from tests.adversarial.devcluster_shim import scaled
 from tests.adversarial.observe import MIB
@@ -100,3 +102,63 @@ async def test_a_one_message_answer_does_not_shrink_what_full_requests_reserve(
     print(figures, bystander[0].describe())
     assert got <= HISTORY_BYTES_FROM_ONE_CLIENT, figures
     BystanderProbe.assert_fast(bystander, "full histories right after a limit:1 answer")
+
+
+FILLERS = 3  # accomplice addresses filling a room the attacker had asked while it was empty
+STALE_ROUNDS = 3
+
+
+async def test_a_room_filled_after_its_size_was_remembered_is_not_read_for_free(
+    cluster: Any, probe: BystanderProbe
+) -> None:
+    """The size remembered is the room's last answer's: ask it while the room is empty (~1 KiB),
+    fill it to its 2 MiB, then ask the whole history on every connection at once. Before: 32 MiB
+    sent where the client's budget allowed 15, a bystander at 377 ms p99; now 6 MiB, 7 ms."""
+    node = cluster.nodes[0]
+    received: list[int] = []
+    fillers = [
+        await RawWebSocket.connect(
+            "127.0.0.1", node.port, headers=[("X-Forwarded-For", f"198.51.100.{60 + index}")]
+        )
+        for index in range(FILLERS)
+    ]
+    prober = await RawWebSocket.connect("127.0.0.1", node.port)
+    readers: list[Reader] = []
+    try:
+        with probe.on(node) as bystander:
+            started = time.monotonic()
+            for round_ in range(STALE_ROUNDS):
+                room = f"stale-{uuid.uuid4().hex[:8]}"
+                await join(prober, room, "prober")
+                await prober.send({"type": "history", "room": room, "id": f"empty-{round_}"})
+                await prober.next_text(id=f"empty-{round_}")
+                for index, ws in enumerate(fillers):
+                    await join(ws, room, f"filler{index}")
+                for ws in fillers:
+                    await burst(ws, room, 12)
+                for each in readers:
+                    each.close()
+                readers = [await Reader.open(node.port, room, received) for _ in range(READERS)]
+                for each in readers:
+                    each.writer.write(text({"type": "history", "room": room}))
+            elapsed = time.monotonic() - started
+            for _ in range(int(scaled(30))):
+                before = len(received)
+                await asyncio.sleep(1)
+                if len(received) == before:
+                    break
+    finally:
+        for each in readers:
+            each.close()
+        for ws in [*fillers, prober]:
+            await ws.close()
+    got = sum(received)
+    allowed = 8 * MIB + 4 * MIB * elapsed
+    figures = (
+        f"{STALE_ROUNDS} rooms asked empty, filled to 2 MiB, then asked on {READERS} connections "
+        f"at once, in {elapsed:.1f} s: {got / MIB:.0f} MiB sent (the client's budget: "
+        f"{allowed / MIB:.0f} MiB)"
+    )
+    print(figures, bystander[0].describe())
+    assert got <= 1.5 * allowed, figures
+    BystanderProbe.assert_fast(bystander, "full histories of rooms remembered empty")

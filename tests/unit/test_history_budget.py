@@ -95,3 +95,34 @@ async def test_a_limited_answer_still_lets_the_requests_waiting_for_the_room_go(
     history.settle("ip:192.0.2.1", bucket, "lobby", first, 300, whole=False)
     # The size is still unknown: the next one learns it on a page's reserve.
     assert await waiting == PAGE + HISTORY_REQUEST_BYTES
+
+
+async def test_one_clients_requests_for_a_room_are_read_one_after_the_other() -> None:
+    """A room remembered empty, then filled: requests sent together each reserve what the one
+    before found, not all the stale ~1 KiB; another client and another room do not wait."""
+    history = budget()
+    alice = history.acquire("ip:192.0.2.1")
+    first = await history.reserve(alice, "filled", "ip:192.0.2.1")
+    assert first is not None
+    history.settle("ip:192.0.2.1", alice, "filled", first, 0)  # empty when asked
+    small = await history.reserve(alice, "filled", "ip:192.0.2.1")
+    assert small == HISTORY_REQUEST_BYTES
+    second = asyncio.ensure_future(history.reserve(alice, "filled", "ip:192.0.2.1"))
+    await asyncio.sleep(0)
+    assert not second.done()
+    bob = history.acquire("ip:192.0.2.2")
+    assert await history.reserve(bob, "filled", "ip:192.0.2.2") == HISTORY_REQUEST_BYTES
+    assert await history.reserve(alice, "other", "ip:192.0.2.1") is not None
+    history.settle("ip:192.0.2.1", alice, "filled", small, 2 * MIB)  # filled since
+    assert await second == 2 * MIB + HISTORY_REQUEST_BYTES
+
+
+async def test_a_cancelled_read_lets_the_clients_next_request_go() -> None:
+    history = budget()
+    bucket = history.acquire("ip:192.0.2.1")
+    first = await history.reserve(bucket, "lobby", "ip:192.0.2.1")
+    assert first is not None
+    waiting = asyncio.ensure_future(history.reserve(bucket, "lobby", "ip:192.0.2.1"))
+    await asyncio.sleep(0)
+    history.cancel(bucket, "lobby", first, "ip:192.0.2.1")
+    assert await asyncio.wait_for(waiting, 1) == PAGE + HISTORY_REQUEST_BYTES

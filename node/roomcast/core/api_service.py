@@ -192,7 +192,7 @@ class ApiService:
             return await self._read_history(room, limit)
         bucket = budget.acquire(caller.key)
         try:
-            reserved = await budget.reserve(bucket, room)
+            reserved = await budget.reserve(bucket, room, caller.key)
             if reserved is None:
                 raise ApiError(
                     429,
@@ -203,7 +203,7 @@ class ApiService:
             try:
                 reply = await self._read_history(room, limit)
             except BaseException:
-                budget.cancel(bucket, room, reserved)
+                budget.cancel(bucket, room, reserved, caller.key)
                 raise
             # A streamed answer's size is not counted (see _read_history): larger than a page.
             used = len(reply.body) if isinstance(reply, Reply) else None

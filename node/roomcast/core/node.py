@@ -940,7 +940,7 @@ class Node:
         budget = conn.budget
         reserved = 0
         if budget is not None:
-            held = await self.history_budget.reserve(budget.client_history, room)
+            held = await self.history_budget.reserve(budget.client_history, room, budget.client)
             if held is None:
                 reason = "too much history read by your connections together; try again shortly"
                 self._reject(conn, ErrorCode.RATE_LIMITED, reason, room, request_id)
@@ -953,7 +953,7 @@ class Node:
             # Given back whatever ended the read (a cancelled task too): requests for the room
             # wait for one learning its size (core.history_budget).
             if budget is not None:
-                self.history_budget.cancel(budget.client_history, room, reserved)
+                self.history_budget.cancel(budget.client_history, room, reserved, budget.client)
             if not isinstance(exc, BrokerUnavailable):
                 raise
             reason = f"history unavailable: {exc}"
