@@ -88,3 +88,12 @@ def test_every_script_touching_a_rooms_sequence_is_fenced_in_sentinel_mode() -> 
     # And what is fenced is what is really sent: the publish script behind the room's limit.
     assert scripts.CLASSIC.publish_message.source in scripts.FENCED.publish_message.source
     assert scripts.FENCED.publish_message.source.endswith(scripts._LINEAGE_KEEP)
+
+
+def test_cluster_scripts_touching_a_rooms_sequence_are_fenced_and_sharded() -> None:
+    fenced = {s.name: s.source for s in scripts.CLUSTER_FENCED.all}
+    for name in ("publish_message", "join", "history", "find_message"):
+        source = fenced[name + "_fenced_sharded"]
+        assert source.startswith(scripts._CLUSTER_LINEAGE_FENCE), name
+        assert "master_replid2" in source and "'PUBLISH'" not in source, name
+    assert scripts.CLUSTER_FENCED.publish_message.source.endswith(scripts._LINEAGE_KEEP)

@@ -111,7 +111,7 @@ def parse_seeds(urls: str) -> list[str]:
 class ClusterTopology(OnOneLoop):
     """One shard per primary, each command routed by the hash slot of its key."""
 
-    scripts: scripts.ScriptSet = scripts.SHARDED
+    scripts: scripts.ScriptSet = scripts.CLUSTER_FENCED
     publish_command: bytes = b"SPUBLISH"
 
     def __init__(

@@ -663,16 +663,17 @@ def _sharded(script: Script) -> Script:
 # get ``epoch_changed`` instead of reused offsets. Conservative: a failover that lost nothing
 # changes the epochs of the rooms too (nothing tells the new primary what the old one had).
 # KEYS[1..3] are the room's seq, epoch and history keys; ``:line`` beside them holds the replid.
-_LINEAGE_FENCE: Final = """
+_FENCE_TEMPLATE: Final = """
 local function fence_lineage()
-  local replid = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)')
+  local info = redis.call('INFO', 'replication')
+  local replid = string.match(info, 'master_replid:(%w+)')
   local line_key = (string.gsub(KEYS[1], ':seq$', ':line'))
   local line = redis.call('GET', line_key)
   if not replid or line == replid then
     return replid, line_key, line
   end
   local old = redis.call('GET', KEYS[2])
-  if line and old then
+  if line and old and {lost} then
     redis.call('SET', KEYS[2], string.sub(redis.sha1hex(replid .. ':' .. old), 1, 12))
     -- The counter stays (at 0), so the new epoch is kept by the scripts that follow; the
     -- history and its byte count go with the old primary's sequence.
@@ -684,6 +685,17 @@ end
 local fence_replid, fence_line_key, fence_line = fence_lineage()
 local function fenced_body()
 """
+_LINEAGE_FENCE: Final = _FENCE_TEMPLATE.replace("{lost}", "true")
+# Redis Cluster: a shard's replica promoted by a failover renames the replication history it
+# followed ``master_replid2``, so a room last written under that primary may lack its last
+# writes, as in Sentinel mode, and starts a new epoch. A room whose keys came from another shard
+# (a slot migration: MIGRATE copies them whole, nothing is lost) carries a lineage that is
+# neither, and simply takes the new owner's. Not covered: a room untouched across two
+# successive failovers of its shard (the second promoted replica no longer names the first
+# primary).
+_CLUSTER_LINEAGE_FENCE: Final = _FENCE_TEMPLATE.replace(
+    "{lost}", "line == string.match(info, 'master_replid2:(%w+)')"
+)
 # After the script: the room's lineage lives exactly as long as its epoch. A fixed lifetime left
 # a week-long key behind every room name anyone joined and left, or asked the history of.
 _LINEAGE_KEEP: Final = """
@@ -705,9 +717,9 @@ return result
 """
 
 
-def _fenced(script: Script) -> Script:
+def _fenced(script: Script, fence: str = _LINEAGE_FENCE) -> Script:
     # The script's own body runs as a function, so that its early returns still pass the keep.
-    return Script(script.name + "_fenced", _LINEAGE_FENCE + script.source + _LINEAGE_KEEP)
+    return Script(script.name + "_fenced", fence + script.source + _LINEAGE_KEEP)
 
 
 CLASSIC: Final = ScriptSet(*ALL)
@@ -725,4 +737,12 @@ _ROOM_SEQUENCE_SCRIPTS: Final = (
 )
 FENCED: Final = ScriptSet(
     *(_fenced(script) if script in _ROOM_SEQUENCE_SCRIPTS else script for script in ALL)
+)
+CLUSTER_FENCED: Final = ScriptSet(
+    *(
+        _sharded(_fenced(script, _CLUSTER_LINEAGE_FENCE))
+        if script in _ROOM_SEQUENCE_SCRIPTS
+        else _sharded(script)
+        for script in ALL
+    )
 )
