@@ -33,18 +33,6 @@ def room_on(topology: RedisClusterTopology, primary: RedisServer) -> str:
     raise AssertionError("no room name hashes to the primary")
 
 
-def reused_positions(traffic: Traffic) -> list[tuple[str, int]]:
-    """(epoch, offset) pairs acknowledged to two different messages."""
-    seen: set[tuple[str, int]] = set()
-    reused = []
-    for sender in traffic.senders:
-        for position in sender.acked.values():
-            if position in seen:
-                reused.append(position)
-            seen.add(position)
-    return sorted(reused)
-
-
 def repl_offset(server: RedisServer, field: str) -> int:
     return int(server.client().info("replication")[field])
 
@@ -76,7 +64,7 @@ async def test_shard_failover_losing_unreplicated_acked_writes_is_told_to_member
                 slot = slot_of(sharded_channel(room))
                 await in_thread(partial(topology.wait_for_new_owner, slot, victim))
                 await traffic.more_acks(20, timeout=40)
-                reused = reused_positions(traffic)
+                reused = traffic.reused_positions()
                 assert not reused, f"{len(reused)} offsets acknowledged twice: {reused}"
                 await traffic.finish(timeout=30)
                 print(

@@ -218,6 +218,18 @@ class Traffic:
                     positions[position] = sender.texts[request_id]
         return positions
 
+    def reused_positions(self) -> list[Position]:
+        """Positions acknowledged to two different messages (a primary that lost writes
+        handing their offsets out again)."""
+        seen: set[tuple[str, str, int]] = set()
+        reused = []
+        for sender in self.senders:
+            for epoch, offset in sender.acked.values():
+                if (sender.room, epoch, offset) in seen:
+                    reused.append((epoch, offset))
+                seen.add((sender.room, epoch, offset))
+        return sorted(reused)
+
     def first_seen(self, room: str, position: Position) -> float | None:
         """When any connection of ``room`` first learned the message at ``position`` existed."""
         times = [
