@@ -177,7 +177,7 @@ class Server:
         }
 
     def is_ready(self) -> bool:
-        return self.broker.ready and not self.draining
+        return self.broker.serving and not self.draining
 
     def _on_broker_state(self, ready: bool) -> None:
         if self.settings.uses_redis:

@@ -170,6 +170,15 @@ class Broker(Protocol):
     def ready(self) -> bool:
         """True when subscribe and publish can succeed now."""
 
+    @property
+    def serving(self) -> bool:
+        """True when some rooms can be served now: ``ready``, or in Cluster mode with some
+        shard reachable (every node is as unable to serve a down shard's rooms: a readiness
+        probe turning them all away would take the other shards' rooms down too)."""
+
+    def serves(self, room: str) -> bool:
+        """True when ``room``'s Redis is reachable now (in Cluster mode, its shard)."""
+
     async def start(self) -> None:
         """Begin connecting; returns at once (a node starts even while Redis is down)."""
 

@@ -90,6 +90,14 @@ class MemoryBroker:
         return self._running
 
     @property
+    def serving(self) -> bool:
+        return self._running
+
+    def serves(self, room: str) -> bool:
+        del room  # one process holds every room
+        return self._running
+
+    @property
     def subscribed_rooms(self) -> frozenset[str]:
         return frozenset(self._subscribed)
 

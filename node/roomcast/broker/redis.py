@@ -364,6 +364,17 @@ class RedisBroker(OnOneLoop):
         return self.topology.ready and self._control_listening
 
     @property
+    def serving(self) -> bool:
+        # In Cluster mode one shard down leaves the others' rooms working, on every node alike;
+        # the control subscription stays required (the server API's orders must be heard).
+        shards = self.topology.shards()
+        return self.ready or (self._control_listening and any(s.connected for s in shards))
+
+    def serves(self, room: str) -> bool:
+        channel = self.topology.channel(room)
+        return self.ready or (self._control_listening and self.topology.connected_for(channel))
+
+    @property
     def reconnects(self) -> int:
         return sum(shard.reconnects for shard in self.topology.shards())
 

@@ -150,7 +150,7 @@ class ApiService:
             await self._refuse_if_banned(room, caller.identity.subject)
         if route.endpoint is Endpoint.EVENTS:
             return self._open_stream(route, request, caller)
-        if not self._node_ready():
+        if not self._broker.serves(room):
             raise ApiError(503, ErrorCode.UNAVAILABLE, "the broker is unavailable")
         try:
             if route.endpoint is Endpoint.POST_MESSAGE:
@@ -271,7 +271,7 @@ class ApiService:
         user's own token (or, open, name) would do in the room: post, read, stream. Checked when
         the request arrives: a ban ordered while a post is on its way does not stop that post,
         as it does not stop a message already sent over WebSocket."""
-        if not self._node_ready():
+        if not self._broker.serves(room):
             raise ApiError(503, ErrorCode.UNAVAILABLE, "the broker is unavailable")
         try:
             ban = await self._broker.ban_of(room, user)
@@ -299,7 +299,7 @@ class ApiService:
         if id_epoch is not None and epoch is not None and id_epoch != epoch:
             raise ApiError(400, ErrorCode.INVALID_SINCE, "Last-Event-ID and ?epoch= disagree")
         epoch = epoch if epoch is not None else id_epoch
-        if not self._node_ready():
+        if not self._broker.serves(route.room):
             raise ApiError(503, ErrorCode.UNAVAILABLE, "the broker is unavailable")
         overloaded = since is not None and not self._charge_resume(route.room, caller)
         if overloaded:
