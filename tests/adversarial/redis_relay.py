@@ -40,6 +40,14 @@ class RedisRelay:
             link.silent = True
         return len(chosen)
 
+    def hold_answers(self, subscriber: bool) -> int:
+        """Half-open: Redis's bytes to the node's open subscriber links (or its other links)
+        wait for ``release`` while the node's still reach Redis; nothing is closed. How many."""
+        chosen = [link for link in self.links if link.subscriber == subscriber and not link.held]
+        for link in chosen:
+            link.held = True
+        return len(chosen)
+
     async def _accept(self, down_r: asyncio.StreamReader, down_w: asyncio.StreamWriter) -> None:
         up_r, up_w = await asyncio.open_connection("127.0.0.1", self.redis_port)
         link = RelayedLink()
