@@ -15,6 +15,7 @@ import pytest
 from roomcast_dev.devcluster import LocalCluster, NodeProcess
 from roomcast_dev.redis_topologies import RedisClusterTopology, RedisServer
 
+from roomcast.admin import RoomcastAdmin
 from roomcast.broker.cluster_slots import sharded_channel, slot_of
 from tests.support.cluster import FAST_ENV, ready, until
 from tests.support.delivery import in_thread
@@ -23,12 +24,15 @@ from tests.support.wsclient import Client, Event, scaled
 
 pytestmark = pytest.mark.integration
 
+API_KEY = "shard-down-api-key-0123456789abcdef"
 CLUSTER_ENV = dict(
     FAST_ENV,
     ROOMCAST_REDIS_TIMEOUT="1",
     ROOMCAST_API_RATE_PER_SECOND="5000",
     ROOMCAST_API_RATE_BURST="5000",
+    ROOMCAST_API_KEYS=API_KEY,
 )
+KEYED = {"X-API-Key": API_KEY}
 
 
 def room_on(topology: RedisClusterTopology, primary: RedisServer, prefix: str) -> str:
@@ -89,17 +93,28 @@ async def test_one_shard_down_for_good_other_shards_rooms_keep_working() -> None
                     "POST",
                     api(node, live_room, "messages"),
                     json_body={"text": text, "username": "backend"},
+                    headers=KEYED,
                 )
                 assert posted.status == 201, posted.body
                 await bob.recv_type("message", room=live_room, text=text)
-                history = await request("GET", api(node, live_room, "history"))
+                history = await request("GET", api(node, live_room, "history"), headers=KEYED)
                 assert history.status == 200, history.body
                 assert text in history.body.decode()
             # The down shard's room: refused, said so.
             posted = await request(
-                "POST", api(first, dead_room, "messages"), json_body={"text": "y", "username": "b"}
+                "POST",
+                api(first, dead_room, "messages"),
+                json_body={"text": "y", "username": "b"},
+                headers=KEYED,
             )
             assert posted.status == 503, posted.body
+            # The server API: a broadcast answers per room, the down shard's room refused.
+            admin = RoomcastAdmin(f"http://127.0.0.1:{second.port}", API_KEY, timeout=scaled(10))
+            async with admin:
+                results = await admin.broadcast([live_room, dead_room], "to all", "announcer")
+            assert [(r.room, r.ok) for r in results] == [(live_room, True), (dead_room, False)]
+            assert results[1].code == "unavailable", results
+            await bob.recv_type("message", room=live_room, text="to all")
             # Ready: another node could not serve the down shard's rooms either.
             for node in cluster.nodes:
                 assert await in_thread(partial(ready, node)), f"{node.node_id} not ready"
