@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.adversarial.bystander import BystanderProbe
 from tests.adversarial.devcluster_shim import LocalCluster
@@ -41,3 +43,17 @@ def fresh_cluster() -> Iterator[Any]:
 @pytest.fixture
 def probe() -> BystanderProbe:
     return BystanderProbe()
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
+    """One node checking ES256 tokens (the costliest signature to verify), and its private key."""
+    private = ec.generate_private_key(ec.SECP256R1())
+    public = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    key_file = Path(tmp_path_factory.mktemp("es256")) / "public.pem"
+    key_file.write_bytes(public)
+    env = {"ROOMCAST_AUTH_PUBLIC_KEY_FILE": str(key_file)}
+    with LocalCluster(1, nginx=False, node_env=env) as cluster:
+        yield cluster.nodes[0], private

@@ -24,7 +24,8 @@ from tests.adversarial.bystander import BystanderProbe
 from tests.adversarial.devcluster_shim import scaled
 from tests.adversarial.httpraw import http
 from tests.adversarial.observe import MIB, redis_command
-from tests.adversarial.rawws import RawWebSocket, handshake_request, open_socket, read_head, text
+from tests.adversarial.rawws import RawWebSocket, open_socket, text
+from tests.adversarial.readers import Reader
 
 READERS = 16  # connections of one address, straight to the node
 WINDOW_S = 4.0
@@ -69,26 +70,15 @@ def redis_cpu_seconds(port: int) -> float:
 async def read_history_hard(port: int, room: str, deadline: float, received: list[int]) -> None:
     """Join, then ask for the room's history at the frame rate, reading (and dropping) every
     byte as fast as it comes."""
-    reader, writer = await open_socket("127.0.0.1", port)
-    writer.write(handshake_request("127.0.0.1", port))
-    status, head = await read_head(reader)
-    assert status == 101, head
-    writer.write(text({"type": "join", "room": room, "username": "reader"}))
-
-    async def drop() -> None:
-        while chunk := await reader.read(1 << 20):
-            received.append(len(chunk))
-
-    dropping = asyncio.ensure_future(drop())
+    reader = await Reader.open(port, room, received)
     request = text({"type": "history", "room": room}) * REQUESTS_PER_TICK
     try:
-        while time.monotonic() < deadline and not dropping.done():
-            writer.write(request)
-            await asyncio.wait_for(writer.drain(), scaled(10))
+        while time.monotonic() < deadline and not reader.dropping.done():
+            reader.writer.write(request)
+            await asyncio.wait_for(reader.writer.drain(), scaled(10))
             await asyncio.sleep(TICK_S)
     finally:
-        writer.close()
-        dropping.cancel()
+        reader.close()
 
 
 async def full_room(node: Any) -> str:

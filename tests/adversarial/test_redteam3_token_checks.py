@@ -12,20 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.adversarial.bystander import BystanderProbe
-from tests.adversarial.devcluster_shim import LocalCluster
 from tests.adversarial.observe import Bystander, cpu_seconds
 from tests.adversarial.rawws import RawWebSocket, text
 from tests.adversarial.readiness import until_ready
+from tests.adversarial.tokens import es256
 
 CONNECTIONS = 64  # one user's
 WINDOW_S = 3.0
@@ -33,23 +28,6 @@ PER_TICK, TICK_S = 5, 0.1  # 50 frames/s per connection: the frame rate
 # Checks one user may cause on a node in the window: a burst of 64 and 10/s, ~94. Before: 840
 # refreshes answered (of 12,160 sent; the node could not keep up).
 CHECKS_FROM_ONE_USER = 120
-
-
-@pytest.fixture(scope="module")
-def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
-    private = ec.generate_private_key(ec.SECP256R1())
-    public = private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    key_file = Path(tmp_path_factory.mktemp("es256")) / "public.pem"
-    key_file.write_bytes(public)
-    env = {"ROOMCAST_AUTH_PUBLIC_KEY_FILE": str(key_file)}
-    with LocalCluster(1, nginx=False, node_env=env) as cluster:
-        yield cluster.nodes[0], private
-
-
-def es256(private: Any, **claims: Any) -> str:
-    return jwt.encode({"exp": int(time.time()) + 600, **claims}, private, "ES256")
 
 
 @pytest.mark.parametrize("kind", ["refresh", "forged room token"])

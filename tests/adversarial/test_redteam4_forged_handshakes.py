@@ -17,19 +17,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import jwt
-import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-
-from tests.adversarial.devcluster_shim import LocalCluster, scaled
+from tests.adversarial.devcluster_shim import scaled
 from tests.adversarial.observe import Bystander, cpu_seconds
 from tests.adversarial.rawws import handshake_request, open_socket, read_head
 from tests.adversarial.readiness import until_ready
+from tests.adversarial.tokens import es256
 
 BURST = 400  # ROOMCAST_ADMISSION_PER_ADDRESS_BURST
 RATE, TICK_S = 100, 0.1  # per second after it: ROOMCAST_ADMISSION_PER_ADDRESS_RATE_PER_SECOND
@@ -38,23 +32,6 @@ ATTACKER = "198.51.100.77"  # through X-Forwarded-For (the node trusts loopback 
 # Signatures checked for the forged burst and rate: before, 400 + 100/s (~700 in 3 s); now the
 # burst / FORGED_TOKEN_COST and the rate / FORGED_TOKEN_COST: ~40 + 10/s. Bounded at 150.
 FORGED_CHECKS_BOUND = 150
-
-
-@pytest.fixture(scope="module")
-def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
-    private = ec.generate_private_key(ec.SECP256R1())
-    public = private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    key_file = Path(tmp_path_factory.mktemp("es256")) / "public.pem"
-    key_file.write_bytes(public)
-    env = {"ROOMCAST_AUTH_PUBLIC_KEY_FILE": str(key_file)}
-    with LocalCluster(1, nginx=False, node_env=env) as cluster:
-        yield cluster.nodes[0], private
-
-
-def es256(private: Any, **claims: Any) -> str:
-    return jwt.encode({"exp": int(time.time()) + 600, **claims}, private, "ES256")
 
 
 async def handshake(port: int, token: str, address: str, statuses: Counter[int]) -> None:

@@ -19,7 +19,8 @@ from tests.adversarial.bursts import burst, join
 from tests.adversarial.bystander import BystanderProbe
 from tests.adversarial.devcluster_shim import scaled
 from tests.adversarial.observe import MIB
-from tests.adversarial.rawws import RawWebSocket, handshake_request, open_socket, read_head, text
+from tests.adversarial.rawws import RawWebSocket, text
+from tests.adversarial.readers import Reader
 from tests.adversarial.test_redteam3_history_reads import full_room
 
 READERS = 64  # connections of one address, straight to the node (within its admission)
@@ -28,31 +29,6 @@ WINDOW_S = 4.0
 # Its burst (8 MiB) and 4 MiB/s over the window: ~24 MiB; the bound of the red team 3 test.
 # Before: 141 MiB in 4 s, a bystander on the node at 903 ms p99; now 24 MiB, p99 16 ms.
 HISTORY_BYTES_FROM_ONE_CLIENT = 40 * MIB
-
-
-class Reader:
-    """A connection of the attacking address, joined, reading (and dropping) every byte."""
-
-    def __init__(self, writer: asyncio.StreamWriter, dropping: asyncio.Task[None]) -> None:
-        self.writer, self.dropping = writer, dropping
-
-    @classmethod
-    async def open(cls, port: int, room: str, received: list[int]) -> Reader:
-        reader, writer = await open_socket("127.0.0.1", port)
-        writer.write(handshake_request("127.0.0.1", port))
-        status, head = await read_head(reader)
-        assert status == 101, head
-        writer.write(text({"type": "join", "room": room, "username": "reader"}))
-
-        async def drop() -> None:
-            while chunk := await reader.read(1 << 20):
-                received.append(len(chunk))
-
-        return cls(writer, asyncio.ensure_future(drop()))
-
-    def close(self) -> None:
-        self.writer.close()
-        self.dropping.cancel()
 
 
 async def test_a_one_message_answer_does_not_shrink_what_full_requests_reserve(

@@ -16,3 +16,8 @@ def sign(secret: str = SECRET, **claims: Any) -> str:
     body: dict[str, Any] = {"sub": "mallory", "name": "mallory", "iat": now, "exp": now + 600}
     body.update(claims)
     return jwt.encode({k: v for k, v in body.items() if v is not None}, secret, "HS256")
+
+
+def es256(private: Any, **claims: Any) -> str:
+    """An ES256 token signed with ``private`` (the `keyed` fixture's key), valid for 10 min."""
+    return jwt.encode({"exp": int(time.time()) + 600, **claims}, private, "ES256")
