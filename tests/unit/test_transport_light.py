@@ -137,8 +137,10 @@ async def test_server_close_with_a_partial_frame_waiting() -> None:
     client.conn.data_received(frame[:5])
     client.conn.close(1001, "going away")
     assert client.close_code == 1001
-    client.conn.data_received(frame[5:])  # still delivered: the client had not seen the close
-    assert app.texts == ["half of it"]
+    # Not handled: published now, it could not be answered, as the client has our close first
+    # (a message without an answer at a 1001 was never published, so it may be sent again).
+    client.conn.data_received(frame[5:])
+    assert app.texts == []
 
 
 async def test_heartbeat_ping_and_the_clients_pong() -> None:

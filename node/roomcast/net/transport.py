@@ -234,6 +234,7 @@ class Connection(asyncio.Protocol):
         "_fragments",
         "_handshake_timer",
         "_held",
+        "_ignoring_text",
         "_inbuf",
         "_paused",
         "_request_only",
@@ -316,6 +317,8 @@ class Connection(asyncio.Protocol):
         self._busy = False
         self._paused = False
         self._held = False  # a draining node reads nothing more until it sent its close
+        # Set by close(): text arriving after the node's own close is not handled (see _on_text).
+        self._ignoring_text = False
         self._answered = False  # the handshake got its HTTP response
         self._deciding = False  # the connect hook is deciding on the handshake
         # Frames that arrived while an earlier one was being handled; made when first needed
@@ -783,6 +786,7 @@ class Connection(asyncio.Protocol):
 
     def close(self, code: int, reason: str) -> None:
         """Start the closing handshake (pending frames go first); abort if it stalls."""
+        self._ignoring_text = True
         if self._is_open():
             self.write_pending()
             # Writing may have dropped it as a slow consumer, which closes it already.
@@ -1116,9 +1120,11 @@ class Connection(asyncio.Protocol):
             self.send(error(ErrorCode.RATE_LIMITED, "too many frames; slow down"))
 
     def _on_text(self, data: bytes) -> None:
-        if not self._is_open():
-            # After our close (RFC 6455 5.5.1: the client may still send; we may ignore it): a
-            # message handled now would be published with no way to answer its sender.
+        if self._ignoring_text:
+            # After the node's own close (RFC 6455 5.5.1: the client may still send; we may
+            # ignore it): a message handled now would be published with no way to answer its
+            # sender. A close websockets decides for a bad frame later in the same read leaves
+            # the frames before it handled, as the node's own parser does.
             return
         if self._busy:
             if self._backlog is None:
