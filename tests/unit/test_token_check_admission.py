@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from roomcast.core import ratelimit
-from roomcast.core.token_check_admission import FORGED_TOKEN_COST, TokenCheckAdmission
+from roomcast.core.address_admission import FORGED_TOKEN_COST
+from roomcast.core.address_admission import AddressAdmission as TokenCheckAdmission
 
 
 class MonotonicClock:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from roomcast.broker import Broker, BrokerUnavailable, RoomRateLimited, Unconfirmed
+from roomcast.core.address_admission import AddressAdmission
 from roomcast.core.addresses import limit_key
 from roomcast.core.auth import AccessPolicy, AuthError, Identity, token_from_request
 from roomcast.core.history_budget import HistoryBudget
@@ -26,7 +27,6 @@ from roomcast.core.presence_pages import PresencePages
 from roomcast.core.presence_pages import answer as presence_answer
 from roomcast.core.ratelimit import RateLimiter
 from roomcast.core.server_api import ServerApi
-from roomcast.core.token_check_admission import TokenCheckAdmission
 from roomcast.wire import api, control, envelope, protocol, sse
 from roomcast.wire.api import ApiError, Endpoint, Route
 from roomcast.wire.codes import ErrorCode
@@ -118,8 +118,8 @@ class ApiService:
         self._origins = policy.origins
         self._api_keys = tuple(key.encode() for key in settings.api_keys)
         self._buckets: OrderedDict[str, RateLimiter] = OrderedDict()
-        # Before the caller is known: bearer-token checks per address (core.token_check_admission).
-        self._token_checks = TokenCheckAdmission(
+        # Before the caller is known: bearer-token checks per address (core.address_admission).
+        self._token_checks = AddressAdmission(
             settings.admission_per_address_rate_per_second, settings.admission_per_address_burst
         )
         self._server_api = ServerApi(broker, metrics)

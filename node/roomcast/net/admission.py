@@ -17,23 +17,22 @@ clients add their own full jitter on top (``roomcast.client.backoff``).
 
 from __future__ import annotations
 
+__all__ = [
+    "FORGED_TOKEN_COST",
+    "MIN_RETRY_AFTER",
+    "AddressAdmission",
+    "Admission",
+    "address_busy_response",
+]
+
 import math
 import time
 from collections.abc import Callable
-from typing import Final
 
 from websockets.http11 import Response
 from websockets.server import ServerProtocol
 
-from roomcast.core.ratelimit import BucketPool
-
-# What a refused client is told, at least: Retry-After counts whole seconds (RFC 9110 §10.2.3).
-MIN_RETRY_AFTER: Final = 1
-# Admission tokens a handshake costs its address when its token's signature fails: checking it
-# is most of a handshake's CPU (ES256: ~0.3 ms), and only a forger sends such tokens over and
-# over, so its burst and rate shrink tenfold (one address's 400 + 100/s held a bystander at
-# 390 ms p99) while an office's valid reconnects, behind the same address, are unchanged.
-FORGED_TOKEN_COST: Final = 10
+from roomcast.core.address_admission import FORGED_TOKEN_COST, MIN_RETRY_AFTER, AddressAdmission
 
 
 class Admission:
@@ -84,42 +83,6 @@ class Admission:
     @property
     def burst(self) -> int:
         return int(self._burst)
-
-
-class AddressAdmission:
-    """New handshakes per client address, checked before :class:`Admission`: one address that
-    floods handshakes is refused (429) on its own, before it takes the node's tokens, so the
-    other clients are not told to wait behind it.
-
-    A bucket lives while its address keeps coming and for one refill time after
-    (:class:`~roomcast.core.ratelimit.BucketPool`): what the node keeps is bounded by the
-    addresses seen in the last ``burst / rate`` seconds."""
-
-    __slots__ = ("_pool", "_retry_after")
-
-    def __init__(self, rate: float, burst: int) -> None:
-        if rate <= 0 or burst < 1:
-            raise ValueError(f"need rate > 0 and burst >= 1; got {rate}, {burst}")
-        self._pool = BucketPool(rate, burst)
-        # The next token comes within 1/rate: say so, in whole seconds.
-        self._retry_after = max(MIN_RETRY_AFTER, math.ceil(1 / rate))
-
-    def admit(self, address: str) -> int | None:
-        """None: go ahead (a token was taken). Otherwise the seconds to put in Retry-After."""
-        bucket = self._pool.acquire(address)
-        self._pool.release(address)
-        return None if bucket.allow() else self._retry_after
-
-    def forged(self, address: str) -> None:
-        """The handshake admitted for ``address`` carried a token whose signature failed: it
-        costs FORGED_TOKEN_COST tokens in all, owing at most that many (without a debt, an
-        empty bucket's next token paid for a whole forged check: the rate was not cut)."""
-        bucket = self._pool.acquire(address)
-        bucket.spend(FORGED_TOKEN_COST, FORGED_TOKEN_COST - 1)
-        self._pool.release(address)
-
-    def __len__(self) -> int:
-        return len(self._pool)
 
 
 def address_busy_response(proto: ServerProtocol, retry_after: int) -> Response:
