@@ -26,24 +26,42 @@ def node_of(cluster: Any, node_id: str) -> Any:
 
 @contextlib.contextmanager
 def attacker_on_one_cpu() -> Iterator[None]:
-    """Confines the attacking client (this test's thread) to one CPU while the probe runs.
+    """Gives the attacking client (this test's thread) only the CPU the servers leave over while
+    the probe runs: it is confined to one CPU and scheduled at idle priority (SCHED_IDLE).
 
-    Here the attacker runs on the servers' machine, which a remote attacker does not: on two
-    cores, its own CPU (~0.6 s for the 72 MB fill-Redis burst, as much as the three nodes
-    together) kept the attacked node waiting for a CPU for up to a few hundred ms
-    (/proc/PID/schedstat: 114 ms on CPU, 258 ms runnable but waiting, one 85-160 ms round trip),
-    which measured the test's machine, not the node. On one CPU the attacker still sends as
-    fast as it can; the servers keep the other. Processes started meanwhile inherit the
-    affinity, so the servers are all started before."""
+    Here the attacker runs on the servers' machine, which a remote attacker does not. On two
+    cores its own CPU kept the attacked node waiting for a CPU, which measured the test's
+    machine, not the node:
+    - the 72 MB fill-Redis burst: the attacker took ~0.6 s of CPU, as much as the three nodes
+      together; the node ran 114 ms and waited 258 ms (/proc/PID/schedstat), one 85-160 ms
+      round trip;
+    - ten connections bursting 12 MB into a 13-member room (the attacker also reads every
+      60 KB echo, 40 MB): pinned, it still took 260-420 ms of each ~0.5 s, the node waited as
+      long as it ran (58-105 ms each), and the bystander's worst round trip was 31-131 ms. At
+      idle priority the node waits 47-54 ms and the worst round trip is 6-33 ms.
+    The attacker still sends everything at once; it reads what the servers send when they leave
+    a CPU idle, as a remote attacker on a slower link would. Processes started meanwhile inherit
+    the affinity and policy, so the servers are all started before. Going back from idle
+    priority needs root (CAP_SYS_NICE); without it the thread stays pinned only."""
     cpus = os.sched_getaffinity(0)
     if len(cpus) < 2:
         yield
         return
     os.sched_setaffinity(0, {max(cpus)})
+    idle = _enter_idle_priority()
     try:
         yield
     finally:
+        if idle:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
         os.sched_setaffinity(0, cpus)
+
+
+def _enter_idle_priority() -> bool:
+    if os.geteuid() != 0 or not hasattr(os, "SCHED_IDLE"):
+        return False  # it could not come back to normal priority for the tests that follow
+    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    return True
 
 
 class BystanderProbe:

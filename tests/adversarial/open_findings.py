@@ -11,13 +11,4 @@ from __future__ import annotations
 
 from typing import Final
 
-OPEN_FINDINGS: Final[dict[str, str]] = {
-    # Found by the last clean-clone CI run of stop 22, too late to investigate.
-    "tests/adversarial/test_large_bursts.py::"
-    "test_members_that_read_survive_ten_bursting_connections": (
-        "intermittent: in 1 of 4 clean-clone CI runs of stop 22 a bystander's p99 (its maximum: "
-        "11 round trips) was 144 ms against 100 ms while ten connections burst 12 MB into its "
-        "room; alone, 2 of 4 runs over 50 ms (65-74 ms), also without the attacker pinned; "
-        "whether the nodes' own work (1.2 MB frames) or scheduling holds it is not found yet"
-    ),
-}
+OPEN_FINDINGS: Final[dict[str, str]] = {}
