@@ -139,6 +139,7 @@ class RedisClusterTopology:
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="roomcast-rediscluster-"))
         self.servers: list[RedisServer] = []
         self._bus_ports: dict[int, int] = {}  # client port -> cluster bus port
+        self._args: dict[int, list[str]] = {}  # client port -> redis-server arguments
 
     def start(self) -> RedisClusterTopology:
         try:
@@ -176,7 +177,19 @@ class RedisClusterTopology:
         server = RedisServer(f"cluster-{index}", port, process)
         self.servers.append(server)
         self._bus_ports[port] = bus
+        self._args[port] = process.argv[1:]
         return server
+
+    def restart(self, server: RedisServer) -> None:
+        """Start a killed node again on its port and directory: it reads back its
+        ``nodes.conf`` (its cluster identity and role) and whatever data file is there (an
+        ``SAVE``d snapshot, older than what it acknowledged since), as after a crash."""
+        if server.alive():
+            raise ClusterError(f"{server.name} is still running")
+        directory = self.workdir / f"node-{self.servers.index(server)}"
+        server.process = _start_server(
+            f"redis-cluster-{server.port}", directory, self._args[server.port]
+        )
 
     def _create(self) -> None:
         if self.primary_count < 3:

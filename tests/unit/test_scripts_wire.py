@@ -96,4 +96,6 @@ def test_cluster_scripts_touching_a_rooms_sequence_are_fenced_and_sharded() -> N
         source = fenced[name + "_fenced_sharded"]
         assert source.startswith(scripts._CLUSTER_LINEAGE_FENCE), name
         assert "master_replid2" in source and "'PUBLISH'" not in source, name
+        # A primary restarted on an older snapshot, no failover: told by its own node id.
+        assert "redis.pcall('CLUSTER', 'MYID')" in source, name
     assert scripts.CLUSTER_FENCED.publish_message.source.endswith(scripts._LINEAGE_KEEP)

@@ -44,16 +44,24 @@ class RedisClock:
     def sample(self, sent_ms: float, received_ms: float, reply: Any) -> None:
         """A ``TIME`` reply (``[seconds, microseconds]``) sent at ``sent_ms``, read at
         ``received_ms`` (local wall clock). Kept if it is tighter than the held estimate
-        (aged by drift): a sample taken across a stall says little."""
+        (aged by drift): a sample taken across a stall says little; or if the two cannot both
+        be right (a clock stepped)."""
         try:
             redis_ms = int(reply[0]) * 1000.0 + int(reply[1]) / 1000.0
         except (TypeError, ValueError, IndexError):
             return
         error = max(0.0, received_ms - sent_ms) / 2
-        held = self.error_ms + max(0.0, received_ms - self._at_ms) * _DRIFT
-        if self.samples and error > held:
+        # The age is taken either way: a node clock stepped back made it negative, and the held
+        # estimate (a minute off after a minute's step) never aged out.
+        held = self.error_ms + abs(received_ms - self._at_ms) * _DRIFT
+        offset = redis_ms - (sent_ms + received_ms) / 2
+        # A sample whose offset the held one cannot explain, even counting both errors, says
+        # that one of the two clocks stepped (NTP, a VM restored or migrated, ``date -s``):
+        # it is taken however wide its round trip, or the deadlines stay off by the step.
+        stepped = abs(offset - self.offset_ms) > held + error
+        if self.samples and error > held and not stepped:
             return
-        self.offset_ms = redis_ms - (sent_ms + received_ms) / 2
+        self.offset_ms = offset
         self.error_ms = error
         self._at_ms = received_ms
         self.samples += 1

@@ -688,14 +688,53 @@ local function fenced_body()
 _LINEAGE_FENCE: Final = _FENCE_TEMPLATE.replace("{lost}", "true")
 # Redis Cluster: a shard's replica promoted by a failover renames the replication history it
 # followed ``master_replid2``, so a room last written under that primary may lack its last
-# writes, as in Sentinel mode, and starts a new epoch. A room whose keys came from another shard
-# (a slot migration: MIGRATE copies them whole, nothing is lost) carries a lineage that is
-# neither, and simply takes the new owner's. Not covered: a room untouched across two
+# writes, as in Sentinel mode, and starts a new epoch. A shard primary restarted without a
+# failover (no replica, or back within ``cluster-node-timeout``) keeps its role and slots but
+# comes back on its last RDB snapshot or AOF (``appendfsync everysec``), older than what it
+# acknowledged, under a new ``master_replid`` with no ``master_replid2``: the lineage names the
+# Redis node (``CLUSTER MYID``, kept across restarts in ``nodes.conf``) beside the replid, so a
+# room last written by this same node under another replid starts a new epoch too (as a
+# standalone Redis's restart does; conservative: a restart that lost nothing costs the shard's
+# rooms their recent history). A room whose keys came from another node (a slot migration:
+# MIGRATE copies them whole, nothing is lost) carries a lineage that names neither, and simply
+# takes the new owner's. The node id is asked only when the lineage is not this replid's
+# (``replid@node``), so a publish costs what it did. Not covered: a room untouched across two
 # successive failovers of its shard (the second promoted replica no longer names the first
 # primary).
-_CLUSTER_LINEAGE_FENCE: Final = _FENCE_TEMPLATE.replace(
-    "{lost}", "line == string.match(info, 'master_replid2:(%w+)')"
-)
+_CLUSTER_LINEAGE_FENCE: Final = """
+local function fence_lineage()
+  local info = redis.call('INFO', 'replication')
+  local replid = string.match(info, 'master_replid:(%w+)')
+  local line_key = (string.gsub(KEYS[1], ':seq$', ':line'))
+  local line = redis.call('GET', line_key)
+  if not replid or (line and string.sub(line, 1, #replid + 1) == replid .. '@') then
+    return line or replid, line_key, line
+  end
+  -- A Redis that refuses CLUSTER MYID to scripts leaves the lineage at the replid alone.
+  local me = redis.pcall('CLUSTER', 'MYID')
+  local mark = replid
+  if type(me) == 'string' then
+    mark = replid .. '@' .. me
+  else
+    me = nil
+  end
+  if line == mark then
+    return mark, line_key, line
+  end
+  local old = redis.call('GET', KEYS[2])
+  local line_replid, line_node = string.match(line or '', '^(%w+)@?(%w*)$')
+  local lost = line_replid == string.match(info, 'master_replid2:(%w+)')
+    or (me ~= nil and line_node == me and line_replid ~= replid)
+  if line and old and lost then
+    redis.call('SET', KEYS[2], string.sub(redis.sha1hex(replid .. ':' .. old), 1, 12))
+    redis.call('SET', KEYS[1], 0)
+    redis.call('DEL', KEYS[3], (string.gsub(KEYS[1], ':seq$', ':bytes')))
+  end
+  return mark, line_key, line
+end
+local fence_replid, fence_line_key, fence_line = fence_lineage()
+local function fenced_body()
+"""
 # After the script: the room's lineage lives exactly as long as its epoch. A fixed lifetime left
 # a week-long key behind every room name anyone joined and left, or asked the history of.
 _LINEAGE_KEEP: Final = """

@@ -6,6 +6,7 @@ duplicates); and the watchdog that drops links Redis stopped answering on.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -21,6 +22,8 @@ from roomcast.broker.links import (
     SubscriberLink,
 )
 from roomcast.broker.scripts import Script
+
+log = logging.getLogger("roomcast.broker.redis")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,11 +110,35 @@ class RedisShard:
 
 
 async def watch(shards: Callable[[], Iterable[RedisShard]], timeout: float) -> None:
-    """Detect a silent Redis (no RST, just no replies): ping every link, abort overdue ones."""
+    """Detect a silent Redis (no RST, just no replies): ping every link, abort overdue ones.
+
+    A round that wakes more than a whole round late was held up by the node itself (SIGSTOP, a
+    paused or migrated VM, a stalled event loop), not by Redis: what Redis answered and
+    published meanwhile waits unread in the sockets, and this round runs before the read loops
+    had a turn. Judged then, every link looked dead: a subscriber link holding every
+    publication of the pause was dropped, and its rooms' members were told ``too_old`` for what
+    history no longer held. Such a round only pings; the next one judges (a Redis that really
+    went silent meanwhile is caught half a timeout later, never two rounds in a row spared).
+    """
     loop = asyncio.get_running_loop()
+    interval = timeout / 2
+    last = loop.time()
+    spared = False
     while True:
-        await asyncio.sleep(timeout / 2)
+        await asyncio.sleep(interval)
         now = loop.time()
+        slept, last = now - last, now
+        if slept > 2 * interval and not spared:
+            spared = True
+            log.warning(
+                "node was stalled; redis links judged next round",
+                extra={"stalled_s": round(slept - interval, 3)},
+            )
+            for shard in shards():
+                shard.commands.sample_clock()
+                shard.subscriber.ping()
+            continue
+        spared = False
         for shard in shards():
             shard.commands.watch(now)
             shard.subscriber.watch(now)
