@@ -125,16 +125,31 @@ async def within(
     A timer on the future itself: asyncio.wait_for adds a second future, callbacks and a loop
     lookup to every wait, and this runs for every join and every Redis request.
     """
-    timer = loop.call_later(timeout, _fail_late, future, reason)
+    timer = loop.call_later(timeout, _fail_late, future, reason, loop.time() + timeout)
     try:
         return await future
     finally:
         timer.cancel()
 
 
-def _fail_late(future: asyncio.Future[Any], reason: str) -> None:
-    if not future.done():
-        future.set_exception(BrokerUnavailable(reason))
+# A timer this late was held up by the node itself (SIGSTOP, a paused or migrated VM, a long
+# loop turn), not by Redis. When the loop comes back, libuv runs due timers before the tasks
+# that read the sockets: a reply Redis sent during the stall is still unread. Failed then, a
+# join whose script ran was answered `unavailable` while Redis listed the member (a ghost in
+# presence, its user_joined sent to the room). Such a timer gives the read loops this much
+# more time, once.
+STALL_LATENESS: Final = 0.05
+STALL_GRACE: Final = 0.05
+
+
+def _fail_late(future: asyncio.Future[Any], reason: str, due: float | None = None) -> None:
+    if future.done():
+        return
+    loop = future.get_loop()
+    if due is not None and loop.time() - due > STALL_LATENESS:
+        loop.call_later(STALL_GRACE, _fail_late, future, reason)
+        return
+    future.set_exception(BrokerUnavailable(reason))
 
 
 @dataclass(frozen=True, slots=True)
