@@ -11,4 +11,13 @@ from __future__ import annotations
 
 from typing import Final
 
-OPEN_FINDINGS: Final[dict[str, str]] = {}
+OPEN_FINDINGS: Final[dict[str, str]] = {
+    # Red team 5: memory is bounded now (test_silent_readers_..._pin_a_bounded_total); CPU not.
+    "tests/adversarial/test_redteam5_many_addresses.py::"
+    "test_bystander_keeps_its_round_trip_while_silent_readers_fill": (
+        "400 silent WebSockets from 100 addresses in one room, five addresses sending their legal "
+        "bursts of 60 KB messages: a bystander on the node at 4.8 s p99 before the node-wide "
+        "send total, 0.38-0.94 s after (node CPU ~0.6 s for the burst); the fan-out to hundreds "
+        "of backed-up sockets is not yet found"
+    ),
+}

@@ -54,7 +54,7 @@ from roomcast.net.admission import (
 from roomcast.net.fd_limit import RETRY_AFTER_SECONDS, connection_limit, raise_open_files_limit
 from roomcast.net.handshake import HandshakeProtocol, check_request, let_go, single_header
 from roomcast.net.heartbeat import Heartbeat
-from roomcast.net.sendbuffer import SendBuffer
+from roomcast.net.sendbuffer import SendBudget, SendBuffer, cap_kernel_send_buffer, new_send_budget
 from roomcast.net.token_clock import NOTICE, TokenClock
 from roomcast.net.wsprotocol import PingLeavingProtocol
 from roomcast.runtime.config import FRAME_OVERHEAD_BYTES
@@ -334,7 +334,10 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
-        self._send = SendBuffer(self.transport, self._settings.send_buffer_bytes)
+        self._send = SendBuffer(
+            self.transport, self._settings.send_buffer_bytes, self._server.send_budget
+        )
+        cap_kernel_send_buffer(self.transport, self._settings.page_bytes // 2)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else ""
         # Interned: the connections of one address (all of them, behind a proxy) share it.
@@ -585,7 +588,7 @@ class Connection(asyncio.Protocol):
         self._cancel_timers()
         self.pending.clear()
         if self._send is not None:
-            self._send.discard()
+            self._send.release()
         self._finish()
 
     def pause_writing(self) -> None:
@@ -606,6 +609,8 @@ class Connection(asyncio.Protocol):
         """An HTTP API request, not a WebSocket: the API's HTTP protocol takes the socket."""
         self._cancel_timers()
         self.closed = True
+        if self._send is not None:
+            self._send.release()
         http = self._server.http
         if self.transport is not None and http is not None:
             http.take_over(self.transport, received, self.client_address)
@@ -639,7 +644,10 @@ class Connection(asyncio.Protocol):
             # Only its own answers and what it missed come now (no room traffic); they may take
             # it up to twice the bound before it is given up.
             send.write(data, force=True)
-            if send.outstanding > 2 * self._settings.send_buffer_bytes:
+            # While the node holds more than its total for backed-up clients, a lagging one
+            # gets no slack beyond its own bound.
+            slack = 1 if send.shedding else 2
+            if send.outstanding > slack * self._settings.send_buffer_bytes:
                 self.drop_slow_consumer()
                 return 0
             return count
@@ -1249,8 +1257,13 @@ class WebSocketServer:
         outbox: Outbox | None = None,
         http: HttpHandover | None = None,
         hooks: Hooks | None = None,
+        send_budget: SendBudget | None = None,
     ) -> None:
         self.app = app
+        # What the node holds for backed-up clients, shared with the HTTP API's connections.
+        self.send_budget = (
+            send_budget if send_budget is not None else new_send_budget(settings, metrics)
+        )
         # With a connect hook, handshakes without a token are authenticated by the application.
         self.hooks = hooks if hooks is not None and hooks.authenticates else None
         self.deciding: set[asyncio.Task[None]] = set()
