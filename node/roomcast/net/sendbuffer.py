@@ -39,9 +39,8 @@ def cap_kernel_send_buffer(transport: asyncio.BaseTransport, size: int) -> None:
     """Fix the socket's kernel send buffer at ``size`` bytes (the kernel doubles it for its
     bookkeeping), instead of letting autotuning grow it to ``net.ipv4.tcp_wmem``'s maximum
     (4 MiB by default) for a client that does not read: 400 silent WebSockets pinned 1.3 GB of
-    kernel memory that way, beyond every bound of the node. A reader on the same network still
-    gets its bytes at the speed of the link; what does not fit waits in the node, where the
-    client's bound and the node's total (:class:`SendBudget`) hold it."""
+    kernel memory that way, beyond every bound of the node. What does not fit waits in the
+    node, where the client's bound and the node's total (:class:`SendBudget`) hold it."""
     sock = transport.get_extra_info("socket")
     if sock is not None:
         with contextlib.suppress(OSError):

@@ -337,7 +337,10 @@ class Connection(asyncio.Protocol):
         self._send = SendBuffer(
             self.transport, self._settings.send_buffer_bytes, self._server.send_budget
         )
-        cap_kernel_send_buffer(self.transport, self._settings.page_bytes // 2)
+        # A quarter of the send bound (the kernel doubles it): 400 silent readers pinned 1.3 GB
+        # of kernel memory autotuned; half a page (as HTTP's) left a reader that reads too
+        # little slack for a room's bursts (it lagged past the history, then 1013).
+        cap_kernel_send_buffer(self.transport, self._settings.send_buffer_bytes // 4)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else ""
         # Interned: the connections of one address (all of them, behind a proxy) share it.
