@@ -642,11 +642,11 @@ class Connection(asyncio.Protocol):
             for frame in pending:
                 proto.send_text(frame_payload(frame))
             pending = proto.data_to_send()
-        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        size = sum(map(len, pending))
         if self.lagging:
             # Only its own answers and what it missed come now (no room traffic); they may take
             # it up to twice the bound before it is given up.
-            send.write(data, force=True)
+            send.write_pieces(pending, size, force=True)
             # While the node holds more than its total for backed-up clients, a lagging one
             # gets no slack beyond its own bound.
             slack = 1 if send.shedding else 2
@@ -654,7 +654,7 @@ class Connection(asyncio.Protocol):
                 self.drop_slow_consumer()
                 return 0
             return count
-        offered = send.offer(data)
+        offered = send.offer(pending, size)
         if not offered:
             return count
         queued = offered > 0
@@ -666,7 +666,7 @@ class Connection(asyncio.Protocol):
         # traffic until it drained; the application sends what it missed from history.
         self.lagging = True
         if not queued:
-            send.write(data, force=True)
+            send.write_pieces(pending, size, force=True)
         return count
 
     def _hold_back(self, frames: list[bytes]) -> int:
