@@ -18,14 +18,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
+import subprocess
+import sys
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
+
 from tests.adversarial.bursts import burst, join
 from tests.adversarial.bystander import BystanderProbe
-from tests.adversarial.devcluster_shim import scaled
+from tests.adversarial.devcluster_shim import REPO_ROOT, LocalCluster, scaled
 from tests.adversarial.observe import (
     MIB,
     ProbeResult,
@@ -35,7 +41,14 @@ from tests.adversarial.observe import (
     metrics_text,
     rss_bytes,
 )
-from tests.adversarial.rawws import OP_TEXT, RawWebSocket, handshake_request, read_head, text
+from tests.adversarial.rawws import (
+    OP_TEXT,
+    HandshakeRefused,
+    RawWebSocket,
+    handshake_request,
+    read_head,
+    text,
+)
 from tests.support.attacks import read_server_frame
 
 READER_ADDRESSES = 100
@@ -214,3 +227,80 @@ async def test_bystander_keeps_its_round_trip_while_silent_readers_fill(
     print(pinned.describe())
     assert node.process.alive(), pinned.describe()
     BystanderProbe.assert_fast(pinned.bystander, "silent readers from many addresses")
+
+
+HOLDERS = 2  # processes: one holds fewer than 20,000 sockets here
+SOCKETS_PER_HOLDER = 10_500  # together more than the node's open-files limit (20,000)
+
+
+@pytest.fixture
+def lone_node() -> Iterator[Any]:
+    """A node of its own: this attack takes all its descriptors for the handshake timeout."""
+    with LocalCluster(1, nginx=False) as cluster:
+        yield cluster.nodes[0]
+
+
+async def test_unfinished_requests_from_many_addresses_get_503_not_resets(lone_node: Any) -> None:
+    """Before: HTTP requests and handshakes in flight were counted nowhere (only open
+    WebSockets, against the open-files limit less a reserve): 20,000 unfinished request heads
+    from 100 addresses took the node's last descriptors, and the next client was reset
+    (libuv's EMFILE trick), which nginx takes for a dead node."""
+    node = lone_node
+    holders = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.adversarial.socket_holder",
+                str(node.port),
+                str(SOCKETS_PER_HOLDER),
+                str(40 + index),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=REPO_ROOT,
+        )
+        for index in range(HOLDERS)
+    ]
+    try:
+        held = [
+            await asyncio.to_thread(holder.stdout.readline) for holder in holders if holder.stdout
+        ]
+        descriptors = len(os.listdir(f"/proc/{node.process.pid}/fd"))
+        answers = []
+        for _ in range(5):
+            try:
+                ws = await RawWebSocket.connect("127.0.0.1", node.port)
+            except HandshakeRefused as refused:
+                answers.append(
+                    f"{refused.status} retry-after"
+                    if "retry-after" in refused.head.lower()
+                    else str(refused.status)
+                )
+            except (ConnectionError, OSError, asyncio.IncompleteReadError) as exc:
+                answers.append(f"dropped: {type(exc).__name__}")
+            else:
+                answers.append("101")
+                await ws.close()
+        try:
+            full = metric_sum(
+                metrics_text(node.metrics_url), "roomcast_connections_over_limit_total"
+            )
+        except OSError as exc:  # http.client's errors too: the node's own port is cut off
+            full = -1.0
+            answers.append(f"metrics unreachable: {type(exc).__name__}")
+    finally:
+        for holder in holders:
+            if holder.stdin is not None:
+                holder.stdin.close()
+        for holder in holders:
+            holder.wait(scaled(30))
+    figures = (
+        f"{[line.strip() for line in held]} unfinished requests; node descriptors "
+        f"{descriptors}; five new WebSockets: {answers}; refused as full: {full:.0f}"
+    )
+    print(figures)
+    assert node.process.alive(), figures
+    assert all(answer in ("101", "503 retry-after") for answer in answers), figures
+    assert full > 0, figures

@@ -95,6 +95,9 @@ class PublicHttp:
         if received:
             conn.data_received(received)
 
+    def open_sockets(self) -> int:
+        return len(self.connections)
+
     def count(self, endpoint: str, status: int) -> None:
         counter = self._requests.get((endpoint, status))
         if counter is None:

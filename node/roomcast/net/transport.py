@@ -51,7 +51,13 @@ from roomcast.net.admission import (
     address_busy_response,
     busy_response,
 )
-from roomcast.net.fd_limit import RETRY_AFTER_SECONDS, connection_limit, raise_open_files_limit
+from roomcast.net.fd_limit import (
+    FULL_RESPONSE,
+    RETRY_AFTER_SECONDS,
+    connection_limit,
+    raise_open_files_limit,
+    socket_limit,
+)
 from roomcast.net.handshake import HandshakeProtocol, check_request, let_go, single_header
 from roomcast.net.heartbeat import Heartbeat
 from roomcast.net.sendbuffer import SendBudget, SendBuffer, cap_kernel_send_buffer, new_send_budget
@@ -128,6 +134,10 @@ class HttpHandover(Protocol):
     whose first request is for it, with the bytes already read."""
 
     def take_over(self, transport: asyncio.Transport, received: bytes, peer: str) -> None: ...
+
+    def open_sockets(self) -> int:
+        """Sockets it serves now (requests, keep-alive connections, event streams)."""
+        ...
 
 
 class Application(Protocol):
@@ -228,6 +238,7 @@ class Connection(asyncio.Protocol):
         "_busy",
         "_close_timer",
         "_compressed",
+        "_counted",
         "_deciding",
         "_deferred",
         "_deferred_bytes",
@@ -326,6 +337,9 @@ class Connection(asyncio.Protocol):
         self._backlog: deque[bytes] | None = None
         self._handshake_timer: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
+        # Counted in the server's accepted sockets (from connection_made until it is lost or
+        # handed to the HTTP API).
+        self._counted = False
         # The start of the request until it is known to be a WebSocket handshake (then None).
         self._sniffed: bytes | None = b"" if server.http is not None else None
 
@@ -334,6 +348,17 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
+        server = self._server
+        server.accepted += 1
+        self._counted = True
+        if server.sockets_full():
+            # Every descriptor past the reserve is taken: answered 503 before anything is read,
+            # rather than accepted until EMFILE, when libuv resets whoever comes next.
+            self.closed = True
+            server.over_limit()
+            self.transport.write(FULL_RESPONSE)
+            self.transport.close()
+            return
         self._send = SendBuffer(
             self.transport, self._settings.send_buffer_bytes, self._server.send_budget
         )
@@ -585,6 +610,7 @@ class Connection(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._uncount()
         if self.proto is not None:
             self.proto.receive_eof()
         self._inbuf = None
@@ -593,6 +619,11 @@ class Connection(asyncio.Protocol):
         if self._send is not None:
             self._send.release()
         self._finish()
+
+    def _uncount(self) -> None:
+        if self._counted:
+            self._counted = False
+            self._server.accepted -= 1
 
     def pause_writing(self) -> None:
         if self._send is not None:
@@ -612,6 +643,7 @@ class Connection(asyncio.Protocol):
         """An HTTP API request, not a WebSocket: the API's HTTP protocol takes the socket."""
         self._cancel_timers()
         self.closed = True
+        self._uncount()  # the HTTP API counts it from now on
         if self._send is not None:
             self._send.release()
         http = self._server.http
@@ -1313,6 +1345,10 @@ class WebSocketServer:
         self._all_closed.set()
         self.open_files = raise_open_files_limit()
         self.max_connections = connection_limit(settings.max_connections, self.open_files)
+        # Sockets of every kind (see fd_limit.socket_limit): those accepted here and not yet
+        # lost or handed to the HTTP API, plus the API's own.
+        self.socket_limit = socket_limit(self.open_files)
+        self.accepted = 0
         self.metrics.connections_max.set(self.max_connections)
         self._full_logged = -1e9
 
@@ -1348,6 +1384,10 @@ class WebSocketServer:
                 401, ErrorCode.TOKEN_MISSING, "a token is required (?token= or subprotocol)"
             )
         return self.verifier.verify(token)
+
+    def sockets_full(self) -> bool:
+        http = self.http.open_sockets() if self.http is not None else 0
+        return self.accepted + http > self.socket_limit
 
     def over_limit(self) -> None:
         self.metrics.connections_over_limit.inc()
