@@ -57,9 +57,10 @@ def connection_limit(configured: int, open_files: int) -> int:
     return max(1, open_files - min(FD_RESERVE, open_files // 4))
 
 
-def socket_limit(open_files: int) -> int:
+def socket_limit(open_files: int, max_connections: int) -> int:
     """Client sockets of every kind the node holds at once: its open-files limit less
     :data:`SOCKET_RESERVE`. WebSockets alone stop earlier (:func:`connection_limit`); HTTP
-    requests, event streams and handshakes in flight were counted nowhere, and 20,000 unfinished
-    requests from 100 addresses took the node's last descriptors (new clients were reset)."""
-    return max(1, open_files - min(SOCKET_RESERVE, open_files // 8))
+    requests, event streams and handshakes in flight were counted nowhere, and 21,000
+    unfinished requests from 100 addresses took the node's last descriptors (new clients were
+    reset). A ``max_connections`` set above it is kept: the operator asked for that many."""
+    return max(1, open_files - min(SOCKET_RESERVE, open_files // 8), max_connections)

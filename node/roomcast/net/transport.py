@@ -1347,7 +1347,7 @@ class WebSocketServer:
         self.max_connections = connection_limit(settings.max_connections, self.open_files)
         # Sockets of every kind (see fd_limit.socket_limit): those accepted here and not yet
         # lost or handed to the HTTP API, plus the API's own.
-        self.socket_limit = socket_limit(self.open_files)
+        self.socket_limit = socket_limit(self.open_files, self.max_connections)
         self.accepted = 0
         self.metrics.connections_max.set(self.max_connections)
         self._full_logged = -1e9
