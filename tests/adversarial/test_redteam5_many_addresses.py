@@ -206,7 +206,7 @@ async def test_silent_readers_from_many_addresses_pin_a_bounded_total(
     cluster: Any, probe: BystanderProbe
 ) -> None:
     """Before: the node's WebSocket sockets autotuned their kernel send buffers (up to 4 MiB
-    each): node RSS +12.6 MiB, kernel TCP +1,315.6 MiB for 400 readers (1,328 MiB in all; now
+    each): node RSS +12.6 MiB, kernel TCP +1,315.6 MiB for 400 readers (1,328-1,512 MiB in all; now
     163-199 MiB), without any bound of the node taking notice (a few hundred more and the
     host's tcp_mem limit degrades every TCP socket on it, Redis's included)."""
     node = cluster.nodes[0]
