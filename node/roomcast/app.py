@@ -22,6 +22,7 @@ from roomcast.core.node import Node
 from roomcast.net.hook_client import HookClient
 from roomcast.net.http_internal import InternalHttpServer
 from roomcast.net.http_public import PublicHttp
+from roomcast.net.sendbuffer import new_send_budget
 from roomcast.net.transport import CHAT_PATH, Outbox, WebSocketServer
 from roomcast.runtime.config import Settings
 from roomcast.runtime.gc_tuning import tune_collector, watch_pauses
@@ -220,8 +221,16 @@ class Server:
             self.node.history_budget,
             self.node.admit_message,
         )
+        send_budget = new_send_budget(self.settings, self.metrics)
         self._api = PublicHttp(
-            service, self.node.streams, self.settings, self.metrics, policy.proxies, outbox, loop
+            service,
+            self.node.streams,
+            self.settings,
+            self.metrics,
+            policy.proxies,
+            outbox,
+            loop,
+            send_budget=send_budget,
         )
         self._ws = WebSocketServer(
             self.node,
@@ -233,6 +242,7 @@ class Server:
             outbox=outbox,
             http=self._api,
             hooks=self.hooks,
+            send_budget=send_budget,
         )
         self._api.start()
         await self.broker.start()

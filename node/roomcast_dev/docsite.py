@@ -157,6 +157,9 @@ SETTING_MEANINGS: Final[dict[str, str]] = {
     "max_rooms_per_connection": "joins beyond it get `too_many_rooms`",
     "send_buffer_bytes": "bytes that may wait in the node for one client (WebSocket, event "
     "stream or HTTP answer) once the kernel took what it could; a member over it lags",
+    "send_buffer_total_bytes": "bytes the node holds over all its clients whose socket is "
+    "backed up; over it a backed-up client lags at once (no slack past its own bound) and a "
+    "client that is not backed up may take one page per write",
     "lag_timeout": "seconds a lagging member may take to drain before it is closed 1013",
     "history_bytes": "bytes of messages kept per room (at least one client's legal burst); "
     "answers and catch-ups read from it are streamed page by page, so it may exceed the send "

@@ -53,6 +53,11 @@ class FakeTransport:
         self.writes += 1
         self.written.append(bytes(data))
 
+    def writelines(self, pieces: list[bytes]) -> None:
+        """One gathered write (uvloop: one writev call), like the real transport's."""
+        self.writes += 1
+        self.written.append(b"".join(pieces))
+
     def close(self) -> None:
         self.closed = True
 

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import socket
 import time
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Final, cast
@@ -23,7 +22,7 @@ import h11
 from roomcast.broker import BrokerUnavailable
 from roomcast.core.api_service import ApiRequest, ApiService, OpenStream, Reply, StreamedReply
 from roomcast.core.streams import StreamHub
-from roomcast.net.sendbuffer import SendBuffer
+from roomcast.net.sendbuffer import SendBudget, SendBuffer, cap_kernel_send_buffer, new_send_budget
 from roomcast.wire import api, sse
 from roomcast.wire.api import MAX_HEAD_BYTES, ApiError
 from roomcast.wire.codes import ErrorCode
@@ -58,8 +57,13 @@ class PublicHttp:
         proxies: ProxyTrust,
         outbox: Outbox,
         loop: asyncio.AbstractEventLoop,
+        send_budget: SendBudget | None = None,
     ) -> None:
         self.service = service
+        # What the node holds for backed-up clients, shared with the WebSocket connections.
+        self.send_budget = (
+            send_budget if send_budget is not None else new_send_budget(settings, metrics)
+        )
         self.hub = hub
         self.settings = settings
         self.metrics = metrics
@@ -80,12 +84,19 @@ class PublicHttp:
 
     def take_over(self, transport: asyncio.Transport, received: bytes, peer: str) -> None:
         """Serve a connection the WebSocket transport found to be an HTTP API request."""
-        cap_kernel_send_buffer(transport, self.settings.page_bytes)
+        # Answers and streams go a page at a time, the next once the socket drained: at half a
+        # page (the kernel doubles it) the kernel holds about one page of an unread answer
+        # (autotuned, ~1.8 MB was measured queued per unread answer, every page of it read
+        # from Redis first).
+        cap_kernel_send_buffer(transport, self.settings.page_bytes // 2)
         conn = HttpConnection(self, f"http-{next(self._ids):x}", peer)
         transport.set_protocol(conn)
         conn.connection_made(transport)
         if received:
             conn.data_received(received)
+
+    def open_sockets(self) -> int:
+        return len(self.connections)
 
     def count(self, endpoint: str, status: int) -> None:
         counter = self._requests.get((endpoint, status))
@@ -139,7 +150,9 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
-        self._send = SendBuffer(self._transport, self._server.settings.send_buffer_bytes)
+        self._send = SendBuffer(
+            self._transport, self._server.settings.send_buffer_bytes, self._server.send_budget
+        )
         self._server.connections.add(self)
         # The whole request must come within the handshake timeout, as for a WebSocket.
         self._arm_timer(self._server.settings.handshake_timeout)
@@ -161,7 +174,7 @@ class HttpConnection(asyncio.Protocol):
         self._wake_drain_waiter()
         self.pending.clear()
         if self._send is not None:
-            self._send.discard()
+            self._send.release()
         self._cancel_idle_timer()
         self._server.connections.discard(self)
         if self._token_timer is not None:
@@ -534,21 +547,6 @@ class HttpConnection(asyncio.Protocol):
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
-
-
-def cap_kernel_send_buffer(transport: asyncio.Transport, page_bytes: int) -> None:
-    """Answers and streams go a page at a time, the next once the socket drained; the kernel's
-    send buffer decides how many pages that is for a client that does not read. Left to
-    autotuning it grows to ``net.ipv4.tcp_wmem``'s maximum (4 MiB by default; ~1.8 MB was
-    measured queued per unread answer), so a few dozen unread answers pinned tens of MB of
-    kernel memory, and every page of it was read from Redis first. Set to half a page (the
-    kernel doubles it for its bookkeeping), it holds about one page: a client that does not
-    read costs that here, and a reader behind nginx on the same network still gets pages at
-    the speed of the link."""
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, page_bytes // 2)
 
 
 def _reason(status: int) -> bytes:

@@ -10,21 +10,99 @@ Bytes go to the transport only while it is not paused (above its high-water mark
 ``pause_writing``); afterwards they wait here, and are handed over in pieces as the socket drains
 (``resume_writing``). So a burst only counts against a client for what the kernel could not take
 at once: a client that reads keeps up, one that does not is cut off at the limit.
+
+Over every client of the node, what the node holds for clients whose socket is backed up is
+bounded too (:class:`SendBudget`, ``ROOMCAST_SEND_BUFFER_TOTAL_BYTES``): many clients that do not
+read, each within its own limit (a hundred addresses, four connections each), would otherwise
+grow the node by the limit times their number. Over the total, a client whose socket is backed
+up is over its limit at once: it falls behind (no more room traffic) and, if it still does not
+read, is dropped, instead of the node growing towards its memory limit. The kernel's share is
+capped per socket (:func:`cap_kernel_send_buffer`): left to autotuning it grows to
+``net.ipv4.tcp_wmem``'s maximum (4 MiB) per socket, outside any bound of the node.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from roomcast.runtime.config import Settings
+    from roomcast.runtime.metrics import Metrics
+
+
+def cap_kernel_send_buffer(transport: asyncio.BaseTransport, size: int) -> None:
+    """Fix the socket's kernel send buffer at ``size`` bytes (the kernel doubles it for its
+    bookkeeping), instead of letting autotuning grow it to ``net.ipv4.tcp_wmem``'s maximum
+    (4 MiB by default) for a client that does not read: 400 silent WebSockets pinned 1.3 GB of
+    kernel memory that way, beyond every bound of the node. What does not fit waits in the
+    node, where the client's bound and the node's total (:class:`SendBudget`) hold it."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+
+
+def new_send_budget(settings: Settings, metrics: Metrics) -> SendBudget:
+    """The node's one budget, exported: its bytes as a gauge, its squeezes as a counter."""
+    budget = SendBudget(
+        settings.send_buffer_total_bytes, settings.page_bytes, metrics.send_budget_squeezes.inc
+    )
+    metrics.send_buffered_bytes.set_function(lambda: budget.held)
+    return budget
+
+
+class SendBudget:
+    """The bytes the node holds, over all its clients, for clients whose socket is backed up
+    (each :class:`SendBuffer` reports its own while its transport is paused or it holds
+    bytes back). Over ``limit`` the node sheds: a backed-up client is over its own limit at
+    once. ``squeezed`` counts the writes that found the node over it."""
+
+    __slots__ = ("held", "limit", "on_squeeze", "page")
+
+    def __init__(self, limit: int, page: int, on_squeeze: Callable[[], None] | None = None) -> None:
+        self.limit = limit
+        # The most one write may queue for a client that is not backed up while over the total.
+        self.page = page
+        self.held = 0
+        self.on_squeeze = on_squeeze
+
+    @property
+    def exhausted(self) -> bool:
+        return self.held > self.limit
+
+    def squeeze(self) -> None:
+        if self.on_squeeze is not None:
+            self.on_squeeze()
 
 
 class SendBuffer:
-    __slots__ = ("_held", "_held_bytes", "_limit", "_transport", "_waiter", "paused")
+    __slots__ = (
+        "_budget",
+        "_counted",
+        "_held",
+        "_held_bytes",
+        "_limit",
+        "_transport",
+        "_waiter",
+        "paused",
+    )
 
-    def __init__(self, transport: asyncio.Transport, limit: int) -> None:
+    def __init__(
+        self, transport: asyncio.Transport, limit: int, budget: SendBudget | None = None
+    ) -> None:
         self._transport = transport
         self._limit = limit
+        # The node's total, and what this buffer counts in it now: its outstanding bytes while
+        # its transport is paused or it holds bytes back, else nothing (below the transport's
+        # high-water mark a socket is not backed up, and the transport does not say when it
+        # drained: a stale figure there would count bytes long sent).
+        self._budget = budget
+        self._counted = 0
         # What waits while the transport is paused; made when first needed and dropped once
         # empty (an empty deque costs ~760 bytes, as much as the rest of an idle connection's
         # transport state).
@@ -41,23 +119,44 @@ class SendBuffer:
 
     @property
     def over(self) -> bool:
-        """More than the limit is queued in the node for this client."""
-        return self.outstanding > self._limit
+        """More than the limit is queued in the node for this client, or its socket is backed
+        up while the node holds more than its total for such clients."""
+        if self.outstanding > self._limit:
+            return True
+        return self._squeezed()
+
+    def _squeezed(self) -> bool:
+        budget = self._budget
+        if budget is None or not budget.exhausted or not (self.paused or self._held):
+            return False
+        budget.squeeze()
+        return True
+
+    def _count(self) -> None:
+        """Report this client's backed-up bytes to the node's total."""
+        budget = self._budget
+        if budget is None:
+            return
+        now = self.outstanding if self.paused or self._held else 0
+        budget.held += now - self._counted
+        self._counted = now
 
     @property
     def drained(self) -> bool:
         """Nothing held back, and the transport below its high-water mark."""
         return not self.paused and not self._held
 
-    def write_pieces(self, pieces: list[bytes], size: int) -> bool:
+    def write_pieces(self, pieces: list[bytes], size: int, *, force: bool = False) -> bool:
         """:meth:`write` of ``b"".join(pieces)`` (``size`` bytes) without joining them: the
         transport gathers them in one writev call and keeps what the kernel did not take by
         reference. A burst fanned out to many streams shares its pieces, so it is not copied
         once per stream (40 copies of a 1.2 MB burst stalled a node for 90 ms)."""
-        if not self._may_queue(size, force=False):
+        if not self._may_queue(size, force=force):
             return False
         if self.paused or self._held:
             self._hold(pieces, size)
+        elif len(pieces) == 1:
+            self._transport.write(pieces[0])
         else:
             self._transport.writelines(pieces)
         return True
@@ -80,8 +179,22 @@ class SendBuffer:
         return True
 
     def _may_queue(self, size: int, *, force: bool) -> bool:
+        if force:
+            return True
         backed_up = self.paused or self._held or self._transport.get_write_buffer_size()
-        return not backed_up or force or self.outstanding + size <= self._limit
+        budget = self._budget
+        if budget is not None and budget.exhausted and (backed_up or size > budget.page):
+            # The node holds more than its total for backed-up clients: this one may not add
+            # more than a page, and nothing once backed up.
+            budget.squeeze()
+            return False
+        return not backed_up or self.outstanding + size <= self._limit
+
+    @property
+    def shedding(self) -> bool:
+        """The node holds more than its total for backed-up clients: a client whose write was
+        refused is dropped rather than left to fall behind with the write forced."""
+        return self._budget is not None and self._budget.exhausted
 
     def _hold(self, pieces: Iterable[bytes], size: int) -> None:
         held = self._held
@@ -89,24 +202,32 @@ class SendBuffer:
             held = self._held = deque()
         held.extend(pieces)
         self._held_bytes += size
+        self._count()
 
-    def offer(self, data: bytes) -> int:
-        """:meth:`write` for the fan-out path, which also says where the client stands: 0 when
-        queued and the client is within the limit, 1 when queued but it is now :attr:`over`,
-        -1 when refused (nothing queued).
+    def offer(self, frames: list[bytes], size: int) -> int:
+        """:meth:`write_pieces` for the fan-out path (a loop turn's frames for one client, as
+        they are: the frames of a room's message are shared by every member, and joining them
+        per member copied each 60 KB message once per member: 40 % of a node's time while 400
+        members fell behind at once), which also says where the client stands: 0 when queued
+        and the client is within the limit, 1 when queued but it is now :attr:`over`, -1 when
+        refused (nothing queued).
 
         A socket that is not backed up is asked for its buffer size once instead of twice:
-        after the write at most ``data`` waits in the node, which the limit holds."""
+        after the write at most ``size`` waits in the node, which the limit holds."""
         transport = self._transport
         if (
             not self.paused
             and not self._held
-            and len(data) <= self._limit
+            and size <= self._limit
             and not transport.get_write_buffer_size()
+            and not self.shedding
         ):
-            transport.write(data)
+            if len(frames) == 1:
+                transport.write(frames[0])
+            else:
+                transport.writelines(frames)
             return 0
-        if not self.write(data):
+        if not self.write_pieces(frames, size):
             return -1
         return 1 if self.over else 0
 
@@ -140,6 +261,7 @@ class SendBuffer:
 
     def pause(self) -> None:
         self.paused = True
+        self._count()
 
     def resume(self) -> None:
         """The socket drained below the low-water mark: hand over what waits, piece by piece."""
@@ -151,6 +273,7 @@ class SendBuffer:
             self._transport.write(data)
         if not held:
             self._held = None
+        self._count()
 
     def flush(self) -> None:
         """Hand everything held to the transport now (before the end of the stream)."""
@@ -160,8 +283,18 @@ class SendBuffer:
             self._held_bytes -= len(data)
             self._transport.write(data)
         self._held = None
+        self._count()
 
     def discard(self) -> None:
         """Forget what is held back (the connection is being dropped)."""
         self._held = None
         self._held_bytes = 0
+        self._count()
+
+    def release(self) -> None:
+        """The connection is gone: nothing it had counts in the node's total any more."""
+        self.discard()
+        budget = self._budget
+        if budget is not None:
+            budget.held -= self._counted
+            self._counted = 0

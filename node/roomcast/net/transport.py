@@ -51,10 +51,16 @@ from roomcast.net.admission import (
     address_busy_response,
     busy_response,
 )
-from roomcast.net.fd_limit import RETRY_AFTER_SECONDS, connection_limit, raise_open_files_limit
+from roomcast.net.fd_limit import (
+    FULL_RESPONSE,
+    RETRY_AFTER_SECONDS,
+    connection_limit,
+    raise_open_files_limit,
+    socket_limit,
+)
 from roomcast.net.handshake import HandshakeProtocol, check_request, let_go, single_header
 from roomcast.net.heartbeat import Heartbeat
-from roomcast.net.sendbuffer import SendBuffer
+from roomcast.net.sendbuffer import SendBudget, SendBuffer, cap_kernel_send_buffer, new_send_budget
 from roomcast.net.token_clock import NOTICE, TokenClock
 from roomcast.net.wsprotocol import PingLeavingProtocol
 from roomcast.runtime.config import FRAME_OVERHEAD_BYTES
@@ -128,6 +134,10 @@ class HttpHandover(Protocol):
     whose first request is for it, with the bytes already read."""
 
     def take_over(self, transport: asyncio.Transport, received: bytes, peer: str) -> None: ...
+
+    def open_sockets(self) -> int:
+        """Sockets it serves now (requests, keep-alive connections, event streams)."""
+        ...
 
 
 class Application(Protocol):
@@ -228,6 +238,7 @@ class Connection(asyncio.Protocol):
         "_busy",
         "_close_timer",
         "_compressed",
+        "_counted",
         "_deciding",
         "_deferred",
         "_deferred_bytes",
@@ -326,6 +337,9 @@ class Connection(asyncio.Protocol):
         self._backlog: deque[bytes] | None = None
         self._handshake_timer: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
+        # Counted in the server's accepted sockets (from connection_made until it is lost or
+        # handed to the HTTP API).
+        self._counted = False
         # The start of the request until it is known to be a WebSocket handshake (then None).
         self._sniffed: bytes | None = b"" if server.http is not None else None
 
@@ -334,7 +348,24 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
-        self._send = SendBuffer(self.transport, self._settings.send_buffer_bytes)
+        server = self._server
+        server.accepted += 1
+        self._counted = True
+        if server.sockets_full():
+            # Every descriptor past the reserve is taken: answered 503 before anything is read,
+            # rather than accepted until EMFILE, when libuv resets whoever comes next.
+            self.closed = True
+            server.over_limit()
+            self.transport.write(FULL_RESPONSE)
+            self.transport.close()
+            return
+        self._send = SendBuffer(
+            self.transport, self._settings.send_buffer_bytes, self._server.send_budget
+        )
+        # A quarter of the send bound (the kernel doubles it): 400 silent readers pinned 1.3 GB
+        # of kernel memory autotuned; half a page (as HTTP's) left a reader that reads too
+        # little slack for a room's bursts (it lagged past the history, then 1013).
+        cap_kernel_send_buffer(self.transport, self._settings.send_buffer_bytes // 4)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else ""
         # Interned: the connections of one address (all of them, behind a proxy) share it.
@@ -579,14 +610,20 @@ class Connection(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._uncount()
         if self.proto is not None:
             self.proto.receive_eof()
         self._inbuf = None
         self._cancel_timers()
         self.pending.clear()
         if self._send is not None:
-            self._send.discard()
+            self._send.release()
         self._finish()
+
+    def _uncount(self) -> None:
+        if self._counted:
+            self._counted = False
+            self._server.accepted -= 1
 
     def pause_writing(self) -> None:
         if self._send is not None:
@@ -606,6 +643,9 @@ class Connection(asyncio.Protocol):
         """An HTTP API request, not a WebSocket: the API's HTTP protocol takes the socket."""
         self._cancel_timers()
         self.closed = True
+        self._uncount()  # the HTTP API counts it from now on
+        if self._send is not None:
+            self._send.release()
         http = self._server.http
         if self.transport is not None and http is not None:
             http.take_over(self.transport, received, self.client_address)
@@ -634,16 +674,19 @@ class Connection(asyncio.Protocol):
             for frame in pending:
                 proto.send_text(frame_payload(frame))
             pending = proto.data_to_send()
-        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        size = sum(map(len, pending))
         if self.lagging:
             # Only its own answers and what it missed come now (no room traffic); they may take
             # it up to twice the bound before it is given up.
-            send.write(data, force=True)
-            if send.outstanding > 2 * self._settings.send_buffer_bytes:
+            send.write_pieces(pending, size, force=True)
+            # While the node holds more than its total for backed-up clients, a lagging one
+            # gets no slack beyond its own bound.
+            slack = 1 if send.shedding else 2
+            if send.outstanding > slack * self._settings.send_buffer_bytes:
                 self.drop_slow_consumer()
                 return 0
             return count
-        offered = send.offer(data)
+        offered = send.offer(pending, size)
         if not offered:
             return count
         queued = offered > 0
@@ -655,7 +698,7 @@ class Connection(asyncio.Protocol):
         # traffic until it drained; the application sends what it missed from history.
         self.lagging = True
         if not queued:
-            send.write(data, force=True)
+            send.write_pieces(pending, size, force=True)
         return count
 
     def _hold_back(self, frames: list[bytes]) -> int:
@@ -1249,8 +1292,13 @@ class WebSocketServer:
         outbox: Outbox | None = None,
         http: HttpHandover | None = None,
         hooks: Hooks | None = None,
+        send_budget: SendBudget | None = None,
     ) -> None:
         self.app = app
+        # What the node holds for backed-up clients, shared with the HTTP API's connections.
+        self.send_budget = (
+            send_budget if send_budget is not None else new_send_budget(settings, metrics)
+        )
         # With a connect hook, handshakes without a token are authenticated by the application.
         self.hooks = hooks if hooks is not None and hooks.authenticates else None
         self.deciding: set[asyncio.Task[None]] = set()
@@ -1297,6 +1345,10 @@ class WebSocketServer:
         self._all_closed.set()
         self.open_files = raise_open_files_limit()
         self.max_connections = connection_limit(settings.max_connections, self.open_files)
+        # Sockets of every kind (see fd_limit.socket_limit): those accepted here and not yet
+        # lost or handed to the HTTP API, plus the API's own.
+        self.socket_limit = socket_limit(self.open_files, self.max_connections)
+        self.accepted = 0
         self.metrics.connections_max.set(self.max_connections)
         self._full_logged = -1e9
 
@@ -1332,6 +1384,10 @@ class WebSocketServer:
                 401, ErrorCode.TOKEN_MISSING, "a token is required (?token= or subprotocol)"
             )
         return self.verifier.verify(token)
+
+    def sockets_full(self) -> bool:
+        http = self.http.open_sockets() if self.http is not None else 0
+        return self.accepted + http > self.socket_limit
 
     def over_limit(self) -> None:
         self.metrics.connections_over_limit.inc()

@@ -68,6 +68,11 @@ class Settings:
     max_frame_bytes: int = 64 * 1024
     max_rooms_per_connection: int = 16
     send_buffer_bytes: int = 1024 * 1024
+    # ... and over every client of the node: what it holds for clients whose socket is backed
+    # up. Each client's bound alone lets N clients that do not read pin N MiB (400 of them, from
+    # 100 addresses, would take most of the 512 MiB a pod gets in k8s/21-node.yaml); over this
+    # total a backed-up client is over its own bound at once (it falls behind, then is dropped).
+    send_buffer_total_bytes: int = 128 * 1024 * 1024
     rate_limit_per_second: float = 50.0
     rate_limit_burst: int = 100
     max_fragments: int = 64  # frames one message may be split into
@@ -436,6 +441,7 @@ _PARSERS: dict[str, Callable[[str, str], object]] = {
     "max_frame_bytes": lambda n, r: _parse_int(n, r, 256, 16 * 1024 * 1024),
     "max_rooms_per_connection": lambda n, r: _parse_int(n, r, 1, 10_000),
     "send_buffer_bytes": lambda n, r: _parse_int(n, r, 4096, 1024 * 1024 * 1024),
+    "send_buffer_total_bytes": lambda n, r: _parse_int(n, r, 1024 * 1024, 1024**4),
     "rate_limit_per_second": lambda n, r: _parse_float(n, r, 0.1, 1_000_000),
     "rate_limit_burst": lambda n, r: _parse_int(n, r, 1, 1_000_000),
     "max_fragments": lambda n, r: _parse_int(n, r, 1, 4096),

@@ -142,6 +142,18 @@ class Metrics:
             buckets=FANOUT_LATENCY_BUCKETS,
             registry=registry,
         )
+        self.send_buffered_bytes = Gauge(
+            "roomcast_send_buffered_bytes",
+            "Bytes this node holds for clients whose socket is backed up (WebSockets, event "
+            "streams, HTTP answers), bounded by ROOMCAST_SEND_BUFFER_TOTAL_BYTES",
+            registry=registry,
+        )
+        self.send_budget_squeezes = Counter(
+            "roomcast_send_budget_squeezes",
+            "Writes to a backed-up client refused (it falls behind, then is dropped if it "
+            "still does not read) because the node held more than ROOMCAST_SEND_BUFFER_TOTAL_BYTES",
+            registry=registry,
+        )
         self.slow_consumer_drops = Counter(
             "roomcast_slow_consumer_drops",
             "Clients closed because they did not read",
