@@ -89,6 +89,7 @@ class Server:
             page_bytes=settings.page_bytes,
             hooks=self.hooks,
             big_room_members=settings.big_room_members,
+            max_node_rooms=settings.max_rooms_per_node,
             big_room_interval=settings.big_room_interval,
         )
         # This process's identity: prefixes its connection ids and names it in Redis presence,

@@ -155,6 +155,8 @@ SETTING_MEANINGS: Final[dict[str, str]] = {
     "node_id": "shown in `welcome`, logs and connection ids (default: the host name)",
     "max_frame_bytes": "larger client frames are closed with 1009; larger API bodies get 413",
     "max_rooms_per_connection": "joins beyond it get `too_many_rooms`",
+    "max_rooms_per_node": "beyond it, a join of a room with no member on this node gets "
+    "`too_many_rooms`",
     "send_buffer_bytes": "bytes that may wait in the node for one client (WebSocket, event "
     "stream or HTTP answer) once the kernel took what it could; a member over it lags",
     "send_buffer_total_bytes": "bytes the node holds over all its clients whose socket is "

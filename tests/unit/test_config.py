@@ -82,6 +82,7 @@ def test_settings_are_frozen() -> None:
         ("ROOMCAST_MAX_FRAME_BYTES", "256", "max_frame_bytes", 256),
         ("ROOMCAST_MAX_FRAME_BYTES", "16777216", "max_frame_bytes", 16777216),
         ("ROOMCAST_MAX_ROOMS_PER_CONNECTION", "3", "max_rooms_per_connection", 3),
+        ("ROOMCAST_MAX_ROOMS_PER_NODE", "7", "max_rooms_per_node", 7),
         ("ROOMCAST_SEND_BUFFER_BYTES", "4096", "send_buffer_bytes", 4096),
         ("ROOMCAST_SEND_BUFFER_TOTAL_BYTES", "1048576", "send_buffer_total_bytes", 1048576),
         ("ROOMCAST_RATE_LIMIT_PER_SECOND", "2.5", "rate_limit_per_second", 2.5),
@@ -220,6 +221,7 @@ def test_metrics_host_overrides_internal_host() -> None:
         ("ROOMCAST_MAX_FRAME_BYTES", "255", "ROOMCAST_MAX_FRAME_BYTES='255': expected a number"),
         ("ROOMCAST_MAX_FRAME_BYTES", "16777217", "ROOMCAST_MAX_FRAME_BYTES='16777217'"),
         ("ROOMCAST_MAX_ROOMS_PER_CONNECTION", "0", "ROOMCAST_MAX_ROOMS_PER_CONNECTION='0'"),
+        ("ROOMCAST_MAX_ROOMS_PER_NODE", "0", "ROOMCAST_MAX_ROOMS_PER_NODE='0'"),
         ("ROOMCAST_SEND_BUFFER_BYTES", "4095", "ROOMCAST_SEND_BUFFER_BYTES='4095'"),
         (
             "ROOMCAST_SEND_BUFFER_TOTAL_BYTES",
@@ -352,6 +354,7 @@ def test_every_env_name_is_read() -> None:
         "ROOMCAST_NODE_ID": "zz-test-node",
         "ROOMCAST_MAX_FRAME_BYTES": "1000",
         "ROOMCAST_MAX_ROOMS_PER_CONNECTION": "2",
+        "ROOMCAST_MAX_ROOMS_PER_NODE": "3000",
         "ROOMCAST_MAX_CONNECTIONS": "777",
         "ROOMCAST_SEND_BUFFER_BYTES": "5000",
         "ROOMCAST_SEND_BUFFER_TOTAL_BYTES": "2097152",

@@ -244,3 +244,20 @@ def test_username_per_room() -> None:
     assert rooms.username("a", "r1") == "alice"
     assert rooms.username("a", "r2") == "ally"
     assert rooms.username("a", "r3") is None
+
+
+def test_a_node_holds_at_most_its_rooms_but_its_rooms_stay_open() -> None:
+    rooms: RoomRegistry[str] = RoomRegistry(16, max_rooms=2)
+    join_live(rooms, "a", "r1", "alice")
+    rooms.join("b", "r2", "bob")  # a join in flight holds its room too
+    with pytest.raises(TooManyRoomsError, match="this node holds its most rooms"):
+        rooms.join("c", "r3", "carol")
+    assert not rooms.has_room("r3") and rooms.rooms_of("c") == []
+    # Rooms the node holds take more members at the cap.
+    assert rooms.join("c", "r1", "carol") == NOT_FIRST
+    assert rooms.join("c", "r2", "carol") == NOT_FIRST
+    # A room whose last member left frees its place.
+    rooms.leave("b", "r2")
+    rooms.leave("c", "r2")
+    assert rooms.join("c", "r3", "carol") == FIRST
+    assert rooms.room_count == 2

@@ -89,6 +89,7 @@ class Node:
         hooks: Hooks | None = None,
         big_room_members: int = 500,
         big_room_interval: float = 1.0,
+        max_node_rooms: int | None = None,
     ) -> None:
         self._catch_up_bytes = catch_up_bytes
         # Bytes of history read and written at a time for answers and catch-ups larger than
@@ -120,7 +121,7 @@ class Node:
         self._max_frame_bytes = max_frame_bytes
         self._history_size = history_size
         self.metrics = metrics
-        self.rooms: RoomRegistry[Member] = RoomRegistry(max_rooms)
+        self.rooms: RoomRegistry[Member] = RoomRegistry(max_rooms, max_node_rooms)
         # Rooms above big_room_members connections: presence events coalesced (core.bigroom).
         self.big = BigRooms(big_room_members, big_room_interval)
         self._notice_timers: dict[str, asyncio.TimerHandle] = {}

@@ -27,8 +27,13 @@ class TooManyRoomsError(Exception):
 
 
 class RoomRegistry(Generic[M]):
-    def __init__(self, max_rooms_per_member: int) -> None:
+    def __init__(self, max_rooms_per_member: int, max_rooms: int | None = None) -> None:
         self._max_rooms = max_rooms_per_member
+        # Rooms with a member on this node, at most (None: no bound). Each such room keeps a
+        # presence hash in Redis that nothing evicts (~1.2 KB and 4 keys with the room's offset
+        # keys): many addresses joining new rooms within their own limits would otherwise fill
+        # Redis up to maxmemory, where every write fails.
+        self._max_node_rooms = max_rooms
         # room -> {member: username} of members receiving the room's events (live); dicts keep
         # join order, which keeps fan-out order stable.
         self._rooms: dict[str, dict[M, str]] = {}
@@ -47,13 +52,19 @@ class RoomRegistry(Generic[M]):
             return JoinResult(first_local_member=False, already_member=True)
         if rooms is not None and len(rooms) >= self._max_rooms:
             raise TooManyRoomsError(f"a connection may be in at most {self._max_rooms} rooms")
+        first = room not in self._rooms and room not in self._joining
+        limit = self._max_node_rooms
+        if first and limit is not None and self.room_count >= limit:
+            raise TooManyRoomsError(
+                f"this node holds its most rooms ({limit}); join a room that has members, "
+                "or try again later"
+            )
         if rooms is None:
             rooms = self._memberships[member] = {}
         # One string per room name, not one per member that joined it (each join's command
         # brings its own copy).
         room = sys.intern(room)
         rooms[room] = username
-        first = room not in self._rooms and room not in self._joining
         self._joining.setdefault(room, {})[member] = username
         return JoinResult(first_local_member=first, already_member=False)
 

@@ -67,6 +67,10 @@ class Settings:
     # Limits
     max_frame_bytes: int = 64 * 1024
     max_rooms_per_connection: int = 16
+    # Rooms with a member on this node (core/rooms.py): each keeps a presence hash in Redis that
+    # no maxmemory policy evicts. 50,000 per node keeps 3 nodes' presence well inside the
+    # shipped Redis's 192 MB while holding the capacity page's 50,000-room deployment.
+    max_rooms_per_node: int = 50_000
     send_buffer_bytes: int = 1024 * 1024
     # ... and over every client of the node: what it holds for clients whose socket is backed
     # up. Each client's bound alone lets N clients that do not read pin N MiB (400 of them, from
@@ -440,6 +444,7 @@ _PARSERS: dict[str, Callable[[str, str], object]] = {
     "node_id": _parse_node_id,
     "max_frame_bytes": lambda n, r: _parse_int(n, r, 256, 16 * 1024 * 1024),
     "max_rooms_per_connection": lambda n, r: _parse_int(n, r, 1, 10_000),
+    "max_rooms_per_node": lambda n, r: _parse_int(n, r, 1, 100_000_000),
     "send_buffer_bytes": lambda n, r: _parse_int(n, r, 4096, 1024 * 1024 * 1024),
     "send_buffer_total_bytes": lambda n, r: _parse_int(n, r, 1024 * 1024, 1024**4),
     "rate_limit_per_second": lambda n, r: _parse_float(n, r, 0.1, 1_000_000),
