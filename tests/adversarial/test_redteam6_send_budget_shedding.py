@@ -17,7 +17,7 @@ import contextlib
 import json
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -48,13 +48,13 @@ def node() -> Iterator[Any]:
 async def silent(address: str, port: int, room: str, name: str) -> SilentReader:
     reader = await SilentReader.join(address, port, room, name)
     # Not even the client's own stream buffer takes more: the node's socket backs up.
-    reader.writer.transport.pause_reading()
+    cast(asyncio.Transport, reader.writer.transport).pause_reading()
     return reader
 
 
 async def messages_read(reader: SilentReader, room: str, count: int) -> int:
     """Read until ``count`` chat messages of ``room`` came (or the connection ended)."""
-    reader.writer.transport.resume_reading()
+    cast(asyncio.Transport, reader.writer.transport).resume_reading()
     seen = 0
     with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
         async with asyncio.timeout(scaled(20)):
@@ -69,6 +69,15 @@ async def messages_read(reader: SilentReader, room: str, count: int) -> int:
                 if event.get("type") == "message" and event.get("room") == room:
                     seen += 1
     return seen
+
+
+async def held_over(node: Any, total: int) -> None:
+    """Until the node holds more than ``total`` for backed-up clients (polled: a gauge)."""
+    held = 0.0
+    async with asyncio.timeout(scaled(10)):
+        while held <= total:
+            held = metric_sum(metrics_text(node.metrics_url), "roomcast_send_buffered_bytes")
+            await asyncio.sleep(0.05)
 
 
 def lagged(node: Any) -> float:
@@ -106,11 +115,7 @@ async def test_silent_sockets_that_fill_the_total_are_shed_before_a_reader_that_
             await join(ws, room, name)
         filled = await burst(senders[0], attacked)
         assert filled.acked == 20, filled
-        async with asyncio.timeout(scaled(10)):
-            while metric_sum(metrics_text(node.metrics_url), "roomcast_send_buffered_bytes") <= (
-                TOTAL_BYTES
-            ):
-                await asyncio.sleep(0.05)
+        await held_over(node, TOTAL_BYTES)
         # The attacker's sockets have now been backed up for a while (time must pass here).
         await asyncio.sleep(BACKED_UP_FOR)
         text = metrics_text(node.metrics_url)
@@ -122,7 +127,7 @@ async def test_silent_sockets_that_fill_the_total_are_shed_before_a_reader_that_
         lagged_after = lagged(node)
         text = metrics_text(node.metrics_url)
         drops = metric_sum(text, "roomcast_slow_consumer_drops_total") - drops_before
-        growth = (rss_bytes(node.process.pid) - rss_before + kernel_tcp_bytes() - kernel_before)
+        growth = rss_bytes(node.process.pid) - rss_before + kernel_tcp_bytes() - kernel_before
         read = await messages_read(legit, legit_room, 20)
     finally:
         for reader in attackers:

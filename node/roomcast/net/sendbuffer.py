@@ -14,7 +14,9 @@ at once: a client that reads keeps up, one that does not is cut off at the limit
 Over every client of the node, what the node holds for clients whose socket is backed up is
 bounded too (:class:`SendBudget`, ``ROOMCAST_SEND_BUFFER_TOTAL_BYTES``): many clients that do not
 read, each within its own limit (a hundred addresses, four connections each), would otherwise
-grow the node by the limit times their number. Over the total, a client whose socket is backed
+grow the node by the limit times their number. Over the total, the clients backed up longest are
+dropped, the biggest first (not whoever writes next: that let sockets that never read keep the
+total full while readers that read paid); if that is not enough, a client whose socket is backed
 up is over its limit at once: it falls behind (no more room traffic) and, if it still does not
 read, is dropped, instead of the node growing towards its memory limit. The kernel's share is
 capped per socket (:func:`cap_kernel_send_buffer`): left to autotuning it grows to
