@@ -64,7 +64,10 @@ def test_over_the_total_the_clients_backed_up_longest_are_shed_the_biggest_first
     client that backed up for a moment was squeezed; now they are dropped, biggest first, until
     the node is within its total, and nobody else is squeezed."""
     sheds: list[None] = []
-    budget = SendBudget(limit=1000, page=100, on_shed=lambda: sheds.append(None))
+    now = [100.0]
+    budget = SendBudget(
+        limit=1000, page=100, on_shed=lambda: sheds.append(None), clock=lambda: now[0]
+    )
     silent = []
     for size in (300, 450, 400):
         send, transport = client(budget)
@@ -72,8 +75,9 @@ def test_over_the_total_the_clients_backed_up_longest_are_shed_the_biggest_first
         send.pause()
         silent.append((send, transport))
     assert budget.held == 1150  # over, but none has been backed up long enough to be shed
-    for send, _ in silent:
-        send.backed_up_since -= SHED_AFTER_SECONDS
+    assert budget.exhausted
+    assert not any(transport.aborted for _, transport in silent)
+    now[0] += SHED_AFTER_SECONDS
     reader, reader_transport = client(budget)
     reader_transport.buffered = 200
     reader.pause()  # a reader backed up for a moment: the biggest silent one goes

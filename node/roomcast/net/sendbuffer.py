@@ -84,7 +84,16 @@ class SendBudget:
     within their own bounds and stay, while a reader backed up for one burst lagged (and read 2
     of the burst's 20 messages)."""
 
-    __slots__ = ("_backed_up", "held", "limit", "on_shed", "on_squeeze", "page")
+    __slots__ = (
+        "_backed_up",
+        "_clock",
+        "_no_shed_before",
+        "held",
+        "limit",
+        "on_shed",
+        "on_squeeze",
+        "page",
+    )
 
     def __init__(
         self,
@@ -92,8 +101,10 @@ class SendBudget:
         page: int,
         on_squeeze: Callable[[], None] | None = None,
         on_shed: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.limit = limit
+        self._clock = clock
         # The most one write may queue for a client that is not backed up while over the total.
         self.page = page
         self.held = 0
@@ -101,6 +112,8 @@ class SendBudget:
         self.on_shed = on_shed
         # The buffers counted in ``held`` now.
         self._backed_up: set[SendBuffer] = set()
+        # No buffer has been backed up for SHED_AFTER_SECONDS before this (time.monotonic()).
+        self._no_shed_before = 0.0
 
     @property
     def exhausted(self) -> bool:
@@ -118,7 +131,7 @@ class SendBudget:
         self.held += now - buffer.counted
         if now:
             if not buffer.counted:
-                buffer.backed_up_since = time.monotonic()
+                buffer.backed_up_since = self._clock()
             buffer.counted = now
             self._backed_up.add(buffer)
             if self.held > self.limit:
@@ -131,10 +144,18 @@ class SendBudget:
         """Drop the clients backed up longest, the biggest first, until within the limit. A
         scan of the backed-up clients per client dropped: this runs only over the limit, and
         each one dropped frees what it held."""
-        due = time.monotonic() - SHED_AFTER_SECONDS
+        now = self._clock()
+        if now < self._no_shed_before:
+            return  # nobody backed up long enough yet (checked on every write while over)
+        due = now - SHED_AFTER_SECONDS
         while self.held > self.limit:
             eligible = [buffer for buffer in self._backed_up if buffer.backed_up_since <= due]
             if not eligible:
+                # Clients backed up from now on come later still: nobody is due before the
+                # earliest of these, so a burst over the total does not scan them per write.
+                self._no_shed_before = SHED_AFTER_SECONDS + min(
+                    (buffer.backed_up_since for buffer in self._backed_up), default=now
+                )
                 return
             victim = max(eligible, key=lambda buffer: buffer.counted)
             log.info(
