@@ -23,6 +23,7 @@ import pytest
 
 from tests.adversarial.bursts import LARGE_TEXT_BYTES, burst, join
 from tests.adversarial.devcluster_shim import LocalCluster, scaled
+from tests.adversarial.httpraw import EventStreamReader
 from tests.adversarial.observe import MIB, kernel_tcp_bytes, metric_sum, metrics_text, rss_bytes
 from tests.adversarial.rawws import OP_TEXT, RawWebSocket
 from tests.adversarial.test_redteam5_many_addresses import SilentReader, held_once_settled, source
@@ -148,4 +149,59 @@ async def test_silent_sockets_that_fill_the_total_are_shed_before_a_reader_that_
     assert read == 20, figures
     assert lagged_after == lagged_before, figures
     assert drops >= 1, figures
+    assert left == 0, figures
+
+
+async def test_the_total_returns_to_zero_after_sheds_lags_and_silent_event_streams(
+    node: Any,
+) -> None:
+    """Every path that counts in the total gives its bytes back: silent WebSockets and silent
+    event streams shed over the total (aborted), a reader that lagged and drained, and the
+    rest closed by their clients. A leak upward would leave the node shedding for good; one
+    below zero would let it hold more than its total."""
+    room = f"drift-{uuid.uuid4().hex[:8]}"
+    silent_sockets: list[SilentReader] = []
+    streams: list[EventStreamReader] = []
+    sender: RawWebSocket | None = None
+    samples: list[float] = []
+    try:
+        for index in range(ATTACKERS):
+            address = source(index // ATTACKERS_PER_ADDRESS, 33)
+            silent_sockets.append(await silent(address, node.port, room, f"w{index}"))
+        for _ in range(3):
+            stream = await EventStreamReader.open(node.port, f"/api/rooms/{room}/events")
+            assert stream.status == 200, stream.status
+            cast(asyncio.Transport, stream.writer.transport).pause_reading()
+            streams.append(stream)
+        slow = await silent(source(9, 33), node.port, room, "slow")
+        sender = await RawWebSocket.connect(
+            "127.0.0.1", node.port, headers=[("X-Forwarded-For", source(0, 34))]
+        )
+        await join(sender, room, "sender")
+        first = await burst(sender, room)
+        await held_over(node, TOTAL_BYTES // 2)  # the first burst squeezed some already
+        samples.append(metric_sum(metrics_text(node.metrics_url), "roomcast_send_buffered_bytes"))
+        await asyncio.sleep(BACKED_UP_FOR)  # the silent ones are now due to be shed
+        second = await burst(sender, room)
+        samples.append(metric_sum(metrics_text(node.metrics_url), "roomcast_send_buffered_bytes"))
+        read = await messages_read(slow, room, first.acked + second.acked)
+        samples.append(metric_sum(metrics_text(node.metrics_url), "roomcast_send_buffered_bytes"))
+        drops = metric_sum(metrics_text(node.metrics_url), "roomcast_slow_consumer_drops_total")
+    finally:
+        for reader in silent_sockets:
+            reader.close()
+        for stream in streams:
+            stream.close()
+        if sender is not None:
+            await sender.close()
+    left = await held_once_settled(node)
+    figures = (
+        f"held samples {[round(sample / MIB, 2) for sample in samples]} MiB (total "
+        f"{TOTAL_BYTES / MIB:.0f}); slow reader read {read} of "
+        f"{first.acked + second.acked}; dropped {drops:.0f}; held {left:.0f} B after"
+    )
+    print(figures)
+    assert min(samples) >= 0, figures
+    assert samples[1] <= TOTAL_BYTES + 2 * MIB, figures  # within the total plus a turn's writes
+    assert read == first.acked + second.acked, figures
     assert left == 0, figures
