@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import cast
 
-from roomcast.net.sendbuffer import SendBudget, SendBuffer
+from roomcast.net.sendbuffer import SHED_AFTER_SECONDS, SendBudget, SendBuffer
 from tests.unit.test_sendbuffer import Transport
 
 
@@ -57,3 +57,40 @@ def test_over_the_total_a_backed_up_client_is_refused_and_over_at_once() -> None
     hog.release()
     assert not budget.exhausted
     assert other.write(b"z" * 10)
+
+
+def test_over_the_total_the_clients_backed_up_longest_are_shed_the_biggest_first() -> None:
+    """Silent sockets that filled the total within their own limits used to stay while the next
+    client that backed up for a moment was squeezed; now they are dropped, biggest first, until
+    the node is within its total, and nobody else is squeezed."""
+    sheds: list[None] = []
+    now = [100.0]
+    budget = SendBudget(
+        limit=1000, page=100, on_shed=lambda: sheds.append(None), clock=lambda: now[0]
+    )
+    silent = []
+    for size in (300, 450, 400):
+        send, transport = client(budget)
+        transport.buffered = size
+        send.pause()
+        silent.append((send, transport))
+    assert budget.held == 1150  # over, but none has been backed up long enough to be shed
+    assert budget.exhausted
+    assert not any(transport.aborted for _, transport in silent)
+    now[0] += SHED_AFTER_SECONDS
+    reader, reader_transport = client(budget)
+    reader_transport.buffered = 200
+    reader.pause()  # a reader backed up for a moment: the biggest silent one goes
+    assert [transport.aborted for _, transport in silent] == [False, True, False]
+    assert len(sheds) == 1
+    assert budget.held == 900
+    assert not reader.over
+    assert reader.write(b"r" * 10)
+    # The one shed counts no more, whatever its transport says later, and takes nothing.
+    shed, shed_transport = silent[1]
+    shed.pause()
+    assert budget.held == 910
+    assert shed.offer([b"x"], 1) == 0
+    assert shed_transport.calls == []
+    shed.release()
+    assert budget.held == 910

@@ -12,6 +12,10 @@ class Transport:
     def __init__(self) -> None:
         self.calls: list[list[bytes]] = []
         self.buffered = 0
+        self.aborted = False
+
+    def abort(self) -> None:
+        self.aborted = True
 
     def writelines(self, pieces: list[bytes]) -> None:
         self.calls.append(list(pieces))

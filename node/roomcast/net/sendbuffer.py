@@ -14,7 +14,9 @@ at once: a client that reads keeps up, one that does not is cut off at the limit
 Over every client of the node, what the node holds for clients whose socket is backed up is
 bounded too (:class:`SendBudget`, ``ROOMCAST_SEND_BUFFER_TOTAL_BYTES``): many clients that do not
 read, each within its own limit (a hundred addresses, four connections each), would otherwise
-grow the node by the limit times their number. Over the total, a client whose socket is backed
+grow the node by the limit times their number. Over the total, the clients backed up longest are
+dropped, the biggest first (not whoever writes next: that let sockets that never read keep the
+total full while readers that read paid); if that is not enough, a client whose socket is backed
 up is over its limit at once: it falls behind (no more room traffic) and, if it still does not
 read, is dropped, instead of the node growing towards its memory limit. The kernel's share is
 capped per socket (:func:`cap_kernel_send_buffer`): left to autotuning it grows to
@@ -25,7 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
@@ -33,6 +37,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from roomcast.runtime.config import Settings
     from roomcast.runtime.metrics import Metrics
+
+log = logging.getLogger("roomcast.sendbuffer")
+
+# Over the node's total, a client whose socket has been backed up at least this long may be
+# shed (its connection dropped) to bring the node back within it. A reader that reads drains
+# its socket within a round trip or two; a burst backs up every member of a room for a moment,
+# and those are squeezed (they lag and are caught up from history) rather than dropped.
+SHED_AFTER_SECONDS = 1.0
 
 
 def cap_kernel_send_buffer(transport: asyncio.BaseTransport, size: int) -> None:
@@ -50,7 +62,10 @@ def cap_kernel_send_buffer(transport: asyncio.BaseTransport, size: int) -> None:
 def new_send_budget(settings: Settings, metrics: Metrics) -> SendBudget:
     """The node's one budget, exported: its bytes as a gauge, its squeezes as a counter."""
     budget = SendBudget(
-        settings.send_buffer_total_bytes, settings.page_bytes, metrics.send_budget_squeezes.inc
+        settings.send_buffer_total_bytes,
+        settings.page_bytes,
+        metrics.send_budget_squeezes.inc,
+        metrics.slow_consumer_drops.inc,
     )
     metrics.send_buffered_bytes.set_function(lambda: budget.held)
     return budget
@@ -59,37 +74,111 @@ def new_send_budget(settings: Settings, metrics: Metrics) -> SendBudget:
 class SendBudget:
     """The bytes the node holds, over all its clients, for clients whose socket is backed up
     (each :class:`SendBuffer` reports its own while its transport is paused or it holds
-    bytes back). Over ``limit`` the node sheds: a backed-up client is over its own limit at
-    once. ``squeezed`` counts the writes that found the node over it."""
+    bytes back). Over ``limit`` the node first sheds the clients that have been backed up
+    longest (:data:`SHED_AFTER_SECONDS` and more), those that hold the most first, until it is
+    within ``limit`` again: their connections are dropped. Only if that is not enough is a
+    backed-up client over its own limit at once (it lags). ``on_squeeze`` counts the writes
+    that found the node over it, ``on_shed`` the connections dropped for it.
 
-    __slots__ = ("held", "limit", "on_squeeze", "page")
+    Without the shedding, whoever wrote next paid: sockets that never read could fill the total
+    within their own bounds and stay, while a reader backed up for one burst lagged (and read 2
+    of the burst's 20 messages)."""
 
-    def __init__(self, limit: int, page: int, on_squeeze: Callable[[], None] | None = None) -> None:
+    __slots__ = (
+        "_backed_up",
+        "_clock",
+        "_no_shed_before",
+        "held",
+        "limit",
+        "on_shed",
+        "on_squeeze",
+        "page",
+    )
+
+    def __init__(
+        self,
+        limit: int,
+        page: int,
+        on_squeeze: Callable[[], None] | None = None,
+        on_shed: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.limit = limit
+        self._clock = clock
         # The most one write may queue for a client that is not backed up while over the total.
         self.page = page
         self.held = 0
         self.on_squeeze = on_squeeze
+        self.on_shed = on_shed
+        # The buffers counted in ``held`` now.
+        self._backed_up: set[SendBuffer] = set()
+        # No buffer has been backed up for SHED_AFTER_SECONDS before this (time.monotonic()).
+        self._no_shed_before = 0.0
 
     @property
     def exhausted(self) -> bool:
+        """Over the limit even after shedding the clients backed up longest."""
+        if self.held > self.limit:
+            self._shed()
         return self.held > self.limit
 
     def squeeze(self) -> None:
         if self.on_squeeze is not None:
             self.on_squeeze()
 
+    def count(self, buffer: SendBuffer, now: int) -> None:
+        """``buffer`` counts ``now`` bytes instead of what it counted; over the limit, shed."""
+        self.held += now - buffer.counted
+        if now:
+            if not buffer.counted:
+                buffer.backed_up_since = self._clock()
+            buffer.counted = now
+            self._backed_up.add(buffer)
+            if self.held > self.limit:
+                self._shed()
+        else:
+            buffer.counted = 0
+            self._backed_up.discard(buffer)
+
+    def _shed(self) -> None:
+        """Drop the clients backed up longest, the biggest first, until within the limit. A
+        scan of the backed-up clients per client dropped: this runs only over the limit, and
+        each one dropped frees what it held."""
+        now = self._clock()
+        if now < self._no_shed_before:
+            return  # nobody backed up long enough yet (checked on every write while over)
+        due = now - SHED_AFTER_SECONDS
+        while self.held > self.limit:
+            eligible = [buffer for buffer in self._backed_up if buffer.backed_up_since <= due]
+            if not eligible:
+                # Clients backed up from now on come later still: nobody is due before the
+                # earliest of these, so a burst over the total does not scan them per write.
+                self._no_shed_before = SHED_AFTER_SECONDS + min(
+                    (buffer.backed_up_since for buffer in self._backed_up), default=now
+                )
+                return
+            victim = max(eligible, key=lambda buffer: buffer.counted)
+            log.info(
+                "backed-up client shed for the node's send total",
+                extra={"held": self.held, "limit": self.limit, "bytes": victim.counted},
+            )
+            victim.shed()
+            if self.on_shed is not None:
+                self.on_shed()
+
 
 class SendBuffer:
     __slots__ = (
         "_budget",
-        "_counted",
         "_held",
         "_held_bytes",
         "_limit",
         "_transport",
         "_waiter",
+        "backed_up_since",
+        "counted",
         "paused",
+        "shed_off",
     )
 
     def __init__(
@@ -102,7 +191,11 @@ class SendBuffer:
         # high-water mark a socket is not backed up, and the transport does not say when it
         # drained: a stale figure there would count bytes long sent).
         self._budget = budget
-        self._counted = 0
+        self.counted = 0
+        # When it started to count in the node's total (time.monotonic()).
+        self.backed_up_since = 0.0
+        # Dropped for the node's total: nothing more goes to its transport (aborted).
+        self.shed_off = False
         # What waits while the transport is paused; made when first needed and dropped once
         # empty (an empty deque costs ~760 bytes, as much as the rest of an idle connection's
         # transport state).
@@ -121,6 +214,8 @@ class SendBuffer:
     def over(self) -> bool:
         """More than the limit is queued in the node for this client, or its socket is backed
         up while the node holds more than its total for such clients."""
+        if self.shed_off:
+            return False
         if self.outstanding > self._limit:
             return True
         return self._squeezed()
@@ -137,9 +232,15 @@ class SendBuffer:
         budget = self._budget
         if budget is None:
             return
-        now = self.outstanding if self.paused or self._held else 0
-        budget.held += now - self._counted
-        self._counted = now
+        budget.count(self, self.outstanding if self.paused or self._held else 0)
+
+    def shed(self) -> None:
+        """Dropped for the node's total: forget what it held, stop counting, and abort the
+        connection (a client that does not read would never read a close frame either; its
+        owner learns it from connection_lost)."""
+        self.release()
+        self.shed_off = True
+        self._transport.abort()
 
     @property
     def drained(self) -> bool:
@@ -151,6 +252,8 @@ class SendBuffer:
         transport gathers them in one writev call and keeps what the kernel did not take by
         reference. A burst fanned out to many streams shares its pieces, so it is not copied
         once per stream (40 copies of a 1.2 MB burst stalled a node for 90 ms)."""
+        if self.shed_off:
+            return True
         if not self._may_queue(size, force=force):
             return False
         if self.paused or self._held:
@@ -168,6 +271,8 @@ class SendBuffer:
         Queued data may still leave the client :attr:`over` the limit (the kernel took less of
         a fresh write than the limit): the caller checks that too.
         """
+        if self.shed_off:
+            return True
         if not self._may_queue(len(data), force=force):
             return False
         if self.paused or self._held:
@@ -214,6 +319,8 @@ class SendBuffer:
 
         A socket that is not backed up is asked for its buffer size once instead of twice:
         after the write at most ``size`` waits in the node, which the limit holds."""
+        if self.shed_off:
+            return 0
         transport = self._transport
         if (
             not self.paused
@@ -293,8 +400,9 @@ class SendBuffer:
 
     def release(self) -> None:
         """The connection is gone: nothing it had counts in the node's total any more."""
-        self.discard()
-        budget = self._budget
+        # Nothing it does from now on counts (a transport's late pause_writing).
+        budget, self._budget = self._budget, None
+        self._held = None
+        self._held_bytes = 0
         if budget is not None:
-            budget.held -= self._counted
-            self._counted = 0
+            budget.count(self, 0)
