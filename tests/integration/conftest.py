@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from roomcast_dev.devcluster import LocalCluster
 
-from tests.support.cluster import FAST_ENV
+from tests.support.cluster import FAST_ENV, QUICK_ENV
 
 
 @pytest.fixture(scope="module")
@@ -21,4 +21,11 @@ def cluster() -> Iterator[LocalCluster]:
 def fresh_cluster() -> Iterator[LocalCluster]:
     """A cluster of one's own, for tests that kill or restart parts of it."""
     with LocalCluster(3, node_env=FAST_ENV) as running:
+        yield running
+
+
+@pytest.fixture
+def quick_cluster() -> Iterator[LocalCluster]:
+    """A cluster of one's own whose nodes give up on a silent Redis after 1 s (fault tests)."""
+    with LocalCluster(3, node_env=QUICK_ENV) as running:
         yield running

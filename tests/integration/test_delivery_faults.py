@@ -7,7 +7,6 @@ member is told with a ``loss`` event; nothing refused is ever delivered (see ``d
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from functools import partial
 
 import pytest
@@ -15,19 +14,12 @@ import redis
 from roomcast_dev.devcluster import LocalCluster
 from roomcast_dev.redis_topologies import SentinelTopology
 
-from tests.support.cluster import FAST_ENV, http_get, metric_value, ready, until
+from tests.support.cluster import QUICK_ENV, http_get, metric_value, ready, until
 from tests.support.delivery import Traffic, in_thread
 
 pytestmark = pytest.mark.integration
 
 ROOMS = ["north", "south"]
-QUICK_ENV = dict(FAST_ENV, ROOMCAST_REDIS_TIMEOUT="1")
-
-
-@pytest.fixture
-def quick_cluster() -> Iterator[LocalCluster]:
-    with LocalCluster(3, node_env=QUICK_ENV) as running:
-        yield running
 
 
 def reconnects(cluster: LocalCluster) -> float:

@@ -11,7 +11,6 @@ import asyncio
 import json
 import signal
 import time
-from collections.abc import Iterator
 from functools import partial
 
 import pytest
@@ -20,7 +19,7 @@ from roomcast_dev.devcluster import LocalCluster
 from roomcast_dev.redis_topologies import SentinelTopology
 
 from roomcast.broker import scripts
-from tests.support.cluster import FAST_ENV, http_get, metric_value, not_ready, ready, until
+from tests.support.cluster import http_get, metric_value, not_ready, ready, until
 from tests.support.delivery import Traffic, in_thread
 from tests.support.httpclient import request
 from tests.support.wsclient import Client, scaled
@@ -28,13 +27,6 @@ from tests.support.wsclient import Client, scaled
 pytestmark = pytest.mark.integration
 
 ROOMS = ["east", "west"]
-QUICK_ENV = dict(FAST_ENV, ROOMCAST_REDIS_TIMEOUT="1")
-
-
-@pytest.fixture
-def quick_cluster() -> Iterator[LocalCluster]:
-    with LocalCluster(3, node_env=QUICK_ENV) as running:
-        yield running
 
 
 def history_texts(admin: redis.Redis, room: str) -> set[str]:

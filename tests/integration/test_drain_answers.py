@@ -14,13 +14,12 @@ import pytest
 import redis
 from roomcast_dev.devcluster import LocalCluster
 
-from tests.support.cluster import FAST_ENV, http_get, metric_value, until
+from tests.support.cluster import FAST_ENV, QUICK_ENV, http_get, metric_value, until
 from tests.support.delivery import Member, in_thread, join_member
 from tests.support.wsclient import scaled
 
 pytestmark = pytest.mark.integration
 
-QUICK_ENV = dict(FAST_ENV, ROOMCAST_REDIS_TIMEOUT="1")
 HELD = 20  # messages held in Redis when the drain starts
 
 

@@ -7,7 +7,6 @@ guarantee must hold (see ``tests/support/delivery.py``) and every message must b
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 from functools import partial
 
 import pytest
@@ -20,13 +19,6 @@ from tests.support.delivery import Traffic, in_thread
 pytestmark = pytest.mark.integration
 
 ROOMS = ["east", "west"]
-QUICK_ENV = dict(FAST_ENV, ROOMCAST_REDIS_TIMEOUT="1")
-
-
-@pytest.fixture
-def quick_cluster() -> Iterator[LocalCluster]:
-    with LocalCluster(3, node_env=QUICK_ENV) as running:
-        yield running
 
 
 async def test_redis_closing_idle_links() -> None:

@@ -6,7 +6,6 @@ must come back to acknowledging messages by themselves.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from functools import partial
 
 import pytest
@@ -15,23 +14,16 @@ from roomcast_dev.devcluster import LocalCluster, free_port
 
 from roomcast.broker import scripts
 from tests.adversarial.redis_relay import RedisRelay
-from tests.support.cluster import FAST_ENV, ready, until
+from tests.support.cluster import QUICK_ENV, ready, until
 from tests.support.delivery import Traffic, in_thread
 
 pytestmark = pytest.mark.integration
 
 ROOMS = ["north", "south"]
-QUICK_ENV = dict(FAST_ENV, ROOMCAST_REDIS_TIMEOUT="1")
 
 
 def in_sync(replica: redis.Redis) -> bool:
     return replica.info("replication").get("master_link_status") == "up"
-
-
-@pytest.fixture
-def quick_cluster() -> Iterator[LocalCluster]:
-    with LocalCluster(3, node_env=QUICK_ENV) as running:
-        yield running
 
 
 async def test_script_cache_flushed_under_traffic(quick_cluster: LocalCluster) -> None:

@@ -654,6 +654,14 @@ def _sharded(script: Script) -> Script:
     return Script(script.name + "_sharded", script.source.replace("'PUBLISH'", "'SPUBLISH'"))
 
 
+# A room whose last writes a fence finds lost starts a new epoch, named from the old one and the
+# primary now writing (the same on every node). The counter stays (at 0), so the new epoch is
+# kept by the scripts that follow; the history and its byte count go with the old sequence.
+_NEW_EPOCH: Final = """\
+    redis.call('SET', KEYS[2], string.sub(redis.sha1hex(replid .. ':' .. old), 1, 12))
+    redis.call('SET', KEYS[1], 0)
+    redis.call('DEL', KEYS[3], (string.gsub(KEYS[1], ':seq$', ':bytes')))"""
+
 # Sentinel mode: replication is asynchronous, so a failover (SIGKILL of the primary, or Sentinel
 # promoting a replica while the old primary still takes writes) may lose a room's last writes:
 # messages acknowledged, even delivered live, whose offsets the new primary would hand out again
@@ -674,18 +682,14 @@ local function fence_lineage()
   end
   local old = redis.call('GET', KEYS[2])
   if line and old and {lost} then
-    redis.call('SET', KEYS[2], string.sub(redis.sha1hex(replid .. ':' .. old), 1, 12))
-    -- The counter stays (at 0), so the new epoch is kept by the scripts that follow; the
-    -- history and its byte count go with the old primary's sequence.
-    redis.call('SET', KEYS[1], 0)
-    redis.call('DEL', KEYS[3], (string.gsub(KEYS[1], ':seq$', ':bytes')))
+{new_epoch}
   end
   return replid, line_key, line
 end
 local fence_replid, fence_line_key, fence_line = fence_lineage()
 local function fenced_body()
 """
-_LINEAGE_FENCE: Final = _FENCE_TEMPLATE.replace("{lost}", "true")
+_LINEAGE_FENCE: Final = _FENCE_TEMPLATE.replace("{lost}", "true").replace("{new_epoch}", _NEW_EPOCH)
 # Redis Cluster: a shard's replica promoted by a failover renames the replication history it
 # followed ``master_replid2``, so a room last written under that primary may lack its last
 # writes, as in Sentinel mode, and starts a new epoch. A shard primary restarted without a
@@ -726,15 +730,13 @@ local function fence_lineage()
   local lost = line_replid == string.match(info, 'master_replid2:(%w+)')
     or (me ~= nil and line_node == me and line_replid ~= replid)
   if line and old and lost then
-    redis.call('SET', KEYS[2], string.sub(redis.sha1hex(replid .. ':' .. old), 1, 12))
-    redis.call('SET', KEYS[1], 0)
-    redis.call('DEL', KEYS[3], (string.gsub(KEYS[1], ':seq$', ':bytes')))
+{new_epoch}
   end
   return mark, line_key, line
 end
 local fence_replid, fence_line_key, fence_line = fence_lineage()
 local function fenced_body()
-"""
+""".replace("{new_epoch}", _NEW_EPOCH)
 # After the script: the room's lineage lives exactly as long as its epoch. A fixed lifetime left
 # a week-long key behind every room name anyone joined and left, or asked the history of.
 _LINEAGE_KEEP: Final = """
