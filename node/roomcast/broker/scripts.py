@@ -180,15 +180,18 @@ return {epoch, latest, 'recovered', redis.call('LRANGE', KEYS[3], 0, missed - 1)
 # the node knew of when it sent the message (every offset up to it ran before). Run only after
 # the message's deadline passed, so its fate is settled: {'found', offset, epoch} when history
 # holds it, {'absent'} when history still holds every offset after the known one in the same
-# epoch and it is not among them, {'unknown'} otherwise (epoch changed, history trimmed).
+# epoch and it is not among them, {'unknown'} otherwise (epoch changed, history trimmed, or the
+# counter gone: deleted or evicted before the room's next message starts a new epoch, it no
+# longer tells which offsets ran, and read as 0 it made a message that ran look absent).
 FIND_MESSAGE: Final = Script(
     "find_message",
     """
 local epoch = redis.call('GET', KEYS[2])
-if not epoch or ARGV[2] == '' or epoch ~= ARGV[2] then
+local seq = redis.call('GET', KEYS[1])
+if not epoch or not seq or ARGV[2] == '' or epoch ~= ARGV[2] then
   return {'unknown'}
 end
-local latest = tonumber(redis.call('GET', KEYS[1]) or '0')
+local latest = tonumber(seq)
 local after = latest - tonumber(ARGV[3])
 if after <= 0 then
   return {'absent'}
@@ -702,9 +705,14 @@ _LINEAGE_FENCE: Final = _FENCE_TEMPLATE.replace("{lost}", "true").replace("{new_
 # rooms their recent history). A room whose keys came from another node (a slot migration:
 # MIGRATE copies them whole, nothing is lost) carries a lineage that names neither, and simply
 # takes the new owner's. The node id is asked only when the lineage is not this replid's
-# (``replid@node``), so a publish costs what it did. Not covered: a room untouched across two
-# successive failovers of its shard (the second promoted replica no longer names the first
-# primary).
+# (``replid@node``), so a publish costs what it did. A room untouched across two successive
+# failovers of its shard names the first primary, which the second promoted replica's
+# ``master_replid2`` no longer does: it differs from a migrated room in that its node no longer
+# serves as a primary (failed, or back as a replica), while a migration's source still does.
+# So a lineage naming another node starts a new epoch unless ``CLUSTER NODES`` lists that node
+# as a primary in good standing (conservative: a room moved off a node that then failed, or was
+# forgotten, before the room was touched here loses its recent history too). Read once per room
+# after a failover or a migration, like the node id.
 _CLUSTER_LINEAGE_FENCE: Final = """
 local function fence_lineage()
   local info = redis.call('INFO', 'replication')
@@ -729,6 +737,14 @@ local function fence_lineage()
   local line_replid, line_node = string.match(line or '', '^(%w+)@?(%w*)$')
   local lost = line_replid == string.match(info, 'master_replid2:(%w+)')
     or (me ~= nil and line_node == me and line_replid ~= replid)
+  if old and not lost and me ~= nil and line_node and line_node ~= '' and line_node ~= me then
+    local nodes = redis.pcall('CLUSTER', 'NODES')
+    if type(nodes) == 'string' then
+      local flags = string.match('\\n' .. nodes, '\\n' .. line_node .. ' %S+ (%S+)')
+      lost = not flags or not string.find(',' .. flags .. ',', ',master,', 1, true)
+        or string.find(',' .. flags .. ',', ',fail,', 1, true) ~= nil
+    end
+  end
   if line and old and lost then
 {new_epoch}
   end
