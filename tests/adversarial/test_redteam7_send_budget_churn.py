@@ -49,10 +49,10 @@ OUT_OF_COVERAGE = 2.5
 
 
 @pytest.fixture
-def node() -> Iterator[Any]:
+def cluster() -> Iterator[Any]:
     env = {"ROOMCAST_SEND_BUFFER_TOTAL_BYTES": str(TOTAL_BYTES)}
-    with LocalCluster(1, nginx=False, node_env=env) as cluster:
-        yield cluster.nodes[0]
+    with LocalCluster(1, node_env=env) as running:
+        yield running
 
 
 async def busy_room_sender(ws: RawWebSocket, room: str, stop: asyncio.Event) -> None:
@@ -122,20 +122,24 @@ async def held_samples(node: Any, stop: asyncio.Event, samples: list[float]) -> 
             await asyncio.wait_for(stop.wait(), 0.1)
 
 
+@pytest.mark.parametrize("via", ["direct", "nginx"])
 async def test_silent_sockets_replaced_before_they_are_due_do_not_cost_a_reader_its_burst(
-    node: Any,
+    cluster: Any, via: str
 ) -> None:
     """Before: three addresses replacing five silent sockets each every 0.6 s held the node
     over its 4 MiB total while none of their sockets was ever due; the phone, backed up for its
     room's burst of 20 x 60 KB, lagged at once and read 6 of the 20. Now an address whose
     socket went away backed up counts its next ones as backed up since that one was
     (``CHURN_MEMORY_SECONDS``), and the address that holds the most is shed first: the
-    attacker's sockets go, the phone reads all 20."""
+    attacker's sockets go, the phone reads all 20. The attacker and the phone connect to the
+    node itself or through nginx (whose buffers only delay when the node sees them backed up)."""
+    node = cluster.nodes[0]
+    port = node.port if via == "direct" else cluster.nginx_port
     busy, legit_room = f"busy-{uuid.uuid4().hex[:8]}", f"legit-{uuid.uuid4().hex[:8]}"
     stop = asyncio.Event()
     senders: list[RawWebSocket] = []
     tasks: list[asyncio.Task[None]] = []
-    churns = [Churn(source(index, 40), node.port, busy) for index in range(ATTACK_ADDRESSES)]
+    churns = [Churn(source(index, 40), port, busy) for index in range(ATTACK_ADDRESSES)]
     samples: list[float] = []
     phone: SilentReader | None = None
     friend: RawWebSocket | None = None
@@ -148,7 +152,7 @@ async def test_silent_sockets_replaced_before_they_are_due_do_not_cost_a_reader_
             await join(ws, busy, f"s{index}")
         tasks += [asyncio.ensure_future(busy_room_sender(ws, busy, stop)) for ws in senders]
         tasks += [asyncio.ensure_future(churn.run(stop)) for churn in churns]
-        phone = await SilentReader.join(source(0, 42), node.port, legit_room, "phone")
+        phone = await SilentReader.join(source(0, 42), port, legit_room, "phone")
         cast(asyncio.Transport, phone.writer.transport).pause_reading()
         friend = await RawWebSocket.connect(
             "127.0.0.1", node.port, headers=[("X-Forwarded-For", source(1, 42))]
@@ -184,9 +188,9 @@ async def test_silent_sockets_replaced_before_they_are_due_do_not_cost_a_reader_
     refused = [reason for churn in churns for reason in churn.refused]
     during = [round(sample / MIB, 1) for sample in samples]
     figures = (
-        f"{ATTACK_ADDRESSES} addresses x {SOCKETS_PER_ADDRESS} silent sockets, each replaced "
-        f"after {LIFETIME} s: {opened} opened ({len(refused)} refused {refused[:2]}); held "
-        f"while the phone was out of coverage {min(during, default=0)}-"
+        f"{via}: {ATTACK_ADDRESSES} addresses x {SOCKETS_PER_ADDRESS} silent sockets, each "
+        f"replaced after {LIFETIME} s: {opened} opened ({len(refused)} refused "
+        f"{refused[:2]}); held while the phone was out of coverage {min(during, default=0)}-"
         f"{max(during, default=0)} MiB (total {TOTAL_BYTES / MIB:.0f}); the phone's burst of "
         f"20 x {LARGE_TEXT_BYTES} B: read {read} of 20, {'dropped' if dropped else 'kept'}; "
         f"clients lagged {lagged_after - lagged_before:+.0f}, shed {drops - drops_before:.0f}; "
@@ -196,5 +200,6 @@ async def test_silent_sockets_replaced_before_they_are_due_do_not_cost_a_reader_
     assert node.process.alive(), figures
     assert read == 20, figures
     assert not dropped, figures
-    assert drops > drops_before, figures  # the attacker's sockets, shed
+    if via == "direct":  # through nginx its buffers take some of the attacker's bytes first
+        assert drops > drops_before, figures  # the attacker's sockets, shed
     assert left == 0, figures
