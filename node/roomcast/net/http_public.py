@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Final, cast
 import h11
 
 from roomcast.broker import BrokerUnavailable
+from roomcast.core.addresses import limit_key
 from roomcast.core.api_service import ApiRequest, ApiService, OpenStream, Reply, StreamedReply
 from roomcast.core.streams import StreamHub
 from roomcast.net.sendbuffer import SendBudget, SendBuffer, cap_kernel_send_buffer, new_send_budget
@@ -151,7 +152,10 @@ class HttpConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
         self._send = SendBuffer(
-            self._transport, self._server.settings.send_buffer_bytes, self._server.send_budget
+            self._transport,
+            self._server.settings.send_buffer_bytes,
+            self._server.send_budget,
+            limit_key(self._peer),
         )
         self._server.connections.add(self)
         # The whole request must come within the handshake timeout, as for a WebSocket.
@@ -296,6 +300,9 @@ class HttpConnection(asyncio.Protocol):
             text = value.decode("latin-1")
             headers[key] = f"{headers[key]}, {text}" if key in headers else text
         client = self._server.proxies.client_address(self._peer, headers.get("x-forwarded-for"))
+        if self._send is not None:
+            # A proxy's connection carries one client's requests after another.
+            self._send.belongs_to(limit_key(client))
         api_request = ApiRequest(
             request.method.decode("latin-1"),
             request.target.decode("latin-1"),

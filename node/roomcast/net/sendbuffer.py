@@ -18,9 +18,14 @@ grow the node by the limit times their number. Over the total, the clients backe
 dropped, the biggest first (not whoever writes next: that let sockets that never read keep the
 total full while readers that read paid); if that is not enough, a client whose socket is backed
 up is over its limit at once: it falls behind (no more room traffic) and, if it still does not
-read, is dropped, instead of the node growing towards its memory limit. The kernel's share is
-capped per socket (:func:`cap_kernel_send_buffer`): left to autotuning it grows to
-``net.ipv4.tcp_wmem``'s maximum (4 MiB) per socket, outside any bound of the node.
+read, is dropped, instead of the node growing towards its memory limit. The shedding goes by
+client address (an IPv6 client's /64), not only by socket: the address that holds the most goes
+first, and an address whose socket went away backed up (closed by its client, or shed) counts
+its next ones as backed up since that one was (:data:`CHURN_MEMORY_SECONDS`), so a client cannot
+keep the total full with silent sockets it replaces before they are old enough to be shed.
+
+The kernel's share is capped per socket (:func:`cap_kernel_send_buffer`): left to autotuning it
+grows to ``net.ipv4.tcp_wmem``'s maximum (4 MiB) per socket, outside any bound of the node.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
@@ -45,6 +50,14 @@ log = logging.getLogger("roomcast.sendbuffer")
 # its socket within a round trip or two; a burst backs up every member of a room for a moment,
 # and those are squeezed (they lag and are caught up from history) rather than dropped.
 SHED_AFTER_SECONDS = 1.0
+
+# A client address whose connection went away while backed up (closed by the client with bytes
+# it never read, or shed) is remembered this long after: its connections that back up meanwhile
+# count as backed up since that connection was. Without it, silent sockets replaced before they
+# were SHED_AFTER_SECONDS old kept the total full, never due, while a reader backed up for a
+# second or two (a phone out of coverage) became the only one due and was dropped. To start
+# afresh an address must let its sockets drain (read them) or pause this long.
+CHURN_MEMORY_SECONDS = 30.0
 
 
 def cap_kernel_send_buffer(transport: asyncio.BaseTransport, size: int) -> None:
@@ -75,8 +88,10 @@ class SendBudget:
     """The bytes the node holds, over all its clients, for clients whose socket is backed up
     (each :class:`SendBuffer` reports its own while its transport is paused or it holds
     bytes back). Over ``limit`` the node first sheds the clients that have been backed up
-    longest (:data:`SHED_AFTER_SECONDS` and more), those that hold the most first, until it is
-    within ``limit`` again: their connections are dropped. Only if that is not enough is a
+    longest (:data:`SHED_AFTER_SECONDS` and more), those of the address that holds the most first
+    (then the biggest of them), until it is within ``limit`` again: their connections are
+    dropped. An address whose connection went away backed up counts its others as backed up
+    since that one was, for :data:`CHURN_MEMORY_SECONDS`. Only if that is not enough is a
     backed-up client over its own limit at once (it lags). ``on_squeeze`` counts the writes
     that found the node over it, ``on_shed`` the connections dropped for it.
 
@@ -87,6 +102,8 @@ class SendBudget:
     __slots__ = (
         "_backed_up",
         "_clock",
+        "_expiring",
+        "_holders",
         "_no_shed_before",
         "held",
         "limit",
@@ -114,6 +131,12 @@ class SendBudget:
         self._backed_up: set[SendBuffer] = set()
         # No buffer has been backed up for SHED_AFTER_SECONDS before this (time.monotonic()).
         self._no_shed_before = 0.0
+        # Per owner (client address): what its backed-up buffers hold, and whether one of its
+        # connections went away backed up lately. Only owners with a buffer counted now or
+        # remembered for CHURN_MEMORY_SECONDS are here.
+        self._holders: dict[str, Holder] = {}
+        # Owners remembered, in the order they expire (each is moved to the end when renewed).
+        self._expiring: OrderedDict[str, float] = OrderedDict()
 
     @property
     def exhausted(self) -> bool:
@@ -126,38 +149,108 @@ class SendBudget:
         if self.on_squeeze is not None:
             self.on_squeeze()
 
+    @property
+    def owners(self) -> int:
+        """Owners tracked now (backed up, or remembered): bounded, never a leak."""
+        return len(self._holders)
+
     def count(self, buffer: SendBuffer, now: int) -> None:
         """``buffer`` counts ``now`` bytes instead of what it counted; over the limit, shed."""
-        self.held += now - buffer.counted
+        change = now - buffer.counted
+        self.held += change
+        holder = buffer.holder
         if now:
-            if not buffer.counted:
-                buffer.backed_up_since = self._clock()
+            if holder is None:
+                holder = buffer.holder = self._start(buffer)
+            holder.held += change
             buffer.counted = now
-            self._backed_up.add(buffer)
             if self.held > self.limit:
                 self._shed()
-        else:
+        elif holder is not None:
             buffer.counted = 0
+            buffer.holder = None
             self._backed_up.discard(buffer)
+            holder.held += change
+            holder.backed_up -= 1
+            if not holder.backed_up and not holder.until:
+                del self._holders[buffer.owner]
+
+    def gone(self, buffer: SendBuffer) -> None:
+        """``buffer``'s connection went away: it counts no more, and if it was backed up (its
+        client left, or was shed, with bytes it never read) its owner is remembered."""
+        holder = buffer.holder
+        if holder is not None:
+            now = self._clock()
+            if holder.until <= now:
+                holder.since = buffer.backed_up_since
+            else:
+                holder.since = min(holder.since, buffer.backed_up_since)
+            holder.until = now + CHURN_MEMORY_SECONDS
+            self._expiring[buffer.owner] = holder.until
+            self._expiring.move_to_end(buffer.owner)
+            if holder.backed_up > 1:  # its others, backed up now, may be due sooner
+                self._no_shed_before = min(self._no_shed_before, holder.since + SHED_AFTER_SECONDS)
+            self._forget_expired(now)
+        self.count(buffer, 0)
+
+    def _start(self, buffer: SendBuffer) -> Holder:
+        """``buffer`` starts to count: when, for shedding, it has been backed up since."""
+        now = self._clock()
+        self._forget_expired(now)
+        holder = self._holders.get(buffer.owner)
+        if holder is None:
+            holder = self._holders[buffer.owner] = Holder()
+        holder.backed_up += 1
+        since = now
+        if holder.until > now and holder.since < now:
+            since = holder.since
+            self._no_shed_before = min(self._no_shed_before, since + SHED_AFTER_SECONDS)
+        buffer.backed_up_since = since
+        self._backed_up.add(buffer)
+        return holder
+
+    def _forget_expired(self, now: float) -> None:
+        """Owners remembered longer than CHURN_MEMORY_SECONDS are forgotten (amortised: they
+        expire in the order they were remembered)."""
+        expiring = self._expiring
+        while expiring:
+            owner, until = next(iter(expiring.items()))
+            if until > now:
+                return
+            del expiring[owner]
+            holder = self._holders.get(owner)
+            if holder is None or holder.until > now:
+                continue
+            holder.until = 0.0
+            if not holder.backed_up:
+                del self._holders[owner]
+
+    def _since(self, buffer: SendBuffer, now: float) -> float:
+        """When ``buffer`` counts as backed up since: its own start, or its owner's remembered
+        one if earlier (a connection of that owner went away backed up lately)."""
+        holder = buffer.holder
+        if holder is not None and holder.until > now and holder.since < buffer.backed_up_since:
+            return holder.since
+        return buffer.backed_up_since
 
     def _shed(self) -> None:
-        """Drop the clients backed up longest, the biggest first, until within the limit. A
-        scan of the backed-up clients per client dropped: this runs only over the limit, and
-        each one dropped frees what it held."""
+        """Drop the clients backed up longest, those of the owner that holds the most first
+        (then the biggest), until within the limit. A scan of the backed-up clients per client
+        dropped: this runs only over the limit, and each one dropped frees what it held."""
         now = self._clock()
         if now < self._no_shed_before:
             return  # nobody backed up long enough yet (checked on every write while over)
         due = now - SHED_AFTER_SECONDS
         while self.held > self.limit:
-            eligible = [buffer for buffer in self._backed_up if buffer.backed_up_since <= due]
+            eligible = [buffer for buffer in self._backed_up if self._since(buffer, now) <= due]
             if not eligible:
                 # Clients backed up from now on come later still: nobody is due before the
                 # earliest of these, so a burst over the total does not scan them per write.
                 self._no_shed_before = SHED_AFTER_SECONDS + min(
-                    (buffer.backed_up_since for buffer in self._backed_up), default=now
+                    (self._since(buffer, now) for buffer in self._backed_up), default=now
                 )
                 return
-            victim = max(eligible, key=lambda buffer: buffer.counted)
+            victim = max(eligible, key=_shed_order)
             log.info(
                 "backed-up client shed for the node's send total",
                 extra={"held": self.held, "limit": self.limit, "bytes": victim.counted},
@@ -165,6 +258,26 @@ class SendBudget:
             victim.shed()
             if self.on_shed is not None:
                 self.on_shed()
+
+
+class Holder:
+    """What one owner's (client address's) backed-up buffers hold, and whether one of its
+    connections went away backed up lately (``until`` > now: then ``since`` is when the
+    earliest of those had backed up)."""
+
+    __slots__ = ("backed_up", "held", "since", "until")
+
+    def __init__(self) -> None:
+        self.held = 0
+        self.backed_up = 0
+        self.since = 0.0
+        self.until = 0.0
+
+
+def _shed_order(buffer: SendBuffer) -> tuple[int, int]:
+    """Shed first: the buffer of the owner that holds the most, then the biggest."""
+    holder = buffer.holder
+    return (holder.held if holder is not None else 0, buffer.counted)
 
 
 class SendBuffer:
@@ -177,12 +290,18 @@ class SendBuffer:
         "_waiter",
         "backed_up_since",
         "counted",
+        "holder",
+        "owner",
         "paused",
         "shed_off",
     )
 
     def __init__(
-        self, transport: asyncio.Transport, limit: int, budget: SendBudget | None = None
+        self,
+        transport: asyncio.Transport,
+        limit: int,
+        budget: SendBudget | None = None,
+        owner: str = "",
     ) -> None:
         self._transport = transport
         self._limit = limit
@@ -192,7 +311,12 @@ class SendBuffer:
         # drained: a stale figure there would count bytes long sent).
         self._budget = budget
         self.counted = 0
-        # When it started to count in the node's total (time.monotonic()).
+        # Who it is sent to, as the node's total sheds them: the client's address (its limit
+        # key: an IPv6 client's /64), and that owner's entry in the total while counted.
+        self.owner = owner
+        self.holder: Holder | None = None
+        # When it started to count in the node's total (time.monotonic()), or its owner's
+        # earlier start when one of the owner's connections went away backed up lately.
         self.backed_up_since = 0.0
         # Dropped for the node's total: nothing more goes to its transport (aborted).
         self.shed_off = False
@@ -226,6 +350,17 @@ class SendBuffer:
             return False
         budget.squeeze()
         return True
+
+    def belongs_to(self, owner: str) -> None:
+        """The client's address is known (a proxy's forwarded one, at the handshake or per HTTP
+        request): its bytes count for that owner from now on."""
+        if owner == self.owner:
+            return
+        budget = self._budget
+        if budget is not None and self.counted:
+            budget.count(self, 0)
+        self.owner = owner
+        self._count()
 
     def _count(self) -> None:
         """Report this client's backed-up bytes to the node's total."""
@@ -405,4 +540,4 @@ class SendBuffer:
         self._held = None
         self._held_bytes = 0
         if budget is not None:
-            budget.count(self, 0)
+            budget.gone(self)

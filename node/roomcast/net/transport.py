@@ -359,17 +359,20 @@ class Connection(asyncio.Protocol):
             self.transport.write(FULL_RESPONSE)
             self.transport.close()
             return
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else ""
+        # Interned: the connections of one address (all of them, behind a proxy) share it.
+        self.client_address = sys.intern(str(peer[0])) if isinstance(peer, tuple) else ""
         self._send = SendBuffer(
-            self.transport, self._settings.send_buffer_bytes, self._server.send_budget
+            self.transport,
+            self._settings.send_buffer_bytes,
+            self._server.send_budget,
+            limit_key(self.client_address),
         )
         # A quarter of the send bound (the kernel doubles it): 400 silent readers pinned 1.3 GB
         # of kernel memory autotuned; half a page (as HTTP's) left a reader that reads too
         # little slack for a room's bursts (it lagged past the history, then 1013).
         cap_kernel_send_buffer(self.transport, self._settings.send_buffer_bytes // 4)
-        peer = transport.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else ""
-        # Interned: the connections of one address (all of them, behind a proxy) share it.
-        self.client_address = sys.intern(str(peer[0])) if isinstance(peer, tuple) else ""
         self._handshake_timer = self._server.loop.call_later(
             self._settings.handshake_timeout, self._handshake_expired
         )
@@ -1064,6 +1067,8 @@ class Connection(asyncio.Protocol):
             # node past its setup rate (503), refuse cheaply. In this order, so that one
             # address's flood is refused before it takes the node's tokens.
             client = limit_key(address)
+            if self._send is not None:
+                self._send.belongs_to(client)  # the node's send total sheds by address
             retry_after = server.address_admission.admit(client)
             if retry_after is not None:
                 return address_busy_response(self._protocol(), retry_after)
