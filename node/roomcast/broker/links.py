@@ -163,7 +163,10 @@ class RedisLink(OnOneLoop):
         self._reconnect = endpoint.reconnect
         self._conn: AbstractConnection | None = None
         self._out: list[bytes] = []
-        self._wake = asyncio.Event()
+        # The write loop's wait for something to write: a bare future rather than an
+        # asyncio.Event, whose wait() looks the running loop up (a getpid() system call on
+        # Python 3.11) and whose set() walks its waiters, for every command sent.
+        self._writable: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._aborted: asyncio.Future[None] | None = None  # set while a connection is served
         self.connected = False
@@ -185,7 +188,11 @@ class RedisLink(OnOneLoop):
     def send(self, data: bytes) -> None:
         """Queue raw RESP for the writer; callers check ``connected`` first."""
         self._out.append(data)
-        self._wake.set()
+        writable = self._writable
+        if writable is not None:
+            self._writable = None
+            if not writable.done():
+                writable.set_result(None)
 
     def abort(self) -> None:
         """Drop the connection (e.g. a reply is overdue); the supervisor reconnects.
@@ -279,9 +286,12 @@ class RedisLink(OnOneLoop):
 
     async def _write_loop(self, conn: AbstractConnection) -> None:
         while True:
-            await self._wake.wait()
-            self._wake.clear()
             if not self._out:
+                writable = self._writable = self.loop.create_future()
+                try:
+                    await writable
+                finally:
+                    self._writable = None
                 continue
             batch, self._out = self._out, []
             await conn.send_packed_command(batch, check_health=False)

@@ -665,7 +665,10 @@ class Connection(asyncio.Protocol):
             return 0
         self.pending = []
         send = self._send
-        if self.closed or send is None or not self._is_open():
+        proto = self.proto
+        # _is_open() inlined (once per recipient of every delivery): open unless closed, or
+        # websockets' protocol, when it has one, says otherwise.
+        if self.closed or send is None or (proto is not None and proto.state is not State.OPEN):
             return 0
         if self._streaming:
             return self._hold_back(pending)
@@ -674,7 +677,7 @@ class Connection(asyncio.Protocol):
             for frame in pending:
                 proto.send_text(frame_payload(frame))
             pending = proto.data_to_send()
-        size = sum(map(len, pending))
+        size = len(pending[0]) if len(pending) == 1 else sum(map(len, pending))
         if self.lagging:
             # Only its own answers and what it missed come now (no room traffic); they may take
             # it up to twice the bound before it is given up.
