@@ -60,7 +60,7 @@ from roomcast.net.fd_limit import (
 )
 from roomcast.net.handshake import HandshakeProtocol, check_request, let_go, single_header
 from roomcast.net.heartbeat import Heartbeat
-from roomcast.net.sendbuffer import SendBudget, SendBuffer, cap_kernel_send_buffer, new_send_budget
+from roomcast.net.sendbuffer import SendBudget, SendBuffer, cap_socket_send_buffer, new_send_budget
 from roomcast.net.token_clock import NOTICE, TokenClock
 from roomcast.net.wsprotocol import PingLeavingProtocol
 from roomcast.runtime.config import FRAME_OVERHEAD_BYTES
@@ -362,10 +362,8 @@ class Connection(asyncio.Protocol):
         self._send = SendBuffer(
             self.transport, self._settings.send_buffer_bytes, self._server.send_budget
         )
-        # A quarter of the send bound (the kernel doubles it): 400 silent readers pinned 1.3 GB
-        # of kernel memory autotuned; half a page (as HTTP's) left a reader that reads too
-        # little slack for a room's bursts (it lagged past the history, then 1013).
-        cap_kernel_send_buffer(self.transport, self._settings.send_buffer_bytes // 4)
+        # The kernel's send buffer is capped already: accepted from a listener that has the cap
+        # (WebSocketServer.start), the socket inherited it.
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else ""
         # Interned: the connections of one address (all of them, behind a proxy) share it.
@@ -1359,8 +1357,15 @@ class WebSocketServer:
         self._server = await self.loop.create_server(
             self._new_connection, host, port, backlog=LISTEN_BACKLOG, reuse_address=True
         )
-        self.heartbeat.start()
         sockets = self._server.sockets
+        for sock in sockets:
+            # A quarter of the send bound (the kernel doubles it): 400 silent readers pinned
+            # 1.3 GB of kernel memory autotuned; half a page (as HTTP's) left a reader that reads
+            # too little slack for a room's bursts (it lagged past the history, then 1013). Set
+            # on the listener, once: every accepted socket inherits it (the HTTP API's sockets
+            # set their own on take-over).
+            cap_socket_send_buffer(sock, self.settings.send_buffer_bytes // 4)
+        self.heartbeat.start()
         return int(sockets[0].getsockname()[1]) if sockets else port
 
     def admit(
