@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import hiredis
-from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -36,6 +35,12 @@ from roomcast.broker.errors import describe
 from roomcast.broker.scripts import Script
 
 log = logging.getLogger("roomcast.broker.redis")
+
+try:
+    # What redis-py's hiredis parser returns while a reply is incomplete (see hiredis_reader).
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
+except ImportError:  # pragma: no cover - another redis-py layout: its public read path is used
+    _NOT_ENOUGH_DATA = None
 
 # Settles one command: (reply, None) on success, (None, error) when refused or the link died.
 Settle = Callable[[Any, Exception | None], None]
@@ -351,7 +356,11 @@ def hiredis_reader(conn: AbstractConnection) -> tuple[hiredis.Reader, asyncio.St
     parser = getattr(conn, "_parser", None)
     reader = getattr(parser, "_reader", None)
     stream = getattr(parser, "_stream", None)
-    if isinstance(reader, hiredis.Reader) and isinstance(stream, asyncio.StreamReader):
+    if (
+        _NOT_ENOUGH_DATA is not None
+        and isinstance(reader, hiredis.Reader)
+        and isinstance(stream, asyncio.StreamReader)
+    ):
         return reader, stream
     return None
 
