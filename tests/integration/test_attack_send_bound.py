@@ -14,7 +14,9 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -311,3 +313,25 @@ async def test_room_wide_burst_every_reader_gets_through(cluster: LocalCluster) 
     assert rtt < scaled(FEW_MS)
     for client in (*readers, *senders):
         await client.close()
+
+
+async def test_every_websocket_has_its_kernel_send_buffer_capped(cluster: LocalCluster) -> None:
+    # Set once on the node's listening socket and inherited by every socket it accepts: the
+    # kernel holds at most a quarter of the send bound (doubled for its bookkeeping) for each
+    # WebSocket, instead of autotuning up to net.ipv4.tcp_wmem's maximum for a silent reader.
+    node = cluster.nodes[0]
+    quarter = 1024 * 1024 // 4  # ROOMCAST_SEND_BUFFER_BYTES' default, a quarter of it
+    expected = 2 * min(quarter, int(Path("/proc/sys/net/core/wmem_max").read_text()))
+    async with connect(f"ws://127.0.0.1:{node.port}/chat") as ws:
+        welcome = json.loads(await ws.recv())
+        assert welcome["type"] == "welcome"
+        local_port = ws.local_address[1]
+        # The node's end of this connection, as the kernel reports it (`ss -m`: tb = sndbuf).
+        ends = f"( sport = :{node.port} and dport = :{local_port} )"
+        shown = subprocess.run(
+            ["ss", "-tmnH", "state", "established", ends],
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout  # fmt: skip
+        found = re.search(r"\btb(\d+)", shown)
+        assert found is not None, shown
+        assert int(found.group(1)) == expected

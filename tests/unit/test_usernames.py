@@ -11,7 +11,13 @@ from hypothesis import strategies as st
 from roomcast.core.auth import AuthError, _identity
 from roomcast.wire.codes import ErrorCode
 from roomcast.wire.protocol import ProtocolError, validate_username
-from roomcast.wire.usernames import UsernameError, normalize_username
+from roomcast.wire.usernames import (
+    USERNAME_PATTERN,
+    UsernameError,
+    _invisible,
+    _script,
+    normalize_username,
+)
 
 
 @pytest.mark.parametrize(
@@ -75,3 +81,23 @@ def test_any_text_is_a_normalized_name_or_a_clear_refusal(raw: str) -> None:
     else:
         assert normalize_username(name) == name  # idempotent: what is shown is what is kept
         assert name == name.strip() and 1 <= len(name) <= 32
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=0x7F), min_size=1, max_size=40))
+def test_ascii_names_are_judged_as_the_full_checks_judge_them(raw: str) -> None:
+    # ASCII names skip the per-character checks: whatever the pattern and the space rules let
+    # through must be what those checks would let through, unchanged.
+    passes_full_checks = (
+        USERNAME_PATTERN.fullmatch(raw) is not None
+        and raw.strip() == raw
+        and "  " not in raw
+        and not any(_invisible(char) for char in raw)
+        and not {_script(char) for char in raw if char.isalnum() and not char.isascii()}
+    )
+    try:
+        shown = normalize_username(raw)
+    except UsernameError:
+        assert not passes_full_checks
+    else:
+        assert passes_full_checks
+        assert shown == raw

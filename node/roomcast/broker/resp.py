@@ -16,7 +16,8 @@ def bulk(value: bytes) -> bytes:
 
 def command(*parts: bytes) -> bytes:
     """One command as an array of bulk strings."""
-    return b"*%d\r\n" % len(parts) + b"".join(bulk(p) for p in parts)
+    # No call per part (a join's script has 17): the joined list's own loop formats each.
+    return b"*%d\r\n" % len(parts) + b"".join([b"$%d\r\n%s\r\n" % (len(p), p) for p in parts])
 
 
 def evalsha(sha: bytes, keys: tuple[bytes, ...], args: tuple[bytes, ...]) -> bytes:

@@ -459,7 +459,8 @@ class Node:
         if named is None:
             return
         username, role = named
-        command = Join(room, username, command.since, command.request_id, command.room_token)
+        if username != command.username:  # the token's name (a frozen dataclass costs to copy)
+            command = Join(room, username, command.since, command.request_id, command.room_token)
         joining = self.rooms.username(conn, room) is None
         if joining and not self._may_join(conn):
             # Each join announces user_joined (and its leave user_left) to the whole room.

@@ -37,7 +37,7 @@ import socket
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from roomcast.runtime.config import Settings
@@ -60,6 +60,12 @@ SHED_AFTER_SECONDS = 1.0
 CHURN_MEMORY_SECONDS = 30.0
 
 
+class SocketLike(Protocol):
+    """A socket object (uvloop hands out its own kind)."""
+
+    def setsockopt(self, level: int, option: int, value: int, /) -> None: ...
+
+
 def cap_kernel_send_buffer(transport: asyncio.BaseTransport, size: int) -> None:
     """Fix the socket's kernel send buffer at ``size`` bytes (the kernel doubles it for its
     bookkeeping), instead of letting autotuning grow it to ``net.ipv4.tcp_wmem``'s maximum
@@ -68,8 +74,16 @@ def cap_kernel_send_buffer(transport: asyncio.BaseTransport, size: int) -> None:
     node, where the client's bound and the node's total (:class:`SendBudget`) hold it."""
     sock = transport.get_extra_info("socket")
     if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+        cap_socket_send_buffer(sock, size)
+
+
+def cap_socket_send_buffer(sock: SocketLike, size: int) -> None:
+    """:func:`cap_kernel_send_buffer` of a socket object. Set on a listening socket, it holds
+    for every socket accepted from it: Linux copies the size, locked against autotuning, into
+    each (uvloop's socket object for an accepted connection costs a getsockname() for itself
+    and another for its setsockopt(): with the setsockopt, 3 of a setup's ~28 system calls)."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
 
 def new_send_budget(settings: Settings, metrics: Metrics) -> SendBudget:

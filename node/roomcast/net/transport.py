@@ -60,7 +60,7 @@ from roomcast.net.fd_limit import (
 )
 from roomcast.net.handshake import HandshakeProtocol, check_request, let_go, single_header
 from roomcast.net.heartbeat import Heartbeat
-from roomcast.net.sendbuffer import SendBudget, SendBuffer, cap_kernel_send_buffer, new_send_budget
+from roomcast.net.sendbuffer import SendBudget, SendBuffer, cap_socket_send_buffer, new_send_budget
 from roomcast.net.token_clock import NOTICE, TokenClock
 from roomcast.net.wsprotocol import PingLeavingProtocol
 from roomcast.runtime.config import FRAME_OVERHEAD_BYTES
@@ -369,10 +369,8 @@ class Connection(asyncio.Protocol):
             self._server.send_budget,
             limit_key(self.client_address),
         )
-        # A quarter of the send bound (the kernel doubles it): 400 silent readers pinned 1.3 GB
-        # of kernel memory autotuned; half a page (as HTTP's) left a reader that reads too
-        # little slack for a room's bursts (it lagged past the history, then 1013).
-        cap_kernel_send_buffer(self.transport, self._settings.send_buffer_bytes // 4)
+        # The kernel's send buffer is capped already: accepted from a listener that has the cap
+        # (WebSocketServer.start), the socket inherited it.
         self._handshake_timer = self._server.loop.call_later(
             self._settings.handshake_timeout, self._handshake_expired
         )
@@ -668,7 +666,10 @@ class Connection(asyncio.Protocol):
             return 0
         self.pending = []
         send = self._send
-        if self.closed or send is None or not self._is_open():
+        proto = self.proto
+        # _is_open() inlined (once per recipient of every delivery): open unless closed, or
+        # websockets' protocol, when it has one, says otherwise.
+        if self.closed or send is None or (proto is not None and proto.state is not State.OPEN):
             return 0
         if self._streaming:
             return self._hold_back(pending)
@@ -677,7 +678,7 @@ class Connection(asyncio.Protocol):
             for frame in pending:
                 proto.send_text(frame_payload(frame))
             pending = proto.data_to_send()
-        size = sum(map(len, pending))
+        size = len(pending[0]) if len(pending) == 1 else sum(map(len, pending))
         if self.lagging:
             # Only its own answers and what it missed come now (no room traffic); they may take
             # it up to twice the bound before it is given up.
@@ -1361,8 +1362,15 @@ class WebSocketServer:
         self._server = await self.loop.create_server(
             self._new_connection, host, port, backlog=LISTEN_BACKLOG, reuse_address=True
         )
-        self.heartbeat.start()
         sockets = self._server.sockets
+        for sock in sockets:
+            # A quarter of the send bound (the kernel doubles it): 400 silent readers pinned
+            # 1.3 GB of kernel memory autotuned; half a page (as HTTP's) left a reader that reads
+            # too little slack for a room's bursts (it lagged past the history, then 1013). Set
+            # on the listener, once: every accepted socket inherits it (the HTTP API's sockets
+            # set their own on take-over).
+            cap_socket_send_buffer(sock, self.settings.send_buffer_bytes // 4)
+        self.heartbeat.start()
         return int(sockets[0].getsockname()[1]) if sockets else port
 
     def admit(

@@ -42,6 +42,11 @@ def normalize_username(raw: str) -> str:
         raise UsernameError("must not be blank")
     if name != name.strip() or "  " in name:
         raise UsernameError("must not start or end with a space, or hold two in a row")
+    if name.isascii():
+        # What the pattern lets through in ASCII (letters, digits, _ . @ - ' and single spaces)
+        # holds nothing invisible and one script at most (Latin): the checks below would pass
+        # it, one Python call per character later (most names, on every join).
+        return name
     for char in name:
         if _invisible(char):
             raise UsernameError(f"holds an invisible character (U+{ord(char):04X})")
