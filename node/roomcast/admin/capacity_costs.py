@@ -7,20 +7,20 @@ regenerate) or `python bench/capacity_costs.py` (regenerate only) instead.
 
 from typing import Final
 
-SOURCE: Final = "make bench at b9c45eb (2026-11-30), bench/unit_costs.py at 7b71b97 (2026-11-30)"
+SOURCE: Final = "make bench at a4bae8a (2026-12-01), bench/unit_costs.py at 7b71b97 (2026-11-30)"
 MEASURED: Final[dict[str, float]] = {
     "node_us_per_ingest": 695.25,
     "node_us_per_receive": 419.567,
     "node_us_per_delivery": 20.423,
-    "node_us_per_setup": 1303.169,
-    "node_kib_per_connection": 3.768,
-    "node_base_kib": 52920.0,
-    "nginx_us_per_delivery": 24.793,
+    "node_us_per_setup": 1473.994,
+    "node_kib_per_connection": 3.59,
+    "node_base_kib": 53114.667,
+    "nginx_us_per_delivery": 25.952,
     "nginx_us_per_setup": 338.47,
     "nginx_kib_per_connection": 20.96,
     "redis_us_per_message": 389.381,
     "redis_us_per_receive": 9.219,
-    "redis_us_per_setup": 139.365,
+    "redis_us_per_setup": 188.326,
     "redis_history_bytes_per_message": 171.6,
     "redis_room_bytes": 348.4,
     "redis_presence_bytes_per_member": 19.6,
