@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from roomcast.broker import BrokerUnavailable
-from roomcast.core.bigroom import BigRooms, Notice, Step
+from roomcast.core.bigroom import CHURN_BURST, CHURN_RATE, BigRooms, Notice, Step
 from roomcast.core.presence_pages import (
     DEFAULT_PAGE,
     PresencePages,
@@ -291,3 +291,44 @@ def test_notices_of_a_very_big_room_are_spaced_by_its_size() -> None:
     rooms.counted("r", 20_000, None, 0.0)
     assert rooms.note("r", True, 0.0).notice is not None
     assert rooms.note("r", True, 1.0).flush_in == pytest.approx(3.0, abs=0.01)
+
+
+def test_a_small_room_that_churns_is_coalesced_after_its_burst() -> None:
+    """Reconnect churn (open, join, close, again) from one client: each cycle was a frame to
+    every member; past the burst the events of any room are coalesced like a big room's."""
+    rooms = BigRooms(threshold=500, interval=1.0)
+    steps = [rooms.note("r", joined=i % 2 == 0, now=0.0) for i in range(CHURN_BURST)]
+    assert all(step == Step(deliver=True) for step in steps)
+    churned = rooms.note("r", joined=True, now=0.0)
+    assert not churned.deliver
+    assert churned.notice is not None and churned.notice.big
+    # A second of churn more: held, told at most once per interval, never per member.
+    later = [rooms.note("r", joined=i % 2 == 1, now=i * 0.0099) for i in range(100)]
+    assert not any(step.deliver for step in later)
+    assert sum(step.notice is not None for step in later) == 0
+    assert any(step.flush_in is not None for step in later)
+    # Quiet until the burst has refilled: the next event is per member again, told first.
+    quiet = 1.2 + CHURN_BURST / CHURN_RATE
+    resumed = rooms.note("r", joined=True, now=quiet)
+    assert resumed.deliver
+    assert resumed.notice is not None and not resumed.notice.big
+    assert rooms.note("r", joined=False, now=quiet + 0.1) == Step(deliver=True)
+
+
+def test_joins_and_leaves_under_the_churn_rate_are_never_coalesced() -> None:
+    rooms = BigRooms(threshold=500, interval=1.0)
+    step_s = 1.0 / CHURN_RATE
+    steps = [rooms.note("r", joined=i % 2 == 0, now=i * step_s) for i in range(10 * CHURN_BURST)]
+    assert all(step == Step(deliver=True) for step in steps)
+
+
+def test_a_big_room_that_shrinks_while_churning_stays_coalesced() -> None:
+    rooms = BigRooms(threshold=20, interval=1.0)
+    rooms.counted("r", 25, None, 0.0)
+    for i in range(CHURN_BURST + 5):  # churn at one size: joins and leaves in turn
+        rooms.note("r", joined=i % 2 == 0, now=0.5 + i * 0.001)
+    # Below 90 % of the threshold, but still churning: no notice that it is small again.
+    for i in range(10):
+        step = rooms.note("r", joined=False, now=0.7 + i * 0.001)
+        assert not step.deliver
+        assert step.notice is None or step.notice.big
