@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -75,33 +75,43 @@ class SlowHead:
             self.writer.transport.abort()
 
 
-async def test_request_heads_that_never_end_are_dropped_by_nginx_as_by_the_nodes(
-    front: Any,
-) -> None:
-    """Before: 400 connections of one address trickling a request head a byte a second were
-    all still open 39 s later (nginx's default is 60 s), none refused by the address's limit
-    of 256. Now nginx closes them after 10 s (``client_header_timeout``), as a node does."""
-    address = source(0, 50)
+Watchers = set[asyncio.Future[None]]
+
+
+@contextlib.asynccontextmanager
+async def slow_heads(address: str, port: int) -> AsyncIterator[tuple[list[SlowHead], Watchers]]:
+    """HEADS connections from ``address`` to nginx with unfinished request heads, each watched
+    until nginx answers or ends it; aborted, and their watchers ended, on the way out."""
     heads: list[SlowHead] = []
-    watchers: list[asyncio.Task[None]] = []
-    started = time.monotonic()
-    deadline = started + scaled(HEAD_TIMEOUT_S + HEAD_GRACE_S)
+    watchers: Watchers = set()
     try:
         for _ in range(HEADS):
-            head = await SlowHead.open(address, front.nginx_port)
+            head = await SlowHead.open(address, port)
             heads.append(head)
-            watchers.append(asyncio.ensure_future(head.watch()))
-        while time.monotonic() < deadline and any(h.ended_at is None for h in heads):
-            for head in heads:
-                head.trickle()  # a slowloris: one more byte of the head every second
-            # asyncio.wait, not wait_for: the watchers go on when it times out.
-            await asyncio.wait(watchers, timeout=min(1.0, max(0.01, deadline - time.monotonic())))
+            watchers.add(asyncio.ensure_future(head.watch()))
+        yield heads, watchers
     finally:
         for head in heads:
             head.close()
         for task in watchers:
             task.cancel()
         await asyncio.gather(*watchers, return_exceptions=True)
+
+
+async def test_request_heads_that_never_end_are_dropped_by_nginx_as_by_the_nodes(
+    front: Any,
+) -> None:
+    """Before: 400 connections of one address trickling a request head a byte a second were
+    all still open 39 s later (nginx's default is 60 s), none refused by the address's limit
+    of 256. Now nginx closes them after 10 s (``client_header_timeout``), as a node does."""
+    started = time.monotonic()
+    deadline = started + scaled(HEAD_TIMEOUT_S + HEAD_GRACE_S)
+    async with slow_heads(source(0, 50), front.nginx_port) as (heads, watchers):
+        while time.monotonic() < deadline and any(h.ended_at is None for h in heads):
+            for head in heads:
+                head.trickle()  # a slowloris: one more byte of the head every second
+            # asyncio.wait, not wait_for: the watchers go on when it times out.
+            await asyncio.wait(watchers, timeout=min(1.0, max(0.01, deadline - time.monotonic())))
     open_at_deadline = sum(head.ended_at is None for head in heads)
     ended = sorted(head.ended_at - started for head in heads if head.ended_at is not None)
     answered = sum(bool(head.answer) for head in heads)
@@ -121,23 +131,10 @@ async def test_one_address_holds_no_more_unfinished_heads_than_its_limit(front: 
     now), far past its limit of 256; nginx's connections (worker_connections per worker) are
     the whole deployment's front door. Bounding connections per address before any request is
     read is the host firewall's job (docs/security.md)."""
-    address = source(1, 50)
-    heads: list[SlowHead] = []
-    watchers: list[asyncio.Task[None]] = []
-    try:
-        for _ in range(HEADS):
-            head = await SlowHead.open(address, front.nginx_port)
-            heads.append(head)
-            watchers.append(asyncio.ensure_future(head.watch()))
+    async with slow_heads(source(1, 50), front.nginx_port) as (heads, watchers):
         # Whatever nginx refuses, it answers (429) or closes at once: give it a moment.
         await asyncio.wait(watchers, timeout=1.0)
         held = sum(head.ended_at is None for head in heads)
-    finally:
-        for head in heads:
-            head.close()
-        for task in watchers:
-            task.cancel()
-        await asyncio.gather(*watchers, return_exceptions=True)
     figures = (
         f"one address opened {len(heads)} connections to nginx without finishing a request "
         f"head: {held} held (its limit_conn is {NGINX_PER_ADDRESS})"

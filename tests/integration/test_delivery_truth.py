@@ -22,7 +22,8 @@ from roomcast.broker import scripts
 from tests.support.cluster import http_get, metric_value, not_ready, ready, until
 from tests.support.delivery import Traffic, in_thread
 from tests.support.httpclient import request
-from tests.support.wsclient import Client, scaled
+from tests.support.room_scripts import publish_message
+from tests.support.wsclient import Client
 
 pytestmark = pytest.mark.integration
 
@@ -152,29 +153,7 @@ async def test_a_sentinel_failover_starts_a_new_epoch_instead_of_reusing_offsets
     seq, epoch_key, history = scripts.room_keys(room)[:3]
 
     def publish(client: redis.Redis, text: str) -> tuple[int, str]:
-        prefix = json.dumps({"text": text})[:-1] + ',"offset":'
-        deadline = int(time.time() * 1000) + int(scaled(5) * 1000)
-        offset, epoch = client.eval(
-            scripts.FENCED.publish_message.source,
-            5,
-            seq,
-            epoch_key,
-            history,
-            scripts.history_bytes_key(room),
-            scripts.room_rate_key(room),
-            b"rc:{fenced}",
-            b"0\n",
-            prefix,
-            100,  # history size
-            600,  # history ttl
-            86400,  # meta ttl
-            "candidate000",
-            1 << 20,  # history bytes
-            deadline,
-            1000,  # the room's rate and burst: not what this test is about
-            1000,
-        )
-        return int(offset), epoch.decode()
+        return publish_message(client, room, text, "candidate000")
 
     with SentinelTopology(replicas=1, sentinels=3) as topology:
         primary = topology.primary()

@@ -10,8 +10,6 @@ member. A real redis-server runs the scripts exactly as the node sends them.
 
 from __future__ import annotations
 
-import json
-import time
 import uuid
 from collections.abc import Iterator
 
@@ -20,7 +18,7 @@ import redis
 from roomcast_dev.devcluster import LocalCluster
 
 from roomcast.broker import scripts
-from tests.support.wsclient import scaled
+from tests.support.room_scripts import publish_message, text_prefix
 
 pytestmark = pytest.mark.integration
 
@@ -38,38 +36,13 @@ def admin() -> Iterator[redis.Redis]:
             client.close()
 
 
-def prefix(text: str) -> bytes:
-    return json.dumps({"text": text})[:-1].encode()
-
-
 def publish(client: redis.Redis, text: str) -> tuple[int, str]:
-    deadline = int(time.time() * 1000) + int(scaled(5) * 1000)
-    offset, epoch = client.eval(
-        scripts.FENCED.publish_message.source,
-        5,
-        SEQ,
-        EPOCH,
-        HISTORY,
-        scripts.history_bytes_key(ROOM),
-        scripts.room_rate_key(ROOM),
-        f"rc:{{{ROOM}}}".encode(),
-        b"0\n",
-        prefix(text) + b',"offset":',
-        100,  # history size
-        600,  # history ttl
-        86400,  # meta ttl
-        uuid.uuid4().hex[:12],  # a fresh epoch candidate, as the node sends
-        1 << 20,  # history bytes
-        deadline,
-        1000,  # the room's rate and burst: not what this test is about
-        1000,
-    )
-    return int(offset), epoch.decode()
+    return publish_message(client, ROOM, text, uuid.uuid4().hex[:12])
 
 
 def find(client: redis.Redis, text: str, epoch: str, known: int) -> list[bytes]:
     found: list[bytes] = client.eval(
-        scripts.FENCED.find_message.source, 3, SEQ, EPOCH, HISTORY, prefix(text), epoch, known
+        scripts.FENCED.find_message.source, 3, SEQ, EPOCH, HISTORY, text_prefix(text), epoch, known
     )
     return found
 
