@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import uuid
+from collections.abc import Callable
 
 import pytest
 from roomcast_dev.devcluster import LocalCluster
@@ -100,12 +101,11 @@ async def test_a_reconnect_storm_of_one_address_refused_for_a_while_all_resume()
                 await asyncio.wait_for(streaming, scaled(60))
                 last = sent[-1].offset
 
-                def caught_up(client: RoomcastClient) -> bool:
-                    messages = seen[client].messages()
-                    return bool(messages) and messages[-1].offset >= last
+                def caught_up(events: Collector) -> Callable[[], bool]:
+                    return lambda: bool(events.messages()) and events.messages()[-1].offset >= last
 
                 for client in clients:
-                    await seen[client].until(lambda c=client: caught_up(c), 60, "the stream")
+                    await seen[client].until(caught_up(seen[client]), 60, "the stream")
                 metrics = http_get(f"{survivor.metrics_url}/metrics")[1]
 
             for client in clients:
