@@ -24,6 +24,7 @@ from roomcast.client import (
     ChatMessage,
     Gap,
     Joined,
+    JoinError,
     Reconnecting,
     Rejoining,
     RoomcastClient,
@@ -152,3 +153,34 @@ async def test_a_reconnect_storm_of_one_address_refused_for_a_while_all_resume()
                     await collector.stop()
             for client in clients:
                 await client.close()
+
+
+async def test_kept_rooms_over_the_join_rate_are_retried_an_asked_one_fails() -> (
+    None
+):
+    # One connection may join one room, then one every 2 s: a client given three rooms at start
+    # gets them all, one by one as the node's retry_after says; a join() of a new room the
+    # application asks for meanwhile is refused to it (JoinError with the hint) and forgotten.
+    env = dict(FAST_ENV, ROOMCAST_JOIN_RATE_PER_SECOND="0.5", ROOMCAST_JOIN_RATE_BURST="1")
+    rooms = [f"kept-{uuid.uuid4().hex[:6]}-{i}" for i in range(3)]
+    with LocalCluster(1, redis=False, nginx=False, node_env=env) as cluster:
+        client = RoomcastClient(cluster.nodes[0].url, "ann", rooms=rooms, backoff=QUICK)
+        async with client:
+            events = Collector(client)
+            await events.until(lambda: len(events.of(Rejoining)) >= 2, 10, "two refusals")
+            with pytest.raises(JoinError) as refused:
+                await client.join("asked-" + uuid.uuid4().hex[:6], timeout=scaled(10))
+            assert refused.value.error.code == "rate_limited"
+            assert refused.value.error.retry_after is not None
+            assert 0 < refused.value.error.retry_after <= 2.0
+            await events.until(
+                lambda: set(rooms) <= {j.room for j in events.of(Joined)}, 30, "the three rooms"
+            )
+            assert {j.room for j in events.of(Joined)} == set(rooms)
+            retries = events.of(Rejoining)
+            # Each retry waited the node's hint (the rest of the 2 s a token takes) plus jitter:
+            # a few retries per room, not one per round trip.
+            assert all(e.code == "rate_limited" and e.delay > 0 for e in retries)
+            assert len(retries) <= 12
+            assert all(client.position(room) is not None for room in rooms)
+            await events.stop()
