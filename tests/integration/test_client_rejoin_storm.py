@@ -155,9 +155,7 @@ async def test_a_reconnect_storm_of_one_address_refused_for_a_while_all_resume()
                 await client.close()
 
 
-async def test_kept_rooms_over_the_join_rate_are_retried_an_asked_one_fails() -> (
-    None
-):
+async def test_kept_rooms_over_the_join_rate_are_retried_an_asked_one_fails() -> None:
     # One connection may join one room, then one every 2 s: a client given three rooms at start
     # gets them all, one by one as the node's retry_after says; a join() of a new room the
     # application asks for meanwhile is refused to it (JoinError with the hint) and forgotten.
