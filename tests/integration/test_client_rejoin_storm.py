@@ -22,6 +22,8 @@ from roomcast_dev.devcluster import LocalCluster
 from roomcast.client import (
     Backoff,
     ChatMessage,
+    Connected,
+    Error,
     Gap,
     Joined,
     JoinError,
@@ -181,4 +183,33 @@ async def test_kept_rooms_over_the_join_rate_are_retried_an_asked_one_fails() ->
             assert all(e.code == "rate_limited" and e.delay > 0 for e in retries)
             assert len(retries) <= 12
             assert all(client.position(room) is not None for room in rooms)
+            await events.stop()
+
+
+async def test_rejoins_refused_unread_over_the_receive_budget_are_sent_again() -> None:
+    # The address's receive budget (4 KiB, then 1 KiB/s; each frame costs 1 KiB more than its
+    # bytes) takes 3 joins at once: the node refuses the next frames unread, with a
+    # `rate_limited` naming no room. The joins it never read get no answer; the client sends
+    # them again after request_timeout, on the same connection, until every room is joined.
+    env = dict(
+        FAST_ENV,
+        ROOMCAST_MAX_FRAME_BYTES="256",
+        ROOMCAST_CLIENT_RECEIVE_BYTES_BURST="4096",
+        ROOMCAST_CLIENT_RECEIVE_BYTES_PER_SECOND="1024",
+    )
+    rooms = [f"budget-{uuid.uuid4().hex[:6]}-{i}" for i in range(6)]
+    with LocalCluster(1, redis=False, nginx=False, node_env=env) as cluster:
+        client = RoomcastClient(
+            cluster.nodes[0].url, "ann", rooms=rooms, request_timeout=1.0, ping_interval=None
+        )
+        async with client:
+            events = Collector(client)
+            await events.until(
+                lambda: set(rooms) <= {j.room for j in events.of(Joined)}, 40, "the six rooms"
+            )
+            unnamed = [e for e in events.events if isinstance(e, Error) and e.room is None]
+            assert unnamed and all(e.code == "rate_limited" for e in unnamed)
+            resent = events.of(Rejoining)
+            assert resent and all(e.reason.startswith("no answer to the join") for e in resent)
+            assert len(events.of(Connected)) == 1  # the same connection all along
             await events.stop()

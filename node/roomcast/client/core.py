@@ -586,6 +586,8 @@ class RoomcastClient:
             self._refresh_token(link)
         if isinstance(event, Removed | Banned):
             self._removed(event.room)
+        if isinstance(event, Error) and event.room is None and event.id is None:
+            self._unnamed_refusal(link, event)
         if isinstance(event, Error) and event.id is not None:
             failure = self._book.refuse(event)
             if failure is not None:
@@ -737,6 +739,39 @@ class RoomcastClient:
         self._emit(Rejoining(room, state.rejoin_attempt, delay, error.code, error.reason))
         self._schedule_join(link, room, state, delay)
 
+    def _unnamed_refusal(self, link: Link, error: Error) -> None:
+        """A frame refused before the node read it (over the connection's frame rate or its
+        client's receive budget: ``rate_limited`` with no room and no id) may have been a join,
+        which then never gets an answer. The joins unanswered on this connection are sent again
+        if still unanswered ``request_timeout`` later (an answer that slow is not coming)."""
+        if error.code != ErrorCode.RATE_LIMITED:
+            return
+        waiting = [
+            (room, state, state.join_sent_at)
+            for room, state in self._rooms.items()
+            if state.join_sent_on == link.serial and state.live_on != link.serial
+        ]
+        if waiting:
+            loop = asyncio.get_running_loop()
+            loop.call_later(self._request_timeout, self._resend_unanswered, link, waiting, error)
+
+    def _resend_unanswered(
+        self, link: Link, waiting: list[tuple[str, RoomState, float]], error: Error
+    ) -> None:
+        if self._link is not link:
+            return  # the next connection rejoins every room anyway
+        for room, state, sent_at in waiting:
+            if (
+                self._rooms.get(room) is state
+                and state.join_sent_on == link.serial
+                and state.join_sent_at == sent_at  # that very join, never answered
+                and state.live_on != link.serial
+            ):
+                state.rejoin_attempt += 1
+                reason = f"no answer to the join after: {error.reason}"
+                self._emit(Rejoining(room, state.rejoin_attempt, 0.0, error.code, reason))
+                self._send_join(link, room, state)
+
     def _join_when_due(self, link: Link, room: str, state: RoomState) -> None:
         """Join ``room`` on a new connection now, or when its refused rejoin's delay ends."""
         wait = 0.0 if state.rejoin_at is None else state.rejoin_at - time.monotonic()
@@ -763,6 +798,7 @@ class RoomcastClient:
         if since is not None:
             frame["since"] = since
         state.join_sent_on = link.serial
+        state.join_sent_at = time.monotonic()
         link.write(frame)
 
     async def _expire_loop(self) -> None:

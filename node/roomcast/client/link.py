@@ -24,6 +24,7 @@ class RoomState:
     username: str = ""  # as the server named us (with tokens, the token's name)
     live_on: int | None = None  # serial of the connection whose join of this room completed
     join_sent_on: int | None = None
+    join_sent_at: float = 0.0  # monotonic time of the last join sent
     resume_target: int | None = None  # offset the replay after a resume reaches
     last_joined: Joined | None = None
     waiters: list[asyncio.Future[Joined]] = field(default_factory=list)
