@@ -1176,7 +1176,29 @@ var RoomcastClient = class {
       this.#requests.delete(error.id);
       request.reject(new RequestError(error));
     }
+    if (error.code === ErrorCode.RATE_LIMITED && error.room === null && error.id === null) this.#unnamedRefusal(link, error);
     this.#emit(error);
+  }
+  /**
+   * A frame refused before the node read it (over the connection's frame rate or its client's
+   * receive budget: `rate_limited` with no room and no id) may have been a join, which then never
+   * gets an answer. The joins unanswered on this connection are sent again if still unanswered
+   * `requestTimeout` later (an answer that slow is not coming).
+   */
+  #unnamedRefusal(link, error) {
+    const waiting = [...this.#rooms].filter(([, s]) => s.joinSentOn === link.serial && s.liveOn !== link.serial && s.joinId !== null);
+    if (waiting.length === 0) return;
+    const joins = waiting.map(([room, state]) => ({ room, state, joinId: state.joinId }));
+    setTimeout(() => {
+      if (this.#link !== link) return;
+      for (const { room, state, joinId } of joins) {
+        if (this.#rooms.get(room) !== state || state.joinId !== joinId || state.liveOn === link.serial) continue;
+        state.rejoinAttempt += 1;
+        const reason = `no answer to the join after: ${error.reason}`;
+        this.#emit({ type: "rejoining", room, attempt: state.rejoinAttempt, delay: 0, code: error.code, reason });
+        this.#sendJoin(link, room, state);
+      }
+    }, this.#requestTimeout);
   }
   #onJoinRefused(link, room, state, error) {
     this.#emit(error);

@@ -119,3 +119,26 @@ test("a reconnect storm of one address, refused for a while: every client resume
     await cluster.stop();
   }
 });
+
+test("rejoins refused unread over the address's receive budget are sent again until every room is joined", async () => {
+  // 4 KiB at once, then 1 KiB/s, each frame 1 KiB more than its bytes: 3 joins at once; the node
+  // refuses the next frames unread (`rate_limited` naming no room) and never answers them.
+  const cluster = await startCluster({
+    nodes: 1,
+    env: { ROOMCAST_MAX_FRAME_BYTES: "256", ROOMCAST_CLIENT_RECEIVE_BYTES_BURST: "4096", ROOMCAST_CLIENT_RECEIVE_BYTES_PER_SECOND: "1024" },
+  });
+  const rooms = Array.from({ length: 6 }, (_, i) => `budget-${randomUUID().slice(0, 6)}-${i}`);
+  const client = new RoomcastClient(cluster.nodes[0].url, "ann", { WebSocket, rooms, requestTimeout: 1000 });
+  const seen = track(client);
+  try {
+    client.start();
+    await until(client, "the six rooms", () => rooms.every((r) => client.isJoined(r)), 40_000);
+    const unnamed = seen.all.filter((e) => e.type === "error" && e.room === null);
+    assert.ok(unnamed.length > 0 && unnamed.every((e) => e.code === "rate_limited"));
+    assert.ok(seen.rejoining.length > 0 && seen.rejoining.every((e) => e.reason.startsWith("no answer to the join")));
+    assert.equal(seen.all.filter((e) => e.type === "connected").length, 1, "the same connection all along");
+  } finally {
+    await client.close();
+    await cluster.stop();
+  }
+});

@@ -164,6 +164,27 @@ test("a join() of a new room refused rate_limited rejects with the hint; rooms g
   await c.close();
 });
 
+test("joins never answered after an unread frame was refused are sent again after requestTimeout", async () => {
+  const { client: c, of } = client({ rooms: ["a", "b", "c"], requestTimeout: 5000 });
+  const ws = await connected(c, []);
+  const [a, b, c3] = ws.frames("join");
+  ws.receive({ ...joined("a", 1), id: a.id });
+  // The node read "b" but not "c": its refusal names neither.
+  ws.receive({ type: "error", code: "rate_limited", reason: "too many frames; slow down" });
+  mock.timers.tick(4000);
+  ws.receive({ ...joined("b", 1), id: b.id }); // slow, but answered: not sent again
+  mock.timers.tick(999);
+  assert.equal(ws.frames("join").length, 3);
+  mock.timers.tick(1);
+  const again = ws.frames("join").slice(3);
+  assert.deepEqual(again.map((f) => f.room), ["c"]);
+  assert.notEqual(again[0].id, c3.id);
+  assert.deepEqual(of("rejoining").map((e) => [e.room, e.delay]), [["c", 0]]);
+  ws.receive({ ...joined("c", 1), id: again[0].id });
+  assert.deepEqual(["a", "b", "c"].map((r) => c.isJoined(r)), [true, true, true]);
+  await c.close();
+});
+
 test("a resume that could not recover is a gap, and the cursor moves to the join's offset", async () => {
   const { client: c, of } = client();
   const ws = await connected(c);
