@@ -132,6 +132,9 @@ const STATUS = { idle: "idle", connecting: "connecting", connected: "connected",
 function startChat(room, requestedName) {
   const client = new RoomcastClient(chatUrl(), requestedName, {
     token: pageTokenSource(),
+    // The client's own room from the start: a join refused for now (rate_limited, as when many
+    // clients of one address come back at once) is retried by the client, never given up.
+    rooms: [room],
     backoff: BACKOFF,
     typingInterval: TYPING_INTERVAL_MS,
   });
@@ -247,6 +250,9 @@ function startChat(room, requestedName) {
     lastDisconnect = null;
     notice(`${what}; reconnecting in ${(delay / 1000).toFixed(1)} s…`, "warning");
     ui.renderStatus(snapshotStatus());
+  });
+  client.on("rejoining", ({ room: where, delay }) => {
+    if (where === room) notice(`The server is busy; joining #${room} again in ${(delay / 1000).toFixed(1)} s…`, "warning");
   });
   client.on("joined", (joined) => {
     if (joined.room !== room || joined.already) return;

@@ -105,8 +105,9 @@ var FATAL_CLOSE_CODES = /* @__PURE__ */ new Map([
   [CloseCode.DISCONNECTED_FOR_GOOD, "the application disconnected you"]
 ]);
 var FATAL_HTTP_STATUSES = /* @__PURE__ */ new Set([401, 403]);
-var BUSY_HTTP_STATUS = 503;
+var BUSY_HTTP_STATUSES = /* @__PURE__ */ new Set([429, 503]);
 var BUSY_RETRY_MS = 1e3;
+var RETRIED_JOIN_ERRORS = /* @__PURE__ */ new Set([ErrorCode.RATE_LIMITED, ErrorCode.HOOK_UNAVAILABLE]);
 var RecoveryStatus = {
   RECOVERED: "recovered",
   EPOCH_CHANGED: "epoch_changed",
@@ -245,6 +246,10 @@ function optInt(data, key) {
 function optStr(data, key) {
   return data[key] === void 0 || data[key] === null ? null : str(data, key);
 }
+function optMilliseconds(data, key) {
+  const value = data[key];
+  return typeof value === "number" && Number.isFinite(value) && value >= 0 ? value * 1e3 : null;
+}
 function optBool(data, key) {
   const value = data[key];
   if (value === void 0 || value === null) return null;
@@ -350,7 +355,8 @@ var PARSERS = {
     code: str(d, "code"),
     reason: str(d, "reason"),
     room: optStr(d, "room"),
-    id: requestId(d)
+    id: requestId(d),
+    retryAfter: optMilliseconds(d, "retry_after")
   }),
   ack: (d) => {
     const id = requestId(d);
@@ -624,6 +630,7 @@ function handshakeStatus(event) {
 }
 
 // src/client.ts
+var MAX_RETRY_AFTER_MS = 6e5;
 var DEFAULT_MAX_FRAME_BYTES = 65536;
 var encoder = new TextEncoder();
 var RoomcastClient = class {
@@ -675,7 +682,7 @@ var RoomcastClient = class {
     this.#typingInterval = options.typingInterval ?? 1e3;
     this.#WebSocket = WebSocketClass;
     this.#book = new SendBook(options.maxUnsent ?? 1e3, options.queueTimeout ?? 6e4, options.confirmTimeout ?? 3e4);
-    for (const room of options.rooms ?? []) this.#rooms.set(room, newRoom(room, username));
+    for (const room of options.rooms ?? []) this.#rooms.set(room, { ...newRoom(room, username), kept: true });
   }
   // Events
   /** Call `listener` for every event of `type`; returns the function that removes it. */
@@ -796,7 +803,11 @@ var RoomcastClient = class {
   /**
    * Join `room` (rejoined after every reconnect until `leave`): its `joined` event. Waits across
    * reconnects, up to `timeout` ms (default `requestTimeout`); a refusal (`forbidden`,
-   * `invalid_room`, `too_many_rooms`...) rejects with JoinError and forgets the room.
+   * `invalid_room`, `too_many_rooms`, `rate_limited`...) of a room not joined before rejects with
+   * JoinError (its `error.retryAfter`: the server's hint, if any) and forgets the room. A room
+   * joined before (or given at start) is the client's to keep: its join refused with
+   * `rate_limited` or `hook_unavailable` is retried (a `rejoining` event each time) and this call
+   * waits on, up to `timeout`.
    */
   async join(room, { timeout } = {}) {
     this.#raiseIfClosed();
@@ -817,7 +828,9 @@ var RoomcastClient = class {
       };
       roomState.waiters.add(waiter);
       const current = this.#link;
-      if (current?.welcome != null && roomState.joinSentOn !== current.serial) this.#sendJoin(current, room, roomState);
+      if (current?.welcome != null && roomState.joinSentOn !== current.serial && roomState.rejoinTimer === null) {
+        this.#sendJoin(current, room, roomState);
+      }
     });
   }
   /** Leave `room`; what was queued for it fails with `left`. */
@@ -825,6 +838,7 @@ var RoomcastClient = class {
     const state = this.#rooms.get(room);
     if (!state) return;
     this.#rooms.delete(room);
+    cancelRejoin(state);
     this.#emitAll(this.#book.dropRoom(room, "left"));
     this.#emit({ type: "outbox" });
     const link = this.#link;
@@ -966,7 +980,7 @@ var RoomcastClient = class {
       this.#emit({ type: "connected", node: link.welcome.node, connection: link.welcome.connection, attempt: this.attempt });
       if (event.type === "welcome") this.#emit(event);
       else this.#dispatch(link, event);
-      for (const [room, state] of this.#rooms) this.#sendJoin(link, room, state);
+      for (const [room, state] of this.#rooms) this.#joinWhenDue(link, room, state);
       this.#signal();
       return;
     }
@@ -1001,7 +1015,7 @@ var RoomcastClient = class {
       if (Date.now() - link.openedAt >= this.#stableAfter) this.attempt = 0;
       cause = `closed ${code}${reason ? `: ${reason}` : ""}`;
     }
-    this.#retry(cause, link.httpStatus === BUSY_HTTP_STATUS ? BUSY_RETRY_MS : 0);
+    this.#retry(cause, link.httpStatus !== null && BUSY_HTTP_STATUSES.has(link.httpStatus) ? BUSY_RETRY_MS : 0);
   }
   #retry(cause, floor = 0) {
     this.attempt += 1;
@@ -1029,6 +1043,7 @@ var RoomcastClient = class {
     if (this.#link === link) this.#link = null;
     for (const state of this.#rooms.values()) {
       if (state.liveOn === link.serial) state.liveOn = null;
+      cancelRejoin(state);
     }
     const lost = [...this.#requests.values()];
     this.#requests.clear();
@@ -1049,6 +1064,7 @@ var RoomcastClient = class {
     this.#clearRetry();
     this.closed = closed;
     for (const room of this.#rooms.values()) {
+      cancelRejoin(room);
       for (const waiter of room.waiters) waiter.reject(new ClientClosedError(closed));
       room.waiters.clear();
     }
@@ -1121,6 +1137,10 @@ var RoomcastClient = class {
     }
     state.liveOn = link.serial;
     state.lastJoined = joined2;
+    state.kept = true;
+    state.rejoinAttempt = 0;
+    state.rejoinAt = null;
+    cancelRejoin(state);
     for (const waiter of state.waiters) waiter.resolve(joined2);
     state.waiters.clear();
     for (const outgoing of this.#book.takeUnsent(joined2.room)) this.#writeMessage(link, outgoing);
@@ -1156,7 +1176,29 @@ var RoomcastClient = class {
       this.#requests.delete(error.id);
       request.reject(new RequestError(error));
     }
+    if (error.code === ErrorCode.RATE_LIMITED && error.room === null && error.id === null) this.#unnamedRefusal(link, error);
     this.#emit(error);
+  }
+  /**
+   * A frame refused before the node read it (over the connection's frame rate or its client's
+   * receive budget: `rate_limited` with no room and no id) may have been a join, which then never
+   * gets an answer. The joins unanswered on this connection are sent again if still unanswered
+   * `requestTimeout` later (an answer that slow is not coming).
+   */
+  #unnamedRefusal(link, error) {
+    const waiting = [...this.#rooms].filter(([, s]) => s.joinSentOn === link.serial && s.liveOn !== link.serial && s.joinId !== null);
+    if (waiting.length === 0) return;
+    const joins = waiting.map(([room, state]) => ({ room, state, joinId: state.joinId }));
+    setTimeout(() => {
+      if (this.#link !== link) return;
+      for (const { room, state, joinId } of joins) {
+        if (this.#rooms.get(room) !== state || state.joinId !== joinId || state.liveOn === link.serial) continue;
+        state.rejoinAttempt += 1;
+        const reason = `no answer to the join after: ${error.reason}`;
+        this.#emit({ type: "rejoining", room, attempt: state.rejoinAttempt, delay: 0, code: error.code, reason });
+        this.#sendJoin(link, room, state);
+      }
+    }, this.#requestTimeout);
   }
   #onJoinRefused(link, room, state, error) {
     this.#emit(error);
@@ -1164,6 +1206,10 @@ var RoomcastClient = class {
     state.joinId = null;
     if (error.code === ErrorCode.UNAVAILABLE) {
       this.#endLink(link, CloseCode.NORMAL, "rejoin later");
+      return;
+    }
+    if (RETRIED_JOIN_ERRORS.has(error.code) && state.kept) {
+      this.#delayJoin(link, room, state, error);
       return;
     }
     this.#rooms.delete(room);
@@ -1177,8 +1223,10 @@ var RoomcastClient = class {
     const state = this.#rooms.get(room);
     if (!state) return;
     this.#rooms.delete(room);
+    cancelRejoin(state);
     this.#emitAll(this.#book.dropRoom(room, why));
-    const refusal = { type: "error", code: why === "banned" ? ErrorCode.BANNED : ErrorCode.FORBIDDEN, reason: why, room, id: null };
+    const code = why === "banned" ? ErrorCode.BANNED : ErrorCode.FORBIDDEN;
+    const refusal = { type: "error", code, reason: why, room, id: null, retryAfter: null };
     for (const waiter of state.waiters) waiter.reject(new JoinError(refusal));
     state.waiters.clear();
     this.#emit({ type: "outbox" });
@@ -1229,6 +1277,33 @@ var RoomcastClient = class {
     return `${kind}:${this.#nextRequestId}`;
   }
   // Frames out
+  /**
+   * Send the join of `room` again after the server's hint plus a full-jitter draw (growing with
+   * each refusal in a row, at most the backoff's cap): the clients of one address refused together
+   * come back spread out, not at one instant.
+   */
+  #delayJoin(link, room, state, error) {
+    state.rejoinAttempt += 1;
+    const hint = Math.min(MAX_RETRY_AFTER_MS, error.retryAfter ?? 0);
+    const delay = hint + this.#backoff.delay(state.rejoinAttempt);
+    state.rejoinAt = Date.now() + delay;
+    this.#emit({ type: "rejoining", room, attempt: state.rejoinAttempt, delay, code: error.code, reason: error.reason });
+    this.#scheduleJoin(link, room, state, delay);
+  }
+  /** Join `room` on a new connection now, or when its refused rejoin's delay ends. */
+  #joinWhenDue(link, room, state) {
+    const wait = state.rejoinAt === null ? 0 : state.rejoinAt - Date.now();
+    if (wait > 0) this.#scheduleJoin(link, room, state, wait);
+    else this.#sendJoin(link, room, state);
+  }
+  #scheduleJoin(link, room, state, delay) {
+    cancelRejoin(state);
+    state.rejoinTimer = setTimeout(() => {
+      state.rejoinTimer = null;
+      if (this.#link !== link || this.#rooms.get(room) !== state) return;
+      if (state.liveOn !== link.serial && state.joinSentOn !== link.serial) this.#sendJoin(link, room, state);
+    }, delay);
+  }
   #sendJoin(link, room, state) {
     const frame = { type: "join", room, username: this.username };
     const since = state.cursor.since();
@@ -1303,8 +1378,16 @@ function newRoom(room, username) {
     username,
     resumeTarget: null,
     lastTyping: -Infinity,
-    waiters: /* @__PURE__ */ new Set()
+    waiters: /* @__PURE__ */ new Set(),
+    kept: false,
+    rejoinAttempt: 0,
+    rejoinAt: null,
+    rejoinTimer: null
   };
+}
+function cancelRejoin(state) {
+  if (state.rejoinTimer !== null) clearTimeout(state.rejoinTimer);
+  state.rejoinTimer = null;
 }
 function closedEvent(reason, code = null, status = null) {
   return { type: "closed", reason, code, status };

@@ -1091,6 +1091,39 @@ async def test_join_churn_of_one_connection_is_limited() -> None:
     assert env.rejected("rate_limited") == 2
 
 
+async def test_a_refused_join_says_when_it_would_pass() -> None:
+    # The clients retry a refused rejoin after `retry_after` (docs/protocol.md): it is the time
+    # until the later of the connection's and the client's join buckets has a token again.
+    env = await make_env(node_limits={"join_rate": (2.0, 1), "client_join_rate": (0.5, 2)})
+    client = await env.connect()
+    client.send_json({"type": "join", "room": "a", "username": "ann"})
+    client.send_json({"type": "join", "room": "b", "username": "ann", "id": "j2"})
+    await settle()
+    refused = [e for e in client.events() if e["type"] == "error"]
+    assert refused == [
+        {
+            "type": "error",
+            "code": "rate_limited",
+            "reason": "too many joins; slow down",
+            "room": "b",
+            "id": "j2",
+            "retry_after": 0.5,  # one token of the connection's 2/s
+        }
+    ]
+    # Two leaves spend the client's bucket (burst 2, 0.5/s): a token is back in 2 s.
+    for room in ("a", "c"):
+        other = await env.connect()
+        other.send_json({"type": "join", "room": room, "username": "bob"})
+        await settle()
+        other.send_json({"type": "leave", "room": room})
+        await settle()
+    late = await env.connect()
+    late.send_json({"type": "join", "room": "d", "username": "cy"})
+    await settle()
+    [error] = [e for e in late.events() if e["type"] == "error"]
+    assert (error["code"], error["retry_after"]) == ("rate_limited", 2.0)
+
+
 async def test_one_clients_connections_share_a_join_and_a_message_budget() -> None:
     env = await make_env(
         node_limits={"client_join_rate": (1.0, 4), "client_message_rate": (1.0, 6)}

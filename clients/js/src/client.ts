@@ -6,10 +6,12 @@
 // jittered, growing delay and start again, unless the server said we are at fault (close 1003,
 // 1007, 1008, 1009), refused our credentials (HTTP 401/403, where the WebSocket implementation
 // reports it), or closed with 4001 (token expired) when there is no token callback to renew it:
-// then the client goes `offline` until `reconnect()`.
+// then the client goes `offline` until `reconnect()`. A rejoin the node refuses for now
+// (`rate_limited`: many clients of one address came back at once) is sent again on the same
+// connection after the node's `retry_after` plus a full-jitter draw, still with `since`.
 
 import { Backoff, type BackoffOptions } from "./backoff.js";
-import { BUSY_HTTP_STATUS, BUSY_RETRY_MS, CloseCode, ErrorCode, FATAL_CLOSE_CODES, FATAL_HTTP_STATUSES } from "./codes.js";
+import { BUSY_HTTP_STATUSES, BUSY_RETRY_MS, CloseCode, ErrorCode, FATAL_CLOSE_CODES, FATAL_HTTP_STATUSES, RETRIED_JOIN_ERRORS } from "./codes.js";
 import { RoomCursor, type Since } from "./cursor.js";
 import { ClientClosedError, JoinError, LinkLost, RequestError, TimeoutError } from "./errors.js";
 import {
@@ -40,7 +42,11 @@ export interface ClientOptions {
   token?: TokenSource | null;
   /** Rooms joined at start (and rejoined after every reconnect). */
   rooms?: Iterable<string>;
-  /** Delays between attempts: default 500 ms doubling to 30 s, full jitter. */
+  /**
+   * Delays between attempts: default 500 ms doubling to 30 s, full jitter. They also space the
+   * retries of a refused rejoin (`rejoining`): the error's `retry_after` (at most 600 s) plus a
+   * draw up to the backoff's bound for that room's refusals in a row.
+   */
   backoff?: Backoff | BackoffOptions;
   /** Milliseconds a connection must last for the next failure to restart the backoff (10000). */
   stableAfter?: number;
@@ -73,6 +79,9 @@ export interface PendingMessage {
 type Listener<T extends EventType> = (event: EventOf<T>) => void;
 type AnyListener = (event: RoomcastEvent) => void;
 
+// A retry_after longer than this is taken as this: a broken or hostile server must not park a
+// client for days (roomcast.client.backoff.MAX_RETRY_AFTER in Python).
+const MAX_RETRY_AFTER_MS = 600_000;
 // Frames are at most this big until the server's welcome says otherwise (its default).
 const DEFAULT_MAX_FRAME_BYTES = 65_536;
 const encoder = new TextEncoder();
@@ -104,6 +113,13 @@ interface RoomState {
   resumeTarget: number | null;
   lastTyping: number;
   waiters: Set<Waiter<JoinedEvent>>;
+  /** The client joins it by itself (given at start, or joined once): a refusal for now is retried. */
+  kept: boolean;
+  /** Refusals in a row: the rejoin backoff's exponent. */
+  rejoinAttempt: number;
+  /** No join of it is sent before this time (ms since the epoch), after a refusal. */
+  rejoinAt: number | null;
+  rejoinTimer: ReturnType<typeof setTimeout> | null;
 }
 
 interface PendingRequest {
@@ -163,7 +179,7 @@ export class RoomcastClient {
     this.#typingInterval = options.typingInterval ?? 1_000;
     this.#WebSocket = WebSocketClass;
     this.#book = new SendBook(options.maxUnsent ?? 1000, options.queueTimeout ?? 60_000, options.confirmTimeout ?? 30_000);
-    for (const room of options.rooms ?? []) this.#rooms.set(room, newRoom(room, username));
+    for (const room of options.rooms ?? []) this.#rooms.set(room, { ...newRoom(room, username), kept: true });
   }
 
   // Events
@@ -309,7 +325,11 @@ export class RoomcastClient {
   /**
    * Join `room` (rejoined after every reconnect until `leave`): its `joined` event. Waits across
    * reconnects, up to `timeout` ms (default `requestTimeout`); a refusal (`forbidden`,
-   * `invalid_room`, `too_many_rooms`...) rejects with JoinError and forgets the room.
+   * `invalid_room`, `too_many_rooms`, `rate_limited`...) of a room not joined before rejects with
+   * JoinError (its `error.retryAfter`: the server's hint, if any) and forgets the room. A room
+   * joined before (or given at start) is the client's to keep: its join refused with
+   * `rate_limited` or `hook_unavailable` is retried (a `rejoining` event each time) and this call
+   * waits on, up to `timeout`.
    */
   async join(room: string, { timeout }: { timeout?: number } = {}): Promise<JoinedEvent> {
     this.#raiseIfClosed();
@@ -330,7 +350,10 @@ export class RoomcastClient {
       };
       roomState.waiters.add(waiter);
       const current = this.#link;
-      if (current?.welcome != null && roomState.joinSentOn !== current.serial) this.#sendJoin(current, room, roomState);
+      // A refused rejoin waits its turn (rejoinTimer).
+      if (current?.welcome != null && roomState.joinSentOn !== current.serial && roomState.rejoinTimer === null) {
+        this.#sendJoin(current, room, roomState);
+      }
     });
   }
 
@@ -339,6 +362,7 @@ export class RoomcastClient {
     const state = this.#rooms.get(room);
     if (!state) return;
     this.#rooms.delete(room);
+    cancelRejoin(state);
     this.#emitAll(this.#book.dropRoom(room, "left"));
     this.#emit({ type: "outbox" });
     const link = this.#link;
@@ -495,7 +519,7 @@ export class RoomcastClient {
       this.#emit({ type: "connected", node: link.welcome.node, connection: link.welcome.connection, attempt: this.attempt });
       if (event.type === "welcome") this.#emit(event);
       else this.#dispatch(link, event);
-      for (const [room, state] of this.#rooms) this.#sendJoin(link, room, state);
+      for (const [room, state] of this.#rooms) this.#joinWhenDue(link, room, state);
       this.#signal();
       return;
     }
@@ -534,8 +558,9 @@ export class RoomcastClient {
       if (Date.now() - link.openedAt >= this.#stableAfter) this.attempt = 0;
       cause = `closed ${code}${reason ? `: ${reason}` : ""}`;
     }
-    // A busy node's 503 (its admission rate): not before BUSY_RETRY_MS, plus the full jitter.
-    this.#retry(cause, link.httpStatus === BUSY_HTTP_STATUS ? BUSY_RETRY_MS : 0);
+    // A busy node's 503 or an address's 429 (admission rates): not before BUSY_RETRY_MS, plus
+    // the full jitter.
+    this.#retry(cause, link.httpStatus !== null && BUSY_HTTP_STATUSES.has(link.httpStatus) ? BUSY_RETRY_MS : 0);
   }
 
   #retry(cause: string, floor = 0): void {
@@ -566,6 +591,7 @@ export class RoomcastClient {
     if (this.#link === link) this.#link = null;
     for (const state of this.#rooms.values()) {
       if (state.liveOn === link.serial) state.liveOn = null;
+      cancelRejoin(state); // the next connection rejoins (when its delay is over)
     }
     const lost = [...this.#requests.values()];
     this.#requests.clear();
@@ -589,6 +615,7 @@ export class RoomcastClient {
     this.#clearRetry();
     this.closed = closed;
     for (const room of this.#rooms.values()) {
+      cancelRejoin(room);
       for (const waiter of room.waiters) waiter.reject(new ClientClosedError(closed));
       room.waiters.clear();
     }
@@ -667,6 +694,10 @@ export class RoomcastClient {
     }
     state.liveOn = link.serial;
     state.lastJoined = joined;
+    state.kept = true;
+    state.rejoinAttempt = 0;
+    state.rejoinAt = null;
+    cancelRejoin(state);
     for (const waiter of state.waiters) waiter.resolve(joined);
     state.waiters.clear();
     for (const outgoing of this.#book.takeUnsent(joined.room)) this.#writeMessage(link, outgoing);
@@ -704,7 +735,31 @@ export class RoomcastClient {
       this.#requests.delete(error.id);
       request.reject(new RequestError(error));
     }
+    if (error.code === ErrorCode.RATE_LIMITED && error.room === null && error.id === null) this.#unnamedRefusal(link, error);
     this.#emit(error);
+  }
+
+  /**
+   * A frame refused before the node read it (over the connection's frame rate or its client's
+   * receive budget: `rate_limited` with no room and no id) may have been a join, which then never
+   * gets an answer. The joins unanswered on this connection are sent again if still unanswered
+   * `requestTimeout` later (an answer that slow is not coming).
+   */
+  #unnamedRefusal(link: Link, error: ErrorEvent): void {
+    const waiting = [...this.#rooms].filter(([, s]) => s.joinSentOn === link.serial && s.liveOn !== link.serial && s.joinId !== null);
+    if (waiting.length === 0) return;
+    const joins = waiting.map(([room, state]) => ({ room, state, joinId: state.joinId }));
+    setTimeout(() => {
+      if (this.#link !== link) return; // the next connection rejoins every room anyway
+      for (const { room, state, joinId } of joins) {
+        // That very join (its id), never answered.
+        if (this.#rooms.get(room) !== state || state.joinId !== joinId || state.liveOn === link.serial) continue;
+        state.rejoinAttempt += 1;
+        const reason = `no answer to the join after: ${error.reason}`;
+        this.#emit({ type: "rejoining", room, attempt: state.rejoinAttempt, delay: 0, code: error.code, reason });
+        this.#sendJoin(link, room, state);
+      }
+    }, this.#requestTimeout);
   }
 
   #onJoinRefused(link: Link, room: string, state: RoomState, error: ErrorEvent): void {
@@ -714,6 +769,13 @@ export class RoomcastClient {
     if (error.code === ErrorCode.UNAVAILABLE) {
       // Redis is down for that node: try again later, from another connection.
       this.#endLink(link, CloseCode.NORMAL, "rejoin later");
+      return;
+    }
+    if (RETRIED_JOIN_ERRORS.has(error.code) && state.kept) {
+      // A room the client keeps by itself (a rejoin after a reconnect, a room given at start):
+      // the refusal passes, so join again later; a join() waiting for it waits on (up to its
+      // timeout). A room first asked by join() rejects it, as any refusal.
+      this.#delayJoin(link, room, state, error);
       return;
     }
     this.#rooms.delete(room);
@@ -728,8 +790,10 @@ export class RoomcastClient {
     const state = this.#rooms.get(room);
     if (!state) return;
     this.#rooms.delete(room);
+    cancelRejoin(state);
     this.#emitAll(this.#book.dropRoom(room, why));
-    const refusal: ErrorEvent = { type: "error", code: why === "banned" ? ErrorCode.BANNED : ErrorCode.FORBIDDEN, reason: why, room, id: null };
+    const code = why === "banned" ? ErrorCode.BANNED : ErrorCode.FORBIDDEN;
+    const refusal: ErrorEvent = { type: "error", code, reason: why, room, id: null, retryAfter: null };
     for (const waiter of state.waiters) waiter.reject(new JoinError(refusal));
     state.waiters.clear();
     this.#emit({ type: "outbox" });
@@ -786,6 +850,37 @@ export class RoomcastClient {
   }
 
   // Frames out
+
+  /**
+   * Send the join of `room` again after the server's hint plus a full-jitter draw (growing with
+   * each refusal in a row, at most the backoff's cap): the clients of one address refused together
+   * come back spread out, not at one instant.
+   */
+  #delayJoin(link: Link, room: string, state: RoomState, error: ErrorEvent): void {
+    state.rejoinAttempt += 1;
+    const hint = Math.min(MAX_RETRY_AFTER_MS, error.retryAfter ?? 0);
+    const delay = hint + this.#backoff.delay(state.rejoinAttempt);
+    state.rejoinAt = Date.now() + delay;
+    this.#emit({ type: "rejoining", room, attempt: state.rejoinAttempt, delay, code: error.code, reason: error.reason });
+    this.#scheduleJoin(link, room, state, delay);
+  }
+
+  /** Join `room` on a new connection now, or when its refused rejoin's delay ends. */
+  #joinWhenDue(link: Link, room: string, state: RoomState): void {
+    const wait = state.rejoinAt === null ? 0 : state.rejoinAt - Date.now();
+    if (wait > 0) this.#scheduleJoin(link, room, state, wait);
+    else this.#sendJoin(link, room, state);
+  }
+
+  #scheduleJoin(link: Link, room: string, state: RoomState, delay: number): void {
+    cancelRejoin(state);
+    state.rejoinTimer = setTimeout(() => {
+      state.rejoinTimer = null;
+      // The connection ended (the next one rejoins) or the room was left: nothing to do.
+      if (this.#link !== link || this.#rooms.get(room) !== state) return;
+      if (state.liveOn !== link.serial && state.joinSentOn !== link.serial) this.#sendJoin(link, room, state);
+    }, delay);
+  }
 
   #sendJoin(link: Link, room: string, state: RoomState): void {
     const frame: Record<string, unknown> = { type: "join", room, username: this.username };
@@ -874,7 +969,16 @@ function newRoom(room: string, username: string): RoomState {
     resumeTarget: null,
     lastTyping: -Infinity,
     waiters: new Set(),
+    kept: false,
+    rejoinAttempt: 0,
+    rejoinAt: null,
+    rejoinTimer: null,
   };
+}
+
+function cancelRejoin(state: RoomState): void {
+  if (state.rejoinTimer !== null) clearTimeout(state.rejoinTimer);
+  state.rejoinTimer = null;
 }
 
 function closedEvent(reason: string, code: number | null = null, status: number | null = null): ClosedEvent {

@@ -92,12 +92,20 @@ export const FATAL_CLOSE_CODES: ReadonlyMap<number, string> = new Map([
 export const FATAL_HTTP_STATUSES: ReadonlySet<number> = new Set([401, 403]);
 
 /**
- * A node over its admission rate refuses new handshakes with 503 and `Retry-After` (at least 1 s).
+ * A node over its admission rate refuses new handshakes with 503 and `Retry-After` (at least 1 s),
+ * an address over its own handshake rate with 429 and `Retry-After` (at least 1 s).
  * The WebSocket API hides the header (and browsers even the status), so where the status is seen
  * (Node.js with `ws`) the client waits the shortest Retry-After a node gives, plus full jitter.
  */
 export const BUSY_HTTP_STATUS = 503;
+export const BUSY_HTTP_STATUSES: ReadonlySet<number> = new Set([429, 503]);
 export const BUSY_RETRY_MS = 1000;
+
+/**
+ * Refusals of a join that pass by themselves (a join bucket refills, the application's join hook
+ * comes back): the client's own join of a room it keeps is sent again later, on the same connection.
+ */
+export const RETRIED_JOIN_ERRORS: ReadonlySet<string> = new Set([ErrorCode.RATE_LIMITED, ErrorCode.HOOK_UNAVAILABLE]);
 
 /** How a join with `since` resumed (`joined.reason` when `recovered` is false). */
 export const RecoveryStatus = {

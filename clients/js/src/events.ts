@@ -174,6 +174,8 @@ export interface ErrorEvent {
   room: string | null;
   /** The id of the frame it refuses, when that frame had one. */
   id: RequestId | null;
+  /** Milliseconds until the same frame would pass, when the server says (its `retry_after`, a join over its rate). */
+  retryAfter: number | null;
 }
 
 /** A message of ours (sent with `id`) was published at `offset`. */
@@ -273,6 +275,22 @@ export interface ReconnectingEvent {
   cause: string;
 }
 
+/**
+ * The client's own join of `room` (a rejoin after a reconnect, or a room given at start) was
+ * refused for now (`code`: `rate_limited`, `hook_unavailable`); it is sent again on the same
+ * connection after `delay` ms (the server's `retry_after` plus a full-jitter draw), for as long
+ * as the client runs. `attempt`: refusals in a row.
+ */
+export interface RejoiningEvent {
+  type: "rejoining";
+  room: string;
+  attempt: number;
+  /** Milliseconds before the join is sent again. */
+  delay: number;
+  code: string;
+  reason: string;
+}
+
 /** A rejoin with `since` got every message missed: nothing lost, nothing repeated. */
 export interface ResumedEvent {
   type: "resumed";
@@ -344,6 +362,7 @@ export type ClientEvent =
   | ConnectedEvent
   | DisconnectedEvent
   | ReconnectingEvent
+  | RejoiningEvent
   | ResumedEvent
   | GapEvent
   | SendFailedEvent
@@ -379,6 +398,15 @@ function optInt(data: Data, key: string): number | null {
 
 function optStr(data: Data, key: string): string | null {
   return data[key] === undefined || data[key] === null ? null : str(data, key);
+}
+
+/**
+ * A delay the server gives in seconds, in milliseconds; null when absent or not a finite number
+ * >= 0 (a retry hint is advice: a frame must not become `unknown` for a bad one).
+ */
+function optMilliseconds(data: Data, key: string): number | null {
+  const value = data[key];
+  return typeof value === "number" && Number.isFinite(value) && value >= 0 ? value * 1000 : null;
 }
 
 function optBool(data: Data, key: string): boolean | null {
@@ -492,6 +520,7 @@ const PARSERS: Record<string, (d: Data) => ServerEvent> = {
     reason: str(d, "reason"),
     room: optStr(d, "room"),
     id: requestId(d),
+    retryAfter: optMilliseconds(d, "retry_after"),
   }),
   ack: (d) => {
     const id = requestId(d);

@@ -4,7 +4,9 @@ One background task owns the connection: connect, read ``welcome``, rejoin every
 ``since`` (the last position seen), then read frames until the connection ends; then wait a
 jittered, growing delay and start again, unless the server said we are at fault (1003, 1007,
 1008, 1009) or refused us (HTTP 401/403). A second task per connection writes frames, one at a
-time and in order (``link.py``).
+time and in order (``link.py``). A rejoin the node refuses for now (``rate_limited``: many
+clients of one address came back at once) is sent again on the same connection after the
+node's ``retry_after`` plus a full-jitter draw, still with ``since``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
-from roomcast.client.backoff import Backoff, retry_after_seconds
+from roomcast.client.backoff import MAX_RETRY_AFTER, Backoff, retry_after_seconds
 from roomcast.client.cursor import RoomCursor
 from roomcast.client.errors import ClientClosedError, JoinError, LinkLost
 from roomcast.client.events import (
@@ -41,6 +43,7 @@ from roomcast.client.events import (
     Member,
     Presence,
     Reconnecting,
+    Rejoining,
     Removed,
     ServerEvent,
     TokenExpiring,
@@ -64,6 +67,9 @@ ABNORMAL_CLOSURE: Final = CloseCode.ABNORMAL
 _JOIN_FIELD_ERRORS: Final = frozenset(
     {ErrorCode.INVALID_ROOM, ErrorCode.INVALID_USERNAME, ErrorCode.INVALID_SINCE}
 )
+# Refusals that pass by themselves (a join bucket refills, the application's join hook comes
+# back): the client's own join of a room it keeps is sent again later on the same connection.
+RETRIED_JOIN_ERRORS: Final = frozenset({ErrorCode.RATE_LIMITED, ErrorCode.HOOK_UNAVAILABLE})
 
 log = logging.getLogger("roomcast.client")
 
@@ -90,8 +96,11 @@ class RoomcastClient:
             application's token URL.
         rooms: rooms joined at start (and rejoined after every reconnect).
         backoff: the delays between attempts; default :class:`Backoff` (0.5 s doubling to 30 s,
-            full jitter). A handshake refused with ``Retry-After`` (a busy node's 503) waits that
-            long plus the jittered delay; it is never fatal.
+            full jitter). A handshake refused with ``Retry-After`` (a busy node's 503, an
+            address over its rate's 429) waits that long plus the jittered delay; it is never
+            fatal. The same delays space the retries of a refused rejoin (``Rejoining``): the
+            error's ``retry_after`` (at most 600 s) plus a draw up to the backoff's bound for
+            that room's refusals in a row.
         stable_after: seconds a connection must last for the next failure to start the backoff
             over from its first delay.
         max_attempts: consecutive failed attempts after which the client stops (``closed`` says
@@ -157,7 +166,9 @@ class RoomcastClient:
         self._ping_interval = ping_interval
         self._max_frame_bytes = max_frame_bytes
         self._book = SendBook(max_unsent, queue_timeout, confirm_timeout)
-        self._rooms: dict[str, RoomState] = {name: RoomState(RoomCursor(name)) for name in rooms}
+        self._rooms: dict[str, RoomState] = {
+            name: RoomState(RoomCursor(name), kept=True) for name in rooms
+        }
         self._events: asyncio.Queue[tuple[Any, int]] = asyncio.Queue()
         self._events_drained = asyncio.Event()
         self._link: Link | None = None
@@ -262,7 +273,11 @@ class RoomcastClient:
         """Join ``room`` (rejoined after every reconnect until ``leave``); its ``Joined``.
 
         Waits across reconnects, up to ``timeout`` (default: ``request_timeout``); a refusal
-        (``forbidden``, ``invalid_room``, ``too_many_rooms``…) raises ``JoinError``.
+        (``forbidden``, ``invalid_room``, ``too_many_rooms``, ``rate_limited``…) of a room not
+        joined before raises ``JoinError`` (its ``error.retry_after``: the server's hint, if
+        any) and the room is forgotten. A room joined before (or given at start) is the
+        client's to keep: its join refused with ``rate_limited`` or ``hook_unavailable`` is
+        retried (a ``Rejoining`` event each time) and this call waits on, up to ``timeout``.
         """
         self._raise_if_closed()
         state = self._rooms.setdefault(room, RoomState(RoomCursor(room)))
@@ -271,7 +286,12 @@ class RoomcastClient:
             return state.last_joined
         waiter: asyncio.Future[Joined] = asyncio.get_running_loop().create_future()
         state.waiters.append(waiter)
-        if link is not None and link.welcome is not None and state.join_sent_on != link.serial:
+        if (
+            link is not None
+            and link.welcome is not None
+            and state.join_sent_on != link.serial
+            and state.rejoin_timer is None  # a refused rejoin waits its turn
+        ):
             self._send_join(link, room, state)
         try:
             return await asyncio.wait_for(asyncio.shield(waiter), self._timeout(timeout))
@@ -284,6 +304,7 @@ class RoomcastClient:
         state = self._rooms.pop(room, None)
         if state is None:
             return
+        state.cancel_rejoin()
         self._emit_all(self._book.drop_room(room, "left"))
         link = self._link
         if link is not None and state.live_on == link.serial:
@@ -507,7 +528,7 @@ class RoomcastClient:
                 self._dispatch(link, first)
             self._signal_link_change()
             for room, state in self._rooms.items():
-                self._send_join(link, room, state)
+                self._join_when_due(link, room, state)
             while True:
                 if self._events_full():
                     self._events_drained.clear()
@@ -538,6 +559,7 @@ class RoomcastClient:
         for state in self._rooms.values():
             if state.live_on == link.serial:
                 state.live_on = None
+            state.cancel_rejoin()  # the next connection rejoins (when its delay is over)
         self._requests.lose_all()
         self._signal_link_change()
 
@@ -564,6 +586,8 @@ class RoomcastClient:
             self._refresh_token(link)
         if isinstance(event, Removed | Banned):
             self._removed(event.room)
+        if isinstance(event, Error) and event.room is None and event.id is None:
+            self._unnamed_refusal(link, event)
         if isinstance(event, Error) and event.id is not None:
             failure = self._book.refuse(event)
             if failure is not None:
@@ -612,6 +636,10 @@ class RoomcastClient:
                 self._emit_all(self._book.settle_before(joined.room, link.serial))
         state.live_on = link.serial
         state.last_joined = joined
+        state.kept = True
+        state.rejoin_attempt = 0
+        state.rejoin_at = None
+        state.cancel_rejoin()
         for waiter in state.waiters:
             if not waiter.done():
                 waiter.set_result(joined)
@@ -632,6 +660,7 @@ class RoomcastClient:
         state = self._rooms.pop(room, None)
         if state is None:
             return
+        state.cancel_rejoin()
         self._emit_all(self._book.drop_room(room, "removed"))
         for waiter in state.waiters:
             if not waiter.done():
@@ -664,6 +693,12 @@ class RoomcastClient:
             self._background.add(closing)
             closing.add_done_callback(self._background.discard)
             return True
+        if error.code in RETRIED_JOIN_ERRORS and state.kept:
+            # A room the client keeps by itself (a rejoin after a reconnect, a room given at
+            # start): the refusal passes, so join again later; a join() waiting for it waits
+            # on (up to its timeout). A room first asked by join() fails it, as any refusal.
+            self._delay_join(link, room, state, error)
+            return True
         del self._rooms[room]
         self._emit_all(self._book.drop_room(room, "stopped"))
         for waiter in state.waiters:
@@ -693,12 +728,77 @@ class RoomcastClient:
 
     # Helpers
 
+    def _delay_join(self, link: Link, room: str, state: RoomState, error: Error) -> None:
+        """Send the join of ``room`` again after the server's hint plus a full-jitter draw
+        (growing with each refusal in a row, at most the backoff's cap): the clients of one
+        address refused together come back spread out, not at one instant."""
+        state.rejoin_attempt += 1
+        hint = min(MAX_RETRY_AFTER, error.retry_after or 0.0)
+        delay = hint + self._backoff.delay(state.rejoin_attempt)
+        state.rejoin_at = time.monotonic() + delay
+        self._emit(Rejoining(room, state.rejoin_attempt, delay, error.code, error.reason))
+        self._schedule_join(link, room, state, delay)
+
+    def _unnamed_refusal(self, link: Link, error: Error) -> None:
+        """A frame refused before the node read it (over the connection's frame rate or its
+        client's receive budget: ``rate_limited`` with no room and no id) may have been a join,
+        which then never gets an answer. The joins unanswered on this connection are sent again
+        if still unanswered ``request_timeout`` later (an answer that slow is not coming)."""
+        if error.code != ErrorCode.RATE_LIMITED:
+            return
+        waiting = [
+            (room, state, state.join_sent_at)
+            for room, state in self._rooms.items()
+            if state.join_sent_on == link.serial and state.live_on != link.serial
+        ]
+        if waiting:
+            loop = asyncio.get_running_loop()
+            loop.call_later(self._request_timeout, self._resend_unanswered, link, waiting, error)
+
+    def _resend_unanswered(
+        self, link: Link, waiting: list[tuple[str, RoomState, float]], error: Error
+    ) -> None:
+        if self._link is not link:
+            return  # the next connection rejoins every room anyway
+        for room, state, sent_at in waiting:
+            if (
+                self._rooms.get(room) is state
+                and state.join_sent_on == link.serial
+                and state.join_sent_at == sent_at  # that very join, never answered
+                and state.live_on != link.serial
+            ):
+                state.rejoin_attempt += 1
+                reason = f"no answer to the join after: {error.reason}"
+                self._emit(Rejoining(room, state.rejoin_attempt, 0.0, error.code, reason))
+                self._send_join(link, room, state)
+
+    def _join_when_due(self, link: Link, room: str, state: RoomState) -> None:
+        """Join ``room`` on a new connection now, or when its refused rejoin's delay ends."""
+        wait = 0.0 if state.rejoin_at is None else state.rejoin_at - time.monotonic()
+        if wait > 0:
+            self._schedule_join(link, room, state, wait)
+        else:
+            self._send_join(link, room, state)
+
+    def _schedule_join(self, link: Link, room: str, state: RoomState, delay: float) -> None:
+        state.cancel_rejoin()
+        loop = asyncio.get_running_loop()
+        state.rejoin_timer = loop.call_later(delay, self._join_due, link, room, state)
+
+    def _join_due(self, link: Link, room: str, state: RoomState) -> None:
+        state.rejoin_timer = None
+        if self._link is not link or self._rooms.get(room) is not state:
+            return  # the connection ended (the next one rejoins) or the room was left
+        if link.serial not in (state.live_on, state.join_sent_on):
+            self._send_join(link, room, state)
+
     def _send_join(self, link: Link, room: str, state: RoomState) -> None:
         frame: dict[str, Any] = {"type": "join", "room": room, "username": self.username}
         since = state.cursor.since()
         if since is not None:
             frame["since"] = since
         state.join_sent_on = link.serial
+        state.join_sent_at = time.monotonic()
         link.write(frame)
 
     async def _expire_loop(self) -> None:
@@ -727,6 +827,7 @@ class RoomcastClient:
         self.closed = closed
         self._emit_all(self._book.fail_all("stopped"))
         for state in self._rooms.values():
+            state.cancel_rejoin()
             for waiter in state.waiters:
                 if not waiter.done():
                     waiter.set_exception(ClientClosedError(closed))

@@ -180,6 +180,8 @@ class Error:
     reason: str
     room: str | None = None
     id: str | int | None = None  # the id of the frame it refuses, when that frame had one
+    # Seconds until the same frame would pass, when the server says (a join over its rate).
+    retry_after: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +261,20 @@ class Reconnecting:
 
 
 @dataclass(frozen=True, slots=True)
+class Rejoining:
+    """The client's own join of ``room`` (a rejoin after a reconnect, or a room given at start)
+    was refused for now (``code``: ``rate_limited``, ``hook_unavailable``); it is sent again
+    on the same connection after ``delay`` seconds (the server's ``retry_after`` plus a
+    full-jitter draw), for as long as the client runs. ``attempt``: refusals in a row."""
+
+    room: str
+    attempt: int
+    delay: float
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Resumed:
     """A rejoin with ``since`` got every message missed: nothing lost, nothing repeated."""
 
@@ -334,7 +350,9 @@ ServerEvent = (
     | HistoryCleared
     | Unknown
 )
-ClientEvent = Connected | Disconnected | Reconnecting | Resumed | Gap | SendFailed | Closed
+ClientEvent = (
+    Connected | Disconnected | Reconnecting | Rejoining | Resumed | Gap | SendFailed | Closed
+)
 Event = ServerEvent | ClientEvent
 
 
@@ -362,6 +380,16 @@ def _opt_int(data: Mapping[str, Any], key: str) -> int | None:
 
 def _opt_str(data: Mapping[str, Any], key: str) -> str | None:
     return None if data.get(key) is None else _str(data, key)
+
+
+def _opt_seconds(data: Mapping[str, Any], key: str) -> float | None:
+    """A delay in seconds, or None; a value that is not a finite number >= 0 is ignored (a
+    retry hint is advice: a frame must not become Unknown for a bad one)."""
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    seconds = float(value)
+    return seconds if 0 <= seconds < float("inf") else None
 
 
 def _opt_bool(data: Mapping[str, Any], key: str) -> bool | None:
@@ -448,7 +476,13 @@ _PARSERS: Final[dict[str, Callable[[Mapping[str, Any]], ServerEvent]]] = {
         _opt_bool(d, "big") is True,
     ),
     "history": _history,
-    "error": lambda d: Error(_str(d, "code"), _str(d, "reason"), _opt_str(d, "room"), _id(d)),
+    "error": lambda d: Error(
+        _str(d, "code"),
+        _str(d, "reason"),
+        _opt_str(d, "room"),
+        _id(d),
+        _opt_seconds(d, "retry_after"),
+    ),
     "token_expiring": lambda d: TokenExpiring(_int(d, "expires_at"), _int(d, "closes_at")),
     "refreshed": lambda d: Refreshed(_int(d, "expires_at")),
     "ack": lambda d: Ack(_required_id(d), _str(d, "room"), _str(d, "epoch"), _int(d, "offset")),

@@ -24,10 +24,22 @@ class RoomState:
     username: str = ""  # as the server named us (with tokens, the token's name)
     live_on: int | None = None  # serial of the connection whose join of this room completed
     join_sent_on: int | None = None
+    join_sent_at: float = 0.0  # monotonic time of the last join sent
     resume_target: int | None = None  # offset the replay after a resume reaches
     last_joined: Joined | None = None
     waiters: list[asyncio.Future[Joined]] = field(default_factory=list)
     last_typing: float = float("-inf")
+    # The client joins it by itself (given at start, or joined once): a join of it refused for
+    # a while (rate_limited, hook_unavailable) is retried instead of given up.
+    kept: bool = False
+    rejoin_attempt: int = 0  # refusals in a row, the rejoin backoff's exponent
+    rejoin_at: float | None = None  # monotonic time before which no join of it is sent
+    rejoin_timer: asyncio.TimerHandle | None = None
+
+    def cancel_rejoin(self) -> None:
+        if self.rejoin_timer is not None:
+            self.rejoin_timer.cancel()
+            self.rejoin_timer = None
 
 
 class Link:

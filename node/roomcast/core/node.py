@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from time import monotonic  # not through ``time``: unit tests replace it by a wall clock
@@ -465,7 +466,8 @@ class Node:
         if joining and not self._may_join(conn):
             # Each join announces user_joined (and its leave user_left) to the whole room.
             reason = "too many joins; slow down"
-            self._reject(conn, ErrorCode.RATE_LIMITED, reason, room, command.request_id)
+            wait = self._join_wait(conn)
+            self._reject(conn, ErrorCode.RATE_LIMITED, reason, room, command.request_id, wait)
             return
         data = None
         hooks = self._hooks
@@ -860,6 +862,14 @@ class Node:
         # and over (each a notice to every member) soon stops.
         return budget.joins.allow() and budget.client_joins.ready()
 
+    def _join_wait(self, conn: Member) -> float:
+        """Seconds until a refused join would pass (the error's ``retry_after``): the later of
+        the connection's and the client's join buckets, at least 10 ms."""
+        budget = conn.budget
+        assert budget is not None  # only a budgeted connection is refused a join
+        wait = max(budget.joins.seconds_until_ready(), budget.client_joins.seconds_until_ready())
+        return max(0.01, math.ceil(wait * 100) / 100)
+
     def _spend_churn(self, conn: Member) -> None:
         """A leave spends a token of the client's join bucket, owing up to a whole burst: join
         and leave over and over, and joins stop until it is paid back. A close spends nothing:
@@ -1065,9 +1075,10 @@ class Node:
         reason: str,
         room: str | None = None,
         request_id: protocol.RequestId = None,
+        retry_after: float | None = None,
     ) -> None:
         self.metrics.frames_rejected.labels(code).inc()
-        conn.send(protocol.error(code, reason, room, request_id))
+        conn.send(protocol.error(code, reason, room, request_id, retry_after))
 
 
 def _close_reason(reason: str) -> str:

@@ -289,10 +289,20 @@ def _with_id(event: dict[str, Any], request_id: RequestId) -> dict[str, Any]:
     return event
 
 
-def error(code: str, reason: str, room: str | None = None, request_id: RequestId = None) -> bytes:
+def error(
+    code: str,
+    reason: str,
+    room: str | None = None,
+    request_id: RequestId = None,
+    retry_after: float | None = None,
+) -> bytes:
+    """A refused frame; ``retry_after``: the seconds until the same frame would pass (a join
+    over its join rate says it, so a client's automatic rejoin waits exactly that long)."""
     event: dict[str, Any] = {"type": "error", "code": code, "reason": reason}
     if room is not None:
         event["room"] = room
+    if retry_after is not None:
+        event["retry_after"] = retry_after
     return encode(_with_id(event, request_id))
 
 

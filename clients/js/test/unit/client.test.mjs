@@ -85,6 +85,106 @@ test("rejoins with since after a drop, and delivers every offset once across it"
   await c.close();
 });
 
+test("a rejoin refused rate_limited is sent again after retry_after plus jitter, with since, on the same connection", async () => {
+  const { client: c, of } = client();
+  const ws = await connected(c);
+  joinReply(ws, 4);
+  ws.drop(1006);
+  mock.timers.tick(250);
+  await flush();
+  const ws2 = FakeWebSocket.last.open();
+  const refuse = (retryAfter) => {
+    const join = ws2.frames("join").at(-1);
+    const frame = { type: "error", code: "rate_limited", reason: "too many joins; slow down", room: "r", id: join.id };
+    ws2.receive(retryAfter === undefined ? frame : { ...frame, retry_after: retryAfter });
+  };
+  refuse(2);
+  const [first] = of("rejoining");
+  // 2 s of the server's hint, plus half of the first backoff bound (500 ms).
+  assert.deepEqual([first.room, first.attempt, first.delay, first.code], ["r", 1, 2250, "rate_limited"]);
+  assert.equal(of("error").length, 1, "the refusal is still reported");
+  assert.deepEqual(c.rooms(), ["r"], "the room is kept");
+  assert.equal(c.state, "connected");
+  mock.timers.tick(2249);
+  await flush();
+  assert.equal(ws2.frames("join").length, 1, "not before the delay");
+  mock.timers.tick(1);
+  assert.equal(ws2.frames("join").length, 2);
+  assert.deepEqual(ws2.frames("join")[1].since, { epoch: "e1", offset: 4 });
+  refuse(undefined); // no hint: the backoff alone, growing
+  assert.deepEqual(of("rejoining").map((e) => [e.attempt, e.delay]), [[1, 2250], [2, 500]]);
+  // An application's join() of the room meanwhile waits for the retry rather than sending one.
+  const waiting = c.join("r", { timeout: 60_000 });
+  assert.equal(ws2.frames("join").length, 2);
+  mock.timers.tick(500);
+  joinReply(ws2, 6, { recovered: true });
+  assert.equal((await waiting).offset, 6);
+  assert.deepEqual(of("resumed").map((e) => e.offset), [4]);
+  // Joined again: the next refusal starts the backoff over.
+  ws2.drop(1006);
+  mock.timers.tick(10_000);
+  await flush();
+  const ws3 = FakeWebSocket.last.open();
+  ws3.receive({ type: "error", code: "rate_limited", reason: "slow down", room: "r", id: ws3.frames("join")[0].id, retry_after: 5 });
+  const third = of("rejoining").at(-1);
+  assert.deepEqual([third.attempt, third.delay], [1, 5250]);
+  // The delay outlives the connection: a new one waits out what is left of it.
+  mock.timers.tick(400);
+  ws3.drop(1006);
+  const reconnect = of("reconnecting").at(-1).delay;
+  mock.timers.tick(reconnect);
+  await flush();
+  const ws4 = FakeWebSocket.last;
+  assert.notEqual(ws4, ws3);
+  ws4.open();
+  assert.equal(ws4.frames("join").length, 0, "the refused rejoin's delay is not over");
+  mock.timers.tick(5250 - 400 - reconnect - 1);
+  assert.equal(ws4.frames("join").length, 0);
+  mock.timers.tick(1);
+  assert.equal(ws4.frames("join").length, 1);
+  await c.close();
+  mock.timers.tick(60_000);
+  assert.equal(ws4.frames("join").length, 1, "nothing after close()");
+});
+
+test("a join() of a new room refused rate_limited rejects with the hint; rooms given at start are retried", async () => {
+  const { client: c, of } = client({ rooms: ["kept"] });
+  const ws = await connected(c, []);
+  const startJoin = ws.frames("join")[0];
+  ws.receive({ type: "error", code: "hook_unavailable", reason: "the join hook did not answer", room: "kept", id: startJoin.id });
+  assert.deepEqual(of("rejoining").map((e) => [e.room, e.code]), [["kept", "hook_unavailable"]]);
+  const asked = c.join("new");
+  const join = ws.frames("join").at(-1);
+  ws.receive({ type: "error", code: "rate_limited", reason: "too many joins; slow down", room: "new", id: join.id, retry_after: 1.5 });
+  await assert.rejects(asked, (e) => e instanceof JoinError && e.error.code === "rate_limited" && e.error.retryAfter === 1500);
+  assert.deepEqual(c.rooms(), ["kept"]);
+  // A bad hint is ignored, not fatal to the frame.
+  ws.receive({ type: "error", code: "rate_limited", reason: "x", retry_after: "soon" });
+  assert.equal(of("error").at(-1).retryAfter, null);
+  await c.close();
+});
+
+test("joins never answered after an unread frame was refused are sent again after requestTimeout", async () => {
+  const { client: c, of } = client({ rooms: ["a", "b", "c"], requestTimeout: 5000 });
+  const ws = await connected(c, []);
+  const [a, b, c3] = ws.frames("join");
+  ws.receive({ ...joined("a", 1), id: a.id });
+  // The node read "b" but not "c": its refusal names neither.
+  ws.receive({ type: "error", code: "rate_limited", reason: "too many frames; slow down" });
+  mock.timers.tick(4000);
+  ws.receive({ ...joined("b", 1), id: b.id }); // slow, but answered: not sent again
+  mock.timers.tick(999);
+  assert.equal(ws.frames("join").length, 3);
+  mock.timers.tick(1);
+  const again = ws.frames("join").slice(3);
+  assert.deepEqual(again.map((f) => f.room), ["c"]);
+  assert.notEqual(again[0].id, c3.id);
+  assert.deepEqual(of("rejoining").map((e) => [e.room, e.delay]), [["c", 0]]);
+  ws.receive({ ...joined("c", 1), id: again[0].id });
+  assert.deepEqual(["a", "b", "c"].map((r) => c.isJoined(r)), [true, true, true]);
+  await c.close();
+});
+
 test("a resume that could not recover is a gap, and the cursor moves to the join's offset", async () => {
   const { client: c, of } = client();
   const ws = await connected(c);
@@ -176,6 +276,16 @@ test("a busy node's 503 is not fatal: the retry waits at least a second, plus th
   mock.timers.tick(1);
   await flush();
   assert.equal(FakeWebSocket.instances.length, before + 1, "then it tries again");
+  await c.close();
+});
+
+test("an address's 429 is handled like a 503: at least a second, plus the jitter", async () => {
+  const { client: c, of } = client();
+  c.start();
+  await flush();
+  FakeWebSocket.last.refuse(429);
+  assert.equal(c.state, "reconnecting");
+  assert.deepEqual([of("reconnecting")[0].cause, of("reconnecting")[0].delay], ["HTTP 429", 1250]);
   await c.close();
 });
 

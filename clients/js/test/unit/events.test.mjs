@@ -13,8 +13,13 @@ test("every server frame becomes a typed event with camelCase fields", () => {
   assert.equal(parseEvent('{"type":"joined","room":"r","already":true}').already, true);
   assert.deepEqual(parseEvent('{"type":"ack","id":4,"room":"r","epoch":"e","offset":9}'), { type: "ack", id: 4, room: "r", epoch: "e", offset: 9 });
   assert.deepEqual(parseEvent('{"type":"error","code":"rate_limited","reason":"slow down","room":"r","id":"x"}'), {
-    type: "error", code: "rate_limited", reason: "slow down", room: "r", id: "x",
+    type: "error", code: "rate_limited", reason: "slow down", room: "r", id: "x", retryAfter: null,
   });
+  // A join over its rate says when it would pass, in seconds: milliseconds here.
+  assert.equal(parseEvent('{"type":"error","code":"rate_limited","reason":"r","room":"r","retry_after":0.25}').retryAfter, 250);
+  for (const bad of ['"1"', "-1", "true", "null"]) {
+    assert.equal(parseEvent(`{"type":"error","code":"rate_limited","reason":"r","retry_after":${bad}}`).retryAfter, null, bad);
+  }
   assert.deepEqual(parseEvent('{"type":"presence","room":"r","members":[{"username":"a","connections":2}],"id":"q1"}'), { type: "presence", room: "r", members: [{ username: "a", connections: 2 }], totalMembers: null, totalConnections: null, next: null, id: "q1" });
   // Big rooms: a page of presence, the coalesced presence_changed, and joined's size.
   assert.deepEqual(parseEvent('{"type":"presence","room":"r","members":[{"username":"a","connections":1}],"total_members":9,"total_connections":12,"next":"a"}'), {
