@@ -19,9 +19,11 @@ import signal
 import time
 from collections import Counter
 from functools import partial
+from typing import Any
 
 import pytest
 from roomcast_dev.devcluster import LocalCluster, NodeProcess
+from websockets.asyncio.client import ClientConnection
 
 from tests.chaos.checker import check
 from tests.chaos.clients import ChaosClient
@@ -40,22 +42,24 @@ SEND_INTERVAL = 0.02  # seconds, jittered ±50 % by the client: about 50 message
 ACKS_BETWEEN_STEPS = 40
 # The chaos suite's node settings (1 s Redis timeout, 3 s drain, 2000 messages of history), and
 # no shared per-client rate: every client here comes from 127.0.0.1.
-ENV = dict(NODE_ENV, **SHARED_LIMITS_OFF)  # per sender, after each node is back: traffic flows between steps
+ENV = dict(
+    NODE_ENV, **SHARED_LIMITS_OFF
+)  # per sender, after each node is back: traffic flows between steps
 
 
-def make_clients(url: str) -> list[ChaosClient]:
+def make_clients(url: str) -> list[Client]:
     clients = []
     for room in ROOMS:
         for index in range(SENDERS_PER_ROOM):
             name = f"{room}-sender{index}"
-            clients.append(ChaosClient(name, room, url, random.Random(name), SEND_INTERVAL))
+            clients.append(Client(name, room, url, random.Random(name), SEND_INTERVAL))
         for index in range(READERS_PER_ROOM):
             name = f"{room}-reader{index}"
-            clients.append(ChaosClient(name, room, url, random.Random(name)))
+            clients.append(Client(name, room, url, random.Random(name)))
     return clients
 
 
-def refusals(clients: list[ChaosClient]) -> Counter[str]:
+def refusals(clients: list[Client]) -> Counter[str]:
     return Counter(
         str(e.event.get("code"))
         for c in clients
@@ -64,7 +68,7 @@ def refusals(clients: list[ChaosClient]) -> Counter[str]:
     )
 
 
-def unanswered_but_delivered(clients: list[ChaosClient]) -> list[str]:
+def unanswered_but_delivered(clients: list[Client]) -> list[str]:
     """Messages whose connection was closed before their answer (each close here is a drain's
     1001) that reached someone: docs/operations.md says such a message was never published."""
     answered = {
@@ -92,13 +96,29 @@ def acks(client: ChaosClient) -> int:
     return sum(1 for e in client.log.entries if e.direction == "in" and e.event["type"] == "ack")
 
 
-async def more_acks(senders: list[ChaosClient], count: int) -> None:
-    """Every sender had ``count`` more messages acknowledged (polled: the clients keep logs,
-    not events to await; bounded)."""
+class Client(ChaosClient):
+    """The chaos suite's client, waking the test at each event it logs."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.changed = asyncio.Event()
+
+    def _on_event(self, ws: ClientConnection, event: Any) -> None:
+        super()._on_event(ws, event)
+        self.changed.set()
+
+
+async def more_acks(senders: list[Client], count: int) -> None:
+    """Every sender had ``count`` more messages acknowledged."""
     wanted = {s.name: acks(s) + count for s in senders}
     async with asyncio.timeout(scaled(30)):
         while not all(acks(s) >= wanted[s.name] for s in senders):
-            await asyncio.sleep(0.05)
+            for sender in senders:
+                sender.changed.clear()
+            await asyncio.wait(
+                [asyncio.ensure_future(s.changed.wait()) for s in senders],
+                return_when=asyncio.FIRST_COMPLETED,
+            )
 
 
 async def drained(node: NodeProcess) -> None:
@@ -165,7 +185,8 @@ async def test_rolling_restart_of_every_node_under_traffic(step: str) -> None:
         print(
             f"\nrolling restart ({step}) in {rolled:.1f} s: acknowledged "
             f"{counters['acknowledged']}, refused {counters['refused']}, unconfirmed "
-            f"{counters['unconfirmed']} {dict(refusals(clients))}, unknown fate {counters['unknown_fate']}, delivered "
+            f"{counters['unconfirmed']} {dict(refusals(clients))}, unknown fate "
+            f"{counters['unknown_fate']}, delivered "
             f"{counters['delivered']} of {counters['owed']} owed, missing {counters['missing']}, "
             f"duplicates {counters['duplicates']}, lost with notice "
             f"{counters['lost_with_notice']}, reconnects {len(reconnects)} "
