@@ -171,3 +171,44 @@ async def test_a_lagging_member_is_told_when_redis_restarts_empty() -> None:
         finally:
             await sender.ws.close()
             await reader.close()
+
+
+async def test_a_lagging_reader_under_a_small_send_bound_is_caught_up_once_it_reads() -> None:
+    """``ROOMCAST_SEND_BUFFER_BYTES`` below the transport's 64 KiB high-water mark (it may be
+    set down to 4 KiB): a member over it lags, and once it reads again it must get what it
+    missed from history, not wait for ``ROOMCAST_LAG_TIMEOUT`` and a 1013."""
+    env = dict(ENV, ROOMCAST_SEND_BUFFER_BYTES="8192")
+    with LocalCluster(1, nginx=False, node_env=env) as cluster:
+        node = cluster.nodes[0]
+        sender = await join_member(node.url, ROOM, "sender")
+        reader = await slow_reader(node.port)
+        serial = [0]
+        try:
+            reader.transport.pause_reading()
+            padding = "x" * TEXT_BYTES
+            acked: list[int] = []
+            while await in_thread(partial(lagged, node.metrics_url)) < 1:
+                acked += [offset for _, offset in await send_acked(sender, serial, padding)]
+                assert len(acked) < 1500, "the reader never lagged"
+            acked += [offset for _, offset in await send_acked(sender, serial, "while lagging")]
+            reader.transport.resume_reading()
+            got: list[int] = []
+            closed = None
+            try:
+                async with asyncio.timeout(scaled(10)):
+                    while not got or got[-1] < acked[-1]:
+                        event = json.loads(await reader.recv())
+                        if event.get("type") == "message":
+                            got.append(event["offset"])
+            except ConnectionClosed as exc:
+                closed = exc.rcvd.code if exc.rcvd is not None else None
+            except TimeoutError:
+                pass
+            print(
+                f"\nlagging reader, 8 KiB send bound: {len(acked)} acknowledged (up to "
+                f"{acked[-1]}), it got {len(got)} (up to {max(got, default=None)}), closed {closed}"
+            )
+            assert got == list(range(1, acked[-1] + 1)), f"got up to {max(got, default=None)}"
+        finally:
+            await sender.ws.close()
+            await reader.close()
