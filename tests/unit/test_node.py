@@ -19,6 +19,7 @@ from roomcast.core.node import Node
 from roomcast.core.ratelimit import BucketPool
 from roomcast.net.transport import WebSocketServer
 from roomcast.runtime.metrics import Metrics
+from roomcast.wire import protocol
 from roomcast.wire.envelope import pack
 from tests.support.wsharness import INSTANCE, WsClient, make_settings, settle
 
@@ -907,6 +908,25 @@ async def test_lagging_member_whose_gap_left_history_is_closed() -> None:
     await settle()
     assert bob.close_code == 1013
     assert env.metric("roomcast_lags_total", outcome="gap") == 1.0
+
+
+async def test_lagging_member_is_closed_when_its_room_announces_a_loss() -> None:
+    # It gets no room traffic, the loss notice included: reading history on from its offset
+    # afterwards would pass over the loss (a new epoch's messages as if they followed).
+    env = await make_env(send_buffer_bytes=4096)
+    alice = await env.joined("alice", "general")
+    bob = await env.joined("bob", "general")
+    drain(alice, bob)
+    bob.transport.write_buffer_size = 4096
+    alice.send_json({"type": "message", "text": "starts the lag"})
+    await settle()
+    assert bob.conn.lagging
+    notice = protocol.loss("general", protocol.LOSS_EPOCH_CHANGED, "e1", 2, None, "e2")
+    env.node.on_broker_message("general", pack(0.0, notice))
+    await settle()
+    assert bob.close_code == 1013
+    assert env.metric("roomcast_lags_total", outcome="gap") == 1.0
+    assert "loss" in [e["type"] for e in alice.events()]  # the reader is told as ever
 
 
 # Broker interplay
