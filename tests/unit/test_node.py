@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from roomcast.broker import BrokerUnavailable, FailureHandler, HistoryLimits, Unconfirmed
+from roomcast.broker import (
+    BrokerUnavailable,
+    FailureHandler,
+    HistoryLimits,
+    JoinReply,
+    NotRun,
+    Unconfirmed,
+)
 from roomcast.broker import memory as memory_module
 from roomcast.broker.memory import MemoryBroker
 from roomcast.core import node as node_module
@@ -21,6 +28,7 @@ from roomcast.net.transport import WebSocketServer
 from roomcast.runtime.metrics import Metrics
 from roomcast.wire import protocol
 from roomcast.wire.envelope import pack
+from roomcast.wire.recovery import Since
 from tests.support.wsharness import INSTANCE, WsClient, make_settings, settle
 
 NOW = 1_700_000_000.5
@@ -990,6 +998,40 @@ async def test_join_when_broker_unavailable() -> None:
     assert env.node.rooms.room_count == 0
     assert env.rejected("unavailable") == 1.0
     assert env.metric("roomcast_rooms_local") == 0.0
+
+
+class RefusedJoinBroker(MemoryBroker):
+    """Redis answers the join script with an error: ``OOM`` (refused at its first write, so it
+    did nothing) or an unknown one (it may have announced the join)."""
+
+    async def join(
+        self,
+        room: str,
+        member: str,
+        username: str,
+        since: Since | None,
+        announce: bytes,
+        user: str | None = None,
+    ) -> JoinReply:
+        if username == "refused":
+            raise NotRun("redis refused: OOM")
+        if username == "unsure":
+            raise BrokerUnavailable("redis refused: something else")
+        return await super().join(room, member, username, since, announce, user)
+
+
+async def test_a_join_redis_refused_at_once_is_not_retracted_with_user_left() -> None:
+    env = await make_env(RefusedJoinBroker)
+    alice = await env.joined("alice", "general")
+    drain(alice)
+    for name in ("refused", "unsure"):
+        bob = await env.connect()
+        bob.send_json({"type": "join", "room": "general", "username": name})
+        await settle()
+        assert [e["code"] for e in bob.events()] == ["unavailable"]
+    await settle()
+    # Only the join whose fate Redis did not tell is retracted.
+    assert [(e["type"], e["username"]) for e in alice.events()] == [("user_left", "unsure")]
 
 
 class FailingPublishBroker(MemoryBroker):

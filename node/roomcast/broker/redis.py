@@ -44,6 +44,7 @@ from roomcast.broker import (
     LevelHandler,
     MessageHandler,
     NotInHistory,
+    NotRun,
     PublishedHandler,
     RoomBanned,
     RoomCounts,
@@ -573,7 +574,7 @@ class RedisBroker(OnOneLoop):
         # The room's size after this join (big rooms); a script of an older node has none.
         connections = int(answer.reply[5]) if len(answer.reply) > 5 else None
         if status == b"late":
-            raise BrokerUnavailable("redis ran the join past its deadline: not joined")
+            raise NotRun("redis ran the join past its deadline: not joined")
         self._command(
             scripts.ROOMS_INDEX,
             resp.evalsha(

@@ -17,6 +17,7 @@ from roomcast.broker import (
     Broker,
     BrokerUnavailable,
     JoinReply,
+    NotRun,
     RoomBanned,
     RoomRateLimited,
     Unconfirmed,
@@ -625,7 +626,9 @@ class Node:
         # Not when a removal (or the close) already took it out of the room.
         if not conn.closed and self.rooms.username(conn, room) is not None:
             # Retract what may have been announced; Redis orders it after the join script.
-            if (conn, room) in self._announced:
+            # Not when Redis refused the script at once (NotRun): nothing was announced, and a
+            # user_left for somebody who never joined would reach every member.
+            if (conn, room) in self._announced and not isinstance(exc, NotRun):
                 self._announce_leave(room, conn.id, username)
             if self.rooms.leave(conn, room):
                 self._unsubscribe(room)
