@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from functools import partial
+from typing import cast
 
 import pytest
 import redis
@@ -28,9 +29,10 @@ FAILED_BEATS = 5  # at one beat every TTL / 3: 2.5 s, past the TTL and the reape
 
 def heartbeats_after(admin: redis.Redis, since_ms: int) -> bool:
     """Every node beat more than one TTL after ``since_ms``: a reaper has run meanwhile."""
-    scores = admin.zrange("rc:nodes", 0, -1, withscores=True)
+    raw = admin.zrange("rc:nodes", 0, -1, withscores=True)
+    scores = [score for _, score in cast(list[tuple[bytes, float]], raw)]
     wanted = since_ms + PRESENCE_TTL * 1000
-    return len(scores) == 3 and all(score > wanted for _, score in scores)
+    return len(scores) == 3 and all(score > wanted for score in scores)
 
 
 async def test_heartbeats_refused_everywhere_reap_no_live_node() -> None:
