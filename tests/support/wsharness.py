@@ -48,6 +48,10 @@ class FakeTransport:
         self.pause_calls = 0
         self.resume_calls = 0
         self.writes = 0
+        self.high_water: int | None = None  # None: the transport's default (64 KiB)
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self.high_water = high
 
     def write(self, data: bytes) -> None:
         self.writes += 1

@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from roomcast.broker import BrokerUnavailable, FailureHandler, HistoryLimits, Unconfirmed
+from roomcast.broker import (
+    BrokerUnavailable,
+    FailureHandler,
+    HistoryLimits,
+    JoinReply,
+    NotRun,
+    Unconfirmed,
+)
 from roomcast.broker import memory as memory_module
 from roomcast.broker.memory import MemoryBroker
 from roomcast.core import node as node_module
@@ -19,7 +26,9 @@ from roomcast.core.node import Node
 from roomcast.core.ratelimit import BucketPool
 from roomcast.net.transport import WebSocketServer
 from roomcast.runtime.metrics import Metrics
+from roomcast.wire import protocol
 from roomcast.wire.envelope import pack
+from roomcast.wire.recovery import Since
 from tests.support.wsharness import INSTANCE, WsClient, make_settings, settle
 
 NOW = 1_700_000_000.5
@@ -909,6 +918,25 @@ async def test_lagging_member_whose_gap_left_history_is_closed() -> None:
     assert env.metric("roomcast_lags_total", outcome="gap") == 1.0
 
 
+async def test_lagging_member_is_closed_when_its_room_announces_a_loss() -> None:
+    # It gets no room traffic, the loss notice included: reading history on from its offset
+    # afterwards would pass over the loss (a new epoch's messages as if they followed).
+    env = await make_env(send_buffer_bytes=4096)
+    alice = await env.joined("alice", "general")
+    bob = await env.joined("bob", "general")
+    drain(alice, bob)
+    bob.transport.write_buffer_size = 4096
+    alice.send_json({"type": "message", "text": "starts the lag"})
+    await settle()
+    assert bob.conn.lagging
+    notice = protocol.loss("general", protocol.LOSS_EPOCH_CHANGED, "e1", 2, None, "e2")
+    env.node.on_broker_message("general", pack(0.0, notice))
+    await settle()
+    assert bob.close_code == 1013
+    assert env.metric("roomcast_lags_total", outcome="gap") == 1.0
+    assert "loss" in [e["type"] for e in alice.events()]  # the reader is told as ever
+
+
 # Broker interplay
 
 
@@ -970,6 +998,40 @@ async def test_join_when_broker_unavailable() -> None:
     assert env.node.rooms.room_count == 0
     assert env.rejected("unavailable") == 1.0
     assert env.metric("roomcast_rooms_local") == 0.0
+
+
+class RefusedJoinBroker(MemoryBroker):
+    """Redis answers the join script with an error: ``OOM`` (refused at its first write, so it
+    did nothing) or an unknown one (it may have announced the join)."""
+
+    async def join(
+        self,
+        room: str,
+        member: str,
+        username: str,
+        since: Since | None,
+        announce: bytes,
+        user: str | None = None,
+    ) -> JoinReply:
+        if username == "refused":
+            raise NotRun("redis refused: OOM")
+        if username == "unsure":
+            raise BrokerUnavailable("redis refused: something else")
+        return await super().join(room, member, username, since, announce, user)
+
+
+async def test_a_join_redis_refused_at_once_is_not_retracted_with_user_left() -> None:
+    env = await make_env(RefusedJoinBroker)
+    alice = await env.joined("alice", "general")
+    drain(alice)
+    for name in ("refused", "unsure"):
+        bob = await env.connect()
+        bob.send_json({"type": "join", "room": "general", "username": name})
+        await settle()
+        assert [e["code"] for e in bob.events()] == ["unavailable"]
+    await settle()
+    # Only the join whose fate Redis did not tell is retracted.
+    assert [(e["type"], e["username"]) for e in alice.events()] == [("user_left", "unsure")]
 
 
 class FailingPublishBroker(MemoryBroker):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import cast
 
-from roomcast.net.sendbuffer import SendBuffer
+from roomcast.net.sendbuffer import TRANSPORT_HIGH_WATER, SendBuffer
 
 
 class Transport:
@@ -13,6 +13,10 @@ class Transport:
         self.calls: list[list[bytes]] = []
         self.buffered = 0
         self.aborted = False
+        self.high_water: int | None = None  # None: the transport's default (64 KiB)
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self.high_water = high
 
     def abort(self) -> None:
         self.aborted = True
@@ -57,3 +61,10 @@ def test_pieces_wait_in_order_while_paused() -> None:
     send.resume()
     assert b"".join(b"".join(call) for call in transport.calls) == b"onetwothree"
     assert send.outstanding == 0
+
+
+def test_a_limit_below_the_transports_high_water_mark_lowers_the_mark() -> None:
+    # Past the limit the client lags until resume_writing, which only a paused transport calls.
+    assert buffer(8192)[1].high_water == 8192
+    assert buffer(TRANSPORT_HIGH_WATER)[1].high_water is None
+    assert buffer(1024 * 1024)[1].high_water is None

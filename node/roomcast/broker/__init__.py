@@ -58,6 +58,13 @@ class BrokerUnavailable(Exception):
     For a chat message it means *not published*, and never will be (issue 14)."""
 
 
+class NotRun(BrokerUnavailable):
+    """Redis refused the command at once: a script it does not hold (``NOSCRIPT``), or a write
+    it does not take now (``OOM`` over ``maxmemory`` with ``noeviction``, ``READONLY`` on a
+    demoted primary), or a join script that found its deadline past. A script refused at its
+    first write changed nothing (the join script's first write is its presence entry)."""
+
+
 class Unconfirmed(BrokerUnavailable):
     """A chat message's fate could not be learnt: it was sent to Redis, the reply was lost, and
     Redis could not be asked afterwards (or its history no longer tells). It may or may not have

@@ -25,16 +25,26 @@ import hiredis
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ReadOnlyError, RedisError, ResponseError
+from redis.exceptions import (
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+)
 from redis.retry import Retry
 
-from roomcast.broker import BrokerUnavailable, MessageHandler, resp, within
+from roomcast.broker import BrokerUnavailable, MessageHandler, NotRun, resp, within
 from roomcast.broker.cluster_slots import redirect_of, slot_of
 from roomcast.broker.deadline import RedisClock, now_ms
 from roomcast.broker.errors import describe
 from roomcast.broker.scripts import Script
 
 log = logging.getLogger("roomcast.broker.redis")
+
+# Error replies that refuse a command before it ran, or a script at a write Redis does not
+# take now (its first, for the join script): nothing of it happened (broker.NotRun).
+_REFUSED_AT_ONCE = (NoScriptError, OutOfMemoryError, ReadOnlyError)
 
 try:
     # What redis-py's hiredis parser returns while a reply is incomplete (see hiredis_reader).
@@ -442,7 +452,8 @@ class CommandLink(RedisLink):
             return
         log.error("redis refused a command", extra={"error": str(error)})
         if command is not None:
-            command.settle(None, BrokerUnavailable(f"redis refused: {error}"))
+            refused = NotRun if isinstance(error, _REFUSED_AT_ONCE) else BrokerUnavailable
+            command.settle(None, refused(f"redis refused: {error}"))
         # redis-py's parser turns these replies into classes and strips the code from their
         # text: matching "NOSCRIPT" on the text never fired, and a SCRIPT FLUSH left the node
         # refusing every message for good.

@@ -44,6 +44,7 @@ from roomcast.broker import (
     LevelHandler,
     MessageHandler,
     NotInHistory,
+    NotRun,
     PublishedHandler,
     RoomBanned,
     RoomCounts,
@@ -573,7 +574,7 @@ class RedisBroker(OnOneLoop):
         # The room's size after this join (big rooms); a script of an older node has none.
         connections = int(answer.reply[5]) if len(answer.reply) > 5 else None
         if status == b"late":
-            raise BrokerUnavailable("redis ran the join past its deadline: not joined")
+            raise NotRun("redis ran the join past its deadline: not joined")
         self._command(
             scripts.ROOMS_INDEX,
             resp.evalsha(
@@ -696,15 +697,25 @@ class RedisBroker(OnOneLoop):
         """Tell the others this node lives; reap the members of nodes that stopped telling."""
         interval = self._presence_ttl / 3
         instance = self._instance.encode()
+        ttl_ms = int(self._presence_ttl * 1000)
+        # Since when (ms) every heartbeat of ours went through; None: the last one did not.
+        # What kept ours from Redis (an outage, a stall, writes refused over maxmemory) kept
+        # everyone's: a node is judged dead only once we have beaten a whole TTL ourselves,
+        # so that the live ones had their chance too. Judged at once, the first node to beat
+        # again reaped every other, whose members got user_left then user_joined.
+        beating_since: int | None = None
         while True:
             try:
                 await asyncio.sleep(interval)
                 if not self.topology.connected_for(NODES_KEY):
+                    beating_since = None
                     continue
                 now_ms = int(time.time() * 1000)
                 added = await self._request(
                     NODES_KEY, resp.command(b"ZADD", NODES_KEY, b"%d" % now_ms, instance)
                 )
+                if beating_since is None:
+                    beating_since = now_ms
                 if added == 1 and self._on_resync is not None:
                     # Our entry was gone: Redis lost its data, or others reaped us during a stall.
                     reaped_key = REAPED_PREFIX + instance
@@ -712,7 +723,9 @@ class RedisBroker(OnOneLoop):
                     self._reaped = bool(gone)
                     self._on_resync()
                 self._publish_stats()
-                horizon = now_ms - int(self._presence_ttl * 1000)
+                if now_ms - beating_since < ttl_ms:
+                    continue
+                horizon = now_ms - ttl_ms
                 dead = await self._request(
                     NODES_KEY, resp.command(b"ZRANGEBYSCORE", NODES_KEY, b"-inf", b"%d" % horizon)
                 )
@@ -722,8 +735,10 @@ class RedisBroker(OnOneLoop):
             except asyncio.CancelledError:
                 raise
             except (BrokerUnavailable, RedisError) as exc:
+                beating_since = None
                 log.warning("presence heartbeat failed", extra={"error": describe(exc)})
             except Exception:
+                beating_since = None
                 log.exception("presence heartbeat failed")
 
     def _publish_stats(self) -> None:

@@ -7,6 +7,12 @@ what it has of each room is the last offset fanned out there. Each time its sock
 chat messages it missed are read from history and sent, room by room; once nothing is missing it
 takes room traffic again, in the same loop turn as the last check, so nothing slips between.
 
+What history holds is read by offset, so the lag must not pass over a ``loss``: a lagging
+member misses the notice with the rest of the room's traffic (Redis restarted empty, the room
+went on in a new epoch from offset 1), and reading on from its old offset would hand it the new
+epoch's messages as if they followed. It is closed with 1013 instead, like a member whose
+history is gone: its client rejoins with ``since`` and is answered ``recovered: false``.
+
 Ephemeral events of the lag (``typing``, ``user_joined``, ``user_left``) are not kept anywhere
 and are not replayed. A member is closed with 1013, as before, when it does not drain within
 ``ROOMCAST_LAG_TIMEOUT`` (a reader that does not read), or when the room's history no longer
@@ -17,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from roomcast.broker import Broker, BrokerUnavailable
 from roomcast.core.history_pages import PAGE_MESSAGES
@@ -46,6 +52,9 @@ class Lag:
         self._metrics = metrics
         # connection -> room -> offset of the last chat message it was sent
         self._behind: dict[Member, dict[str, int]] = {}
+        # connection -> room -> the epoch of those offsets, once known (its join, or the
+        # first page read): a page of another epoch does not follow them
+        self._epochs: dict[Member, dict[str, str]] = {}
         self._deadlines: dict[Member, asyncio.TimerHandle] = {}
         self._recovering: dict[Member, asyncio.Task[None]] = {}
         self._drained: dict[Member, asyncio.Future[None]] = {}
@@ -60,15 +69,17 @@ class Lag:
         self._metrics.lags.labels("lagged").inc()
         self._arm_deadline(conn)
 
-    def start_at(self, conn: Member, room: str, have: int) -> None:
-        """``conn`` joined ``room`` with ``since`` = ``have`` and missed more than a page: it
-        lags from there, and is caught up from history as it drains (never all at once)."""
+    def start_at(self, conn: Member, room: str, have: int, epoch: str) -> None:
+        """``conn`` joined ``room`` with ``since`` = ``have`` (of ``epoch``) and missed more
+        than a page: it lags from there, and is caught up from history as it drains (never all
+        at once)."""
         behind = self._behind.get(conn)
         if behind is None:
             self._behind[conn] = behind = {}
             self._metrics.lags.labels("lagged").inc()
             self._arm_deadline(conn)
         behind[room] = have
+        self._epochs.setdefault(conn, {})[room] = epoch
         conn.lagging = True
         if conn.send_drained:
             self.drained(conn)
@@ -83,10 +94,19 @@ class Lag:
         behind = self._behind.get(conn)
         if behind is not None:
             behind.pop(room, None)
+        epochs = self._epochs.get(conn)
+        if epochs is not None:
+            epochs.pop(room, None)
+
+    def missed_loss(self, members: Iterable[Member]) -> None:
+        """A ``loss`` notice for a room of ``members``: those lagging do not get it."""
+        for conn in [m for m in members if m.lagging and not m.closed]:
+            self._give_up(conn, "gap", "slow consumer: the room lost messages meanwhile")
 
     def forget(self, conn: Member) -> None:
         """The connection is gone."""
         self._behind.pop(conn, None)
+        self._epochs.pop(conn, None)
         timer = self._deadlines.pop(conn, None)
         if timer is not None:
             timer.cancel()
@@ -155,6 +175,11 @@ class Lag:
             # rejoins with ``since`` and learns what is lost.
             self._give_up(conn, "gap", "slow consumer: fell behind further than history keeps")
             return False
+        epochs = self._epochs.setdefault(conn, {})
+        if epochs.setdefault(room, page.epoch) != page.epoch:
+            # Redis lost the room meanwhile: these offsets are another epoch's.
+            self._give_up(conn, "gap", "slow consumer: the room's history was lost")
+            return False
         for message in page.messages:
             conn.send(message)
         behind[room] = have + len(page.messages)
@@ -178,6 +203,7 @@ class Lag:
     def _caught_up(self, conn: Member) -> None:
         # Checked and switched in one loop turn: no room event can fall between the two.
         del self._behind[conn]
+        self._epochs.pop(conn, None)
         timer = self._deadlines.pop(conn, None)
         if timer is not None:
             timer.cancel()

@@ -17,6 +17,7 @@ from roomcast.broker import (
     Broker,
     BrokerUnavailable,
     JoinReply,
+    NotRun,
     RoomBanned,
     RoomRateLimited,
     Unconfirmed,
@@ -61,6 +62,7 @@ _MARKER_LOST = "the join did not come back from the broker"
 _USER_JOINED = b'{"type":"user_joined",'
 _USER_LEFT = b'{"type":"user_left",'
 _TYPING = b'{"type":"typing",'
+_LOSS = b'{"type":"loss",'
 _TOO_MANY_TOKENS = "too many tokens checked for your connections together; slow down"
 
 
@@ -383,6 +385,10 @@ class Node:
         if members:
             if event.offset:
                 self._latest[room] = event.offset
+            elif event.event.startswith(_LOSS):
+                # A lagging member gets no room traffic, this notice included, and what it is
+                # sent from history once it drained would pass over the loss in silence.
+                self.lag.missed_loss(members)
             self.outbox.fan_out(members, text_frame(event.event), event.exclude)
         if holders:
             self._hold(room, holders, event)
@@ -551,7 +557,7 @@ class Node:
         lag_from = self._send_join_result(conn, command, reply, catch_up, data, role)
         self._went_live(conn, room, reply.offset if lag_from is None else newest)
         if lag_from is not None:
-            self.lag.start_at(conn, room, lag_from)
+            self.lag.start_at(conn, room, lag_from, reply.epoch)
         return missed
 
     def _counted(self, room: str, reply: JoinReply, catch_up: CatchUp) -> None:
@@ -620,7 +626,9 @@ class Node:
         # Not when a removal (or the close) already took it out of the room.
         if not conn.closed and self.rooms.username(conn, room) is not None:
             # Retract what may have been announced; Redis orders it after the join script.
-            if (conn, room) in self._announced:
+            # Not when Redis refused the script at once (NotRun): nothing was announced, and a
+            # user_left for somebody who never joined would reach every member.
+            if (conn, room) in self._announced and not isinstance(exc, NotRun):
                 self._announce_leave(room, conn.id, username)
             if self.rooms.leave(conn, room):
                 self._unsubscribe(room)

@@ -37,7 +37,7 @@ import socket
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 if TYPE_CHECKING:
     from roomcast.runtime.config import Settings
@@ -288,6 +288,10 @@ class Holder:
         self.until = 0.0
 
 
+# asyncio's and uvloop's default high-water mark of a transport's write buffer (64 KiB).
+TRANSPORT_HIGH_WATER: Final = 64 * 1024
+
+
 def _shed_order(buffer: SendBuffer) -> tuple[int, int]:
     """Shed first: the buffer of the owner that holds the most, then the biggest."""
     holder = buffer.holder
@@ -319,6 +323,12 @@ class SendBuffer:
     ) -> None:
         self._transport = transport
         self._limit = limit
+        if limit < TRANSPORT_HIGH_WATER:
+            # Over the limit the client lags until resume_writing says it drained, which only
+            # a transport paused at its high-water mark calls: with the mark above the limit,
+            # a lagging reader that read everything was never told so, and was closed 1013 at
+            # ROOMCAST_LAG_TIMEOUT (a limit of 8 KiB: 10 messages missed, never replayed).
+            transport.set_write_buffer_limits(high=limit)
         # The node's total, and what this buffer counts in it now: its outstanding bytes while
         # its transport is paused or it holds bytes back, else nothing (below the transport's
         # high-water mark a socket is not backed up, and the transport does not say when it
