@@ -15,16 +15,19 @@ from roomcast_dev.devcluster import (
     free_port,
     timeout_factor,
 )
+from roomcast_dev.hookserver import HookServer, verdict
 
 __all__ = [
     "REPO_ROOT",
     "ClusterError",
+    "HookServer",
     "LocalCluster",
     "ManagedProcess",
     "find_binary",
     "free_port",
     "scaled",
     "timeout_factor",
+    "verdict",
 ]
 
 

@@ -647,7 +647,7 @@ class Node:
         subject = None if identity is None else identity.subject
         assert command.username is not None
         verdict = await hooks.join(
-            conn.id, command.room, subject, command.username, conn.client_address
+            conn.id, command.room, subject, command.username, conn.client_address, conn.client_key
         )
         if conn.closed:
             return None
@@ -819,7 +819,7 @@ class Node:
         subject = None if identity is None else identity.subject
         self._asked()
         try:
-            verdict = await hooks.publish(conn.id, room, subject, username, text)
+            verdict = await hooks.publish(conn.id, room, subject, username, text, conn.client_key)
             if isinstance(verdict, Refusal):
                 self._reject(conn, verdict.code, verdict.reason, room, request_id)
                 return
