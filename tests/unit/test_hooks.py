@@ -128,6 +128,33 @@ def test_breaker_opens_after_failures_in_a_row_and_recovers_through_one_trial() 
     assert breaker.allow(21.5) and breaker.allow(21.5)
 
 
+def test_one_clients_failures_open_the_circuit_for_that_client_alone() -> None:
+    """A backend failing one client's input is not down: others' calls still go through."""
+    breaker = CircuitBreaker(failures=3, reset_after=10.0)
+    for _ in range(3):
+        assert breaker.allow(0.0, "sub:alice")
+        breaker.failed(0.0, "sub:alice")
+    assert state(breaker) == OPEN and not breaker.for_everybody
+    assert not breaker.allow(1.0, "sub:alice")  # fails fast for her
+    assert breaker.allow(1.0, "sub:bob") and breaker.allow(1.0, "sub:bob")
+    breaker.succeeded()  # bob's call: the backend answers, so it is closed again
+    assert state(breaker) == CLOSED
+    assert breaker.allow(1.0, "sub:alice")
+
+
+def test_failures_of_as_many_clients_as_the_threshold_open_it_for_everybody() -> None:
+    breaker = CircuitBreaker(failures=3, reset_after=10.0)
+    for client in ("sub:a", "sub:a", "sub:a", "sub:b"):  # open for a; then b fails too
+        breaker.failed(0.0, client)
+    assert state(breaker) == OPEN and not breaker.for_everybody
+    assert breaker.allow(0.5, "sub:c")
+    breaker.failed(0.5, "sub:c")
+    assert breaker.for_everybody
+    assert not breaker.allow(1.0, "sub:d")
+    assert breaker.allow(10.0, "sub:d")  # the trial, after reset_after
+    assert not breaker.allow(10.0, "sub:e")
+
+
 # The caller
 
 

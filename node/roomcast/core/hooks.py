@@ -10,7 +10,8 @@ Each hook has its own :class:`HookCaller` with
   ``max_concurrency // CLIENT_SHARE_DIVISOR`` of those slots; its further calls wait their turn
   (within the timeout), so one client's flood cannot make every other client's calls "busy";
 - a circuit breaker (:mod:`roomcast.core.circuit`): after failures in a row, calls fail at once
-  until a trial call succeeds;
+  until a trial call succeeds (for everybody only once that many clients failed: one client's
+  failures open it for that client);
 - retries only where safe: when nothing of the request was sent (the connection was refused),
   or for hooks that only answer a question (connect, join), never for a sent publish;
 - one outcome per call, counted by hook and result, and a latency histogram.
@@ -144,7 +145,7 @@ class HookCaller:
         """One call; ``client`` (its rate-limit key) waits for one of its own share of the
         slots first, for at most the timeout (then ``busy``, not a failure of the backend)."""
         if client is None:
-            return await self._call(body, self._timeout, waited=False)
+            return await self._call(body, self._timeout, None, waited=False)
         share = self._shares.get(client)
         if share is None:
             share = self._shares[client] = _ClientShare(asyncio.Semaphore(self.client_share))
@@ -166,7 +167,7 @@ class HookCaller:
                 left = self._timeout - (time.monotonic() - started) if waited else self._timeout
                 if left <= 0:
                     return self._done(Failed(BUSY, "its turn came too late"))
-                return await self._call(body, left, waited=waited)
+                return await self._call(body, left, client, waited=waited)
             finally:
                 share.slots.release()
         finally:
@@ -174,10 +175,12 @@ class HookCaller:
             if not share.users:
                 del self._shares[client]
 
-    async def _call(self, body: bytes, timeout: float, *, waited: bool) -> wire.Verdict | Failed:
+    async def _call(
+        self, body: bytes, timeout: float, client: str | None, *, waited: bool
+    ) -> wire.Verdict | Failed:
         if self.in_flight >= self._max_concurrency:
             return self._done(Failed(BUSY, f"{self._max_concurrency} calls already in flight"))
-        if not self.breaker.allow(time.monotonic()):
+        if not self.breaker.allow(time.monotonic(), client):
             return self._done(Failed(CIRCUIT_OPEN, "failing fast after repeated failures"))
         self.in_flight += 1
         started = time.perf_counter()
@@ -194,7 +197,7 @@ class HookCaller:
             # the timeout says nothing about the backend: a flooding client must not open the
             # circuit for everyone by queueing its own calls.
             if outcome.result != TIMEOUT or not waited:
-                self.breaker.failed(time.monotonic())
+                self.breaker.failed(time.monotonic(), client)
         else:
             self.breaker.succeeded()
         return self._done(outcome)
