@@ -995,6 +995,13 @@ class Node:
 
     async def _presence(self, conn: Member, room: str, command: Presence) -> None:
         request_id = command.request_id
+        budget = conn.budget
+        # Charged to the client's history budget: a ~40-byte request answered with the room's
+        # member list (core.history_budget.charge_answer).
+        if budget is not None and not budget.client_history.ready():
+            reason = "too much presence and history read by your connections together; slow down"
+            self._reject(conn, ErrorCode.RATE_LIMITED, reason, room, request_id)
+            return
         pages = self.presence_pages
         try:
             snap = await pages.snapshot(room)
@@ -1003,7 +1010,10 @@ class Node:
             self._reject(conn, ErrorCode.UNAVAILABLE, reason, room, request_id)
             return
         big = pages.is_big(snap) or self.big.is_big(room)
-        conn.send(answer(snap, big, room, command.limit, command.after, request_id))
+        data = answer(snap, big, room, command.limit, command.after, request_id)
+        if budget is not None:
+            self.history_budget.charge_answer(budget.client, budget.client_history, len(data))
+        conn.send(data)
 
     # Helpers
 
