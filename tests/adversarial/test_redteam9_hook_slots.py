@@ -15,6 +15,11 @@ Measured on main: 4 of 4 other users' joins refused (the attacker's calls in fli
 backend peaked at 64); 4 of 4 other addresses' handshakes refused 503. Now a client (a token's
 `sub`, the connect hook's address) holds at most an eighth of a hook's slots and its further
 calls wait their turn within the hook timeout: 0 refused, the attacker's peak 8.
+
+A join the backend denies leaves no trace, so no leave ever spent the client's join bucket for
+it: one user's 32 connections each sent their burst of 20 joins of rooms the backend denies, and
+the node asked the backend all 640 times (again on every new connection). Now a denied join
+spends like a leave: 68 asked, the rest refused `rate_limited` before asking.
 """
 
 from __future__ import annotations
@@ -180,3 +185,58 @@ async def test_one_address_flooding_handshakes_leaves_other_addresses_the_connec
     print(figures)
     assert not refused, figures
     assert backend.peak["attacker"] <= CLIENT_SHARE, figures
+
+
+DENYING_CONNECTIONS = 32  # of one user, each asking 20 joins the backend denies (its burst)
+DENIED_JOINS_EACH = 20
+# What one user may make the node ask about joins it is denied: each connection's first (they
+# are asked together, before any denial is counted), then the client's join burst (40) and
+# rate (5/s). Bounded at 100 (before: every one of 640).
+DENIED_CALLS_FROM_ONE_USER = 100
+
+
+async def test_one_user_cannot_make_the_node_ask_about_denied_joins_without_end(
+    hooked: tuple[Any, int],
+) -> None:
+    node, port = hooked
+
+    async def deny_vip(path: str, body: dict[str, Any]) -> tuple[int, bytes]:
+        if body["room"].startswith("vip"):
+            return verdict({"result": "deny", "reason": "members only"})
+        return verdict({"result": "allow"})
+
+    attack = f"/chat?token={sign(sub='mallory')}"
+    attackers = [
+        await RawWebSocket.connect("127.0.0.1", node.port, attack)
+        for _ in range(DENYING_CONNECTIONS)
+    ]
+    tag = uuid.uuid4().hex[:6]
+    try:
+        async with HookServer(port, deny_vip) as backend:
+            for index, ws in enumerate(attackers):
+                ws.send_bytes(
+                    b"".join(
+                        text({"type": "join", "room": f"vip{tag}-{index}-{k}", "id": f"d{k}"})
+                        for k in range(DENIED_JOINS_EACH)
+                    )
+                )
+            for ws in attackers:  # every join answered: denied, or refused before asking
+                await answer_to(ws, f"d{DENIED_JOINS_EACH - 1}")
+            answers = Counter(
+                str(event.get("code"))
+                for ws in attackers
+                for event in ws.received.texts
+                if str(event.get("id", "")).startswith("d")
+            )
+            asked = len(backend.hooks_called("join"))
+    finally:
+        for ws in attackers:
+            await ws.close()
+    figures = (
+        f"one user's {DENYING_CONNECTIONS} connections sent {DENIED_JOINS_EACH} joins each that "
+        f"the backend denies: it was asked {asked} times (bound {DENIED_CALLS_FROM_ONE_USER}); "
+        f"answers {dict(answers)}"
+    )
+    print(figures)
+    assert asked <= DENIED_CALLS_FROM_ONE_USER, figures
+    assert answers["join_denied"] >= DENYING_CONNECTIONS, figures

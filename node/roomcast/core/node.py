@@ -652,6 +652,12 @@ class Node:
         if conn.closed:
             return None
         if isinstance(verdict, Refusal):
+            if verdict.code == ErrorCode.JOIN_DENIED:
+                # A denied join costs the node a call and tells nobody, so no leave ever spends
+                # for it: asked over and over (a connection's join burst, then again on a new
+                # connection), one user made the node call the backend without end. It spends
+                # like a leave; a hook failure (the backend's fault) does not.
+                self._spend_churn(conn)
             self._reject(conn, verdict.code, verdict.reason, command.room, command.request_id)
             return None
         return verdict
