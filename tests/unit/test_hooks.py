@@ -394,6 +394,23 @@ async def test_fail_closed_refuses_with_hook_unavailable_and_fail_open_lets_thro
     assert isinstance(published, Publication) and published.text == "hi"
 
 
+async def test_a_clients_own_backlog_is_refused_even_where_the_hook_fails_open() -> None:
+    """Fail-open lets a message through when the backend fails, not when its sender's own
+    calls held its share for the whole timeout (unmoderated surplus of a flood)."""
+    never = asyncio.Event()
+    hooks = hooks_with(
+        ScriptedPort(stalled(never)),
+        ROOMCAST_HOOK_PUBLISH_FAIL_MODE="open",
+        ROOMCAST_HOOK_MAX_CONCURRENCY="8",
+        ROOMCAST_HOOK_TIMEOUT="0.05",
+    )
+    outcomes = await asyncio.gather(
+        *(hooks.publish("c1", "lobby", "u1", "ann", "hi", "sub:u1") for _ in range(3))
+    )
+    assert isinstance(outcomes[0], Publication)  # the backend timed out: fails open
+    assert any(isinstance(o, Refusal) and "(busy)" in o.reason for o in outcomes[1:]), outcomes
+
+
 async def test_denials_and_rewrites_reach_the_node_as_codes_and_text() -> None:
     hooks = hooks_with(ScriptedPort(ok({"result": "deny", "reason": "members only"})))
     join = await hooks.join("c1", "lobby", "u1", "ann", "127.0.0.1", "ip:127.0.0.1")
