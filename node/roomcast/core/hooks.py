@@ -76,13 +76,13 @@ class HookPort(Protocol):
 @dataclass(frozen=True, slots=True)
 class Failed:
     """A call that produced no verdict; ``result`` is one of the failure results above.
-    ``own_backlog``: its client's share of the slots stayed taken (by its own calls) for the
+    ``own_doing``: its client's share of the slots stayed taken (by its own calls) for the
     whole timeout; refused whatever the fail mode, or a client flooding a slow backend would
     have its surplus let through unasked (unmoderated, with the publish hook failing open)."""
 
     result: str
     detail: str
-    own_backlog: bool = False
+    own_doing: bool = False
 
 
 @dataclass(slots=True)
@@ -163,14 +163,14 @@ class HookCaller:
                         await share.slots.acquire()
                 except TimeoutError:
                     reason = f"{self.client_share} calls of this client already in flight"
-                    return self._done(Failed(BUSY, reason, own_backlog=True))
+                    return self._done(Failed(BUSY, reason, own_doing=True))
             else:
                 await share.slots.acquire()  # free: taken without waiting
             try:
                 # Nothing waits longer than the timeout, the turn included.
                 left = self._timeout - (time.monotonic() - started) if waited else self._timeout
                 if left <= 0:
-                    return self._done(Failed(BUSY, "its turn came too late", own_backlog=True))
+                    return self._done(Failed(BUSY, "its turn came too late", own_doing=True))
                 return await self._call(body, left, client, waited=waited)
             finally:
                 share.slots.release()
@@ -338,7 +338,7 @@ class Hooks:
             client,
         )
         if isinstance(verdict, Failed):
-            if self._join_fail == "open" and not verdict.own_backlog:
+            if self._join_fail == "open" and not verdict.own_doing:
                 return wire.Allow()
             return _unavailable("join", verdict)
         if isinstance(verdict, wire.Deny):
@@ -358,7 +358,7 @@ class Hooks:
             client,
         )
         if isinstance(verdict, Failed):
-            if self._publish_fail == "open" and not verdict.own_backlog:
+            if self._publish_fail == "open" and not verdict.own_doing:
                 return Publication(text, message_id)
             return _unavailable("publish", verdict)
         if isinstance(verdict, wire.Deny):
