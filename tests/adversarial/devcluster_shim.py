@@ -15,16 +15,21 @@ from roomcast_dev.devcluster import (
     free_port,
     timeout_factor,
 )
+from roomcast_dev.example import ExampleStack
+from roomcast_dev.hookserver import HookServer, verdict
 
 __all__ = [
     "REPO_ROOT",
     "ClusterError",
+    "ExampleStack",
+    "HookServer",
     "LocalCluster",
     "ManagedProcess",
     "find_binary",
     "free_port",
     "scaled",
     "timeout_factor",
+    "verdict",
 ]
 
 

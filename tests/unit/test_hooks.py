@@ -128,6 +128,33 @@ def test_breaker_opens_after_failures_in_a_row_and_recovers_through_one_trial() 
     assert breaker.allow(21.5) and breaker.allow(21.5)
 
 
+def test_one_clients_failures_open_the_circuit_for_that_client_alone() -> None:
+    """A backend failing one client's input is not down: others' calls still go through."""
+    breaker = CircuitBreaker(failures=3, reset_after=10.0)
+    for _ in range(3):
+        assert breaker.allow(0.0, "sub:alice")
+        breaker.failed(0.0, "sub:alice")
+    assert state(breaker) == OPEN and not breaker.for_everybody
+    assert not breaker.allow(1.0, "sub:alice")  # fails fast for her
+    assert breaker.allow(1.0, "sub:bob") and breaker.allow(1.0, "sub:bob")
+    breaker.succeeded()  # bob's call: the backend answers, so it is closed again
+    assert state(breaker) == CLOSED
+    assert breaker.allow(1.0, "sub:alice")
+
+
+def test_failures_of_as_many_clients_as_the_threshold_open_it_for_everybody() -> None:
+    breaker = CircuitBreaker(failures=3, reset_after=10.0)
+    for client in ("sub:a", "sub:a", "sub:a", "sub:b"):  # open for a; then b fails too
+        breaker.failed(0.0, client)
+    assert state(breaker) == OPEN and not breaker.for_everybody
+    assert breaker.allow(0.5, "sub:c")
+    breaker.failed(0.5, "sub:c")
+    assert breaker.for_everybody
+    assert not breaker.allow(1.0, "sub:d")
+    assert breaker.allow(10.0, "sub:d")  # the trial, after reset_after
+    assert not breaker.allow(10.0, "sub:e")
+
+
 # The caller
 
 
@@ -260,6 +287,64 @@ async def test_calls_past_the_concurrency_bound_fail_at_once() -> None:
     assert calls(metrics, "join", "allow") == 2
 
 
+async def test_one_client_holds_its_share_of_the_slots_and_waits_its_turn() -> None:
+    """A client past its share (an eighth of the slots) waits; others still find free slots."""
+    gate = asyncio.Event()
+    port = ScriptedPort(stalled(gate))
+    hook, metrics = caller(port, max_concurrency=16)
+    assert hook.client_share == 2
+    flood = [asyncio.ensure_future(hook.call(b"{}", "sub:mallory")) for _ in range(5)]
+    await asyncio.sleep(0)
+    assert hook.in_flight == 2  # the other three wait for mallory's own slots
+    other = asyncio.ensure_future(hook.call(b"{}", "sub:ann"))
+    await asyncio.sleep(0)
+    assert hook.in_flight == 3
+    gate.set()
+    assert await other == wire.Allow()
+    assert await asyncio.gather(*flood) == [wire.Allow()] * 5
+    assert port.calls == 6 and hook.in_flight == 0
+    assert calls(metrics, "join", BUSY) == 0
+
+
+async def test_a_turn_not_come_within_the_timeout_is_busy_and_spares_the_breaker() -> None:
+    never = asyncio.Event()
+    hook, metrics = caller(ScriptedPort(stalled(never)), max_concurrency=8, timeout=0.05)
+    outcomes = await asyncio.gather(*(hook.call(b"{}", "ip:198.51.100.1") for _ in range(4)))
+    results = [o.result for o in outcomes if isinstance(o, Failed)]
+    assert results[0] == TIMEOUT and len(results) == 4
+    # The turns end with the first call's timeout: one may get the slot with what is left
+    # (and time out uncounted), the rest are busy.
+    assert results.count(BUSY) >= 2, results
+    assert hook.breaker.state == CLOSED  # one counted timeout; it opens after 2
+    assert calls(metrics, "join", BUSY) == results.count(BUSY)
+
+
+async def test_a_waited_call_that_runs_out_of_time_does_not_open_the_circuit() -> None:
+    gate = asyncio.Event()
+
+    async def slow_then_stalled(body: bytes) -> tuple[int, bytes]:
+        await gate.wait()
+        await asyncio.Event().wait()
+        return 200, b""
+
+    hook, _ = caller(ScriptedPort(stalled(gate), slow_then_stalled), max_concurrency=8, timeout=0.2)
+    first = asyncio.ensure_future(hook.call(b"{}", "sub:mallory"))
+    waiting = asyncio.ensure_future(hook.call(b"{}", "sub:mallory"))
+    await asyncio.sleep(0.1)
+    gate.set()  # the first is answered; the second gets the ~0.1 s left and times out
+    assert await first == wire.Allow()
+    outcome = await waiting
+    assert isinstance(outcome, Failed) and outcome.result == TIMEOUT
+    assert hook.breaker.state == CLOSED
+    breaker: CircuitBreaker = hook.breaker  # its state changes under the calls below
+    failures = [hook.call(b"{}") for _ in range(2)]  # ...while its own timeouts still count
+    assert [o.result for o in await asyncio.gather(*failures) if isinstance(o, Failed)] == [
+        TIMEOUT,
+        TIMEOUT,
+    ]
+    assert breaker.state == OPEN
+
+
 async def test_the_open_circuit_fails_fast_without_calling() -> None:
     port = ScriptedPort(status(500))
     hook, metrics = caller(port, retries=0)
@@ -291,9 +376,9 @@ def hooks_with(port: ScriptedPort, **env: str) -> Hooks:
 
 async def test_fail_closed_refuses_with_hook_unavailable_and_fail_open_lets_through() -> None:
     closed = hooks_with(ScriptedPort(status(500)))
-    join = await closed.join("c1", "lobby", None, "ann", "127.0.0.1")
+    join = await closed.join("c1", "lobby", None, "ann", "127.0.0.1", "ip:127.0.0.1")
     assert isinstance(join, Refusal) and join.code == ErrorCode.HOOK_UNAVAILABLE
-    text = await closed.publish("c1", "lobby", None, "ann", "hi")
+    text = await closed.publish("c1", "lobby", None, "ann", "hi", "ip:127.0.0.1")
     assert isinstance(text, Refusal) and text.code == ErrorCode.HOOK_UNAVAILABLE
     with pytest.raises(AuthError) as refused_connect:
         await closed.connect("127.0.0.1", "/chat", {})
@@ -303,22 +388,40 @@ async def test_fail_closed_refuses_with_hook_unavailable_and_fail_open_lets_thro
         ROOMCAST_HOOK_JOIN_FAIL_MODE="open",
         ROOMCAST_HOOK_PUBLISH_FAIL_MODE="open",
     )
-    assert await opened.join("c1", "lobby", None, "ann", "127.0.0.1") == wire.Allow()
-    published = await opened.publish("c1", "lobby", None, "ann", "hi")
+    joined = await opened.join("c1", "lobby", None, "ann", "127.0.0.1", "ip:127.0.0.1")
+    assert joined == wire.Allow()
+    published = await opened.publish("c1", "lobby", None, "ann", "hi", "ip:127.0.0.1")
     assert isinstance(published, Publication) and published.text == "hi"
+
+
+async def test_a_clients_own_backlog_is_refused_even_where_the_hook_fails_open() -> None:
+    """Fail-open lets a message through when the backend fails, not when its sender's own
+    calls held its share for the whole timeout (unmoderated surplus of a flood)."""
+    never = asyncio.Event()
+    hooks = hooks_with(
+        ScriptedPort(stalled(never)),
+        ROOMCAST_HOOK_PUBLISH_FAIL_MODE="open",
+        ROOMCAST_HOOK_MAX_CONCURRENCY="8",
+        ROOMCAST_HOOK_TIMEOUT="0.05",
+    )
+    outcomes = await asyncio.gather(
+        *(hooks.publish("c1", "lobby", "u1", "ann", "hi", "sub:u1") for _ in range(3))
+    )
+    assert isinstance(outcomes[0], Publication)  # the backend timed out: fails open
+    assert any(isinstance(o, Refusal) and "(busy)" in o.reason for o in outcomes[1:]), outcomes
 
 
 async def test_denials_and_rewrites_reach_the_node_as_codes_and_text() -> None:
     hooks = hooks_with(ScriptedPort(ok({"result": "deny", "reason": "members only"})))
-    join = await hooks.join("c1", "lobby", "u1", "ann", "127.0.0.1")
+    join = await hooks.join("c1", "lobby", "u1", "ann", "127.0.0.1", "ip:127.0.0.1")
     assert join == Refusal(ErrorCode.JOIN_DENIED, "members only")
-    published = await hooks.publish("c1", "lobby", "u1", "ann", "hi")
+    published = await hooks.publish("c1", "lobby", "u1", "ann", "hi", "sub:u1")
     assert published == Refusal(ErrorCode.PUBLISH_DENIED, "members only")
     with pytest.raises(AuthError) as denied:
         await hooks.connect("127.0.0.1", "/chat", {})
     assert (denied.value.status, denied.value.code) == (403, ErrorCode.CONNECT_DENIED)
     rewriting = hooks_with(ScriptedPort(ok({"result": "rewrite", "text": "h*"})))
-    rewritten = await rewriting.publish("c1", "lobby", "u1", "ann", "hi")
+    rewritten = await rewriting.publish("c1", "lobby", "u1", "ann", "hi", "sub:u1")
     assert isinstance(rewritten, Publication) and rewritten.text == "h*"
     assert rewritten.message_id.startswith("n1-")
 

@@ -9,6 +9,7 @@ WebSocket endpoint in development mode.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import math
 import time
@@ -131,7 +132,11 @@ class ApiService:
     async def handle(self, request: ApiRequest) -> Reply | StreamedReply | OpenStream:
         route = api.route(request.method, request.target)
         if route.endpoint is Endpoint.OPENAPI:
-            return Reply(200, api.json_body(document()))
+            # Public, so asked before any credential: the address's API rate, like an open
+            # node's caller (four pipelined connections of one address got 1,000 documents,
+            # 35 MB, serialized afresh each time, in 0.6 s).
+            self._limit(Caller(f"ip:{limit_key(request.client_address)}", None))
+            return Reply(200, _openapi_body())
         if not self._origins.allows(request.headers.get("origin")):
             raise ApiError(403, ErrorCode.ORIGIN, "origin not allowed")
         caller = self._authenticate(request)
@@ -157,9 +162,7 @@ class ApiService:
                 return await self._post(room, caller, request)
             if route.endpoint is Endpoint.PRESENCE:
                 limit, after = api.presence_query(route)
-                snap = await self._presence.snapshot(room)
-                big = self._presence.is_big(snap)
-                return Reply(200, presence_answer(snap, big, room, limit, after))
+                return await self._presence_reply(room, limit, after, caller)
             limit = api.history_limit(route, self._settings.history_size)
             return await self._history(room, limit, caller)
         except Unconfirmed as exc:
@@ -212,6 +215,32 @@ class ApiService:
             whole = limit >= self._settings.history_size
             budget.settle(caller.key, bucket, room, reserved, used, whole=whole)
             return reply
+        finally:
+            budget.release(caller.key)
+
+    async def _presence_reply(
+        self, room: str, limit: int | None, after: str | None, caller: Caller
+    ) -> Reply:
+        """Charged to the caller's history budget, as over a WebSocket (API keys: the API rate
+        only): a request answered with up to a whole member list."""
+        budget = self._history_budget
+        pages = self._presence
+        if budget is None or caller.key.startswith("key:"):
+            snap = await pages.snapshot(room)
+            return Reply(200, presence_answer(snap, pages.is_big(snap), room, limit, after))
+        bucket = budget.acquire(caller.key)
+        try:
+            if not bucket.ready():
+                raise ApiError(
+                    429,
+                    ErrorCode.RATE_LIMITED,
+                    "too much presence and history read by your requests and connections together",
+                    (("Retry-After", str(max(1, math.ceil(bucket.seconds_until_ready())))),),
+                )
+            snap = await pages.snapshot(room)
+            body = presence_answer(snap, pages.is_big(snap), room, limit, after)
+            budget.charge_answer(caller.key, bucket, len(body))
+            return Reply(200, body)
         finally:
             budget.release(caller.key)
 
@@ -380,6 +409,11 @@ class ApiService:
                 "too many requests; slow down",
                 (("Retry-After", str(retry_after)),),
             )
+
+
+@functools.cache
+def _openapi_body() -> bytes:
+    return api.json_body(document())
 
 
 def _credential(request: ApiRequest) -> str | None:

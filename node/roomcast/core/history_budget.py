@@ -114,6 +114,16 @@ class HistoryBudget:
         bucket.spend(bucket.burst, reserved)
         return reserved
 
+    def charge_answer(self, client: str, bucket: RateLimiter, used: int) -> None:
+        """A presence answer of ``used`` bytes, built before it is sent (check ``bucket.ready()``
+        first): ~40 bytes asked for a room's whole member list (up to 1,000 names a page), like
+        a `history` request, and only the frame rate bounded it (16 connections of one address:
+        76 MiB in 4 s). Charged like a history answer, owing up to a burst."""
+        cost = used + HISTORY_REQUEST_BYTES
+        bucket.spend(bucket.burst, cost)
+        if self.shared is not None:
+            self.shared("history:" + client, bucket, bucket.burst, cost)
+
     def cancel(
         self, bucket: RateLimiter, room: str, reserved: int, client: str | None = None
     ) -> None:

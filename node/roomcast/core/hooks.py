@@ -6,8 +6,12 @@ Each hook has its own :class:`HookCaller` with
 - a timeout for the whole call, retries included: a hook can delay one client, never hang it;
 - bounded concurrency: past ``max_concurrency`` calls in flight a call fails at once ("busy")
   instead of queueing without end behind a slow backend;
+- a share per client: one client (a token's ``sub``, else its address) holds at most
+  ``max_concurrency // CLIENT_SHARE_DIVISOR`` of those slots; its further calls wait their turn
+  (within the timeout), so one client's flood cannot make every other client's calls "busy";
 - a circuit breaker (:mod:`roomcast.core.circuit`): after failures in a row, calls fail at once
-  until a trial call succeeds;
+  until a trial call succeeds (for everybody only once that many clients failed: one client's
+  failures open it for that client);
 - retries only where safe: when nothing of the request was sent (the connection was refused),
   or for hooks that only answer a question (connect, join), never for a sent publish;
 - one outcome per call, counted by hook and result, and a latency histogram.
@@ -28,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
 
+from roomcast.core.addresses import limit_key
 from roomcast.core.auth import AuthError, Identity
 from roomcast.core.circuit import OPEN, CircuitBreaker
 from roomcast.runtime.config import FailMode, Settings
@@ -45,6 +50,11 @@ BUSY: Final = "busy"  # max_concurrency calls already in flight
 CIRCUIT_OPEN: Final = "circuit_open"
 # Failures that say the backend is unwell (busy and circuit_open say nothing new about it).
 _BREAKER_FAILURES: Final = frozenset({ERROR, TIMEOUT, UNREACHABLE})
+# One client holds at most this fraction of a hook's slots: one user's 80 connections (joins)
+# or one address's 300 handshakes took all 64, and every other client's call failed "busy"
+# (tests/adversarial/test_redteam9_hook_slots.py). An eighth (8 of 64) still asks a user's 16
+# rejoined rooms in two rounds; eight such clients at once are needed to fill the hook.
+CLIENT_SHARE_DIVISOR: Final = 8
 
 
 class HookCallFailed(Exception):
@@ -65,10 +75,22 @@ class HookPort(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Failed:
-    """A call that produced no verdict; ``result`` is one of the failure results above."""
+    """A call that produced no verdict; ``result`` is one of the failure results above.
+    ``own_doing``: its client's share of the slots stayed taken (by its own calls) for the
+    whole timeout; refused whatever the fail mode, or a client flooding a slow backend would
+    have its surplus let through unasked (unmoderated, with the publish hook failing open)."""
 
     result: str
     detail: str
+    own_doing: bool = False
+
+
+@dataclass(slots=True)
+class _ClientShare:
+    """One client's slots of a hook, and how many of its calls hold or wait for one."""
+
+    slots: asyncio.Semaphore
+    users: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +134,9 @@ class HookCaller:
         self._idempotent = idempotent
         self.breaker = breaker
         self.in_flight = 0
+        self.client_share = max(1, max_concurrency // CLIENT_SHARE_DIVISOR)
+        # Clients with calls holding or waiting for a slot (removed with their last call).
+        self._shares: dict[str, _ClientShare] = {}
         self._latency = metrics.hook_latency.labels(hook)
         self._results = {
             result: metrics.hook_calls.labels(hook, result)
@@ -120,23 +145,63 @@ class HookCaller:
         }  # fmt: skip
         self._circuit_gauge = metrics.hook_circuit_open.labels(hook)
 
-    async def call(self, body: bytes) -> wire.Verdict | Failed:
+    async def call(self, body: bytes, client: str | None = None) -> wire.Verdict | Failed:
+        """One call; ``client`` (its rate-limit key) waits for one of its own share of the
+        slots first, for at most the timeout (then ``busy``, not a failure of the backend)."""
+        if client is None:
+            return await self._call(body, self._timeout, None, waited=False)
+        share = self._shares.get(client)
+        if share is None:
+            share = self._shares[client] = _ClientShare(asyncio.Semaphore(self.client_share))
+        share.users += 1
+        try:
+            started = time.monotonic()
+            waited = share.slots.locked()
+            if waited:
+                try:
+                    async with asyncio.timeout(self._timeout):
+                        await share.slots.acquire()
+                except TimeoutError:
+                    reason = f"{self.client_share} calls of this client already in flight"
+                    return self._done(Failed(BUSY, reason, own_doing=True))
+            else:
+                await share.slots.acquire()  # free: taken without waiting
+            try:
+                # Nothing waits longer than the timeout, the turn included.
+                left = self._timeout - (time.monotonic() - started) if waited else self._timeout
+                if left <= 0:
+                    return self._done(Failed(BUSY, "its turn came too late", own_doing=True))
+                return await self._call(body, left, client, waited=waited)
+            finally:
+                share.slots.release()
+        finally:
+            share.users -= 1
+            if not share.users:
+                del self._shares[client]
+
+    async def _call(
+        self, body: bytes, timeout: float, client: str | None, *, waited: bool
+    ) -> wire.Verdict | Failed:
         if self.in_flight >= self._max_concurrency:
             return self._done(Failed(BUSY, f"{self._max_concurrency} calls already in flight"))
-        if not self.breaker.allow(time.monotonic()):
+        if not self.breaker.allow(time.monotonic(), client):
             return self._done(Failed(CIRCUIT_OPEN, "failing fast after repeated failures"))
         self.in_flight += 1
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(timeout):
                 outcome = await self._attempts(body)
         except TimeoutError:
-            outcome = Failed(TIMEOUT, f"no answer within {self._timeout:g} s")
+            outcome = Failed(TIMEOUT, f"no answer within {timeout:g} s")
         finally:
             self.in_flight -= 1
         self._latency.observe(time.perf_counter() - started)
         if isinstance(outcome, Failed):
-            self.breaker.failed(time.monotonic())
+            # A call that waited for its client's turn and then ran out of what was left of
+            # the timeout says nothing about the backend: a flooding client must not open the
+            # circuit for everyone by queueing its own calls.
+            if outcome.result != TIMEOUT or not waited:
+                self.breaker.failed(time.monotonic(), client)
         else:
             self.breaker.succeeded()
         return self._done(outcome)
@@ -244,7 +309,9 @@ class Hooks:
         no identity can be made up when the backend cannot be asked)."""
         caller = self.connect_caller
         assert caller is not None
-        verdict = await caller.call(wire.connect_request(self._node, client_address, path, headers))
+        body = wire.connect_request(self._node, client_address, path, headers)
+        # Before a handshake the client is its address (an IPv6 client's /64).
+        verdict = await caller.call(body, f"ip:{limit_key(client_address)}")
         if isinstance(verdict, Failed):
             refusal = _unavailable("connect", verdict)
             raise AuthError(503, refusal.code, refusal.reason)
@@ -254,33 +321,44 @@ class Hooks:
         return Identity(verdict.user, verdict.name, verdict.rooms)
 
     async def join(
-        self, connection: str, room: str, user: str | None, username: str, client_address: str
+        self,
+        connection: str,
+        room: str,
+        user: str | None,
+        username: str,
+        client_address: str,
+        client: str,
     ) -> wire.Allow | Refusal:
-        """Allow (with initial data for the joiner, or None) or a refusal."""
+        """Allow (with initial data for the joiner, or None) or a refusal; ``client`` is the
+        connection's rate-limit key (its share of the hook's slots)."""
         caller = self.join_caller
         assert caller is not None
         verdict = await caller.call(
-            wire.join_request(self._node, connection, room, user, username, client_address)
+            wire.join_request(self._node, connection, room, user, username, client_address),
+            client,
         )
         if isinstance(verdict, Failed):
-            return wire.Allow() if self._join_fail == "open" else _unavailable("join", verdict)
+            if self._join_fail == "open" and not verdict.own_doing:
+                return wire.Allow()
+            return _unavailable("join", verdict)
         if isinstance(verdict, wire.Deny):
             return Refusal(ErrorCode.JOIN_DENIED, verdict.reason)
         assert isinstance(verdict, wire.Allow)
         return verdict
 
     async def publish(
-        self, connection: str, room: str, user: str | None, username: str, text: str
+        self, connection: str, room: str, user: str | None, username: str, text: str, client: str
     ) -> Publication | Refusal:
         """What to publish (the client's text, or the backend's rewrite) or a refusal."""
         caller = self.publish_caller
         assert caller is not None
         message_id = f"{self._instance}-{next(self._message_ids):x}"
         verdict = await caller.call(
-            wire.publish_request(self._node, connection, message_id, room, user, username, text)
+            wire.publish_request(self._node, connection, message_id, room, user, username, text),
+            client,
         )
         if isinstance(verdict, Failed):
-            if self._publish_fail == "open":
+            if self._publish_fail == "open" and not verdict.own_doing:
                 return Publication(text, message_id)
             return _unavailable("publish", verdict)
         if isinstance(verdict, wire.Deny):

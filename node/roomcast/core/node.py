@@ -655,11 +655,17 @@ class Node:
         subject = None if identity is None else identity.subject
         assert command.username is not None
         verdict = await hooks.join(
-            conn.id, command.room, subject, command.username, conn.client_address
+            conn.id, command.room, subject, command.username, conn.client_address, conn.client_key
         )
         if conn.closed:
             return None
         if isinstance(verdict, Refusal):
+            if verdict.code == ErrorCode.JOIN_DENIED:
+                # A denied join costs the node a call and tells nobody, so no leave ever spends
+                # for it: asked over and over (a connection's join burst, then again on a new
+                # connection), one user made the node call the backend without end. It spends
+                # like a leave; a hook failure (the backend's fault) does not.
+                self._spend_churn(conn)
             self._reject(conn, verdict.code, verdict.reason, command.room, command.request_id)
             return None
         return verdict
@@ -827,7 +833,7 @@ class Node:
         subject = None if identity is None else identity.subject
         self._asked()
         try:
-            verdict = await hooks.publish(conn.id, room, subject, username, text)
+            verdict = await hooks.publish(conn.id, room, subject, username, text, conn.client_key)
             if isinstance(verdict, Refusal):
                 self._reject(conn, verdict.code, verdict.reason, room, request_id)
                 return
@@ -1003,6 +1009,13 @@ class Node:
 
     async def _presence(self, conn: Member, room: str, command: Presence) -> None:
         request_id = command.request_id
+        budget = conn.budget
+        # Charged to the client's history budget: a ~40-byte request answered with the room's
+        # member list (core.history_budget.charge_answer).
+        if budget is not None and not budget.client_history.ready():
+            reason = "too much presence and history read by your connections together; slow down"
+            self._reject(conn, ErrorCode.RATE_LIMITED, reason, room, request_id)
+            return
         pages = self.presence_pages
         try:
             snap = await pages.snapshot(room)
@@ -1011,7 +1024,10 @@ class Node:
             self._reject(conn, ErrorCode.UNAVAILABLE, reason, room, request_id)
             return
         big = pages.is_big(snap) or self.big.is_big(room)
-        conn.send(answer(snap, big, room, command.limit, command.after, request_id))
+        data = answer(snap, big, room, command.limit, command.after, request_id)
+        if budget is not None:
+            self.history_budget.charge_answer(budget.client, budget.client_history, len(data))
+        conn.send(data)
 
     # Helpers
 

@@ -59,14 +59,19 @@ class HookClient:
         link = self._pooled(target)
         if link is None:
             link = await self._connect(target)
-        done = False
+        reusable = False
         try:
             status, answer = await self._exchange(link, target, body)
-            done = True
+            # Only after a 200: a server that failed often drops the connection right after its
+            # answer (uvicorn does, after an application error's 500), and the next request
+            # written into it fails once sent, which a publish must not retry: one user's text
+            # that the backend could not store made the next user's message fail too.
+            reusable = status == 200
             return status, answer
         finally:
-            if done and link.http.our_state is h11.DONE and link.http.their_state is h11.DONE:
-                link.http.start_next_cycle()
+            http = link.http
+            if reusable and http.our_state is h11.DONE and http.their_state is h11.DONE:
+                http.start_next_cycle()
                 link.idle_since = time.monotonic()
                 self._idle.setdefault((target.scheme, target.host, target.port), []).append(link)
             else:
@@ -96,7 +101,7 @@ class HookClient:
         now = time.monotonic()
         while links:
             link = links.pop()
-            if now - link.idle_since <= IDLE_REUSE_SECONDS and not link.reader.at_eof():
+            if now - link.idle_since <= IDLE_REUSE_SECONDS and _still_open(link):
                 return link
             link.close()
         return None
@@ -159,3 +164,11 @@ class HookClient:
                 return status, b"".join(chunks)
             elif isinstance(event, h11.ConnectionClosed):
                 raise HookCallFailed("connection closed before the answer", sent=True)
+
+
+def _still_open(link: _Link) -> bool:
+    """Whether the server has not closed (or reset) the idle connection as far as we know: a
+    request written into a closed one fails after it was sent, which a publish must not
+    retry."""
+    reader = link.reader
+    return not (reader.at_eof() or reader.exception() is not None or link.writer.is_closing())
