@@ -554,10 +554,15 @@ class Node:
         if command.room_token is not None and conn.identity is not None:
             self._granted.setdefault(conn, set()).add(room)
         newest = max([reply.offset, *(offset for offset, _ in catch_up.held)])
+        # A loss notice held during the join is in no history: the lag path, which sends
+        # none of the held events, must not pass over it (see Lag.missed_loss).
+        lost = any(event.startswith(_LOSS) for _, event in catch_up.held)
         lag_from = self._send_join_result(conn, command, reply, catch_up, data, role)
         self._went_live(conn, room, reply.offset if lag_from is None else newest)
         if lag_from is not None:
             self.lag.start_at(conn, room, lag_from, reply.epoch)
+            if lost:
+                self.lag.missed_loss([conn])
         return missed
 
     def _counted(self, room: str, reply: JoinReply, catch_up: CatchUp) -> None:

@@ -22,6 +22,7 @@ from roomcast.wire.recovery import EPOCH_CHANGED, NOT_REQUESTED, RECOVERED, TOO_
 
 # Live events held for one opening stream during its history round trip.
 BUFFER_LIMIT: Final = 10_000
+_LOSS: Final = b'{"type":"loss",'
 
 
 class StreamSink(Protocol):
@@ -100,8 +101,12 @@ class StreamHub:
 
     def deliver(self, room: str, event: Envelope) -> None:
         """A room event from the broker (called only for rooms with streams)."""
-        if event.offset and room in self._catching:
-            self._seen[room] = max(self._seen.get(room, 0), event.offset)
+        catching = self._catching.get(room)
+        if catching:
+            if event.offset:
+                self._seen[room] = max(self._seen.get(room, 0), event.offset)
+            elif event.event.startswith(_LOSS):
+                self._lost_while_catching(catching)
         live = self._live.get(room)
         if live:
             assert self.outbox is not None
@@ -116,6 +121,16 @@ class StreamHub:
                     state.held.append(event)
                 else:
                     state.overflowed = True
+
+    def _lost_while_catching(self, catching: set[StreamSink]) -> None:
+        """The room lost messages (Redis restarted empty: a new epoch from offset 1; or history
+        trimmed) while these streams were read up from history and got no live events, this
+        notice included. Reading on by offset, a stream that had read all it was behind would
+        go live on the new epoch's offsets as if they followed its old ones. Ended instead: its
+        EventSource resumes from its Last-Event-ID and is answered ``recovered: false``."""
+        for sink in [*catching]:
+            if not sink.closed:
+                sink.end()
 
     def heartbeat(self) -> None:
         assert self.outbox is not None
