@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 from websockets.streams import StreamReader
+from websockets.typing import Origin
 
 from roomcast.net.handshake import HandshakeProtocol, lean_request
 
@@ -204,7 +205,7 @@ def test_the_checks_answer_every_variant_as_websockets_does() -> None:
 
 def test_configured_origins_are_checked_as_websockets_does() -> None:
     # roomcast checks origins itself (origins=None); given some, websockets' own check runs.
-    origins = ["https://chat.example"]
+    origins: list[Origin | None] = [Origin("https://chat.example")]
     for data in HANDSHAKE_VARIANTS:
         ours, theirs = HandshakeProtocol(origins=origins), ServerProtocol(origins=origins)
         assert _answer(ours, data) == _answer(theirs, data), data
