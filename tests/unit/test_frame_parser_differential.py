@@ -456,6 +456,7 @@ class AfterClose:
     transport_closed: bool
     close_timer: bool
     is_open: bool
+    left_at_eof: bool  # the rooms left at the end of the client's stream, or once it is lost
     calls: list[tuple[str, str]]
 
 
@@ -475,11 +476,19 @@ async def close_outcome(read: bytes, settings: Settings, half_close: bool) -> Af
     await settle()
     is_open = conn._is_open()
     written = client.transport.take()
-    conn.eof_received()
+    keep_open = conn.eof_received()
+    left_at_eof = conn.closed
+    assert not keep_open
     conn.connection_lost(None)
     await settle()
     return AfterClose(
-        written, client.transport.eof_written, client.transport.closed, timer, is_open, app.calls
+        written,
+        client.transport.eof_written,
+        client.transport.closed,
+        timer,
+        is_open,
+        left_at_eof,
+        app.calls,
     )
 
 

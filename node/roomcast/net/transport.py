@@ -662,8 +662,12 @@ class Connection(asyncio.Protocol):
         if self.proto is None:
             # As websockets does for an open connection (1006, no close frame): what is held
             # goes out, then our end of the stream; leave every room now.
+            if self._close_answered:
+                # As websockets' protocol after a close: our end of the stream is out, and the
+                # rooms are left when the connection is lost (returning False closes it).
+                return False
             send = self._send
-            if send is not None and not self.closed and not self._close_answered:
+            if send is not None and not self.closed:
                 send.flush()
                 if self.transport is not None and self.transport.can_write_eof():
                     self.transport.write_eof()
