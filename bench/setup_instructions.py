@@ -5,19 +5,24 @@ write are ``bench/setup_cost.py``'s business, on a real node).
 
 Run: ``.venv/bin/python bench/setup_instructions.py [--count 3000]``; prints CPU µs per
 handshake (request → 101 + welcome queued and flushed), per join (join frame → ``joined`` to the
-joiner and ``user_joined`` to the room's one other member) and per delivery (one message
-fanned out to 33 members, a node's share of a 100-member room). Under
+joiner and ``user_joined`` to the room's one other member), per delivery (one message
+fanned out to 33 members, a node's share of a 100-member room) and per close (a joined
+client's close frame → the node's close frame and end of stream, the client's end of stream,
+the connection lost → ``user_left`` to the room's one other member). Under
 ``valgrind --tool=callgrind`` the same parts are counted in instructions, which do not move
 with the load of a shared machine:
 
     valgrind --tool=callgrind --collect-atstart=no --toggle-collect=math_fsum \
-        --dump-after=math_fsum --callgrind-out-file=/tmp/setup.%p \
+        --dump-after=math_prod --callgrind-out-file=/tmp/setup.%p \
         .venv/bin/python bench/setup_instructions.py --count 200
 
-writes one file per part (/tmp/setup.PID.1, .2, .3: handshake, join, delivery) whose
-``totals:`` line counts that part's measured window alone (it runs inside ``math.fsum``); divide
-by the count (for a delivery, by 33 times the count: each message is 33 deliveries). The setup
-of each window (anchors, members, frames) is left out.
+writes one file per part (/tmp/setup.PID.1 to .5: idle, handshake, join, delivery, close) whose
+``totals:`` line counts that part's measured windows alone (each runs inside ``math.fsum``; the
+file is written when the part ends, in ``math.prod``). Subtract the idle part's total (an empty
+window: what running the loop for a window costs), then divide by the count (for a delivery, by
+33 times the count: each message is 33 deliveries). The set-up of each window (anchors,
+members, frames) is left out; a window ends when its last frame was written (a join's
+``user_joined`` to the other member, a close's ``user_left``).
 
 ``--redis`` runs the same parts on the Redis broker instead (a redis-server of its own on
 loopback, started and stopped here, ``--redis-port`` to choose its port): a join then costs its
@@ -36,7 +41,7 @@ import math
 import struct
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
 from typing import cast
 
@@ -62,6 +67,8 @@ REQUEST = (
     b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
     b"Sec-WebSocket-Version: 13\r\n\r\n"
 )
+# A client's close frame, code 1000, mask key 0.
+CLOSE_FRAME = b"\x88\x82\0\0\0\0\x03\xe8"
 
 
 def masked(value: object) -> bytes:
@@ -139,6 +146,10 @@ class Bench:
             admission_burst=10**9,
             admission_per_address_rate_per_second=1e9,
             admission_per_address_burst=10**9,
+            # The heartbeat's rounds made rare: under callgrind a part takes minutes, and a
+            # round (pings to every open connection, spread over the interval) would land in
+            # the measured windows and blur the counts.
+            ping_interval=3600.0,
         )
         off = (OFF, int(OFF))
         node = Node(
@@ -186,18 +197,27 @@ class Bench:
         conn.data_received(REQUEST)
         return conn, transport
 
-    async def handshakes(self, count: int) -> float:
-        cpu = 0.0
-        for _ in range(count):
-            started = time.process_time()
-            _, transport = self.open()
-            await turns(1)
-            cpu += time.process_time() - started
-            answer = transport.take()
-            assert b"welcome" in answer, answer[:200]
-        return cpu
+    # Each part is an async generator of its measured windows: what runs before a window is
+    # yielded (anchors, members, frames) is set-up, left out of the counts (see measure).
 
-    async def joins(self, count: int) -> float:
+    async def idles(self, count: int) -> Windows:
+        """Empty windows: what measuring one costs (a loop run), to subtract from the rest."""
+        for _ in range(count):
+            yield turns(0)
+
+    async def handshakes(self, count: int) -> Windows:
+        for _ in range(count):
+            box: list[FakeTransport] = []
+
+            async def handshake(box: list[FakeTransport] = box) -> None:
+                box.append(self.open()[1])
+                await turns(1)
+
+            yield handshake()
+            answer = box[0].take()
+            assert b"welcome" in answer, answer[:200]
+
+    async def joins(self, count: int) -> Windows:
         anchors = []
         for i in range(count):
             conn, transport = self.open()
@@ -208,18 +228,52 @@ class Bench:
         frames = [masked({"type": "join", "room": f"r{i}", "username": "u"}) for i in range(count)]
         joiners = [self.open() for _ in range(count)]
         await turns(2)
-        cpu = 0.0
-        for (conn, transport), frame in zip(joiners, frames, strict=True):
+        for (conn, transport), frame, (_, anchor) in zip(joiners, frames, anchors, strict=True):
             transport.take()
-            started = time.process_time()
-            conn.data_received(frame)
-            await until(transport, b'"joined"')
-            cpu += time.process_time() - started
-        for _, transport in anchors:
-            await until(transport, b'"user_joined"')
-        return cpu
 
-    async def deliveries(self, count: int) -> float:
+            async def join(
+                conn: Connection = conn,
+                transport: FakeTransport = transport,
+                frame: bytes = frame,
+                anchor: FakeTransport = anchor,
+            ) -> None:
+                conn.data_received(frame)
+                await until(transport, b'"joined"')
+                await until(anchor, b'"user_joined"')
+
+            yield join()
+
+    async def closes(self, count: int) -> Windows:
+        pairs = []
+        for i in range(count):
+            for name in ("anchor", "closer"):
+                conn, transport = self.open()
+                conn.data_received(masked({"type": "join", "room": f"c{i}", "username": name}))
+                await until(transport, b'"joined"')
+                pairs.append((conn, transport))
+        await turns(2)
+        for i in range(0, len(pairs), 2):
+            (_, anchor), (conn, transport) = pairs[i], pairs[i + 1]
+            anchor.written.clear()
+            transport.written.clear()
+
+            async def close(
+                conn: Connection = conn,
+                transport: FakeTransport = transport,
+                anchor: FakeTransport = anchor,
+            ) -> None:
+                # As a client closing normally: its close frame (1000), then, once the node's
+                # close frame and end of stream came back, its own end of the stream.
+                conn.data_received(CLOSE_FRAME)
+                assert transport.ended, transport.written
+                conn.eof_received()
+                conn.connection_lost(None)
+                await until(anchor, b'"user_left"')
+
+            yield close()
+            assert transport.written[0].startswith(b"\x88\x02\x03\xe8"), transport.written
+
+    async def deliveries(self, count: int) -> Windows:
         members = [self.open() for _ in range(ROOM_SIZE)]
         for i, (conn, _) in enumerate(members):
             conn.data_received(masked({"type": "join", "room": "room", "username": f"m{i}"}))
@@ -227,18 +281,27 @@ class Bench:
         frames = [masked({"type": "message", "room": "room", "text": f"{i:08d}" * 12})
                   for i in range(count)]  # fmt: skip
         sender = members[0][0]
-        cpu = 0.0
+        last = members[-1][1]
         for frame in frames:
             for _, transport in members:
                 transport.written.clear()
-            started = time.process_time()
-            sender.data_received(frame)
-            await until(members[-1][1], b'"message"')
-            cpu += time.process_time() - started
-        return cpu / ROOM_SIZE  # per delivery
+
+            async def deliver(frame: bytes = frame) -> None:
+                sender.data_received(frame)
+                await until(last, b'"message"')
+
+            yield deliver()
 
 
-PARTS = {"handshake": "handshakes", "join": "joins", "delivery": "deliveries"}
+Windows = AsyncIterator[Coroutine[None, None, None]]
+PARTS = {
+    "idle": "idles",
+    "handshake": "handshakes",
+    "join": "joins",
+    "delivery": "deliveries",
+    "close": "closes",
+}
+PER = {"delivery": ROOM_SIZE}  # a message is 33 deliveries
 
 
 def measure(part: str, count: int, redis_url: str | None = None) -> float:
@@ -247,14 +310,25 @@ def measure(part: str, count: int, redis_url: str | None = None) -> float:
     asyncio.set_event_loop(loop)
     bench = loop.run_until_complete(Bench.start(redis_url))
     try:
-        work = getattr(bench, PARTS[part])
+        windows = cast(Windows, getattr(bench, PARTS[part])(count))
+        cpu = 0.0
+        while True:
+            try:  # set-up up to the next window: not counted
+                window = loop.run_until_complete(anext(windows))
+            except StopAsyncIteration:
+                break
 
-        def window() -> Iterator[float]:
-            yield loop.run_until_complete(work(count))
+            def timed(window: Coroutine[None, None, None] = window) -> Iterator[float]:
+                started = time.process_time()
+                loop.run_until_complete(window)
+                yield time.process_time() - started
 
-        # The measured window runs inside math.fsum, which nothing else here calls: callgrind's
-        # --toggle-collect=math_fsum counts it and nothing else.
-        return math.fsum(window()) * 1e6 / count
+            # Each window runs inside math.fsum, which nothing else here calls: callgrind's
+            # --toggle-collect=math_fsum counts the windows and nothing else.
+            cpu += math.fsum(timed())
+        # The part's end: callgrind's --dump-after=math_prod writes its count to a file.
+        math.prod(())
+        return cpu * 1e6 / count / PER.get(part, 1)
     finally:
         loop.run_until_complete(bench.broker.stop())
         loop.close()

@@ -20,8 +20,8 @@ pytestmark = pytest.mark.integration
 @pytest.mark.parametrize(
     ("options", "parts"),
     [
-        ([], ["handshake", "join", "delivery"]),
-        (["--redis", "join", "delivery"], ["join", "delivery"]),
+        ([], ["idle", "handshake", "join", "delivery", "close"]),
+        (["--redis", "join", "delivery", "close"], ["join", "delivery", "close"]),
     ],
 )
 def test_setup_instructions_runs_every_part(options: list[str], parts: list[str]) -> None:

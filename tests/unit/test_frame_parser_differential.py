@@ -447,3 +447,89 @@ async def test_client_close_is_answered_on_an_uncompressed_connection(
     assert client.transport.eof_written  # then our end of the stream
     client.disconnect()
     assert app.calls[-1] == ("close", client.conn.id)
+
+
+@dataclass(frozen=True)
+class AfterClose:
+    written: bytes  # everything the server wrote after the handshake, byte for byte
+    eof_written: bool
+    transport_closed: bool
+    close_timer: bool
+    is_open: bool
+    left_at_eof: bool  # the rooms left at the end of the client's stream, or once it is lost
+    calls: list[tuple[str, str]]
+
+
+async def close_outcome(read: bytes, settings: Settings, half_close: bool) -> AfterClose:
+    """One read holding a client's close (and what surrounds it), then what a node does after
+    it: a frame for the client, the node's own close, more input, the end of the stream."""
+    app = RecordingApp()
+    client = WsClient(make_server(app, settings))
+    conn = client.conn
+    client.transport.supports_eof = half_close
+    assert conn.proto is None
+    conn.data_received(read)
+    timer = conn._close_timer is not None
+    conn.send(b'{"type":"late"}')  # room traffic queued after the close: never written
+    conn.close(1001, "going away")  # the node closing too (a drain): nothing more to send
+    conn.data_received(clean(Opcode.TEXT, b'"ignored"'))
+    await settle()
+    is_open = conn._is_open()
+    written = client.transport.take()
+    keep_open = conn.eof_received()
+    left_at_eof = conn.closed
+    assert not keep_open
+    conn.connection_lost(None)
+    await settle()
+    return AfterClose(
+        written,
+        client.transport.eof_written,
+        client.transport.closed,
+        timer,
+        is_open,
+        left_at_eof,
+        app.calls,
+    )
+
+
+CLOSE_READS = [
+    clean(Opcode.CLOSE, b"\x03\xe8"),
+    clean(Opcode.CLOSE, b""),  # no status: echoed empty
+    clean(Opcode.CLOSE, b"\x0f\xa0" + "au revoir, à bientôt".encode()),
+    clean(Opcode.CLOSE, b"\x03\xe8" + b"r" * 123),  # the largest control frame
+    clean(Opcode.PING, b"p1") + clean(Opcode.PING, b"p2") + clean(Opcode.CLOSE, b"\x03\xe9"),
+    clean(Opcode.TEXT, b'"hello"') + clean(Opcode.CLOSE, b"\x03\xe8") + clean(Opcode.TEXT, b"x"),
+    clean(Opcode.CLOSE, b"\x03\xe8") + clean(Opcode.PING, b"after") + b"\x81",
+    # Refused by websockets' checks: it answers them itself (1002, 1007).
+    clean(Opcode.CLOSE, b"\x03"),
+    clean(Opcode.CLOSE, b"\x03\xed"),  # 1005 may not be sent
+    clean(Opcode.CLOSE, b"\x03\xe8\xff"),
+    clean(Opcode.CLOSE, b"\x03\xe8" + b"r" * 124),  # a control frame over 125 bytes
+    clean(Opcode.CLOSE, b"\x03\xe8", "16"),
+]
+
+
+@pytest.mark.parametrize("read", CLOSE_READS)
+@pytest.mark.parametrize("tight", [False, True])
+@pytest.mark.parametrize("half_close", [True, False])
+async def test_a_client_close_without_websockets_protocol_is_answered_as_websockets_does(
+    read: bytes, tight: bool, half_close: bool
+) -> None:
+    # TIGHT's frame budget is 5: a close in a read of more frames is refused by the limiter
+    # (counted, and its rate_limited answer must not follow the close frame).
+    settings = TIGHT if tight else ROOMY
+    if tight:
+        read = clean(Opcode.PING, b"spent") * 5 + read
+    native = await close_outcome(read, settings, half_close)
+    with pytest.MonkeyPatch.context() as patch:
+        # The reference, as before: the node's parser hands the close to a websockets
+        # protocol made at that frame's start (what it still does for a close websockets
+        # refuses).
+        patch.setattr(Connection, "_answer_close", lambda self, payload, pong: False)
+        reference = await close_outcome(read, settings, half_close)
+    assert native == reference
+    assert not native.is_open and native.close_timer
+    assert native.calls[-1][0] == "close"
+    # The close frame is the last frame written, and the stream ends right after it.
+    assert server_frames(b"HTTP/1.1 101 \r\n\r\n" + native.written)[-1][0] == Opcode.CLOSE
+    assert native.eof_written == half_close and native.transport_closed != half_close

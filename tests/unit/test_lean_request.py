@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 from websockets.streams import StreamReader
+from websockets.typing import Origin
 
 from roomcast.net.handshake import HandshakeProtocol, lean_request
 
@@ -171,6 +172,11 @@ HANDSHAKE_VARIANTS = [
     PLAIN.replace(b"HTTP/1.1", b"HTTP/1.0"),
     PLAIN.replace(b"GET", b"PUT"),
     PLAIN.replace(b"\r\n\r\n", b"\r\nSec-WebSocket-Protocol: chat, other\r\n\r\n"),
+    PLAIN.replace(b"\r\n\r\n", b"\r\nOrigin: https://chat.example\r\n\r\n"),
+    PLAIN.replace(b"\r\n\r\n", b"\r\nOrigin: null\r\n\r\n"),
+    PLAIN.replace(
+        b"\r\n\r\n", b"\r\nOrigin: https://a.example\r\nOrigin: https://b.example\r\n\r\n"
+    ),
 ]
 
 
@@ -195,3 +201,12 @@ def test_the_checks_answer_every_variant_as_websockets_does() -> None:
         )
         statuses.add(_answer(HandshakeProtocol(), data)[0])
     assert statuses >= {101, 400, 426}  # accepted, refused, and a missing upgrade
+
+
+def test_configured_origins_are_checked_as_websockets_does() -> None:
+    # roomcast checks origins itself (origins=None); given some, websockets' own check runs.
+    origins: list[Origin | None] = [Origin("https://chat.example")]
+    for data in HANDSHAKE_VARIANTS:
+        ours, theirs = HandshakeProtocol(origins=origins), ServerProtocol(origins=origins)
+        assert _answer(ours, data) == _answer(theirs, data), data
+        assert ours.origin == theirs.origin

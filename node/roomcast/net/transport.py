@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Final, Protocol, cast
 
 from websockets.exceptions import InvalidMessage, PayloadTooBig
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
-from websockets.frames import Frame, Opcode
+from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
@@ -88,8 +88,10 @@ _BACKLOG_BEFORE_PAUSE: Final = 16
 # Bytes of one read handed to the frame parser at a time (see Connection._feed).
 _FEED_BYTES: Final = 4096
 # The frames the node parses itself once a connection is open (see Connection._receive_frames):
-# final, unfragmented text, ping and pong. Anything else goes to websockets.
+# final, unfragmented text, ping and pong, and a valid close (answered as websockets answers
+# it). Anything else goes to websockets.
 _TEXT: Final = 0x1
+_CLOSE: Final = 0x8
 _PING: Final = 0x9
 _PONG: Final = 0xA
 # A lone pong frame, as a client sends it (FIN, masked): 2 bytes of header, a 4-byte mask and at
@@ -236,6 +238,7 @@ class Connection(asyncio.Protocol):
         "_app",
         "_backlog",
         "_busy",
+        "_close_answered",
         "_close_timer",
         "_compressed",
         "_counted",
@@ -331,6 +334,9 @@ class Connection(asyncio.Protocol):
         # Set by close(): text arriving after the node's own close is not handled (see _on_text).
         self._ignoring_text = False
         self._answered = False  # the handshake got its HTTP response
+        # The client's close frame was answered without websockets' protocol (_answer_close):
+        # closing, as websockets' CLOSING state; what the client sends from then on is dropped.
+        self._close_answered = False
         self._deciding = False  # the connect hook is deciding on the handshake
         # Frames that arrived while an earlier one was being handled; made when first needed
         # (an empty deque costs ~760 bytes, a tenth of an idle connection).
@@ -398,6 +404,8 @@ class Connection(asyncio.Protocol):
             self.alive = True
             return
         self.alive = True
+        if self._close_answered:
+            return  # after a close, websockets' parser discards everything until the end
         if self._sniffed is not None:
             if self._sniffed:  # the request line came in pieces (rare): join them
                 data = self._sniffed + data
@@ -493,7 +501,11 @@ class Connection(asyncio.Protocol):
             opcode = first & 0x0F
             length = second & 0x7F
             # FIN set, no reserved bits, masked (a client must mask), a kind parsed here.
-            if first & 0xF0 != 0x80 or not second & 0x80 or opcode not in (_TEXT, _PING, _PONG):
+            if (
+                first & 0xF0 != 0x80
+                or not second & 0x80
+                or opcode not in (_TEXT, _PING, _PONG, _CLOSE)
+            ):
                 handover = True
                 break
             head = pos + 6
@@ -513,6 +525,11 @@ class Connection(asyncio.Protocol):
             if stop > end:
                 break
             payload = apply_mask(data[head:stop], data[head - 4 : head])
+            if opcode == _CLOSE:
+                if self._answer_close(payload, pong):
+                    return  # what follows a close is discarded, as websockets' parser does
+                handover = True  # one websockets refuses: it answers it its own way
+                break
             pos = stop
             # A ping is charged like any frame, and only one the client could afford is
             # answered: a refused ping gets its rate_limited error, not a pong as well.
@@ -541,6 +558,49 @@ class Connection(asyncio.Protocol):
         elif pong is not None and proto.state is State.OPEN:
             proto.send_pong(pong)
 
+    def _answer_close(self, payload: bytes, pong: bytes | None) -> bool:
+        """The client's close frame, on an open connection without websockets' protocol:
+        answered exactly as websockets' protocol, made again for it, answered it (its
+        ``recv_frame`` as a server, and PingLeavingProtocol's pong first), without making one:
+        that protocol (its uuid4, a getrandom system call, parser generators, a Frame) was
+        half of a close's Python. False, and nothing done, for a close websockets refuses (a
+        bad code, a 1-byte payload, a reason that is not UTF-8) or while a message is written
+        in fragments (its close waits for the frame's end there): websockets takes those."""
+        if self._streaming:
+            return False
+        try:
+            Close.parse(payload)  # websockets' own checks of the code and the reason
+        except Exception:
+            return False
+        # From here on the connection is closing, as websockets' CLOSING state: not open
+        # (_is_open, write_pending), and the rest of the client's input discarded.
+        self._close_answered = True
+        # Charged like any frame, after the close was taken, as websockets' events are: a
+        # refusal is counted, and its answer (an error frame, a close) no longer goes out.
+        self._frame(_CLOSE, payload, True)
+        send = self._send
+        transport = self.transport
+        if send is None or transport is None:
+            return True
+        # The read's last affordable ping answered first (RFC 6455 5.5.2), then the close frame
+        # echoed with the client's own code and reason (websockets echoes the bytes, unmasked),
+        # in one write; then the end of our stream, and the close timer, as _flush_protocol
+        # does for websockets' close.
+        echo = b"\x88" + bytes((len(payload),)) + payload
+        if pong is not None:
+            echo = b"\x8a" + bytes((len(pong),)) + pong + echo
+        send.write(echo, force=True)
+        send.flush()
+        if transport.can_write_eof():
+            transport.write_eof()
+        else:
+            transport.close()
+        if self._close_timer is None:
+            self._close_timer = self._server.loop.call_later(
+                self._settings.close_timeout, self.abort
+            )
+        return True
+
     def _protocol(self) -> PingLeavingProtocol:
         """websockets' protocol for this connection, made again if the node let it go: open,
         at a frame boundary (a partial frame waiting in _inbuf is fed to it)."""
@@ -559,8 +619,11 @@ class Connection(asyncio.Protocol):
 
     def _is_open(self) -> bool:
         proto = self.proto
-        # Without websockets' protocol a connection is open until it ends (_finish).
-        return proto.state is State.OPEN if proto is not None else not self.closed
+        # Without websockets' protocol a connection is open until it ends (_finish) or answered
+        # the client's close (_answer_close).
+        if proto is not None:
+            return proto.state is State.OPEN
+        return not self.closed and not self._close_answered
 
     def _pong(self, payload: bytes) -> None:
         if self._streaming:
@@ -599,6 +662,10 @@ class Connection(asyncio.Protocol):
         if self.proto is None:
             # As websockets does for an open connection (1006, no close frame): what is held
             # goes out, then our end of the stream; leave every room now.
+            if self._close_answered:
+                # As websockets' protocol after a close: our end of the stream is out, and the
+                # rooms are left when the connection is lost (returning False closes it).
+                return False
             send = self._send
             if send is not None and not self.closed:
                 send.flush()
@@ -668,8 +735,13 @@ class Connection(asyncio.Protocol):
         send = self._send
         proto = self.proto
         # _is_open() inlined (once per recipient of every delivery): open unless closed, or
-        # websockets' protocol, when it has one, says otherwise.
-        if self.closed or send is None or (proto is not None and proto.state is not State.OPEN):
+        # websockets' protocol, when it has one, says otherwise, or without one the client's
+        # close was answered.
+        if (
+            self.closed
+            or send is None
+            or (proto.state is not State.OPEN if proto is not None else self._close_answered)
+        ):
             return 0
         if self._streaming:
             return self._hold_back(pending)

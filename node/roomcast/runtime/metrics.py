@@ -6,12 +6,15 @@ per recipient: deliveries are counted once per flush, latency once per message p
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Exemplar
 
 # 100 µs to 5 s: loopback fan-out sits in the first buckets, a stalled node in the last.
 FANOUT_LATENCY_BUCKETS: Final = (
@@ -49,6 +52,100 @@ class _KeptCounters(Collector):
         yield family
 
 
+class _Plain:
+    """prometheus_client's value (``MutexValue``) without its lock.
+
+    Every update of the loop metrics below comes from the event loop's thread, and so does a
+    scrape (``http_internal``), so the lock bought nothing: with it a counter increment was
+    ~1 µs (a Python call, a check, ``with lock``), and a setup makes about ten of them."""
+
+    __slots__ = ("_exemplar", "_value")
+
+    def __init__(self) -> None:
+        self._value = 0.0
+        self._exemplar: Exemplar | None = None
+
+    def inc(self, amount: float) -> None:
+        self._value += amount
+
+    def set(self, value: float, timestamp: float | None = None) -> None:
+        self._value = value
+
+    def set_exemplar(self, exemplar: Exemplar) -> None:
+        self._exemplar = exemplar
+
+    def get(self) -> float:
+        return self._value
+
+    def get_exemplar(self) -> Exemplar | None:
+        return self._exemplar
+
+
+# The metrics updated per connection, frame or event (a setup, a close, a delivery), for the
+# event loop's thread only. prometheus_client's own classes, so a scrape exposes exactly what
+# they would (samples, _created, HELP and TYPE); only the stored value is a _Plain, and the
+# updates skip the lock. A labelled parent has no value: updating it raises prometheus_client's
+# own error, as before. Not for metrics updated from elsewhere (the GC callbacks' pauses).
+
+
+class LoopCounter(Counter):
+    def _metric_init(self) -> None:
+        super()._metric_init()
+        self._value: _Plain = _Plain()
+
+    def inc(self, amount: float = 1, exemplar: dict[str, str] | None = None) -> None:
+        if amount < 0 or exemplar:
+            super().inc(amount, exemplar)  # its error, or its exemplar
+            return
+        try:
+            self._value._value += amount
+        except AttributeError:  # a labelled parent
+            super().inc(amount)
+
+
+class LoopGauge(Gauge):
+    def _metric_init(self) -> None:
+        super()._metric_init()
+        self._value: _Plain = _Plain()
+
+    def inc(self, amount: float = 1) -> None:
+        try:
+            self._value._value += amount
+        except AttributeError:  # a labelled parent
+            super().inc(amount)
+
+    def dec(self, amount: float = 1) -> None:
+        try:
+            self._value._value -= amount
+        except AttributeError:
+            super().dec(amount)
+
+    def set(self, value: float) -> None:
+        try:
+            self._value._value = float(value)
+        except AttributeError:
+            super().set(value)
+
+
+class LoopHistogram(Histogram):
+    def _metric_init(self) -> None:
+        super()._metric_init()
+        self._sum: _Plain = _Plain()
+        self._buckets: list[_Plain] = [_Plain() for _ in self._upper_bounds]
+
+    def observe(self, amount: float, exemplar: dict[str, str] | None = None) -> None:
+        if exemplar or math.isnan(amount):  # NaN falls in no bucket in prometheus_client's loop
+            super().observe(amount, exemplar)
+            return
+        try:
+            self._sum._value += amount
+        except AttributeError:  # a labelled parent
+            super().observe(amount)
+            return
+        # The first bound >= amount: the bucket prometheus_client's loop picks.
+        self._buckets[bisect_left(self._upper_bounds, amount)]._value += 1
+
+
 class Metrics:
     def watch_redis_broker(self, live_gaps: CountReader, message_fates: CountReader) -> None:
         """Export the Redis broker's own counters (registered once, by the composition root)."""
@@ -74,12 +171,12 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self.connections_open = Gauge(
+        self.connections_open = LoopGauge(
             "roomcast_connections_open",
             "WebSocket connections open on this node",
             registry=registry,
         )
-        self.connections_accepted = Counter(
+        self.connections_accepted = LoopCounter(
             "roomcast_connections_accepted", "WebSocket handshakes accepted", registry=registry
         )
         self.connections_max = Gauge(
@@ -105,12 +202,12 @@ class Metrics:
             ["code"],
             registry=registry,
         )
-        self.rooms_local = Gauge(
+        self.rooms_local = LoopGauge(
             "roomcast_rooms_local",
             "Rooms with at least one member on this node",
             registry=registry,
         )
-        self.frames_received = Counter(
+        self.frames_received = LoopCounter(
             "roomcast_frames_received",
             "Valid client frames, by type",
             ["type"],
@@ -122,7 +219,7 @@ class Metrics:
             ["code"],
             registry=registry,
         )
-        self.messages_published = Counter(
+        self.messages_published = LoopCounter(
             "roomcast_messages_published",
             "Room events published by this node",
             ["type"],
@@ -133,10 +230,10 @@ class Metrics:
             "Publications the broker could not take (sender told)",
             registry=registry,
         )
-        self.deliveries = Counter(
+        self.deliveries = LoopCounter(
             "roomcast_deliveries", "Frames written to local client sockets", registry=registry
         )
-        self.fanout_latency = Histogram(
+        self.fanout_latency = LoopHistogram(
             "roomcast_fanout_latency_seconds",
             "From the origin node accepting an event to this node writing it to its sockets",
             buckets=FANOUT_LATENCY_BUCKETS,
@@ -198,14 +295,14 @@ class Metrics:
             ["endpoint", "status"],
             registry=registry,
         )
-        self.big_room_coalesced = Counter(
+        self.big_room_coalesced = LoopCounter(
             "roomcast_big_room_coalesced",
             "Per-member events of big rooms not fanned out (user_joined, user_left: counted "
             "into presence_changed; typing: dropped)",
             ["kind"],
             registry=registry,
         )
-        self.big_room_notices = Counter(
+        self.big_room_notices = LoopCounter(
             "roomcast_big_room_notices",
             "presence_changed notices sent to a big room's local members (one per room each)",
             registry=registry,
