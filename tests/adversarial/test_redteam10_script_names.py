@@ -29,7 +29,8 @@ NAMES = ["प्रिया", "ராஜா", "ক্ষিতি", "สมศ�
 # Each renders like "प्रिया", "admin" or "Zoe" (or is drawn over its neighbours).
 IMITATIONS = [
     "प्रिया\ufe00",  # a variation selector: renders as nothing
-    "प्रिाया",  # the vowel sign twice
+    "प्रिया".replace("ि", "िि"),  # the vowel sign twice
+    "प्रिया".replace("ि", "िा"),  # two vowel signs on one letter
     "प्रिया\u034f",  # the combining grapheme joiner: nothing
     "a\u0336dmin",  # a stroke overlay on a Latin name
     "Zoe\u0301\u0301\u0301",  # a stack of accents

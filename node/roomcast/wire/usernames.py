@@ -84,13 +84,13 @@ def _with_own_marks(name: str) -> bool:
     if not 1 <= len(name) <= MAX_LENGTH:
         return False
     base: str | None = None  # the script of the letter the marks in a row are on
-    in_a_row = 0
+    in_a_row = vowels = 0
     previous = ""
     bare = []
     for char in name:
         if unicodedata.category(char) not in _MARKS:
             base = _script(char) if char.isalpha() and not char.isascii() else None
-            in_a_row = 0
+            in_a_row = vowels = 0
             previous = char
             bare.append(char)
             continue
@@ -99,6 +99,10 @@ def _with_own_marks(name: str) -> bool:
             return False
         if char == previous:  # a second virama or vowel sign drawn over the first
             return False
+        if "VOWEL SIGN" in unicodedata.name(char, ""):
+            vowels += 1
+            if vowels > 1:  # a letter takes one vowel: a second is drawn on a dotted circle
+                return False
         previous = char
     return bool(bare) and _BASE_PATTERN.fullmatch("".join(bare)) is not None
 
