@@ -230,6 +230,7 @@ class Broker(Protocol):
         prefix: bytes,
         on_failure: FailureHandler | None = None,
         on_published: PublishedHandler | None = None,
+        reserve: int = 0,
     ) -> None:
         """Publish a chat message: assign the room's next offset, complete the JSON
         (``prefix + offset + epoch``), keep it in history and publish ``head + offset\\n + json``,

@@ -130,6 +130,7 @@ class MemoryBroker:
         prefix: bytes,
         on_failure: FailureHandler | None = None,
         on_published: PublishedHandler | None = None,
+        reserve: int = 0,
     ) -> None:
         # One node: the node's own room bucket is the whole room's (never RoomRateLimited).
         state = self._room(room)

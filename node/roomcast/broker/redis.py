@@ -447,6 +447,7 @@ class RedisBroker(OnOneLoop):
         prefix: bytes,
         on_failure: FailureHandler | None = None,
         on_published: PublishedHandler | None = None,
+        reserve: int = 0,
     ) -> None:
         if not self.topology.listening(room):
             if on_failure is not None:
@@ -460,7 +461,7 @@ class RedisBroker(OnOneLoop):
         seq = scripts.room_keys(room)[0]
         self._command(
             seq,
-            self._publish_message_script(room, head, prefix, deadline),
+            self._publish_message_script(room, head, prefix, deadline, reserve),
             publication.settle,
             publishes=True,
         )
@@ -489,7 +490,7 @@ class RedisBroker(OnOneLoop):
         )
 
     def _publish_message_script(
-        self, room: str, head: bytes, prefix: bytes, deadline_ms: int
+        self, room: str, head: bytes, prefix: bytes, deadline_ms: int, reserve: int = 0
     ) -> bytes:
         seq, epoch, history, _ = scripts.room_keys(room)
         limits = self._limits
@@ -507,6 +508,7 @@ class RedisBroker(OnOneLoop):
                 new_epoch().encode(),
                 b"%d" % limits.bytes,
                 b"%d" % deadline_ms,
+                b"%d" % reserve,
                 *self._room_rate,
             ),
         )
