@@ -466,13 +466,15 @@ class RedisBroker(OnOneLoop):
             publishes=True,
         )
 
-    async def post_message(self, room: str, head: bytes, prefix: bytes) -> tuple[str, int]:
+    async def post_message(
+        self, room: str, head: bytes, prefix: bytes, reserve: int = 0
+    ) -> tuple[str, int]:
         # No timer of its own: every publication settles (reply, refusal, or its fate learnt
         # within the resolver's patience after its deadline), and only that answer is true.
         retry_until = self.loop.time() + self._timeout
         while True:
             done: asyncio.Future[tuple[str, int]] = self.loop.create_future()
-            self.publish_message(room, head, prefix, _failing(done), _publishing(done))
+            self.publish_message(room, head, prefix, _failing(done), _publishing(done), reserve)
             try:
                 return await done
             except TryAgain:

@@ -904,16 +904,18 @@ class Node:
             joins.spend(joins.burst)
             self._charge_shared("join:" + budget.client, joins, debt=joins.burst)
 
-    def admit_message(self, client: str) -> bool:
+    def admit_message(self, client: str) -> int | None:
         """Whether ``client`` (a token's ``sub:`` or open mode's ``ip:`` key) may post one more
-        message over the HTTP API: the same bucket as its WebSocket messages, over all nodes."""
+        message over the HTTP API (None: refused), the same bucket as its WebSocket messages
+        over all nodes, and if so the room's reserve it must leave (see _room_reserve)."""
         pool = self._client_messages
         bucket = pool.acquire(client)
         try:
+            reserve = self._room_reserve_tokens if self._heavy(bucket) else 0
             if not bucket.allow():
-                return False
+                return None
             self._charge_shared("msg:" + client, bucket)
-            return True
+            return reserve
         finally:
             pool.release(client)
 
@@ -937,8 +939,12 @@ class Node:
         budget = conn.budget
         if budget is None:
             return 0
-        bucket = budget.client_messages
-        return self._room_reserve_tokens if bucket.level < bucket.burst / 2 else 0
+        return self._room_reserve_tokens if self._heavy(budget.client_messages) else 0
+
+    @staticmethod
+    def _heavy(bucket: RateLimiter) -> bool:
+        """Whether a client spent half its message burst or more (and has not refilled it)."""
+        return bucket.level < bucket.burst / 2
 
     def _shared_message_limit(self, conn: Member, room: str, reserve: int = 0) -> str | None:
         """Why a message within its connection's limit is still refused, or None.
