@@ -6,9 +6,9 @@ whoever causes them, until 10 s of quiet. So one address opening, joining and cl
 loop turns a room's presence into counts for every member: a real user joining meanwhile is
 never named (`user_joined`), and nobody can tell who came or left without asking `presence`.
 On main, 4 loops of one address for 2 s (598 cycles): the member got no `user_joined` for
-"bob" joining right after, only 3 `presence_changed` counts. Open finding: naming only the churner's events
-apart would need the client of each join on the room's channel, and refusing the churner's
-joins refused legitimate rejoins (red team 8).
+"bob" joining right after, only 3 `presence_changed` counts. Open finding: naming only the
+churner's events apart would need the client of each join on the room's channel, and
+refusing the churner's joins refused legitimate rejoins (red team 8).
 """
 
 from __future__ import annotations
