@@ -53,7 +53,7 @@ def main() -> int:
         charge = client.script_load(scripts.CHARGE.source)
         keys, args = publish_args()
         limited_keys = [*keys, scripts.room_rate_key(ROOM)]
-        limited_args = [*args, b"1000000.0", b"1000000"]
+        limited_args = [*args, b"0", b"1000000.0", b"1000000"]  # no reserve, rate, burst
         client_key = scripts.client_rate_key("msg:sub:someone")
         commands: tuple[tuple[str, Callable[[Pipeline], object]], ...] = (
             ("publish_message", lambda pipe: pipe.evalsha(plain, 4, *keys, *args)),

@@ -40,7 +40,8 @@ def publish_message(
         epoch_candidate,
         1 << 20,  # history bytes
         deadline,
-        1000,  # the room's rate and burst: not what these tests are about
+        0,  # the reserve, the room's rate and burst: not what these tests are about
+        1000,
         1000,
     )
     return int(offset), epoch.decode()

@@ -1042,6 +1042,7 @@ class FailingPublishBroker(MemoryBroker):
         prefix: bytes,
         on_failure: FailureHandler | None = None,
         on_published: object = None,
+        reserve: int = 0,
         on_refused: object = None,
     ) -> None:
         assert on_failure is not None

@@ -230,6 +230,7 @@ class Broker(Protocol):
         prefix: bytes,
         on_failure: FailureHandler | None = None,
         on_published: PublishedHandler | None = None,
+        reserve: int = 0,
     ) -> None:
         """Publish a chat message: assign the room's next offset, complete the JSON
         (``prefix + offset + epoch``), keep it in history and publish ``head + offset\\n + json``,
@@ -240,7 +241,9 @@ class Broker(Protocol):
         room's message bucket over all of them in the same step, and it refused the message),
         ``on_failure(Unconfirmed)`` when that cannot be known."""
 
-    async def post_message(self, room: str, head: bytes, prefix: bytes) -> tuple[str, int]:
+    async def post_message(
+        self, room: str, head: bytes, prefix: bytes, reserve: int = 0
+    ) -> tuple[str, int]:
         """:meth:`publish_message`, awaited: returns the message's (epoch, offset) once it is
         published, or raises BrokerUnavailable or Unconfirmed with the same meaning (the HTTP
         API answers with these)."""

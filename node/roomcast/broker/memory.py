@@ -130,6 +130,7 @@ class MemoryBroker:
         prefix: bytes,
         on_failure: FailureHandler | None = None,
         on_published: PublishedHandler | None = None,
+        reserve: int = 0,
     ) -> None:
         # One node: the node's own room bucket is the whole room's (never RoomRateLimited).
         state = self._room(room)
@@ -146,7 +147,9 @@ class MemoryBroker:
         if on_published is not None:
             asyncio.get_running_loop().call_soon(on_published, state.epoch, state.offset)
 
-    async def post_message(self, room: str, head: bytes, prefix: bytes) -> tuple[str, int]:
+    async def post_message(
+        self, room: str, head: bytes, prefix: bytes, reserve: int = 0
+    ) -> tuple[str, int]:
         if not self.ready:
             raise BrokerUnavailable("broker stopped")
         self.publish_message(room, head, prefix)

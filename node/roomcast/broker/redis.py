@@ -447,6 +447,7 @@ class RedisBroker(OnOneLoop):
         prefix: bytes,
         on_failure: FailureHandler | None = None,
         on_published: PublishedHandler | None = None,
+        reserve: int = 0,
     ) -> None:
         if not self.topology.listening(room):
             if on_failure is not None:
@@ -460,18 +461,20 @@ class RedisBroker(OnOneLoop):
         seq = scripts.room_keys(room)[0]
         self._command(
             seq,
-            self._publish_message_script(room, head, prefix, deadline),
+            self._publish_message_script(room, head, prefix, deadline, reserve),
             publication.settle,
             publishes=True,
         )
 
-    async def post_message(self, room: str, head: bytes, prefix: bytes) -> tuple[str, int]:
+    async def post_message(
+        self, room: str, head: bytes, prefix: bytes, reserve: int = 0
+    ) -> tuple[str, int]:
         # No timer of its own: every publication settles (reply, refusal, or its fate learnt
         # within the resolver's patience after its deadline), and only that answer is true.
         retry_until = self.loop.time() + self._timeout
         while True:
             done: asyncio.Future[tuple[str, int]] = self.loop.create_future()
-            self.publish_message(room, head, prefix, _failing(done), _publishing(done))
+            self.publish_message(room, head, prefix, _failing(done), _publishing(done), reserve)
             try:
                 return await done
             except TryAgain:
@@ -489,7 +492,7 @@ class RedisBroker(OnOneLoop):
         )
 
     def _publish_message_script(
-        self, room: str, head: bytes, prefix: bytes, deadline_ms: int
+        self, room: str, head: bytes, prefix: bytes, deadline_ms: int, reserve: int = 0
     ) -> bytes:
         seq, epoch, history, _ = scripts.room_keys(room)
         limits = self._limits
@@ -507,6 +510,7 @@ class RedisBroker(OnOneLoop):
                 new_epoch().encode(),
                 b"%d" % limits.bytes,
                 b"%d" % deadline_ms,
+                b"%d" % reserve,
                 *self._room_rate,
             ),
         )

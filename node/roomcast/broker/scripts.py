@@ -372,18 +372,20 @@ local function bucket_save(key, level, now, rate, burst)
 end
 """
 
-# Put before a script whose LAST key is the room's bucket (room_rate_key) and whose LAST two
-# arguments are its rate (per second) and burst: the room's messages over all nodes take one
-# token each, and a message that finds none is refused before anything else runs, answering
-# {-1, milliseconds until a token is back}.
+# Put before a script whose LAST key is the room's bucket (room_rate_key) and whose LAST three
+# arguments are the tokens its sender must leave behind (0, or the room's reserve for a heavy
+# sender: see Node._room_reserve), its rate (per second) and burst: the room's messages over
+# all nodes take one token each, and a message that finds none (or only the reserve) is refused
+# before anything else runs, answering {-1, milliseconds until a token is back}.
 _ROOM_LIMIT: Final = (
     _BUCKET
     + """
 do
   local rate_key, rate, burst = KEYS[#KEYS], tonumber(ARGV[#ARGV - 1]), tonumber(ARGV[#ARGV])
+  local need = 1 + tonumber(ARGV[#ARGV - 2])
   local level, now = bucket_level(rate_key, rate, burst)
-  if level < 1 then
-    return {-1, math.ceil((1 - level) * 1000 / rate)}
+  if level < need then
+    return {-1, math.ceil((need - level) * 1000 / rate)}
   end
   bucket_save(rate_key, level - 1, now, rate, burst)
   -- The bucket lives as long as the room's counter (KEYS[1]), not only until it refills: in

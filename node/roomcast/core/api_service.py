@@ -99,10 +99,11 @@ class ApiService:
         policy: AccessPolicy,
         presence: PresencePages | None = None,
         history_budget: HistoryBudget | None = None,
-        client_messages: Callable[[str], bool] | None = None,
+        client_messages: Callable[[str], int | None] | None = None,
     ) -> None:
         self._broker = broker
-        # Whether a client (its bucket key) may post one more message (Node.admit_message).
+        # Whether a client (its bucket key) may post one more message, and what it must leave
+        # of the room's bucket to the others (Node.admit_message).
         self._client_messages = client_messages
         # Shared with the node's WebSockets: bytes of history answers per client.
         self._history_budget = history_budget
@@ -272,7 +273,11 @@ class ApiService:
             # Open mode: a ban names the username (as for joins), so it stops posts in its name.
             await self._refuse_if_banned(room, username)
         admit = self._client_messages
-        if admit is not None and not caller.key.startswith("key:") and not admit(caller.key):
+        # API keys (the backend) keep the API rate only, and take the room's bucket whole.
+        reserve: int | None = 0
+        if admit is not None and not caller.key.startswith("key:"):
+            reserve = admit(caller.key)
+        if reserve is None:
             # The client's message bucket over all nodes, shared with its WebSockets: the API
             # rate alone is per node (3 nodes through nginx let one address post 297 in 3 s).
             raise ApiError(
@@ -285,7 +290,9 @@ class ApiService:
         prefix = protocol.chat_message_prefix(room, username, posted.text, int(now * 1000))
         self._metrics.messages_published.labels("message").inc()
         try:
-            epoch, offset = await self._broker.post_message(room, envelope.head(now), prefix)
+            epoch, offset = await self._broker.post_message(
+                room, envelope.head(now), prefix, reserve
+            )
         except RoomRateLimited as exc:
             raise ApiError(  # counted, like every answer, in roomcast_api_requests_total
                 429,

@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from time import monotonic  # not through ``time``: unit tests replace it by a wall clock
+from typing import Final
 
 from roomcast.broker import (
     Broker,
@@ -56,6 +57,8 @@ log = logging.getLogger("roomcast.node")
 
 # Live events held for one joining connection during its join's round trip to Redis.
 CATCH_UP_LIMIT = 10_000
+# Heavy senders leave a room this share of its message burst (a quarter): see _room_reserve.
+ROOM_RESERVE_SHARE: Final = 4
 # A join whose own user_joined never came back through the broker within the marker timeout.
 _MARKER_LOST = "the join did not come back from the broker"
 # Presence and typing events, told apart without decoding their JSON (protocol.encode's form).
@@ -119,6 +122,8 @@ class Node:
             *client_history_rate, history_bytes, page_bytes, max_rooms=max_rooms
         )
         self._room_messages = BucketPool(*room_message_rate)
+        # What heavy senders leave of a room's burst to the others (see _room_reserve).
+        self._room_reserve_tokens = room_message_rate[1] // ROOM_RESERVE_SHARE
         self.node_id = node_id
         self._max_rooms = max_rooms
         self._max_frame_bytes = max_frame_bytes
@@ -811,7 +816,8 @@ class Node:
         if not self._bucket(conn, "message").allow():
             self._rate_limited(conn, "message", room, request_id)
             return None
-        refusal = self._shared_message_limit(conn, room)
+        reserve = self._room_reserve(conn)
+        refusal = self._shared_message_limit(conn, room, reserve)
         if refusal is not None:
             self._reject(conn, ErrorCode.RATE_LIMITED, refusal, room, request_id)
             return None
@@ -820,8 +826,8 @@ class Node:
         hooks = self._hooks
         if hooks is not None and hooks.asks_publish(room):
             # The connection's later frames wait for this one: its messages keep their order.
-            return self._moderated(hooks, conn, room, username, command.text, request_id)
-        self._publish_message(conn, room, username, command.text, request_id)
+            return self._moderated(hooks, conn, room, username, command.text, request_id, reserve)
+        self._publish_message(conn, room, username, command.text, request_id, reserve=reserve)
         return None
 
     async def _moderated(
@@ -832,6 +838,7 @@ class Node:
         username: str,
         text: str,
         request_id: protocol.RequestId,
+        reserve: int,
     ) -> None:
         """The publish hook first: it may refuse or rewrite the message before its offset."""
         identity = conn.identity
@@ -845,7 +852,7 @@ class Node:
             # Published even if the sender closed meanwhile: the backend was told it is
             # accepted (and may have stored it), so the room shows it too.
             self._publish_message(
-                conn, room, username, verdict.text, request_id, verdict.message_id
+                conn, room, username, verdict.text, request_id, verdict.message_id, reserve
             )
         finally:
             self._answer_given()
@@ -858,6 +865,7 @@ class Node:
         text: str,
         request_id: protocol.RequestId,
         message_id: str | None = None,
+        reserve: int = 0,
     ) -> None:
         assert self.broker is not None
         now = time.time()
@@ -870,6 +878,7 @@ class Node:
             prefix,
             FailureReporter(self, conn, "message", room, request_id, self._answer_given),
             Acknowledger(conn, room, request_id, self._answer_given),
+            reserve=reserve,
         )
 
     def _may_join(self, conn: Member) -> bool:
@@ -900,16 +909,18 @@ class Node:
             joins.spend(joins.burst)
             self._charge_shared("join:" + budget.client, joins, debt=joins.burst)
 
-    def admit_message(self, client: str) -> bool:
+    def admit_message(self, client: str) -> int | None:
         """Whether ``client`` (a token's ``sub:`` or open mode's ``ip:`` key) may post one more
-        message over the HTTP API: the same bucket as its WebSocket messages, over all nodes."""
+        message over the HTTP API (None: refused), the same bucket as its WebSocket messages
+        over all nodes, and if so the room's reserve it must leave (see _room_reserve)."""
         pool = self._client_messages
         bucket = pool.acquire(client)
         try:
+            reserve = self._room_reserve_tokens if self._heavy(bucket) else 0
             if not bucket.allow():
-                return False
+                return None
             self._charge_shared("msg:" + client, bucket)
-            return True
+            return reserve
         finally:
             pool.release(client)
 
@@ -923,7 +934,24 @@ class Node:
         if self._shared is not None:
             self._shared.charge(name, bucket, debt, cost)
 
-    def _shared_message_limit(self, conn: Member, room: str) -> str | None:
+    def _room_reserve(self, conn: Member) -> int:
+        """The tokens of a room's message bucket this sender must leave to the others: none
+        while its client (a token's user, an open-mode address) has half its own message burst
+        or more, else a quarter of the room's burst. A room takes 100 messages a second from
+        everybody together; a few users, each within their own 20/s, kept it empty and the
+        room's other members had their messages refused (red team 10). Heavy senders share
+        what is above the reserve; whoever writes like a person finds the reserve there."""
+        budget = conn.budget
+        if budget is None:
+            return 0
+        return self._room_reserve_tokens if self._heavy(budget.client_messages) else 0
+
+    @staticmethod
+    def _heavy(bucket: RateLimiter) -> bool:
+        """Whether a client spent half its message burst or more (and has not refilled it)."""
+        return bucket.level < bucket.burst / 2
+
+    def _shared_message_limit(self, conn: Member, room: str, reserve: int = 0) -> str | None:
         """Why a message within its connection's limit is still refused, or None.
 
         Shared buckets refuse with an error frame but never close: their strikes are the sum
@@ -934,7 +962,7 @@ class Node:
                 return "too many messages from your connections together; slow down"
             self._charge_shared("msg:" + budget.client, budget.client_messages)
         room_bucket = self._room_messages.get(room)
-        if room_bucket is not None and not room_bucket.allow():
+        if room_bucket is not None and not room_bucket.allow_keeping(reserve):
             return f"room {room!r} is receiving too many messages; try again shortly"
         return None
 

@@ -49,6 +49,26 @@ class RateLimiter:
         self.strikes += 1
         return False
 
+    def allow_keeping(self, reserve: float) -> bool:
+        """allow(), but only while ``reserve`` tokens stay behind for others (a shared bucket
+        that its heavy users may not empty: see Node._room_reserve). No strikes: a shared
+        bucket's refusals are not this sender's flood."""
+        if reserve <= 0:
+            return self.allow()
+        now = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
+        self._stamp = now
+        if self._tokens >= 1 + reserve:
+            self._tokens -= 1
+            return True
+        return False
+
+    @property
+    def level(self) -> float:
+        """The tokens there now (below zero: owed)."""
+        self.ready()
+        return self._tokens
+
     def ready(self) -> bool:
         """Whether a token is there, without taking it (see spend)."""
         now = time.monotonic()
