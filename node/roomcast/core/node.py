@@ -65,7 +65,6 @@ _MARKER_LOST = "the join did not come back from the broker"
 _USER_JOINED = b'{"type":"user_joined",'
 _USER_LEFT = b'{"type":"user_left",'
 _TYPING = b'{"type":"typing",'
-_LOSS = b'{"type":"loss",'
 _TOO_MANY_TOKENS = "too many tokens checked for your connections together; slow down"
 
 
@@ -390,7 +389,7 @@ class Node:
         if members:
             if event.offset:
                 self._latest[room] = event.offset
-            elif event.event.startswith(_LOSS):
+            elif event.event.startswith(protocol.LOSS_PREFIX):
                 # A lagging member gets no room traffic, this notice included, and what it is
                 # sent from history once it drained would pass over the loss in silence.
                 self.lag.missed_loss(members)
@@ -561,7 +560,7 @@ class Node:
         newest = max([reply.offset, *(offset for offset, _ in catch_up.held)])
         # A loss notice held during the join is in no history: the lag path, which sends
         # none of the held events, must not pass over it (see Lag.missed_loss).
-        lost = any(event.startswith(_LOSS) for _, event in catch_up.held)
+        lost = any(event.startswith(protocol.LOSS_PREFIX) for _, event in catch_up.held)
         lag_from = self._send_join_result(conn, command, reply, catch_up, data, role)
         self._went_live(conn, room, reply.offset if lag_from is None else newest)
         if lag_from is not None:

@@ -22,7 +22,6 @@ from roomcast.wire.recovery import EPOCH_CHANGED, NOT_REQUESTED, RECOVERED, TOO_
 
 # Live events held for one opening stream during its history round trip.
 BUFFER_LIMIT: Final = 10_000
-_LOSS: Final = b'{"type":"loss",'
 
 
 class StreamSink(Protocol):
@@ -105,7 +104,7 @@ class StreamHub:
         if catching:
             if event.offset:
                 self._seen[room] = max(self._seen.get(room, 0), event.offset)
-            elif event.event.startswith(_LOSS):
+            elif event.event.startswith(protocol.LOSS_PREFIX):
                 self._lost_while_catching(catching)
         live = self._live.get(room)
         if live:

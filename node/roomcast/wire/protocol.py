@@ -483,6 +483,9 @@ def typing(room: str, username: str) -> bytes:
 LOSS_EPOCH_CHANGED: Final = LossReason.EPOCH_CHANGED
 LOSS_TOO_OLD: Final = LossReason.TOO_OLD
 LOSS_UNAVAILABLE: Final = LossReason.UNAVAILABLE
+# How every ``loss`` event begins (``encode`` keeps the key order): what a node tells one by
+# without decoding the JSON of each room event.
+LOSS_PREFIX: Final = b'{"type":"loss",'
 
 
 def loss(
