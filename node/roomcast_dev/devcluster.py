@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -36,11 +37,39 @@ class ClusterError(RuntimeError):
     pass
 
 
+# Listening ports are picked from here up to the kernel's ephemeral range.
+LISTEN_PORTS_FLOOR: Final = 10_000
+EPHEMERAL_RANGE_FILE: Final = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
 def free_port() -> int:
-    """A port free right now on 127.0.0.1 (for servers that cannot bind port 0 themselves)."""
+    """A port free right now on 127.0.0.1 (for servers that cannot bind port 0 themselves).
+
+    It is taken below the kernel's ephemeral range where there is room: a port of that range
+    (what binding port 0 returns) can be taken by any outgoing connection, a node's to Redis or
+    nginx's to a node, between this check and the server's own bind. That failed a Redis Cluster
+    start in CI with ``Address already in use``.
+    """
+    ephemeral_floor = _ephemeral_floor()
+    if ephemeral_floor - LISTEN_PORTS_FLOOR >= 1000:
+        for _ in range(64):
+            port = LISTEN_PORTS_FLOOR + secrets.randbelow(ephemeral_floor - LISTEN_PORTS_FLOOR)
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _ephemeral_floor() -> int:
+    try:
+        return int(EPHEMERAL_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def timeout_factor() -> float:

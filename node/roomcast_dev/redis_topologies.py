@@ -152,7 +152,17 @@ class RedisClusterTopology:
         return self
 
     def _start_node(self, index: int) -> RedisServer:
-        port, bus = free_port(), free_port()
+        # A port found free can still be taken before redis-server binds it: try new ones.
+        for attempt in range(3):
+            try:
+                return self._start_node_on(index, free_port(), free_port())
+            except ClusterError as exc:
+                if attempt == 2 or "Address already in use" not in str(exc):
+                    raise
+                shutil.rmtree(self.workdir / f"node-{index}", ignore_errors=True)
+        raise AssertionError("unreachable")
+
+    def _start_node_on(self, index: int, port: int, bus: int) -> RedisServer:
         directory = self.workdir / f"node-{index}"
         process = _start_server(
             f"redis-cluster-{port}",
