@@ -140,6 +140,7 @@ class RedisClusterTopology:
         self.servers: list[RedisServer] = []
         self._bus_ports: dict[int, int] = {}  # client port -> cluster bus port
         self._args: dict[int, list[str]] = {}  # client port -> redis-server arguments
+        self._ids: dict[int, str] = {}  # client port -> cluster node id (kept after a kill)
 
     def start(self) -> RedisClusterTopology:
         try:
@@ -151,15 +152,19 @@ class RedisClusterTopology:
             raise
         return self
 
-    def _start_node(self, index: int) -> RedisServer:
+    def _start_node(self, index: int, *, keep_directory: bool = False) -> RedisServer:
         # A port found free can still be taken before redis-server binds it: try new ones.
         for attempt in range(3):
             try:
-                return self._start_node_on(index, free_port(), free_port())
+                server = self._start_node_on(index, free_port(), free_port())
             except ClusterError as exc:
                 if attempt == 2 or "Address already in use" not in str(exc):
                     raise
-                shutil.rmtree(self.workdir / f"node-{index}", ignore_errors=True)
+                if not keep_directory:
+                    shutil.rmtree(self.workdir / f"node-{index}", ignore_errors=True)
+                continue
+            self._ids[server.port] = node_id(server)
+            return server
         raise AssertionError("unreachable")
 
     def _start_node_on(self, index: int, port: int, bus: int) -> RedisServer:
@@ -188,6 +193,42 @@ class RedisClusterTopology:
         self.servers.append(server)
         self._bus_ports[port] = bus
         self._args[port] = process.argv[1:]
+        return server
+
+    def restore_backup(self, dead: RedisServer) -> RedisServer:
+        """Replace a dead primary the way an operator restores a shard from its backup onto a
+        new machine: a new cluster node (new ports, no ``nodes.conf``, so a new identity) started
+        on the dead one's last ``SAVE``d snapshot, the dead identity forgotten by every live
+        node, the dead one's slots assigned to the new node, which then meets the cluster.
+
+        A node started on keys of slots nobody assigned it takes those slots at start (Redis
+        logs "Taking responsibility"); the rest of the dead node's slots are added here."""
+        if dead.alive():
+            raise ClusterError(f"{dead.name} is still running")
+        slots = [(first, last) for first, last, port in self.slot_ranges() if port == dead.port]
+        dead_id = self._ids[dead.port]
+        snapshot = self.workdir / f"node-{self.servers.index(dead)}" / "dump.rdb"
+        index = len(self.servers)
+        directory = self.workdir / f"node-{index}"
+        directory.mkdir(parents=True)
+        if snapshot.exists():
+            shutil.copy(snapshot, directory / "dump.rdb")
+        server = self._start_node(index, keep_directory=True)
+        for other in self.live_servers():
+            if other is not server:
+                other.run("CLUSTER", "FORGET", dead_id)
+        taken = {
+            slot for first, last, _ in _slot_ranges_of(server) for slot in range(first, last + 1)
+        }
+        for first, last in slots:
+            for slot in range(first, last + 1):
+                if slot not in taken:
+                    server.run("CLUSTER", "ADDSLOTS", str(slot))
+        seed = next(other for other in self.live_servers() if other is not server)
+        seed.run(
+            "CLUSTER", "MEET", "127.0.0.1", str(server.port), str(self._bus_ports[server.port])
+        )
+        self.wait_stable()
         return server
 
     def restart(self, server: RedisServer) -> None:
@@ -268,8 +309,7 @@ class RedisClusterTopology:
 
     def slot_ranges(self) -> list[tuple[int, int, int]]:
         """(first slot, last slot, primary port) as a live node sees it now."""
-        reply: Any = self.live_servers()[0].run("CLUSTER", "SLOTS")
-        return sorted((int(entry[0]), int(entry[1]), int(entry[2][1])) for entry in reply)
+        return _slot_ranges_of(self.live_servers()[0])
 
     def primaries(self) -> list[RedisServer]:
         ports = sorted({port for _, _, port in self.slot_ranges()})
@@ -396,6 +436,11 @@ class SlotMigration:
     def run(self) -> None:
         self.begin()
         self.finish()
+
+
+def _slot_ranges_of(server: RedisServer) -> list[tuple[int, int, int]]:
+    reply: Any = server.run("CLUSTER", "SLOTS")
+    return sorted((int(entry[0]), int(entry[1]), int(entry[2][1])) for entry in reply)
 
 
 def node_id(server: RedisServer) -> str:
