@@ -45,7 +45,9 @@ class ExampleStack:
         nginx_port: int = 0,
         app_port: int = 0,
         node_env: Mapping[str, str] | None = None,
+        users: str = DEMO_USERS,
     ) -> None:
+        self.users = users  # name:password,... the backend creates at start
         self.secrets = Secrets()
         self.app_port = app_port or free_port()
         hooks = f"http://127.0.0.1:{self.app_port}/hooks"
@@ -90,7 +92,7 @@ class ExampleStack:
                 "CHAT_BACKEND_ROOMCAST_HTTP": self.cluster.http_url,
                 "CHAT_BACKEND_PUBLIC_WS_URL": self.cluster.url,
                 "CHAT_BACKEND_PORT": str(self.app_port),
-                "CHAT_BACKEND_USERS": DEMO_USERS,
+                "CHAT_BACKEND_USERS": self.users,
                 "CHAT_BACKEND_MODERATORS": "moderator",
             }
         )

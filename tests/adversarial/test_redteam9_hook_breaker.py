@@ -23,10 +23,14 @@ a row (alice's own calls fail fast once hers alone reach 5): both of bob's messa
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from roomcast_dev.example import DEMO_USERS
 
 from tests.adversarial.devcluster_shim import ExampleStack, scaled
 from tests.support.exampleapp import AppUser
@@ -36,8 +40,10 @@ BREAKER_FAILURES = 5  # ROOMCAST_HOOK_BREAKER_FAILURES' default
 
 @pytest.fixture(scope="module")
 def example() -> Iterator[Any]:
-    """PostgreSQL, Redis, one node calling the example backend's hooks (defaults), the app."""
-    with ExampleStack(1) as running:
+    """PostgreSQL, Redis, one node calling the example backend's hooks (defaults), the app;
+    its demo users and five more for the attacks."""
+    mallories = ",".join(f"mallory{i}:mallory{i}-pass" for i in range(BREAKER_FAILURES))
+    with ExampleStack(1, users=f"{DEMO_USERS},{mallories}") as running:
         yield running
 
 
@@ -76,3 +82,70 @@ async def test_one_users_failing_messages_do_not_refuse_everybody_elses(example:
     # Her own: 5 in a row after bob's success opened the circuit for her alone.
     assert "(circuit_open)" in poison[-1]["reason"], figures
     assert [e["type"] for e in bobs] == ["ack", "ack"], figures
+
+
+async def send_poison(user: Any, request_id: str) -> dict[str, Any]:
+    await user.send(type="message", text=f"nul\u0000{request_id}", id=request_id)
+    answer: dict[str, Any] = await user.recv_type("error", timeout=scaled(10), id=request_id)
+    return answer
+
+
+async def test_five_accounts_cannot_hold_the_circuit_open_for_everybody(example: Any) -> None:
+    """Five accounts (as many as the breaker's threshold) sending what the backend fails on open
+    the circuit for everybody once. Before, they held it open: a suspect took each half-open
+    trial and failed it on purpose (bob, refused meanwhile, was refused for as long as they
+    kept it up), and once a success closed it, the same five opened it again at once. Now the
+    trial goes to bob, and their failures after that count for themselves alone."""
+    attackers = [
+        await (await AppUser(example.url).login(f"mallory{index}")).connect(example.cluster.url)
+        for index in range(BREAKER_FAILURES)
+    ]
+    bob = await (await AppUser(example.url).login("bob")).connect(example.cluster.url)
+    try:
+        for index, attacker in enumerate(attackers):
+            await attacker.join("lobby", f"mallory{index}")
+        await bob.join("lobby", "bob")
+        for index, attacker in enumerate(attackers):
+            await send_poison(attacker, f"open-{index}")
+        first = await bob_says(bob, "while-open")  # the one outage they can cause
+        # Mallory sends a failing message every 0.2 s, to be the trial; bob once a second.
+        stop = asyncio.Event()
+
+        async def keep_failing() -> int:
+            sent = 0
+            while not stop.is_set():
+                await send_poison(attackers[0], f"hold-{sent}")
+                sent += 1
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.2)
+            return sent
+
+        holder = asyncio.create_task(keep_failing())
+        started = time.monotonic()
+        bobs: list[dict[str, Any]] = []
+        try:
+            while time.monotonic() - started < scaled(30):
+                bobs.append(await bob_says(bob, f"retry-{len(bobs)}"))
+                if bobs[-1]["type"] == "ack":
+                    break
+                await asyncio.sleep(1)
+        finally:
+            stop.set()
+            held = await holder
+        waited = time.monotonic() - started
+        for index, attacker in enumerate(attackers):  # the same five again
+            await send_poison(attacker, f"again-{index}")
+        after = await bob_says(bob, "after-again")
+    finally:
+        for attacker in attackers:
+            await attacker.close()
+        await bob.close()
+    figures = (
+        f"bob while open: {first.get('reason')}; then {len(bobs)} tries over {waited:.1f} s "
+        f"while mallory0 sent {held} failing messages, last {bobs[-1]['type']}; after the five "
+        f"failed again: {after['type']} {after.get('reason', '')}"
+    )
+    print(figures)
+    assert first["type"] == "error" and "(circuit_open)" in first["reason"], figures
+    assert bobs[-1]["type"] == "ack", figures
+    assert after["type"] == "ack", figures

@@ -14,7 +14,14 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from roomcast.core.auth import AuthError
-from roomcast.core.circuit import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from roomcast.core.circuit import (
+    CLOSED,
+    HALF_OPEN,
+    MAX_SUSPECTS,
+    OPEN,
+    REMEMBERED_CLIENTS,
+    CircuitBreaker,
+)
 from roomcast.core.hooks import (
     BUSY,
     CIRCUIT_OPEN,
@@ -110,7 +117,7 @@ def test_breaker_opens_after_failures_in_a_row_and_recovers_through_one_trial() 
     for _ in range(2):
         assert breaker.allow(0.0)
         breaker.failed(0.0)
-    breaker.succeeded()  # a success in between: the count starts again
+    breaker.succeeded(0.0)  # a success in between: the count starts again
     for _ in range(3):
         assert breaker.allow(1.0)
         breaker.failed(1.0)
@@ -123,7 +130,7 @@ def test_breaker_opens_after_failures_in_a_row_and_recovers_through_one_trial() 
     assert state(breaker) == OPEN
     assert not breaker.allow(21.0)
     assert breaker.allow(21.5)
-    breaker.succeeded()
+    breaker.succeeded(21.5)
     assert state(breaker) == CLOSED
     assert breaker.allow(21.5) and breaker.allow(21.5)
 
@@ -137,7 +144,7 @@ def test_one_clients_failures_open_the_circuit_for_that_client_alone() -> None:
     assert state(breaker) == OPEN and not breaker.for_everybody
     assert not breaker.allow(1.0, "sub:alice")  # fails fast for her
     assert breaker.allow(1.0, "sub:bob") and breaker.allow(1.0, "sub:bob")
-    breaker.succeeded()  # bob's call: the backend answers, so it is closed again
+    breaker.succeeded(1.0)  # bob's call: the backend answers, so it is closed again
     assert state(breaker) == CLOSED
     assert breaker.allow(1.0, "sub:alice")
 
@@ -153,6 +160,68 @@ def test_failures_of_as_many_clients_as_the_threshold_open_it_for_everybody() ->
     assert not breaker.allow(1.0, "sub:d")
     assert breaker.allow(10.0, "sub:d")  # the trial, after reset_after
     assert not breaker.allow(10.0, "sub:e")
+
+
+def open_for_everybody(breaker: CircuitBreaker, now: float, *clients: str) -> None:
+    for client in clients:
+        assert breaker.allow(now, client)
+        breaker.failed(now, client)
+    assert state(breaker) == OPEN and breaker.for_everybody
+
+
+def test_clients_whose_failures_were_closed_by_a_success_count_for_themselves_alone() -> None:
+    """Five accounts sending what the backend fails on opened it for everybody, every time the
+    circuit closed again; now each outage for everybody costs them new clients."""
+    breaker = CircuitBreaker(failures=3, reset_after=10.0)
+    open_for_everybody(breaker, 0.0, "sub:a", "sub:b", "sub:c")
+    assert breaker.allow(10.0, "sub:d")  # a bystander's trial
+    breaker.succeeded(10.5)
+    for client in ("sub:a", "sub:b", "sub:c"):
+        assert breaker.allow(11.0, client)
+        breaker.failed(11.0, client)
+    assert state(breaker) == OPEN and not breaker.for_everybody
+    assert not breaker.allow(12.0, "sub:a")
+    assert breaker.allow(12.0, "sub:d")  # the others are not held off
+    breaker.failed(12.0, "sub:x")  # a client not on probation still counts
+    assert not breaker.for_everybody
+    breaker.succeeded(13.0)
+    # Probation ends (30 reset times after the success that closed it): they count again.
+    open_for_everybody(breaker, 13.0 + 300.0, "sub:a", "sub:b", "sub:c")
+
+
+def test_the_trial_goes_to_a_bystander_before_a_suspect() -> None:
+    breaker = CircuitBreaker(failures=3, reset_after=10.0)
+    open_for_everybody(breaker, 0.0, "sub:a", "sub:b", "sub:c")
+    assert not breaker.allow(1.0, "sub:bob")  # a bystander refused meanwhile
+    assert not breaker.allow(10.0, "sub:a")  # a suspect may not take the trial from bob...
+    assert breaker.allow(10.5, "sub:bob")  # ...who gets it
+    breaker.failed(11.0, "sub:bob")  # the backend is really down: open again
+    assert not breaker.allow(21.0, "sub:a")
+    # Nobody else came for one more reset time: a suspect is tried, or a real outage of a
+    # quiet node would never be tried again.
+    assert breaker.allow(31.0, "sub:a")
+
+
+def test_with_only_suspects_calling_the_trial_comes_after_reset_after() -> None:
+    breaker = CircuitBreaker(failures=3, reset_after=10.0)
+    open_for_everybody(breaker, 0.0, "sub:a", "sub:b", "sub:c")
+    assert not breaker.allow(5.0, "sub:a")
+    assert breaker.allow(10.0, "sub:b")
+    breaker.succeeded(10.2)
+    assert state(breaker) == CLOSED
+
+
+def test_clients_on_probation_are_remembered_up_to_a_bound() -> None:
+    breaker = CircuitBreaker(failures=2, reset_after=1.0)
+    now = 0.0
+    for batch in range(REMEMBERED_CLIENTS // MAX_SUSPECTS + 1):
+        for index in range(MAX_SUSPECTS):
+            breaker.failed(now, f"sub:{batch}-{index}")
+        breaker.succeeded(now)
+    # The first batch was forgotten first: its clients count again within the probation.
+    breaker.failed(now, "sub:0-0")
+    breaker.failed(now, "sub:0-1")
+    assert breaker.for_everybody
 
 
 # The caller

@@ -203,7 +203,7 @@ class HookCaller:
             if outcome.result != TIMEOUT or not waited:
                 self.breaker.failed(time.monotonic(), client)
         else:
-            self.breaker.succeeded()
+            self.breaker.succeeded(time.monotonic())
         return self._done(outcome)
 
     async def _attempts(self, body: bytes) -> wire.Verdict | Failed:
