@@ -27,6 +27,7 @@ from roomcast.broker import (
 from roomcast.core.auth import AuthError, Identity
 from roomcast.core.bigroom import BigRooms, Notice
 from roomcast.core.catch_up import CatchUp
+from roomcast.core.churn import cause_of
 from roomcast.core.history_budget import HistoryBudget
 from roomcast.core.history_pages import answer_bytes, complete, first_page, pages_after
 from roomcast.core.hooks import Hooks, Refusal
@@ -295,7 +296,7 @@ class Node:
         last_local = self.rooms.leave(conn, room)
         self._room_messages.release(room)
         if (live or announced) and username is not None:
-            self._announce_leave(room, conn.id, username)
+            self._announce_leave(room, conn, username)
         if last_local:
             self._unsubscribe(room)
 
@@ -381,8 +382,9 @@ class Node:
             self.metrics.broker_bad_payloads.inc()
             return
         assert self.outbox is not None
-        if not event.offset and self.big.threshold and not self._per_member(room, event.event):
-            # Coalesced (a big room): no frame for anyone; a joiner still needs its marker.
+        if not event.offset and self.big.threshold and not self._per_member(room, event):
+            # Coalesced (a big room, a churner): no frame for anyone; a joiner still needs its
+            # marker.
             if holders and event.exclude:
                 self._hold(room, holders, event, markers_only=True)
             return
@@ -419,11 +421,13 @@ class Node:
                 if waiter is not None and not waiter.done():
                     waiter.set_result(None)
 
-    def _per_member(self, room: str, event: bytes) -> bool:
-        """False for a presence or typing event of a big room: counted, not fanned out."""
+    def _per_member(self, room: str, payload: envelope.Envelope) -> bool:
+        """False for a presence or typing event of a big room, or a churner's join or leave:
+        counted, not fanned out."""
+        event = payload.event
         joined = event.startswith(_USER_JOINED)
         if joined or event.startswith(_USER_LEFT):
-            step = self.big.note(room, joined, monotonic())
+            step = self.big.note(room, joined, monotonic(), payload.cause)
             if step.notice is not None:
                 self._tell(step.notice)
             if step.flush_in is not None:
@@ -638,7 +642,7 @@ class Node:
             # Not when Redis refused the script at once (NotRun): nothing was announced, and a
             # user_left for somebody who never joined would reach every member.
             if (conn, room) in self._announced and not isinstance(exc, NotRun):
-                self._announce_leave(room, conn.id, username)
+                self._announce_leave(room, conn, username)
             if self.rooms.leave(conn, room):
                 self._unsubscribe(room)
             self._room_messages.release(room)
@@ -689,7 +693,9 @@ class Node:
         await self.broker.subscribe(room)
         if conn.closed:
             raise BrokerUnavailable("connection closed while joining")
-        announce = envelope.pack(time.time(), protocol.user_joined(room, username), conn.id)
+        event = protocol.user_joined(room, username)
+        cause = cause_of(conn.client_key)  # whose churn it is (core.churn)
+        announce = envelope.pack(time.time(), event, conn.id, cause=cause)
         self._announced.add((conn, room))
         self._published["user_joined"].inc()
         user = conn.identity.subject if conn.identity is not None else username
@@ -782,7 +788,7 @@ class Node:
             granted.discard(room)
         conn.send(protocol.left(room, command.request_id))
         self._spend_churn(conn)
-        self._announce_leave(room, conn.id, username)
+        self._announce_leave(room, conn, username)
 
     def _refresh(self, conn: Member, command: Refresh) -> None:
         """A new token for the same user, on the same connection, before the old one expires."""
@@ -1083,12 +1089,12 @@ class Node:
             if not holders:
                 del self._catch_ups[room]
 
-    def _announce_leave(self, room: str, member: str, username: str) -> None:
+    def _announce_leave(self, room: str, conn: Member, username: str) -> None:
         assert self.broker is not None
         self._published["user_left"].inc()
-        self.broker.leave(
-            room, member, envelope.pack(time.time(), protocol.user_left(room, username), member)
-        )
+        event = protocol.user_left(room, username)
+        cause = cause_of(conn.client_key)
+        self.broker.leave(room, conn.id, envelope.pack(time.time(), event, conn.id, cause=cause))
 
     def _bucket(self, conn: Member, kind: str) -> RateLimiter:
         """The connection's own message or typing bucket, made on first use."""
