@@ -149,8 +149,14 @@ async def test_event_stream_sees_what_websocket_members_see_and_resumes(
                 assert event.id is None  # only history-kept messages move Last-Event-ID
                 others.append(event.data)
         assert seen == websocket_view  # same events, same order, same bytes (as JSON)
-        assert {"type": "typing", "room": room, "username": "bob"} in others
-        assert {"type": "user_joined", "room": room, "username": "alice"} in others
+        bob_id, alice_id = bob.welcome["user_id"], alice.welcome["user_id"]
+        assert {"type": "typing", "room": room, "username": "bob", "user_id": bob_id} in others
+        assert {
+            "type": "user_joined",
+            "room": room,
+            "username": "alice",
+            "user_id": alice_id,
+        } in others
         await stream.heartbeat()
         last_id = seen[-1]["offset"]
         last_event_id = f"{seen[-1]['epoch']}:{last_id}"  # what EventSource keeps

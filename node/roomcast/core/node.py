@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from time import monotonic  # not through ``time``: unit tests replace it by a wall clock
@@ -37,6 +38,7 @@ from roomcast.core.presence_pages import PresencePages, answer
 from roomcast.core.ratelimit import BucketPool, ConnectionBudget, RateLimiter, SharedCharges
 from roomcast.core.rooms import RoomRegistry, TooManyRoomsError
 from roomcast.core.streams import StreamHub
+from roomcast.core.user_ids import UserIds
 from roomcast.runtime.metrics import Metrics
 from roomcast.wire import control, envelope, protocol
 from roomcast.wire.codes import CloseCode, ErrorCode, RecoveryStatus
@@ -96,8 +98,12 @@ class Node:
         big_room_members: int = 500,
         big_room_interval: float = 1.0,
         max_node_rooms: int | None = None,
+        user_ids: UserIds | None = None,
     ) -> None:
         self._catch_up_bytes = catch_up_bytes
+        # The user_id of events about a user (core.user_ids); None: a key of this process only
+        # (a node alone, unit tests).
+        self._user_ids = user_ids or UserIds(os.urandom(32))
         # Bytes of history read and written at a time for answers and catch-ups larger than
         # that (history_pages): what a client that does not read may pin beyond its send bound.
         self._page_bytes = page_bytes
@@ -232,7 +238,15 @@ class Node:
             self.history_budget.acquire(client),
             self._client_token_checks.acquire(client),
         )
-        conn.send(protocol.welcome(self.node_id, conn.id, self._max_rooms, self._max_frame_bytes))
+        identity = conn.identity
+        conn.user_id = (
+            UserIds.anonymous() if identity is None else self._user_ids.of_subject(identity.subject)
+        )
+        conn.send(
+            protocol.welcome(
+                self.node_id, conn.id, self._max_rooms, self._max_frame_bytes, conn.user_id
+            )
+        )
 
     def on_text(self, conn: Member, text: str) -> Awaitable[None] | None:
         try:
@@ -693,7 +707,7 @@ class Node:
         await self.broker.subscribe(room)
         if conn.closed:
             raise BrokerUnavailable("connection closed while joining")
-        event = protocol.user_joined(room, username)
+        event = protocol.user_joined(room, username, conn.user_id)
         cause = cause_of(conn.client_key)  # whose churn it is (core.churn)
         announce = envelope.pack(time.time(), event, conn.id, cause=cause)
         self._announced.add((conn, room))
@@ -752,6 +766,7 @@ class Node:
                     data=data,
                     role=role,
                     connections=connections,
+                    user_id=conn.user_id,
                 )
             )
         else:
@@ -769,6 +784,7 @@ class Node:
                     data,
                     role,
                     connections,
+                    conn.user_id,
                 )
             )
         for event in events:
@@ -874,7 +890,9 @@ class Node:
     ) -> None:
         assert self.broker is not None
         now = time.time()
-        prefix = protocol.chat_message_prefix(room, username, text, int(now * 1000), message_id)
+        prefix = protocol.chat_message_prefix(
+            room, username, text, int(now * 1000), message_id, conn.user_id
+        )
         self._published["message"].inc()
         self._asked()
         self.broker.publish_message(
@@ -992,7 +1010,7 @@ class Node:
         self._published["typing"].inc()
         self.broker.publish(
             room,
-            envelope.pack(time.time(), protocol.typing(room, username), conn.id),
+            envelope.pack(time.time(), protocol.typing(room, username, conn.user_id), conn.id),
             FailureReporter(self, conn, "typing", room, command.request_id),
         )
 
@@ -1092,7 +1110,7 @@ class Node:
     def _announce_leave(self, room: str, conn: Member, username: str) -> None:
         assert self.broker is not None
         self._published["user_left"].inc()
-        event = protocol.user_left(room, username)
+        event = protocol.user_left(room, username, conn.user_id)
         cause = cause_of(conn.client_key)
         self.broker.leave(room, conn.id, envelope.pack(time.time(), event, conn.id, cause=cause))
 
