@@ -52,7 +52,7 @@ async def test_article_protocol_across_two_nodes(cluster: LocalCluster) -> None:
         await bob.send(type="leave")
         assert await bob.recv_type("left") == {"type": "left", "room": room}
         assert await alice.recv_type("user_left") == {
-            "type": "user_left", "room": room, "username": "bob",
+            "type": "user_left", "room": room, "username": "bob", "user_id": bob_id,
         }  # fmt: skip
         await bob.join(room, "bob")
         await alice.recv_type("user_joined", username="bob")
