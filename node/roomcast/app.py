@@ -237,6 +237,7 @@ class Server:
             self.node.presence_pages,
             self.node.history_budget,
             self.node.admit_message,
+            self.node.user_ids,
         )
         send_budget = new_send_budget(self.settings, self.metrics)
         self._api = PublicHttp(

@@ -103,7 +103,7 @@ class Node:
         self._catch_up_bytes = catch_up_bytes
         # The user_id of events about a user (core.user_ids); None: a key of this process only
         # (a node alone, unit tests).
-        self._user_ids = user_ids or UserIds(os.urandom(32))
+        self.user_ids = user_ids or UserIds(os.urandom(32))
         # Bytes of history read and written at a time for answers and catch-ups larger than
         # that (history_pages): what a client that does not read may pin beyond its send bound.
         self._page_bytes = page_bytes
@@ -240,7 +240,7 @@ class Node:
         )
         identity = conn.identity
         conn.user_id = (
-            UserIds.anonymous() if identity is None else self._user_ids.of_subject(identity.subject)
+            UserIds.anonymous() if identity is None else self.user_ids.of_subject(identity.subject)
         )
         conn.send(
             protocol.welcome(
