@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.adversarial.devcluster_shim import LocalCluster
+from tests.adversarial.devcluster_shim import LocalCluster, RedisClusterTopology, SentinelTopology
 from tests.adversarial.rawws import HandshakeRefused, RawWebSocket
 from tests.adversarial.readiness import until_ready
 
@@ -30,10 +30,19 @@ LOOPS = 4
 CHURN_S = 2.0
 
 
-@pytest.fixture
-def open_node() -> Iterator[Any]:
-    with LocalCluster(1, nginx=False) as cluster:
-        yield cluster.nodes[0]
+@pytest.fixture(params=["memory", "standalone", "sentinel", "cluster"])
+def open_node(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The node alone (in-memory broker) and on each Redis topology: the client of each join
+    travels in what the join script publishes, the same bytes on all."""
+    with contextlib.ExitStack() as stack:
+        env: dict[str, str] = {}
+        if request.param == "sentinel":
+            env = stack.enter_context(SentinelTopology(replicas=0)).node_env()
+        elif request.param == "cluster":
+            env = stack.enter_context(RedisClusterTopology(primaries=3, replicas=0)).node_env()
+        standalone = request.param == "standalone"
+        cluster = LocalCluster(1, nginx=False, redis=standalone, node_env=env)
+        yield stack.enter_context(cluster).nodes[0]
 
 
 async def test_a_churning_address_does_not_hide_other_users_joins(open_node: Any) -> None:
