@@ -181,6 +181,7 @@ test-docker: deps ## Docker end-to-end of docker-compose.yml (starts dockerd via
 compose-env:
 	@if [ -f .env ]; then echo ".env exists; not overwriting"; else \
 	  { echo "ROOMCAST_AUTH_SECRET=$$(python3 -c 'import secrets; print(secrets.token_hex(32))')"; \
+	    echo "ROOMCAST_USER_ID_KEY=$$(python3 -c 'import secrets; print(secrets.token_hex(32))')"; \
 	    echo "ROOMCAST_REDIS_PASSWORD=$$(python3 -c 'import secrets; print(secrets.token_hex(16))')"; \
 	    echo "ROOMCAST_ALLOWED_ORIGINS="; \
 	    echo "ROOMCAST_API_KEYS=$$(python3 -c 'import secrets; print(secrets.token_hex(24))')"; } > .env; \

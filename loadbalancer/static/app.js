@@ -169,7 +169,7 @@ function startChat(room, requestedName) {
     ui.markDeleted(entry);
   };
   const addMessage = (message) => {
-    const entry = { epoch: message.epoch, offset: message.offset, username: message.username, text: message.text, timestamp: message.timestamp, own: message.username === username, deleted: message.deleted === true };
+    const entry = { epoch: message.epoch, offset: message.offset, username: message.username, text: message.text, timestamp: message.timestamp, own: client.isOwn(message), deleted: message.deleted === true };
     const index = timeline.insert(entry);
     if (index < 0) {
       // Shown already; a tombstone (history, resume) says it was deleted meanwhile.
@@ -321,8 +321,9 @@ function startChat(room, requestedName) {
     showPresence();
     notice(`${who} left.`, "presence");
   });
-  client.on("typing", ({ room: where, username: who }) => {
-    if (where !== room || who === username) return;
+  client.on("typing", (event) => {
+    const { room: where, username: who } = event;
+    if (where !== room || client.isOwn(event)) return;
     typing.set(who, Date.now() + TYPING_SHOWN_MS);
     showTyping();
   });

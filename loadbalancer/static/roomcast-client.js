@@ -275,7 +275,7 @@ function message(d) {
     const room = str(d, "room");
     const offset = int(d, "offset");
     const epoch = str(d, "epoch");
-    return { type: "message", room, username: "", text: "", timestamp: 0, offset, epoch, deleted: true };
+    return { type: "message", room, username: "", text: "", timestamp: 0, offset, epoch, userId: null, deleted: true };
   }
   return {
     type: "message",
@@ -285,12 +285,13 @@ function message(d) {
     timestamp: int(d, "timestamp"),
     offset: int(d, "offset"),
     epoch: str(d, "epoch"),
+    userId: optStr(d, "user_id"),
     deleted: false
   };
 }
 function joined(d) {
   if (d.already === true) {
-    const base = { username: "", epoch: "", offset: 0, recovered: null, reason: null, role: null, big: false, connections: null };
+    const base = { username: "", epoch: "", offset: 0, recovered: null, reason: null, role: null, big: false, connections: null, userId: null };
     return { type: "joined", room: str(d, "room"), ...base, already: true, id: requestId(d) };
   }
   return {
@@ -305,6 +306,7 @@ function joined(d) {
     role: optStr(d, "role"),
     big: optBool(d, "big") === true,
     connections: optInt(d, "connections"),
+    userId: optStr(d, "user_id"),
     id: requestId(d)
   };
 }
@@ -314,14 +316,15 @@ var PARSERS = {
     node: str(d, "node"),
     connection: str(d, "connection"),
     maxRooms: optInt(d, "max_rooms"),
-    maxFrameBytes: optInt(d, "max_frame_bytes")
+    maxFrameBytes: optInt(d, "max_frame_bytes"),
+    userId: optStr(d, "user_id")
   }),
   joined,
   left: (d) => ({ type: "left", room: str(d, "room"), id: requestId(d) }),
-  user_joined: (d) => ({ type: "user_joined", room: str(d, "room"), username: str(d, "username") }),
-  user_left: (d) => ({ type: "user_left", room: str(d, "room"), username: str(d, "username") }),
+  user_joined: (d) => ({ type: "user_joined", room: str(d, "room"), username: str(d, "username"), userId: optStr(d, "user_id") }),
+  user_left: (d) => ({ type: "user_left", room: str(d, "room"), username: str(d, "username"), userId: optStr(d, "user_id") }),
   message,
-  typing: (d) => ({ type: "typing", room: str(d, "room"), username: str(d, "username") }),
+  typing: (d) => ({ type: "typing", room: str(d, "room"), username: str(d, "username"), userId: optStr(d, "user_id") }),
   presence: (d) => ({
     type: "presence",
     room: str(d, "room"),
@@ -631,6 +634,7 @@ function handshakeStatus(event) {
 
 // src/client.ts
 var MAX_RETRY_AFTER_MS = 6e5;
+var MAX_OWN_IDS = 256;
 var DEFAULT_MAX_FRAME_BYTES = 65536;
 var encoder = new TextEncoder();
 var RoomcastClient = class {
@@ -664,6 +668,8 @@ var RoomcastClient = class {
   #expireTimer = null;
   #hasConnected = false;
   #maxFrameBytes = DEFAULT_MAX_FRAME_BYTES;
+  // The userId of each of our connections (open mode gives each its own), the latest last.
+  #ownIds = /* @__PURE__ */ new Set();
   #changed = signal();
   constructor(url, username, options = {}) {
     if (!/^wss?:\/\//i.test(url)) throw new TypeError(`not a WebSocket URL: ${JSON.stringify(url)}`);
@@ -753,6 +759,22 @@ var RoomcastClient = class {
   }
   get connectionId() {
     return this.#link?.welcome?.connection ?? null;
+  }
+  /** Our own `userId` on the current connection (from its `welcome`; null from an older server). */
+  get userId() {
+    return this.#link?.welcome?.userId ?? null;
+  }
+  /**
+   * Whether an event about a user (`message`, `typing`, `user_joined`, `user_left`) is about us:
+   * by its `userId` (any of this client's connections'), so a namesake's is not, nor one without
+   * (a message the server API posted); by name only from a server that sends no `userId`. In
+   * open mode each connection has its own id: a page loaded again does not know its earlier
+   * messages as its own.
+   */
+  isOwn(event) {
+    if (event.userId !== null) return this.#ownIds.has(event.userId);
+    if (this.#ownIds.size > 0) return false;
+    return event.username === (this.#rooms.get(event.room)?.username ?? this.username);
   }
   /** The largest frame the server accepts (its `welcome` says; 65536 until then). */
   get maxFrameBytes() {
@@ -973,8 +995,9 @@ var RoomcastClient = class {
     if (link.welcome === null) {
       if (link.openTimer !== null) clearTimeout(link.openTimer);
       link.openTimer = null;
-      link.welcome = event.type === "welcome" ? event : { type: "welcome", node: "", connection: "", maxRooms: null, maxFrameBytes: null };
+      link.welcome = event.type === "welcome" ? event : { type: "welcome", node: "", connection: "", maxRooms: null, maxFrameBytes: null, userId: null };
       this.#maxFrameBytes = link.welcome.maxFrameBytes ?? this.#maxFrameBytes;
+      this.#rememberOwnId(link.welcome.userId);
       this.#hasConnected = true;
       this.#setState("connected");
       this.#emit({ type: "connected", node: link.welcome.node, connection: link.welcome.connection, attempt: this.attempt });
@@ -1120,7 +1143,7 @@ var RoomcastClient = class {
     const [deliver, gap] = state.cursor.accept(message2);
     if (gap) this.#emit(gap);
     if (!deliver) return;
-    if (message2.username === state.username && this.#book.confirm(message2, link.serial)) this.#emit({ type: "outbox" });
+    if (this.isOwn(message2) && this.#book.confirm(message2, link.serial)) this.#emit({ type: "outbox" });
     this.#emit(message2);
     this.#settleResume(link, message2.room, state);
   }
@@ -1363,6 +1386,13 @@ var RoomcastClient = class {
   }
   #raiseIfClosed() {
     if (this.#state === "closed" && this.closed) throw new ClientClosedError(this.closed);
+  }
+  #rememberOwnId(userId) {
+    if (userId === null) return;
+    const ids = this.#ownIds;
+    ids.delete(userId);
+    ids.add(userId);
+    if (ids.size > MAX_OWN_IDS) ids.delete(ids.values().next().value);
   }
   #raiseIfStopped() {
     if ((this.#state === "closed" || this.#state === "offline") && this.closed) throw new ClientClosedError(this.closed);

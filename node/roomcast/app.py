@@ -19,6 +19,7 @@ from roomcast.core.api_service import ApiService
 from roomcast.core.auth import AccessPolicy
 from roomcast.core.hooks import Hooks
 from roomcast.core.node import Node
+from roomcast.core.user_ids import UserIds, key_from_secret
 from roomcast.net.hook_client import HookClient
 from roomcast.net.http_internal import InternalHttpServer
 from roomcast.net.http_public import PublicHttp
@@ -34,6 +35,20 @@ if TYPE_CHECKING:
 log = logging.getLogger("roomcast")
 # The broker's clean stop may take this long even when the drain used up its deadline.
 MIN_BROKER_STOP_S: Final = 0.5
+
+
+def user_ids(settings: Settings) -> UserIds:
+    """The user_id key all nodes share: its own setting, else derived from the HS256 secret."""
+    if settings.user_id_key is not None:
+        return UserIds(settings.user_id_key.encode())
+    if settings.auth_secret is not None:
+        return UserIds(key_from_secret(settings.auth_secret.encode()))
+    if settings.auth_public_key is not None:
+        log.warning(
+            "ROOMCAST_USER_ID_KEY is not set: a user's user_id differs from node to node and "
+            "after a restart (set the same random key on every node)"
+        )
+    return UserIds(os.urandom(32))
 
 
 class Server:
@@ -91,6 +106,7 @@ class Server:
             big_room_members=settings.big_room_members,
             max_node_rooms=settings.max_rooms_per_node,
             big_room_interval=settings.big_room_interval,
+            user_ids=user_ids(settings),
         )
         # This process's identity: prefixes its connection ids and names it in Redis presence,
         # so a restarted node (same node id) is never mistaken for its dead predecessor.
@@ -221,6 +237,7 @@ class Server:
             self.node.presence_pages,
             self.node.history_budget,
             self.node.admit_message,
+            self.node.user_ids,
         )
         send_budget = new_send_budget(self.settings, self.metrics)
         self._api = PublicHttp(

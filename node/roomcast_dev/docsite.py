@@ -205,6 +205,10 @@ SETTING_MEANINGS: Final[dict[str, str]] = {
     "connections, per node, each frame counting its payload + 1024: rate",
     "client_receive_bytes_burst": "the same, burst; the defaults hold the client message "
     "limits at the largest frame, so a legal message burst is never refused unparsed",
+    "user_id_key": "key of the `user_id` in events about a user (HMAC-SHA256 of the token's "
+    "`sub`, 32+ characters), the same on every node; unset: derived from the HS256 secret; with "
+    "a public key alone, a random key per process (ids differ between nodes and restarts; "
+    "warned at start)",
     "auth_leeway": "seconds of clock skew on `exp`/`nbf`/`iat`; also how long after `exp` an "
     "unrefreshed connection is closed (4001)",
     "big_room_members": "connections over every node from which a room is big: "

@@ -17,6 +17,7 @@ from roomcast_dev.devcluster import (
 )
 from roomcast_dev.example import ExampleStack
 from roomcast_dev.hookserver import HookServer, verdict
+from roomcast_dev.redis_topologies import RedisClusterTopology, SentinelTopology
 
 __all__ = [
     "REPO_ROOT",
@@ -25,6 +26,8 @@ __all__ = [
     "HookServer",
     "LocalCluster",
     "ManagedProcess",
+    "RedisClusterTopology",
+    "SentinelTopology",
     "find_binary",
     "free_port",
     "scaled",

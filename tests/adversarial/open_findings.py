@@ -31,23 +31,4 @@ OPEN_FINDINGS: Final[dict[str, str]] = {
         "connections of the shipped Kubernetes nginx. A per-address TCP cap in front of nginx "
         "(host firewall, cloud load balancer) is the fix: docs/security.md"
     ),
-    # Red team 10: a token's `name` is all other members see of a user.
-    "tests/adversarial/test_redteam10_namesakes.py::test_two_users_of_one_name_are_told_apart": (
-        "two users (sub alice and mallory) whose tokens both say name 'Alice': the watcher's two "
-        "message events differ only in text, offset and timestamp ({'type': 'message', 'room': "
-        "..., 'username': 'Alice'} both), and the shipped page shows the impostor's as the "
-        "reader's own when the reader is Alice. Needs a stable author field (the sub, or an id "
-        "the application gives) in every event about a user: a protocol and privacy decision "
-        "(a sub is often an e-mail address); refusing a second 'Alice' refuses real namesakes"
-    ),
-    "tests/adversarial/test_redteam10_churn_cover.py::"
-    "test_a_churning_address_does_not_hide_other_users_joins": (
-        "one address reconnecting into a room in 4 loops for 2 s (598 open-join-close cycles on "
-        "one node) turns the room's presence events into presence_changed counts for every "
-        "member (red team 8's churn coalescing, whoever causes it, until 10 s of quiet): bob "
-        "joining right after was never named by user_joined, the member got 3 counts. Naming "
-        "everybody but the churner needs the client of each join on the room's channel (the "
-        "join script publishes user_joined); refusing the churner's joins refused legitimate "
-        "rejoins (red team 8)"
-    ),
 }

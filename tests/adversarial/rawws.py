@@ -116,12 +116,15 @@ def handshake_request(
 
 
 async def open_socket(
-    host: str, port: int, *, rcvbuf: int | None = None
+    host: str, port: int, *, rcvbuf: int | None = None, source: str | None = None
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A TCP connection; ``rcvbuf`` shrinks SO_RCVBUF before connecting (a reader that lags)."""
+    """A TCP connection; ``rcvbuf`` shrinks SO_RCVBUF before connecting (a reader that lags);
+    ``source`` is the local address (another client: any of 127.0.0.0/8 on loopback)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     if rcvbuf is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    if source is not None:
+        sock.bind((source, 0))
     sock.setblocking(False)
     loop = asyncio.get_running_loop()
     await asyncio.wait_for(loop.sock_connect(sock, (host, port)), scaled(10))
@@ -153,8 +156,9 @@ class RawWebSocket:
         *,
         rcvbuf: int | None = None,
         welcome: bool = True,
+        source: str | None = None,
     ) -> RawWebSocket:
-        reader, writer = await open_socket(host, port, rcvbuf=rcvbuf)
+        reader, writer = await open_socket(host, port, rcvbuf=rcvbuf, source=source)
         writer.write(handshake_request(host, port, path, headers))
         try:
             status, head = await read_head(reader)

@@ -5,11 +5,10 @@ else `sub`). Applications let people pick display names, so two different users 
 and mallory) may both be "Alice". Every event other members get names the author by that name
 alone: mallory's messages, typing and presence are alice's as far as any client can tell (the
 shipped page even marks a namesake's messages as the reader's own: `own` is `username ===`
-its own name). On main the two messages differ only in text, offset and timestamp. Open
-finding: the fix is a stable author field
-(the `sub`, or an id the application gives) in message, typing, user_joined/user_left and
-presence events; whether a `sub` (often an e-mail address) may be shown to a room is the
-application's call, and refusing a second "Alice" would refuse real namesakes.
+its own name). Before, the two messages differed only in text, offset and timestamp. Now
+every event about a user carries a `user_id`: a keyed hash of the `sub` (core/user_ids.py), the
+same on every node, never the `sub` itself (often an e-mail address); refusing a second "Alice"
+would have refused real namesakes.
 """
 
 from __future__ import annotations
@@ -47,8 +46,13 @@ async def test_two_users_of_one_name_are_told_apart(keyed: tuple[Any, Any]) -> N
         forged = await watcher.next_text(type="message", text="from mallory")
         author = {k: v for k, v in real.items() if k not in SHOWN_ANYWAY}
         impostor = {k: v for k, v in forged.items() if k not in SHOWN_ANYWAY}
-        # main: both {'type': 'message', 'room': 'namesakes', 'username': 'Alice'}
+        # Before: both {'type': 'message', 'room': 'namesakes', 'username': 'Alice'}
         assert author != impostor, author
+        # Each author's user_id is what its welcome told it (a page marks its own by it), and
+        # never the token's sub.
+        assert real["user_id"] == alice.welcome["user_id"], real
+        assert forged["user_id"] == mallory.welcome["user_id"], forged
+        assert "alice" not in real["user_id"] and "mallory" not in forged["user_id"]
     finally:
         for ws in (watcher, alice, mallory):
             await ws.close()

@@ -9,9 +9,10 @@ WebSocket through nginx, joining a room and closing it again, over and over, mad
 of the room receive a `user_joined` and a `user_left` per handshake, each a frame to every member
 (in a room of N, 2N deliveries for one handshake), with nothing counted against the client.
 
-Defended on the announcing side: a room whose joins and leaves come faster than 10 a second
-after a burst of 100 has them coalesced into `presence_changed` notices (core/bigroom.py, as a
-big room's), whoever causes them: now 100 notices (the burst). Refusing the churner's joins (a
+Defended on the announcing side: a client whose joins and leaves of a room come faster than 10
+a second after a burst of 100 has them coalesced into `presence_changed` notices (core/churn.py,
+as a big room's; the room's other clients are still named, red team 10): now 100 notices (the
+burst). Refusing the churner's joins (a
 bucket per client and room that young closes spent: 90) also refused legitimate rejoins of one
 address into one room within seconds, as after a fault, and was not merged.
 """
@@ -23,7 +24,7 @@ import time
 import uuid
 from typing import Any
 
-from roomcast.core.bigroom import CHURN_BURST
+from roomcast.core.churn import CHURN_BURST
 from tests.adversarial.bursts import join
 from tests.adversarial.devcluster_shim import scaled
 from tests.adversarial.rawws import HandshakeRefused, RawWebSocket

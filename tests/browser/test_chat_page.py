@@ -292,6 +292,27 @@ def test_token_from_the_page_url_names_the_user_and_limits_rooms(
         assert page.texts("#outbox .pending .state") == ["waiting for the connection…"]
 
 
+def test_a_namesake_s_messages_are_not_marked_as_the_reader_s_own(
+    pages: tuple[ChatPage, ChatPage],
+) -> None:
+    """Red team 10: two users whose tokens both say "Alice" (sub alice and mallory). The page
+    marked the other's messages as the reader's own (by name); it now goes by user_id."""
+    secret = uuid.uuid4().hex + uuid.uuid4().hex
+    tokens = [
+        issue_token(secret, sub, name="Alice", rooms=["team-*"]) for sub in ("alice", "mallory")
+    ]
+    with LocalCluster(1, node_env=dict(FAST_ENV, ROOMCAST_AUTH_SECRET=secret)) as cluster:
+        for page, token in zip(pages, tokens, strict=True):
+            page.open(cluster.http_url, "team-namesakes", "x", token=token).wait_joined()
+        alice, mallory = pages
+        alice.say("from alice")
+        mallory.say("from mallory")
+        for page in pages:
+            page.wait_until("both messages", lambda p: len(p.message_texts()) == 2)
+        assert alice.texts("#log .message.own .text") == ["from alice"]
+        assert mallory.texts("#log .message.own .text") == ["from mallory"]
+
+
 def test_markup_in_messages_is_shown_never_run(
     cluster: LocalCluster, pages: tuple[ChatPage, ChatPage]
 ) -> None:

@@ -307,7 +307,12 @@ def test_the_shipped_placeholder_secret_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="refusing to start with guessable secrets") as refused:
         load_settings(env)
     message = str(refused.value)
-    for variable in ("ROOMCAST_AUTH_SECRET", "ROOMCAST_API_KEYS", "ROOMCAST_REDIS_URL"):
+    for variable in (
+        "ROOMCAST_AUTH_SECRET",
+        "ROOMCAST_USER_ID_KEY",
+        "ROOMCAST_API_KEYS",
+        "ROOMCAST_REDIS_URL",
+    ):
         assert variable in message
     for value in shipped["stringData"].values():
         assert value not in message  # not even a placeholder is echoed
@@ -320,7 +325,7 @@ def test_make_secrets_generates_fresh_secrets_for_every_key() -> None:
     assert set(first["stringData"]) == set(shipped["stringData"])
     data = first["stringData"]
     assert data["redis-url"] == f"redis://:{data['redis-password']}@roomcast-redis:6379/0"
-    for key in ("auth-secret", "redis-password", "api-keys"):
+    for key in ("auth-secret", "user-id-key", "redis-password", "api-keys"):
         assert data[key] != second["stringData"][key]
         assert len(data[key]) >= 48
 

@@ -77,7 +77,7 @@ async def test_below_the_threshold_the_protocol_is_unchanged(big_cluster: LocalC
             while len(seen) < len(expected):
                 event = await observer.recv()
                 assert event["type"] == "user_joined", event
-                assert set(event) == {"type", "room", "username"}
+                assert set(event) == {"type", "room", "username", "user_id"}
                 seen.add(event["username"])
             assert seen == expected
         await joiners[0].send(type="presence", room=room)
@@ -88,7 +88,12 @@ async def test_below_the_threshold_the_protocol_is_unchanged(big_cluster: LocalC
         assert (await observers[1].recv_type("typing"))["username"] == "observer0"
         await joiners[0].close()
         left = await observers[2].recv_type("user_left")
-        assert left == {"type": "user_left", "room": room, "username": names[0]}
+        assert left == {
+            "type": "user_left",
+            "room": room,
+            "username": names[0],
+            "user_id": joiners[0].welcome["user_id"],
+        }
     finally:
         await close_all(observers + joiners)
 

@@ -20,7 +20,8 @@ def new_room() -> str:
 
 
 async def test_article_protocol_across_two_nodes(cluster: LocalCluster) -> None:
-    """The article's frames, unchanged, between a user on one node and a user on another."""
+    """The article's frames, unchanged, between a user on one node and a user on another (plus
+    the author's user_id, docs/protocol.md "User ids")."""
     alice, bob = await clients_on_distinct_nodes(cluster.url, 2)
     assert alice.node != bob.node  # the welcome frames prove two different nodes
     room = new_room()
@@ -29,17 +30,19 @@ async def test_article_protocol_across_two_nodes(cluster: LocalCluster) -> None:
         # Exactly the article's join frame: no extra fields.
         await bob.send_raw(json.dumps({"type": "join", "room": room, "username": "bob"}))
         joined = await alice.recv_type("user_joined")
-        assert joined == {"type": "user_joined", "room": room, "username": "bob"}
+        bob_id = bob.welcome["user_id"]
+        assert joined == {"type": "user_joined", "room": room, "username": "bob", "user_id": bob_id}
         await bob.recv_type("joined", room=room)
 
         await bob.send_raw(json.dumps({"type": "typing"}))
         typing = await alice.recv_type("typing")
-        assert typing == {"type": "typing", "room": room, "username": "bob"}
+        assert typing == {"type": "typing", "room": room, "username": "bob", "user_id": bob_id}
 
         await bob.send_raw(json.dumps({"type": "message", "text": 'hi 👋 "x"', "timestamp": 1}))
         for member in (alice, bob):
             message = await member.recv_type("message")
             assert message["username"] == "bob"
+            assert message["user_id"] == bob_id
             assert message["text"] == 'hi 👋 "x"'
             assert message["room"] == room
             assert message["timestamp"] > 1_000_000_000_000  # server time in ms, not the client's
@@ -49,7 +52,7 @@ async def test_article_protocol_across_two_nodes(cluster: LocalCluster) -> None:
         await bob.send(type="leave")
         assert await bob.recv_type("left") == {"type": "left", "room": room}
         assert await alice.recv_type("user_left") == {
-            "type": "user_left", "room": room, "username": "bob",
+            "type": "user_left", "room": room, "username": "bob", "user_id": bob_id,
         }  # fmt: skip
         await bob.join(room, "bob")
         await alice.recv_type("user_joined", username="bob")

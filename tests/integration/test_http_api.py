@@ -149,8 +149,14 @@ async def test_event_stream_sees_what_websocket_members_see_and_resumes(
                 assert event.id is None  # only history-kept messages move Last-Event-ID
                 others.append(event.data)
         assert seen == websocket_view  # same events, same order, same bytes (as JSON)
-        assert {"type": "typing", "room": room, "username": "bob"} in others
-        assert {"type": "user_joined", "room": room, "username": "alice"} in others
+        bob_id, alice_id = bob.welcome["user_id"], alice.welcome["user_id"]
+        assert {"type": "typing", "room": room, "username": "bob", "user_id": bob_id} in others
+        assert {
+            "type": "user_joined",
+            "room": room,
+            "username": "alice",
+            "user_id": alice_id,
+        } in others
         await stream.heartbeat()
         last_id = seen[-1]["offset"]
         last_event_id = f"{seen[-1]['epoch']}:{last_id}"  # what EventSource keeps
@@ -400,7 +406,8 @@ async def test_credentials_rooms_claim_and_rate_limit(secured_cluster: LocalClus
             headers={"Authorization": f"Bearer {API_KEY}"},
         )  # fmt: skip
         assert by_key.status == 201
-        assert (await listener.recv_type("message"))["username"] == "ci"
+        posted = await listener.recv_type("message")
+        assert posted["username"] == "ci" and "user_id" not in posted  # no user wrote it
 
         # A user token: the token names the author, whatever the body says; rooms claim applies.
         token = issue_token(SECRET, "u2", name="alice", rooms=["team-*"])
@@ -408,7 +415,12 @@ async def test_credentials_rooms_claim_and_rate_limit(secured_cluster: LocalClus
             "POST", url, json_body=message, headers={"Authorization": f"Bearer {token}"}
         )
         assert by_user.status == 201
-        assert (await listener.recv_type("message"))["username"] == "alice"
+        posted = await listener.recv_type("message")
+        assert posted["username"] == "alice"
+        # The author's user_id, the one its WebSockets carry (docs/protocol.md "User ids").
+        as_alice = await Client.connect(f"{cluster.url}?token={token}")
+        await as_alice.close()
+        assert posted["user_id"] == as_alice.welcome["user_id"]
         other_room = await request(
             "GET", api(cluster, "private", "history"), headers={"Authorization": f"Bearer {token}"}
         )

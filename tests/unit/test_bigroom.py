@@ -9,7 +9,8 @@ import orjson
 import pytest
 
 from roomcast.broker import BrokerUnavailable
-from roomcast.core.bigroom import CHURN_BURST, CHURN_RATE, BigRooms, Notice, Step
+from roomcast.core.bigroom import BigRooms, Notice, Step
+from roomcast.core.churn import CHURN_BURST, CHURN_RATE
 from roomcast.core.presence_pages import (
     DEFAULT_PAGE,
     PresencePages,

@@ -43,7 +43,23 @@ def test_parses_every_server_event_built_by_the_protocol_module() -> None:
         protocol.chat_message_prefix("r", "ann", "hé \"quoted\"", 1_700_000_000_000), 7, "ep"
     )  # fmt: skip
     cases = [
-        (protocol.welcome("node-1", "c-1", 16, 65536), Welcome("node-1", "c-1", 16, 65536)),
+        (
+            protocol.welcome("node-1", "c-1", 16, 65536, "id-a"),
+            Welcome("node-1", "c-1", 16, 65536, "id-a"),
+        ),
+        (
+            protocol.joined("r", "ann", "ep", 3, user_id="id-a"),
+            Joined("r", "ann", "ep", 3, user_id="id-a"),
+        ),
+        (protocol.user_joined("r", "bob", "id-b"), UserJoined("r", "bob", "id-b")),
+        (protocol.user_left("r", "bob", "id-b"), UserLeft("r", "bob", "id-b")),
+        (protocol.typing("r", "bob", "id-b"), Typing("r", "bob", "id-b")),
+        (
+            protocol.complete_message(
+                protocol.chat_message_prefix("r", "ann", "x", 1, None, "id-a"), 7, "ep"
+            ),
+            ChatMessage("r", "ann", "x", 1, 7, "ep", user_id="id-a"),
+        ),
         (protocol.joined("r", "ann", "ep", 3), Joined("r", "ann", "ep", 3)),
         (
             protocol.joined("r", "ann", "ep", 3, False, "too_old"),

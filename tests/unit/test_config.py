@@ -373,6 +373,7 @@ def test_every_env_name_is_read() -> None:
         "ROOMCAST_COMPRESSION": "true",
         "ROOMCAST_LOG_LEVEL": "DEBUG",
         "ROOMCAST_AUTH_SECRET": "9f2c4e7a1b8d3f6e0a5c9b2d7e4f1a8c",
+        "ROOMCAST_USER_ID_KEY": "3c8e1f5a9d2b7c4e0f6a1d8b5e2c9f7a",
         "ROOMCAST_AUTH_PUBLIC_KEY": _public_key_pem(),
         "ROOMCAST_AUTH_AUDIENCE": "chat",
         "ROOMCAST_AUTH_ISSUER": "me",
@@ -434,6 +435,7 @@ def test_every_env_name_is_read() -> None:
         for name in (
             "ROOMCAST_AUTH_SECRET", "ROOMCAST_AUTH_PUBLIC_KEY", "ROOMCAST_REDIS_URL",
             "ROOMCAST_API_KEYS", "ROOMCAST_REDIS_SENTINEL_PASSWORD", "ROOMCAST_HOOK_SECRET",
+            "ROOMCAST_USER_ID_KEY",
         )
     }  # fmt: skip
     assert set(samples) | file_variants == set(env_names())

@@ -41,15 +41,37 @@ def test_round_trip_with_unicode_exclude_and_offset() -> None:
     )
 
 
+# Connection ids and causes never hold the separator between them.
+_FIELD = st.text(
+    st.characters(codec="utf-8", exclude_characters=envelope.CAUSE_SEPARATOR),
+    max_size=200,
+)
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     origin=st.floats(allow_nan=False),
-    exclude=st.text(max_size=200),
+    exclude=_FIELD,
     offset=st.integers(min_value=0, max_value=2**64 - 1),
     event=st.binary(min_size=1, max_size=2000),
+    cause=_FIELD,
 )
-def test_round_trip_property(origin: float, exclude: str, offset: int, event: bytes) -> None:
-    assert unpack(pack(origin, event, exclude, offset)) == Envelope(origin, exclude, offset, event)
+def test_round_trip_property(
+    origin: float, exclude: str, offset: int, event: bytes, cause: str
+) -> None:
+    packed = pack(origin, event, exclude, offset, cause)
+    assert unpack(packed) == Envelope(origin, exclude, offset, event, cause)
+
+
+def test_a_join_names_its_cause_after_the_connection_to_skip() -> None:
+    """In the exclude field: a node of the previous release compares the whole field with its
+    own connection ids (which never matched another node's), so both share rooms."""
+    payload = pack(1.0, EVENT, "n1-7", cause="k3y")
+    assert payload[9:11] == b"\x00\x08"
+    assert payload[11:19] == b"n1-7\x1fk3y"
+    assert unpack(payload) == Envelope(1.0, "n1-7", 0, EVENT, "k3y")
+    # What the previous release sends (no cause) is read as told by nobody.
+    assert unpack(pack(1.0, EVENT, "n1-7")).cause == ""
 
 
 @pytest.mark.parametrize("size", range(HEADER_SIZE))

@@ -505,13 +505,32 @@ def test_error_event_with_and_without_room() -> None:
 
 
 def test_welcome_event() -> None:
-    assert json.loads(protocol.welcome("node-1", "node-1-abc-1", 16, 65536)) == {
+    assert json.loads(protocol.welcome("node-1", "node-1-abc-1", 16, 65536, "u-1")) == {
         "type": "welcome",
         "node": "node-1",
         "connection": "node-1-abc-1",
         "max_rooms": 16,
         "max_frame_bytes": 65536,
+        "user_id": "u-1",
     }
+
+
+def test_events_about_a_user_carry_its_user_id_after_the_article_fields() -> None:
+    """A superset: the article's fields as they were, then user_id (none given: none sent)."""
+    assert json.loads(protocol.user_joined("r", "ann", "id-a")) == {
+        "type": "user_joined", "room": "r", "username": "ann", "user_id": "id-a",
+    }  # fmt: skip
+    assert json.loads(protocol.user_left("r", "ann", "id-a"))["user_id"] == "id-a"
+    assert json.loads(protocol.typing("r", "ann", "id-a"))["user_id"] == "id-a"
+    assert json.loads(protocol.joined("r", "ann", "ep", 3, user_id="id-a"))["user_id"] == "id-a"
+    message = protocol.complete_message(
+        protocol.chat_message_prefix("r", "ann", "hi", 5, None, "id-a"), 1, "ep"
+    )
+    assert list(json.loads(message)) == [
+        "type", "room", "username", "text", "timestamp", "user_id", "offset", "epoch",
+    ]  # fmt: skip
+    assert "user_id" not in json.loads(protocol.user_joined("r", "ann"))
+    assert protocol.user_joined("r", "ann", "id-a").startswith(b'{"type":"user_joined",')
 
 
 def test_encoded_events_are_utf8_bytes() -> None:

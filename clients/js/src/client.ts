@@ -82,6 +82,8 @@ type AnyListener = (event: RoomcastEvent) => void;
 // A retry_after longer than this is taken as this: a broken or hostile server must not park a
 // client for days (roomcast.client.backoff.MAX_RETRY_AFTER in Python).
 const MAX_RETRY_AFTER_MS = 600_000;
+// The userIds of our own connections remembered to tell our own messages (see isOwn).
+const MAX_OWN_IDS = 256;
 // Frames are at most this big until the server's welcome says otherwise (its default).
 const DEFAULT_MAX_FRAME_BYTES = 65_536;
 const encoder = new TextEncoder();
@@ -160,6 +162,8 @@ export class RoomcastClient {
   #expireTimer: ReturnType<typeof setInterval> | null = null;
   #hasConnected = false;
   #maxFrameBytes = DEFAULT_MAX_FRAME_BYTES;
+  // The userId of each of our connections (open mode gives each its own), the latest last.
+  #ownIds = new Set<string>();
   #changed = signal();
 
   constructor(url: string, username: string, options: ClientOptions = {}) {
@@ -264,6 +268,24 @@ export class RoomcastClient {
 
   get connectionId(): string | null {
     return this.#link?.welcome?.connection ?? null;
+  }
+
+  /** Our own `userId` on the current connection (from its `welcome`; null from an older server). */
+  get userId(): string | null {
+    return this.#link?.welcome?.userId ?? null;
+  }
+
+  /**
+   * Whether an event about a user (`message`, `typing`, `user_joined`, `user_left`) is about us:
+   * by its `userId` (any of this client's connections'), so a namesake's is not, nor one without
+   * (a message the server API posted); by name only from a server that sends no `userId`. In
+   * open mode each connection has its own id: a page loaded again does not know its earlier
+   * messages as its own.
+   */
+  isOwn(event: { room: string; username: string; userId: string | null }): boolean {
+    if (event.userId !== null) return this.#ownIds.has(event.userId);
+    if (this.#ownIds.size > 0) return false;
+    return event.username === (this.#rooms.get(event.room)?.username ?? this.username);
   }
 
   /** The largest frame the server accepts (its `welcome` says; 65536 until then). */
@@ -512,8 +534,9 @@ export class RoomcastClient {
       if (link.openTimer !== null) clearTimeout(link.openTimer);
       link.openTimer = null;
       link.welcome =
-        event.type === "welcome" ? event : { type: "welcome", node: "", connection: "", maxRooms: null, maxFrameBytes: null };
+        event.type === "welcome" ? event : { type: "welcome", node: "", connection: "", maxRooms: null, maxFrameBytes: null, userId: null };
       this.#maxFrameBytes = link.welcome.maxFrameBytes ?? this.#maxFrameBytes;
+      this.#rememberOwnId(link.welcome.userId);
       this.#hasConnected = true;
       this.#setState("connected");
       this.#emit({ type: "connected", node: link.welcome.node, connection: link.welcome.connection, attempt: this.attempt });
@@ -674,7 +697,7 @@ export class RoomcastClient {
     const [deliver, gap] = state.cursor.accept(message);
     if (gap) this.#emit(gap);
     if (!deliver) return;
-    if (message.username === state.username && this.#book.confirm(message, link.serial)) this.#emit({ type: "outbox" });
+    if (this.isOwn(message) && this.#book.confirm(message, link.serial)) this.#emit({ type: "outbox" });
     this.#emit(message);
     this.#settleResume(link, message.room, state);
   }
@@ -951,6 +974,15 @@ export class RoomcastClient {
 
   #raiseIfClosed(): void {
     if (this.#state === "closed" && this.closed) throw new ClientClosedError(this.closed);
+  }
+
+  #rememberOwnId(userId: string | null): void {
+    if (userId === null) return;
+    const ids = this.#ownIds;
+    ids.delete(userId);
+    ids.add(userId);
+    // Bounded: one per connection; a client reconnecting for days forgets its oldest ones.
+    if (ids.size > MAX_OWN_IDS) ids.delete(ids.values().next().value as string);
   }
 
   #raiseIfStopped(): void {

@@ -16,6 +16,8 @@ export interface WelcomeEvent {
   connection: string;
   maxRooms: number | null;
   maxFrameBytes: number | null;
+  /** Our own `userId`, as the events about us carry it (null from an older server). */
+  userId: string | null;
 }
 
 /** Our join is done; `offset` is the room's latest offset at that moment. */
@@ -39,6 +41,8 @@ export interface JoinedEvent {
    */
   big: boolean;
   connections: number | null;
+  /** Our own `userId` in this room's events (null from an older server). */
+  userId: string | null;
   /** The id of the request it answers, when it had one. */
   id: RequestId | null;
 }
@@ -54,12 +58,22 @@ export interface UserJoinedEvent {
   type: "user_joined";
   room: string;
   username: string;
+  /**
+   * The author's id, told apart from a namesake's (docs/protocol.md): an opaque hash of the
+   * token's `sub`, or a connection's own in open mode; null from a server that sends none.
+   */
+  userId: string | null;
 }
 
 export interface UserLeftEvent {
   type: "user_left";
   room: string;
   username: string;
+  /**
+   * The author's id, told apart from a namesake's (docs/protocol.md): an opaque hash of the
+   * token's `sub`, or a connection's own in open mode; null from a server that sends none.
+   */
+  userId: string | null;
 }
 
 export interface MessageEvent {
@@ -71,6 +85,11 @@ export interface MessageEvent {
   timestamp: number;
   offset: number;
   epoch: string;
+  /**
+   * The author's id, told apart from a namesake's (docs/protocol.md): an opaque hash of the
+   * token's `sub`, or a connection's own in open mode; null from a server that sends none.
+   */
+  userId: string | null;
   /**
    * The application deleted it (server API): history and resumes hold its tombstone at its
    * offset, with `username` and `text` empty and `timestamp` 0.
@@ -120,6 +139,11 @@ export interface TypingEvent {
   type: "typing";
   room: string;
   username: string;
+  /**
+   * The author's id, told apart from a namesake's (docs/protocol.md): an opaque hash of the
+   * token's `sub`, or a connection's own in open mode; null from a server that sends none.
+   */
+  userId: string | null;
 }
 
 export interface Member {
@@ -437,7 +461,7 @@ function message(d: Data): MessageEvent {
     const room = str(d, "room");
     const offset = int(d, "offset");
     const epoch = str(d, "epoch");
-    return { type: "message", room, username: "", text: "", timestamp: 0, offset, epoch, deleted: true };
+    return { type: "message", room, username: "", text: "", timestamp: 0, offset, epoch, userId: null, deleted: true };
   }
   return {
     type: "message",
@@ -447,13 +471,14 @@ function message(d: Data): MessageEvent {
     timestamp: int(d, "timestamp"),
     offset: int(d, "offset"),
     epoch: str(d, "epoch"),
+    userId: optStr(d, "user_id"),
     deleted: false,
   };
 }
 
 function joined(d: Data): JoinedEvent {
   if (d.already === true) {
-    const base = { username: "", epoch: "", offset: 0, recovered: null, reason: null, role: null, big: false, connections: null };
+    const base = { username: "", epoch: "", offset: 0, recovered: null, reason: null, role: null, big: false, connections: null, userId: null };
     return { type: "joined", room: str(d, "room"), ...base, already: true, id: requestId(d) };
   }
   return {
@@ -468,6 +493,7 @@ function joined(d: Data): JoinedEvent {
     role: optStr(d, "role"),
     big: optBool(d, "big") === true,
     connections: optInt(d, "connections"),
+    userId: optStr(d, "user_id"),
     id: requestId(d),
   };
 }
@@ -479,13 +505,14 @@ const PARSERS: Record<string, (d: Data) => ServerEvent> = {
     connection: str(d, "connection"),
     maxRooms: optInt(d, "max_rooms"),
     maxFrameBytes: optInt(d, "max_frame_bytes"),
+    userId: optStr(d, "user_id"),
   }),
   joined,
   left: (d) => ({ type: "left", room: str(d, "room"), id: requestId(d) }),
-  user_joined: (d) => ({ type: "user_joined", room: str(d, "room"), username: str(d, "username") }),
-  user_left: (d) => ({ type: "user_left", room: str(d, "room"), username: str(d, "username") }),
+  user_joined: (d) => ({ type: "user_joined", room: str(d, "room"), username: str(d, "username"), userId: optStr(d, "user_id") }),
+  user_left: (d) => ({ type: "user_left", room: str(d, "room"), username: str(d, "username"), userId: optStr(d, "user_id") }),
   message,
-  typing: (d) => ({ type: "typing", room: str(d, "room"), username: str(d, "username") }),
+  typing: (d) => ({ type: "typing", room: str(d, "room"), username: str(d, "username"), userId: optStr(d, "user_id") }),
   presence: (d) => ({
     type: "presence",
     room: str(d, "room"),

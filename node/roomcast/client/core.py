@@ -47,6 +47,9 @@ from roomcast.client.events import (
     Removed,
     ServerEvent,
     TokenExpiring,
+    Typing,
+    UserJoined,
+    UserLeft,
     Welcome,
     parse_event,
 )
@@ -58,6 +61,8 @@ from roomcast.wire.codes import FATAL_CLOSE_CODES, CloseCode, ErrorCode
 # A fixed token, or where to get a fresh one (sync or async): asked at every connection attempt
 # and when the server announces the current one's expiry.
 TokenSource = str | Callable[[], str | Awaitable[str]] | None
+# The user_ids of our own connections remembered to tell our own messages (see is_own).
+MAX_OWN_IDS: Final = 256
 
 # The server's answer to a fault of ours (FATAL_CLOSE_CODES, from roomcast.wire.codes, and these
 # handshake statuses): reconnecting would only repeat it.
@@ -166,6 +171,8 @@ class RoomcastClient:
         self._ping_interval = ping_interval
         self._max_frame_bytes = max_frame_bytes
         self._book = SendBook(max_unsent, queue_timeout, confirm_timeout)
+        # The user_id of each of our connections (open mode gives each its own), latest last.
+        self._own_ids: dict[str, None] = {}
         self._rooms: dict[str, RoomState] = {
             name: RoomState(RoomCursor(name), kept=True) for name in rooms
         }
@@ -237,6 +244,33 @@ class RoomcastClient:
     def node(self) -> str | None:
         link = self._link
         return link.welcome.node if link is not None and link.welcome is not None else None
+
+    @property
+    def user_id(self) -> str | None:
+        """Our own user_id on the current connection (its welcome; None from an older server)."""
+        link = self._link
+        return link.welcome.user_id if link is not None and link.welcome is not None else None
+
+    def is_own(self, event: ChatMessage | Typing | UserJoined | UserLeft) -> bool:
+        """Whether an event about a user is about us: by its ``user_id`` (any of this client's
+        connections'), so a namesake's is not, nor one without (a message the server API
+        posted); by name only from a server that sends no user_id."""
+        if event.user_id is not None:
+            return event.user_id in self._own_ids
+        if self._own_ids:
+            return False
+        state = self._rooms.get(event.room)
+        return event.username == (self.username if state is None else state.username)
+
+    def _remember_own_id(self, user_id: str | None) -> None:
+        if user_id is None:
+            return
+        ids = self._own_ids
+        ids.pop(user_id, None)
+        ids[user_id] = None
+        # Bounded: one per connection; a client reconnecting for days forgets its oldest ones.
+        if len(ids) > MAX_OWN_IDS:
+            del ids[next(iter(ids))]
 
     @property
     def unsent_count(self) -> int:
@@ -521,6 +555,7 @@ class RoomcastClient:
             first = parse_event(await asyncio.wait_for(ws.recv(), self._open_timeout))
             if isinstance(first, Welcome):
                 link.welcome = first
+                self._remember_own_id(first.user_id)
                 self._emit(Connected(first.node, first.connection, attempt))
             else:
                 link.welcome = Welcome("", "")
@@ -614,7 +649,7 @@ class RoomcastClient:
             self._emit(gap)
         if not deliver:
             return
-        if message.username == state.username:
+        if self.is_own(message):
             self._book.confirm(message, link.serial)
         self._emit(message)
         self._settle_resume(link, message.room, state)

@@ -24,6 +24,7 @@ class Welcome:
     connection: str
     max_rooms: int | None = None
     max_frame_bytes: int | None = None
+    user_id: str | None = None  # ours, as the events about us carry it
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,7 @@ class Joined:
     # instead; ``connections`` is the room's size then.
     big: bool = False
     connections: int | None = None
+    user_id: str | None = None  # ours in this room's events
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +59,18 @@ class Left:
 class UserJoined:
     room: str
     username: str
+    # Tells a namesake apart (docs/protocol.md): an opaque id of the token's sub, or a
+    # connection's own in open mode; None from a server that sends none.
+    user_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class UserLeft:
     room: str
     username: str
+    # Tells a namesake apart (docs/protocol.md): an opaque id of the token's sub, or a
+    # connection's own in open mode; None from a server that sends none.
+    user_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +85,9 @@ class ChatMessage:
     offset: int
     epoch: str
     deleted: bool = False
+    # Tells a namesake apart (docs/protocol.md): an opaque id of the token's sub, or a
+    # connection's own in open mode; None from a server that sends none.
+    user_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +138,9 @@ class HistoryCleared:
 class Typing:
     room: str
     username: str
+    # Tells a namesake apart (docs/protocol.md): an opaque id of the token's sub, or a
+    # connection's own in open mode; None from a server that sends none.
+    user_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,6 +424,7 @@ def _chat_message(data: Mapping[str, Any]) -> ChatMessage:
         _int(data, "timestamp"),
         _int(data, "offset"),
         _str(data, "epoch"),
+        user_id=_opt_str(data, "user_id"),
     )
 
 
@@ -426,6 +441,7 @@ def _joined(data: Mapping[str, Any]) -> Joined:
         role=_opt_str(data, "role"),
         big=_opt_bool(data, "big") is True,
         connections=_opt_int(data, "connections"),
+        user_id=_opt_str(data, "user_id"),
     )
 
 
@@ -454,13 +470,16 @@ _PARSERS: Final[dict[str, Callable[[Mapping[str, Any]], ServerEvent]]] = {
         _str(d, "connection"),
         _opt_int(d, "max_rooms"),
         _opt_int(d, "max_frame_bytes"),
+        _opt_str(d, "user_id"),
     ),
     "joined": _joined,
     "left": lambda d: Left(_str(d, "room")),
-    "user_joined": lambda d: UserJoined(_str(d, "room"), _str(d, "username")),
-    "user_left": lambda d: UserLeft(_str(d, "room"), _str(d, "username")),
+    "user_joined": lambda d: UserJoined(
+        _str(d, "room"), _str(d, "username"), _opt_str(d, "user_id")
+    ),
+    "user_left": lambda d: UserLeft(_str(d, "room"), _str(d, "username"), _opt_str(d, "user_id")),
     "message": _chat_message,
-    "typing": lambda d: Typing(_str(d, "room"), _str(d, "username")),
+    "typing": lambda d: Typing(_str(d, "room"), _str(d, "username"), _opt_str(d, "user_id")),
     "presence": lambda d: Presence(
         _str(d, "room"),
         _members(d),

@@ -28,6 +28,7 @@ from roomcast.core.presence_pages import PresencePages
 from roomcast.core.presence_pages import answer as presence_answer
 from roomcast.core.ratelimit import RateLimiter
 from roomcast.core.server_api import ServerApi
+from roomcast.core.user_ids import UserIds
 from roomcast.wire import api, control, envelope, protocol, sse
 from roomcast.wire.api import ApiError, Endpoint, Route
 from roomcast.wire.codes import ErrorCode
@@ -100,8 +101,11 @@ class ApiService:
         presence: PresencePages | None = None,
         history_budget: HistoryBudget | None = None,
         client_messages: Callable[[str], int | None] | None = None,
+        user_ids: UserIds | None = None,
     ) -> None:
         self._broker = broker
+        # The user_id of a message a user token posts (core.user_ids), as over its WebSockets.
+        self._user_ids = user_ids
         # Whether a client (its bucket key) may post one more message, and what it must leave
         # of the room's bucket to the others (Node.admit_message).
         self._client_messages = client_messages
@@ -287,7 +291,12 @@ class ApiService:
                 (("Retry-After", "1"),),
             )
         now = time.time()
-        prefix = protocol.chat_message_prefix(room, username, posted.text, int(now * 1000))
+        user_id = None
+        if caller.identity is not None and self._user_ids is not None:
+            user_id = self._user_ids.of_subject(caller.identity.subject)
+        prefix = protocol.chat_message_prefix(
+            room, username, posted.text, int(now * 1000), user_id=user_id
+        )
         self._metrics.messages_published.labels("message").inc()
         try:
             epoch, offset = await self._broker.post_message(

@@ -16,19 +16,18 @@ tells its own members which mode it is in. A room that became big stays big unti
 ``threshold * SHRINK_RATIO``: at the border, churn would otherwise flip it on every join and
 leave, and each flip is a notice to every member.
 
-A room of any size is coalesced the same way while its joins and leaves come faster than
-:data:`CHURN_RATE` a second after a burst of :data:`CHURN_BURST` (a churning room): a client
-that reconnects into a room over and over (open, join, close, again: only its handshakes bound
-it, a close spends no join token) otherwise made each cycle two frames to every member, ~3,200
-notices a member in 3 s from one address. Refusing the churner's joins instead also refused
-legitimate rejoins after a fault. The room is per-member again once its joins and leaves have
-stayed under the rate long enough to refill the burst.
+A room of any size has the joins and leaves of a client coalesced the same way while that client
+churns (``core.churn``): faster than a rate after a burst, in this room. Everybody else is still
+named, unless the room's named joins and leaves together churn too (several clients at once):
+then the whole room is coalesced. The room is per-member again once every bucket has refilled.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
+
+from roomcast.core.churn import UNTOLD, RoomChurn
 
 # A big room becomes small again only below this share of the threshold (hysteresis).
 SHRINK_RATIO: Final = 0.9
@@ -37,10 +36,6 @@ SHRINK_RATIO: Final = 0.9
 # costs no more deliveries per second than telling one of 5,000. Measured: at one notice per
 # second, a 10,000-member room's notices cost more node CPU than the joins of a slow storm.
 NOTICE_DELIVERIES_PER_SECOND: Final = 5000
-# Joins and leaves of one room (every node, as this node sees them) told member by member: a
-# burst (an office or a class arriving at once) and then a rate; faster churn is coalesced.
-CHURN_BURST: Final = 100
-CHURN_RATE: Final = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,10 +76,7 @@ class _Room:
     left: int = 0
     last_notice: float = float("-inf")
     scheduled: bool = False
-    # Churn: tokens left of CHURN_BURST at ``churn_at``, and whether the room churns (coalesced).
-    churn_tokens: float = CHURN_BURST
-    churn_at: float = float("-inf")
-    churning: bool = False
+    churn: RoomChurn = field(default_factory=RoomChurn)
 
 
 _SMALL: Final = Step(deliver=True)
@@ -128,32 +120,35 @@ class BigRooms:
         state.size = max(0, connections + after)
         return self._after_change(room, state, now)
 
-    def note(self, room: str, joined: bool, now: float) -> Step:
-        """A ``user_joined`` (``joined``) or ``user_left`` seen on the room's channel."""
+    def note(self, room: str, joined: bool, now: float, cause: str = UNTOLD) -> Step:
+        """A ``user_joined`` (``joined``) or ``user_left`` seen on the room's channel, caused by
+        the client ``cause`` (``core.churn``)."""
         if not self.threshold:
             return _SMALL
         state = self._state(room)
         change = 1 if joined else -1
         state.size = max(0, state.size + change)
         state.net += change
-        _spend_churn(state, now)
+        # Churn that ended before this event: told first, this one is judged afresh.
+        notice = self._churn_ended(room, state, now)
+        coalesced = state.churn.coalesced(cause, now)
         shrunk = self._after_change(room, state, now)
         if shrunk is not None:
-            return Step(deliver=True, notice=shrunk)
-        if not (state.big or state.churning):
-            return _SMALL
+            notice = shrunk
+        if not (state.big or coalesced):
+            return _SMALL if notice is None else Step(deliver=True, notice=notice)
         if joined:
             state.joined += 1
         else:
             state.left += 1
         if state.scheduled:
-            return _HELD
+            return _HELD if notice is None else Step(deliver=False, notice=notice)
         wait = state.last_notice + self.spacing(state.size) - now
         if wait <= 0:
             # Quiet for an interval: this one is told at once, what follows waits its turn.
             return Step(deliver=False, notice=self._take(room, state, now))
         state.scheduled = True
-        return Step(deliver=False, flush_in=wait)
+        return Step(deliver=False, notice=notice, flush_in=wait)
 
     def spacing(self, size: int) -> float:
         """Seconds between two notices of a room of ``size`` connections, at least."""
@@ -165,7 +160,7 @@ class BigRooms:
         if state is None:
             return None
         state.scheduled = False
-        if not (state.big or state.churning) or not (state.joined or state.left):
+        if not (state.big or state.churn.churning) or not (state.joined or state.left):
             return None
         return self._take(room, state, now)
 
@@ -181,20 +176,25 @@ class BigRooms:
         return state
 
     def _after_change(self, room: str, state: _Room, now: float) -> Notice | None:
-        """Big by size (with hysteresis); a notice (big=False) when the room is coalesced no
+        """Big by size (with hysteresis); a notice (big=False) when a big room is coalesced no
         more, neither big nor churning."""
         if not state.big:
             if state.size >= self.threshold:
                 # From this event on: the first notice (big=True) tells members the mode.
                 state.big = True
-            elif state.churning and state.churn_tokens >= CHURN_BURST:
-                state.churning = False  # quiet long enough: per-member events resume
-                return self._resume(room, state, now)
             return None
         if state.size >= self._shrink_below:
             return None
         state.big = False
-        if state.churning:
+        if state.churn.churning:
+            return None
+        return self._resume(room, state, now)
+
+    def _churn_ended(self, room: str, state: _Room, now: float) -> Notice | None:
+        """A notice (big=False) when the churn of a small room is over: per-member events
+        resume."""
+        churn = state.churn
+        if not churn.churning or not churn.settle(now) or state.big:
             return None
         return self._resume(room, state, now)
 
@@ -209,17 +209,3 @@ class BigRooms:
         state.joined = state.left = 0
         state.last_notice = now
         return notice
-
-
-def _spend_churn(state: _Room, now: float) -> None:
-    """One join or leave of the room spends a token; none left: the room churns."""
-    tokens = min(CHURN_BURST, state.churn_tokens + (now - state.churn_at) * CHURN_RATE)
-    state.churn_at = now
-    if state.churning and tokens >= CHURN_BURST:
-        state.churn_tokens = tokens  # _after_change ends the churn and tells the members
-        return
-    tokens -= 1.0
-    if tokens < 0.0:
-        tokens = 0.0
-        state.churning = True
-    state.churn_tokens = tokens

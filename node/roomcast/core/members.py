@@ -27,6 +27,7 @@ class Member(Protocol):
     typing_rate: RateLimiter | None
     budget: ConnectionBudget | None  # joins, and the client's shared buckets; set on open
     client_address: str  # the peer's, or the trusted proxy's X-Forwarded-For hop
+    user_id: str  # in events about this user (core.user_ids), set on open
 
     @property
     def client_key(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from time import monotonic  # not through ``time``: unit tests replace it by a wall clock
@@ -27,6 +28,7 @@ from roomcast.broker import (
 from roomcast.core.auth import AuthError, Identity
 from roomcast.core.bigroom import BigRooms, Notice
 from roomcast.core.catch_up import CatchUp
+from roomcast.core.churn import cause_of
 from roomcast.core.history_budget import HistoryBudget
 from roomcast.core.history_pages import answer_bytes, complete, first_page, pages_after
 from roomcast.core.hooks import Hooks, Refusal
@@ -36,6 +38,7 @@ from roomcast.core.presence_pages import PresencePages, answer
 from roomcast.core.ratelimit import BucketPool, ConnectionBudget, RateLimiter, SharedCharges
 from roomcast.core.rooms import RoomRegistry, TooManyRoomsError
 from roomcast.core.streams import StreamHub
+from roomcast.core.user_ids import UserIds
 from roomcast.runtime.metrics import Metrics
 from roomcast.wire import control, envelope, protocol
 from roomcast.wire.codes import CloseCode, ErrorCode, RecoveryStatus
@@ -95,8 +98,12 @@ class Node:
         big_room_members: int = 500,
         big_room_interval: float = 1.0,
         max_node_rooms: int | None = None,
+        user_ids: UserIds | None = None,
     ) -> None:
         self._catch_up_bytes = catch_up_bytes
+        # The user_id of events about a user (core.user_ids); None: a key of this process only
+        # (a node alone, unit tests).
+        self.user_ids = user_ids or UserIds(os.urandom(32))
         # Bytes of history read and written at a time for answers and catch-ups larger than
         # that (history_pages): what a client that does not read may pin beyond its send bound.
         self._page_bytes = page_bytes
@@ -231,7 +238,15 @@ class Node:
             self.history_budget.acquire(client),
             self._client_token_checks.acquire(client),
         )
-        conn.send(protocol.welcome(self.node_id, conn.id, self._max_rooms, self._max_frame_bytes))
+        identity = conn.identity
+        conn.user_id = (
+            UserIds.anonymous() if identity is None else self.user_ids.of_subject(identity.subject)
+        )
+        conn.send(
+            protocol.welcome(
+                self.node_id, conn.id, self._max_rooms, self._max_frame_bytes, conn.user_id
+            )
+        )
 
     def on_text(self, conn: Member, text: str) -> Awaitable[None] | None:
         try:
@@ -295,7 +310,7 @@ class Node:
         last_local = self.rooms.leave(conn, room)
         self._room_messages.release(room)
         if (live or announced) and username is not None:
-            self._announce_leave(room, conn.id, username)
+            self._announce_leave(room, conn, username)
         if last_local:
             self._unsubscribe(room)
 
@@ -381,8 +396,9 @@ class Node:
             self.metrics.broker_bad_payloads.inc()
             return
         assert self.outbox is not None
-        if not event.offset and self.big.threshold and not self._per_member(room, event.event):
-            # Coalesced (a big room): no frame for anyone; a joiner still needs its marker.
+        if not event.offset and self.big.threshold and not self._per_member(room, event):
+            # Coalesced (a big room, a churner): no frame for anyone; a joiner still needs its
+            # marker.
             if holders and event.exclude:
                 self._hold(room, holders, event, markers_only=True)
             return
@@ -419,11 +435,13 @@ class Node:
                 if waiter is not None and not waiter.done():
                     waiter.set_result(None)
 
-    def _per_member(self, room: str, event: bytes) -> bool:
-        """False for a presence or typing event of a big room: counted, not fanned out."""
+    def _per_member(self, room: str, payload: envelope.Envelope) -> bool:
+        """False for a presence or typing event of a big room, or a churner's join or leave:
+        counted, not fanned out."""
+        event = payload.event
         joined = event.startswith(_USER_JOINED)
         if joined or event.startswith(_USER_LEFT):
-            step = self.big.note(room, joined, monotonic())
+            step = self.big.note(room, joined, monotonic(), payload.cause)
             if step.notice is not None:
                 self._tell(step.notice)
             if step.flush_in is not None:
@@ -638,7 +656,7 @@ class Node:
             # Not when Redis refused the script at once (NotRun): nothing was announced, and a
             # user_left for somebody who never joined would reach every member.
             if (conn, room) in self._announced and not isinstance(exc, NotRun):
-                self._announce_leave(room, conn.id, username)
+                self._announce_leave(room, conn, username)
             if self.rooms.leave(conn, room):
                 self._unsubscribe(room)
             self._room_messages.release(room)
@@ -689,7 +707,9 @@ class Node:
         await self.broker.subscribe(room)
         if conn.closed:
             raise BrokerUnavailable("connection closed while joining")
-        announce = envelope.pack(time.time(), protocol.user_joined(room, username), conn.id)
+        event = protocol.user_joined(room, username, conn.user_id)
+        cause = cause_of(conn.client_key)  # whose churn it is (core.churn)
+        announce = envelope.pack(time.time(), event, conn.id, cause=cause)
         self._announced.add((conn, room))
         self._published["user_joined"].inc()
         user = conn.identity.subject if conn.identity is not None else username
@@ -746,6 +766,7 @@ class Node:
                     data=data,
                     role=role,
                     connections=connections,
+                    user_id=conn.user_id,
                 )
             )
         else:
@@ -763,6 +784,7 @@ class Node:
                     data,
                     role,
                     connections,
+                    conn.user_id,
                 )
             )
         for event in events:
@@ -782,7 +804,7 @@ class Node:
             granted.discard(room)
         conn.send(protocol.left(room, command.request_id))
         self._spend_churn(conn)
-        self._announce_leave(room, conn.id, username)
+        self._announce_leave(room, conn, username)
 
     def _refresh(self, conn: Member, command: Refresh) -> None:
         """A new token for the same user, on the same connection, before the old one expires."""
@@ -868,7 +890,9 @@ class Node:
     ) -> None:
         assert self.broker is not None
         now = time.time()
-        prefix = protocol.chat_message_prefix(room, username, text, int(now * 1000), message_id)
+        prefix = protocol.chat_message_prefix(
+            room, username, text, int(now * 1000), message_id, conn.user_id
+        )
         self._published["message"].inc()
         self._asked()
         self.broker.publish_message(
@@ -986,7 +1010,7 @@ class Node:
         self._published["typing"].inc()
         self.broker.publish(
             room,
-            envelope.pack(time.time(), protocol.typing(room, username), conn.id),
+            envelope.pack(time.time(), protocol.typing(room, username, conn.user_id), conn.id),
             FailureReporter(self, conn, "typing", room, command.request_id),
         )
 
@@ -1083,12 +1107,12 @@ class Node:
             if not holders:
                 del self._catch_ups[room]
 
-    def _announce_leave(self, room: str, member: str, username: str) -> None:
+    def _announce_leave(self, room: str, conn: Member, username: str) -> None:
         assert self.broker is not None
         self._published["user_left"].inc()
-        self.broker.leave(
-            room, member, envelope.pack(time.time(), protocol.user_left(room, username), member)
-        )
+        event = protocol.user_left(room, username, conn.user_id)
+        cause = cause_of(conn.client_key)
+        self.broker.leave(room, conn.id, envelope.pack(time.time(), event, conn.id, cause=cause))
 
     def _bucket(self, conn: Member, kind: str) -> RateLimiter:
         """The connection's own message or typing bucket, made on first use."""

@@ -274,6 +274,7 @@ class Connection(asyncio.Protocol):
         "rate",
         "transport",
         "typing_rate",
+        "user_id",
     )
 
     def __init__(self, server: WebSocketServer, connection_id: str) -> None:
@@ -312,6 +313,7 @@ class Connection(asyncio.Protocol):
         self.peer = ""
         self.client_address = ""
         self.identity: Identity | None = None
+        self.user_id = ""  # the node's id of this user, set on open (core.user_ids)
         # Message and typing limits, made by the application on first use.
         self.message_rate: RateLimiter | None = None
         self.typing_rate: RateLimiter | None = None

@@ -124,6 +124,10 @@ class Settings:
     auth_audience: str | None = None
     auth_issuer: str | None = None
     auth_leeway: float = 30.0  # clock skew allowed on exp/nbf/iat, at the handshake and after
+    # Key of the user_id in events about a user (core.user_ids), the same on every node. Unset:
+    # derived from auth_secret; with a public key alone, a key of each process (ids then differ
+    # from node to node and after a restart; the node warns at start).
+    user_id_key: str | None = field(default=None, repr=False)
     allowed_origins: tuple[str, ...] = ()  # empty: any origin (development)
     trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
     message_rate_per_second: float = 10.0
@@ -356,7 +360,7 @@ def _parse_secret(name: str, raw: str) -> str | None:
     value = raw.strip()
     if not value:
         return None
-    if name.endswith(("AUTH_SECRET", "HOOK_SECRET")) and len(value) < 32:
+    if name.endswith(("AUTH_SECRET", "HOOK_SECRET", "USER_ID_KEY")) and len(value) < 32:
         raise ConfigError(f"{name}: use at least 32 characters (e.g. `openssl rand -hex 32`)")
     return value
 
@@ -469,6 +473,7 @@ _PARSERS: dict[str, Callable[[str, str], object]] = {
     "history_bytes": lambda n, r: _parse_int(n, r, 1024, 512 * 1024 * 1024),
     "presence_ttl": lambda n, r: _parse_float(n, r, 0.3, 3600),
     "auth_secret": _parse_secret,
+    "user_id_key": _parse_secret,
     "auth_public_key": _parse_secret,
     "auth_audience": _parse_optional,
     "auth_issuer": _parse_optional,
@@ -524,6 +529,7 @@ ENV_PREFIX = "ROOMCAST_"
 # Secrets may come from files instead (Docker/Kubernetes secrets): ROOMCAST_<NAME>_FILE.
 FILE_VARIABLES = (
     "auth_secret",
+    "user_id_key",
     "auth_public_key",
     "redis_url",
     "api_keys",
@@ -558,6 +564,7 @@ def _weak_secrets(settings: Settings) -> list[str]:
     # (variable, value, whether only a generator should have made it)
     candidates: list[tuple[str, str | None, bool]] = [
         ("ROOMCAST_AUTH_SECRET", settings.auth_secret, True),
+        ("ROOMCAST_USER_ID_KEY", settings.user_id_key, True),
         *(
             (f"ROOMCAST_API_KEYS (key {i + 1})", key, True)
             for i, key in enumerate(settings.api_keys)

@@ -5,6 +5,12 @@ fan-out latency histogram), the id of a connection to skip (the sender of ``user
 ``typing``, who must not get its own event) and the room offset of a chat message (0 for events
 that are not kept in history). The offset is written by Redis itself, inside the script that
 assigns it, which is why it is plain ASCII followed by a newline.
+
+A ``user_joined`` or ``user_left`` also names, after the connection id and :data:`CAUSE_SEPARATOR`,
+the client that caused it (an opaque key, see ``core.churn``): a room's churn is coalesced for that
+client alone. In the same field so that nodes of the previous release, which compare the whole
+field with their own connection ids (ids are per node: none ever matched), share rooms with this
+one during a rolling update; what they send has no cause.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from typing import Final, NamedTuple
 
 _HEADER: Final = struct.Struct("!BdH")  # version, origin unix time (s), length of exclude id
 VERSION: Final = 2
+# Between the connection id to skip and the cause of a join or leave (neither contains it).
+CAUSE_SEPARATOR: Final = "\x1f"
 
 
 class EnvelopeError(ValueError):
@@ -28,16 +36,19 @@ class Envelope(NamedTuple):
     exclude: str
     offset: int
     event: bytes
+    cause: str = ""  # who caused a user_joined or user_left ("": not told)
 
 
-def head(origin_time: float, exclude: str = "") -> bytes:
+def head(origin_time: float, exclude: str = "", cause: str = "") -> bytes:
     """Everything before the offset; Redis appends ``<offset>\\n<json>`` for chat messages."""
-    excluded = exclude.encode()
+    excluded = (exclude + CAUSE_SEPARATOR + cause if cause else exclude).encode()
     return _HEADER.pack(VERSION, origin_time, len(excluded)) + excluded
 
 
-def pack(origin_time: float, event: bytes, exclude: str = "", offset: int = 0) -> bytes:
-    return head(origin_time, exclude) + b"%d\n" % offset + event
+def pack(
+    origin_time: float, event: bytes, exclude: str = "", offset: int = 0, cause: str = ""
+) -> bytes:
+    return head(origin_time, exclude, cause) + b"%d\n" % offset + event
 
 
 def _parse(payload: bytes) -> tuple[float, int, int, int]:
@@ -69,4 +80,7 @@ def offset_of(payload: bytes) -> tuple[int, int]:
 def unpack(payload: bytes) -> Envelope:
     origin_time, start, offset, event_start = _parse(payload)
     exclude = payload[_HEADER.size : start].decode()
+    if CAUSE_SEPARATOR in exclude:
+        exclude, _, cause = exclude.partition(CAUSE_SEPARATOR)
+        return Envelope(origin_time, exclude, offset, payload[event_start:], cause)
     return Envelope(origin_time, exclude, offset, payload[event_start:])

@@ -271,7 +271,10 @@ def encode(event: dict[str, Any]) -> bytes:
     return orjson.dumps(event)
 
 
-def welcome(node_id: str, connection_id: str, max_rooms: int, max_frame_bytes: int) -> bytes:
+def welcome(
+    node_id: str, connection_id: str, max_rooms: int, max_frame_bytes: int, user_id: str
+) -> bytes:
+    """``user_id``: this client's own, as the events about it carry it (core.user_ids)."""
     return encode(
         {
             "type": "welcome",
@@ -279,8 +282,17 @@ def welcome(node_id: str, connection_id: str, max_rooms: int, max_frame_bytes: i
             "connection": connection_id,
             "max_rooms": max_rooms,
             "max_frame_bytes": max_frame_bytes,
+            "user_id": user_id,
         }
     )
+
+
+def _with_user(event: dict[str, Any], user_id: str | None) -> dict[str, Any]:
+    """``user_id`` tells apart users of one name (core.user_ids); None: no user to tell (a
+    message the server API posted, an event rebuilt from Redis's presence)."""
+    if user_id is not None:
+        event["user_id"] = user_id
+    return event
 
 
 def _with_id(event: dict[str, Any], request_id: RequestId) -> dict[str, Any]:
@@ -322,6 +334,7 @@ def joined(
     data: Any = None,
     role: str | None = None,
     connections: int | None = None,
+    user_id: str | None = None,
 ) -> bytes:
     event: dict[str, Any] = {
         "type": "joined",
@@ -330,6 +343,7 @@ def joined(
         "epoch": epoch,
         "offset": offset,
     }
+    _with_user(event, user_id)
     if role is not None:
         event["role"] = role  # from the join's room token
     if recovered is not None:
@@ -350,16 +364,21 @@ def left(room: str, request_id: RequestId = None) -> bytes:
     return encode(_with_id({"type": "left", "room": room}, request_id))
 
 
-def user_joined(room: str, username: str) -> bytes:
-    return encode({"type": "user_joined", "room": room, "username": username})
+def user_joined(room: str, username: str, user_id: str | None = None) -> bytes:
+    return encode(_with_user({"type": "user_joined", "room": room, "username": username}, user_id))
 
 
-def user_left(room: str, username: str) -> bytes:
-    return encode({"type": "user_left", "room": room, "username": username})
+def user_left(room: str, username: str, user_id: str | None = None) -> bytes:
+    return encode(_with_user({"type": "user_left", "room": room, "username": username}, user_id))
 
 
 def chat_message_prefix(
-    room: str, username: str, text: str, timestamp_ms: int, message_id: str | None = None
+    room: str,
+    username: str,
+    text: str,
+    timestamp_ms: int,
+    message_id: str | None = None,
+    user_id: str | None = None,
 ) -> bytes:
     """A message event up to its offset; the broker appends ``<offset>,"epoch":"<epoch>"}``.
 
@@ -376,6 +395,7 @@ def chat_message_prefix(
     }
     if message_id is not None:
         event["message_id"] = message_id
+    _with_user(event, user_id)
     body = encode(event)
     return body[:-1] + b',"offset":'
 
@@ -475,8 +495,8 @@ def refreshed(expires_ms: int, request_id: RequestId = None) -> bytes:
     return encode(_with_id({"type": "refreshed", "expires_at": expires_ms}, request_id))
 
 
-def typing(room: str, username: str) -> bytes:
-    return encode({"type": "typing", "room": room, "username": username})
+def typing(room: str, username: str, user_id: str | None = None) -> bytes:
+    return encode(_with_user({"type": "typing", "room": room, "username": username}, user_id))
 
 
 # ``reason`` of a ``loss`` event (``codes.LossReason``).

@@ -535,3 +535,20 @@ test("close 4001 (token expired): a token callback reconnects with a fresh token
   assert.equal(fixed.of("closed")[0].code, 4001);
   await fixed.client.close();
 });
+
+test("isOwn tells our messages by userId, so a namesake's are not ours", async () => {
+  const { client: c } = client();
+  c.start();
+  await flush();
+  FakeWebSocket.last.open({ type: "welcome", node: "node-1", connection: "c1", user_id: "mine" });
+  await flush();
+  assert.equal(c.userId, "mine");
+  const ours = { ...message("r", 1, "hi", { username: "ann" }), userId: "mine" };
+  const namesake = { ...message("r", 2, "hi", { username: "ann" }), userId: "other" };
+  const posted = { ...message("r", 3, "hi", { username: "ann" }), userId: null }; // the server API
+  assert.deepEqual([c.isOwn(ours), c.isOwn(namesake), c.isOwn(posted)], [true, false, false]);
+  await c.close();
+  const older = client().client; // a server that sends no userId: by name
+  assert.equal(older.isOwn({ room: "r", username: "ann", userId: null }), true);
+  assert.equal(older.isOwn({ room: "r", username: "bob", userId: null }), false);
+});

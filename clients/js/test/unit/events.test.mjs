@@ -4,11 +4,13 @@ import { parseEvent } from "../../dist/index.js";
 
 test("every server frame becomes a typed event with camelCase fields", () => {
   assert.deepEqual(parseEvent('{"type":"welcome","node":"n","connection":"c","max_rooms":16,"max_frame_bytes":65536}'), {
-    type: "welcome", node: "n", connection: "c", maxRooms: 16, maxFrameBytes: 65536,
+    type: "welcome", node: "n", connection: "c", maxRooms: 16, maxFrameBytes: 65536, userId: null,
   });
+  assert.equal(parseEvent('{"type":"welcome","node":"n","connection":"c","user_id":"me"}').userId, "me");
   assert.deepEqual(parseEvent('{"type":"joined","room":"r","username":"u","epoch":"e","offset":3,"recovered":false,"reason":"too_old"}'), {
-    type: "joined", room: "r", username: "u", epoch: "e", offset: 3, recovered: false, reason: "too_old", already: false, role: null, big: false, connections: null, id: null,
+    type: "joined", room: "r", username: "u", epoch: "e", offset: 3, recovered: false, reason: "too_old", already: false, role: null, big: false, connections: null, userId: null, id: null,
   });
+  assert.equal(parseEvent('{"type":"joined","room":"r","username":"u","epoch":"e","offset":3,"user_id":"me"}').userId, "me");
   assert.equal(parseEvent('{"type":"joined","room":"r","username":"u","epoch":"e","offset":3,"role":"moderator"}').role, "moderator");
   assert.equal(parseEvent('{"type":"joined","room":"r","already":true}').already, true);
   assert.deepEqual(parseEvent('{"type":"ack","id":4,"room":"r","epoch":"e","offset":9}'), { type: "ack", id: 4, room: "r", epoch: "e", offset: 9 });
@@ -33,6 +35,9 @@ test("every server frame becomes a typed event with camelCase fields", () => {
   assert.equal(big.connections, 700);
   const history = parseEvent('{"type":"history","room":"r","epoch":"e","offset":1,"messages":[{"type":"message","room":"r","username":"a","text":"t","timestamp":5,"offset":1,"epoch":"e"}]}');
   assert.equal(history.messages[0].text, "t");
+  assert.equal(history.messages[0].userId, null); // from a server that sends none
+  const authored = parseEvent('{"type":"message","room":"r","username":"a","text":"t","timestamp":5,"user_id":"id-a","offset":1,"epoch":"e"}');
+  assert.equal(authored.userId, "id-a");
   assert.deepEqual(parseEvent('{"type":"loss","room":"r","reason":"epoch_changed","epoch":"e","from_offset":4,"to_offset":null,"new_epoch":"f"}'), {
     type: "loss", room: "r", reason: "epoch_changed", epoch: "e", fromOffset: 4, toOffset: null, newEpoch: "f",
   });
@@ -43,11 +48,12 @@ test("every server frame becomes a typed event with camelCase fields", () => {
   assert.deepEqual(parseEvent('{"type":"message_deleted","room":"r","epoch":"e","offset":2}'), { type: "message_deleted", room: "r", epoch: "e", offset: 2 });
   assert.deepEqual(parseEvent('{"type":"history_cleared","room":"r","epoch":"e","up_to_offset":7}'), { type: "history_cleared", room: "r", epoch: "e", upToOffset: 7 });
   assert.deepEqual(parseEvent('{"type":"message","room":"r","offset":2,"epoch":"e","deleted":true}'), {
-    type: "message", room: "r", username: "", text: "", timestamp: 0, offset: 2, epoch: "e", deleted: true,
+    type: "message", room: "r", username: "", text: "", timestamp: 0, offset: 2, epoch: "e", userId: null, deleted: true,
   });
   assert.equal(history.messages[0].deleted, false);
   for (const kind of ["user_joined", "user_left", "typing"]) {
-    assert.deepEqual(parseEvent(`{"type":"${kind}","room":"r","username":"a"}`), { type: kind, room: "r", username: "a" });
+    assert.deepEqual(parseEvent(`{"type":"${kind}","room":"r","username":"a"}`), { type: kind, room: "r", username: "a", userId: null });
+    assert.deepEqual(parseEvent(`{"type":"${kind}","room":"r","username":"a","user_id":"id-a"}`), { type: kind, room: "r", username: "a", userId: "id-a" });
   }
 });
 
