@@ -191,11 +191,17 @@ compose-env:
 .PHONY: browser-deps perf-deps
 
 # Linux perf: the benchmark's --syscalls counts (tests/integration/test_bench_smoke.py uses it).
+# valgrind: bench/fanout_instructions.py's instruction counts (test_fanout_instructions_smoke.py).
 perf-deps:
 	@command -v perf >/dev/null || { \
 	  echo "installing Debian packages: linux-perf"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends linux-perf; \
+	}
+	@command -v valgrind >/dev/null || { \
+	  echo "installing Debian packages: valgrind"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends valgrind; \
 	}
 
 browser-deps:

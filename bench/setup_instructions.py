@@ -6,9 +6,9 @@ write are ``bench/setup_cost.py``'s business, on a real node).
 Run: ``.venv/bin/python bench/setup_instructions.py [--count 3000]``; prints CPU µs per
 handshake (request → 101 + welcome queued and flushed), per join (join frame → ``joined`` to the
 joiner and ``user_joined`` to the room's one other member), per delivery (one message
-fanned out to 33 members, a node's share of a 100-member room) and per close (a joined
-client's close frame → the node's close frame and end of stream, the client's end of stream,
-the connection lost → ``user_left`` to the room's one other member). Under
+fanned out to 33 members, a node's share of a 100-member room; ``--room-size`` for another)
+and per close (a joined client's close frame → the node's close frame and end of stream, the
+client's end of stream, the connection lost → ``user_left`` to the room's one other member). Under
 ``valgrind --tool=callgrind`` the same parts are counted in instructions, which do not move
 with the load of a shared machine:
 
@@ -20,9 +20,10 @@ writes one file per part (/tmp/setup.PID.1 to .5: idle, handshake, join, deliver
 ``totals:`` line counts that part's measured windows alone (each runs inside ``math.fsum``; the
 file is written when the part ends, in ``math.prod``). Subtract the idle part's total (an empty
 window: what running the loop for a window costs), then divide by the count (for a delivery, by
-33 times the count: each message is 33 deliveries). The set-up of each window (anchors,
-members, frames) is left out; a window ends when its last frame was written (a join's
-``user_joined`` to the other member, a close's ``user_left``).
+33 times the count: each message is 33 deliveries; ``bench/fanout_instructions.py`` does all
+of this at two room sizes and splits a delivery into its part per message and per recipient).
+The set-up of each window (anchors, members, frames) is left out; a window ends when its last
+frame was written (a join's ``user_joined`` to the other member, a close's ``user_left``).
 
 ``--redis`` runs the same parts on the Redis broker instead (a redis-server of its own on
 loopback, started and stopped here, ``--redis-port`` to choose its port): a join then costs its
@@ -106,6 +107,17 @@ class WatchedTransport(FakeTransport):
             seen.set_result(None)
 
 
+class BareTransport(FakeTransport):
+    """A stand-in whose ``write`` and ``get_write_buffer_size`` are C calls (``list.append``,
+    ``int()``), as uvloop's are: what a recipient costs is then the node's code alone, not a
+    Python stand-in's two calls per delivery."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.write = self.written.append  # type: ignore[method-assign,assignment]
+        self.get_write_buffer_size = int  # type: ignore[method-assign]
+
+
 async def until(transport: FakeTransport, mark: bytes, limit: int = 10_000) -> None:
     """Until ``transport`` got a frame holding ``mark``: loop turns (bounded), or, on a
     :class:`WatchedTransport`, the write itself (within 10 s)."""
@@ -131,6 +143,7 @@ class Bench:
         self.server = server
         self.broker = broker
         self.watched = watched
+        self.room_size = ROOM_SIZE
 
     @classmethod
     async def start(cls, redis_url: str | None = None) -> Bench:
@@ -190,8 +203,11 @@ class Bench:
         node.attach(broker, server.outbox)
         return cls(server, broker, redis_url is not None)
 
-    def open(self) -> tuple[Connection, FakeTransport]:
-        transport = WatchedTransport() if self.watched else FakeTransport()
+    def open(self, bare: bool = False) -> tuple[Connection, FakeTransport]:
+        if bare:
+            transport: FakeTransport = BareTransport()
+        else:
+            transport = WatchedTransport() if self.watched else FakeTransport()
         conn = self.server._new_connection()
         conn.connection_made(cast(asyncio.BaseTransport, transport))
         conn.data_received(REQUEST)
@@ -274,7 +290,8 @@ class Bench:
             assert transport.written[0].startswith(b"\x88\x02\x03\xe8"), transport.written
 
     async def deliveries(self, count: int) -> Windows:
-        members = [self.open() for _ in range(ROOM_SIZE)]
+        # Only the last member, whose frame ends a window, needs a stand-in that can be watched.
+        members = [self.open(bare=True) for _ in range(self.room_size - 1)] + [self.open()]
         for i, (conn, _) in enumerate(members):
             conn.data_received(masked({"type": "join", "room": "room", "username": f"m{i}"}))
             await until(members[i][1], b'"joined"')
@@ -301,14 +318,17 @@ PARTS = {
     "delivery": "deliveries",
     "close": "closes",
 }
-PER = {"delivery": ROOM_SIZE}  # a message is 33 deliveries
 
 
-def measure(part: str, count: int, redis_url: str | None = None) -> float:
-    """CPU µs of one ``part`` (see the module's doc for counting its instructions)."""
+def measure(
+    part: str, count: int, redis_url: str | None = None, room_size: int = ROOM_SIZE
+) -> float:
+    """CPU µs of one ``part`` (see the module's doc for counting its instructions); a delivery
+    is one message to a room of ``room_size`` members, each a delivery."""
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     bench = loop.run_until_complete(Bench.start(redis_url))
+    bench.room_size = room_size
     try:
         windows = cast(Windows, getattr(bench, PARTS[part])(count))
         cpu = 0.0
@@ -328,7 +348,7 @@ def measure(part: str, count: int, redis_url: str | None = None) -> float:
             cpu += math.fsum(timed())
         # The part's end: callgrind's --dump-after=math_prod writes its count to a file.
         math.prod(())
-        return cpu * 1e6 / count / PER.get(part, 1)
+        return cpu * 1e6 / count / (room_size if part == "delivery" else 1)
     finally:
         loop.run_until_complete(bench.broker.stop())
         loop.close()
@@ -339,6 +359,10 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=3000)
     parser.add_argument("--redis", action="store_true", help="the Redis broker (a redis-server)")
     parser.add_argument("--redis-port", type=int, default=0, help="its port (default: a free one)")
+    parser.add_argument(
+        "--room-size", type=int, default=ROOM_SIZE,
+        help=f"delivery: members of the room, each one a delivery (default {ROOM_SIZE})",
+    )  # fmt: skip
     parser.add_argument("parts", nargs="*", help=f"some of {', '.join(PARTS)} (default all)")
     args = parser.parse_args()
     unknown = set(args.parts) - set(PARTS)
@@ -350,7 +374,8 @@ def main() -> int:
         cluster.start()
     try:
         for part in args.parts or PARTS:
-            micros = measure(part, args.count, cluster.redis_url if cluster else None)
+            redis_url = cluster.redis_url if cluster else None
+            micros = measure(part, args.count, redis_url, args.room_size)
             print(f"{part}: {micros:.2f} µs CPU each ({args.count})", flush=True)
     finally:
         if cluster is not None:

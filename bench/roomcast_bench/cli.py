@@ -87,6 +87,8 @@ def build_plan(args: argparse.Namespace) -> Plan:
         plan.fanout_seconds = args.seconds
     if args.ramp_seconds is not None:
         plan.ramp_seconds = args.ramp_seconds
+    if args.ramp_rates is not None:
+        plan.ramp_rates = tuple(sorted(float(r) for r in args.ramp_rates.split(",") if r))
     if args.ramp_max is not None:
         plan.ramp_rates = tuple(r for r in plan.ramp_rates if r <= args.ramp_max)
     if args.idle_connections is not None:
@@ -139,6 +141,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, help="fanout: measured seconds")
     parser.add_argument("--ramp-seconds", type=float, help="ramp: seconds per step")
     parser.add_argument("--ramp-max", type=float, help="ramp: highest rate to try")
+    parser.add_argument(
+        "--ramp-rates", metavar="R1,R2,...",
+        help="ramp: the geometric steps' deliveries/s (a bisection follows the first failing one)",
+    )  # fmt: skip
     parser.add_argument("--idle-connections", type=int)
     parser.add_argument("--connect-count", type=int)
     parser.add_argument("--bigroom-members", type=int, help="bigroom: clients in the join storm")

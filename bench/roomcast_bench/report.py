@@ -73,6 +73,41 @@ def _kernel_note(
     )
 
 
+def _limit_bounds(entry: dict[str, Any] | None) -> tuple[float | None, float | None]:
+    """A ramp's true limit lies between what its highest sustained step delivered and the lowest
+    rate it did not sustain (None where the ramp has no such step)."""
+    if not entry:
+        return None, None
+    steps = entry.get("steps", [])
+    passed = [s for s in steps if s.get("sustainable")]
+    failed = [s["target_deliveries_per_s"] for s in steps if s.get("sustainable") is False]
+    best = max(passed, key=lambda s: s["target_deliveries_per_s"], default=None)
+    return (best["deliveries_per_s"] if best else None), min(failed, default=None)
+
+
+def _short_rate(value: float | None) -> str:
+    return "?" if value is None else f"{value:,.0f}"
+
+
+def ramp_ratio_bounds(ours: dict[str, Any] | None, base: dict[str, Any] | None) -> dict[str, Any]:
+    """Bounds of the ratio of the two true limits, from both ramps' brackets: low is roomcast's
+    lowest over the baseline's highest, high the other way round (None: unbounded that side)."""
+    ours_low, ours_high = _limit_bounds(ours)
+    base_low, base_high = _limit_bounds(base)
+    if ours is None or base is None:
+        return {"low": None, "high": None, "note": ""}
+    low = _ratio(ours_low, base_high)
+    high = _ratio(ours_high, base_low)
+    note = (
+        f"true limits (deliveries/s, at least the last sustained, below the first not):"
+        f" roomcast {_short_rate(ours_low)} to {_short_rate(ours_high)},"
+        f" baseline {_short_rate(base_low)} to {_short_rate(base_high)}; the ratio between"
+        f" {'?' if low is None else f'{low:.2f}{TIMES}'} and"
+        f" {'?' if high is None else f'{high:.2f}{TIMES}'}"
+    )
+    return {"low": low, "high": high, "note": note}
+
+
 def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     """The issue's five targets, each with our figure, the baseline's, the ratio and met/not."""
     rows: list[dict[str, Any]] = []
@@ -99,13 +134,18 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     o = ours_r["max_sustainable_deliveries_per_s"] if ours_r else None
     b = base_r["max_sustainable_deliveries_per_s"] if base_r else None
     r = _ratio(o, b)
-    note = ""
-    if ours_r and ours_r["steps"] and ours_r["steps"][-1].get("sustainable"):
-        note = "roomcast sustained every rate tried: a lower bound"
-    rows.append(_row(
+    notes = []
+    if ours_r and ours_r["steps"] and _limit_bounds(ours_r)[1] is None:
+        notes.append("roomcast sustained every rate tried: a lower bound")
+    bounds = ramp_ratio_bounds(ours_r, base_r)
+    if bounds["note"]:
+        notes.append(bounds["note"])
+    row = _row(
         "highest sustainable deliveries/s through nginx", "deliveries/s", o, b,
-        f"≥ 3{TIMES} baseline", None if r is None else r >= 3.0, note,
-    ))  # fmt: skip
+        f"≥ 3{TIMES} baseline", None if r is None else r >= 3.0, "; ".join(notes),
+    )  # fmt: skip
+    row["ratio_low"], row["ratio_high"] = bounds["low"], bounds["high"]
+    rows.append(row)
 
     ours_i = _find(result, "idle", OURS)
     base_i = _find(result, "idle", BASE)
@@ -185,7 +225,9 @@ def markdown(result: dict[str, Any]) -> str:
             lat = step["latency_ms"]
             cpu = step["cpu_us_per_delivery"]
             name = entry["scenario"]
-            if name == "ramp" and not step.get("sustainable", True):
+            if name == "ramp" and step.get("phase") == "bisect":
+                name += " (bisect)"
+            if name.startswith("ramp") and not step.get("sustainable", True):
                 name += " (over)"
             lines.append(
                 f"| {name} | {entry['server']} | {entry['via']}"
@@ -303,7 +345,8 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
             continue
         server = entry["server"]
         color = colors.get(server, "tab:gray")
-        steps = entry["steps"]
+        # The ramp's bisection steps come after its highest rate: plotted in order of rate.
+        steps = sorted(entry["steps"], key=lambda s: s["target_deliveries_per_s"])
         xs = [s["deliveries_per_s"] for s in steps]
         p99 = [s["latency_ms"]["p99"] for s in steps]
         nodes = [s["cpu_us_per_delivery"].get("nodes") for s in steps]

@@ -18,12 +18,14 @@ from typing import Any
 
 from roomcast_bench.coordinator import BenchError, Generator
 from roomcast_bench.procstat import CpuWindow, cpu_seconds, rss_kib
+from roomcast_bench.ramp import BISECT, RAMP, RampSearch
 from roomcast_bench.syscalls import SyscallWindow, interrupt, per_unit
 from roomcast_bench.systems import System
 
 # The ramp's stop rule (from the issue): a step is sustainable while both hold.
 RAMP_MAX_P99_MS = 250.0
 RAMP_MAX_LOSS = 0.01
+TIMES = "\u00d7"
 # py-spy needs a moment to attach before its recording clock matters.
 PYSPY_ATTACH_SECONDS = 0.5
 
@@ -56,6 +58,9 @@ class Plan:
         150_000, 200_000, 250_000, 300_000, 400_000, 500_000,
     )  # fmt: skip
     ramp_seconds: float = 5.0
+    # After the first failing rate: bisect until the bracket is within 5 % (at most 4 more steps).
+    ramp_resolution: float = 0.05
+    ramp_bisections: int = 4
     ramp_via: str = "nginx"
     idle_connections: int = 20_000
     idle_room_size: int = 10
@@ -384,29 +389,35 @@ class Runner:
         label = f"{system.name} ramp/{via}"
         sizes = self.connect_rooms(system, rp, label)
         steps: list[dict[str, Any]] = []
-        best: dict[str, Any] | None = None
-        stopped = "all rates sustained (raise --ramp-max to find the limit)"
+        by_rate: dict[float, dict[str, Any]] = {}
+        search = RampSearch(plan.ramp_rates, plan.ramp_resolution, plan.ramp_bisections)
         try:
             if plan.warmup_seconds > 0:
                 self.step(
                     system, sizes, 0, plan.ramp_rates[0], plan.warmup_seconds, label + " warm-up"
                 )
-            for index, rate in enumerate(plan.ramp_rates, start=1):
-                result = self.step(system, sizes, index, rate, plan.ramp_seconds, label)
+            index = 0
+            while (rate := search.next_rate()) is not None:
+                phase = search.phase
+                if phase == BISECT:
+                    # After a step the server did not sustain, its backlog drains first: the next
+                    # step is measured on a server at rest, as every geometric step was.
+                    self._quiesce(system.node_pids + system.pid_groups.get("nginx", []))
+                index += 1
+                step_label = label if phase == RAMP else f"{label} bisect {search.bisections + 1}"
+                result = self.step(system, sizes, index, rate, plan.ramp_seconds, step_label)
                 p99 = result["latency_ms"]["p99"]
                 ok = result["loss"] <= RAMP_MAX_LOSS and p99 is not None and p99 <= RAMP_MAX_P99_MS
                 result["sustainable"] = ok
+                result["phase"] = phase
                 steps.append(result)
-                self.progress.log(_step_line(label, result))
-                if not ok:
-                    stopped = (
-                        f"stopped at {rate:,.0f} deliveries/s: p99 {p99 or 0:.1f} ms,"
-                        f" loss {result['loss']:.2%}"
-                    )
-                    break
-                best = result
+                by_rate[rate] = result
+                self.progress.log(_step_line(step_label, result))
+                search.record(rate, ok)
         finally:
             self.close()
+        best = by_rate[search.last_pass] if search.last_pass is not None else None
+        over = by_rate[search.first_fail] if search.first_fail is not None else None
         return {
             "scenario": "ramp",
             "server": system.name,
@@ -421,7 +432,8 @@ class Runner:
             "steps": steps,
             "max_sustainable_deliveries_per_s": best["deliveries_per_s"] if best else 0.0,
             "max_sustainable_target": best["target_deliveries_per_s"] if best else 0.0,
-            "stopped": stopped,
+            "bracket": ramp_bracket(best, over, search),
+            "stopped": _ramp_stopped(over, search),
         }
 
     def idle(self, system: System) -> dict[str, Any]:
@@ -669,6 +681,38 @@ def _short(frame: str) -> str:
     where = where.rstrip(")")
     module = where.rsplit("/", 1)[-1].split(":", 1)[0]
     return f"{name} ({module})" if module else name
+
+
+def ramp_bracket(
+    best: dict[str, Any] | None, over: dict[str, Any] | None, search: RampSearch
+) -> dict[str, Any]:
+    """The true limit's bounds: at least what the last sustained step delivered, below the first
+    rate not sustained (None: every rate was sustained, or the first one failed)."""
+    return {
+        "last_pass_target": search.last_pass,
+        "last_pass_deliveries_per_s": best["deliveries_per_s"] if best else None,
+        "first_fail_target": search.first_fail,
+        "first_fail_deliveries_per_s": over["deliveries_per_s"] if over else None,
+        "target_ratio": search.bracket_ratio(),
+        "bisection_steps": search.bisections,
+    }
+
+
+def _ramp_stopped(over: dict[str, Any] | None, search: RampSearch) -> str:
+    if over is None:
+        return "all rates sustained (raise --ramp-max to find the limit)"
+    p99 = over["latency_ms"]["p99"]
+    stopped = (
+        f"not sustained at {search.first_fail:,.0f} deliveries/s: p99 {p99 or 0:.1f} ms,"
+        f" loss {over['loss']:.2%}"
+    )
+    ratio = search.bracket_ratio()
+    if ratio is not None:
+        stopped += (
+            f"; sustained at {search.last_pass:,.0f}, {ratio:.3f}{TIMES} apart after"
+            f" {search.bisections} bisection steps"
+        )
+    return stopped
 
 
 def _step_line(label: str, r: dict[str, Any]) -> str:

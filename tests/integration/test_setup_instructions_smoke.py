@@ -22,6 +22,8 @@ pytestmark = pytest.mark.integration
     [
         ([], ["idle", "handshake", "join", "delivery", "close"]),
         (["--redis", "join", "delivery", "close"], ["join", "delivery", "close"]),
+        # A room of another size; only its last member's stand-in is watched (Redis).
+        (["--redis", "--room-size", "3", "delivery"], ["delivery"]),
     ],
 )
 def test_setup_instructions_runs_every_part(options: list[str], parts: list[str]) -> None:

@@ -481,12 +481,15 @@ class SendBuffer:
         if self.shed_off:
             return 0
         transport = self._transport
+        budget = self._budget
+        # Not :attr:`shedding` (two property calls per recipient of every message): the node's
+        # total is checked first, and only over its limit does ``exhausted`` run (and shed).
         if (
             not self.paused
             and not self._held
             and size <= self._limit
             and not transport.get_write_buffer_size()
-            and not self.shedding
+            and (budget is None or budget.held <= budget.limit or not budget.exhausted)
         ):
             if len(frames) == 1:
                 transport.write(frames[0])

@@ -197,9 +197,10 @@ class Outbox:
             # A lagging member gets the room's messages from history once it drained.
             if conn.id != exclude and not conn.lagging:
                 pending = conn.pending
-                pending.append(frame)
-                if len(pending) == 1:
+                # Its first frame this turn: an emptiness test, not a len() call per recipient.
+                if not pending:
                     dirty.append(conn)
+                pending.append(frame)
         if dirty and not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self.flush)
@@ -752,7 +753,7 @@ class Connection(asyncio.Protocol):
             for frame in pending:
                 proto.send_text(frame_payload(frame))
             pending = proto.data_to_send()
-        size = len(pending[0]) if len(pending) == 1 else sum(map(len, pending))
+        size = len(pending[0]) if count == 1 else sum(map(len, pending))
         if self.lagging:
             # Only its own answers and what it missed come now (no room traffic); they may take
             # it up to twice the bound before it is given up.
