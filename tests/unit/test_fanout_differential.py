@@ -26,6 +26,7 @@ from roomcast.broker import HistoryLimits
 from roomcast.broker.memory import MemoryBroker
 from roomcast.core.members import Member
 from roomcast.core.node import Node
+from roomcast.core.user_ids import UserIds
 from roomcast.net.sendbuffer import SendBudget, SendBuffer
 from roomcast.net.transport import Outbox, WebSocketServer
 from roomcast.runtime.config import Settings
@@ -227,6 +228,12 @@ async def fanout_outcome(settings: Settings) -> FannedOut:
         await broker.stop()
 
 
+def numbered_anonymous_ids(patch: pytest.MonkeyPatch) -> None:
+    """Open-mode user ids are random: numbered afresh for each run, both runs write the same."""
+    numbers = itertools.count()
+    patch.setattr(UserIds, "anonymous", staticmethod(lambda: f"anonymous-{next(numbers)}"))
+
+
 @pytest.mark.parametrize("total", [1024**3, 2000])
 async def test_a_fan_out_writes_every_byte_and_sample_as_before(
     total: int, monkeypatch: pytest.MonkeyPatch
@@ -239,8 +246,10 @@ async def test_a_fan_out_writes_every_byte_and_sample_as_before(
         rate_limit_per_second=1e6,
         rate_limit_burst=10**6,
     )
+    numbered_anonymous_ids(monkeypatch)
     native = await fanout_outcome(settings)
     with pytest.MonkeyPatch.context() as patch:
+        numbered_anonymous_ids(patch)
         patch.setattr(SendBuffer, "offer", reference_offer)
         patch.setattr(Outbox, "fan_out", reference_fan_out)
         reference = await fanout_outcome(settings)
