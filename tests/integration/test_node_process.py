@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from roomcast_dev.devcluster import LocalCluster, ManagedProcess, free_port
@@ -94,7 +97,9 @@ async def test_permessage_deflate_is_off_by_default_and_works_when_enabled(
             await bob.close()
 
 
-async def test_make_run_launcher_starts_everything_and_stops_it_on_ctrl_c() -> None:
+@contextmanager
+def make_run_launcher() -> Iterator[tuple[ManagedProcess, int]]:
+    """`make run`'s launcher on a port of its own, once it printed its URLs; stopped after."""
     port = free_port()
     launcher = ManagedProcess(
         "devcluster",
@@ -103,6 +108,13 @@ async def test_make_run_launcher_starts_everything_and_stops_it_on_ctrl_c() -> N
     )
     try:
         launcher.wait_for_line(lambda line: "Press Ctrl-C to stop." in line, 60)
+        yield launcher, port
+    finally:
+        launcher.stop()
+
+
+async def test_make_run_launcher_starts_everything_and_stops_it_on_ctrl_c() -> None:
+    with make_run_launcher() as (launcher, port):
         assert any(f"http://127.0.0.1:{port}/" in line for line in launcher.lines)
         children = _descendants(launcher.pid)
         assert len(children) >= 5  # redis, 3 nodes, nginx (master)
@@ -113,8 +125,33 @@ async def test_make_run_launcher_starts_everything_and_stops_it_on_ctrl_c() -> N
         assert launcher.popen.wait(scaled(30)) == 0
         still_running = [pid for pid in children if os.path.exists(f"/proc/{pid}")]
         assert still_running == [] or all(_is_zombie(pid) for pid in still_running)
-    finally:
-        launcher.stop()
+
+
+async def test_make_run_launcher_carries_on_when_a_node_it_printed_is_killed() -> None:
+    # docs/quickstart.md: "Stop a node (`kill -9` one of the PIDs `make run` printed) and watch
+    # the page reconnect to another one". The launcher printed no PID, and stopped everything
+    # when a node exited.
+    with make_run_launcher() as (launcher, port):
+        printed = [
+            re.match(r"\s+(node-\d+): ws://.*\(pid (\d+)\)$", line) for line in launcher.lines
+        ]
+        pids = {match.group(1): int(match.group(2)) for match in printed if match}
+        assert sorted(pids) == ["node-1", "node-2", "node-3"], launcher.lines
+        url = f"ws://127.0.0.1:{port}/chat"
+        victim = await Client.connect(url)
+        os.kill(pids[victim.node], signal.SIGKILL)
+        launcher.wait_for_line(lambda line: f"{victim.node} (pid " in line and "exited" in line, 30)
+        assert await victim.expect_close() == (None, None)  # cut, not closed
+        assert launcher.popen.poll() is None, launcher.tail()
+        # A new connection lands on a node still running, through nginx, and chats.
+        survivor = await Client.connect(url)
+        assert survivor.node != victim.node
+        await survivor.join("after-the-kill", "me")
+        await survivor.send(type="message", text="still here")
+        assert (await survivor.recv_type("message"))["text"] == "still here"
+        await survivor.close()
+        launcher.popen.send_signal(signal.SIGINT)
+        assert launcher.popen.wait(scaled(30)) == 0
 
 
 def _descendants(pid: int) -> list[int]:
