@@ -29,8 +29,10 @@ JS_STAMP := $(JS_DIR)/node_modules/.installed
 
 js-deps: $(JS_STAMP)
 
+# Not installed here: Debian 12's nodejs is 18 (13's is 20). Checked before anything runs.
 $(JS_STAMP): $(JS_DIR)/package.json $(JS_DIR)/package-lock.json
-	@command -v npm >/dev/null || { echo "npm not found: install Node.js >= 20 and npm"; exit 1; }
+	@command -v npm >/dev/null && node -e 'process.exit(Number(process.versions.node.split(".")[0]) < 20 ? 1 : 0)' || \
+	  { echo "Node.js >= 20 and npm are needed (found: $$(node --version 2>/dev/null || echo none)); Debian 12's nodejs is 18"; exit 1; }
 	cd $(JS_DIR) && npm ci --no-audit --no-fund
 	touch $(JS_STAMP)
 
@@ -95,9 +97,13 @@ format: deps
 
 deps: system-deps venv
 
-# Debian's redis-server and nginx, installed only when missing (root, or sudo, needed then).
+# Debian's redis-server and nginx, and python3 with its venv module (a fresh Debian has python3
+# without ensurepip, and `python3 -m venv` then fails), installed only when missing (root, or
+# sudo, needed then).
 system-deps:
 	@missing=""; \
+	command -v $(PYTHON) >/dev/null || missing="$$missing python3"; \
+	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
 	command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || missing="$$missing redis-server"; \
 	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
 	if [ -n "$$missing" ]; then \

@@ -6,7 +6,7 @@ Endpoints (documented in :mod:`roomcast.wire.openapi`):
     GET  /api/rooms/{room}/history    the last messages kept (``?limit=K``)
     GET  /api/rooms/{room}/events     the room as a Server-Sent Events stream
     GET  /api/openapi.json            the OpenAPI document
-The server API (an API key; effective on every node; README "HTTP API"):
+The server API (an API key; effective on every node; docs/http-api.md "Server API"):
     POST   /api/users/{user}/disconnect              close the user's connections everywhere
     POST   /api/rooms/{room}/members/{user}/remove   take the user out of the room
     PUT    /api/rooms/{room}/bans/{user}             remove and refuse joins for a while

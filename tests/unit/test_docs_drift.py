@@ -1,0 +1,200 @@
+"""What the prose of the documentation names must exist: the metrics a node exports, the
+sections one file points another to, the objects `kubectl apply -f k8s/` prints, the HTTP
+endpoints, the Debian packages the two first commands install. (Tables that can be generated
+are: node/roomcast_dev/docsite.py; code samples are checked by test_docs_samples.py.)"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics import MetricWrapperBase
+
+from roomcast.runtime.metrics import Metrics
+from roomcast.wire.openapi import document
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs"
+PAGES = sorted([*DOCS.rglob("*.md"), ROOT / "README.md"])
+
+
+def section(page: Path, heading: str) -> str:
+    """The text under ``## heading`` up to the next heading of that level or higher."""
+    text = page.read_text(encoding="utf-8")
+    match = re.search(rf"^## {re.escape(heading)}\n(.*?)(?=^#{{1,2}} |\Z)", text, re.M | re.S)
+    assert match is not None, f"no '## {heading}' in {page}"
+    return match.group(1)
+
+
+# Metrics ------------------------------------------------------------------------------------
+
+
+def exported_metrics() -> dict[str, set[str]]:
+    """Each metric a node exports, as a query names it, with its label names."""
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    metrics.watch_redis_broker(lambda: {"x": 1}, lambda: {"x": 1})
+    for value in vars(metrics).values():
+        if isinstance(value, MetricWrapperBase) and value._labelnames:
+            value.labels(*["x"] * len(value._labelnames))  # a child, so its labels are shown
+    exported = {}
+    for family in registry.collect():
+        suffix = "_total" if family.type == "counter" else ""
+        labels = {label for sample in family.samples for label in sample.labels if label != "le"}
+        exported[family.name + suffix] = labels
+    return exported
+
+
+DOCUMENTED_METRIC = re.compile(r"`(roomcast_[a-z0-9_]+)(?:\{([a-z_, ]+)[}=][^`]*)?`")
+
+
+def test_the_metrics_list_names_every_metric_with_its_labels() -> None:
+    listed = {
+        name: {label.strip() for label in labels.split(",")} if labels else set()
+        for name, labels in DOCUMENTED_METRIC.findall(section(DOCS / "operations.md", "Metrics"))
+    }
+    assert listed == exported_metrics()
+
+
+def test_every_metric_the_pages_name_is_exported() -> None:
+    exported = set(exported_metrics())
+    series = {f"{name}_{part}" for name in exported for part in ("bucket", "sum", "count")}
+    unknown = {
+        f"{page.relative_to(ROOT)}: {name}"
+        for page in PAGES
+        for name, _ in DOCUMENTED_METRIC.findall(page.read_text(encoding="utf-8"))
+        if name not in exported | series
+    }
+    assert unknown == set()
+
+
+# Sections named across files ------------------------------------------------------------------
+
+# A file, then the section meant: `README "Hooks"`, `docs/protocol.md ("A churning room")`,
+# `(README, Hooks)`.
+SECTION_REFERENCE = re.compile(
+    r'(?<![\w/])`?(README(?:\.md)?|docs/[\w/-]+\.md)`?\)?,?\s\(?(?:"([^"\n]+)"|([A-Z][a-z]+)\))'
+)
+TEXT_SUFFIXES = {".py", ".md", ".yml", ".yaml", ".ts", ".js", ".mjs", ".conf", ".toml"}
+NOT_OURS = {".git", ".venv", "node_modules", "site", "dist", "results", "artifacts", "__pycache__"}
+
+
+def our_text_files() -> list[Path]:
+    """The repository's code, configuration and documentation (not what tools made)."""
+    return [
+        path
+        for path in sorted(ROOT.rglob("*"))
+        if (path.suffix in TEXT_SUFFIXES or path.name in ("Makefile", ".env.example"))
+        and not NOT_OURS & set(path.relative_to(ROOT).parts)
+        and path.is_file()
+    ]
+
+
+def sections_of(page: Path) -> set[str]:
+    """Headings, and the bold lead-ins of paragraphs and list items (`**Slow clients.**`)."""
+    text = page.read_text(encoding="utf-8")
+    headings = re.findall(r"^#+ (.+)$", text, re.M)
+    leads = re.findall(r"^(?:- |\| )?\*\*([^*]+?)\.?\*\*", text, re.M)
+    return {name.strip() for name in headings + leads}
+
+
+def test_every_section_a_file_points_to_exists() -> None:
+    broken = []
+    for path in our_text_files():
+        text = path.read_text(encoding="utf-8", errors="replace")
+        for match in SECTION_REFERENCE.finditer(text):
+            target, quoted, bare = match.groups()
+            page = ROOT / ("README.md" if target.startswith("README") else target)
+            if (quoted or bare) not in sections_of(page):
+                broken.append(f"{path.relative_to(ROOT)}: {match.group(0)}")
+    assert broken == []
+
+
+# Kubernetes -----------------------------------------------------------------------------------
+
+KIND_PLURAL = {
+    "Namespace": "namespace",
+    "Deployment": "deployment.apps",
+    "Service": "service",
+    "Secret": "secret",
+    "ConfigMap": "configmap",
+    "NetworkPolicy": "networkpolicy.networking.k8s.io",
+    "PodDisruptionBudget": "poddisruptionbudget.policy",
+    "HorizontalPodAutoscaler": "horizontalpodautoscaler.autoscaling",
+}
+
+
+def test_the_printed_kubectl_apply_lists_every_object_of_k8s_in_order() -> None:
+    expected = [
+        f"{KIND_PLURAL[item['kind']]}/{item['metadata']['name']} created"
+        for manifest in sorted((ROOT / "k8s").glob("*.yaml"))
+        for item in yaml.safe_load_all(manifest.read_text(encoding="utf-8"))
+        if item
+    ]
+    text = section(DOCS / "operations.md", "Kubernetes")
+    printed = re.search(r"kubectl apply -f k8s/.*?```text\n(.*?)```", text, re.S)
+    assert printed is not None
+    assert printed.group(1).splitlines() == expected
+
+
+def test_every_secret_the_pages_name_is_shipped() -> None:
+    shipped = {
+        item["metadata"]["name"]
+        for manifest in (ROOT / "k8s").glob("*.yaml")
+        for item in yaml.safe_load_all(manifest.read_text(encoding="utf-8"))
+        if item and item["kind"] == "Secret"
+    }
+    named = set()
+    for page in [*PAGES, ROOT / "k8s" / "README.md"]:
+        text = page.read_text(encoding="utf-8")
+        named |= set(re.findall(r"[Ss]ecret `([\w-]+)`|`([\w-]+)` Secret", text))
+    assert {name for pair in named for name in pair if name} <= shipped
+
+
+# HTTP API -------------------------------------------------------------------------------------
+
+
+def test_every_endpoint_the_pages_name_is_in_the_openapi_document() -> None:
+    operations = {
+        (method.upper(), path)
+        for path, methods in document()["paths"].items()
+        for method in methods
+    }
+    named = {
+        (method, path.split("?", 1)[0])
+        for page in PAGES
+        for method, path in re.findall(
+            r"`(GET|POST|PUT|DELETE|PATCH) (/api/[^`\s]*)", page.read_text(encoding="utf-8")
+        )
+    }
+    assert named and named <= operations, named - operations
+
+
+# The two first commands -----------------------------------------------------------------------
+
+
+def setup_paragraph(page: Path) -> str:
+    text = page.read_text(encoding="utf-8")
+    match = re.search(r"^Both commands do all set-up.*?(?=\n\n)", text, re.M | re.S)
+    assert match is not None, page
+    return " ".join(match.group(0).split())
+
+
+def make_installs() -> set[str]:
+    """Every Debian package the Makefile's targets may install."""
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    packages = set(re.findall(r'missing="\$\$missing ([\w.-]+)"', makefile))
+    for line in re.findall(r"apt-get install -y -qq --no-install-recommends ([^;\n]+)", makefile):
+        packages |= {word for word in line.split() if not word.startswith("$")}
+    return packages
+
+
+def test_the_quickstart_and_the_readme_promise_the_same_set_up() -> None:
+    assert setup_paragraph(DOCS / "quickstart.md") == setup_paragraph(ROOT / "README.md")
+
+
+def test_the_set_up_names_every_debian_package_the_makefile_installs() -> None:
+    promised = set(re.findall(r"`([\w.-]+)`", setup_paragraph(ROOT / "README.md")))
+    assert make_installs() <= promised
