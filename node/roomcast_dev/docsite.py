@@ -83,7 +83,8 @@ ERROR_MEANINGS: Final[dict[str, str]] = {
     "TOKEN_INVALID": "not a token roomcast can read (401)",
     "TOKEN_NAME": "the token's `name` claim is not a valid username (403)",
     "API_KEY_INVALID": "an HTTP API key that is not in `ROOMCAST_API_KEYS` (401)",
-    "TOKENS_OFF": "a `refresh` on a node that does not use tokens",
+    "TOKENS_OFF": "never a `code` of its own: how the reason of an `invalid_token` (a `refresh`) "
+    "or `invalid_room_token` (a join's `room_token`) begins on a node that verifies no tokens",
     "DUPLICATE_HEADER": "a handshake with two `Host`, `Origin`, `Authorization`... headers (400)",
     "MALFORMED_HEADER": "a handshake header that is not what it must be, e.g. a bad `Origin` (400)",
     "MALFORMED_QUERY": "a handshake with more than 16 query fields (400)",
