@@ -6,6 +6,7 @@ are: node/roomcast_dev/docsite.py; code samples are checked by test_docs_samples
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -198,3 +199,24 @@ def test_the_quickstart_and_the_readme_promise_the_same_set_up() -> None:
 def test_the_set_up_names_every_debian_package_the_makefile_installs() -> None:
     promised = set(re.findall(r"`([\w.-]+)`", setup_paragraph(ROOT / "README.md")))
     assert make_installs() <= promised
+
+
+def test_make_help_lists_every_verb_the_pages_name() -> None:
+    listed = subprocess.run(
+        ["make", "-s", "--no-print-directory", "help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    verbs = set(re.findall(r"^  make ([\w-]+) ", listed, re.M))
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    targets = set(re.findall(r"^([a-z][\w-]*):", makefile, re.M))
+    named = {
+        verb
+        for page in [*PAGES, ROOT / "bench" / "README.md", ROOT / "tests" / "chaos" / "README.md"]
+        for verb in re.findall(r"`make ([a-z][\w-]*)", page.read_text(encoding="utf-8"))
+    }
+    assert named and named <= targets, named - targets
+    assert named <= verbs, named - verbs
