@@ -27,6 +27,8 @@ from typing import Any, Final
 
 import orjson
 
+from roomcast.runtime.config import env_name, env_names
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOADBALANCER_DIR = REPO_ROOT / "loadbalancer"
 NGINX_TEMPLATE = LOADBALANCER_DIR / "nginx.conf.template"
@@ -466,6 +468,24 @@ def running_cluster(**kwargs: Any) -> Iterator[LocalCluster]:
         cluster.stop()
 
 
+# Where the launcher puts its nodes and their Redis: its own to choose, whatever the environment.
+LAUNCHER_SETTINGS: Final = frozenset(
+    env_name(name)
+    for name in (
+        *("host", "port", "metrics_host", "metrics_port", "node_id"),
+        *("redis_url", "redis_mode", "redis_sentinels", "redis_sentinel_master"),
+        *("redis_sentinel_username", "redis_sentinel_password"),
+    )
+)
+
+
+def operator_settings(environ: Mapping[str, str]) -> dict[str, str]:
+    """The node settings in ``environ`` (``ROOMCAST_AUTH_SECRET=… make run``) that the nodes
+    take as they are: everything but where they listen and which Redis they use."""
+    wanted = set(env_names()) - LAUNCHER_SETTINGS - {f"{n}_FILE" for n in LAUNCHER_SETTINGS}
+    return {name: value for name, value in environ.items() if name in wanted}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m roomcast_dev.devcluster",
@@ -484,7 +504,10 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    cluster = LocalCluster(nodes, redis=not args.no_redis, nginx=True, nginx_port=args.port)
+    settings = operator_settings(os.environ)
+    cluster = LocalCluster(
+        nodes, redis=not args.no_redis, nginx=True, nginx_port=args.port, node_env=settings
+    )
     try:
         cluster.start()
     except ClusterError as exc:
@@ -501,6 +524,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"  {node.node_id}: {node.url}  metrics {node.metrics_url}/metrics"
                 f"  (pid {node.process.pid})"
             )
+        if settings:
+            print(f"  the nodes' settings from the environment: {', '.join(sorted(settings))}")
         print("Press Ctrl-C to stop.", flush=True)
         return _watch(cluster, stop)
     finally:

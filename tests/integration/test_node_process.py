@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -17,7 +18,9 @@ from contextlib import contextmanager
 
 import pytest
 from roomcast_dev.devcluster import LocalCluster, ManagedProcess, free_port
+from websockets.exceptions import InvalidStatus
 
+from roomcast.core.auth import issue_token
 from tests.support.cluster import ready
 from tests.support.wsclient import Client, scaled
 
@@ -98,13 +101,13 @@ async def test_permessage_deflate_is_off_by_default_and_works_when_enabled(
 
 
 @contextmanager
-def make_run_launcher() -> Iterator[tuple[ManagedProcess, int]]:
+def make_run_launcher(**settings: str) -> Iterator[tuple[ManagedProcess, int]]:
     """`make run`'s launcher on a port of its own, once it printed its URLs; stopped after."""
     port = free_port()
     launcher = ManagedProcess(
         "devcluster",
         [sys.executable, "-m", "roomcast_dev.devcluster", "--port", str(port)],
-        dict(os.environ),
+        dict(os.environ, **settings),
     )
     try:
         launcher.wait_for_line(lambda line: "Press Ctrl-C to stop." in line, 60)
@@ -152,6 +155,22 @@ async def test_make_run_launcher_carries_on_when_a_node_it_printed_is_killed() -
         await survivor.close()
         launcher.popen.send_signal(signal.SIGINT)
         assert launcher.popen.wait(scaled(30)) == 0
+
+
+async def test_make_run_hands_the_operators_settings_to_its_nodes() -> None:
+    # `ROOMCAST_AUTH_SECRET=… make run` (tokens for the page's `#token=`): the launcher dropped
+    # every ROOMCAST_* variable, and its nodes ran open all the same, saying nothing.
+    secret = secrets.token_hex(32)
+    with make_run_launcher(ROOMCAST_AUTH_SECRET=secret, ROOMCAST_PORT="1") as (launcher, port):
+        assert any("ROOMCAST_AUTH_SECRET" in line for line in launcher.lines), launcher.lines
+        url = f"ws://127.0.0.1:{port}/chat"
+        with pytest.raises(InvalidStatus) as refused:
+            await Client.connect(url)
+        assert refused.value.response.status_code == 401
+        client = await Client.connect(f"{url}?token={issue_token(secret, 'ann')}")
+        joined = await client.join("with-tokens", "someone else")
+        assert joined["username"] == "ann"  # the token's name, not the join's
+        await client.close()
 
 
 def _descendants(pid: int) -> list[int]:
