@@ -82,7 +82,8 @@ ERROR_MEANINGS: Final[dict[str, str]] = {
     "TOKEN_SIGNATURE": "the token's signature does not verify (401)",
     "TOKEN_INVALID": "not a token roomcast can read (401)",
     "TOKEN_NAME": "the token's `name` claim is not a valid username (403)",
-    "API_KEY_INVALID": "an HTTP API key that is not in `ROOMCAST_API_KEYS` (401)",
+    "API_KEY_INVALID": "an HTTP API key that is not in `ROOMCAST_API_KEYS`, on a node without "
+    "tokens (401; with tokens on, it is read as a token: `token_invalid`)",
     "TOKENS_OFF": "never a `code` of its own: how the reason of an `invalid_token` (a `refresh`) "
     "or `invalid_room_token` (a join's `room_token`) begins on a node that verifies no tokens",
     "DUPLICATE_HEADER": "a handshake with two `Host`, `Origin`, `Authorization`... headers (400)",
