@@ -5,6 +5,7 @@ are: node/roomcast_dev/docsite.py; code samples are checked by test_docs_samples
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 from pathlib import Path
@@ -13,6 +14,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
+from roomcast.runtime.config import Settings, env_name
 from roomcast.runtime.metrics import Metrics
 from roomcast.wire.openapi import document
 
@@ -69,6 +71,30 @@ def test_every_metric_the_pages_name_is_exported() -> None:
         if name not in exported | series
     }
     assert unknown == set()
+
+
+# Defaults quoted in the prose ----------------------------------------------------------------
+
+# A setting, then its value: "`ROOMCAST_DRAIN_TIMEOUT`, 10 s", "`ROOMCAST_HISTORY_BYTES` (2 MiB".
+QUOTED_DEFAULT = re.compile(
+    r"`(ROOMCAST_[A-Z_]+)`(?:,| \() ?(\d[\d,]*(?:\.\d+)?)(?: (s|ms|KiB|MiB|GiB)\b)?"
+)
+UNITS = {"s": 1.0, "ms": 0.001, "KiB": 2.0**10, "MiB": 2.0**20, "GiB": 2.0**30, None: 1.0}
+
+
+def test_every_default_the_prose_quotes_is_the_settings() -> None:
+    defaults = {env_name(f.name): f.default for f in dataclasses.fields(Settings)}
+    quoted = [
+        (page, match)
+        for page in PAGES
+        for match in QUOTED_DEFAULT.finditer(page.read_text(encoding="utf-8"))
+    ]
+    wrong = [
+        f"{page.relative_to(ROOT)}: {match.group(0)} (the default: {defaults.get(match[1])})"
+        for page, match in quoted
+        if float(match[2].replace(",", "")) * UNITS[match[3]] != defaults.get(match[1])
+    ]
+    assert quoted and wrong == []
 
 
 # Sections named across files ------------------------------------------------------------------
