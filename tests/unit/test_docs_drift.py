@@ -246,3 +246,11 @@ def test_make_help_lists_every_verb_the_pages_name() -> None:
     }
     assert named and named <= targets, named - targets
     assert named <= verbs, named - verbs
+
+
+def test_the_home_page_points_to_every_page() -> None:
+    linked = set(
+        re.findall(r"\]\(([\w/-]+\.md)\)", (DOCS / "index.md").read_text(encoding="utf-8"))
+    )
+    pages = {str(page.relative_to(DOCS)) for page in DOCS.rglob("*.md")} - {"index.md"}
+    assert pages - linked == set()
