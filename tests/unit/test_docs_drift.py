@@ -180,6 +180,45 @@ def test_every_secret_the_pages_name_is_shipped() -> None:
     assert {name for pair in named for name in pair if name} <= shipped
 
 
+# nginx ----------------------------------------------------------------------------------------
+
+NGINX_CONFIGS = (
+    ROOT / "loadbalancer" / "nginx.conf.template",
+    ROOT / "loadbalancer/docker/nginx.conf",
+)
+
+
+def nginx_statements() -> dict[str, list[set[str]]]:
+    """Each directive of the shipped nginx configurations, with the arguments of each use."""
+    found: dict[str, list[set[str]]] = {}
+    for config in NGINX_CONFIGS:
+        for directive, arguments in re.findall(
+            r"^\s*([a-z_]+)\s+([^;{#\n]*);", config.read_text(encoding="utf-8"), re.M
+        ):
+            found.setdefault(directive, []).append(set(arguments.split()))
+    return found
+
+
+def test_every_nginx_directive_the_pages_quote_is_shipped_so() -> None:
+    shipped = nginx_statements()
+    directive = "|".join(sorted(shipped))
+    wrong = []
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        # `proxy_connect_timeout 1s`, `lingering_close always; lingering_time 2s`
+        for quoted in re.findall(rf"`((?:{directive}) [^`]+)`", text):
+            for statement in filter(None, (part.strip() for part in quoted.split(";"))):
+                name, *arguments = statement.split()
+                wanted = set(arguments) - {"…"}
+                if not any(wanted <= used for used in shipped.get(name, [])):
+                    wrong.append(f"{page.relative_to(ROOT)}: `{statement}`")
+        # the 2 s `proxy_connect_timeout`
+        for seconds, name in re.findall(rf"(\d+) s `({directive})`", text):
+            if not any(f"{seconds}s" in used for used in shipped[name]):
+                wrong.append(f"{page.relative_to(ROOT)}: {seconds} s `{name}`")
+    assert wrong == []
+
+
 # HTTP API -------------------------------------------------------------------------------------
 
 
