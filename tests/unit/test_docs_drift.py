@@ -97,6 +97,41 @@ def test_every_default_the_prose_quotes_is_the_settings() -> None:
     assert quoted and wrong == []
 
 
+# "| … `ROOMCAST_X_PER_SECOND`/`_BURST` | 1.5 MiB/s, 3 MiB |" or "| … `ROOMCAST_X` | 64 KiB (…) |"
+LIMIT_ROW = re.compile(
+    r"^\|[^|]*`(ROOMCAST_[A-Z_]+?)(_PER_SECOND)?`(?:/`_BURST`)?([^|]*)\| ([^|]+)\|", re.M
+)
+VALUE = re.compile(r"^(\d[\d,]*(?:\.\d+)?) ?(KiB|MiB|GiB|s)?(/s)?$")
+
+
+def quoted_value(text: str) -> float | None:
+    match = VALUE.match(text.strip())
+    if match is None:
+        return None
+    return float(match[1].replace(",", "")) * UNITS[match[2]]
+
+
+def test_every_default_the_limit_tables_give_is_the_settings() -> None:
+    defaults = {env_name(f.name): f.default for f in dataclasses.fields(Settings)}
+    checked, wrong = 0, []
+    for page in PAGES:
+        for name, per_second, after, cell in LIMIT_ROW.findall(page.read_text(encoding="utf-8")):
+            if after.startswith(" /"):
+                continue  # a share of the setting: `ROOMCAST_HOOK_MAX_CONCURRENCY` / 8
+            head = re.split(r" \(|, (?:over|each|per|a )", cell)[0]
+            values = [quoted_value(part) for part in head.split(", ")]
+            if name + per_second not in defaults or None in values:
+                continue  # a default said in words
+            expected = [defaults[name + per_second]]
+            if per_second:  # and the burst: ROOMCAST_X_RATE_BURST, or ROOMCAST_X_BURST
+                bursts = (f"{name}_BURST", name.removesuffix("_RATE") + "_BURST")
+                expected.append(next(defaults[n] for n in bursts if n in defaults))
+            checked += 1
+            if values != expected:
+                wrong.append(f"{page.relative_to(ROOT)}: {name}{per_second} | {cell.strip()}")
+    assert checked >= 15 and wrong == []
+
+
 # Sections named across files ------------------------------------------------------------------
 
 # A file, then the section meant: `README "Hooks"`, `docs/protocol.md ("A churning room")`,
