@@ -93,6 +93,8 @@ ERROR_MEANINGS: Final[dict[str, str]] = {
     "MALFORMED_REQUEST": "a request websockets cannot parse (a body, a bad header line) (400)",
     "INVALID_REQUEST": "an HTTP request the API cannot read (400, 414)",
     "NOT_FOUND": "no such HTTP endpoint (404)",
+    "METHOD_NOT_ALLOWED": "an HTTP endpoint asked with a method it does not answer (405, with "
+    "`Allow`)",
     "NOT_IN_HISTORY": "a deleted offset the room's history does not hold (404)",
     "INVALID_CURSOR": "a rooms listing's `cursor` that is not a room name from `next_cursor` (400)",
     "INVALID_USER": "a server API path's user: empty, over 128 characters or with control "

@@ -5,6 +5,7 @@ between pages: test_docs_references.py; the deployment files: tests/deploy/test_
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import re
 
@@ -13,6 +14,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from roomcast.runtime.config import Settings, env_name
 from roomcast.runtime.metrics import Metrics
+from roomcast.wire.codes import ErrorCode
 from roomcast.wire.openapi import document
 from tests.support.docs import DOCS, PAGES, section
 from tests.support.paths import REPO as ROOT
@@ -135,3 +137,50 @@ def test_every_endpoint_the_pages_name_is_in_the_openapi_document() -> None:
         )
     }
     assert named and named <= operations, named - operations
+
+
+# Error codes ----------------------------------------------------------------------------------
+
+# Where a code is given: the position of ``code`` in each constructor of an error answer.
+CODE_ARGUMENT = {"ApiError": 1, "AuthError": 1, "ProtocolError": 0, "error": 0}
+
+
+def codes_written_out(tree: ast.AST) -> set[str]:
+    """The codes a module spells as strings: in an error's constructor, or a ``"code"`` key."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            name = getattr(node.func, "id", getattr(node.func, "attr", None))
+            owner = getattr(getattr(node.func, "value", None), "id", "protocol")
+            position = CODE_ARGUMENT.get(str(name))
+            if name == "error" and owner != "protocol":
+                position = None  # log.error(...), not error(...) or protocol.error(...)
+            given = [k.value for k in node.keywords if k.arg == "code"]
+            if position is not None and len(node.args) > position:
+                given.append(node.args[position])
+            found |= {g.value for g in given if isinstance(g, ast.Constant)}
+        elif isinstance(node, ast.Dict):
+            found |= {
+                value.value
+                for key, value in zip(node.keys, node.values, strict=True)
+                if isinstance(key, ast.Constant) and key.value == "code"
+                if isinstance(value, ast.Constant)
+            }
+    return {code for code in found if isinstance(code, str)}
+
+
+def test_every_code_the_node_or_nginx_answers_is_in_the_error_codes_table() -> None:
+    # The table (docs/protocol.md) is generated from ErrorCode and says it lists every code
+    # an error frame, a refused handshake or an HTTP API error carries; a code spelled out
+    # anywhere else is missing from it (and from the JavaScript client's ErrorCode).
+    sent = {
+        f"{path.relative_to(ROOT)}: {code}"
+        for path in sorted((ROOT / "node" / "roomcast").rglob("*.py"))
+        for code in codes_written_out(ast.parse(path.read_text(encoding="utf-8")))
+    }
+    for config in ("loadbalancer/nginx.conf.template", "loadbalancer/docker/nginx.conf"):
+        text = (ROOT / config).read_text(encoding="utf-8")
+        sent |= {f"{config}: {code}" for code in re.findall(r'\\?"code\\?":\s*\\?"(\w+)', text)}
+    assert sent
+    unknown = {where for where in sent if where.rsplit(": ", 1)[1] not in set(ErrorCode)}
+    assert unknown == set()

@@ -154,7 +154,10 @@ def route(method: str, target: str) -> Route:
     if endpoint is None:
         allowed = ", ".join(methods)
         raise ApiError(
-            405, "method_not_allowed", f"{path[:100]} answers {allowed}", (("Allow", allowed),)
+            405,
+            ErrorCode.METHOD_NOT_ALLOWED,
+            f"{path[:100]} answers {allowed}",
+            (("Allow", allowed),),
         )
     return Route(endpoint, room, query, user, offset)
 
@@ -177,7 +180,7 @@ def _path_room(raw: str) -> str:
         return protocol.validate_room(unquote(raw, errors="strict"))
     except (ProtocolError, UnicodeDecodeError):
         raise ApiError(
-            404, "invalid_room", "room names are 1-64 characters of A-Z a-z 0-9 _ . : @ -"
+            404, ErrorCode.INVALID_ROOM, "room names are 1-64 characters of A-Z a-z 0-9 _ . : @ -"
         ) from None
 
 

@@ -66,6 +66,7 @@ class ErrorCode(StrEnum):
     # HTTP API requests.
     INVALID_REQUEST = "invalid_request"
     NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"  # 405, with the methods the path answers
     NOT_IN_HISTORY = "not_in_history"  # a deleted offset the room's history no longer holds
     INVALID_CURSOR = "invalid_cursor"
     INVALID_USER = "invalid_user"
