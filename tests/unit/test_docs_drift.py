@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import re
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
@@ -16,6 +17,7 @@ from roomcast.runtime.config import Settings, env_name
 from roomcast.runtime.metrics import Metrics
 from roomcast.wire.codes import ErrorCode
 from roomcast.wire.openapi import document
+from roomcast.wire.protocol import COMMAND_TYPES
 from tests.support.docs import DOCS, PAGES, section
 from tests.support.paths import REPO as ROOT
 
@@ -184,3 +186,45 @@ def test_every_code_the_node_or_nginx_answers_is_in_the_error_codes_table() -> N
     assert sent
     unknown = {where for where in sent if where.rsplit(": ", 1)[1] not in set(ErrorCode)}
     assert unknown == set()
+
+
+# Frames ---------------------------------------------------------------------------------------
+
+
+def event_types_built(paths: list[Path]) -> set[str]:
+    """The ``"type"`` of every event these modules build as a dict."""
+    return {
+        str(value.value)
+        for path in paths
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Dict)
+        for key, value in zip(node.keys, node.values, strict=True)
+        if isinstance(key, ast.Constant) and key.value == "type"
+        if isinstance(value, ast.Constant)
+    }
+
+
+def test_the_protocol_page_lists_every_frame_each_way() -> None:
+    page = (DOCS / "protocol.md").read_text(encoding="utf-8")
+    to_server = section(DOCS / "protocol.md", "Client → server")
+    to_client = page[page.index("## Server → client") : page.index("## Big rooms")]
+    documented = re.compile(r'\{"type":"([a-z_]+)"')
+    assert set(documented.findall(to_server)) == set(COMMAND_TYPES)
+    # Events are built in the wire format, the network layer and the chat logic (the client
+    # library's frames and the nodes' control orders are not sent to clients).
+    node = ROOT / "node" / "roomcast"
+    built = [
+        node / "wire" / "protocol.py",
+        *(node / "net").glob("*.py"),
+        *(node / "core").glob("*.py"),
+    ]
+    assert set(documented.findall(to_client)) == event_types_built(built)
+
+
+def test_the_javascript_page_lists_every_event_the_client_emits() -> None:
+    events = (ROOT / "clients" / "js" / "src" / "events.ts").read_text(encoding="utf-8")
+    emitted = set(re.findall(r'^\s+type: "([a-z_]+)";', events, re.M))
+    page = (DOCS / "clients" / "javascript.md").read_text(encoding="utf-8")
+    table = page[page.index("## Events") : page.index("## Methods")]
+    rows = re.findall(r"^\| ([^|]+) \| (?:server|client) \|", table, re.M)
+    assert {name for row in rows for name in re.findall(r"`([a-z_]+)`", row)} == emitted
