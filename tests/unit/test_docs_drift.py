@@ -228,3 +228,16 @@ def test_the_javascript_page_lists_every_event_the_client_emits() -> None:
     table = page[page.index("## Events") : page.index("## Methods")]
     rows = re.findall(r"^\| ([^|]+) \| (?:server|client) \|", table, re.M)
     assert {name for row in rows for name in re.findall(r"`([a-z_]+)`", row)} == emitted
+
+
+def test_the_javascript_page_names_every_public_member_of_the_client() -> None:
+    source = (ROOT / "clients" / "js" / "src" / "client.ts").read_text(encoding="utf-8")
+    body = source[source.index("export class RoomcastClient") :]
+    body = body[: body.index("\n}\n")]
+    # Two-space indented: `name(`, `async name(`, `async *name(`, `get name(`, `name: T =`.
+    members = set(
+        re.findall(r"^  (?:readonly |async \*?|get )?([a-zA-Z]\w*)\s*(?:[(<]|: |=)", body, re.M)
+    ) - {"constructor"}
+    page = (DOCS / "clients" / "javascript.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`(?:client\.)?([a-zA-Z]\w*)[(`]", page[page.index("## Events") :]))
+    assert members - named == set()
