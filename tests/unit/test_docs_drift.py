@@ -13,6 +13,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
+from roomcast.admin import RoomcastAdmin
 from roomcast.runtime.config import Settings, env_name
 from roomcast.runtime.metrics import Metrics
 from roomcast.wire.codes import ErrorCode
@@ -241,3 +242,10 @@ def test_the_javascript_page_names_every_public_member_of_the_client() -> None:
     page = (DOCS / "clients" / "javascript.md").read_text(encoding="utf-8")
     named = set(re.findall(r"`(?:client\.)?([a-zA-Z]\w*)[(`]", page[page.index("## Events") :]))
     assert members - named == set()
+
+
+def test_the_http_api_page_names_every_method_of_the_python_admin() -> None:
+    page = (DOCS / "http-api.md").read_text(encoding="utf-8")
+    sentence = page[page.index("One method per row above") :].split(")", 1)[0]
+    methods = {name for name in vars(RoomcastAdmin) if not name.startswith("_")}
+    assert set(re.findall(r"`(\w+)`", sentence)) == methods
