@@ -46,11 +46,13 @@ ERROR_MEANINGS: Final[dict[str, str]] = {
     "INVALID_JSON": "the frame (or HTTP body) is not JSON",
     "INVALID_FRAME": "not a JSON object, or `type` missing or not a string",
     "UNKNOWN_TYPE": "a `type` the server does not know",
-    "INVALID_ROOM": "not 1-64 of `A-Z a-z 0-9 _ . : @ -`",
+    "INVALID_ROOM": "not 1-64 of `A-Z a-z 0-9 _ . : @ -` (a broadcast's `rooms`: not a list of "
+    "1-100 such names)",
     "INVALID_USERNAME": "not 1-32 letters, digits, spaces or `. @ - _ '`, or blank",
     "INVALID_TEXT": "`text` is not a string",
     "INVALID_SINCE": '`since` is not `{"offset": N, "epoch": E}`',
-    "INVALID_LIMIT": "`limit` is not a whole number 1-10000",
+    "INVALID_LIMIT": "`limit` is not a whole number 1-10000 (history), 1-1000 (a presence page, "
+    "the rooms listing)",
     "NOT_JOINED": "the frame names (or implies) a room this connection has not joined",
     "TOO_MANY_ROOMS": "one join more than `ROOMCAST_MAX_ROOMS_PER_CONNECTION`",
     "FORBIDDEN": "the token's `rooms` claim does not allow this room",
