@@ -14,7 +14,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
-from roomcast.runtime.config import Settings, env_name
+from roomcast.runtime.config import Settings, env_name, env_names
 from roomcast.runtime.metrics import Metrics
 from roomcast.wire.codes import ErrorCode
 from roomcast.wire.openapi import document
@@ -121,6 +121,44 @@ def test_every_default_the_limit_tables_give_is_the_settings() -> None:
             if values != expected:
                 wrong.append(f"{page.relative_to(ROOT)}: {name}{per_second} | {cell.strip()}")
     assert checked >= 15 and wrong == []
+
+
+# Variables ------------------------------------------------------------------------------------
+
+READ_FROM_THE_ENVIRONMENT = re.compile(
+    r"""(?:environ(?:\.get)?\(|environ\[|getenv\(|process\.env\.)["']?(ROOMCAST_\w+)"""
+)
+
+
+def variables_anything_reads() -> set[str]:
+    """The node's settings, the variables of the compose files, and what the checkout's code
+    (the CLI, the launchers, the tests) reads from the environment."""
+    known = set(env_names())
+    for path in [*ROOT.glob("*.yml"), *(ROOT / "observability").glob("*.yml")]:
+        known |= set(re.findall(r"\$\{(ROOMCAST_\w+)", path.read_text(encoding="utf-8")))
+    for folder in ("node", "tests", "bench", "clients/js/scripts", "clients/js/test"):
+        for path in (ROOT / folder).rglob("*.*"):
+            if path.suffix in (".py", ".mjs", ".ts") and "node_modules" not in path.parts:
+                text = path.read_text(encoding="utf-8")
+                known |= set(READ_FROM_THE_ENVIRONMENT.findall(text))
+    return known
+
+
+def test_every_roomcast_variable_the_pages_name_is_read_by_something() -> None:
+    known = variables_anything_reads()
+    example_backend = (ROOT / "examples" / "chat_backend" / "config.py").read_text("utf-8")
+    unknown = set()
+    for page in [*PAGES, ROOT / "k8s" / "README.md", ROOT / ".env.example"]:
+        for name in re.findall(
+            r"(?<!\w)(ROOMCAST_[A-Z0-9_]*[A-Z0-9])(_?)", page.read_text("utf-8")
+        ):
+            full, prefix = name[0], name[1] == "_"  # ROOMCAST_CLIENT_JOIN_RATE_*: a family
+            if prefix and any(k.startswith(f"{full}_") for k in known):
+                continue
+            if full in known or f"CHAT_BACKEND_{full}" in example_backend:
+                continue
+            unknown.add(f"{page.relative_to(ROOT)}: {full}")
+    assert unknown == set()
 
 
 # HTTP API -------------------------------------------------------------------------------------
