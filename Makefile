@@ -12,7 +12,13 @@ BENCH_STAMP := $(VENV)/.bench-installed
 # is a checkout-only package: it is on the path here, never in the wheel or the image.
 export PYTHONPATH := $(CURDIR)/node$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: run run-example example-deps test test-unit test-integration test-adversarial lint deps venv system-deps bench clean format chaos docs js-deps js-bundle test-js
+.PHONY: help run run-example example-deps test test-unit test-integration test-adversarial lint deps venv system-deps bench clean format chaos docs js-deps js-bundle test-js
+
+# `make` alone runs the system, as it always did; `make help` lists the verbs.
+.DEFAULT_GOAL := run
+
+help: ## this list: every verb and what it does
+	@awk -F ':[^#]*## ' '/^[a-zA-Z][a-zA-Z_-]*:[^#]*## / { printf "  make %-18s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 
 run: deps ## start redis + 3 nodes + nginx on loopback; Ctrl-C stops them all
 	ulimit -n 65536 2>/dev/null || ulimit -n $$(ulimit -Hn); $(PY) -m roomcast_dev.devcluster
@@ -29,22 +35,24 @@ JS_STAMP := $(JS_DIR)/node_modules/.installed
 
 js-deps: $(JS_STAMP)
 
+# Not installed here: Debian 12's nodejs is 18 (13's is 20). Checked before anything runs.
 $(JS_STAMP): $(JS_DIR)/package.json $(JS_DIR)/package-lock.json
-	@command -v npm >/dev/null || { echo "npm not found: install Node.js >= 20 and npm"; exit 1; }
+	@command -v npm >/dev/null && node -e 'process.exit(Number(process.versions.node.split(".")[0]) < 20 ? 1 : 0)' || \
+	  { echo "Node.js >= 20 and npm are needed (found: $$(node --version 2>/dev/null || echo none)); Debian 12's nodejs is 18"; exit 1; }
 	cd $(JS_DIR) && npm ci --no-audit --no-fund
 	touch $(JS_STAMP)
 
-test-js: deps js-deps
+test-js: deps js-deps ## the JavaScript client's tests under Node.js (unit, integration, bundle check)
 	cd $(JS_DIR) && ROOMCAST_PYTHON=$(abspath $(PY)) npm run test:node
 
 # The chat page's copy of the package (loadbalancer/static/roomcast-client.js, committed: nginx
 # serves the page without a build step), then the Kubernetes ConfigMap that embeds the page.
-js-bundle: js-deps
+js-bundle: js-deps ## rebuild loadbalancer/static/roomcast-client.js and the k8s ConfigMap from clients/js
 	cd $(JS_DIR) && npm run build
 	$(PY) loadbalancer/docker/sync_k8s.py
 
 # The documentation site (docs/, MkDocs + Material) into site/; any warning fails it.
-docs: deps
+docs: deps ## the documentation site into site/ (mkdocs --strict)
 	$(VENV)/bin/mkdocs build --strict --quiet
 
 # The example backend (examples/chat_backend, README "Example backend"): PostgreSQL in a temporary
@@ -63,10 +71,10 @@ example-deps: deps
 	fi
 	@$(PY) -c 'import starlette, uvicorn, asyncpg' 2>/dev/null || $(PY) -m pip install -q -e '.[example]'
 
-test-unit: deps
+test-unit: deps ## the unit tests (no sockets)
 	$(PY) -m pytest -q tests/unit
 
-test-integration: deps
+test-integration: deps ## the integration tests (real redis-server, nginx, nodes)
 	$(PY) -m pytest -q tests/integration
 
 # The fault-injection soak (tests/chaos/README.md): a seeded schedule of faults under traffic,
@@ -89,15 +97,19 @@ lint: deps $(BENCH_STAMP) ## ruff and mypy --strict (node, tests and bench)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-format: deps
+format: deps ## ruff format and ruff check --fix
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-deps: system-deps venv
+deps: system-deps venv ## Debian packages when missing, and the virtualenv
 
-# Debian's redis-server and nginx, installed only when missing (root, or sudo, needed then).
+# Debian's redis-server and nginx, and python3 with its venv module (a fresh Debian has python3
+# without ensurepip, and `python3 -m venv` then fails), installed only when missing (root, or
+# sudo, needed then).
 system-deps:
 	@missing=""; \
+	command -v $(PYTHON) >/dev/null || missing="$$missing python3"; \
+	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
 	command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || missing="$$missing redis-server"; \
 	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
 	if [ -n "$$missing" ]; then \
@@ -115,7 +127,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-clean:
+clean: ## remove the virtualenv and the tools' caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis node/*.egg-info
 
 # The benchmark (bench/README.md): roomcast vs the article's Node.js server, same run, same machine.
@@ -178,7 +190,7 @@ test-docker: deps ## Docker end-to-end of docker-compose.yml (starts dockerd via
 	ROOMCAST_DOCKER_E2E=1 $(PY) -m pytest -q -s -rs tests/deploy/test_docker_e2e.py
 
 # A .env for docker compose with fresh random secrets (kept if it exists).
-compose-env:
+compose-env: ## a .env for docker compose with fresh random secrets (kept if it exists)
 	@if [ -f .env ]; then echo ".env exists; not overwriting"; else \
 	  { echo "ROOMCAST_AUTH_SECRET=$$(python3 -c 'import secrets; print(secrets.token_hex(32))')"; \
 	    echo "ROOMCAST_USER_ID_KEY=$$(python3 -c 'import secrets; print(secrets.token_hex(32))')"; \
@@ -204,7 +216,7 @@ perf-deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends valgrind; \
 	}
 
-browser-deps:
+browser-deps: ## Debian's chromium and chromium-driver when missing
 	@missing=""; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	[ -x /usr/bin/chromedriver ] || missing="$$missing chromium-driver"; \

@@ -1,4 +1,5 @@
-"""The calls this app makes to roomcast's server API (README "Server API"), with its API key."""
+"""The calls this app makes to roomcast's server API (docs/http-api.md "Server API"), with its
+API key."""
 
 from __future__ import annotations
 

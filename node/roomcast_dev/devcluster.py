@@ -27,6 +27,8 @@ from typing import Any, Final
 
 import orjson
 
+from roomcast.runtime.config import env_name, env_names
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOADBALANCER_DIR = REPO_ROOT / "loadbalancer"
 NGINX_TEMPLATE = LOADBALANCER_DIR / "nginx.conf.template"
@@ -466,6 +468,24 @@ def running_cluster(**kwargs: Any) -> Iterator[LocalCluster]:
         cluster.stop()
 
 
+# Where the launcher puts its nodes and their Redis: its own to choose, whatever the environment.
+LAUNCHER_SETTINGS: Final = frozenset(
+    env_name(name)
+    for name in (
+        *("host", "port", "metrics_host", "metrics_port", "node_id"),
+        *("redis_url", "redis_mode", "redis_sentinels", "redis_sentinel_master"),
+        *("redis_sentinel_username", "redis_sentinel_password"),
+    )
+)
+
+
+def operator_settings(environ: Mapping[str, str]) -> dict[str, str]:
+    """The node settings in ``environ`` (``ROOMCAST_AUTH_SECRET=… make run``) that the nodes
+    take as they are: everything but where they listen and which Redis they use."""
+    wanted = set(env_names()) - LAUNCHER_SETTINGS - {f"{n}_FILE" for n in LAUNCHER_SETTINGS}
+    return {name: value for name, value in environ.items() if name in wanted}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m roomcast_dev.devcluster",
@@ -484,7 +504,10 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    cluster = LocalCluster(nodes, redis=not args.no_redis, nginx=True, nginx_port=args.port)
+    settings = operator_settings(os.environ)
+    cluster = LocalCluster(
+        nodes, redis=not args.no_redis, nginx=True, nginx_port=args.port, node_env=settings
+    )
     try:
         cluster.start()
     except ClusterError as exc:
@@ -494,19 +517,48 @@ def main(argv: list[str] | None = None) -> int:
         print(f"roomcast is running: open http://127.0.0.1:{cluster.nginx_port}/")
         print(f"  WebSocket endpoint: {cluster.url}")
         print(f"  HTTP API: {cluster.http_url}/api/ (OpenAPI: {cluster.http_url}/api/openapi.json)")
-        if cluster.redis_url:
-            print(f"  redis:   {cluster.redis_url}")
+        if cluster.redis is not None:
+            print(f"  redis:   {cluster.redis_url}  (pid {cluster.redis.pid})")
         for node in cluster.nodes:
-            print(f"  {node.node_id}: {node.url}  metrics {node.metrics_url}/metrics")
+            print(
+                f"  {node.node_id}: {node.url}  metrics {node.metrics_url}/metrics"
+                f"  (pid {node.process.pid})"
+            )
+        if settings:
+            print(f"  the nodes' settings from the environment: {', '.join(sorted(settings))}")
         print("Press Ctrl-C to stop.", flush=True)
-        while not stop.wait(1.0):
-            for name, process in [(n.node_id, n.process) for n in cluster.nodes]:
-                if not process.alive():
-                    print(f"{name} exited:\n{process.tail()}", file=sys.stderr)
-                    return 1
+        return _watch(cluster, stop)
     finally:
         print("stopping…", flush=True)
         cluster.stop()
+
+
+def _watch(cluster: LocalCluster, stop: threading.Event) -> int:
+    """Until Ctrl-C. A node that exits is reported and the others carry on: killing one (the
+    quickstart's demonstration) shows its clients moving to another through nginx. Redis or nginx
+    exiting, or the last node, ends the run (1)."""
+    reported: set[str] = set()
+    while not stop.wait(1.0):
+        for node in cluster.nodes:
+            process = node.process
+            if node.node_id in reported or process.alive():
+                continue
+            reported.add(node.node_id)
+            code = process.popen.returncode
+            # A crash (a positive status) shows its last lines; a kill is what was asked for.
+            tail = f"\n{process.tail()}" if code is not None and code > 0 else ""
+            print(
+                f"{node.node_id} (pid {process.pid}) exited ({code}); the other nodes go on{tail}",
+                file=sys.stderr,
+                flush=True,
+            )
+        if len(reported) == len(cluster.nodes):
+            print("every node exited", file=sys.stderr, flush=True)
+            return 1
+        for name, service in (("redis", cluster.redis), ("nginx", cluster.nginx)):
+            if service is not None and not service.alive():
+                print(f"{name} exited:\n{service.tail()}", file=sys.stderr, flush=True)
+                return 1
     return 0
 
 

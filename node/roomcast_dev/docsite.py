@@ -46,11 +46,13 @@ ERROR_MEANINGS: Final[dict[str, str]] = {
     "INVALID_JSON": "the frame (or HTTP body) is not JSON",
     "INVALID_FRAME": "not a JSON object, or `type` missing or not a string",
     "UNKNOWN_TYPE": "a `type` the server does not know",
-    "INVALID_ROOM": "not 1-64 of `A-Z a-z 0-9 _ . : @ -`",
+    "INVALID_ROOM": "not 1-64 of `A-Z a-z 0-9 _ . : @ -` (a broadcast's `rooms`: not a list of "
+    "1-100 such names)",
     "INVALID_USERNAME": "not 1-32 letters, digits, spaces or `. @ - _ '`, or blank",
     "INVALID_TEXT": "`text` is not a string",
     "INVALID_SINCE": '`since` is not `{"offset": N, "epoch": E}`',
-    "INVALID_LIMIT": "`limit` is not a whole number 1-10000",
+    "INVALID_LIMIT": "`limit` is not a whole number 1-10000 (history), 1-1000 (a presence page, "
+    "the rooms listing)",
     "NOT_JOINED": "the frame names (or implies) a room this connection has not joined",
     "TOO_MANY_ROOMS": "one join more than `ROOMCAST_MAX_ROOMS_PER_CONNECTION`",
     "FORBIDDEN": "the token's `rooms` claim does not allow this room",
@@ -82,8 +84,10 @@ ERROR_MEANINGS: Final[dict[str, str]] = {
     "TOKEN_SIGNATURE": "the token's signature does not verify (401)",
     "TOKEN_INVALID": "not a token roomcast can read (401)",
     "TOKEN_NAME": "the token's `name` claim is not a valid username (403)",
-    "API_KEY_INVALID": "an HTTP API key that is not in `ROOMCAST_API_KEYS` (401)",
-    "TOKENS_OFF": "a `refresh` on a node that does not use tokens",
+    "API_KEY_INVALID": "an HTTP API key that is not in `ROOMCAST_API_KEYS`, on a node without "
+    "tokens (401; with tokens on, it is read as a token: `token_invalid`)",
+    "TOKENS_OFF": "never a `code` of its own: how the reason of an `invalid_token` (a `refresh`) "
+    "or `invalid_room_token` (a join's `room_token`) begins on a node that verifies no tokens",
     "DUPLICATE_HEADER": "a handshake with two `Host`, `Origin`, `Authorization`... headers (400)",
     "MALFORMED_HEADER": "a handshake header that is not what it must be, e.g. a bad `Origin` (400)",
     "MALFORMED_QUERY": "a handshake with more than 16 query fields (400)",
@@ -91,6 +95,8 @@ ERROR_MEANINGS: Final[dict[str, str]] = {
     "MALFORMED_REQUEST": "a request websockets cannot parse (a body, a bad header line) (400)",
     "INVALID_REQUEST": "an HTTP request the API cannot read (400, 414)",
     "NOT_FOUND": "no such HTTP endpoint (404)",
+    "METHOD_NOT_ALLOWED": "an HTTP endpoint asked with a method it does not answer (405, with "
+    "`Allow`)",
     "NOT_IN_HISTORY": "a deleted offset the room's history does not hold (404)",
     "INVALID_CURSOR": "a rooms listing's `cursor` that is not a room name from `next_cursor` (400)",
     "INVALID_USER": "a server API path's user: empty, over 128 characters or with control "

@@ -1,6 +1,6 @@
 """Which server events count as an explicit loss notice, in one place.
 
-The guarantee (README, "Guarantees and what is lost"; issue 14): every acknowledged message of a
+The guarantee (docs/guarantees.md; issue 14): every acknowledged message of a
 room reaches every member that stayed joined exactly once and in order, *or* the member is told
 what it lost. The checker excuses a message it did not get only with one of these notices:
 
@@ -17,7 +17,7 @@ what it lost. The checker excuses a message it did not get only with one of thes
 3. A ``loss`` with ``"reason": "epoch_changed"`` also covers every epoch *between* its ``epoch``
    and its ``new_epoch`` (any epoch but those two, seen before the notice arrived): Redis may
    have restarted empty several times while the member's node could not read it, and the
-   epochs it never saw are gone with their data (README, "Guarantees and what is lost").
+   epochs it never saw are gone with their data (docs/guarantees.md).
 
 "Up to now" and "other epochs" only ever excuse messages the harness had already seen (acked or
 delivered to someone) at most :data:`NOTICE_SLACK_SECONDS` after the notice arrived: a notice

@@ -1,7 +1,7 @@
 """The short fixed-seed chaos run of ``make test``: one round of every fault kind on standalone
 Redis under steady traffic, through nginx, judged by the checker. ``make chaos`` runs long ones.
 
-It asserts the guarantee itself (README, "Guarantees and what is lost"; issue 14), so it fails
+It asserts the guarantee itself (docs/guarantees.md; issue 14), so it fails
 for as long as any fault kind loses an acknowledged message in silence.
 """
 

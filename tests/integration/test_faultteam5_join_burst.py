@@ -1,5 +1,5 @@
 """A class arriving at once: 100 people join one room, spread over 3 nodes, while 4 senders talk
-in it at 50 messages/s. docs/protocol.md ("A churning room"): joins and leaves are coalesced only
+in it at 50 messages/s. docs/protocol.md ("A churning client"): joins and leaves are coalesced only
 past a burst of 100 at more than 10 a second, so every member on every node must be told each of
 the 100 by name (``user_joined``), and never get a ``presence_changed`` for them; the chat must
 go on (every acknowledged message to every member, see tests/support/delivery.py).

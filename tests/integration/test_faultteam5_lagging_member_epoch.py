@@ -2,7 +2,7 @@
 rejoin with ``since`` that missed more than a page) while Redis restarts empty.
 
 A lagging member gets no room traffic until its socket drains; then the node reads what it
-missed from history, by offset (docs/operations.md, "Slow clients"). Redis restarted empty
+missed from history, by offset (docs/guarantees.md, "Slow clients"). Redis restarted empty
 meanwhile: the room went on in a new epoch from offset 1, and every member was told with a
 ``loss`` ``epoch_changed``, except this one, which got no room traffic. The promise
 (docs/guarantees.md): an acknowledged message reaches every member, or the member is told.

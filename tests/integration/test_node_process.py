@@ -5,16 +5,22 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from roomcast_dev.devcluster import LocalCluster, ManagedProcess, free_port
+from websockets.exceptions import InvalidStatus
 
+from roomcast.core.auth import issue_token
 from tests.support.cluster import ready
 from tests.support.wsclient import Client, scaled
 
@@ -94,15 +100,24 @@ async def test_permessage_deflate_is_off_by_default_and_works_when_enabled(
             await bob.close()
 
 
-async def test_make_run_launcher_starts_everything_and_stops_it_on_ctrl_c() -> None:
+@contextmanager
+def make_run_launcher(**settings: str) -> Iterator[tuple[ManagedProcess, int]]:
+    """`make run`'s launcher on a port of its own, once it printed its URLs; stopped after."""
     port = free_port()
     launcher = ManagedProcess(
         "devcluster",
         [sys.executable, "-m", "roomcast_dev.devcluster", "--port", str(port)],
-        dict(os.environ),
+        dict(os.environ, **settings),
     )
     try:
         launcher.wait_for_line(lambda line: "Press Ctrl-C to stop." in line, 60)
+        yield launcher, port
+    finally:
+        launcher.stop()
+
+
+async def test_make_run_launcher_starts_everything_and_stops_it_on_ctrl_c() -> None:
+    with make_run_launcher() as (launcher, port):
         assert any(f"http://127.0.0.1:{port}/" in line for line in launcher.lines)
         children = _descendants(launcher.pid)
         assert len(children) >= 5  # redis, 3 nodes, nginx (master)
@@ -113,8 +128,49 @@ async def test_make_run_launcher_starts_everything_and_stops_it_on_ctrl_c() -> N
         assert launcher.popen.wait(scaled(30)) == 0
         still_running = [pid for pid in children if os.path.exists(f"/proc/{pid}")]
         assert still_running == [] or all(_is_zombie(pid) for pid in still_running)
-    finally:
-        launcher.stop()
+
+
+async def test_make_run_launcher_carries_on_when_a_node_it_printed_is_killed() -> None:
+    # docs/quickstart.md: "Stop a node (`kill -9` one of the PIDs `make run` printed) and watch
+    # the page reconnect to another one". The launcher printed no PID, and stopped everything
+    # when a node exited.
+    with make_run_launcher() as (launcher, port):
+        printed = [
+            re.match(r"\s+(node-\d+): ws://.*\(pid (\d+)\)$", line) for line in launcher.lines
+        ]
+        pids = {match.group(1): int(match.group(2)) for match in printed if match}
+        assert sorted(pids) == ["node-1", "node-2", "node-3"], launcher.lines
+        url = f"ws://127.0.0.1:{port}/chat"
+        victim = await Client.connect(url)
+        os.kill(pids[victim.node], signal.SIGKILL)
+        launcher.wait_for_line(lambda line: f"{victim.node} (pid " in line and "exited" in line, 30)
+        assert await victim.expect_close() == (None, None)  # cut, not closed
+        assert launcher.popen.poll() is None, launcher.tail()
+        # A new connection lands on a node still running, through nginx, and chats.
+        survivor = await Client.connect(url)
+        assert survivor.node != victim.node
+        await survivor.join("after-the-kill", "me")
+        await survivor.send(type="message", text="still here")
+        assert (await survivor.recv_type("message"))["text"] == "still here"
+        await survivor.close()
+        launcher.popen.send_signal(signal.SIGINT)
+        assert launcher.popen.wait(scaled(30)) == 0
+
+
+async def test_make_run_hands_the_operators_settings_to_its_nodes() -> None:
+    # `ROOMCAST_AUTH_SECRET=… make run` (tokens for the page's `#token=`): the launcher dropped
+    # every ROOMCAST_* variable, and its nodes ran open all the same, saying nothing.
+    secret = secrets.token_hex(32)
+    with make_run_launcher(ROOMCAST_AUTH_SECRET=secret, ROOMCAST_PORT="1") as (launcher, port):
+        assert any("ROOMCAST_AUTH_SECRET" in line for line in launcher.lines), launcher.lines
+        url = f"ws://127.0.0.1:{port}/chat"
+        with pytest.raises(InvalidStatus) as refused:
+            await Client.connect(url)
+        assert refused.value.response.status_code == 401
+        client = await Client.connect(f"{url}?token={issue_token(secret, 'ann')}")
+        joined = await client.join("with-tokens", "someone else")
+        assert joined["username"] == "ann"  # the token's name, not the join's
+        await client.close()
 
 
 def _descendants(pid: int) -> list[int]:

@@ -63,17 +63,21 @@ async def next_events(client: WsClient, timeout: float = 10.0) -> list[dict[str,
             await wrote.wait()
 
 
-@pytest.fixture
-async def env() -> Env:
+async def start_env(**settings_given: Any) -> Env:
     registry = CollectorRegistry()
     metrics = Metrics(registry)
-    settings = make_settings(auth_secret=SECRET, auth_leeway=0.0, token_refresh_notice=0.3)
+    settings = make_settings(**settings_given)
     node = Node(settings.node_id, 16, settings.max_frame_bytes, metrics)
     broker = MemoryBroker(node.on_broker_message, limits=HistoryLimits(size=10))
     await broker.start()
     server = WebSocketServer(node, settings, metrics, asyncio.get_running_loop(), INSTANCE)
     node.attach(broker, server.outbox)
     return Env(server, registry)
+
+
+@pytest.fixture
+async def env() -> Env:
+    return await start_env(auth_secret=SECRET, auth_leeway=0.0, token_refresh_notice=0.3)
 
 
 async def test_told_before_exp_then_closed_4001_and_out_of_its_rooms(env: Env) -> None:
@@ -136,6 +140,20 @@ async def test_a_bad_refresh_is_refused_and_changes_nothing(
     assert (error["type"], error["code"]) == ("error", code)
     [conn] = env.server.connections
     assert conn.identity is not None and conn.identity.name == "alice"
+
+
+async def test_a_refresh_on_a_node_without_tokens_is_invalid_token_saying_tokens_off() -> None:
+    # The error codes' table (docs/protocol.md): `tokens_off` is no code of its own here but
+    # how the reason of the `invalid_token` begins.
+    env = await start_env()
+    client = WsClient(env.server, path="/chat")
+    await settle()
+    assert [e["type"] for e in client.events()] == ["welcome"]
+    client.send_json({"type": "refresh", "token": token(30), "id": 1})
+    await settle()
+    [error] = client.events()
+    assert (error["type"], error["code"], error["id"]) == ("error", "invalid_token", 1)
+    assert error["reason"].startswith("tokens_off: ")
 
 
 class _Conn:

@@ -45,6 +45,7 @@ export const ErrorCode = {
   MALFORMED_REQUEST: "malformed_request",
   INVALID_REQUEST: "invalid_request",
   NOT_FOUND: "not_found",
+  METHOD_NOT_ALLOWED: "method_not_allowed",
   NOT_IN_HISTORY: "not_in_history",
   INVALID_CURSOR: "invalid_cursor",
   INVALID_USER: "invalid_user",

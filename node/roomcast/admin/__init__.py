@@ -1,5 +1,5 @@
-"""An async, typed wrapper of roomcast's server API (README, "HTTP API"), for the application's
-backend. It imports nothing of the server: only :mod:`roomcast.wire` and h11.
+"""An async, typed wrapper of roomcast's server API (docs/http-api.md, "Server API"), for the
+application's backend. It imports nothing of the server: only :mod:`roomcast.wire` and h11.
 
     async with RoomcastAdmin("http://127.0.0.1:8080", api_key) as admin:
         await admin.ban("general", "user-42", seconds=600, reason="spam")

@@ -55,7 +55,8 @@ class Identity:
 
 @dataclass(frozen=True, slots=True)
 class RoomGrant:
-    """A room token: the application lets ``subject`` into ``room`` (README, "Room tokens")."""
+    """A room token: the application lets ``subject`` into ``room`` (docs/security.md,
+    "Room tokens and direct messages")."""
 
     subject: str
     room: str

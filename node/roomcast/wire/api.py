@@ -6,7 +6,7 @@ Endpoints (documented in :mod:`roomcast.wire.openapi`):
     GET  /api/rooms/{room}/history    the last messages kept (``?limit=K``)
     GET  /api/rooms/{room}/events     the room as a Server-Sent Events stream
     GET  /api/openapi.json            the OpenAPI document
-The server API (an API key; effective on every node; README "HTTP API"):
+The server API (an API key; effective on every node; docs/http-api.md "Server API"):
     POST   /api/users/{user}/disconnect              close the user's connections everywhere
     POST   /api/rooms/{room}/members/{user}/remove   take the user out of the room
     PUT    /api/rooms/{room}/bans/{user}             remove and refuse joins for a while
@@ -154,7 +154,10 @@ def route(method: str, target: str) -> Route:
     if endpoint is None:
         allowed = ", ".join(methods)
         raise ApiError(
-            405, "method_not_allowed", f"{path[:100]} answers {allowed}", (("Allow", allowed),)
+            405,
+            ErrorCode.METHOD_NOT_ALLOWED,
+            f"{path[:100]} answers {allowed}",
+            (("Allow", allowed),),
         )
     return Route(endpoint, room, query, user, offset)
 
@@ -177,7 +180,7 @@ def _path_room(raw: str) -> str:
         return protocol.validate_room(unquote(raw, errors="strict"))
     except (ProtocolError, UnicodeDecodeError):
         raise ApiError(
-            404, "invalid_room", "room names are 1-64 characters of A-Z a-z 0-9 _ . : @ -"
+            404, ErrorCode.INVALID_ROOM, "room names are 1-64 characters of A-Z a-z 0-9 _ . : @ -"
         ) from None
 
 

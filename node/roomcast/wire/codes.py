@@ -54,7 +54,9 @@ class ErrorCode(StrEnum):
     TOKEN_INVALID = "token_invalid"
     TOKEN_NAME = "token_name"
     API_KEY_INVALID = "api_key_invalid"
-    TOKENS_OFF = "tokens_off"  # a refresh on a node that does not use tokens
+    # Not a code of its own: how the reason of an invalid_token (refresh) or invalid_room_token
+    # begins on a node that verifies no tokens.
+    TOKENS_OFF = "tokens_off"
     # Handshakes refused with 400 before anything reads them.
     DUPLICATE_HEADER = "duplicate_header"
     MALFORMED_HEADER = "malformed_header"
@@ -64,6 +66,7 @@ class ErrorCode(StrEnum):
     # HTTP API requests.
     INVALID_REQUEST = "invalid_request"
     NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"  # 405, with the methods the path answers
     NOT_IN_HISTORY = "not_in_history"  # a deleted offset the room's history no longer holds
     INVALID_CURSOR = "invalid_cursor"
     INVALID_USER = "invalid_user"
