@@ -77,6 +77,10 @@ class Server:
                 settings.client_history_bytes_per_second,
                 settings.client_history_bytes_burst,
             ),
+            client_history_write_rate=(
+                settings.client_history_write_bytes_per_second,
+                settings.client_history_write_bytes_burst,
+            ),
             history_bytes=settings.history_bytes,
             room_message_rate=(
                 settings.room_message_rate_per_second,

@@ -226,6 +226,11 @@ SETTING_MEANINGS: Final[dict[str, str]] = {
     "its connections, over all nodes (each answer costs its messages' bytes + 1 KiB): rate",
     "client_history_bytes_burst": "the same, burst (at least one answer of "
     "`ROOMCAST_HISTORY_BYTES` should fit)",
+    "client_history_write_bytes_per_second": "bytes of chat messages per client (token `sub`, "
+    "or address) written to rooms' histories by its connections and HTTP posts, over all nodes "
+    "(each message costs its text + 1 KiB): rate",
+    "client_history_write_bytes_burst": "the same, burst; Redis keeps at most the burst + the "
+    "rate x `ROOMCAST_HISTORY_TTL` of one client's messages",
     "client_join_rate_per_second": "join/leave churn per client over all nodes (each leave "
     "spends a token, a join needs one): rate",
     "client_join_rate_burst": "join/leave churn per client over all nodes: burst",

@@ -33,7 +33,14 @@ from roomcast.core.hooks import Hooks, Refusal
 from roomcast.core.lag import Lag
 from roomcast.core.members import Delivery, Member
 from roomcast.core.presence_pages import PresencePages, answer
-from roomcast.core.ratelimit import BucketPool, ConnectionBudget, RateLimiter, SharedCharges
+from roomcast.core.ratelimit import (
+    MESSAGE_KEPT_OVERHEAD,
+    BucketPool,
+    ConnectionBudget,
+    MessageRefusal,
+    RateLimiter,
+    SharedCharges,
+)
 from roomcast.core.rooms import RoomRegistry, TooManyRoomsError
 from roomcast.core.streams import StreamHub
 from roomcast.runtime.metrics import Metrics
@@ -66,6 +73,15 @@ _USER_JOINED = b'{"type":"user_joined",'
 _USER_LEFT = b'{"type":"user_left",'
 _TYPING = b'{"type":"typing",'
 _TOO_MANY_TOKENS = "too many tokens checked for your connections together; slow down"
+_TOO_MUCH_WRITTEN = (
+    "too many bytes of messages kept in history from your requests and connections together; "
+    "slow down"
+)
+
+
+def _seconds_until(bucket: RateLimiter, cost: int) -> float:
+    """How long until ``bucket`` holds ``cost`` tokens."""
+    return max(0.0, (cost - bucket.level) / bucket.rate)
 
 
 class Node:
@@ -86,6 +102,7 @@ class Node:
         client_typing_rate: tuple[float, int] = (10.0, 20),
         client_token_check_rate: tuple[float, int] = (10.0, 64),
         client_history_rate: tuple[float, int] = (4 * 1024 * 1024, 8 * 1024 * 1024),
+        client_history_write_rate: tuple[float, int] = (32 * 1024, 12 * 1024 * 1024),
         history_bytes: int = 2 * 1024 * 1024,
         room_message_rate: tuple[float, int] = (100.0, 200),
         lag_timeout: float = 10.0,
@@ -116,6 +133,10 @@ class Node:
         # this node's CPU. One user's 64 connections sending ES256 refreshes at the frame rate
         # held a bystander's round trip at 5.4 s (red team 3).
         self._client_token_checks = BucketPool(*client_token_check_rate)
+        # Bytes of messages written to rooms' histories, which Redis keeps for
+        # ROOMCAST_HISTORY_TTL: room and connection caps bound none of it, since an HTTP post
+        # needs no join (one address posting to fresh rooms: ~960 MiB per ttl, red team 11).
+        self._client_history_writes = BucketPool(*client_history_write_rate)
         # Bytes of `history` answers, shared with the HTTP API (core.history_budget).
         self.history_budget = HistoryBudget(
             *client_history_rate, history_bytes, page_bytes, max_rooms=max_rooms
@@ -230,6 +251,7 @@ class Node:
             self._client_typing.acquire(client),
             self.history_budget.acquire(client),
             self._client_token_checks.acquire(client),
+            self._client_history_writes.acquire(client),
         )
         conn.send(protocol.welcome(self.node_id, conn.id, self._max_rooms, self._max_frame_bytes))
 
@@ -273,6 +295,7 @@ class Node:
             self._client_typing.release(budget.client)
             self.history_budget.release(budget.client)
             self._client_token_checks.release(budget.client)
+            self._client_history_writes.release(budget.client)
         self.lag.forget(conn)
         for room in self.rooms.rooms_of(conn):
             self._drop_membership(conn, room, "connection closed while joining")
@@ -816,7 +839,7 @@ class Node:
             self._rate_limited(conn, "message", room, request_id)
             return None
         reserve = self._room_reserve(conn)
-        refusal = self._shared_message_limit(conn, room, reserve)
+        refusal = self._shared_message_limit(conn, room, len(command.text), reserve)
         if refusal is not None:
             self._reject(conn, ErrorCode.RATE_LIMITED, refusal, room, request_id)
             return None
@@ -908,20 +931,36 @@ class Node:
             joins.spend(joins.burst)
             self._charge_shared("join:" + budget.client, joins, debt=joins.burst)
 
-    def admit_message(self, client: str) -> int | None:
+    def admit_message(self, client: str, size: int) -> int | MessageRefusal:
         """Whether ``client`` (a token's ``sub:`` or open mode's ``ip:`` key) may post one more
-        message over the HTTP API (None: refused), the same bucket as its WebSocket messages
-        over all nodes, and if so the room's reserve it must leave (see _room_reserve)."""
-        pool = self._client_messages
+        message of ``size`` characters over the HTTP API, against the same buckets as its
+        WebSocket messages over all nodes, and if so the room's reserve it must leave (see
+        _room_reserve)."""
+        pool, writes = self._client_messages, self._client_history_writes
         bucket = pool.acquire(client)
+        written = writes.acquire(client)
         try:
             reserve = self._room_reserve_tokens if self._heavy(bucket) else 0
+            cost = size + MESSAGE_KEPT_OVERHEAD
+            if written.level < cost:
+                return MessageRefusal(_TOO_MUCH_WRITTEN, _seconds_until(written, cost))
             if not bucket.allow():
-                return None
+                reason = "too many messages from your requests and connections together"
+                return MessageRefusal(f"{reason}; slow down", bucket.seconds_until_ready())
             self._charge_shared("msg:" + client, bucket)
+            self._spend_history_write(client, written, cost)
             return reserve
         finally:
             pool.release(client)
+            writes.release(client)
+
+    def _spend_history_write(self, client: str, bucket: RateLimiter, cost: int) -> None:
+        """Take a message's cost from the client's history-write bytes (checked before its
+        other buckets: a message refused for it spends none of them), over all nodes."""
+        bucket.spend(bucket.burst, cost)
+        # Owing up to a burst: what several nodes admitted on their own copies' refills is all
+        # counted (owing one message, three nodes let ~2.7 times the rate through).
+        self._charge_shared("kept:" + client, bucket, debt=bucket.burst, cost=cost)
 
     def _may_check_token(self, conn: Member) -> bool:
         """A token check after the handshake (a refresh, a join's room token) may run: each
@@ -950,19 +989,28 @@ class Node:
         """Whether a client spent half its message burst or more (and has not refilled it)."""
         return bucket.level < bucket.burst / 2
 
-    def _shared_message_limit(self, conn: Member, room: str, reserve: int = 0) -> str | None:
+    def _shared_message_limit(
+        self, conn: Member, room: str, size: int, reserve: int = 0
+    ) -> str | None:
         """Why a message within its connection's limit is still refused, or None.
 
         Shared buckets refuse with an error frame but never close: their strikes are the sum
         of several senders', not proof that this one ignores its errors."""
         budget = conn.budget
+        # Characters, not bytes: len() of a str is free here, and a frame holds at most
+        # ROOMCAST_MAX_FRAME_BYTES bytes however they encode.
+        cost = size + MESSAGE_KEPT_OVERHEAD
         if budget is not None:
+            if budget.client_history_writes.level < cost:
+                return _TOO_MUCH_WRITTEN
             if not budget.client_messages.allow():
                 return "too many messages from your connections together; slow down"
             self._charge_shared("msg:" + budget.client, budget.client_messages)
         room_bucket = self._room_messages.get(room)
         if room_bucket is not None and not room_bucket.allow_keeping(reserve):
             return f"room {room!r} is receiving too many messages; try again shortly"
+        if budget is not None:
+            self._spend_history_write(budget.client, budget.client_history_writes, cost)
         return None
 
     def _typing(self, conn: Member, command: Typing) -> None:

@@ -6,6 +6,12 @@ import asyncio
 import functools
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+# What a chat message costs the history-write bucket beyond its text: the list entry's fields
+# (room, username, offset, epoch, time) and, for a room of its own, its keys (~900 bytes).
+MESSAGE_KEPT_OVERHEAD: Final = 1024
 
 # What the broker port's charge() looks like: (bucket name, cost, rate, burst, debt, on_level).
 ChargeSender = Callable[[str, int, float, int, int, Callable[[float], None]], None]
@@ -186,6 +192,7 @@ class ConnectionBudget:
     __slots__ = (
         "client",
         "client_history",
+        "client_history_writes",
         "client_joins",
         "client_messages",
         "client_token_checks",
@@ -202,6 +209,7 @@ class ConnectionBudget:
         client_typing: RateLimiter,
         client_history: RateLimiter,
         client_token_checks: RateLimiter,
+        client_history_writes: RateLimiter,
     ) -> None:
         self.client = client  # "sub:<token subject>" or "ip:<address>"
         self.joins = joins
@@ -210,6 +218,16 @@ class ConnectionBudget:
         self.client_typing = client_typing
         self.client_history = client_history  # bytes of history answers
         self.client_token_checks = client_token_checks  # refreshes and room tokens checked
+        self.client_history_writes = client_history_writes  # bytes of messages Redis keeps
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRefusal:
+    """Why a client's message (an HTTP post) is refused by a bucket it shares with its other
+    connections, and in how many seconds that bucket takes it."""
+
+    reason: str
+    retry_after: float
 
 
 class SharedCharges:

@@ -149,6 +149,12 @@ class Settings:
     # request reads up to a room's whole history from Redis (ROOMCAST_HISTORY_BYTES)
     client_history_bytes_per_second: int = 4 * 1024 * 1024
     client_history_bytes_burst: int = 8 * 1024 * 1024
+    # bytes of chat messages a client's connections and HTTP posts write to rooms' histories,
+    # over all nodes (each message its text + 1 KiB): what Redis keeps for it within
+    # ROOMCAST_HISTORY_TTL is at most the burst + the rate x the ttl (~31 MiB by default). A post
+    # needs no join: one client's messages, each to a room of its own, kept ~960 MiB per ttl.
+    client_history_write_bytes_per_second: int = 32 * 1024
+    client_history_write_bytes_burst: int = 12 * 1024 * 1024
     # messages per room per node, whoever sends them
     room_message_rate_per_second: float = 100.0
     room_message_rate_burst: int = 200
@@ -491,6 +497,8 @@ _PARSERS: dict[str, Callable[[str, str], object]] = {
     "client_token_check_rate_burst": lambda n, r: _parse_int(n, r, 1, 1_000_000),
     "client_history_bytes_per_second": lambda n, r: _parse_int(n, r, 1024, 1 << 40),
     "client_history_bytes_burst": lambda n, r: _parse_int(n, r, 1024, 1 << 40),
+    "client_history_write_bytes_per_second": lambda n, r: _parse_int(n, r, 1024, 1 << 40),
+    "client_history_write_bytes_burst": lambda n, r: _parse_int(n, r, 1024, 1 << 40),
     "client_join_rate_per_second": lambda n, r: _parse_float(n, r, 0.01, 1_000_000),
     "client_join_rate_burst": lambda n, r: _parse_int(n, r, 1, 1_000_000),
     "room_message_rate_per_second": lambda n, r: _parse_float(n, r, 0.01, 1_000_000),
