@@ -942,22 +942,22 @@ class Node:
         try:
             reserve = self._room_reserve_tokens if self._heavy(bucket) else 0
             cost = size + MESSAGE_KEPT_OVERHEAD
-            if written.level < cost:
+            if not written.allow(cost):
                 return MessageRefusal(_TOO_MUCH_WRITTEN, _seconds_until(written, cost))
             if not bucket.allow():
+                written.refund(cost)
                 reason = "too many messages from your requests and connections together"
                 return MessageRefusal(f"{reason}; slow down", bucket.seconds_until_ready())
             self._charge_shared("msg:" + client, bucket)
-            self._spend_history_write(client, written, cost)
+            self._charge_history_write(client, written, cost)
             return reserve
         finally:
             pool.release(client)
             writes.release(client)
 
-    def _spend_history_write(self, client: str, bucket: RateLimiter, cost: int) -> None:
-        """Take a message's cost from the client's history-write bytes (checked before its
-        other buckets: a message refused for it spends none of them), over all nodes."""
-        bucket.spend(bucket.burst, cost)
+    def _charge_history_write(self, client: str, bucket: RateLimiter, cost: int) -> None:
+        """Charge a message's bytes, taken from the client's history-write bucket on this
+        node, to its copy over all nodes."""
         # Owing up to a burst: what several nodes admitted on their own copies' refills is all
         # counted (owing one message, three nodes let ~2.7 times the rate through).
         self._charge_shared("kept:" + client, bucket, debt=bucket.burst, cost=cost)
@@ -997,20 +997,31 @@ class Node:
         Shared buckets refuse with an error frame but never close: their strikes are the sum
         of several senders', not proof that this one ignores its errors."""
         budget = conn.budget
+        if budget is None:
+            return self._room_refusal(room, reserve)
         # Characters, not bytes: len() of a str is free here, and a frame holds at most
         # ROOMCAST_MAX_FRAME_BYTES bytes however they encode.
         cost = size + MESSAGE_KEPT_OVERHEAD
-        if budget is not None:
-            if budget.client_history_writes.level < cost:
-                return _TOO_MUCH_WRITTEN
-            if not budget.client_messages.allow():
-                return "too many messages from your connections together; slow down"
-            self._charge_shared("msg:" + budget.client, budget.client_messages)
+        writes = budget.client_history_writes
+        # Taken first and given back if another bucket refuses: a message refused for its
+        # bytes spends none of the others, and the common case costs one allow().
+        if not writes.allow(cost):
+            return _TOO_MUCH_WRITTEN
+        if not budget.client_messages.allow():
+            writes.refund(cost)
+            return "too many messages from your connections together; slow down"
+        self._charge_shared("msg:" + budget.client, budget.client_messages)
+        refusal = self._room_refusal(room, reserve)
+        if refusal is not None:
+            writes.refund(cost)
+            return refusal
+        self._charge_history_write(budget.client, writes, cost)
+        return None
+
+    def _room_refusal(self, room: str, reserve: int) -> str | None:
         room_bucket = self._room_messages.get(room)
         if room_bucket is not None and not room_bucket.allow_keeping(reserve):
             return f"room {room!r} is receiving too many messages; try again shortly"
-        if budget is not None:
-            self._spend_history_write(budget.client, budget.client_history_writes, cost)
         return None
 
     def _typing(self, conn: Member, command: Typing) -> None:
