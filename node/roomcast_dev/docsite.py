@@ -229,8 +229,9 @@ SETTING_MEANINGS: Final[dict[str, str]] = {
     "client_history_write_bytes_per_second": "bytes of chat messages per client (token `sub`, "
     "or address) written to rooms' histories by its connections and HTTP posts, over all nodes "
     "(each message costs its text + 1 KiB): rate",
-    "client_history_write_bytes_burst": "the same, burst; Redis keeps at most the burst + the "
-    "rate x `ROOMCAST_HISTORY_TTL` of one client's messages",
+    "client_history_write_bytes_burst": "the same, burst (at least one message of "
+    "`ROOMCAST_MAX_FRAME_BYTES` + 1 KiB, or such messages are always refused); Redis keeps at "
+    "most the burst + the rate x `ROOMCAST_HISTORY_TTL` of one client's messages",
     "client_join_rate_per_second": "join/leave churn per client over all nodes (each leave "
     "spends a token, a join needs one): rate",
     "client_join_rate_burst": "join/leave churn per client over all nodes: burst",
