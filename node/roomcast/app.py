@@ -86,6 +86,10 @@ class Server:
                 settings.room_message_rate_per_second,
                 settings.room_message_rate_burst,
             ),
+            room_typing_rate=(
+                settings.room_typing_rate_per_second,
+                settings.room_typing_rate_burst,
+            ),
             lag_timeout=settings.lag_timeout,
             # Live events held for a joiner go to it at once after its missed messages (which
             # are paged when larger than the send bound): held within the send bound.

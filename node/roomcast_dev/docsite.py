@@ -237,6 +237,9 @@ SETTING_MEANINGS: Final[dict[str, str]] = {
     "client_join_rate_burst": "join/leave churn per client over all nodes: burst",
     "room_message_rate_per_second": "messages per room over all nodes: rate",
     "room_message_rate_burst": "messages per room over all nodes: burst",
+    "room_typing_rate_per_second": "typing events per room over all nodes, whoever sends "
+    "them (each is a frame to every member): rate",
+    "room_typing_rate_burst": "typing events per room over all nodes: burst",
     "token_refresh_notice": "seconds before `exp` that `token_expiring` is sent",
     "api_keys": "keys of backend services for the HTTP API (comma list, 24+ characters each)",
     "api_rate_per_second": "HTTP API requests per API key, token subject or (open mode) "

@@ -409,6 +409,8 @@ def test_every_env_name_is_read() -> None:
         "ROOMCAST_CLIENT_JOIN_RATE_BURST": "3",
         "ROOMCAST_ROOM_MESSAGE_RATE_PER_SECOND": "3",
         "ROOMCAST_ROOM_MESSAGE_RATE_BURST": "3",
+        "ROOMCAST_ROOM_TYPING_RATE_PER_SECOND": "3",
+        "ROOMCAST_ROOM_TYPING_RATE_BURST": "3",
         "ROOMCAST_BIG_ROOM_MEMBERS": "20",
         "ROOMCAST_BIG_ROOM_INTERVAL": "0.5",
         "ROOMCAST_HOOK_CONNECT_URL": "http://app:8000/hooks/connect",

@@ -105,6 +105,7 @@ class Node:
         client_history_write_rate: tuple[float, int] = (32 * 1024, 12 * 1024 * 1024),
         history_bytes: int = 2 * 1024 * 1024,
         room_message_rate: tuple[float, int] = (100.0, 200),
+        room_typing_rate: tuple[float, int] = (20.0, 40),
         lag_timeout: float = 10.0,
         catch_up_bytes: int = 512 * 1024,
         page_bytes: int = 256 * 1024,
@@ -142,6 +143,10 @@ class Node:
             *client_history_rate, history_bytes, page_bytes, max_rooms=max_rooms
         )
         self._room_messages = BucketPool(*room_message_rate)
+        # Typing per room over all nodes: many clients, each within its own typing limits, made
+        # a member receive 1,000 typing events in 3 s (red team 11). Held only while used (an
+        # idle bucket is kept until it would have refilled), so no join or leave tends it.
+        self._room_typing = BucketPool(*room_typing_rate)
         # What heavy senders leave of a room's burst to the others (see _room_reserve).
         self._room_reserve_tokens = room_message_rate[1] // ROOM_RESERVE_SHARE
         self.node_id = node_id
@@ -1040,6 +1045,10 @@ class Node:
             # Off in big rooms: one typing is a frame to every member (docs/protocol.md).
             self.metrics.big_room_coalesced.labels("typing").inc()
             return
+        if not self._room_takes_typing(room):
+            reason = f"room {room!r} has too much typing; try again shortly"
+            self._reject(conn, ErrorCode.RATE_LIMITED, reason, room, command.request_id)
+            return
         username = self.rooms.username(conn, room)
         assert username is not None and self.broker is not None
         self._published["typing"].inc()
@@ -1048,6 +1057,20 @@ class Node:
             envelope.pack(time.time(), protocol.typing(room, username), conn.id),
             FailureReporter(self, conn, "typing", room, command.request_id),
         )
+
+    def _room_takes_typing(self, room: str) -> bool:
+        """Whether the room's typing bucket (over all nodes) has a token, taken if so."""
+        pool = self._room_typing
+        bucket = pool.acquire(room)
+        try:
+            if not bucket.allow():
+                return False
+            # Owing up to a burst, as the history writes: each node's copy refills on its own,
+            # and owing one token let the nodes together through at about twice the rate.
+            self._charge_shared("typing-room:" + room, bucket, debt=bucket.burst)
+            return True
+        finally:
+            pool.release(room)
 
     async def _history(
         self, conn: Member, room: str, limit: int | None, request_id: protocol.RequestId

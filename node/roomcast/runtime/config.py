@@ -158,6 +158,10 @@ class Settings:
     # messages per room per node, whoever sends them
     room_message_rate_per_second: float = 100.0
     room_message_rate_burst: int = 200
+    # typing events per room over all nodes, whoever sends them: each is a frame to every
+    # member, like a message, and many clients within their own typing limits drowned a room
+    room_typing_rate_per_second: float = 20.0
+    room_typing_rate_burst: int = 40
     # Big rooms (docs/protocol.md "Big rooms"): from this many connections over every node, a
     # room's user_joined/user_left become one presence_changed per interval, typing is off and
     # presence is paged. 500: a join storm into a room of N costs N²/2 frames (125,000 at 500,
@@ -503,6 +507,8 @@ _PARSERS: dict[str, Callable[[str, str], object]] = {
     "client_join_rate_burst": lambda n, r: _parse_int(n, r, 1, 1_000_000),
     "room_message_rate_per_second": lambda n, r: _parse_float(n, r, 0.01, 1_000_000),
     "room_message_rate_burst": lambda n, r: _parse_int(n, r, 1, 1_000_000),
+    "room_typing_rate_per_second": lambda n, r: _parse_float(n, r, 0.01, 1_000_000),
+    "room_typing_rate_burst": lambda n, r: _parse_int(n, r, 1, 1_000_000),
     "token_refresh_notice": lambda n, r: _parse_float(n, r, 1, 86400),
     "api_keys": _parse_api_keys,
     "api_rate_per_second": lambda n, r: _parse_float(n, r, 0.01, 1_000_000),
