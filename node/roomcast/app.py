@@ -19,6 +19,7 @@ from roomcast.core.api_service import ApiService
 from roomcast.core.auth import AccessPolicy
 from roomcast.core.hooks import Hooks
 from roomcast.core.node import Node
+from roomcast.core.ratelimit import room_made_cost
 from roomcast.net.hook_client import HookClient
 from roomcast.net.http_internal import InternalHttpServer
 from roomcast.net.http_public import PublicHttp
@@ -47,6 +48,9 @@ class Server:
             secret=settings.hook_secret, max_response_bytes=settings.hook_max_response_bytes
         )
         self.hooks = Hooks(settings, self.metrics, self.hook_client, settings.node_id)
+        self.limits = HistoryLimits(
+            settings.history_size, settings.history_ttl, bytes=settings.history_bytes
+        )
         self.node = Node(
             settings.node_id,
             settings.max_rooms_per_connection,
@@ -98,14 +102,12 @@ class Server:
             hooks=self.hooks,
             big_room_members=settings.big_room_members,
             max_node_rooms=settings.max_rooms_per_node,
+            room_made_bytes=room_made_cost(self.limits.ttl, self.limits.meta_ttl),
             big_room_interval=settings.big_room_interval,
         )
         # This process's identity: prefixes its connection ids and names it in Redis presence,
         # so a restarted node (same node id) is never mistaken for its dead predecessor.
         self.instance = f"{settings.node_id}-{os.urandom(3).hex()}"
-        self.limits = HistoryLimits(
-            settings.history_size, settings.history_ttl, bytes=settings.history_bytes
-        )
         self.started = time.monotonic()
         self.draining = False
         self.stopped = asyncio.Event()
@@ -229,6 +231,7 @@ class Server:
             self.node.presence_pages,
             self.node.history_budget,
             self.node.admit_message,
+            self.node.room_made,
         )
         send_budget = new_send_budget(self.settings, self.metrics)
         self._api = PublicHttp(

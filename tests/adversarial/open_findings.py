@@ -50,16 +50,4 @@ OPEN_FINDINGS: Final[dict[str, str]] = {
         "join script publishes user_joined); refusing the churner's joins refused legitimate "
         "rejoins (red team 8)"
     ),
-    # Red team 11: a room that held one message keeps its offset keys for a day.
-    "tests/adversarial/test_redteam11_room_residue.py::"
-    "test_fresh_rooms_of_one_client_leave_a_bounded_residue": (
-        "one address posting 'hi' to a fresh room each time through nginx (an HTTP post needs "
-        "no join) made 24 rooms/s within its message limit; each left 280 B of keys (seq, "
-        "epoch, fence line: MEMORY USAGE) living 86,400 s, after its history's 600 s: ~558 MiB "
-        "at once from one client (worked out from the 5 s rate measured, not run for a day), "
-        "three times the shipped Redis's 192 MB, and volatile-ttl evicts everybody's histories "
-        "(600 s) before those keys. The day keeps an idle room's epoch when its history "
-        "expires (docs/guarantees.md); bounding fresh rooms per client needs the publish "
-        "script to say it made the room, and a decision on a budget for them"
-    ),
 }

@@ -100,11 +100,14 @@ class ApiService:
         presence: PresencePages | None = None,
         history_budget: HistoryBudget | None = None,
         client_messages: Callable[[str, int], int | MessageRefusal] | None = None,
+        room_made: Callable[[str], None] | None = None,
     ) -> None:
         self._broker = broker
         # Whether a client (its bucket key) may post one more message of so many characters,
         # and what it must leave of the room's bucket to the others (Node.admit_message).
         self._client_messages = client_messages
+        # Told when a client's post was its room's first (Node.room_made): what it leaves.
+        self._room_made = room_made
         # Shared with the node's WebSockets: bytes of history answers per client.
         self._history_budget = history_budget
         # Shared with the node's WebSocket presence when given: one snapshot per big room.
@@ -299,6 +302,8 @@ class ApiService:
                 f"room {room!r} is receiving too many messages; slow down",
                 (("Retry-After", str(max(1, math.ceil(exc.retry_after)))),),
             ) from None
+        if offset == 1 and self._room_made is not None and not caller.key.startswith("key:"):
+            self._room_made(caller.key)  # the post made its room: what that leaves for a day
         body = api.json_body({"room": room, "epoch": epoch, "offset": offset})
         location = f"/api/rooms/{room}/history"
         return Reply(201, body, (("Location", location),))

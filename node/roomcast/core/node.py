@@ -40,6 +40,7 @@ from roomcast.core.ratelimit import (
     MessageRefusal,
     RateLimiter,
     SharedCharges,
+    room_made_cost,
 )
 from roomcast.core.rooms import RoomRegistry, TooManyRoomsError
 from roomcast.core.streams import StreamHub
@@ -113,6 +114,7 @@ class Node:
         big_room_members: int = 500,
         big_room_interval: float = 1.0,
         max_node_rooms: int | None = None,
+        room_made_bytes: int = room_made_cost(600.0, 86400.0),
     ) -> None:
         self._catch_up_bytes = catch_up_bytes
         # Bytes of history read and written at a time for answers and catch-ups larger than
@@ -138,6 +140,8 @@ class Node:
         # ROOMCAST_HISTORY_TTL: room and connection caps bound none of it, since an HTTP post
         # needs no join (one address posting to fresh rooms: ~960 MiB per ttl, red team 11).
         self._client_history_writes = BucketPool(*client_history_write_rate)
+        # What a room's first message leaves for a day (its offsets) also spends those bytes.
+        self._room_made_cost = room_made_bytes
         # Bytes of `history` answers, shared with the HTTP API (core.history_budget).
         self.history_budget = HistoryBudget(
             *client_history_rate, history_bytes, page_bytes, max_rooms=max_rooms
@@ -904,7 +908,7 @@ class Node:
             envelope.head(now),
             prefix,
             FailureReporter(self, conn, "message", room, request_id, self._answer_given),
-            Acknowledger(conn, room, request_id, self._answer_given),
+            Acknowledger(conn, room, request_id, self._answer_given, self._room_made),
             reserve=reserve,
         )
 
@@ -959,6 +963,27 @@ class Node:
         finally:
             pool.release(client)
             writes.release(client)
+
+    def _room_made(self, conn: Member) -> None:
+        """``conn``'s message was its room's first (offset 1): charged the offsets it leaves."""
+        budget = conn.budget
+        if budget is not None:
+            self.charge_room_made(budget.client, budget.client_history_writes)
+
+    def room_made(self, client: str) -> None:
+        """An HTTP post of ``client`` was its room's first (offset 1)."""
+        pool = self._client_history_writes
+        try:
+            self.charge_room_made(client, pool.acquire(client))
+        finally:
+            pool.release(client)
+
+    def charge_room_made(self, client: str, bucket: RateLimiter) -> None:
+        """Charged after the fact (the broker's answer says the room was made): owing up to a
+        burst, like the history writes themselves."""
+        cost = self._room_made_cost
+        bucket.spend(bucket.burst, cost)
+        self._charge_history_write(client, bucket, cost)
 
     def _charge_history_write(self, client: str, bucket: RateLimiter, cost: int) -> None:
         """Charge a message's bytes, taken from the client's history-write bucket on this
@@ -1282,7 +1307,7 @@ class FailureReporter:
 class Acknowledger:
     """Tells the sender of a message with an ``id`` its offset once the broker published it."""
 
-    __slots__ = ("_answered", "_conn", "_request_id", "_room")
+    __slots__ = ("_answered", "_conn", "_made", "_request_id", "_room")
 
     def __init__(
         self,
@@ -1290,11 +1315,15 @@ class Acknowledger:
         room: str,
         request_id: protocol.RequestId,
         answered: Callable[[], None],
+        made: Callable[[Member], None],
     ) -> None:
         self._conn, self._room, self._request_id = conn, room, request_id
         self._answered = answered
+        self._made = made  # told when the message was its room's first
 
     def __call__(self, epoch: str, offset: int) -> None:
         if self._request_id is not None:
             self._conn.send(protocol.ack(self._room, self._request_id, epoch, offset))
+        if offset == 1:
+            self._made(self._conn)
         self._answered()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +13,21 @@ from typing import Final
 # What a chat message costs the history-write bucket beyond its text: the list entry's fields
 # (room, username, offset, epoch, time) and, for a room of its own, its keys (~900 bytes).
 MESSAGE_KEPT_OVERHEAD: Final = 1024
+
+# What a room's first message leaves in Redis beyond its history: its offset counter, epoch and
+# fence line (~280 bytes, MEMORY USAGE), kept a day after its last message so that an idle room
+# keeps its epoch. Charged to the history-write bucket scaled by how much longer than a history
+# they live (see room_made_cost): one client's fresh room per message left ~558 MiB a day.
+ROOM_MADE_KEPT_BYTES: Final = 300
+
+
+def room_made_cost(history_ttl: float, meta_ttl: float) -> int:
+    """What a message that makes a room costs a client's history-write bytes on top of its own:
+    the room's day-long keys as the history bytes that would be held as long (43,200 at the
+    defaults), so that the bucket's rate bounds both what a client's histories and what its
+    rooms' offsets hold at once."""
+    return math.ceil(ROOM_MADE_KEPT_BYTES * meta_ttl / history_ttl)
+
 
 # What the broker port's charge() looks like: (bucket name, cost, rate, burst, debt, on_level).
 ChargeSender = Callable[[str, int, float, int, int, Callable[[float], None]], None]
