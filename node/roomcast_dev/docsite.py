@@ -228,7 +228,8 @@ SETTING_MEANINGS: Final[dict[str, str]] = {
     "`ROOMCAST_HISTORY_BYTES` should fit)",
     "client_history_write_bytes_per_second": "bytes of chat messages per client (token `sub`, "
     "or address) written to rooms' histories by its connections and HTTP posts, over all nodes "
-    "(each message costs its text + 1 KiB): rate",
+    "(each message costs its text + 1 KiB, and one that makes its room 300 bytes x a day / "
+    "`ROOMCAST_HISTORY_TTL` more, for the offsets the room keeps that long): rate",
     "client_history_write_bytes_burst": "the same, burst (at least one message of "
     "`ROOMCAST_MAX_FRAME_BYTES` + 1 KiB, or such messages are always refused); Redis keeps at "
     "most the burst + the rate x `ROOMCAST_HISTORY_TTL` of one client's messages",
