@@ -19,6 +19,7 @@ from roomcast.core.api_service import ApiService
 from roomcast.core.auth import AccessPolicy
 from roomcast.core.hooks import Hooks
 from roomcast.core.node import Node
+from roomcast.core.ratelimit import room_made_cost
 from roomcast.core.user_ids import UserIds, key_from_secret
 from roomcast.net.hook_client import HookClient
 from roomcast.net.http_internal import InternalHttpServer
@@ -62,6 +63,9 @@ class Server:
             secret=settings.hook_secret, max_response_bytes=settings.hook_max_response_bytes
         )
         self.hooks = Hooks(settings, self.metrics, self.hook_client, settings.node_id)
+        self.limits = HistoryLimits(
+            settings.history_size, settings.history_ttl, bytes=settings.history_bytes
+        )
         self.node = Node(
             settings.node_id,
             settings.max_rooms_per_connection,
@@ -92,10 +96,18 @@ class Server:
                 settings.client_history_bytes_per_second,
                 settings.client_history_bytes_burst,
             ),
+            client_history_write_rate=(
+                settings.client_history_write_bytes_per_second,
+                settings.client_history_write_bytes_burst,
+            ),
             history_bytes=settings.history_bytes,
             room_message_rate=(
                 settings.room_message_rate_per_second,
                 settings.room_message_rate_burst,
+            ),
+            room_typing_rate=(
+                settings.room_typing_rate_per_second,
+                settings.room_typing_rate_burst,
             ),
             lag_timeout=settings.lag_timeout,
             # Live events held for a joiner go to it at once after its missed messages (which
@@ -105,15 +117,13 @@ class Server:
             hooks=self.hooks,
             big_room_members=settings.big_room_members,
             max_node_rooms=settings.max_rooms_per_node,
+            room_made_bytes=room_made_cost(self.limits.ttl, self.limits.meta_ttl),
             big_room_interval=settings.big_room_interval,
             user_ids=user_ids(settings),
         )
         # This process's identity: prefixes its connection ids and names it in Redis presence,
         # so a restarted node (same node id) is never mistaken for its dead predecessor.
         self.instance = f"{settings.node_id}-{os.urandom(3).hex()}"
-        self.limits = HistoryLimits(
-            settings.history_size, settings.history_ttl, bytes=settings.history_bytes
-        )
         self.started = time.monotonic()
         self.draining = False
         self.stopped = asyncio.Event()
@@ -236,8 +246,9 @@ class Server:
             policy,
             self.node.presence_pages,
             self.node.history_budget,
-            self.node.admit_message,
-            self.node.user_ids,
+            client_messages=self.node.admit_message,
+            room_made=self.node.room_made,
+            user_ids=self.node.user_ids,
         )
         send_budget = new_send_budget(self.settings, self.metrics)
         self._api = PublicHttp(

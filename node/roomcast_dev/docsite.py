@@ -236,11 +236,21 @@ SETTING_MEANINGS: Final[dict[str, str]] = {
     "its connections, over all nodes (each answer costs its messages' bytes + 1 KiB): rate",
     "client_history_bytes_burst": "the same, burst (at least one answer of "
     "`ROOMCAST_HISTORY_BYTES` should fit)",
+    "client_history_write_bytes_per_second": "bytes of chat messages per client (token `sub`, "
+    "or address) written to rooms' histories by its connections and HTTP posts, over all nodes "
+    "(each message costs its text + 1 KiB, and one that makes its room 300 bytes x a day / "
+    "`ROOMCAST_HISTORY_TTL` more, for the offsets the room keeps that long): rate",
+    "client_history_write_bytes_burst": "the same, burst (at least one message of "
+    "`ROOMCAST_MAX_FRAME_BYTES` + 1 KiB, or such messages are always refused); Redis keeps at "
+    "most the burst + the rate x `ROOMCAST_HISTORY_TTL` of one client's messages",
     "client_join_rate_per_second": "join/leave churn per client over all nodes (each leave "
     "spends a token, a join needs one): rate",
     "client_join_rate_burst": "join/leave churn per client over all nodes: burst",
     "room_message_rate_per_second": "messages per room over all nodes: rate",
     "room_message_rate_burst": "messages per room over all nodes: burst",
+    "room_typing_rate_per_second": "typing events per room over all nodes, whoever sends "
+    "them (each is a frame to every member): rate",
+    "room_typing_rate_burst": "typing events per room over all nodes: burst",
     "token_refresh_notice": "seconds before `exp` that `token_expiring` is sent",
     "api_keys": "keys of backend services for the HTTP API (comma list, 24+ characters each)",
     "api_rate_per_second": "HTTP API requests per API key, token subject or (open mode) "

@@ -26,7 +26,7 @@ from roomcast.core.history_budget import HistoryBudget
 from roomcast.core.history_pages import complete, first_page, pages_after
 from roomcast.core.presence_pages import PresencePages
 from roomcast.core.presence_pages import answer as presence_answer
-from roomcast.core.ratelimit import RateLimiter
+from roomcast.core.ratelimit import MessageRefusal, RateLimiter
 from roomcast.core.server_api import ServerApi
 from roomcast.core.user_ids import UserIds
 from roomcast.wire import api, control, envelope, protocol, sse
@@ -100,15 +100,18 @@ class ApiService:
         policy: AccessPolicy,
         presence: PresencePages | None = None,
         history_budget: HistoryBudget | None = None,
-        client_messages: Callable[[str], int | None] | None = None,
+        client_messages: Callable[[str, int], int | MessageRefusal] | None = None,
+        room_made: Callable[[str], None] | None = None,
         user_ids: UserIds | None = None,
     ) -> None:
         self._broker = broker
         # The user_id of a message a user token posts (core.user_ids), as over its WebSockets.
         self._user_ids = user_ids
-        # Whether a client (its bucket key) may post one more message, and what it must leave
-        # of the room's bucket to the others (Node.admit_message).
+        # Whether a client (its bucket key) may post one more message of so many characters,
+        # and what it must leave of the room's bucket to the others (Node.admit_message).
         self._client_messages = client_messages
+        # Told when a client's post was its room's first (Node.room_made): what it leaves.
+        self._room_made = room_made
         # Shared with the node's WebSockets: bytes of history answers per client.
         self._history_budget = history_budget
         # Shared with the node's WebSocket presence when given: one snapshot per big room.
@@ -278,17 +281,16 @@ class ApiService:
             await self._refuse_if_banned(room, username)
         admit = self._client_messages
         # API keys (the backend) keep the API rate only, and take the room's bucket whole.
-        reserve: int | None = 0
+        reserve: int | MessageRefusal = 0
         if admit is not None and not caller.key.startswith("key:"):
-            reserve = admit(caller.key)
-        if reserve is None:
-            # The client's message bucket over all nodes, shared with its WebSockets: the API
-            # rate alone is per node (3 nodes through nginx let one address post 297 in 3 s).
+            reserve = admit(caller.key, len(posted.text))
+        if isinstance(reserve, MessageRefusal):
+            # The client's message and history-write buckets over all nodes, shared with its
+            # WebSockets: the API rate alone is per node (3 nodes through nginx let one address
+            # post 297 in 3 s), and a post needs no join (a room of its own each time).
+            retry_after = str(max(1, math.ceil(reserve.retry_after)))
             raise ApiError(
-                429,
-                ErrorCode.RATE_LIMITED,
-                "too many messages from your requests and connections together; slow down",
-                (("Retry-After", "1"),),
+                429, ErrorCode.RATE_LIMITED, reserve.reason, (("Retry-After", retry_after),)
             )
         now = time.time()
         user_id = None
@@ -309,6 +311,8 @@ class ApiService:
                 f"room {room!r} is receiving too many messages; slow down",
                 (("Retry-After", str(max(1, math.ceil(exc.retry_after)))),),
             ) from None
+        if offset == 1 and self._room_made is not None and not caller.key.startswith("key:"):
+            self._room_made(caller.key)  # the post made its room: what that leaves for a day
         body = api.json_body({"room": room, "epoch": epoch, "offset": offset})
         location = f"/api/rooms/{room}/history"
         return Reply(201, body, (("Location", location),))

@@ -35,7 +35,15 @@ from roomcast.core.hooks import Hooks, Refusal
 from roomcast.core.lag import Lag
 from roomcast.core.members import Delivery, Member
 from roomcast.core.presence_pages import PresencePages, answer
-from roomcast.core.ratelimit import BucketPool, ConnectionBudget, RateLimiter, SharedCharges
+from roomcast.core.ratelimit import (
+    MESSAGE_KEPT_OVERHEAD,
+    BucketPool,
+    ConnectionBudget,
+    MessageRefusal,
+    RateLimiter,
+    SharedCharges,
+    room_made_cost,
+)
 from roomcast.core.rooms import RoomRegistry, TooManyRoomsError
 from roomcast.core.streams import StreamHub
 from roomcast.core.user_ids import UserIds
@@ -69,6 +77,15 @@ _USER_JOINED = b'{"type":"user_joined",'
 _USER_LEFT = b'{"type":"user_left",'
 _TYPING = b'{"type":"typing",'
 _TOO_MANY_TOKENS = "too many tokens checked for your connections together; slow down"
+_TOO_MUCH_WRITTEN = (
+    "too many bytes of messages kept in history from your requests and connections together; "
+    "slow down"
+)
+
+
+def _seconds_until(bucket: RateLimiter, cost: int) -> float:
+    """How long until ``bucket`` holds ``cost`` tokens."""
+    return max(0.0, (cost - bucket.level) / bucket.rate)
 
 
 class Node:
@@ -89,8 +106,10 @@ class Node:
         client_typing_rate: tuple[float, int] = (10.0, 20),
         client_token_check_rate: tuple[float, int] = (10.0, 64),
         client_history_rate: tuple[float, int] = (4 * 1024 * 1024, 8 * 1024 * 1024),
+        client_history_write_rate: tuple[float, int] = (32 * 1024, 12 * 1024 * 1024),
         history_bytes: int = 2 * 1024 * 1024,
         room_message_rate: tuple[float, int] = (100.0, 200),
+        room_typing_rate: tuple[float, int] = (20.0, 40),
         lag_timeout: float = 10.0,
         catch_up_bytes: int = 512 * 1024,
         page_bytes: int = 256 * 1024,
@@ -99,6 +118,7 @@ class Node:
         big_room_interval: float = 1.0,
         max_node_rooms: int | None = None,
         user_ids: UserIds | None = None,
+        room_made_bytes: int = room_made_cost(600.0, 86400.0),
     ) -> None:
         self._catch_up_bytes = catch_up_bytes
         # The user_id of events about a user (core.user_ids); None: a key of this process only
@@ -123,11 +143,21 @@ class Node:
         # this node's CPU. One user's 64 connections sending ES256 refreshes at the frame rate
         # held a bystander's round trip at 5.4 s (red team 3).
         self._client_token_checks = BucketPool(*client_token_check_rate)
+        # Bytes of messages written to rooms' histories, which Redis keeps for
+        # ROOMCAST_HISTORY_TTL: room and connection caps bound none of it, since an HTTP post
+        # needs no join (one address posting to fresh rooms: ~960 MiB per ttl, red team 11).
+        self._client_history_writes = BucketPool(*client_history_write_rate)
+        # What a room's first message leaves for a day (its offsets) also spends those bytes.
+        self._room_made_cost = room_made_bytes
         # Bytes of `history` answers, shared with the HTTP API (core.history_budget).
         self.history_budget = HistoryBudget(
             *client_history_rate, history_bytes, page_bytes, max_rooms=max_rooms
         )
         self._room_messages = BucketPool(*room_message_rate)
+        # Typing per room over all nodes: many clients, each within its own typing limits, made
+        # a member receive 1,000 typing events in 3 s (red team 11). Held only while used (an
+        # idle bucket is kept until it would have refilled), so no join or leave tends it.
+        self._room_typing = BucketPool(*room_typing_rate)
         # What heavy senders leave of a room's burst to the others (see _room_reserve).
         self._room_reserve_tokens = room_message_rate[1] // ROOM_RESERVE_SHARE
         self.node_id = node_id
@@ -237,6 +267,7 @@ class Node:
             self._client_typing.acquire(client),
             self.history_budget.acquire(client),
             self._client_token_checks.acquire(client),
+            self._client_history_writes.acquire(client),
         )
         identity = conn.identity
         conn.user_id = (
@@ -288,6 +319,7 @@ class Node:
             self._client_typing.release(budget.client)
             self.history_budget.release(budget.client)
             self._client_token_checks.release(budget.client)
+            self._client_history_writes.release(budget.client)
         self.lag.forget(conn)
         for room in self.rooms.rooms_of(conn):
             self._drop_membership(conn, room, "connection closed while joining")
@@ -838,7 +870,7 @@ class Node:
             self._rate_limited(conn, "message", room, request_id)
             return None
         reserve = self._room_reserve(conn)
-        refusal = self._shared_message_limit(conn, room, reserve)
+        refusal = self._shared_message_limit(conn, room, len(command.text), reserve)
         if refusal is not None:
             self._reject(conn, ErrorCode.RATE_LIMITED, refusal, room, request_id)
             return None
@@ -900,7 +932,7 @@ class Node:
             envelope.head(now),
             prefix,
             FailureReporter(self, conn, "message", room, request_id, self._answer_given),
-            Acknowledger(conn, room, request_id, self._answer_given),
+            Acknowledger(conn, room, request_id, self._answer_given, self._room_made),
             reserve=reserve,
         )
 
@@ -932,20 +964,57 @@ class Node:
             joins.spend(joins.burst)
             self._charge_shared("join:" + budget.client, joins, debt=joins.burst)
 
-    def admit_message(self, client: str) -> int | None:
+    def admit_message(self, client: str, size: int) -> int | MessageRefusal:
         """Whether ``client`` (a token's ``sub:`` or open mode's ``ip:`` key) may post one more
-        message over the HTTP API (None: refused), the same bucket as its WebSocket messages
-        over all nodes, and if so the room's reserve it must leave (see _room_reserve)."""
-        pool = self._client_messages
+        message of ``size`` characters over the HTTP API, against the same buckets as its
+        WebSocket messages over all nodes, and if so the room's reserve it must leave (see
+        _room_reserve)."""
+        pool, writes = self._client_messages, self._client_history_writes
         bucket = pool.acquire(client)
+        written = writes.acquire(client)
         try:
             reserve = self._room_reserve_tokens if self._heavy(bucket) else 0
+            cost = size + MESSAGE_KEPT_OVERHEAD
+            if not written.allow(cost):
+                return MessageRefusal(_TOO_MUCH_WRITTEN, _seconds_until(written, cost))
             if not bucket.allow():
-                return None
+                written.refund(cost)
+                reason = "too many messages from your requests and connections together"
+                return MessageRefusal(f"{reason}; slow down", bucket.seconds_until_ready())
             self._charge_shared("msg:" + client, bucket)
+            self._charge_history_write(client, written, cost)
             return reserve
         finally:
             pool.release(client)
+            writes.release(client)
+
+    def _room_made(self, conn: Member) -> None:
+        """``conn``'s message was its room's first (offset 1): charged the offsets it leaves."""
+        budget = conn.budget
+        if budget is not None:
+            self.charge_room_made(budget.client, budget.client_history_writes)
+
+    def room_made(self, client: str) -> None:
+        """An HTTP post of ``client`` was its room's first (offset 1)."""
+        pool = self._client_history_writes
+        try:
+            self.charge_room_made(client, pool.acquire(client))
+        finally:
+            pool.release(client)
+
+    def charge_room_made(self, client: str, bucket: RateLimiter) -> None:
+        """Charged after the fact (the broker's answer says the room was made): owing up to a
+        burst, like the history writes themselves."""
+        cost = self._room_made_cost
+        bucket.spend(bucket.burst, cost)
+        self._charge_history_write(client, bucket, cost)
+
+    def _charge_history_write(self, client: str, bucket: RateLimiter, cost: int) -> None:
+        """Charge a message's bytes, taken from the client's history-write bucket on this
+        node, to its copy over all nodes."""
+        # Owing up to a burst: what several nodes admitted on their own copies' refills is all
+        # counted (owing one message, three nodes let ~2.7 times the rate through).
+        self._charge_shared("kept:" + client, bucket, debt=bucket.burst, cost=cost)
 
     def _may_check_token(self, conn: Member) -> bool:
         """A token check after the handshake (a refresh, a join's room token) may run: each
@@ -974,16 +1043,36 @@ class Node:
         """Whether a client spent half its message burst or more (and has not refilled it)."""
         return bucket.level < bucket.burst / 2
 
-    def _shared_message_limit(self, conn: Member, room: str, reserve: int = 0) -> str | None:
+    def _shared_message_limit(
+        self, conn: Member, room: str, size: int, reserve: int = 0
+    ) -> str | None:
         """Why a message within its connection's limit is still refused, or None.
 
         Shared buckets refuse with an error frame but never close: their strikes are the sum
         of several senders', not proof that this one ignores its errors."""
         budget = conn.budget
-        if budget is not None:
-            if not budget.client_messages.allow():
-                return "too many messages from your connections together; slow down"
-            self._charge_shared("msg:" + budget.client, budget.client_messages)
+        if budget is None:
+            return self._room_refusal(room, reserve)
+        # Characters, not bytes: len() of a str is free here, and a frame holds at most
+        # ROOMCAST_MAX_FRAME_BYTES bytes however they encode.
+        cost = size + MESSAGE_KEPT_OVERHEAD
+        writes = budget.client_history_writes
+        # Taken first and given back if another bucket refuses: a message refused for its
+        # bytes spends none of the others, and the common case costs one allow().
+        if not writes.allow(cost):
+            return _TOO_MUCH_WRITTEN
+        if not budget.client_messages.allow():
+            writes.refund(cost)
+            return "too many messages from your connections together; slow down"
+        self._charge_shared("msg:" + budget.client, budget.client_messages)
+        refusal = self._room_refusal(room, reserve)
+        if refusal is not None:
+            writes.refund(cost)
+            return refusal
+        self._charge_history_write(budget.client, writes, cost)
+        return None
+
+    def _room_refusal(self, room: str, reserve: int) -> str | None:
         room_bucket = self._room_messages.get(room)
         if room_bucket is not None and not room_bucket.allow_keeping(reserve):
             return f"room {room!r} is receiving too many messages; try again shortly"
@@ -1005,6 +1094,10 @@ class Node:
             # Off in big rooms: one typing is a frame to every member (docs/protocol.md).
             self.metrics.big_room_coalesced.labels("typing").inc()
             return
+        if not self._room_takes_typing(room):
+            reason = f"room {room!r} has too much typing; try again shortly"
+            self._reject(conn, ErrorCode.RATE_LIMITED, reason, room, command.request_id)
+            return
         username = self.rooms.username(conn, room)
         assert username is not None and self.broker is not None
         self._published["typing"].inc()
@@ -1013,6 +1106,20 @@ class Node:
             envelope.pack(time.time(), protocol.typing(room, username, conn.user_id), conn.id),
             FailureReporter(self, conn, "typing", room, command.request_id),
         )
+
+    def _room_takes_typing(self, room: str) -> bool:
+        """Whether the room's typing bucket (over all nodes) has a token, taken if so."""
+        pool = self._room_typing
+        bucket = pool.acquire(room)
+        try:
+            if not bucket.allow():
+                return False
+            # Owing up to a burst, as the history writes: each node's copy refills on its own,
+            # and owing one token let the nodes together through at about twice the rate.
+            self._charge_shared("typing-room:" + room, bucket, debt=bucket.burst)
+            return True
+        finally:
+            pool.release(room)
 
     async def _history(
         self, conn: Member, room: str, limit: int | None, request_id: protocol.RequestId
@@ -1224,7 +1331,7 @@ class FailureReporter:
 class Acknowledger:
     """Tells the sender of a message with an ``id`` its offset once the broker published it."""
 
-    __slots__ = ("_answered", "_conn", "_request_id", "_room")
+    __slots__ = ("_answered", "_conn", "_made", "_request_id", "_room")
 
     def __init__(
         self,
@@ -1232,11 +1339,15 @@ class Acknowledger:
         room: str,
         request_id: protocol.RequestId,
         answered: Callable[[], None],
+        made: Callable[[Member], None],
     ) -> None:
         self._conn, self._room, self._request_id = conn, room, request_id
         self._answered = answered
+        self._made = made  # told when the message was its room's first
 
     def __call__(self, epoch: str, offset: int) -> None:
         if self._request_id is not None:
             self._conn.send(protocol.ack(self._room, self._request_id, epoch, offset))
+        if offset == 1:
+            self._made(self._conn)
         self._answered()

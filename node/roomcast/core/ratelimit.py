@@ -4,8 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+# What a chat message costs the history-write bucket beyond its text: the list entry's fields
+# (room, username, offset, epoch, time) and, for a room of its own, its keys (~900 bytes).
+MESSAGE_KEPT_OVERHEAD: Final = 1024
+
+# What a room's first message leaves in Redis beyond its history: its offset counter, epoch and
+# fence line (~280 bytes, MEMORY USAGE), kept a day after its last message so that an idle room
+# keeps its epoch. Charged to the history-write bucket scaled by how much longer than a history
+# they live (see room_made_cost): one client's fresh room per message left ~558 MiB a day.
+ROOM_MADE_KEPT_BYTES: Final = 300
+
+
+def room_made_cost(history_ttl: float, meta_ttl: float) -> int:
+    """What a message that makes a room costs a client's history-write bytes on top of its own:
+    the room's day-long keys as the history bytes that would be held as long (43,200 at the
+    defaults), so that the bucket's rate bounds both what a client's histories and what its
+    rooms' offsets hold at once."""
+    return math.ceil(ROOM_MADE_KEPT_BYTES * meta_ttl / history_ttl)
+
 
 # What the broker port's charge() looks like: (bucket name, cost, rate, burst, debt, on_level).
 ChargeSender = Callable[[str, int, float, int, int, Callable[[float], None]], None]
@@ -186,6 +208,7 @@ class ConnectionBudget:
     __slots__ = (
         "client",
         "client_history",
+        "client_history_writes",
         "client_joins",
         "client_messages",
         "client_token_checks",
@@ -202,6 +225,7 @@ class ConnectionBudget:
         client_typing: RateLimiter,
         client_history: RateLimiter,
         client_token_checks: RateLimiter,
+        client_history_writes: RateLimiter,
     ) -> None:
         self.client = client  # "sub:<token subject>" or "ip:<address>"
         self.joins = joins
@@ -210,6 +234,16 @@ class ConnectionBudget:
         self.client_typing = client_typing
         self.client_history = client_history  # bytes of history answers
         self.client_token_checks = client_token_checks  # refreshes and room tokens checked
+        self.client_history_writes = client_history_writes  # bytes of messages Redis keeps
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRefusal:
+    """Why a client's message (an HTTP post) is refused by a bucket it shares with its other
+    connections, and in how many seconds that bucket takes it."""
+
+    reason: str
+    retry_after: float
 
 
 class SharedCharges:

@@ -19,7 +19,12 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Final, Protocol, cast
 
-from websockets.exceptions import InvalidMessage, PayloadTooBig
+from websockets.exceptions import (
+    InvalidMessage,
+    PayloadTooBig,
+    RequestLineTooLong,
+    SecurityError,
+)
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Request, Response
@@ -474,8 +479,12 @@ class Connection(asyncio.Protocol):
         proto.last_ping = None
         if pong is not None and not self.closed and proto.state is State.OPEN:
             proto.send_pong(pong)
-        if isinstance(proto.handshake_exc, InvalidMessage) and not self._answered:
+        if self._answered:
+            return
+        if isinstance(proto.handshake_exc, InvalidMessage):
             self._malformed_request()
+        elif isinstance(proto.handshake_exc, SecurityError):
+            self._head_too_large(proto.handshake_exc)
 
     def _receive_frames(self, data: bytes | bytearray) -> None:
         """An open connection without websockets' protocol: parse final, unfragmented, masked
@@ -1089,6 +1098,18 @@ class Connection(asyncio.Protocol):
         task = server.loop.create_task(self._await_identity(request, pending))
         server.deciding.add(task)  # a reference, so the task cannot be collected
         task.add_done_callback(server.deciding.discard)
+
+    def _head_too_large(self, exc: SecurityError) -> None:
+        """A request line or header line over 8 KiB, or over 128 headers (a token too long for
+        the query or a subprotocol): websockets answered it itself (414, 431), before the node
+        saw a request, so it was counted nowhere."""
+        self._answered = True
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+        status = 414 if isinstance(exc, RequestLineTooLong) else 431
+        self._server.metrics.handshakes_rejected.labels(str(status)).inc()
+        self._refused(AuthError(status, ErrorCode.MALFORMED_REQUEST, str(exc)))
 
     async def _await_identity(
         self, request: Request, pending: Coroutine[None, None, Identity]

@@ -153,9 +153,19 @@ class Settings:
     # request reads up to a room's whole history from Redis (ROOMCAST_HISTORY_BYTES)
     client_history_bytes_per_second: int = 4 * 1024 * 1024
     client_history_bytes_burst: int = 8 * 1024 * 1024
+    # bytes of chat messages a client's connections and HTTP posts write to rooms' histories,
+    # over all nodes (each message its text + 1 KiB): what Redis keeps for it within
+    # ROOMCAST_HISTORY_TTL is at most the burst + the rate x the ttl (~31 MiB by default). A post
+    # needs no join: one client's messages, each to a room of its own, kept ~960 MiB per ttl.
+    client_history_write_bytes_per_second: int = 32 * 1024
+    client_history_write_bytes_burst: int = 12 * 1024 * 1024
     # messages per room per node, whoever sends them
     room_message_rate_per_second: float = 100.0
     room_message_rate_burst: int = 200
+    # typing events per room over all nodes, whoever sends them: each is a frame to every
+    # member, like a message, and many clients within their own typing limits drowned a room
+    room_typing_rate_per_second: float = 20.0
+    room_typing_rate_burst: int = 40
     # Big rooms (docs/protocol.md "Big rooms"): from this many connections over every node, a
     # room's user_joined/user_left become one presence_changed per interval, typing is off and
     # presence is paged. 500: a join storm into a room of N costs N²/2 frames (125,000 at 500,
@@ -496,10 +506,14 @@ _PARSERS: dict[str, Callable[[str, str], object]] = {
     "client_token_check_rate_burst": lambda n, r: _parse_int(n, r, 1, 1_000_000),
     "client_history_bytes_per_second": lambda n, r: _parse_int(n, r, 1024, 1 << 40),
     "client_history_bytes_burst": lambda n, r: _parse_int(n, r, 1024, 1 << 40),
+    "client_history_write_bytes_per_second": lambda n, r: _parse_int(n, r, 1024, 1 << 40),
+    "client_history_write_bytes_burst": lambda n, r: _parse_int(n, r, 1024, 1 << 40),
     "client_join_rate_per_second": lambda n, r: _parse_float(n, r, 0.01, 1_000_000),
     "client_join_rate_burst": lambda n, r: _parse_int(n, r, 1, 1_000_000),
     "room_message_rate_per_second": lambda n, r: _parse_float(n, r, 0.01, 1_000_000),
     "room_message_rate_burst": lambda n, r: _parse_int(n, r, 1, 1_000_000),
+    "room_typing_rate_per_second": lambda n, r: _parse_float(n, r, 0.01, 1_000_000),
+    "room_typing_rate_burst": lambda n, r: _parse_int(n, r, 1, 1_000_000),
     "token_refresh_notice": lambda n, r: _parse_float(n, r, 1, 86400),
     "api_keys": _parse_api_keys,
     "api_rate_per_second": lambda n, r: _parse_float(n, r, 0.01, 1_000_000),
