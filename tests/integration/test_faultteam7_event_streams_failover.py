@@ -17,7 +17,7 @@ from roomcast.broker.cluster_slots import sharded_channel, slot_of
 from tests.integration.test_redis_cluster_shard_down import room_on
 from tests.support.cluster import QUICK_ENV, ready, until
 from tests.support.delivery import Fault, Traffic, in_thread
-from tests.support.event_streams import StreamFollower, follow_stream
+from tests.support.event_streams import StreamFollower, follow_stream, run_through
 
 pytestmark = pytest.mark.integration
 
@@ -39,38 +39,7 @@ async def across(cluster: LocalCluster, rooms: list[str], fault: Fault, what: st
     WebSocket member and every stream."""
     followers = await open_streams(cluster, rooms)
     traffic = await Traffic.start(cluster.url, rooms)
-    traffic.members.extend(f.member for f in followers)
-    try:
-        await traffic.more_acks(5)
-        await fault()
-        await traffic.more_acks(10, timeout=40)
-        await finish(traffic, followers)
-        print(f"\n{what}: {traffic.summary()}; {report(followers)}")
-        traffic.check()
-    finally:
-        await traffic.close()
-
-
-async def finish(traffic: Traffic, followers: list[StreamFollower]) -> None:
-    try:
-        await traffic.finish(timeout=30)
-    except TimeoutError:
-        missing = traffic.missing()
-        detail = {
-            f.member.name: (f.opened, f.member.losses, f.refusals, f.member.messages[-3:])
-            for f in followers
-            if f.member.name in missing
-        }
-        brief = {name: (len(p), p[:3], p[-3:]) for name, p in missing.items()}
-        losses = {m.name: m.losses for m in traffic.members if m.losses}
-        raise AssertionError(f"missing {brief}; streams {detail}; losses {losses}") from None
-
-
-def report(followers: list[StreamFollower]) -> str:
-    resumed = sum(len(f.opened) - 1 for f in followers)
-    told = sum(1 for f in followers for o in f.opened if o.get("recovered") is False)
-    losses = sum(len(f.member.losses) for f in followers)
-    return f"{len(followers)} streams: {resumed} resumes ({told} not recovered), {losses} losses"
+    await run_through(traffic, followers, fault, what)
 
 
 async def test_streams_across_a_sentinel_failover() -> None:

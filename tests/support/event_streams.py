@@ -19,10 +19,10 @@ from typing import cast
 from websockets.asyncio.client import ClientConnection
 
 from tests.adversarial.httpraw import EventStreamReader
-from tests.support.delivery import Event, Member
+from tests.support.delivery import Event, Fault, Member, Traffic
 from tests.support.wsclient import scaled
 
-__all__ = ["StreamFollower", "follow_stream"]
+__all__ = ["StreamFollower", "follow_stream", "run_through"]
 
 # A resume refused while Redis is away (503) is tried again after this, as EventSource does
 # after its ``retry`` (a client's pace, not a wait for an event).
@@ -119,3 +119,43 @@ async def follow_stream(port: int, room: str, name: str) -> StreamFollower:
             break
         await asyncio.wait_for(member.changed.wait(), scaled(30))
     return follower
+
+
+async def run_through(
+    traffic: Traffic, followers: list[StreamFollower], fault: Fault, what: str
+) -> None:
+    """Traffic, ``fault``, more traffic; then the guarantee checked over every member of
+    ``traffic`` and every stream (added to its members here), and both closed."""
+    traffic.members.extend(f.member for f in followers)
+    try:
+        await traffic.more_acks(5)
+        await fault()
+        await traffic.more_acks(20, timeout=40)
+        await _finish(traffic, followers)
+        print(f"\n{what}: {traffic.summary()}; {_report(followers)}")
+        traffic.check()
+    finally:
+        await traffic.close()
+
+
+async def _finish(traffic: Traffic, followers: list[StreamFollower]) -> None:
+    """``Traffic.finish``; on a timeout, what each stream still missing a message was told."""
+    try:
+        await traffic.finish(timeout=30)
+    except TimeoutError:
+        missing = traffic.missing()
+        detail = {
+            f.member.name: (f.opened, f.member.losses, f.refusals, f.member.messages[-3:])
+            for f in followers
+            if f.member.name in missing
+        }
+        brief = {name: (len(p), p[:3], p[-3:]) for name, p in missing.items()}
+        losses = {m.name: m.losses for m in traffic.members if m.losses}
+        raise AssertionError(f"missing {brief}; streams {detail}; losses {losses}") from None
+
+
+def _report(followers: list[StreamFollower]) -> str:
+    resumed = sum(len(f.opened) - 1 for f in followers)
+    told = sum(1 for f in followers for o in f.opened if o.get("recovered") is False)
+    losses = sum(len(f.member.losses) for f in followers)
+    return f"{len(followers)} streams: {resumed} resumes ({told} not recovered), {losses} losses"
