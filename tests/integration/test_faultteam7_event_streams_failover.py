@@ -7,17 +7,12 @@ one. Streams are opened on every node directly and through nginx.
 
 from __future__ import annotations
 
-from functools import partial
-
 import pytest
 from roomcast_dev.devcluster import LocalCluster
-from roomcast_dev.redis_topologies import RedisClusterTopology, SentinelTopology
 
-from roomcast.broker.cluster_slots import sharded_channel, slot_of
-from tests.integration.test_redis_cluster_shard_down import room_on
-from tests.support.cluster import QUICK_ENV, ready, until
-from tests.support.delivery import Fault, Traffic, in_thread
+from tests.support.delivery import Fault, Traffic
 from tests.support.event_streams import StreamFollower, follow_stream, run_through
+from tests.support.failovers import cluster_shard_failover, sentinel_failover
 
 pytestmark = pytest.mark.integration
 
@@ -43,33 +38,10 @@ async def across(cluster: LocalCluster, rooms: list[str], fault: Fault, what: st
 
 
 async def test_streams_across_a_sentinel_failover() -> None:
-    rooms = ["north", "south"]
-    with SentinelTopology(replicas=1, sentinels=3) as topology:
-        env = dict(QUICK_ENV, **topology.node_env())
-        with LocalCluster(3, redis=False, node_env=env) as cluster:
-            for node in cluster.nodes:
-                await until(partial(ready, node), 20, f"{node.node_id} ready")
-            old_primary = topology.primary()
-
-            async def fail_over() -> None:
-                old_primary.kill()
-                await in_thread(partial(topology.wait_for_failover, old_primary.port))
-
-            await across(cluster, rooms, fail_over, "sentinel failover")
+    async with sentinel_failover() as (cluster, fail_over):
+        await across(cluster, ["north", "south"], fail_over, "sentinel failover")
 
 
 async def test_streams_across_a_cluster_shard_failover() -> None:
-    with RedisClusterTopology(primaries=3, replicas=1) as topology:
-        env = dict(QUICK_ENV, **topology.node_env())
-        with LocalCluster(3, redis=False, node_env=env) as cluster:
-            for node in cluster.nodes:
-                await until(partial(ready, node), 20, f"{node.node_id} ready")
-            victim, healthy = topology.primaries()[:2]
-            rooms = [room_on(topology, victim, "hit"), room_on(topology, healthy, "calm")]
-            slot = slot_of(sharded_channel(rooms[0]))
-
-            async def fail_over() -> None:
-                await in_thread(victim.kill)
-                await in_thread(partial(topology.wait_for_new_owner, slot, victim))
-
-            await across(cluster, rooms, fail_over, "cluster shard failover")
+    async with cluster_shard_failover() as (cluster, rooms, fail_over):
+        await across(cluster, rooms, fail_over, "cluster shard failover")

@@ -1,20 +1,22 @@
 """Event streams (SSE) through nginx, followed as EventSource follows them, while a node is
 drained (SIGTERM: it ends its streams, and EventSource comes back through nginx to another node
-with ``Last-Event-ID``) or nginx itself is restarted (every stream through it cut, then resumed
-once it listens again). Under steady traffic from senders on the other nodes, each acknowledged
-message must reach every stream once and in order, or the stream must be told (a ``loss``
-event, or its resume answered ``recovered: false``). WebSocket members and senders are on the
-nodes that stay, directly: they see neither fault.
+with ``Last-Event-ID``) or SIGKILLed, while nginx itself is restarted (every stream through it
+cut, then resumed once it listens again) or reloaded, and while Redis restarts without its data
+(live streams get ``loss`` ``epoch_changed``). Under steady traffic from senders on the other
+nodes, each acknowledged message must reach every stream once and in order, or the stream must
+be told (a ``loss`` event, or its resume answered ``recovered: false``). WebSocket members and
+senders are on the nodes that stay, directly: they see none of the proxy's or node's faults.
 """
 
 from __future__ import annotations
 
+import signal
 from functools import partial
 
 import pytest
 from roomcast_dev.devcluster import LocalCluster
 
-from tests.support.cluster import FAST_ENV, ready, until
+from tests.support.cluster import FAST_ENV, QUICK_ENV, ready, until
 from tests.support.delivery import Fault, Traffic, in_thread
 from tests.support.event_streams import StreamFollower, follow_stream, run_through
 
@@ -38,15 +40,20 @@ async def through_nginx(cluster: LocalCluster, fault: Fault, what: str) -> list[
     return followers
 
 
-async def test_streams_through_nginx_while_a_node_is_drained() -> None:
+@pytest.mark.parametrize("stop", ["drained", "killed"])
+async def test_streams_through_nginx_while_a_node_stops(stop: str) -> None:
     with LocalCluster(3, node_env=FAST_ENV) as cluster:
-        drained = cluster.nodes[0]
+        stopped = cluster.nodes[0]
 
-        async def drain() -> None:
-            await in_thread(partial(drained.process.stop, 30))  # SIGTERM, then its exit
+        async def stop_node() -> None:
+            if stop == "drained":
+                await in_thread(partial(stopped.process.stop, 30))  # SIGTERM, then its exit
+            else:
+                stopped.process.signal(signal.SIGKILL)
+                await in_thread(partial(stopped.process.popen.wait, 10))
 
-        followers = await through_nginx(cluster, drain, "node drained")
-        assert any(len(f.opened) > 1 for f in followers), "no stream was on the drained node"
+        followers = await through_nginx(cluster, stop_node, f"node {stop}")
+        assert any(len(f.opened) > 1 for f in followers), "no stream was on the stopped node"
 
 
 async def test_streams_through_nginx_restarted() -> None:
@@ -59,3 +66,23 @@ async def test_streams_through_nginx_restarted() -> None:
 
         followers = await through_nginx(cluster, restart_nginx, "nginx restarted")
         assert all(len(f.opened) > 1 for f in followers), "a stream was not cut"
+
+
+async def test_streams_through_nginx_reloaded() -> None:
+    with LocalCluster(3, node_env=FAST_ENV) as cluster:
+
+        async def reload_nginx() -> None:
+            await in_thread(cluster.reload_nginx)
+
+        await through_nginx(cluster, reload_nginx, "nginx reloaded")
+
+
+async def test_streams_across_a_redis_restart_without_data() -> None:
+    with LocalCluster(3, node_env=QUICK_ENV) as cluster:
+
+        async def restart_redis() -> None:
+            await in_thread(cluster.kill_redis)
+            await in_thread(cluster.start_redis)
+
+        followers = await through_nginx(cluster, restart_redis, "redis restarted empty")
+        assert all(f.member.losses for f in followers), "a stream was not told of the new epoch"
