@@ -11,13 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import pytest
+from roomcast_dev.devcluster import LocalCluster
 
 from roomcast.client import ChatMessage, Gap, RoomcastClient, SendError, SendUnconfirmed
-from tests.support.delivery import Fault
+from tests.support.cluster import QUICK_ENV, ready, until
+from tests.support.delivery import Fault, in_thread
 from tests.support.failovers import cluster_shard_failover, sentinel_failover
 from tests.support.wsclient import scaled
 
@@ -179,6 +183,7 @@ async def across(url: str, room: str, fault: Fault, what: str) -> None:
             assert len(delivered) == len(set(delivered)), "a message delivered twice"
             texts = [e.text for e in follower.events if isinstance(e, ChatMessage)]
             assert not refused & set(texts), "a refused message was delivered"
+            assert len(texts) == len(set(texts)), "a message published twice (sent again)"
             skipped = [
                 e for e in follower.events if isinstance(e, Gap) and e.reason == "offsets_skipped"
             ]
@@ -201,3 +206,21 @@ async def test_python_clients_across_a_sentinel_failover() -> None:
 async def test_python_clients_across_a_cluster_shard_failover() -> None:
     async with cluster_shard_failover() as (cluster, rooms, fail_over):
         await across(cluster.url, rooms[0], fail_over, "cluster shard failover")
+
+
+@pytest.mark.parametrize("stop", ["drained", "killed"])
+async def test_python_clients_across_a_node_stopping(stop: str) -> None:
+    with LocalCluster(3, node_env=QUICK_ENV) as cluster:
+        for node in cluster.nodes:
+            await until(partial(ready, node), 20, f"{node.node_id} ready")
+        # least_conn: the first five clients are spread over the three nodes.
+        stopped = cluster.nodes[0]
+
+        async def stop_node() -> None:
+            if stop == "drained":
+                await in_thread(partial(stopped.process.stop, 30))  # SIGTERM, then its exit
+            else:
+                stopped.process.signal(signal.SIGKILL)
+                await in_thread(partial(stopped.process.popen.wait, 10))
+
+        await across(cluster.url, "north", stop_node, f"node {stop}")
