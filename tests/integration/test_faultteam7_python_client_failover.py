@@ -178,6 +178,16 @@ async def across(url: str, room: str, fault: Fault, what: str) -> None:
             f"\n{what}: confirmed {acks()}, refused {len(refused)}, unconfirmed "
             f"{sum(len(s.unconfirmed) for s in senders)}; gaps per client {gaps}"
         )
+        # A message whose fate its sender was not told: published (to everyone) or not at all.
+        unconfirmed = {text for s in senders for text in s.unconfirmed}
+        published = {
+            e.text: (e.epoch, e.offset)
+            for f in everyone
+            for e in f.events
+            if isinstance(e, ChatMessage) and e.text in unconfirmed
+        }
+        for follower in everyone:
+            assert not follower.missing({p: t for t, p in published.items()}), follower.room
         for follower in everyone:
             delivered = follower.delivered()
             assert len(delivered) == len(set(delivered)), "a message delivered twice"
@@ -208,19 +218,23 @@ async def test_python_clients_across_a_cluster_shard_failover() -> None:
         await across(cluster.url, rooms[0], fail_over, "cluster shard failover")
 
 
-@pytest.mark.parametrize("stop", ["drained", "killed"])
-async def test_python_clients_across_a_node_stopping(stop: str) -> None:
+@pytest.mark.parametrize("stop", ["drained", "killed", "nginx restarted"])
+async def test_python_clients_across_a_node_or_nginx_stopping(stop: str) -> None:
     with LocalCluster(3, node_env=QUICK_ENV) as cluster:
         for node in cluster.nodes:
             await until(partial(ready, node), 20, f"{node.node_id} ready")
-        # least_conn: the first five clients are spread over the three nodes.
+        # least_conn: the five clients are spread over the three nodes.
         stopped = cluster.nodes[0]
 
-        async def stop_node() -> None:
+        async def stop_it() -> None:
             if stop == "drained":
                 await in_thread(partial(stopped.process.stop, 30))  # SIGTERM, then its exit
-            else:
+            elif stop == "killed":
                 stopped.process.signal(signal.SIGKILL)
                 await in_thread(partial(stopped.process.popen.wait, 10))
+            else:
+                assert cluster.nginx is not None
+                await in_thread(cluster.nginx.stop)
+                await in_thread(cluster.start_nginx)
 
-        await across(cluster.url, "north", stop_node, f"node {stop}")
+        await across(cluster.url, "north", stop_it, stop)
