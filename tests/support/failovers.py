@@ -4,7 +4,7 @@ replica takes its slots over)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
 
@@ -25,10 +25,12 @@ async def _all_ready(cluster: LocalCluster) -> None:
 
 
 @asynccontextmanager
-async def sentinel_failover() -> AsyncIterator[tuple[LocalCluster, Fault]]:
+async def sentinel_failover(
+    extra_env: Mapping[str, str] | None = None,
+) -> AsyncIterator[tuple[LocalCluster, Fault]]:
     """3 nodes behind nginx on a Sentinel-watched primary with one replica."""
     with SentinelTopology(replicas=1, sentinels=3) as topology:
-        env = dict(QUICK_ENV, **topology.node_env())
+        env = dict(QUICK_ENV, **topology.node_env(), **(extra_env or {}))
         with LocalCluster(3, redis=False, node_env=env) as cluster:
             await _all_ready(cluster)
             old_primary = topology.primary()
