@@ -43,11 +43,13 @@ async def sentinel_failover(
 
 
 @asynccontextmanager
-async def cluster_shard_failover() -> AsyncIterator[tuple[LocalCluster, list[str], Fault]]:
+async def cluster_shard_failover(
+    extra_env: Mapping[str, str] | None = None,
+) -> AsyncIterator[tuple[LocalCluster, list[str], Fault]]:
     """3 nodes behind nginx on a 3-shard Redis Cluster, and two rooms: the first on the shard
     that fails over, the second on another one."""
     with RedisClusterTopology(primaries=3, replicas=1) as topology:
-        env = dict(QUICK_ENV, **topology.node_env())
+        env = dict(QUICK_ENV, **topology.node_env(), **(extra_env or {}))
         with LocalCluster(3, redis=False, node_env=env) as cluster:
             await _all_ready(cluster)
             victim, healthy = topology.primaries()[:2]
