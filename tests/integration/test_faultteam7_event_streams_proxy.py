@@ -1,7 +1,8 @@
 """Event streams (SSE) through nginx, followed as EventSource follows them, while a node is
 drained (SIGTERM: it ends its streams, and EventSource comes back through nginx to another node
 with ``Last-Event-ID``) or SIGKILLed, while nginx itself is restarted (every stream through it
-cut, then resumed once it listens again) or reloaded, and while Redis restarts without its data
+cut, then resumed once it listens again), reloaded or paused (SIGSTOP, its workers too), and while
+Redis restarts without its data
 (live streams get ``loss`` ``epoch_changed``). Under steady traffic from senders on the other
 nodes, each acknowledged message must reach every stream once and in order, or the stream must
 be told (a ``loss`` event, or its resume answered ``recovered: false``). WebSocket members and
@@ -10,8 +11,10 @@ senders are on the nodes that stay, directly: they see none of the proxy's or no
 
 from __future__ import annotations
 
+import os
 import signal
 from functools import partial
+from pathlib import Path
 
 import pytest
 from roomcast_dev.devcluster import LocalCluster
@@ -86,3 +89,45 @@ async def test_streams_across_a_redis_restart_without_data() -> None:
 
         followers = await through_nginx(cluster, restart_redis, "redis restarted empty")
         assert all(f.member.losses for f in followers), "a stream was not told of the new epoch"
+
+
+async def test_readers_through_a_paused_nginx() -> None:
+    """nginx SIGSTOPped (a frozen proxy host) while senders, connected to the nodes directly,
+    have 100 more messages each acknowledged: WebSocket readers and streams through nginx get
+    nothing meanwhile, then everything, once and in order."""
+    with LocalCluster(3, node_env=FAST_ENV) as cluster:
+        for node in cluster.nodes:
+            await until(partial(ready, node), 20, f"{node.node_id} ready")
+        assert cluster.nginx is not None
+        nginx = cluster.nginx
+        followers = [
+            await follow_stream(cluster.nginx_port, room, f"{room}-sse-{index}")
+            for room in ROOMS
+            for index in range(2)
+        ]
+        nodes = [node.url for node in cluster.nodes]
+        # Per room: 3 readers through nginx, then 2 senders on the nodes themselves.
+        traffic = await Traffic.start(
+            lambda i: cluster.url if i % 5 < 3 else nodes[i % len(nodes)], ROOMS
+        )
+
+        # The master and its workers (which hold the connections).
+        children = Path(f"/proc/{nginx.pid}/task/{nginx.pid}/children").read_text().split()
+        frozen = [nginx.pid, *map(int, children)]
+        assert len(frozen) > 1, "no nginx worker"
+
+        async def pause_nginx() -> None:
+            for pid in frozen:
+                os.kill(pid, signal.SIGSTOP)
+            proxied = [m for m in traffic.members if m not in traffic.senders]
+            before = [len(m.messages) for m in proxied]
+            try:
+                await traffic.more_acks(100, timeout=30)
+                during = [len(m.messages) - n for m, n in zip(proxied, before, strict=True)]
+            finally:
+                for pid in frozen:
+                    os.kill(pid, signal.SIGCONT)
+            # What nginx had passed on before it froze, at most: not the 200 per room since.
+            assert max(during) < 50, during
+
+        await run_through(traffic, followers, pause_nginx, "nginx paused")
