@@ -1,12 +1,12 @@
 """Event streams (SSE) through nginx, followed as EventSource follows them, while a node is
 drained (SIGTERM: it ends its streams, and EventSource comes back through nginx to another node
 with ``Last-Event-ID``) or SIGKILLed, while nginx itself is restarted (every stream through it
-cut, then resumed once it listens again), reloaded or paused (SIGSTOP, its workers too), and while
-Redis restarts without its data
-(live streams get ``loss`` ``epoch_changed``). Under steady traffic from senders on the other
-nodes, each acknowledged message must reach every stream once and in order, or the stream must
-be told (a ``loss`` event, or its resume answered ``recovered: false``). WebSocket members and
-senders are on the nodes that stay, directly: they see none of the proxy's or node's faults.
+cut, then resumed once it listens again), reloaded or paused (SIGSTOP, its workers too), and
+while Redis restarts without its data (live streams get ``loss`` ``epoch_changed``). Under
+steady traffic from senders on the nodes, each acknowledged message must reach every stream
+once and in order, or the stream must be told (a ``loss`` event, or its resume answered
+``recovered: false``). WebSocket members and senders are on nodes that stay, directly (but for
+the paused proxy's readers): they see none of the proxy's or node's faults.
 """
 
 from __future__ import annotations
