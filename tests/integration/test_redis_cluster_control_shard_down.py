@@ -16,7 +16,7 @@ import json
 from functools import partial
 
 import pytest
-from roomcast_dev.devcluster import LocalCluster
+from roomcast_dev.devcluster import LocalCluster, NodeProcess
 from roomcast_dev.redis_topologies import RedisClusterTopology
 
 from roomcast.broker import CONTROL_ROOM
@@ -34,6 +34,26 @@ from tests.support.httpclient import request
 from tests.support.wsclient import Client, scaled
 
 pytestmark = pytest.mark.integration
+
+
+async def until_orders_reach(node: NodeProcess, nodes: int) -> int:
+    """Send harmless orders through ``node`` until one is heard by ``nodes`` nodes (each
+    subscribes to the control channel again by itself once its shard is back)."""
+    told = 0
+    async with asyncio.timeout(scaled(30)):
+        while told < nodes:
+            probe = await request(
+                "POST",
+                f"http://127.0.0.1:{node.port}/api/users/nobody/disconnect",
+                json_body={},
+                headers=KEYED,
+            )
+            if probe.status == 202:
+                told = json.loads(probe.body)["nodes_told"]
+            else:
+                assert probe.status in (503, 504), probe.body
+                await asyncio.sleep(0.1)  # the shard's return has no event to await
+    return told
 
 
 async def test_control_shard_down_nodes_stay_ready_and_orders_are_refused() -> None:
@@ -88,20 +108,7 @@ async def test_control_shard_down_nodes_stay_ready_and_orders_are_refused() -> N
             # The shard back: orders are taken again, and heard by both nodes.
             await in_thread(partial(topology.restart, down))
             await in_thread(partial(topology.restart, down_replica))
-            told = 0
-            async with asyncio.timeout(scaled(30)):
-                while told < len(cluster.nodes):
-                    probe = await request(
-                        "POST",
-                        f"http://127.0.0.1:{first.port}/api/users/nobody/disconnect",
-                        json_body={},
-                        headers=KEYED,
-                    )
-                    if probe.status == 202:
-                        told = json.loads(probe.body)["nodes_told"]
-                    else:
-                        assert probe.status in (503, 504), probe.body
-                        await asyncio.sleep(0.1)  # the shard's return has no event to await
+            told = await until_orders_reach(first, len(cluster.nodes))
             order = await request(
                 "POST",
                 f"http://127.0.0.1:{first.port}/api/users/bob/disconnect",

@@ -55,8 +55,6 @@ except ImportError:  # pragma: no cover - another redis-py layout: its public re
 # Settles one command: (reply, None) on success, (None, error) when refused or the link died.
 Settle = Callable[[Any, Exception | None], None]
 
-_TIME = resp.command(b"TIME")
-
 
 class TryAgain(BrokerUnavailable):
     """Refused before it ran (a Redis Cluster slot half migrated): it can be sent again."""
@@ -430,7 +428,7 @@ class CommandLink(RedisLink):
             if error is None:
                 clock.sample(sent_ms, now_ms(), reply)
 
-        self.command(Command(_TIME, record))
+        self.command(Command(resp.TIME, record))
 
     def oldest_age(self, now: float) -> float:
         return now - self._inflight[0].sent_at if self._inflight else 0.0

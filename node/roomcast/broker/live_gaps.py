@@ -233,12 +233,7 @@ class LiveGaps:
                 continue
             first = reply.offset - len(reply.messages) + 1
             if first > state.last + 1:
-                log.warning(
-                    "live gap older than the history kept",
-                    extra={"room": room, "missing": first - state.last - 1},
-                )
-                self._lose(room, protocol.LOSS_TOO_OLD, state.epoch, state.last + 1, first - 1)
-                state.last = first - 1
+                self._fill_from_held(room, state, first)
             for index, message in enumerate(reply.messages):
                 offset = first + index
                 if offset > state.last:
@@ -249,6 +244,36 @@ class LiveGaps:
                 break
             limit = _FIRST_READ
         self._release(room, state)
+
+    def _fill_from_held(self, room: str, state: _Room, first: int) -> None:
+        """History starts at ``first``, past the last offset handed over: what lies between
+        was trimmed meanwhile. Live messages held during this catch-up may still hold it (the
+        history read waited for a command link while the subscriber link went on receiving:
+        links re-made one after the other after a failover); only what they lack is lost."""
+        found: dict[int, bytes] = {}
+        for payload in state.held or ():
+            offset, epoch = sequence_of(payload)
+            if epoch == state.epoch and state.last < offset < first:
+                found.setdefault(offset, payload)
+        for offset in sorted(found):
+            if offset > state.last + 1:
+                self._lose_trimmed(room, state, offset)
+            state.last = offset
+            self._deliver(room, found[offset])
+        if first > state.last + 1:
+            self._lose_trimmed(room, state, first)
+        if found and state.held is not None:
+            taken = {id(payload) for payload in found.values()}
+            state.held = [payload for payload in state.held if id(payload) not in taken]
+
+    def _lose_trimmed(self, room: str, state: _Room, upto: int) -> None:
+        """Offsets after ``state.last`` and before ``upto``: in no history, in nothing held."""
+        missing = upto - state.last - 1
+        log.warning(
+            "live gap older than the history kept", extra={"room": room, "missing": missing}
+        )
+        self._lose(room, protocol.LOSS_TOO_OLD, state.epoch, state.last + 1, upto - 1)
+        state.last = upto - 1
 
     def _change_epoch(self, room: str, state: _Room, epoch: str) -> None:
         """History is in another epoch than the one we delivered: what came after our last

@@ -341,8 +341,7 @@ class RedisBroker(OnOneLoop):
     def _list_this_node(self) -> None:
         # Listed among live nodes before any join of ours can reach Redis, so that even a
         # node killed before its first heartbeat leaves no unreapable members behind.
-        now_ms = b"%d" % int(time.time() * 1000)
-        self._command(NODES_KEY, resp.command(b"ZADD", NODES_KEY, now_ms, self._instance.encode()))
+        self._command(NODES_KEY, self._heartbeat_command())
 
     async def _barrier(self) -> None:
         """Return once every command queued so far was answered, on every link."""
@@ -714,10 +713,7 @@ class RedisBroker(OnOneLoop):
                 if not self.topology.connected_for(NODES_KEY):
                     beating_since = None
                     continue
-                now_ms = int(time.time() * 1000)
-                added = await self._request(
-                    NODES_KEY, resp.command(b"ZADD", NODES_KEY, b"%d" % now_ms, instance)
-                )
+                added, now_ms = await self._request(NODES_KEY, self._heartbeat_command())
                 if beating_since is None:
                     beating_since = now_ms
                 if added == 1 and self._on_resync is not None:
@@ -744,6 +740,11 @@ class RedisBroker(OnOneLoop):
             except Exception:
                 beating_since = None
                 log.exception("presence heartbeat failed")
+
+    def _heartbeat_command(self) -> bytes:
+        """This node's entry in the live nodes' registry, at Redis's time (see HEARTBEAT)."""
+        script = self._scripts.heartbeat
+        return resp.evalsha(script.sha, (NODES_KEY,), (self._instance.encode(),))
 
     def _publish_stats(self) -> None:
         if self._stats is None:
@@ -899,7 +900,10 @@ class RedisBroker(OnOneLoop):
         return int(reply[0]), [raw.decode() for raw in reply[1:]]
 
     async def cluster_nodes(self) -> list[dict[str, Any]]:
-        horizon = int((time.time() - self._presence_ttl) * 1000)
+        seconds, microseconds = await self._request(NODES_KEY, resp.TIME)
+        # Redis's clock, as the heartbeats are scored (see HEARTBEAT).
+        now_ms = int(seconds) * 1000 + int(microseconds) // 1000
+        horizon = now_ms - int(self._presence_ttl * 1000)
         live = await self._request(
             NODES_KEY, resp.command(b"ZRANGEBYSCORE", NODES_KEY, b"%d" % horizon, b"+inf")
         )

@@ -32,3 +32,4 @@ def head(name: bytes, arguments: int) -> bytes:
 
 
 PING: Final = command(b"PING")
+TIME: Final = command(b"TIME")

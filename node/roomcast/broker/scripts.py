@@ -608,6 +608,21 @@ ALL: Final = (
 )
 
 
+# KEYS: the registry of live nodes (instance -> time of its last heartbeat, ms). ARGV: this
+# node's instance. Scored by Redis's clock, not the node's: every node's heartbeat and every
+# reaper's horizon are then read on one clock, and a node whose own clock is off (NTP not
+# synchronised, a VM restored from a snapshot) is neither taken for dead nor takes the others for
+# dead. Returns {1 if the entry was missing (Redis lost it, or the node was reaped), Redis now}.
+HEARTBEAT: Final = Script(
+    "heartbeat",
+    """
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+return {redis.call('ZADD', KEYS[1], now_ms, ARGV[1]), now_ms}
+""",
+)
+
+
 @dataclass(frozen=True)
 class ScriptSet:
     """The scripts one broker runs: classic PUBLISH, or SPUBLISH on Redis Cluster."""
@@ -629,6 +644,7 @@ class ScriptSet:
     unindex_room: Script
     history_range: Script
     charge: Script = CHARGE
+    heartbeat: Script = HEARTBEAT
 
     @property
     def all(self) -> tuple[Script, ...]:
@@ -650,6 +666,7 @@ class ScriptSet:
             self.unindex_room,
             self.history_range,
             self.charge,
+            self.heartbeat,
         )
 
 
