@@ -7,21 +7,21 @@ regenerate) or `python bench/capacity_costs.py` (regenerate only) instead.
 
 from typing import Final
 
-SOURCE: Final = "make bench at a4bae8a (2026-12-01), bench/unit_costs.py at 7b71b97 (2026-11-30)"
+SOURCE: Final = "make bench at 3391ed4 (2026-12-01), bench/unit_costs.py at 3391ed4 (2026-12-01)"
 MEASURED: Final[dict[str, float]] = {
-    "node_us_per_ingest": 695.25,
-    "node_us_per_receive": 419.567,
-    "node_us_per_delivery": 20.423,
-    "node_us_per_setup": 1473.994,
-    "node_kib_per_connection": 3.59,
-    "node_base_kib": 53114.667,
-    "nginx_us_per_delivery": 25.952,
-    "nginx_us_per_setup": 338.47,
-    "nginx_kib_per_connection": 20.96,
-    "redis_us_per_message": 389.381,
-    "redis_us_per_receive": 9.219,
-    "redis_us_per_setup": 188.326,
-    "redis_history_bytes_per_message": 171.6,
-    "redis_room_bytes": 348.4,
+    "node_us_per_ingest": 919.69,
+    "node_us_per_receive": 274.375,
+    "node_us_per_delivery": 19.665,
+    "node_us_per_setup": 1226.82,
+    "node_kib_per_connection": 3.809,
+    "node_base_kib": 53502.667,
+    "nginx_us_per_delivery": 22.661,
+    "nginx_us_per_setup": 356.12,
+    "nginx_kib_per_connection": 28.032,
+    "redis_us_per_message": 475.225,
+    "redis_us_per_receive": 8.575,
+    "redis_us_per_setup": 166.393,
+    "redis_history_bytes_per_message": 201.5,
+    "redis_room_bytes": 392.8,
     "redis_presence_bytes_per_member": 19.6,
 }

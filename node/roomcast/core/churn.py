@@ -22,6 +22,7 @@ does (a few hundred bytes per client, 64 clients).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from typing import Final
 
@@ -40,6 +41,7 @@ UNTOLD: Final = ""
 _ROUNDING: Final = 1e-6
 
 
+@functools.lru_cache(maxsize=4096)  # a client's every join and leave: one hash per client
 def cause_of(client_key: str) -> str:
     """The opaque key of a client ("sub:<token subject>" or "ip:<address>") on room channels:
     the same on every node, never the subject or address itself (16 characters)."""

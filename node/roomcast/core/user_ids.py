@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import itertools
 import os
 from typing import Final
 
@@ -25,6 +26,12 @@ ID_BYTES: Final = 16
 # What the key is derived with from the HS256 token secret when no key of its own is set: the
 # secret itself is never the HMAC key of anything clients see.
 _DERIVE_LABEL: Final = b"roomcast user_id key"
+
+
+# Open-mode ids: random per process (a restarted node never repeats one), then a count.
+_COUNT_BYTES: Final = 6
+_ANONYMOUS_PREFIX: Final = os.urandom(ID_BYTES - _COUNT_BYTES)
+_anonymous_count = itertools.count()
 
 
 def key_from_secret(secret: bytes) -> bytes:
@@ -50,5 +57,7 @@ class UserIds:
 
     @staticmethod
     def anonymous() -> str:
-        """A connection's own id, never seen again (open mode)."""
-        return _encode(os.urandom(ID_BYTES))
+        """A connection's own id, never seen again (open mode): this process's random prefix
+        and a count, not os.urandom per connection (a getrandom system call per handshake).
+        Clients never choose their id, so nothing is gained by its being unpredictable."""
+        return _encode(_ANONYMOUS_PREFIX + next(_anonymous_count).to_bytes(_COUNT_BYTES, "big"))
