@@ -98,6 +98,18 @@ class Client:
         rcvd = self.ws.protocol.close_rcvd
         return (rcvd.code, rcvd.reason) if rcvd is not None else (None, None)
 
+    async def events_until_message(self, text: str, timeout: float = 10) -> list[Event]:
+        """Every event not read yet, up to and including the chat message holding ``text``:
+        what a member was sent before a marker."""
+        events: list[Event] = []
+
+        def until_marker(event: Event) -> bool:
+            events.append(event)
+            return event["type"] == "message" and event.get("text") == text
+
+        await self.recv_where(until_marker, timeout)
+        return events
+
     async def close(self) -> None:
         await self.ws.close()
 
