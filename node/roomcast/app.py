@@ -117,7 +117,9 @@ class Server:
             hooks=self.hooks,
             big_room_members=settings.big_room_members,
             max_node_rooms=settings.max_rooms_per_node,
-            room_made_bytes=room_made_cost(self.limits.ttl, self.limits.meta_ttl),
+            room_made_bytes=room_made_cost(
+                self.limits.ttl, self.limits.meta_ttl, settings.client_history_write_bytes_burst
+            ),
             big_room_interval=settings.big_room_interval,
             user_ids=user_ids(settings),
         )

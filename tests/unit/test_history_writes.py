@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from roomcast.core.ratelimit import MESSAGE_KEPT_OVERHEAD, MessageRefusal, room_made_cost
+from roomcast.core.ratelimit import (
+    MESSAGE_KEPT_OVERHEAD,
+    ROOM_MADE_BURST_SHARE,
+    MessageRefusal,
+    room_made_cost,
+)
 from tests.support.wsharness import settle
 from tests.unit.test_node import make_env
 
@@ -49,3 +54,12 @@ async def test_a_message_that_makes_its_room_spends_what_its_offsets_keep() -> N
         await settle()
     answers = {e["id"]: e for e in client.events() if e["type"] in ("ack", "error")}
     assert [answers[index]["type"] for index in range(3)] == ["ack", "ack", "error"], answers
+
+
+def test_a_new_room_costs_at_most_a_share_of_the_burst() -> None:
+    """With a history ttl of a second, one new room cost 26 MB against a 12 MiB burst: the
+    client's next messages were refused for minutes. Capped at a sixteenth of the burst."""
+    burst = 12 * 1024 * 1024
+    assert room_made_cost(600.0, 86400.0, burst) == room_made_cost(600.0, 86400.0) == 43_200
+    assert room_made_cost(1.0, 86400.0) > burst
+    assert room_made_cost(1.0, 86400.0, burst) == burst // ROOM_MADE_BURST_SHARE

@@ -21,12 +21,23 @@ MESSAGE_KEPT_OVERHEAD: Final = 1024
 ROOM_MADE_KEPT_BYTES: Final = 300
 
 
-def room_made_cost(history_ttl: float, meta_ttl: float) -> int:
+# A new room costs a client at most this fraction of its history-write burst (room_made_cost).
+ROOM_MADE_BURST_SHARE: Final = 16
+
+
+def room_made_cost(history_ttl: float, meta_ttl: float, burst: int | None = None) -> int:
     """What a message that makes a room costs a client's history-write bytes on top of its own:
     the room's day-long keys as the history bytes that would be held as long (43,200 at the
     defaults), so that the bucket's rate bounds both what a client's histories and what its
-    rooms' offsets hold at once."""
-    return math.ceil(ROOM_MADE_KEPT_BYTES * meta_ttl / history_ttl)
+    rooms' offsets hold at once.
+
+    At most a ``ROOM_MADE_BURST_SHARE``-th of the ``burst``: the cost grows as the history's
+    ttl shrinks, and with a ttl of a second or two one new room cost more than the whole burst,
+    so the client's next messages were refused for minutes (``ROOMCAST_HISTORY_TTL=1``: 384 s).
+    Capped, a client still makes rooms one per ``cap / rate`` seconds (24 s at the default
+    rate and burst), which keeps what their offsets leave in Redis small (~1 MB a day)."""
+    cost = math.ceil(ROOM_MADE_KEPT_BYTES * meta_ttl / history_ttl)
+    return cost if burst is None else min(cost, burst // ROOM_MADE_BURST_SHARE)
 
 
 # What the broker port's charge() looks like: (bucket name, cost, rate, burst, debt, on_level).
