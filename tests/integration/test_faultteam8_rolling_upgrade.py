@@ -2,9 +2,10 @@
 what every operator does, and what the envelope's join/leave ``cause``, the events' ``user_id``,
 the heartbeat timed by Redis's ``TIME`` and the gap filler changed must survive.
 
-Two nodes of the previous release and one of this one behind real nginx, senders and members on
-all three (the chaos suite's clients, reconnecting through nginx with ``since``), and one member
-per room connected straight to the new node for the whole run: it sees every join and leave.
+Two nodes of the previous release and one of this one behind real nginx (on standalone Redis,
+and on Redis Cluster), senders and members on all three (the chaos suite's clients, reconnecting
+through nginx with ``since``), and one member and sender per room connected straight to the new
+node for the whole run: it sees every join and leave.
 The mixed cluster runs more than two presence TTLs (every node's reaper judging every other's
 heartbeats), then each old node is drained and replaced on its port by a node of this release.
 Judged: every acknowledged message reaches every member once, in order, or the member is told;
@@ -35,6 +36,7 @@ from typing import Any
 
 import pytest
 from roomcast_dev.devcluster import LocalCluster, NodeProcess
+from roomcast_dev.redis_topologies import RedisClusterTopology
 from websockets.asyncio.client import ClientConnection, connect
 
 from roomcast.client import RoomcastClient
@@ -137,18 +139,25 @@ def sent_after(client: Client, since: float) -> set[str]:
     }
 
 
-async def test_rolling_upgrade_from_the_previous_release(previous_release: Path) -> None:
-    cluster = LocalCluster(3, node_env=ENV)
-    try:
-        cluster.start_redis()
+@pytest.mark.parametrize("topology", ["standalone", "cluster"])
+async def test_rolling_upgrade_from_the_previous_release(
+    previous_release: Path, topology: str
+) -> None:
+    with contextlib.ExitStack() as stack:
+        env = dict(ENV)
+        if topology == "cluster":
+            shards = stack.enter_context(RedisClusterTopology(primaries=3, replicas=0))
+            env.update(shards.node_env())
+        cluster = LocalCluster(3, redis=topology == "standalone", node_env=env)
+        stack.callback(cluster.stop)
+        if topology == "standalone":
+            cluster.start_redis()
         olds = [start_old(cluster, previous_release) for _ in range(2)]
         new = cluster.start_node()
         cluster.start_nginx()
         assert "user_id" not in await welcome_of(olds[0]), "not the previous release"
         assert "user_id" in await welcome_of(new)
         await run_upgrade(cluster, previous_release, olds, new)
-    finally:
-        cluster.stop()
 
 
 async def run_upgrade(
