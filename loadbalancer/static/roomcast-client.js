@@ -1144,7 +1144,7 @@ var RoomcastClient = class {
     const [deliver, gap] = state.cursor.accept(message2);
     if (gap) this.#emit(gap);
     if (!deliver) return;
-    if (this.isOwn(message2) && this.#book.confirm(message2, link.serial)) this.#emit({ type: "outbox" });
+    if (this.#mayBeOurEcho(message2, state.username) && this.#book.confirm(message2, link.serial)) this.#emit({ type: "outbox" });
     this.#emit(message2);
     this.#settleResume(link, message2.room, state);
   }
@@ -1387,6 +1387,18 @@ var RoomcastClient = class {
   }
   #raiseIfClosed() {
     if (this.#state === "closed" && this.closed) throw new ClientClosedError(this.closed);
+  }
+  /**
+   * Whether `message` may confirm one we sent: `isOwn`, or one without a `userId` under our name
+   * in its room. Nodes of the previous release send no `userId`, and during a rolling update a
+   * client that met a newer node may resume on an older one (or its resume replays what an older
+   * node published): taken for someone else's, our message whose ack was lost with its
+   * connection was reported unconfirmed though delivered. The send book still matches it by
+   * its text among the messages written on an earlier connection.
+   */
+  #mayBeOurEcho(message2, username) {
+    if (message2.userId === null) return message2.username === username;
+    return this.#ownIds.has(message2.userId);
   }
   #rememberOwnId(userId) {
     if (userId === null) return;

@@ -10,6 +10,7 @@ import contextlib
 import json
 import random
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -220,3 +221,13 @@ class ChaosClient:
         await asyncio.sleep(JOIN_RETRY_SECONDS * self.rng.uniform(0.5, 1.5))
         if self._ws is ws and not self.joined.is_set():
             await self._join(ws)
+
+
+async def stop_clients(clients: Iterable[ChaosClient], tasks: Iterable[asyncio.Task[None]]) -> None:
+    """Stop every client, then their run loops (each closes its connection first)."""
+    for client in clients:
+        await client.stop()
+    tasks = list(tasks)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

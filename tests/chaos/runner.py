@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from tests.chaos import schedule
 from tests.chaos.checker import Verdict, check
-from tests.chaos.clients import ChaosClient
+from tests.chaos.clients import ChaosClient, stop_clients
 from tests.chaos.cluster import PRESENCE_TTL_SECONDS, ChaosCluster, Topology
 from tests.chaos.devtools import timeout_factor
 from tests.chaos.faults import FAULTS_BY_TOPOLOGY, INJECTORS, FaultContext, FaultRecord
@@ -166,11 +166,7 @@ async def run(config: RunConfig, progress: Progress = print) -> RunResult:
                 if not c.joined.is_set() or c.cursor != latest.get(c.room)
             }
     finally:
-        for client in clients:
-            await client.stop()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_clients(clients, tasks)
         await asyncio.to_thread(cluster.stop)
     verdict = check(client.log for client in clients)
     return RunResult(

@@ -26,7 +26,7 @@ from roomcast_dev.devcluster import LocalCluster, NodeProcess
 from websockets.asyncio.client import ClientConnection
 
 from tests.chaos.checker import check
-from tests.chaos.clients import ChaosClient
+from tests.chaos.clients import ChaosClient, stop_clients
 from tests.chaos.cluster import NODE_ENV, PRESENCE_TTL_SECONDS
 from tests.chaos.presence import convergence
 from tests.chaos.runner import _await_caught_up
@@ -173,11 +173,7 @@ async def test_rolling_restart_of_every_node_under_traffic(step: str) -> None:
                 give_up_after=scaled(3 * PRESENCE_TTL_SECONDS * 4 / 3) + 5.0,
             )
         finally:
-            for client in clients:
-                await client.stop()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await stop_clients(clients, tasks)
         verdict = check(c.log for c in clients)
         reconnects = [r for c in clients for r in c.reconnects]
         times = sorted(r.seconds for r in reconnects if r.seconds is not None)

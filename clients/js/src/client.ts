@@ -697,7 +697,7 @@ export class RoomcastClient {
     const [deliver, gap] = state.cursor.accept(message);
     if (gap) this.#emit(gap);
     if (!deliver) return;
-    if (this.isOwn(message) && this.#book.confirm(message, link.serial)) this.#emit({ type: "outbox" });
+    if (this.#mayBeOurEcho(message, state.username) && this.#book.confirm(message, link.serial)) this.#emit({ type: "outbox" });
     this.#emit(message);
     this.#settleResume(link, message.room, state);
   }
@@ -974,6 +974,19 @@ export class RoomcastClient {
 
   #raiseIfClosed(): void {
     if (this.#state === "closed" && this.closed) throw new ClientClosedError(this.closed);
+  }
+
+  /**
+   * Whether `message` may confirm one we sent: `isOwn`, or one without a `userId` under our name
+   * in its room. Nodes of the previous release send no `userId`, and during a rolling update a
+   * client that met a newer node may resume on an older one (or its resume replays what an older
+   * node published): taken for someone else's, our message whose ack was lost with its
+   * connection was reported unconfirmed though delivered. The send book still matches it by
+   * its text among the messages written on an earlier connection.
+   */
+  #mayBeOurEcho(message: MessageEvent, username: string): boolean {
+    if (message.userId === null) return message.username === username;
+    return this.#ownIds.has(message.userId);
   }
 
   #rememberOwnId(userId: string | null): void {

@@ -262,6 +262,18 @@ class RoomcastClient:
         state = self._rooms.get(event.room)
         return event.username == (self.username if state is None else state.username)
 
+    def _may_be_our_echo(self, message: ChatMessage, state: RoomState) -> bool:
+        """Whether ``message`` may confirm one we sent: ``is_own``, or one without a user_id
+        under our name in its room. Nodes of the previous release send no user_id, and during a
+        rolling update a client that met a newer node may write through an older one (or a
+        resume replays what an older node published): taken for someone else's, each such
+        message of ours was reported unconfirmed after ``confirm_timeout``, though delivered.
+        The send book still matches it by the offset its ack named, or by its text for one whose
+        ack was lost with its connection."""
+        if message.user_id is None:
+            return message.username == state.username
+        return message.user_id in self._own_ids
+
     def _remember_own_id(self, user_id: str | None) -> None:
         if user_id is None:
             return
@@ -649,7 +661,7 @@ class RoomcastClient:
             self._emit(gap)
         if not deliver:
             return
-        if self.is_own(message):
+        if self._may_be_our_echo(message, state):
             self._book.confirm(message, link.serial)
         self._emit(message)
         self._settle_resume(link, message.room, state)

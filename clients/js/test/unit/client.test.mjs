@@ -361,6 +361,23 @@ test("a message in flight when the connection died: its echo in the replay confi
   await c.close();
 });
 
+test("after a node that names our userId, a resume on an older node (no userId) still confirms our message by its echo", async () => {
+  const { client: c } = client();
+  c.start();
+  await flush();
+  const ws = FakeWebSocket.last.open({ type: "welcome", node: "node-new", connection: "c1", user_id: "mine" });
+  joinReply(ws, 0);
+  const echoed = c.send("r", "made it");
+  ws.drop();
+  mock.timers.tick(250);
+  await flush();
+  const ws2 = FakeWebSocket.last.open(); // the previous release's welcome: no user_id
+  joinReply(ws2, 1, { recovered: true });
+  ws2.receive(message("r", 1, "made it", { username: "ann" })); // its echo, without userId
+  assert.deepEqual(await echoed, { id: 1, room: "r", epoch: "e1", offset: 1 });
+  await c.close();
+});
+
 test("join() waits across reconnects; a refusal rejects and forgets the room", async () => {
   const { client: c } = client({ rooms: [] });
   const waiting = c.join("a");
