@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 from typing import Any
 
 from tests.adversarial.rawws import RawWebSocket, text
 from tests.adversarial.readiness import until_ready
-from tests.adversarial.tokens import es256
+from tests.adversarial.room_share import refused_of_a_person, token_member
 
 ROOM = "drowned"
 FLOODERS = 16  # users, each within its 20 messages/s over two connections of 10/s
@@ -28,25 +27,17 @@ BYSTANDER_MESSAGES = 12
 BYSTANDER_EVERY_S = 0.5
 
 
-async def _member(node: Any, private: Any, sub: str) -> RawWebSocket:
-    token = es256(private, sub=sub, name=sub)
-    ws = await RawWebSocket.connect("127.0.0.1", node.port, path=f"/chat?token={token}")
-    await ws.send({"type": "join", "room": ROOM, "id": "j"})
-    await ws.next_text(type="joined")
-    return ws
-
-
 async def test_a_few_users_within_their_limits_do_not_refuse_everybody_elses_messages(
     keyed: tuple[Any, Any],
 ) -> None:
     node, private = keyed
     await until_ready(node)
     flooders = [
-        await _member(node, private, f"flooder-{user}")
+        await token_member(node, private, ROOM, f"flooder-{user}")
         for user in range(FLOODERS)
         for _ in range(CONNECTIONS_EACH)
     ]
-    bystander = await _member(node, private, "bystander")
+    bystander = await token_member(node, private, ROOM, "bystander")
     stop = asyncio.Event()
 
     async def flood(ws: RawWebSocket, phase: float) -> None:
@@ -65,18 +56,7 @@ async def test_a_few_users_within_their_limits_do_not_refuse_everybody_elses_mes
     ]
     try:
         await asyncio.sleep(WARM_UP_S)  # the attack's own duration: the burst is drained
-        refused = 0
-        for number in range(BYSTANDER_MESSAGES):
-            ask = f"b{number}"
-            started = time.monotonic()
-            await bystander.send({"type": "message", "text": "hello", "id": ask})
-            answer = await bystander.next_text(id=ask)
-            if answer["type"] == "error":
-                assert answer["code"] == "rate_limited", answer
-                refused += 1
-            else:
-                assert answer["type"] == "ack", answer
-            await asyncio.sleep(max(0.0, BYSTANDER_EVERY_S - (time.monotonic() - started)))
+        refused = await refused_of_a_person(bystander, BYSTANDER_MESSAGES, BYSTANDER_EVERY_S)
         shown = sum(t.get("type") == "message" for t in bystander.received.texts)
         print(f"bystander refused {refused} of {BYSTANDER_MESSAGES}; messages shown {shown}")
         # main: 2-4 of 12 refused

@@ -7,7 +7,11 @@ from roomcast.core.churn import (
     CHURN_BURST,
     CHURN_RATE,
     CLIENTS_PER_ROOM,
+    PACE_BURST,
+    PACE_RATE,
     ROOM_CHURN_BURST,
+    ROOM_CHURN_RATE,
+    ROOM_CHURN_RESERVE,
     UNTOLD,
     RoomChurn,
     cause_of,
@@ -43,14 +47,45 @@ def test_one_client_under_the_rate_is_never_coalesced() -> None:
     assert not any(churn(room, CHURNER, 10 * CHURN_BURST, 0.0, 1.0 / CHURN_RATE))
 
 
-def test_several_churning_clients_coalesce_the_whole_room() -> None:
+def test_several_churning_clients_coalesce_the_room_but_a_newcomer() -> None:
     """The room's own bucket, spent by the events still named: clients each within their burst
-    together past it have everybody coalesced, a newcomer too."""
+    together past it have the room coalesced, down to the reserve a newcomer still takes."""
     room = RoomChurn()
     clients = [cause_of(f"ip:198.51.100.{i}") for i in range(4)]
     told = [room.coalesced(clients[i % 4], i * 0.0001) for i in range(4 * CHURN_BURST)]
-    named_then_coalesced(told, ROOM_CHURN_BURST)
-    assert room.coalesced(BOB, 0.5) is True
+    named_then_coalesced(told, ROOM_CHURN_BURST - ROOM_CHURN_RESERVE)
+    assert room.coalesced(BOB, 0.5) is False
+    assert room.coalesced(clients[0], 0.5) is True
+
+
+def test_clients_under_their_own_rate_together_do_not_hide_a_newcomer() -> None:
+    """Red team 12: three addresses, each a burst under its own (90 events) and then 9 a second,
+    kept the room-wide bucket empty and every newcomer coalesced. Past their pace they leave the
+    reserve: a newcomer is named all along, and the named events stay within the room's bucket."""
+    room = RoomChurn()
+    clients = [cause_of(f"ip:203.0.113.{i}") for i in range(3)]
+    named = 0
+    for i in range(3 * 90):
+        named += not room.coalesced(clients[i % 3], i * 0.001)
+    for step in range(270):  # 10 s, 27 events a second
+        now = 0.3 + step / 27
+        named += not room.coalesced(clients[step % 3], now)
+        if step % 27 == 13:
+            assert room.coalesced(cause_of(f"sub:newcomer{step}"), now) is False
+            named += 1
+    assert named <= ROOM_CHURN_BURST + ROOM_CHURN_RATE * 10.3 + 1
+
+
+def test_many_light_clients_still_fill_the_reserve() -> None:
+    """The reserve is bounded too: light clients enough to spend the room's rate (21 at a
+    person's pace) have everybody coalesced, as several churners had before."""
+    room = RoomChurn()
+    clients = [cause_of(f"ip:192.0.2.{i}") for i in range(25)]
+    for step in range(25 * PACE_BURST):  # each its pace's burst at once: the room emptied
+        room.coalesced(clients[step % 25], 0.0)
+    for step in range(25 * 5):  # then one event a second each, for 5 s
+        room.coalesced(clients[step % 25], 1.0 + step * 0.04)
+    assert room.coalesced(BOB, 6.0) is True
 
 
 def test_the_churn_ends_once_every_bucket_refilled() -> None:
@@ -59,8 +94,10 @@ def test_the_churn_ends_once_every_bucket_refilled() -> None:
     assert not room.settle(1.0)
     quiet = 0.3 + CHURN_BURST / CHURN_RATE + 0.01
     assert room.settle(quiet)
-    assert room.clients == 0
     assert room.coalesced(CHURNER, quiet) is False  # a new burst
+    forgotten = quiet + PACE_BURST / PACE_RATE + 0.01  # the pace full again too
+    assert room.settle(forgotten)
+    assert room.clients == 0
 
 
 def test_the_clients_a_room_keeps_are_bounded() -> None:

@@ -158,8 +158,22 @@ class Node:
         # a member receive 1,000 typing events in 3 s (red team 11). Held only while used (an
         # idle bucket is kept until it would have refilled), so no join or leave tends it.
         self._room_typing = BucketPool(*room_typing_rate)
+        # What heavy typists leave of a room's typing burst to the others, and each client's
+        # pace that tells them: faster than a quarter of its own typing rate, sustained past
+        # half its burst. Two clients at their own 10/s kept the room's 20/s empty and every
+        # other member's typing was refused (red team 12); a person types a few a second at
+        # most. Per node, held only while used, like the room's.
+        self._room_typing_reserve = room_typing_rate[1] // ROOM_RESERVE_SHARE
+        self._typing_pace = BucketPool(
+            client_typing_rate[0] / ROOM_RESERVE_SHARE, max(1, client_typing_rate[1] // 2)
+        )
         # What heavy senders leave of a room's burst to the others (see _room_reserve).
         self._room_reserve_tokens = room_message_rate[1] // ROOM_RESERVE_SHARE
+        # A client's message pace, per node: past a quarter of its own rate after half its
+        # burst it is a heavy sender too, though its own bucket stays above half (see _heavy).
+        self._message_pace = BucketPool(
+            client_message_rate[0] / ROOM_RESERVE_SHARE, max(1, client_message_rate[1] // 2)
+        )
         self.node_id = node_id
         self._max_rooms = max_rooms
         self._max_frame_bytes = max_frame_bytes
@@ -973,7 +987,7 @@ class Node:
         bucket = pool.acquire(client)
         written = writes.acquire(client)
         try:
-            reserve = self._room_reserve_tokens if self._heavy(bucket) else 0
+            reserve = self._room_reserve_tokens if self._heavy(client, bucket) else 0
             cost = size + MESSAGE_KEPT_OVERHEAD
             if not written.allow(cost):
                 return MessageRefusal(_TOO_MUCH_WRITTEN, _seconds_until(written, cost))
@@ -1036,12 +1050,23 @@ class Node:
         budget = conn.budget
         if budget is None:
             return 0
-        return self._room_reserve_tokens if self._heavy(budget.client_messages) else 0
+        return (
+            self._room_reserve_tokens if self._heavy(budget.client, budget.client_messages) else 0
+        )
 
-    @staticmethod
-    def _heavy(bucket: RateLimiter) -> bool:
-        """Whether a client spent half its message burst or more (and has not refilled it)."""
-        return bucket.level < bucket.burst / 2
+    def _heavy(self, client: str, bucket: RateLimiter) -> bool:
+        """Whether a client spent half its message burst or more (and has not refilled it), or
+        sends faster than a quarter of its rate past half its burst: users sending just under
+        their own 20/s after just under half their burst never spent half, and twelve of them
+        kept the room empty for a member writing like a person (red team 12). Each message
+        spends the client's pace here."""
+        pool = self._message_pace
+        pace = pool.acquire(client)
+        try:
+            paced = pace.allow()
+        finally:
+            pool.release(client)
+        return not paced or bucket.level < bucket.burst / 2
 
     def _shared_message_limit(
         self, conn: Member, room: str, size: int, reserve: int = 0
@@ -1094,7 +1119,8 @@ class Node:
             # Off in big rooms: one typing is a frame to every member (docs/protocol.md).
             self.metrics.big_room_coalesced.labels("typing").inc()
             return
-        if not self._room_takes_typing(room):
+        reserve = 0 if budget is None else self._typing_reserve(budget.client)
+        if not self._room_takes_typing(room, reserve):
             reason = f"room {room!r} has too much typing; try again shortly"
             self._reject(conn, ErrorCode.RATE_LIMITED, reason, room, command.request_id)
             return
@@ -1107,12 +1133,24 @@ class Node:
             FailureReporter(self, conn, "typing", room, command.request_id),
         )
 
-    def _room_takes_typing(self, room: str) -> bool:
-        """Whether the room's typing bucket (over all nodes) has a token, taken if so."""
+    def _typing_reserve(self, client: str) -> int:
+        """The tokens of a room's typing bucket this client's typing must leave to the others:
+        none while it types at a person's pace, else a quarter of the room's burst (as heavy
+        message senders leave of a room's messages, see _room_reserve)."""
+        pool = self._typing_pace
+        pace = pool.acquire(client)
+        try:
+            return 0 if pace.allow() else self._room_typing_reserve
+        finally:
+            pool.release(client)
+
+    def _room_takes_typing(self, room: str, reserve: int) -> bool:
+        """Whether the room's typing bucket (over all nodes) has a token beyond ``reserve``,
+        taken if so."""
         pool = self._room_typing
         bucket = pool.acquire(room)
         try:
-            if not bucket.allow():
+            if not bucket.allow_keeping(reserve):
                 return False
             # Owing up to a burst, as the history writes: each node's copy refills on its own,
             # and owing one token let the nodes together through at about twice the rate.
