@@ -1006,17 +1006,17 @@ class Node:
         """``conn``'s message was its room's first (offset 1): charged the offsets it leaves."""
         budget = conn.budget
         if budget is not None:
-            self.charge_room_made(budget.client, budget.client_history_writes)
+            self._charge_room_made(budget.client, budget.client_history_writes)
 
     def room_made(self, client: str) -> None:
         """An HTTP post of ``client`` was its room's first (offset 1)."""
         pool = self._client_history_writes
         try:
-            self.charge_room_made(client, pool.acquire(client))
+            self._charge_room_made(client, pool.acquire(client))
         finally:
             pool.release(client)
 
-    def charge_room_made(self, client: str, bucket: RateLimiter) -> None:
+    def _charge_room_made(self, client: str, bucket: RateLimiter) -> None:
         """Charged after the fact (the broker's answer says the room was made): owing up to a
         burst, like the history writes themselves."""
         cost = self._room_made_cost
@@ -1060,13 +1060,7 @@ class Node:
         their own 20/s after just under half their burst never spent half, and twelve of them
         kept the room empty for a member writing like a person (red team 12). Each message
         spends the client's pace here."""
-        pool = self._message_pace
-        pace = pool.acquire(client)
-        try:
-            paced = pace.allow()
-        finally:
-            pool.release(client)
-        return not paced or bucket.level < bucket.burst / 2
+        return not self._message_pace.allow(client) or bucket.level < bucket.burst / 2
 
     def _shared_message_limit(
         self, conn: Member, room: str, size: int, reserve: int = 0
@@ -1137,12 +1131,7 @@ class Node:
         """The tokens of a room's typing bucket this client's typing must leave to the others:
         none while it types at a person's pace, else a quarter of the room's burst (as heavy
         message senders leave of a room's messages, see _room_reserve)."""
-        pool = self._typing_pace
-        pace = pool.acquire(client)
-        try:
-            return 0 if pace.allow() else self._room_typing_reserve
-        finally:
-            pool.release(client)
+        return 0 if self._typing_pace.allow(client) else self._room_typing_reserve
 
     def _room_takes_typing(self, room: str, reserve: int) -> bool:
         """Whether the room's typing bucket (over all nodes) has a token beyond ``reserve``,

@@ -183,6 +183,15 @@ class BucketPool:
         self._held[key] = (bucket, 1)
         return bucket
 
+    def allow(self, key: str) -> bool:
+        """One token of ``key``'s bucket if it has one, for a key nothing holds between calls
+        (a client's pace): acquired and released around the one ``allow()``."""
+        bucket = self.acquire(key)
+        try:
+            return bucket.allow()
+        finally:
+            self.release(key)
+
     def get(self, key: str) -> RateLimiter | None:
         held = self._held.get(key)
         return None if held is None else held[0]
