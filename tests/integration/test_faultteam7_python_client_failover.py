@@ -100,6 +100,11 @@ class Sender:
             self.refused.add(text)
         else:
             self.acked[(message.epoch, message.offset)] = text
+        # Out of ``pending`` before the wake-up: a done callback would run after it, so the
+        # waiter could check, still see this task, and sleep with nothing left to wake it.
+        task = asyncio.current_task()
+        if task is not None:
+            self.pending.discard(task)
         self.follower.changed.set()
 
 
@@ -119,7 +124,6 @@ async def send_steadily(sender: Sender, stop: asyncio.Event, serial: itertools.c
         outgoing = await client.send(room, text)
         task = asyncio.create_task(sender.settle(text, asyncio.ensure_future(outgoing.wait())))
         sender.pending.add(task)
-        task.add_done_callback(sender.pending.discard)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), INTERVAL)
 
