@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,6 +94,41 @@ async def http(
     finally:
         writer.close()
     return parse_answer(raw)
+
+
+async def keep_asking(
+    port: int,
+    request: bytes,
+    deadline: float,
+    origins: dict[str, int],
+    statuses: dict[int, int] | None = None,
+) -> None:
+    """Send ``request`` over a keep-alive connection, the next as soon as an answer came, until
+    the deadline, connecting again whenever the connection is closed (as an attacker would);
+    count who answered in ``origins``: "nginx" (its own 429), "node", or "closed" connections,
+    and each answer's status in ``statuses``."""
+    while time.monotonic() < deadline:
+        reader, writer = await open_socket("127.0.0.1", port)
+        try:
+            while time.monotonic() < deadline:
+                writer.write(request)
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), scaled(10))
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                body = await asyncio.wait_for(reader.readexactly(length), scaled(10))
+                origins["nginx" if b"from your address" in body else "node"] += 1
+                if statuses is not None:
+                    status = int(head.split(b" ", 2)[1])
+                    statuses[status] = statuses.get(status, 0) + 1
+                if b"connection: close" in head.lower():
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            origins["closed"] += 1
+        finally:
+            writer.close()
 
 
 async def unread_request(

@@ -14,8 +14,7 @@ import time
 from typing import Any
 
 from tests.adversarial.bystander import BystanderProbe
-from tests.adversarial.devcluster_shim import scaled
-from tests.adversarial.rawws import open_socket
+from tests.adversarial.httpraw import keep_asking
 
 CONNECTIONS = 16  # keep-alive connections of one address, through nginx
 WINDOW_S = 3.0
@@ -24,30 +23,7 @@ WINDOW_S = 3.0
 REACHING_THE_NODES = 1400
 
 
-async def flood(port: int, deadline: float, origins: dict[str, int]) -> None:
-    """Ask the presence of a room over a keep-alive connection, one request after the other as
-    fast as answers come, until the deadline, connecting again whenever the connection is
-    closed (as an attacker would); count who answered (nginx or a node)."""
-    request = b"GET /api/rooms/flood/presence HTTP/1.1\r\nHost: roomcast\r\n\r\n"
-    while time.monotonic() < deadline:
-        reader, writer = await open_socket("127.0.0.1", port)
-        try:
-            while time.monotonic() < deadline:
-                writer.write(request)
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), scaled(10))
-                length = 0
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                body = await asyncio.wait_for(reader.readexactly(length), scaled(10))
-                origins["nginx" if b"from your address" in body else "node"] += 1
-                if b"connection: close" in head.lower():
-                    break
-        except (asyncio.IncompleteReadError, ConnectionError):
-            origins["closed"] += 1
-        finally:
-            writer.close()
+REQUEST = b"GET /api/rooms/flood/presence HTTP/1.1\r\nHost: roomcast\r\n\r\n"
 
 
 async def test_a_request_flood_reaches_the_nodes_only_at_nginx_limit(
@@ -57,7 +33,10 @@ async def test_a_request_flood_reaches_the_nodes_only_at_nginx_limit(
     with probe.on(cluster.nodes[0]) as bystander:
         deadline = time.monotonic() + WINDOW_S
         await asyncio.gather(
-            *(flood(cluster.nginx_port, deadline, origins) for _ in range(CONNECTIONS))
+            *(
+                keep_asking(cluster.nginx_port, REQUEST, deadline, origins)
+                for _ in range(CONNECTIONS)
+            )
         )
     figures = (
         f"{CONNECTIONS} keep-alive connections of one address asking as fast as answered for "

@@ -160,6 +160,14 @@ class _Conn:
     def __init__(self, expires: float) -> None:
         self.closed = False
         self.token_expires: float | None = expires
+        self.token_version = 0
+
+    def adopt(self, clock: TokenClock[_Conn], expires: float) -> None:
+        """As Connection.adopt does for a token with another exp."""
+        clock.forget(self)
+        self.token_expires = expires
+        self.token_version += 1
+        clock.track(self)
 
 
 async def test_the_clock_forgets_closed_connections_instead_of_growing() -> None:
@@ -173,6 +181,24 @@ async def test_the_clock_forgets_closed_connections_instead_of_growing() -> None
         clock.track(conn)
         conn.closed = True
         clock.forget(conn)
+    assert len(clock) <= 2 * 2048
+    clock.stop()
+    assert due == []
+
+
+async def test_two_tokens_in_turn_do_not_grow_the_clock() -> None:
+    """Entries were told stale by the exp they were made for: refreshing A, B, A, ... made
+    every entry of A due again (each would send its own notice) and compaction kept them."""
+    due: list[str] = []
+    clock: TokenClock[_Conn] = TokenClock(
+        asyncio.get_running_loop(), lambda c, kind: due.append(kind), 60.0, 30.0
+    )
+    first = time.time() + 3600
+    conn = _Conn(first)
+    clock.track(conn)
+    for _ in range(10_000):
+        conn.adopt(clock, first + 1)
+        conn.adopt(clock, first)
     assert len(clock) <= 2 * 2048
     clock.stop()
     assert due == []

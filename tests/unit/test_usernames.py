@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import sys
+import unicodedata
 
 import pytest
 from hypothesis import given
@@ -12,6 +14,8 @@ from roomcast.core.auth import AuthError, _identity
 from roomcast.wire.codes import ErrorCode
 from roomcast.wire.protocol import ProtocolError, validate_username
 from roomcast.wire.usernames import (
+    MAX_LENGTH,
+    MAX_RAW_LENGTH,
     USERNAME_PATTERN,
     UsernameError,
     _invisible,
@@ -101,3 +105,29 @@ def test_ascii_names_are_judged_as_the_full_checks_judge_them(raw: str) -> None:
     else:
         assert passes_full_checks
         assert shown == raw
+
+
+def test_a_name_of_many_marks_is_refused_unnormalized() -> None:
+    """64 KB of marks of two combining classes in turn: NFKC's canonical ordering is quadratic
+    in them (CPython before gh-149079), about a second of the node's thread."""
+    with pytest.raises(ProtocolError) as info:
+        validate_username("a" + "\u0301\u0316" * 15_000)
+    assert info.value.code == ErrorCode.INVALID_USERNAME
+
+
+def test_the_longest_raw_name_that_can_normalize_to_a_name_still_passes() -> None:
+    # Alpha with three marks composes to one character (U+1F82): four code points each.
+    raw = "\u03b1\u0313\u0300\u0345" * MAX_LENGTH
+    assert len(raw) == MAX_RAW_LENGTH
+    assert normalize_username(raw) == "\u1f82" * MAX_LENGTH
+
+
+def test_no_character_composes_from_more_than_four_code_points() -> None:
+    """Why MAX_RAW_LENGTH is 4 x MAX_LENGTH: NFKC's output is at least a quarter of its
+    input's length, as no composed character stands for more than four code points."""
+    longest = max(
+        len(unicodedata.normalize("NFD", chr(code)))
+        for code in range(sys.maxunicode + 1)
+        if not 0xD800 <= code <= 0xDFFF
+    )
+    assert longest * MAX_LENGTH <= MAX_RAW_LENGTH

@@ -27,6 +27,7 @@ from roomcast.net.sendbuffer import SendBudget, SendBuffer, cap_kernel_send_buff
 from roomcast.wire import api, sse
 from roomcast.wire.api import MAX_HEAD_BYTES, ApiError
 from roomcast.wire.codes import ErrorCode
+from roomcast.wire.http_heads import MAX_HEADERS, HeadLines
 
 if TYPE_CHECKING:
     from roomcast.core.auth import ProxyTrust
@@ -128,6 +129,8 @@ class HttpConnection(asyncio.Protocol):
         self.pending: list[bytes] = []
         self._peer = peer
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+        # The request head's lines, counted before h11 parses them (wire.http_heads).
+        self._head_lines = HeadLines()
         self._transport: asyncio.Transport | None = None
         self._send: SendBuffer | None = None
         # The answer is out but the client has not read it yet: the next request waits.
@@ -164,6 +167,9 @@ class HttpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._stream_room is not None:
             return  # a stream's client has nothing more to say; ignore what it sends
+        if not self._head_lines.feed(data):
+            self._reject_early(_too_many_headers())
+            return
         self._h11.receive_data(data)
         self._advance()
 
@@ -266,6 +272,10 @@ class HttpConnection(asyncio.Protocol):
             if event is h11.NEED_DATA or event is h11.PAUSED:
                 return
             if isinstance(event, h11.Request):
+                if len(event.headers) > MAX_HEADERS:
+                    # A head buffered behind the previous request, not counted before parsing.
+                    self._reject_early(_too_many_headers())
+                    return
                 # A body trickled in slowly must not hold the connection forever either.
                 self._arm_timer(self._server.settings.handshake_timeout)
                 self._request = event
@@ -479,6 +489,8 @@ class HttpConnection(asyncio.Protocol):
             self._close()
             return
         self._busy = False
+        # A head already received behind the previous request is checked once parsed instead.
+        self._head_lines.restart(counting=not self._h11.trailing_data[0])
         self._arm_timer(self._server.settings.http_idle_timeout)
         if self._transport is not None and not self._closed:
             self._transport.resume_reading()
@@ -561,6 +573,12 @@ def _reason(status: int) -> bytes:
         return HTTPStatus(status).phrase.encode()
     except ValueError:
         return b""
+
+
+def _too_many_headers() -> ApiError:
+    return ApiError(
+        431, ErrorCode.INVALID_REQUEST, f"malformed request: more than {MAX_HEADERS} headers"
+    )
 
 
 def _too_large(limit: int) -> ApiError:

@@ -278,6 +278,7 @@ class Connection(asyncio.Protocol):
         "pending",
         "proto",
         "rate",
+        "token_version",
         "transport",
         "typing_rate",
         "user_id",
@@ -319,6 +320,9 @@ class Connection(asyncio.Protocol):
         self.peer = ""
         self.client_address = ""
         self.identity: Identity | None = None
+        # Moves on with each refresh to another exp: the token clock's entries say which they
+        # were made for (net.token_clock).
+        self.token_version = 0
         self.user_id = ""  # the node's id of this user, set on open (core.user_ids)
         # Message and typing limits, made by the application on first use.
         self.message_rate: RateLimiter | None = None
@@ -987,6 +991,7 @@ class Connection(asyncio.Protocol):
         tokens = self._server.tokens
         tokens.forget(self)
         self.identity = identity
+        self.token_version += 1
         tokens.track(self)
 
     # Internals

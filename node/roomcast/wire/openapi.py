@@ -18,6 +18,7 @@ from roomcast.wire.api import (
     MAX_TARGET_LENGTH,
 )
 from roomcast.wire.control import MAX_REASON_LENGTH, MAX_USER_LENGTH
+from roomcast.wire.http_heads import MAX_HEADERS
 from roomcast.wire.protocol import MAX_CURSOR_LENGTH, MAX_HISTORY_LIMIT, MAX_PRESENCE_PAGE
 
 _ROOM_PATTERN: Final = "^[A-Za-z0-9_.:@-]{1,64}$"
@@ -53,7 +54,10 @@ _ROOM_PARAMETER: Final = {
 # Any request can run into the size limits, before it is even routed.
 _SIZE_ERRORS: Final = {
     "414": _error(f"Request target (path and query) longer than {MAX_TARGET_LENGTH} bytes"),
-    "431": _error(f"Request head (line and headers) larger than {MAX_HEAD_BYTES // 1024} KiB"),
+    "431": _error(
+        f"Request head (line and headers) larger than {MAX_HEAD_BYTES // 1024} KiB, "
+        f"or more than {MAX_HEADERS} headers"
+    ),
 }
 _COMMON_ERRORS: Final = {
     "401": _error("No credential, or a bad one (API key or token), when the node requires one"),

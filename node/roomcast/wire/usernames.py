@@ -23,6 +23,13 @@ import unicodedata
 from typing import Final
 
 MAX_LENGTH: Final = 32
+# The longest raw name worth normalizing. NFKC never shortens a text by more than its canonical
+# compositions do, and none joins more than four code points into one (the longest canonical
+# decomposition: U+1F82, alpha with three marks), so a longer one cannot become MAX_LENGTH
+# characters. Checked first: CPython's NFKC orders a run of combining marks with an insertion
+# sort (quadratic until CPython gh-149079; measured on Python 3.11.7), and a 64 KB join
+# frame of marks of two classes in turn held the node's thread for about a second.
+MAX_RAW_LENGTH: Final = 4 * MAX_LENGTH
 # Letters and digits of any script (\w), space and a few separators; no control or markup.
 USERNAME_PATTERN: Final = re.compile(r"[\w .@\-']{1,32}")
 # Letters (category Lo) and marks that render as nothing.
@@ -47,6 +54,8 @@ class UsernameError(ValueError):
 
 def normalize_username(raw: str) -> str:
     """The name as it will be shown, or UsernameError."""
+    if len(raw) > MAX_RAW_LENGTH:
+        raise UsernameError(f"must be 1-{MAX_LENGTH} letters, digits, spaces or . @ - _ '")
     name = unicodedata.normalize("NFKC", raw)
     if USERNAME_PATTERN.fullmatch(name) is None and not _with_own_marks(name):
         raise UsernameError(f"must be 1-{MAX_LENGTH} letters, digits, spaces or . @ - _ '")
