@@ -130,12 +130,19 @@ var RoomCursor = class {
   duplicatesDropped = 0;
   /** A loss notice already told of the hole before the next message (its end was unknown). */
   #holeAnnounced = false;
+  /**
+   * Where the client stood in the epoch an `epoch_changed` notice left while the new epoch had
+   * no message yet (`newEpoch` null): a rejoin resumes from there, so that the server says what
+   * the new epoch holds by then. A plain join would skip it in silence.
+   */
+  #left = null;
   constructor(room) {
     this.room = room;
   }
   /** The `since` of a rejoin, or null when nothing was seen yet (a plain join). */
   since() {
-    return this.epoch === null ? null : { epoch: this.epoch, offset: this.offset };
+    if (this.epoch === null) return this.#left === null ? null : { ...this.#left };
+    return { epoch: this.epoch, offset: this.offset };
   }
   /** Move to the join's position; say whether a resume kept the stream whole. */
   onJoined(joined2) {
@@ -145,6 +152,7 @@ var RoomCursor = class {
     }
     this.epoch = joined2.epoch;
     this.offset = joined2.offset;
+    this.#left = null;
     if (joined2.recovered === null) return null;
     return this.#gap(joined2.reason ?? "epoch_changed");
   }
@@ -153,6 +161,7 @@ var RoomCursor = class {
     if (this.epoch === null) {
       this.epoch = message2.epoch;
       this.offset = message2.offset;
+      this.#left = null;
       return [true, null];
     }
     if (message2.epoch !== this.epoch) {
@@ -175,6 +184,7 @@ var RoomCursor = class {
     if (loss.reason === "epoch_changed") {
       if (this.epoch !== null && loss.epoch !== this.epoch) return null;
       if (loss.newEpoch === null) {
+        if (this.epoch !== null) this.#left = { epoch: this.epoch, offset: this.offset };
         this.epoch = null;
         this.offset = 0;
         return { type: "gap", room: this.room, reason: loss.reason, epoch: "", offset: 0 };

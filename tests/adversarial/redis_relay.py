@@ -23,7 +23,10 @@ class RedisRelay:
     def __init__(self, redis_port: int) -> None:
         self.redis_port = redis_port
         self.hold_ban_reads = False
-        self.asked = asyncio.Event()  # a ban key was read while hold_ban_reads
+        # Redis's answers on a link wait for ``release`` from the moment the node sends these
+        # bytes on it (what it sent reaches Redis and runs): a reply slowed on one request.
+        self.hold_after: bytes | None = None
+        self.asked = asyncio.Event()  # a ban key was read while hold_ban_reads, or hold_after
         self.release = asyncio.Event()
         self.links: list[RelayedLink] = []
         self.server: asyncio.Server | None = None
@@ -75,6 +78,9 @@ class RedisRelay:
                     if len(link.sent) < 4096:
                         link.sent += data[:4096]
                     if self.hold_ban_reads and b":ban:" in data and b"GET" in data:
+                        link.held = True
+                        self.asked.set()
+                    if self.hold_after is not None and self.hold_after in data:
                         link.held = True
                         self.asked.set()
                 elif link.held:

@@ -141,6 +141,9 @@ class RecordingApp:
     async def answered(self) -> None:
         """Nothing is ever left unanswered here (on_text answers nothing)."""
 
+    def give_up_answers(self) -> None:
+        self.calls.append(("gave up answers", ""))
+
 
 def make_server(
     app: Application, settings: Settings | None = None, registry: CollectorRegistry | None = None

@@ -16,6 +16,12 @@ export class RoomCursor {
   duplicatesDropped = 0;
   /** A loss notice already told of the hole before the next message (its end was unknown). */
   #holeAnnounced = false;
+  /**
+   * Where the client stood in the epoch an `epoch_changed` notice left while the new epoch had
+   * no message yet (`newEpoch` null): a rejoin resumes from there, so that the server says what
+   * the new epoch holds by then. A plain join would skip it in silence.
+   */
+  #left: Since | null = null;
 
   constructor(room: string) {
     this.room = room;
@@ -23,7 +29,8 @@ export class RoomCursor {
 
   /** The `since` of a rejoin, or null when nothing was seen yet (a plain join). */
   since(): Since | null {
-    return this.epoch === null ? null : { epoch: this.epoch, offset: this.offset };
+    if (this.epoch === null) return this.#left === null ? null : { ...this.#left };
+    return { epoch: this.epoch, offset: this.offset };
   }
 
   /** Move to the join's position; say whether a resume kept the stream whole. */
@@ -34,6 +41,7 @@ export class RoomCursor {
     }
     this.epoch = joined.epoch;
     this.offset = joined.offset;
+    this.#left = null;
     if (joined.recovered === null) return null;
     // recovered false, or "recovered" into another epoch (which would be a server bug).
     return this.#gap(joined.reason ?? "epoch_changed");
@@ -42,8 +50,10 @@ export class RoomCursor {
   /** Whether to deliver `message`, and the gap it reveals, if any. */
   accept(message: MessageEvent): [deliver: boolean, gap: GapEvent | null] {
     if (this.epoch === null) {
+      // The first message seen, or the first of the epoch a loss notice announced (from offset 1).
       this.epoch = message.epoch;
       this.offset = message.offset;
+      this.#left = null;
       return [true, null];
     }
     if (message.epoch !== this.epoch) {
@@ -69,7 +79,9 @@ export class RoomCursor {
     if (loss.reason === "epoch_changed") {
       if (this.epoch !== null && loss.epoch !== this.epoch) return null; // an epoch already left
       if (loss.newEpoch === null) {
-        // The room has no message in its new epoch yet: the next one starts it.
+        // The room has no message in its new epoch yet: the next one starts it; a rejoin
+        // before it resumes from here.
+        if (this.epoch !== null) this.#left = { epoch: this.epoch, offset: this.offset };
         this.epoch = null;
         this.offset = 0;
         return { type: "gap", room: this.room, reason: loss.reason, epoch: "", offset: 0 };

@@ -19,11 +19,18 @@ class RoomCursor:
     duplicates_dropped: int = 0
     # A loss notice already told of the hole before the next message (its end was unknown).
     offset_hole_announced: bool = False
+    # Where the client stood in the epoch an ``epoch_changed`` notice left, while the new
+    # epoch had no message yet (``new_epoch`` null): a rejoin resumes from there, so that the
+    # server says what the new epoch holds by then. A plain join would skip it in silence.
+    left: tuple[str, int] | None = None
 
     def since(self) -> dict[str, int | str] | None:
         """The ``since`` of a rejoin, or None when nothing was seen yet (a plain join)."""
         if self.epoch is None:
-            return None
+            if self.left is None:
+                return None
+            epoch, offset = self.left
+            return {"offset": offset, "epoch": epoch}
         return {"offset": self.offset, "epoch": self.epoch}
 
     def on_joined(self, joined: Joined) -> Resumed | Gap | None:
@@ -32,7 +39,7 @@ class RoomCursor:
             return None
         if joined.recovered is True and joined.epoch == self.epoch:
             return Resumed(self.room, joined.epoch, self.offset)
-        self.epoch, self.offset = joined.epoch, joined.offset
+        self.epoch, self.offset, self.left = joined.epoch, joined.offset, None
         if joined.recovered is None:
             return None
         # recovered false, or "recovered" into another epoch (which would be a server bug).
@@ -41,7 +48,9 @@ class RoomCursor:
     def accept(self, message: ChatMessage) -> tuple[bool, Gap | None]:
         """Whether to deliver ``message``, and the gap it reveals, if any."""
         if self.epoch is None:
-            self.epoch, self.offset = message.epoch, message.offset
+            # The first message seen, or the first of the epoch a loss notice announced
+            # (delivered from its offset 1 on).
+            self.epoch, self.offset, self.left = message.epoch, message.offset, None
             return True, None
         if message.epoch != self.epoch:
             # The room's history was lost under a live connection (Redis restarted empty):
@@ -63,6 +72,8 @@ class RoomCursor:
         if loss.reason == "epoch_changed":
             if self.epoch is not None and loss.epoch != self.epoch:
                 return None  # about an epoch this client already left
+            if loss.new_epoch is None and self.epoch is not None:
+                self.left = (self.epoch, self.offset)
             # The new epoch's messages follow from its offset 1: none of them is a gap.
             self.epoch, self.offset = loss.new_epoch, 0
             return Gap(self.room, loss.reason, loss.new_epoch or "", 0)

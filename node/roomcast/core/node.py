@@ -46,6 +46,7 @@ from roomcast.core.ratelimit import (
 )
 from roomcast.core.rooms import RoomRegistry, TooManyRoomsError
 from roomcast.core.streams import StreamHub
+from roomcast.core.unanswered import Question, Unanswered
 from roomcast.core.user_ids import UserIds
 from roomcast.runtime.metrics import Metrics
 from roomcast.wire import control, envelope, protocol
@@ -215,6 +216,9 @@ class Node:
         self.connections: set[Member] = set()
         # connection -> rooms a room token let it into (its connection token does not).
         self._granted: dict[Member, set[str]] = {}
+        # Messages handed to the broker (or to the publish hook) whose sender has no answer
+        # yet: a draining node closes its connections only once each has its ack or error.
+        self._unanswered = Unanswered()
         self._received = {
             kind: metrics.frames_received.labels(kind) for kind in protocol.COMMAND_TYPES
         }
@@ -223,29 +227,24 @@ class Node:
             for kind in ("message", "typing", "user_joined", "user_left")
         }
 
-    # Messages handed to the broker (or to the publish hook) whose sender has no answer yet:
-    # a draining node closes its connections only once each has its ack or error queued.
-    _unanswered = 0
-    _answered: asyncio.Event | None = None
-
-    def _asked(self) -> None:
-        self._unanswered += 1
-        if self._answered is not None:
-            self._answered.clear()
-
-    def _answer_given(self) -> None:
-        self._unanswered -= 1
-        if self._unanswered == 0 and self._answered is not None:
-            self._answered.set()
-
     async def answered(self) -> None:
         """Every message handled so far has its answer queued for its sender."""
-        if self._answered is None:
-            self._answered = asyncio.Event()
-        if self._unanswered == 0:
-            return
-        self._answered.clear()
-        await self._answered.wait()
+        await self._unanswered.all_settled()
+
+    def give_up_answers(self) -> None:
+        """A drain stops waiting: every message still without an answer may yet be published
+        (core.unanswered), so its sender is told ``unconfirmed`` before the 1001."""
+        given_up = self._unanswered.give_up()
+        if given_up:
+            log.warning("drain: messages answered unconfirmed", extra={"count": len(given_up)})
+        for question in given_up:
+            if question.request_id is None:
+                continue  # the sender asked for no answer
+            self.metrics.publish_failures.inc()
+            reason = "message may or may not have been sent: the node stopped waiting for Redis"
+            self._reject(
+                question.conn, ErrorCode.UNCONFIRMED, reason, question.room, question.request_id
+            )
 
     def attach(self, broker: Broker, outbox: Delivery) -> None:
         self.broker = broker
@@ -910,7 +909,7 @@ class Node:
         """The publish hook first: it may refuse or rewrite the message before its offset."""
         identity = conn.identity
         subject = None if identity is None else identity.subject
-        self._asked()
+        question = Question(self._unanswered, conn, room, request_id)
         try:
             verdict = await hooks.publish(conn.id, room, subject, username, text, conn.client_key)
             if isinstance(verdict, Refusal):
@@ -922,7 +921,7 @@ class Node:
                 conn, room, username, verdict.text, request_id, verdict.message_id, reserve
             )
         finally:
-            self._answer_given()
+            question.settle()
 
     def _publish_message(
         self,
@@ -940,13 +939,13 @@ class Node:
             room, username, text, int(now * 1000), message_id, conn.user_id
         )
         self._published["message"].inc()
-        self._asked()
+        question = Question(self._unanswered, conn, room, request_id)
         self.broker.publish_message(
             room,
             envelope.head(now),
             prefix,
-            FailureReporter(self, conn, "message", room, request_id, self._answer_given),
-            Acknowledger(conn, room, request_id, self._answer_given, self._room_made),
+            FailureReporter(self, conn, "message", room, request_id, question.settle),
+            Acknowledger(conn, room, request_id, question.settle, self._room_made),
             reserve=reserve,
         )
 

@@ -162,6 +162,11 @@ class Application(Protocol):
         """Every message handled so far has its answer queued (a drain waits for it)."""
         ...
 
+    def give_up_answers(self) -> None:
+        """A drain waited long enough: answer every message still unanswered (it may yet be
+        published) before the close."""
+        ...
+
     def on_lagging(self, conn: Connection) -> bool:
         """``conn`` holds more than the send bound unread: True if the application takes it
         off room traffic (``conn.lagging``) and will bring it up to date once it drained
@@ -1578,6 +1583,9 @@ class WebSocketServer:
         started = self.loop.time()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.app.answered(), deadline / 2)
+        # What is still unanswered may yet run (a stalled Redis runs what waits in its socket
+        # up to each script's deadline, after this node is gone): told so, not left silent.
+        self.app.give_up_answers()
         deadline -= self.loop.time() - started
         for conn in list(self.connections):
             conn.close(CloseCode.GOING_AWAY, "server shutting down")

@@ -56,3 +56,26 @@ test("a loss notice moves the cursor past the lost offsets or into the new epoch
   assert.deepEqual(cursor.accept(message("r", 1, "x", { epoch: "e2" })), [true, null]);
   assert.equal(cursor.onLoss({ ...epoch, epoch: "e0" }), null, "about an epoch already left");
 });
+
+test("after an epoch change to a new epoch without messages yet, a rejoin resumes from the old position", () => {
+  // Before, since() was null there: the rejoin was a plain join, and the messages the new epoch
+  // got meanwhile were skipped without a gap (tests/integration/test_faultteam9_client_epoch_unknown.py).
+  const cursor = new RoomCursor("r");
+  cursor.accept(message("r", 13));
+  const unknown = { type: "loss", room: "r", reason: "epoch_changed", epoch: "e1", fromOffset: 14, toOffset: null, newEpoch: null };
+  assert.deepEqual(cursor.onLoss(unknown), { type: "gap", room: "r", reason: "epoch_changed", epoch: "", offset: 0 });
+  assert.deepEqual(cursor.since(), { epoch: "e1", offset: 13 });
+  assert.deepEqual(cursor.onLoss({ ...unknown, epoch: "", fromOffset: 1 }).epoch, "", "a second restart");
+  assert.deepEqual(cursor.since(), { epoch: "e1", offset: 13 });
+  const gap = cursor.onJoined(joined("r", 5, { epoch: "e2", recovered: false, reason: "epoch_changed" }));
+  assert.deepEqual(gap, { type: "gap", room: "r", reason: "epoch_changed", epoch: "e2", offset: 5 });
+  assert.deepEqual(cursor.since(), { epoch: "e2", offset: 5 });
+});
+
+test("after an epoch change to a new epoch without messages yet, its first message live ends the wait", () => {
+  const cursor = new RoomCursor("r");
+  cursor.accept(message("r", 13));
+  cursor.onLoss({ type: "loss", room: "r", reason: "epoch_changed", epoch: "e1", fromOffset: 14, toOffset: null, newEpoch: null });
+  assert.deepEqual(cursor.accept(message("r", 1, "x", { epoch: "e2" })), [true, null]);
+  assert.deepEqual(cursor.since(), { epoch: "e2", offset: 1 });
+});
