@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from roomcast.broker.presence_fields import SEPARATOR, field, user_id_of
+from roomcast.broker.presence_fields import SEPARATOR, field, tally
 from roomcast.core.user_ids import UserIds
 
 
@@ -10,7 +10,6 @@ def test_the_user_id_rides_in_the_field_after_the_member_id() -> None:
     user_id = UserIds.anonymous()
     stored = field("node-1-a1b2c3-7", user_id)
     assert stored == b"node-1-a1b2c3-7" + SEPARATOR + user_id.encode()
-    assert user_id_of(stored) == user_id
     # The member prefix a reaper of the release before user ids matches is unchanged.
     assert stored.startswith(b"node-1-a1b2c3-")
 
@@ -18,8 +17,25 @@ def test_the_user_id_rides_in_the_field_after_the_member_id() -> None:
 def test_an_entry_without_an_id_is_the_member_id_alone() -> None:
     """As a node of the release before user ids writes it, and as one without an id is kept."""
     assert field("node-1-a1b2c3-7", None) == field("node-1-a1b2c3-7", "") == b"node-1-a1b2c3-7"
-    assert user_id_of(b"node-1-a1b2c3-7") is None
-    assert user_id_of(b"node-1-a1b2c3-7" + SEPARATOR) is None
+
+
+def test_a_rooms_hash_reads_as_each_name_with_the_id_of_each_connection() -> None:
+    """Namesakes under one name; entries of a previous release's node (no separator) and an
+    empty id count with no id."""
+    hash_reply = [
+        field("node-1-a-1", "id-1"), b"alice",
+        field("node-2-b-4", "id-2"), b"alice",
+        b"old-c-9", b"alice",
+        field("node-1-a-2", "id-1"), b"alice",
+        b"old-c-3" + SEPARATOR, b"bob",
+        field("node-1-a-5", "id-3"), "zoë".encode(),
+    ]  # fmt: skip
+    assert tally(hash_reply) == {
+        "alice": ["id-1", "id-2", None, "id-1"],
+        "bob": [None],
+        "zoë": ["id-3"],
+    }
+    assert tally([]) == {}
 
 
 def test_no_member_id_or_user_id_holds_the_separator() -> None:

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from roomcast.broker import RoomPresence
+
 # Between the member id and the user_id: in neither (member ids are node ids, made of letters,
 # digits and -_.:, and counts; user ids are URL-safe base64).
 SEPARATOR: Final = b"\x1f"
@@ -36,7 +38,19 @@ def field(member: str, user_id: str | None) -> bytes:
     return (member + _SEPARATOR_TEXT + user_id).encode()
 
 
-def user_id_of(stored: bytes) -> str | None:
-    """The user_id in a hash field, or None when it has none (a previous release's node)."""
-    _, separator, user_id = stored.partition(SEPARATOR)
-    return user_id.decode() if separator and user_id else None
+def tally(fields_and_values: list[bytes]) -> RoomPresence:
+    """A room's presence from its hash (``HGETALL``: field, value, ...): each username with the
+    user_id of each of its connections (None: not known). Read per presence request of a small
+    room and per interval of a big one, so written for speed (~0.4 us per member)."""
+    present: RoomPresence = {}
+    held_by = present.get
+    for stored, raw in zip(fields_and_values[::2], fields_and_values[1::2], strict=True):
+        _, separator, user_id = stored.partition(SEPARATOR)
+        username = raw.decode()
+        known = user_id.decode() if separator and user_id else None
+        held = held_by(username)
+        if held is None:
+            present[username] = [known]
+        else:
+            held.append(known)
+    return present

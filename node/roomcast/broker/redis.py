@@ -695,11 +695,7 @@ class RedisBroker(OnOneLoop):
     async def presence(self, room: str) -> RoomPresence:
         presence = scripts.room_keys(room)[3]
         reply = await self._request(presence, resp.command(b"HGETALL", presence))
-        present: RoomPresence = {}
-        for index in range(0, len(reply), 2):
-            user_id = presence_fields.user_id_of(reply[index])
-            present.setdefault(reply[index + 1].decode(), []).append(user_id)
-        return present
+        return presence_fields.tally(reply)
 
     async def _read_history(self, room: str, limit: int) -> HistoryReply:
         return await self.history(room, limit)

@@ -438,6 +438,10 @@ def _presence_member(username: str, user_ids: Sequence[str | None]) -> dict[str,
     """One entry of a presence answer: the name and its connections, as ever, and how many of
     them each user under that name holds (namesakes are several), by the user_id the events
     about them carry. Connections whose id is not known are counted in ``connections`` only."""
+    if len(user_ids) == 1:  # most names: a third of the cost of the loop below
+        only = user_ids[0]
+        held_one = {only: 1} if only is not None else {}
+        return {"username": username, "connections": 1, "user_ids": held_one}
     held: dict[str, int] = {}
     for user_id in user_ids:
         if user_id is not None:
