@@ -41,7 +41,8 @@ def field(member: str, user_id: str | None) -> bytes:
 def tally(fields_and_values: list[bytes]) -> RoomPresence:
     """A room's presence from its hash (``HGETALL``: field, value, ...): each username with the
     user_id of each of its connections (None: not known). Read per presence request of a small
-    room and per interval of a big one, so written for speed (~0.4 us per member)."""
+    room and per interval of a big one, so written for speed: 0.4-1.4 us per member measured
+    on a loaded machine (counting names alone, as before user ids: 0.13-0.46 us)."""
     present: RoomPresence = {}
     held_by = present.get
     for stored, raw in zip(fields_and_values[::2], fields_and_values[1::2], strict=True):
