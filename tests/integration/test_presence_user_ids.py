@@ -1,4 +1,5 @@
-"""Presence names users by ``user_id`` on real nodes and a real Redis (standalone and Cluster).
+"""Presence names users by ``user_id`` on real nodes and a real Redis (standalone, Sentinel and
+Cluster).
 
 Before, a presence entry was a name and a connection count: two users called "alice" were one
 entry, and a member could not match it to the ``user_joined`` it saw. And the ``user_left`` a
@@ -24,7 +25,7 @@ from typing import Any
 
 import pytest
 from roomcast_dev.devcluster import LocalCluster, NodeProcess
-from roomcast_dev.redis_topologies import RedisClusterTopology
+from roomcast_dev.redis_topologies import RedisClusterTopology, SentinelTopology
 
 from tests.support.cluster import FAST_ENV
 from tests.support.previous_release import export_previous_release, start_old
@@ -38,11 +39,13 @@ REAPED_WITHIN = 15.0
 
 
 def topology_env(stack: contextlib.ExitStack, topology: str) -> dict[str, str]:
-    """Node settings for ``topology``: a short presence TTL, and a Redis Cluster's seeds."""
+    """Node settings for ``topology``: a short presence TTL, and where a Redis Cluster or the
+    Sentinels are (standalone: the cluster's own redis-server)."""
     env = dict(FAST_ENV, ROOMCAST_PRESENCE_TTL=str(PRESENCE_TTL))
     if topology == "cluster":
-        shards = stack.enter_context(RedisClusterTopology(primaries=3, replicas=0))
-        env.update(shards.node_env())
+        env.update(stack.enter_context(RedisClusterTopology(primaries=3, replicas=0)).node_env())
+    elif topology == "sentinel":
+        env.update(stack.enter_context(SentinelTopology(replicas=1, sentinels=3)).node_env())
     return env
 
 
@@ -52,7 +55,7 @@ async def presence_entries(client: Client, room: str) -> dict[str, dict[str, Any
     return {member["username"]: member for member in answer["members"]}
 
 
-@pytest.mark.parametrize("topology", ["standalone", "cluster"])
+@pytest.mark.parametrize("topology", ["standalone", "sentinel", "cluster"])
 async def test_namesakes_and_reaped_members_are_told_by_user_id(topology: str) -> None:
     with contextlib.ExitStack() as stack:
         env = topology_env(stack, topology)
