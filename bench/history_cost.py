@@ -15,7 +15,7 @@ import redis
 from redis.client import Pipeline
 from roomcast_dev.devcluster import LocalCluster
 
-from roomcast.broker import HistoryLimits, scripts
+from roomcast.broker import HistoryLimits, presence_fields, scripts
 from roomcast.broker.redis import channel_for
 from roomcast.wire import envelope, protocol
 
@@ -55,7 +55,14 @@ def main() -> int:
         for _ in range(HistoryLimits().size):
             client.evalsha(sha, 3, *keys, *args)
         presence = scripts.room_keys("memory-room")[3]
-        client.hset(presence, mapping={f"node-1-abcdef-{i:x}": f"user{i}" for i in range(10)})
+        # Each member's field holds its user_id (22 characters) after its id, as nodes write it.
+        client.hset(
+            presence,
+            mapping={
+                presence_fields.field(f"node-1-abcdef-{i:x}", f"{i:022d}"): f"user{i}"
+                for i in range(10)
+            },
+        )
         memory = {key.decode(): memory_of(client, key) for key in (*keys, presence)}
         # CPU per message: plain PUBLISH of the same bytes versus the offset+history script.
         keys, args = publish_args("cpu-room", text)

@@ -281,6 +281,13 @@ function objects(data, key) {
   }
   return value;
 }
+function userIds(data) {
+  const value = data.user_ids;
+  if (value === void 0 || value === null) return {};
+  if (typeof value !== "object" || Array.isArray(value)) throw new BadField("user_ids");
+  const held = value;
+  return Object.fromEntries(Object.keys(held).map((id) => [id, int(held, id)]));
+}
 function message(d) {
   if (d.deleted === true) {
     const room = str(d, "room");
@@ -341,7 +348,8 @@ var PARSERS = {
     room: str(d, "room"),
     members: objects(d, "members").map((m) => ({
       username: str(m, "username"),
-      connections: int(m, "connections")
+      connections: int(m, "connections"),
+      userIds: userIds(m)
     })),
     totalMembers: optInt(d, "total_members"),
     totalConnections: optInt(d, "total_connections"),

@@ -26,7 +26,6 @@ import contextlib
 import json
 import random
 import signal
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -45,13 +44,11 @@ from tests.chaos.clients import stop_clients
 from tests.chaos.runner import _await_caught_up
 from tests.integration.test_faultteam5_rolling_restart import ENV, Client, drained, more_acks
 from tests.support.cluster import ready, until
-from tests.support.paths import REPO
+from tests.support.previous_release import PREVIOUS_RELEASE, export_previous_release, start_old
 from tests.support.wsclient import scaled
 
 pytestmark = pytest.mark.integration
 
-# The release before user ids, join/leave causes and heartbeats on Redis's clock.
-PREVIOUS_RELEASE = "ce72fca"
 ROOMS = ("east", "west")
 SEND_INTERVAL = 0.02  # about 50 messages/s per sender
 PRESENCE_TTL = float(ENV["ROOMCAST_PRESENCE_TTL"])
@@ -66,25 +63,7 @@ ACKS_AFTER_UPGRADE = 40
 def previous_release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """``node/`` of the previous release, exported from git: nodes started with it on their
     PYTHONPATH run that code."""
-    into = tmp_path_factory.mktemp("previous-release")
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", "--format=tar", PREVIOUS_RELEASE, "node"],
-        capture_output=True,
-        check=False,
-    )
-    if archive.returncode != 0:
-        shallow = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--is-shallow-repository"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if shallow.returncode != 0 or shallow.stdout.strip() == "true":
-            # A shallow clone or an export holds no earlier release to upgrade from.
-            pytest.skip(f"no git history here to take the previous release {PREVIOUS_RELEASE}")
-        pytest.fail(f"the previous release {PREVIOUS_RELEASE} is not in this checkout's history")
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
-    yield into / "node"
+    yield export_previous_release(tmp_path_factory.mktemp("previous-release"))
 
 
 class PresenceClient(Client):
@@ -99,13 +78,6 @@ class PresenceClient(Client):
         if kind in ("user_joined", "user_left", "presence_changed"):
             self.presence.append(event)
         super()._on_event(ws, event)
-
-
-def start_old(cluster: LocalCluster, source: Path, port: int = 0) -> NodeProcess:
-    extra = {"PYTHONPATH": str(source)}
-    if port:
-        extra["ROOMCAST_PORT"] = str(port)
-    return cluster.start_node(extra)
 
 
 async def welcome_of(node: NodeProcess) -> dict[str, Any]:

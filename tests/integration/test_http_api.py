@@ -104,7 +104,9 @@ async def test_presence_and_history_through_nginx(api_cluster: LocalCluster) -> 
         assert presence.json() == {
             "type": "presence", "room": room,
             "members": [
-                {"username": "alice", "connections": 1}, {"username": "bob", "connections": 1}
+                {"username": "alice", "connections": 1,
+                 "user_ids": {alice.welcome["user_id"]: 1}},
+                {"username": "bob", "connections": 1, "user_ids": {bob.welcome["user_id"]: 1}},
             ],
         }  # fmt: skip
         history = await request("GET", api(api_cluster, room, "history") + "?limit=2")

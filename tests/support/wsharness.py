@@ -243,11 +243,17 @@ class WsClient:
 
 
 def _leave_out_user_ids(event: dict[str, Any]) -> None:
-    """Without the user_id of an event and of the messages it holds (history), once checked."""
+    """Without the user_id of an event and of the messages it holds (history), and the user_ids
+    of a presence answer's members, once checked."""
     for item in [event, *event.get("messages", ())]:
         if isinstance(item, dict) and "user_id" in item:
             user_id = item.pop("user_id")
             assert isinstance(user_id, str) and USER_ID.fullmatch(user_id), item
+    members = event.get("members") if event.get("type") == "presence" else None
+    for member in members or ():
+        held = member.pop("user_ids")
+        assert all(USER_ID.fullmatch(user_id) for user_id in held), member
+        assert sum(held.values()) == member["connections"], member
 
 
 async def settle(turns: int = 10) -> None:

@@ -8,7 +8,7 @@ import itertools
 import orjson
 import pytest
 
-from roomcast.broker import BrokerUnavailable
+from roomcast.broker import BrokerUnavailable, RoomPresence
 from roomcast.core.bigroom import BigRooms, Notice, Step
 from roomcast.core.churn import CHURN_BURST, CHURN_RATE
 from roomcast.core.presence_pages import (
@@ -116,8 +116,9 @@ def test_counts_never_go_negative() -> None:
     assert rooms.size("r") == 0
 
 
-def _presence(n: int) -> dict[str, int]:
-    return {f"user{i:05d}": 1 + i % 3 for i in range(n)}
+def _presence(n: int) -> RoomPresence:
+    """n names, each with 1-3 connections of one user (the last of every 7 not known)."""
+    return {f"user{i:05d}": [None if i % 7 == 6 else f"id{i:05d}"] * (1 + i % 3) for i in range(n)}
 
 
 def test_pages_cover_every_name_exactly_once_in_order() -> None:
@@ -130,9 +131,9 @@ def test_pages_cover_every_name_exactly_once_in_order() -> None:
         page = page_of(snap, after, 100)
         assert len(page.members) <= 100
         assert page.total_members == 1234
-        assert page.total_connections == sum(presence.values())
+        assert page.total_connections == sum(len(ids) for ids in presence.values())
         seen.extend(page.members)
-        assert all(presence[name] == count for name, count in page.members.items())
+        assert all(presence[name] == ids for name, ids in page.members.items())
         pages += 1
         after = page.next
         if after is None:
@@ -142,24 +143,24 @@ def test_pages_cover_every_name_exactly_once_in_order() -> None:
 
 
 def test_a_cursor_stays_exact_when_the_room_changes_between_pages() -> None:
-    first = take_snapshot({"ann": 1, "bob": 1, "cid": 1, "dan": 1}, 0.0)
+    first = take_snapshot({name: ["id"] for name in ("ann", "bob", "cid", "dan")}, 0.0)
     page = page_of(first, None, 2)
     assert list(page.members) == ["ann", "bob"] and page.next == "bob"
     # bob left, ben and eve came: the next page starts after "bob" all the same.
-    second = take_snapshot({"ann": 1, "ben": 1, "cid": 1, "dan": 1, "eve": 1}, 1.0)
+    second = take_snapshot({name: ["id"] for name in ("ann", "ben", "cid", "dan", "eve")}, 1.0)
     rest = page_of(second, page.next, 10)
     assert list(rest.members) == ["cid", "dan", "eve"] and rest.next is None
 
 
 def test_the_answer_is_the_old_one_for_a_small_room_asked_without_paging() -> None:
-    presence = {"bob": 2, "ann": 1}
+    presence: RoomPresence = {"bob": ["b1", "b2"], "ann": ["a"]}
     snap = take_snapshot(presence, 0.0)
     assert answer(snap, False, "r", None, None, 7) == protocol.presence("r", presence, 7)
     paged = orjson.loads(answer(snap, False, "r", 1, None))
     assert paged == {
         "type": "presence",
         "room": "r",
-        "members": [{"username": "ann", "connections": 1}],
+        "members": [{"username": "ann", "connections": 1, "user_ids": {"a": 1}}],
         "total_members": 2,
         "total_connections": 3,
         "next": "ann",
@@ -184,13 +185,13 @@ def test_page_requests_are_validated() -> None:
 
 
 class CountingReader:
-    def __init__(self, presence: dict[str, int]) -> None:
+    def __init__(self, presence: RoomPresence) -> None:
         self.presence = presence
         self.reads = 0
         self.gate = asyncio.Event()
         self.gate.set()
 
-    async def __call__(self, room: str) -> dict[str, int]:
+    async def __call__(self, room: str) -> RoomPresence:
         self.reads += 1
         await self.gate.wait()
         return dict(self.presence)
@@ -228,7 +229,7 @@ async def test_a_small_room_is_read_afresh_each_time() -> None:
 async def test_a_failed_read_fails_its_askers_and_is_not_kept() -> None:
     calls = 0
 
-    async def failing(room: str) -> dict[str, int]:
+    async def failing(room: str) -> RoomPresence:
         nonlocal calls
         calls += 1
         raise RuntimeError("down")

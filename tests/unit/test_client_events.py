@@ -71,8 +71,8 @@ def test_parses_every_server_event_built_by_the_protocol_module() -> None:
         (message, ChatMessage("r", "ann", 'hé "quoted"', 1_700_000_000_000, 7, "ep")),
         (protocol.typing("r", "bob"), Typing("r", "bob")),
         (
-            protocol.presence("r", {"bob": 2, "ann": 1}),
-            Presence("r", (Member("ann", 1), Member("bob", 2))),
+            protocol.presence("r", {"bob": ["b", None], "ann": ["a"]}),
+            Presence("r", (Member("ann", 1, {"a": 1}), Member("bob", 2, {"b": 1}))),
         ),
         (
             protocol.history("r", "ep", 7, [message]),
@@ -80,8 +80,8 @@ def test_parses_every_server_event_built_by_the_protocol_module() -> None:
                                                "ep"),)),
         ),
         (
-            protocol.presence_page("r", {"ann": 1}, 2, 3, "ann"),
-            Presence("r", (Member("ann", 1),), 2, 3, "ann"),
+            protocol.presence_page("r", {"ann": ["a"]}, 2, 3, "ann"),
+            Presence("r", (Member("ann", 1, {"a": 1}),), 2, 3, "ann"),
         ),
         (
             protocol.presence_changed("r", 5, 2, 700, True),
@@ -97,6 +97,21 @@ def test_parses_every_server_event_built_by_the_protocol_module() -> None:
     for raw, expected in cases:
         assert parse_event(raw) == expected
         assert parse_event(raw.decode()) == expected
+
+
+def test_presence_members_carry_the_user_ids_of_namesakes() -> None:
+    """A presence entry is matched to the user_joined a member saw by its user_id; a server of a
+    release before ids sends none, and the entry is as it was."""
+    joined = parse_event(protocol.user_joined("r", "alice", "id-2"))
+    answer = parse_event(protocol.presence("r", {"alice": ["id-1", "id-2", "id-2", None]}))
+    assert isinstance(joined, UserJoined) and isinstance(answer, Presence)
+    [alice] = answer.members
+    assert (alice.connections, dict(alice.user_ids)) == (4, {"id-1": 1, "id-2": 2})
+    assert joined.user_id in alice.user_ids
+    old = parse_event('{"type":"presence","room":"r","members":[{"username":"a","connections":2}]}')
+    assert isinstance(old, Presence) and old.members == (Member("a", 2),)
+    assert not old.members[0].user_ids
+    assert len({alice, old.members[0]}) == 2  # still hashable
 
 
 def test_join_of_a_room_already_joined_has_no_position() -> None:
@@ -120,6 +135,10 @@ def test_join_of_a_room_already_joined_has_no_position() -> None:
         ('{"type":"joined","room":"r","username":"a","epoch":"e","offset":true}', "joined"),
         ('{"type":"presence","room":"r","members":[{"username":"a"}]}', "presence"),
         ('{"type":"presence","room":"r","members":"everyone"}', "presence"),
+        ('{"type":"presence","room":"r","members":[{"username":"a","connections":1,'
+         '"user_ids":["x"]}]}', "presence"),
+        ('{"type":"presence","room":"r","members":[{"username":"a","connections":1,'
+         '"user_ids":{"x":"1"}}]}', "presence"),
         ('{"type":"history","room":"r","epoch":"e","offset":1,"messages":[1]}', "history"),
         ('{"type":"joined","room":"r","username":"a","epoch":"e","offset":1,"recovered":"yes"}',
          "joined"),

@@ -1012,12 +1012,13 @@ class RefusedJoinBroker(MemoryBroker):
         since: Since | None,
         announce: bytes,
         user: str | None = None,
+        user_id: str | None = None,
     ) -> JoinReply:
         if username == "refused":
             raise NotRun("redis refused: OOM")
         if username == "unsure":
             raise BrokerUnavailable("redis refused: something else")
-        return await super().join(room, member, username, since, announce, user)
+        return await super().join(room, member, username, since, announce, user, user_id)
 
 
 async def test_a_join_redis_refused_at_once_is_not_retracted_with_user_left() -> None:

@@ -478,16 +478,31 @@ def test_history_event_splices_stored_messages() -> None:
 
 
 def test_presence_event_sorted_by_username() -> None:
-    event = json.loads(protocol.presence("r", {"zed": 1, "amy": 2, "Bob": 1}))
+    event = json.loads(protocol.presence("r", {"zed": ["z"], "amy": ["a", "a"], "Bob": ["b"]}))
     assert event == {
         "type": "presence",
         "room": "r",
         "members": [
-            {"username": "Bob", "connections": 1},
-            {"username": "amy", "connections": 2},
-            {"username": "zed", "connections": 1},
+            {"username": "Bob", "connections": 1, "user_ids": {"b": 1}},
+            {"username": "amy", "connections": 2, "user_ids": {"a": 2}},
+            {"username": "zed", "connections": 1, "user_ids": {"z": 1}},
         ],
     }
+
+
+def test_presence_entries_tell_namesakes_apart_by_user_id() -> None:
+    """A superset: the name and its connections as ever, then how many each user under that
+    name holds; a connection whose id is not known (a previous release's node wrote it) is
+    counted in connections only. Pages are the same entries."""
+    members: dict[str, list[str | None]] = {"alice": ["id-b", None, "id-a", "id-b"], "bob": [None]}
+    entries = json.loads(protocol.presence("r", members))["members"]
+    assert entries == [
+        {"username": "alice", "connections": 4, "user_ids": {"id-a": 1, "id-b": 2}},
+        {"username": "bob", "connections": 1, "user_ids": {}},
+    ]
+    assert list(entries[0]) == ["username", "connections", "user_ids"]
+    page = json.loads(protocol.presence_page("r", members, 2, 5, None))
+    assert page["members"] == entries
 
 
 def test_error_event_with_and_without_room() -> None:

@@ -11,7 +11,7 @@ import re
 
 import orjson
 
-from roomcast.broker import scripts
+from roomcast.broker import presence_fields, scripts
 from roomcast.wire import envelope, protocol
 from roomcast.wire.codes import RecoveryStatus
 
@@ -61,12 +61,22 @@ def test_published_envelope_is_what_nodes_unpack() -> None:
 
 def test_reaped_members_leave_with_the_protocols_user_left() -> None:
     source = scripts.REAP.source
-    event = lua_concat(assignment(source, "event"), {"ARGV[4]": "lobby", "username": "ann"})
-    assert event == protocol.user_left("lobby", "ann")
+    named = lua_concat(assignment(source, "event"), {"ARGV[4]": "lobby", "username": "ann"})
+    with_id = re.search(r"event = (event \.\. .+)", source)
     publish = re.search(r"redis.call\('PUBLISH', ARGV\[1\], (.+)\)", source)
-    assert publish
-    payload = envelope.head(1.0) + lua_concat(publish.group(1), {"ARGV[2]": "", "event": ""})
-    assert envelope.unpack(payload + event).offset == 0  # unsequenced: not in history
+    assert with_id and publish
+    # The user_id is what follows the separator in the member's presence field.
+    assert f"string.match(member, '\\{presence_fields.SEPARATOR[0]}(" in source
+    for user_id in (None, "Zm9vYmFyLWlkXzEyMzQ1Ng"):
+        event = named
+        if user_id is not None:
+            event = lua_concat(with_id.group(1), {"event": named.decode(), "user_id": user_id})
+        payload = envelope.head(1.0) + lua_concat(
+            publish.group(1), {"ARGV[2]": "", "event": event.decode()}
+        )
+        unpacked = envelope.unpack(payload)
+        assert unpacked.event == protocol.user_left("lobby", "ann", user_id), user_id
+        assert unpacked.offset == 0  # unsequenced: not in history
 
 
 def test_join_statuses_are_the_recovery_statuses() -> None:

@@ -83,3 +83,30 @@ def test_the_python_client_tells_its_own_messages_by_user_id() -> None:
     assert not client.is_own(Typing("r", "Alice", "namesake"))
     older_server = RoomcastClient("ws://127.0.0.1:1/chat", "Alice")
     assert older_server.is_own(ChatMessage("r", "Alice", "x", 0, 1, "ep"))
+
+
+async def test_presence_tells_namesakes_apart_by_the_ids_their_events_carry(
+    env: Env,  # noqa: F811
+) -> None:
+    """Three open-mode connections called alice (each with an id of its own): the presence
+    entry of "alice" counts three connections and holds the user_id of each, those of the
+    user_joined the watcher saw; a page of presence says the same."""
+    watcher, _ = await welcomed(env)
+    watcher.send_json({"type": "join", "room": "r", "username": "watcher"})
+    await settle()
+    watcher.events()
+    ids = []
+    for _ in range(3):
+        alice, alice_id = await welcomed(env)
+        alice.send_json({"type": "join", "room": "r", "username": "alice"})
+        ids.append(alice_id)
+    await settle()
+    joins = [e for e in watcher.events(user_ids=True) if e["type"] == "user_joined"]
+    assert [e["user_id"] for e in joins] == ids and len(set(ids)) == 3
+    watcher.send_json({"type": "presence", "room": "r"})
+    watcher.send_json({"type": "presence", "room": "r", "limit": 1})
+    await settle()
+    whole, page = watcher.events(user_ids=True)
+    entry = whole["members"][0]
+    assert entry == {"username": "alice", "connections": 3, "user_ids": dict.fromkeys(ids, 1)}
+    assert page["members"] == [entry] and page["next"] == "alice"

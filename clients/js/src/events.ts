@@ -149,6 +149,14 @@ export interface TypingEvent {
 export interface Member {
   username: string;
   connections: number;
+  /**
+   * Of those connections, how many each user under this name holds, by the `userId` the events
+   * about them carry (namesakes are several users): a `user_joined` is matched to its entry by
+   * `event.userId in member.userIds`. Connections whose id the server does not know (written by a
+   * node of a release before user ids) are counted in `connections` only; empty from a server
+   * that sends no ids.
+   */
+  userIds: Record<string, number>;
 }
 
 export interface PresenceEvent {
@@ -456,6 +464,15 @@ function objects(data: Data, key: string): Data[] {
   return value as Data[];
 }
 
+function userIds(data: Data): Record<string, number> {
+  const value = data.user_ids;
+  if (value === undefined || value === null) return {};
+  if (typeof value !== "object" || Array.isArray(value)) throw new BadField("user_ids");
+  const held = value as Data;
+  // Own properties only, each a count: a frame must not hand the application anything else.
+  return Object.fromEntries(Object.keys(held).map((id) => [id, int(held, id)]));
+}
+
 function message(d: Data): MessageEvent {
   if (d.deleted === true) {
     const room = str(d, "room");
@@ -519,6 +536,7 @@ const PARSERS: Record<string, (d: Data) => ServerEvent> = {
     members: objects(d, "members").map((m) => ({
       username: str(m, "username"),
       connections: int(m, "connections"),
+      userIds: userIds(m),
     })),
     totalMembers: optInt(d, "total_members"),
     totalConnections: optInt(d, "total_connections"),

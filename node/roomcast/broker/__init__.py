@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, NamedTuple, Protocol, TypeVar
 
 from roomcast.wire.codes import RecoveryStatus
 from roomcast.wire.recovery import Since
@@ -117,6 +117,18 @@ class RoomCounts:
 
 def counts_of(room: str, usernames: list[str]) -> RoomCounts:
     return RoomCounts(room, len(set(usernames)), len(usernames))
+
+
+class PresenceEntry(NamedTuple):
+    """One connection in a room's presence: its name, and the user_id of events about it."""
+
+    username: str
+    user_id: str | None  # None: not known (written by a node of the release before user ids)
+
+
+# Who is in a room on every node: each username, with the user_id of each of its connections
+# (namesakes are several users under one name; None for a connection whose id is not known).
+RoomPresence = dict[str, list[str | None]]
 
 
 # Control-channel name: not a valid room name, so no room's channel can ever be it.
@@ -264,17 +276,20 @@ class Broker(Protocol):
         since: Since | None,
         announce: bytes,
         user: str | None = None,
+        user_id: str | None = None,
     ) -> JoinReply:
-        """Record ``member`` in the room's presence, publish ``announce`` (user_joined) and read
-        the room's epoch and latest offset, plus the messages missed since ``since``: one
-        atomic step, one round trip. Raises RoomBanned, having done nothing, when ``user``
-        (a token's sub, or the username) is banned from the room."""
+        """Record ``member`` in the room's presence (as ``username``, with ``user_id``), publish
+        ``announce`` (user_joined) and read the room's epoch and latest offset, plus the
+        messages missed since ``since``: one atomic step, one round trip. Raises RoomBanned,
+        having done nothing, when ``user`` (a token's sub, or the username) is banned from the
+        room."""
 
-    def leave(self, room: str, member: str, announce: bytes) -> None:
-        """Drop ``member`` from presence and publish ``announce`` (user_left), atomically."""
+    def leave(self, room: str, member: str, announce: bytes, user_id: str | None = None) -> None:
+        """Drop ``member`` (joined with ``user_id``) from presence and publish ``announce``
+        (user_left), atomically."""
 
-    async def resync_presence(self, rooms: dict[str, dict[str, str]]) -> None:
-        """Make this node's presence entries exactly ``rooms`` (room -> member -> username):
+    async def resync_presence(self, rooms: dict[str, dict[str, PresenceEntry]]) -> None:
+        """Make this node's presence entries exactly ``rooms`` (room -> member -> entry):
         after Redis lost them (restart), or kept some whose leave was lost in an outage."""
 
     async def history(self, room: str, limit: int) -> HistoryReply: ...
@@ -287,8 +302,8 @@ class Broker(Protocol):
         (a page of a streamed answer or catch-up); with ``total``, also the bytes of all the
         messages after ``after``."""
 
-    async def presence(self, room: str) -> dict[str, int]:
-        """Usernames in the room on every node, with their connection counts."""
+    async def presence(self, room: str) -> RoomPresence:
+        """Usernames in the room on every node, each with the user_id of each connection."""
 
     # The server API (issue 16): orders for every node, and what they change in Redis.
 

@@ -10,7 +10,7 @@ import asyncio
 import os
 import random
 import time
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,9 +27,11 @@ from roomcast.broker import (
     LevelHandler,
     MessageHandler,
     NotInHistory,
+    PresenceEntry,
     PublishedHandler,
     RoomBanned,
     RoomCounts,
+    RoomPresence,
     StateHandler,
     StatsSource,
     counts_of,
@@ -61,7 +63,7 @@ class _Room:
     offset: int = 0
     # (stored at, json) newest last
     history: deque[tuple[float, bytes]] = field(default_factory=deque)
-    presence: dict[str, str] = field(default_factory=dict)
+    presence: dict[str, PresenceEntry] = field(default_factory=dict)  # member -> entry
     held: int = 0  # bytes in history
     bans: dict[str, Ban] = field(default_factory=dict)  # user -> ban (until: wall clock, ms)
 
@@ -169,12 +171,13 @@ class MemoryBroker:
         since: Since | None,
         announce: bytes,
         user: str | None = None,
+        user_id: str | None = None,
     ) -> JoinReply:
         state = self._room(room)
         ban = state.bans.get(user) if user is not None else None
         if ban is not None:
             raise RoomBanned(ban.until_ms, ban.reason)
-        state.presence[member] = username
+        state.presence[member] = PresenceEntry(username, user_id)
         self.publish(room, announce)
         size = len(state.presence)
         if since is None:
@@ -189,7 +192,7 @@ class MemoryBroker:
         )
         return JoinReply(state.epoch, state.offset, RECOVERED, messages, size)
 
-    def leave(self, room: str, member: str, announce: bytes) -> None:
+    def leave(self, room: str, member: str, announce: bytes, user_id: str | None = None) -> None:
         state = self._rooms.get(room)
         if state is not None:
             state.presence.pop(member, None)
@@ -198,7 +201,7 @@ class MemoryBroker:
                 del self._rooms[room]  # bounded memory: nothing left worth keeping
         self.publish(room, announce)
 
-    async def resync_presence(self, rooms: dict[str, dict[str, str]]) -> None:
+    async def resync_presence(self, rooms: dict[str, dict[str, PresenceEntry]]) -> None:
         for room, members in rooms.items():
             self._room(room).presence.update(members)
 
@@ -229,9 +232,12 @@ class MemoryBroker:
                 used += len(message)
         return HistoryPage(state.epoch, state.offset, after, out, size_after)
 
-    async def presence(self, room: str) -> dict[str, int]:
+    async def presence(self, room: str) -> RoomPresence:
         state = self._rooms.get(room)
-        return dict(Counter(state.presence.values())) if state is not None else {}
+        present: RoomPresence = {}
+        for username, user_id in state.presence.values() if state is not None else ():
+            present.setdefault(username, []).append(user_id)
+        return present
 
     def _room(self, room: str) -> _Room:
         state = self._rooms.get(room)
@@ -307,7 +313,10 @@ class MemoryBroker:
         self, limit: int, after: str | None
     ) -> tuple[list[RoomCounts], str | None]:
         names = sorted(r for r, s in self._rooms.items() if s.presence and (after or "") < r)
-        page = [counts_of(r, list(self._rooms[r].presence.values())) for r in names[:limit]]
+        page = [
+            counts_of(r, [entry.username for entry in self._rooms[r].presence.values()])
+            for r in names[:limit]
+        ]
         return page, names[limit - 1] if len(names) > limit else None
 
     async def cluster_nodes(self) -> list[dict[str, Any]]:

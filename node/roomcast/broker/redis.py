@@ -45,12 +45,15 @@ from roomcast.broker import (
     MessageHandler,
     NotInHistory,
     NotRun,
+    PresenceEntry,
     PublishedHandler,
     RoomBanned,
     RoomCounts,
+    RoomPresence,
     StateHandler,
     StatsSource,
     counts_of,
+    presence_fields,
     resp,
     scripts,
 )
@@ -543,6 +546,7 @@ class RedisBroker(OnOneLoop):
         since: Since | None,
         announce: bytes,
         user: str | None = None,
+        user_id: str | None = None,
     ) -> JoinReply:
         seq, epoch, history, presence = scripts.room_keys(room)
         ban = scripts.ban_keys(room, user if user is not None else username)[0]
@@ -559,7 +563,7 @@ class RedisBroker(OnOneLoop):
                 (
                     self.topology.channel(room),
                     announce,
-                    member.encode(),
+                    presence_fields.field(member, user_id),
                     username.encode(),
                     b"%d" % (since.offset if since else -1),
                     (since.epoch if since else "").encode(),
@@ -599,14 +603,14 @@ class RedisBroker(OnOneLoop):
             connections,
         )
 
-    def leave(self, room: str, member: str, announce: bytes) -> None:
+    def leave(self, room: str, member: str, announce: bytes, user_id: str | None = None) -> None:
         seq, epoch, _, presence = scripts.room_keys(room)
         self._command(
             presence,
             resp.evalsha(
                 self._scripts.leave.sha,
                 (presence, seq, epoch),
-                (self.topology.channel(room), announce, member.encode()),
+                (self.topology.channel(room), announce, presence_fields.field(member, user_id)),
             ),
             functools.partial(self._left, room),
             publishes=True,
@@ -627,21 +631,25 @@ class RedisBroker(OnOneLoop):
             ),
         )
 
-    async def resync_presence(self, rooms: dict[str, dict[str, str]]) -> None:
+    async def resync_presence(self, rooms: dict[str, dict[str, PresenceEntry]]) -> None:
         announce, self._reaped = self._reaped, False
         prefix = self._instance.encode() + b"-"
         listed = await self._request(self._rooms_key, resp.command(b"SMEMBERS", self._rooms_key))
         stale = {raw.decode() for raw in listed} - rooms.keys()
         for room in (*rooms, *stale):
             members = rooms.get(room, {})
-            pairs = [part for m, u in members.items() for part in (m.encode(), u.encode())]
+            pairs = [
+                part
+                for member, (username, user_id) in members.items()
+                for part in (presence_fields.field(member, user_id), username.encode())
+            ]
             presence = scripts.room_keys(room)[3]
             self._command(
                 presence, resp.evalsha(self._scripts.resync.sha, (presence,), (prefix, *pairs))
             )
             if announce:
-                for member, username in members.items():
-                    event = protocol.user_joined(room, username)
+                for member, (username, user_id) in members.items():
+                    event = protocol.user_joined(room, username, user_id)
                     self.publish(room, envelope.pack(time.time(), event, member))
             if members:
                 # Redis may have lost the rooms index with everything else: list it again.
@@ -684,14 +692,10 @@ class RedisBroker(OnOneLoop):
             epoch_value.decode(), int(latest), int(resolved), list(messages), int(size_after)
         )
 
-    async def presence(self, room: str) -> dict[str, int]:
+    async def presence(self, room: str) -> RoomPresence:
         presence = scripts.room_keys(room)[3]
-        reply = await self._request(presence, resp.command(b"HVALS", presence))
-        counts: dict[str, int] = {}
-        for raw in reply:
-            name = raw.decode()
-            counts[name] = counts.get(name, 0) + 1
-        return counts
+        reply = await self._request(presence, resp.command(b"HGETALL", presence))
+        return presence_fields.tally(reply)
 
     async def _read_history(self, room: str, limit: int) -> HistoryReply:
         return await self.history(room, limit)

@@ -118,14 +118,14 @@ return {offset, epoch}
 """,
 )
 
-# KEYS: seq, epoch, history, presence. ARGV: channel, announce envelope, member, username, since
-# offset (-1: none), since epoch, epoch candidate, ttl (s) of a room without messages, deadline
-# (ms, Redis's clock), the name of the joiner's ban key (in the room's slot; not declared: a
-# missing declared key makes an importing node answer TRYAGAIN mid-migration). Returns {epoch,
-# latest offset, status, missed messages newest first, time (µs), connections}; past its deadline
-# {'', 0, 'late', {}, 0} and nothing done (the node gave up on the join: a late run would list a
-# member that is not there); {'banned',
-# "<until ms>|<reason>"} and nothing done when the joiner is banned from the room.
+# KEYS: seq, epoch, history, presence. ARGV: channel, announce envelope, the member's presence
+# field (broker.presence_fields: its id and user_id), username, since offset (-1: none), since
+# epoch, epoch candidate, ttl (s) of a room without messages, deadline (ms, Redis's clock), the
+# name of the joiner's ban key (in the room's slot; not declared: a missing declared key makes an
+# importing node answer TRYAGAIN mid-migration). Returns {epoch, latest offset, status, missed
+# messages newest first, time (µs), connections}; past its deadline {'', 0, 'late', {}, 0} and
+# nothing done (the node gave up on the join: a late run would list a member that is not there);
+# {'banned', "<until ms>|<reason>"} and nothing done when the joiner is banned from the room.
 # A room that never had a message gets its counter and epoch for as long as it has members
 # (LEAVE and REAP delete them with the last one) and at most the given ttl, refreshed by each
 # join: churning through fresh room names leaves nothing behind. The reply's last element, the
@@ -210,7 +210,7 @@ return {'absent'}
 """,
 )
 
-# KEYS: presence, seq, epoch. ARGV: channel, announce envelope, member.
+# KEYS: presence, seq, epoch. ARGV: channel, announce envelope, the member's presence field.
 # The last member of a room that never had a message takes its counter and epoch with it.
 _FORGET_SILENT_ROOM: Final = """
 if redis.call('EXISTS', KEYS[1]) == 0 and redis.call('GET', KEYS[2]) == '0' then
@@ -307,7 +307,9 @@ return {epoch, latest, after, out, total}
 )
 
 # KEYS: presence, seq, epoch. ARGV: channel, envelope head, member prefix of the dead node, room.
-# Removes the dead node's members and announces each departure. Runs only when a node died.
+# Removes the dead node's members and announces each departure, with the user_id its field holds
+# after the separator (broker.presence_fields; none in a previous release's entry). Only ids as
+# nodes make them (URL-safe base64) are spliced into the JSON. Runs only when a node died.
 REAP: Final = Script(
     "reap",
     """
@@ -317,8 +319,12 @@ for i = 1, #fields, 2 do
   local member, username = fields[i], fields[i + 1]
   if string.sub(member, 1, #ARGV[3]) == ARGV[3] then
     redis.call('HDEL', KEYS[1], member)
-    local event = '{"type":"user_left","room":"' .. ARGV[4] .. '","username":"' .. username .. '"}'
-    redis.call('PUBLISH', ARGV[1], ARGV[2] .. '0\\n' .. event)
+    local event = '{"type":"user_left","room":"' .. ARGV[4] .. '","username":"' .. username .. '"'
+    local user_id = string.match(member, '\\31([%w_-]+)$')
+    if user_id then
+      event = event .. ',"user_id":"' .. user_id .. '"'
+    end
+    redis.call('PUBLISH', ARGV[1], ARGV[2] .. '0\\n' .. event .. '}')
     removed = removed + 1
   end
 end
@@ -329,7 +335,7 @@ return removed
 """,
 )
 
-# KEYS: presence. ARGV: member prefix of this node, then member/username pairs.
+# KEYS: presence. ARGV: member prefix of this node, then field/username pairs.
 # Makes this node's entries exactly the given ones (after an outage, leaves may have been lost).
 RESYNC: Final = Script(
     "resync",

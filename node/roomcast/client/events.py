@@ -145,8 +145,16 @@ class Typing:
 
 @dataclass(frozen=True, slots=True)
 class Member:
+    """One name in a presence answer: its connections, and of those, how many each user under
+    that name holds, by the ``user_id`` their events carry (namesakes are several users; a
+    ``UserJoined`` is matched to its entry by ``user_id in member.user_ids``). Connections whose
+    id the server does not know (a node of a release before user ids wrote them) are counted in
+    ``connections`` only; a server that sends no ids leaves ``user_ids`` empty."""
+
     username: str
     connections: int
+    # Out of the hash (a mapping has none), so that a Member still goes in a set.
+    user_ids: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}), hash=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,7 +457,18 @@ def _members(data: Mapping[str, Any]) -> tuple[Member, ...]:
     members = data.get("members")
     if not isinstance(members, list) or not all(isinstance(m, dict) for m in members):
         raise _BadField("members")
-    return tuple(Member(_str(m, "username"), _int(m, "connections")) for m in members)
+    return tuple(Member(_str(m, "username"), _int(m, "connections"), _user_ids(m)) for m in members)
+
+
+def _user_ids(member: Mapping[str, Any]) -> Mapping[str, int]:
+    held = member.get("user_ids")
+    if held is None:
+        return MappingProxyType({})
+    if not isinstance(held, dict) or not all(
+        isinstance(count, int) and not isinstance(count, bool) for count in held.values()
+    ):
+        raise _BadField("user_ids")
+    return MappingProxyType(held)
 
 
 def _history(data: Mapping[str, Any]) -> History:

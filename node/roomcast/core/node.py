@@ -20,7 +20,9 @@ from roomcast.broker import (
     BrokerUnavailable,
     JoinReply,
     NotRun,
+    PresenceEntry,
     RoomBanned,
+    RoomPresence,
     RoomRateLimited,
     Unconfirmed,
     within,
@@ -253,7 +255,7 @@ class Node:
         self.history_budget.shared = self._shared.charge
         self.streams.attach(broker, outbox)
 
-    async def _read_presence(self, room: str) -> dict[str, int]:
+    async def _read_presence(self, room: str) -> RoomPresence:
         return await self._attached_broker().presence(room)
 
     def _loop(self) -> asyncio.AbstractEventLoop:
@@ -421,7 +423,10 @@ class Node:
         """After an outage or a Redis restart, make Redis' presence match this node again."""
         assert self.broker is not None
         rooms = {
-            room: {conn.id: name for conn, name in self.rooms.all_members(room).items()}
+            room: {
+                conn.id: PresenceEntry(name, conn.user_id or None)
+                for conn, name in self.rooms.all_members(room).items()
+            }
             for room in self.rooms.rooms()
         }
         task = asyncio.ensure_future(self.broker.resync_presence(rooms))
@@ -758,7 +763,9 @@ class Node:
         self._announced.add((conn, room))
         self._published["user_joined"].inc()
         user = conn.identity.subject if conn.identity is not None else username
-        reply = await self.broker.join(room, conn.id, username, command.since, announce, user)
+        reply = await self.broker.join(
+            room, conn.id, username, command.since, announce, user, conn.user_id or None
+        )
         if not catch_up.marker_seen:
             assert self.outbox is not None
             loop = self.outbox.loop  # not asyncio.get_running_loop(): a getpid() on 3.11
@@ -1245,7 +1252,8 @@ class Node:
         self._published["user_left"].inc()
         event = protocol.user_left(room, username, conn.user_id)
         cause = cause_of(conn.client_key)
-        self.broker.leave(room, conn.id, envelope.pack(time.time(), event, conn.id, cause=cause))
+        announce = envelope.pack(time.time(), event, conn.id, cause=cause)
+        self.broker.leave(room, conn.id, announce, conn.user_id or None)
 
     def _bucket(self, conn: Member, kind: str) -> RateLimiter:
         """The connection's own message or typing bucket, made on first use."""

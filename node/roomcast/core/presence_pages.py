@@ -15,11 +15,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
-from roomcast.broker import BrokerUnavailable
+from roomcast.broker import BrokerUnavailable, RoomPresence
 from roomcast.wire import protocol
 
 # Names per page: the default, and the most a client may ask for (a page of 1,000 names of up
-# to 64 characters is at most ~90 KB, well inside the send bound).
+# to 64 characters, each with the user_id of one user, is ~135 KB, inside the send bound; each
+# more user under a name adds 27 bytes).
 DEFAULT_PAGE: Final = 100
 MAX_PAGE: Final = 1000
 # Rooms whose snapshot is kept at once: a bound on memory (each is a room's whole presence).
@@ -29,28 +30,31 @@ MAX_SNAPSHOTS: Final = 64
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     names: list[str]  # sorted
-    counts: list[int]  # connections of each name
+    # Of each name, the user_id of each of its connections (None: not known): its length is the
+    # name's connection count. The lists the broker read, kept as they are.
+    user_ids: list[list[str | None]]
     connections: int
     taken_at: float
 
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    members: dict[str, int]  # username -> connections, in order
+    members: dict[str, list[str | None]]  # username -> user_id of each connection, in order
     total_members: int  # distinct usernames in the whole room
     total_connections: int
     next: str | None  # the cursor of the next page; None: this was the last
 
 
-def take_snapshot(presence: dict[str, int], now: float) -> Snapshot:
+def take_snapshot(presence: RoomPresence, now: float) -> Snapshot:
     names = sorted(presence)
-    return Snapshot(names, [presence[n] for n in names], sum(presence.values()), now)
+    connections = sum(len(ids) for ids in presence.values())
+    return Snapshot(names, [presence[n] for n in names], connections, now)
 
 
 def page_of(snap: Snapshot, after: str | None, limit: int) -> Page:
     start = 0 if after is None else bisect.bisect_right(snap.names, after)
     end = min(start + limit, len(snap.names))
-    members = dict(zip(snap.names[start:end], snap.counts[start:end], strict=True))
+    members = dict(zip(snap.names[start:end], snap.user_ids[start:end], strict=True))
     more = end < len(snap.names)
     return Page(members, len(snap.names), snap.connections, snap.names[end - 1] if more else None)
 
@@ -66,7 +70,8 @@ def answer(
     """The ``presence`` answer: the whole list as ever for a small room asked without ``limit``
     or ``after``; otherwise a page (a big room's first page when neither was given)."""
     if limit is None and after is None and not big:
-        return protocol.presence(room, dict(zip(snap.names, snap.counts, strict=True)), request_id)
+        whole = dict(zip(snap.names, snap.user_ids, strict=True))
+        return protocol.presence(room, whole, request_id)
     page = page_of(snap, after, limit or DEFAULT_PAGE)
     return protocol.presence_page(
         room, page.members, page.total_members, page.total_connections, page.next, request_id
@@ -81,7 +86,7 @@ class PresencePages:
 
     def __init__(
         self,
-        read: Callable[[str], Awaitable[dict[str, int]]],
+        read: Callable[[str], Awaitable[RoomPresence]],
         clock: Callable[[], float],
         max_age: float,
         keep_from: int,

@@ -158,6 +158,13 @@ def _schemas() -> dict[str, Any]:
                         "properties": {
                             "username": string,
                             "connections": {"type": "integer", "minimum": 1},
+                            "user_ids": {
+                                "type": "object",
+                                "additionalProperties": {"type": "integer", "minimum": 1},
+                                "description": "how many of the connections each user under "
+                                "this name holds, by the user_id of the events about it; "
+                                "connections a node of an earlier release wrote have none",
+                            },
                         },
                     },
                 },

@@ -18,6 +18,7 @@ than we read. Every code an error carries is in :mod:`roomcast.wire.codes`.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -428,16 +429,37 @@ def history_parts(
     return head[:-1] + b',"messages":[', b"]}"
 
 
-def presence(room: str, members: dict[str, int], request_id: RequestId = None) -> bytes:
+# A presence answer's members: each username with the user_id of each of its connections (None:
+# not known, written by a node of the release before user ids).
+PresenceMembers = Mapping[str, Sequence[str | None]]
+
+
+def _presence_member(username: str, user_ids: Sequence[str | None]) -> dict[str, Any]:
+    """One entry of a presence answer: the name and its connections, as ever, and how many of
+    them each user under that name holds (namesakes are several), by the user_id the events
+    about them carry. Connections whose id is not known are counted in ``connections`` only."""
+    if len(user_ids) == 1:  # most names: a third of the cost of the loop below
+        only = user_ids[0]
+        held_one = {only: 1} if only is not None else {}
+        return {"username": username, "connections": 1, "user_ids": held_one}
+    held: dict[str, int] = {}
+    for user_id in user_ids:
+        if user_id is not None:
+            held[user_id] = held.get(user_id, 0) + 1
+    return {
+        "username": username,
+        "connections": len(user_ids),
+        "user_ids": dict(sorted(held.items())),
+    }
+
+
+def presence(room: str, members: PresenceMembers, request_id: RequestId = None) -> bytes:
     return encode(
         _with_id(
             {
                 "type": "presence",
                 "room": room,
-                "members": [
-                    {"username": name, "connections": count}
-                    for name, count in sorted(members.items())
-                ],
+                "members": [_presence_member(name, members[name]) for name in sorted(members)],
             },
             request_id,
         )
@@ -446,7 +468,7 @@ def presence(room: str, members: dict[str, int], request_id: RequestId = None) -
 
 def presence_page(
     room: str,
-    members: dict[str, int],
+    members: PresenceMembers,
     total_members: int,
     total_connections: int,
     next_cursor: str | None,
@@ -459,9 +481,7 @@ def presence_page(
             {
                 "type": "presence",
                 "room": room,
-                "members": [
-                    {"username": name, "connections": count} for name, count in members.items()
-                ],
+                "members": [_presence_member(name, ids) for name, ids in members.items()],
                 "total_members": total_members,
                 "total_connections": total_connections,
                 "next": next_cursor,

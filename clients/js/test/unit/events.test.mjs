@@ -22,10 +22,11 @@ test("every server frame becomes a typed event with camelCase fields", () => {
   for (const bad of ['"1"', "-1", "true", "null"]) {
     assert.equal(parseEvent(`{"type":"error","code":"rate_limited","reason":"r","retry_after":${bad}}`).retryAfter, null, bad);
   }
-  assert.deepEqual(parseEvent('{"type":"presence","room":"r","members":[{"username":"a","connections":2}],"id":"q1"}'), { type: "presence", room: "r", members: [{ username: "a", connections: 2 }], totalMembers: null, totalConnections: null, next: null, id: "q1" });
+  // From a server that sends no user ids: none.
+  assert.deepEqual(parseEvent('{"type":"presence","room":"r","members":[{"username":"a","connections":2}],"id":"q1"}'), { type: "presence", room: "r", members: [{ username: "a", connections: 2, userIds: {} }], totalMembers: null, totalConnections: null, next: null, id: "q1" });
   // Big rooms: a page of presence, the coalesced presence_changed, and joined's size.
-  assert.deepEqual(parseEvent('{"type":"presence","room":"r","members":[{"username":"a","connections":1}],"total_members":9,"total_connections":12,"next":"a"}'), {
-    type: "presence", room: "r", members: [{ username: "a", connections: 1 }], totalMembers: 9, totalConnections: 12, next: "a", id: null,
+  assert.deepEqual(parseEvent('{"type":"presence","room":"r","members":[{"username":"a","connections":1,"user_ids":{"id-a":1}}],"total_members":9,"total_connections":12,"next":"a"}'), {
+    type: "presence", room: "r", members: [{ username: "a", connections: 1, userIds: { "id-a": 1 } }], totalMembers: 9, totalConnections: 12, next: "a", id: null,
   });
   assert.deepEqual(parseEvent('{"type":"presence_changed","room":"r","joined":40,"left":2,"connections":700,"big":true}'), {
     type: "presence_changed", room: "r", joined: 40, left: 2, connections: 700, big: true,
@@ -54,6 +55,19 @@ test("every server frame becomes a typed event with camelCase fields", () => {
   for (const kind of ["user_joined", "user_left", "typing"]) {
     assert.deepEqual(parseEvent(`{"type":"${kind}","room":"r","username":"a"}`), { type: kind, room: "r", username: "a", userId: null });
     assert.deepEqual(parseEvent(`{"type":"${kind}","room":"r","username":"a","user_id":"id-a"}`), { type: kind, room: "r", username: "a", userId: "id-a" });
+  }
+});
+
+test("a presence entry tells namesakes apart: each user_id under the name with its connections", () => {
+  const joined = parseEvent('{"type":"user_joined","room":"r","username":"alice","user_id":"id-2"}');
+  const answer = parseEvent('{"type":"presence","room":"r","members":[{"username":"alice","connections":4,"user_ids":{"id-1":1,"id-2":2}}]}');
+  const [alice] = answer.members;
+  assert.equal(alice.connections, 4); // one of them written by a node of a release before ids
+  assert.deepEqual(alice.userIds, { "id-1": 1, "id-2": 2 });
+  assert.ok(Object.hasOwn(alice.userIds, joined.userId));
+  for (const bad of ['["id-1"]', '{"id-1":"1"}', '{"id-1":1.5}', '"id-1"']) {
+    const event = parseEvent(`{"type":"presence","room":"r","members":[{"username":"a","connections":1,"user_ids":${bad}}]}`);
+    assert.equal(event.type, "unknown", bad);
   }
 });
 
