@@ -3,7 +3,6 @@ a bystander's round trips (the probe subprocess), and the README's documented cl
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import socket
@@ -14,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.adversarial.devcluster_shim import REPO_ROOT, ClusterError, scaled
+from tests.adversarial.devcluster_shim import REPO_ROOT, scaled
+from tests.adversarial.reporting_child import ReportingChild
 
 MIB = 1024 * 1024
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -141,33 +141,21 @@ class Bystander:
     """The probe subprocess on one node, from ``ready`` until :meth:`finish`."""
 
     def __init__(self, url: str, room: str) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.adversarial.probe", url, room],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=REPO_ROOT,
+        self.child = ReportingChild(
+            "tests.adversarial.probe",
+            url,
+            room,
+            what=f"the bystander could not join {room} at {url}",
         )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if not line or not json.loads(line).get("ready"):
-            self.process.kill()
-            raise ClusterError(f"the bystander could not join {room} at {url}: {line!r}")
-        self.node: str = json.loads(line)["node"]
+        self.node: str = self.child.ready["node"]
 
     def finish(self) -> ProbeResult:
-        try:  # communicate() closes the probe's stdin: its signal to stop and report
-            out, _ = self.process.communicate(timeout=scaled(30))
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            raise
-        data = json.loads(out.strip().splitlines()[-1])
+        # Its stdin closed is the probe's signal to stop and report.
+        data = self.child.report("", timeout=scaled(30))
         return ProbeResult(data["latencies_ms"], data["failures"])
 
     def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(5)
+        self.child.kill()
 
 
 def kernel_tcp_bytes() -> int:
