@@ -7,21 +7,21 @@ regenerate) or `python bench/capacity_costs.py` (regenerate only) instead.
 
 from typing import Final
 
-SOURCE: Final = "make bench at 3391ed4 (2026-12-01), bench/unit_costs.py at 3391ed4 (2026-12-01)"
+SOURCE: Final = "make bench at 3391ed4 (2026-12-01), bench/unit_costs.py at ebaeb44 (2026-12-01)"
 MEASURED: Final[dict[str, float]] = {
-    "node_us_per_ingest": 919.69,
-    "node_us_per_receive": 274.375,
-    "node_us_per_delivery": 19.665,
+    "node_us_per_ingest": 762.11,
+    "node_us_per_receive": 371.846,
+    "node_us_per_delivery": 20.664,
     "node_us_per_setup": 1226.82,
     "node_kib_per_connection": 3.809,
     "node_base_kib": 53502.667,
     "nginx_us_per_delivery": 22.661,
-    "nginx_us_per_setup": 356.12,
-    "nginx_kib_per_connection": 28.032,
-    "redis_us_per_message": 475.225,
-    "redis_us_per_receive": 8.575,
+    "nginx_us_per_setup": 356.3,
+    "nginx_kib_per_connection": 22.496,
+    "redis_us_per_message": 476.813,
+    "redis_us_per_receive": 6.207,
     "redis_us_per_setup": 166.393,
     "redis_history_bytes_per_message": 201.5,
-    "redis_room_bytes": 392.8,
-    "redis_presence_bytes_per_member": 19.6,
+    "redis_room_bytes": 432.3,
+    "redis_presence_bytes_per_member": 42.7,
 }
