@@ -21,8 +21,9 @@ from typing import Any
 
 import pytest
 
+from tests.adversarial.churn_cover import churn_cycle, join_is_named, joined, told
 from tests.adversarial.devcluster_shim import LocalCluster, RedisClusterTopology, SentinelTopology
-from tests.adversarial.rawws import HandshakeRefused, RawWebSocket
+from tests.adversarial.rawws import RawWebSocket
 from tests.adversarial.readiness import until_ready
 
 ROOM = "covered"
@@ -47,9 +48,7 @@ def open_node(request: pytest.FixtureRequest) -> Iterator[Any]:
 
 async def test_a_churning_address_does_not_hide_other_users_joins(open_node: Any) -> None:
     await until_ready(open_node)
-    watcher = await RawWebSocket.connect("127.0.0.1", open_node.port)
-    await watcher.send({"type": "join", "room": ROOM, "username": "watcher"})
-    await watcher.next_text(type="joined")
+    watcher = await joined(open_node.port, ROOM, "watcher")
     # Bob is another client: another address (the churner's joins and leaves are coalesced by
     # client, its address in open mode). His WebSocket is open before the churn.
     bob = await RawWebSocket.connect("127.0.0.1", open_node.port, source="127.0.0.2")
@@ -59,23 +58,12 @@ async def test_a_churning_address_does_not_hide_other_users_joins(open_node: Any
     async def churn(loop: int) -> None:
         nonlocal cycles
         while time.monotonic() < stop:
-            with contextlib.suppress(HandshakeRefused, ConnectionError, TimeoutError):
-                ws = await RawWebSocket.connect("127.0.0.1", open_node.port)
-                await ws.send({"type": "join", "room": ROOM, "username": f"churn{loop}"})
-                await ws.next_text(type="joined")
-                await ws.close()
-                cycles += 1
+            cycles += await churn_cycle(open_node.port, ROOM, f"churn{loop}")
 
     try:
         await asyncio.gather(*(churn(loop) for loop in range(LOOPS)))
-        await bob.send({"type": "join", "room": ROOM, "username": "bob"})
-        await bob.next_text(type="joined")
-        named = True
-        try:
-            await watcher.next_text(timeout=3, type="user_joined", username="bob")
-        except TimeoutError:
-            named = False
-        counts = sum(t.get("type") == "presence_changed" for t in watcher.received.texts)
+        named = await join_is_named(bob, watcher, ROOM)
+        counts = told(watcher)[1]
         print(f"{cycles} churn cycles; bob named: {named}; presence_changed: {counts}")
         # Before: not named (4 loops, 2 s: the room coalesced for everybody).
         assert named, f"bob's join hidden in {counts} presence_changed after {cycles} cycles"

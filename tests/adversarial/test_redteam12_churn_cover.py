@@ -12,15 +12,15 @@ named, which is the cover red team 10 closed for one address.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from tests.adversarial.churn_cover import churn_cycle, join_is_named, joined, told
 from tests.adversarial.devcluster_shim import LocalCluster
-from tests.adversarial.rawws import HandshakeRefused, RawWebSocket
+from tests.adversarial.rawws import RawWebSocket
 from tests.adversarial.readiness import until_ready
 
 ROOM = "covered-by-three"
@@ -36,24 +36,10 @@ def open_node() -> Iterator[Any]:
         yield cluster.nodes[0]
 
 
-async def _cycle(port: int, source: str, name: str) -> bool:
-    with contextlib.suppress(HandshakeRefused, ConnectionError, TimeoutError):
-        ws = await RawWebSocket.connect("127.0.0.1", port, source=source)
-        try:
-            await ws.send({"type": "join", "room": ROOM, "username": name})
-            await ws.next_text(type="joined")
-        finally:
-            await ws.close()
-        return True
-    return False
-
-
 async def test_three_addresses_within_their_buckets_do_not_hide_a_join(open_node: Any) -> None:
     await until_ready(open_node)
     port = open_node.port
-    watcher = await RawWebSocket.connect("127.0.0.1", port)
-    await watcher.send({"type": "join", "room": ROOM, "username": "watcher"})
-    await watcher.next_text(type="joined")
+    watcher = await joined(port, ROOM, "watcher")
     bob = await RawWebSocket.connect("127.0.0.1", port, source="127.0.0.2")
     cycles = 0
     stop = asyncio.Event()
@@ -61,12 +47,12 @@ async def test_three_addresses_within_their_buckets_do_not_hide_a_join(open_node
     async def churn(source: str) -> None:
         nonlocal cycles
         for _ in range(BURST_CYCLES):
-            cycles += await _cycle(port, source, f"churn-{source}")
+            cycles += await churn_cycle(port, ROOM, f"churn-{source}", source)
         started, done = time.monotonic(), 0
         while not stop.is_set():
             due = int((time.monotonic() - started) * PACED_CYCLES_PER_S)
             if done < due:
-                cycles += await _cycle(port, source, f"churn-{source}")
+                cycles += await churn_cycle(port, ROOM, f"churn-{source}", source)
                 done += 1
             else:
                 await asyncio.sleep(0.02)
@@ -75,20 +61,13 @@ async def test_three_addresses_within_their_buckets_do_not_hide_a_join(open_node
     try:
         await asyncio.sleep(PACED_S)
         bursts_done = cycles
-        await bob.send({"type": "join", "room": ROOM, "username": "bob"})
-        await bob.next_text(type="joined")
-        named = True
-        try:
-            await watcher.next_text(timeout=3, type="user_joined", username="bob")
-        except TimeoutError:
-            named = False
+        named = await join_is_named(bob, watcher, ROOM)
     finally:
         stop.set()
         await asyncio.gather(*churners, return_exceptions=True)
         for ws in (watcher, bob):
             await ws.close()
-    counts = sum(t.get("type") == "presence_changed" for t in watcher.received.texts)
-    names = sum(t.get("type") == "user_joined" for t in watcher.received.texts)
+    names, counts = told(watcher)
     figures = (
         f"{len(CHURNERS)} addresses, {cycles} cycles ({bursts_done} before bob joined); bob "
         f"named: {named}; the watcher got {names} user_joined and {counts} presence_changed"

@@ -4,18 +4,17 @@ published and may be sent again without a duplicate. Real redis-server and node 
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from functools import partial
 
 import pytest
 import redis
 from roomcast_dev.devcluster import LocalCluster
 
-from tests.support.cluster import FAST_ENV, QUICK_ENV, http_get, metric_value, until
-from tests.support.delivery import Member, in_thread, join_member
+from tests.support.cluster import FAST_ENV, QUICK_ENV, messages_published, until
+from tests.support.delivery import awaiting, in_thread, join_member
 from tests.support.wsclient import scaled
 
 pytestmark = pytest.mark.integration
@@ -29,21 +28,6 @@ def two_nodes() -> Iterator[LocalCluster]:
         yield running
 
 
-def published(cluster: LocalCluster) -> float:
-    text = http_get(f"{cluster.nodes[0].metrics_url}/metrics")[1]
-    return metric_value(text, "roomcast_messages_published_total", {"type": "message"})
-
-
-async def awaiting(member: Member, condition: Callable[[], bool]) -> None:
-    """Woken by each event ``member`` receives, until ``condition`` holds."""
-    async with asyncio.timeout(scaled(10)):
-        while not condition():
-            member.changed.clear()
-            if condition():
-                break
-            await member.changed.wait()
-
-
 async def test_drain_answers_every_message_it_handled(two_nodes: LocalCluster) -> None:
     cluster = two_nodes
     admin = redis.Redis(port=cluster.redis_port)
@@ -53,12 +37,16 @@ async def test_drain_answers_every_message_it_handled(two_nodes: LocalCluster) -
     try:
         await sender.send_message("warm-up", "text of warm-up")
         await awaiting(sender, lambda: "warm-up" in sender.acked)
-        before = await in_thread(partial(published, cluster))
+        before = await in_thread(partial(messages_published, draining))
         # Redis holds every script for 0.4 s (within their deadline: they will run).
         await in_thread(partial(admin.client_pause, 400, all=False))
         for index in range(HELD):
             await sender.send_message(f"held-{index}", f"text of held-{index}")
-        await until(lambda: published(cluster) >= before + HELD, 10, "messages sent to Redis")
+        await until(
+            lambda: messages_published(draining) >= before + HELD,
+            10,
+            "messages sent to Redis",
+        )
         draining.process.signal(signal.SIGTERM)
         await in_thread(partial(draining.process.popen.wait, scaled(15)))
         assert sender.reader is not None

@@ -19,11 +19,10 @@ from collections.abc import Iterator
 from functools import partial
 
 import pytest
-from roomcast_dev.devcluster import LocalCluster, NodeProcess
+from roomcast_dev.devcluster import LocalCluster
 
-from tests.integration.test_drain_answers import awaiting
-from tests.support.cluster import FAST_ENV, http_get, metric_value, until
-from tests.support.delivery import in_thread, join_member
+from tests.support.cluster import FAST_ENV, messages_published, until
+from tests.support.delivery import awaiting, in_thread, join_member
 from tests.support.wsclient import scaled
 
 pytestmark = pytest.mark.integration
@@ -40,12 +39,6 @@ def two_nodes() -> Iterator[LocalCluster]:
         yield running
 
 
-def published(node: NodeProcess) -> float:
-    """Messages the node handed to Redis (or to its publish hook), posts included."""
-    text = http_get(f"{node.metrics_url}/metrics")[1]
-    return metric_value(text, "roomcast_messages_published_total", {"type": "message"})
-
-
 async def test_redis_stalled_while_a_node_drains_leaves_no_published_message_unanswered(
     two_nodes: LocalCluster,
 ) -> None:
@@ -58,13 +51,13 @@ async def test_redis_stalled_while_a_node_drains_leaves_no_published_message_una
     try:
         await sender.send_message("warm-up", "text of warm-up")
         await awaiting(sender, lambda: "warm-up" in sender.acked)
-        before = await in_thread(partial(published, draining))
+        before = await in_thread(partial(messages_published, draining))
         redis.signal(signal.SIGSTOP)
         try:
             for index in range(HELD):
                 await sender.send_message(f"held-{index}", f"text of held-{index}")
             # Handed to Redis (its socket takes them while it is stopped).
-            await until(lambda: published(draining) >= before + HELD, 10, "messages sent")
+            await until(lambda: messages_published(draining) >= before + HELD, 10, "messages sent")
             draining.process.signal(signal.SIGTERM)
             await in_thread(partial(draining.process.popen.wait, scaled(15)))
         finally:

@@ -21,10 +21,8 @@ import pytest
 from roomcast_dev.devcluster import LocalCluster, free_port
 
 from tests.adversarial.redis_relay import RedisRelay
-from tests.integration.test_drain_answers import awaiting
-from tests.integration.test_faultteam9_drain_redis_stalled import published
-from tests.support.cluster import FAST_ENV, ready, until
-from tests.support.delivery import in_thread, join_member
+from tests.support.cluster import FAST_ENV, messages_published, ready, until
+from tests.support.delivery import awaiting, in_thread, join_member
 from tests.support.httpclient import request
 from tests.support.wsclient import scaled
 
@@ -60,7 +58,7 @@ async def test_a_post_whose_node_died_before_answering_is_not_answered_unavailab
         await awaiting(first, lambda: any(t == TEXT for _, _, t in first.messages))
         assert not post.done()
         # The node that took it (its count of posts handed to Redis went up) waits for the reply.
-        counts = [await in_thread(partial(published, n)) for n in cluster.nodes]
+        counts = [await in_thread(partial(messages_published, n)) for n in cluster.nodes]
         victim = cluster.nodes[counts.index(max(counts))]
         assert sorted(counts) == [0, 1], counts
         victim.process.signal(signal.SIGKILL)

@@ -57,6 +57,12 @@ def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> 
     return 0.0
 
 
+def messages_published(node: NodeProcess) -> float:
+    """Messages ``node`` handed to Redis (or to its publish hook), posts included."""
+    text = http_get(f"{node.metrics_url}/metrics")[1]
+    return metric_value(text, "roomcast_messages_published_total", {"type": "message"})
+
+
 async def until(condition: Callable[[], bool], timeout: float, what: str) -> None:
     """Poll a condition that has no event to await (an HTTP status of another process)."""
     deadline = time.monotonic() + timeout * timeout_factor()

@@ -130,6 +130,16 @@ async def join_member(url: str, room: str, name: str) -> Member:
     return member
 
 
+async def awaiting(member: Member, condition: Callable[[], bool]) -> None:
+    """Woken by each event ``member`` receives, until ``condition`` holds."""
+    async with asyncio.timeout(scaled(10)):
+        while not condition():
+            member.changed.clear()
+            if condition():
+                break
+            await member.changed.wait()
+
+
 class Traffic:
     """Rooms with readers and senders (senders are members too), each sender at a steady pace."""
 

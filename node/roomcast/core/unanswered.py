@@ -30,11 +30,7 @@ class Question:
 
     def settle(self) -> None:
         """Its answer is queued; again (the answer came after a give-up) it changes nothing."""
-        book = self._book
-        questions = book.open
-        questions.discard(self)
-        if not questions and book.none_open is not None:
-            book.none_open.set()
+        self._book.settle(self)
 
 
 class Unanswered:
@@ -51,6 +47,11 @@ class Unanswered:
         self.open.add(question)
         if self.none_open is not None:
             self.none_open.clear()
+
+    def settle(self, question: Question) -> None:
+        self.open.discard(question)
+        if not self.open and self.none_open is not None:
+            self.none_open.set()
 
     async def all_settled(self) -> None:
         """Every message asked so far has its answer queued."""
