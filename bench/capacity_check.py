@@ -1,7 +1,11 @@
-"""The capacity model against one measured point: the benchmark's fan-out scenario at a room
-size and rate the unit costs were not measured at, on this machine. About 40 s:
+"""The capacity model against measured points: the benchmark's fan-out scenario at a room size
+and rates the unit costs were not measured at, on this machine. About 40 s a rate:
 
-    .venv/bin/python bench/capacity_check.py [--rooms 20] [--members 25] [--rate 5000]
+    .venv/bin/python bench/capacity_check.py [--rooms 20] [--members 25] [--rate 5000 30000]
+
+The unit costs are measured at low rates, where every frame is its own ``write()`` and every
+message its own loop turn; the second, busier rate shows how far the model overestimates a
+node (and Redis) once frames and commands meet in one write.
 
 It runs ``bench/run.py --servers roomcast --scenarios fanout`` (3 nodes, nodes direct and
 through nginx), asks ``roomcast.admin.capacity.steady_cores`` what the same load costs with 3
@@ -30,10 +34,10 @@ RESULTS = HERE / "results"
 NODES = 3  # the benchmark's cluster
 
 
-def run_fanout(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+def run_fanout(args: argparse.Namespace, rate: float, out: Path) -> dict[str, Any]:
     command = [
         sys.executable, str(HERE / "run.py"), "--servers", "roomcast", "--scenarios", "fanout",
-        "--rooms", str(args.rooms), "--members", str(args.members), "--rate", str(args.rate),
+        "--rooms", str(args.rooms), "--members", str(args.members), "--rate", str(rate),
         "--seconds", str(args.seconds), "--out", str(out), "--name", "check", "--quiet",
     ]  # fmt: skip
     subprocess.run(command, check=True)
@@ -77,12 +81,13 @@ def compare(result: dict[str, Any], costs: UnitCosts) -> list[dict[str, Any]]:
 
 
 def report(rows: list[dict[str, Any]], args: argparse.Namespace, when: str) -> str:
+    rates = " ".join(f"{rate:g}" for rate in args.rate)
     lines = [
         "# The capacity model against a measured point",
         "",
         f"`bench/capacity_check.py --rooms {args.rooms} --members {args.members} --rate"
-        f" {args.rate:g} --seconds {args.seconds:g}`, {when}: the benchmark's fan-out scenario"
-        f" (3 nodes, rooms of {args.members}, {args.rate:g} deliveries/s) against"
+        f" {rates} --seconds {args.seconds:g}`, {when}: the benchmark's fan-out scenario"
+        f" (3 nodes, rooms of {args.members}, at {rates} deliveries/s in turn) against"
         f" `roomcast.admin.capacity.steady_cores` with the unit costs of {SOURCE}.",
         "",
         "| via | tier | messages/s | deliveries/s | predicted cores | measured cores | error |"
@@ -103,14 +108,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rooms", type=int, default=20)
     parser.add_argument("--members", type=int, default=25)
-    parser.add_argument("--rate", type=float, default=5000.0, help="deliveries/s in all")
+    parser.add_argument(
+        "--rate", type=float, nargs="+", default=[5000.0, 30000.0], help="deliveries/s in all"
+    )
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--output", type=Path, default=RESULTS / "capacity_check")
     args = parser.parse_args(argv)
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    with tempfile.TemporaryDirectory(prefix="capacity-check-") as folder:
-        result = run_fanout(args, Path(folder))
-    rows = compare(result, UnitCosts.from_mapping(MEASURED))
+    costs = UnitCosts.from_mapping(MEASURED)
+    rows: list[dict[str, Any]] = []
+    for rate in args.rate:
+        print(f"fan-out at {rate:g} deliveries/s", file=sys.stderr, flush=True)
+        with tempfile.TemporaryDirectory(prefix="capacity-check-") as folder:
+            result = run_fanout(args, rate, Path(folder))
+        rows += compare(result, costs)
     text = report(rows, args, when)
     args.output.with_suffix(".json").write_text(
         json.dumps(

@@ -1,6 +1,7 @@
 """What the cluster-wide limits cost Redis: CPU per chat message of the publish script without
 and with the room's bucket folded in, and of one client charge (sent at most once per client
-and loop turn). Run: `.venv/bin/python bench/limits_cost.py`.
+and loop turn) of the two buckets a message spends (messages, bytes kept) in one script call.
+Run: `.venv/bin/python bench/limits_cost.py`.
 
 It starts its own redis-server on a free loopback port and stops it at the end. Each figure is
 Redis' own CPU (INFO cpu) over 20,000 pipelined calls; the room's bucket never refuses here
@@ -53,15 +54,20 @@ def main() -> int:
         charge = client.script_load(scripts.CHARGE.source)
         keys, args = publish_args()
         limited_keys = [*keys, scripts.room_rate_key(ROOM)]
-        limited_args = [*args, b"0", b"1000000.0", b"1000000"]  # no reserve, rate, burst
-        client_key = scripts.client_rate_key("msg:sub:someone")
+        # The room's lifetime, no reserve, the bucket's rate and burst.
+        limited_args = [*args, b"86400", b"0", b"1000000.0", b"1000000"]
+        client_keys = [scripts.client_rate_key("sub:someone", kind) for kind in ("msg", "kept")]
+        client_args = [1, 20.0, 40, 1, 1124, 64000.0, 512000, 512000]  # each: cost rate burst debt
         commands: tuple[tuple[str, Callable[[Pipeline], object]], ...] = (
             ("publish_message", lambda pipe: pipe.evalsha(plain, 4, *keys, *args)),
             (
                 "publish_message_with_room_bucket",
                 lambda pipe: pipe.evalsha(limited, 5, *limited_keys, *limited_args),
             ),
-            ("client_charge", lambda pipe: pipe.evalsha(charge, 1, client_key, 1, 20.0, 40, 1)),
+            (
+                "client_charge_two_buckets",
+                lambda pipe: pipe.evalsha(charge, 2, *client_keys, *client_args),
+            ),
         )
         figures = {}
         for name, command in commands:

@@ -4,14 +4,18 @@ and the client charge script, driven through the Redis broker as nodes use them.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis
 from roomcast_dev.devcluster import LocalCluster
+from roomcast_dev.redis_topologies import RedisClusterTopology
 
-from roomcast.broker import BrokerUnavailable, RoomRateLimited, scripts
+from roomcast.broker import BrokerUnavailable, BucketCharge, RoomRateLimited, scripts
+from roomcast.broker.cluster_slots import slot_of
 from roomcast.broker.redis import RedisBroker
+from roomcast.broker.redis_cluster import RedisClusterBroker
 from roomcast.wire import envelope, protocol
 from tests.support.wsclient import scaled
 
@@ -25,14 +29,16 @@ def redis_url() -> Iterator[str]:
         yield cluster.redis_url
 
 
-async def started(url: str, rate: tuple[float, int]) -> RedisBroker:
+async def started(
+    url: str, rate: tuple[float, int], kind: type[RedisBroker] = RedisBroker
+) -> RedisBroker:
     up = asyncio.Event()
 
     def on_state(ready: bool) -> None:
         if ready:
             up.set()
 
-    broker = RedisBroker(url, lambda room, payload: None, on_state, room_message_rate=rate)
+    broker = kind(url, lambda room, payload: None, on_state, room_message_rate=rate)
     await broker.start()
     await asyncio.wait_for(up.wait(), scaled(10))
     return broker
@@ -100,8 +106,72 @@ async def test_a_client_charge_answers_the_shared_level_and_its_debt_is_bounded(
             levels.append(level)
             done.set()
 
-        broker.charge("msg:sub:ann", cost, 0.01, 5, 1, record)
+        broker.charge("sub:ann", [BucketCharge("msg", cost, 0.01, 5, 1, record)])
         await asyncio.wait_for(done.wait(), scaled(5))
     assert levels[0] == pytest.approx(2, abs=0.01)
     assert levels[1] == pytest.approx(1, abs=0.01)
     assert levels[2] == -1  # charged whatever the level, but owing one token at most
+
+
+async def charge_both(
+    broker: RedisBroker, owner: str, messages: int, kept: int
+) -> dict[str, float]:
+    """Charge a message's two buckets of ``owner`` in one call; the levels it answers."""
+    levels: dict[str, float] = {}
+    done = asyncio.Event()
+
+    def record(kind: str, level: float) -> None:
+        levels[kind] = level
+        if len(levels) == 2:
+            done.set()
+
+    broker.charge(
+        owner,
+        [
+            BucketCharge("msg", messages, 0.01, 5, 1, functools.partial(record, "msg")),
+            BucketCharge("kept", kept, 0.01, 1000, 1000, functools.partial(record, "kept")),
+        ],
+    )
+    await asyncio.wait_for(done.wait(), scaled(5))
+    return levels
+
+
+def check_levels(first: dict[str, float], second: dict[str, float]) -> None:
+    assert first == pytest.approx({"msg": 3, "kept": 700}, abs=0.01)
+    # Messages owe one token at most; the bytes kept owe up to their whole burst.
+    assert second == pytest.approx({"msg": -1, "kept": -200}, abs=0.01)
+
+
+async def test_one_charge_holds_an_owners_buckets_each_with_its_own_level_and_debt(
+    two_nodes: tuple[RedisBroker, RedisBroker], redis_url: str
+) -> None:
+    """A message spends two buckets of its client (messages, bytes kept): one script charges
+    both, each bucket keeps its own level and debt, and another owner's are not touched."""
+    first = await charge_both(two_nodes[0], "sub:cat", 2, 300)
+    second = await charge_both(two_nodes[1], "sub:cat", 4, 900)
+    check_levels(first, second)
+    keys = [scripts.client_rate_key("sub:cat", kind) for kind in ("msg", "kept")]
+    # Both buckets in the owner's slot (one script on Redis Cluster), apart from others'.
+    assert len({slot_of(key) for key in keys}) == 1
+    assert slot_of(scripts.client_rate_key("sub:dog", "msg")) != slot_of(keys[0])
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert all(client.exists(key) for key in keys)
+        assert not client.exists(scripts.client_rate_key("sub:dog", "msg"))
+    finally:
+        client.close()
+
+
+async def test_one_charge_of_two_buckets_runs_on_redis_cluster() -> None:
+    """On Redis Cluster a script's keys must share a slot (else CROSSSLOT, and a charge that
+    fails is forgotten: the shared limits would hold on no node but each one's own)."""
+    with RedisClusterTopology(primaries=3, replicas=0) as topology:
+        seeds = topology.node_env()["ROOMCAST_REDIS_URL"]
+        nodes = [await started(seeds, (0.01, 5), RedisClusterBroker) for _ in range(2)]
+        try:
+            first = await charge_both(nodes[0], "ip:10.0.0.7", 2, 300)
+            second = await charge_both(nodes[1], "ip:10.0.0.7", 4, 900)
+        finally:
+            for broker in nodes:
+                await broker.stop()
+    check_levels(first, second)

@@ -12,7 +12,7 @@ and :class:`~roomcast.broker.redis_cluster.RedisClusterBroker` (Redis Cluster, s
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple, Protocol, TypeVar
 
@@ -117,6 +117,19 @@ class RoomCounts:
 
 def counts_of(room: str, usernames: list[str]) -> RoomCounts:
     return RoomCounts(room, len(set(usernames)), len(usernames))
+
+
+class BucketCharge(NamedTuple):
+    """What one node admitted against one bucket of an owner (a client, or a room) since its
+    last charge: ``cost`` tokens of the bucket ``kind`` shared by every node (``rate`` tokens a
+    second, up to ``burst``, down to ``-debt``); ``on_level`` gets the level left."""
+
+    kind: str
+    cost: int
+    rate: float
+    burst: int
+    debt: int
+    on_level: LevelHandler
 
 
 class PresenceEntry(NamedTuple):
@@ -260,13 +273,11 @@ class Broker(Protocol):
         published, or raises BrokerUnavailable or Unconfirmed with the same meaning (the HTTP
         API answers with these)."""
 
-    def charge(
-        self, bucket: str, cost: int, rate: float, burst: int, debt: int, on_level: LevelHandler
-    ) -> None:
-        """Charge ``cost`` actions, already admitted by this node, to the bucket ``bucket``
-        shared by every node (``rate`` tokens a second, up to ``burst``, down to ``-debt``);
-        ``on_level`` later gets the level left. Never blocks; a broker of one node has nothing
-        to share, and a charge that fails is forgotten (each node's own bucket still holds)."""
+    def charge(self, owner: str, charges: Sequence[BucketCharge]) -> None:
+        """Charge actions already admitted by this node to ``owner``'s buckets shared by every
+        node, all in one step (one command: a message spends two buckets of its client). Never
+        blocks; a broker of one node has nothing to share, and a charge that fails is forgotten
+        (each node's own bucket still holds)."""
 
     async def join(
         self,

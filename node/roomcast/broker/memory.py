@@ -11,6 +11,7 @@ import os
 import random
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,13 +19,13 @@ from roomcast.broker import (
     MAX_BANS_LISTED,
     Ban,
     BrokerUnavailable,
+    BucketCharge,
     ControlHandler,
     FailureHandler,
     HistoryLimits,
     HistoryPage,
     HistoryReply,
     JoinReply,
-    LevelHandler,
     MessageHandler,
     NotInHistory,
     PresenceEntry,
@@ -158,9 +159,7 @@ class MemoryBroker:
         state = self._room(room)
         return state.epoch, state.offset
 
-    def charge(
-        self, bucket: str, cost: int, rate: float, burst: int, debt: int, on_level: LevelHandler
-    ) -> None:
+    def charge(self, owner: str, charges: Sequence[BucketCharge]) -> None:
         """Nothing to share: the node's own buckets are the only ones."""
 
     async def join(

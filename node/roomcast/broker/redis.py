@@ -23,7 +23,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, NamedTuple, Protocol, TypedDict, Unpack
 
 import orjson
@@ -35,13 +35,13 @@ from roomcast.broker import (
     MAX_BANS_LISTED,
     Ban,
     BrokerUnavailable,
+    BucketCharge,
     ControlHandler,
     FailureHandler,
     HistoryLimits,
     HistoryPage,
     HistoryReply,
     JoinReply,
-    LevelHandler,
     MessageHandler,
     NotInHistory,
     NotRun,
@@ -232,10 +232,11 @@ def _failing(done: asyncio.Future[Any]) -> FailureHandler:
     return failed
 
 
-def _charged(on_level: LevelHandler) -> Settle:
+def _charged(charges: Sequence[BucketCharge]) -> Settle:
     def settle(reply: Any, error: Exception | None) -> None:
         if error is None:
-            on_level(int(reply) / 1000)
+            for charge, level in zip(charges, reply, strict=True):
+                charge.on_level(int(level) / 1000)
 
     return settle
 
@@ -484,13 +485,21 @@ class RedisBroker(OnOneLoop):
                     raise
                 await asyncio.sleep(_TRY_AGAIN_DELAY)
 
-    def charge(
-        self, bucket: str, cost: int, rate: float, burst: int, debt: int, on_level: LevelHandler
-    ) -> None:
-        key = scripts.client_rate_key(bucket)
-        arguments = (b"%d" % cost, b"%r" % float(rate), b"%d" % burst, b"%d" % debt)
+    def charge(self, owner: str, charges: Sequence[BucketCharge]) -> None:
+        # The owner's buckets share its hash tag: one script, one slot, even on Redis Cluster.
+        keys = tuple(scripts.client_rate_key(owner, charge.kind) for charge in charges)
+        arguments = tuple(
+            part
+            for charge in charges
+            for part in (
+                b"%d" % charge.cost,
+                b"%r" % float(charge.rate),
+                b"%d" % charge.burst,
+                b"%d" % charge.debt,
+            )
+        )
         self._command(
-            key, resp.evalsha(self._scripts.charge.sha, (key,), arguments), _charged(on_level)
+            keys[0], resp.evalsha(self._scripts.charge.sha, keys, arguments), _charged(charges)
         )
 
     def _publish_message_script(
@@ -498,6 +507,7 @@ class RedisBroker(OnOneLoop):
     ) -> bytes:
         seq, epoch, history, _ = scripts.room_keys(room)
         limits = self._limits
+        meta_ttl = b"%d" % max(1, int(limits.meta_ttl))
         # The room's bucket goes last, in keys and arguments (see scripts.room_limited).
         return resp.evalsha(
             self._scripts.publish_message.sha,
@@ -508,10 +518,11 @@ class RedisBroker(OnOneLoop):
                 prefix,
                 b"%d" % limits.size,
                 b"%d" % max(1, int(limits.ttl)),
-                b"%d" % max(1, int(limits.meta_ttl)),
+                meta_ttl,
                 new_epoch().encode(),
                 b"%d" % limits.bytes,
                 b"%d" % deadline_ms,
+                meta_ttl,  # the room's lifetime, for its bucket (see scripts.room_limited)
                 b"%d" % reserve,
                 *self._room_rate,
             ),

@@ -36,10 +36,12 @@ def room_rate_key(room: str) -> bytes:
     return f"rc:{{{room}}}:rate".encode()
 
 
-def client_rate_key(bucket: str) -> bytes:
-    """A client's cluster-wide bucket (``msg:sub:alice``, ``join:ip:10.0.0.7``), tagged by the
-    whole name so that clients spread over a cluster's slots."""
-    return f"rc:rate:{{{bucket}}}".encode()
+@functools.lru_cache(maxsize=8192)
+def client_rate_key(owner: str, kind: str) -> bytes:
+    """One of an owner's cluster-wide buckets (owner ``sub:alice``, kind ``msg``): tagged by the
+    owner, so that owners spread over a cluster's slots and one owner's buckets share one (a
+    message charges two of them in one script)."""
+    return f"rc:rate:{{{owner}}}:{kind}".encode()
 
 
 def ban_keys(room: str, user: str) -> tuple[bytes, bytes, bytes]:
@@ -378,11 +380,12 @@ local function bucket_save(key, level, now, rate, burst)
 end
 """
 
-# Put before a script whose LAST key is the room's bucket (room_rate_key) and whose LAST three
-# arguments are the tokens its sender must leave behind (0, or the room's reserve for a heavy
-# sender: see Node._room_reserve), its rate (per second) and burst: the room's messages over
-# all nodes take one token each, and a message that finds none (or only the reserve) is refused
-# before anything else runs, answering {-1, milliseconds until a token is back}.
+# Put before a script whose LAST key is the room's bucket (room_rate_key) and whose LAST four
+# arguments are the room's lifetime (seconds: what the script gives the room's offset counter,
+# KEYS[1]), the tokens its sender must leave behind (0, or the room's reserve for a heavy
+# sender: see Node._room_reserve), the bucket's rate (per second) and burst: the room's messages
+# over all nodes take one token each, and a message that finds none (or only the reserve) is
+# refused before anything else runs, answering {-1, milliseconds until a token is back}.
 _ROOM_LIMIT: Final = (
     _BUCKET
     + """
@@ -393,17 +396,14 @@ do
   if level < need then
     return {-1, math.ceil((need - level) * 1000 / rate)}
   end
-  bucket_save(rate_key, level - 1, now, rate, burst)
   -- The bucket lives as long as the room's counter (KEYS[1]), not only until it refills: in
   -- Redis Cluster a script whose keys are not all present on a slot's importing node gets
   -- TRYAGAIN, so a bucket key that came and went would refuse the room's messages for the whole
-  -- of a slot migration. One small key per room that had a message.
-  local room_ttl = redis.call('PTTL', KEYS[1])
-  if room_ttl == -1 then
-    redis.call('PERSIST', rate_key)
-  elseif room_ttl > 0 then
-    redis.call('PEXPIRE', rate_key, math.max(room_ttl, redis.call('PTTL', rate_key)))
-  end
+  -- of a slot migration. One small key per room that had a message, given the counter's
+  -- lifetime in its own SET: set in the same script as the counter's, they expire together.
+  local refill = math.ceil((burst - level + 1) * 1000 / rate) + 1
+  local lifetime = math.max(refill, tonumber(ARGV[#ARGV - 3]) * 1000)
+  redis.call('SET', rate_key, (level - 1) .. ' ' .. now, 'PX', lifetime)
 end
 """
 )
@@ -418,22 +418,28 @@ def room_limited(script: Script) -> Script:
     return Script(script.name, _ROOM_LIMIT + script.source)
 
 
-# KEYS: a client's bucket (client_rate_key). ARGV: cost, rate (per second), burst, debt.
-# The node admitted these actions already (against its own copy of the bucket, so that no
-# message waits for Redis): the charge is taken whatever the level, and the level left (in
-# thousandths of a token) tells the node where its copy stands. The debt stops at ``debt``
-# tokens: one for messages (nodes that overspent together wait two tokens' time, not seconds,
-# so a burst from one of a user's connections does not shut its other connections out for
-# long), a whole burst for join/leave churn (every leave was a notice to a room).
+# KEYS: buckets of one owner (client_rate_key). ARGV: for each key in turn, cost, rate (per
+# second), burst, debt. The node admitted these actions already (against its own copy of each
+# bucket, so that no message waits for Redis): the charge is taken whatever the level, and the
+# levels left (in thousandths of a token, one per key) tell the node where its copies stand.
+# The debt stops at ``debt`` tokens: one for messages (nodes that overspent together wait two
+# tokens' time, not seconds, so a burst from one of a user's connections does not shut its
+# other connections out for long), a whole burst for join/leave churn (every leave was a notice
+# to a room).
 CHARGE: Final = Script(
     "charge",
     _BUCKET
     + """
-local rate, burst = tonumber(ARGV[2]), tonumber(ARGV[3])
-local level, now = bucket_level(KEYS[1], rate, burst)
-level = math.max(math.min(level, -tonumber(ARGV[4])), level - tonumber(ARGV[1]))
-bucket_save(KEYS[1], level, now, rate, burst)
-return math.floor(level * 1000)
+local levels = {}
+for i, key in ipairs(KEYS) do
+  local at = (i - 1) * 4
+  local rate, burst = tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
+  local level, now = bucket_level(key, rate, burst)
+  level = math.max(math.min(level, -tonumber(ARGV[at + 4])), level - tonumber(ARGV[at + 1]))
+  bucket_save(key, level, now, rate, burst)
+  levels[i] = math.floor(level * 1000)
+end
+return levels
 """,
 )
 

@@ -22,8 +22,9 @@ HISTORY_REQUEST_BYTES: Final = 1024
 # Rooms whose last answer's size is remembered (the oldest are forgotten first).
 MAX_REMEMBERED_ROOMS: Final = 4096
 
-# (bucket name, bucket, debt, cost): charges the client's copy over every node (SharedCharges).
-SharedCharge = Callable[[str, RateLimiter, int, int], None]
+# (owner, bucket kind, bucket, debt, cost): charges the client's copy over every node
+# (SharedCharges).
+SharedCharge = Callable[[str, str, RateLimiter, int, int], None]
 
 
 class HistoryBudget:
@@ -122,7 +123,7 @@ class HistoryBudget:
         cost = used + HISTORY_REQUEST_BYTES
         bucket.spend(bucket.burst, cost)
         if self.shared is not None:
-            self.shared("history:" + client, bucket, bucket.burst, cost)
+            self.shared(client, "history", bucket, bucket.burst, cost)
 
     def cancel(
         self, bucket: RateLimiter, room: str, reserved: int, client: str | None = None
@@ -166,7 +167,7 @@ class HistoryBudget:
         else:
             bucket.refund(reserved - cost)
         if self.shared is not None:
-            self.shared("history:" + client, bucket, bucket.burst, cost)
+            self.shared(client, "history", bucket, bucket.burst, cost)
 
     def _cost(self, used: int | None) -> int:
         return self._largest if used is None else used + HISTORY_REQUEST_BYTES

@@ -982,7 +982,7 @@ class Node:
         if budget is not None:
             joins = budget.client_joins
             joins.spend(joins.burst)
-            self._charge_shared("join:" + budget.client, joins, debt=joins.burst)
+            self._charge_shared(budget.client, "join", joins, debt=joins.burst)
 
     def admit_message(self, client: str, size: int) -> int | MessageRefusal:
         """Whether ``client`` (a token's ``sub:`` or open mode's ``ip:`` key) may post one more
@@ -1001,7 +1001,7 @@ class Node:
                 written.refund(cost)
                 reason = "too many messages from your requests and connections together"
                 return MessageRefusal(f"{reason}; slow down", bucket.seconds_until_ready())
-            self._charge_shared("msg:" + client, bucket)
+            self._charge_shared(client, "msg", bucket)
             self._charge_history_write(client, written, cost)
             return reserve
         finally:
@@ -1034,7 +1034,7 @@ class Node:
         node, to its copy over all nodes."""
         # Owing up to a burst: what several nodes admitted on their own copies' refills is all
         # counted (owing one message, three nodes let ~2.7 times the rate through).
-        self._charge_shared("kept:" + client, bucket, debt=bucket.burst, cost=cost)
+        self._charge_shared(client, "kept", bucket, debt=bucket.burst, cost=cost)
 
     def _may_check_token(self, conn: Member) -> bool:
         """A token check after the handshake (a refresh, a join's room token) may run: each
@@ -1042,9 +1042,11 @@ class Node:
         budget = conn.budget
         return budget is None or budget.client_token_checks.allow()
 
-    def _charge_shared(self, name: str, bucket: RateLimiter, debt: int = 1, cost: int = 1) -> None:
+    def _charge_shared(
+        self, owner: str, kind: str, bucket: RateLimiter, debt: int = 1, cost: int = 1
+    ) -> None:
         if self._shared is not None:
-            self._shared.charge(name, bucket, debt, cost)
+            self._shared.charge(owner, kind, bucket, debt, cost)
 
     def _room_reserve(self, conn: Member) -> int:
         """The tokens of a room's message bucket this sender must leave to the others: none
@@ -1089,7 +1091,7 @@ class Node:
         if not budget.client_messages.allow():
             writes.refund(cost)
             return "too many messages from your connections together; slow down"
-        self._charge_shared("msg:" + budget.client, budget.client_messages)
+        self._charge_shared(budget.client, "msg", budget.client_messages)
         refusal = self._room_refusal(room, reserve)
         if refusal is not None:
             writes.refund(cost)
@@ -1114,7 +1116,7 @@ class Node:
                 reason = "too much typing from your connections together; slow down"
                 self._reject(conn, ErrorCode.RATE_LIMITED, reason, room, command.request_id)
                 return
-            self._charge_shared("typing:" + budget.client, budget.client_typing)
+            self._charge_shared(budget.client, "typing", budget.client_typing)
         if self.big.is_big(room):
             # Off in big rooms: one typing is a frame to every member (docs/protocol.md).
             self.metrics.big_room_coalesced.labels("typing").inc()
@@ -1149,7 +1151,7 @@ class Node:
                 return False
             # Owing up to a burst, as the history writes: each node's copy refills on its own,
             # and owing one token let the nodes together through at about twice the rate.
-            self._charge_shared("typing-room:" + room, bucket, debt=bucket.burst)
+            self._charge_shared(room, "typing-room", bucket, debt=bucket.burst)
             return True
         finally:
             pool.release(room)

@@ -6,9 +6,11 @@ import asyncio
 import functools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
+
+from roomcast.broker import BucketCharge
 
 # What a chat message costs the history-write bucket beyond its text: the list entry's fields
 # (room, username, offset, epoch, time) and, for a room of its own, its keys (~900 bytes).
@@ -40,8 +42,8 @@ def room_made_cost(history_ttl: float, meta_ttl: float, burst: int | None = None
     return cost if burst is None else min(cost, burst // ROOM_MADE_BURST_SHARE)
 
 
-# What the broker port's charge() looks like: (bucket name, cost, rate, burst, debt, on_level).
-ChargeSender = Callable[[str, int, float, int, int, Callable[[float], None]], None]
+# What the broker port's charge() looks like: (owner, its buckets' charges).
+ChargeSender = Callable[[str, Sequence[BucketCharge]], None]
 
 
 @functools.lru_cache(maxsize=64)
@@ -271,30 +273,42 @@ class SharedCharges:
 
     Each node admits against its own copy of a bucket (so a message never waits for Redis) and
     charges what it admitted to the copy every node shares, in the broker: one command per
-    bucket and loop turn, however many actions it holds. The answer, that bucket's level over
-    all nodes, brings the local copy down to it, so the next actions are refused here until the
-    shared bucket refills. The nodes together overspend by at most what each admitted during
-    one round trip; a charge that fails is forgotten (each copy still holds on its own node).
+    owner (a client, or a room) and loop turn, however many actions and buckets it holds (a
+    message spends two buckets of its client: one command, not two). The answer, each bucket's
+    level over all nodes, brings the local copy down to it, so the next actions are refused
+    here until the shared bucket refills. The nodes together overspend by at most what each
+    admitted during one round trip; a charge that fails is forgotten (each copy still holds on
+    its own node).
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, send: ChargeSender) -> None:
         self._loop = loop
         self._send = send
-        self._pending: dict[str, tuple[RateLimiter, int, int]] = {}
+        # owner -> bucket kind -> (bucket, cost so far, debt)
+        self._pending: dict[str, dict[str, tuple[RateLimiter, int, int]]] = {}
 
-    def charge(self, name: str, bucket: RateLimiter, debt: int = 1, cost: int = 1) -> None:
-        """An action of ``cost`` tokens admitted against ``bucket``; the shared copy may owe
-        ``debt`` tokens."""
+    def charge(
+        self, owner: str, kind: str, bucket: RateLimiter, debt: int = 1, cost: int = 1
+    ) -> None:
+        """An action of ``cost`` tokens admitted against ``owner``'s bucket ``kind``; the
+        shared copy may owe ``debt`` tokens."""
         pending = self._pending
-        held = pending.get(name)
-        if held is None:
+        buckets = pending.get(owner)
+        if buckets is None:
             if not pending:
                 self._loop.call_soon(self._flush)
-            pending[name] = (bucket, cost, debt)
-        else:
-            pending[name] = (bucket, held[1] + cost, debt)
+            pending[owner] = {kind: (bucket, cost, debt)}
+            return
+        held = buckets.get(kind)
+        buckets[kind] = (bucket, cost if held is None else held[1] + cost, debt)
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, {}
-        for name, (bucket, cost, debt) in pending.items():
-            self._send(name, cost, bucket.rate, bucket.burst, debt, bucket.follow)
+        for owner, buckets in pending.items():
+            self._send(
+                owner,
+                [
+                    BucketCharge(kind, cost, bucket.rate, bucket.burst, debt, bucket.follow)
+                    for kind, (bucket, cost, debt) in buckets.items()
+                ],
+            )
