@@ -258,3 +258,57 @@ def test_the_protocol_page_lists_every_frame_each_way() -> None:
         *(node / "core").glob("*.py"),
     ]
     assert set(documented.findall(to_client)) == event_types_built(built)
+
+
+def fields_built(paths: list[Path]) -> dict[str, set[str]]:
+    """Each field the functions of these modules that build an event put in it, by the event's
+    ``"type"``: the keys of the dict that names the type, and the keys its function assigns."""
+    fields: dict[str, set[str]] = {}
+    for path in paths:
+        for function in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            types: set[str] = set()
+            keys: set[str] = set()
+            for node in ast.walk(function):
+                if isinstance(node, ast.Dict):
+                    constant = {
+                        key.value: value
+                        for key, value in zip(node.keys, node.values, strict=True)
+                        if isinstance(key, ast.Constant) and isinstance(key.value, str)
+                    }
+                    named_type = constant.get("type")
+                    if isinstance(named_type, ast.Constant) and isinstance(named_type.value, str):
+                        types.add(named_type.value)
+                        keys |= set(constant)
+                elif isinstance(node, ast.Assign):
+                    keys |= {
+                        target.slice.value
+                        for target in node.targets
+                        if isinstance(target, ast.Subscript)
+                        if isinstance(target.slice, ast.Constant)
+                        if isinstance(target.slice.value, str)
+                    }
+            for kind in types:
+                fields.setdefault(kind, set()).update(keys)
+    return fields
+
+
+def test_the_protocol_page_names_every_field_the_node_sends() -> None:
+    # A field the node adds to an event (`"already":true` in the answer to a join of a room the
+    # connection is in) and the page never names is one a client cannot know it may get.
+    page = (DOCS / "protocol.md").read_text(encoding="utf-8")
+    to_client = page[page.index("## Server → client") : page.index("## Big rooms")]
+    named = set(re.findall(r'"([a-z_]+)"', to_client))
+    node = ROOT / "node" / "roomcast"
+    built = [
+        node / "wire" / "protocol.py",
+        *(node / "net").glob("*.py"),
+        *(node / "core").glob("*.py"),
+    ]
+    unnamed = {
+        f"{kind}: {field}"
+        for kind, fields in fields_built(built).items()
+        for field in fields - named
+    }
+    assert unnamed == set()
