@@ -11,11 +11,13 @@ import dataclasses
 import re
 from pathlib import Path
 
+import orjson
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
 from roomcast.runtime.config import Settings, env_name, env_names
 from roomcast.runtime.metrics import Metrics
+from roomcast.wire import protocol
 from roomcast.wire.codes import ErrorCode
 from roomcast.wire.openapi import document
 from roomcast.wire.protocol import COMMAND_TYPES
@@ -312,3 +314,13 @@ def test_the_protocol_page_names_every_field_the_node_sends() -> None:
         for field in fields - named
     }
     assert unnamed == set()
+
+
+def test_the_openapi_message_names_every_field_a_message_carries() -> None:
+    # History answers and event streams carry the messages as the node wrote them: with the
+    # author's user_id, and the publish hook's message_id in rooms that have one.
+    prefix = protocol.chat_message_prefix("r", "ann", "hi", 1, message_id="m1", user_id="u1")
+    message = orjson.loads(protocol.complete_message(prefix, 1, "e1"))
+    schema = document()["components"]["schemas"]["Message"]
+    assert set(message) == set(schema["properties"])
+    assert set(schema["required"]) < set(message)

@@ -84,6 +84,15 @@ def _schemas() -> dict[str, Any]:
             "timestamp": {"type": "integer", "description": "server time, ms since the epoch"},
             "offset": offset,
             "epoch": string,
+            "user_id": {
+                "type": "string",
+                "description": "the author's user id; none on a message posted over HTTP "
+                "with an API key or in open mode, or written by a node of an earlier release",
+            },
+            "message_id": {
+                "type": "string",
+                "description": "in rooms with a publish hook: the id the hook was given",
+            },
         },
     }
     tombstone = {
