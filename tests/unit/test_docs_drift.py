@@ -324,3 +324,15 @@ def test_the_openapi_message_names_every_field_a_message_carries() -> None:
     schema = document()["components"]["schemas"]["Message"]
     assert set(message) == set(schema["properties"])
     assert set(schema["required"]) < set(message)
+
+
+def test_the_openapi_document_gives_every_change_nginx_may_leave_unconfirmed_a_504() -> None:
+    # nginx answers 504 `unconfirmed` for a request that changes something when the node that
+    # took it never answered (loadbalancer/nginx.conf.template); only GET and HEAD get 503.
+    without = {
+        f"{method.upper()} {path}"
+        for path, methods in document()["paths"].items()
+        for method, operation in methods.items()
+        if method not in ("get", "head") and "504" not in operation["responses"]
+    }
+    assert without == set()
