@@ -14,6 +14,7 @@ from pathlib import Path
 import orjson
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
+from roomcast_dev.docsite import ERROR_MEANINGS
 
 from roomcast.runtime.config import Settings, env_name, env_names
 from roomcast.runtime.metrics import Metrics
@@ -227,6 +228,21 @@ def test_every_code_the_node_or_nginx_answers_is_in_the_error_codes_table() -> N
     assert sent
     unknown = {where for where in sent if where.rsplit(": ", 1)[1] not in set(ErrorCode)}
     assert unknown == set()
+
+
+def test_the_error_codes_table_says_which_codes_nginx_answers_and_with_what_status() -> None:
+    # A client of the HTTP API meets nginx's answers too (the other two configurations are the
+    # same directive by directive: tests/deploy); a reader of the table must not take one for
+    # the node's own meaning only: nginx's 504 `unconfirmed` says a request may have been done.
+    text = (ROOT / "loadbalancer" / "nginx.conf.template").read_text(encoding="utf-8")
+    answered = set(re.findall(r"return (\d{3}) '\{\"code\":\"(\w+)", text))
+    assert len(answered) >= 4, answered
+    untold = {
+        f"{status} {code}"
+        for status, code in answered
+        if status not in ERROR_MEANINGS[code.upper()] or "nginx" not in ERROR_MEANINGS[code.upper()]
+    }
+    assert untold == set()
 
 
 # Frames ---------------------------------------------------------------------------------------
