@@ -2,7 +2,8 @@
 exports, the defaults of its settings, its HTTP endpoints, error codes and frames. (Tables that
 can be generated are: node/roomcast_dev/docsite.py; code samples are checked by
 test_docs_samples.py; references between pages: test_docs_references.py; the clients:
-test_docs_clients.py; the deployment files: tests/deploy/test_docs_deploy.py.)"""
+test_docs_clients.py; the hooks' JSON: test_docs_hooks.py; the deployment files:
+tests/deploy/test_docs_deploy.py.)"""
 
 from __future__ import annotations
 
