@@ -353,3 +353,24 @@ def test_the_openapi_document_gives_every_change_nginx_may_leave_unconfirmed_a_5
         if method not in ("get", "head") and "504" not in operation["responses"]
     }
     assert without == set()
+
+
+def test_the_operations_page_shows_the_listening_line_with_the_fields_a_node_logs() -> None:
+    # The compose walk-through quotes a node's start-up log; its "listening" line is what an
+    # operator greps for, so it shows every field the node puts there.
+    page = (DOCS / "operations.md").read_text(encoding="utf-8")
+    line = next(line for line in page.splitlines() if '"event":"listening"' in line)
+    shown = set(orjson.loads(line[line.index("{") :])) - {"ts", "level", "logger", "node", "event"}
+    app = ast.parse((ROOT / "node" / "roomcast" / "app.py").read_text(encoding="utf-8"))
+    logged = {
+        key.value
+        for call in ast.walk(app)
+        if isinstance(call, ast.Call) and call.args
+        if isinstance(call.args[0], ast.Constant) and call.args[0].value == "listening"
+        for keyword in call.keywords
+        if keyword.arg == "extra" and isinstance(keyword.value, ast.Dict)
+        for key in keyword.value.keys
+        if isinstance(key, ast.Constant)
+    }
+    assert logged
+    assert shown == logged
