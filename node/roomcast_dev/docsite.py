@@ -56,12 +56,17 @@ ERROR_MEANINGS: Final[dict[str, str]] = {
     "NOT_JOINED": "the frame names (or implies) a room this connection has not joined",
     "TOO_MANY_ROOMS": "one join more than `ROOMCAST_MAX_ROOMS_PER_CONNECTION`",
     "FORBIDDEN": "the token's `rooms` claim does not allow this room",
-    "RATE_LIMITED": "over a rate limit: the frame was dropped (HTTP: 429 with `Retry-After`)",
-    "UNAVAILABLE": "Redis is down: the message was **not** sent, and never will be (HTTP: 503)",
+    "RATE_LIMITED": "over a rate limit: the frame was dropped (HTTP: 429 with `Retry-After`, also "
+    "from nginx for an address over its API request rate or open connections)",
+    "UNAVAILABLE": "Redis is down: the message was **not** sent, and never will be (HTTP: 503, "
+    "also from nginx for a request no node took)",
     "UNCONFIRMED": (
-        "a `message` whose Redis reply was lost and whose fate its node could not learn from"
-        " history: it **may or may not** have been sent; if it was, every member gets it"
-        " (HTTP: 504). Resending may duplicate it"
+        "a `message` whose fate its node could not learn (its Redis reply was lost and history"
+        " could not tell, or the node, draining, stopped waiting for it: answered before the"
+        " 1001): it **may or may not** have been sent; if it was, every member gets it."
+        " Resending may duplicate it. HTTP: 504, from the node for a post, and from nginx for"
+        " any request but a `GET` or `HEAD` that a node took and never answered (it may have"
+        " been done)"
     ),
     "INVALID_TOKEN": "a `refresh` whose token is not a string or is refused (the reason says why)",
     "BANNED": "a `join` of a room the application banned this user from (the reason says until "
@@ -70,7 +75,8 @@ ERROR_MEANINGS: Final[dict[str, str]] = {
     "INVALID_ROOM_TOKEN": "a `join`'s `room_token` that is not a token, or is refused (expired, "
     "bad signature; the reason says why)",
     "BINARY_FRAME": "a binary frame: the connection is closed with 1003",
-    "FRAME_TOO_BIG": "a frame over `ROOMCAST_MAX_FRAME_BYTES`: closed with 1009 (HTTP: 413)",
+    "FRAME_TOO_BIG": "a frame over `ROOMCAST_MAX_FRAME_BYTES`: closed with 1009 (HTTP: 413, also "
+    "from nginx for an API body over its `client_max_body_size`)",
     "FLOOD": "kept sending while rate-limited: closed with 1008",
     "SLOW_CONSUMER": "did not read fast enough: closed with 1013",
     "PROTOCOL_VIOLATION": "a WebSocket protocol error: closed with 1002",

@@ -2,7 +2,8 @@
 exports, the defaults of its settings, its HTTP endpoints, error codes and frames. (Tables that
 can be generated are: node/roomcast_dev/docsite.py; code samples are checked by
 test_docs_samples.py; references between pages: test_docs_references.py; the clients:
-test_docs_clients.py; the deployment files: tests/deploy/test_docs_deploy.py.)"""
+test_docs_clients.py; the hooks' JSON: test_docs_hooks.py; the deployment files:
+tests/deploy/test_docs_deploy.py.)"""
 
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ import dataclasses
 import re
 from pathlib import Path
 
+import orjson
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
+from roomcast_dev.docsite import ERROR_MEANINGS
 
 from roomcast.runtime.config import Settings, env_name, env_names
 from roomcast.runtime.metrics import Metrics
+from roomcast.wire import protocol
 from roomcast.wire.codes import ErrorCode
 from roomcast.wire.openapi import document
 from roomcast.wire.protocol import COMMAND_TYPES
@@ -227,6 +231,21 @@ def test_every_code_the_node_or_nginx_answers_is_in_the_error_codes_table() -> N
     assert unknown == set()
 
 
+def test_the_error_codes_table_says_which_codes_nginx_answers_and_with_what_status() -> None:
+    # A client of the HTTP API meets nginx's answers too (the other two configurations are the
+    # same directive by directive: tests/deploy); a reader of the table must not take one for
+    # the node's own meaning only: nginx's 504 `unconfirmed` says a request may have been done.
+    text = (ROOT / "loadbalancer" / "nginx.conf.template").read_text(encoding="utf-8")
+    answered = set(re.findall(r"return (\d{3}) '\{\"code\":\"(\w+)", text))
+    assert len(answered) >= 4, answered
+    untold = {
+        f"{status} {code}"
+        for status, code in answered
+        if status not in ERROR_MEANINGS[code.upper()] or "nginx" not in ERROR_MEANINGS[code.upper()]
+    }
+    assert untold == set()
+
+
 # Frames ---------------------------------------------------------------------------------------
 
 
@@ -258,3 +277,100 @@ def test_the_protocol_page_lists_every_frame_each_way() -> None:
         *(node / "core").glob("*.py"),
     ]
     assert set(documented.findall(to_client)) == event_types_built(built)
+
+
+def fields_built(paths: list[Path]) -> dict[str, set[str]]:
+    """Each field the functions of these modules that build an event put in it, by the event's
+    ``"type"``: the keys of the dict that names the type, and the keys its function assigns."""
+    fields: dict[str, set[str]] = {}
+    for path in paths:
+        for function in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            types: set[str] = set()
+            keys: set[str] = set()
+            for node in ast.walk(function):
+                if isinstance(node, ast.Dict):
+                    constant = {
+                        key.value: value
+                        for key, value in zip(node.keys, node.values, strict=True)
+                        if isinstance(key, ast.Constant) and isinstance(key.value, str)
+                    }
+                    named_type = constant.get("type")
+                    if isinstance(named_type, ast.Constant) and isinstance(named_type.value, str):
+                        types.add(named_type.value)
+                        keys |= set(constant)
+                elif isinstance(node, ast.Assign):
+                    keys |= {
+                        target.slice.value
+                        for target in node.targets
+                        if isinstance(target, ast.Subscript)
+                        if isinstance(target.slice, ast.Constant)
+                        if isinstance(target.slice.value, str)
+                    }
+            for kind in types:
+                fields.setdefault(kind, set()).update(keys)
+    return fields
+
+
+def test_the_protocol_page_names_every_field_the_node_sends() -> None:
+    # A field the node adds to an event (`"already":true` in the answer to a join of a room the
+    # connection is in) and the page never names is one a client cannot know it may get.
+    page = (DOCS / "protocol.md").read_text(encoding="utf-8")
+    to_client = page[page.index("## Server → client") : page.index("## Big rooms")]
+    named = set(re.findall(r'"([a-z_]+)"', to_client))
+    node = ROOT / "node" / "roomcast"
+    built = [
+        node / "wire" / "protocol.py",
+        *(node / "net").glob("*.py"),
+        *(node / "core").glob("*.py"),
+    ]
+    unnamed = {
+        f"{kind}: {field}"
+        for kind, fields in fields_built(built).items()
+        for field in fields - named
+    }
+    assert unnamed == set()
+
+
+def test_the_openapi_message_names_every_field_a_message_carries() -> None:
+    # History answers and event streams carry the messages as the node wrote them: with the
+    # author's user_id, and the publish hook's message_id in rooms that have one.
+    prefix = protocol.chat_message_prefix("r", "ann", "hi", 1, message_id="m1", user_id="u1")
+    message = orjson.loads(protocol.complete_message(prefix, 1, "e1"))
+    schema = document()["components"]["schemas"]["Message"]
+    assert set(message) == set(schema["properties"])
+    assert set(schema["required"]) < set(message)
+
+
+def test_the_openapi_document_gives_every_change_nginx_may_leave_unconfirmed_a_504() -> None:
+    # nginx answers 504 `unconfirmed` for a request that changes something when the node that
+    # took it never answered (loadbalancer/nginx.conf.template); only GET and HEAD get 503.
+    without = {
+        f"{method.upper()} {path}"
+        for path, methods in document()["paths"].items()
+        for method, operation in methods.items()
+        if method not in ("get", "head") and "504" not in operation["responses"]
+    }
+    assert without == set()
+
+
+def test_the_operations_page_shows_the_listening_line_with_the_fields_a_node_logs() -> None:
+    # The compose walk-through quotes a node's start-up log; its "listening" line is what an
+    # operator greps for, so it shows every field the node puts there.
+    page = (DOCS / "operations.md").read_text(encoding="utf-8")
+    line = next(line for line in page.splitlines() if '"event":"listening"' in line)
+    shown = set(orjson.loads(line[line.index("{") :])) - {"ts", "level", "logger", "node", "event"}
+    app = ast.parse((ROOT / "node" / "roomcast" / "app.py").read_text(encoding="utf-8"))
+    logged = {
+        key.value
+        for call in ast.walk(app)
+        if isinstance(call, ast.Call) and call.args
+        if isinstance(call.args[0], ast.Constant) and call.args[0].value == "listening"
+        for keyword in call.keywords
+        if keyword.arg == "extra" and isinstance(keyword.value, ast.Dict)
+        for key in keyword.value.keys
+        if isinstance(key, ast.Constant)
+    }
+    assert logged
+    assert shown == logged

@@ -84,6 +84,15 @@ def _schemas() -> dict[str, Any]:
             "timestamp": {"type": "integer", "description": "server time, ms since the epoch"},
             "offset": offset,
             "epoch": string,
+            "user_id": {
+                "type": "string",
+                "description": "the author's user id; none on a message posted over HTTP "
+                "with an API key or in open mode, or written by a node of an earlier release",
+            },
+            "message_id": {
+                "type": "string",
+                "description": "in rooms with a publish hook: the id the hook was given",
+            },
         },
     }
     tombstone = {
@@ -397,6 +406,23 @@ def _admin(
     return operation
 
 
+# nginx's answer to a request that changes something when the node that took it never answered
+# (loadbalancer/nginx.conf.template): it may have been done, so not 503 `unavailable`, which
+# would have its sender do it again.
+_NEVER_ANSWERED: Final = _error(
+    "unconfirmed, from nginx: the node that took the request never answered (it died, or "
+    "stalled past nginx's read timeout); it may or may not have been done"
+)
+
+
+def _through_nginx(paths: dict[str, Any]) -> None:
+    """Gives every operation of ``paths`` that changes something nginx's 504."""
+    for methods in paths.values():
+        for method, operation in methods.items():
+            if method not in ("get", "head"):
+                operation["responses"].setdefault("504", _NEVER_ANSWERED)
+
+
 def _server_api_paths() -> dict[str, Any]:
     offset_parameter = {
         "name": "offset",
@@ -502,7 +528,7 @@ def _server_api_paths() -> dict[str, Any]:
 @functools.cache
 def document() -> dict[str, Any]:
     security: list[dict[str, list[str]]] = [{}, {"bearer": []}, {"apiKey": []}, {"tokenQuery": []}]
-    return {
+    openapi: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "roomcast HTTP API",
@@ -535,7 +561,8 @@ def document() -> dict[str, Any]:
                         "503": _error("Redis is unavailable: the message was not published"),
                         "504": _error(
                             "unconfirmed: Redis's reply was lost and the message's fate could"
-                            " not be learnt; it may or may not have been published"
+                            " not be learnt, or (from nginx) the node that took the request"
+                            " never answered; it may or may not have been published"
                         ),
                     },
                 },
@@ -695,3 +722,5 @@ def document() -> dict[str, Any]:
             },
         },
     }
+    _through_nginx(openapi["paths"])
+    return openapi
