@@ -8,20 +8,36 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
 
-from roomcast_dev.devcluster import LocalCluster
-from roomcast_dev.redis_topologies import RedisClusterTopology, SentinelTopology
+from roomcast_dev.devcluster import LocalCluster, timeout_factor
+from roomcast_dev.redis_topologies import RedisClusterTopology, RedisServer, SentinelTopology
 
 from roomcast.broker.cluster_slots import sharded_channel, slot_of
 from tests.integration.test_redis_cluster_shard_down import room_on
 from tests.support.cluster import QUICK_ENV, ready, until
 from tests.support.delivery import Fault, in_thread
 
-__all__ = ["cluster_shard_failover", "sentinel_failover"]
+__all__ = ["cluster_shard_failover", "hold_replication", "repl_offset", "sentinel_failover"]
 
 
 async def _all_ready(cluster: LocalCluster) -> None:
     for node in cluster.nodes:
         await until(partial(ready, node), 20, f"{node.node_id} ready")
+
+
+def repl_offset(server: RedisServer, field: str) -> int:
+    return int(server.client().info("replication")[field])
+
+
+async def hold_replication(topology: SentinelTopology) -> tuple[RedisServer, int]:
+    """The replica stops processing the primary's stream (``CLIENT PAUSE ALL``: it answers
+    nothing, ``INFO`` included; ends by itself after 2 s, long enough for a test's acks and a
+    kill): the primary, and the replication offset the replica had."""
+    primary = topology.primary()
+    (replica,) = [s for s in topology.redis_servers if s.port != primary.port]
+    behind = await in_thread(partial(repl_offset, replica, "slave_repl_offset"))
+    pause_ms = int(2000 * timeout_factor())
+    await in_thread(partial(replica.run, "CLIENT", "PAUSE", str(pause_ms), "ALL"))
+    return primary, behind
 
 
 @asynccontextmanager
