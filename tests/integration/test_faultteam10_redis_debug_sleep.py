@@ -52,8 +52,7 @@ async def test_redis_busy_past_the_timeouts_loses_nothing_acknowledged_on_any_pa
     env = dict(QUICK_ENV, ROOMCAST_REDIS_URL=f"redis://127.0.0.1:{debuggable_redis}")
     admin = redis.Redis(port=debuggable_redis, socket_timeout=SLEEP_S * 10)
     with LocalCluster(3, redis=False, node_env=env) as cluster:
-        ports = [node.port for node in cluster.nodes]
-        traffic, poster = await on_every_path(cluster.url, ports, ROOMS)
+        traffic, poster = await on_every_path(cluster, ROOMS)
         try:
             await traffic.more_acks(5)
             await in_thread(partial(admin.execute_command, "DEBUG", "SLEEP", str(SLEEP_S)))

@@ -17,12 +17,9 @@ from __future__ import annotations
 from functools import partial
 
 import pytest
-from roomcast_dev.devcluster import LocalCluster
-from roomcast_dev.redis_topologies import SentinelTopology
 
-from tests.support.cluster import QUICK_ENV, ready, until
 from tests.support.delivery import in_thread
-from tests.support.failovers import hold_replication, repl_offset
+from tests.support.failovers import hold_replication, repl_offset, sentinel_nodes
 from tests.support.posts import checked_after, on_every_path
 
 pytestmark = pytest.mark.integration
@@ -32,41 +29,33 @@ ROOMS = ["lag-north", "lag-south"]
 
 @pytest.mark.parametrize("nginx_reloaded", [False, True], ids=["alone", "nginx-reloaded"])
 async def test_failover_onto_a_lagging_replica_is_told_on_every_path(nginx_reloaded: bool) -> None:
-    with SentinelTopology(replicas=1, sentinels=3) as topology:
-        env = dict(QUICK_ENV, **topology.node_env())
-        with LocalCluster(3, redis=False, node_env=env) as cluster:
-            for node in cluster.nodes:
-                await until(partial(ready, node), 20, f"{node.node_id} ready")
-            ports = [node.port for node in cluster.nodes] + [cluster.nginx_port]
-            traffic, poster = await on_every_path(cluster.url, ports, ROOMS)
-            try:
-                await traffic.more_acks(5)
-                primary, behind = await hold_replication(topology)
-                accepted_before = sum(len(poster.accepted(room)) for room in ROOMS)
-                await traffic.more_acks(10)
-                ahead = await in_thread(partial(repl_offset, primary, "master_repl_offset"))
-                assert behind < ahead
-                acked_before_kill = traffic.acks()
-                await in_thread(primary.kill)
-                if nginx_reloaded:
-                    await in_thread(cluster.reload_nginx)
-                await in_thread(partial(topology.wait_for_failover, primary.port))
-                if nginx_reloaded:
-                    await in_thread(cluster.reload_nginx)
-                await traffic.more_acks(10, timeout=40)
-                admin = topology.primary().client()
-                try:
-                    what = (
-                        f"sentinel failover{', nginx reloaded x2' if nginx_reloaded else ''}, "
-                        f"{ahead - behind} bytes unreplicated, "
-                        f"{acked_before_kill} acked and {accepted_before}+ posts before the kill"
-                    )
-                    await checked_after(traffic, poster, admin, what)
-                finally:
-                    admin.close()
-                for member in traffic.members:
-                    told = [e for e in member.losses if e["reason"] == "epoch_changed"]
-                    assert told, f"{member.name} never told of the failover: {member.losses}"
-            finally:
-                await poster.close()
-                await traffic.close()
+    async with sentinel_nodes() as (topology, cluster):
+        traffic, poster = await on_every_path(cluster, ROOMS)
+        try:
+            await traffic.more_acks(5)
+            primary, behind = await hold_replication(topology)
+            accepted_before = sum(len(poster.accepted(room)) for room in ROOMS)
+            await traffic.more_acks(10)
+            ahead = await in_thread(partial(repl_offset, primary, "master_repl_offset"))
+            assert behind < ahead
+            acked_before_kill = traffic.acks()
+            await in_thread(primary.kill)
+            if nginx_reloaded:
+                await in_thread(cluster.reload_nginx)
+            await in_thread(partial(topology.wait_for_failover, primary.port))
+            if nginx_reloaded:
+                await in_thread(cluster.reload_nginx)
+            await traffic.more_acks(10, timeout=40)
+            what = (
+                f"sentinel failover{', nginx reloaded x2' if nginx_reloaded else ''}, "
+                f"{ahead - behind} bytes unreplicated, "
+                f"{acked_before_kill} acked and {accepted_before}+ posts before the kill"
+            )
+            with topology.primary().client() as admin:
+                await checked_after(traffic, poster, admin, what)
+            for member in traffic.members:
+                told = [e for e in member.losses if e["reason"] == "epoch_changed"]
+                assert told, f"{member.name} never told of the failover: {member.losses}"
+        finally:
+            await poster.close()
+            await traffic.close()

@@ -16,7 +16,13 @@ from tests.integration.test_redis_cluster_shard_down import room_on
 from tests.support.cluster import QUICK_ENV, ready, until
 from tests.support.delivery import Fault, in_thread
 
-__all__ = ["cluster_shard_failover", "hold_replication", "repl_offset", "sentinel_failover"]
+__all__ = [
+    "cluster_shard_failover",
+    "hold_replication",
+    "repl_offset",
+    "sentinel_failover",
+    "sentinel_nodes",
+]
 
 
 async def _all_ready(cluster: LocalCluster) -> None:
@@ -41,21 +47,30 @@ async def hold_replication(topology: SentinelTopology) -> tuple[RedisServer, int
 
 
 @asynccontextmanager
-async def sentinel_failover(
+async def sentinel_nodes(
     extra_env: Mapping[str, str] | None = None,
-) -> AsyncIterator[tuple[LocalCluster, Fault]]:
-    """3 nodes behind nginx on a Sentinel-watched primary with one replica."""
+) -> AsyncIterator[tuple[SentinelTopology, LocalCluster]]:
+    """3 ready nodes behind nginx on a Sentinel-watched primary with one replica."""
     with SentinelTopology(replicas=1, sentinels=3) as topology:
         env = dict(QUICK_ENV, **topology.node_env(), **(extra_env or {}))
         with LocalCluster(3, redis=False, node_env=env) as cluster:
             await _all_ready(cluster)
-            old_primary = topology.primary()
+            yield topology, cluster
 
-            async def fail_over() -> None:
-                old_primary.kill()
-                await in_thread(partial(topology.wait_for_failover, old_primary.port))
 
-            yield cluster, fail_over
+@asynccontextmanager
+async def sentinel_failover(
+    extra_env: Mapping[str, str] | None = None,
+) -> AsyncIterator[tuple[LocalCluster, Fault]]:
+    """:func:`sentinel_nodes`, and its primary SIGKILLed as the fault."""
+    async with sentinel_nodes(extra_env) as (topology, cluster):
+        old_primary = topology.primary()
+
+        async def fail_over() -> None:
+            old_primary.kill()
+            await in_thread(partial(topology.wait_for_failover, old_primary.port))
+
+        yield cluster, fail_over
 
 
 @asynccontextmanager

@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass, field
 
 import redis
+from roomcast_dev.devcluster import LocalCluster
 
 from roomcast.broker import scripts
 from tests.support.delivery import Member, Position, Traffic
@@ -115,11 +116,13 @@ def history_disagreements(members: list[Member], held: dict[str, dict[str, Posit
     return wrong
 
 
-async def on_every_path(url: str, ports: list[int], rooms: list[str]) -> tuple[Traffic, Poster]:
-    """Each room followed by an event stream on each of ``ports``, WebSocket traffic through
-    ``url`` and HTTP posts to each port: the streams are members of the traffic."""
+async def on_every_path(cluster: LocalCluster, rooms: list[str]) -> tuple[Traffic, Poster]:
+    """Each room followed by an event stream on each node and through nginx, WebSocket traffic
+    through nginx and HTTP posts to each node and to nginx: the streams are members of the
+    traffic."""
+    ports = [node.port for node in cluster.nodes] + [cluster.nginx_port]
     followers = [await follow_stream(p, room, f"{room}-sse-{p}") for room in rooms for p in ports]
-    traffic = await Traffic.start(url, rooms)
+    traffic = await Traffic.start(cluster.url, rooms)
     traffic.members.extend(f.member for f in followers)
     return traffic, Poster(ports, rooms)
 
