@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass, field
 
 import redis
+from redis.cluster import RedisCluster
 from roomcast_dev.devcluster import LocalCluster
 
 from roomcast.broker import scripts
@@ -17,6 +18,8 @@ from tests.support.event_streams import follow_stream
 from tests.support.httpclient import request
 
 POST_INTERVAL_S = 0.05
+# Reads the rooms' keys: a standalone or Sentinel primary, or a Redis Cluster.
+Admin = redis.Redis | RedisCluster
 
 
 @dataclass
@@ -89,13 +92,13 @@ class Poster:
                 assert (status, body["code"]) == (504, "unconfirmed"), (status, body)
 
 
-def history(admin: redis.Redis, room: str) -> dict[str, Position]:
+def history(admin: Admin, room: str) -> dict[str, Position]:
     """Text -> position of every message the room's history holds."""
     raw = admin.lrange(scripts.room_keys(room)[2], 0, -1)
     return {entry["text"]: (entry["epoch"], entry["offset"]) for entry in map(json.loads, raw)}
 
 
-def epoch(admin: redis.Redis, room: str) -> str:
+def epoch(admin: Admin, room: str) -> str:
     raw = admin.get(scripts.room_keys(room)[1])
     return raw.decode() if isinstance(raw, bytes) else ""
 
@@ -127,7 +130,7 @@ async def on_every_path(cluster: LocalCluster, rooms: list[str]) -> tuple[Traffi
     return traffic, Poster(ports, rooms)
 
 
-async def checked_after(traffic: Traffic, poster: Poster, admin: redis.Redis, what: str) -> None:
+async def checked_after(traffic: Traffic, poster: Poster, admin: Admin, what: str) -> None:
     """The fault is over: stop traffic and posts, wait until every member has every message
     acknowledged either way or was told, then check the guarantee over members, posters and
     the history ``admin`` (the rooms' Redis now) holds."""
