@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
 from prometheus_client import CollectorRegistry
@@ -311,10 +312,14 @@ class Server:
         self.metrics.ready.set(0)
         log.info("draining", extra={"deadline_s": self.settings.drain_timeout})
         started = time.monotonic()
+        # Side by side: the API's requests and the WebSocket's messages are each waited for at
+        # most half the deadline, then answered as given up.
+        drains: list[Coroutine[Any, Any, None]] = []
         if self._api is not None:
-            self._api.drain()
+            drains.append(self._api.drain(self.settings.drain_timeout / 2))
         if self._ws is not None:
-            await self._ws.drain(self.settings.drain_timeout)
+            drains.append(self._ws.drain(self.settings.drain_timeout))
+        await asyncio.gather(*drains)
         # The broker's clean stop (this node's Redis entries removed) within what is left of the
         # deadline: a Redis that stalled during the drain held it for ROOMCAST_REDIS_TIMEOUT more
         # (exit 7.1 s after SIGTERM with a 2 s drain), past an orchestrator's grace period. Cut

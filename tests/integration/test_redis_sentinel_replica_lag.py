@@ -9,20 +9,17 @@ from __future__ import annotations
 from functools import partial
 
 import pytest
-from roomcast_dev.devcluster import LocalCluster, timeout_factor
-from roomcast_dev.redis_topologies import RedisServer, SentinelTopology
+from roomcast_dev.devcluster import LocalCluster
+from roomcast_dev.redis_topologies import SentinelTopology
 
 from tests.support.cluster import FAST_ENV, ready, until
 from tests.support.delivery import Traffic, in_thread
+from tests.support.failovers import hold_replication, repl_offset
 
 pytestmark = pytest.mark.integration
 
 ROOMS = ["north", "south"]
 QUICK_ENV = dict(FAST_ENV, ROOMCAST_REDIS_TIMEOUT="1")
-
-
-def repl_offset(server: RedisServer, field: str) -> int:
-    return int(server.client().info("replication")[field])
 
 
 async def test_sentinel_failover_onto_a_lagging_replica_is_told_to_members() -> None:
@@ -34,13 +31,7 @@ async def test_sentinel_failover_onto_a_lagging_replica_is_told_to_members() -> 
             traffic = await Traffic.start(cluster.url, ROOMS)
             try:
                 await traffic.more_acks(5)
-                primary = topology.primary()
-                (replica,) = [s for s in topology.redis_servers if s.port != primary.port]
-                replica_offset = await in_thread(partial(repl_offset, replica, "slave_repl_offset"))
-                # Held long enough to outlast the acks below and the kill; it ends by itself
-                # (the paused replica answers nothing, INFO included).
-                pause_ms = int(2000 * timeout_factor())
-                await in_thread(partial(replica.run, "CLIENT", "PAUSE", str(pause_ms), "ALL"))
+                primary, replica_offset = await hold_replication(topology)
                 await traffic.more_acks(10)
                 primary_offset = await in_thread(
                     partial(repl_offset, primary, "master_repl_offset")

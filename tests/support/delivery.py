@@ -188,18 +188,7 @@ class Traffic:
 
     async def until(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
         """Wait, woken by every event any member receives, until ``condition`` holds."""
-        async with asyncio.timeout(scaled(timeout)):
-            while not condition():
-                waits = [asyncio.ensure_future(m.changed.wait()) for m in self.members]
-                for member in self.members:
-                    member.changed.clear()
-                if condition():
-                    for wait in waits:
-                        wait.cancel()
-                    break
-                _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-                for wait in pending:
-                    wait.cancel()
+        await until_changed([m.changed for m in self.members], condition, timeout)
         del what  # named for the reader of a timeout's traceback
 
     async def more_acks(self, count: int, timeout: float = 20) -> None:
@@ -319,6 +308,25 @@ class Traffic:
         await asyncio.gather(
             *(m.reader for m in self.members if m.reader is not None), return_exceptions=True
         )
+
+
+async def until_changed(
+    changes: list[asyncio.Event], condition: Callable[[], bool], timeout: float
+) -> None:
+    """Wait, woken by each of ``changes`` (set on every event a client gets), until
+    ``condition`` holds."""
+    async with asyncio.timeout(scaled(timeout)):
+        while not condition():
+            waits = [asyncio.ensure_future(changed.wait()) for changed in changes]
+            for changed in changes:
+                changed.clear()
+            if condition():
+                for wait in waits:
+                    wait.cancel()
+                break
+            _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for wait in pending:
+                wait.cancel()
 
 
 async def in_thread(action: Callable[[], Any]) -> Any:

@@ -8,15 +8,21 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
 
-from roomcast_dev.devcluster import LocalCluster
-from roomcast_dev.redis_topologies import RedisClusterTopology, SentinelTopology
+from roomcast_dev.devcluster import LocalCluster, timeout_factor
+from roomcast_dev.redis_topologies import RedisClusterTopology, RedisServer, SentinelTopology
 
 from roomcast.broker.cluster_slots import sharded_channel, slot_of
 from tests.integration.test_redis_cluster_shard_down import room_on
 from tests.support.cluster import QUICK_ENV, ready, until
 from tests.support.delivery import Fault, in_thread
 
-__all__ = ["cluster_shard_failover", "sentinel_failover"]
+__all__ = [
+    "cluster_shard_failover",
+    "hold_replication",
+    "repl_offset",
+    "sentinel_failover",
+    "sentinel_nodes",
+]
 
 
 async def _all_ready(cluster: LocalCluster) -> None:
@@ -24,22 +30,47 @@ async def _all_ready(cluster: LocalCluster) -> None:
         await until(partial(ready, node), 20, f"{node.node_id} ready")
 
 
+def repl_offset(server: RedisServer, field: str) -> int:
+    return int(server.client().info("replication")[field])
+
+
+async def hold_replication(topology: SentinelTopology) -> tuple[RedisServer, int]:
+    """The replica stops processing the primary's stream (``CLIENT PAUSE ALL``: it answers
+    nothing, ``INFO`` included; ends by itself after 2 s, long enough for a test's acks and a
+    kill): the primary, and the replication offset the replica had."""
+    primary = topology.primary()
+    (replica,) = [s for s in topology.redis_servers if s.port != primary.port]
+    behind = await in_thread(partial(repl_offset, replica, "slave_repl_offset"))
+    pause_ms = int(2000 * timeout_factor())
+    await in_thread(partial(replica.run, "CLIENT", "PAUSE", str(pause_ms), "ALL"))
+    return primary, behind
+
+
 @asynccontextmanager
-async def sentinel_failover(
+async def sentinel_nodes(
     extra_env: Mapping[str, str] | None = None,
-) -> AsyncIterator[tuple[LocalCluster, Fault]]:
-    """3 nodes behind nginx on a Sentinel-watched primary with one replica."""
+) -> AsyncIterator[tuple[SentinelTopology, LocalCluster]]:
+    """3 ready nodes behind nginx on a Sentinel-watched primary with one replica."""
     with SentinelTopology(replicas=1, sentinels=3) as topology:
         env = dict(QUICK_ENV, **topology.node_env(), **(extra_env or {}))
         with LocalCluster(3, redis=False, node_env=env) as cluster:
             await _all_ready(cluster)
-            old_primary = topology.primary()
+            yield topology, cluster
 
-            async def fail_over() -> None:
-                old_primary.kill()
-                await in_thread(partial(topology.wait_for_failover, old_primary.port))
 
-            yield cluster, fail_over
+@asynccontextmanager
+async def sentinel_failover(
+    extra_env: Mapping[str, str] | None = None,
+) -> AsyncIterator[tuple[LocalCluster, Fault]]:
+    """:func:`sentinel_nodes`, and its primary SIGKILLed as the fault."""
+    async with sentinel_nodes(extra_env) as (topology, cluster):
+        old_primary = topology.primary()
+
+        async def fail_over() -> None:
+            old_primary.kill()
+            await in_thread(partial(topology.wait_for_failover, old_primary.port))
+
+        yield cluster, fail_over
 
 
 @asynccontextmanager

@@ -73,6 +73,11 @@ class PublicHttp:
         self.outbox = outbox
         self.loop = loop
         self.connections: set[HttpConnection] = set()
+        # Connections whose request is being answered (a post may wait for Redis): a drain
+        # answers each before the node goes, as it does a WebSocket's messages.
+        self.serving: set[HttpConnection] = set()
+        self._none_serving = asyncio.Event()
+        self._none_serving.set()
         # Which node answered: for operators (and tests) looking behind the load balancer.
         self.node_header = settings.node_id.encode()
         self.draining = False
@@ -113,13 +118,31 @@ class PublicHttp:
         self.hub.heartbeat()
         self._heartbeat = self.loop.call_later(self.settings.sse_heartbeat, self._beat)
 
-    def drain(self) -> None:
-        """End every stream (EventSource reconnects, through nginx, to another node)."""
+    def begin_serving(self, conn: HttpConnection) -> None:
+        self.serving.add(conn)
+        self._none_serving.clear()
+
+    def end_serving(self, conn: HttpConnection) -> None:
+        self.serving.discard(conn)
+        if not self.serving:
+            self._none_serving.set()
+
+    async def drain(self, wait: float) -> None:
+        """End every stream (EventSource reconnects, through nginx, to another node), then
+        answer every request taken before the drain: its own answer if it comes within
+        ``wait``, else one saying its fate is unknown. A client talking to the node directly
+        hears it from the node, not from a proxy's 504 (or from nothing, without one)."""
         self.draining = True
         if self._heartbeat is not None:
             self._heartbeat.cancel()
         for conn in list(self.connections):
             conn.end()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._none_serving.wait(), wait)
+        if self.serving:
+            log.warning("drain: API requests given up", extra={"count": len(self.serving)})
+        for conn in list(self.serving):
+            conn.give_up()
 
 
 class HttpConnection(asyncio.Protocol):
@@ -143,6 +166,9 @@ class HttpConnection(asyncio.Protocol):
         self.subject: str | None = None  # whose token opened the stream (StreamSink)
         self._token_timer: asyncio.TimerHandle | None = None
         self._closed = False
+        # The drain answered the request in flight: its own answer, if it comes, is dropped.
+        self._given_up = False
+        self._serving: tuple[str, str] | None = None  # the endpoint and method being answered
         self._idle_timer: asyncio.TimerHandle | None = None
         # A streamed answer or resume waiting for the socket to drain before its next piece.
 
@@ -252,13 +278,34 @@ class HttpConnection(asyncio.Protocol):
             self._send.wake()
 
     def end(self) -> None:
-        """Finish the current stream cleanly (drain), or close an idle keep-alive connection."""
+        """Finish the current stream cleanly (drain), or close an idle keep-alive connection;
+        a request partly received is answered 503: it was never taken, so never published."""
         if self._stream_room is not None and not self._closed:
             self.write_pending()
             self._write(self._h11.send(h11.EndOfMessage()))
             self._close()
-        elif not self._busy:
+        elif self._busy:
+            return
+        elif self._h11.their_state is h11.SEND_BODY or self._h11.trailing_data[0]:
+            self._reject_early(ApiError(503, ErrorCode.UNAVAILABLE, "node shutting down"))
+        else:
             self._close()
+
+    def give_up(self) -> None:
+        """The drain stops waiting for this request's answer, which may yet come (a post's
+        script Redis ran or may still run): 504 ``unconfirmed`` for a request that may have
+        changed something, 503 for a read; then the connection closes."""
+        if self._serving is None or self._closed:
+            return
+        endpoint, method = self._serving
+        self._given_up = True
+        if method in ("GET", "HEAD"):
+            error = ApiError(503, ErrorCode.UNAVAILABLE, "node shutting down")
+        else:
+            reason = "the node shut down before Redis answered: it may or may not have been done"
+            error = ApiError(504, ErrorCode.UNCONFIRMED, reason)
+        self._reject_early(error, endpoint)
+        self._closed = True  # what the request's handler writes later goes nowhere
 
     # Requests
 
@@ -329,9 +376,18 @@ class HttpConnection(asyncio.Protocol):
 
     async def _serve(self, request: ApiRequest) -> None:
         endpoint = "unknown"
+        with contextlib.suppress(ApiError):  # answered as an error by _answer
+            endpoint = api.route(request.method, request.target).endpoint.value
+        self._serving = (endpoint, request.method)
+        self._server.begin_serving(self)
         try:
-            with contextlib.suppress(ApiError):  # answered as an error below
-                endpoint = api.route(request.method, request.target).endpoint.value
+            await self._answer(endpoint, request)
+        finally:
+            self._serving = None
+            self._server.end_serving(self)
+
+    async def _answer(self, endpoint: str, request: ApiRequest) -> None:
+        try:
             if self._server.draining:
                 raise ApiError(503, ErrorCode.UNAVAILABLE, "node shutting down")
             answer = await self._server.service.handle(request)
@@ -351,6 +407,8 @@ class HttpConnection(asyncio.Protocol):
             self._reply(endpoint, answer, request.method)
 
     def _reply(self, endpoint: str, reply: Reply, method: str) -> None:
+        if self._given_up:
+            return  # answered by the drain (and counted then); the connection is closing
         self._server.count(endpoint, reply.status)
         if self._closed:
             return
@@ -502,14 +560,15 @@ class HttpConnection(asyncio.Protocol):
             status = 431
         self._reject_early(ApiError(status, ErrorCode.INVALID_REQUEST, f"malformed request: {exc}"))
 
-    def _reject_early(self, error: ApiError) -> None:
-        """Answer and close without reading the rest (bad framing, body too large)."""
-        self._server.count("unknown", error.status)
+    def _reject_early(self, error: ApiError, endpoint: str = "unknown") -> None:
+        """Answer and close without reading the rest (bad framing, body too large, a drain)."""
+        self._server.count(endpoint, error.status)
         if self._h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             headers = [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(error.body())).encode()),
                 (b"connection", b"close"),
+                (b"x-roomcast-node", self._server.node_header),
             ]
             try:
                 response = h11.Response(
