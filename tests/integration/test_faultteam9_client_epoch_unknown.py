@@ -23,9 +23,9 @@ import pytest
 from roomcast_dev.devcluster import LocalCluster
 
 from roomcast.client import ChatMessage, Gap, Joined, RoomcastClient
-from tests.integration.test_faultteam7_python_client_failover import Follower, until_true
 from tests.support.cluster import QUICK_ENV, ready, until
 from tests.support.delivery import Member, in_thread, join_member
+from tests.support.python_clients import Follower, until_true
 from tests.support.wsclient import scaled
 
 pytestmark = pytest.mark.integration
