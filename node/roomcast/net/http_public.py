@@ -27,6 +27,7 @@ from roomcast.net.sendbuffer import SendBudget, SendBuffer, cap_kernel_send_buff
 from roomcast.wire import api, sse
 from roomcast.wire.api import MAX_HEAD_BYTES, ApiError
 from roomcast.wire.codes import ErrorCode
+from roomcast.wire.http_bodies import too_many_pieces
 from roomcast.wire.http_heads import MAX_HEADERS, HeadLines
 
 if TYPE_CHECKING:
@@ -137,6 +138,7 @@ class HttpConnection(asyncio.Protocol):
         self._awaiting_drain = False
         self._request: h11.Request | None = None
         self._body = bytearray()
+        self._body_pieces = 0  # the h11 events the body came in (wire.http_bodies)
         self._busy = False
         self._stream_room: str | None = None
         self._chunked = False  # the event stream's body is framed in chunks (set when it opens)
@@ -280,12 +282,17 @@ class HttpConnection(asyncio.Protocol):
                 self._arm_timer(self._server.settings.handshake_timeout)
                 self._request = event
                 self._body = bytearray()
+                self._body_pieces = 0
                 if not self._body_fits(event):
                     return
             elif isinstance(event, h11.Data):
                 self._body += event.data
                 if len(self._body) > self._server.settings.max_frame_bytes:
                     self._reject_early(_too_large(self._server.settings.max_frame_bytes))
+                    return
+                self._body_pieces += 1
+                if too_many_pieces(self._body_pieces, len(self._body)):
+                    self._reject_early(_too_many_pieces())
                     return
             elif isinstance(event, h11.EndOfMessage):
                 self._cancel_idle_timer()
@@ -585,6 +592,12 @@ def _reason(status: int) -> bytes:
 def _too_many_headers() -> ApiError:
     return ApiError(
         431, ErrorCode.INVALID_REQUEST, f"malformed request: more than {MAX_HEADERS} headers"
+    )
+
+
+def _too_many_pieces() -> ApiError:
+    return ApiError(
+        400, ErrorCode.INVALID_REQUEST, "request body sent in too many pieces (chunks or writes)"
     )
 
 
