@@ -27,7 +27,7 @@ from roomcast.net.sendbuffer import SendBudget, SendBuffer, cap_kernel_send_buff
 from roomcast.wire import api, sse
 from roomcast.wire.api import MAX_HEAD_BYTES, ApiError
 from roomcast.wire.codes import ErrorCode
-from roomcast.wire.http_bodies import too_many_pieces
+from roomcast.wire.http_bodies import too_many_lines, too_many_pieces
 from roomcast.wire.http_heads import MAX_HEADERS, HeadLines
 
 if TYPE_CHECKING:
@@ -139,6 +139,8 @@ class HttpConnection(asyncio.Protocol):
         self._request: h11.Request | None = None
         self._body = bytearray()
         self._body_pieces = 0  # the h11 events the body came in (wire.http_bodies)
+        # A chunked body's bytes and line ends on the wire so far (None: not a chunked body).
+        self._chunked_wire: list[int] | None = None
         self._busy = False
         self._stream_room: str | None = None
         self._chunked = False  # the event stream's body is framed in chunks (set when it opens)
@@ -171,6 +173,9 @@ class HttpConnection(asyncio.Protocol):
             return  # a stream's client has nothing more to say; ignore what it sends
         if not self._head_lines.feed(data):
             self._reject_early(_too_many_headers())
+            return
+        if not self._chunked_body_fits(data):
+            self._reject_early(_too_many_pieces())
             return
         self._h11.receive_data(data)
         self._advance()
@@ -283,6 +288,13 @@ class HttpConnection(asyncio.Protocol):
                 self._request = event
                 self._body = bytearray()
                 self._body_pieces = 0
+                self._chunked_wire = None
+                if (b"transfer-encoding", b"chunked") in event.headers:
+                    # What came with the head is in h11's buffer already, not parsed yet.
+                    self._chunked_wire = [0, 0]
+                    if not self._chunked_body_fits(self._h11.trailing_data[0]):
+                        self._reject_early(_too_many_pieces())
+                        return
                 if not self._body_fits(event):
                     return
             elif isinstance(event, h11.Data):
@@ -300,6 +312,15 @@ class HttpConnection(asyncio.Protocol):
             elif isinstance(event, h11.ConnectionClosed):
                 self._close()
                 return
+
+    def _chunked_body_fits(self, data: bytes) -> bool:
+        """Count a chunked body's line ends before h11 parses them (its trailer lines)."""
+        wire = self._chunked_wire
+        if wire is None or self._h11.their_state is not h11.SEND_BODY or not data:
+            return True
+        wire[0] += len(data)
+        wire[1] += data.count(b"\n")
+        return not too_many_lines(wire[1], wire[0])
 
     def _body_fits(self, request: h11.Request) -> bool:
         for name, value in request.headers:
@@ -597,7 +618,9 @@ def _too_many_headers() -> ApiError:
 
 def _too_many_pieces() -> ApiError:
     return ApiError(
-        400, ErrorCode.INVALID_REQUEST, "request body sent in too many pieces (chunks or writes)"
+        400,
+        ErrorCode.INVALID_REQUEST,
+        "request body sent in too many pieces or lines (chunks, writes, trailers)",
     )
 
 
