@@ -240,7 +240,8 @@ async def test_streams_and_members_share_the_node_room_cap() -> None:
     await hub.open(shared, "r1", None, None)  # a room the members hold: no second place
     assert len(node_rooms) == 2
     # At the cap: a stream of a new room is refused, nothing kept, and so is a member's join.
-    assert not hub.admits("r3") and hub.admits("r1") and hub.admits("r2")
+    assert hub.refusal_of("r3") is not None
+    assert hub.refusal_of("r1") is None and hub.refusal_of("r2") is None
     with pytest.raises(TooManyRoomsError, match="this node holds its most rooms"):
         await hub.open(Sink("s3"), "r3", None, None)
     with pytest.raises(TooManyRoomsError):
@@ -250,7 +251,7 @@ async def test_streams_and_members_share_the_node_room_cap() -> None:
     members.leave("alice", "r1")
     assert len(node_rooms) == 2
     hub.close(shared, "r1")
-    assert len(node_rooms) == 1 and hub.admits("r3")
+    assert len(node_rooms) == 1 and hub.refusal_of("r3") is None
     hub.close(first, "r2")
     assert len(node_rooms) == 0
     await broker.stop()
@@ -280,5 +281,5 @@ async def test_a_resuming_stream_dropped_unread_lets_go_of_its_room() -> None:
     assert counts[-1] == 0 and not hub.has_room("r") and len(node_rooms) == 0
     hub.close(dropped, "r")  # its connection's close, later: nothing counted twice
     assert counts[-1] == 0 and len(node_rooms) == 0
-    assert hub.admits("another")
+    assert hub.refusal_of("another") is None
     await broker.stop()

@@ -104,12 +104,11 @@ class StreamHub:
     def count(self) -> int:
         return self._count
 
-    def admits(self, room: str) -> bool:
-        """Whether a stream of ``room`` may open: the node holds the room already, or holds
-        fewer rooms than its cap."""
-        return self.has_room(room) or self._node_rooms.admits(room)
-
-    def refusal(self) -> str:
+    def refusal_of(self, room: str) -> str | None:
+        """Why a stream of ``room`` may not open (None: it may): the node holds its most rooms,
+        and not this one."""
+        if self.has_room(room) or self._node_rooms.admits(room):
+            return None
         return self._node_rooms.refusal()
 
     def deliver(self, room: str, event: Envelope) -> None:
@@ -162,7 +161,7 @@ class StreamHub:
         """Start ``sink`` on ``room``; raises BrokerUnavailable (nothing sent, nothing kept).
         ``overloaded``: a resume refused by the client's history budget (``since`` is None),
         told so. Raises TooManyRoomsError (nothing kept) when the node may not take the room:
-        ask :meth:`admits` before answering."""
+        ask :meth:`refusal_of` before answering."""
         assert self.broker is not None and self.outbox is not None
         self._take(room)
         self._opening.setdefault(room, {})[sink] = opening = _Opening()

@@ -372,13 +372,6 @@ class HttpConnection(asyncio.Protocol):
             self._reply(endpoint, Reply(500, error.body()), request.method)
             return
         if isinstance(answer, OpenStream):
-            hub = self._server.hub
-            if not hub.admits(answer.room):
-                # Refused as a WebSocket join of a new room is, before the stream's head: nginx
-                # then tries the next node (503), and no place of the node's cap is taken.
-                error = ApiError(503, ErrorCode.TOO_MANY_ROOMS, hub.refusal())
-                self._reply(endpoint, Reply(error.status, error.body()), request.method)
-                return
             await self._stream(answer)
         elif isinstance(answer, StreamedReply):
             await self._reply_streamed(endpoint, answer, request.method)
