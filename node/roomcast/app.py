@@ -252,6 +252,7 @@ class Server:
             client_messages=self.node.admit_message,
             room_made=self.node.room_made,
             user_ids=self.node.user_ids,
+            stream_refusal=self.node.streams.refusal_of,
         )
         send_budget = new_send_budget(self.settings, self.metrics)
         self._api = PublicHttp(

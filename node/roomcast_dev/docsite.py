@@ -54,7 +54,8 @@ ERROR_MEANINGS: Final[dict[str, str]] = {
     "INVALID_LIMIT": "`limit` is not a whole number 1-10000 (history), 1-1000 (a presence page, "
     "the rooms listing)",
     "NOT_JOINED": "the frame names (or implies) a room this connection has not joined",
-    "TOO_MANY_ROOMS": "one join more than `ROOMCAST_MAX_ROOMS_PER_CONNECTION`",
+    "TOO_MANY_ROOMS": "one join more than `ROOMCAST_MAX_ROOMS_PER_CONNECTION`, or a join or "
+    "event stream (HTTP 503) of a room the node does not hold at `ROOMCAST_MAX_ROOMS_PER_NODE`",
     "FORBIDDEN": "the token's `rooms` claim does not allow this room",
     "RATE_LIMITED": "over a rate limit: the frame was dropped (HTTP: 429 with `Retry-After`, also "
     "from nginx for an address over its API request rate or open connections)",
@@ -167,8 +168,8 @@ SETTING_MEANINGS: Final[dict[str, str]] = {
     "node_id": "shown in `welcome`, logs and connection ids (default: the host name)",
     "max_frame_bytes": "larger client frames are closed with 1009; larger API bodies get 413",
     "max_rooms_per_connection": "joins beyond it get `too_many_rooms`",
-    "max_rooms_per_node": "beyond it, a join of a room with no member on this node gets "
-    "`too_many_rooms`",
+    "max_rooms_per_node": "rooms with a member or an event stream; beyond it, a join of a room "
+    "the node does not hold gets `too_many_rooms` (an event stream: 503 `too_many_rooms`)",
     "send_buffer_bytes": "bytes that may wait in the node for one client (WebSocket, event "
     "stream or HTTP answer) once the kernel took what it could; a member over it lags",
     "send_buffer_total_bytes": "bytes the node holds over all its clients whose socket is "

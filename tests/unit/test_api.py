@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from roomcast.broker import HistoryLimits
 from roomcast.broker.memory import MemoryBroker
+from roomcast.core.node_rooms import NodeRooms
+from roomcast.core.rooms import RoomRegistry, TooManyRoomsError
 from roomcast.core.streams import StreamHub, StreamSink
 from roomcast.net.transport import is_http_api_request
 from roomcast.wire import api, envelope, protocol, sse
@@ -222,4 +224,62 @@ async def test_orders_about_a_user_end_that_users_streams_only() -> None:
     # A disconnect names no room: every stream of the user.
     assert hub.end_streams_of("alice", b'{"type":"disconnect"}') == 1
     assert theirs_there.closed and not any(s.closed for s in others)
+    await broker.stop()
+
+
+async def test_streams_and_members_share_the_node_room_cap() -> None:
+    broker = MemoryBroker(lambda room, payload: None, lambda ready: None, HistoryLimits(size=5))
+    await broker.start()
+    node_rooms = NodeRooms(2)
+    members: RoomRegistry[str] = RoomRegistry(16, node_rooms)
+    hub = StreamHub(5, members.has_room, lambda count: None, node_rooms=node_rooms)
+    hub.attach(broker, Pusher())
+    members.join("alice", "r1", "alice")
+    first, shared = Sink("s1"), Sink("s2")
+    await hub.open(first, "r2", None, None)
+    await hub.open(shared, "r1", None, None)  # a room the members hold: no second place
+    assert len(node_rooms) == 2
+    # At the cap: a stream of a new room is refused, nothing kept, and so is a member's join.
+    assert hub.refusal_of("r3") is not None
+    assert hub.refusal_of("r1") is None and hub.refusal_of("r2") is None
+    with pytest.raises(TooManyRoomsError, match="this node holds its most rooms"):
+        await hub.open(Sink("s3"), "r3", None, None)
+    with pytest.raises(TooManyRoomsError):
+        members.join("bob", "r3", "bob")
+    assert not hub.has_room("r3") and len(node_rooms) == 2
+    # A room held by both stays counted until both let go; a stream's room frees its place.
+    members.leave("alice", "r1")
+    assert len(node_rooms) == 2
+    hub.close(shared, "r1")
+    assert len(node_rooms) == 1 and hub.refusal_of("r3") is None
+    hub.close(first, "r2")
+    assert len(node_rooms) == 0
+    await broker.stop()
+
+
+class DroppedSink(Sink):
+    """A client that never reads: the node drops it while it waits for it to drain (the close
+    of its connection reaches the hub only later)."""
+
+    async def drained(self) -> bool:
+        self.closed = True
+        return False
+
+
+async def test_a_resuming_stream_dropped_unread_lets_go_of_its_room() -> None:
+    broker = MemoryBroker(lambda room, payload: None, lambda ready: None, HistoryLimits(size=5))
+    await broker.start()
+    counts: list[int] = []
+    node_rooms = NodeRooms(1)
+    hub = StreamHub(5, lambda room: False, counts.append, page_bytes=1, node_rooms=node_rooms)
+    hub.attach(broker, Pusher())
+    for i in range(4):
+        _message(broker, "r", f"m{i}")
+    dropped = DroppedSink("slow")
+    start = await hub.open(dropped, "r", 1, None)  # a page of one message, then the rest
+    assert start.status is None and dropped.closed
+    assert counts[-1] == 0 and not hub.has_room("r") and len(node_rooms) == 0
+    hub.close(dropped, "r")  # its connection's close, later: nothing counted twice
+    assert counts[-1] == 0 and len(node_rooms) == 0
+    assert hub.refusal_of("another") is None
     await broker.stop()

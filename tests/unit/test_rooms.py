@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from roomcast.core.node_rooms import NodeRooms
 from roomcast.core.rooms import JoinResult, RoomRegistry, TooManyRoomsError
 
 FIRST = JoinResult(first_local_member=True, already_member=False)
@@ -247,7 +248,7 @@ def test_username_per_room() -> None:
 
 
 def test_a_node_holds_at_most_its_rooms_but_its_rooms_stay_open() -> None:
-    rooms: RoomRegistry[str] = RoomRegistry(16, max_rooms=2)
+    rooms: RoomRegistry[str] = RoomRegistry(16, NodeRooms(2))
     join_live(rooms, "a", "r1", "alice")
     rooms.join("b", "r2", "bob")  # a join in flight holds its room too
     with pytest.raises(TooManyRoomsError, match="this node holds its most rooms"):

@@ -103,8 +103,12 @@ class ApiService:
         client_messages: Callable[[str, int], int | MessageRefusal] | None = None,
         room_made: Callable[[str], None] | None = None,
         user_ids: UserIds | None = None,
+        stream_refusal: Callable[[str], str | None] | None = None,
     ) -> None:
         self._broker = broker
+        # Why the node may not open a stream of a room (None: it may): its room cap
+        # (StreamHub.refusal_of).
+        self._stream_refusal = stream_refusal
         # The user_id of a message a user token posts (core.user_ids), as over its WebSockets.
         self._user_ids = user_ids
         # Whether a client (its bucket key) may post one more message of so many characters,
@@ -352,6 +356,12 @@ class ApiService:
         epoch = epoch if epoch is not None else id_epoch
         if not self._broker.serves(route.room):
             raise ApiError(503, ErrorCode.UNAVAILABLE, "the broker is unavailable")
+        refusal = None if self._stream_refusal is None else self._stream_refusal(route.room)
+        if refusal is not None:
+            # Refused as a WebSocket join of a new room is, before the stream's head and before
+            # its resume is charged: nginx then tries the next node (503). Nothing awaits
+            # between here and the stream taking its place (StreamHub.open).
+            raise ApiError(503, ErrorCode.TOO_MANY_ROOMS, refusal)
         overloaded = since is not None and not self._charge_resume(route.room, caller)
         if overloaded:
             since = None

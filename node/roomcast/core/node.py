@@ -36,6 +36,7 @@ from roomcast.core.history_pages import answer_bytes, complete, first_page, page
 from roomcast.core.hooks import Hooks, Refusal
 from roomcast.core.lag import Lag
 from roomcast.core.members import Delivery, Member
+from roomcast.core.node_rooms import NodeRooms
 from roomcast.core.presence_pages import PresencePages, answer
 from roomcast.core.ratelimit import (
     MESSAGE_KEPT_OVERHEAD,
@@ -182,7 +183,9 @@ class Node:
         self._max_frame_bytes = max_frame_bytes
         self._history_size = history_size
         self.metrics = metrics
-        self.rooms: RoomRegistry[Member] = RoomRegistry(max_rooms, max_node_rooms)
+        # The node's rooms, whether members or event streams hold them, within its cap.
+        node_rooms = NodeRooms(max_node_rooms)
+        self.rooms: RoomRegistry[Member] = RoomRegistry(max_rooms, node_rooms)
         # Rooms above big_room_members connections: presence events coalesced (core.bigroom).
         self.big = BigRooms(big_room_members, big_room_interval)
         self._notice_timers: dict[str, asyncio.TimerHandle] = {}
@@ -194,7 +197,11 @@ class Node:
         )
         # Server-Sent Events listeners: they share the room subscriptions of the members.
         self.streams = StreamHub(
-            history_size, self.rooms.has_room, metrics.event_streams_open.set, page_bytes
+            history_size,
+            self.rooms.has_room,
+            metrics.event_streams_open.set,
+            page_bytes,
+            node_rooms,
         )
         self.broker: Broker | None = None
         self.outbox: Delivery | None = None

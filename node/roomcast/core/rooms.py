@@ -13,6 +13,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from roomcast.core.node_rooms import NodeRooms
+
 M = TypeVar("M", bound=Hashable)
 
 
@@ -27,13 +29,13 @@ class TooManyRoomsError(Exception):
 
 
 class RoomRegistry(Generic[M]):
-    def __init__(self, max_rooms_per_member: int, max_rooms: int | None = None) -> None:
+    def __init__(self, max_rooms_per_member: int, node_rooms: NodeRooms | None = None) -> None:
         self._max_rooms = max_rooms_per_member
-        # Rooms with a member on this node, at most (None: no bound). Each such room keeps a
-        # presence hash in Redis that nothing evicts (~1.2 KB and 4 keys with the room's offset
-        # keys): many addresses joining new rooms within their own limits would otherwise fill
-        # Redis up to maxmemory, where every write fails.
-        self._max_node_rooms = max_rooms
+        # The node's rooms, at most its cap, shared with its event streams. Each room with a
+        # member keeps a presence hash in Redis that nothing evicts (~1.2 KB and 4 keys with the
+        # room's offset keys): many addresses joining new rooms within their own limits would
+        # otherwise fill Redis up to maxmemory, where every write fails.
+        self._node_rooms = node_rooms if node_rooms is not None else NodeRooms()
         # room -> {member: username} of members receiving the room's events (live); dicts keep
         # join order, which keeps fan-out order stable.
         self._rooms: dict[str, dict[M, str]] = {}
@@ -53,12 +55,10 @@ class RoomRegistry(Generic[M]):
         if rooms is not None and len(rooms) >= self._max_rooms:
             raise TooManyRoomsError(f"a connection may be in at most {self._max_rooms} rooms")
         first = room not in self._rooms and room not in self._joining
-        limit = self._max_node_rooms
-        if first and limit is not None and self.room_count >= limit:
-            raise TooManyRoomsError(
-                f"this node holds its most rooms ({limit}); join a room that has members, "
-                "or try again later"
-            )
+        if first:
+            if not self._node_rooms.admits(room):
+                raise TooManyRoomsError(self._node_rooms.refusal())
+            self._node_rooms.hold(room)
         if rooms is None:
             rooms = self._memberships[member] = {}
         # One string per room name, not one per member that joined it (each join's command
@@ -96,7 +96,10 @@ class RoomRegistry(Generic[M]):
                 del members[member]
                 if not members:
                     del table[room]
-        return room not in self._rooms and room not in self._joining
+        last = room not in self._rooms and room not in self._joining
+        if last:
+            self._node_rooms.release(room)
+        return last
 
     def leave_all(self, member: M) -> list[tuple[str, str, bool]]:
         """Remove ``member`` everywhere: (room, username, was_last_local_member) for each room."""

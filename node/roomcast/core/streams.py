@@ -15,6 +15,8 @@ from typing import Final, Protocol
 
 from roomcast.broker import Broker
 from roomcast.core.history_pages import PAGE_MESSAGES
+from roomcast.core.node_rooms import NodeRooms
+from roomcast.core.rooms import TooManyRoomsError
 from roomcast.wire import api, protocol, sse
 from roomcast.wire.codes import RecoveryStatus
 from roomcast.wire.envelope import Envelope
@@ -70,8 +72,12 @@ class StreamHub:
         room_has_members: Callable[[str], bool],
         on_streams_changed: Callable[[int], None],
         page_bytes: int = 256 * 1024,
+        node_rooms: NodeRooms | None = None,
     ) -> None:
         self._history_size = history_size
+        # The node's rooms within its cap, shared with its WebSocket members: a stream
+        # subscribes the node to its room as a join does.
+        self._node_rooms = node_rooms if node_rooms is not None else NodeRooms()
         # A resume larger than this is sent a page at a time as the client drains.
         self._page_bytes = page_bytes
         # Streams resuming page by page: no live events until caught up (they are in history).
@@ -97,6 +103,13 @@ class StreamHub:
     @property
     def count(self) -> int:
         return self._count
+
+    def refusal_of(self, room: str) -> str | None:
+        """Why a stream of ``room`` may not open (None: it may): the node holds its most rooms,
+        and not this one."""
+        if self.has_room(room) or self._node_rooms.admits(room):
+            return None
+        return self._node_rooms.refusal()
 
     def deliver(self, room: str, event: Envelope) -> None:
         """A room event from the broker (called only for rooms with streams)."""
@@ -147,11 +160,12 @@ class StreamHub:
     ) -> StreamStart:
         """Start ``sink`` on ``room``; raises BrokerUnavailable (nothing sent, nothing kept).
         ``overloaded``: a resume refused by the client's history budget (``since`` is None),
-        told so."""
+        told so. Raises TooManyRoomsError (nothing kept) when the node may not take the room:
+        ask :meth:`refusal_of` before answering."""
         assert self.broker is not None and self.outbox is not None
+        self._take(room)
         self._opening.setdefault(room, {})[sink] = opening = _Opening()
-        self._count += 1
-        self._on_streams_changed(self._count)
+        self._counted(1)
         try:
             await self.broker.subscribe(room)
             # Without a resume point only the room's epoch and latest offset are needed; with
@@ -172,8 +186,7 @@ class StreamHub:
         if not self._drop_opening(sink, room):
             return StreamStart(page.epoch, page.offset, None, 0)  # closed meanwhile
         if sink.closed or ban is not None:
-            self._count -= 1
-            self._on_streams_changed(self._count)
+            self._counted(-1)
             self._release(room)
             if ban is not None and not sink.closed:
                 # As the order would have: the event, then the end (EventSource's retry is
@@ -236,6 +249,7 @@ class StreamHub:
         newest = max([latest, *(event.offset for event in opening.held)])
         self._seen[room] = max(self._seen.get(room, 0), newest)
         opening.held.clear()
+        live = False
         try:
             while True:
                 if not await sink.drained() or sink.closed:
@@ -257,17 +271,24 @@ class StreamHub:
                     have += 1
                     self.outbox.push(sink, sse.event(message, have))
                     sent += 1
+            if sink.closed:
+                return StreamStart(epoch, latest, None, sent)
+            self._live.setdefault(room, {})[sink] = None
+            live = True
+            return StreamStart(epoch, latest, RECOVERED, sent)
         finally:
             catching = self._catching.get(room)
-            if catching is not None:
+            if catching is not None and sink in catching:
                 catching.discard(sink)
                 if not catching:
                     del self._catching[room]
                     self._seen.pop(room, None)
-        if sink.closed:
-            return StreamStart(epoch, latest, None, sent)
-        self._live.setdefault(room, {})[sink] = None
-        return StreamStart(epoch, latest, RECOVERED, sent)
+                if not live:
+                    # Ended here (cut short, or its client gone), before its connection's close
+                    # reaches close(), which then finds it nowhere: counted out here. Left
+                    # counted, the room stayed subscribed and in the node's rooms for good.
+                    self._counted(-1)
+                    self._release(room)
 
     def close(self, sink: StreamSink, room: str) -> None:
         """The stream ended (client gone, node draining, or its opening failed)."""
@@ -286,8 +307,7 @@ class StreamHub:
                 del self._live[room]
             removed = True
         if removed:
-            self._count -= 1
-            self._on_streams_changed(self._count)
+            self._counted(-1)
             self._release(room)
 
     def end_streams_of(self, subject: str, frame: bytes, room: str | None = None) -> int:
@@ -328,7 +348,21 @@ class StreamHub:
             del self._opening[room]
         return True
 
+    def _counted(self, change: int) -> None:
+        self._count += change
+        self._on_streams_changed(self._count)
+
+    def _take(self, room: str) -> None:
+        """Count ``room`` among the node's rooms when the streams did not hold it yet."""
+        if not self.has_room(room):
+            if not self._node_rooms.admits(room):
+                raise TooManyRoomsError(self._node_rooms.refusal())
+            self._node_rooms.hold(room)
+
     def _release(self, room: str) -> None:
-        if not self.has_room(room) and not self._room_has_members(room):
+        if self.has_room(room):
+            return
+        self._node_rooms.release(room)
+        if not self._room_has_members(room):
             assert self.broker is not None
             self.broker.unsubscribe(room)

@@ -27,6 +27,7 @@ from roomcast.net.sendbuffer import SendBudget, SendBuffer, cap_kernel_send_buff
 from roomcast.wire import api, sse
 from roomcast.wire.api import MAX_HEAD_BYTES, ApiError
 from roomcast.wire.codes import ErrorCode
+from roomcast.wire.http_bodies import too_many_lines, too_many_pieces
 from roomcast.wire.http_heads import MAX_HEADERS, HeadLines
 
 if TYPE_CHECKING:
@@ -160,6 +161,9 @@ class HttpConnection(asyncio.Protocol):
         self._awaiting_drain = False
         self._request: h11.Request | None = None
         self._body = bytearray()
+        self._body_pieces = 0  # the h11 events the body came in (wire.http_bodies)
+        # A chunked body's bytes and line ends on the wire so far (None: not a chunked body).
+        self._chunked_wire: list[int] | None = None
         self._busy = False
         self._stream_room: str | None = None
         self._chunked = False  # the event stream's body is framed in chunks (set when it opens)
@@ -195,6 +199,9 @@ class HttpConnection(asyncio.Protocol):
             return  # a stream's client has nothing more to say; ignore what it sends
         if not self._head_lines.feed(data):
             self._reject_early(_too_many_headers())
+            return
+        if not self._chunked_body_fits(data):
+            self._reject_early(_too_many_pieces())
             return
         self._h11.receive_data(data)
         self._advance()
@@ -327,6 +334,14 @@ class HttpConnection(asyncio.Protocol):
                 self._arm_timer(self._server.settings.handshake_timeout)
                 self._request = event
                 self._body = bytearray()
+                self._body_pieces = 0
+                self._chunked_wire = None
+                if (b"transfer-encoding", b"chunked") in event.headers:
+                    # What came with the head is in h11's buffer already, not parsed yet.
+                    self._chunked_wire = [0, 0]
+                    if not self._chunked_body_fits(self._h11.trailing_data[0]):
+                        self._reject_early(_too_many_pieces())
+                        return
                 if not self._body_fits(event):
                     return
             elif isinstance(event, h11.Data):
@@ -334,12 +349,25 @@ class HttpConnection(asyncio.Protocol):
                 if len(self._body) > self._server.settings.max_frame_bytes:
                     self._reject_early(_too_large(self._server.settings.max_frame_bytes))
                     return
+                self._body_pieces += 1
+                if too_many_pieces(self._body_pieces, len(self._body)):
+                    self._reject_early(_too_many_pieces())
+                    return
             elif isinstance(event, h11.EndOfMessage):
                 self._cancel_idle_timer()
                 self._dispatch()
             elif isinstance(event, h11.ConnectionClosed):
                 self._close()
                 return
+
+    def _chunked_body_fits(self, data: bytes) -> bool:
+        """Count a chunked body's line ends before h11 parses them (its trailer lines)."""
+        wire = self._chunked_wire
+        if wire is None or self._h11.their_state is not h11.SEND_BODY or not data:
+            return True
+        wire[0] += len(data)
+        wire[1] += data.count(b"\n")
+        return not too_many_lines(wire[1], wire[0])
 
     def _body_fits(self, request: h11.Request) -> bool:
         for name, value in request.headers:
@@ -637,6 +665,14 @@ def _reason(status: int) -> bytes:
 def _too_many_headers() -> ApiError:
     return ApiError(
         431, ErrorCode.INVALID_REQUEST, f"malformed request: more than {MAX_HEADERS} headers"
+    )
+
+
+def _too_many_pieces() -> ApiError:
+    return ApiError(
+        400,
+        ErrorCode.INVALID_REQUEST,
+        "request body sent in too many pieces or lines (chunks, writes, trailers)",
     )
 
 

@@ -689,7 +689,10 @@ def document() -> dict[str, Any]:
                         },
                         "400": _error("Last-Event-ID or epoch is malformed"),
                         **_COMMON_ERRORS,
-                        "503": _error("Redis is unavailable"),
+                        "503": _error(
+                            "Redis is unavailable, or (`too_many_rooms`) the node holds "
+                            "ROOMCAST_MAX_ROOMS_PER_NODE rooms and not this one"
+                        ),
                     },
                 }
             },
