@@ -132,6 +132,36 @@ def test_page_rides_out_its_node_being_killed(
     page.screenshot(artifacts / "chat-page-after-failover.png")
 
 
+def test_page_back_in_a_room_with_no_message_yet_says_nothing_was_missed(
+    pages: tuple[ChatPage, ChatPage],
+) -> None:
+    """A room without messages keeps its epoch only while it has members: the page alone in one,
+    disconnected by the application (reconnect: true), resumes from offset 0 of an epoch the
+    server no longer has and is answered recovered false, epoch_changed. Nothing can have been
+    lost (the room has no message); on main the page warned that the server lost its history."""
+    page = pages[0]
+    with LocalCluster(1, node_env=serverapi.API_ENV) as cluster:
+        serverapi.all_ready(cluster)
+        page.open(cluster.http_url, new_room(), "early", token=serverapi.token("early"))
+        first = page.wait_joined()
+
+        async def disconnect() -> None:
+            async with serverapi.admin_of(cluster) as admin:
+                await admin.disconnect("early", reason="maintenance", reconnect=True)
+
+        asyncio.run(disconnect())
+        page.wait_until(
+            "joined again",
+            lambda p: (s := p.state())["synced"] and s["connection"] != first["connection"],
+            timeout=30,
+        )
+        notices = page.texts("#log .notice .text")
+        assert f"Reconnected to {first['node']}: nothing was missed." in notices, notices
+        warnings = page.texts("#log .notice.warning .text")
+        assert [n for n in warnings if "history" in n] == [], warnings
+        assert page.message_texts() == []
+
+
 def test_message_typed_offline_waits_then_is_delivered_once(
     single_node_cluster: LocalCluster, pages: tuple[ChatPage, ChatPage]
 ) -> None:
