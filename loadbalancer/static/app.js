@@ -6,6 +6,7 @@
 
 import { JoinError, RoomcastClient, tokenFromUrl } from "./roomcast-client.js";
 import { BACKOFF, RECENT_HISTORY, TYPING_INTERVAL_MS } from "./settings.js";
+import { Roster } from "./roster.js";
 import { Timeline } from "./timeline.js";
 import * as ui from "./ui.js";
 
@@ -139,14 +140,14 @@ function startChat(room, requestedName) {
     typingInterval: TYPING_INTERVAL_MS,
   });
   const timeline = new Timeline();
-  const presence = new Map(); // username -> open connections
-  const typing = new Map(); // username -> until when it is shown
+  const typing = new Map(); // user_id (or username, from an older server) -> {username, until}
   const statusLog = []; // every status change, for tests and debugging
   const notices = [];
   const outbox = []; // {id, text, status: queued | sent | failed, reason, outgoing}
   let username = requestedName; // the server's word (joined) replaces it: tokens fix the name
   let synced = false; // joined, and the catch-up (if any) has fully arrived
   let lastDisconnect = null; // close code of the connection just lost, for the next notice
+  let lostAt = null; // the room's {epoch, offset} when the connection was lost
   let removal = null; // {kind, reason, until}: the application removed, banned or disconnected us
 
   const snapshotStatus = () => ({
@@ -159,8 +160,21 @@ function startChat(room, requestedName) {
     notices.push({ text, kind });
     ui.addNotice(text, kind);
   };
-  const showTyping = () => ui.renderTyping([...typing.keys()]);
-  const showPresence = () => ui.renderPresence(presence, username);
+  const typingNames = () => [...typing.values()].map((who) => who.username);
+  const typingKey = (event) => event.userId ?? `name:${event.username}`;
+  const showTyping = () => ui.renderTyping(typingNames());
+  // Oneself by user_id; an entry without one (a node of the previous release) by name, and only
+  // while this connection has no id either (an id-less namesake on another node is not us).
+  const isSelf = (person) =>
+    person.userId !== null ? client.isOwn({ room, username: person.username, userId: person.userId }) : client.userId === null && person.username === username;
+  const roster = new Roster(client, room, () => showPresence()); // one entry per person
+  const presence = roster.presence;
+  const presenceView = () => presence.people().map((person) => ({ ...person, you: isSelf(person) }));
+  const showPresence = () => ui.renderPresence(presenceView(), presence.unlisted);
+  // The (epoch, offset) of each message this page sent, from its acknowledgement: its own
+  // whatever its echo carries (a node of the previous release stamps no user_id).
+  const ownPositions = new Set();
+  const positionKey = (epoch, offset) => `${epoch}:${offset}`;
   const showOutbox = () => ui.renderOutbox(outbox, { onRetry: retry, onDiscard: discard });
   const markDeleted = (epoch, offset) => {
     const entry = timeline.get(epoch, offset);
@@ -169,14 +183,14 @@ function startChat(room, requestedName) {
     ui.markDeleted(entry);
   };
   const addMessage = (message) => {
-    const entry = { epoch: message.epoch, offset: message.offset, username: message.username, text: message.text, timestamp: message.timestamp, own: client.isOwn(message), deleted: message.deleted === true };
+    const entry = { epoch: message.epoch, offset: message.offset, username: message.username, text: message.text, timestamp: message.timestamp, own: client.isOwn(message) || ownPositions.has(positionKey(message.epoch, message.offset)), deleted: message.deleted === true };
     const index = timeline.insert(entry);
     if (index < 0) {
       // Shown already; a tombstone (history, resume) says it was deleted meanwhile.
       if (entry.deleted) markDeleted(entry.epoch, entry.offset);
       return;
     }
-    if (typing.delete(message.username)) showTyping();
+    if (typing.delete(typingKey(message))) showTyping();
     ui.insertMessage(entry, timeline.entries[index + 1]);
   };
   const reloadHistory = (limit) =>
@@ -191,7 +205,13 @@ function startChat(room, requestedName) {
     const item = { id: outgoing.id, text, status: "queued", reason: null, outgoing };
     outbox.push(item);
     outgoing.then(
-      () => {
+      ({ epoch, offset }) => {
+        ownPositions.add(positionKey(epoch, offset));
+        const shown = timeline.get(epoch, offset);
+        if (shown && !shown.own) {
+          shown.own = true; // its echo came first, without our user_id
+          ui.markOwn(shown);
+        }
         outbox.splice(outbox.indexOf(item), 1);
         showOutbox();
       },
@@ -242,6 +262,7 @@ function startChat(room, requestedName) {
   client.on("disconnected", ({ code }) => {
     synced = false;
     lastDisconnect = code;
+    lostAt = client.position(room);
     typing.clear();
     showTyping();
   });
@@ -254,6 +275,10 @@ function startChat(room, requestedName) {
   client.on("rejoining", ({ room: where, delay }) => {
     if (where === room) notice(`The server is busy; joining #${room} again in ${(delay / 1000).toFixed(1)} s…`, "warning");
   });
+  // A room that never had a message keeps its epoch only while it has members: back in one
+  // left empty meanwhile, the resume from offset 0 is answered epoch_changed with the new epoch
+  // at offset 0. No message existed before or since: nothing was lost, say so (not a warning).
+  const nothingToMiss = (joined) => joined.reason === "epoch_changed" && lostAt?.offset === 0 && joined.offset === 0;
   client.on("joined", (joined) => {
     if (joined.room !== room || joined.already) return;
     username = joined.username;
@@ -262,20 +287,13 @@ function startChat(room, requestedName) {
     if (joined.recovered === null) {
       notice(`You joined #${room} as ${username} (on ${client.node}).`);
       reloadHistory(RECENT_HISTORY);
-    } else if (joined.recovered) {
+    } else if (joined.recovered || nothingToMiss(joined)) {
       notice(`Reconnected to ${client.node}: nothing was missed.`);
     } else {
       notice(RECOVERY_NOTICES[joined.reason] ?? `Reconnected, but not resumed (${joined.reason}).`, "warning");
     }
     // Frames are answered in order: the presence answer comes after the join's catch-up.
-    client.presence(room).then(
-      (answer) => {
-        presence.clear();
-        for (const member of answer.members) presence.set(member.username, member.connections);
-        showPresence();
-      },
-      () => undefined,
-    ).finally(() => {
+    roster.reload().finally(() => {
       if (client.isJoined(room)) synced = true;
     });
   });
@@ -306,25 +324,18 @@ function startChat(room, requestedName) {
       synced = false;
     });
   }
-  client.on("user_joined", ({ room: where, username: who }) => {
-    if (where !== room) return;
-    presence.set(who, (presence.get(who) ?? 0) + 1);
-    showPresence();
-    notice(`${who} joined.`, "presence");
+  client.on("user_joined", (event) => {
+    if (event.room !== room) return;
+    notice(`${event.username} joined.`, "presence");
   });
-  client.on("user_left", ({ room: where, username: who }) => {
-    if (where !== room) return;
-    const left = (presence.get(who) ?? 1) - 1;
-    if (left > 0) presence.set(who, left);
-    else presence.delete(who);
-    if (typing.delete(who)) showTyping();
-    showPresence();
-    notice(`${who} left.`, "presence");
+  client.on("user_left", (event) => {
+    if (event.room !== room) return;
+    if (typing.delete(typingKey(event))) showTyping();
+    notice(`${event.username} left.`, "presence");
   });
   client.on("typing", (event) => {
-    const { room: where, username: who } = event;
-    if (where !== room || client.isOwn(event)) return;
-    typing.set(who, Date.now() + TYPING_SHOWN_MS);
+    if (event.room !== room || client.isOwn(event)) return;
+    typing.set(typingKey(event), { username: event.username, until: Date.now() + TYPING_SHOWN_MS });
     showTyping();
   });
   client.on("outbox", syncOutbox);
@@ -356,6 +367,15 @@ function startChat(room, requestedName) {
   });
   $("reconnect").addEventListener("click", () => client.reconnect());
   window.addEventListener("online", () => client.reconnect());
+  // A page left for another keeps its WebSocket open in the back/forward cache, and the browser
+  // answers the server's pings for it: the reader stayed listed in the room for as long as the
+  // page was kept (over 90 s measured in Chromium, after navigating to about:blank). Leaving
+  // closes the connection; coming back (the Back button) reconnects and resumes with `since`.
+  window.addEventListener("pagehide", () => {
+    lostAt = client.position(room); // an application's disconnect emits no "disconnected"
+    client.disconnect("the page was left");
+  });
+  window.addEventListener("pageshow", (event) => event.persisted && client.reconnect());
   window.addEventListener("offline", () => notice("The browser reports no network.", "warning"));
 
   // The countdown in the badge, and typing hints that expire.
@@ -363,8 +383,8 @@ function startChat(room, requestedName) {
     if (client.retryAt !== null) ui.renderStatus(snapshotStatus());
     const now = Date.now();
     let expired = false;
-    for (const [name, until] of typing) {
-      if (until <= now) expired = typing.delete(name) || expired;
+    for (const [key, { until }] of typing) {
+      if (until <= now) expired = typing.delete(key) || expired;
     }
     if (expired) showTyping();
   }, TICK_MS);
@@ -376,13 +396,15 @@ function startChat(room, requestedName) {
     ...snapshotStatus(),
     synced: synced && client.isJoined(room),
     connection: client.connectionId,
+    userId: client.userId,
     room,
     username,
     attempt: client.attempt,
     lastSeen: client.position(room),
     outbox: outbox.map(({ id, text, status, reason }) => ({ id, text, status, reason })),
-    presence: Object.fromEntries(presence),
-    typing: [...typing.keys()],
+    presence: presenceView(), // [{username, userId, connections, you}], by name
+    presenceCount: presence.count,
+    typing: typingNames(),
     statusLog,
     notices,
     removal,

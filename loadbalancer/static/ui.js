@@ -101,6 +101,11 @@ export function markDeleted(entry) {
   item.querySelector(".text")?.replaceChildren(document.createTextNode("message deleted"));
 }
 
+// One's own message, recognised after it was shown (its acknowledgement came after its echo).
+export function markOwn(entry) {
+  messageElements.get(entry)?.classList.add("own");
+}
+
 export function removeMessage(entry) {
   messageElements.get(entry)?.remove();
   messageElements.delete(entry);
@@ -122,20 +127,27 @@ export function addNotice(text, kind = "info") {
   keepScrolled(() => $("log").append(item));
 }
 
-export function renderPresence(members, self) {
-  const list = $("presence");
-  list.replaceChildren(
-    ...[...members.entries()]
-      .sort(([a], [b]) => a.localeCompare(b))
-      .map(([name, connections]) => {
-        const item = element("li", name === self ? "member self" : "member");
-        item.append(element("span", "name", name));
-        if (name === self) item.append(element("span", "hint", " (you)"));
-        if (connections > 1) item.append(element("span", "hint", ` ×${connections}`));
-        return item;
-      }),
-  );
-  $("presence-count").textContent = String(members.size);
+// One row per person (`people`: {username, userId, connections, you}, by name). Namesakes are
+// distinct rows, each with the start of its user id so a reader can tell them apart.
+export function renderPresence(people, unlisted = 0) {
+  const names = new Map();
+  for (const person of people) names.set(person.username, (names.get(person.username) ?? 0) + 1);
+  const rows = people.map((person) => {
+    const item = element("li", person.you ? "member self" : "member");
+    if (person.userId !== null) item.dataset.userId = person.userId;
+    item.append(element("span", "name", person.username));
+    if (names.get(person.username) > 1 && person.userId !== null) {
+      const tag = element("span", "tag", ` #${person.userId.slice(0, 4)}`);
+      tag.setAttribute("title", person.userId);
+      item.append(tag);
+    }
+    if (person.you) item.append(element("span", "hint", " (you)"));
+    if (person.connections > 1) item.append(element("span", "hint", ` ×${person.connections}`));
+    return item;
+  });
+  if (unlisted > 0) rows.push(element("li", "member more", `and ${unlisted} more`));
+  $("presence").replaceChildren(...rows);
+  $("presence-count").textContent = String(people.length + unlisted);
 }
 
 export function renderTyping(names) {

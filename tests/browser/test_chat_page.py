@@ -8,44 +8,24 @@ delivered; markup in messages is shown, never run. Screenshots land in tests/art
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import signal
 import struct
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from roomcast_dev.devcluster import LocalCluster, NodeProcess, timeout_factor
-from websockets.sync.client import ClientConnection, connect
 
 from roomcast.core.auth import issue_token
 from tests.support import serverapi
-from tests.support.chatpage import ChatPage
+from tests.support.chatpage import ChatPage, new_room, open_on_distinct_nodes
 from tests.support.cluster import FAST_ENV
+from tests.support.roommember import member
 
 pytestmark = pytest.mark.integration
 
 MARKUP = '<img src=x onerror="window.__pwned = 1">'
 SCRIPT = "<script>window.__pwned = 2</script>"
-
-
-def new_room() -> str:
-    return "web-" + uuid.uuid4().hex[:10]
-
-
-def open_on_distinct_nodes(
-    first: ChatPage, second: ChatPage, base_url: str, room: str, names: tuple[str, str]
-) -> tuple[str, str]:
-    """nginx picks the node (least_conn): reopen the second page until it lands elsewhere."""
-    node_a = first.open(base_url, room, names[0]).wait_joined()["node"]
-    for _ in range(10):
-        node_b = second.open(base_url, room, names[1]).wait_joined()["node"]
-        if node_b != node_a:
-            return node_a, node_b
-    raise AssertionError(f"the second page stayed on {node_a} in 10 attempts")
 
 
 def kill(node: NodeProcess) -> None:
@@ -60,45 +40,6 @@ def png_size(path: Path) -> tuple[int, int]:
     return width, height
 
 
-class Member:
-    """A Python client in the room (websockets' sync client): says things, reads history."""
-
-    def __init__(self, ws: ClientConnection, room: str, name: str) -> None:
-        self.ws = ws
-        self.welcome = self.next_event("welcome")
-        ws.send(json.dumps({"type": "join", "room": room, "username": name}))
-        self.next_event("joined")
-
-    def next_event(self, kind: str, timeout: float = 10) -> dict[str, Any]:
-        while True:
-            event: dict[str, Any] = json.loads(self.ws.recv(timeout=timeout * timeout_factor()))
-            if event["type"] == kind:
-                return event
-
-    def say(self, text: str) -> None:
-        self.ws.send(json.dumps({"type": "message", "text": text}))
-
-    def send_answered(self, text: str, request_id: int) -> dict[str, Any]:
-        """Send with an id; its ``ack`` or ``error``."""
-        self.ws.send(json.dumps({"type": "message", "text": text, "id": request_id}))
-        while True:
-            event: dict[str, Any] = json.loads(self.ws.recv(timeout=10 * timeout_factor()))
-            if event["type"] in ("ack", "error") and event.get("id") == request_id:
-                return event
-
-    def history(self) -> list[dict[str, Any]]:
-        self.ws.send(json.dumps({"type": "history"}))
-        messages: list[dict[str, Any]] = self.next_event("history")["messages"]
-        return messages
-
-
-@contextlib.contextmanager
-def member(url: str, room: str, name: str) -> Iterator[Member]:
-    # max_queue=None: echoes pile up unread while the test watches the page.
-    with connect(url, open_timeout=10 * timeout_factor(), proxy=None, max_queue=None) as ws:
-        yield Member(ws, room, name)
-
-
 def test_two_pages_on_different_nodes_chat(
     cluster: LocalCluster, pages: tuple[ChatPage, ChatPage], artifacts: Path
 ) -> None:
@@ -110,7 +51,7 @@ def test_two_pages_on_different_nodes_chat(
 
     # Presence: each sees both, in the hook and in the sidebar.
     for page in pages:
-        page.wait_until("both present", lambda p: set(p.state()["presence"]) == {"alice", "bob"})
+        page.wait_until("both present", lambda p: present(p) == ["alice", "bob"])
         assert page.texts("#presence .member .name") == ["alice", "bob"]
     alice.wait_until("bob's arrival", lambda p: "bob joined." in p.texts("#log .notice .text"))
 
@@ -189,6 +130,36 @@ def test_page_rides_out_its_node_being_killed(
         ".scrollIntoView({ block: 'center' })"
     )
     page.screenshot(artifacts / "chat-page-after-failover.png")
+
+
+def test_page_back_in_a_room_with_no_message_yet_says_nothing_was_missed(
+    pages: tuple[ChatPage, ChatPage],
+) -> None:
+    """A room without messages keeps its epoch only while it has members: the page alone in one,
+    disconnected by the application (reconnect: true), resumes from offset 0 of an epoch the
+    server no longer has and is answered recovered false, epoch_changed. Nothing can have been
+    lost (the room has no message); on main the page warned that the server lost its history."""
+    page = pages[0]
+    with LocalCluster(1, node_env=serverapi.API_ENV) as cluster:
+        serverapi.all_ready(cluster)
+        page.open(cluster.http_url, new_room(), "early", token=serverapi.token("early"))
+        first = page.wait_joined()
+
+        async def disconnect() -> None:
+            async with serverapi.admin_of(cluster) as admin:
+                await admin.disconnect("early", reason="maintenance", reconnect=True)
+
+        asyncio.run(disconnect())
+        page.wait_until(
+            "joined again",
+            lambda p: (s := p.state())["synced"] and s["connection"] != first["connection"],
+            timeout=30,
+        )
+        notices = page.texts("#log .notice .text")
+        assert f"Reconnected to {first['node']}: nothing was missed." in notices, notices
+        warnings = page.texts("#log .notice.warning .text")
+        assert [n for n in warnings if "history" in n] == [], warnings
+        assert page.message_texts() == []
 
 
 def test_message_typed_offline_waits_then_is_delivered_once(
@@ -311,6 +282,18 @@ def test_a_namesake_s_messages_are_not_marked_as_the_reader_s_own(
             page.wait_until("both messages", lambda p: len(p.message_texts()) == 2)
         assert alice.texts("#log .message.own .text") == ["from alice"]
         assert mallory.texts("#log .message.own .text") == ["from mallory"]
+        # Two people, not one "Alice" of 2 connections: each page lists both, itself as "(you)".
+        for page in pages:
+            page.wait_until(
+                "two people", lambda p: p.texts("#presence .member .name") == ["Alice", "Alice"]
+            )
+            people = page.state()["presence"]
+            assert [person["username"] for person in people] == ["Alice", "Alice"]
+            assert [person["userId"] for person in people if person["you"]] == [
+                page.state()["userId"]
+            ]
+            assert page.text_of("presence-count") == "2"
+            assert len(page.texts("#presence .member.self")) == 1
 
 
 def test_markup_in_messages_is_shown_never_run(
@@ -478,12 +461,17 @@ def test_page_obeys_the_server_api(pages: tuple[ChatPage, ChatPage]) -> None:
         removal = ann.wait_until("banned", lambda p: p.state().get("removal"))
         assert (removal["kind"], removal["reason"]) == ("banned", "spam")
         assert ann.driver.find_element("id", "text").get_attribute("disabled") is not None
-        bob.wait_until("ann left", lambda p: "ann" not in p.state()["presence"])
+        bob.wait_until("ann left", lambda p: "ann" not in present(p))
 
         asyncio.run(moderate("disconnect"))
         bob.wait_until("offline", lambda p: p.state()["status"] == "offline")
         assert bob.state()["removal"]["kind"] == "disconnected_for_good"
         bob.holds("no retry", lambda p: p.state()["status"] == "offline", seconds=1.0)
+
+
+def present(page: ChatPage) -> list[str]:
+    """The names in the page's presence list, in its order (namesakes once each)."""
+    return [person["username"] for person in page.state()["presence"]]
 
 
 def p_texts(page: ChatPage) -> list[str]:

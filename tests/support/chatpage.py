@@ -6,6 +6,7 @@ import contextlib
 import json
 import time
 import urllib.parse
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -127,3 +128,19 @@ class ChatPage:
             lambda page: (state := page.state()).get("synced") and state,
             timeout,
         )
+
+
+def new_room() -> str:
+    return "web-" + uuid.uuid4().hex[:10]
+
+
+def open_on_distinct_nodes(
+    first: ChatPage, second: ChatPage, base_url: str, room: str, names: tuple[str, str]
+) -> tuple[str, str]:
+    """nginx picks the node (least_conn): reopen the second page until it lands elsewhere."""
+    node_a = first.open(base_url, room, names[0]).wait_joined()["node"]
+    for _ in range(10):
+        node_b = second.open(base_url, room, names[1]).wait_joined()["node"]
+        if node_b != node_a:
+            return node_a, node_b
+    raise AssertionError(f"the second page stayed on {node_a} in 10 attempts")
