@@ -131,6 +131,96 @@ async def keep_asking(
             writer.close()
 
 
+# Sent after each pipelined batch of :func:`flood`: nginx answers it itself ("ok"), unlimited,
+# after every answer before it, so the batch is read whole when the stream ends with this one.
+_END_OF_BATCH = b"GET /healthz HTTP/1.1\r\nHost: roomcast\r\n\r\n"
+_END_OF_BATCH_ANSWER = b"\r\n\r\nok\n"
+
+
+async def flood(
+    port: int,
+    request: bytes,
+    deadline: float,
+    origins: dict[str, int],
+    *,
+    connections: int,
+    pipelined: int,
+) -> None:
+    """``connections`` keep-alive connections sending ``pipelined`` copies of ``request`` at once
+    (HTTP/1.1 pipelining), again as soon as they are answered, until the deadline, connecting
+    again whenever the connection is closed; counted in ``origins`` as by :func:`keep_asking`.
+
+    The first batches are written with no await between them once every connection is open,
+    and answers are counted in bulk, not parsed one by one: the server meets the first batches
+    together and reads each next request without waiting for this process, whatever CPU this
+    process gets (at idle priority on a busy machine, it may not run for seconds)."""
+    batch = request * pipelined + _END_OF_BATCH
+    opened = await asyncio.gather(*(open_socket("127.0.0.1", port) for _ in range(connections)))
+    for _, writer in opened:
+        writer.write(batch)
+    await asyncio.gather(
+        *(_go_on(port, batch, deadline, origins, *connection) for connection in opened)
+    )
+
+
+async def _go_on(
+    port: int,
+    batch: bytes,
+    deadline: float,
+    origins: dict[str, int],
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+) -> None:
+    """Read the answers to the batch just sent, and send it again, until the deadline."""
+    while True:
+        try:
+            while await _count_batch(reader, origins) and time.monotonic() < deadline:
+                writer.write(batch)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            origins["closed"] += 1
+        finally:
+            writer.close()
+        if time.monotonic() >= deadline:
+            return
+        reader, writer = await open_socket("127.0.0.1", port)
+        writer.write(batch)
+
+
+async def _count_batch(reader: asyncio.StreamReader, origins: dict[str, int]) -> bool:
+    """Read the answers to one batch of :func:`flood` and count them; False if the server closed
+    the connection first (``Connection: close``: what was sent after goes unanswered)."""
+    answers = _Occurrences(b"HTTP/1.1 ")
+    refused = _Occurrences(b"from your address")
+    end = b""
+    while not end.endswith(_END_OF_BATCH_ANSWER):
+        chunk = await asyncio.wait_for(reader.read(1 << 16), scaled(10))
+        if not chunk:
+            origins["nginx"] += refused.count
+            origins["node"] += answers.count - refused.count
+            return False
+        answers.feed(chunk)
+        refused.feed(chunk)
+        end = (end + chunk)[-len(_END_OF_BATCH_ANSWER) :]
+    origins["nginx"] += refused.count
+    origins["node"] += answers.count - refused.count - 1  # not the end of the batch's
+    return True
+
+
+class _Occurrences:
+    """How often ``pattern`` occurs in a stream fed in chunks split anywhere."""
+
+    def __init__(self, pattern: bytes) -> None:
+        self.pattern = pattern
+        self.count = 0
+        # Shorter than the pattern: no occurrence lies within it, none is counted twice.
+        self._tail = b""
+
+    def feed(self, chunk: bytes) -> None:
+        data = self._tail + chunk
+        self.count += data.count(self.pattern)
+        self._tail = data[-(len(self.pattern) - 1) :]
+
+
 async def unread_request(
     port: int, target: str, *, rcvbuf: int = 4096
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
