@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,39 +97,113 @@ async def http(
     return parse_answer(raw)
 
 
-async def keep_asking(
+# Sent after each pipelined batch of :func:`flood`: nginx answers it itself ("ok"), unlimited,
+# after every answer before it, so the batch is read whole when the stream ends with this one.
+_END_OF_BATCH = b"GET /healthz HTTP/1.1\r\nHost: roomcast\r\n\r\n"
+_END_OF_BATCH_ANSWER = b"\r\n\r\nok\n"
+
+
+async def flood(
     port: int,
     request: bytes,
     deadline: float,
     origins: dict[str, int],
+    *,
+    connections: int,
+    pipelined: int,
     statuses: dict[int, int] | None = None,
 ) -> None:
-    """Send ``request`` over a keep-alive connection, the next as soon as an answer came, until
-    the deadline, connecting again whenever the connection is closed (as an attacker would);
-    count who answered in ``origins``: "nginx" (its own 429), "node", or "closed" connections,
-    and each answer's status in ``statuses``."""
-    while time.monotonic() < deadline:
-        reader, writer = await open_socket("127.0.0.1", port)
+    """``connections`` keep-alive connections sending ``pipelined`` copies of ``request`` at once
+    (HTTP/1.1 pipelining), again as soon as they are answered, until the deadline, connecting
+    again whenever the connection is closed (as an attacker would). Counts who answered in
+    ``origins``: "nginx" (its own 429), "node", or "closed" connections, and each answer's
+    status in ``statuses``.
+
+    The first batches are written with no await between them once every connection is open,
+    and answers are counted in bulk, not parsed one by one: the server meets the first batches
+    together and reads each next request without waiting for this process, whatever CPU this
+    process gets (at idle priority on a busy machine, it may not run for seconds)."""
+    batch = request * pipelined + _END_OF_BATCH
+    counts = _Counts(origins, {} if statuses is None else statuses)
+    opened = await asyncio.gather(*(open_socket("127.0.0.1", port) for _ in range(connections)))
+    for _, writer in opened:
+        writer.write(batch)
+    await asyncio.gather(
+        *(_go_on(port, batch, deadline, counts, *connection) for connection in opened)
+    )
+
+
+async def _go_on(
+    port: int,
+    batch: bytes,
+    deadline: float,
+    counts: _Counts,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+) -> None:
+    """Read the answers to the batch just sent, and send it again, until the deadline."""
+    while True:
         try:
-            while time.monotonic() < deadline:
-                writer.write(request)
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), scaled(10))
-                length = 0
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                body = await asyncio.wait_for(reader.readexactly(length), scaled(10))
-                origins["nginx" if b"from your address" in body else "node"] += 1
-                if statuses is not None:
-                    status = int(head.split(b" ", 2)[1])
-                    statuses[status] = statuses.get(status, 0) + 1
-                if b"connection: close" in head.lower():
-                    break
+            while await _count_batch(reader, counts) and time.monotonic() < deadline:
+                writer.write(batch)
         except (asyncio.IncompleteReadError, ConnectionError):
-            origins["closed"] += 1
+            counts.origins["closed"] += 1
         finally:
             writer.close()
+        if time.monotonic() >= deadline:
+            return
+        reader, writer = await open_socket("127.0.0.1", port)
+        writer.write(batch)
+
+
+@dataclass
+class _Counts:
+    origins: dict[str, int]
+    statuses: dict[int, int]
+
+
+async def _count_batch(reader: asyncio.StreamReader, counts: _Counts) -> bool:
+    """Read the answers to one batch of :func:`flood` and count them; False if the server closed
+    the connection first (after ``Connection: close``, or a connection this process opened but
+    wrote to only after nginx's 10 s header timeout): what was sent after goes unanswered."""
+    status_lines = _Occurrences(re.compile(rb"HTTP/1\.1 ([0-9]{3})"), 12)
+    refused = _Occurrences(re.compile(b"from your address"), 17)
+    end = b""
+    ended = False
+    while not ended:
+        chunk = await asyncio.wait_for(reader.read(1 << 16), scaled(10))
+        if not chunk:
+            break
+        status_lines.feed(chunk)
+        refused.feed(chunk)
+        end = (end + chunk)[-len(_END_OF_BATCH_ANSWER) :]
+        ended = end.endswith(_END_OF_BATCH_ANSWER)
+    if ended:
+        status_lines.found[-1:] = []  # the end of the batch's own "200"
+    else:
+        counts.origins["closed"] += 1
+    for status in status_lines.found:
+        counts.statuses[int(status)] = counts.statuses.get(int(status), 0) + 1
+    counts.origins["nginx"] += len(refused.found)
+    counts.origins["node"] += len(status_lines.found) - len(refused.found)
+    return ended
+
+
+class _Occurrences:
+    """The matches of ``pattern``, always ``length`` bytes long, in a stream fed in chunks split
+    anywhere (the first group of each, or the whole match)."""
+
+    def __init__(self, pattern: re.Pattern[bytes], length: int) -> None:
+        self.pattern = pattern
+        self.found: list[bytes] = []
+        # Shorter than a match: none lies within it, none is found twice.
+        self._keep = length - 1
+        self._tail = b""
+
+    def feed(self, chunk: bytes) -> None:
+        data = self._tail + chunk
+        self.found += (m.group(m.lastindex or 0) for m in self.pattern.finditer(data))
+        self._tail = data[-self._keep :]
 
 
 async def unread_request(
