@@ -7,21 +7,21 @@ regenerate) or `python bench/capacity_costs.py` (regenerate only) instead.
 
 from typing import Final
 
-SOURCE: Final = "make bench at 3391ed4 (2026-12-01), bench/unit_costs.py at ebaeb44 (2026-12-01)"
+SOURCE: Final = "make bench at 2e27e9b (2026-12-01), bench/unit_costs.py at 2e27e9b (2026-12-01)"
 MEASURED: Final[dict[str, float]] = {
-    "node_us_per_ingest": 762.11,
-    "node_us_per_receive": 371.846,
-    "node_us_per_delivery": 20.664,
-    "node_us_per_setup": 1226.82,
-    "node_kib_per_connection": 3.809,
-    "node_base_kib": 53502.667,
-    "nginx_us_per_delivery": 22.661,
-    "nginx_us_per_setup": 356.3,
-    "nginx_kib_per_connection": 22.496,
-    "redis_us_per_message": 476.813,
-    "redis_us_per_receive": 6.207,
-    "redis_us_per_setup": 166.393,
-    "redis_history_bytes_per_message": 201.5,
-    "redis_room_bytes": 432.3,
+    "node_us_per_ingest": 816.56,
+    "node_us_per_receive": 332.551,
+    "node_us_per_delivery": 23.029,
+    "node_us_per_setup": 1188.575,
+    "node_kib_per_connection": 3.843,
+    "node_base_kib": 53598.667,
+    "nginx_us_per_delivery": 24.897,
+    "nginx_us_per_setup": 316.15,
+    "nginx_kib_per_connection": 22.563,
+    "redis_us_per_message": 441.425,
+    "redis_us_per_receive": 8.805,
+    "redis_us_per_setup": 158.309,
+    "redis_history_bytes_per_message": 200.1,
+    "redis_room_bytes": 577.5,
     "redis_presence_bytes_per_member": 42.7,
 }
