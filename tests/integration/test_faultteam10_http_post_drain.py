@@ -25,7 +25,7 @@ import pytest
 from roomcast_dev.devcluster import LocalCluster, NodeProcess, free_port
 
 from tests.adversarial.redis_relay import RedisRelay
-from tests.support.cluster import FAST_ENV, messages_published, not_ready, ready, until
+from tests.support.cluster import FAST_ENV, http_get, messages_published, not_ready, ready, until
 from tests.support.delivery import in_thread
 from tests.support.httpclient import Response, request
 from tests.support.wsclient import scaled
@@ -87,13 +87,13 @@ async def _held_post(cluster: LocalCluster, relay: RedisRelay, text: str) -> asy
     post = asyncio.create_task(_post(node.port, text))
     await asyncio.wait_for(relay.asked.wait(), scaled(10))
     await until(lambda: messages_published(node) > before, 10, "post handed to Redis")
-    other = cluster.nodes[1].port
-    for _ in range(int(50 * scaled(1))):  # Redis ran it: the room has it
-        if any(t == text for _, t in await _history_texts(other)):
-            break
-        await asyncio.sleep(0.1)
-    else:
-        raise AssertionError("the held post never reached the room")
+    history = _api(cluster.nodes[1].port, f"/api/rooms/{ROOM}/history")
+
+    def in_history() -> bool:  # Redis ran it: the room has it
+        status, body = http_get(history)
+        return status == 200 and any(m["text"] == text for m in json.loads(body)["messages"])
+
+    await until(in_history, 5, "the held post in the room's history")
     assert not post.done()
     return post
 

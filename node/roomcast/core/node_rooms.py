@@ -30,9 +30,13 @@ class NodeRooms:
             "or try again later"
         )
 
-    def hold(self, room: str) -> None:
-        """A kind of holder took ``room`` (once per kind, when it first holds it)."""
+    def take(self, room: str) -> str | None:
+        """A kind of holder takes ``room`` (once per kind, when it first holds it) if the cap
+        :meth:`admits` it; else why not."""
+        if not self.admits(room):
+            return self.refusal()
         self._holders[room] = self._holders.get(room, 0) + 1
+        return None
 
     def release(self, room: str) -> None:
         """A kind of holder let go of ``room`` (its last member or stream left)."""

@@ -55,10 +55,8 @@ class RoomRegistry(Generic[M]):
         if rooms is not None and len(rooms) >= self._max_rooms:
             raise TooManyRoomsError(f"a connection may be in at most {self._max_rooms} rooms")
         first = room not in self._rooms and room not in self._joining
-        if first:
-            if not self._node_rooms.admits(room):
-                raise TooManyRoomsError(self._node_rooms.refusal())
-            self._node_rooms.hold(room)
+        if first and (refusal := self._node_rooms.take(room)) is not None:
+            raise TooManyRoomsError(refusal)
         if rooms is None:
             rooms = self._memberships[member] = {}
         # One string per room name, not one per member that joined it (each join's command

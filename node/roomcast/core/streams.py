@@ -354,10 +354,8 @@ class StreamHub:
 
     def _take(self, room: str) -> None:
         """Count ``room`` among the node's rooms when the streams did not hold it yet."""
-        if not self.has_room(room):
-            if not self._node_rooms.admits(room):
-                raise TooManyRoomsError(self._node_rooms.refusal())
-            self._node_rooms.hold(room)
+        if not self.has_room(room) and (refusal := self._node_rooms.take(room)) is not None:
+            raise TooManyRoomsError(refusal)
 
     def _release(self, room: str) -> None:
         if self.has_room(room):
