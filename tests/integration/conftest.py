@@ -11,6 +11,14 @@ from tests.support.cluster import FAST_ENV, QUICK_ENV
 
 
 @pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    """A redis-server alone (no node), shared by the tests of one module."""
+    with LocalCluster(0, nginx=False) as running:
+        assert running.redis_url is not None
+        yield running.redis_url
+
+
+@pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
     """redis + 3 nodes + nginx, shared by the tests of one module (they must not break it)."""
     with LocalCluster(3, node_env=FAST_ENV) as running:

@@ -5,11 +5,9 @@ one read is put together, and a connection Redis closes is made again."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
-import pytest
 from redis.asyncio.connection import ConnectionPool
-from roomcast_dev.devcluster import LocalCluster, timeout_factor
+from roomcast_dev.devcluster import timeout_factor
 
 from roomcast.broker import BrokerUnavailable, resp
 from roomcast.broker.links import (
@@ -23,13 +21,6 @@ from roomcast.broker.links import (
 from roomcast.broker.redis import CLASSIC_PUBSUB, channel_for
 
 TIMEOUT = 5.0 * timeout_factor()
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    with LocalCluster(0, nginx=False) as running:
-        assert running.redis_url is not None
-        yield running.redis_url
 
 
 def _endpoint(url: str) -> Endpoint:

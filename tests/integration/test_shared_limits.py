@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import redis
-from roomcast_dev.devcluster import LocalCluster
 from roomcast_dev.redis_topologies import RedisClusterTopology
 
 from roomcast.broker import BrokerUnavailable, BucketCharge, RoomRateLimited, scripts
@@ -17,37 +16,20 @@ from roomcast.broker.cluster_slots import slot_of
 from roomcast.broker.redis import RedisBroker
 from roomcast.broker.redis_cluster import RedisClusterBroker
 from roomcast.wire import envelope, protocol
+from tests.support.brokers import started
 from tests.support.wsclient import scaled
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    with LocalCluster(0, nginx=False) as cluster:
-        assert cluster.redis_url is not None
-        yield cluster.redis_url
-
-
-async def started(
-    url: str, rate: tuple[float, int], kind: type[RedisBroker] = RedisBroker
-) -> RedisBroker:
-    up = asyncio.Event()
-
-    def on_state(ready: bool) -> None:
-        if ready:
-            up.set()
-
-    broker = kind(url, lambda room, payload: None, on_state, room_message_rate=rate)
-    await broker.start()
-    await asyncio.wait_for(up.wait(), scaled(10))
-    return broker
+SLOW = (0.01, 5)  # a room's rate and burst that refills nothing during a test
 
 
 @pytest.fixture
 async def two_nodes(redis_url: str) -> AsyncIterator[tuple[RedisBroker, RedisBroker]]:
-    # Slow refill: nothing refills during the test.
-    brokers = (await started(redis_url, (0.01, 5)), await started(redis_url, (0.01, 5)))
+    brokers = (
+        await started(redis_url, room_message_rate=SLOW),
+        await started(redis_url, room_message_rate=SLOW),
+    )
     yield brokers
     for broker in brokers:
         await broker.stop()
@@ -167,7 +149,7 @@ async def test_one_charge_of_two_buckets_runs_on_redis_cluster() -> None:
     fails is forgotten: the shared limits would hold on no node but each one's own)."""
     with RedisClusterTopology(primaries=3, replicas=0) as topology:
         seeds = topology.node_env()["ROOMCAST_REDIS_URL"]
-        nodes = [await started(seeds, (0.01, 5), RedisClusterBroker) for _ in range(2)]
+        nodes = [await started(seeds, RedisClusterBroker, room_message_rate=SLOW) for _ in range(2)]
         try:
             first = await charge_both(nodes[0], "ip:10.0.0.7", 2, 300)
             second = await charge_both(nodes[1], "ip:10.0.0.7", 4, 900)

@@ -120,6 +120,10 @@ class LiveGaps:
         """``room`` is subscribed from now on."""
         self._rooms.setdefault(room, _Room())
 
+    def tracks(self, room: str) -> bool:
+        """Whether the node listens to ``room`` (between :meth:`track` and :meth:`forget`)."""
+        return room in self._rooms
+
     def forget(self, room: str) -> None:
         state = self._rooms.pop(room, None)
         if state is not None and state.task is not None:

@@ -302,6 +302,9 @@ class RedisBroker(OnOneLoop):
         self._watchdog: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._was_ready = False
+        # Rooms with members here whose last index write failed: their next join here writes
+        # it again, whoever else is in the room (see _index).
+        self._unlisted: set[str] = set()
         # Rooms' chat streams pass through here: whatever a subscriber link missed (dropped and
         # re-made, slot moved, Redis restarted) is filled from history or announced as lost.
         self.gaps = LiveGaps(on_message, self._read_history, self._limits.size, 3 * timeout)
@@ -431,6 +434,7 @@ class RedisBroker(OnOneLoop):
 
     def unsubscribe(self, room: str) -> None:
         self.gaps.forget(room)
+        self._unlisted.discard(room)
         self.topology.unsubscribe(room)
         self._command(self._rooms_key, resp.command(b"SREM", self._rooms_key, room.encode()))
 
@@ -593,14 +597,8 @@ class RedisBroker(OnOneLoop):
         connections = int(answer.reply[5]) if len(answer.reply) > 5 else None
         if status == b"late":
             raise NotRun("redis ran the join past its deadline: not joined")
-        self._command(
-            scripts.ROOMS_INDEX,
-            resp.evalsha(
-                self._scripts.index_room.sha,
-                (scripts.ROOMS_INDEX, scripts.ROOMS_JOINED),
-                (room.encode(), b"%d" % joined_at),
-            ),
-        )
+        if connections is None or connections == 1 or room in self._unlisted:
+            self._index(room, joined_at)
         self.gaps.baseline(room, epoch_value.decode(), int(latest))
         if answer.via_importing:
             # The importing node published the announcement where this node does not listen
@@ -612,6 +610,33 @@ class RedisBroker(OnOneLoop):
             status.decode(),
             list(reversed(missed)),
             connections,
+        )
+
+    def _index(self, room: str, joined_at: int) -> None:
+        """List ``room`` in the rooms index, stamped with the join that found it empty.
+
+        Only that join writes: Redis runs a room's joins and leaves one at a time, so every
+        leave that sees the room empty is followed by a join that finds it empty (presence 1
+        after it), stamped later than that leave; a join into an occupied room comes after
+        such a join with no empty moment between, and its write changed nothing the leaves'
+        check reads. (Each join wrote: a write to the index's one shard per join cluster-wide,
+        and on a node a system call and a command of its own per join.) A write that failed
+        is written again by the room's next join here, as every join used to repair it."""
+
+        def settle(reply: Any, error: Exception | None) -> None:
+            if error is None:
+                self._unlisted.discard(room)
+            elif self.gaps.tracks(room):  # bounded: rooms with members on this node
+                self._unlisted.add(room)
+
+        self._command(
+            scripts.ROOMS_INDEX,
+            resp.evalsha(
+                self._scripts.index_room.sha,
+                (scripts.ROOMS_INDEX, scripts.ROOMS_JOINED),
+                (room.encode(), b"%d" % joined_at),
+            ),
+            settle,
         )
 
     def leave(self, room: str, member: str, announce: bytes, user_id: str | None = None) -> None:
