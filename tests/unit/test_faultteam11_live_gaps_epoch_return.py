@@ -48,3 +48,21 @@ def test_the_python_clients_cursor_resumes_an_epoch_it_returns_to() -> None:
     )
     assert cursor.accept(ChatMessage("r", "ann", "t", 0, 4, EPOCH)) == (True, None)
     assert cursor.accept(ChatMessage("r", "ann", "t", 0, 3, EPOCH)) == (False, None)
+
+
+async def test_an_epoch_returned_to_with_less_than_was_handed_over_drops_nothing_new() -> None:
+    history = History(latest=3)
+    gaps, delivered = make(history)
+    gaps.baseline("r", EPOCH, 0)
+    for offset in (1, 2, 3):
+        gaps.receive("r", live(offset))
+    history.epoch, history.latest = "e2", 1
+    gaps.recheck("r")
+    await settle(gaps)
+    # Back in the first epoch, whose history ends at 2 now: offset 3 is to come (again).
+    history.epoch, history.latest = EPOCH, 2
+    gaps.recheck("r")
+    await settle(gaps)
+    gaps.receive("r", live(3))
+    await settle(gaps)
+    assert offsets(delivered)[-2:] == [0, 3]  # the notice, then the new offset 3

@@ -226,7 +226,7 @@ class LiveGaps:
             if self._rooms.get(room) is not state:
                 return  # left meanwhile
             if reply.epoch != state.epoch:
-                self._change_epoch(room, state, reply.epoch)
+                self._change_epoch(room, state, reply.epoch, reply.offset)
                 if state.from_start:
                     break  # no message in the new epoch yet: all of it will come live
             wanted = reply.offset - state.last
@@ -277,7 +277,7 @@ class LiveGaps:
         self._lose(room, protocol.LOSS_TOO_OLD, state.epoch, state.last + 1, upto - 1)
         state.last = upto - 1
 
-    def _change_epoch(self, room: str, state: _Room, epoch: str) -> None:
+    def _change_epoch(self, room: str, state: _Room, epoch: str, latest: int) -> None:
         """History is in another epoch than the one we delivered: what came after our last
         offset of the old one is gone with it; the new one is handed over from its start."""
         log.warning(
@@ -294,8 +294,10 @@ class LiveGaps:
         )
         _leave(state)
         # Back in an epoch left before (a primary that still held it is primary again): what
-        # was handed over in it then must not be handed over again.
-        state.epoch, state.last, state.from_start = epoch, state.left.pop(epoch, 0), not epoch
+        # was handed over in it then must not be handed over again. Never past the epoch's
+        # ``latest`` offset though: offsets after it are to come, and must not be dropped.
+        resumed = min(state.left.pop(epoch, 0), latest)
+        state.epoch, state.last, state.from_start = epoch, resumed, not epoch
 
     def _lose(
         self,
