@@ -6,21 +6,30 @@ Python client's cursor, told of the return, resumes there too (no false ``offset
 
 from __future__ import annotations
 
+from roomcast.broker.live_gaps import LiveGaps
 from roomcast.client import ChatMessage, Gap, RoomCursor
 from roomcast.client.events import Loss
 from tests.unit.test_live_gaps import EPOCH, History, live, losses, make, offsets, settle
 
 
-async def test_an_epoch_left_and_returned_to_continues_after_what_was_handed_over() -> None:
+async def left_after_three(
+    epoch: str, latest: int
+) -> tuple[History, LiveGaps, list[tuple[str, bytes]]]:
+    """Offsets 1-3 of the first epoch handed over, then history found in ``epoch``."""
     history = History(latest=3)
     gaps, delivered = make(history)
     gaps.baseline("r", EPOCH, 0)
     for offset in (1, 2, 3):
         gaps.receive("r", live(offset))
-    # The room is gone from the primary now: a new epoch starts, from its offset 1.
-    history.epoch, history.latest = "", 0
+    history.epoch, history.latest = epoch, latest
     gaps.recheck("r")
     await settle(gaps)
+    return history, gaps, delivered
+
+
+async def test_an_epoch_left_and_returned_to_continues_after_what_was_handed_over() -> None:
+    # The room is gone from the primary now: a new epoch starts, from its offset 1.
+    history, gaps, delivered = await left_after_three("", 0)
     gaps.receive("r", live(1, "e2"))
     gaps.receive("r", live(2, "e2"))
     # A primary still holding the first epoch (3 messages handed over, 2 more since) is back.
@@ -51,14 +60,7 @@ def test_the_python_clients_cursor_resumes_an_epoch_it_returns_to() -> None:
 
 
 async def test_an_epoch_returned_to_with_less_than_was_handed_over_drops_nothing_new() -> None:
-    history = History(latest=3)
-    gaps, delivered = make(history)
-    gaps.baseline("r", EPOCH, 0)
-    for offset in (1, 2, 3):
-        gaps.receive("r", live(offset))
-    history.epoch, history.latest = "e2", 1
-    gaps.recheck("r")
-    await settle(gaps)
+    history, gaps, delivered = await left_after_three("e2", 1)
     # Back in the first epoch, whose history ends at 2 now: offset 3 is to come (again).
     history.epoch, history.latest = EPOCH, 2
     gaps.recheck("r")
