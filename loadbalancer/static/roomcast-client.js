@@ -123,6 +123,7 @@ var LossReason = {
 };
 
 // src/cursor.ts
+var LEFT_EPOCHS_KEPT = 4;
 var RoomCursor = class {
   room;
   epoch = null;
@@ -136,6 +137,12 @@ var RoomCursor = class {
    * the new epoch holds by then. A plain join would skip it in silence.
    */
   #left = null;
+  /**
+   * The last offset delivered in each epoch an `epoch_changed` notice left (the last few): a
+   * notice back into one of them (a primary that still held it is primary again) resumes after
+   * that offset, as the server goes on from there.
+   */
+  #leftEpochs = /* @__PURE__ */ new Map();
   constructor(room) {
     this.room = room;
   }
@@ -183,6 +190,7 @@ var RoomCursor = class {
   onLoss(loss) {
     if (loss.reason === "epoch_changed") {
       if (this.epoch !== null && loss.epoch !== this.epoch) return null;
+      if (this.epoch !== null) this.#leave(this.epoch, this.offset);
       if (loss.newEpoch === null) {
         if (this.epoch !== null) this.#left = { epoch: this.epoch, offset: this.offset };
         this.epoch = null;
@@ -190,7 +198,8 @@ var RoomCursor = class {
         return { type: "gap", room: this.room, reason: loss.reason, epoch: "", offset: 0 };
       }
       this.epoch = loss.newEpoch;
-      this.offset = 0;
+      this.offset = this.#leftEpochs.get(loss.newEpoch) ?? 0;
+      this.#leftEpochs.delete(loss.newEpoch);
       return this.#gap(loss.reason);
     }
     if (loss.epoch !== this.epoch) return null;
@@ -200,6 +209,11 @@ var RoomCursor = class {
       this.offset = Math.max(this.offset, loss.toOffset);
     }
     return this.#gap(loss.reason);
+  }
+  #leave(epoch, offset) {
+    this.#leftEpochs.delete(epoch);
+    this.#leftEpochs.set(epoch, offset);
+    while (this.#leftEpochs.size > LEFT_EPOCHS_KEPT) this.#leftEpochs.delete(this.#leftEpochs.keys().next().value);
   }
   #gap(reason) {
     return { type: "gap", room: this.room, reason, epoch: this.epoch ?? "", offset: this.offset };

@@ -15,7 +15,12 @@ from roomcast_dev.devcluster import (
     free_port,
     timeout_factor,
 )
-from roomcast_dev.redis_topologies import RedisClusterTopology, RedisServer, SentinelTopology
+from roomcast_dev.redis_topologies import (
+    RedisClusterTopology,
+    RedisServer,
+    SentinelTopology,
+    wait_until,
+)
 
 __all__ = [
     "ClusterError",
@@ -28,4 +33,5 @@ __all__ = [
     "find_binary",
     "free_port",
     "timeout_factor",
+    "wait_until",
 ]

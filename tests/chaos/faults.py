@@ -13,11 +13,14 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
+
+import redis
 
 from tests.chaos.clients import ChaosClient
 from tests.chaos.cluster import ChaosCluster, Topology
-from tests.chaos.devtools import ManagedProcess
+from tests.chaos.devtools import ClusterError, ManagedProcess, SentinelTopology, wait_until
 
 # Redis' default for pub/sub clients, restored after the overflow fault.
 DEFAULT_PUBSUB_LIMIT = "pubsub 33554432 8388608 60"
@@ -204,16 +207,78 @@ def _sentinel_failover(ctx: FaultContext, variant: str) -> dict[str, Any]:
     persistence) and is turned into a replica by Sentinel."""
     topology = ctx.cluster.sentinel
     assert topology is not None
+    # A primary killed by the previous fault comes back empty, a primary in its own eyes, until
+    # Sentinel makes it a replica (some 8 s later): a failover before that finds no replica to
+    # promote (SENTINEL FAILOVER: NOGOODSLAVE; a kill: no primary at all, for good here, since
+    # the killed one is restarted only after the failover).
+    try:
+        wait_until(partial(_promotable_replica, topology), 30, "a replica Sentinel would promote")
+    except ClusterError as exc:
+        raise ClusterError(f"{exc}; what Sentinel says: {_sentinel_views(topology)}") from exc
     old = topology.primary()
     if variant == "kill":
         old.kill()
     else:
         topology.sentinels[0].run("SENTINEL", "FAILOVER", topology.MASTER_NAME)
-    new = topology.wait_for_failover(old.port)
+    try:
+        new = topology.wait_for_failover(old.port)
+    except ClusterError as exc:
+        # Say why, instead of aborting the run blind (seed 4411 once stopped here at t+255 s).
+        raise ClusterError(f"{exc}; what Sentinel says: {_sentinel_views(topology)}") from exc
     if variant == "kill":
         old.process = ManagedProcess(old.process.name, old.process.argv)
         old.process.wait_for_line(lambda line: "Ready to accept connections" in line, 20)
     return {"variant": variant, "old_port": old.port, "new_port": new.port}
+
+
+def _promotable_replica(topology: SentinelTopology) -> bool:
+    """Every sentinel knows a replica it would promote: reachable, not down, its link up."""
+    for sentinel in topology.sentinels:
+        replicas: list[dict[bytes, bytes]] = sentinel.run(
+            "SENTINEL", "REPLICAS", topology.MASTER_NAME
+        )
+        if not any(
+            r[b"flags"] == b"slave"
+            and r.get(b"role-reported") == b"slave"
+            and r.get(b"master-link-status") == b"ok"
+            for r in replicas
+        ):
+            return False
+    return True
+
+
+def _sentinel_views(topology: SentinelTopology) -> dict[str, Any]:
+    """Each sentinel's view of the primary and its replicas (flags, failover state, link
+    status), and each data server's own role: why no replica was promoted."""
+    views: dict[str, Any] = {}
+    keep = {
+        "ip", "port", "flags", "role-reported", "failover-state", "master-link-status",
+        "master-link-down-time", "info-refresh", "num-other-sentinels",
+    }  # fmt: skip
+
+    def picked(fields: dict[bytes, bytes]) -> dict[str, str]:
+        decoded = {k.decode(): v.decode() for k, v in fields.items()}
+        return {k: v for k, v in decoded.items() if k in keep}
+
+    for sentinel in topology.sentinels:
+        try:
+            primary = sentinel.run("SENTINEL", "MASTER", topology.MASTER_NAME)
+            replicas = sentinel.run("SENTINEL", "REPLICAS", topology.MASTER_NAME)
+            views[f"sentinel {sentinel.port}"] = {
+                "primary": picked(primary),
+                "replicas": [picked(replica) for replica in replicas],
+            }
+        except (redis.RedisError, OSError) as exc:  # a dead sentinel is part of the answer
+            views[f"sentinel {sentinel.port}"] = repr(exc)
+    for server in topology.redis_servers:
+        try:
+            info = server.client().info("replication")
+            views[f"redis {server.port}"] = {
+                k: info.get(k) for k in ("role", "master_port", "master_link_status")
+            }
+        except (redis.RedisError, OSError) as exc:
+            views[f"redis {server.port}"] = repr(exc)
+    return views
 
 
 async def sentinel_failover(ctx: FaultContext, step: Step) -> FaultRecord:

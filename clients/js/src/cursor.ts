@@ -4,6 +4,8 @@
 
 import type { GapEvent, JoinedEvent, LossEvent, MessageEvent, ResumedEvent } from "./events.js";
 
+const LEFT_EPOCHS_KEPT = 4;
+
 export interface Since {
   epoch: string;
   offset: number;
@@ -22,6 +24,12 @@ export class RoomCursor {
    * the new epoch holds by then. A plain join would skip it in silence.
    */
   #left: Since | null = null;
+  /**
+   * The last offset delivered in each epoch an `epoch_changed` notice left (the last few): a
+   * notice back into one of them (a primary that still held it is primary again) resumes after
+   * that offset, as the server goes on from there.
+   */
+  #leftEpochs = new Map<string, number>();
 
   constructor(room: string) {
     this.room = room;
@@ -78,6 +86,7 @@ export class RoomCursor {
   onLoss(loss: LossEvent): GapEvent | null {
     if (loss.reason === "epoch_changed") {
       if (this.epoch !== null && loss.epoch !== this.epoch) return null; // an epoch already left
+      if (this.epoch !== null) this.#leave(this.epoch, this.offset);
       if (loss.newEpoch === null) {
         // The room has no message in its new epoch yet: the next one starts it; a rejoin
         // before it resumes from here.
@@ -86,9 +95,11 @@ export class RoomCursor {
         this.offset = 0;
         return { type: "gap", room: this.room, reason: loss.reason, epoch: "", offset: 0 };
       }
-      // The new epoch's messages follow from its offset 1: none of them is a gap.
+      // The new epoch's messages follow from its offset 1 (or, back in an epoch left before,
+      // from after the last one delivered in it): none of them is a gap.
       this.epoch = loss.newEpoch;
-      this.offset = 0;
+      this.offset = this.#leftEpochs.get(loss.newEpoch) ?? 0;
+      this.#leftEpochs.delete(loss.newEpoch);
       return this.#gap(loss.reason);
     }
     if (loss.epoch !== this.epoch) return null;
@@ -98,6 +109,13 @@ export class RoomCursor {
       this.offset = Math.max(this.offset, loss.toOffset);
     }
     return this.#gap(loss.reason);
+  }
+
+  #leave(epoch: string, offset: number): void {
+    this.#leftEpochs.delete(epoch);
+    this.#leftEpochs.set(epoch, offset);
+    // As many as a node remembers (roomcast.broker.live_gaps).
+    while (this.#leftEpochs.size > LEFT_EPOCHS_KEPT) this.#leftEpochs.delete(this.#leftEpochs.keys().next().value!);
   }
 
   #gap(reason: string): GapEvent {

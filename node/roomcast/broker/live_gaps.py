@@ -74,7 +74,9 @@ class _Room:
     # The room's epoch changed to one that had no message yet: the next epoch seen is adopted
     # from its offset 1 (not as a fresh baseline), so its first messages cannot be skipped.
     from_start: bool = False
-    left: list[str] = field(default_factory=list)  # epochs left behind (announced as lost)
+    # Epochs left behind (announced as lost), oldest first, each with the last offset handed
+    # over in it: a room whose history comes back in one of them goes on after that offset.
+    left: dict[str, int] = field(default_factory=dict)
     held: list[bytes] | None = None  # live payloads held while a catch-up runs
     # A catch-up gave up: the next chat message is taken as it comes (history cannot be read),
     # and what lies between the last one handed over and it is announced by its exact range.
@@ -228,7 +230,7 @@ class LiveGaps:
             if self._rooms.get(room) is not state:
                 return  # left meanwhile
             if reply.epoch != state.epoch:
-                self._change_epoch(room, state, reply.epoch)
+                self._change_epoch(room, state, reply.epoch, reply.offset)
                 if state.from_start:
                     break  # no message in the new epoch yet: all of it will come live
             wanted = reply.offset - state.last
@@ -279,7 +281,7 @@ class LiveGaps:
         self._lose(room, protocol.LOSS_TOO_OLD, state.epoch, state.last + 1, upto - 1)
         state.last = upto - 1
 
-    def _change_epoch(self, room: str, state: _Room, epoch: str) -> None:
+    def _change_epoch(self, room: str, state: _Room, epoch: str, latest: int) -> None:
         """History is in another epoch than the one we delivered: what came after our last
         offset of the old one is gone with it; the new one is handed over from its start."""
         log.warning(
@@ -294,8 +296,12 @@ class LiveGaps:
             None,
             new_epoch=epoch or None,
         )
-        state.left = [*state.left[-(_LEFT_EPOCHS_KEPT - 1) :], state.epoch]
-        state.epoch, state.last, state.from_start = epoch, 0, not epoch
+        _leave(state)
+        # Back in an epoch left before (a primary that still held it is primary again): what
+        # was handed over in it then must not be handed over again. Never past the epoch's
+        # ``latest`` offset though: offsets after it are to come, and must not be dropped.
+        resumed = min(state.left.pop(epoch, 0), latest)
+        state.epoch, state.last, state.from_start = epoch, resumed, not epoch
 
     def _lose(
         self,
@@ -343,7 +349,7 @@ class LiveGaps:
                     None,
                     new_epoch=epoch,
                 )
-                state.left = [*state.left[-(_LEFT_EPOCHS_KEPT - 1) :], state.epoch]
+                _leave(state)
             if offset > 1 and (state.epoch or state.from_start):
                 self._lose(room, protocol.LOSS_UNAVAILABLE, epoch, 1, offset - 1)
         state.epoch, state.last, state.from_start = epoch, offset, False
@@ -370,3 +376,13 @@ class LiveGaps:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def _leave(state: _Room) -> None:
+    """Remember the epoch being left (and where), forgetting the oldest beyond the few kept."""
+    if not state.epoch:
+        return  # no epoch yet (a room that had none): nothing late can come from it
+    state.left.pop(state.epoch, None)
+    state.left[state.epoch] = state.last
+    while len(state.left) > _LEFT_EPOCHS_KEPT:
+        del state.left[next(iter(state.left))]

@@ -6,9 +6,11 @@ an offset at or below it again, even if a server (or a bug) sent it twice.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from roomcast.client.events import ChatMessage, Gap, Joined, Loss, Resumed
+
+LEFT_EPOCHS_KEPT = 4  # as many as a node remembers (roomcast.broker.live_gaps)
 
 
 @dataclass
@@ -23,6 +25,10 @@ class RoomCursor:
     # epoch had no message yet (``new_epoch`` null): a rejoin resumes from there, so that the
     # server says what the new epoch holds by then. A plain join would skip it in silence.
     left: tuple[str, int] | None = None
+    # The last offset delivered in each epoch an ``epoch_changed`` notice left (the last few):
+    # a notice back into one of them (a primary that still held it is primary again) resumes
+    # after that offset, as the server goes on from there.
+    left_epochs: dict[str, int] = field(default_factory=dict)
 
     def since(self) -> dict[str, int | str] | None:
         """The ``since`` of a rejoin, or None when nothing was seen yet (a plain join)."""
@@ -72,11 +78,15 @@ class RoomCursor:
         if loss.reason == "epoch_changed":
             if self.epoch is not None and loss.epoch != self.epoch:
                 return None  # about an epoch this client already left
+            if self.epoch is not None:
+                self._leave(self.epoch, self.offset)
             if loss.new_epoch is None and self.epoch is not None:
                 self.left = (self.epoch, self.offset)
-            # The new epoch's messages follow from its offset 1: none of them is a gap.
-            self.epoch, self.offset = loss.new_epoch, 0
-            return Gap(self.room, loss.reason, loss.new_epoch or "", 0)
+            # The new epoch's messages follow from its offset 1 (or, back in an epoch left
+            # before, from after the last one delivered in it): none of them is a gap.
+            resume = self.left_epochs.pop(loss.new_epoch, 0) if loss.new_epoch else 0
+            self.epoch, self.offset = loss.new_epoch, resume
+            return Gap(self.room, loss.reason, loss.new_epoch or "", resume)
         if loss.epoch != self.epoch:
             return None
         if loss.to_offset is None:
@@ -85,3 +95,9 @@ class RoomCursor:
         else:
             self.offset = max(self.offset, loss.to_offset)
         return Gap(self.room, loss.reason, loss.epoch, self.offset)
+
+    def _leave(self, epoch: str, offset: int) -> None:
+        self.left_epochs.pop(epoch, None)
+        self.left_epochs[epoch] = offset
+        while len(self.left_epochs) > LEFT_EPOCHS_KEPT:
+            del self.left_epochs[next(iter(self.left_epochs))]

@@ -40,6 +40,16 @@ export async function startCluster(spec = {}) {
       child.stdin.write(`${JSON.stringify({ start_node: env })}\n`);
       return next("node");
     },
+    /** SIGKILL redis-server and start it again, empty (no persistence). */
+    async restartRedis() {
+      child.stdin.write(`${JSON.stringify({ restart_redis: true })}\n`);
+      return next("redis restart");
+    },
+    /** SIGKILL the Sentinel primary (`sentinel: true`) and wait until a replica replaces it. */
+    async failOver() {
+      child.stdin.write(`${JSON.stringify({ fail_over: true })}\n`);
+      return next("failover");
+    },
     async stop() {
       child.stdin.end();
       await exited;

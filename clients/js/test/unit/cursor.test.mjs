@@ -79,3 +79,16 @@ test("after an epoch change to a new epoch without messages yet, its first messa
   assert.deepEqual(cursor.accept(message("r", 1, "x", { epoch: "e2" })), [true, null]);
   assert.deepEqual(cursor.since(), { epoch: "e2", offset: 1 });
 });
+
+test("a notice back into an epoch left before resumes after what was delivered in it", () => {
+  // Sentinel promoted a server that had lost the room, then one still holding its old epoch.
+  const cursor = new RoomCursor("r");
+  for (const offset of [1, 2, 3]) cursor.accept(message("r", offset));
+  const away = { type: "loss", room: "r", reason: "epoch_changed", epoch: "e1", fromOffset: 4, toOffset: null, newEpoch: null };
+  cursor.onLoss(away);
+  assert.deepEqual(cursor.accept(message("r", 1, "x", { epoch: "e2" })), [true, null]);
+  const back = { type: "loss", room: "r", reason: "epoch_changed", epoch: "e2", fromOffset: 2, toOffset: null, newEpoch: "e1" };
+  assert.deepEqual(cursor.onLoss(back), { type: "gap", room: "r", reason: "epoch_changed", epoch: "e1", offset: 3 });
+  assert.deepEqual(cursor.accept(message("r", 4)), [true, null], "no offsets_skipped gap");
+  assert.deepEqual(cursor.accept(message("r", 3)), [false, null], "nothing twice");
+});
