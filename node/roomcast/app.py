@@ -253,6 +253,7 @@ class Server:
             room_made=self.node.room_made,
             user_ids=self.node.user_ids,
             stream_refusal=self.node.streams.refusal_of,
+            stream_churn=self.node,
         )
         send_budget = new_send_budget(self.settings, self.metrics)
         self._api = PublicHttp(
