@@ -181,6 +181,9 @@ class ApiService:
         if caller.identity is not None and pair is not None and caller.identity.subject not in pair:
             # As for a join: a direct room is its two users' alone, whatever `rooms` matched.
             raise ApiError(403, ErrorCode.FORBIDDEN, f"{room!r} is a direct room of others")
+        if route.endpoint is Endpoint.EVENTS:
+            # Before the ban check's read: a stream refused for its churn costs Redis nothing.
+            self._admit_stream(_stream_client(caller))
         if caller.identity is not None:
             await self._refuse_if_banned(room, caller.identity.subject)
         if route.endpoint is Endpoint.EVENTS:
@@ -374,8 +377,7 @@ class ApiService:
         epoch = epoch if epoch is not None else id_epoch
         if not self._broker.serves(route.room):
             raise ApiError(503, ErrorCode.UNAVAILABLE, "the broker is unavailable")
-        client = None if caller.key.startswith("key:") else caller.key
-        self._admit_stream(client)
+        client = _stream_client(caller)
         refusal = None if self._stream_refusal is None else self._stream_refusal(route.room)
         if refusal is not None:
             # Refused as a WebSocket join of a new room is, before the stream's head and before
@@ -489,6 +491,11 @@ class ApiService:
 @functools.cache
 def _openapi_body() -> bytes:
     return api.json_body(document())
+
+
+def _stream_client(caller: Caller) -> str | None:
+    """Whose join budget a stream spends: None for an API key's (backends: the API rate only)."""
+    return None if caller.key.startswith("key:") else caller.key
 
 
 def _credential(request: ApiRequest) -> str | None:
