@@ -119,8 +119,12 @@ class ApiService:
         user_ids: UserIds | None = None,
         stream_refusal: Callable[[str], str | None] | None = None,
         stream_churn: StreamChurn | None = None,
+        stream_setups: Callable[[], int | None] | None = None,
     ) -> None:
         self._broker = broker
+        # The node's setups (WebSocket handshakes and event streams together, net.admission):
+        # None when a stream may start now, else the seconds for Retry-After.
+        self._stream_setups = stream_setups
         # Opening and ending streams spends the client's join budget over all nodes, as
         # joining and leaving does (Node.admit_stream, Node.stream_left).
         self._stream_churn = stream_churn
@@ -384,6 +388,7 @@ class ApiService:
             # its resume is charged: nginx then tries the next node (503). Nothing awaits
             # between here and the stream taking its place (StreamHub.open).
             raise ApiError(503, ErrorCode.TOO_MANY_ROOMS, refusal)
+        self._admit_setup()
         overloaded = since is not None and not self._charge_resume(route.room, caller)
         if overloaded:
             since = None
@@ -409,6 +414,23 @@ class ApiService:
                 "too many event streams opened and closed (or rooms joined and left) by you; "
                 "slow down",
                 (("Retry-After", str(max(1, math.ceil(wait)))),),
+            )
+
+    def _admit_setup(self) -> None:
+        """Refuse (503, which nginx passes to the next node) a stream the node may not set up
+        now: a stream's open (a subscription, a history read, perhaps a resume) costs the node
+        as much as a WebSocket handshake and join, and a node that died sends its streams to
+        the others at once, as it does its WebSockets. Asked after the client's own limits, so
+        that one client's flood does not take the node's tokens."""
+        if self._stream_setups is None:
+            return
+        retry_after = self._stream_setups()
+        if retry_after is not None:
+            raise ApiError(
+                503,
+                ErrorCode.UNAVAILABLE,
+                f"node busy: too many new connections and streams; retry after {retry_after} s",
+                (("Retry-After", str(retry_after)),),
             )
 
     def stream_left(self, client: str) -> None:
