@@ -22,6 +22,7 @@ from roomcast.core.hooks import Hooks
 from roomcast.core.node import Node
 from roomcast.core.ratelimit import room_made_cost
 from roomcast.core.user_ids import UserIds, key_from_secret
+from roomcast.net.admission import Admission
 from roomcast.net.hook_client import HookClient
 from roomcast.net.http_internal import InternalHttpServer
 from roomcast.net.http_public import PublicHttp
@@ -242,6 +243,8 @@ class Server:
         policy = AccessPolicy.from_settings(self.settings)
         outbox = Outbox(loop, self.metrics)
         self.node.attach(self.broker, outbox)
+        # Setups per second, WebSocket handshakes and event streams together.
+        setups = Admission.from_settings(self.settings)
         service = ApiService(
             self.broker,
             self.settings,
@@ -253,6 +256,8 @@ class Server:
             room_made=self.node.room_made,
             user_ids=self.node.user_ids,
             stream_refusal=self.node.streams.refusal_of,
+            stream_churn=self.node,
+            stream_setups=setups.admit,
         )
         send_budget = new_send_budget(self.settings, self.metrics)
         self._api = PublicHttp(
@@ -276,6 +281,7 @@ class Server:
             http=self._api,
             hooks=self.hooks,
             send_budget=send_budget,
+            admission=setups,
         )
         self._api.start()
         await self.broker.start()

@@ -1271,3 +1271,21 @@ def test_a_released_bucket_outlives_its_connections_until_it_would_have_refilled
     clock.now += 2.5
     pool.acquire("other")  # prunes what has refilled anyway
     assert len(pool) == 1
+
+
+async def test_event_streams_spend_the_clients_join_budget_with_its_joins() -> None:
+    # A stream subscribes the node to its room as a join does (red team 15): opening one needs
+    # a token of the client's join bucket, and one its client closes spends one as a leave does,
+    # in the same bucket as the client's WebSocket joins and leaves.
+    env = await make_env(node_limits={"client_join_rate": (1.0, 2)})
+    client = "ip:127.0.0.1"  # every harness connection's client, in open mode
+    assert env.node.admit_stream(client) is None
+    env.node.stream_left(client)
+    env.node.stream_left(client)
+    assert env.node.admit_stream(client) == 1.0  # a token short, refilling at 1/s
+    ws = await env.connect()
+    ws.send_json({"type": "join", "room": "a", "username": "ann", "id": "j"})
+    await settle()
+    assert [e["code"] for e in ws.events() if e["type"] == "error"] == ["rate_limited"]
+    # Another client's budget is its own.
+    assert env.node.admit_stream("ip:127.0.0.2") is None

@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from roomcast.broker import Broker, BrokerUnavailable, RoomRateLimited, Unconfirmed
 from roomcast.core.address_admission import AddressAdmission
@@ -69,6 +69,18 @@ class StreamedReply:
     content_type: str = "application/json"
 
 
+class StreamChurn(Protocol):
+    """A client's join budget over all nodes, as event streams spend it (core.node.Node)."""
+
+    def admit_stream(self, client: str) -> float | None:
+        """None when ``client`` may open a stream, else the seconds until it may."""
+        ...
+
+    def stream_left(self, client: str) -> None:
+        """A stream of ``client`` ended by its client: spent as a leave is."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class OpenStream:
     """Answer with an event stream of ``room``, resuming after ``since`` when given."""
@@ -83,6 +95,8 @@ class OpenStream:
     # The client owes its history budget: resumes without reading what it missed, told
     # `overloaded` (``since`` is then None).
     overloaded: bool = False
+    # The client whose join budget the stream's end spends (None: an API key's).
+    client: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +118,16 @@ class ApiService:
         room_made: Callable[[str], None] | None = None,
         user_ids: UserIds | None = None,
         stream_refusal: Callable[[str], str | None] | None = None,
+        stream_churn: StreamChurn | None = None,
+        stream_setups: Callable[[], int | None] | None = None,
     ) -> None:
         self._broker = broker
+        # The node's setups (WebSocket handshakes and event streams together, net.admission):
+        # None when a stream may start now, else the seconds for Retry-After.
+        self._stream_setups = stream_setups
+        # Opening and ending streams spends the client's join budget over all nodes, as
+        # joining and leaving does (Node.admit_stream, Node.stream_left).
+        self._stream_churn = stream_churn
         # Why the node may not open a stream of a room (None: it may): its room cap
         # (StreamHub.refusal_of).
         self._stream_refusal = stream_refusal
@@ -163,6 +185,9 @@ class ApiService:
         if caller.identity is not None and pair is not None and caller.identity.subject not in pair:
             # As for a join: a direct room is its two users' alone, whatever `rooms` matched.
             raise ApiError(403, ErrorCode.FORBIDDEN, f"{room!r} is a direct room of others")
+        if route.endpoint is Endpoint.EVENTS:
+            # Before the ban check's read: a stream refused for its churn costs Redis nothing.
+            self._admit_stream(_stream_client(caller))
         if caller.identity is not None:
             await self._refuse_if_banned(room, caller.identity.subject)
         if route.endpoint is Endpoint.EVENTS:
@@ -356,18 +381,62 @@ class ApiService:
         epoch = epoch if epoch is not None else id_epoch
         if not self._broker.serves(route.room):
             raise ApiError(503, ErrorCode.UNAVAILABLE, "the broker is unavailable")
+        client = _stream_client(caller)
         refusal = None if self._stream_refusal is None else self._stream_refusal(route.room)
         if refusal is not None:
             # Refused as a WebSocket join of a new room is, before the stream's head and before
             # its resume is charged: nginx then tries the next node (503). Nothing awaits
             # between here and the stream taking its place (StreamHub.open).
             raise ApiError(503, ErrorCode.TOO_MANY_ROOMS, refusal)
+        self._admit_setup()
         overloaded = since is not None and not self._charge_resume(route.room, caller)
         if overloaded:
             since = None
         if identity is None:
-            return OpenStream(route.room, since, epoch, overloaded=overloaded)
-        return OpenStream(route.room, since, epoch, identity.subject, identity.expires, overloaded)
+            return OpenStream(route.room, since, epoch, overloaded=overloaded, client=client)
+        return OpenStream(
+            route.room, since, epoch, identity.subject, identity.expires, overloaded, client
+        )
+
+    def _admit_stream(self, client: str | None) -> None:
+        """Refuse (429) a stream its client may not open now: each subscribes its node to the
+        room as a join does, and one address opening and closing streams of fresh rooms
+        through three nodes made 1,024 SUBSCRIBE and UNSUBSCRIBE in 3 s (red team 15). API
+        keys have the API rate only."""
+        churn = self._stream_churn
+        if churn is None or client is None:
+            return
+        wait = churn.admit_stream(client)
+        if wait is not None:
+            raise ApiError(
+                429,
+                ErrorCode.RATE_LIMITED,
+                "too many event streams opened and closed (or rooms joined and left) by you; "
+                "slow down",
+                (("Retry-After", str(max(1, math.ceil(wait)))),),
+            )
+
+    def _admit_setup(self) -> None:
+        """Refuse (503, which nginx passes to the next node) a stream the node may not set up
+        now: a stream's open (a subscription, a history read, perhaps a resume) costs the node
+        as much as a WebSocket handshake and join, and a node that died sends its streams to
+        the others at once, as it does its WebSockets. Asked after the client's own limits, so
+        that one client's flood does not take the node's tokens."""
+        if self._stream_setups is None:
+            return
+        retry_after = self._stream_setups()
+        if retry_after is not None:
+            raise ApiError(
+                503,
+                ErrorCode.UNAVAILABLE,
+                f"node busy: too many new connections and streams; retry after {retry_after} s",
+                (("Retry-After", str(retry_after)),),
+            )
+
+    def stream_left(self, client: str) -> None:
+        """A stream ``client`` opened ended by its client's going (not by the node)."""
+        if self._stream_churn is not None:
+            self._stream_churn.stream_left(client)
 
     def _charge_resume(self, room: str, caller: Caller) -> bool:
         """Whether the client may have a resume read from history: charged, like a join with
@@ -444,6 +513,11 @@ class ApiService:
 @functools.cache
 def _openapi_body() -> bytes:
     return api.json_body(document())
+
+
+def _stream_client(caller: Caller) -> str | None:
+    """Whose join budget a stream spends: None for an API key's (backends: the API rate only)."""
+    return None if caller.key.startswith("key:") else caller.key
 
 
 def _credential(request: ApiRequest) -> str | None:

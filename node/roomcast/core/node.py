@@ -991,6 +991,27 @@ class Node:
             joins.spend(joins.burst)
             self._charge_shared(budget.client, "join", joins, debt=joins.burst)
 
+    def admit_stream(self, client: str) -> float | None:
+        """Whether ``client`` may open an event stream now (None), else the seconds until it
+        may: a stream subscribes its node to the room as a join does, and needs a token of the
+        same bucket over all nodes (its end spends one: :meth:`stream_left`)."""
+        pool = self._client_joins
+        bucket = pool.acquire(client)
+        try:
+            return None if bucket.ready() else max(0.01, bucket.seconds_until_ready())
+        finally:
+            pool.release(client)
+
+    def stream_left(self, client: str) -> None:
+        """A stream of ``client`` ended by its client: a leave (see _spend_churn)."""
+        pool = self._client_joins
+        bucket = pool.acquire(client)
+        try:
+            bucket.spend(bucket.burst)
+            self._charge_shared(client, "join", bucket, debt=bucket.burst)
+        finally:
+            pool.release(client)
+
     def admit_message(self, client: str, size: int) -> int | MessageRefusal:
         """Whether ``client`` (a token's ``sub:`` or open mode's ``ip:`` key) may post one more
         message of ``size`` characters over the HTTP API, against the same buckets as its

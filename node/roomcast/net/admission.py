@@ -1,5 +1,6 @@
 """Admission of new WebSocket handshakes, per client address and node-wide: token buckets
-with a retry hint. No I/O.
+with a retry hint. No I/O. The node-wide bucket also admits event streams (core.api_service):
+a stream's open costs about what a setup does.
 
 When a node dies, all its clients come back at once to the others. A node that set up every one
 of them as fast as they arrive would spend whole seconds of CPU on handshakes and joins while
@@ -33,6 +34,7 @@ from websockets.http11 import Response
 from websockets.server import ServerProtocol
 
 from roomcast.core.address_admission import FORGED_TOKEN_COST, MIN_RETRY_AFTER, AddressAdmission
+from roomcast.runtime.config import Settings
 
 
 class Admission:
@@ -60,6 +62,15 @@ class Admission:
         self._stamp = clock()
         # When the last client refused so far gets its turn (see the module docstring).
         self._queue_end = self._stamp
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Admission:
+        """The node's (``ROOMCAST_ADMISSION_RATE_PER_SECOND``, ``_BURST``, ``_MAX_RETRY_AFTER``)."""
+        return cls(
+            settings.admission_rate_per_second,
+            settings.admission_burst,
+            settings.admission_max_retry_after,
+        )
 
     def admit(self) -> int | None:
         """None: go ahead (a token was taken). Otherwise the seconds to put in Retry-After."""

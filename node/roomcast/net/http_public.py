@@ -168,6 +168,9 @@ class HttpConnection(asyncio.Protocol):
         self._stream_room: str | None = None
         self._chunked = False  # the event stream's body is framed in chunks (set when it opens)
         self.subject: str | None = None  # whose token opened the stream (StreamSink)
+        # The client whose join budget the stream's end spends (None: an API key's stream, or
+        # one the node ended: a drain must not lock its clients' reconnects out).
+        self._stream_client: str | None = None
         self._token_timer: asyncio.TimerHandle | None = None
         self._closed = False
         # The drain answered the request in flight: its own answer, if it comes, is dropped.
@@ -225,6 +228,8 @@ class HttpConnection(asyncio.Protocol):
             self._token_timer = None
         if self._stream_room is not None:
             self._server.hub.close(self, self._stream_room)
+            if self._stream_client is not None:
+                self._server.service.stream_left(self._stream_client)
 
     def pause_writing(self) -> None:
         if self._send is not None:
@@ -288,6 +293,7 @@ class HttpConnection(asyncio.Protocol):
         """Finish the current stream cleanly (drain), or close an idle keep-alive connection;
         a request partly received is answered 503: it was never taken, so never published."""
         if self._stream_room is not None and not self._closed:
+            self._stream_client = None  # ended by the node, not left by its client
             self.write_pending()
             self._write(self._h11.send(h11.EndOfMessage()))
             self._close()
@@ -533,6 +539,7 @@ class HttpConnection(asyncio.Protocol):
         version = self._h11.their_http_version
         self._chunked = version is not None and version >= b"1.1"
         self.subject = plan.subject
+        self._stream_client = plan.client
         if plan.expires is not None:
             # As a WebSocket connection: the stream ends when its token does (exp + leeway).
             ends = plan.expires + self._server.settings.auth_leeway - time.time()
@@ -546,7 +553,7 @@ class HttpConnection(asyncio.Protocol):
             failure = api.json_body(
                 {"type": "error", "code": ErrorCode.UNAVAILABLE, "reason": str(exc)}
             )
-            self._stream_room = None
+            self._stream_room = self._stream_client = None
             self._write(self._h11.send(h11.Data(data=sse.event(failure))))
             self._write(self._h11.send(h11.EndOfMessage()))
             self._close()

@@ -1405,6 +1405,7 @@ class WebSocketServer:
         http: HttpHandover | None = None,
         hooks: Hooks | None = None,
         send_budget: SendBudget | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.app = app
         # What the node holds for backed-up clients, shared with the HTTP API's connections.
@@ -1425,11 +1426,8 @@ class WebSocketServer:
         self.origins = policy.origins
         self.proxies = policy.proxies
         self.connections: set[Connection] = set()
-        self.admission = Admission(
-            settings.admission_rate_per_second,
-            settings.admission_burst,
-            settings.admission_max_retry_after,
-        )
+        # The node's setups, shared with the event streams of the HTTP API (the app's).
+        self.admission = admission or Admission.from_settings(settings)
         self.address_admission = AddressAdmission(
             settings.admission_per_address_rate_per_second, settings.admission_per_address_burst
         )
