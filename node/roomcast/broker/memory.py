@@ -191,7 +191,17 @@ class MemoryBroker:
         )
         return JoinReply(state.epoch, state.offset, RECOVERED, messages, size)
 
-    def leave(self, room: str, member: str, announce: bytes, user_id: str | None = None) -> None:
+    def leave(
+        self,
+        room: str,
+        member: str,
+        announce: bytes,
+        user_id: str | None = None,
+        *,
+        keep_silent_epoch: bool = False,
+    ) -> None:
+        # A room without history is forgotten whatever keep_silent_epoch says: one process,
+        # nothing to tell a forgotten room from a lost one by.
         state = self._rooms.get(room)
         if state is not None:
             state.presence.pop(member, None)

@@ -140,6 +140,8 @@ class Node:
         # address's in open mode) and one room's many senders are limited too (issue 15).
         self._client_messages = BucketPool(*client_message_rate)
         self._client_joins = BucketPool(*client_join_rate)
+        # Rooms without messages whose epoch a client's leaves keep (see _may_keep_silent_epoch).
+        self._kept_epochs = BucketPool(*client_join_rate)
         # Typing is a frame to every member too: many connections of one client typing at
         # their own rate reached members at ~530 typing events/s (red team 3).
         self._client_typing = BucketPool(*client_typing_rate)
@@ -1262,7 +1264,29 @@ class Node:
         event = protocol.user_left(room, username, conn.user_id)
         cause = cause_of(conn.client_key)
         announce = envelope.pack(time.time(), event, conn.id, cause=cause)
-        self.broker.leave(room, conn.id, announce, conn.user_id or None)
+        keep = self._may_keep_silent_epoch(conn)
+        self.broker.leave(room, conn.id, announce, conn.user_id or None, keep_silent_epoch=keep)
+
+    def _may_keep_silent_epoch(self, conn: Member) -> bool:
+        """Whether this leave, if it empties a room that never had a message, keeps the room's
+        epoch for the history ttl (so that the member rejoining with ``since`` is not told its
+        history was lost). Each keep takes a token of the client's (a token's user, an
+        open-mode address) bucket of kept epochs, at its join rate over all nodes; past it the
+        room is forgotten at once, as before. A close spends nothing of the join bucket, so
+        without it reconnecting into fresh room names (100 handshakes a second per address, 16
+        rooms each) would leave 1,600 rooms' keys a second behind (docs/security.md)."""
+        budget = conn.budget
+        if budget is None:
+            return True
+        client = budget.client
+        bucket = self._kept_epochs.acquire(client)
+        try:
+            if not bucket.allow():
+                return False
+            self._charge_shared(client, "keep", bucket)
+            return True
+        finally:
+            self._kept_epochs.release(client)
 
     def _bucket(self, conn: Member, kind: str) -> RateLimiter:
         """The connection's own message or typing bucket, made on first use."""
