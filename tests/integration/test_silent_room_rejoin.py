@@ -26,7 +26,7 @@ from roomcast_dev.redis_topologies import RedisClusterTopology, SentinelTopology
 
 from roomcast.broker.cluster_slots import slot_of
 from roomcast.broker.scripts import room_keys
-from tests.support.cluster import FAST_ENV, QUICK_ENV, ready, until
+from tests.support.cluster import FAST_ENV, QUICK_ENV, http_get, metric_value, ready, until
 from tests.support.previous_release import export_previous_release, start_old
 from tests.support.wsclient import Client
 
@@ -228,3 +228,22 @@ async def test_f_reconnect_churn_over_fresh_rooms_keeps_few_epochs(one_node: One
     print(f"\n160 fresh rooms joined and closed in {elapsed:.1f} s: {len(kept)} keep their epoch")
     # This address's bucket of kept epochs: 40, then 5/s (earlier tests took a few).
     assert 0 < len(kept) <= 40 + 1 + 5 * elapsed
+
+
+def connections_open(node: NodeProcess) -> float:
+    return metric_value(http_get(f"{node.metrics_url}/metrics")[1], "roomcast_connections_open")
+
+
+async def test_g_the_node_alone_keeps_a_silent_rooms_epoch_too() -> None:
+    """The in-memory broker (one node, no Redis) forgot such a room as the scripts did."""
+    with LocalCluster(1, nginx=False, redis=False) as cluster:
+        node = cluster.nodes[0]
+        await until(partial(ready, node), 20, f"{node.node_id} ready")
+        room = fresh_room()
+        client = await Client.connect(node.url)
+        joined = await client.join(room, "alone")
+        await client.close()
+        await until(lambda: connections_open(node) == 0, 10, "the node to see the close")
+        client, rejoined = await rejoin_since(node.url, room, joined)
+        assert rejoined["recovered"] is True and rejoined["epoch"] == joined["epoch"], rejoined
+        await client.close()
