@@ -442,9 +442,9 @@ def room_limited(script: Script) -> Script:
 # second), burst, debt. The node admitted these actions already (against its own copy of each
 # bucket, so that no message waits for Redis): the charge is taken whatever the level, and the
 # levels left (in thousandths of a token, one per key) tell the node where its copies stand.
-# The debt stops at ``debt`` tokens: a whole burst for messages and join/leave churn (a debt of
-# one token forgave a token each time two nodes' charges met at the floor: a client spread over
-# N nodes sent about N x 10 messages a second, Node._charge_message), one for typing.
+# The debt stops at ``debt`` tokens: a whole burst for messages, typing and join/leave churn (a
+# debt of one token forgave a token each time two nodes' charges met at the floor: a client
+# spread over N nodes sent about N x 10 messages a second, Node._charge_message).
 CHARGE: Final = Script(
     "charge",
     _BUCKET

@@ -1133,7 +1133,9 @@ class Node:
                 reason = "too much typing from your connections together; slow down"
                 self._reject(conn, ErrorCode.RATE_LIMITED, reason, room, command.request_id)
                 return
-            self._charge_shared(budget.client, "typing", budget.client_typing)
+            # Owing up to a burst, as messages do (see _charge_message: one token forgave).
+            typing = budget.client_typing
+            self._charge_shared(budget.client, "typing", typing, debt=typing.burst)
         if self.big.is_big(room):
             # Off in big rooms: one typing is a frame to every member (docs/protocol.md).
             self.metrics.big_room_coalesced.labels("typing").inc()
