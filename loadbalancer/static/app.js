@@ -275,9 +275,10 @@ function startChat(room, requestedName) {
   client.on("rejoining", ({ room: where, delay }) => {
     if (where === room) notice(`The server is busy; joining #${room} again in ${(delay / 1000).toFixed(1)} s…`, "warning");
   });
-  // A room that never had a message keeps its epoch only while it has members: back in one
-  // left empty meanwhile, the resume from offset 0 is answered epoch_changed with the new epoch
-  // at offset 0. No message existed before or since: nothing was lost, say so (not a warning).
+  // A room that never had a message keeps its epoch for the history ttl after its last member
+  // left (within the client's budget of kept epochs): back in one later, the resume from offset
+  // 0 is answered epoch_changed with the new epoch at offset 0. Taken for nothing lost (not a
+  // warning), though the server cannot tell it from a room whose messages Redis lost.
   const nothingToMiss = (joined) => joined.reason === "epoch_changed" && lostAt?.offset === 0 && joined.offset === 0;
   client.on("joined", (joined) => {
     if (joined.room !== room || joined.already) return;

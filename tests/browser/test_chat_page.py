@@ -135,10 +135,11 @@ def test_page_rides_out_its_node_being_killed(
 def test_page_back_in_a_room_with_no_message_yet_says_nothing_was_missed(
     pages: tuple[ChatPage, ChatPage],
 ) -> None:
-    """A room without messages keeps its epoch only while it has members: the page alone in one,
-    disconnected by the application (reconnect: true), resumes from offset 0 of an epoch the
-    server no longer has and is answered recovered false, epoch_changed. Nothing can have been
-    lost (the room has no message); on main the page warned that the server lost its history."""
+    """The page alone in a room without messages, disconnected by the application (reconnect:
+    true), resumes from offset 0 of its epoch. The server keeps that epoch for the history ttl
+    after the last member left (within the client's budget of kept epochs), so the resume is
+    recovered; it used to be forgotten with the last member and answered epoch_changed, which
+    the page then took for nothing missed (it once warned that the server lost its history)."""
     page = pages[0]
     with LocalCluster(1, node_env=serverapi.API_ENV) as cluster:
         serverapi.all_ready(cluster)

@@ -295,9 +295,18 @@ class Broker(Protocol):
         having done nothing, when ``user`` (a token's sub, or the username) is banned from the
         room."""
 
-    def leave(self, room: str, member: str, announce: bytes, user_id: str | None = None) -> None:
+    def leave(
+        self,
+        room: str,
+        member: str,
+        announce: bytes,
+        user_id: str | None = None,
+        *,
+        keep_silent_epoch: bool = False,
+    ) -> None:
         """Drop ``member`` (joined with ``user_id``) from presence and publish ``announce``
-        (user_left), atomically."""
+        (user_left), atomically. When that empties a room that never had a message, its epoch
+        is kept for the history ttl if ``keep_silent_epoch``, else forgotten at once."""
 
     async def resync_presence(self, rooms: dict[str, dict[str, PresenceEntry]]) -> None:
         """Make this node's presence entries exactly ``rooms`` (room -> member -> entry):

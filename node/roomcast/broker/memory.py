@@ -69,6 +69,38 @@ class _Room:
     bans: dict[str, Ban] = field(default_factory=dict)  # user -> ban (until: wall clock, ms)
 
 
+class _SilentEpochs:
+    """Epochs of rooms that never had a message, kept for the history ttl after their last
+    member left (as the Redis scripts keep them): a member that rejoins with ``since`` meanwhile
+    finds its epoch instead of being told a history that never was is lost. Oldest first, so
+    the expired ones are dropped from the front."""
+
+    def __init__(self, ttl: float) -> None:
+        self._ttl = ttl
+        self._kept: dict[str, tuple[str, float]] = {}  # room -> (epoch, when its last left)
+
+    def keep(self, room: str, epoch: str) -> None:
+        self._prune()
+        self._kept.pop(room, None)
+        self._kept[room] = (epoch, time.monotonic())
+
+    def take(self, room: str) -> str | None:
+        """The room's kept epoch (no longer kept after this), or None."""
+        self._prune()
+        kept = self._kept.pop(room, None)
+        return None if kept is None else kept[0]
+
+    def _prune(self) -> None:
+        horizon = time.monotonic() - self._ttl
+        expired = []
+        for room, (_, left_at) in self._kept.items():
+            if left_at >= horizon:
+                break
+            expired.append(room)
+        for room in expired:
+            del self._kept[room]
+
+
 class MemoryBroker:
     def __init__(
         self,
@@ -86,6 +118,7 @@ class MemoryBroker:
         self._limits = limits or HistoryLimits()
         self._subscribed: set[str] = set()
         self._rooms: dict[str, _Room] = {}
+        self._silent_epochs = _SilentEpochs(self._limits.ttl)
         self._running = False
 
     @property
@@ -191,13 +224,23 @@ class MemoryBroker:
         )
         return JoinReply(state.epoch, state.offset, RECOVERED, messages, size)
 
-    def leave(self, room: str, member: str, announce: bytes, user_id: str | None = None) -> None:
+    def leave(
+        self,
+        room: str,
+        member: str,
+        announce: bytes,
+        user_id: str | None = None,
+        *,
+        keep_silent_epoch: bool = False,
+    ) -> None:
         state = self._rooms.get(room)
         if state is not None:
             state.presence.pop(member, None)
             self._expire(state)
             if not state.presence and not state.history and not state.bans:
                 del self._rooms[room]  # bounded memory: nothing left worth keeping
+                if keep_silent_epoch and state.offset == 0:
+                    self._silent_epochs.keep(room, state.epoch)
         self.publish(room, announce)
 
     async def resync_presence(self, rooms: dict[str, dict[str, PresenceEntry]]) -> None:
@@ -241,7 +284,8 @@ class MemoryBroker:
     def _room(self, room: str) -> _Room:
         state = self._rooms.get(room)
         if state is None:
-            state = self._rooms[room] = _Room()
+            epoch = self._silent_epochs.take(room)
+            state = self._rooms[room] = _Room() if epoch is None else _Room(epoch=epoch)
         self._expire(state)
         return state
 

@@ -583,7 +583,7 @@ class RedisBroker(OnOneLoop):
                     b"%d" % (since.offset if since else -1),
                     (since.epoch if since else "").encode(),
                     new_epoch().encode(),
-                    b"%d" % max(1, int(self._limits.ttl)),
+                    self._silent_room_ttl,
                     b"%d" % self._join_deadline(),
                     ban,
                 ),
@@ -639,14 +639,32 @@ class RedisBroker(OnOneLoop):
             settle,
         )
 
-    def leave(self, room: str, member: str, announce: bytes, user_id: str | None = None) -> None:
+    @property
+    def _silent_room_ttl(self) -> bytes:
+        """How long a room without messages keeps its epoch after its last join or leave."""
+        return b"%d" % max(1, int(self._limits.ttl))
+
+    def leave(
+        self,
+        room: str,
+        member: str,
+        announce: bytes,
+        user_id: str | None = None,
+        *,
+        keep_silent_epoch: bool = False,
+    ) -> None:
         seq, epoch, _, presence = scripts.room_keys(room)
         self._command(
             presence,
             resp.evalsha(
                 self._scripts.leave.sha,
                 (presence, seq, epoch),
-                (self.topology.channel(room), announce, presence_fields.field(member, user_id)),
+                (
+                    self.topology.channel(room),
+                    announce,
+                    presence_fields.field(member, user_id),
+                    self._silent_room_ttl if keep_silent_epoch else b"0",
+                ),
             ),
             functools.partial(self._left, room),
             publishes=True,
@@ -824,7 +842,13 @@ class RedisBroker(OnOneLoop):
                 resp.evalsha(
                     self._scripts.reap.sha,
                     (presence, seq, epoch),
-                    (self.topology.channel(room), head, dead + b"-", raw_room),
+                    (
+                        self.topology.channel(room),
+                        head,
+                        dead + b"-",
+                        raw_room,
+                        self._silent_room_ttl,
+                    ),
                 ),
                 publishes=True,
             )

@@ -128,10 +128,11 @@ return {offset, epoch}
 # messages newest first, time (µs), connections}; past its deadline {'', 0, 'late', {}, 0} and
 # nothing done (the node gave up on the join: a late run would list a member that is not there);
 # {'banned', "<until ms>|<reason>"} and nothing done when the joiner is banned from the room.
-# A room that never had a message gets its counter and epoch for as long as it has members
-# (LEAVE and REAP delete them with the last one) and at most the given ttl, refreshed by each
-# join: churning through fresh room names leaves nothing behind. The reply's last element, the
-# presence hash's length after this join, is the room's size over every node (big rooms).
+# A room that never had a message gets its counter and epoch for the given ttl, refreshed by
+# each join and by the leave of its last member (LEAVE and REAP; a leave that the node does not
+# keep it for deletes them): churning through fresh room names leaves nothing behind for long.
+# The reply's last element, the presence hash's length after this join, is the room's size over
+# every node (big rooms).
 JOIN: Final = Script(
     "join",
     """
@@ -212,14 +213,32 @@ return {'absent'}
 """,
 )
 
-# KEYS: presence, seq, epoch. ARGV: channel, announce envelope, the member's presence field.
-# The last member of a room that never had a message takes its counter and epoch with it.
-_FORGET_SILENT_ROOM: Final = """
+
+# The last member of a room that never had a message leaves its counter, epoch and lineage
+# (fenced scripts: Sentinel, standalone, Cluster) for the history ttl from now, not longer: a
+# member that rejoins with ``since`` meanwhile finds its epoch (``recovered``, nothing was lost),
+# where deleting them told it ``epoch_changed`` for a history that never was. A ttl of 0 deletes
+# them at once (a leave the node does not keep for: joins and leaves over fresh room names must
+# not pin keys, docs/security.md). A real loss still changes the epoch: Redis restarted empty or
+# the keys evicted leave nothing to find, and a failover's fence sees the lineage.
+# KEYS[1..3]: presence, seq, epoch; the ttl (s) is the script's argument ``ttl_argument``.
+def _silent_room_expires(ttl_argument: str) -> str:
+    return f"""
 if redis.call('EXISTS', KEYS[1]) == 0 and redis.call('GET', KEYS[2]) == '0' then
-  -- With its lineage (fenced scripts: Sentinel, standalone), which lives as long as the epoch.
-  redis.call('DEL', KEYS[2], KEYS[3], (string.gsub(KEYS[2], ':seq$', ':line')))
+  local line = (string.gsub(KEYS[2], ':seq$', ':line'))
+  if {ttl_argument} == '0' then
+    redis.call('DEL', KEYS[2], KEYS[3], line)
+  else
+    redis.call('EXPIRE', KEYS[2], {ttl_argument})
+    redis.call('EXPIRE', KEYS[3], {ttl_argument})
+    redis.call('EXPIRE', line, {ttl_argument})
+  end
 end
 """
+
+
+# KEYS: presence, seq, epoch. ARGV: channel, announce envelope, the member's presence field, ttl
+# (s) a room without messages keeps its epoch if this empties it (0: forgotten at once).
 # Returns {members left in the room, time (µs)}: an empty room leaves the rooms index.
 LEAVE: Final = Script(
     "leave",
@@ -227,7 +246,7 @@ LEAVE: Final = Script(
 redis.call('HDEL', KEYS[1], ARGV[3])
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 """
-    + _FORGET_SILENT_ROOM
+    + _silent_room_expires("ARGV[4]")
     + """
 local clock = redis.call('TIME')
 return {redis.call('HLEN', KEYS[1]), tonumber(clock[1]) * 1000000 + tonumber(clock[2])}
@@ -308,7 +327,8 @@ return {epoch, latest, after, out, total}
 """,
 )
 
-# KEYS: presence, seq, epoch. ARGV: channel, envelope head, member prefix of the dead node, room.
+# KEYS: presence, seq, epoch. ARGV: channel, envelope head, member prefix of the dead node, room,
+# ttl (s) of a room without messages.
 # Removes the dead node's members and announces each departure, with the user_id its field holds
 # after the separator (broker.presence_fields; none in a previous release's entry). Only ids as
 # nodes make them (URL-safe base64) are spliced into the JSON. Runs only when a node died.
@@ -331,7 +351,7 @@ for i = 1, #fields, 2 do
   end
 end
 """
-    + _FORGET_SILENT_ROOM
+    + _silent_room_expires("ARGV[5]")
     + """
 return removed
 """,
@@ -422,10 +442,9 @@ def room_limited(script: Script) -> Script:
 # second), burst, debt. The node admitted these actions already (against its own copy of each
 # bucket, so that no message waits for Redis): the charge is taken whatever the level, and the
 # levels left (in thousandths of a token, one per key) tell the node where its copies stand.
-# The debt stops at ``debt`` tokens: one for messages (nodes that overspent together wait two
-# tokens' time, not seconds, so a burst from one of a user's connections does not shut its
-# other connections out for long), a whole burst for join/leave churn (every leave was a notice
-# to a room).
+# The debt stops at ``debt`` tokens: a whole burst for messages, typing and join/leave churn (a
+# debt of one token forgave a token each time two nodes' charges met at the floor: a client
+# spread over N nodes sent about N x 10 messages a second, Node._charge_message).
 CHARGE: Final = Script(
     "charge",
     _BUCKET
