@@ -147,7 +147,6 @@ function startChat(room, requestedName) {
   let username = requestedName; // the server's word (joined) replaces it: tokens fix the name
   let synced = false; // joined, and the catch-up (if any) has fully arrived
   let lastDisconnect = null; // close code of the connection just lost, for the next notice
-  let lostAt = null; // the room's {epoch, offset} when the connection was lost
   let removal = null; // {kind, reason, until}: the application removed, banned or disconnected us
 
   const snapshotStatus = () => ({
@@ -262,7 +261,6 @@ function startChat(room, requestedName) {
   client.on("disconnected", ({ code }) => {
     synced = false;
     lastDisconnect = code;
-    lostAt = client.position(room);
     typing.clear();
     showTyping();
   });
@@ -275,11 +273,6 @@ function startChat(room, requestedName) {
   client.on("rejoining", ({ room: where, delay }) => {
     if (where === room) notice(`The server is busy; joining #${room} again in ${(delay / 1000).toFixed(1)} s…`, "warning");
   });
-  // A room that never had a message keeps its epoch for the history ttl after its last member
-  // left (within the client's budget of kept epochs): back in one later, the resume from offset
-  // 0 is answered epoch_changed with the new epoch at offset 0. Taken for nothing lost (not a
-  // warning), though the server cannot tell it from a room whose messages Redis lost.
-  const nothingToMiss = (joined) => joined.reason === "epoch_changed" && lostAt?.offset === 0 && joined.offset === 0;
   client.on("joined", (joined) => {
     if (joined.room !== room || joined.already) return;
     username = joined.username;
@@ -288,7 +281,7 @@ function startChat(room, requestedName) {
     if (joined.recovered === null) {
       notice(`You joined #${room} as ${username} (on ${client.node}).`);
       reloadHistory(RECENT_HISTORY);
-    } else if (joined.recovered || nothingToMiss(joined)) {
+    } else if (joined.recovered) {
       notice(`Reconnected to ${client.node}: nothing was missed.`);
     } else {
       notice(RECOVERY_NOTICES[joined.reason] ?? `Reconnected, but not resumed (${joined.reason}).`, "warning");
@@ -373,7 +366,6 @@ function startChat(room, requestedName) {
   // page was kept (over 90 s measured in Chromium, after navigating to about:blank). Leaving
   // closes the connection; coming back (the Back button) reconnects and resumes with `since`.
   window.addEventListener("pagehide", () => {
-    lostAt = client.position(room); // an application's disconnect emits no "disconnected"
     client.disconnect("the page was left");
   });
   window.addEventListener("pageshow", (event) => event.persisted && client.reconnect());
