@@ -17,9 +17,14 @@ OPEN_FINDINGS: Final[dict[str, str]] = {
     "test_bystander_keeps_its_round_trip_while_silent_readers_fill": (
         "400 silent WebSockets from 100 addresses in one room, five addresses sending their legal "
         "bursts of 60 KB messages: a bystander on the node at 4.8 s p99 on main (node CPU 0.65 "
-        "s), 171-495 ms now (its maximum of ~40 round trips; p50 2 ms; node CPU 0.36-0.42 s), "
-        "against 150 ms at factor 3: the kernel copies of the fan-out into 400 sockets (~170 MiB "
-        "in one burst) are left"
+        "s), 171-495 ms later (its maximum of ~40 round trips; p50 2 ms; node CPU 0.36-0.42 s), "
+        "against 150 ms at factor 3; 151-1174 ms in stop 29 at load 3-7, where the node got about "
+        "a quarter of a core (148 ms of CPU in 571 ms). Left: each 60 KB message is ~24 MB of "
+        "kernel copies into 400 sockets in one loop turn (40-90 ms), and the bystander's requests "
+        "each take several turns. Tried, not merged: at most 1 MiB of big writes per turn, the "
+        "rest waiting outside the node-wide send total: 89-325 ms (median 154), at the price of "
+        "that memory bound and a per-delivery cost the noise could not rule out (1.36x -> 1.42x "
+        "the write floor, three runs each)"
     ),
     # Red team 7: nginx counts connections per address only once a request head is read.
     "tests/adversarial/test_redteam7_nginx_slow_heads.py::"
