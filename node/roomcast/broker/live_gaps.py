@@ -298,10 +298,15 @@ class LiveGaps:
         )
         _leave(state)
         # Back in an epoch left before (a primary that still held it is primary again): what
-        # was handed over in it then must not be handed over again. Never past the epoch's
-        # ``latest`` offset though: offsets after it are to come, and must not be dropped.
-        resumed = min(state.left.pop(epoch, 0), latest)
+        # was handed over in it then must not be handed over again, and members' cursors,
+        # told only ``new_epoch``, go on after what they had of it too.
+        resumed = state.left.pop(epoch, 0)
         state.epoch, state.last, state.from_start = epoch, resumed, not epoch
+        if resumed > latest:
+            # Its history ends before that (the server back as primary had not replicated the
+            # last ones): those offsets are published again, as new messages, which members
+            # would drop as already delivered. Say so, rather than drop them in silence.
+            self._lose(room, protocol.LOSS_TOO_OLD, epoch, latest + 1, resumed)
 
     def _lose(
         self,
