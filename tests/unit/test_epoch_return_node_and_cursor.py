@@ -9,11 +9,11 @@ had delivered and dropped the new 3 as a duplicate: a message lost in silence.""
 
 from __future__ import annotations
 
-from roomcast.broker.live_gaps import LiveGaps
 from roomcast.client import ChatMessage, Gap, RoomCursor
 from roomcast.client.events import Loss, parse_event
 from roomcast.wire import envelope
-from tests.unit.test_live_gaps import EPOCH, History, live, make, settle
+from tests.unit.test_faultteam11_live_gaps_epoch_return import left_after_three
+from tests.unit.test_live_gaps import EPOCH, live, settle
 
 
 def feed(cursor: RoomCursor, delivered: list[tuple[str, bytes]]) -> tuple[list[str], list[Gap]]:
@@ -35,24 +35,11 @@ def feed(cursor: RoomCursor, delivered: list[tuple[str, bytes]]) -> tuple[list[s
     return kept, gaps
 
 
-async def returned_with_less(gaps: LiveGaps, history: History) -> None:
-    """Offsets 1-3 of the first epoch handed over, then "e2" (offset 1), then back in the first
-    epoch, whose history ends at 2 now."""
-    gaps.baseline("r", EPOCH, 0)
-    for offset in (1, 2, 3):
-        gaps.receive("r", live(offset))
-    history.epoch, history.latest = "e2", 1
-    gaps.recheck("r")
-    await settle(gaps)
-    history.epoch, history.latest = EPOCH, 2
-    gaps.recheck("r")
-    await settle(gaps)
-
-
 async def test_a_new_offset_of_a_returned_epoch_is_delivered_or_announced_to_the_client() -> None:
-    history = History(latest=3)
-    gaps, delivered = make(history)
-    await returned_with_less(gaps, history)
+    history, gaps, delivered = await left_after_three("e2", 1)
+    history.epoch, history.latest = EPOCH, 2  # back in the first epoch, its history ends at 2
+    gaps.recheck("r")
+    await settle(gaps)
     gaps.receive("r", live(3))  # a new message, published at offset 3 again
     gaps.receive("r", live(4))
     await settle(gaps)
