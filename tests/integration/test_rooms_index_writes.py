@@ -44,6 +44,18 @@ async def _listed(broker: RedisBroker) -> list[str]:
     return sorted(counts.room for counts in page)
 
 
+async def _join_with_index_refused(broker: RedisBroker, room: str, url: str) -> None:
+    """Member "a" joins the empty ``room``; the index is a string for a moment, so Redis
+    refuses the join's index write (WRONGTYPE)."""
+    plain = redis.Redis.from_url(url)
+    plain.set(scripts.ROOMS_INDEX, b"in the way")
+    try:
+        assert await _join(broker, room, "a") == 1
+        await broker.ban_of(room, "nobody")  # a read on the same link: the write was refused
+    finally:
+        plain.delete(scripts.ROOMS_INDEX)
+
+
 def _stamp(url: str, room: str) -> int | None:
     """The join time the index keeps for ``room`` (µs, Redis's clock), None when unlisted."""
     stamp = redis.Redis.from_url(url).hget(scripts.ROOMS_JOINED, room)
@@ -84,14 +96,7 @@ async def test_a_failed_index_write_is_written_again_by_the_next_join_on_that_no
 ) -> None:
     first, second = two_nodes
     room = "index-refused"
-    plain = redis.Redis.from_url(redis_url)
-    # The index is a string for a moment: Redis refuses the first join's write (WRONGTYPE).
-    plain.set(scripts.ROOMS_INDEX, b"in the way")
-    try:
-        assert await _join(first, room, "a") == 1
-        await first.ban_of(room, "nobody")  # a read on the same link: the write was refused
-    finally:
-        plain.delete(scripts.ROOMS_INDEX)
+    await _join_with_index_refused(first, room, redis_url)
     assert await _listed(first) == []
     # A join into the occupied room on another node writes nothing; the next one on the node
     # whose write failed writes it.
@@ -99,3 +104,22 @@ async def test_a_failed_index_write_is_written_again_by_the_next_join_on_that_no
     assert await _listed(second) == []
     assert await _join(first, room, "c") == 3
     assert await _listed(first) == [room]
+
+
+async def test_a_failed_index_write_is_written_by_that_nodes_leave_while_others_stay(
+    two_nodes: tuple[RedisBroker, RedisBroker], redis_url: str
+) -> None:
+    """The node whose write failed loses its last member there before it joins anyone else
+    into the room: the room, still with members on the other node, was left unlisted until it
+    emptied (no later join there finds it empty, none here comes)."""
+    first, second = two_nodes
+    room = "index-refused-then-left"
+    await _join_with_index_refused(first, room, redis_url)
+    assert await _join(second, room, "b") == 2
+    first.leave(room, "a", _announce(room, "a", "a"))
+    first.unsubscribe(room)  # its last member here: the node stops listening, as nodes do
+    # A read on that link answered after the leave's (whose answer sends what it writes), and
+    # one more after that write.
+    for _ in range(2):
+        await first.ban_of(room, "nobody")
+    assert await _listed(second) == [room]

@@ -59,12 +59,19 @@ def test_the_python_clients_cursor_resumes_an_epoch_it_returns_to() -> None:
     assert cursor.accept(ChatMessage("r", "ann", "t", 0, 3, EPOCH)) == (False, None)
 
 
-async def test_an_epoch_returned_to_with_less_than_was_handed_over_drops_nothing_new() -> None:
+async def test_an_epoch_returned_to_with_less_than_was_handed_over_drops_nothing_unsaid() -> None:
     history, gaps, delivered = await left_after_three("e2", 1)
-    # Back in the first epoch, whose history ends at 2 now: offset 3 is to come (again).
+    # Back in the first epoch, whose history ends at 2 now: offset 3 is to come (again), a new
+    # message that members' cursors, back after their 3, would drop as delivered: it is
+    # announced lost (the whole picture, with the client's cursor:
+    # tests/unit/test_epoch_return_node_and_cursor.py).
     history.epoch, history.latest = EPOCH, 2
     gaps.recheck("r")
     await settle(gaps)
     gaps.receive("r", live(3))
+    gaps.receive("r", live(4))
     await settle(gaps)
-    assert offsets(delivered)[-2:] == [0, 3]  # the notice, then the new offset 3
+    assert [(e["reason"], e["epoch"], e["from_offset"], e["to_offset"]) for e in losses(delivered)][
+        -1
+    ] == ("too_old", EPOCH, 3, 3)
+    assert offsets(delivered)[-3:] == [0, 0, 4]  # the two notices, then offset 4

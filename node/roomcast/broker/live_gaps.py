@@ -42,6 +42,9 @@ _FIRST_READ: Final = 64  # messages asked for at first; more only when the gap i
 _HOLD_LIMIT: Final = 10_000  # live events held during one catch-up before giving up on it
 _RETRY_DELAY: Final = 0.05
 _LEFT_EPOCHS_KEPT: Final = 4  # epochs a room left behind whose late messages are dropped
+# A live message of an epoch left makes the node look in history (the room may be back in it),
+# at most this often per room: an old primary still publishing costs a read a second, no more.
+_STALE_RECHECK_INTERVAL: Final = 1.0
 
 HistoryReader = Callable[[str, int], Awaitable[HistoryReply]]
 
@@ -82,6 +85,7 @@ class _Room:
     # and what lies between the last one handed over and it is announced by its exact range.
     adopt_next: bool = False
     again: bool = False  # asked to look again while a catch-up was running
+    stale_checked: float = float("-inf")  # when a stale message last made us look in history
     task: asyncio.Task[None] | None = None
 
 
@@ -184,6 +188,7 @@ class LiveGaps:
         if epoch != state.epoch:
             if epoch in state.left:
                 self.stale += 1  # inside a range already announced as lost
+                self._recheck_stale(room, state)
                 return
             if state.from_start:
                 state.epoch, state.last, state.from_start = epoch, 0, False
@@ -205,6 +210,17 @@ class LiveGaps:
         else:
             state.held = [payload]
             self._spawn(room, state)
+
+    def _recheck_stale(self, room: str, state: _Room) -> None:
+        """A message of an epoch left: late (the range was announced lost), or the room is back
+        in that epoch without this node's links being re-made since (or their history read
+        answered before the return): only history tells, and a catch-up that finds the epoch
+        back goes on in it (:meth:`_change_epoch`), filling what was dropped meanwhile."""
+        now = time.monotonic()
+        if now - state.stale_checked < _STALE_RECHECK_INTERVAL:
+            return
+        state.stale_checked = now
+        self.recheck(room)
 
     # Catching up
 
@@ -298,10 +314,15 @@ class LiveGaps:
         )
         _leave(state)
         # Back in an epoch left before (a primary that still held it is primary again): what
-        # was handed over in it then must not be handed over again. Never past the epoch's
-        # ``latest`` offset though: offsets after it are to come, and must not be dropped.
-        resumed = min(state.left.pop(epoch, 0), latest)
+        # was handed over in it then must not be handed over again, and members' cursors,
+        # told only ``new_epoch``, go on after what they had of it too.
+        resumed = state.left.pop(epoch, 0)
         state.epoch, state.last, state.from_start = epoch, resumed, not epoch
+        if resumed > latest:
+            # Its history ends before that (the server back as primary had not replicated the
+            # last ones): those offsets are published again, as new messages, which members
+            # would drop as already delivered. Say so, rather than drop them in silence.
+            self._lose(room, protocol.LOSS_TOO_OLD, epoch, latest + 1, resumed)
 
     def _lose(
         self,
@@ -338,6 +359,7 @@ class LiveGaps:
         elif epoch in state.left:
             self.stale += 1
             state.adopt_next = True
+            self._recheck_stale(room, state)
             return
         else:
             if state.epoch:

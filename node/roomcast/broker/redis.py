@@ -654,6 +654,9 @@ class RedisBroker(OnOneLoop):
         keep_silent_epoch: bool = False,
     ) -> None:
         seq, epoch, _, presence = scripts.room_keys(room)
+        # This node's index write for the room failed: members it leaves behind (on other
+        # nodes, whose joins into the occupied room write nothing) are listed by this leave.
+        unlisted = room in self._unlisted
         self._command(
             presence,
             resp.evalsha(
@@ -666,13 +669,17 @@ class RedisBroker(OnOneLoop):
                     self._silent_room_ttl if keep_silent_epoch else b"0",
                 ),
             ),
-            functools.partial(self._left, room),
+            functools.partial(self._left, room, unlisted),
             publishes=True,
         )
 
-    def _left(self, room: str, reply: Any, error: Exception | None) -> None:
-        if error is None and int(reply[0]) == 0:
+    def _left(self, room: str, unlisted: bool, reply: Any, error: Exception | None) -> None:
+        if error is not None:
+            return
+        if int(reply[0]) == 0:
             self._unindex(room, int(reply[1]))
+        elif unlisted:
+            self._index(room, int(reply[1]))
 
     def _unindex(self, room: str, seen_empty_at: int) -> None:
         """The room was seen empty at that time: it leaves the listing unless joined since."""

@@ -857,15 +857,17 @@ class Node:
         username = self.rooms.username(conn, room)
         assert username is not None
         self.lag.left(conn, room)
-        if self.rooms.leave(conn, room):
-            self._unsubscribe(room)
+        last_local = self.rooms.leave(conn, room)
         self._room_messages.release(room)
         granted = self._granted.get(conn)
         if granted is not None:
             granted.discard(room)
         conn.send(protocol.left(room, command.request_id))
         self._spend_churn(conn)
+        # Before the unsubscribe: the leave reads what this node knows of the room.
         self._announce_leave(room, conn, username)
+        if last_local:
+            self._unsubscribe(room)
 
     def _refresh(self, conn: Member, command: Refresh) -> None:
         """A new token for the same user, on the same connection, before the old one expires."""
@@ -1295,17 +1297,24 @@ class Node:
         event = protocol.user_left(room, username, conn.user_id)
         cause = cause_of(conn.client_key)
         announce = envelope.pack(time.time(), event, conn.id, cause=cause)
-        keep = self._may_keep_silent_epoch(conn)
+        keep = self._may_keep_silent_epoch(conn, room)
         self.broker.leave(room, conn.id, announce, conn.user_id or None, keep_silent_epoch=keep)
 
-    def _may_keep_silent_epoch(self, conn: Member) -> bool:
+    def _may_keep_silent_epoch(self, conn: Member, room: str) -> bool:
         """Whether this leave, if it empties a room that never had a message, keeps the room's
         epoch for the history ttl (so that the member rejoining with ``since`` is not told its
         history was lost). Each keep takes a token of the client's (a token's user, an
         open-mode address) bucket of kept epochs, at its join rate over all nodes; past it the
         room is forgotten at once, as before. A close spends nothing of the join bucket, so
         without it reconnecting into fresh room names (100 handshakes a second per address, 16
-        rooms each) would leave 1,600 rooms' keys a second behind (docs/security.md)."""
+        rooms each) would leave 1,600 rooms' keys a second behind (docs/security.md).
+
+        A leave that cannot empty a silent room spends nothing: other members of the room are
+        still here, or the room had a message (its offsets live a day anyway). Spending on every
+        leave, a user that closed tabs in busy rooms used up its budget, and its own silent room,
+        left after them, was forgotten (its rejoin told ``epoch_changed``)."""
+        if self.rooms.has_room(room) or self._latest.get(room, 0):
+            return False
         budget = conn.budget
         if budget is None:
             return True

@@ -620,6 +620,9 @@ class HttpConnection(asyncio.Protocol):
 
     def _drop_slow_consumer(self) -> None:
         self._wake_drain_waiter()
+        # Ended by the node, not left by its client: spends nothing of the client's join
+        # budget (its EventSource reconnects at once, and was refused 429 for it).
+        self._stream_client = None
         self._server.metrics.slow_consumer_drops.inc()
         log.info("slow HTTP consumer dropped", extra={"connection": self.id})
         if self._send is not None:
