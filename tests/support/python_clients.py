@@ -13,7 +13,14 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from roomcast.client import ChatMessage, Gap, RoomcastClient, SendError, SendUnconfirmed
+from roomcast.client import (
+    ChatMessage,
+    Disconnected,
+    Gap,
+    RoomcastClient,
+    SendError,
+    SendUnconfirmed,
+)
 from tests.support.delivery import Fault, until_changed
 from tests.support.wsclient import scaled
 
@@ -34,9 +41,12 @@ class Follower:
     events: list[ChatMessage | Gap] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
+    disconnects: int = 0  # connections it lost (and, running on, made again)
 
     async def read(self) -> None:
         async for event in self.client:
+            if isinstance(event, Disconnected):
+                self.disconnects += 1
             if isinstance(event, (ChatMessage, Gap)) and event.room == self.room:
                 self.events.append(event)
                 self.changed.set()
@@ -125,7 +135,9 @@ async def until_true(followers: list[Follower], check: Callable[[], bool], timeo
     await until_changed([f.changed for f in followers], check, timeout)
 
 
-async def across(url: str, room: str, fault: Fault, what: str) -> None:
+async def across(url: str, room: str, fault: Fault, what: str) -> list[Follower]:
+    """Readers and senders of ``room`` through ``fault``, the guarantee checked over them;
+    returns them (closed)."""
     followers = [await follow(url, room, f"reader{i}") for i in range(READERS)]
     senders = [Sender(await follow(url, room, f"sender{i}")) for i in range(SENDERS)]
     everyone = [*followers, *(s.follower for s in senders)]
@@ -191,3 +203,4 @@ async def across(url: str, room: str, fault: Fault, what: str) -> None:
             await follower.client.__aexit__(None, None, None)
             if follower.task is not None:
                 follower.task.cancel()
+    return everyone

@@ -483,8 +483,12 @@ class Node:
         markers_only: bool = False,
     ) -> None:
         for conn, catch_up in holders.items():
-            # The joiner's own user_joined (it excludes the joiner) marks its join point.
-            is_marker = conn.id == event.exclude
+            # The joiner's own user_joined (it excludes the joiner) marks its join point. Its
+            # user_left excludes it too: a leave just before this join may still be on its way,
+            # and taken as the marker it let the join finish before messages it had read.
+            is_marker = conn.id == event.exclude and event.event.startswith(
+                protocol.USER_JOINED_PREFIX
+            )
             if markers_only and not is_marker:
                 continue
             catch_up.see(event.offset, event.event, is_marker)
