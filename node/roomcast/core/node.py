@@ -486,9 +486,7 @@ class Node:
             # The joiner's own user_joined (it excludes the joiner) marks its join point. Its
             # user_left excludes it too: a leave just before this join may still be on its way,
             # and taken as the marker it let the join finish before messages it had read.
-            is_marker = conn.id == event.exclude and event.event.startswith(
-                protocol.USER_JOINED_PREFIX
-            )
+            is_marker = conn.id == event.exclude and event.event.startswith(_USER_JOINED)
             if markers_only and not is_marker:
                 continue
             catch_up.see(event.offset, event.event, is_marker)

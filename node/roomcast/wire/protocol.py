@@ -526,9 +526,6 @@ LOSS_UNAVAILABLE: Final = LossReason.UNAVAILABLE
 # How every ``loss`` event begins (``encode`` keeps the key order): what a node tells one by
 # without decoding the JSON of each room event.
 LOSS_PREFIX: Final = b'{"type":"loss",'
-# How every ``user_joined`` event begins: a joiner's marker is its own user_joined, never its
-# user_left (a leave just before a rejoin on the same connection skips it too).
-USER_JOINED_PREFIX: Final = b'{"type":"user_joined",'
 
 
 def loss(
