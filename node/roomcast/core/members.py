@@ -26,6 +26,7 @@ class Member(Protocol):
     message_rate: RateLimiter | None
     typing_rate: RateLimiter | None
     budget: ConnectionBudget | None  # joins, and the client's shared buckets; set on open
+    inbound: RateLimiter | None  # the client's received bytes, over its connections
     client_address: str  # the peer's, or the trusted proxy's X-Forwarded-For hop
     user_id: str  # in events about this user (core.user_ids), set on open
 

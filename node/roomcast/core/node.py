@@ -329,9 +329,23 @@ class Node:
                 self._received["presence"].inc()
                 room = self._target_room(conn, command.room, command.request_id)
                 return self._presence(conn, room, command)
+        except protocol.CostlyFrame as exc:
+            self._charge_costly_frame(conn)
+            self._reject(conn, exc.code, exc.reason, exc.room, exc.request_id)
         except ProtocolError as exc:
             self._reject(conn, exc.code, exc.reason, exc.room, exc.request_id)
         return None
+
+    @staticmethod
+    def _charge_costly_frame(conn: Member) -> None:
+        """A frame of many JSON values (a 60 KB one: ~4 ms to parse, as much as 150 plain
+        frames of its size) costs its client a whole burst of received bytes: the frames it sent
+        with it are refused unparsed, and it may send one such frame per burst's refill (2 s at
+        the defaults) rather than 25 a second. Six addresses' bursts of them held a node's CPU
+        0.42 s and a bystander at 402 ms p99 (tests/adversarial/test_redteam16_costly_json.py)."""
+        inbound = conn.inbound
+        if inbound is not None:
+            inbound.spend(debt=inbound.burst, cost=inbound.burst)
 
     def on_close(self, conn: Member) -> None:
         self.connections.discard(conn)

@@ -25,6 +25,11 @@ from typing import Any, Final
 import orjson
 
 from roomcast.wire.codes import ErrorCode, LossReason
+from roomcast.wire.frame_values import (
+    COUNTED_FROM_CHARS,
+    MAX_FRAME_VALUES,
+    holds_too_many_values,
+)
 from roomcast.wire.recovery import Since
 from roomcast.wire.usernames import UsernameError, normalize_username
 
@@ -44,6 +49,11 @@ class ProtocolError(Exception):
         self.reason = reason
         self.room = room
         self.request_id = request_id
+
+
+class CostlyFrame(ProtocolError):
+    """A frame refused for holding more JSON values than any command (wire.frame_values): its
+    parse cost the node far more than its bytes were charged, so its client pays more."""
 
 
 # A client's own id for a frame (optional): echoed in the reply, ack or error it causes.
@@ -205,6 +215,11 @@ def parse_command(text: str) -> Command:
         raise ProtocolError(ErrorCode.INVALID_JSON, "frame is not valid JSON") from None
     if not isinstance(data, dict):
         raise ProtocolError(ErrorCode.INVALID_FRAME, "frame must be a JSON object")
+    # The length first, inline: short frames (nearly all) pay no call for it.
+    if len(text) > COUNTED_FROM_CHARS and holds_too_many_values(data):
+        raise CostlyFrame(
+            ErrorCode.INVALID_FRAME, f"frame holds more than {MAX_FRAME_VALUES} JSON values"
+        )
     request_id = _request_id(data)
     try:
         return _command(data, request_id)

@@ -1,0 +1,51 @@
+"""Frames of many JSON values are refused after their parse, whatever field holds them; the
+characters of a string are never counted (wire.frame_values)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from roomcast.wire.codes import ErrorCode
+from roomcast.wire.frame_values import COUNTED_FROM_CHARS, MAX_FRAME_VALUES
+from roomcast.wire.protocol import CostlyFrame, Message, parse_command
+
+LONG_TEXT = "x" * COUNTED_FROM_CHARS
+
+
+@pytest.mark.parametrize(
+    "pad",
+    [
+        [[] for _ in range(MAX_FRAME_VALUES)],  # one array of many
+        [[[] for _ in range(MAX_FRAME_VALUES)]],  # the same one level down
+        {str(i): {} for i in range(MAX_FRAME_VALUES)},  # an object of many members
+        [0] * 2_000,  # many numbers
+    ],
+)
+def test_a_frame_of_many_values_is_refused_as_costly(pad: object) -> None:
+    frame = json.dumps({"type": "message", "text": LONG_TEXT, "pad": pad, "id": 7})
+    with pytest.raises(CostlyFrame) as refused:
+        parse_command(frame)
+    assert refused.value.code == ErrorCode.INVALID_FRAME
+
+
+def test_many_top_level_fields_are_refused_as_costly() -> None:
+    fields = {f"f{i}": 0 for i in range(MAX_FRAME_VALUES)}
+    frame = json.dumps({"type": "typing", "text": LONG_TEXT, **fields})
+    with pytest.raises(CostlyFrame):
+        parse_command(frame)
+
+
+def test_brackets_and_commas_inside_a_text_are_not_counted() -> None:
+    text = "[[], {}, [1, 2]], " * 4_000
+    frame = json.dumps({"type": "message", "text": text, "client": {"v": [1, 2, 3]}})
+    command = parse_command(frame)
+    assert isinstance(command, Message) and command.text == text
+
+
+def test_short_frames_are_not_counted() -> None:
+    """Under COUNTED_FROM_CHARS a frame can hold little: not counted (the hot path)."""
+    frame = json.dumps({"type": "typing", "pad": [[] for _ in range(MAX_FRAME_VALUES + 1)]})
+    assert len(frame) <= COUNTED_FROM_CHARS
+    parse_command(frame)
