@@ -136,7 +136,7 @@ def test_page_back_in_a_room_with_no_message_yet_says_nothing_was_missed(
     pages: tuple[ChatPage, ChatPage],
 ) -> None:
     """The page alone in a room without messages, disconnected by the application (reconnect:
-    true), resumes from offset 0 of its epoch. The server keeps that epoch for the history ttl
+    true), resumes from offset 0 of its epoch. The server keeps that epoch for a minute
     after the last member left (within the client's budget of kept epochs), so the resume is
     recovered; it used to be forgotten with the last member and answered epoch_changed, which
     the page then took for nothing missed (it once warned that the server lost its history)."""

@@ -91,7 +91,7 @@ async def test_newest_messages_kept_and_offsets_continue(
     await client.close()
 
 
-async def test_join_leave_churn_over_fresh_rooms_leaves_keys_for_the_history_ttl_only(
+async def test_join_leave_churn_over_fresh_rooms_leaves_keys_for_a_minute_only(
     cluster: LocalCluster, db: redis.Redis
 ) -> None:
     baseline = set(db.keys("rc:{churn-*"))
@@ -115,16 +115,16 @@ async def test_join_leave_churn_over_fresh_rooms_leaves_keys_for_the_history_ttl
         f"\n240 fresh rooms joined and left: {len(left)} keys remain ({held} bytes), "
         f"bystander {rtt:.1f} ms"
     )
-    # A room kept its counter, epoch and lineage only for the history ttl (600 s), so that a
-    # member rejoining with ``since`` finds its epoch, and only while its client's bucket of
-    # kept epochs had a token (40, then 5/s): nothing without an expiry, no presence or
-    # history (an older node left a one-day epoch key per room behind).
+    # A room kept its counter, epoch and lineage only for a minute (KEPT_SILENT_EPOCH_SECONDS),
+    # so that a member rejoining with ``since`` finds its epoch, and only while its client's
+    # bucket of kept epochs had a token (40, then 5/s): nothing without an expiry, no presence
+    # or history (an older node left a one-day epoch key per room behind).
     elapsed = time.monotonic() - started
     assert len(left) <= 3 * 12 * (40 + 1 + 5 * elapsed)
     names = [key.decode() if isinstance(key, bytes) else key for key in left]
     kinds = {name.rsplit(":", 1)[1] for name in names}
     assert kinds <= {"seq", "epoch", "line"}, left
-    assert all(0 < db.ttl(key) <= 600 for key in left)
+    assert all(0 < db.ttl(key) <= 60 for key in left)
     assert rtt < scaled(FEW_MS)
 
 

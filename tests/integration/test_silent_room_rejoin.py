@@ -32,7 +32,9 @@ from tests.support.wsclient import Client
 
 pytestmark = pytest.mark.integration
 
-HISTORY_TTL = 600  # the default ROOMCAST_HISTORY_TTL: how long a silent room keeps its epoch
+KEPT_TTL = (
+    60  # KEPT_SILENT_EPOCH_SECONDS: how long a silent room keeps its epoch after its last leave
+)
 
 
 @dataclass
@@ -146,18 +148,18 @@ async def test_c_redis_restarted_empty_between_leave_and_rejoin_is_told() -> Non
         await assert_told_epoch_changed(node.url, room, joined)
 
 
-async def test_d_a_silent_room_keeps_its_keys_for_the_history_ttl_only(one_node: OneNode) -> None:
+async def test_d_a_silent_room_keeps_its_keys_for_a_minute_only(one_node: OneNode) -> None:
     room = fresh_room()
     db = one_node.redis_of(room)
     joined = await join_alone_and_leave(one_node.node, room, db)
-    # The epoch outlives the room's last member, with an expiry of the history ttl: joins and
+    # The epoch outlives the room's last member, with an expiry of a minute: joins and
     # leaves over fresh room names leave nothing behind for longer (docs/security.md).
     seq, epoch, history, presence = room_keys(room)
     assert db.get(epoch) == joined["epoch"].encode() and db.get(seq) == b"0"
     for key in (seq, epoch):
-        assert 0 < db.ttl(key) <= HISTORY_TTL
+        assert 0 < db.ttl(key) <= KEPT_TTL
     # The lineage (fenced scripts) lives as long; nothing else stays.
-    assert db.ttl(line_key(room)) in (-2, *range(1, HISTORY_TTL + 1))
+    assert db.ttl(line_key(room)) in (-2, *range(1, KEPT_TTL + 1))
     assert db.exists(history, presence) == 0
 
 

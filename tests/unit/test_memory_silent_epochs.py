@@ -39,9 +39,9 @@ async def rejoined_after(
 
 async def test_a_kept_epoch_is_found_within_the_ttl_and_not_after(clock: Clock) -> None:
     broker = MemoryBroker(lambda room, payload: None, limits=HistoryLimits(ttl=600))
-    joined, back = await rejoined_after(broker, "kept", clock, 599, keep=True)
+    joined, back = await rejoined_after(broker, "kept", clock, 59, keep=True)
     assert (back.status, back.epoch, back.offset) == (RECOVERED, joined.epoch, 0)
-    joined, back = await rejoined_after(broker, "expired", clock, 601, keep=True)
+    joined, back = await rejoined_after(broker, "expired", clock, 61, keep=True)
     assert back.status == EPOCH_CHANGED and back.epoch != joined.epoch
 
 

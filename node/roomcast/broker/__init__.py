@@ -146,6 +146,13 @@ RoomPresence = dict[str, list[str | None]]
 
 # Control-channel name: not a valid room name, so no room's channel can ever be it.
 CONTROL_ROOM: Final = "#control"
+# How long a room that never had a message keeps its counter, epoch and fence line after the
+# leave of its last member (when the node keeps it): long enough for that member to come back
+# with ``since`` after a dropped connection, a node's death or a page reload, and be told
+# ``recovered``; short, because each such room is ~312 bytes of Redis that any client's churn
+# over fresh room names leaves behind (at the history ttl, 600 s, 200 addresses at their rate
+# filled the shipped maxmemory: docs/security.md).
+KEPT_SILENT_EPOCH_SECONDS: Final = 60.0
 MAX_BANS_LISTED: Final = 1000
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from roomcast.broker import (
+    KEPT_SILENT_EPOCH_SECONDS,
     MAX_BANS_LISTED,
     Ban,
     BrokerUnavailable,
@@ -70,10 +71,10 @@ class _Room:
 
 
 class _SilentEpochs:
-    """Epochs of rooms that never had a message, kept for the history ttl after their last
-    member left (as the Redis scripts keep them): a member that rejoins with ``since`` meanwhile
-    finds its epoch instead of being told a history that never was is lost. Oldest first, so
-    the expired ones are dropped from the front."""
+    """Epochs of rooms that never had a message, kept for KEPT_SILENT_EPOCH_SECONDS (at most
+    the history ttl) after their last member left (as the Redis scripts keep them): a member
+    that rejoins with ``since`` meanwhile finds its epoch instead of being told a history that
+    never was is lost. Oldest first, so the expired ones are dropped from the front."""
 
     def __init__(self, ttl: float) -> None:
         self._ttl = ttl
@@ -118,7 +119,7 @@ class MemoryBroker:
         self._limits = limits or HistoryLimits()
         self._subscribed: set[str] = set()
         self._rooms: dict[str, _Room] = {}
-        self._silent_epochs = _SilentEpochs(self._limits.ttl)
+        self._silent_epochs = _SilentEpochs(min(self._limits.ttl, KEPT_SILENT_EPOCH_SECONDS))
         self._running = False
 
     @property

@@ -32,6 +32,7 @@ from redis.exceptions import RedisError
 
 from roomcast.broker import (
     CONTROL_ROOM,
+    KEPT_SILENT_EPOCH_SECONDS,
     MAX_BANS_LISTED,
     Ban,
     BrokerUnavailable,
@@ -644,6 +645,11 @@ class RedisBroker(OnOneLoop):
         """How long a room without messages keeps its epoch after its last join or leave."""
         return b"%d" % max(1, int(self._limits.ttl))
 
+    @property
+    def _kept_silent_epoch_ttl(self) -> bytes:
+        """How long a room without messages keeps its epoch after its last member left."""
+        return b"%d" % max(1, int(min(self._limits.ttl, KEPT_SILENT_EPOCH_SECONDS)))
+
     def leave(
         self,
         room: str,
@@ -666,7 +672,7 @@ class RedisBroker(OnOneLoop):
                     self.topology.channel(room),
                     announce,
                     presence_fields.field(member, user_id),
-                    self._silent_room_ttl if keep_silent_epoch else b"0",
+                    self._kept_silent_epoch_ttl if keep_silent_epoch else b"0",
                 ),
             ),
             functools.partial(self._left, room, unlisted),
@@ -854,7 +860,7 @@ class RedisBroker(OnOneLoop):
                         head,
                         dead + b"-",
                         raw_room,
-                        self._silent_room_ttl,
+                        self._kept_silent_epoch_ttl,
                     ),
                 ),
                 publishes=True,
