@@ -13,8 +13,11 @@ from typing import Any
 
 from roomcast.broker import BrokerUnavailable
 from tests.support.wsharness import settle
-from tests.unit.test_faultteam12_leave_then_rejoin_marker import SlowPubSubBroker
-from tests.unit.test_node import drain, make_env, send_messages
+from tests.unit.test_faultteam12_leave_then_rejoin_marker import (
+    SlowPubSubBroker,
+    after_one_message,
+)
+from tests.unit.test_node import drain, send_messages
 
 
 class ReplyLostBroker(SlowPubSubBroker):
@@ -31,13 +34,8 @@ class ReplyLostBroker(SlowPubSubBroker):
 
 
 async def test_a_retried_join_is_not_marked_by_the_failed_attempts_user_joined() -> None:
-    env = await make_env(ReplyLostBroker)
-    broker = env.broker
+    broker, alice, bob, epoch = await after_one_message(ReplyLostBroker)
     assert isinstance(broker, ReplyLostBroker)
-    alice = await env.joined("alice", "general")
-    bob = await env.joined("bob", "general")
-    await send_messages(alice, "one")
-    epoch = bob.events()[-1]["epoch"]
     bob.send_json({"type": "leave", "room": "general"})
     await settle()
     drain(bob)
