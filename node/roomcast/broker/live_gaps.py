@@ -256,6 +256,7 @@ class LiveGaps:
                 # Same epoch, history ending before what was handed over: Redis failed over to
                 # a replica that had not received the last messages, and kept the epoch.
                 self._lose_reused(room, state, reply.offset)
+                self._remember_foreign(state)
             wanted = reply.offset - state.last
             if wanted > len(reply.messages) and limit < min(wanted, self._history_size):
                 limit = min(wanted, self._history_size)
@@ -273,6 +274,19 @@ class LiveGaps:
                 break
             limit = _FIRST_READ
         self._release(room, state)
+
+    def _remember_foreign(self, state: _Room) -> None:
+        """History is in the room's epoch, yet live messages of another one, not left either,
+        are held: a server no longer primary published them (or our read went to a server
+        behind the one that did). Each would send the node back to history at once, in a loop
+        as fast as Redis answers. Remembered as left with nothing handed over, they are dropped
+        as stale (history looked at again at most once a second); should history come to be
+        in that epoch, it is handed over from its offset 1."""
+        for payload in state.held or ():
+            offset, epoch = sequence_of(payload)
+            if offset and epoch != state.epoch and epoch not in state.left:
+                _remember_left(state, epoch, 0)
+                state.stale_checked = time.monotonic()  # history was just read
 
     def _fill_from_held(self, room: str, state: _Room, first: int) -> None:
         """History starts at ``first``, past the last offset handed over: what lies between
@@ -420,7 +434,11 @@ def _leave(state: _Room) -> None:
     """Remember the epoch being left (and where), forgetting the oldest beyond the few kept."""
     if not state.epoch:
         return  # no epoch yet (a room that had none): nothing late can come from it
-    state.left.pop(state.epoch, None)
-    state.left[state.epoch] = state.last
+    _remember_left(state, state.epoch, state.last)
+
+
+def _remember_left(state: _Room, epoch: str, last: int) -> None:
+    state.left.pop(epoch, None)
+    state.left[epoch] = last
     while len(state.left) > _LEFT_EPOCHS_KEPT:
         del state.left[next(iter(state.left))]
