@@ -202,6 +202,11 @@ var RoomCursor = class {
       this.#leftEpochs.delete(loss.newEpoch);
       return this.#gap(loss.reason);
     }
+    if (this.epoch === null && loss.epoch !== "") {
+      this.epoch = loss.epoch;
+      this.offset = 0;
+      this.#left = null;
+    }
     if (loss.epoch !== this.epoch) return null;
     if (loss.toOffset === null) {
       this.#holeAnnounced = true;

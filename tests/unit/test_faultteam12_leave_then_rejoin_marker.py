@@ -12,7 +12,7 @@ from collections import deque
 from typing import Any
 
 from roomcast.broker.memory import MemoryBroker
-from tests.support.wsharness import settle
+from tests.support.wsharness import WsClient, settle
 from tests.unit.test_node import drain, make_env, send_messages
 
 
@@ -43,14 +43,22 @@ class SlowPubSubBroker(MemoryBroker):
             self._deliver(*self.waiting.popleft())
 
 
-async def test_a_rejoin_is_not_marked_by_its_own_leave() -> None:
-    env = await make_env(SlowPubSubBroker)
+async def after_one_message(
+    broker_class: type[SlowPubSubBroker],
+) -> tuple[SlowPubSubBroker, WsClient, WsClient, str]:
+    """Alice and Bob in "general", Alice's message at offset 1 delivered: (broker, alice, bob,
+    the room's epoch)."""
+    env = await make_env(broker_class)
     broker = env.broker
-    assert isinstance(broker, SlowPubSubBroker)
+    assert isinstance(broker, broker_class)
     alice = await env.joined("alice", "general")
     bob = await env.joined("bob", "general")
     await send_messages(alice, "one")
-    epoch = bob.events()[-1]["epoch"]
+    return broker, alice, bob, bob.events()[-1]["epoch"]
+
+
+async def test_a_rejoin_is_not_marked_by_its_own_leave() -> None:
+    broker, alice, bob, epoch = await after_one_message(SlowPubSubBroker)
     broker.slow = True
     bob.send_json({"type": "leave", "room": "general"})
     await send_messages(alice, "two")  # offset 2, not yet received by the node

@@ -113,7 +113,8 @@ def losses(delivered: list[tuple[str, bytes]]) -> list[dict[str, object]]:
 
 
 async def test_a_new_epoch_is_announced_as_a_loss_then_filled_from_its_start() -> None:
-    gaps, delivered = make(History(latest=3, epoch="e2"))
+    # History holds every message received live (each is stored before it is published).
+    gaps, delivered = make(History(latest=4, epoch="e2"))
     gaps.baseline("r", EPOCH, 10)
     gaps.receive("r", live(3, "e2"))  # Redis lost the room; 1 and 2 came where we did not listen
     gaps.receive("r", live(4, "e2"))

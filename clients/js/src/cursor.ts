@@ -102,6 +102,14 @@ export class RoomCursor {
       this.#leftEpochs.delete(loss.newEpoch);
       return this.#gap(loss.reason);
     }
+    if (this.epoch === null && loss.epoch !== "") {
+      // The epoch the room started over in, named before any of its messages reached us (the
+      // server's catch-up of it gave up, or found its start trimmed): its offsets count from 1,
+      // and this notice is about the first of them.
+      this.epoch = loss.epoch;
+      this.offset = 0;
+      this.#left = null;
+    }
     if (loss.epoch !== this.epoch) return null;
     if (loss.toOffset === null) {
       this.#holeAnnounced = true; // up to the next message, whose offset ends the hole

@@ -84,6 +84,9 @@ class _Room:
     # A catch-up gave up: the next chat message is taken as it comes (history cannot be read),
     # and what lies between the last one handed over and it is announced by its exact range.
     adopt_next: bool = False
+    # Offsets of ``epoch`` up to this one were announced as published again (history went
+    # back below ``last``): a later look that finds it still behind does not say it twice.
+    reused: int = 0
     again: bool = False  # asked to look again while a catch-up was running
     stale_checked: float = float("-inf")  # when a stale message last made us look in history
     task: asyncio.Task[None] | None = None
@@ -249,6 +252,11 @@ class LiveGaps:
                 self._change_epoch(room, state, reply.epoch, reply.offset)
                 if state.from_start:
                     break  # no message in the new epoch yet: all of it will come live
+            else:
+                # Same epoch, history ending before what was handed over: Redis failed over to
+                # a replica that had not received the last messages, and kept the epoch.
+                self._lose_reused(room, state, reply.offset)
+                self._remember_foreign(state)
             wanted = reply.offset - state.last
             if wanted > len(reply.messages) and limit < min(wanted, self._history_size):
                 limit = min(wanted, self._history_size)
@@ -266,6 +274,19 @@ class LiveGaps:
                 break
             limit = _FIRST_READ
         self._release(room, state)
+
+    def _remember_foreign(self, state: _Room) -> None:
+        """History is in the room's epoch, yet live messages of another one, not left either,
+        are held: a server no longer primary published them (or our read went to a server
+        behind the one that did). Each would send the node back to history at once, in a loop
+        as fast as Redis answers. Remembered as left with nothing handed over, they are dropped
+        as stale (history looked at again at most once a second); should history come to be
+        in that epoch, it is handed over from its offset 1."""
+        for payload in state.held or ():
+            offset, epoch = sequence_of(payload)
+            if offset and epoch != state.epoch and epoch not in state.left:
+                _remember_left(state, epoch, 0)
+                state.stale_checked = time.monotonic()  # history was just read
 
     def _fill_from_held(self, room: str, state: _Room, first: int) -> None:
         """History starts at ``first``, past the last offset handed over: what lies between
@@ -318,11 +339,19 @@ class LiveGaps:
         # told only ``new_epoch``, go on after what they had of it too.
         resumed = state.left.pop(epoch, 0)
         state.epoch, state.last, state.from_start = epoch, resumed, not epoch
-        if resumed > latest:
-            # Its history ends before that (the server back as primary had not replicated the
-            # last ones): those offsets are published again, as new messages, which members
-            # would drop as already delivered. Say so, rather than drop them in silence.
-            self._lose(room, protocol.LOSS_TOO_OLD, epoch, latest + 1, resumed)
+        state.reused = 0
+        # Its history may end before that (the server back as primary had not replicated the
+        # last ones).
+        self._lose_reused(room, state, latest)
+
+    def _lose_reused(self, room: str, state: _Room, latest: int) -> None:
+        """History of ``state.epoch`` ends at ``latest``: offsets after it, up to the last one
+        handed over, are published again, as new messages, which members would drop as
+        already delivered (and so does this node). Say so, rather than drop them in silence."""
+        first = max(latest, state.reused) + 1
+        if first <= state.last:
+            self._lose(room, protocol.LOSS_TOO_OLD, state.epoch, first, state.last)
+            state.reused = state.last
 
     def _lose(
         self,
@@ -374,6 +403,7 @@ class LiveGaps:
                 _leave(state)
             if offset > 1 and (state.epoch or state.from_start):
                 self._lose(room, protocol.LOSS_UNAVAILABLE, epoch, 1, offset - 1)
+            state.reused = 0
         state.epoch, state.last, state.from_start = epoch, offset, False
         self._deliver(room, payload)
 
@@ -404,7 +434,11 @@ def _leave(state: _Room) -> None:
     """Remember the epoch being left (and where), forgetting the oldest beyond the few kept."""
     if not state.epoch:
         return  # no epoch yet (a room that had none): nothing late can come from it
-    state.left.pop(state.epoch, None)
-    state.left[state.epoch] = state.last
+    _remember_left(state, state.epoch, state.last)
+
+
+def _remember_left(state: _Room, epoch: str, last: int) -> None:
+    state.left.pop(epoch, None)
+    state.left[epoch] = last
     while len(state.left) > _LEFT_EPOCHS_KEPT:
         del state.left[next(iter(state.left))]

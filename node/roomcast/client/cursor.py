@@ -87,6 +87,11 @@ class RoomCursor:
             resume = self.left_epochs.pop(loss.new_epoch, 0) if loss.new_epoch else 0
             self.epoch, self.offset = loss.new_epoch, resume
             return Gap(self.room, loss.reason, loss.new_epoch or "", resume)
+        if self.epoch is None and loss.epoch:
+            # The epoch the room started over in, named before any of its messages reached
+            # us (the node's catch-up of it gave up, or found its start trimmed): its
+            # offsets count from 1, and this notice is about the first of them.
+            self.epoch, self.offset, self.left = loss.epoch, 0, None
         if loss.epoch != self.epoch:
             return None
         if loss.to_offset is None:

@@ -28,6 +28,10 @@ class CatchUp:
     # its send bound (half of it: the other half is for the missed messages)
     byte_limit: int = 0
     marker_seen: bool = False
+    # When this attempt's user_joined was packed (its envelope's origin time): the marker is
+    # that envelope only. A failed attempt on the same connection published one too, which
+    # may still be on its way and would mark a point before this attempt's script.
+    announced_at: float | None = None
     held: list[tuple[int, bytes]] = field(default_factory=list)
     held_bytes: int = 0
     overflowed: bool = False

@@ -499,8 +499,14 @@ class Node:
         for conn, catch_up in holders.items():
             # The joiner's own user_joined (it excludes the joiner) marks its join point. Its
             # user_left excludes it too: a leave just before this join may still be on its way,
-            # and taken as the marker it let the join finish before messages it had read.
-            is_marker = conn.id == event.exclude and event.event.startswith(_USER_JOINED)
+            # and taken as the marker it let the join finish before messages it had read. So
+            # does the user_joined of a failed attempt on this connection (its script ran, its
+            # reply was lost): only this attempt's, told by its origin time, is the marker.
+            is_marker = (
+                conn.id == event.exclude
+                and event.origin_time == catch_up.announced_at
+                and event.event.startswith(_USER_JOINED)
+            )
             if markers_only and not is_marker:
                 continue
             catch_up.see(event.offset, event.event, is_marker)
@@ -784,7 +790,8 @@ class Node:
             raise BrokerUnavailable("connection closed while joining")
         event = protocol.user_joined(room, username, conn.user_id)
         cause = cause_of(conn.client_key)  # whose churn it is (core.churn)
-        announce = envelope.pack(time.time(), event, conn.id, cause=cause)
+        catch_up.announced_at = time.time()
+        announce = envelope.pack(catch_up.announced_at, event, conn.id, cause=cause)
         self._announced.add((conn, room))
         self._published["user_joined"].inc()
         user = conn.identity.subject if conn.identity is not None else username

@@ -80,6 +80,19 @@ test("after an epoch change to a new epoch without messages yet, its first messa
   assert.deepEqual(cursor.since(), { epoch: "e2", offset: 1 });
 });
 
+test("a loss in the epoch the room started over in, before any of its messages, is a gap", () => {
+  // The server's catch-up of the new epoch gave up (Redis unreachable), then adopted its offset 3
+  // with an "unavailable" notice for 1..2. Before, the cursor (epoch null) dropped the notice and
+  // took offset 3 as the epoch's first message: 1 and 2 lost without a gap.
+  const cursor = new RoomCursor("r");
+  cursor.accept(message("r", 3));
+  cursor.onLoss({ type: "loss", room: "r", reason: "epoch_changed", epoch: "e1", fromOffset: 4, toOffset: null, newEpoch: null });
+  const lost = { type: "loss", room: "r", reason: "unavailable", epoch: "e2", fromOffset: 1, toOffset: 2, newEpoch: null };
+  assert.deepEqual(cursor.onLoss(lost), { type: "gap", room: "r", reason: "unavailable", epoch: "e2", offset: 2 });
+  assert.deepEqual(cursor.accept(message("r", 3, "x", { epoch: "e2" })), [true, null]);
+  assert.deepEqual(cursor.since(), { epoch: "e2", offset: 3 });
+});
+
 test("a notice back into an epoch left before resumes after what was delivered in it", () => {
   // Sentinel promoted a server that had lost the room, then one still holding its old epoch.
   const cursor = new RoomCursor("r");
