@@ -7,7 +7,7 @@ of the node's CPU, before any limit of the API (its rate is checked once the req
 nginx re-frames a chunked body in its own pieces, so this needs the node's port: what a TCP load
 balancer, or a deployment's own proxy that passes bodies through as sent, gives every client.
 On main, two connections of one address sending three such posts each held a bystander at
-seconds p99. A body now comes in at most 16 pieces plus one per 512 bytes of it (a client
+seconds p99. A body now comes in at most 16 pieces plus one per 256 bytes of it (a client
 sending full TCP segments, 536 bytes and more, never needs more); beyond that it is refused 400
 ``invalid_request`` and the connection closed.
 

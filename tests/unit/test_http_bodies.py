@@ -14,6 +14,16 @@ def test_whole_segments_always_fit() -> None:
             assert not too_many_pieces(pieces, received), (segment, pieces)
 
 
+def test_chunks_across_segment_writes_fit() -> None:
+    # 536-byte chunks (543 bytes framed) written 544 bytes at a time, each write read alone:
+    # every read after the first holds the end of one chunk and the start of the next.
+    received = pieces = 0
+    for _ in range(120):  # a 64 KB post
+        received += 536
+        pieces += 2
+        assert not too_many_pieces(pieces, received), (pieces, received)
+
+
 def test_one_byte_pieces_are_refused_after_a_few() -> None:
     first_refused = next(n for n in range(1, 1000) if too_many_pieces(n, n))
     assert first_refused == BASE_PIECES + 1

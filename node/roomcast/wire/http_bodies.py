@@ -4,8 +4,11 @@ A body is bounded by its bytes (``ROOMCAST_MAX_FRAME_BYTES``), but parsing it co
 h11 hands over each chunk of a chunked body, and each read of a plain one, as an event of its
 own, parsed in Python. A 60 KB post in 60,000 one-byte chunks (360 KB on the wire, one write)
 took ~0.6-1 s of a node's CPU before any limit of the API applied. A client that sends whole TCP
-segments (536 bytes at the least) never comes near one piece per 512 bytes; the 16 more cover a
-body's first small pieces (a head's tail, a short write).
+segments (536 bytes at the least) never comes near one piece per 256 bytes, even when its chunks
+and its writes do not line up (a read then holds the end of one chunk and the start of the next:
+two events per segment; at one per 512 bytes, a post in 536-byte chunks written 544 bytes at a
+time was refused whenever the node read each write on its own); the 16 more cover a body's first
+small pieces (a head's tail, a short write). A 64 KiB body is then at most 272 events (~4 ms).
 
 A chunked body may end with trailer lines, which h11 parses as it does a head's, a line at a
 time, once the blank line that ends them has come: 10,000 of them (60 KB, one write) cost a node
@@ -22,7 +25,7 @@ from typing import Final
 from roomcast.wire.http_heads import MAX_HEADERS
 
 BASE_PIECES: Final = 16
-BYTES_PER_PIECE: Final = 512
+BYTES_PER_PIECE: Final = 256
 
 
 def too_many_pieces(pieces: int, received: int) -> bool:
