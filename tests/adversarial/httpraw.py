@@ -235,9 +235,14 @@ class EventStreamReader:
 
     @classmethod
     async def open(
-        cls, port: int, target: str, headers: list[tuple[str, str]] | None = None
+        cls,
+        port: int,
+        target: str,
+        headers: list[tuple[str, str]] | None = None,
+        source: str | None = None,
     ) -> EventStreamReader:
-        reader, writer = await open_socket("127.0.0.1", port)
+        """``source``: the local address (another client: any of 127.0.0.0/8 on loopback)."""
+        reader, writer = await open_socket("127.0.0.1", port, source=source)
         sent = [("Accept", "text/event-stream"), *(headers or [])]
         writer.write(request_bytes("GET", target, f"127.0.0.1:{port}", sent, close=False))
         raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), scaled(10))
