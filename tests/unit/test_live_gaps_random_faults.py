@@ -123,11 +123,8 @@ async def failed_over(redis: Redis, gaps: LiveGaps) -> None:
     redis.failures = 0
     served = redis.served
     gaps.recheck("r")
-    # A catch-up already running may be waiting to retry a failed read: bounded wait for it.
-    for _ in range(500):
-        await asyncio.sleep(0.001 if redis.served == served else 0)
-        if redis.served > served:
-            break
+    # A catch-up already running may be waiting to retry a failed read: it reads again.
+    await asyncio.wait_for(gaps.settled(), 5)
     assert redis.served > served, "the node never read history after the failover"
 
 

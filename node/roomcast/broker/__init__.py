@@ -313,7 +313,7 @@ class Broker(Protocol):
     ) -> None:
         """Drop ``member`` (joined with ``user_id``) from presence and publish ``announce``
         (user_left), atomically. When that empties a room that never had a message, its epoch
-        is kept for the history ttl if ``keep_silent_epoch``, else forgotten at once."""
+        is kept for KEPT_SILENT_EPOCH_SECONDS if ``keep_silent_epoch``, else forgotten at once."""
 
     async def resync_presence(self, rooms: dict[str, dict[str, PresenceEntry]]) -> None:
         """Make this node's presence entries exactly ``rooms`` (room -> member -> entry):

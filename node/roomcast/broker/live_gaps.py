@@ -422,6 +422,11 @@ class LiveGaps:
             # None was held: say so at once, up to the next message delivered.
             self._lose(room, protocol.LOSS_UNAVAILABLE, state.epoch, state.last + 1, None)
 
+    async def settled(self) -> None:
+        """Until no catch-up runs (those that start meanwhile included)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
     async def stop(self) -> None:
         for task in list(self._tasks):
             task.cancel()

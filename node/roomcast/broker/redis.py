@@ -283,6 +283,11 @@ class RedisBroker(OnOneLoop):
     ) -> None:
         timeout = options.get("timeout", DEFAULT_TIMEOUT)
         self._limits = options.get("limits") or HistoryLimits()
+        # Seconds (as script arguments) a room without messages keeps its counter and epoch:
+        # after its last join while it has members, and after its last member's leave.
+        ttl = self._limits.ttl
+        self._silent_room_ttl = b"%d" % max(1, int(ttl))
+        self._kept_silent_epoch_ttl = b"%d" % max(1, int(min(ttl, KEPT_SILENT_EPOCH_SECONDS)))
         self._instance = options.get("instance") or new_epoch()
         self._rooms_key = f"rc:node:{self._instance}:rooms".encode()
         self._presence_ttl = options.get("presence_ttl", DEFAULT_PRESENCE_TTL)
@@ -639,16 +644,6 @@ class RedisBroker(OnOneLoop):
             ),
             settle,
         )
-
-    @property
-    def _silent_room_ttl(self) -> bytes:
-        """How long a room without messages keeps its epoch after its last join or leave."""
-        return b"%d" % max(1, int(self._limits.ttl))
-
-    @property
-    def _kept_silent_epoch_ttl(self) -> bytes:
-        """How long a room without messages keeps its epoch after its last member left."""
-        return b"%d" % max(1, int(min(self._limits.ttl, KEPT_SILENT_EPOCH_SECONDS)))
 
     def leave(
         self,

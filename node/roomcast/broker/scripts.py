@@ -215,8 +215,9 @@ return {'absent'}
 
 
 # The last member of a room that never had a message leaves its counter, epoch and lineage
-# (fenced scripts: Sentinel, standalone, Cluster) for the history ttl from now, not longer: a
-# member that rejoins with ``since`` meanwhile finds its epoch (``recovered``, nothing was lost),
+# (fenced scripts: Sentinel, standalone, Cluster) for the given ttl from now (a minute,
+# broker.KEPT_SILENT_EPOCH_SECONDS), not longer: a member that rejoins with ``since``
+# meanwhile finds its epoch (``recovered``, nothing was lost),
 # where deleting them told it ``epoch_changed`` for a history that never was. A ttl of 0 deletes
 # them at once (a leave the node does not keep for: joins and leaves over fresh room names must
 # not pin keys, docs/security.md). A real loss still changes the epoch: Redis restarted empty or

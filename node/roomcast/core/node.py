@@ -1014,9 +1014,12 @@ class Node:
         reconnecting is bounded by each connection's own join bucket and the handshakes)."""
         budget = conn.budget
         if budget is not None:
-            joins = budget.client_joins
-            joins.spend(joins.burst)
-            self._charge_shared(budget.client, "join", joins, debt=joins.burst)
+            self._spend_leave(budget.client, budget.client_joins)
+
+    def _spend_leave(self, client: str, joins: RateLimiter) -> None:
+        """A leave's token of ``client``'s join bucket, here and over all nodes."""
+        joins.spend(joins.burst)
+        self._charge_shared(client, "join", joins, debt=joins.burst)
 
     def admit_stream(self, client: str) -> float | None:
         """Whether ``client`` may open an event stream now (None), else the seconds until it
@@ -1034,8 +1037,7 @@ class Node:
         pool = self._client_joins
         bucket = pool.acquire(client)
         try:
-            bucket.spend(bucket.burst)
-            self._charge_shared(client, "join", bucket, debt=bucket.burst)
+            self._spend_leave(client, bucket)
         finally:
             pool.release(client)
 
@@ -1325,12 +1327,13 @@ class Node:
 
     def _may_keep_silent_epoch(self, conn: Member, room: str) -> bool:
         """Whether this leave, if it empties a room that never had a message, keeps the room's
-        epoch for the history ttl (so that the member rejoining with ``since`` is not told its
-        history was lost). Each keep takes a token of the client's (a token's user, an
-        open-mode address) bucket of kept epochs, at its join rate over all nodes; past it the
-        room is forgotten at once, as before. A close spends nothing of the join bucket, so
-        without it reconnecting into fresh room names (100 handshakes a second per address, 16
-        rooms each) would leave 1,600 rooms' keys a second behind (docs/security.md).
+        epoch for a minute (broker.KEPT_SILENT_EPOCH_SECONDS), so that the member rejoining
+        with ``since`` is not told its history was lost. Each keep takes a token of the
+        client's (a token's user, an open-mode address) bucket of kept epochs, at its join rate
+        over all nodes; past it the room is forgotten at once, as before. A close spends nothing
+        of the join bucket, so without it reconnecting into fresh room names (100 handshakes a
+        second per address, 16 rooms each) would leave 1,600 rooms' keys a second behind
+        (docs/security.md).
 
         A leave that cannot empty a silent room spends nothing: other members of the room are
         still here, or the room had a message (its offsets live a day anyway). Spending on every
