@@ -12,7 +12,11 @@ Measuring both at once, in the same windows, is what makes the two comparable on
 Then the floor: a plain ``select.epoll`` loop in Python doing only the round trip (a 4-byte ping
 written to each connection once per interval, spread over ticks, and the client's 8-byte pong
 read), answered by another process: what the kernel (on loopback, the sender also pays for the
-receiver's TCP input) and a minimal event loop cost, with no WebSocket server at all.
+receiver's TCP input) and a minimal event loop cost, with no WebSocket server at all. The floor
+is measured twice: the round trip, and with a client that reads the pings but never answers (the
+ping's ``write`` alone), which splits the round trip into its two halves. (No user/system split:
+Linux divides a thread's CPU time between the two by timer-tick samples, and a window holds too
+few ticks; at 2,000 connections it moved between 22 % and 84 % kernel from one window to the next.)
 
 Run: ``.venv/bin/python bench/heartbeat_cost.py`` (5,000, 10,000 and 19,000 connections per node
 at the default 30 s interval: about 20 minutes); ``--connections 2000 --interval 3`` for a quick
@@ -128,8 +132,8 @@ def measure_builds(
             cluster.stop()
 
 
-def _floor_client(port: int, count: int, ready: Any) -> None:
-    """The floor's other end: ``count`` connections, a pong for every read."""
+def _floor_client(port: int, count: int, ready: Any, answer: bool) -> None:
+    """The floor's other end: ``count`` connections, a pong for every read if ``answer``."""
     poller = select.epoll()
     sockets = []
     for _ in range(count):
@@ -142,18 +146,22 @@ def _floor_client(port: int, count: int, ready: Any) -> None:
         for fd, _ in poller.poll():
             if not os.read(fd, 4096):
                 return
-            os.write(fd, FLOOR_PONG)
+            if answer:
+                os.write(fd, FLOOR_PONG)
 
 
-def measure_floor(count: int, interval: float, rounds: int) -> list[float]:
-    """µs of CPU per connection per round trip for a bare epoll loop (see the module doc)."""
+def measure_floor(count: int, interval: float, rounds: int, *, answer: bool = True) -> list[float]:
+    """µs of CPU per connection per round trip for a bare epoll loop (see the module doc);
+    ``answer=False``: a client that never pongs (the ping alone)."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(4096)
     context = multiprocessing.get_context("spawn")
     ready = context.Event()
     client = context.Process(
-        target=_floor_client, args=(listener.getsockname()[1], count, ready), daemon=True
+        target=_floor_client,
+        args=(listener.getsockname()[1], count, ready, answer),
+        daemon=True,
     )
     client.start()
     conns: list[socket.socket] = []
@@ -199,6 +207,10 @@ def measure_floor(count: int, interval: float, rounds: int) -> list[float]:
             client.kill()
 
 
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--connections", default="5000,10000,19000", help="comma list, per node")
@@ -233,9 +245,14 @@ def main() -> None:
                     f" {share:.1%} of a core"
                 )
     floor = measure_floor(min(sizes), args.interval, args.rounds)
+    ping_only = measure_floor(min(sizes), args.interval, args.rounds, answer=False)
     result["floor_us_per_round_trip"] = floor
+    result["floor_ping_only_us"] = ping_only
     result["load_average_end"] = os.getloadavg()
-    progress.log(f"bare epoll round trip (floor): {sorted(floor)[len(floor) // 2]:.1f} µs {floor}")
+    progress.log(
+        f"bare epoll round trip (floor): {_median(floor):.1f} µs {floor};"
+        f" the ping alone (no pong): {_median(ping_only):.1f} µs {ping_only}"
+    )
     if args.output is not None:
         args.output.write_text(json.dumps(result, indent=2) + "\n")
 

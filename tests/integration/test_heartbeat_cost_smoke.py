@@ -1,6 +1,6 @@
 """bench/heartbeat_cost.py end to end at a tiny size: two real nodes (this tree and HEAD) holding
-idle clients, measured in the same windows, and the bare round trip; its figures are there and
-sane. No speed assertions."""
+idle clients, measured in the same windows, and the bare round trip (whole, and the ping alone);
+its figures are there and sane. No speed assertions."""
 
 from __future__ import annotations
 
@@ -37,4 +37,8 @@ def test_heartbeat_cost_compares_two_builds_and_the_floor(tmp_path: Path) -> Non
         assert build["median"] in build["us_per_connection_per_interval"]
     assert len(result["floor_us_per_round_trip"]) == 2
     assert all(us > 0 for us in result["floor_us_per_round_trip"])
+    # The ping alone (a client that reads it and never answers), per round.
+    assert len(result["floor_ping_only_us"]) == 2
+    assert all(us > 0 for us in result["floor_ping_only_us"])
+    assert "the ping alone (no pong)" in proc.stderr
     assert "40 connections, after:" in proc.stderr  # the progress log
