@@ -1350,10 +1350,18 @@ class Connection(asyncio.Protocol):
             return
         self._server.metrics.slow_consumer_drops.inc()
         self._app.on_rejected(self, ErrorCode.SLOW_CONSUMER)
-        log.info(
-            "slow consumer dropped",
-            extra={"connection": self.id, "peer": self.peer, "reason": reason, "lag": self.lagging},
-        )
+        unlogged = self._server.drops_logged.admit(ErrorCode.SLOW_CONSUMER)
+        if unlogged is not None:
+            log.info(
+                "slow consumer dropped",
+                extra={
+                    "connection": self.id,
+                    "peer": self.peer,
+                    "reason": reason,
+                    "lag": self.lagging,
+                    "unlogged_before": unlogged,
+                },
+            )
         # What the node held back is freed now; the close frame queues behind what the transport
         # already has, and the close timer aborts the socket if the client never reads it.
         # Either way it gets no more room traffic from now on.
@@ -1473,8 +1481,10 @@ class WebSocketServer:
         self.accepted = 0
         self.metrics.connections_max.set(self.max_connections)
         self._full_logged = -1e9
-        # Which refused handshakes get a log line, by error code (all are counted in metrics).
+        # Which refused handshakes get a log line, by error code, and which connections the
+        # node closed, by cause: a client causes either at will (all are counted in metrics).
         self.refusals_logged = LogSampler()
+        self.drops_logged = LogSampler()
 
     async def start(self, host: str, port: int) -> int:
         self._server = await self.loop.create_server(
@@ -1565,7 +1575,12 @@ class WebSocketServer:
             conn.send(token_expiring(int(expires * 1000), int(closes * 1000)))
             return
         self.app.on_rejected(conn, ErrorCode.TOKEN_EXPIRED)
-        log.info("token expired; closing", extra={"connection": conn.id})
+        unlogged = self.drops_logged.admit(ErrorCode.TOKEN_EXPIRED)
+        if unlogged is not None:
+            log.info(
+                "token expired; closing",
+                extra={"connection": conn.id, "unlogged_before": unlogged},
+            )
         # fail, not close: nothing the client sends after this is handled any more.
         conn.fail(CloseCode.TOKEN_EXPIRED, "token expired; reconnect with a new one")
 
@@ -1575,7 +1590,12 @@ class WebSocketServer:
         # after a ping (no pong, no frame) is dead.
         if not conn.alive:
             self.metrics.dead_connections_reaped.inc()
-            log.info("no pong; closing dead connection", extra={"connection": conn.id})
+            unlogged = self.drops_logged.admit("no_pong")
+            if unlogged is not None:
+                log.info(
+                    "no pong; closing dead connection",
+                    extra={"connection": conn.id, "unlogged_before": unlogged},
+                )
             conn.abort()
             return
         conn.alive = False
