@@ -63,7 +63,13 @@ from roomcast.net.fd_limit import (
     raise_open_files_limit,
     socket_limit,
 )
-from roomcast.net.handshake import HandshakeProtocol, check_request, let_go, single_header
+from roomcast.net.handshake import (
+    MAX_HEAD_BYTES,
+    HandshakeProtocol,
+    check_request,
+    let_go,
+    single_header,
+)
 from roomcast.net.heartbeat import Heartbeat
 from roomcast.net.sendbuffer import SendBudget, SendBuffer, cap_socket_send_buffer, new_send_budget
 from roomcast.net.token_clock import NOTICE, TokenClock
@@ -259,6 +265,7 @@ class Connection(asyncio.Protocol):
         "_deferred_bytes",
         "_fragments",
         "_handshake_timer",
+        "_head_bytes",
         "_held",
         "_ignoring_text",
         "_inbuf",
@@ -313,6 +320,8 @@ class Connection(asyncio.Protocol):
         # (None afterwards): the request goes to websockets alone, so that after the 101 its
         # protocol is known to be at a frame boundary and can be let go.
         self._request_tail: bytes | None = b""
+        # The request's bytes so far, while its end is not found (handshake.MAX_HEAD_BYTES).
+        self._head_bytes = 0
         # Nothing past the request reached websockets (see _flush_protocol).
         self._request_only = True
         self.transport: asyncio.Transport | None = None
@@ -450,6 +459,11 @@ class Connection(asyncio.Protocol):
         if tail is not None:
             joined = tail + data if tail else data
             end = joined.find(b"\r\n\r\n")
+            head_bytes = self._head_bytes + (len(data) if end < 0 else end + 4 - len(tail))
+            if head_bytes > MAX_HEAD_BYTES:
+                self._head_over_bound(head_bytes)
+                return
+            self._head_bytes = head_bytes
             if end < 0:
                 self._request_tail = joined[-3:]
                 self._feed(data)
@@ -1121,6 +1135,18 @@ class Connection(asyncio.Protocol):
         status = 414 if isinstance(exc, RequestLineTooLong) else 431
         self._server.metrics.handshakes_rejected.labels(str(status)).inc()
         self._refused(AuthError(status, ErrorCode.MALFORMED_REQUEST, str(exc)))
+
+    def _head_over_bound(self, received: int) -> None:
+        """A request head past MAX_HEAD_BYTES: answered 431 as websockets answers a header line
+        too long (its answer, the end of the stream, the rest of the input discarded), before
+        websockets parses the bytes past the bound."""
+        proto = self.proto
+        assert proto is not None
+        exc = SecurityError(f"request head over {MAX_HEAD_BYTES} bytes ({received} so far)")
+        proto.handshake_exc = exc
+        proto.send_response(proto.reject(431, f"Failed to open a WebSocket connection: {exc}.\n"))
+        self._request_tail = None
+        self._head_too_large(exc)
 
     async def _await_identity(
         self, request: Request, pending: Coroutine[None, None, Identity]
