@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from roomcast.wire import api
 from roomcast.wire.codes import ErrorCode
 from roomcast.wire.frame_values import COUNTED_FROM_CHARS, MAX_FRAME_VALUES
 from roomcast.wire.protocol import CostlyFrame, Message, parse_command
@@ -49,3 +50,21 @@ def test_short_frames_are_not_counted() -> None:
     frame = json.dumps({"type": "typing", "pad": [[] for _ in range(MAX_FRAME_VALUES + 1)]})
     assert len(frame) <= COUNTED_FROM_CHARS
     parse_command(frame)
+
+
+JSON = "application/json"
+
+
+def test_an_api_body_of_many_values_is_refused_as_costly() -> None:
+
+    body = json.dumps({"text": LONG_TEXT, "username": "u", "pad": [[]] * 2_000}).encode()
+    with pytest.raises(api.CostlyBody) as refused:
+        api.parse_posted_message(JSON, body)
+    assert (refused.value.status, refused.value.code) == (400, ErrorCode.INVALID_FRAME)
+
+
+def test_a_broadcast_to_its_most_rooms_is_not_costly() -> None:
+
+    rooms = [f"room-{i:03}" for i in range(api.MAX_BROADCAST_ROOMS)]
+    body = json.dumps({"rooms": rooms, "text": LONG_TEXT, "username": "ops"}).encode()
+    assert len(api.parse_broadcast(JSON, body).rooms) == api.MAX_BROADCAST_ROOMS

@@ -63,12 +63,19 @@ from roomcast.net.fd_limit import (
     raise_open_files_limit,
     socket_limit,
 )
-from roomcast.net.handshake import HandshakeProtocol, check_request, let_go, single_header
+from roomcast.net.handshake import (
+    MAX_HEAD_BYTES,
+    HandshakeProtocol,
+    check_request,
+    let_go,
+    single_header,
+)
 from roomcast.net.heartbeat import Heartbeat
 from roomcast.net.sendbuffer import SendBudget, SendBuffer, cap_socket_send_buffer, new_send_budget
 from roomcast.net.token_clock import NOTICE, TokenClock
 from roomcast.net.wsprotocol import PingLeavingProtocol
 from roomcast.runtime.config import FRAME_OVERHEAD_BYTES
+from roomcast.runtime.log_sampling import LogSampler
 from roomcast.wire.codes import CloseCode, ErrorCode
 from roomcast.wire.framing import frame_payload, text_frame, text_frame_head
 from roomcast.wire.hooks import FORWARDED_HEADERS
@@ -258,6 +265,7 @@ class Connection(asyncio.Protocol):
         "_deferred_bytes",
         "_fragments",
         "_handshake_timer",
+        "_head_bytes",
         "_held",
         "_ignoring_text",
         "_inbuf",
@@ -312,6 +320,8 @@ class Connection(asyncio.Protocol):
         # (None afterwards): the request goes to websockets alone, so that after the 101 its
         # protocol is known to be at a frame boundary and can be let go.
         self._request_tail: bytes | None = b""
+        # The request's bytes so far, while its end is not found (handshake.MAX_HEAD_BYTES).
+        self._head_bytes = 0
         # Nothing past the request reached websockets (see _flush_protocol).
         self._request_only = True
         self.transport: asyncio.Transport | None = None
@@ -449,6 +459,11 @@ class Connection(asyncio.Protocol):
         if tail is not None:
             joined = tail + data if tail else data
             end = joined.find(b"\r\n\r\n")
+            head_bytes = self._head_bytes + (len(data) if end < 0 else end + 4 - len(tail))
+            if head_bytes > MAX_HEAD_BYTES:
+                self._head_over_bound(head_bytes)
+                return
+            self._head_bytes = head_bytes
             if end < 0:
                 self._request_tail = joined[-3:]
                 self._feed(data)
@@ -1121,6 +1136,18 @@ class Connection(asyncio.Protocol):
         self._server.metrics.handshakes_rejected.labels(str(status)).inc()
         self._refused(AuthError(status, ErrorCode.MALFORMED_REQUEST, str(exc)))
 
+    def _head_over_bound(self, received: int) -> None:
+        """A request head past MAX_HEAD_BYTES: answered 431 as websockets answers a header line
+        too long (its answer, the end of the stream, the rest of the input discarded), before
+        websockets parses the bytes past the bound."""
+        proto = self.proto
+        assert proto is not None
+        exc = SecurityError(f"request head over {MAX_HEAD_BYTES} bytes ({received} so far)")
+        proto.handshake_exc = exc
+        proto.send_response(proto.reject(431, f"Failed to open a WebSocket connection: {exc}.\n"))
+        self._request_tail = None
+        self._head_too_large(exc)
+
     async def _await_identity(
         self, request: Request, pending: Coroutine[None, None, Identity]
     ) -> None:
@@ -1201,10 +1228,21 @@ class Connection(asyncio.Protocol):
         return self._protocol().accept(request)
 
     def _refused(self, exc: AuthError) -> None:
-        self._server.metrics.auth_failures.labels(exc.code).inc()
+        server = self._server
+        server.metrics.auth_failures.labels(exc.code).inc()
+        # Sampled: a client may send bad handshakes at the admission rates, and a line each
+        # made 366 KB of logs out of 2,000 refusals (tests/adversarial/test_redteam17_logs.py).
+        unlogged = server.refusals_logged.admit(exc.code)
+        if unlogged is None:
+            return
         log.info(
             "handshake refused",
-            extra={"code": exc.code, "status": exc.status, "client": self.client_address},
+            extra={
+                "code": exc.code,
+                "status": exc.status,
+                "client": self.client_address,
+                "unlogged_before": unlogged,
+            },
         )
 
     def _frame(self, opcode: int, data: bytes | bytearray | memoryview, fin: bool) -> bool:
@@ -1338,10 +1376,18 @@ class Connection(asyncio.Protocol):
             return
         self._server.metrics.slow_consumer_drops.inc()
         self._app.on_rejected(self, ErrorCode.SLOW_CONSUMER)
-        log.info(
-            "slow consumer dropped",
-            extra={"connection": self.id, "peer": self.peer, "reason": reason, "lag": self.lagging},
-        )
+        unlogged = self._server.drops_logged.admit(ErrorCode.SLOW_CONSUMER)
+        if unlogged is not None:
+            log.info(
+                "slow consumer dropped",
+                extra={
+                    "connection": self.id,
+                    "peer": self.peer,
+                    "reason": reason,
+                    "lag": self.lagging,
+                    "unlogged_before": unlogged,
+                },
+            )
         # What the node held back is freed now; the close frame queues behind what the transport
         # already has, and the close timer aborts the socket if the client never reads it.
         # Either way it gets no more room traffic from now on.
@@ -1461,6 +1507,10 @@ class WebSocketServer:
         self.accepted = 0
         self.metrics.connections_max.set(self.max_connections)
         self._full_logged = -1e9
+        # Which refused handshakes get a log line, by error code, and which connections the
+        # node closed, by cause: a client causes either at will (all are counted in metrics).
+        self.refusals_logged = LogSampler()
+        self.drops_logged = LogSampler()
 
     async def start(self, host: str, port: int) -> int:
         self._server = await self.loop.create_server(
@@ -1551,7 +1601,12 @@ class WebSocketServer:
             conn.send(token_expiring(int(expires * 1000), int(closes * 1000)))
             return
         self.app.on_rejected(conn, ErrorCode.TOKEN_EXPIRED)
-        log.info("token expired; closing", extra={"connection": conn.id})
+        unlogged = self.drops_logged.admit(ErrorCode.TOKEN_EXPIRED)
+        if unlogged is not None:
+            log.info(
+                "token expired; closing",
+                extra={"connection": conn.id, "unlogged_before": unlogged},
+            )
         # fail, not close: nothing the client sends after this is handled any more.
         conn.fail(CloseCode.TOKEN_EXPIRED, "token expired; reconnect with a new one")
 
@@ -1561,7 +1616,12 @@ class WebSocketServer:
         # after a ping (no pong, no frame) is dead.
         if not conn.alive:
             self.metrics.dead_connections_reaped.inc()
-            log.info("no pong; closing dead connection", extra={"connection": conn.id})
+            unlogged = self.drops_logged.admit("no_pong")
+            if unlogged is not None:
+                log.info(
+                    "no pong; closing dead connection",
+                    extra={"connection": conn.id, "unlogged_before": unlogged},
+                )
             conn.abort()
             return
         conn.alive = False

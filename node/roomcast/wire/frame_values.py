@@ -21,22 +21,22 @@ MAX_FRAME_VALUES: Final = 64
 COUNTED_FROM_CHARS: Final = 512
 
 
-def holds_too_many_values(data: dict[str, Any]) -> bool:
-    """Whether a parsed frame holds more than MAX_FRAME_VALUES (asked only of frames longer
-    than COUNTED_FROM_CHARS). Stops as soon as the count is past the bound, so its cost is
-    bounded too."""
+def holds_too_many_values(data: dict[str, Any], bound: int = MAX_FRAME_VALUES) -> bool:
+    """Whether a parsed frame holds more than ``bound`` values (asked only of frames longer
+    than COUNTED_FROM_CHARS; an HTTP API body's bound may be larger: a broadcast names up to
+    100 rooms). Stops as soon as the count is past the bound, so its cost is bounded too."""
     count = 0
     pending: list[Any] = [data]
     while pending:
         value = pending.pop()
         if isinstance(value, dict):
             count += len(value)
-            if count > MAX_FRAME_VALUES:
+            if count > bound:
                 return True
             pending.extend(value.values())
         elif isinstance(value, list):
             count += len(value)
-            if count > MAX_FRAME_VALUES:
+            if count > bound:
                 return True
             pending.extend(value)
     return False

@@ -1,0 +1,46 @@
+"""A handshake's head is bounded as a whole (net.handshake.MAX_HEAD_BYTES), counted across the
+reads it comes in: websockets bounds only each line and their count."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import cast
+
+import pytest
+
+from roomcast.net.handshake import MAX_HEAD_BYTES
+from tests.support.wsharness import FakeTransport, RecordingApp, make_server
+
+START = (
+    b"GET /chat HTTP/1.1\r\nHost: roomcast\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+)
+
+
+def head_of(size: int) -> bytes:
+    """A valid handshake head of exactly ``size`` bytes, padded with 4 KB header lines."""
+    pad = size - len(START) - 2
+    lines: list[bytes] = []
+    while pad > 0:
+        value = min(4000, pad - len(b"X-Pad-00: \r\n"))
+        line = b"X-Pad-%02d: %s\r\n" % (len(lines), b"a" * value)
+        lines.append(line)
+        pad -= len(line)
+    head = START + b"".join(lines) + b"\r\n"
+    assert len(head) == size
+    return head
+
+
+@pytest.mark.parametrize(
+    ("size", "status"), [(MAX_HEAD_BYTES, b"101"), (MAX_HEAD_BYTES + 1, b"431")]
+)
+async def test_a_head_over_the_bound_is_refused_431(size: int, status: bytes) -> None:
+    server = make_server(RecordingApp())
+    transport = FakeTransport()
+    conn = server._new_connection()
+    conn.connection_made(cast(asyncio.BaseTransport, transport))
+    head = head_of(size)
+    for start in range(0, len(head), 1000):  # in reads, as a socket gives it
+        conn.data_received(head[start : start + 1000])
+    answer = transport.take()
+    assert answer.split(b" ", 2)[1] == status, answer[:200]
