@@ -1043,12 +1043,15 @@ class Connection(asyncio.Protocol):
                 over = not send.write(data, force=force) or over
                 continue
             send.flush()  # what waits goes out before the end of the stream
-            if transport.can_write_eof():
-                # End of stream: half-close, and keep reading (and discarding) until the client
-                # closes too. Closing outright with unread input would send an RST, and the
-                # client could lose our close frame with it.
+            if transport.can_write_eof() and proto.close_rcvd is None:
+                # End of stream after a close of ours the client has not answered (a failure):
+                # half-close, and keep reading (and discarding) until the client closes too.
+                # Closing outright with unread input would send an RST, and the client could
+                # lose our close frame with it.
                 transport.write_eof()
             else:
+                # Both close frames passed: the client sends nothing more (RFC 6455 5.5.1),
+                # and the server closes the TCP connection first (7.1.1), as _answer_close.
                 transport.close()
         if over and proto.state is State.OPEN:
             self.drop_slow_consumer()  # e.g. pongs piling up for a client that never reads
