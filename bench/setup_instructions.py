@@ -279,10 +279,13 @@ class Bench:
                 anchor: FakeTransport = anchor,
             ) -> None:
                 # As a client closing normally: its close frame (1000), then, once the node's
-                # close frame and end of stream came back, its own end of the stream.
+                # close frame and end of stream came back, its own end of the stream. A node
+                # that closed the connection (not a half-close) reads no end of stream: the
+                # transport tells it the connection is lost, and that is all.
                 conn.data_received(CLOSE_FRAME)
                 assert transport.ended, transport.written
-                conn.eof_received()
+                if not transport.closed:
+                    conn.eof_received()
                 conn.connection_lost(None)
                 await until(anchor, b'"user_left"')
 

@@ -596,12 +596,14 @@ class Connection(asyncio.Protocol):
 
     def _answer_close(self, payload: bytes, pong: bytes | None) -> bool:
         """The client's close frame, on an open connection without websockets' protocol:
-        answered exactly as websockets' protocol, made again for it, answered it (its
+        answered with the bytes websockets' protocol, made again for it, would write (its
         ``recv_frame`` as a server, and PingLeavingProtocol's pong first), without making one:
         that protocol (its uuid4, a getrandom system call, parser generators, a Frame) was
-        half of a close's Python. False, and nothing done, for a close websockets refuses (a
-        bad code, a 1-byte payload, a reason that is not UTF-8) or while a message is written
-        in fragments (its close waits for the frame's end there): websockets takes those."""
+        half of a close's Python. Then the TCP connection is closed, where websockets
+        half-closes it and waits for the client's end. False, and nothing done, for a close
+        websockets refuses (a bad code, a 1-byte payload, a reason that is not UTF-8) or while
+        a message is written in fragments (its close waits for the frame's end there):
+        websockets takes those."""
         if self._streaming:
             return False
         try:
@@ -620,18 +622,21 @@ class Connection(asyncio.Protocol):
             return True
         # The read's last affordable ping answered first (RFC 6455 5.5.2), then the close frame
         # echoed with the client's own code and reason (websockets echoes the bytes, unmasked),
-        # in one write; then the end of our stream, and the close timer, as _flush_protocol
-        # does for websockets' close.
+        # in one write.
         echo = b"\x88" + bytes((len(payload),)) + payload
         if pong is not None:
             echo = b"\x8a" + bytes((len(pong),)) + pong + echo
         send.write(echo, force=True)
         send.flush()
-        if transport.can_write_eof():
-            transport.write_eof()
-        else:
-            transport.close()
-        if self._close_timer is None:
+        # Both close frames have now passed: the server closes the TCP connection, and first
+        # (RFC 6455 5.5.1, 7.1.1), without waiting for the client's end of stream as
+        # websockets' half-close does (a shutdown and a read of that end more per close, and
+        # the rooms left a round trip later). No unread input can turn this close into a reset
+        # that destroys the echo: the client sends nothing after its close frame (5.5.1), and
+        # what followed it in this read was read and is discarded. The transport closes once
+        # the echo is written; the close timer aborts a client that never reads it.
+        transport.close()
+        if transport.get_write_buffer_size() and self._close_timer is None:
             self._close_timer = self._server.loop.call_later(
                 self._settings.close_timeout, self.abort
             )
@@ -1053,12 +1058,15 @@ class Connection(asyncio.Protocol):
                 over = not send.write(data, force=force) or over
                 continue
             send.flush()  # what waits goes out before the end of the stream
-            if transport.can_write_eof():
-                # End of stream: half-close, and keep reading (and discarding) until the client
-                # closes too. Closing outright with unread input would send an RST, and the
-                # client could lose our close frame with it.
+            if transport.can_write_eof() and proto.close_rcvd is None:
+                # End of stream after a close of ours the client has not answered (a failure):
+                # half-close, and keep reading (and discarding) until the client closes too.
+                # Closing outright with unread input would send an RST, and the client could
+                # lose our close frame with it.
                 transport.write_eof()
             else:
+                # Both close frames passed: the client sends nothing more (RFC 6455 5.5.1),
+                # and the server closes the TCP connection first (7.1.1), as _answer_close.
                 transport.close()
         if over and proto.state is State.OPEN:
             self.drop_slow_consumer()  # e.g. pongs piling up for a client that never reads
