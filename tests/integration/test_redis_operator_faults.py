@@ -15,7 +15,7 @@ from roomcast_dev.devcluster import LocalCluster, free_port
 from roomcast.broker import scripts
 from tests.adversarial.redis_relay import RedisRelay
 from tests.support.cluster import QUICK_ENV, ready, until
-from tests.support.delivery import Traffic, in_thread
+from tests.support.delivery import Traffic, finish_refusals_true, in_thread
 
 pytestmark = pytest.mark.integration
 
@@ -134,14 +134,7 @@ async def test_out_of_memory_refuses_and_half_applies_nothing(quick_cluster: Loc
         admin.config_set("maxmemory", "256mb")
         admin.config_set("maxmemory-policy", "volatile-ttl")
         await traffic.more_acks(10)
-        await traffic.finish()
-        print(f"\nout of memory: {traffic.summary()}")
-        traffic.check()
-        assert all(not member.losses for member in traffic.members)
-        refused = {s.texts[i] for s in traffic.senders for i in s.refused}
-        for room in ROOMS:
-            kept = await in_thread(partial(admin.lrange, scripts.room_keys(room)[2], 0, -1))
-            assert not any(text in entry.decode() for entry in kept for text in refused)
+        await finish_refusals_true(traffic, admin, ROOMS, "out of memory")
     finally:
         await traffic.close()
         admin.close()
