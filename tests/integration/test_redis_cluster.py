@@ -325,16 +325,24 @@ async def _kill_a_shard_primary(topology: RedisClusterTopology, cluster: LocalCl
     # which the receiver was told with one ``loss`` ``epoch_changed``.
     live: dict[str, tuple[str, int]] = {}
     changes: list[Event] = []
-    async with asyncio.timeout(scaled(10)):
-        while "final" not in live:
-            event = await receiver.recv_where(
-                lambda e: e.get("room") == room and e["type"] in ("message", "loss")
-            )
-            if event["type"] == "loss":
-                assert event["reason"] == "epoch_changed", event
-                changes.append(event)
-            else:
-                live[event["text"]] = (event["epoch"], event["offset"])
+    try:
+        async with asyncio.timeout(scaled(10)):
+            while "final" not in live:
+                event = await receiver.recv_where(
+                    lambda e: e.get("room") == room and e["type"] in ("message", "loss")
+                )
+                if event["type"] == "loss":
+                    assert event["reason"] == "epoch_changed", event
+                    changes.append(event)
+                else:
+                    live[event["text"]] = (event["epoch"], event["offset"])
+    except TimeoutError:
+        # Late or lost: what the receiver had, and how its node's gap filler saw the room.
+        gaps = http_get(f"{receiver_node.metrics_url}/metrics")[1].splitlines()
+        raise AssertionError(
+            f"'final' not delivered: {len(live)} messages, last {list(live.items())[-3:]}, "
+            f"losses {changes}, {[line for line in gaps if 'live_gaps_total{' in line]}"
+        ) from None
     assert len(changes) == 1 and changes[0]["epoch"] == epoch, changes
     new_epoch = changes[0]["new_epoch"]
     assert new_epoch != epoch

@@ -13,17 +13,12 @@ import redis
 from roomcast_dev.devcluster import LocalCluster, free_port
 
 from roomcast.broker import scripts
-from tests.adversarial.redis_relay import RedisRelay
-from tests.support.cluster import QUICK_ENV, ready, until
-from tests.support.delivery import Traffic, in_thread
+from tests.support.address_move import replica_behind_an_address
+from tests.support.delivery import Traffic, finish_refusals_true, in_thread
 
 pytestmark = pytest.mark.integration
 
 ROOMS = ["north", "south"]
-
-
-def in_sync(replica: redis.Redis) -> bool:
-    return replica.info("replication").get("master_link_status") == "up"
 
 
 async def test_script_cache_flushed_under_traffic(quick_cluster: LocalCluster) -> None:
@@ -56,38 +51,17 @@ async def test_primary_demoted_behind_its_address_under_traffic() -> None:
     the nodes' connections. Every publish on the old connections is refused READONLY: the node
     must connect again, its command link (it kept refusing every message for good) and its
     subscriber link too (on the old primary it heard nothing the new one published)."""
-    with (
-        LocalCluster(0, nginx=False) as first,
-        LocalCluster(0, nginx=False) as second,
-    ):
-        old, new = redis.Redis(port=first.redis_port), redis.Redis(port=second.redis_port)
-        relay = RedisRelay(first.redis_port)  # the service's address
-        address = await relay.start()
-        env = dict(QUICK_ENV, ROOMCAST_REDIS_URL=f"redis://127.0.0.1:{address}/0")
-        try:
-            await in_thread(partial(new.replicaof, "127.0.0.1", first.redis_port))
-            with LocalCluster(3, redis=False, node_env=env) as cluster:
-                for node in cluster.nodes:
-                    await until(partial(ready, node), 20, f"{node.node_id} ready")
-                traffic = await Traffic.start(cluster.url, ROOMS)
-                try:
-                    await traffic.more_acks(5)
-                    await until(partial(in_sync, new), 10, "the replica in sync")
-                    await in_thread(partial(new.replicaof, "NO", "ONE"))
-                    relay.redis_port = second.redis_port
-                    # Demoted, and cut off from the new primary (a partition): it never hears
-                    # of the new primary's publications.
-                    await in_thread(partial(old.replicaof, "127.0.0.1", free_port()))
-                    await traffic.more_acks(10)
-                    await traffic.finish()
-                    print(f"\nprimary demoted behind its address: {traffic.summary()}")
-                    traffic.check()
-                finally:
-                    await traffic.close()
-        finally:
-            await relay.close()
-            old.close()
-            new.close()
+    async with replica_behind_an_address(ROOMS) as service:
+        traffic = service.traffic
+        await in_thread(partial(service.new.replicaof, "NO", "ONE"))
+        service.relay.redis_port = service.new_port
+        # Demoted, and cut off from the new primary (a partition): it never hears of the new
+        # primary's publications.
+        await in_thread(partial(service.old.replicaof, "127.0.0.1", free_port()))
+        await traffic.more_acks(10)
+        await traffic.finish()
+        print(f"\nprimary demoted behind its address: {traffic.summary()}")
+        traffic.check()
 
 
 def refusals(traffic: Traffic) -> int:
@@ -134,14 +108,7 @@ async def test_out_of_memory_refuses_and_half_applies_nothing(quick_cluster: Loc
         admin.config_set("maxmemory", "256mb")
         admin.config_set("maxmemory-policy", "volatile-ttl")
         await traffic.more_acks(10)
-        await traffic.finish()
-        print(f"\nout of memory: {traffic.summary()}")
-        traffic.check()
-        assert all(not member.losses for member in traffic.members)
-        refused = {s.texts[i] for s in traffic.senders for i in s.refused}
-        for room in ROOMS:
-            kept = await in_thread(partial(admin.lrange, scripts.room_keys(room)[2], 0, -1))
-            assert not any(text in entry.decode() for entry in kept for text in refused)
+        await finish_refusals_true(traffic, admin, ROOMS, "out of memory")
     finally:
         await traffic.close()
         admin.close()

@@ -15,11 +15,14 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
+import redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from roomcast.broker import scripts
 from tests.support.wsclient import scaled
 
 Event = dict[str, Any]
@@ -327,6 +330,29 @@ async def until_changed(
             _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             for wait in pending:
                 wait.cancel()
+
+
+async def refused_but_kept(traffic: Traffic, admin: redis.Redis, rooms: list[str]) -> list[str]:
+    """The texts of refused messages that a room's history holds: none when each refusal was
+    true (the script refused before it changed anything)."""
+    refused = {s.texts[request_id] for s in traffic.senders for request_id in s.refused}
+    kept: list[str] = []
+    for room in rooms:
+        history = await in_thread(partial(admin.lrange, scripts.room_keys(room)[2], 0, -1))
+        kept += [text for entry in history for text in refused if text in entry.decode()]
+    return kept
+
+
+async def finish_refusals_true(
+    traffic: Traffic, admin: redis.Redis, rooms: list[str], fault: str
+) -> None:
+    """Stop sending, then the guarantee over a Redis that kept its data while it refused
+    writes: no ``loss`` at all, and no refused message in any history."""
+    await traffic.finish()
+    print(f"\n{fault}: {traffic.summary()}")
+    traffic.check()
+    assert all(not member.losses for member in traffic.members)
+    assert not await refused_but_kept(traffic, admin, rooms)
 
 
 async def in_thread(action: Callable[[], Any]) -> Any:

@@ -155,6 +155,20 @@ def resolving(future: asyncio.Future[Any]) -> Settle:
     return settle
 
 
+async def _server_of(conn: AbstractConnection) -> str:
+    """The ``run_id`` of the server a fresh connection reached ("" if it refuses ``INFO``)."""
+    await conn.send_command("INFO", "server", check_health=False)
+    try:
+        info = await conn.read_response()
+    except ResponseError:
+        return ""
+    text = info.decode() if isinstance(info, bytes) else str(info)
+    for line in text.splitlines():
+        if line.startswith("run_id:"):
+            return line[len("run_id:") :].strip()
+    return ""
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     """Where a link connects (a redis-py pool: address, credentials, TLS), how long it waits for
@@ -186,6 +200,9 @@ class RedisLink(OnOneLoop):
         self._task: asyncio.Task[None] | None = None
         self._aborted: asyncio.Future[None] | None = None  # set while a connection is served
         self.connected = False
+        # The server's ``run_id`` (INFO server) on this connection, "" if Redis would not say:
+        # two links through one address may reach two servers (see RedisShard).
+        self.server = ""
         self.on_up: Callable[[], None] = _nothing
         self.on_down: Callable[[], None] = _nothing
         self.reconnects = 0
@@ -239,12 +256,15 @@ class RedisLink(OnOneLoop):
     async def _supervise(self) -> None:
         attempt = 0
         while True:
+            conn = self._pool.make_connection()  # type: ignore[no-untyped-call]
             try:
-                conn = self._pool.make_connection()  # type: ignore[no-untyped-call]
                 await asyncio.wait_for(conn.connect(), self._timeout)
+                server = await asyncio.wait_for(_server_of(conn), self._timeout)
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError, TimeoutError) as exc:
+                with contextlib.suppress(Exception):
+                    await conn.disconnect(nowait=True)  # connected, but no INFO reply in time
                 delay = self._reconnect.delay(attempt)
                 attempt += 1
                 log.warning(
@@ -258,6 +278,7 @@ class RedisLink(OnOneLoop):
                 await asyncio.sleep(delay)
                 continue
             self._conn = conn
+            self.server = server
             self.connected = True
             if attempt or self.reconnects:
                 log.info("redis connected", extra={"link": self.name, "attempts": attempt + 1})

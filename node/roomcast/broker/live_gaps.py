@@ -89,6 +89,8 @@ class _Room:
     reused: int = 0
     again: bool = False  # asked to look again while a catch-up was running
     stale_checked: float = float("-inf")  # when a stale message last made us look in history
+    # A stale message came within the interval: look once it ends (it may be the room's last).
+    stale_look: asyncio.TimerHandle | None = None
     task: asyncio.Task[None] | None = None
 
 
@@ -135,8 +137,10 @@ class LiveGaps:
 
     def forget(self, room: str) -> None:
         state = self._rooms.pop(room, None)
-        if state is not None and state.task is not None:
-            state.task.cancel()
+        if state is not None:
+            _cancel_stale_look(state)
+            if state.task is not None:
+                state.task.cancel()
 
     def baseline(self, room: str, epoch: str, offset: int) -> None:
         """Where the room stood when a join read it: messages after ``offset`` must come.
@@ -220,10 +224,22 @@ class LiveGaps:
         answered before the return): only history tells, and a catch-up that finds the epoch
         back goes on in it (:meth:`_change_epoch`), filling what was dropped meanwhile."""
         now = time.monotonic()
-        if now - state.stale_checked < _STALE_RECHECK_INTERVAL:
+        wait = state.stale_checked + _STALE_RECHECK_INTERVAL - now
+        if wait > 0:
+            # Dropped without a look: if no message comes after it (the room's last for a
+            # while), nothing else would make one, and it would stay held from every member.
+            if state.stale_look is None:
+                loop = asyncio.get_running_loop()
+                state.stale_look = loop.call_later(wait, self._stale_look_due, room, state)
             return
+        _cancel_stale_look(state)
         state.stale_checked = now
         self.recheck(room)
+
+    def _stale_look_due(self, room: str, state: _Room) -> None:
+        state.stale_look = None
+        if self._rooms.get(room) is state:
+            self._recheck_stale(room, state)
 
     # Catching up
 
@@ -428,11 +444,19 @@ class LiveGaps:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def stop(self) -> None:
+        for state in self._rooms.values():
+            _cancel_stale_look(state)
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def _cancel_stale_look(state: _Room) -> None:
+    if state.stale_look is not None:
+        state.stale_look.cancel()
+        state.stale_look = None
 
 
 def _leave(state: _Room) -> None:

@@ -18,6 +18,7 @@ from roomcast.broker.links import (
     CommandLink,
     Endpoint,
     PubSub,
+    RedisLink,
     Refusal,
     SubscriberLink,
 )
@@ -65,7 +66,12 @@ class RedisShard:
         suffix = f" {label}" if label else ""
 
         def commands_up() -> None:
+            _one_server(commands, subscriber)
             events.commands_up()
+            events.changed()
+
+        def subscriber_up() -> None:
+            _one_server(subscriber, commands)
             events.changed()
 
         def down() -> None:
@@ -83,7 +89,7 @@ class RedisShard:
             events.recheck,
             events.slot_moved,
         )
-        subscriber.on_up, subscriber.on_down = events.changed, down
+        subscriber.on_up, subscriber.on_down = subscriber_up, down
         # A demoted primary hears of the new primary's publications only through replication,
         # late or never (a full resync skips what was published before its snapshot, a broken
         # link everything): the subscriber link connects again too, and each room's
@@ -107,6 +113,19 @@ class RedisShard:
         await self.commands.stop()
         await self.subscriber.stop()
         await self.pool.disconnect()
+
+
+def _one_server(fresh: RedisLink, other: RedisLink) -> None:
+    """``fresh`` just connected through the shard's address to another server than ``other``
+    holds (the address moved, say to a replica promoted by hand, while the old primary still
+    took writes): scripts run on one server and publish where the node does not listen, every
+    message acknowledged and heard by no one. ``other`` connects again, through the address."""
+    if fresh.server and other.server and other.connected and fresh.server != other.server:
+        log.warning(
+            "redis links reached two servers; reconnecting the older one",
+            extra={"link": other.name, "server": fresh.server, "was": other.server},
+        )
+        other.abort()
 
 
 async def watch(shards: Callable[[], Iterable[RedisShard]], timeout: float) -> None:
