@@ -88,8 +88,11 @@ async def test_bad_handshakes_write_a_bounded_number_of_log_lines(cluster: Any) 
         f"({logged_bytes} bytes)"
     )
     print(figures, lines[-1:] if lines else "")
-    assert statuses == {b"400": sent}, figures
-    assert counted - counted_before == sent, figures
+    # Faster than ~1.5 s the node's admission rate (1,000/s after a burst of 500) answers a few
+    # 503 before the Origin is read: refused too, but not counted as auth failures.
+    refused = statuses.get(b"400", 0)
+    assert set(statuses) <= {b"400", b"503"} and refused >= sent * 0.9, figures
+    assert counted - counted_before == refused, figures
     # A burst of 10 lines, then one a second: 2,001 lines on main.
     assert 1 <= len(lines) <= 10 + took + 2, figures
 
