@@ -28,7 +28,7 @@ from roomcast.wire import api, sse
 from roomcast.wire.api import MAX_HEAD_BYTES, ApiError
 from roomcast.wire.codes import ErrorCode
 from roomcast.wire.http_bodies import too_many_lines, too_many_pieces
-from roomcast.wire.http_heads import MAX_HEADERS, HeadLines
+from roomcast.wire.http_heads import MAX_HEADERS, HeadLines, parsed_head_bytes
 
 if TYPE_CHECKING:
     from roomcast.core.auth import ProxyTrust
@@ -201,7 +201,8 @@ class HttpConnection(asyncio.Protocol):
         if self._stream_room is not None:
             return  # a stream's client has nothing more to say; ignore what it sends
         if not self._head_lines.feed(data):
-            self._reject_early(_too_many_headers())
+            too_long = self._head_lines.too_long
+            self._reject_early(_head_too_long() if too_long else _too_many_headers())
             return
         if not self._chunked_body_fits(data):
             self._reject_early(_too_many_pieces())
@@ -332,9 +333,14 @@ class HttpConnection(asyncio.Protocol):
             if event is h11.NEED_DATA or event is h11.PAUSED:
                 return
             if isinstance(event, h11.Request):
+                # A head buffered behind the previous request, not counted before parsing.
                 if len(event.headers) > MAX_HEADERS:
-                    # A head buffered behind the previous request, not counted before parsing.
                     self._reject_early(_too_many_headers())
+                    return
+                if not self._head_lines.bytes and (  # not counted as it arrived
+                    parsed_head_bytes(event.method, event.target, event.headers) > MAX_HEAD_BYTES
+                ):
+                    self._reject_early(_head_too_long())
                     return
                 # A body trickled in slowly must not hold the connection forever either.
                 self._arm_timer(self._server.settings.handshake_timeout)
@@ -670,6 +676,12 @@ def _reason(status: int) -> bytes:
         return HTTPStatus(status).phrase.encode()
     except ValueError:
         return b""
+
+
+def _head_too_long() -> ApiError:
+    return ApiError(
+        431, ErrorCode.INVALID_REQUEST, f"malformed request: head over {MAX_HEAD_BYTES} bytes"
+    )
 
 
 def _too_many_headers() -> ApiError:
