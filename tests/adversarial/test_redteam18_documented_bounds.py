@@ -483,3 +483,26 @@ async def test_a_head_past_the_bound_behind_another_request_is_refused_431(clust
     print(figures)
     assert statuses == [200, 431], figures
     assert counted == 1, figures
+
+
+# A request far past its bound, sent whole: the node refuses it from what it read first and
+# must not reset its answer away by closing with the rest unread.
+FAR_PAST: dict[str, tuple[bytes, int]] = {
+    "a 200 KB head": (long_head(200_000), 431),
+    "a 1 MB body": (long_body(1_000_000), 413),
+}
+TRIES = 5
+
+
+@pytest.mark.parametrize("case", list(FAR_PAST))
+async def test_a_request_far_past_its_bound_still_gets_its_answer(cluster: Any, case: str) -> None:
+    request, status = FAR_PAST[case]
+    node = cluster.nodes[0]
+    answers: list[int | str] = []
+    for _ in range(TRIES):
+        try:
+            answers.append((await http_from(fresh_address(), node.port, request)).status)
+        except ConnectionError as exc:
+            answers.append(type(exc).__name__)
+    print(f"{case} straight to a node, {TRIES} times: {answers}")
+    assert answers == [status] * TRIES, f"{case}: {answers}"
