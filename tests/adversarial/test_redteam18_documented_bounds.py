@@ -21,14 +21,16 @@ from tests.adversarial.bursts import join
 from tests.adversarial.bystander import BystanderProbe
 from tests.adversarial.devcluster_shim import scaled
 from tests.adversarial.httpraw import Answer, parse_answer, request_bytes
-from tests.adversarial.observe import metrics_text
+from tests.adversarial.observe import cpu_seconds, metrics_text
 from tests.adversarial.rawws import (
     OP_CONT,
     OP_TEXT,
     HandshakeRefused,
     RawWebSocket,
     frame,
+    handshake_request,
     open_socket,
+    read_head,
     text,
 )
 
@@ -115,13 +117,15 @@ async def answers_to(
     ws: RawWebSocket, frames: list[dict[str, Any]], room: str
 ) -> list[dict[str, Any]]:
     """Sends ``frames`` in one write, then a message into ``room`` whose answer (ack or error)
-    marks that every one of them was handled (a connection's frames are handled in order);
-    returns the errors they and that message got."""
+    marks that every frame without an id was handled (a connection's frames are handled in
+    order); a frame with an id is waited for by it (a message's answer comes once Redis ran its
+    script, maybe after a later frame's). Returns the errors they and that message got."""
     start = len(ws.received.texts)
     sentinel = f"sentinel-{uuid.uuid4().hex[:8]}"
     ws.send_bytes(b"".join(text(f) for f in frames))
     await ws.send({"type": "message", "room": room, "text": "done", "id": sentinel})
-    await ws.next_text(timeout=20, id=sentinel)
+    for key in [*(f["id"] for f in frames if "id" in f), sentinel]:
+        await ws.next_text(timeout=20, id=key)
     return [e for e in ws.received.texts[start:] if e.get("type") == "error"]
 
 
@@ -506,3 +510,75 @@ async def test_a_request_far_past_its_bound_still_gets_its_answer(cluster: Any, 
             answers.append(type(exc).__name__)
     print(f"{case} straight to a node, {TRIES} times: {answers}")
     assert answers == [status] * TRIES, f"{case}: {answers}"
+
+
+# --- many addresses at once, each under its own handshake bound: the node's bound holds ------
+
+HANDSHAKE_ADDRESSES = 20
+HANDSHAKES_PER_ADDRESS = 60  # each under its per-address burst (400)
+NODE_SETUP_BURST = 500  # ROOMCAST_ADMISSION_RATE_BURST
+NODE_SETUP_RATE = 1000  # ROOMCAST_ADMISSION_RATE_PER_SECOND
+MAX_RETRY_AFTER = 30  # ROOMCAST_ADMISSION_MAX_RETRY_AFTER
+
+
+async def handshake_status(node: Any, source: str) -> tuple[int, str | None]:
+    """A WebSocket handshake's status and Retry-After; the socket is closed at once."""
+    reader, writer = await open_socket("127.0.0.1", node.port, source=source)
+    try:
+        writer.write(handshake_request("127.0.0.1", node.port))
+        status, head = await read_head(reader, timeout=30)
+    finally:
+        writer.close()
+    retry_after = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in head.split("\r\n")
+            if line.lower().startswith("retry-after:")
+        ),
+        None,
+    )
+    return status, retry_after
+
+
+async def test_many_addresses_each_under_its_handshake_bound_meet_the_nodes(
+    cluster: Any, probe: BystanderProbe
+) -> None:
+    """20 addresses, 60 handshakes each at once (1,200; each address under its 400): the node
+    admits its burst and rate, answers the rest 503 with `Retry-After` (never the per-address
+    429), counts them, and its members keep their round trip."""
+    node = cluster.nodes[0]
+    sources = [fresh_address() for _ in range(HANDSHAKE_ADDRESSES)]
+    before = metrics_text(node.metrics_url)
+    cpu_before = cpu_seconds(node.process.pid)
+    loop = asyncio.get_running_loop()
+    with probe.on(node) as bystander:
+        started = loop.time()
+        answers = await asyncio.gather(
+            *(
+                handshake_status(node, source)
+                for source in sources
+                for _ in range(HANDSHAKES_PER_ADDRESS)
+            )
+        )
+        took = loop.time() - started
+    cpu = cpu_seconds(node.process.pid) - cpu_before
+    after = metrics_text(node.metrics_url)
+    statuses = [status for status, _ in answers]
+    waits = sorted({float(wait) for status, wait in answers if status == 503 and wait})
+    admitted, refused = statuses.count(101), statuses.count(503)
+    counted = grew(before, after, "roomcast_handshakes_rejected_total", 'status="503"')
+    allowed = NODE_SETUP_BURST + NODE_SETUP_RATE * took
+    figures = (
+        f"{len(answers)} handshakes of {HANDSHAKE_ADDRESSES} addresses in {took:.2f} s "
+        f"(node CPU {cpu:.2f} s): "
+        f"{admitted} opened (node bound {allowed:.0f}), {refused} 503 (counted {counted:.0f}), "
+        f"Retry-After {waits[:1]}..{waits[-1:]}, other {sorted(set(statuses) - {101, 503})}; "
+        f"{bystander[0].describe()}"
+    )
+    print(figures)
+    assert admitted + refused == len(answers), figures
+    assert admitted <= allowed, figures
+    assert counted == refused, figures
+    assert all(0 < wait <= MAX_RETRY_AFTER for wait in waits), figures
+    assert refused == 0 or waits, figures
+    BystanderProbe.assert_fast(bystander, "handshakes of many addresses")
