@@ -582,3 +582,113 @@ async def test_many_addresses_each_under_its_handshake_bound_meet_the_nodes(
     assert all(0 < wait <= MAX_RETRY_AFTER for wait in waits), figures
     assert refused == 0 or waits, figures
     BystanderProbe.assert_fast(bystander, "handshakes of many addresses")
+
+
+# --- per client (an open-mode address) over several connections, and a frame's JSON values ----
+
+CLIENT_TYPING_BURST = 20  # ROOMCAST_CLIENT_TYPING_RATE_BURST
+CLIENT_CONNECTIONS = 5  # so that 21 typing leave each connection within its own 5
+MAX_FRAME_VALUES = 64  # wire/frame_values.py, in a frame over 512 characters
+
+
+def spread(total: int, build: Callable[[int], list[dict[str, Any]]]) -> list[list[dict[str, Any]]]:
+    """``total`` frames over the client's connections, each share within a connection's limits."""
+    shares = [
+        total // CLIENT_CONNECTIONS + (i < total % CLIENT_CONNECTIONS)
+        for i in range(CLIENT_CONNECTIONS)
+    ]
+    return [build(share) for share in shares]
+
+
+def messages_of(tag: str) -> Callable[[int], list[dict[str, Any]]]:
+    def build(count: int) -> list[dict[str, Any]]:
+        key = uuid.uuid4().hex[:6]
+        return [{"type": "message", "text": tag, "id": f"{key}-{i}"} for i in range(count)]
+
+    return build
+
+
+# name: (the frames of each connection for a total, the bound the sentinels count in, the code)
+CLIENT_BOUNDS: dict[str, tuple[Callable[[int], list[list[dict[str, Any]]]], int]] = {
+    # each connection's sentinel is a message of the client too
+    "messages per client": (
+        lambda total: spread(total, messages_of("m")),
+        CLIENT_MESSAGE_BURST - CLIENT_CONNECTIONS,
+    ),
+    "typing per client": (lambda total: spread(total, typings), CLIENT_TYPING_BURST),
+}
+
+
+@pytest.mark.parametrize("bound", list(CLIENT_BOUNDS))
+async def test_a_client_at_its_bound_over_connections_passes_and_one_past_it_is_refused(
+    cluster: Any, bound: str
+) -> None:
+    build, limit = CLIENT_BOUNDS[bound]
+    node = cluster.nodes[0]
+    outcomes: dict[int, list[str]] = {}
+    for total in (limit, limit + 1):
+        room = f"client-{uuid.uuid4().hex[:8]}"  # of its own: the room's typing bound is 40
+        source = fresh_address()
+        sockets = [
+            await RawWebSocket.connect("127.0.0.1", node.port, source=source)
+            for _ in range(CLIENT_CONNECTIONS)
+        ]
+        try:
+            for ws in sockets:
+                await join(ws, room, "tester")
+            before = metrics_text(node.metrics_url)
+            errors = await asyncio.gather(
+                *(
+                    answers_to(ws, frames, room)
+                    for ws, frames in zip(sockets, build(total), strict=True)
+                )
+            )
+            counted = grew(
+                before, metrics_text(node.metrics_url), "roomcast_frames_rejected_total", "rate"
+            )
+        finally:
+            for ws in sockets:
+                await ws.close()
+        outcomes[total] = [str(e.get("code")) for share in errors for e in share]
+        assert counted == len(outcomes[total]), (bound, total, counted, outcomes[total])
+    figures = f"{bound} over {CLIENT_CONNECTIONS} connections of one address: {outcomes}"
+    print(figures)
+    assert outcomes == {limit: [], limit + 1: ["rate_limited"]}, figures
+
+
+def with_values(values: int) -> dict[str, Any]:
+    """A message of over 512 characters holding ``values`` JSON values (members and items)."""
+    members = ("type", "text", "id", "pad")
+    return {
+        "type": "message",
+        "text": "x" * 600,
+        "id": f"v{values}",
+        "pad": [0] * (values - len(members)),
+    }
+
+
+async def test_a_frame_at_its_json_values_bound_passes_and_one_past_it_is_invalid(
+    cluster: Any,
+) -> None:
+    node = cluster.nodes[0]
+    room = f"values-{uuid.uuid4().hex[:8]}"
+    at_bound, past_bound = await two_clients_in(room, node)
+    try:
+        await at_bound.send(with_values(MAX_FRAME_VALUES))
+        passed = await at_bound.next_text(id=f"v{MAX_FRAME_VALUES}")
+        before = metrics_text(node.metrics_url)
+        await past_bound.send(with_values(MAX_FRAME_VALUES + 1))
+        refused = await past_bound.next_text(type="error")
+        counted = grew(
+            before, metrics_text(node.metrics_url), "roomcast_frames_rejected_total", "invalid"
+        )
+    finally:
+        await at_bound.close()
+        await past_bound.close()
+    figures = (
+        f"JSON values: {MAX_FRAME_VALUES} answered {passed.get('type')}, "
+        f"{MAX_FRAME_VALUES + 1} {refused.get('code')} (counted {counted})"
+    )
+    print(figures)
+    assert passed.get("type") == "ack", figures
+    assert refused.get("code") == "invalid_frame" and counted == 1, figures
