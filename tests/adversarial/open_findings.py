@@ -47,6 +47,7 @@ OPEN_FINDINGS: Final[dict[str, str]] = {
         "one loop turn (~0.4 ms each) before the bystander's read. Tried, not merged (too late in "
         "the stop to run the handshake suites on it): a 10 ms budget of handshakes per loop "
         "turn, the rest answered in later turns after the reads that came meanwhile: 195-217 ms "
-        "(two runs), still over the bound; the accepts and head parses are left in the turn"
+        "(two runs); the same budget over the heads' parsing too: 207-429 ms (three runs, load "
+        "3): no clear gain over the noise, so the stall is not the setups alone"
     ),
 }
