@@ -28,7 +28,7 @@ from roomcast.wire import api, sse
 from roomcast.wire.api import MAX_HEAD_BYTES, ApiError
 from roomcast.wire.codes import ErrorCode
 from roomcast.wire.http_bodies import too_many_lines, too_many_pieces
-from roomcast.wire.http_heads import MAX_HEADERS, HeadLines
+from roomcast.wire.http_heads import MAX_HEADERS, HeadLines, parsed_head_bytes
 
 if TYPE_CHECKING:
     from roomcast.core.auth import ProxyTrust
@@ -173,6 +173,8 @@ class HttpConnection(asyncio.Protocol):
         self._stream_client: str | None = None
         self._token_timer: asyncio.TimerHandle | None = None
         self._closed = False
+        # Refused: the answer is out and our half closed, the client's rest read and dropped.
+        self._lingering = False
         # The drain answered the request in flight: its own answer, if it comes, is dropped.
         self._given_up = False
         self._serving: tuple[str, str] | None = None  # the endpoint and method being answered
@@ -198,10 +200,13 @@ class HttpConnection(asyncio.Protocol):
         self._arm_timer(self._server.settings.handshake_timeout)
 
     def data_received(self, data: bytes) -> None:
-        if self._stream_room is not None:
-            return  # a stream's client has nothing more to say; ignore what it sends
+        if self._stream_room is not None or self._lingering:
+            # A stream's client has nothing more to say, and a refused request's rest is read
+            # only so that the close does not reset the answer away (_linger): both ignored.
+            return
         if not self._head_lines.feed(data):
-            self._reject_early(_too_many_headers())
+            too_long = self._head_lines.too_long
+            self._reject_early(_head_too_long() if too_long else _too_many_headers())
             return
         if not self._chunked_body_fits(data):
             self._reject_early(_too_many_pieces())
@@ -210,7 +215,7 @@ class HttpConnection(asyncio.Protocol):
         self._advance()
 
     def eof_received(self) -> bool:
-        if self._stream_room is None:
+        if self._stream_room is None and not self._lingering:
             self._h11.receive_data(b"")
             self._advance()
         return False
@@ -332,9 +337,14 @@ class HttpConnection(asyncio.Protocol):
             if event is h11.NEED_DATA or event is h11.PAUSED:
                 return
             if isinstance(event, h11.Request):
+                # A head buffered behind the previous request, not counted before parsing.
                 if len(event.headers) > MAX_HEADERS:
-                    # A head buffered behind the previous request, not counted before parsing.
                     self._reject_early(_too_many_headers())
+                    return
+                if not self._head_lines.bytes and (  # not counted as it arrived
+                    parsed_head_bytes(event.method, event.target, event.headers) > MAX_HEAD_BYTES
+                ):
+                    self._reject_early(_head_too_long())
                     return
                 # A body trickled in slowly must not hold the connection forever either.
                 self._arm_timer(self._server.settings.handshake_timeout)
@@ -616,7 +626,26 @@ class HttpConnection(asyncio.Protocol):
                 )
             except h11.LocalProtocolError:
                 pass
-        self._close()
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close after a refusal without resetting its answer away: closing a socket with
+        unread input sends an RST, which can destroy the answer before the client reads it (a
+        1 MB post or a 200 KB head straight to a node got no answer, 10 times of 10). The
+        node's half is closed and what the client still sends is read and dropped unparsed
+        until it closes too, for at most ROOMCAST_CLOSE_TIMEOUT (as a WebSocket's close)."""
+        transport = self._transport
+        if self._lingering or transport is None or not transport.can_write_eof():
+            self._close()
+            return
+        if transport.is_closing():
+            return
+        self._lingering = True
+        if self._send is not None:
+            self._send.flush()  # what waits for a paused socket goes before the end
+        transport.write_eof()
+        transport.resume_reading()
+        self._arm_timer(self._server.settings.close_timeout)
 
     def _drop_slow_consumer(self) -> None:
         self._wake_drain_waiter()
@@ -670,6 +699,12 @@ def _reason(status: int) -> bytes:
         return HTTPStatus(status).phrase.encode()
     except ValueError:
         return b""
+
+
+def _head_too_long() -> ApiError:
+    return ApiError(
+        431, ErrorCode.INVALID_REQUEST, f"malformed request: head over {MAX_HEAD_BYTES} bytes"
+    )
 
 
 def _too_many_headers() -> ApiError:

@@ -1,16 +1,25 @@
-"""How many header lines an HTTP request head holds, counted as its bytes arrive. No I/O.
+"""How many header lines and bytes an HTTP request head holds, counted as they arrive. No I/O.
 
 h11 parses a head in Python, a header at a time, and bounds it by bytes only (16 KiB here): a
 head of ~2,400 one-letter headers cost a node milliseconds to parse and join before any limit
 of the API applied, and nginx lets one address send 200 requests a second. Counting the lines
 first (``bytes.count`` and one search, in C) refuses such a head before h11 sees it, as
 websockets refuses a WebSocket handshake with more than its 128 headers.
+
+The head's bytes are counted here too: h11's ``max_incomplete_event_size`` bounds only a head
+still incomplete, so a whole head that came in one read (up to the event loop's 256 KiB) was
+parsed at any size, and a 64 KB head answered 200 where the API documents 431 over 16 KiB.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Final
+
+# Counted from the request line to the blank line that ends the head, that line included (as
+# the WebSocket handshake's own bound is counted, net/transport.py).
+from roomcast.wire.api import MAX_HEAD_BYTES
 
 # As websockets' MAX_NUM_HEADERS for the handshake on the same port: a browser sends ~20,
 # nginx adds 4.
@@ -21,21 +30,32 @@ _HEAD_END: Final = re.compile(rb"\n\r?\n")
 
 class HeadLines:
     """Feed the bytes of one request head (and whatever follows it) as they come; ``over`` once
-    the head holds more than ``limit`` header lines. Whatever comes after the head's end is not
-    counted (a body may hold any number of lines) until :meth:`restart`."""
+    the head holds more than ``limit`` header lines or ``max_bytes`` bytes. Whatever comes
+    after the head's end is not counted (a body may hold any number of lines) until
+    :meth:`restart`."""
 
-    __slots__ = ("_limit", "_tail", "done", "lines")
+    __slots__ = ("_limit", "_max_bytes", "_tail", "bytes", "done", "lines")
 
-    def __init__(self, limit: int = MAX_HEADERS) -> None:
+    def __init__(self, limit: int = MAX_HEADERS, max_bytes: int = MAX_HEAD_BYTES) -> None:
         self._limit = limit
+        self._max_bytes = max_bytes
         self.lines = 0  # line ends seen in the head so far (its request line's included)
+        self.bytes = 0  # the head's bytes so far (up to its end, once seen)
         self.done = False  # the head's end was seen: nothing more is counted
         self._tail = b""  # the last two bytes of the head so far: its end may span two reads
 
     @property
-    def over(self) -> bool:
+    def too_many_lines(self) -> bool:
         # The request line's end plus one per header line.
         return self.lines - 1 > self._limit
+
+    @property
+    def too_long(self) -> bool:
+        return self.bytes > self._max_bytes
+
+    @property
+    def over(self) -> bool:
+        return self.too_many_lines or self.too_long
 
     def feed(self, data: bytes) -> bool:
         """Count the head's lines in ``data``; False once there are too many."""
@@ -50,19 +70,32 @@ class HeadLines:
                 self.done = True
                 # Only the line ends of this read, up to the one that ends the last header line.
                 self.lines += data.count(b"\n", 0, max(0, found.start() + 1 - len(tail)))
+                self.bytes += found.end() - len(tail)
                 return not self.over
         found = _HEAD_END.search(data)
         if found is None:
             self.lines += data.count(b"\n")
+            self.bytes += len(data)
             self._tail = data[-2:] if len(data) >= 2 else (tail + data)[-2:]
             return not self.over
         self.done = True
         self.lines += data.count(b"\n", 0, found.start() + 1)
+        self.bytes += found.end()
         return not self.over
 
     def restart(self, counting: bool = True) -> None:
         """The next request's head begins (``counting`` False: it is already buffered beyond
         this count, and is checked once parsed instead)."""
         self.lines = 0
+        self.bytes = 0
         self._tail = b""
         self.done = not counting
+
+
+def parsed_head_bytes(method: bytes, target: bytes, headers: Iterable[tuple[bytes, bytes]]) -> int:
+    """The least a parsed head took on the wire: its request line and header lines with their
+    line ends (the parser dropped what it strips), for a head that came buffered behind another
+    and was not counted as it arrived."""
+    request_line = len(method) + len(target) + len(b"  HTTP/1.1\r\n")
+    lines = sum(len(name) + len(value) + len(b": \r\n") for name, value in headers)
+    return request_line + lines + len(b"\r\n")
