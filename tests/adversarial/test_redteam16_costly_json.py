@@ -13,6 +13,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
 from tests.adversarial.bystander import BystanderProbe
 from tests.adversarial.observe import cpu_seconds
 from tests.adversarial.rawws import OP_TEXT, RawWebSocket
@@ -29,21 +31,26 @@ PAD = b"[" + b",".join([b"[]"] * 20_000) + b"]"
 NODE_CPU_S = 0.15
 
 
-def costly_frame(request_id: int) -> bytes:
-    payload = b'{"type":"nope","id":%d,"pad":%s}' % (request_id, PAD)
+def costly_frame(request_id: int, top_level: bool = False) -> bytes:
+    """The arrays in an unknown field, or (``top_level``) the frame itself: refused as not an
+    object, but only once parsed, and that refusal charged nothing before breakrt17."""
+    payload = PAD if top_level else b'{"type":"nope","id":%d,"pad":%s}' % (request_id, PAD)
     assert len(payload) < 64 * 1024, "one frame within ROOMCAST_MAX_FRAME_BYTES"
     return ws_frame(OP_TEXT, payload)
 
 
+@pytest.mark.parametrize("top_level", [False, True], ids=["in-a-field", "as-the-frame"])
 async def test_frames_of_many_empty_arrays_cost_no_more_than_their_bytes(
-    cluster: Any, probe: BystanderProbe
+    cluster: Any, probe: BystanderProbe, top_level: bool
 ) -> None:
     node = cluster.nodes[0]
     attackers = [
-        await RawWebSocket.connect("127.0.0.1", node.port, source=f"127.0.0.{10 + i}")
+        await RawWebSocket.connect(
+            "127.0.0.1", node.port, source=f"127.0.0.{(20 if top_level else 10) + i}"
+        )
         for i in range(ADDRESSES)
     ]
-    burst = b"".join(costly_frame(i) for i in range(FRAMES))
+    burst = b"".join(costly_frame(i, top_level) for i in range(FRAMES))
     pid = node.process.pid
     try:
         with probe.on(node) as bystander:
@@ -61,7 +68,8 @@ async def test_frames_of_many_empty_arrays_cost_no_more_than_their_bytes(
             spent = cpu_seconds(pid) - before
         figures = (
             f"{ADDRESSES} addresses x {FRAMES} frames of {len(burst) // FRAMES} bytes (20,000 "
-            f"empty arrays in an unknown field), straight to one node: answered {sorted(codes)} "
+            f"empty arrays {'as the frame' if top_level else 'in an unknown field'}), straight "
+            f"to one node: answered {sorted(codes)} "
             f"in {took:.2f} s, node CPU {spent:.2f} s (bound {NODE_CPU_S} s)"
         )
         print(figures, bystander[0].describe())

@@ -345,3 +345,24 @@ def _wait_for_port(port: int, process: ManagedProcess) -> None:
             assert process.alive(), process.tail()
             assert time.monotonic() < deadline, "nginx did not listen in time"
             time.sleep(0.02)
+
+
+LOG_LEVELS = {("limit_req_log_level", "info"), ("limit_conn_log_level", "info")}
+
+
+@pytest.mark.parametrize("other", ["compose", "kubernetes"])
+def test_refusals_logged_and_bodies_refused_as_in_the_template(other: str) -> None:
+    """What keeps nginx from writing a line per refused request (red team 17) holds in all
+    three: the limit refusals' log level, and the server-level refusal of a body announced at
+    seven significant digits (an ``if`` before any location, and the location it goes to)."""
+    template, conf = parse(CONFIGS["template"]()), parse(CONFIGS[other]())
+    http = template.find("http")
+    assert set(http.directives) >= LOG_LEVELS
+    assert set(conf.find("http").directives) >= LOG_LEVELS
+    for block in (("if", "($content_length"), ("location", "=", "/roomcast-body-too-large")):
+        ours, theirs = template.find("server").find(*block), conf.find("server").find(*block)
+        assert ours.args == theirs.args and ours.directives == theirs.directives, block
+    rule = template.find("server").find("if", "($content_length")
+    assert rule.args[0] == "($content_length" and rule.directives == [
+        ("rewrite", "^", "/roomcast-body-too-large", "last")
+    ]

@@ -347,7 +347,7 @@ class HttpConnection(asyncio.Protocol):
                     self._reject_early(_head_too_long())
                     return
                 # A body trickled in slowly must not hold the connection forever either.
-                self._arm_timer(self._server.settings.handshake_timeout)
+                self._arm_body_timer(self._server.settings.handshake_timeout)
                 self._request = event
                 self._body = bytearray()
                 self._body_pieces = 0
@@ -687,6 +687,27 @@ class HttpConnection(asyncio.Protocol):
         """Close the connection unless the request (or the next one) comes within ``seconds``."""
         self._cancel_idle_timer()
         self._idle_timer = self._server.loop.call_later(seconds, self._close)
+
+    def _arm_body_timer(self, seconds: float) -> None:
+        """Answer 408 unless the request's body has come whole within ``seconds``."""
+        self._cancel_idle_timer()
+        self._idle_timer = self._server.loop.call_later(seconds, self._body_timed_out)
+
+    def _body_timed_out(self) -> None:
+        """Answered, not only closed: nginx passes a body on as it comes, and a node that
+        closed without an answer made it write an error line per request (a client may hold
+        256 such requests at a time) and answer 504 unconfirmed, "it may have been done", for
+        a request the node never read (tests/adversarial/test_breakrt17_stalled_bodies.py)."""
+        self._idle_timer = None
+        if self._h11.their_state is not h11.SEND_BODY:
+            self._close()  # read whole (a handler runs, with its own bounds) or already ended
+            return
+        seconds = self._server.settings.handshake_timeout
+        self._reject_early(
+            ApiError(
+                408, ErrorCode.INVALID_REQUEST, f"request body not received within {seconds} s"
+            )
+        )
 
     def _cancel_idle_timer(self) -> None:
         if self._idle_timer is not None:

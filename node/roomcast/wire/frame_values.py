@@ -21,10 +21,12 @@ MAX_FRAME_VALUES: Final = 64
 COUNTED_FROM_CHARS: Final = 512
 
 
-def holds_too_many_values(data: dict[str, Any], bound: int = MAX_FRAME_VALUES) -> bool:
+def holds_too_many_values(data: Any, bound: int = MAX_FRAME_VALUES) -> bool:
     """Whether a parsed frame holds more than ``bound`` values (asked only of frames longer
     than COUNTED_FROM_CHARS; an HTTP API body's bound may be larger: a broadcast names up to
-    100 rooms). Stops as soon as the count is past the bound, so its cost is bounded too."""
+    100 rooms). Asked before the frame is found to be an object or not: an array of 20,000
+    empty arrays costs as much to parse as an object holding them, and is refused as late.
+    Stops as soon as the count is past the bound, so its cost is bounded too."""
     count = 0
     pending: list[Any] = [data]
     while pending:

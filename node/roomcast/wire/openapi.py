@@ -368,8 +368,10 @@ _ADMIN_ERRORS: Final = {
     "503": _error("Redis is unavailable: nothing was done"),
     **_SIZE_ERRORS,
 }
+_BODY_TIMEOUT: Final = _error("The body did not come whole within ROOMCAST_HANDSHAKE_TIMEOUT")
 _BODY_ERRORS: Final = {
     "400": _error("The body is not what the operation takes"),
+    "408": _BODY_TIMEOUT,
     "413": _error("Body larger than ROOMCAST_MAX_FRAME_BYTES"),
     "415": _error("Body is not application/json"),
 }
@@ -556,6 +558,7 @@ def document() -> dict[str, Any]:
                         },
                         "400": _error("Body is not a valid message (or no username)"),
                         **_COMMON_ERRORS,
+                        "408": _BODY_TIMEOUT,
                         "413": _error("Body larger than ROOMCAST_MAX_FRAME_BYTES"),
                         "415": _error("Body is not application/json"),
                         "503": _error("Redis is unavailable: the message was not published"),
