@@ -9,16 +9,14 @@ stayed in the room's presence, and its ``user_left`` came only when the close ti
 from __future__ import annotations
 
 import asyncio
-import os
-import struct
 import uuid
 from collections.abc import Iterator
 
-import orjson
 import pytest
 from roomcast_dev.devcluster import LocalCluster, NodeProcess
 
 from tests.support.cluster import FAST_ENV
+from tests.support.rawws import CLOSE_ECHO, CLOSE_FRAME, open_member
 from tests.support.wsclient import Client, scaled
 
 pytestmark = pytest.mark.integration
@@ -26,10 +24,6 @@ pytestmark = pytest.mark.integration
 # The node's wait for a client's end of the stream after a close: the longest it may be, so
 # that a leave that waited for it fails the test's much shorter waits.
 CLOSE_TIMEOUT = 600
-# The client's close frame, code 1000, masked with a zero key (as in bench/setup_instructions.py).
-CLOSE_FRAME = b"\x88\x82\0\0\0\0\x03\xe8"
-# The node's echo: unmasked, the client's own code.
-CLOSE_ECHO = b"\x88\x02\x03\xe8"
 
 
 @pytest.fixture(scope="module")
@@ -37,22 +31,6 @@ def node() -> Iterator[NodeProcess]:
     env = {**FAST_ENV, "ROOMCAST_CLOSE_TIMEOUT": str(CLOSE_TIMEOUT)}
     with LocalCluster(1, nginx=False, node_env=env) as cluster:
         yield cluster.nodes[0]
-
-
-def _text_frame(value: object) -> bytes:
-    payload = orjson.dumps(value)
-    assert len(payload) < 126
-    return struct.pack("!BB", 0x81, 0x80 | len(payload)) + b"\0\0\0\0" + payload
-
-
-async def _read_until(reader: asyncio.StreamReader, mark: bytes) -> bytes:
-    received = b""
-    async with asyncio.timeout(scaled(10)):
-        while mark not in received:
-            chunk = await reader.read(65536)
-            assert chunk, f"the node ended the stream before {mark!r}: {received[-200:]!r}"
-            received += chunk
-    return received
 
 
 async def test_a_closing_client_leaves_its_room_before_it_ends_its_stream(
@@ -63,15 +41,7 @@ async def test_a_closing_client_leaves_its_room_before_it_ends_its_stream(
     reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
     try:
         await anchor.join(room, "anchor")
-        key = os.urandom(16).hex()[:22] + "=="
-        writer.write(
-            b"GET /chat HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            % key.encode()
-        )
-        await _read_until(reader, b'"welcome"')
-        writer.write(_text_frame({"type": "join", "room": room, "username": "closer"}))
-        await _read_until(reader, b'"joined"')
+        await open_member(reader, writer, room, "closer")
         await anchor.recv_type("user_joined", username="closer")
 
         writer.write(CLOSE_FRAME)  # and the client's side of the stream stays open

@@ -628,19 +628,28 @@ class Connection(asyncio.Protocol):
             echo = b"\x8a" + bytes((len(pong),)) + pong + echo
         send.write(echo, force=True)
         send.flush()
-        # Both close frames have now passed: the server closes the TCP connection, and first
-        # (RFC 6455 5.5.1, 7.1.1), without waiting for the client's end of stream as
-        # websockets' half-close does (a shutdown and a read of that end more per close, and
-        # the rooms left a round trip later). No unread input can turn this close into a reset
-        # that destroys the echo: the client sends nothing after its close frame (5.5.1), and
-        # what followed it in this read was read and is discarded. The transport closes once
-        # the echo is written; the close timer aborts a client that never reads it.
-        transport.close()
-        if transport.get_write_buffer_size() and self._close_timer is None:
-            self._close_timer = self._server.loop.call_later(
-                self._settings.close_timeout, self.abort
-            )
+        self._end_after_close(transport)
         return True
+
+    def _end_after_close(self, transport: asyncio.Transport) -> None:
+        """Both close frames have passed (the echo is queued): the rooms are left now, and the
+        stream ends with a half-close; the socket closes once the client ends its side, or at
+        the close timer. Closing it outright was a reset for a client that still sent bytes
+        (a pong to a ping that crossed its close, which RFC 6455 5.5.2 lets it send, a second
+        close, garbage) in a later read: a socket closed with input arriving sends an RST, and
+        the kernel throws away what it had not sent yet, the echo and frames queued before it
+        (tests/integration/test_client_close_then_more_input.py)."""
+        if transport.can_write_eof():
+            transport.write_eof()
+            if self._close_timer is None:
+                self._close_timer = self._server.loop.call_later(
+                    self._settings.close_timeout, self.abort
+                )
+        else:
+            transport.close()
+        # The client is gone for the rooms at once, not when its end of the stream comes
+        # (tests/integration/test_client_close_leaves_at_once.py).
+        self._finish()
 
     def _protocol(self) -> PingLeavingProtocol:
         """websockets' protocol for this connection, made again if the node let it go: open,
@@ -1058,15 +1067,17 @@ class Connection(asyncio.Protocol):
                 over = not send.write(data, force=force) or over
                 continue
             send.flush()  # what waits goes out before the end of the stream
-            if transport.can_write_eof() and proto.close_rcvd is None:
+            if proto.close_rcvd is not None:
+                # The client's close answered (a compressed connection, a 16-bit length): as
+                # _answer_close, half-close and leave the rooms now.
+                self._end_after_close(transport)
+            elif transport.can_write_eof():
                 # End of stream after a close of ours the client has not answered (a failure):
                 # half-close, and keep reading (and discarding) until the client closes too.
                 # Closing outright with unread input would send an RST, and the client could
                 # lose our close frame with it.
                 transport.write_eof()
             else:
-                # Both close frames passed: the client sends nothing more (RFC 6455 5.5.1),
-                # and the server closes the TCP connection first (7.1.1), as _answer_close.
                 transport.close()
         if over and proto.state is State.OPEN:
             self.drop_slow_consumer()  # e.g. pongs piling up for a client that never reads
