@@ -24,6 +24,16 @@ from tests.adversarial.rawws import open_socket
 ADDRESSES = 3
 POSTS = 40  # an address's API burst
 PAD = b"[" + b",".join([b"[]"] * 20_000) + b"]"
+# The same arrays under one key written 333 times (60 each): the parsed body holds 4 values.
+REPEATED = b"".join([b',"a":[' + b",".join([b"[]"] * 60) + b"]"] * 333) + b',"a":0'
+SHAPES = {
+    "in-a-field": b'{"text":"x","username":"padder","pad":%s}' % PAD,
+    "as-the-body": b"%s%s" % (PAD, b" " * 39),
+    "repeated-keys": b'{"text":"x","username":"padder"%s}' % REPEATED,
+    # A number under a key written 9,990 times: no container, ~11 ns a byte to parse.
+    "repeated-scalar-keys": b'{"text":"x","username":"padder"%s}' % (b',"a":0' * 9_990),
+}
+SOURCES = {"in-a-field": 40, "as-the-body": 70, "repeated-keys": 100, "repeated-scalar-keys": 130}
 
 
 def post(room: str, body: bytes) -> bytes:
@@ -54,20 +64,17 @@ async def post_burst(port: int, source: str, room: str, body: bytes) -> dict[int
     return statuses
 
 
-@pytest.mark.parametrize("top_level", [False, True], ids=["in-a-field", "as-the-body"])
+@pytest.mark.parametrize("shape", list(SHAPES))
 async def test_a_body_of_many_empty_arrays_is_refused_and_costs_its_burst(
-    cluster: Any, top_level: bool
+    cluster: Any, shape: str
 ) -> None:
-    """The arrays in a field the API ignores, or (``top_level``) the body itself: refused as not
-    an object, but only once parsed (~3.2 ms), and not charged before breakrt17."""
+    """The arrays in a field the API ignores; the body itself (refused as not an object, but
+    only once parsed, ~3.2 ms, and not charged before breakrt17); or under a repeated key (not
+    counted before wire.parse_cost: the parsed body held 4 values)."""
     node = cluster.nodes[0]
-    base = 70 if top_level else 40  # addresses of their own: each parametrization spends bursts
-    costly = (
-        (b"%s%s" % (PAD, b" " * 39))
-        if top_level
-        else (b'{"text":"x","username":"padder","pad":%s}' % PAD)
-    )
-    plain = b'{"text":"x","username":"padder","pad":"%s"}' % (b"a" * (len(PAD) - 2))
+    base = SOURCES[shape]  # addresses of their own: each parametrization spends bursts
+    costly = SHAPES[shape]
+    plain = b'{"text":"x","username":"padder","pad":"%s"}' % (b"a" * (len(costly) - 41))
     assert len(costly) < 64 * 1024 and len(plain) == len(costly)
     pid = node.process.pid
     refused_before = metric_sum(metrics_text(node.metrics_url), "roomcast_api_requests_total")
@@ -90,7 +97,8 @@ async def test_a_body_of_many_empty_arrays_is_refused_and_costs_its_burst(
     counted = metric_sum(metrics_text(node.metrics_url), "roomcast_api_requests_total")
     figures = (
         f"{POSTS} plain 60 KB posts: {plain_statuses}, node CPU {plain_cpu:.3f} s; "
-        f"{ADDRESSES} addresses x {POSTS} posts of 20,000 empty arrays: {costly_statuses}, "
+        f"{ADDRESSES} addresses x {POSTS} posts ({shape}): "
+        f"{costly_statuses}, "
         f"node CPU {costly_cpu:.3f} s ({took:.1f} s in all); a fresh address's first: {first}"
     )
     print(figures)

@@ -29,6 +29,7 @@ from roomcast.core.presence_pages import answer as presence_answer
 from roomcast.core.ratelimit import MessageRefusal, RateLimiter
 from roomcast.core.server_api import ServerApi
 from roomcast.core.user_ids import UserIds
+from roomcast.runtime.parse_clock import parse_clock
 from roomcast.wire import api, control, envelope, protocol, sse
 from roomcast.wire.api import ApiError, Endpoint, Route
 from roomcast.wire.codes import ErrorCode
@@ -121,6 +122,7 @@ class ApiService:
         stream_churn: StreamChurn | None = None,
         stream_setups: Callable[[], int | None] | None = None,
     ) -> None:
+        self._parse_clock = parse_clock()
         self._broker = broker
         # The node's setups (WebSocket handshakes and event streams together, net.admission):
         # None when a stream may start now, else the seconds for Retry-After.
@@ -300,7 +302,9 @@ class ApiService:
 
     async def _post(self, room: str, caller: Caller, request: ApiRequest) -> Reply:
         try:
-            posted = api.parse_posted_message(request.headers.get("content-type"), request.body)
+            posted = api.parse_posted_message(
+                request.headers.get("content-type"), request.body, self._parse_clock
+            )
         except api.CostlyBody:
             self._charge_costly_body(caller)
             raise

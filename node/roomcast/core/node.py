@@ -52,6 +52,7 @@ from roomcast.core.streams import StreamHub
 from roomcast.core.unanswered import Question, Unanswered
 from roomcast.core.user_ids import UserIds
 from roomcast.runtime.metrics import Metrics
+from roomcast.runtime.parse_clock import parse_clock
 from roomcast.wire import control, envelope, protocol
 from roomcast.wire.codes import CloseCode, ErrorCode, RecoveryStatus
 from roomcast.wire.framing import text_frame
@@ -124,6 +125,7 @@ class Node:
         user_ids: UserIds | None = None,
         room_made_bytes: int = room_made_cost(600.0, 86400.0),
     ) -> None:
+        self._parse_clock = parse_clock()
         self._catch_up_bytes = catch_up_bytes
         # The user_id of events about a user (core.user_ids); None: a key of this process only
         # (a node alone, unit tests).
@@ -305,7 +307,7 @@ class Node:
 
     def on_text(self, conn: Member, text: str) -> Awaitable[None] | None:
         try:
-            command = protocol.parse_command(text)
+            command = protocol.parse_command(text, self._parse_clock)
             if isinstance(command, Message):
                 self._received["message"].inc()
                 return self._message(conn, command)

@@ -31,7 +31,8 @@ import orjson
 
 from roomcast.wire import control, protocol
 from roomcast.wire.codes import ErrorCode
-from roomcast.wire.frame_values import COUNTED_FROM_CHARS, MAX_FRAME_VALUES, holds_too_many_values
+from roomcast.wire.frame_values import COUNTED_FROM_CHARS, MAX_FRAME_VALUES
+from roomcast.wire.parse_cost import ParseClock, parse_long
 from roomcast.wire.protocol import MAX_HISTORY_LIMIT, MAX_OFFSET, ProtocolError
 
 API_PREFIX: Final = "/api/"
@@ -116,13 +117,13 @@ class ApiError(Exception):
 
 
 class CostlyBody(ApiError):
-    """A body refused for holding more JSON values than its request ever needs, as a WebSocket
-    frame is (wire.frame_values): its caller is charged for the parse (core.api_service)."""
+    """A body refused for holding more JSON values than its request ever needs, or for a slow
+    parse of values it dropped, as a WebSocket frame is (wire.frame_values, wire.parse_cost):
+    its caller is charged for the parse (core.api_service)."""
 
     def __init__(self, max_values: int) -> None:
-        super().__init__(
-            400, ErrorCode.INVALID_FRAME, f"body holds more than {max_values} JSON values"
-        )
+        reason = f"body holds more than {max_values} JSON values or repeats keys"
+        super().__init__(400, ErrorCode.INVALID_FRAME, reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,31 +242,37 @@ def json_object(
     *,
     optional: bool = False,
     max_values: int = MAX_FRAME_VALUES,
+    clock: ParseClock | None = None,
 ) -> dict[str, Any]:
     """The request's JSON object body; with ``optional``, an empty body is ``{}``. A body
     longer than COUNTED_FROM_CHARS bytes may hold ``max_values`` JSON values, as a WebSocket
     frame may (wire.frame_values): 60 KB of empty arrays parse ~150 times as slowly as as much
-    text."""
+    text. With ``clock``, its parse is timed too (wire.parse_cost)."""
     if optional and not body:  # whitespace alone is not JSON (400), nothing at all is {}
         return {}
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
     if media_type != "application/json":
         raise ApiError(415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, "send the body as application/json")
     try:
-        data: Any = orjson.loads(body)
+        if len(body) <= COUNTED_FROM_CHARS:
+            data: Any = orjson.loads(body)
+        else:
+            # Judged before the type check: a top-level array costs as much to parse.
+            data, costly = parse_long(body, clock, max_values)
+            if costly:
+                raise CostlyBody(max_values)
     except orjson.JSONDecodeError:
         raise ApiError(400, ErrorCode.INVALID_JSON, "body is not valid JSON") from None
-    # Counted before the type check: a top-level array of many values costs as much to parse.
-    if len(body) > COUNTED_FROM_CHARS and holds_too_many_values(data, max_values):
-        raise CostlyBody(max_values)
     if not isinstance(data, dict):
         raise ApiError(400, ErrorCode.INVALID_FRAME, "body must be a JSON object")
     return data
 
 
-def parse_posted_message(content_type: str | None, body: bytes) -> PostedMessage:
+def parse_posted_message(
+    content_type: str | None, body: bytes, clock: ParseClock | None = None
+) -> PostedMessage:
     """``{"text": T, "username": U}``: the same rules as a WebSocket message frame."""
-    return _posted(json_object(content_type, body))
+    return _posted(json_object(content_type, body, clock=clock))
 
 
 def _posted(data: dict[str, Any]) -> PostedMessage:

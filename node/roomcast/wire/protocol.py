@@ -25,11 +25,8 @@ from typing import Any, Final
 import orjson
 
 from roomcast.wire.codes import ErrorCode, LossReason
-from roomcast.wire.frame_values import (
-    COUNTED_FROM_CHARS,
-    MAX_FRAME_VALUES,
-    holds_too_many_values,
-)
+from roomcast.wire.frame_values import COUNTED_FROM_CHARS, MAX_FRAME_VALUES
+from roomcast.wire.parse_cost import ParseClock, parse_long
 from roomcast.wire.recovery import Since
 from roomcast.wire.usernames import UsernameError, normalize_username
 
@@ -52,8 +49,9 @@ class ProtocolError(Exception):
 
 
 class CostlyFrame(ProtocolError):
-    """A frame refused for holding more JSON values than any command (wire.frame_values): its
-    parse cost the node far more than its bytes were charged, so its client pays more."""
+    """A frame refused for holding more JSON values than any command (wire.frame_values), or
+    for a slow parse of values it dropped (wire.parse_cost): its parse cost the node far more
+    than its bytes were charged, so its client pays more."""
 
 
 # A client's own id for a frame (optional): echoed in the reply, ack or error it causes.
@@ -206,19 +204,24 @@ def _request_id(data: dict[str, Any]) -> RequestId:
     return None
 
 
-def parse_command(text: str) -> Command:
+def parse_command(text: str, clock: ParseClock | None = None) -> Command:
     """Turn one text frame into a command, or raise ProtocolError with a clear reason (and the
-    frame's ``id`` when it had a valid one, so the client can tell which frame failed)."""
+    frame's ``id`` when it had a valid one, so the client can tell which frame failed). With
+    ``clock``, a long frame's parse is timed too (wire.parse_cost)."""
     try:
-        data = orjson.loads(text)
+        # The length first, inline: short frames (nearly all) are neither counted nor timed.
+        # Judged before the type check: a top-level array costs as much as an object's field.
+        if len(text) <= COUNTED_FROM_CHARS:
+            data = orjson.loads(text)
+        else:
+            data, costly = parse_long(text, clock, MAX_FRAME_VALUES)
+            if costly:
+                raise CostlyFrame(
+                    ErrorCode.INVALID_FRAME,
+                    f"frame holds more than {MAX_FRAME_VALUES} JSON values or repeats keys",
+                )
     except orjson.JSONDecodeError:
         raise ProtocolError(ErrorCode.INVALID_JSON, "frame is not valid JSON") from None
-    # The length first, inline: short frames (nearly all) pay no call for it. Before the type
-    # check: a top-level array of many values cost as much to parse as an object holding them.
-    if len(text) > COUNTED_FROM_CHARS and holds_too_many_values(data):
-        raise CostlyFrame(
-            ErrorCode.INVALID_FRAME, f"frame holds more than {MAX_FRAME_VALUES} JSON values"
-        )
     if not isinstance(data, dict):
         raise ProtocolError(ErrorCode.INVALID_FRAME, "frame must be a JSON object")
     request_id = _request_id(data)

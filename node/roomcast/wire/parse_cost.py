@@ -1,0 +1,123 @@
+"""What parsing a long client frame or API body cost, and whether that was too much. No I/O:
+the clocks are the caller's (roomcast.runtime.parse_clock).
+
+The value count (wire.frame_values) bounds what a parse leaves. It cannot see what a parse built
+and dropped: orjson keeps only the last of an object's repeated keys, so
+``{"a": [60 empty arrays], "a": [...], ..., "a": 0}`` (60 KB) builds ~20,000 lists, frees them as
+each key is overwritten, and leaves 3 values: ~0.9-1.6 ms of the node's thread against ~0.03 ms
+for 60 KB of plain text. So a long frame's parse is also timed, and a parse slower than
+PARSE_NS_FLOOR + PARSE_NS_PER_BYTE per UTF-8 byte is refused as one of too many values is,
+when its text also shows what was dropped: more commas, brackets and braces than the parsed
+value needs and its strings hold. Repeated keys of scalars cost nearly as much as of arrays:
+``"a":0,"a":0,...`` (60 KB) parses in ~11 ns a byte, ~20 times plain text.
+
+Time alone would refuse innocents: on a shared machine a 1 KB frame's 2.7 us parse reads as over
+37 us one time in a thousand even on the thread's CPU clock (page faults, interrupts), and a
+monotonic clock also counts time given to other processes. A parse that drops nothing is never
+refused, however slow it reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from roomcast.wire.frame_values import holds_too_many_values
+
+# The most time a parse may take per UTF-8 byte of its frame. Measured (orjson, 60 KB, thread
+# CPU time): plain text 0.5 ns/byte, brackets and commas in a string 1 ns, \uXXXX escapes
+# 1.5 ns, text in other scripts (CJK, emoji, accented Latin) 2-4 ns at the median, 5 ns at
+# worst; repeated keys 10-11 ns (of numbers or strings) to 14-25 ns (of empty arrays). A parse
+# over the bound is refused only if it dropped values, so the bound needs no room above the
+# slowest legitimate text: it only decides which parses pay for a scan of their text.
+PARSE_NS_PER_BYTE: Final = 6
+# Room for a clock's granularity and a page fault on a short frame: a 1 KB frame parses in
+# ~2.5 us. Small, because frames under the floor's reach cost no more per byte than long ones.
+PARSE_NS_FLOOR: Final = 20_000
+# Values a slow parse may have dropped for repeated keys and still be accepted.
+MAX_DROPPED_VALUES: Final = 64
+
+
+@dataclass(frozen=True, slots=True)
+class ParseClock:
+    """The caller's clocks: a monotonic time in ns, and how many garbage-collector passes have
+    run (a pass during a parse is not the frame's doing, so the parse is not judged)."""
+
+    ns: Callable[[], int]
+    collections: Callable[[], int]
+
+
+def allowed_parse_ns(utf8_bytes: int) -> int:
+    """The most time a frame or body of ``utf8_bytes`` may take to parse."""
+    return PARSE_NS_FLOOR + PARSE_NS_PER_BYTE * utf8_bytes
+
+
+def took_too_long(text: str | bytes, took_ns: int) -> bool:
+    """Whether ``took_ns`` is more than ``text``'s size allows. The size is in UTF-8 bytes (the
+    cost of text in other scripts scales with them); a str is encoded to count them only when
+    its parse took longer than its length in characters would allow."""
+    if took_ns <= allowed_parse_ns(len(text)):
+        return False
+    if isinstance(text, bytes) or text.isascii():
+        return True
+    return took_ns > allowed_parse_ns(len(text.encode("utf-8", "surrogatepass")))
+
+
+def parse_long(text: str | bytes, clock: ParseClock | None, max_values: int) -> tuple[Any, bool]:
+    """Parse a frame or body longer than COUNTED_FROM_CHARS: its JSON value, and whether it was
+    costly (more than ``max_values`` values, or a parse slower than its size allows). Raises
+    orjson.JSONDecodeError as orjson.loads does. Without a clock, only the values are counted."""
+    if clock is None:
+        data = orjson.loads(text)
+        return data, holds_too_many_values(data, max_values)
+    passes = clock.collections()
+    started = clock.ns()
+    data = orjson.loads(text)
+    took = clock.ns() - started
+    if holds_too_many_values(data, max_values):
+        return data, True
+    if clock.collections() != passes:
+        return data, False
+    return data, took_too_long(text, took) and dropped_values(text, data)
+
+
+def dropped_values(text: str | bytes, data: Any) -> bool:
+    """Whether ``text`` writes more values than its parsed ``data`` (of at most a bound of
+    values) holds: what orjson built and dropped for repeated keys. Every value but a
+    container's first follows a comma, and every container opens with a bracket or a brace, so
+    the text's commas, brackets and braces are counted against those the parsed value needs and
+    its strings (keys too) hold; an escaped one (``\\u002c``) only adds to what is held. A few
+    dropped values are allowed (MAX_DROPPED_VALUES): they cost little. Asked only of a parse
+    already too slow: the scan (~0.8 ns a byte) is off the hot path."""
+    written = _structural_chars(text if isinstance(text, bytes) else _utf8(text))
+    return written > _structure_held(data) + MAX_DROPPED_VALUES
+
+
+def _structural_chars(text: bytes) -> int:
+    # One pass for the three characters (str.count takes ~1 ns a character, each).
+    return len(text) - len(text.translate(None, b",[{"))
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _structure_held(data: Any) -> int:
+    """The commas, brackets and braces ``data`` needs written, and those its strings hold."""
+    held = 0
+    pending: list[Any] = [data]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            held += _structural_chars(_utf8(value))
+        elif isinstance(value, dict):
+            held += max(len(value), 1)  # its brace, and a comma before every member but one
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            held += max(len(value), 1)
+            pending.extend(value)
+    return held

@@ -1,0 +1,136 @@
+"""A long frame's or API body's parse is timed, and one both slower than its size allows and
+written with containers its parsed value does not hold (repeated keys) is refused as costly
+(wire.parse_cost). The clocks are injected: these tests do not depend on the machine's speed."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from roomcast.wire import api
+from roomcast.wire.codes import ErrorCode
+from roomcast.wire.parse_cost import (
+    PARSE_NS_FLOOR,
+    PARSE_NS_PER_BYTE,
+    ParseClock,
+    allowed_parse_ns,
+    dropped_values,
+    took_too_long,
+)
+from roomcast.wire.protocol import CostlyFrame, Message, parse_command
+
+# 20 keys "a", each holding 60 empty arrays but the last: 1,200 arrays built, 3 values kept.
+ARRAYS = "[" + ",".join(["[]"] * 60) + "]"
+REPEATED_KEYS = '{"type":"message","text":"hi","id":4,' + ',"a":'.join([""] + [ARRAYS] * 20)[1:]
+REPEATED_KEYS = REPEATED_KEYS + ',"a":0}'
+# A key written 400 times with a number: no container, as costly per byte.
+REPEATED_SCALARS = '{"type":"message","text":"hi"' + ',"a":0' * 400 + "}"
+# As long, legitimate: brackets and braces in its text are held by the parsed string.
+CODE_TEXT = json.dumps({"type": "message", "text": "[[], {}, [1, 2]], " * 200, "id": 5})
+
+
+class SteppedClock:
+    """A clock that advances ``step_ns`` between its two reads of one parse, and a count
+    of collector passes that a test may bump during the parse."""
+
+    def __init__(self, step_ns: int, collect_during_parse: bool = False) -> None:
+        self._reads: Iterator[int] = iter(range(0, 10 * step_ns + 1, step_ns))
+        self._collect = collect_during_parse
+        self._passes = 0
+        self.clock = ParseClock(ns=self._read, collections=self._collections)
+
+    def _read(self) -> int:
+        if self._collect:
+            self._passes += 1  # a pass ran between the clock's reads
+        return next(self._reads)
+
+    def _collections(self) -> int:
+        return self._passes
+
+
+def slow(text: str | bytes) -> SteppedClock:
+    """A clock that says ``text`` took 1 ns more than its size allows."""
+    return SteppedClock(allowed_parse_ns(len(text.encode() if isinstance(text, str) else text)) + 1)
+
+
+def test_the_bound_grows_with_the_utf8_bytes() -> None:
+    assert allowed_parse_ns(0) == PARSE_NS_FLOOR
+    assert allowed_parse_ns(60_000) == PARSE_NS_FLOOR + 60_000 * PARSE_NS_PER_BYTE
+    ascii_text = "x" * 1000
+    assert not took_too_long(ascii_text, allowed_parse_ns(1000))
+    assert took_too_long(ascii_text, allowed_parse_ns(1000) + 1)
+    # 1,000 characters of 3 bytes each are allowed the time of 3,000 bytes.
+    cjk = "\u4e2d" * 1000
+    assert not took_too_long(cjk, allowed_parse_ns(3000))
+    assert took_too_long(cjk, allowed_parse_ns(3000) + 1)
+    assert took_too_long(cjk.encode(), allowed_parse_ns(3000) + 1)
+
+
+@pytest.mark.parametrize("text", [REPEATED_KEYS, REPEATED_SCALARS], ids=["arrays", "scalars"])
+def test_a_slow_parse_of_repeated_keys_is_refused_as_costly(text: str) -> None:
+    with pytest.raises(CostlyFrame) as refused:
+        parse_command(text, slow(text).clock)
+    assert refused.value.code == ErrorCode.INVALID_FRAME
+
+
+def test_repeated_keys_parsed_within_the_bound_are_not_refused() -> None:
+    within = SteppedClock(allowed_parse_ns(len(REPEATED_KEYS)))
+    assert isinstance(parse_command(REPEATED_KEYS, within.clock), Message)
+
+
+def test_a_collector_pass_during_the_parse_is_not_held_against_the_frame() -> None:
+    collected = SteppedClock(10 * allowed_parse_ns(len(REPEATED_KEYS)), collect_during_parse=True)
+    assert isinstance(parse_command(REPEATED_KEYS, collected.clock), Message)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        CODE_TEXT,  # brackets in a string
+        json.dumps({"type": "message", "text": "x" * 4000, "id": 6}),  # plain
+        json.dumps({"type": "message", "text": "\u4e2d\U0001f600" * 500}, ensure_ascii=False),
+        json.dumps({"type": "message", "text": "[{" * 500}),  # brackets never closed
+        '{"type":"message","text":"' + "\\u005b\\u007b" * 300 + '"}',
+    ],
+    ids=["brackets-in-text", "plain", "other-scripts", "open-brackets", "escaped-brackets"],
+)
+def test_a_slow_parse_that_dropped_nothing_is_not_refused(text: str) -> None:
+    """A page fault or an interrupt can make any parse read slow: time alone refuses nothing."""
+    assert isinstance(parse_command(text, slow(text).clock), Message)
+
+
+def test_dropped_values_counts_what_the_text_writes_against_what_the_value_holds() -> None:
+    assert dropped_values(REPEATED_KEYS, json.loads(REPEATED_KEYS))
+    assert dropped_values(REPEATED_KEYS.encode(), json.loads(REPEATED_KEYS))
+    assert dropped_values(REPEATED_SCALARS, json.loads(REPEATED_SCALARS))
+    assert not dropped_values(CODE_TEXT, json.loads(CODE_TEXT))
+    nested = json.dumps({"a": [[[]] * 20, {"b": [{}] * 20, "c": "x,y"}], "d": {}, "e": [1]})
+    assert not dropped_values(nested, json.loads(nested))
+    # Escaped commas and brackets are held by the parsed string, not written: never dropped.
+    escaped = '{"text":"' + "\\u002c\\u005b" * 100 + '"}'
+    assert not dropped_values(escaped, json.loads(escaped))
+    # A few repeated keys are allowed: "a" written 65 times holds 1 value and dropped 64.
+    few = '{"type":"message","text":"hi"' + ',"a":0' * 65 + "}"
+    assert not dropped_values(few, json.loads(few))
+    assert dropped_values(few[:-1] + ',"a":0}', json.loads(few))
+
+
+def test_short_frames_are_not_timed() -> None:
+    never = ParseClock(ns=_fail, collections=_fail)
+    assert isinstance(parse_command('{"type":"message","text":"hi"}', never), Message)
+
+
+def _fail() -> int:
+    raise AssertionError("a short frame's parse read a clock")
+
+
+def test_a_slow_api_body_of_repeated_keys_is_refused_as_costly() -> None:
+    body = REPEATED_KEYS.replace('"type":"message",', '"username":"u",').encode()
+    with pytest.raises(api.CostlyBody):
+        api.parse_posted_message("application/json", body, slow(body).clock)
+    within = SteppedClock(allowed_parse_ns(len(body)))
+    assert api.parse_posted_message("application/json", body, within.clock).text == "hi"
+    code = CODE_TEXT.replace('"type": "message",', '"username": "u",').encode()
+    assert api.parse_posted_message("application/json", code, slow(code).clock).username == "u"
