@@ -254,6 +254,7 @@ class LiveGaps:
         limit = _FIRST_READ
         while True:
             state.again = False
+            heard_before = len(state.held or ())  # held before this read was sent
             try:
                 reply = await self._read_history(room, limit)
             except BrokerUnavailable as exc:
@@ -287,7 +288,14 @@ class LiveGaps:
                     self.filled += 1
                     self._deliver(room, envelope.pack(time.time(), message, "", offset))
             if not state.again:
-                break
+                if not _ahead_of_history(state, heard_before, reply.offset):
+                    break
+                # A message of this epoch heard before the read, past the end of the history
+                # it answered: gone with a server that failed over (the epoch kept), or the
+                # read was served by one behind. Released, it would be a gap again at once and
+                # read history again as fast as Redis answers; look again later instead (a
+                # message the new primary writes at its offset comes meanwhile, and settles it).
+                await asyncio.sleep(_STALE_RECHECK_INTERVAL)
             limit = _FIRST_READ
         self._release(room, state)
 
@@ -451,6 +459,21 @@ class LiveGaps:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def _ahead_of_history(state: _Room, heard_before: int, end: int) -> bool:
+    """Whether releasing the first ``heard_before`` messages held would stop at a gap before a
+    message of the room's epoch past ``end``, where a history read sent after it arrived ended
+    (so history cannot fill that gap)."""
+    last = state.last
+    for payload in (state.held or ())[:heard_before]:
+        offset, epoch = sequence_of(payload)
+        if epoch != state.epoch or offset <= last:
+            continue
+        if offset > last + 1:
+            return offset > end
+        last = offset
+    return False
 
 
 def _cancel_stale_look(state: _Room) -> None:
