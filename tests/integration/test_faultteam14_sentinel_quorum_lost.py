@@ -24,6 +24,7 @@ from tests.support.delivery import Traffic
 pytestmark = pytest.mark.integration
 
 ROOMS = ["quorum-east", "quorum-west"]
+CLIENT_TYPES = ("normal", "pubsub")
 
 
 @pytest.fixture
@@ -66,5 +67,42 @@ async def test_sentinels_all_lost_running_node_serves_restarted_node_waits(
         print(f"\nall sentinels killed, a node restarted, sentinels back: {traffic.summary()}")
         traffic.check()
         assert not any(member.losses for member in traffic.members), "loss with no failover"
+    finally:
+        await traffic.close()
+
+
+async def test_links_dropped_while_no_sentinel_answers_lose_nothing_in_silence(
+    sentinel_nodes: tuple[SentinelTopology, LocalCluster],
+) -> None:
+    """The running node's Redis links cut (``CLIENT KILL``, as an idle timeout or a proxy would)
+    while no sentinel answers: it cannot reconnect to a primary it is no longer told about.
+    Every send is answered all the same, and once the sentinels are back every acknowledged
+    message reaches every member or the member is told."""
+    topology, cluster = sentinel_nodes
+    serving = cluster.nodes[0]
+    for node in cluster.nodes:
+        await until(partial(ready, node), 20, f"{node.node_id} ready")
+    traffic = await Traffic.start(serving.url, ROOMS)
+    primary = topology.primary()
+    try:
+        await traffic.more_acks(5)
+        for sentinel in topology.sentinels:
+            sentinel.kill()
+        await traffic.more_acks(5)
+        killed = sum(int(primary.run("CLIENT", "KILL", "TYPE", kind)) for kind in CLIENT_TYPES)
+        await until(partial(not_ready, serving), 10, f"{serving.node_id} not ready, cut off")
+        held_up = [len(s.refused) + len(s.unconfirmed) for s in traffic.senders]
+        await traffic.until(
+            lambda: [len(s.refused) + len(s.unconfirmed) for s in traffic.senders] > held_up,
+            20,
+            "sends answered while cut off",
+        )
+        for sentinel in list(topology.sentinels):
+            topology.restart_sentinel(sentinel)
+        await until(partial(ready, serving), 30, f"{serving.node_id} ready, sentinels back")
+        await traffic.more_acks(20)
+        await traffic.finish(timeout=30)
+        print(f"\n{killed} links killed with no sentinel up: {traffic.summary()}")
+        traffic.check()
     finally:
         await traffic.close()
