@@ -540,6 +540,17 @@ class SentinelTopology:
         self.sentinels.append(server)
         return server
 
+    def restart_sentinel(self, dead: RedisServer) -> RedisServer:
+        """A killed sentinel started again on its port, from the config it last rewrote (what
+        it knew of the primary, the replicas and the other sentinels)."""
+        index = self.sentinels.index(dead)
+        directory = self.workdir / f"sentinel-{index}"
+        config = [str(directory / "sentinel.conf")]
+        process = _start_server(f"sentinel-{dead.port}", directory, config, sentinel=True)
+        server = RedisServer(dead.name, dead.port, process, password=self.sentinel_password)
+        self.sentinels[index] = server
+        return server
+
     def _replicas_in_sync(self) -> bool:
         for server in self.redis_servers[1:]:
             if server.client().info("replication").get("master_link_status") != "up":

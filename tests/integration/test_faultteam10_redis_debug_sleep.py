@@ -12,16 +12,15 @@ holds its text at.
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from functools import partial
-from pathlib import Path
 
 import pytest
 import redis
-from roomcast_dev.devcluster import LocalCluster, ManagedProcess, find_binary, free_port
+from roomcast_dev.devcluster import LocalCluster
 
 from tests.support.cluster import QUICK_ENV, ready, until
+from tests.support.debug_redis import debuggable_redis_server
 from tests.support.delivery import in_thread
 from tests.support.posts import checked_after, on_every_path
 
@@ -32,18 +31,9 @@ SLEEP_S = 4  # QUICK_ENV: the nodes give up on a silent Redis after 1 s
 
 
 @pytest.fixture
-async def debuggable_redis() -> AsyncIterator[int]:
-    """A standalone redis-server that accepts ``DEBUG`` (off by default since Redis 7)."""
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="roomcast-debug-sleep-") as workdir:
-        argv = [find_binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1"]
-        argv += ["--save", "", "--appendonly", "no", "--dir", str(Path(workdir))]
-        process = ManagedProcess("redis", [*argv, "--enable-debug-command", "yes"])
-        try:
-            process.wait_for_line(lambda line: "Ready to accept connections" in line, 20)
-            yield port
-        finally:
-            process.stop()
+def debuggable_redis() -> Iterator[int]:
+    with debuggable_redis_server() as port:
+        yield port
 
 
 async def test_redis_busy_past_the_timeouts_loses_nothing_acknowledged_on_any_path(

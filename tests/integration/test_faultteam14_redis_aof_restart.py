@@ -1,0 +1,94 @@
+"""Redis with ``appendonly yes`` and ``appendfsync always`` SIGKILLed and started again on its
+AOF under traffic, members spread over two nodes.
+
+Nothing acknowledged is lost from the AOF, yet the nodes cannot tell this restart from one on an
+older snapshot (a new ``master_replid`` either way; the fsync policy is not visible to a
+script), so each room starts a new epoch, as ``docs/guarantees.md`` says of any standalone
+restart. What must hold, by offset: every acknowledged message reaches every member once and in
+order or the member is told, each member is told its room's new epoch once (one
+``epoch_changed``, not one per message or per reconnect), and no offset is handed out twice.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import pytest
+import redis
+from roomcast_dev.devcluster import LocalCluster, ManagedProcess, find_binary, free_port
+
+from tests.support.cluster import QUICK_ENV, ready, until
+from tests.support.delivery import Traffic, in_thread
+from tests.support.posts import epoch
+
+pytestmark = pytest.mark.integration
+
+ROOMS = ["aof-east", "aof-west"]
+
+
+class AofRedis:
+    """A redis-server fsyncing its AOF before each reply, restartable on its port and files."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.argv = [find_binary("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1"]
+        self.argv += ["--save", "", "--appendonly", "yes", "--appendfsync", "always"]
+        self.argv += ["--dir", str(workdir)]
+        self.process = self._start()
+
+    def _start(self) -> ManagedProcess:
+        process = ManagedProcess("redis", self.argv)
+        process.wait_for_line(lambda line: "Ready to accept connections" in line, 20)
+        return process
+
+    def kill_and_restart(self) -> None:
+        self.process.signal(9)
+        self.process.popen.wait(10)
+        self.process = self._start()
+
+
+@pytest.fixture
+def aof_redis() -> Iterator[AofRedis]:
+    with tempfile.TemporaryDirectory(prefix="roomcast-aof-") as workdir:
+        server = AofRedis(Path(workdir))
+        try:
+            yield server
+        finally:
+            server.process.stop()
+
+
+async def test_redis_restarted_on_an_always_fsynced_aof_tells_each_member_once(
+    aof_redis: AofRedis,
+) -> None:
+    env = dict(QUICK_ENV, ROOMCAST_REDIS_URL=f"redis://127.0.0.1:{aof_redis.port}")
+    admin = redis.Redis(port=aof_redis.port)
+    with LocalCluster(2, redis=False, nginx=False, node_env=env) as cluster:
+        nodes = cluster.nodes
+        traffic = await Traffic.start(lambda index: nodes[index % 2].url, ROOMS)
+        try:
+            await traffic.more_acks(10)
+            before = {room: await in_thread(partial(epoch, admin, room)) for room in ROOMS}
+            await in_thread(aof_redis.kill_and_restart)
+            for node in nodes:
+                await until(partial(ready, node), 20, f"{node.node_id} ready again")
+            await traffic.more_acks(10)
+            await traffic.finish(timeout=30)
+            after = {room: await in_thread(partial(epoch, admin, room)) for room in ROOMS}
+            told = [
+                sum(loss.get("reason") == "epoch_changed" for loss in member.losses)
+                for member in traffic.members
+            ]
+            print(
+                f"\nAOF (fsync always) restart: {traffic.summary()}; epochs {before} -> "
+                f"{after}; epoch_changed per member {told}"
+            )
+            traffic.check()
+            assert traffic.reused_positions() == [], traffic.reused_positions()
+            assert all(after[room] != before[room] for room in ROOMS), "epoch kept: documented"
+            assert told == [1] * len(traffic.members), told
+        finally:
+            await traffic.close()
+            admin.close()
