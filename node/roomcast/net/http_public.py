@@ -22,6 +22,7 @@ import h11
 from roomcast.broker import BrokerUnavailable
 from roomcast.core.addresses import limit_key
 from roomcast.core.api_service import ApiRequest, ApiService, OpenStream, Reply, StreamedReply
+from roomcast.core.ratelimit import RateLimiter
 from roomcast.core.streams import StreamHub
 from roomcast.net.sendbuffer import SendBudget, SendBuffer, cap_kernel_send_buffer, new_send_budget
 from roomcast.wire import api, sse
@@ -173,8 +174,10 @@ class HttpConnection(asyncio.Protocol):
         self._stream_client: str | None = None
         self._token_timer: asyncio.TimerHandle | None = None
         self._closed = False
-        # Refused: the answer is out and our half closed, the client's rest read and dropped.
+        # Refused: the answer is out and our half closed, the client's rest read and dropped,
+        # within a budget of its own (a refused connection holds no address's budget).
         self._lingering = False
+        self._linger_budget: RateLimiter | None = None
         # The drain answered the request in flight: its own answer, if it comes, is dropped.
         self._given_up = False
         self._serving: tuple[str, str] | None = None  # the endpoint and method being answered
@@ -200,10 +203,17 @@ class HttpConnection(asyncio.Protocol):
         self._arm_timer(self._server.settings.handshake_timeout)
 
     def data_received(self, data: bytes) -> None:
-        if self._stream_room is not None or self._lingering:
-            # A stream's client has nothing more to say, and a refused request's rest is read
-            # only so that the close does not reset the answer away (_linger): both ignored.
+        if self._lingering:
+            # A refused request's rest is read only so that the close does not reset the answer
+            # away (_linger), and only as fast as a client's receive budget allows: uncharged,
+            # 4 refused connections made a node read 2.3 GB in the 5 s of ROOMCAST_CLOSE_TIMEOUT
+            # (tests/adversarial/test_breakrt18_lingering_floods.py).
+            budget = self._linger_budget
+            if budget is not None and not budget.allow(len(data)) and self._transport is not None:
+                self._transport.abort()
             return
+        if self._stream_room is not None:
+            return  # a stream's client has nothing more to say
         if not self._head_lines.feed(data):
             too_long = self._head_lines.too_long
             self._reject_early(_head_too_long() if too_long else _too_many_headers())
@@ -638,11 +648,15 @@ class HttpConnection(asyncio.Protocol):
         if transport.is_closing():
             return
         self._lingering = True
+        settings = self._server.settings
+        self._linger_budget = RateLimiter(
+            settings.client_receive_bytes_per_second, settings.client_receive_bytes_burst
+        )
         if self._send is not None:
             self._send.flush()  # what waits for a paused socket goes before the end
         transport.write_eof()
         transport.resume_reading()
-        self._arm_timer(self._server.settings.close_timeout)
+        self._arm_timer(settings.close_timeout)
 
     def _drop_slow_consumer(self) -> None:
         self._wake_drain_waiter()
