@@ -697,7 +697,19 @@ class HttpConnection(asyncio.Protocol):
     def _arm_timer(self, seconds: float) -> None:
         """Close the connection unless the request (or the next one) comes within ``seconds``."""
         self._cancel_idle_timer()
-        self._idle_timer = self._server.loop.call_later(seconds, self._close)
+        self._idle_timer = self._server.loop.call_later(seconds, self._timed_out)
+
+    def _timed_out(self) -> None:
+        """Aborted if what the node wrote has not all left, else closed: a graceful close waits
+        until it has, so a client that stopped reading with an answer (or a refusal) still
+        queued held the socket past every timer, for as long as it kept its window shut
+        (tests/adversarial/test_breakrt18_linger_unread.py)."""
+        self._idle_timer = None
+        transport = self._transport
+        if transport is not None and transport.get_write_buffer_size():
+            transport.abort()
+            return
+        self._close()
 
     def _arm_body_timer(self, seconds: float) -> None:
         """Answer 408 unless the request's body has come whole within ``seconds``."""
