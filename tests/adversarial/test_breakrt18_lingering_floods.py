@@ -4,7 +4,8 @@ After a WebSocket client's close (or a refused API request) the node half-closes
 drops what the client still sends until it ends its side, for at most ROOMCAST_CLOSE_TIMEOUT
 (5 s), so the echo or the refusal is not reset away. What is read there was charged to nothing:
 the client's receive budget (ROOMCAST_CLIENT_RECEIVE_BYTES_PER_SECOND) bounds what it makes the
-node read while the connection is open, not after.
+node read while the connection is open, not after. Past it the node now reads nothing more
+until the timer.
 """
 
 from __future__ import annotations
