@@ -22,13 +22,14 @@ import h11
 from roomcast.broker import BrokerUnavailable
 from roomcast.core.addresses import limit_key
 from roomcast.core.api_service import ApiRequest, ApiService, OpenStream, Reply, StreamedReply
+from roomcast.core.ratelimit import RateLimiter
 from roomcast.core.streams import StreamHub
 from roomcast.net.sendbuffer import SendBudget, SendBuffer, cap_kernel_send_buffer, new_send_budget
 from roomcast.wire import api, sse
 from roomcast.wire.api import MAX_HEAD_BYTES, ApiError
 from roomcast.wire.codes import ErrorCode
 from roomcast.wire.http_bodies import too_many_lines, too_many_pieces
-from roomcast.wire.http_heads import MAX_HEADERS, HeadLines, parsed_head_bytes
+from roomcast.wire.http_heads import MAX_HEADERS, HeadLines
 
 if TYPE_CHECKING:
     from roomcast.core.auth import ProxyTrust
@@ -173,8 +174,10 @@ class HttpConnection(asyncio.Protocol):
         self._stream_client: str | None = None
         self._token_timer: asyncio.TimerHandle | None = None
         self._closed = False
-        # Refused: the answer is out and our half closed, the client's rest read and dropped.
+        # Refused: the answer is out and our half closed, the client's rest read and dropped,
+        # within a budget of its own (a refused connection holds no address's budget).
         self._lingering = False
+        self._linger_budget: RateLimiter | None = None
         # The drain answered the request in flight: its own answer, if it comes, is dropped.
         self._given_up = False
         self._serving: tuple[str, str] | None = None  # the endpoint and method being answered
@@ -200,10 +203,18 @@ class HttpConnection(asyncio.Protocol):
         self._arm_timer(self._server.settings.handshake_timeout)
 
     def data_received(self, data: bytes) -> None:
-        if self._stream_room is not None or self._lingering:
-            # A stream's client has nothing more to say, and a refused request's rest is read
-            # only so that the close does not reset the answer away (_linger): both ignored.
+        if self._lingering:
+            # A refused request's rest is read only so that the close does not reset the answer
+            # away (_linger), and only within a client's receive budget, then no more until the
+            # timer (paused, not reset, which could still destroy the answer): uncharged, 4
+            # refused connections made a node read 2.3 GB in the 5 s of ROOMCAST_CLOSE_TIMEOUT
+            # (tests/adversarial/test_breakrt18_lingering_floods.py).
+            budget = self._linger_budget
+            if budget is not None and not budget.allow(len(data)) and self._transport is not None:
+                self._transport.pause_reading()
             return
+        if self._stream_room is not None:
+            return  # a stream's client has nothing more to say
         if not self._head_lines.feed(data):
             too_long = self._head_lines.too_long
             self._reject_early(_head_too_long() if too_long else _too_many_headers())
@@ -337,15 +348,6 @@ class HttpConnection(asyncio.Protocol):
             if event is h11.NEED_DATA or event is h11.PAUSED:
                 return
             if isinstance(event, h11.Request):
-                # A head buffered behind the previous request, not counted before parsing.
-                if len(event.headers) > MAX_HEADERS:
-                    self._reject_early(_too_many_headers())
-                    return
-                if not self._head_lines.bytes and (  # not counted as it arrived
-                    parsed_head_bytes(event.method, event.target, event.headers) > MAX_HEAD_BYTES
-                ):
-                    self._reject_early(_head_too_long())
-                    return
                 # A body trickled in slowly must not hold the connection forever either.
                 self._arm_body_timer(self._server.settings.handshake_timeout)
                 self._request = event
@@ -592,8 +594,14 @@ class HttpConnection(asyncio.Protocol):
             self._close()
             return
         self._busy = False
-        # A head already received behind the previous request is checked once parsed instead.
-        self._head_lines.restart(counting=not self._h11.trailing_data[0])
+        self._head_lines.restart()
+        # A head already received behind the previous request is counted from h11's buffer
+        # before h11 parses it: parsed first, a 100 KB head of 25,000 headers cost the node
+        # ~85 ms before its 431 (tests/adversarial/test_breakrt18_pipelined_heads.py).
+        if not self._head_lines.feed(self._h11.trailing_data[0]):
+            too_long = self._head_lines.too_long
+            self._reject_early(_head_too_long() if too_long else _too_many_headers())
+            return
         self._arm_timer(self._server.settings.http_idle_timeout)
         if self._transport is not None and not self._closed:
             self._transport.resume_reading()
@@ -641,11 +649,15 @@ class HttpConnection(asyncio.Protocol):
         if transport.is_closing():
             return
         self._lingering = True
+        settings = self._server.settings
+        self._linger_budget = RateLimiter(
+            settings.client_receive_bytes_per_second, settings.client_receive_bytes_burst
+        )
         if self._send is not None:
             self._send.flush()  # what waits for a paused socket goes before the end
         transport.write_eof()
         transport.resume_reading()
-        self._arm_timer(self._server.settings.close_timeout)
+        self._arm_timer(settings.close_timeout)
 
     def _drop_slow_consumer(self) -> None:
         self._wake_drain_waiter()
@@ -686,7 +698,19 @@ class HttpConnection(asyncio.Protocol):
     def _arm_timer(self, seconds: float) -> None:
         """Close the connection unless the request (or the next one) comes within ``seconds``."""
         self._cancel_idle_timer()
-        self._idle_timer = self._server.loop.call_later(seconds, self._close)
+        self._idle_timer = self._server.loop.call_later(seconds, self._timed_out)
+
+    def _timed_out(self) -> None:
+        """Aborted if what the node wrote has not all left, else closed: a graceful close waits
+        until it has, so a client that stopped reading with an answer (or a refusal) still
+        queued held the socket past every timer, for as long as it kept its window shut
+        (tests/adversarial/test_breakrt18_linger_unread.py)."""
+        self._idle_timer = None
+        transport = self._transport
+        if transport is not None and transport.get_write_buffer_size():
+            transport.abort()
+            return
+        self._close()
 
     def _arm_body_timer(self, seconds: float) -> None:
         """Answer 408 unless the request's body has come whole within ``seconds``."""

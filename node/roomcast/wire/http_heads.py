@@ -14,7 +14,6 @@ parsed at any size, and a 64 KB head answered 200 where the API documents 431 ov
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from typing import Final
 
 # Counted from the request line to the blank line that ends the head, that line included (as
@@ -83,19 +82,9 @@ class HeadLines:
         self.bytes += found.end()
         return not self.over
 
-    def restart(self, counting: bool = True) -> None:
-        """The next request's head begins (``counting`` False: it is already buffered beyond
-        this count, and is checked once parsed instead)."""
+    def restart(self) -> None:
+        """The next request's head begins: feed it what is already buffered of it first."""
         self.lines = 0
         self.bytes = 0
         self._tail = b""
-        self.done = not counting
-
-
-def parsed_head_bytes(method: bytes, target: bytes, headers: Iterable[tuple[bytes, bytes]]) -> int:
-    """The least a parsed head took on the wire: its request line and header lines with their
-    line ends (the parser dropped what it strips), for a head that came buffered behind another
-    and was not counted as it arrived."""
-    request_line = len(method) + len(target) + len(b"  HTTP/1.1\r\n")
-    lines = sum(len(name) + len(value) + len(b": \r\n") for name, value in headers)
-    return request_line + lines + len(b"\r\n")
+        self.done = False
