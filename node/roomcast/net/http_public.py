@@ -216,8 +216,7 @@ class HttpConnection(asyncio.Protocol):
         if self._stream_room is not None:
             return  # a stream's client has nothing more to say
         if not self._head_lines.feed(data):
-            too_long = self._head_lines.too_long
-            self._reject_early(_head_too_long() if too_long else _too_many_headers())
+            self._reject_early(_head_refused(self._head_lines))
             return
         if not self._chunked_body_fits(data):
             self._reject_early(_too_many_pieces())
@@ -599,8 +598,7 @@ class HttpConnection(asyncio.Protocol):
         # before h11 parses it: parsed first, a 100 KB head of 25,000 headers cost the node
         # ~85 ms before its 431 (tests/adversarial/test_breakrt18_pipelined_heads.py).
         if not self._head_lines.feed(self._h11.trailing_data[0]):
-            too_long = self._head_lines.too_long
-            self._reject_early(_head_too_long() if too_long else _too_many_headers())
+            self._reject_early(_head_refused(self._head_lines))
             return
         self._arm_timer(self._server.settings.http_idle_timeout)
         if self._transport is not None and not self._closed:
@@ -750,6 +748,11 @@ def _head_too_long() -> ApiError:
     return ApiError(
         431, ErrorCode.INVALID_REQUEST, f"malformed request: head over {MAX_HEAD_BYTES} bytes"
     )
+
+
+def _head_refused(lines: HeadLines) -> ApiError:
+    """The 431 for a head its counter stopped: too many bytes or too many lines."""
+    return _head_too_long() if lines.too_long else _too_many_headers()
 
 
 def _too_many_headers() -> ApiError:

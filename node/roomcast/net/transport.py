@@ -606,8 +606,8 @@ class Connection(asyncio.Protocol):
         answered with the bytes websockets' protocol, made again for it, would write (its
         ``recv_frame`` as a server, and PingLeavingProtocol's pong first), without making one:
         that protocol (its uuid4, a getrandom system call, parser generators, a Frame) was
-        half of a close's Python. Then the TCP connection is closed, where websockets
-        half-closes it and waits for the client's end. False, and nothing done, for a close
+        half of a close's Python. Then the rooms are left at once and the stream half-closed
+        (_end_after_close). False, and nothing done, for a close
         websockets refuses (a bad code, a 1-byte payload, a reason that is not UTF-8) or while
         a message is written in fragments (its close waits for the frame's end there):
         websockets takes those."""
@@ -1258,17 +1258,11 @@ class Connection(asyncio.Protocol):
         server.metrics.auth_failures.labels(exc.code).inc()
         # Sampled: a client may send bad handshakes at the admission rates, and a line each
         # made 366 KB of logs out of 2,000 refusals (tests/adversarial/test_redteam17_logs.py).
-        unlogged = server.refusals_logged.admit(exc.code)
-        if unlogged is None:
-            return
-        log.info(
+        log_sampled(
+            server.refusals_logged,
+            exc.code,
             "handshake refused",
-            extra={
-                "code": exc.code,
-                "status": exc.status,
-                "client": self.client_address,
-                "unlogged_before": unlogged,
-            },
+            {"code": exc.code, "status": exc.status, "client": self.client_address},
         )
 
     def _frame(self, opcode: int, data: bytes | bytearray | memoryview, fin: bool) -> bool:
@@ -1402,18 +1396,12 @@ class Connection(asyncio.Protocol):
             return
         self._server.metrics.slow_consumer_drops.inc()
         self._app.on_rejected(self, ErrorCode.SLOW_CONSUMER)
-        unlogged = self._server.drops_logged.admit(ErrorCode.SLOW_CONSUMER)
-        if unlogged is not None:
-            log.info(
-                "slow consumer dropped",
-                extra={
-                    "connection": self.id,
-                    "peer": self.peer,
-                    "reason": reason,
-                    "lag": self.lagging,
-                    "unlogged_before": unlogged,
-                },
-            )
+        log_sampled(
+            self._server.drops_logged,
+            ErrorCode.SLOW_CONSUMER,
+            "slow consumer dropped",
+            {"connection": self.id, "peer": self.peer, "reason": reason, "lag": self.lagging},
+        )
         # What the node held back is freed now; the close frame queues behind what the transport
         # already has, and the close timer aborts the socket if the client never reads it.
         # Either way it gets no more room traffic from now on.
@@ -1461,6 +1449,14 @@ def _select_subprotocol(
         if entry.startswith(TOKEN_SUBPROTOCOL_PREFIX):
             return entry
     return None
+
+
+def log_sampled(sampler: LogSampler, kind: str, message: str, extra: dict[str, object]) -> None:
+    """Log ``message`` at INFO if ``sampler`` lets this event of ``kind`` have a line, saying
+    how many of its kind went unlogged before it (every event is counted in a metric apart)."""
+    unlogged = sampler.admit(kind)
+    if unlogged is not None:
+        log.info(message, extra={**extra, "unlogged_before": unlogged})
 
 
 class WebSocketServer:
@@ -1636,12 +1632,12 @@ class WebSocketServer:
             conn.send(token_expiring(int(expires * 1000), int(closes * 1000)))
             return
         self.app.on_rejected(conn, ErrorCode.TOKEN_EXPIRED)
-        unlogged = self.drops_logged.admit(ErrorCode.TOKEN_EXPIRED)
-        if unlogged is not None:
-            log.info(
-                "token expired; closing",
-                extra={"connection": conn.id, "unlogged_before": unlogged},
-            )
+        log_sampled(
+            self.drops_logged,
+            ErrorCode.TOKEN_EXPIRED,
+            "token expired; closing",
+            {"connection": conn.id},
+        )
         # fail, not close: nothing the client sends after this is handled any more.
         conn.fail(CloseCode.TOKEN_EXPIRED, "token expired; reconnect with a new one")
 
@@ -1651,12 +1647,12 @@ class WebSocketServer:
         # after a ping (no pong, no frame) is dead.
         if not conn.alive:
             self.metrics.dead_connections_reaped.inc()
-            unlogged = self.drops_logged.admit("no_pong")
-            if unlogged is not None:
-                log.info(
-                    "no pong; closing dead connection",
-                    extra={"connection": conn.id, "unlogged_before": unlogged},
-                )
+            log_sampled(
+                self.drops_logged,
+                "no_pong",
+                "no pong; closing dead connection",
+                {"connection": conn.id},
+            )
             conn.abort()
             return
         conn.alive = False
