@@ -42,6 +42,9 @@ _FIRST_READ: Final = 64  # messages asked for at first; more only when the gap i
 _HOLD_LIMIT: Final = 10_000  # live events held during one catch-up before giving up on it
 _RETRY_DELAY: Final = 0.05
 _LEFT_EPOCHS_KEPT: Final = 4  # epochs a room left behind whose late messages are dropped
+# Names of epochs left further back, kept (without their offsets) so that a return to one of
+# them is told as a loss rather than handed over again from its offset 1 (every message twice).
+_FORGOTTEN_EPOCHS_KEPT: Final = 64
 # A live message of an epoch left makes the node look in history (the room may be back in it),
 # at most this often per room: an old primary still publishing costs a read a second, no more.
 _STALE_RECHECK_INTERVAL: Final = 1.0
@@ -80,13 +83,23 @@ class _Room:
     # Epochs left behind (announced as lost), oldest first, each with the last offset handed
     # over in it: a room whose history comes back in one of them goes on after that offset.
     left: dict[str, int] = field(default_factory=dict)
+    # Epochs pushed out of ``left`` (oldest first): something of each was handed over, where
+    # up to is no longer known.
+    forgotten: dict[str, None] = field(default_factory=dict)
+    # Epochs heard live but never adopted (history answered ours: see _remember_foreign), whose
+    # messages are dropped, each with whether members were told (_lose_foreign). Kept apart
+    # from ``left``: they must not push out an epoch something was handed over in.
+    foreign: dict[str, bool] = field(default_factory=dict)
+    stale_looking: bool = False  # the running catch-up was asked for by a stale look
     held: list[bytes] | None = None  # live payloads held while a catch-up runs
     # A catch-up gave up: the next chat message is taken as it comes (history cannot be read),
     # and what lies between the last one handed over and it is announced by its exact range.
     adopt_next: bool = False
-    # Offsets of ``epoch`` up to this one were announced as published again (history went
-    # back below ``last``): a later look that finds it still behind does not say it twice.
+    # Offsets of ``epoch`` from ``reused_from`` up to ``reused`` were announced as published
+    # again (history went back below ``last``): a later look that finds it still behind does
+    # not say them twice (``reused`` 0: none was).
     reused: int = 0
+    reused_from: int = 0
     again: bool = False  # asked to look again while a catch-up was running
     stale_checked: float = float("-inf")  # when a stale message last made us look in history
     # A stale message came within the interval: look once it ends (it may be the room's last).
@@ -193,13 +206,13 @@ class LiveGaps:
             self._adopt(room, state, epoch, offset, payload)
             return
         if epoch != state.epoch:
-            if epoch in state.left:
+            if epoch in state.left or epoch in state.foreign:
                 self.stale += 1  # inside a range already announced as lost
                 self._recheck_stale(room, state)
                 return
-            if state.from_start:
+            if state.from_start and epoch not in state.forgotten:
                 state.epoch, state.last, state.from_start = epoch, 0, False
-            elif not state.epoch:
+            elif not state.epoch and not state.from_start:
                 # A first message: the baseline.
                 state.epoch, state.last = epoch, offset
                 self._deliver(room, payload)
@@ -234,6 +247,7 @@ class LiveGaps:
             return
         _cancel_stale_look(state)
         state.stale_checked = now
+        state.stale_looking = True
         self.recheck(room)
 
     def _stale_look_due(self, room: str, state: _Room) -> None:
@@ -254,6 +268,7 @@ class LiveGaps:
         limit = _FIRST_READ
         while True:
             state.again = False
+            stale_look, state.stale_looking = state.stale_looking, False
             heard_before = len(state.held or ())  # held before this read was sent
             try:
                 reply = await self._read_history(room, limit)
@@ -273,7 +288,9 @@ class LiveGaps:
                 # Same epoch, history ending before what was handed over: Redis failed over to
                 # a replica that had not received the last messages, and kept the epoch.
                 self._lose_reused(room, state, reply.offset)
-                self._remember_foreign(state)
+                if stale_look:
+                    self._lose_foreign(room, state)
+                self._remember_foreign(room, state)
             wanted = reply.offset - state.last
             if wanted > len(reply.messages) and limit < min(wanted, self._history_size):
                 limit = min(wanted, self._history_size)
@@ -299,7 +316,7 @@ class LiveGaps:
             limit = _FIRST_READ
         self._release(room, state)
 
-    def _remember_foreign(self, state: _Room) -> None:
+    def _remember_foreign(self, room: str, state: _Room) -> None:
         """History is in the room's epoch, yet live messages of another one, not left either,
         are held: a server no longer primary published them (or our read went to a server
         behind the one that did). Each would send the node back to history at once, in a loop
@@ -309,8 +326,34 @@ class LiveGaps:
         for payload in state.held or ():
             offset, epoch = sequence_of(payload)
             if offset and epoch != state.epoch and epoch not in state.left:
-                _remember_left(state, epoch, 0)
+                if epoch not in state.foreign:
+                    state.foreign[epoch] = False
                 state.stale_checked = time.monotonic()  # history was just read
+        while len(state.foreign) > _LEFT_EPOCHS_KEPT:
+            # Forgotten, its messages would be dropped no more: members are told first.
+            oldest = next(iter(state.foreign))
+            self._tell_foreign(room, state, oldest)
+            del state.foreign[oldest]
+
+    def _lose_foreign(self, room: str, state: _Room) -> None:
+        """A stale look, a second or more after an epoch was taken for foreign, finds history
+        still in ours: that epoch's messages dropped meanwhile will not be handed over (the
+        room is back in ours, or they came from a server no longer primary). Told as the epoch
+        visited and left, the way a node that had adopted it would have: ours left after what
+        was handed over, that one left from its offset 1, and ours resumed where it stood (the
+        cursors go on there too). Should history come to be in it after all, it is handed over
+        from its offset 1 (nothing twice: members hold none of it)."""
+        for epoch in state.foreign:
+            self._tell_foreign(room, state, epoch)
+
+    def _tell_foreign(self, room: str, state: _Room, epoch: str) -> None:
+        if state.foreign[epoch] or not state.epoch:
+            return
+        state.foreign[epoch] = True
+        self._lose(
+            room, protocol.LOSS_EPOCH_CHANGED, state.epoch, state.last + 1, None, new_epoch=epoch
+        )
+        self._lose(room, protocol.LOSS_EPOCH_CHANGED, epoch, 1, None, new_epoch=state.epoch)
 
     def _fill_from_held(self, room: str, state: _Room, first: int) -> None:
         """History starts at ``first``, past the last offset handed over: what lies between
@@ -362,8 +405,16 @@ class LiveGaps:
         # was handed over in it then must not be handed over again, and members' cursors,
         # told only ``new_epoch``, go on after what they had of it too.
         resumed = state.left.pop(epoch, 0)
+        state.foreign.pop(epoch, None)  # nothing of it handed over: from its offset 1
         state.epoch, state.last, state.from_start = epoch, resumed, not epoch
         state.reused = 0
+        if epoch in state.forgotten:
+            # Left more than _LEFT_EPOCHS_KEPT epochs ago: members hold some of it, this node
+            # no longer knows how much. What history holds is told lost, not handed over again.
+            del state.forgotten[epoch]
+            if latest > 0:
+                self._lose(room, protocol.LOSS_TOO_OLD, epoch, 1, latest)
+                state.last = latest
         # Its history may end before that (the server back as primary had not replicated the
         # last ones).
         self._lose_reused(room, state, latest)
@@ -372,9 +423,18 @@ class LiveGaps:
         """History of ``state.epoch`` ends at ``latest``: offsets after it, up to the last one
         handed over, are published again, as new messages, which members would drop as
         already delivered (and so does this node). Say so, rather than drop them in silence."""
+        if latest >= state.last:
+            return
+        if state.reused and latest + 1 < state.reused_from:
+            # Further back than a look before found it (that look went to a server that held
+            # more of the epoch than the primary now does): what lies below is published again.
+            self._lose(room, protocol.LOSS_TOO_OLD, state.epoch, latest + 1, state.reused_from - 1)
+            state.reused_from = latest + 1
         first = max(latest, state.reused) + 1
         if first <= state.last:
             self._lose(room, protocol.LOSS_TOO_OLD, state.epoch, first, state.last)
+            if not state.reused:
+                state.reused_from = first
             state.reused = state.last
 
     def _lose(
@@ -409,7 +469,7 @@ class LiveGaps:
                 return
             if offset > state.last + 1:
                 self._lose(room, protocol.LOSS_UNAVAILABLE, epoch, state.last + 1, offset - 1)
-        elif epoch in state.left:
+        elif epoch in state.left or epoch in state.foreign:
             self.stale += 1
             state.adopt_next = True
             self._recheck_stale(room, state)
@@ -491,6 +551,11 @@ def _leave(state: _Room) -> None:
 
 def _remember_left(state: _Room, epoch: str, last: int) -> None:
     state.left.pop(epoch, None)
+    state.forgotten.pop(epoch, None)
     state.left[epoch] = last
     while len(state.left) > _LEFT_EPOCHS_KEPT:
-        del state.left[next(iter(state.left))]
+        oldest = next(iter(state.left))
+        del state.left[oldest]
+        state.forgotten[oldest] = None
+    while len(state.forgotten) > _FORGOTTEN_EPOCHS_KEPT:
+        del state.forgotten[next(iter(state.forgotten))]
