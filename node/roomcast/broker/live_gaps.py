@@ -320,14 +320,14 @@ class LiveGaps:
         """History is in the room's epoch, yet live messages of another one, not left either,
         are held: a server no longer primary published them (or our read went to a server
         behind the one that did). Each would send the node back to history at once, in a loop
-        as fast as Redis answers. Remembered as left with nothing handed over, they are dropped
-        as stale (history looked at again at most once a second); should history come to be
-        in that epoch, it is handed over from its offset 1."""
+        as fast as Redis answers. Remembered as foreign (nothing of it handed over), they are
+        dropped as stale (history looked at again at most once a second, and members told if
+        it still answers ours: _lose_foreign); should history come to be in that epoch, it is
+        handed over from its offset 1."""
         for payload in state.held or ():
             offset, epoch = sequence_of(payload)
             if offset and epoch != state.epoch and epoch not in state.left:
-                if epoch not in state.foreign:
-                    state.foreign[epoch] = False
+                state.foreign.setdefault(epoch, False)
                 state.stale_checked = time.monotonic()  # history was just read
         while len(state.foreign) > _LEFT_EPOCHS_KEPT:
             # Forgotten, its messages would be dropped no more: members are told first.
