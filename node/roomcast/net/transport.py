@@ -25,7 +25,6 @@ from websockets.exceptions import (
     RequestLineTooLong,
     SecurityError,
 )
-from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
@@ -56,6 +55,7 @@ from roomcast.net.admission import (
     address_busy_response,
     busy_response,
 )
+from roomcast.net.deflate import server_deflate
 from roomcast.net.fd_limit import (
     FULL_RESPONSE,
     RETRY_AFTER_SECONDS,
@@ -1488,7 +1488,7 @@ class WebSocketServer:
         self.loop = loop
         # The app passes what it shares with the HTTP side; unit tests may let it default.
         self.outbox = outbox or Outbox(loop, metrics)
-        self.extensions = [ServerPerMessageDeflateFactory()] if settings.compression else None
+        self.extensions = [server_deflate()] if settings.compression else None
         policy = policy or AccessPolicy.from_settings(settings)
         self.verifier = policy.verifier
         self.origins = policy.origins
