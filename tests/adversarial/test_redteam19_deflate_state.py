@@ -18,13 +18,13 @@ import random
 import string
 import uuid
 import zlib
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
 from tests.adversarial.devcluster_shim import LocalCluster, scaled
+from tests.adversarial.observe import rss_bytes
 from tests.adversarial.rawws import (
     OP_CLOSE,
     OP_TEXT,
@@ -51,13 +51,6 @@ def cluster() -> Iterator[Any]:
         yield running
 
 
-def rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
 def compressed(value: dict[str, Any]) -> bytes:
     """A text frame as permessage-deflate sends it, within the smallest window a server may
     ask for (so it inflates whatever window bits were agreed)."""
@@ -66,20 +59,27 @@ def compressed(value: dict[str, Any]) -> bytes:
     return frame(OP_TEXT, body[:-4], rsv=RSV1)
 
 
-async def read_until(ws: DeflateSocket, kind: str, count: int = 1) -> int:
-    """Read (and inflate) until ``count`` events of type ``kind`` came: how many did (fewer
-    if the node closed first)."""
-    seen = 0
-    while seen < count:
+async def inflated_events(ws: DeflateSocket) -> AsyncIterator[dict[str, Any]]:
+    """The node's text frames, inflated and parsed, until its close."""
+    while True:
         first, payload = await read_server_frame(ws.reader)
         opcode = first & 0x0F
         if opcode == OP_CLOSE:
-            break
+            return
         if opcode == OP_TEXT:
             if first & 0x40:
                 payload = ws.inflater.decompress(payload + b"\x00\x00\xff\xff")
-            if json.loads(payload).get("type") == kind:
-                seen += 1
+            yield json.loads(payload)
+
+
+async def read_until(ws: DeflateSocket, kind: str, count: int = 1) -> int:
+    """Read until ``count`` events of type ``kind`` came: how many did (fewer if the node
+    closed first)."""
+    seen = 0
+    async for event in inflated_events(ws):
+        seen += event.get("type") == kind
+        if seen == count:
+            break
     return seen
 
 
@@ -87,7 +87,7 @@ async def test_compressed_connections_keep_little_memory(cluster: Any) -> None:
     node = cluster.nodes[0]
     await until_ready(node)
     room = f"deflate-{uuid.uuid4().hex[:8]}"
-    before = rss(node.process.pid)
+    before = rss_bytes(node.process.pid)
     members = [await DeflateSocket.connect(node.port) for _ in range(MEMBERS)]
     rnd = random.Random(19)
     try:
@@ -102,7 +102,7 @@ async def test_compressed_connections_keep_little_memory(cluster: Any) -> None:
         counts = await asyncio.wait_for(
             asyncio.gather(*(read_until(ws, "message", SENDERS) for ws in members)), scaled(30)
         )
-        after = rss(node.process.pid)
+        after = rss_bytes(node.process.pid)
     finally:
         for ws in members:
             ws.close()
