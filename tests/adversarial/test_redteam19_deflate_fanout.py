@@ -22,7 +22,7 @@ import pytest
 from tests.adversarial.bystander import BystanderProbe
 from tests.adversarial.devcluster_shim import LocalCluster, scaled
 from tests.adversarial.observe import cpu_seconds
-from tests.adversarial.rawws import RawWebSocket
+from tests.adversarial.rawws import RawWebSocket, handshake_request, open_socket, read_head
 from tests.adversarial.readiness import until_ready
 from tests.adversarial.test_redteam2_deflate_bombs import DeflateSocket
 from tests.adversarial.test_redteam19_deflate_state import compressed, inflated_events, read_until
@@ -54,13 +54,33 @@ async def read_texts(ws: DeflateSocket, count: int) -> list[str]:
     return texts
 
 
+async def connect(port: int, offer: str) -> DeflateSocket:
+    reader, writer = await open_socket("127.0.0.1", port)
+    writer.write(
+        handshake_request("127.0.0.1", port, headers=[("Sec-WebSocket-Extensions", offer)])
+    )
+    status, head = await read_head(reader)
+    assert status == 101 and "permessage-deflate" in head.lower(), head
+    return DeflateSocket(reader, writer)
+
+
+# How browsers offer it, and a client asking for the smallest window the node may write in.
+OFFERS = {
+    "as browsers offer it": "permessage-deflate; client_max_window_bits",
+    "smallest server window": (
+        "permessage-deflate; client_max_window_bits; server_max_window_bits=9"
+    ),
+}
+
+
+@pytest.mark.parametrize("offer", list(OFFERS))
 async def test_a_room_burst_to_compressed_members_costs_one_deflate_each(
-    cluster: Any, probe: BystanderProbe
+    cluster: Any, probe: BystanderProbe, offer: str
 ) -> None:
     node = cluster.nodes[0]
     await until_ready(node)
     room = f"fanout-{uuid.uuid4().hex[:8]}"
-    members = [await DeflateSocket.connect(node.port) for _ in range(MEMBERS)]
+    members = [await connect(node.port, OFFERS[offer]) for _ in range(MEMBERS)]
     senders = [await RawWebSocket.connect("127.0.0.1", node.port) for _ in range(SENDERS)]
     rnd = random.Random(19)
     texts = [
@@ -92,7 +112,8 @@ async def test_a_room_burst_to_compressed_members_costs_one_deflate_each(
             await sender.close()
     whole = sum(sorted(got) == sorted(texts) for got in read)
     figures = (
-        f"{total} messages of {TEXT_CHARS} characters to {MEMBERS} compressed members: node CPU "
+        f"{offer}: {total} messages of {TEXT_CHARS} characters to {MEMBERS} compressed members: "
+        f"node CPU "
         f"{cpu:.2f} s; members that read every message whole: {whole} of {MEMBERS}; "
         f"bystander {result[0].describe() if result else 'none'}"
     )

@@ -5,7 +5,16 @@ from __future__ import annotations
 import json
 import zlib
 
-from roomcast.net.deflate import KEPT_FRAMES, WINDOW_BITS, SharedDeflate
+from websockets.extensions.permessage_deflate import PerMessageDeflate
+
+from roomcast.net.deflate import (
+    KEPT_FRAMES,
+    MIN_WINDOW_BITS,
+    WINDOW_BITS,
+    SharedDeflate,
+    shared_deflates,
+    shared_for,
+)
 from roomcast.wire.framing import frame_payload, text_frame
 
 
@@ -46,3 +55,16 @@ def test_it_keeps_a_bounded_number_of_frames() -> None:
         deflate.frame(text_frame(json.dumps({"n": n}).encode()))
     again = deflate.frame(first)
     assert again == kept and again is not kept  # compressed again once it was let go
+
+
+def test_each_window_a_client_may_agree_has_its_own_compressor() -> None:
+    deflates = shared_deflates()
+    assert sorted(deflates) == list(range(MIN_WINDOW_BITS, WINDOW_BITS + 1))
+    payload = json.dumps({"text": "".join(chr(97 + (n * 7919) % 26) for n in range(9000))})
+    for bits, deflate in deflates.items():
+        # A client that asked for this window inflates with no more than it.
+        assert inflate(deflate.frame(text_frame(payload.encode())), bits) == payload.encode()
+        agreed = PerMessageDeflate(False, True, 15, bits)
+        assert shared_for(agreed, deflates) is deflate
+    # Context taken over (not what the node agrees): websockets compresses for it alone.
+    assert shared_for(PerMessageDeflate(False, False, 15, WINDOW_BITS), deflates) is None

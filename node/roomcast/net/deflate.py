@@ -33,6 +33,8 @@ from roomcast.wire.framing import deflated_text_frame, frame_payload
 # 2 ** 12 = 4 KiB of LZ77 window: a compressor holds ~4 x the window + 2 ** (memLevel + 9).
 WINDOW_BITS: Final = 12
 MEM_LEVEL: Final = 5
+# The smallest window zlib writes in (it takes 8 for 9), and so websockets agrees.
+MIN_WINDOW_BITS: Final = 9
 # Frames kept compressed: those of one loop turn's room traffic, written to every compressed
 # member in that turn. A frame compressed again after it left costs time, never correctness.
 KEPT_FRAMES: Final = 32
@@ -53,22 +55,29 @@ def server_deflate() -> ServerPerMessageDeflateFactory:
     )
 
 
-def takes_shared_frames(extension: Extension) -> bool:
-    """Whether a connection's agreed deflate reads frames compressed by :class:`SharedDeflate`:
-    no context taken over, and a window of the node's own size (a client may ask for less)."""
-    return (
-        isinstance(extension, PerMessageDeflate)
-        and extension.local_no_context_takeover
-        and extension.local_max_window_bits >= WINDOW_BITS
-    )
+def shared_deflates() -> dict[int, SharedDeflate]:
+    """One shared compressor per window a connection may agree (a client may ask the node for
+    a window as small as 512 bytes): however its clients asked, a message is compressed at
+    most four times on a node."""
+    return {bits: SharedDeflate(bits) for bits in range(MIN_WINDOW_BITS, WINDOW_BITS + 1)}
+
+
+def shared_for(extension: Extension, deflates: dict[int, SharedDeflate]) -> SharedDeflate | None:
+    """The shared compressor whose frames a connection's agreed deflate reads: none if the
+    node takes context over on it (then websockets compresses for it alone)."""
+    if isinstance(extension, PerMessageDeflate) and extension.local_no_context_takeover:
+        return deflates.get(extension.local_max_window_bits)
+    return None
 
 
 class SharedDeflate:
-    """Room frames compressed once, each on its own, for every compressed connection."""
+    """Room frames compressed once, each on its own, for every compressed connection that
+    agreed this window."""
 
-    __slots__ = ("_frames",)
+    __slots__ = ("_frames", "_window_bits")
 
-    def __init__(self) -> None:
+    def __init__(self, window_bits: int = WINDOW_BITS) -> None:
+        self._window_bits = window_bits
         self._frames: dict[bytes, bytes] = {}
 
     def frame(self, frame: bytes) -> bytes:
@@ -76,7 +85,7 @@ class SharedDeflate:
         found = self._frames.get(frame)
         if found is None:
             compressor = zlib.compressobj(
-                zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -WINDOW_BITS, MEM_LEVEL
+                zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -self._window_bits, MEM_LEVEL
             )
             data = compressor.compress(frame_payload(frame)) + compressor.flush(zlib.Z_SYNC_FLUSH)
             found = deflated_text_frame(data.removesuffix(_EMPTY_BLOCK))

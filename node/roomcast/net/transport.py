@@ -55,7 +55,7 @@ from roomcast.net.admission import (
     address_busy_response,
     busy_response,
 )
-from roomcast.net.deflate import SharedDeflate, server_deflate, takes_shared_frames
+from roomcast.net.deflate import SharedDeflate, server_deflate, shared_deflates, shared_for
 from roomcast.net.fd_limit import (
     FULL_RESPONSE,
     RETRY_AFTER_SECONDS,
@@ -1211,8 +1211,8 @@ class Connection(asyncio.Protocol):
             return
         extensions = self._protocol().extensions
         self._compressed = bool(extensions)
-        if extensions and server.deflate is not None and takes_shared_frames(extensions[0]):
-            self._deflate = server.deflate
+        if extensions:
+            self._deflate = shared_for(extensions[0], server.deflates)
         server.opened(self)
         self._app.on_open(self)
 
@@ -1501,7 +1501,7 @@ class WebSocketServer:
         # The app passes what it shares with the HTTP side; unit tests may let it default.
         self.outbox = outbox or Outbox(loop, metrics)
         self.extensions = [server_deflate()] if settings.compression else None
-        self.deflate = SharedDeflate() if settings.compression else None
+        self.deflates = shared_deflates() if settings.compression else {}
         policy = policy or AccessPolicy.from_settings(settings)
         self.verifier = policy.verifier
         self.origins = policy.origins
