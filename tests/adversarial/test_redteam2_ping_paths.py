@@ -51,7 +51,8 @@ async def pongs_for_pings(port: int, path: str, pings: int) -> tuple[int, int]:
     reader, writer = await open_socket("127.0.0.1", port)
     headers = []
     if path == "compressed":
-        headers = [("Sec-WebSocket-Extensions", "permessage-deflate")]
+        # As browsers offer it (without client_max_window_bits the node does not compress).
+        headers = [("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits")]
     writer.write(handshake_request("127.0.0.1", port, headers=headers))
     status, head = await read_head(reader)
     assert status == 101, head

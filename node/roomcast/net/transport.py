@@ -25,7 +25,6 @@ from websockets.exceptions import (
     RequestLineTooLong,
     SecurityError,
 )
-from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
@@ -56,6 +55,7 @@ from roomcast.net.admission import (
     address_busy_response,
     busy_response,
 )
+from roomcast.net.deflate import SharedDeflate, server_deflate, shared_deflates, shared_for
 from roomcast.net.fd_limit import (
     FULL_RESPONSE,
     RETRY_AFTER_SECONDS,
@@ -263,6 +263,7 @@ class Connection(asyncio.Protocol):
         "_deciding",
         "_deferred",
         "_deferred_bytes",
+        "_deflate",
         "_fragments",
         "_handshake_timer",
         "_head_bytes",
@@ -349,6 +350,9 @@ class Connection(asyncio.Protocol):
             self._settings.rate_limit_per_second, self._settings.rate_limit_burst
         )
         self._compressed = False
+        # The node's shared compressor of room frames, for a compressed connection that reads
+        # them (net/deflate.py); otherwise websockets compresses each frame for it.
+        self._deflate: SharedDeflate | None = None
         self._fragments: list[bytes] | None = None
         # A message being written in fragments (send_fragments): frames queued meanwhile wait
         # in _deferred, for nothing may come between the fragments of one message.
@@ -804,9 +808,14 @@ class Connection(asyncio.Protocol):
             return self._hold_back(pending)
         if self._compressed:
             proto = self._protocol()
-            for frame in pending:
-                proto.send_text(frame_payload(frame))
-            pending = proto.data_to_send()
+            deflate = self._deflate
+            if deflate is None:
+                for frame in pending:
+                    proto.send_text(frame_payload(frame))
+                pending = proto.data_to_send()
+            else:
+                # What websockets holds for it (a pong) keeps its place before them.
+                pending = [*proto.data_to_send(), *map(deflate.frame, pending)]
         size = len(pending[0]) if count == 1 else sum(map(len, pending))
         if self.lagging:
             # Only its own answers and what it missed come now (no room traffic); they may take
@@ -1200,7 +1209,10 @@ class Connection(asyncio.Protocol):
         if response.status_code != 101:
             server.metrics.handshakes_rejected.labels(str(response.status_code)).inc()
             return
-        self._compressed = bool(self._protocol().extensions)
+        extensions = self._protocol().extensions
+        self._compressed = bool(extensions)
+        if extensions:
+            self._deflate = shared_for(extensions[0], server.deflates)
         server.opened(self)
         self._app.on_open(self)
 
@@ -1488,7 +1500,8 @@ class WebSocketServer:
         self.loop = loop
         # The app passes what it shares with the HTTP side; unit tests may let it default.
         self.outbox = outbox or Outbox(loop, metrics)
-        self.extensions = [ServerPerMessageDeflateFactory()] if settings.compression else None
+        self.extensions = [server_deflate()] if settings.compression else None
+        self.deflates = shared_deflates() if settings.compression else {}
         policy = policy or AccessPolicy.from_settings(settings)
         self.verifier = policy.verifier
         self.origins = policy.origins

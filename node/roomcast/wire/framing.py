@@ -11,6 +11,7 @@ import struct
 from typing import Final
 
 _FIN_TEXT: Final = 0x81
+_FIN_TEXT_DEFLATED: Final = 0xC1
 _LEN16: Final = struct.Struct("!BBH")
 _LEN64: Final = struct.Struct("!BBQ")
 
@@ -20,14 +21,21 @@ def text_frame(payload: bytes) -> bytes:
     return text_frame_head(len(payload)) + payload
 
 
-def text_frame_head(length: int) -> bytes:
+def text_frame_head(length: int, first: int = _FIN_TEXT) -> bytes:
     """The header of an unmasked, unfragmented text frame of ``length`` payload bytes: a large
-    answer's payload follows it in pieces, written as the client drains."""
+    answer's payload follows it in pieces, written as the client drains. ``first``: its first
+    byte (RSV1 set for a compressed one)."""
     if length < 126:
-        return bytes((_FIN_TEXT, length))
+        return bytes((first, length))
     if length < 65536:
-        return _LEN16.pack(_FIN_TEXT, 126, length)
-    return _LEN64.pack(_FIN_TEXT, 127, length)
+        return _LEN16.pack(first, 126, length)
+    return _LEN64.pack(first, 127, length)
+
+
+def deflated_text_frame(deflated: bytes) -> bytes:
+    """An unmasked, unfragmented text frame of a message compressed on its own (RFC 7692: RSV1
+    on, the sync flush's empty block left off)."""
+    return text_frame_head(len(deflated), _FIN_TEXT_DEFLATED) + deflated
 
 
 def frame_payload(frame: bytes) -> bytes:
