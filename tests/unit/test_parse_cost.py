@@ -32,22 +32,24 @@ CODE_TEXT = json.dumps({"type": "message", "text": "[[], {}, [1, 2]], " * 200, "
 
 
 class SteppedClock:
-    """A clock that advances ``step_ns`` between its two reads of one parse, and a count
-    of collector passes that a test may bump during the parse."""
+    """A clock that advances ``step_ns`` between its two reads of one parse, of which
+    ``collecting_ns`` went to a collector pass."""
 
-    def __init__(self, step_ns: int, collect_during_parse: bool = False) -> None:
+    def __init__(self, step_ns: int, collecting_ns: int = 0) -> None:
         self._reads: Iterator[int] = iter(range(0, 10 * step_ns + 1, step_ns))
-        self._collect = collect_during_parse
-        self._passes = 0
-        self.clock = ParseClock(ns=self._read, collections=self._collections)
+        self._read_count = 0
+        self._pass_ns = collecting_ns
+        self._collecting = 0
+        self.clock = ParseClock(ns=self._read, collecting_ns=self._collected)
 
     def _read(self) -> int:
-        if self._collect:
-            self._passes += 1  # a pass ran between the clock's reads
+        self._read_count += 1
+        if self._read_count == 2:
+            self._collecting += self._pass_ns  # the pass ran between the clock's reads
         return next(self._reads)
 
-    def _collections(self) -> int:
-        return self._passes
+    def _collected(self) -> int:
+        return self._collecting
 
 
 def slow(text: str | bytes) -> SteppedClock:
@@ -81,8 +83,18 @@ def test_repeated_keys_parsed_within_the_bound_are_not_refused() -> None:
 
 
 def test_a_collector_pass_during_the_parse_is_not_held_against_the_frame() -> None:
-    collected = SteppedClock(10 * allowed_parse_ns(len(REPEATED_KEYS)), collect_during_parse=True)
+    allowed = allowed_parse_ns(len(REPEATED_KEYS))
+    collected = SteppedClock(10 * allowed, collecting_ns=9 * allowed)
     assert isinstance(parse_command(REPEATED_KEYS, collected.clock), Message)
+
+
+def test_a_parse_too_slow_besides_its_collector_pass_is_refused() -> None:
+    """A frame can make a pass run (30,000 nested lists built before a repeated key drops
+    them): the pass is taken off the parse, not the parse let through unjudged."""
+    allowed = allowed_parse_ns(len(REPEATED_KEYS))
+    collected = SteppedClock(10 * allowed, collecting_ns=9 * allowed - 1)
+    with pytest.raises(CostlyFrame):
+        parse_command(REPEATED_KEYS, collected.clock)
 
 
 @pytest.mark.parametrize(
@@ -118,7 +130,7 @@ def test_dropped_values_counts_what_the_text_writes_against_what_the_value_holds
 
 
 def test_short_frames_are_not_timed() -> None:
-    never = ParseClock(ns=_fail, collections=_fail)
+    never = ParseClock(ns=_fail, collecting_ns=_fail)
     assert isinstance(parse_command('{"type":"message","text":"hi"}', never), Message)
 
 
