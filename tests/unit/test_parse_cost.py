@@ -123,10 +123,22 @@ def test_dropped_values_counts_what_the_text_writes_against_what_the_value_holds
     # Escaped commas and brackets are held by the parsed string, not written: never dropped.
     escaped = '{"text":"' + "\\u002c\\u005b" * 100 + '"}'
     assert not dropped_values(escaped, json.loads(escaped))
+    # Nor are brackets, commas and quotes in strings, however escaped.
+    quoted = json.dumps({"text": 'say "[a, b]" \\ {"x": [1, 2]} \\"', 'k\\"[': "\\,{"})
+    assert not dropped_values(quoted, json.loads(quoted))
     # A few repeated keys are allowed: "a" written 65 times holds 1 value and dropped 64.
     few = '{"type":"message","text":"hi"' + ',"a":0' * 65 + "}"
     assert not dropped_values(few, json.loads(few))
     assert dropped_values(few[:-1] + ',"a":0}', json.loads(few))
+
+
+def test_escaped_brackets_do_not_make_up_for_dropped_values() -> None:
+    """``\\u005b`` is a bracket in the parsed string, not one written: 6 bytes of it made up
+    for each list a repeated key dropped (tests/adversarial/test_breakstop30_collected_parse)."""
+    dropping = REPEATED_KEYS[:-1] + ',"p":"' + "\\u005b" * REPEATED_KEYS.count("[") + '"}'
+    assert dropped_values(dropping, json.loads(dropping))
+    with pytest.raises(CostlyFrame):
+        parse_command(dropping, slow(dropping).clock)
 
 
 def test_short_frames_are_not_timed() -> None:
