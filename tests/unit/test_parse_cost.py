@@ -5,8 +5,10 @@ written with containers its parsed value does not hold (repeated keys) is refuse
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterator
 
+import orjson
 import pytest
 
 from roomcast.wire import api
@@ -15,6 +17,8 @@ from roomcast.wire.parse_cost import (
     PARSE_NS_FLOOR,
     PARSE_NS_PER_BYTE,
     ParseClock,
+    _structural_outside_strings,
+    _structure_needed,
     allowed_parse_ns,
     dropped_values,
     took_too_long,
@@ -158,3 +162,36 @@ def test_a_slow_api_body_of_repeated_keys_is_refused_as_costly() -> None:
     assert api.parse_posted_message("application/json", body, within.clock).text == "hi"
     code = CODE_TEXT.replace('"type": "message",', '"username": "u",').encode()
     assert api.parse_posted_message("application/json", code, slow(code).clock).username == "u"
+
+
+def _random_value(rng: random.Random, depth: int = 0) -> object:
+    """A JSON value of containers, numbers and strings full of quotes, backslashes, commas and
+    brackets, with no key written twice."""
+    kind = rng.randrange(6 if depth < 4 else 3)
+    if kind == 0:
+        return rng.choice([0, -1, 2.5, 1e300, True, None, 10**18])
+    if kind in (1, 2):
+        return "".join(
+            rng.choice('\\"\\\\,[{}]:\u4e2d\U0001f600 x\n') for _ in range(rng.randrange(12))
+        )
+    if kind == 3:
+        return [_random_value(rng, depth + 1) for _ in range(rng.randrange(4))]
+    keys = {str(_random_value(rng, 4)) for _ in range(rng.randrange(4))}
+    return {key: _random_value(rng, depth + 1) for key in keys}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_what_a_value_needs_written_is_what_its_text_writes(seed: int) -> None:
+    """No false refusal from the count: a value's text as any client encoder writes it (escaped
+    or not, quotes and backslashes in its strings) writes exactly the commas, brackets and
+    braces its containers need outside its strings, so it drops nothing."""
+    rng = random.Random(seed)
+    for _ in range(200):
+        value = _random_value(rng)
+        needed = _structure_needed(value)
+        for text in (
+            json.dumps(value),
+            json.dumps(value, ensure_ascii=False),
+            orjson.dumps(value).decode(),
+        ):
+            assert _structural_outside_strings(text.encode()) == needed, text
