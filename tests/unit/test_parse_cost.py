@@ -17,8 +17,8 @@ from roomcast.wire.parse_cost import (
     PARSE_NS_FLOOR,
     PARSE_NS_PER_BYTE,
     ParseClock,
-    _structural_outside_strings,
     _structure_needed,
+    _written_outside_strings,
     allowed_parse_ns,
     dropped_values,
     took_too_long,
@@ -171,13 +171,34 @@ def _random_value(rng: random.Random, depth: int = 0) -> object:
     if kind == 0:
         return rng.choice([0, -1, 2.5, 1e300, True, None, 10**18])
     if kind in (1, 2):
-        return "".join(
-            rng.choice('\\"\\\\,[{}]:\u4e2d\U0001f600 x\n') for _ in range(rng.randrange(12))
-        )
+        # "\\u005b" in a string is written "\\\\u005b": an escaped backslash, no escape.
+        pieces = [*'\\"\\\\,[{}]:\u4e2d\U0001f600 x\n', "\\u005b"]
+        return "".join(rng.choice(pieces) for _ in range(rng.randrange(12)))
     if kind == 3:
         return [_random_value(rng, depth + 1) for _ in range(rng.randrange(4))]
     keys = {str(_random_value(rng, 4)) for _ in range(rng.randrange(4))}
     return {key: _random_value(rng, depth + 1) for key in keys}
+
+
+def _escaping_structure(value: object, rng: random.Random) -> str:
+    """``value`` as JSON whose strings write some of their commas, brackets and braces as
+    ``\\uXXXX`` escapes, as any encoder may."""
+    if isinstance(value, str):
+        return '"' + "".join(_char(c, rng) for c in value) + '"'
+    if isinstance(value, list):
+        return "[" + ",".join(_escaping_structure(item, rng) for item in value) + "]"
+    if isinstance(value, dict):
+        members = (
+            f"{_escaping_structure(k, rng)}:{_escaping_structure(v, rng)}" for k, v in value.items()
+        )
+        return "{" + ",".join(members) + "}"
+    return json.dumps(value)
+
+
+def _char(char: str, rng: random.Random) -> str:
+    if char in ",[{" and rng.random() < 0.5:
+        return f"\\u{ord(char):04x}"
+    return json.dumps(char)[1:-1]
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -193,5 +214,6 @@ def test_what_a_value_needs_written_is_what_its_text_writes(seed: int) -> None:
             json.dumps(value),
             json.dumps(value, ensure_ascii=False),
             orjson.dumps(value).decode(),
+            _escaping_structure(value, rng),
         ):
-            assert _structural_outside_strings(text.encode()) == needed, text
+            assert _written_outside_strings(text.encode(), value) == needed, text
