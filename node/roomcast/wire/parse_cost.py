@@ -97,23 +97,23 @@ def dropped_values(text: str | bytes, data: Any) -> bool:
     (MAX_DROPPED_VALUES): they cost little. Asked only of a parse already too slow: the scan
     (a few passes in C, ~1 ns a byte of 60 KB) is off the hot path."""
     encoded = text if isinstance(text, bytes) else _utf8(text)
-    return _written_outside_strings(encoded, data) > _structure_needed(data) + MAX_DROPPED_VALUES
+    needed, in_strings = _structure(data)
+    return _written_outside_strings(encoded, in_strings) > needed + MAX_DROPPED_VALUES
 
 
 # The escapes that write a comma, a bracket or a brace (JSON has no shorter ones for them).
 _ESCAPED_STRUCTURE: Final = (b"\\u002c", b"\\u002C", b"\\u005b", b"\\u005B", b"\\u007b", b"\\u007B")
 
 
-def _written_outside_strings(text: bytes, data: Any) -> int:
+def _written_outside_strings(text: bytes, in_strings: int) -> int:
     """The commas, brackets and braces ``text`` writes outside its strings: all it writes, less
-    those its parsed strings hold that are not escapes. Not less all those its strings hold: an
-    escaped bracket (``\\u005b``, 6 bytes) is held but not written as one, and made up for a
-    list a repeated key dropped. Found without splitting the text at its quotes, which made
+    those its parsed strings hold (``in_strings``) but escapes. Not less all its strings hold:
+    an escaped bracket (``\\u005b``, 6 bytes) is held but not written as one, and made up for
+    a list a repeated key dropped. Found without splitting the text at its quotes, which made
     ~1 ms of 20,000 keys' quotes."""
-    inside = _structure_in_strings(data)
-    if inside and b"u00" in text:  # escapes are looked for only where there can be some
-        inside -= _escaped_structure(text)
-    return _structural_chars(text) - inside
+    if in_strings and b"u00" in text:  # escapes are looked for only where there can be some
+        in_strings -= _escaped_structure(text)
+    return _structural_chars(text) - in_strings
 
 
 def _escaped_structure(text: bytes) -> int:
@@ -135,32 +135,20 @@ def _utf8(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-def _structure_needed(data: Any) -> int:
-    """The commas, brackets and braces ``data``'s containers need written."""
-    needed = 0
-    pending: list[Any] = [data]
-    while pending:
-        value = pending.pop()
-        if isinstance(value, dict):
-            needed += max(len(value), 1)  # its brace, and a comma before every member but one
-            pending.extend(value.values())
-        elif isinstance(value, list):
-            needed += max(len(value), 1)
-            pending.extend(value)
-    return needed
-
-
-def _structure_in_strings(data: Any) -> int:
-    """The commas, brackets and braces ``data``'s strings (keys too) hold."""
-    held = 0
+def _structure(data: Any) -> tuple[int, int]:
+    """The commas, brackets and braces ``data``'s containers need written, and those its
+    strings (keys too) hold."""
+    needed = held = 0
     pending: list[Any] = [data]
     while pending:
         value = pending.pop()
         if isinstance(value, str):
             held += _structural_chars(_utf8(value))
         elif isinstance(value, dict):
+            needed += max(len(value), 1)  # its brace, and a comma before every member but one
             pending.extend(value.keys())
             pending.extend(value.values())
         elif isinstance(value, list):
+            needed += max(len(value), 1)
             pending.extend(value)
-    return held
+    return needed, held
