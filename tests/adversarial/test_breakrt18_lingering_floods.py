@@ -58,8 +58,9 @@ async def closed_then_flooding(port: int, deadline: float) -> int:
         ws.writer.close()
 
 
-async def refused_then_flooding(port: int, deadline: float) -> int:
-    reader, writer = await open_socket("127.0.0.1", port, source=fresh_address())
+async def refused_then_flooding(port: int, deadline: float, source: str | None = None) -> int:
+    """A post refused 413, then a flood; from ``source``, or an address of its own."""
+    reader, writer = await open_socket("127.0.0.1", port, source=source or fresh_address())
     try:
         headers = [("Content-Length", str(10**12))]
         writer.write(request_bytes("POST", "/api/rooms/a/messages", "roomcast", headers))

@@ -5,8 +5,10 @@ written with containers its parsed value does not hold (repeated keys) is refuse
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterator
 
+import orjson
 import pytest
 
 from roomcast.wire import api
@@ -15,6 +17,8 @@ from roomcast.wire.parse_cost import (
     PARSE_NS_FLOOR,
     PARSE_NS_PER_BYTE,
     ParseClock,
+    _structure,
+    _written_outside_strings,
     allowed_parse_ns,
     dropped_values,
     took_too_long,
@@ -32,22 +36,24 @@ CODE_TEXT = json.dumps({"type": "message", "text": "[[], {}, [1, 2]], " * 200, "
 
 
 class SteppedClock:
-    """A clock that advances ``step_ns`` between its two reads of one parse, and a count
-    of collector passes that a test may bump during the parse."""
+    """A clock that advances ``step_ns`` between its two reads of one parse, of which
+    ``collecting_ns`` went to a collector pass."""
 
-    def __init__(self, step_ns: int, collect_during_parse: bool = False) -> None:
+    def __init__(self, step_ns: int, collecting_ns: int = 0) -> None:
         self._reads: Iterator[int] = iter(range(0, 10 * step_ns + 1, step_ns))
-        self._collect = collect_during_parse
-        self._passes = 0
-        self.clock = ParseClock(ns=self._read, collections=self._collections)
+        self._read_count = 0
+        self._pass_ns = collecting_ns
+        self._collecting = 0
+        self.clock = ParseClock(ns=self._read, collecting_ns=self._collected)
 
     def _read(self) -> int:
-        if self._collect:
-            self._passes += 1  # a pass ran between the clock's reads
+        self._read_count += 1
+        if self._read_count == 2:
+            self._collecting += self._pass_ns  # the pass ran between the clock's reads
         return next(self._reads)
 
-    def _collections(self) -> int:
-        return self._passes
+    def _collected(self) -> int:
+        return self._collecting
 
 
 def slow(text: str | bytes) -> SteppedClock:
@@ -81,8 +87,18 @@ def test_repeated_keys_parsed_within_the_bound_are_not_refused() -> None:
 
 
 def test_a_collector_pass_during_the_parse_is_not_held_against_the_frame() -> None:
-    collected = SteppedClock(10 * allowed_parse_ns(len(REPEATED_KEYS)), collect_during_parse=True)
+    allowed = allowed_parse_ns(len(REPEATED_KEYS))
+    collected = SteppedClock(10 * allowed, collecting_ns=9 * allowed)
     assert isinstance(parse_command(REPEATED_KEYS, collected.clock), Message)
+
+
+def test_a_parse_too_slow_besides_its_collector_pass_is_refused() -> None:
+    """A frame can make a pass run (30,000 nested lists built before a repeated key drops
+    them): the pass is taken off the parse, not the parse let through unjudged."""
+    allowed = allowed_parse_ns(len(REPEATED_KEYS))
+    collected = SteppedClock(10 * allowed, collecting_ns=9 * allowed - 1)
+    with pytest.raises(CostlyFrame):
+        parse_command(REPEATED_KEYS, collected.clock)
 
 
 @pytest.mark.parametrize(
@@ -111,14 +127,26 @@ def test_dropped_values_counts_what_the_text_writes_against_what_the_value_holds
     # Escaped commas and brackets are held by the parsed string, not written: never dropped.
     escaped = '{"text":"' + "\\u002c\\u005b" * 100 + '"}'
     assert not dropped_values(escaped, json.loads(escaped))
+    # Nor are brackets, commas and quotes in strings, however escaped.
+    quoted = json.dumps({"text": 'say "[a, b]" \\ {"x": [1, 2]} \\"', 'k\\"[': "\\,{"})
+    assert not dropped_values(quoted, json.loads(quoted))
     # A few repeated keys are allowed: "a" written 65 times holds 1 value and dropped 64.
     few = '{"type":"message","text":"hi"' + ',"a":0' * 65 + "}"
     assert not dropped_values(few, json.loads(few))
     assert dropped_values(few[:-1] + ',"a":0}', json.loads(few))
 
 
+def test_escaped_brackets_do_not_make_up_for_dropped_values() -> None:
+    """``\\u005b`` is a bracket in the parsed string, not one written: 6 bytes of it made up
+    for each list a repeated key dropped (tests/adversarial/test_breakstop30_collected_parse)."""
+    dropping = REPEATED_KEYS[:-1] + ',"p":"' + "\\u005b" * REPEATED_KEYS.count("[") + '"}'
+    assert dropped_values(dropping, json.loads(dropping))
+    with pytest.raises(CostlyFrame):
+        parse_command(dropping, slow(dropping).clock)
+
+
 def test_short_frames_are_not_timed() -> None:
-    never = ParseClock(ns=_fail, collections=_fail)
+    never = ParseClock(ns=_fail, collecting_ns=_fail)
     assert isinstance(parse_command('{"type":"message","text":"hi"}', never), Message)
 
 
@@ -134,3 +162,58 @@ def test_a_slow_api_body_of_repeated_keys_is_refused_as_costly() -> None:
     assert api.parse_posted_message("application/json", body, within.clock).text == "hi"
     code = CODE_TEXT.replace('"type": "message",', '"username": "u",').encode()
     assert api.parse_posted_message("application/json", code, slow(code).clock).username == "u"
+
+
+def _random_value(rng: random.Random, depth: int = 0) -> object:
+    """A JSON value of containers, numbers and strings full of quotes, backslashes, commas and
+    brackets, with no key written twice."""
+    kind = rng.randrange(6 if depth < 4 else 3)
+    if kind == 0:
+        return rng.choice([0, -1, 2.5, 1e300, True, None, 10**18])
+    if kind in (1, 2):
+        # "\\u005b" in a string is written "\\\\u005b": an escaped backslash, no escape.
+        pieces = [*'\\"\\\\,[{}]:\u4e2d\U0001f600 x\n', "\\u005b"]
+        return "".join(rng.choice(pieces) for _ in range(rng.randrange(12)))
+    if kind == 3:
+        return [_random_value(rng, depth + 1) for _ in range(rng.randrange(4))]
+    keys = {str(_random_value(rng, 4)) for _ in range(rng.randrange(4))}
+    return {key: _random_value(rng, depth + 1) for key in keys}
+
+
+def _escaping_structure(value: object, rng: random.Random) -> str:
+    """``value`` as JSON whose strings write some of their commas, brackets and braces as
+    ``\\uXXXX`` escapes, as any encoder may."""
+    if isinstance(value, str):
+        return '"' + "".join(_char(c, rng) for c in value) + '"'
+    if isinstance(value, list):
+        return "[" + ",".join(_escaping_structure(item, rng) for item in value) + "]"
+    if isinstance(value, dict):
+        members = (
+            f"{_escaping_structure(k, rng)}:{_escaping_structure(v, rng)}" for k, v in value.items()
+        )
+        return "{" + ",".join(members) + "}"
+    return json.dumps(value)
+
+
+def _char(char: str, rng: random.Random) -> str:
+    if char in ",[{" and rng.random() < 0.5:
+        return f"\\u{ord(char):04x}"
+    return json.dumps(char)[1:-1]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_what_a_value_needs_written_is_what_its_text_writes(seed: int) -> None:
+    """No false refusal from the count: a value's text as any client encoder writes it (escaped
+    or not, quotes and backslashes in its strings) writes exactly the commas, brackets and
+    braces its containers need outside its strings, so it drops nothing."""
+    rng = random.Random(seed)
+    for _ in range(200):
+        value = _random_value(rng)
+        needed, in_strings = _structure(value)
+        for text in (
+            json.dumps(value),
+            json.dumps(value, ensure_ascii=False),
+            orjson.dumps(value).decode(),
+            _escaping_structure(value, rng),
+        ):
+            assert _written_outside_strings(text.encode(), in_strings) == needed, text

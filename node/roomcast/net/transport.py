@@ -16,7 +16,7 @@ import itertools
 import logging
 import sys
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Final, Protocol, cast
 
 from websockets.exceptions import (
@@ -152,6 +152,10 @@ class HttpHandover(Protocol):
     def open_sockets(self) -> int:
         """Sockets it serves now (requests, keep-alive connections, event streams)."""
         ...
+
+    # Set by the WebSocket server: what a refused request's client sends while the API lingers
+    # is charged to the client's receive budget (WebSocketServer.charge_lingering).
+    charge_lingering: Callable[[str, int], bool] | None
 
 
 class Application(Protocol):
@@ -1526,6 +1530,8 @@ class WebSocketServer:
         )
         # The HTTP API sharing this port, if any: it takes the sockets whose request is for it.
         self.http = http
+        if http is not None:
+            http.charge_lingering = self.charge_lingering
         self._ids = itertools.count(1)
         self._id_prefix = f"{instance}-"
         self._server: asyncio.Server | None = None
