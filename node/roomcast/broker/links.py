@@ -702,6 +702,12 @@ class SubscriberLink(RedisLink):
         redirect = redirect_of(error) if self._on_slot_moved is not None else None
         if redirect is None or self._on_slot_moved is None:
             log.error("redis refused a subscriber command", extra={"error": str(error)})
+            if self._requests:
+                # A refused SUBSCRIBE (BUSY while another client's script runs) is neither
+                # confirmed nor sent again: its room stayed unheard on this node, every message
+                # to it refused, long after Redis took commands again. Connecting again
+                # subscribes every wanted channel anew, at the reconnect pace.
+                self.abort()
             return
         # The reply answers the oldest SUBSCRIBE of that slot: refuse it, the caller retries.
         for channel, pending in list(self._requests.items()):
