@@ -150,7 +150,9 @@ class Server:
                 on_control=self.node.on_control,
                 stats=self.stats,
             )
-        self.metrics.watch_redis_broker(broker.gaps.counters, broker.fates.counters)
+        self.metrics.watch_redis_broker(
+            broker.gaps.counters, broker.fates.counters, broker.refusals
+        )
         return broker
 
     def _make_redis_broker(self) -> RedisBroker:

@@ -20,8 +20,8 @@ import redis
 from roomcast_dev.devcluster import LocalCluster
 
 from tests.support.cluster import until
-from tests.support.delivery import Traffic, finish_refusals_true, in_thread
-from tests.support.wsclient import Client
+from tests.support.delivery import Traffic, in_thread
+from tests.support.refusals import join_answer, refusals, serves_again
 
 pytestmark = pytest.mark.integration
 
@@ -38,27 +38,11 @@ def last_save_status(admin: redis.Redis) -> str:
     return str(admin.info("persistence")["rdb_last_bgsave_status"])
 
 
-def refusals(traffic: Traffic) -> int:
-    return sum(len(sender.refused) + len(sender.unconfirmed) for sender in traffic.senders)
-
-
 def fail_a_background_save(admin: redis.Redis) -> None:
     """A save that runs long (1 s a key), its child SIGKILLed: Redis records the save failed."""
     admin.config_set("save", "3600 1")
     admin.config_set("rdb-key-save-delay", "1000000")
     admin.bgsave()
-
-
-async def join_answer(url: str, room: str) -> dict[str, object]:
-    """The first answer to a join: ``joined`` or an ``error``."""
-    client = await Client.connect(url)
-    try:
-        await client.send(type="join", room=room, username="late-joiner", id="late-join")
-        return await client.recv_where(
-            lambda e: e["type"] == "joined" or (e["type"] == "error" and e.get("id") == "late-join")
-        )
-    finally:
-        await client.close()
 
 
 async def test_writes_refused_misconf_senders_and_joiners_told_and_service_returns(
@@ -89,10 +73,7 @@ async def test_writes_refused_misconf_senders_and_joiners_told_and_service_retur
         admin.config_set("rdb-key-save-delay", "0")
         admin.bgsave()
         await until(lambda: last_save_status(admin) == "ok", 10, "a save succeeded")
-        await traffic.more_acks(10)
-        joined = await join_answer(cluster.url, ROOMS[0])
-        assert joined["type"] == "joined", joined
-        await finish_refusals_true(traffic, admin, ROOMS, "MISCONF")
+        await serves_again(traffic, cluster.url, admin, ROOMS, "MISCONF")
     finally:
         await traffic.close()
         admin.close()

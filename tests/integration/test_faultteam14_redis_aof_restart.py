@@ -11,57 +11,34 @@ order or the member is told, each member is told its room's new epoch once (one
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
 from functools import partial
-from pathlib import Path
 
 import pytest
 import redis
-from roomcast_dev.devcluster import LocalCluster, ManagedProcess, find_binary, free_port
+from roomcast_dev.devcluster import LocalCluster
 
 from tests.support.cluster import QUICK_ENV, ready, until
 from tests.support.delivery import Traffic, in_thread
 from tests.support.posts import epoch
+from tests.support.restartable_redis import RestartableRedis, epoch_changes_told, restartable_redis
 
 pytestmark = pytest.mark.integration
 
 ROOMS = ["aof-east", "aof-west"]
 
 
-class AofRedis:
-    """A redis-server fsyncing its AOF before each reply, restartable on its port and files."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.argv = [find_binary("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1"]
-        self.argv += ["--save", "", "--appendonly", "yes", "--appendfsync", "always"]
-        self.argv += ["--dir", str(workdir)]
-        self.process = self._start()
-
-    def _start(self) -> ManagedProcess:
-        process = ManagedProcess("redis", self.argv)
-        process.wait_for_line(lambda line: "Ready to accept connections" in line, 20)
-        return process
-
-    def kill_and_restart(self) -> None:
-        self.process.signal(9)
-        self.process.popen.wait(10)
-        self.process = self._start()
-
-
 @pytest.fixture
-def aof_redis() -> Iterator[AofRedis]:
-    with tempfile.TemporaryDirectory(prefix="roomcast-aof-") as workdir:
-        server = AofRedis(Path(workdir))
-        try:
-            yield server
-        finally:
-            server.process.stop()
+def aof_redis() -> Iterator[RestartableRedis]:
+    """A redis-server fsyncing its AOF before each reply."""
+    with restartable_redis(
+        ["--save", "", "--appendonly", "yes", "--appendfsync", "always"]
+    ) as server:
+        yield server
 
 
 async def test_redis_restarted_on_an_always_fsynced_aof_tells_each_member_once(
-    aof_redis: AofRedis,
+    aof_redis: RestartableRedis,
 ) -> None:
     env = dict(QUICK_ENV, ROOMCAST_REDIS_URL=f"redis://127.0.0.1:{aof_redis.port}")
     admin = redis.Redis(port=aof_redis.port)
@@ -77,10 +54,7 @@ async def test_redis_restarted_on_an_always_fsynced_aof_tells_each_member_once(
             await traffic.more_acks(10)
             await traffic.finish(timeout=30)
             after = {room: await in_thread(partial(epoch, admin, room)) for room in ROOMS}
-            told = [
-                sum(loss.get("reason") == "epoch_changed" for loss in member.losses)
-                for member in traffic.members
-            ]
+            told = epoch_changes_told(traffic)
             print(
                 f"\nAOF (fsync always) restart: {traffic.summary()}; epochs {before} -> "
                 f"{after}; epoch_changed per member {told}"

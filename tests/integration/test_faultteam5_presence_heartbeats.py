@@ -17,7 +17,8 @@ from roomcast_dev.devcluster import LocalCluster
 
 from tests.support.cluster import QUICK_ENV, until
 from tests.support.delivery import in_thread
-from tests.support.wsclient import Client, Event, scaled
+from tests.support.presence_told import presence_until
+from tests.support.wsclient import Client
 
 pytestmark = pytest.mark.integration
 
@@ -60,16 +61,7 @@ async def test_heartbeats_refused_everywhere_reap_no_live_node() -> None:
             await until(partial(heartbeats_after, admin, freed_ms), 20, "heartbeats")
             # Everything the room was told since comes before this message, on every node.
             await watchers[0].send(type="message", room=ROOM, text="still here", id="mark")
-            told: list[list[Event]] = []
-            for watcher in watchers:
-                events: list[Event] = []
-
-                def mark(event: Event, into: list[Event] = events) -> bool:
-                    into.append(event)
-                    return event["type"] == "message" and event.get("text") == "still here"
-
-                await watcher.recv_where(mark, timeout=scaled(10))
-                told.append([e for e in events if e["type"] in ("user_left", "user_joined")])
+            told = await presence_until(watchers, "still here")
             print(
                 f"\nheartbeats refused {FAILED_BEATS} times on every node (TTL "
                 f"{PRESENCE_TTL} s), then memory freed: presence events to each member "

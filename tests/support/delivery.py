@@ -339,7 +339,10 @@ async def refused_but_kept(traffic: Traffic, admin: redis.Redis, rooms: list[str
     kept: list[str] = []
     for room in rooms:
         history = await in_thread(partial(admin.lrange, scripts.room_keys(room)[2], 0, -1))
-        kept += [text for entry in history for text in refused if text in entry.decode()]
+        # Quoted, as the entry's JSON holds it: "text of m-1" is no match for "text of m-12".
+        kept += [
+            text for entry in history for text in refused if json.dumps(text) in entry.decode()
+        ]
     return kept
 
 

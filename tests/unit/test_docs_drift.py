@@ -33,7 +33,7 @@ def exported_metrics() -> dict[str, set[str]]:
     """Each metric a node exports, as a query names it, with its label names."""
     registry = CollectorRegistry()
     metrics = Metrics(registry)
-    metrics.watch_redis_broker(lambda: {"x": 1}, lambda: {"x": 1})
+    metrics.watch_redis_broker(lambda: {"x": 1}, lambda: {"x": 1}, lambda: {"x": 1})
     for value in vars(metrics).values():
         if isinstance(value, MetricWrapperBase) and value._labelnames:
             value.labels(*["x"] * len(value._labelnames))  # a child, so its labels are shown

@@ -9,6 +9,8 @@ from typing import Final
 _CLIENT_REPR: Final = re.compile(r"<redis\.[\w.]*Redis\((.*?)\)>\)>\)>")
 _ADDRESS: Final = re.compile(r"host=([^,>]+),port=(\d+)")
 _MAX_ERROR_TEXT: Final = 500
+# An error reply's code as Redis sends it ("ERR", "BUSY", "NOPERM"): capitals, a few of them.
+_CODE: Final = re.compile(r"[A-Z]{2,20}")
 
 
 def _client_address(match: re.Match[str]) -> str:
@@ -22,3 +24,14 @@ def describe(exc: BaseException) -> str:
     if len(text) > _MAX_ERROR_TEXT:
         text = text[:_MAX_ERROR_TEXT] + "…"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def refusal_kind(error: Exception) -> str:
+    """A bounded name for an error reply, to count and sample its log lines by: the class
+    redis-py made of it (it strips the code from the text of those it knows), else the code
+    the reply starts with, else the class."""
+    kind = type(error).__name__
+    if kind != "ResponseError":
+        return kind
+    code = _CODE.match(str(error))
+    return code[0] if code and str(error)[code.end() : code.end() + 1] in ("", " ") else kind

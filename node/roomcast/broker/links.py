@@ -37,8 +37,9 @@ from redis.retry import Retry
 from roomcast.broker import BrokerUnavailable, MessageHandler, NotRun, resp, within
 from roomcast.broker.cluster_slots import redirect_of, slot_of
 from roomcast.broker.deadline import RedisClock, now_ms
-from roomcast.broker.errors import describe
+from roomcast.broker.errors import describe, refusal_kind
 from roomcast.broker.scripts import Script
+from roomcast.runtime.log_sampling import LogSampler
 
 log = logging.getLogger("roomcast.broker.redis")
 
@@ -429,6 +430,8 @@ class CommandLink(RedisLink):
         self.on_demoted: Callable[[], None] = _nothing
         # Redis's clock, sampled by a TIME on every connect and every watchdog round.
         self.clock = clock or RedisClock()
+        self.refusals: Counter[str] = Counter()  # error replies, by refusal_kind
+        self._refusals_logged = LogSampler()
 
     def command(self, command: Command) -> None:
         if not self.connected:
@@ -475,7 +478,17 @@ class CommandLink(RedisLink):
         command = self._inflight.popleft() if self._inflight else None
         if self._on_refused is not None and self._on_refused(error, command):
             return
-        log.error("redis refused a command", extra={"error": str(error)})
+        kind = refusal_kind(error)
+        self.refusals[kind] += 1
+        # A Redis that refuses every command (a user stripped of a right, MISCONF) refuses
+        # each chat message: a line each was 160 lines a second for 200 messages. Counted
+        # each, logged a few then about one a second per kind, with how many went unlogged.
+        unlogged = self._refusals_logged.admit(kind)
+        if unlogged is not None:
+            log.error(
+                "redis refused a command",
+                extra={"error": str(error), "unlogged_before": unlogged},
+            )
         if command is not None:
             refused = NotRun if isinstance(error, _REFUSED_AT_ONCE) else BrokerUnavailable
             command.settle(None, refused(f"redis refused: {error}"))
@@ -689,6 +702,12 @@ class SubscriberLink(RedisLink):
         redirect = redirect_of(error) if self._on_slot_moved is not None else None
         if redirect is None or self._on_slot_moved is None:
             log.error("redis refused a subscriber command", extra={"error": str(error)})
+            if self._requests:
+                # A refused SUBSCRIBE (BUSY while another client's script runs) is neither
+                # confirmed nor sent again: its room stayed unheard on this node, every message
+                # to it refused, long after Redis took commands again. Connecting again
+                # subscribes every wanted channel anew, at the reconnect pace.
+                self.abort()
             return
         # The reply answers the oldest SUBSCRIBE of that slot: refuse it, the caller retries.
         for channel, pending in list(self._requests.items()):

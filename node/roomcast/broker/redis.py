@@ -23,6 +23,7 @@ import functools
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, NamedTuple, Protocol, TypedDict, Unpack
 
@@ -390,6 +391,10 @@ class RedisBroker(OnOneLoop):
     @property
     def reconnects(self) -> int:
         return sum(shard.reconnects for shard in self.topology.shards())
+
+    def refusals(self) -> Counter[str]:
+        """Error replies to commands, by kind (errors.refusal_kind), over every shard."""
+        return sum((shard.commands.refusals for shard in self.topology.shards()), Counter())
 
     async def start(self) -> None:
         self.topology.start()

@@ -69,6 +69,20 @@ class Script:
         object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest().encode())
 
 
+# Redis checks a script's commands one by one as it runs them and undoes none: a script that
+# wrote its keys and was then refused its PUBLISH (the nodes' user stripped of ``publish`` or of
+# the room's channel: Redis 7 gives a new user no channel unless told ``&*``) kept its writes
+# while the node told the sender ``unavailable``; the message reached every member with the next
+# one (its gap filled from history). These scripts ask first and refuse before they write. Redis
+# before 7 has no redis.acl_check_cmd: there the check is skipped. ``_sharded`` turns the
+# command asked about into SPUBLISH with the rest.
+_MAY_PUBLISH: Final = """\
+if redis.acl_check_cmd and not redis.acl_check_cmd('PUBLISH', ARGV[1], '') then
+  return redis.error_reply('NOPERM this user may not publish to ' .. ARGV[1] .. ': nothing done')
+end
+"""
+
+
 # KEYS: seq, epoch, history, history bytes. ARGV: channel, envelope head, json prefix, history
 # size, history ttl (s), meta ttl (s), epoch candidate, history byte budget, deadline (ms, Redis's
 # clock). Past its deadline it does nothing and answers {0, ''}: the node has given up on it (or
@@ -85,6 +99,9 @@ local now = redis.call('TIME')
 if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(ARGV[9]) then
   return {0, ''}
 end
+"""
+    + _MAY_PUBLISH
+    + """
 local epoch = redis.call('GET', KEYS[2])
 if not epoch or redis.call('EXISTS', KEYS[1]) == 0 then
   epoch = ARGV[7]
@@ -144,6 +161,9 @@ local ban = redis.call('GET', ARGV[10])
 if ban then
   return {'banned', ban}
 end
+"""
+    + _MAY_PUBLISH
+    + """
 local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
 redis.call('HSET', KEYS[4], ARGV[3], ARGV[4])
 local epoch = redis.call('GET', KEYS[2])
@@ -243,7 +263,8 @@ end
 # Returns {members left in the room, time (µs)}: an empty room leaves the rooms index.
 LEAVE: Final = Script(
     "leave",
-    """
+    _MAY_PUBLISH
+    + """
 redis.call('HDEL', KEYS[1], ARGV[3])
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 """
@@ -335,7 +356,8 @@ return {epoch, latest, after, out, total}
 # nodes make them (URL-safe base64) are spliced into the JSON. Runs only when a node died.
 REAP: Final = Script(
     "reap",
-    """
+    _MAY_PUBLISH
+    + """
 local fields = redis.call('HGETALL', KEYS[1])
 local removed = 0
 for i = 1, #fields, 2 do

@@ -147,7 +147,9 @@ class LoopHistogram(Histogram):
 
 
 class Metrics:
-    def watch_redis_broker(self, live_gaps: CountReader, message_fates: CountReader) -> None:
+    def watch_redis_broker(
+        self, live_gaps: CountReader, message_fates: CountReader, refusals: CountReader
+    ) -> None:
         """Export the Redis broker's own counters (registered once, by the composition root)."""
         self.registry.register(
             _KeptCounters(
@@ -166,6 +168,15 @@ class Metrics:
                 " found (acknowledged late), absent (unavailable), unconfirmed",
                 "outcome",
                 message_fates,
+            )
+        )
+        self.registry.register(
+            _KeptCounters(
+                "roomcast_redis_refusals",
+                "Commands Redis answered with an error, by its kind (the code it sent, or the"
+                " class redis-py made of it); the log keeps about one line a second of each",
+                "kind",
+                refusals,
             )
         )
 
