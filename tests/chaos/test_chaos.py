@@ -19,7 +19,10 @@ from tests.chaos.runner import RunConfig, run
 
 pytestmark = pytest.mark.integration
 
-SEED = 14
+# Its round drains a node first and kills another one later, before any node_stop, so that both
+# victims hold members (a node restarted after a fault holds none: nginx sent its clients to
+# the others). Seed 14 did so until the Redis operator faults joined the round.
+SEED = 12
 KINDS = FAULTS_BY_TOPOLOGY["standalone"]
 # 8 members per room (2 senders): enough reconnecting clients after a node kill to show whether
 # nginx sends them to the surviving nodes at once.
