@@ -46,6 +46,12 @@ NODE_ENV = {
     "ROOMCAST_MESSAGE_RATE_BURST": "5000",
     "ROOMCAST_API_RATE_PER_SECOND": "5000",
     "ROOMCAST_API_RATE_BURST": "5000",
+    # Per client address (open mode): every harness client is 127.0.0.1, so the defaults
+    # (20 messages/s, 5 joins/s) refused a third of the senders' messages rate_limited.
+    "ROOMCAST_CLIENT_MESSAGE_RATE_PER_SECOND": "5000",
+    "ROOMCAST_CLIENT_MESSAGE_RATE_BURST": "5000",
+    "ROOMCAST_CLIENT_JOIN_RATE_PER_SECOND": "5000",
+    "ROOMCAST_CLIENT_JOIN_RATE_BURST": "5000",
 }
 
 
