@@ -81,6 +81,9 @@ class SetupTurns:
         self._turn_ending = False
         self._spent = 0.0
         waiting = self._waiting
-        while waiting and self._spent < self._budget:
+        # At least one a turn, whatever the budget: a setup costlier than it still gets its turn.
+        while waiting:
             conn, data = waiting.popleft()
             self._run(conn, data, waited=True)
+            if self._spent >= self._budget:
+                break

@@ -72,7 +72,7 @@ from roomcast.net.handshake import (
 )
 from roomcast.net.heartbeat import Heartbeat
 from roomcast.net.sendbuffer import SendBudget, SendBuffer, cap_socket_send_buffer, new_send_budget
-from roomcast.net.setup_turns import SetupTurns
+from roomcast.net.setup_turns import SETUP_BUDGET_PER_TURN, SetupTurns
 from roomcast.net.token_clock import NOTICE, TokenClock
 from roomcast.net.wsprotocol import PingLeavingProtocol
 from roomcast.runtime.config import FRAME_OVERHEAD_BYTES
@@ -1506,6 +1506,7 @@ class WebSocketServer:
         hooks: Hooks | None = None,
         send_budget: SendBudget | None = None,
         admission: Admission | None = None,
+        setup_budget: float = SETUP_BUDGET_PER_TURN,
     ) -> None:
         self.app = app
         # What the node holds for backed-up clients, shared with the HTTP API's connections.
@@ -1531,7 +1532,8 @@ class WebSocketServer:
         self.address_admission = AddressAdmission(
             settings.admission_per_address_rate_per_second, settings.admission_per_address_burst
         )
-        self.setup_turns = SetupTurns(loop)
+        # The CPU a loop turn may give new connections' handshakes (net.setup_turns).
+        self.setup_turns = SetupTurns(loop, setup_budget)
         # Bytes (and frames, through their overhead) of each client over all its connections;
         # a burst always holds the largest frame, or that frame could never be received.
         self.inbound = BucketPool(
