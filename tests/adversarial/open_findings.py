@@ -36,20 +36,4 @@ OPEN_FINDINGS: Final[dict[str, str]] = {
         "connections of the shipped Kubernetes nginx. A per-address TCP cap in front of nginx "
         "(host firewall, cloud load balancer) is the fix: docs/security.md"
     ),
-    # Red team 18: the node's handshake bound holds; a burst of setups is bounded per loop turn
-    # now (net.setup_turns), but the bystander is still over its bound on a loaded machine.
-    "tests/adversarial/test_redteam18_documented_bounds.py::"
-    "test_many_addresses_each_under_its_handshake_bound_meet_the_nodes": (
-        "20 addresses, 60 WebSocket handshakes each at once (each under its 400): the node admits "
-        "1,069-1,154 and answers 46-131 503 with Retry-After 1 (all counted; its bound 500 + "
-        "1,000/s held), node CPU 0.43-0.45 s; a bystander on the node at 380-744 ms at its "
-        "maximum before, when the sockets ready together were set up in one loop turn (685 "
-        "heads in one turn, 106-190 ms of CPU). With at most 5 ms of setups a turn, the rest "
-        "waiting in order (longest turn 15-23 ms of CPU), measured at load 5-7 alternating with "
-        "main: 46-190 ms (main 290-1,360 ms); one address's legal burst of 400: 78-171 ms (main "
-        "239-514 ms); still over 150 ms at factor 3 there. Left: a member's round trip spans "
-        "several turns (its read, Redis, the answer), each with its 5 ms of setups, and the turn "
-        "that accepts a burst of pending connections is not budgeted (300 at once: 18-27 ms of "
-        "CPU, tests/unit/test_setup_turns.py)"
-    ),
 }

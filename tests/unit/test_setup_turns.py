@@ -138,7 +138,7 @@ async def test_a_connection_lost_while_waiting_is_not_answered() -> None:
 
 BURST = 300
 # The budget, plus the setup begun just under it and the turn's other callbacks (the burst's
-# reads, queued); without the budget one turn took all 300 setups (~45-100 ms of CPU here).
+# reads, queued); without the budget one turn took all 300 setups (57-71 ms of CPU here).
 LONGEST_TURN = SETUP_BUDGET_PER_TURN + 0.010
 
 

@@ -20,9 +20,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-# Enough for ~10-25 handshakes a turn: the loop polls every few milliseconds while a burst is
-# set up, and a quiet node never reaches it (one setup is far below).
-SETUP_BUDGET_PER_TURN = 0.005
+# ~5-10 handshakes a turn. A member's round trip spans several turns (its read, the Redis write,
+# Redis's answer, the write back), each with its budget of setups: with 5 ms a bystander still
+# waited 59-115 ms behind 20 addresses' 1,200 handshakes and 56-65 ms behind one address's 400,
+# with 2 ms 69-81 ms and 18-41 ms (main: 394-421 ms and 94-112 ms; a machine at load 3). A quiet
+# node never reaches it: one setup is far below.
+SETUP_BUDGET_PER_TURN = 0.002
 
 
 class Waiting(Protocol):
