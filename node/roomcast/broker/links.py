@@ -177,6 +177,25 @@ async def _server_of(conn: AbstractConnection, link: str) -> str:
     return ""
 
 
+class StillLoading(RedisConnectionError):
+    """Redis is loading its dataset (a restart on a big snapshot or AOF): it answers INFO and
+    pub/sub, and every other command ``-LOADING``, for seconds."""
+
+
+async def _refuse_if_loading(conn: AbstractConnection) -> None:
+    """A connection to a Redis still loading is a failed attempt, not a link up: taken for up,
+    it was refused its script load at once and dropped, then connected again 50 ms later, and
+    the node was ready in between (25 of 166 readiness probes during one load)."""
+    await conn.send_command("INFO", "persistence", check_health=False)
+    try:
+        info = await conn.read_response()
+    except ResponseError:
+        return  # INFO refused (see _server_of): the script load tells instead
+    text = info.decode() if isinstance(info, bytes) else str(info)
+    if "\nloading:1" in text:
+        raise StillLoading("redis is loading its dataset")
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     """Where a link connects (a redis-py pool: address, credentials, TLS), how long it waits for
@@ -193,6 +212,10 @@ class RedisLink(OnOneLoop):
     ``on_up``/``on_down``, set by whoever composes the link, run after the link's own
     bookkeeping each time it connects and each time it loses its connection.
     """
+
+    # Whether the link is of use only once Redis has loaded its dataset (a command link); a
+    # subscriber's pub/sub is served while Redis loads.
+    needs_data = False
 
     def __init__(self, name: str, endpoint: Endpoint) -> None:
         self.name = name
@@ -268,6 +291,8 @@ class RedisLink(OnOneLoop):
             try:
                 await asyncio.wait_for(conn.connect(), self._timeout)
                 server = await asyncio.wait_for(_server_of(conn, self.name), self._timeout)
+                if self.needs_data:
+                    await asyncio.wait_for(_refuse_if_loading(conn), self._timeout)
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError, TimeoutError) as exc:
@@ -413,6 +438,8 @@ class CommandLink(RedisLink):
     On every fresh connection the scripts are loaded before anything else is sent: Redis runs
     commands in order, so every EVALSHA after that finds its script, even after a restart.
     """
+
+    needs_data = True
 
     def __init__(
         self,
