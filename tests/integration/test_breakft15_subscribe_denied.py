@@ -17,9 +17,13 @@ from functools import partial
 import pytest
 import redis
 from roomcast_dev.devcluster import LocalCluster
+from roomcast_dev.redis_topologies import RedisClusterTopology
 
+from roomcast.broker import CONTROL_ROOM
+from roomcast.broker.cluster_slots import sharded_channel
 from roomcast.broker.redis import CHANNEL_PREFIX
 from tests.integration.test_faultteam15_redis_acl_publish_revoked import admin_of
+from tests.support.cluster import QUICK_ENV
 from tests.support.delivery import Member, Traffic, in_thread, join_member, until_changed
 from tests.support.refusals import join_answer, refusals
 
@@ -156,3 +160,47 @@ async def test_a_room_denied_while_subscribed_costs_no_reconnect_loop(
             await member.ws.close()
         await asyncio.gather(*(m.reader for m in vault if m.reader), return_exceptions=True)
         admin.close()
+
+
+def scope_cluster_channels(topology: RedisClusterTopology, allowed: bool) -> None:
+    """On every Redis Cluster server (ACLs are per server): the lobby rooms' sharded channels
+    and the control channel only, or every channel again."""
+    rules = (
+        ["allchannels"]
+        if allowed
+        else ["resetchannels", "&rc:{lobby-*", f"&{sharded_channel(CONTROL_ROOM).decode()}"]
+    )
+    for server in topology.servers:
+        client = redis.Redis(port=server.port)
+        try:
+            client.execute_command("ACL", "SETUSER", "default", *rules)  # type: ignore[no-untyped-call]
+        finally:
+            client.close()
+
+
+async def test_cluster_joins_to_a_denied_room_leave_the_open_rooms_heard() -> None:
+    """The same over Redis Cluster's sharded pub/sub (an SSUBSCRIBE a command)."""
+    with RedisClusterTopology(primaries=3, replicas=0) as topology:
+        env = dict(QUICK_ENV, **topology.node_env())
+        with LocalCluster(3, redis=False, node_env=env) as cluster:
+            traffic = await Traffic.start(cluster.url, OPEN_ROOMS)
+            try:
+                await traffic.more_acks(5)
+                await in_thread(partial(scope_cluster_channels, topology, False))
+                try:
+                    connected, refused = connects(cluster), refusals(traffic)
+                    answers = [await join_answer(cluster.url, DENIED_ROOM) for _ in range(10)]
+                    assert all(a["type"] == "error" for a in answers), answers
+                    await traffic.more_acks(WATCHED_ACKS // 2)
+                    connected = connects(cluster) - connected
+                    refused = refusals(traffic) - refused
+                    print(f"cluster, 10 denied joins: {connected} reconnects, {refused} refused")
+                    assert connected == 0
+                    assert refused == 0
+                finally:
+                    await in_thread(partial(scope_cluster_channels, topology, True))
+                await traffic.finish()
+                traffic.check()
+                assert all(not member.losses for member in traffic.members)
+            finally:
+                await traffic.close()
