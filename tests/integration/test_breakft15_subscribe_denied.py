@@ -16,14 +16,14 @@ from functools import partial
 
 import pytest
 import redis
-from roomcast_dev.devcluster import LocalCluster
+from roomcast_dev.devcluster import LocalCluster, NodeProcess
 from roomcast_dev.redis_topologies import RedisClusterTopology
 
 from roomcast.broker import CONTROL_ROOM
 from roomcast.broker.cluster_slots import sharded_channel
 from roomcast.broker.redis import CHANNEL_PREFIX
 from tests.integration.test_faultteam15_redis_acl_publish_revoked import admin_of
-from tests.support.cluster import QUICK_ENV
+from tests.support.cluster import QUICK_ENV, not_ready, ready, until
 from tests.support.delivery import Member, Traffic, in_thread, join_member, until_changed
 from tests.support.refusals import join_answer, refusals
 
@@ -204,3 +204,44 @@ async def test_cluster_joins_to_a_denied_room_leave_the_open_rooms_heard() -> No
                 assert all(not member.losses for member in traffic.members)
             finally:
                 await traffic.close()
+
+
+def deny_every_channel(admin: redis.Redis) -> None:
+    admin.execute_command("ACL", "SETUSER", "default", "resetchannels")  # type: ignore[no-untyped-call]
+    admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub")  # type: ignore[no-untyped-call]
+
+
+async def test_every_channel_denied_makes_nodes_not_ready_without_a_reconnect_loop(
+    quick_cluster: LocalCluster,
+) -> None:
+    """No channel at all (``resetchannels``) and the subscriber links cut: the control channel
+    is refused, so no node is ready; each link connects once, not again and again."""
+    cluster = quick_cluster
+    admin = admin_of(cluster.redis_port)
+    members = [await join_member(cluster.url, room, f"{room}-m") for room in OPEN_ROOMS]
+    try:
+        connected = connects(cluster)
+        await in_thread(partial(deny_every_channel, admin))
+        try:
+            for node in cluster.nodes:
+                await until(partial(not_ready, node), 10, f"{node.node_id} not ready")
+            # Two control subscriptions refused on every node: a second of the ask-again pace.
+            for node in cluster.nodes:
+                await until(partial(refused_twice, node), 10, f"{node.node_id} asked again")
+            connected = connects(cluster) - connected
+            print(f"every channel denied: {connected} subscriber reconnects")
+            assert connected <= len(cluster.nodes)
+        finally:
+            await in_thread(partial(restore_channels, admin))
+        for node in cluster.nodes:
+            await until(partial(ready, node), 20, f"{node.node_id} ready again")
+    finally:
+        for member in members:
+            await member.ws.close()
+        await asyncio.gather(*(m.reader for m in members if m.reader), return_exceptions=True)
+        admin.close()
+
+
+def refused_twice(node: NodeProcess) -> bool:
+    """The node's subscriber was refused at least twice (its log; sampled past ten a kind)."""
+    return sum("redis refused a subscriber command" in line for line in node.process.lines) >= 2
