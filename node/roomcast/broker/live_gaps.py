@@ -354,6 +354,7 @@ class LiveGaps:
             room, protocol.LOSS_EPOCH_CHANGED, state.epoch, state.last + 1, None, new_epoch=epoch
         )
         self._lose(room, protocol.LOSS_EPOCH_CHANGED, epoch, 1, None, new_epoch=state.epoch)
+        _count_told_foreign(state, epoch)
 
     def _fill_from_held(self, room: str, state: _Room, first: int) -> None:
         """History starts at ``first``, past the last offset handed over: what lies between
@@ -547,6 +548,23 @@ def _leave(state: _Room) -> None:
     if not state.epoch:
         return  # no epoch yet (a room that had none): nothing late can come from it
     _remember_left(state, state.epoch, state.last)
+
+
+def _count_told_foreign(state: _Room, epoch: str) -> None:
+    """Members' cursors were told ``epoch`` as visited and left (_tell_foreign): they remember
+    it among the epochs they left, nothing of it delivered, the way they remember a real one.
+    So does the node, or the epochs it goes on remembering would not be those they remember: a
+    return to one they pushed out would be resumed after what was handed over in it while their
+    cursors start it from offset 0 (a false gap on the next message). The same two steps as a
+    cursor's: the room's epoch left, then the told one; the room's epoch taken up again."""
+    was_forgotten = epoch in state.forgotten
+    _remember_left(state, state.epoch, state.last)
+    _remember_left(state, epoch, 0)
+    del state.left[state.epoch]
+    if was_forgotten:
+        # Something of it was handed over long ago: a return still tells what history holds
+        # lost (_change_epoch) rather than handing it over again from its offset 1.
+        state.forgotten[epoch] = None
 
 
 def _remember_left(state: _Room, epoch: str, last: int) -> None:
