@@ -45,6 +45,11 @@ _LEFT_EPOCHS_KEPT: Final = 4  # epochs a room left behind whose late messages ar
 # Names of epochs left further back, kept (without their offsets) so that a return to one of
 # them is told as a loss rather than handed over again from its offset 1 (every message twice).
 _FORGOTTEN_EPOCHS_KEPT: Final = 64
+# Epochs heard live but never adopted (_remember_foreign), kept by name with whether members
+# were told: as many as forgotten ones. One pushed out would make its next message read history
+# at once and be told again: several servers behind or no longer primary, each in its own epoch,
+# would cost a history read and a notice per message.
+_FOREIGN_EPOCHS_KEPT: Final = _FORGOTTEN_EPOCHS_KEPT
 # A live message of an epoch left makes the node look in history (the room may be back in it),
 # at most this often per room: an old primary still publishing costs a read a second, no more.
 _STALE_RECHECK_INTERVAL: Final = 1.0
@@ -329,7 +334,7 @@ class LiveGaps:
             if offset and epoch != state.epoch and epoch not in state.left:
                 state.foreign.setdefault(epoch, False)
                 state.stale_checked = time.monotonic()  # history was just read
-        while len(state.foreign) > _LEFT_EPOCHS_KEPT:
+        while len(state.foreign) > _FOREIGN_EPOCHS_KEPT:
             # Forgotten, its messages would be dropped no more: members are told first.
             oldest = next(iter(state.foreign))
             self._tell_foreign(room, state, oldest)
