@@ -36,4 +36,18 @@ OPEN_FINDINGS: Final[dict[str, str]] = {
         "connections of the shipped Kubernetes nginx. A per-address TCP cap in front of nginx "
         "(host firewall, cloud load balancer) is the fix: docs/security.md"
     ),
+    # Red team 18: the node's handshake bound holds, but a burst of setups is one long turn.
+    "tests/adversarial/test_redteam18_documented_bounds.py::"
+    "test_many_addresses_each_under_its_handshake_bound_meet_the_nodes": (
+        "20 addresses, 60 WebSocket handshakes each at once (each under its 400): the node admits "
+        "1,069-1,154 and answers 46-131 503 with Retry-After 1 (all counted; its bound 500 + "
+        "1,000/s held), node CPU 0.43-0.45 s, but a bystander on the node at 380-744 ms at its "
+        "maximum (p50 7-12 ms), against 150 ms at factor 3; one address's own legal burst of 400 "
+        "at once: 190-267 ms (node CPU 0.2 s). The sockets that are ready together are set up in "
+        "one loop turn (~0.4 ms each) before the bystander's read. Tried, not merged (too late in "
+        "the stop to run the handshake suites on it): a 10 ms budget of handshakes per loop "
+        "turn, the rest answered in later turns after the reads that came meanwhile: 195-217 ms "
+        "(two runs); the same budget over the heads' parsing too: 207-429 ms (three runs, load "
+        "3): no clear gain over the noise, so the stall is not the setups alone"
+    ),
 }

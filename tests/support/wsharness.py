@@ -8,7 +8,6 @@ wrote. Nothing binds a port and nothing sleeps.
 from __future__ import annotations
 
 import asyncio
-import math
 import re
 from collections.abc import Awaitable
 from dataclasses import replace
@@ -84,9 +83,6 @@ class FakeTransport:
     def abort(self) -> None:
         self.aborted = True
 
-    def is_closing(self) -> bool:
-        return self.closed or self.aborted
-
     def pause_reading(self) -> None:
         self.paused = True
         self.pause_calls += 1
@@ -150,19 +146,11 @@ class RecordingApp:
 
 
 def make_server(
-    app: Application,
-    settings: Settings | None = None,
-    registry: CollectorRegistry | None = None,
-    setup_budget: float = math.inf,
+    app: Application, settings: Settings | None = None, registry: CollectorRegistry | None = None
 ) -> WebSocketServer:
-    """A server whose handshakes are answered within the read that completes them (WsClient
-    expects its 101 at once), however many a test makes in one loop turn: no budget of setups
-    per turn unless ``setup_budget`` asks for one (tests/unit/test_setup_turns.py)."""
     metrics = Metrics(registry if registry is not None else CollectorRegistry())
     loop = asyncio.get_running_loop()
-    return WebSocketServer(
-        app, settings or BASE_SETTINGS, metrics, loop, INSTANCE, setup_budget=setup_budget
-    )
+    return WebSocketServer(app, settings or BASE_SETTINGS, metrics, loop, INSTANCE)
 
 
 class WsClient:

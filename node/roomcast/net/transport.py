@@ -72,7 +72,6 @@ from roomcast.net.handshake import (
 )
 from roomcast.net.heartbeat import Heartbeat
 from roomcast.net.sendbuffer import SendBudget, SendBuffer, cap_socket_send_buffer, new_send_budget
-from roomcast.net.setup_turns import SETUP_BUDGET_PER_TURN, SetupTurns
 from roomcast.net.token_clock import NOTICE, TokenClock
 from roomcast.net.wsprotocol import PingLeavingProtocol
 from roomcast.runtime.config import FRAME_OVERHEAD_BYTES
@@ -273,7 +272,6 @@ class Connection(asyncio.Protocol):
         "_deferred",
         "_deferred_bytes",
         "_deflate",
-        "_first_read",
         "_fragments",
         "_handshake_timer",
         "_head_bytes",
@@ -389,9 +387,6 @@ class Connection(asyncio.Protocol):
         self._counted = False
         # The start of the request until it is known to be a WebSocket handshake (then None).
         self._sniffed: bytes | None = b"" if server.http is not None else None
-        # The handshake's first bytes are still to come: they go through the server's budget
-        # of setups per loop turn (net.setup_turns), not straight in.
-        self._first_read = True
 
     # asyncio.Protocol callbacks
 
@@ -468,39 +463,12 @@ class Connection(asyncio.Protocol):
             if is_api:
                 self._hand_over(data)
                 return
-        if self._first_read:
-            self._first_read = False
-            self._server.setup_turns.first_read(self, data)
-            return
         try:
             self._receive(data)
         except Exception:
             log.exception("connection handler failed", extra={"connection": self.id})
             self.fail(CloseCode.INTERNAL_ERROR, "internal error")
         self._flush_protocol()
-
-    def pause_for_turn(self) -> None:
-        """The handshake waits for a later loop turn (net.setup_turns): nothing more is read."""
-        if self.transport is not None:
-            self.transport.pause_reading()
-
-    def take_turn(self, data: bytes, waited: bool) -> None:
-        """The handshake's first bytes, now; ``waited``: they were held (reading is paused)."""
-        if not waited:
-            self.data_received(data)
-            return
-        if self.closed:
-            return  # lost, or its handshake timed out, while it waited
-        self.data_received(data)
-        transport = self.transport
-        # Read on after a refusal too (the rest is drained unparsed, see data_received), unless
-        # something else holds the input: the connect hook, a backlog, a drain.
-        if (
-            transport is not None
-            and not transport.is_closing()
-            and not (self._paused or self._held or self._deciding)
-        ):
-            transport.resume_reading()
 
     def _receive(self, data: bytes) -> None:
         if self.proto is None:
@@ -1526,7 +1494,6 @@ class WebSocketServer:
         hooks: Hooks | None = None,
         send_budget: SendBudget | None = None,
         admission: Admission | None = None,
-        setup_budget: float = SETUP_BUDGET_PER_TURN,
     ) -> None:
         self.app = app
         # What the node holds for backed-up clients, shared with the HTTP API's connections.
@@ -1554,8 +1521,6 @@ class WebSocketServer:
         self.address_admission = AddressAdmission(
             settings.admission_per_address_rate_per_second, settings.admission_per_address_burst
         )
-        # The CPU a loop turn may give new connections' handshakes (net.setup_turns).
-        self.setup_turns = SetupTurns(loop, setup_budget)
         # Bytes (and frames, through their overhead) of each client over all its connections;
         # a burst always holds the largest frame, or that frame could never be received.
         self.inbound = BucketPool(
