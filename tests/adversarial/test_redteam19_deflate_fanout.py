@@ -64,30 +64,6 @@ async def connect(port: int, offer: str) -> DeflateSocket:
     return DeflateSocket(reader, writer)
 
 
-def random_texts(seed: int, count: int, chars: int) -> list[str]:
-    """``count`` texts of ``chars`` letters and spaces (they compress little)."""
-    rnd = random.Random(seed)
-    return ["".join(rnd.choices(string.ascii_letters + " ", k=chars)) for _ in range(count)]
-
-
-async def join_all(room: str, members: list[DeflateSocket], senders: list[RawWebSocket]) -> None:
-    """The compressed members, then the senders, joined to ``room``."""
-    for i, ws in enumerate(members):
-        ws.writer.write(compressed({"type": "join", "room": room, "username": f"m{i}"}))
-    for ws in members:
-        assert await asyncio.wait_for(read_until(ws, "joined"), scaled(10))
-    for i, sender in enumerate(senders):
-        await sender.send({"type": "join", "room": room, "username": f"s{i}"})
-        await sender.next_text(type="joined", room=room)
-
-
-async def read_all(members: list[DeflateSocket], total: int) -> list[list[str]]:
-    """What each member read of the room's next ``total`` messages."""
-    return await asyncio.wait_for(
-        asyncio.gather(*(read_texts(ws, total) for ws in members)), scaled(60)
-    )
-
-
 # How browsers offer it, and a client asking for the smallest window the node may write in.
 OFFERS = {
     "as browsers offer it": "permessage-deflate; client_max_window_bits",
@@ -106,16 +82,28 @@ async def test_a_room_burst_to_compressed_members_costs_one_deflate_each(
     room = f"fanout-{uuid.uuid4().hex[:8]}"
     members = [await connect(node.port, OFFERS[offer]) for _ in range(MEMBERS)]
     senders = [await RawWebSocket.connect("127.0.0.1", node.port) for _ in range(SENDERS)]
-    texts = random_texts(19, SENDERS * MESSAGES_EACH, TEXT_CHARS)
+    rnd = random.Random(19)
+    texts = [
+        "".join(rnd.choices(string.ascii_letters + " ", k=TEXT_CHARS))
+        for _ in range(SENDERS * MESSAGES_EACH)
+    ]
     total = len(texts)
     try:
-        await join_all(room, members, senders)
+        for i, ws in enumerate(members):
+            ws.writer.write(compressed({"type": "join", "room": room, "username": f"m{i}"}))
+        for ws in members:
+            assert await asyncio.wait_for(read_until(ws, "joined"), scaled(10))
+        for i, sender in enumerate(senders):
+            await sender.send({"type": "join", "room": room, "username": f"s{i}"})
+            await sender.next_text(type="joined", room=room)
         with probe.on(node) as result:
             cpu_before = cpu_seconds(node.process.pid)
             for i, sender in enumerate(senders):
                 for text in texts[i::SENDERS]:
                     await sender.send({"type": "message", "text": text})
-            read = await read_all(members, total)
+            read = await asyncio.wait_for(
+                asyncio.gather(*(read_texts(ws, total) for ws in members)), scaled(60)
+            )
             cpu = cpu_seconds(node.process.pid) - cpu_before
     finally:
         for ws in members:

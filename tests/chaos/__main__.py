@@ -30,8 +30,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rooms", type=int, default=3)
     parser.add_argument("--readers", type=int, default=3, help="readers per room")
     parser.add_argument("--senders", type=int, default=2, help="senders per room")
-    parser.add_argument("--posters", type=int, default=1, help="HTTP posters per room")
-    parser.add_argument("--streams", type=int, default=1, help="event streams per room")
     parser.add_argument("--interval", type=float, default=0.2, help="seconds between sends")
     parser.add_argument("--json", type=Path, default=None, help="where to write the JSON")
     parser.add_argument(
@@ -49,8 +47,6 @@ def main(argv: list[str] | None = None) -> int:
         rooms=args.rooms,
         readers_per_room=args.readers,
         senders_per_room=args.senders,
-        posters_per_room=args.posters,
-        streams_per_room=args.streams,
         send_interval=args.interval,
     )
     try:
@@ -62,8 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     path = args.json or ARTIFACTS / f"chaos-{config.topology}-{config.seed}.json"
     report.write(doc, path)
     if args.histories is not None:
-        logs = [c.log.to_json() for c in [*result.clients, *result.http_clients]]
-        report.write({"members": logs}, args.histories)
+        report.write({"members": [c.log.to_json() for c in result.clients]}, args.histories)
     print(report.text(doc))
     print(f"  JSON: {path}")
     return 0 if doc["ok"] else 1

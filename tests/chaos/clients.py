@@ -180,54 +180,47 @@ class ChaosClient:
         self.log.received(now, event)
         if event.get("room") not in (None, self.room):
             return
-        self.cursor = next_cursor(self.cursor, event)
-        if kind == "joined" and position_of(event) is not None:
+        raw_epoch, raw_offset = event.get("epoch"), event.get("offset")
+        position = (
+            (raw_epoch, raw_offset)
+            if isinstance(raw_epoch, str) and isinstance(raw_offset, int)
+            else None
+        )
+        if kind == "joined" and position is not None:
+            if self.cursor is None or event.get("recovered") is not True:
+                self.cursor = position
             self.joined.set()
-        if kind == "error" and str(event.get("id", "")).startswith("join-"):
+        elif kind == "message" and position is not None:
+            if self.cursor is None or position[0] != self.cursor[0] or position[1] > self.cursor[1]:
+                self.cursor = position
+        elif position is not None and event.get("recovered") is False:
+            self.cursor = position  # a loss notice naming where to resume
+        elif kind == "loss":
+            self._skip_lost(event)
+        elif kind == "error" and str(event.get("id", "")).startswith("join-"):
             task = asyncio.create_task(self._rejoin_later(ws))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def _skip_lost(self, event: Event) -> None:
+        """After a ``loss`` event (README, the protocol), resume after what it declared lost,
+        as an application that reloaded the history would."""
+        new_epoch, epoch, last = event.get("new_epoch"), event.get("epoch"), event.get("to_offset")
+        if isinstance(new_epoch, str):
+            if self.cursor is None or self.cursor[0] != new_epoch:
+                self.cursor = (new_epoch, 0)
+        elif (
+            self.cursor is not None
+            and epoch == self.cursor[0]
+            and isinstance(last, int)
+            and last > self.cursor[1]
+        ):
+            self.cursor = (self.cursor[0], last)
 
     async def _rejoin_later(self, ws: ClientConnection) -> None:
         await asyncio.sleep(JOIN_RETRY_SECONDS * self.rng.uniform(0.5, 1.5))
         if self._ws is ws and not self.joined.is_set():
             await self._join(ws)
-
-
-Cursor = tuple[str, int] | None
-
-
-def position_of(event: Event) -> Cursor:
-    epoch, offset = event.get("epoch"), event.get("offset")
-    return (epoch, offset) if isinstance(epoch, str) and isinstance(offset, int) else None
-
-
-def next_cursor(cursor: Cursor, event: Event) -> Cursor:
-    """Where a member stands after ``event`` of its room: the (epoch, offset) to resume after
-    (a WebSocket rejoin's ``since``, an event stream's ``Last-Event-ID``)."""
-    kind, position = event.get("type"), position_of(event)
-    if kind == "joined" and position is not None:
-        return position if cursor is None or event.get("recovered") is not True else cursor
-    if kind == "message" and position is not None:
-        if cursor is None or position[0] != cursor[0] or position[1] > cursor[1]:
-            return position
-        return cursor
-    if position is not None and event.get("recovered") is False:
-        return position  # a loss notice naming where to resume
-    if kind == "loss":
-        return _after_loss(cursor, event)
-    return cursor
-
-
-def _after_loss(cursor: Cursor, event: Event) -> Cursor:
-    """After a ``loss`` event (README, the protocol), resume after what it declared lost, as an
-    application that reloaded the history would."""
-    new_epoch, epoch, last = event.get("new_epoch"), event.get("epoch"), event.get("to_offset")
-    if isinstance(new_epoch, str):
-        return (new_epoch, 0) if cursor is None or cursor[0] != new_epoch else cursor
-    if cursor is not None and epoch == cursor[0] and isinstance(last, int) and last > cursor[1]:
-        return (cursor[0], last)
-    return cursor
 
 
 async def stop_clients(clients: Iterable[ChaosClient], tasks: Iterable[asyncio.Task[None]]) -> None:

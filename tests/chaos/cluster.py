@@ -46,12 +46,6 @@ NODE_ENV = {
     "ROOMCAST_MESSAGE_RATE_BURST": "5000",
     "ROOMCAST_API_RATE_PER_SECOND": "5000",
     "ROOMCAST_API_RATE_BURST": "5000",
-    # Per client address (open mode): every harness client is 127.0.0.1, so the defaults
-    # (20 messages/s, 5 joins/s) refused a third of the senders' messages rate_limited.
-    "ROOMCAST_CLIENT_MESSAGE_RATE_PER_SECOND": "5000",
-    "ROOMCAST_CLIENT_MESSAGE_RATE_BURST": "5000",
-    "ROOMCAST_CLIENT_JOIN_RATE_PER_SECOND": "5000",
-    "ROOMCAST_CLIENT_JOIN_RATE_BURST": "5000",
 }
 
 
@@ -73,8 +67,6 @@ class StandaloneRedis:
                 "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "yes", "--appendfsync", "always",
                 "--dir", str(self.dir), "--daemonize", "no", "--loglevel", "notice",
-                # DEBUG SLEEP: the redis_busy fault (loopback only).
-                "--enable-debug-command", "local",
             ],
         )  # fmt: skip
         self.process.wait_for_line(lambda line: "Ready to accept connections" in line, 20)
@@ -92,8 +84,8 @@ class StandaloneRedis:
             else:
                 path.unlink()
 
-    def client(self, socket_timeout: float = 5) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=socket_timeout, socket_connect_timeout=5)
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=5, socket_connect_timeout=5)
 
     def stop(self) -> None:
         if self.process is not None:

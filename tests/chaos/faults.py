@@ -201,70 +201,6 @@ async def blackhole(ctx: FaultContext, step: Step) -> FaultRecord:
     )
 
 
-# What members and senders should be told, for the report: the checker judges the rest.
-EXPECTED = {
-    "redis_busy": "past the 1 s Redis timeout: unavailable or unconfirmed, never a lost ack",
-    "redis_write_pause": "past the 1 s Redis timeout: unavailable or unconfirmed, no loss",
-    "script_flush": "nothing: scripts loaded again, no refusal, no duplicate",
-    "redis_oom": "writes refused (unavailable), joins may be refused; no loss",
-}
-
-
-def _redis_fault_done(kind: str, started: float, step: Step) -> FaultRecord:
-    details = {"held": step.hold, "expect": EXPECTED[kind]}
-    return FaultRecord(kind, "redis", started, time.monotonic(), details)
-
-
-async def redis_busy(ctx: FaultContext, step: Step) -> FaultRecord:
-    """Redis busy in one long command (``DEBUG SLEEP``, as a slow ``KEYS`` or a big ``DEL``
-    would be): its sockets stay open and it runs what was sent meanwhile once done. Under the
-    nodes' 1 s Redis timeout nothing should show; over it, senders are told ``unavailable`` or
-    ``unconfirmed`` (never ``ack`` for what did not run), nothing acknowledged is lost."""
-    server, started = _standalone(ctx), time.monotonic()
-    with server.client(socket_timeout=step.hold + 10) as admin:
-        await asyncio.to_thread(admin.execute_command, "DEBUG", "SLEEP", f"{step.hold:.2f}")
-    return _redis_fault_done("redis_busy", started, step)
-
-
-async def redis_write_pause(ctx: FaultContext, step: Step) -> FaultRecord:
-    """``CLIENT PAUSE <ms> WRITE`` on every primary (an operator's switch-over step): reads
-    and pings answer, every script that writes and every ``PUBLISH`` waits; the pause lifts by
-    itself, so a harness that dies meanwhile leaves no paused Redis behind."""
-    started = time.monotonic()
-    millis = str(int(step.hold * 1000))
-    await asyncio.to_thread(_each_redis, ctx, "CLIENT", "PAUSE", millis, "WRITE")
-    await asyncio.sleep(step.hold)
-    return _redis_fault_done("redis_write_pause", started, step)
-
-
-async def script_flush(ctx: FaultContext, step: Step) -> FaultRecord:
-    """``SCRIPT FLUSH`` on every primary: the nodes' next ``EVALSHA`` of each script meets
-    ``NOSCRIPT`` and must load it again without refusing or doubling a message."""
-    started = time.monotonic()
-    await asyncio.to_thread(_each_redis, ctx, "SCRIPT", "FLUSH")
-    return _redis_fault_done("script_flush", started, step)
-
-
-# Below what any Redis uses (an empty one takes ~1 MB): every write is refused OOM meanwhile.
-OOM_MAXMEMORY = "1"
-
-
-async def redis_oom(ctx: FaultContext, step: Step) -> FaultRecord:
-    """Memory full: ``maxmemory`` lowered below what Redis uses (``noeviction``, the default),
-    so every write script is refused ``OOM`` for the hold, then restored. Senders are told
-    ``unavailable`` (refused: surely not published); joins may be refused; nothing lost."""
-    started = time.monotonic()
-    previous = await asyncio.to_thread(_each_redis, ctx, "CONFIG", "GET", "maxmemory")
-    await asyncio.to_thread(_each_redis, ctx, "CONFIG", "SET", "maxmemory", OOM_MAXMEMORY)
-    try:
-        await asyncio.sleep(step.hold)
-    finally:
-        restore = {value for reply in previous for value in reply.values()}
-        assert len(restore) == 1, f"primaries disagree on maxmemory: {previous}"
-        await asyncio.to_thread(_each_redis, ctx, "CONFIG", "SET", "maxmemory", restore.pop())
-    return _redis_fault_done("redis_oom", started, step)
-
-
 def _sentinel_failover(ctx: FaultContext, variant: str) -> dict[str, Any]:
     """``command``: SENTINEL FAILOVER (an operator's switch-over); ``kill``: the primary is
     SIGKILLed, Sentinel promotes the replica, and the old server comes back (empty: no
@@ -396,21 +332,16 @@ INJECTORS: dict[str, Injector] = {
     "command_link_kill": command_link_kill,
     "pubsub_overflow": pubsub_overflow,
     "blackhole": blackhole,
-    "redis_busy": redis_busy,
-    "redis_write_pause": redis_write_pause,
-    "script_flush": script_flush,
-    "redis_oom": redis_oom,
     "sentinel_failover": sentinel_failover,
     "cluster_failover": cluster_failover,
     "slot_migration": slot_migration,
 }
 
 _EVERYWHERE = ("node_kill", "node_drain", "node_stop", "pubsub_kill", "command_link_kill",
-               "pubsub_overflow", "redis_write_pause", "script_flush", "redis_oom")  # fmt: skip
+               "pubsub_overflow")  # fmt: skip
 FAULTS_BY_TOPOLOGY: dict[Topology, tuple[str, ...]] = {
     "standalone": (
         *_EVERYWHERE, "redis_stop", "redis_restart_empty", "redis_restart_persistent", "blackhole",
-        "redis_busy",
     ),
     "sentinel": (*_EVERYWHERE, "sentinel_failover"),
     "cluster": (*_EVERYWHERE, "cluster_failover", "slot_migration"),
@@ -427,10 +358,6 @@ HOLD_RANGES: dict[str, tuple[float, float]] = {
     "redis_restart_persistent": (0.2, 1.5),
     "pubsub_overflow": (0.5, 1.0),
     "blackhole": (1.5, 5.0),
-    # Under and over the nodes' 1 s Redis timeout: both must hold.
-    "redis_busy": (0.3, 2.5),
-    "redis_write_pause": (0.3, 2.5),
-    "redis_oom": (0.5, 2.0),
 }
 VARIANTS: dict[str, tuple[str, ...]] = {
     "command_link_kill": ("all", "by_id"),

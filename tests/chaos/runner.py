@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from tests.chaos import schedule
@@ -15,7 +15,6 @@ from tests.chaos.clients import ChaosClient, stop_clients
 from tests.chaos.cluster import PRESENCE_TTL_SECONDS, ChaosCluster, Topology
 from tests.chaos.devtools import timeout_factor
 from tests.chaos.faults import FAULTS_BY_TOPOLOGY, INJECTORS, FaultContext, FaultRecord
-from tests.chaos.http_clients import HttpPoster, StreamReader
 from tests.chaos.presence import PresenceResult, convergence
 
 Progress = Callable[[str], None]
@@ -30,8 +29,6 @@ class RunConfig:
     rooms: int = 3
     readers_per_room: int = 3
     senders_per_room: int = 2
-    posters_per_room: int = 1  # HTTP posts through nginx, at the senders' pace
-    streams_per_room: int = 1  # event streams through nginx, judged as members
     send_interval: float = 0.2  # seconds between one sender's messages (jittered ±50 %)
     warmup: float = 2.0  # seconds of plain traffic before the first fault
     settle: float = 15.0  # at most this long (scaled) for every member to catch up at the end
@@ -54,47 +51,27 @@ class RunResult:
     faults: list[FaultRecord]
     clients: list[ChaosClient]
     presence: PresenceResult
-    http_clients: list[HttpClient]
     caught_up: bool
     wall_seconds: float
     timeline_start: float
     diagnostics: dict[str, object] = field(default_factory=dict)
 
 
-def _named(config: RunConfig, role: str, per_room: int) -> Iterator[tuple[str, str, random.Random]]:
-    """(room, name, the name's own seeded rng) for ``per_room`` clients of ``role`` a room."""
-    for r in range(config.rooms):
-        for i in range(per_room):
-            name = f"r{r}-{role}{i}"
-            yield f"room-{r}", name, random.Random(f"{config.seed}:{name}")
-
-
 def make_clients(config: RunConfig, url: str) -> list[ChaosClient]:
-    interval = config.send_interval
-    senders = _named(config, "sender", config.senders_per_room)
-    readers = _named(config, "reader", config.readers_per_room)
-    return [
-        *(ChaosClient(name, room, url, rng, interval) for room, name, rng in senders),
-        *(ChaosClient(name, room, url, rng) for room, name, rng in readers),
-    ]
+    clients = []
+    for r in range(config.rooms):
+        room = f"room-{r}"
+        for s in range(config.senders_per_room):
+            name = f"r{r}-sender{s}"
+            rng = random.Random(f"{config.seed}:{name}")
+            clients.append(ChaosClient(name, room, url, rng, config.send_interval))
+        for i in range(config.readers_per_room):
+            name = f"r{r}-reader{i}"
+            clients.append(ChaosClient(name, room, url, random.Random(f"{config.seed}:{name}")))
+    return clients
 
 
-HttpClient = HttpPoster | StreamReader
-
-
-def make_http_clients(config: RunConfig, http_url: str) -> list[HttpClient]:
-    interval = config.send_interval
-    posters = _named(config, "poster", config.posters_per_room)
-    streams = _named(config, "stream", config.streams_per_room)
-    return [
-        *(HttpPoster(name, room, http_url, rng, interval) for room, name, rng in posters),
-        *(StreamReader(name, room, http_url, rng) for room, name, rng in streams),
-    ]
-
-
-def _latest_positions(
-    clients: Sequence[ChaosClient | HttpClient],
-) -> dict[str, tuple[str, int]]:
+def _latest_positions(clients: Sequence[ChaosClient]) -> dict[str, tuple[str, int]]:
     """Per room, the newest (epoch, offset) anyone saw (acked or delivered)."""
     newest: dict[str, tuple[float, str, int]] = {}
     for client in clients:
@@ -116,16 +93,12 @@ def _latest_positions(
     return {room: (epoch, offset) for room, (_, epoch, offset) in newest.items()}
 
 
-async def _await_caught_up(
-    everyone: Sequence[ChaosClient | HttpClient],
-    clients: Sequence[ChaosClient | StreamReader],
-    timeout: float,
-) -> bool:
+async def _await_caught_up(clients: Sequence[ChaosClient], timeout: float) -> bool:
     """Every member joined and at its room's newest position (polled: the condition spans all
     clients' state; each poll is cheap and the wait is bounded)."""
     deadline = time.monotonic() + timeout
     while True:
-        latest = _latest_positions(everyone)
+        latest = _latest_positions(clients)
         if all(c.joined.is_set() and c.cursor == latest.get(c.room, c.cursor) for c in clients):
             return True
         if time.monotonic() > deadline:
@@ -140,20 +113,13 @@ async def run(config: RunConfig, progress: Progress = print) -> RunResult:
     progress(f"  faults: {', '.join(kinds)}")
     cluster = await asyncio.to_thread(ChaosCluster(config.topology).start)
     clients = make_clients(config, cluster.url)
-    http_clients = make_http_clients(config, cluster.http_url)
-    streams = [c for c in http_clients if isinstance(c, StreamReader)]
-    members: list[ChaosClient | StreamReader] = [*clients, *streams]
     tasks = [asyncio.create_task(client.run()) for client in clients]
-    http_tasks = [asyncio.create_task(client.run()) for client in http_clients]
     faults: list[FaultRecord] = []
     diagnostics: dict[str, object] = {}
     try:
         async with asyncio.timeout(30 * timeout_factor()):
-            await asyncio.gather(*(member.joined.wait() for member in members))
-        progress(
-            f"  {len(clients)} clients joined {config.rooms} rooms through nginx, "
-            f"{len(streams)} event streams, {len(http_clients) - len(streams)} HTTP posters"
-        )
+            await asyncio.gather(*(client.joined.wait() for client in clients))
+        progress(f"  {len(clients)} clients joined {config.rooms} rooms through nginx")
         await asyncio.sleep(config.warmup)  # plain traffic: a baseline before any fault
         ctx = FaultContext(cluster, clients, [f"room-{r}" for r in range(config.rooms)],
                            random.Random(config.seed))  # fmt: skip
@@ -168,12 +134,9 @@ async def run(config: RunConfig, progress: Progress = print) -> RunResult:
                 f"{step.variant:<8} {record.ended - record.started:5.1f}s"
             )
             await asyncio.sleep(pause)
-        for sender in [*clients, *http_clients]:
-            if not isinstance(sender, StreamReader):
-                sender.sending = False
-        caught_up = await _await_caught_up(
-            [*clients, *http_clients], members, config.settle * timeout_factor()
-        )
+        for client in clients:
+            client.sending = False
+        caught_up = await _await_caught_up(clients, config.settle * timeout_factor())
         progress(f"  senders stopped; every member caught up: {caught_up}")
         last_fault_end = max((f.ended for f in faults), default=time.monotonic())
         bound = PRESENCE_TTL_SECONDS * 4 / 3
@@ -191,7 +154,7 @@ async def run(config: RunConfig, progress: Progress = print) -> RunResult:
         )
         if not caught_up or not presence.ok:
             diagnostics = await asyncio.to_thread(cluster.diagnostics)
-            latest = _latest_positions([*clients, *http_clients])
+            latest = _latest_positions(clients)
             diagnostics["clients"] = {
                 c.name: {
                     "node": c.node,
@@ -199,23 +162,19 @@ async def run(config: RunConfig, progress: Progress = print) -> RunResult:
                     "cursor": c.cursor,
                     "room_latest": latest.get(c.room),
                 }
-                for c in members
+                for c in clients
                 if not c.joined.is_set() or c.cursor != latest.get(c.room)
             }
     finally:
         await stop_clients(clients, tasks)
-        for task in http_tasks:
-            task.cancel()
-        await asyncio.gather(*http_tasks, return_exceptions=True)
         await asyncio.to_thread(cluster.stop)
-    verdict = check(client.log for client in [*clients, *http_clients])
+    verdict = check(client.log for client in clients)
     return RunResult(
         config,
         verdict,
         faults,
         clients,
         presence,
-        http_clients,
         caught_up,
         time.monotonic() - began,
         began,

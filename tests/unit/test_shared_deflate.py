@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import operator
 import zlib
 
-from prometheus_client import CollectorRegistry
 from websockets.extensions.permessage_deflate import PerMessageDeflate
 
-from roomcast.core.node import Node
 from roomcast.net.deflate import (
     KEPT_FRAMES,
     MIN_WINDOW_BITS,
@@ -19,10 +15,7 @@ from roomcast.net.deflate import (
     shared_deflates,
     shared_for,
 )
-from roomcast.net.transport import WebSocketServer
-from roomcast.runtime.metrics import Metrics
 from roomcast.wire.framing import frame_payload, text_frame
-from tests.support.wsharness import INSTANCE, make_settings
 
 
 def inflate(frame: bytes, window_bits: int = WINDOW_BITS) -> bytes:
@@ -54,32 +47,14 @@ def test_frames_stand_alone_so_a_persistent_decoder_reads_them_in_any_order() ->
         assert read == frame_payload(frame)
 
 
-def test_it_keeps_a_bounded_number_of_frames_once_a_turn_ended() -> None:
+def test_it_keeps_a_bounded_number_of_frames() -> None:
     deflate = SharedDeflate()
     first = text_frame(b'{"n":-1}')
     kept = deflate.frame(first)
     for n in range(KEPT_FRAMES):
         deflate.frame(text_frame(json.dumps({"n": n}).encode()))
-    deflate.turn_ended()
     again = deflate.frame(first)
     assert again == kept and again is not kept  # compressed again once it was let go
-
-
-def test_a_turn_of_more_frames_than_it_keeps_compresses_each_once_for_every_member() -> None:
-    # The outbox writes a turn's frames member by member: 40 members, 40 room messages of 5 KB
-    # (more than it keeps past a turn) in one turn. A bounded cache let the first member's
-    # frames push out the earliest before the next member asked: 1,600 deflates, not 40.
-    deflate = SharedDeflate()
-    frames = [
-        text_frame(json.dumps({"n": n, "text": f"{n:05d}" * 1000}).encode())
-        for n in range(KEPT_FRAMES + 8)
-    ]
-    first_member = [deflate.frame(frame) for frame in frames]
-    for _ in range(39):
-        assert all(map(operator.is_, map(deflate.frame, frames), first_member))
-    deflate.turn_ended()
-    kept = [deflate.frame(frame) for frame in frames[-KEPT_FRAMES:]]
-    assert all(map(operator.is_, kept, first_member[-KEPT_FRAMES:]))
 
 
 def test_each_window_a_client_may_agree_has_its_own_compressor() -> None:
@@ -93,19 +68,3 @@ def test_each_window_a_client_may_agree_has_its_own_compressor() -> None:
         assert shared_for(agreed, deflates) is deflate
     # Context taken over (not what the node agrees): websockets compresses for it alone.
     assert shared_for(PerMessageDeflate(False, False, 15, WINDOW_BITS), deflates) is None
-
-
-async def test_the_node_forgets_a_turns_frames_when_its_outbox_flushed() -> None:
-    settings = make_settings(compression=True)
-    metrics = Metrics(CollectorRegistry())
-    node = Node(settings.node_id, 16, settings.max_frame_bytes, metrics)
-    server = WebSocketServer(node, settings, metrics, asyncio.get_running_loop(), INSTANCE)
-    deflates = server.deflates
-    first = text_frame(b'{"n":-1}')
-    kept = [deflate.frame(first) for deflate in deflates.values()]
-    for deflate in deflates.values():
-        for n in range(KEPT_FRAMES):
-            deflate.frame(text_frame(json.dumps({"n": n}).encode()))
-    server.outbox.flush()
-    again = [deflate.frame(first) for deflate in deflates.values()]
-    assert again == kept and not any(map(operator.is_, again, kept))

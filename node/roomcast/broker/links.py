@@ -26,7 +26,6 @@ from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import (
-    NoPermissionError,
     NoScriptError,
     OutOfMemoryError,
     ReadOnlyError,
@@ -177,25 +176,6 @@ async def _server_of(conn: AbstractConnection, link: str) -> str:
     return ""
 
 
-class StillLoading(RedisConnectionError):
-    """Redis is loading its dataset (a restart on a big snapshot or AOF): it answers INFO and
-    pub/sub, and every other command ``-LOADING``, for seconds."""
-
-
-async def _refuse_if_loading(conn: AbstractConnection) -> None:
-    """A connection to a Redis still loading is a failed attempt, not a link up: taken for up,
-    it was refused its script load at once and dropped, then connected again 50 ms later, and
-    the node was ready in between (25 of 166 readiness probes during one load)."""
-    await conn.send_command("INFO", "persistence", check_health=False)
-    try:
-        info = await conn.read_response()
-    except ResponseError:
-        return  # INFO refused (see _server_of): the script load tells instead
-    text = info.decode() if isinstance(info, bytes) else str(info)
-    if "\nloading:1" in text:
-        raise StillLoading("redis is loading its dataset")
-
-
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     """Where a link connects (a redis-py pool: address, credentials, TLS), how long it waits for
@@ -212,10 +192,6 @@ class RedisLink(OnOneLoop):
     ``on_up``/``on_down``, set by whoever composes the link, run after the link's own
     bookkeeping each time it connects and each time it loses its connection.
     """
-
-    # Whether the link is of use only once Redis has loaded its dataset (a command link); a
-    # subscriber's pub/sub is served while Redis loads.
-    needs_data = False
 
     def __init__(self, name: str, endpoint: Endpoint) -> None:
         self.name = name
@@ -291,8 +267,6 @@ class RedisLink(OnOneLoop):
             try:
                 await asyncio.wait_for(conn.connect(), self._timeout)
                 server = await asyncio.wait_for(_server_of(conn, self.name), self._timeout)
-                if self.needs_data:
-                    await asyncio.wait_for(_refuse_if_loading(conn), self._timeout)
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError, TimeoutError) as exc:
@@ -439,8 +413,6 @@ class CommandLink(RedisLink):
     commands in order, so every EVALSHA after that finds its script, even after a restart.
     """
 
-    needs_data = True
-
     def __init__(
         self,
         name: str,
@@ -573,10 +545,6 @@ class SlotMoved(BrokerUnavailable):
     """A subscription was refused or dropped because its hash slot moved: retry elsewhere."""
 
 
-class ChannelDenied(BrokerUnavailable):
-    """Redis refused the room's channel to the nodes' user (NOPERM: an ACL without it)."""
-
-
 @dataclass(slots=True)
 class _SubscribeRequest:
     """One SUBSCRIBE sent for a channel; Redis answers each with one confirmation."""
@@ -616,10 +584,6 @@ class SubscriberLink(RedisLink):
         self._requests: dict[bytes, deque[_SubscribeRequest]] = {}
         # Our own UNSUBSCRIBEs not yet confirmed: any other unsubscribe is Redis dropping us.
         self._own_unsubscribes: Counter[bytes] = Counter()
-        # The channels of each SUBSCRIBE sent and not fully answered, oldest first: Redis
-        # answers a command in order, with a confirmation per channel or one error for all.
-        self._unanswered: deque[list[bytes]] = deque()
-        self._refusals_logged = LogSampler()
         self.last_pong = 0.0
 
     async def subscribe(self, channel: bytes) -> None:
@@ -683,12 +647,8 @@ class SubscriberLink(RedisLink):
     def _send_subscribe(self, channel: bytes) -> _SubscribeRequest:
         request = _SubscribeRequest()
         self._requests.setdefault(channel, deque()).append(request)
-        self._send_subscribes([channel])
+        self.send(resp.command(self._pubsub.subscribe, channel))
         return request
-
-    def _send_subscribes(self, channels: list[bytes]) -> None:
-        self._unanswered.append(list(channels))
-        self.send(resp.command(self._pubsub.subscribe, *channels))
 
     def _up(self) -> None:
         self._own_unsubscribes.clear()
@@ -699,11 +659,10 @@ class SubscriberLink(RedisLink):
             batch = channels[start : start + size]
             for channel in batch:
                 self._requests.setdefault(channel, deque()).append(_SubscribeRequest())
-            self._send_subscribes(batch)
+            self.send(resp.command(self._pubsub.subscribe, *batch))
 
     def _down(self) -> None:
         self.confirmed.clear()
-        self._unanswered.clear()
         requests, self._requests = self._requests, {}
         for pending in requests.values():
             for request in pending:
@@ -718,7 +677,6 @@ class SubscriberLink(RedisLink):
         if kind == self._message_kind:
             self._on_message(self._room_of(reply[1]), reply[2])
         elif kind == self._pubsub.subscribed:
-            self._answered(reply[1])
             self._confirm(reply[1])
         elif kind == b"pong":
             self.last_pong = self.loop.time()
@@ -740,60 +698,10 @@ class SubscriberLink(RedisLink):
         if self._on_slot_moved is not None:
             self._on_slot_moved()
 
-    def _answered(self, channel: bytes) -> None:
-        """One channel of the oldest unanswered SUBSCRIBE confirmed."""
-        oldest = self._unanswered[0] if self._unanswered else None
-        if oldest is not None and channel in oldest:
-            oldest.remove(channel)
-            if not oldest:
-                self._unanswered.popleft()
-
-    def _denied(self) -> None:
-        """NOPERM refused the oldest unanswered SUBSCRIBE: a channel the user may not use.
-
-        Reconnecting would not help (the right is gone for good) and cost every other room its
-        subscription: one room denied made any client's join to it drop each node's link. A
-        SUBSCRIBE of one channel fails that room's waiters; a reconnect's batch, refused whole
-        for any one channel of it, is sent again one channel a command, to find which."""
-        channels = self._unanswered.popleft()
-        if len(channels) > 1:
-            for channel in channels:
-                self._send_subscribes([channel])
-            return
-        channel = channels[0]
-        pending = self._requests.get(channel)
-        if pending:
-            request = pending.popleft()
-            if not pending:
-                del self._requests[channel]
-            _settle(request.waiters, ChannelDenied("redis denies this room's channel"))
-        # Still wanted (members were in the room before the right went): asked again at the
-        # slowest reconnect pace, so that they hear it again once the right is back.
-        self.loop.call_later(self._reconnect.maximum, self._ask_again, channel)
-
-    def _ask_again(self, channel: bytes) -> None:
-        if (
-            self.connected
-            and channel in self.wanted
-            and channel not in self.confirmed
-            and channel not in self._requests
-        ):
-            self._send_subscribe(channel)
-
     def _refused(self, error: ResponseError) -> None:
         redirect = redirect_of(error) if self._on_slot_moved is not None else None
         if redirect is None or self._on_slot_moved is None:
-            kind = refusal_kind(error)
-            # A client may join a denied room at will: its refusal's log line is sampled.
-            unlogged = self._refusals_logged.admit(kind)
-            if unlogged is not None:
-                log.error(
-                    "redis refused a subscriber command",
-                    extra={"error": str(error), "unlogged_before": unlogged},
-                )
-            if isinstance(error, NoPermissionError) and self._unanswered:
-                self._denied()
-                return
+            log.error("redis refused a subscriber command", extra={"error": str(error)})
             if self._requests:
                 # A refused SUBSCRIBE (BUSY while another client's script runs) is neither
                 # confirmed nor sent again: its room stayed unheard on this node, every message
@@ -802,8 +710,6 @@ class SubscriberLink(RedisLink):
                 self.abort()
             return
         # The reply answers the oldest SUBSCRIBE of that slot: refuse it, the caller retries.
-        if self._unanswered:
-            self._unanswered.popleft()
         for channel, pending in list(self._requests.items()):
             if slot_of(channel) == redirect.slot and pending:
                 request = pending.popleft()

@@ -45,11 +45,6 @@ _LEFT_EPOCHS_KEPT: Final = 4  # epochs a room left behind whose late messages ar
 # Names of epochs left further back, kept (without their offsets) so that a return to one of
 # them is told as a loss rather than handed over again from its offset 1 (every message twice).
 _FORGOTTEN_EPOCHS_KEPT: Final = 64
-# Epochs heard live but never adopted (_remember_foreign), kept by name with whether members
-# were told: as many as forgotten ones. One pushed out would make its next message read history
-# at once and be told again: several servers behind or no longer primary, each in its own epoch,
-# would cost a history read and a notice per message.
-_FOREIGN_EPOCHS_KEPT: Final = _FORGOTTEN_EPOCHS_KEPT
 # A live message of an epoch left makes the node look in history (the room may be back in it),
 # at most this often per room: an old primary still publishing costs a read a second, no more.
 _STALE_RECHECK_INTERVAL: Final = 1.0
@@ -334,7 +329,7 @@ class LiveGaps:
             if offset and epoch != state.epoch and epoch not in state.left:
                 state.foreign.setdefault(epoch, False)
                 state.stale_checked = time.monotonic()  # history was just read
-        while len(state.foreign) > _FOREIGN_EPOCHS_KEPT:
+        while len(state.foreign) > _LEFT_EPOCHS_KEPT:
             # Forgotten, its messages would be dropped no more: members are told first.
             oldest = next(iter(state.foreign))
             self._tell_foreign(room, state, oldest)
@@ -359,7 +354,6 @@ class LiveGaps:
             room, protocol.LOSS_EPOCH_CHANGED, state.epoch, state.last + 1, None, new_epoch=epoch
         )
         self._lose(room, protocol.LOSS_EPOCH_CHANGED, epoch, 1, None, new_epoch=state.epoch)
-        _count_told_foreign(state, epoch)
 
     def _fill_from_held(self, room: str, state: _Room, first: int) -> None:
         """History starts at ``first``, past the last offset handed over: what lies between
@@ -553,23 +547,6 @@ def _leave(state: _Room) -> None:
     if not state.epoch:
         return  # no epoch yet (a room that had none): nothing late can come from it
     _remember_left(state, state.epoch, state.last)
-
-
-def _count_told_foreign(state: _Room, epoch: str) -> None:
-    """Members' cursors were told ``epoch`` as visited and left (_tell_foreign): they remember
-    it among the epochs they left, nothing of it delivered, the way they remember a real one.
-    So does the node, or the epochs it goes on remembering would not be those they remember: a
-    return to one they pushed out would be resumed after what was handed over in it while their
-    cursors start it from offset 0 (a false gap on the next message). The same two steps as a
-    cursor's: the room's epoch left, then the told one; the room's epoch taken up again."""
-    was_forgotten = epoch in state.forgotten
-    _remember_left(state, state.epoch, state.last)
-    _remember_left(state, epoch, 0)
-    del state.left[state.epoch]
-    if was_forgotten:
-        # Something of it was handed over long ago: a return still tells what history holds
-        # lost (_change_epoch) rather than handing it over again from its offset 1.
-        state.forgotten[epoch] = None
 
 
 def _remember_left(state: _Room, epoch: str, last: int) -> None:

@@ -83,23 +83,6 @@ end
 """
 
 
-# The message script's writes, asked for the same way: refused its LPUSH after its INCR (the
-# nodes' user stripped of ``lpush``), a script left the counter one ahead of the history, so
-# that entry i no longer held offset (seq - i) and every gap filled from history took a
-# neighbour's message for the missing one (members got duplicates, on main). Its GETs, EXISTS
-# and LRANGE only read: refused, they refuse the script before it writes.
-_MAY_WRITE_MESSAGE: Final = """\
-if redis.acl_check_cmd and not (redis.acl_check_cmd('INCR', KEYS[1])
-    and redis.acl_check_cmd('LPUSH', KEYS[3], '')
-    and redis.acl_check_cmd('RPOP', KEYS[3])
-    and redis.acl_check_cmd('SET', KEYS[4], '')
-    and redis.acl_check_cmd('EXPIRE', KEYS[1], '1')
-    and redis.acl_check_cmd('DEL', KEYS[3])) then
-  return redis.error_reply('NOPERM this user may not write room ' .. ARGV[1] .. ': nothing done')
-end
-"""
-
-
 # KEYS: seq, epoch, history, history bytes. ARGV: channel, envelope head, json prefix, history
 # size, history ttl (s), meta ttl (s), epoch candidate, history byte budget, deadline (ms, Redis's
 # clock). Past its deadline it does nothing and answers {0, ''}: the node has given up on it (or
@@ -118,7 +101,6 @@ if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(ARGV
 end
 """
     + _MAY_PUBLISH
-    + _MAY_WRITE_MESSAGE
     + """
 local epoch = redis.call('GET', KEYS[2])
 if not epoch or redis.call('EXISTS', KEYS[1]) == 0 then

@@ -35,9 +35,8 @@ WINDOW_BITS: Final = 12
 MEM_LEVEL: Final = 5
 # The smallest window zlib writes in (it takes 8 for 9), and so websockets agrees.
 MIN_WINDOW_BITS: Final = 9
-# Frames kept compressed past a turn's end (those written outside the outbox's turn, e.g. after
-# a streamed answer, until the next turn ends). Within a turn every frame is kept: a turn's
-# frames are written member by member, so a bound on them was met by every member in turn.
+# Frames kept compressed: those of one loop turn's room traffic, written to every compressed
+# member in that turn. A frame compressed again after it left costs time, never correctness.
 KEPT_FRAMES: Final = 32
 # The sync flush's empty stored block, which RFC 7692 7.2.1 has the sender leave off.
 _EMPTY_BLOCK: Final = b"\x00\x00\xff\xff"
@@ -73,14 +72,7 @@ def shared_for(extension: Extension, deflates: dict[int, SharedDeflate]) -> Shar
 
 class SharedDeflate:
     """Room frames compressed once, each on its own, for every compressed connection that
-    agreed this window: kept until the loop turn that wrote them ends (:meth:`turn_ended`).
-
-    Not a bounded cache of the last frames: the outbox writes a turn's frames member by member,
-    so with more distinct frames in one turn than such a cache kept (32 room messages of ~5 KB
-    arrive in one read from Redis), the first member's frames pushed out the earliest before the
-    second member asked for them, and every member had every frame compressed again (one deflate
-    per member per message, what this class is for avoiding). A turn's compressed frames are no
-    larger than its uncompressed ones, which its members' pending lists hold anyway."""
+    agreed this window."""
 
     __slots__ = ("_frames", "_window_bits")
 
@@ -97,13 +89,8 @@ class SharedDeflate:
             )
             data = compressor.compress(frame_payload(frame)) + compressor.flush(zlib.Z_SYNC_FLUSH)
             found = deflated_text_frame(data.removesuffix(_EMPTY_BLOCK))
-            self._frames[frame] = found
+            frames = self._frames
+            if len(frames) >= KEPT_FRAMES:
+                del frames[next(iter(frames))]
+            frames[frame] = found
         return found
-
-    def turn_ended(self) -> None:
-        """The outbox wrote this turn's frames: forget all but the last few, so an idle node
-        keeps little and a frame compressed outside a turn is not compressed again at once."""
-        frames = self._frames
-        if len(frames) > KEPT_FRAMES:
-            for frame in list(frames)[: len(frames) - KEPT_FRAMES]:
-                del frames[frame]

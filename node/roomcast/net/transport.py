@@ -197,8 +197,6 @@ class Outbox:
         self._metrics = metrics
         self._dirty: list[OutboxEntry] = []
         self._scheduled = False
-        # Called once a turn's frames were written (the shared compressors forget theirs).
-        self.turn_ended: list[Callable[[], None]] = []
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -234,8 +232,6 @@ class Outbox:
         delivered = 0
         for conn in dirty:
             delivered += conn.write_pending()
-        for ended in self.turn_ended:
-            ended()
         if delivered:
             self._metrics.deliveries.inc(delivered)
 
@@ -1510,7 +1506,6 @@ class WebSocketServer:
         self.outbox = outbox or Outbox(loop, metrics)
         self.extensions = [server_deflate()] if settings.compression else None
         self.deflates = shared_deflates() if settings.compression else {}
-        self.outbox.turn_ended.extend(deflate.turn_ended for deflate in self.deflates.values())
         policy = policy or AccessPolicy.from_settings(settings)
         self.verifier = policy.verifier
         self.origins = policy.origins
