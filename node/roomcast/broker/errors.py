@@ -33,5 +33,6 @@ def refusal_kind(error: Exception) -> str:
     kind = type(error).__name__
     if kind != "ResponseError":
         return kind
-    code = _CODE.match(str(error))
-    return code[0] if code and str(error)[code.end() : code.end() + 1] in ("", " ") else kind
+    text = str(error)
+    code = _CODE.match(text)
+    return code[0] if code and text[code.end() : code.end() + 1] in ("", " ") else kind

@@ -39,7 +39,7 @@ from roomcast.broker.cluster_slots import redirect_of, slot_of
 from roomcast.broker.deadline import RedisClock, now_ms
 from roomcast.broker.errors import describe, refusal_kind
 from roomcast.broker.scripts import Script
-from roomcast.runtime.log_sampling import LogSampler
+from roomcast.runtime.log_sampling import LogSampler, log_sampled
 
 log = logging.getLogger("roomcast.broker.redis")
 
@@ -483,12 +483,14 @@ class CommandLink(RedisLink):
         # A Redis that refuses every command (a user stripped of a right, MISCONF) refuses
         # each chat message: a line each was 160 lines a second for 200 messages. Counted
         # each, logged a few then about one a second per kind, with how many went unlogged.
-        unlogged = self._refusals_logged.admit(kind)
-        if unlogged is not None:
-            log.error(
-                "redis refused a command",
-                extra={"error": str(error), "unlogged_before": unlogged},
-            )
+        log_sampled(
+            self._refusals_logged,
+            kind,
+            log,
+            logging.ERROR,
+            "redis refused a command",
+            {"error": str(error)},
+        )
         if command is not None:
             refused = NotRun if isinstance(error, _REFUSED_AT_ONCE) else BrokerUnavailable
             command.settle(None, refused(f"redis refused: {error}"))

@@ -75,7 +75,7 @@ from roomcast.net.sendbuffer import SendBudget, SendBuffer, cap_socket_send_buff
 from roomcast.net.token_clock import NOTICE, TokenClock
 from roomcast.net.wsprotocol import PingLeavingProtocol
 from roomcast.runtime.config import FRAME_OVERHEAD_BYTES
-from roomcast.runtime.log_sampling import LogSampler
+from roomcast.runtime.log_sampling import LogSampler, log_sampled
 from roomcast.wire.codes import CloseCode, ErrorCode
 from roomcast.wire.framing import frame_payload, text_frame, text_frame_head
 from roomcast.wire.hooks import FORWARDED_HEADERS
@@ -1277,6 +1277,8 @@ class Connection(asyncio.Protocol):
         log_sampled(
             server.refusals_logged,
             exc.code,
+            log,
+            logging.INFO,
             "handshake refused",
             {"code": exc.code, "status": exc.status, "client": self.client_address},
         )
@@ -1415,6 +1417,8 @@ class Connection(asyncio.Protocol):
         log_sampled(
             self._server.drops_logged,
             ErrorCode.SLOW_CONSUMER,
+            log,
+            logging.INFO,
             "slow consumer dropped",
             {"connection": self.id, "peer": self.peer, "reason": reason, "lag": self.lagging},
         )
@@ -1465,14 +1469,6 @@ def _select_subprotocol(
         if entry.startswith(TOKEN_SUBPROTOCOL_PREFIX):
             return entry
     return None
-
-
-def log_sampled(sampler: LogSampler, kind: str, message: str, extra: dict[str, object]) -> None:
-    """Log ``message`` at INFO if ``sampler`` lets this event of ``kind`` have a line, saying
-    how many of its kind went unlogged before it (every event is counted in a metric apart)."""
-    unlogged = sampler.admit(kind)
-    if unlogged is not None:
-        log.info(message, extra={**extra, "unlogged_before": unlogged})
 
 
 class WebSocketServer:
@@ -1654,6 +1650,8 @@ class WebSocketServer:
         log_sampled(
             self.drops_logged,
             ErrorCode.TOKEN_EXPIRED,
+            log,
+            logging.INFO,
             "token expired; closing",
             {"connection": conn.id},
         )
@@ -1669,6 +1667,8 @@ class WebSocketServer:
             log_sampled(
                 self.drops_logged,
                 "no_pong",
+                log,
+                logging.INFO,
                 "no pong; closing dead connection",
                 {"connection": conn.id},
             )

@@ -1,4 +1,4 @@
-"""Which of many like events get a log line. No I/O here: the caller logs.
+"""Which of many like events get a log line (written through the caller's logger).
 
 An event a client can cause at will (a refused handshake) must not cost a log line each: the
 node admits 1,000 handshakes a second, and each refusal's line (~180 bytes) made 15 GB of logs
@@ -8,6 +8,7 @@ few of each kind, then about one a second, each saying how many like it went unl
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Final
 
@@ -46,3 +47,18 @@ class LogSampler:
         skipped = int(state[2])
         state[2] = 0
         return skipped
+
+
+def log_sampled(
+    sampler: LogSampler,
+    kind: str,
+    logger: logging.Logger,
+    level: int,
+    message: str,
+    extra: dict[str, object],
+) -> None:
+    """Log ``message`` if ``sampler`` lets this event of ``kind`` have a line, saying how many of
+    its kind went unlogged before it (the caller counts every event in a metric apart)."""
+    unlogged = sampler.admit(kind)
+    if unlogged is not None:
+        logger.log(level, message, extra={**extra, "unlogged_before": unlogged})
